@@ -1,0 +1,74 @@
+/* component.h - the plug between the app and its components (internal).
+ *
+ * Each component (http, websocket, bus, scheduler) embeds a daebus__component
+ * and hands it to daebus__app_attach() from its public *_attach() function.
+ * The app then owns the component: it calls start in attach order, stop in
+ * reverse order, and destroy when the app is destroyed. Components find each
+ * other only through daebus__app_component() and the small *_internal.h
+ * interfaces a component chooses to offer.
+ */
+#ifndef DAEBUS_COMPONENT_H
+#define DAEBUS_COMPONENT_H
+
+#include "daebus/app.h"
+
+typedef enum daebus__component_kind {
+    DAEBUS__COMP_HTTP = 0,
+    DAEBUS__COMP_WEBSOCKET,
+    DAEBUS__COMP_BUS,
+    DAEBUS__COMP_SCHEDULER,
+    DAEBUS__COMP_COUNT
+} daebus__component_kind;
+
+typedef struct daebus__component_ops {
+    const char *name; /* "http", "websocket", "bus", "scheduler" */
+    int kind;         /* daebus__component_kind */
+    /* Called by daebus__app_attach after the order checks pass; may refuse. */
+    int (*attach)(void *self, daebus_app *app);
+    /* Start: read the app's merged handler tables and configuration, start
+     * threads/listeners. Returns 0 or a negative code (logged by the app). */
+    int (*start)(void *self);
+    /* Stop: the reverse of start, blocking until its threads are joined.
+     * Called only after a successful start. */
+    void (*stop)(void *self);
+    /* Frees the component. Called once, by the app (or by attach's caller on
+     * a failed attach, through the component's own destroy). */
+    void (*destroy)(void *self);
+    /* Optional: a few words for the "ready" log line, e.g. "port 8080",
+     * "channel chat_service". */
+    void (*describe)(void *self, char *buf, size_t len);
+} daebus__component_ops;
+
+typedef struct daebus__component {
+    const daebus__component_ops *ops;
+    void *self;
+    daebus_app *app; /* set on successful attach */
+    int started;
+} daebus__component;
+
+/* Attaches c to app. Checks: one component of each kind (DAEBUS_EEXIST),
+ * websocket only after http (DAEBUS_EORDER), not while running (DAEBUS_ESTATE).
+ * On success the app owns c->self. On failure nothing is owned and the caller
+ * keeps c->self (and should destroy it). Each failure is logged with what to do. */
+int daebus__app_attach(daebus_app *app, daebus__component *c);
+
+/* Returns: the self pointer of the attached component of kind, or NULL. */
+void *daebus__app_component(const daebus_app *app, int kind);
+
+/* A merged registration, as components see it. */
+typedef struct daebus__handler {
+    const daebus_handler_desc *desc;
+    const char *key;       /* effective key: route prefix applied; NULL for keyless kinds */
+    unsigned methods;      /* routes: methods still served by this entry (never 0) */
+    const char *blueprint; /* name of the blueprint it came from */
+} daebus__handler;
+
+/* Returns: the number of entries of kind and sets *out to the array (borrowed;
+ * stable while the app runs; registration order, later winners last). */
+size_t daebus__app_handlers(const daebus_app *app, int kind, const daebus__handler **out);
+
+/* Monotonic and wall clocks in seconds (shared helpers). */
+double daebus__now_mono(void);
+double daebus__now_wall(void);
+
+#endif

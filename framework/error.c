@@ -1,0 +1,29 @@
+/* error.c - daebus_strerror and daebus_error_set. */
+#include <stdarg.h>
+#include <stdio.h>
+#include "daebus/error.h"
+
+const char *daebus_strerror(int code)
+{
+    switch (code) {
+#define DAEBUS__ERR_CASE(name, value, msg)                                                         \
+    case value:                                                                                    \
+        return msg;
+        DAEBUS_ERRNO_MAP(DAEBUS__ERR_CASE)
+#undef DAEBUS__ERR_CASE
+    default:
+        return "unknown error";
+    }
+}
+
+int daebus_error_set(daebus_error *err, int code, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        err->code = code;
+        va_start(ap, fmt);
+        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}

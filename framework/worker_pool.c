@@ -1,0 +1,208 @@
+/* worker_pool.c - fixed threads draining a bounded FIFO of jobs.
+ *
+ * One mutex guards the queue; workers sleep on a condition variable. The
+ * queue is a singly linked list of small job nodes. A bounded queue turns
+ * overload into an immediate DAEBUS_EFULL for the submitter instead of
+ * unbounded memory growth.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "daebus/error.h"
+#include "daebus/log.h"
+#include "component.h"
+#include "worker_pool.h"
+
+typedef struct job {
+    daebus__job_fn *fn, *drop;
+    void *arg;
+    struct job *next;
+} job;
+
+struct daebus__pool {
+    char name[32];
+    pthread_mutex_t lock;
+    pthread_cond_t work; /* a job arrived or shutdown began */
+    pthread_cond_t idle; /* the queue drained or a job finished */
+    job *head, *tail;
+    size_t pending, active, max_queue;
+    int nthreads;
+    pthread_t *threads;
+    int closed;   /* no new submissions */
+    int stopping; /* workers exit once the queue is empty */
+    int joined;
+};
+
+static void *worker_main(void *arg)
+{
+    daebus__pool *p = arg;
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        while (!p->head && !p->stopping)
+            pthread_cond_wait(&p->work, &p->lock);
+        if (!p->head && p->stopping)
+            break;
+        job *j = p->head;
+        p->head = j->next;
+        if (!p->head)
+            p->tail = NULL;
+        p->pending--;
+        p->active++;
+        pthread_mutex_unlock(&p->lock);
+        j->fn(j->arg);
+        free(j);
+        pthread_mutex_lock(&p->lock);
+        p->active--;
+        pthread_cond_broadcast(&p->idle);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+daebus__pool *daebus__pool_create(const char *name, int threads, size_t max_queue)
+{
+    if (threads < 1)
+        threads = 1;
+    daebus__pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    snprintf(p->name, sizeof p->name, "%s", name ? name : "pool");
+    p->max_queue = max_queue;
+    p->threads = calloc((size_t)threads, sizeof *p->threads);
+    if (!p->threads) {
+        free(p);
+        return NULL;
+    }
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->work, NULL);
+    pthread_cond_init(&p->idle, NULL);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 512 * 1024);
+    for (int i = 0; i < threads; i++) {
+        if (pthread_create(&p->threads[i], &attr, worker_main, p) != 0) {
+            daebus_log(DAEBUS_LOG_ERROR, p->name, "cannot start worker thread %d of %d", i + 1,
+                       threads);
+            p->nthreads = i;
+            pthread_attr_destroy(&attr);
+            daebus__pool_destroy(p);
+            return NULL;
+        }
+        p->nthreads = i + 1;
+    }
+    pthread_attr_destroy(&attr);
+    return p;
+}
+
+int daebus__pool_submit(daebus__pool *p, daebus__job_fn *fn, daebus__job_fn *drop, void *arg)
+{
+    if (!p || !fn)
+        return DAEBUS_EINVAL;
+    job *j = malloc(sizeof *j);
+    if (!j)
+        return DAEBUS_ENOMEM;
+    j->fn = fn;
+    j->drop = drop;
+    j->arg = arg;
+    j->next = NULL;
+    pthread_mutex_lock(&p->lock);
+    if (p->closed) {
+        pthread_mutex_unlock(&p->lock);
+        free(j);
+        return DAEBUS_ECLOSED;
+    }
+    if (p->max_queue && p->pending >= p->max_queue) {
+        pthread_mutex_unlock(&p->lock);
+        free(j);
+        return DAEBUS_EFULL;
+    }
+    if (p->tail)
+        p->tail->next = j;
+    else
+        p->head = j;
+    p->tail = j;
+    p->pending++;
+    pthread_cond_signal(&p->work);
+    pthread_mutex_unlock(&p->lock);
+    return 0;
+}
+
+size_t daebus__pool_pending(daebus__pool *p)
+{
+    pthread_mutex_lock(&p->lock);
+    size_t n = p->pending;
+    pthread_mutex_unlock(&p->lock);
+    return n;
+}
+
+size_t daebus__pool_active(daebus__pool *p)
+{
+    pthread_mutex_lock(&p->lock);
+    size_t n = p->active;
+    pthread_mutex_unlock(&p->lock);
+    return n;
+}
+
+static void deadline_after(struct timespec *ts, double seconds)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    long long ns = (long long)ts->tv_nsec + (long long)(seconds * 1e9);
+    ts->tv_sec += (time_t)(ns / 1000000000LL);
+    ts->tv_nsec = (long)(ns % 1000000000LL);
+}
+
+size_t daebus__pool_shutdown(daebus__pool *p, double drain_seconds)
+{
+    if (!p)
+        return 0;
+    pthread_mutex_lock(&p->lock);
+    if (p->joined) {
+        pthread_mutex_unlock(&p->lock);
+        return 0;
+    }
+    p->closed = 1;
+    if (drain_seconds > 0 && p->head) {
+        struct timespec until;
+        deadline_after(&until, drain_seconds);
+        while (p->head) {
+            if (pthread_cond_timedwait(&p->idle, &p->lock, &until) != 0)
+                break;
+        }
+    }
+    job *rest = p->head;
+    size_t dropped = p->pending;
+    p->head = p->tail = NULL;
+    p->pending = 0;
+    p->stopping = 1;
+    pthread_cond_broadcast(&p->work);
+    pthread_mutex_unlock(&p->lock);
+    while (rest) {
+        job *next = rest->next;
+        if (rest->drop)
+            rest->drop(rest->arg);
+        free(rest);
+        rest = next;
+    }
+    for (int i = 0; i < p->nthreads; i++)
+        pthread_join(p->threads[i], NULL);
+    pthread_mutex_lock(&p->lock);
+    p->joined = 1;
+    pthread_mutex_unlock(&p->lock);
+    if (dropped)
+        daebus_log(DAEBUS_LOG_WARNING, p->name, "shutdown dropped %zu queued jobs", dropped);
+    return dropped;
+}
+
+void daebus__pool_destroy(daebus__pool *p)
+{
+    if (!p)
+        return;
+    daebus__pool_shutdown(p, 0);
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->work);
+    pthread_cond_destroy(&p->idle);
+    free(p->threads);
+    free(p);
+}

@@ -1,0 +1,124 @@
+/* daebus/app.h - the app: owns components, merges blueprints, runs the service.
+ *
+ *   daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
+ *   o.service = "chat_service";
+ *   daebus_app *app = daebus_app_create(&o, NULL);
+ *   daebus_app_configure(app, argc, argv);      // env + --flags (exits on --help/bad values)
+ *   daebus_http_attach(daebus_http_create(NULL, NULL), app);
+ *   return daebus_app_run(app);                 // blocks until SIGINT/SIGTERM or stop
+ *
+ * Components (http, websocket, bus, scheduler) are attached once each;
+ * websocket needs http attached first. They start in attach order and stop in
+ * reverse order. daebus_app_run() returns the process exit status: 0 after a
+ * clean stop, 1 when start-up failed.
+ *
+ * Thread: not thread-safe except daebus_app_stop() and the getters, which any
+ * thread (handlers included) may call while the app runs.
+ */
+#ifndef DAEBUS_APP_H
+#define DAEBUS_APP_H
+
+#include <stdbool.h>
+#include "daebus/blueprint.h"
+#include "daebus/config.h"
+#include "daebus/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct daebus_http daebus_http;
+typedef struct daebus_ws daebus_ws;
+typedef struct daebus_bus daebus_bus;
+typedef struct daebus_scheduler daebus_scheduler;
+
+typedef struct daebus_app_options {
+    const char *service;     /* service name = bus channel (NULL: "daebus_service") */
+    const char *redis_url;   /* NULL: "redis://127.0.0.1:6379" */
+    int http_port;           /* -1 = leave to the HTTP component's own option */
+    int log_level;           /* -1 = info */
+    int max_workers;         /* bus worker pool size; <= 0 = 10 */
+    double shutdown_timeout; /* seconds the graceful shutdown may take; <= 0 = 5 */
+    bool no_signals;         /* true: run() does not handle SIGINT/SIGTERM (tests, embedding) */
+} daebus_app_options;
+
+#define DAEBUS_APP_OPTIONS_INIT                                                                    \
+    {                                                                                              \
+        NULL, NULL, -1, -1, 0, 0.0, false                                                          \
+    }
+
+/* Creates an app and registers daebus_default_blueprint into it.
+ * Ownership: option strings are copied. Returns: NULL on failure (err filled).
+ * Thread: any, before run. */
+DAEBUS_API daebus_app *daebus_app_create(const daebus_app_options *opts, daebus_error *err);
+
+/* Stops the app if running, destroys its components and frees it. Accepts NULL.
+ * Thread: not while run() is executing on another thread (join it first). */
+DAEBUS_API void daebus_app_destroy(daebus_app *app);
+
+/* Applies the environment then argv (config.h) over the options given at
+ * creation. On --help or --version prints to stdout and exits 0; on a bad
+ * value prints the message to stderr and exits 2.
+ * Thread: main thread, before run. */
+DAEBUS_API void daebus_app_configure(daebus_app *app, int argc, char **argv);
+
+/* The same, without exiting: Returns 0, DAEBUS_CONFIG_HELP,
+ * DAEBUS_CONFIG_VERSION or DAEBUS_EINVAL (err filled). */
+DAEBUS_API int daebus_app_configure_args(daebus_app *app, int argc, char **argv, daebus_error *err);
+
+/* Merges bp into the app: its handlers join the app's tables, routes get bp's
+ * prefix. A key already present is replaced ("later one wins") with a warning
+ * naming both registration sites. Ownership: bp is borrowed and must outlive
+ * the app. Returns: 0, DAEBUS_EINVAL, DAEBUS_ESTATE (app running), DAEBUS_ENOMEM.
+ * Thread: before run. */
+DAEBUS_API int daebus_app_register_blueprint(daebus_app *app, daebus_blueprint *bp);
+
+/* Runs the service: starts components in attach order, runs ON_START hooks,
+ * logs readiness, blocks until SIGINT/SIGTERM (unless no_signals) or
+ * daebus_app_stop(), then stops components in reverse order.
+ * A second signal during shutdown exits the process at once (status 1).
+ * Returns: 0 after a clean stop; 1 if start-up failed.
+ * Thread: call once, from the main thread. */
+DAEBUS_API int daebus_app_run(daebus_app *app);
+
+/* Starts without blocking (as run() does before it waits). Returns 0 or a
+ * negative code; on failure everything started is stopped again.
+ * Thread: main thread. Pair with daebus_app_stop() + daebus_app_wait(). */
+DAEBUS_API int daebus_app_start(daebus_app *app);
+
+/* Blocks until stop is requested, then shuts down. Returns the exit status. */
+DAEBUS_API int daebus_app_wait(daebus_app *app);
+
+/* Asks a running app to shut down; returns at once. Safe from any thread,
+ * including handlers. Not async-signal-safe. */
+DAEBUS_API void daebus_app_stop(daebus_app *app);
+
+/* Returns: true between a successful start and the beginning of shutdown. */
+DAEBUS_API bool daebus_app_is_running(const daebus_app *app);
+
+/* Returns: the attached component, or NULL. Thread: any. */
+DAEBUS_API daebus_http *daebus_app_http(const daebus_app *app);
+DAEBUS_API daebus_ws *daebus_app_websocket(const daebus_app *app);
+DAEBUS_API daebus_bus *daebus_app_bus(const daebus_app *app);
+DAEBUS_API daebus_scheduler *daebus_app_scheduler(const daebus_app *app);
+
+/* Effective configuration after configure(). Ownership: strings owned by app. */
+DAEBUS_API const char *daebus_app_service(const daebus_app *app);
+DAEBUS_API const char *daebus_app_redis_url(const daebus_app *app);
+DAEBUS_API int daebus_app_http_port(const daebus_app *app); /* -1 = not configured */
+DAEBUS_API int daebus_app_max_workers(const daebus_app *app);
+DAEBUS_API double daebus_app_shutdown_timeout(const daebus_app *app);
+
+/* Number of merged registrations of kind (daebus_handler_kind). */
+DAEBUS_API size_t daebus_app_handler_count(const daebus_app *app, int kind);
+
+/* Looks a merged registration up by kind and key (key NULL for the keyless
+ * kinds; for routes key is the full path pattern and method one DAEBUS_GET-style
+ * bit, 0 for other kinds). Returns: the descriptor or NULL. Ownership: borrowed. */
+DAEBUS_API const daebus_handler_desc *daebus_app_find_handler(const daebus_app *app, int kind,
+                                                              const char *key, unsigned method);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,79 @@
+/* daebus/log.h - levelled, thread-safe logging to stderr.
+ *
+ * Each line carries a UTC timestamp, the level, the service name and the
+ * component ("app", "http", "ws", "bus", "sched", or a user's own word):
+ *
+ *   2026-11-22T10:01:02.123Z INFO  chat_service [http] listening on 0.0.0.0:8080
+ *
+ * With DAEBUS_LOG_FORMAT=json in the environment (read once, at the first log
+ * call or at daebus_log_set_format) every line is one JSON object:
+ *   {"ts":"...","level":"info","service":"chat_service","component":"http","msg":"..."}
+ *
+ * Thread: every function here is thread-safe; a line is written with one
+ * write(2) so lines from different threads never interleave.
+ */
+#ifndef DAEBUS_LOG_H
+#define DAEBUS_LOG_H
+
+#include <stdarg.h>
+#include "daebus/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum daebus_log_level {
+    DAEBUS_LOG_DEBUG = 0,
+    DAEBUS_LOG_INFO = 1,
+    DAEBUS_LOG_WARNING = 2,
+    DAEBUS_LOG_ERROR = 3,
+    DAEBUS_LOG_CRITICAL = 4,
+    DAEBUS_LOG_OFF = 5
+} daebus_log_level;
+
+typedef enum daebus_log_format { DAEBUS_LOG_TEXT = 0, DAEBUS_LOG_JSON = 1 } daebus_log_format;
+
+/* Sets the minimum level written. Thread: safe. */
+DAEBUS_API void daebus_log_set_level(daebus_log_level level);
+DAEBUS_API daebus_log_level daebus_log_get_level(void);
+
+/* Sets the output format, overriding DAEBUS_LOG_FORMAT. Thread: safe. */
+DAEBUS_API void daebus_log_set_format(daebus_log_format format);
+
+/* Sets the service name printed on every line. Ownership: the string is copied
+ * (at most 127 bytes kept). Thread: safe. */
+DAEBUS_API void daebus_log_set_service(const char *service);
+
+/* Sends log lines to fd instead of 2 (stderr); tests use it. Thread: safe. */
+DAEBUS_API void daebus_log_set_fd(int fd);
+
+/* Parses "debug", "info", "warning"/"warn", "error", "critical", "off"
+ * (case-insensitive). Returns: 0 and *out set, or DAEBUS_EINVAL. Thread: safe. */
+DAEBUS_API int daebus_log_level_parse(const char *text, daebus_log_level *out);
+
+/* Returns: the lower-case name of level. Ownership: static string. */
+DAEBUS_API const char *daebus_log_level_name(daebus_log_level level);
+
+/* Writes one line if level is enabled. component may be NULL ("app").
+ * Messages longer than 4 KiB are truncated. Thread: safe. */
+DAEBUS_API void daebus_log(daebus_log_level level, const char *component, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+DAEBUS_API void daebus_logv(daebus_log_level level, const char *component, const char *fmt,
+                            va_list ap);
+
+/* Returns: non-zero if a message at level would be written. Thread: safe. */
+DAEBUS_API int daebus_log_enabled(daebus_log_level level);
+
+#define DAEBUS_LOG_DEBUGF(comp, ...)                                                               \
+    do {                                                                                           \
+        if (daebus_log_enabled(DAEBUS_LOG_DEBUG))                                                  \
+            daebus_log(DAEBUS_LOG_DEBUG, comp, __VA_ARGS__);                                       \
+    } while (0)
+#define DAEBUS_LOG_INFOF(comp, ...)  daebus_log(DAEBUS_LOG_INFO, comp, __VA_ARGS__)
+#define DAEBUS_LOG_WARNF(comp, ...)  daebus_log(DAEBUS_LOG_WARNING, comp, __VA_ARGS__)
+#define DAEBUS_LOG_ERRORF(comp, ...) daebus_log(DAEBUS_LOG_ERROR, comp, __VA_ARGS__)
+
+#ifdef __cplusplus
+}
+#endif
+#endif

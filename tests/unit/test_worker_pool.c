@@ -1,0 +1,86 @@
+/* Worker pool: every job runs once, bounded queue refuses, drain on shutdown. */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include "daebus/daebus.h"
+#include "testsupport.h"
+#include "worker_pool.h"
+
+static atomic_int ran, dropped;
+
+static void count_job(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&ran, 1);
+}
+static void slow_job(void *arg)
+{
+    ts_sleep_ms(*(int *)arg);
+    atomic_fetch_add(&ran, 1);
+}
+static void drop_job(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&dropped, 1);
+}
+
+static void test_all_jobs_run(void)
+{
+    atomic_store(&ran, 0);
+    daebus__pool *p = daebus__pool_create("t", 4, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    for (int i = 0; i < 10000; i++)
+        CU_ASSERT_EQUAL(daebus__pool_submit(p, count_job, NULL, NULL), 0);
+    CU_ASSERT_EQUAL(daebus__pool_shutdown(p, 10.0), 0);
+    CU_ASSERT_EQUAL(atomic_load(&ran), 10000);
+    CU_ASSERT_EQUAL(daebus__pool_submit(p, count_job, NULL, NULL), DAEBUS_ECLOSED);
+    daebus__pool_destroy(p);
+}
+
+static void test_bounded_queue(void)
+{
+    atomic_store(&ran, 0);
+    atomic_store(&dropped, 0);
+    static int ms = 200;
+    daebus__pool *p = daebus__pool_create("t", 1, 2);
+    CU_ASSERT_EQUAL(daebus__pool_submit(p, slow_job, drop_job, &ms), 0);
+    ts_sleep_ms(50); /* the worker has taken the first job */
+    CU_ASSERT_EQUAL(daebus__pool_submit(p, slow_job, drop_job, &ms), 0);
+    CU_ASSERT_EQUAL(daebus__pool_submit(p, slow_job, drop_job, &ms), 0);
+    CU_ASSERT_EQUAL(daebus__pool_submit(p, slow_job, drop_job, &ms), DAEBUS_EFULL);
+    CU_ASSERT_EQUAL(daebus__pool_pending(p), 2);
+    CU_ASSERT_EQUAL(daebus__pool_active(p), 1);
+    /* No drain: the two queued ones are dropped (drop called), the running one finishes. */
+    CU_ASSERT_EQUAL(daebus__pool_shutdown(p, 0), 2);
+    CU_ASSERT_EQUAL(atomic_load(&ran), 1);
+    CU_ASSERT_EQUAL(atomic_load(&dropped), 2);
+    daebus__pool_destroy(p);
+}
+
+static void test_drain_timeout(void)
+{
+    atomic_store(&ran, 0);
+    atomic_store(&dropped, 0);
+    static int ms = 100;
+    daebus__pool *p = daebus__pool_create("t", 1, 0);
+    for (int i = 0; i < 20; i++)
+        daebus__pool_submit(p, slow_job, drop_job, &ms);
+    double t0 = ts_now();
+    size_t d = daebus__pool_shutdown(p, 0.25);
+    double took = ts_now() - t0;
+    CU_ASSERT_TRUE(d >= 15 && d <= 18);
+    CU_ASSERT_EQUAL((size_t)atomic_load(&ran) + d, 20);
+    CU_ASSERT_TRUE(took < 1.0);
+    daebus__pool_destroy(p);
+    daebus__pool_destroy(NULL);
+}
+
+int main(void)
+{
+    daebus_log_set_level(DAEBUS_LOG_CRITICAL);
+    CU_initialize_registry();
+    CU_pSuite s = CU_add_suite("worker_pool", NULL, NULL);
+    CU_add_test(s, "all jobs run once", test_all_jobs_run);
+    CU_add_test(s, "bounded queue", test_bounded_queue);
+    CU_add_test(s, "drain with timeout", test_drain_timeout);
+    return ts_run_cunit();
+}
