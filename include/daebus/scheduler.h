@@ -89,7 +89,7 @@ DAEBUS_API void daebus_scheduler_destroy(daebus_scheduler *s);
  * Ownership: name is copied; user is borrowed and must outlive the scheduler.
  * Returns: 0, DAEBUS_EINVAL (NULL fn, empty name, interval <= 0 or not
  * finite), DAEBUS_EEXIST (a task of that name exists), DAEBUS_ECLOSED
- * (stopping or stopped), DAEBUS_ENOMEM. Thread: any. */
+ * (shutdown in progress), DAEBUS_ENOMEM. Thread: any. */
 DAEBUS_API int daebus_scheduler_add_task(daebus_scheduler *s, const char *name, double interval,
                                          daebus_task_fn *fn, void *user, bool run_at_start);
 
