@@ -154,10 +154,15 @@ static void test_fixed_rate(void)
     daebus_app *app = make_app(bp, 1.0, &s);
     double t_start = ts_now();
     CU_ASSERT_EQUAL_FATAL(daebus_app_start(app), 0);
-    /* right after start the first slot is about one interval away */
+    double t_started = ts_now();
+    /* the first slot is one interval after the scheduler's start, which lies
+     * between t_start and t_started (both CLOCK_MONOTONIC) */
     daebus_task_stats st0;
     CU_ASSERT_EQUAL(daebus_task_get_stats(daebus_scheduler_find(s, "fixed"), &st0), 0);
-    CU_ASSERT(rec_count(&r) > 0 || (st0.next_run_in > iv * 0.5 && st0.next_run_in <= iv));
+    if (st0.runs == 0 && !st0.running && rec_count(&r) == 0) {
+        CU_ASSERT(st0.next_run_mono >= t_start + iv - 1e-6);
+        CU_ASSERT(st0.next_run_mono <= t_started + iv + 1e-6);
+    }
     WAIT_UNTIL(rec_count(&r) >= 51, 10.0);
     stop_app(app);
     CU_ASSERT_FATAL(rec_count(&r) >= 51);
@@ -488,7 +493,7 @@ static void test_threads(void)
     ho.no_auto_start = true;
     CU_ASSERT_EQUAL(daebus_blueprint_add_thread(bp, "manual", manual, &ho), 0);
     daebus_scheduler *s;
-    daebus_app *app = make_app(bp, 2.0, &s);
+    daebus_app *app = make_app(bp, 3.0, &s);
     atomic_store(&sleeper_loops, 0);
     atomic_store(&poller_exit, 0);
     atomic_store(&manual_runs, 0);
@@ -517,7 +522,7 @@ static void test_threads(void)
     fprintf(stderr, "\n  THREAD: sleeper returned %.3f ms after stop; app stop took %.3f ms\n",
             woke * 1e3, took * 1e3);
     CU_ASSERT(woke >= 0 && woke < 0.100);
-    CU_ASSERT(took < 0.500);
+    CU_ASSERT(took < 1.5); /* well under the 3 s grace: nobody waited for it */
     CU_ASSERT_EQUAL(atomic_load(&sleeper_loops), 1); /* one sleep, woken by the stop */
     CU_ASSERT_EQUAL(atomic_load(&poller_exit), 1);
     CU_ASSERT_FALSE(daebus_scheduler_thread_alive(s, "sleeper"));
