@@ -134,11 +134,49 @@ static void test_start_without_redis(void)
     stop_app(app);
 }
 
+static void test_health_check(void)
+{
+    /* A Redis that stops answering (CLIENT PAUSE) without closing the socket:
+     * the idle subscriber's PING goes unanswered, the bus treats the
+     * connection as lost and subscribes again once Redis answers. */
+    CU_ASSERT_EQUAL_FATAL(ts_redis_start(&redis, NULL), 0);
+    daebus_bus_options bo = DAEBUS_BUS_OPTIONS_INIT;
+    bo.health_interval = 0.3;
+    bo.connect_timeout = 0.5;
+    bo.reconnect_initial = 0.05;
+    bo.reconnect_max = 0.2;
+    daebus_bus *bus = NULL;
+    daebus_app *app = start_app(SVC, redis.url, 2, &bo, &bus);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(app);
+    WAIT_UNTIL(bus_connected(bus), 5);
+    ts_sleep_ms(800); /* idle PINGs are answered: still the first connection */
+    struct daebus_bus_stats st;
+    daebus_bus_get_stats(bus, &st);
+    CU_ASSERT_EQUAL(st.reconnects, 0);
+    CU_ASSERT_EQUAL(st.connected, 1);
+    redisContext *adm = raw_connect(redis.port);
+    redisReply *r = redisCommand(adm, "CLIENT PAUSE 1500 ALL");
+    freeReplyObject(r);
+    redisFree(adm);
+    WAIT_UNTIL(!bus_connected(bus), 3);
+    CU_ASSERT_FALSE(bus_connected(bus));
+    WAIT_UNTIL((daebus_bus_get_stats(bus, &st), st.reconnects >= 1 && st.connected), 8);
+    CU_ASSERT_EQUAL(st.reconnects, 1);
+    CU_ASSERT_TRUE(st.connected);
+    int before = atomic_load(&counted);
+    CU_ASSERT_EQUAL(raw_publish(redis.port, SVC, "{\"action\":\"count\"}"), 1);
+    WAIT_UNTIL(atomic_load(&counted) > before, 5);
+    CU_ASSERT_EQUAL(atomic_load(&counted), before + 1);
+    stop_app(app);
+    ts_redis_stop(&redis);
+}
+
 int main(void)
 {
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("bus failover", NULL, NULL);
     CU_add_test(s, "kill and restart", test_kill_and_restart);
     CU_add_test(s, "start without redis", test_start_without_redis);
+    CU_add_test(s, "health check", test_health_check);
     return ts_run_cunit();
 }
