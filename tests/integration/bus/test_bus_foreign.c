@@ -177,11 +177,60 @@ static void test_daebus_call(void)
     CU_ASSERT_STRING_EQUAL(out, "{\"m\":1}\n{\"m\":2}\n");
 }
 
+static void count_progress(daebus_caller *c, const cJSON *payload, void *user)
+{
+    (void)c;
+    cJSON_AddItemToArray((cJSON *)user, cJSON_Duplicate(payload, 1));
+}
+
+static void test_c_caller_to_python_service(void)
+{
+    const char *src = getenv("DAEBUS_SOURCE_DIR");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(src);
+    char cmd[1024], line[64] = {0};
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/python3 %s/tests/integration/bus/python_service.py %d py_svc", src,
+             redis.port);
+    FILE *f = popen(cmd, "r");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    CU_ASSERT_PTR_NOT_NULL(fgets(line, sizeof line, f));
+    CU_ASSERT_STRING_EQUAL(line, "ready\n");
+    daebus_caller *c = daebus_caller_create(redis.url, NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    daebus_error e = {0};
+    cJSON *p = cJSON_Parse("{\"x\":[1,{\"y\":null}]}");
+    cJSON *out = NULL;
+    CU_ASSERT_EQUAL(daebus_caller_request(c, "py_svc", "echo", p, 5.0, &out, &e), 0);
+    CU_ASSERT_TRUE(cJSON_Compare(p, out, 1));
+    cJSON_Delete(out);
+    cJSON_Delete(p);
+    /* "progress" status, success+final:false, then a final without the key. */
+    cJSON *prog = cJSON_CreateArray();
+    out = NULL;
+    CU_ASSERT_EQUAL(daebus_caller_request_progress(c, "py_svc", "prog", NULL, 5.0, count_progress,
+                                                   prog, &out, &e),
+                    0);
+    CU_ASSERT_EQUAL(cJSON_GetArraySize(prog), 2);
+    CU_ASSERT_EQUAL(cJSON_GetObjectItem(out, "p") ? cJSON_GetObjectItem(out, "p")->valueint : 0, 3);
+    cJSON_Delete(prog);
+    cJSON_Delete(out);
+    CU_ASSERT_EQUAL(daebus_caller_request(c, "py_svc", "err", NULL, 5.0, NULL, &e), DAEBUS_EREPLY);
+    CU_ASSERT_STRING_EQUAL(e.message, "py bad");
+    out = NULL;
+    CU_ASSERT_EQUAL(daebus_caller_request(c, "py_svc", "check_shape", NULL, 5.0, &out, &e), 0);
+    CU_ASSERT_TRUE(cJSON_IsTrue(cJSON_GetObjectItem(out, "five_keys")));
+    cJSON_Delete(out);
+    CU_ASSERT_EQUAL(daebus_caller_send_to_service(c, "py_svc", NULL, "quit"), 1);
+    pclose(f);
+    daebus_caller_destroy(c);
+}
+
 int main(void)
 {
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("bus foreign clients", init, cleanup);
     CU_add_test(s, "python client (PROTOCOL.md §1)", test_python_client);
     CU_add_test(s, "daebus-call", test_daebus_call);
+    CU_add_test(s, "C caller to a Python-style service", test_c_caller_to_python_service);
     return ts_run_cunit();
 }
