@@ -175,8 +175,9 @@ static int send_response(daebus_bus *bus, const char *channel, bool error, const
             atomic_fetch_add(&bus->errors, 1);
         return 0;
     }
-    DAEBUS_LOG_WARNF(LOGC, "could not publish a reply on '%.100s': %s", channel,
-                     daebus_strerror(rc));
+    /* While the connection is down the subscriber has already said so once. */
+    daebus_log(atomic_load(&bus->connected) ? DAEBUS_LOG_WARNING : DAEBUS_LOG_DEBUG, LOGC,
+               "could not publish a reply on '%.100s': %s", channel, daebus_strerror(rc));
     return rc;
 }
 
