@@ -200,7 +200,9 @@ static void test_overload(void)
     CU_ASSERT_EQUAL(atomic_load(&t.overloaded), 5);
     CU_ASSERT_EQUAL(atomic_load(&t.other), 0);
     struct daebus_bus_stats st;
-    daebus_bus_get_stats(bus, &st);
+    /* Counters move just after the reply is published: wait for them. */
+    WAIT_UNTIL((daebus_bus_get_stats(bus, &st), st.requests_handled == 3 && st.replies_sent == 8),
+               3);
     CU_ASSERT_EQUAL(st.overloads, 5);
     CU_ASSERT_EQUAL(st.requests_received, 8);
     CU_ASSERT_EQUAL(st.requests_handled, 3);
