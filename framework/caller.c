@@ -123,7 +123,10 @@ static int publish(daebus_caller *c, const char *channel, const char *data, size
     }
     int rc = DAEBUS_ECONN;
     if (c->pub) {
-        redisReply *r = redisCommand(c->pub, "PUBLISH %s %b", channel, data, len);
+        daebus__sigpipe_guard g;
+        daebus__sigpipe_block(&g);
+        redisReply *r = redisCommand(c->pub, "PUBLISH %b %b", channel, strlen(channel), data, len);
+        daebus__sigpipe_restore(&g);
         if (r && r->type == REDIS_REPLY_INTEGER)
             rc = (int)(r->integer > 0x7fffffff ? 0x7fffffff : r->integer);
         if (r)
@@ -312,6 +315,7 @@ static void sleep_or_wake(daebus_caller *c, double seconds)
 static void *reader_main(void *arg)
 {
     daebus_caller *c = arg;
+    daebus__sigpipe_block_thread();
     double backoff = 0.1;
     double last_rx = daebus__now_mono(), ping_at = 0;
     while (!atomic_load(&c->stopping)) {
