@@ -546,8 +546,8 @@ int daebus_caller_request_async(daebus_caller *c, const char *service, const cha
                 p->failed = 1;
         pthread_mutex_unlock(&c->lock);
         wake_thread(c);
-    } else {
-        wake_thread(c); /* recompute the nearest deadline */
+    } else if (timeout < 0.25) {
+        wake_thread(c); /* the reader sleeps at most 200 ms: only short ones need it */
     }
     return 0;
 }
