@@ -212,6 +212,45 @@ static void test_overload(void)
     stop_app(app);
 }
 
+static void on_done_shutdown(daebus_caller *c, int status, const cJSON *payload, const char *msg,
+                             void *user)
+{
+    (void)c;
+    (void)payload;
+    tally *t = user;
+    if (status == 0)
+        atomic_fetch_add(&t->ok, 1);
+    else if (status == DAEBUS_EREPLY && strstr(msg, "shutting down"))
+        atomic_fetch_add(&t->overloaded, 1);
+    else
+        atomic_fetch_add(&t->other, 1);
+    atomic_fetch_add(&t->done, 1);
+}
+
+static void test_shutdown_answers_queued(void)
+{
+    /* Stopping with work queued: the queue drains for up to shutdown_timeout
+     * (2 s here), what is left gets a "shutting down" error: every request
+     * gets exactly one final reply. */
+    daebus_bus *bus = NULL;
+    daebus_app *app = start_app(SVC, redis.url, 1, NULL, &bus);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(app);
+    daebus_caller *c = daebus_caller_create(redis.url, NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    tally t = {0};
+    for (int i = 0; i < 6; i++)
+        daebus_caller_request_async(c, SVC, "slow", NULL, 15.0, on_done_shutdown, NULL, &t, NULL);
+    struct daebus_bus_stats st;
+    WAIT_UNTIL((daebus_bus_get_stats(bus, &st), st.requests_received == 6), 5);
+    stop_app(app);
+    WAIT_UNTIL(atomic_load(&t.done) == 6, 5);
+    CU_ASSERT_EQUAL(atomic_load(&t.done), 6);
+    CU_ASSERT_TRUE(atomic_load(&t.ok) >= 1);
+    CU_ASSERT_TRUE(atomic_load(&t.overloaded) >= 1); /* "shutting down" replies */
+    CU_ASSERT_EQUAL(atomic_load(&t.other), 0);
+    daebus_caller_destroy(c);
+}
+
 static void test_api_misuse(void)
 {
     daebus_bus *b = daebus_bus_create(NULL, NULL);
@@ -246,6 +285,7 @@ int main(void)
     CU_add_test(s, "unix:// URL", test_unix_socket);
     CU_add_test(s, "message size limit", test_message_size_limit);
     CU_add_test(s, "overload", test_overload);
+    CU_add_test(s, "shutdown answers queued requests", test_shutdown_answers_queued);
     CU_add_test(s, "API misuse", test_api_misuse);
     return ts_run_cunit();
 }
