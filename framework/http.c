@@ -20,6 +20,7 @@
 #include <civetweb.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -321,6 +322,22 @@ static int build_router(daebus_http *h)
     return 0;
 }
 
+/* CivetWeb's process-wide set-up: plain once, and once more with TLS the
+ * first time a certificate is configured (TLS set-up loads OpenSSL). Never
+ * undone: the library's own mg_start/mg_stop do not need it undone. */
+static pthread_mutex_t library_lock = PTHREAD_MUTEX_INITIALIZER;
+static int library_features = -1;
+
+static void library_init(bool tls)
+{
+    pthread_mutex_lock(&library_lock);
+    if (library_features < 0)
+        library_features = (int)mg_init_library(tls ? MG_FEATURES_TLS : 0);
+    else if (tls && !(library_features & MG_FEATURES_TLS))
+        library_features |= (int)mg_init_library(MG_FEATURES_TLS);
+    pthread_mutex_unlock(&library_lock);
+}
+
 /* Tells a busy port apart from other bind failures. */
 static bool port_busy(const char *addr, int port)
 {
@@ -396,6 +413,7 @@ static int http_start(void *self)
     char etext[256] = "";
     unsigned ecode = 0;
     struct mg_error_data edata = {&ecode, etext, sizeof etext};
+    library_init(h->ssl_certificate != NULL);
     h->ctx = mg_start2(&init, &edata);
     if (!h->ctx) {
         if (port_busy(h->bind_address, port)) {
@@ -427,11 +445,61 @@ fail:
     return rc;
 }
 
+/* mg_stop() waits for CivetWeb's accept loop, which polls the listening
+ * socket in 2 s quanta. Stopping on a helper thread while this one pokes the
+ * socket with empty connections makes a stop take milliseconds. */
+typedef struct stopper {
+    struct mg_context *ctx;
+    atomic_int done;
+} stopper;
+
+static void *stop_main(void *arg)
+{
+    stopper *st = arg;
+    mg_stop(st->ctx);
+    atomic_store(&st->done, 1);
+    return NULL;
+}
+
+static void poke(const char *addr, int port)
+{
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    if (strcmp(addr, "0.0.0.0") == 0 || inet_pton(AF_INET, addr, &sa.sin_addr) != 1)
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno == EINPROGRESS) {
+        struct pollfd pfd = {fd, POLLOUT, 0};
+        poll(&pfd, 1, 20);
+    }
+    close(fd);
+}
+
+static void stop_server(daebus_http *h)
+{
+    stopper st = {h->ctx, 0};
+    pthread_t t;
+    int port = atomic_load(&h->bound_port);
+    if (port <= 0 || pthread_create(&t, NULL, stop_main, &st) != 0) {
+        mg_stop(h->ctx);
+        return;
+    }
+    while (!atomic_load(&st.done)) {
+        poke(h->bind_address, port);
+        for (int i = 0; i < 10 && !atomic_load(&st.done); i++)
+            usleep(1000);
+    }
+    pthread_join(t, NULL);
+}
+
 static void http_stop(void *self)
 {
     daebus_http *h = self;
     if (h->ctx) {
-        mg_stop(h->ctx);
+        stop_server(h);
         h->ctx = NULL;
     }
     atomic_store(&h->bound_port, -1);
