@@ -380,6 +380,9 @@ static int http_start(void *self)
     snprintf(ports, sizeof ports, "%s:%d%s", h->bind_address, port, h->ssl_certificate ? "s" : "");
     snprintf(threads, sizeof threads, "%d", h->num_threads + h->reserved_threads);
     snprintf(timeout, sizeof timeout, "%d", h->timeout_ms);
+    /* An idle keep-alive connection holds a worker thread: keep it short. */
+    char keepalive[16];
+    snprintf(keepalive, sizeof keepalive, "%d", h->timeout_ms < 5000 ? h->timeout_ms : 5000);
     const char *options[32];
     int k = 0;
     options[k++] = "listening_ports";
@@ -389,7 +392,7 @@ static int http_start(void *self)
     options[k++] = "enable_keep_alive";
     options[k++] = "yes";
     options[k++] = "keep_alive_timeout_ms";
-    options[k++] = timeout;
+    options[k++] = keepalive;
     options[k++] = "tcp_nodelay";
     options[k++] = "1";
     options[k++] = "request_timeout_ms";

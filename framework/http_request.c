@@ -647,7 +647,7 @@ static void handle(daebus_http *h, daebus_http_request *req, daebus_http_respons
         goto done;
     }
     if (nsegs < 0) {
-        send_path_error(res, 404, "Not Found", req->path);
+        send_path_error(res, 404, "Not Found", raw);
         goto done;
     }
 
@@ -677,9 +677,9 @@ static void handle(daebus_http *h, daebus_http_request *req, daebus_http_respons
             if (run_middleware(h, req, res, NULL) == 0)
                 send_file(res, file);
         } else if (allow) {
-            send_405(res, allow, req->path);
+            send_405(res, allow, raw);
         } else {
-            send_path_error(res, 404, "Not Found", req->path);
+            send_path_error(res, 404, "Not Found", raw);
         }
         free(file);
         goto done;

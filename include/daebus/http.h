@@ -28,7 +28,7 @@
  * not parse is answered 400 before the handler runs; a body larger than
  * max_body_size is answered 413.
  *
- * Errors are JSON: 404 {"error": "Not Found", "path": "<path>"}, 405
+ * Errors are JSON: 404 {"error": "Not Found", "path": "<path as sent>"}, 405
  * {"error": "Method Not Allowed", "path": ...} with Allow, 400/413
  * {"error": "<reason>"}, 500 {"error": "Internal server error"} (detail in the
  * log only). A handler that returns a negative value before sending anything
