@@ -534,17 +534,25 @@ static void send_file(daebus_http_response *res, const char *path)
         daebus_http_send_error(res, 404, "Not Found");
         return;
     }
+    /* CivetWeb worker stacks are small (about 100 KiB): buffer on the heap. */
+    enum { CHUNK = 65536 };
+    char *buf = malloc(CHUNK);
+    if (!buf) {
+        close(fd);
+        daebus_http_send_error(res, 500, "Internal server error");
+        return;
+    }
     if (send_head(res, 200, daebus__http_mime_type(path), (long long)st.st_size, false) == 0 &&
         !res->head_only) {
-        char buf[65536];
         off_t left = st.st_size;
         while (left > 0) {
-            ssize_t n = read(fd, buf, sizeof buf);
+            ssize_t n = read(fd, buf, CHUNK);
             if (n <= 0 || write_all(res, buf, (size_t)n) != 0)
                 break;
             left -= n;
         }
     }
+    free(buf);
     close(fd);
 }
 

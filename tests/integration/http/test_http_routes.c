@@ -120,7 +120,7 @@ ROUTE(trailing, "/slash/")
 
 /* ---- middleware ---- */
 
-static daebus_blueprint *admin_bp;
+static daebus_blueprint *admin_bp, *many_bp;
 
 static int admin_route(daebus_http_request *req, daebus_http_response *res, void *user)
 {
@@ -187,7 +187,7 @@ static int suite_init(void)
     app = daebus_app_create(&o, NULL);
     admin_bp = daebus_blueprint_create("admin", "/admin");
     daebus_blueprint_add_route(admin_bp, "/panel", admin_route, NULL);
-    daebus_blueprint *many = daebus_blueprint_create("many", "/many");
+    daebus_blueprint *many = many_bp = daebus_blueprint_create("many", "/many");
     for (int i = 0; i < MANY_ROUTES; i++) {
         char path[64];
         snprintf(path, sizeof path, "/r%d/<id>/leaf%d", i, i % 7);
@@ -220,6 +220,7 @@ static int suite_clean(void)
     daebus_app_wait(app);
     daebus_app_destroy(app);
     daebus_blueprint_destroy(admin_bp);
+    daebus_blueprint_destroy(many_bp);
     daebus_log_set_fd(2);
     close(logfd[0]);
     close(logfd[1]);
