@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +92,8 @@ int daebus_http_set_header(daebus_http_response *res, const char *name, const ch
     return 0;
 }
 
+static pthread_mutex_t date_lock = PTHREAD_MUTEX_INITIALIZER;
+
 /* Sends the status line and headers; clen < 0 = no Content-Length. */
 static int send_head(daebus_http_response *res, int status, const char *ctype, long long clen,
                      bool chunked)
@@ -120,9 +123,12 @@ static int send_head(daebus_http_response *res, int status, const char *ctype, l
         mg_response_header_add(c, "Transfer-Encoding", "chunked", -1);
     if (res->hlen)
         mg_response_header_add_lines(c, res->headers);
-    if (mg_response_header_send(c) < 0)
-        return DAEBUS_EIO;
-    return 0;
+    /* CivetWeb formats the Date header with gmtime() (one static buffer for
+     * the process): serialise, or concurrent responses race on it. */
+    pthread_mutex_lock(&date_lock);
+    int rc = mg_response_header_send(c);
+    pthread_mutex_unlock(&date_lock);
+    return rc < 0 ? DAEBUS_EIO : 0;
 }
 
 static int write_all(daebus_http_response *res, const void *data, size_t len)

@@ -77,13 +77,15 @@ typedef struct daebus_http_cors {
 #define DAEBUS_HTTP_PORT_ANY -1 /* options.port: let the kernel pick a free port */
 
 typedef struct daebus_http_options {
-    int port;                     /* 0 = 8080; DAEBUS_HTTP_PORT_ANY = a free port. The app's
-                                     --port / DAEBUS_HTTP_PORT overrides it (0 there = free port) */
-    const char *bind_address;     /* NULL = "0.0.0.0" */
-    int num_threads;              /* CivetWeb worker threads = open connections served at once;
-                                     <= 0 = 32 (plus threads reserved by the WebSocket component) */
-    size_t max_body_size;         /* bytes; 0 = 1 MiB. Larger bodies get 413 */
-    const char *ssl_certificate;  /* PEM file (certificate + key): serve HTTPS; NULL = plain */
+    int port;                 /* 0 = 8080; DAEBUS_HTTP_PORT_ANY = a free port. The app's
+                                 --port / DAEBUS_HTTP_PORT overrides it (0 there = free port) */
+    const char *bind_address; /* NULL = "0.0.0.0" */
+    int num_threads;          /* CivetWeb worker threads = open connections served at once;
+                                 <= 0 = 32 (plus threads reserved by the WebSocket component) */
+    size_t max_body_size;     /* bytes; 0 = 1 MiB. Larger bodies get 413 */
+    /* PEM file (certificate + key): serve HTTPS; NULL = plain. Debian 12's CivetWeb
+     * crashes on TLS handshakes with OpenSSL 3: see docs/http.md, "Known limits". */
+    const char *ssl_certificate;
     bool access_log;              /* one info line per request ("http" component) */
     int request_timeout_ms;       /* idle/read time-out per request; <= 0 = 30000 */
     const char *static_dir;       /* serve files from this directory; NULL = none */

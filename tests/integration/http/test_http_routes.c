@@ -457,6 +457,61 @@ static void test_keep_alive(void)
     CU_ASSERT_EQUAL(responses, 2);
 }
 
+/* Sends a raw request (ending in Connection: close) and reads the whole answer. */
+static void raw_exchange(const char *head, const char *body, size_t blen, char *out, size_t cap)
+{
+    out[0] = '\0';
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((unsigned short)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return;
+    }
+    ssize_t w = write(fd, head, strlen(head));
+    size_t off = 0;
+    while (w > 0 && off < blen) {
+        w = write(fd, body + off, blen - off);
+        off += w > 0 ? (size_t)w : 0;
+    }
+    size_t got = 0;
+    ssize_t n;
+    while (got < cap - 1 && (n = read(fd, out + got, cap - 1 - got)) > 0)
+        got += (size_t)n;
+    out[got] = '\0';
+    close(fd);
+}
+
+static void test_chunked_upload(void)
+{
+    char out[8192];
+    const char *body = "7\r\n{\"a\": \"\r\n4\r\nxy\"}\r\n0\r\n\r\n";
+    raw_exchange("POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                 "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+                 body, strlen(body), out, sizeof out);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "HTTP/1.1 200"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"payload\":{\"a\":\"xy\"}"));
+    /* a chunked body over the limit (4096 here) */
+    size_t big = 3 * 2000 + 64;
+    char *b = malloc(big);
+    size_t o = 0;
+    for (int i = 0; i < 3; i++) {
+        o += (size_t)snprintf(b + o, big - o, "7d0\r\n");
+        memset(b + o, 'z', 2000);
+        o += 2000;
+        o += (size_t)snprintf(b + o, big - o, "\r\n");
+    }
+    o += (size_t)snprintf(b + o, big - o, "0\r\n\r\n");
+    raw_exchange("POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                 "Content-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
+                 b, o, out, sizeof out);
+    free(b);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "HTTP/1.1 413"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "{\"error\":\"Request body too large\"}"));
+}
+
 static void test_stats_and_log(void)
 {
     daebus_http_stats st;
@@ -496,6 +551,7 @@ int main(void)
     CU_add_test(s, "middleware", test_middleware);
     CU_add_test(s, "hundreds of routes", test_many_routes);
     CU_add_test(s, "keep-alive", test_keep_alive);
+    CU_add_test(s, "chunked request bodies", test_chunked_upload);
     CU_add_test(s, "stats and access log", test_stats_and_log);
     int rc = ts_run_cunit();
     ts_http_free(&r);
