@@ -508,6 +508,10 @@ static int static_lookup(daebus_http *h, const char *const *segs, const size_t *
         o += lens[k];
     }
     path[o] = '\0';
+    if (!daebus__http_static_path_safe(path + strlen(h->static_root), false)) {
+        free(path);
+        return -1;
+    }
     if (i == nsegs || lens[nsegs - 1] == 0)
         o += (size_t)snprintf(path + o, need - o, "%sindex.html", path[o - 1] == '/' ? "" : "/");
     struct stat st;

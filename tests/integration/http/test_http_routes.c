@@ -113,6 +113,19 @@ ROUTE(teapot, "/teapot")
     return daebus_http_send_error(res, 418, "short and stout");
 }
 
+static int misuse_rc[4];
+
+/* Sends twice and sets forbidden headers: each misuse must be refused. */
+ROUTE(misuse, "/misuse")
+{
+    misuse_rc[0] = daebus_http_set_header(res, "Content-Length", "5");
+    misuse_rc[1] = daebus_http_set_header(res, "X-Evil", "a\r\nSet-Cookie: x=1");
+    daebus_http_send(res, 200, "text/plain", "once", 4);
+    misuse_rc[2] = daebus_http_send_json_take(res, 200, cJSON_CreateObject());
+    misuse_rc[3] = daebus_http_set_header(res, "X-Late", "1");
+    return 0;
+}
+
 ROUTE(trailing, "/slash/")
 {
     return daebus_http_send(res, 200, "text/plain", "slash", 5);
@@ -382,6 +395,18 @@ static void test_errors(void)
     CU_ASSERT_STRING_EQUAL(r.body, "{\"error\":\"short and stout\"}");
 }
 
+static void test_misuse(void)
+{
+    CU_ASSERT_EQUAL(req("GET", "/misuse", NULL, NULL), 200);
+    CU_ASSERT_STRING_EQUAL(r.body, "once");
+    CU_ASSERT_PTR_NULL(hdr("X-Evil"));
+    CU_ASSERT_PTR_NULL(hdr("Set-Cookie"));
+    CU_ASSERT_EQUAL(misuse_rc[0], DAEBUS_EINVAL);
+    CU_ASSERT_EQUAL(misuse_rc[1], DAEBUS_EINVAL);
+    CU_ASSERT_EQUAL(misuse_rc[2], DAEBUS_ESTATE);
+    CU_ASSERT_EQUAL(misuse_rc[3], DAEBUS_ESTATE);
+}
+
 static void test_chunked(void)
 {
     CU_ASSERT_EQUAL(req("GET", "/stream", NULL, NULL), 200);
@@ -548,6 +573,7 @@ int main(void)
     CU_add_test(s, "payloads", test_payloads);
     CU_add_test(s, "400/404/413/500/204", test_errors);
     CU_add_test(s, "chunked response", test_chunked);
+    CU_add_test(s, "response misuse refused", test_misuse);
     CU_add_test(s, "middleware", test_middleware);
     CU_add_test(s, "hundreds of routes", test_many_routes);
     CU_add_test(s, "keep-alive", test_keep_alive);

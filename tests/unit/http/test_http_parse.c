@@ -41,10 +41,6 @@ static void test_decode_and_forms(void)
     CU_ASSERT_EQUAL(daebus__http_parse_form("a=%FF", 5, o), -1);
     CU_ASSERT_EQUAL(daebus__http_parse_form("a=%00", 5, o), -1);
     cJSON_Delete(o);
-    char *v = daebus__http_form_value("x=1&name=a%20b&name=c", 21, "name");
-    CU_ASSERT_STRING_EQUAL(v, "c");
-    free(v);
-    CU_ASSERT_PTR_NULL(daebus__http_form_value("x=1", 3, "y"));
 }
 
 static void test_split_path(void)
