@@ -94,6 +94,11 @@ int daebus_http_set_header(daebus_http_response *res, const char *name, const ch
 
 static pthread_mutex_t date_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* mg_disable_keep_alive() is a Debian (Orthanc) patch to CivetWeb 1.15, used
+ * to close the connection after a 413 whose body was left unread; linked
+ * weakly so that other CivetWeb builds still work (without the close). */
+#pragma weak mg_disable_keep_alive
+
 /* Sends the status line and headers; clen < 0 = no Content-Length. */
 static int send_head(daebus_http_response *res, int status, const char *ctype, long long clen,
                      bool chunked)
@@ -106,8 +111,9 @@ static int send_head(daebus_http_response *res, int status, const char *ctype, l
     if (status < 100 || status > 999)
         status = 500;
     struct mg_connection *c = res->conn;
-    if (res->close_after)
-        mg_disable_keep_alive(c);
+    void (*disable_keep_alive)(struct mg_connection *) = mg_disable_keep_alive;
+    if (res->close_after && disable_keep_alive)
+        disable_keep_alive(c);
     if (mg_response_header_start(c, status) < 0)
         return DAEBUS_EIO;
     res->sent = true;
