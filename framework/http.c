@@ -41,7 +41,6 @@
 #define DEFAULT_THREADS    32
 #define DEFAULT_MAX_BODY   (1024 * 1024)
 #define DEFAULT_TIMEOUT_MS 30000
-#define MAX_SEGMENTS       128
 
 /* ---- component ---- */
 
@@ -135,6 +134,10 @@ static void http_free(daebus_http *h)
     daebus__http_cors_unref(h->cors);
     pthread_mutex_destroy(&h->cors_lock);
     free(h->mw);
+    for (int i = 0; i < h->nextra; i++) {
+        free(h->extra[i].name);
+        free(h->extra[i].value);
+    }
     free(h->bind_address);
     free(h->ssl_certificate);
     free(h->static_dir);
@@ -188,6 +191,38 @@ int daebus__http_reserve_threads(daebus_http *http, int extra)
         return DAEBUS_ESTATE;
     }
     http->reserved_threads += extra;
+    return 0;
+}
+
+int daebus__http_set_option(daebus_http *http, const char *name, const char *value)
+{
+    if (!http || !name || !value)
+        return DAEBUS_EINVAL;
+    if (http->ctx) {
+        daebus_log(DAEBUS_LOG_ERROR, "http",
+                   "set option %s: the server runs already; set options before daebus_app_run()",
+                   name);
+        return DAEBUS_ESTATE;
+    }
+    int i = 0;
+    while (i < http->nextra && strcmp(http->extra[i].name, name) != 0)
+        i++;
+    if (i == DAEBUS__HTTP_MAX_EXTRA_OPTIONS)
+        return DAEBUS_EFULL;
+    char *n = strdup(name), *v = strdup(value);
+    if (!n || !v) {
+        free(n);
+        free(v);
+        return DAEBUS_ENOMEM;
+    }
+    if (i == http->nextra) {
+        http->nextra++;
+    } else {
+        free(http->extra[i].name);
+        free(http->extra[i].value);
+    }
+    http->extra[i].name = n;
+    http->extra[i].value = v;
     return 0;
 }
 
@@ -383,7 +418,7 @@ static int http_start(void *self)
     /* An idle keep-alive connection holds a worker thread: keep it short. */
     char keepalive[16];
     snprintf(keepalive, sizeof keepalive, "%d", h->timeout_ms < 5000 ? h->timeout_ms : 5000);
-    const char *options[32];
+    const char *options[32 + 2 * DAEBUS__HTTP_MAX_EXTRA_OPTIONS];
     int k = 0;
     options[k++] = "listening_ports";
     options[k++] = ports;
@@ -407,6 +442,17 @@ static int http_start(void *self)
     if (h->ssl_certificate) {
         options[k++] = "ssl_certificate";
         options[k++] = h->ssl_certificate;
+    }
+    /* Options other components asked for replace ours of the same name. */
+    for (int e = 0; e < h->nextra; e++) {
+        int j = 0;
+        while (j < k && strcmp(options[j], h->extra[e].name) != 0)
+            j += 2;
+        if (j == k) {
+            options[k++] = h->extra[e].name;
+            k++;
+        }
+        options[j + 1] = h->extra[e].value;
     }
     options[k] = NULL;
     struct mg_callbacks cb;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include "daebus/daebus.h"
 #include "daebus/http.h"
+#include "http_internal.h"
 #include "testsupport.h"
 
 ROUTE(hello, "/hello")
@@ -165,6 +166,13 @@ static void test_bad_options(void)
     CU_ASSERT_EQUAL(daebus_http_attach(second, app), DAEBUS_EEXIST);
     daebus_http_destroy(second); /* refused: still ours */
     CU_ASSERT_EQUAL(daebus_app_start(app), DAEBUS_EINVAL);
+    daebus_app_destroy(app);
+
+    /* an option CivetWeb does not know fails start */
+    app = new_app(-1);
+    http = attach_http(app, DAEBUS_HTTP_PORT_ANY, NULL);
+    CU_ASSERT_EQUAL(daebus__http_set_option(http, "no_such_option", "1"), 0);
+    CU_ASSERT_EQUAL(daebus_app_start(app), DAEBUS_EIO);
     daebus_app_destroy(app);
 
     /* a bad route pattern fails start, naming the route */
