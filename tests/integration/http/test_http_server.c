@@ -228,6 +228,51 @@ static void test_tls(void)
     CU_ASSERT_EQUAL(system(cmd), 0);
 }
 
+static void test_static_prefix(void)
+{
+    char dir[] = "/tmp/daebus_prefix_XXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    char path[128];
+    snprintf(path, sizeof path, "%s/a.txt", dir);
+    FILE *f = fopen(path, "w");
+    fputs("A", f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/index.html", dir);
+    f = fopen(path, "w");
+    fputs("I", f);
+    fclose(f);
+    daebus_app *app = new_app(-1);
+    daebus_http_options ho = DAEBUS_HTTP_OPTIONS_INIT;
+    ho.port = DAEBUS_HTTP_PORT_ANY;
+    ho.bind_address = "127.0.0.1";
+    ho.static_dir = dir;
+    ho.static_prefix = "/assets/v1/";
+    daebus_http *http = daebus_http_create(&ho, NULL);
+    CU_ASSERT_EQUAL_FATAL(daebus_http_attach(http, app), 0);
+    CU_ASSERT_EQUAL_FATAL(daebus_app_start(app), 0);
+    int port = daebus_http_port(http);
+    ts_http_response r;
+    CU_ASSERT_EQUAL_FATAL(ts_http(port, "GET", "/assets/v1/a.txt", NULL, NULL, 0, &r), 0);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_STRING_EQUAL(r.body, "A");
+    ts_http_free(&r);
+    CU_ASSERT_EQUAL_FATAL(ts_http(port, "GET", "/assets/v1/", NULL, NULL, 0, &r), 0);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_STRING_EQUAL(r.body, "I");
+    ts_http_free(&r);
+    CU_ASSERT_EQUAL_FATAL(ts_http(port, "GET", "/a.txt", NULL, NULL, 0, &r), 0);
+    CU_ASSERT_EQUAL(r.status, 404);
+    ts_http_free(&r);
+    CU_ASSERT_EQUAL_FATAL(ts_http(port, "GET", "/assets/v2/a.txt", NULL, NULL, 0, &r), 0);
+    CU_ASSERT_EQUAL(r.status, 404);
+    ts_http_free(&r);
+    CU_ASSERT_EQUAL(get_hello(port), 200); /* routes still served */
+    finish(app);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+}
+
 /* ---- concurrency ---- */
 
 static int conc_port;
@@ -278,6 +323,7 @@ int main(void)
     CU_add_test(s, "restart on the same port", test_restart_same_port);
     CU_add_test(s, "bad options and patterns", test_bad_options);
     CU_add_test(s, "TLS", test_tls);
+    CU_add_test(s, "static files under a prefix", test_static_prefix);
     CU_add_test(s, "concurrent clients", test_concurrent_clients);
     return ts_run_cunit();
 }
