@@ -168,9 +168,12 @@ DAEBUS_API int daebus_http_use(daebus_http *http, daebus_http_middleware_fn *fn,
 DAEBUS_API int daebus_http_use_blueprint(daebus_http *http, const daebus_blueprint *bp,
                                          daebus_http_middleware_fn *fn, void *user);
 
-/* ---- the request (valid until the handler returns) ---- */
+/* ---- the request (valid until the handler returns) ----
+ * Thread: every accessor below is for the thread running the handler or
+ * middleware that received req. Ownership: returned strings and JSON belong to
+ * the request. A NULL req gives NULL. */
 
-/* Returns: "GET", "POST", ... Thread: the handler's. */
+/* Returns: "GET", "POST", ... */
 DAEBUS_API const char *daebus_http_request_method(const daebus_http_request *req);
 /* Returns: the decoded path without the query string. */
 DAEBUS_API const char *daebus_http_request_path(const daebus_http_request *req);
@@ -199,7 +202,8 @@ DAEBUS_API daebus_app *daebus_http_request_app(const daebus_http_request *req);
 DAEBUS_API void daebus_http_request_set_local(daebus_http_request *req, void *value);
 DAEBUS_API void *daebus_http_request_get_local(const daebus_http_request *req);
 
-/* ---- the response (one per request) ---- */
+/* ---- the response (one per request) ----
+ * Thread: the thread running the handler or middleware that received res. */
 
 /* Adds a response header sent with the status line. Call before sending.
  * Content-Length, Transfer-Encoding and Connection are managed by the server
