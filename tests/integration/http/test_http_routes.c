@@ -114,15 +114,21 @@ ROUTE(teapot, "/teapot")
 }
 
 static int misuse_rc[4];
+static int misuse_done;
 
-/* Sends twice and sets forbidden headers: each misuse must be refused. */
+/* Sends twice and sets forbidden headers: each misuse must be refused. The
+ * results are published with a release store once the handler is done (it
+ * runs on after the client got its answer). */
 ROUTE(misuse, "/misuse")
 {
-    misuse_rc[0] = daebus_http_set_header(res, "Content-Length", "5");
-    misuse_rc[1] = daebus_http_set_header(res, "X-Evil", "a\r\nSet-Cookie: x=1");
+    int rc[4];
+    rc[0] = daebus_http_set_header(res, "Content-Length", "5");
+    rc[1] = daebus_http_set_header(res, "X-Evil", "a\r\nSet-Cookie: x=1");
     daebus_http_send(res, 200, "text/plain", "once", 4);
-    misuse_rc[2] = daebus_http_send_json_take(res, 200, cJSON_CreateObject());
-    misuse_rc[3] = daebus_http_set_header(res, "X-Late", "1");
+    rc[2] = daebus_http_send_json_take(res, 200, cJSON_CreateObject());
+    rc[3] = daebus_http_set_header(res, "X-Late", "1");
+    memcpy(misuse_rc, rc, sizeof rc);
+    __atomic_store_n(&misuse_done, 1, __ATOMIC_RELEASE);
     return 0;
 }
 
@@ -401,6 +407,9 @@ static void test_misuse(void)
     CU_ASSERT_STRING_EQUAL(r.body, "once");
     CU_ASSERT_PTR_NULL(hdr("X-Evil"));
     CU_ASSERT_PTR_NULL(hdr("Set-Cookie"));
+    double t0 = ts_now();
+    while (!__atomic_load_n(&misuse_done, __ATOMIC_ACQUIRE) && ts_now() - t0 < 5)
+        ts_sleep_ms(2);
     CU_ASSERT_EQUAL(misuse_rc[0], DAEBUS_EINVAL);
     CU_ASSERT_EQUAL(misuse_rc[1], DAEBUS_EINVAL);
     CU_ASSERT_EQUAL(misuse_rc[2], DAEBUS_ESTATE);
