@@ -91,6 +91,7 @@ struct daebus_ws {
     int queue_max_messages;
     double ping_interval, idle_timeout, close_timeout, shutdown_timeout;
     int writer_threads;
+    size_t send_buffer;
     size_t stack_size;
     daebus_ws_id_fn *id_gen;
     void *id_gen_user;

@@ -298,6 +298,10 @@ void ws__find_fd(ws_client *c)
     if (found >= 0)
         set_owned(ws, found, 1);
     pthread_mutex_unlock(&ws->fd_lock);
+    if (found >= 0 && ws->send_buffer != SIZE_MAX) {
+        int sz = ws->send_buffer > (size_t)1 << 30 ? 1 << 30 : (int)ws->send_buffer;
+        setsockopt(found, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    }
     pthread_mutex_lock(&c->lock);
     c->fd = found;
     pthread_mutex_unlock(&c->lock);

@@ -51,6 +51,8 @@ static int fill(wsc *c, int timeout_ms)
     return 1;
 }
 
+int wsc_rcvbuf_next = 0;
+
 int wsc_connect(wsc *c, int port, const char *path, const char *extra)
 {
     memset(c, 0, sizeof *c);
@@ -58,6 +60,8 @@ int wsc_connect(wsc *c, int port, const char *path, const char *extra)
     c->fd = socket(AF_INET, SOCK_STREAM, 0);
     if (c->fd < 0)
         return -1;
+    if (wsc_rcvbuf_next > 0)
+        setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &wsc_rcvbuf_next, sizeof wsc_rcvbuf_next);
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};

@@ -12,6 +12,9 @@ typedef struct wsc {
     int close_code; /* set when a close frame arrived (-1 before) */
 } wsc;
 
+/* When > 0, the SO_RCVBUF of the next connections (set before connect). */
+extern int wsc_rcvbuf_next;
+
 /* Connects to 127.0.0.1:port path and upgrades. extra: header lines ending
  * in \r\n, or NULL. Returns 0 when the server answered 101; -1 otherwise
  * (c->status holds the HTTP status when there was one). */
