@@ -128,6 +128,7 @@ struct daebus_ws {
     pthread_mutex_t fd_lock;
     unsigned char *fd_owned;
     int fd_cap;
+    int fd_hi; /* highest socket found so far */
     /* stats */
     atomic_uint_fast64_t st_connects, st_rejected, st_disc[5], st_in, st_out, st_bytes_in,
         st_bytes_out, st_handler_errors, st_rate_limited, st_qhw, st_clients_hw;
