@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <CUnit/Basic.h>
+#include "daebus/daebus.h"
 #include "daebus/error.h"
 #include "testsupport.h"
 #include "ws_parse.h"
@@ -161,6 +162,41 @@ static void test_rate(void)
     CU_ASSERT_TRUE(ws_rate_allow(&r, 0, 1.0, 1.0)); /* disabled */
 }
 
+static void test_attach_order(void)
+{
+    daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
+    o.no_signals = true;
+    o.log_level = DAEBUS_LOG_ERROR + 1;
+    daebus_app *app = daebus_app_create(&o, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(app);
+    daebus_error err;
+    daebus_ws_options bad = DAEBUS_WS_OPTIONS_INIT;
+    bad.max_clients = -1;
+    CU_ASSERT_PTR_NULL(daebus_ws_create(&bad, &err));
+    CU_ASSERT_EQUAL(err.code, DAEBUS_EINVAL);
+    daebus_ws *ws = daebus_ws_create(NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ws);
+    /* before HTTP: refused, still ours */
+    CU_ASSERT_EQUAL(daebus_ws_attach(ws, app), DAEBUS_EORDER);
+    CU_ASSERT_PTR_NULL(daebus_app_websocket(app));
+    daebus_http *http = daebus_http_create(NULL, NULL);
+    CU_ASSERT_EQUAL_FATAL(daebus_http_attach(http, app), 0);
+    CU_ASSERT_EQUAL(daebus_ws_attach(ws, app), 0);
+    CU_ASSERT_PTR_EQUAL(daebus_app_websocket(app), ws);
+    daebus_ws *ws2 = daebus_ws_create(NULL, NULL);
+    CU_ASSERT_EQUAL(daebus_ws_attach(ws2, app), DAEBUS_EEXIST);
+    daebus_ws_destroy(ws2);
+    /* not running: the API answers sensibly */
+    CU_ASSERT_EQUAL(daebus_ws_get_client_count(ws), 0);
+    CU_ASSERT_EQUAL(daebus_ws_send_to_client(ws, "x", NULL, NULL), DAEBUS_ENOENT);
+    CU_ASSERT_EQUAL(daebus_ws_graceful_shutdown(ws, 0.1, NULL), DAEBUS_ESTATE);
+    CU_ASSERT_EQUAL(daebus_ws_enable_rate_limiting(ws, 0, 0), 0);
+    daebus_ws_stats st;
+    CU_ASSERT_EQUAL(daebus_ws_get_stats(ws, &st), 0);
+    CU_ASSERT_EQUAL(st.clients, 0);
+    daebus_app_destroy(app); /* frees http and ws */
+}
+
 int main(void)
 {
     CU_initialize_registry();
@@ -171,5 +207,6 @@ int main(void)
     CU_add_test(s, "envelopes", test_envelopes);
     CU_add_test(s, "registry", test_registry);
     CU_add_test(s, "rate limiter", test_rate);
+    CU_add_test(s, "attach order and options", test_attach_order);
     return ts_run_cunit();
 }
