@@ -9,6 +9,17 @@
 #include "ws_common.h"
 #include "wsc.h"
 
+SOCKET(h_echo, "echo")
+{
+    return cJSON_Duplicate(daebus_ws_request_data(req), true);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
 static long rss_kb(void)
 {
     FILE *f = fopen("/proc/self/status", "r");
@@ -74,6 +85,22 @@ int main(int argc, char **argv)
     daebus_ws_stats st;
     WST_WAIT((daebus_ws_get_stats(ws, &st), st.messages_out >= (uint64_t)q), 10000);
     printf("broadcast queued for %d clients, written in %.3f s\n", q, ts_now() - tb);
+    /* request/response round trips on one more connection, with the idle ones open */
+    wsc e;
+    if (wsc_connect(&e, port, "/", NULL) == 0) {
+        enum { RT = 2000 };
+        static double lat[RT];
+        for (int i = 0; i < RT; i++) {
+            double t = ts_now();
+            wsc_send_text(&e, "{\"type\":\"echo\",\"data\":{\"n\":1},\"request_id\":\"r\"}");
+            free(wsc_recv_text(&e, 5000));
+            lat[i] = ts_now() - t;
+        }
+        qsort(lat, RT, sizeof lat[0], cmp_double);
+        printf("echo round trip: median %.0f us, p99 %.0f us (%d sequential requests)\n",
+               lat[RT / 2] * 1e6, lat[RT * 99 / 100] * 1e6, RT);
+        wsc_close(&e);
+    }
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     WST_WAIT(daebus_ws_get_client_count(ws) == 0, 30000);
