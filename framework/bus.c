@@ -604,6 +604,8 @@ static int subscribe_all(daebus_bus *bus, daebus_error *err)
         if (n < 0 || daebus__now_mono() > until || atomic_load(&bus->stopping)) {
             daebus_error_set(err, DAEBUS_ECONN, "SUBSCRIBE: %s",
                              s->err ? s->errstr : "no confirmation");
+            if (r) /* a reply read just before the deadline or the stop */
+                freeReplyObject(r);
             redisFree(s);
             return -1;
         }

@@ -136,7 +136,7 @@ static void test_daebus_call(void)
     double t0 = ts_now();
     snprintf(cmd, sizeof cmd, "%s " SVC " slow --timeout 0.3 --redis %s 2>&1", tool, redis.url);
     CU_ASSERT_EQUAL(run(cmd, out, sizeof out), 2);
-    CU_ASSERT_TRUE(ts_now() - t0 < 2.5);
+    CU_ASSERT_TRUE(ts_now() - t0 < 6.0); /* 0.3 s time-out; generous for sanitizer builds */
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "timed out"));
     /* no connection: exit 2 */
     snprintf(cmd, sizeof cmd, "%s " SVC " echo --redis redis://127.0.0.1:%d 2>&1", tool,
