@@ -407,8 +407,7 @@ static void write_client(daebus_ws *ws, ws_client *c)
             break;
         }
         if (f->opcode == MG_WEBSOCKET_OPCODE_TEXT || f->opcode == MG_WEBSOCKET_OPCODE_BINARY) {
-            c->msgs_out++;
-            c->last_activity = ws__wall();
+            c->msgs_out++; /* last_activity tracks the client's own messages only */
             atomic_fetch_add(&ws->st_out, 1);
             atomic_fetch_add(&ws->st_bytes_out, f->len);
         } else if (f->opcode == MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE) {

@@ -20,6 +20,9 @@ done
 
 missing=()
 for p in "${want[@]}"; do
+  # A Node.js from elsewhere (e.g. nodesource) ships its own npm and conflicts with Debian's.
+  if [[ $p == npm ]] && command -v npm >/dev/null; then continue; fi
+  if [[ $p == nodejs ]] && command -v node >/dev/null; then continue; fi
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
     missing+=("$p")
   fi
