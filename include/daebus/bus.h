@@ -1,10 +1,206 @@
 /* daebus/bus.h - Redis action bus: actions, replies, listeners, broadcasts.
  *
- * (Filled in by the bus component's issue.)
+ * The bus component speaks the Python Daebus pub/sub protocol (PROTOCOL.md §1).
+ * Attach it to an app; at start it SUBSCRIBEs to the service channel (the
+ * service name; always, even with no ACTION registered, so that callers get an
+ * "Unknown action" error instead of a time-out) and to every LISTEN channel:
+ *
+ *   ACTION(get_status, "get_status") {
+ *       cJSON *out = cJSON_CreateObject();
+ *       cJSON_AddNumberToObject(out, "uptime", 3600);
+ *       return daebus_bus_reply_take(req, out);
+ *   }
+ *   ...
+ *   daebus_bus_attach(daebus_bus_create(NULL, NULL), app);
+ *
+ * Threads: one subscriber thread per bus reads Redis (blocking reads) and
+ * parses each message; ACTION and LISTEN handlers run on the bus worker pool
+ * (app max_workers threads, default 10) behind a bounded queue - a full queue
+ * answers "Service overloaded" at once. Replies and broadcasts go through a
+ * small pool of publisher connections and may be sent from any thread.
+ *
+ * Replies: every request that has a reply channel (its reply_to, or
+ * "<service>.responses" when it only has a request_id) gets exactly one final
+ * reply. If an ACTION handler returns without a final reply and without
+ * retaining the request, the bus sends one itself:
+ *   - handler returned negative: {"error": "Internal error in action '<a>'"}
+ *   - handler returned 0 and sent nothing final: {"error": "Action '<a>' sent no reply"}
+ * A retained request that is released without a final reply gets
+ * {"error": "Action '<a>' sent no reply"} at release.
+ * Any number of progress messages (final:false) may precede the final reply.
+ * Calls after the final reply return DAEBUS_ESTATE and send nothing.
+ *
+ * Connection loss: the subscriber reconnects with capped exponential backoff
+ * and subscribes again (once per channel), logging one line per state change;
+ * publishers reconnect lazily on their next use. HTTP/WebSocket are unaffected.
+ *
+ * Ownership: payload/message/raw JSON given to handlers are owned by the
+ * request and valid until the handler returns, or until the last
+ * daebus_bus_request_release() if it was retained.
  */
 #ifndef DAEBUS_BUS_H
 #define DAEBUS_BUS_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cjson/cJSON.h>
 #include "daebus/app.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct daebus_caller daebus_caller;
+
+/* ---- Redis URLs ---- */
+
+/* A parsed Redis URL. Forms: redis://[[user]:password@]host[:port][/db] and
+ * unix:///path/to/socket[?db=N] (also unix://[:password@]/path). Port defaults
+ * to 6379, db to 0. Percent-escapes in user and password are decoded.
+ * rediss:// (TLS) is refused with a clear message (not supported). */
+typedef struct daebus_redis_url {
+    bool is_unix;       /* true: path is a Unix socket path */
+    char host[256];     /* TCP host (IPv6 literals without brackets) */
+    int port;           /* 1..65535 */
+    char path[256];     /* Unix socket path */
+    char username[128]; /* "" = none (AUTH password only) */
+    char password[256]; /* "" = no AUTH */
+    int db;             /* SELECT db when > 0 */
+} daebus_redis_url;
+
+/* Parses url into out (a pure function: no I/O, no allocation).
+ * Thread: safe. Returns: 0, or DAEBUS_EINVAL with err->message saying why
+ * (e.g. "redis URL 'x': unsupported scheme (use redis:// or unix://)"). */
+DAEBUS_API int daebus_redis_url_parse(const char *url, daebus_redis_url *out, daebus_error *err);
+
+/* ---- the component ---- */
+
+typedef struct daebus_bus_options {
+    size_t max_message_size;  /* bytes of one incoming message; 0 = 1 MiB. Larger
+                                 requests get an error reply when answerable. */
+    size_t max_queue;         /* worker queue bound; 0 = 1024 */
+    int publishers;           /* publisher connections; 0 = 2 */
+    double connect_timeout;   /* seconds per connection attempt; 0 = 2 */
+    double command_timeout;   /* seconds a publish may block; 0 = 5 */
+    double reconnect_initial; /* first backoff delay, seconds; 0 = 0.1 */
+    double reconnect_max;     /* backoff cap, seconds; 0 = 5 */
+    bool no_service_channel;  /* true: do not subscribe to the service channel */
+} daebus_bus_options;
+
+#define DAEBUS_BUS_OPTIONS_INIT                                                                    \
+    {                                                                                              \
+        0, 0, 0, 0.0, 0.0, 0.0, 0.0, false                                                         \
+    }
+
+/* Counters for metrics. All monotonic except connected. */
+struct daebus_bus_stats {
+    uint64_t requests_received; /* service-channel messages with an action */
+    uint64_t requests_handled;  /* ACTION handlers that ran to completion */
+    uint64_t errors;            /* error replies sent (all causes) */
+    uint64_t unknown_actions;
+    uint64_t malformed;         /* unparsable or non-object messages */
+    uint64_t too_large;         /* messages over max_message_size */
+    uint64_t overloads;         /* messages refused because the queue was full */
+    uint64_t replies_sent;      /* every reply published (progress included) */
+    uint64_t listener_messages; /* messages handed to LISTEN handlers */
+    uint64_t broadcasts;        /* successful daebus_bus_broadcast() calls */
+    uint64_t reconnects;        /* successful subscriber reconnections */
+    int connected;              /* 1 = subscriber connected and subscribed */
+};
+
+/* Creates a bus component. Ownership: opts is copied (may be NULL).
+ * Returns: NULL on failure (err filled). Thread: any, before run. */
+DAEBUS_API daebus_bus *daebus_bus_create(const daebus_bus_options *opts, daebus_error *err);
+
+/* Attaches bus to app. On success the app owns it (destroyed with the app);
+ * on failure the caller still owns it. Accepts bus NULL (DAEBUS_EINVAL).
+ * Returns: 0, DAEBUS_EINVAL, DAEBUS_EEXIST, DAEBUS_ESTATE. Thread: main, before run. */
+DAEBUS_API int daebus_bus_attach(daebus_bus *bus, daebus_app *app);
+
+/* Frees a bus that was never attached. Accepts NULL. */
+DAEBUS_API void daebus_bus_destroy(daebus_bus *bus);
+
+/* Copies the counters into out. Thread: safe. */
+DAEBUS_API void daebus_bus_get_stats(daebus_bus *bus, struct daebus_bus_stats *out);
+
+/* Publishes obj (an object, serialised compactly, no envelope) on channel.
+ * Thread: safe, any thread, while the app runs.
+ * Ownership: channel and obj are borrowed.
+ * Returns: the number of receivers Redis reports (>= 0), DAEBUS_EINVAL (empty
+ * channel, obj not an object), DAEBUS_ESTATE (not running), DAEBUS_ECONN. */
+DAEBUS_API int daebus_bus_broadcast(daebus_bus *bus, const char *channel, const cJSON *obj);
+
+/* The same, consuming obj on every path. */
+DAEBUS_API int daebus_bus_broadcast_take(daebus_bus *bus, const char *channel, cJSON *obj);
+
+/* A caller (caller.h) owned by the bus, for service-to-service calls from
+ * handlers. Created on first use with the app's Redis URL; its replies are
+ * read on its own thread, so a handler blocking in daebus_caller_request()
+ * does not hold up the bus subscriber. (It still occupies a worker: keep
+ * max_workers above the number of handlers that may wait at once.)
+ * Thread: safe, while the app runs. Ownership: owned by the bus; do not
+ * destroy. Returns: the caller, or NULL (not running, or Redis unreachable). */
+DAEBUS_API daebus_caller *daebus_bus_caller(daebus_bus *bus);
+
+/* ---- the request context (ACTION and LISTEN handlers) ---- */
+
+/* Accessors. Ownership: borrowed from req (valid while the handler runs or
+ * while req is retained). Thread: any thread holding req.
+ * request_id: the string request_id, or NULL when absent or not a string;
+ * request_id_json: the raw value (any JSON type) or NULL when absent.
+ * reply_to: the reply channel in use (reply_to, or "<service>.responses"), or
+ * NULL when the message cannot be answered (fire-and-forget).
+ * service: the request's "service" field (NULL if absent).
+ * action: the action name (NULL for listener messages).
+ * channel: the channel the message arrived on.
+ * raw: the whole decoded message. */
+DAEBUS_API const char *daebus_bus_request_id(const daebus_bus_request *req);
+DAEBUS_API const cJSON *daebus_bus_request_id_json(const daebus_bus_request *req);
+DAEBUS_API const char *daebus_bus_request_reply_to(const daebus_bus_request *req);
+DAEBUS_API const char *daebus_bus_request_service(const daebus_bus_request *req);
+DAEBUS_API const char *daebus_bus_request_action(const daebus_bus_request *req);
+DAEBUS_API const char *daebus_bus_request_channel(const daebus_bus_request *req);
+DAEBUS_API const cJSON *daebus_bus_request_raw(const daebus_bus_request *req);
+DAEBUS_API daebus_app *daebus_bus_request_app(const daebus_bus_request *req);
+DAEBUS_API daebus_bus *daebus_bus_request_bus(const daebus_bus_request *req);
+
+/* Returns: true once a final reply was sent (or attempted). Thread: any. */
+DAEBUS_API bool daebus_bus_request_answered(const daebus_bus_request *req);
+
+/* Final success reply: {"status":"success","payload":<payload>,"request_id":..,"final":true}.
+ * payload NULL sends {}. A request without a reply channel drops the reply
+ * and returns 0.
+ * Thread: any thread holding req (the handler, or a retainer).
+ * Ownership: payload borrowed (reply) / consumed on every path (reply_take).
+ * Returns: 0, DAEBUS_ESTATE (final reply already sent), DAEBUS_ECONN,
+ * DAEBUS_ECLOSED (bus stopped), DAEBUS_ENOMEM. */
+DAEBUS_API int daebus_bus_reply(daebus_bus_request *req, const cJSON *payload);
+DAEBUS_API int daebus_bus_reply_take(daebus_bus_request *req, cJSON *payload);
+
+/* Final error reply: status "error", payload {"error": "<formatted message>"}.
+ * Same thread/return rules as daebus_bus_reply(). */
+DAEBUS_API int daebus_bus_reply_error(daebus_bus_request *req, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Progress/partial result: status "success", final false. If pct >= 0 it is
+ * clamped to 0..100 and stored as payload.progress_percentage (on a copy of an
+ * object payload; a non-object payload is wrapped as
+ * {"data": payload, "progress_percentage": pct}); pct < 0 adds nothing.
+ * payload NULL means {}. Any number may be sent before the final reply.
+ * Ownership: payload borrowed. Returns: as daebus_bus_reply(). */
+DAEBUS_API int daebus_bus_progress(daebus_bus_request *req, const cJSON *payload, double pct);
+
+/* Keeps req (and its JSON) alive after the handler returns, so that another
+ * thread can reply later. Each retain needs one release. When the last
+ * reference goes and an ACTION request with a reply channel got no final
+ * reply, the bus sends the "sent no reply" error. Release every retained
+ * request before the app is destroyed (the bus waits up to the app's shutdown
+ * time-out for them when it stops). Thread: any. */
+DAEBUS_API void daebus_bus_request_retain(daebus_bus_request *req);
+DAEBUS_API void daebus_bus_request_release(daebus_bus_request *req);
+
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -1,10 +1,135 @@
 /* daebus/caller.h - bus caller: request/response to other services' actions.
  *
- * (Filled in by the caller component's issue.)
+ * The C counterpart of Python's DaebusCaller, usable from any program (it
+ * needs no app). One caller owns:
+ *   - a reply channel "caller:<uuid4>" and one subscriber connection to it,
+ *     read by one thread of its own (callbacks run on that thread);
+ *   - one publisher connection (requests are published under a lock);
+ *   - a table of pending requests keyed by request_id, so any number of
+ *     requests may be in flight on one caller.
+ *
+ *   daebus_caller *c = daebus_caller_create("redis://127.0.0.1:6379", NULL, &err);
+ *   cJSON *reply = NULL;
+ *   int rc = daebus_caller_request(c, "chat_service", "get_status", NULL, 5.0, &reply, &err);
+ *   // rc 0: reply is the payload; DAEBUS_EREPLY: err.message is the error text
+ *   cJSON_Delete(reply);
+ *   daebus_caller_destroy(c);
+ *
+ * Requests are the five-key message of PROTOCOL.md §1 (action, payload,
+ * reply_to, request_id (uuid4), service). A reply with "final": false (or
+ * missing final = true) is progress; the final one completes the request.
+ * Replies for unknown or expired request ids are dropped.
+ *
+ * Connection loss: every pending request fails at once with DAEBUS_ECONN
+ * (never waiting for its time-out); new requests fail with DAEBUS_ECONN until
+ * the caller's thread has reconnected and subscribed again (it keeps trying
+ * with capped backoff).
+ *
+ * Thread: every function is thread-safe except create/destroy. Do not call
+ * daebus_caller_destroy() or a blocking request from inside a callback.
  */
 #ifndef DAEBUS_CALLER_H
 #define DAEBUS_CALLER_H
 
+#include <stdbool.h>
+#include <cjson/cJSON.h>
 #include "daebus/app.h"
+#include "daebus/bus.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct daebus_caller daebus_caller;
+
+typedef struct daebus_caller_options {
+    double default_timeout;    /* seconds for requests given timeout <= 0; 0 = 5 */
+    double connect_timeout;    /* seconds per connection attempt; 0 = 2 */
+    double reconnect_max;      /* backoff cap after a lost connection; 0 = 5 */
+    const char *reply_channel; /* NULL = "caller:<uuid4>" */
+} daebus_caller_options;
+
+#define DAEBUS_CALLER_OPTIONS_INIT                                                                 \
+    {                                                                                              \
+        0.0, 0.0, 0.0, NULL                                                                        \
+    }
+
+/* Connects (publisher + subscriber), subscribes to the reply channel and
+ * starts the reader thread. redis_url NULL: $DAEBUS_REDIS_URL, else
+ * redis://127.0.0.1:6379. Ownership: strings are copied.
+ * Returns: the caller, or NULL with err filled (DAEBUS_EINVAL bad URL,
+ * DAEBUS_ECONN unreachable, DAEBUS_EAUTH bad password, DAEBUS_ENOMEM).
+ * Thread: any. */
+DAEBUS_API daebus_caller *
+daebus_caller_create(const char *redis_url, const daebus_caller_options *opts, daebus_error *err);
+
+/* Fails every pending request with DAEBUS_ECLOSED (their completions run
+ * before this returns), stops the thread, closes the connections, frees.
+ * Accepts NULL. Thread: not from a callback of this caller. */
+DAEBUS_API void daebus_caller_destroy(daebus_caller *caller);
+
+/* Returns: the reply channel name. Ownership: owned by caller. */
+DAEBUS_API const char *daebus_caller_reply_channel(const daebus_caller *caller);
+
+/* Returns: true while the reply subscription is live. Thread: safe. */
+DAEBUS_API bool daebus_caller_connected(const daebus_caller *caller);
+
+/* Completion of an asynchronous request, called exactly once (shutdown
+ * included) on the caller's thread (or, for a publish that raced with a lost
+ * connection, on the thread that noticed the loss).
+ *   status 0: payload is the final reply's payload;
+ *   DAEBUS_EREPLY: the service answered status "error"; payload is its
+ *     payload and message the "error" text ("Unknown error" if none);
+ *   DAEBUS_ETIMEDOUT, DAEBUS_ECONN (connection lost), DAEBUS_ECLOSED
+ *     (caller destroyed): payload NULL, message says what happened.
+ * Ownership: payload and message are borrowed for the duration of the call
+ * (cJSON_Duplicate what you keep). */
+typedef void daebus_caller_done_fn(daebus_caller *caller, int status, const cJSON *payload,
+                                   const char *message, void *user);
+
+/* Progress (every non-final reply), on the caller's thread, before the
+ * completion. Ownership: payload borrowed for the call. */
+typedef void daebus_caller_progress_fn(daebus_caller *caller, const cJSON *payload, void *user);
+
+/* Sends a request and returns at once. timeout <= 0 means the default.
+ * payload NULL sends {}. request_id_out (may be NULL, at least 37 bytes)
+ * receives the request id.
+ * If the call fails, neither callback is ever called; if it succeeds, done is
+ * called exactly once. Ownership: strings and payload are borrowed.
+ * Returns: 0, DAEBUS_EINVAL, DAEBUS_ECONN, DAEBUS_ECLOSED, DAEBUS_ENOMEM. */
+DAEBUS_API int daebus_caller_request_async(daebus_caller *caller, const char *service,
+                                           const char *action, const cJSON *payload, double timeout,
+                                           daebus_caller_done_fn *done,
+                                           daebus_caller_progress_fn *progress, void *user,
+                                           char *request_id_out);
+
+/* Blocking request. On 0, *reply_out (if reply_out is not NULL) receives the
+ * final payload. On DAEBUS_EREPLY err->message holds the service's error text
+ * and *reply_out (if not NULL) its error payload. progress (may be NULL) runs
+ * on the caller's thread for each non-final reply.
+ * Ownership: *reply_out is the caller's to cJSON_Delete.
+ * Returns: 0, DAEBUS_EREPLY, DAEBUS_ETIMEDOUT, DAEBUS_ECONN, DAEBUS_EINVAL,
+ * DAEBUS_ECLOSED, DAEBUS_ENOMEM. Thread: safe; never from a callback. */
+DAEBUS_API int daebus_caller_request(daebus_caller *caller, const char *service, const char *action,
+                                     const cJSON *payload, double timeout, cJSON **reply_out,
+                                     daebus_error *err);
+DAEBUS_API int daebus_caller_request_progress(daebus_caller *caller, const char *service,
+                                              const char *action, const cJSON *payload,
+                                              double timeout, daebus_caller_progress_fn *progress,
+                                              void *user, cJSON **reply_out, daebus_error *err);
+
+/* Publishes payload (any JSON value, serialised compactly) on channel.
+ * Ownership: borrowed. Returns: receivers (>= 0), DAEBUS_EINVAL, DAEBUS_ECONN. */
+DAEBUS_API int daebus_caller_send_message(daebus_caller *caller, const char *channel,
+                                          const cJSON *payload);
+
+/* Fire-and-forget to a service channel, Python's shape: a copy of payload (an
+ * object) with "action" merged in at the top level when action is not NULL;
+ * no reply_to, no request_id. Returns: as daebus_caller_send_message(). */
+DAEBUS_API int daebus_caller_send_to_service(daebus_caller *caller, const char *service,
+                                             const cJSON *payload, const char *action);
+
+#ifdef __cplusplus
+}
+#endif
 #endif

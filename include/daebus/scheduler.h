@@ -1,10 +1,236 @@
 /* daebus/scheduler.h - background scheduler: periodic tasks, threads, one-shot timers.
  *
- * (Filled in by the scheduler component's issue.)
+ * The scheduler component runs the work nobody asked for over the network:
+ *
+ *   BACKGROUND(poll_status, "poll_status", 5.0) { ...; return 0; }   // every 5 s
+ *   THREAD(watcher, "watcher") {
+ *       while (daebus_thread_running(thread)) { ...; daebus_thread_sleep(thread, 1.0); }
+ *   }
+ *   ON_START(warm_up) { ...; return 0; }                             // once, before "ready"
+ *
+ *   daebus_scheduler_attach(daebus_scheduler_create(NULL, NULL), app);
+ *
+ * Periodic tasks (BACKGROUND) run on a fixed-rate schedule on the monotonic
+ * clock: run k starts at start + k * interval (k = 1, 2, ...; k = 0 as well
+ * with .run_at_start), whatever the handler's own run time. Two runs of one
+ * task never overlap: a slot that comes while the previous run is still
+ * going makes the next run start right after it finishes (a "late start",
+ * counted and logged); slots missed meanwhile are skipped and the schedule
+ * goes on on the same grid. A run that fails (negative return) is logged
+ * with the task's name and the schedule goes on.
+ *
+ * Threads: one timer thread keeps a min-heap of due times and hands runs to
+ * a pool of worker threads (options.workers, default 4), so a task that
+ * hangs holds one worker and never the timer or the other tasks. THREAD
+ * handlers each get a thread of their own. ON_START hooks are run by the
+ * app (app.h) on the thread that called daebus_app_run(), after every
+ * component - this one included - has started: a hook can look tasks up.
+ *
+ * Shutdown (the app stops the component): pending one-shot timers are
+ * dropped, no new run starts, runs in progress are waited for up to the
+ * grace period and THREAD handlers are asked to stop (daebus_thread_running()
+ * turns false and daebus_thread_sleep() returns at once) and joined within
+ * the same grace period. Whatever is still running then is reported by name
+ * in an error log line; C threads cannot be killed, so the scheduler keeps
+ * their memory alive (it is leaked at destroy if they still have not
+ * returned) and the process may exit under them.
+ *
+ * Thread: functions that take a daebus_task, a daebus_thread or a running
+ * scheduler are thread-safe (handlers may call them on their own task) unless
+ * the declaration says otherwise.
+ *
+ * Ownership: names are copied. daebus_task and daebus_thread pointers are
+ * owned by the scheduler and stay valid until it is destroyed.
  */
 #ifndef DAEBUS_SCHEDULER_H
 #define DAEBUS_SCHEDULER_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include "daebus/app.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- component life cycle ---- */
+
+typedef struct daebus_scheduler_options {
+    int workers;         /* worker threads running tasks and timers; <= 0 = 4 */
+    double grace_period; /* seconds shutdown waits for runs and threads; <= 0 = 5 */
+} daebus_scheduler_options;
+
+#define DAEBUS_SCHEDULER_OPTIONS_INIT                                                              \
+    {                                                                                              \
+        0, 0.0                                                                                     \
+    }
+
+/* Creates a scheduler. opts may be NULL (defaults).
+ * Returns: NULL on failure (err filled). Thread: any. */
+DAEBUS_API daebus_scheduler *daebus_scheduler_create(const daebus_scheduler_options *opts,
+                                                     daebus_error *err);
+
+/* Attaches s to app. Ownership: on success the app owns s and destroys it;
+ * on failure the caller still owns it. Returns: 0, DAEBUS_EINVAL,
+ * DAEBUS_EEXIST (a scheduler is already attached), DAEBUS_ESTATE (app running).
+ * Thread: before daebus_app_run(). */
+DAEBUS_API int daebus_scheduler_attach(daebus_scheduler *s, daebus_app *app);
+
+/* Frees a scheduler that was never attached (attached ones are freed by the
+ * app). Accepts NULL. Thread: not while it runs. */
+DAEBUS_API void daebus_scheduler_destroy(daebus_scheduler *s);
+
+/* ---- periodic tasks ---- */
+
+/* Adds a periodic task at run time, as BACKGROUND does at build time. Before
+ * start it is scheduled with the others; while running, its schedule starts
+ * now (first run after interval, or at once with run_at_start).
+ * Ownership: name is copied; user is borrowed and must outlive the scheduler.
+ * Returns: 0, DAEBUS_EINVAL (NULL fn, empty name, interval <= 0 or not
+ * finite), DAEBUS_EEXIST (a task of that name exists), DAEBUS_ECLOSED
+ * (shutdown in progress), DAEBUS_ENOMEM. Thread: any. */
+DAEBUS_API int daebus_scheduler_add_task(daebus_scheduler *s, const char *name, double interval,
+                                         daebus_task_fn *fn, void *user, bool run_at_start);
+
+/* Looks a task up by name. Returns: the task or NULL (unknown, or the
+ * scheduler has not started yet and the task comes from a blueprint).
+ * Ownership: borrowed, valid until the scheduler is destroyed. Thread: any. */
+DAEBUS_API daebus_task *daebus_scheduler_find(daebus_scheduler *s, const char *name);
+
+/* Changes the interval. It takes effect from the next run: the next run is
+ * due one new interval after the slot of the previous run (or after the
+ * start, if none ran yet), at once if that time has already passed, and the
+ * grid continues from there. Returns: 0, DAEBUS_EINVAL. Thread: any. */
+DAEBUS_API int daebus_task_set_interval(daebus_task *task, double interval);
+
+/* Stops scheduling runs (a run in progress finishes). Returns: 0,
+ * DAEBUS_EINVAL. Thread: any. */
+DAEBUS_API int daebus_task_pause(daebus_task *task);
+
+/* Resumes a paused task: the next run comes at the next slot of its grid
+ * after now. No-op for a task that is not paused. Returns: 0, DAEBUS_EINVAL.
+ * Thread: any. */
+DAEBUS_API int daebus_task_resume(daebus_task *task);
+
+/* Runs the task once now, paused or not, without touching its schedule. If
+ * a run is in progress the extra run starts right after it (never two at
+ * once; several triggers meanwhile make one run). Returns: 0, DAEBUS_EINVAL,
+ * DAEBUS_ESTATE (scheduler not running), DAEBUS_ECLOSED (stopping).
+ * Thread: any. */
+DAEBUS_API int daebus_task_trigger(daebus_task *task);
+
+/* Accessors. Ownership: the name is owned by the scheduler. Thread: any. */
+DAEBUS_API const char *daebus_task_name(const daebus_task *task);
+DAEBUS_API daebus_app *daebus_task_app(const daebus_task *task);
+DAEBUS_API daebus_scheduler *daebus_task_scheduler(const daebus_task *task);
+DAEBUS_API void *daebus_task_user(const daebus_task *task);
+DAEBUS_API double daebus_task_interval(const daebus_task *task);
+
+/* A snapshot of one task's counters. */
+typedef struct daebus_task_stats {
+    const char *name;     /* owned by the scheduler */
+    double interval;      /* seconds */
+    uint64_t runs;        /* runs finished */
+    uint64_t failures;    /* runs that returned a negative value */
+    uint64_t late_starts; /* runs started after their slot because the previous run overran */
+    uint64_t skipped;     /* slots skipped (overrun, pause excluded) */
+    uint64_t triggers;    /* runs asked for with daebus_task_trigger() */
+    double last_duration; /* seconds the last finished run took (0 if none) */
+    double max_duration;  /* longest run, seconds */
+    double last_run_wall; /* Unix time the last run started (0 if none) */
+    double next_run_mono; /* CLOCK_MONOTONIC seconds of the next slot (0 if none) */
+    double next_run_in;   /* seconds from now to the next slot (-1 if none: paused/stopped) */
+    bool paused;
+    bool running; /* a run is in progress now */
+} daebus_task_stats;
+
+/* Fills *out with a consistent snapshot. Returns: 0, DAEBUS_EINVAL. Thread: any. */
+DAEBUS_API int daebus_task_get_stats(const daebus_task *task, daebus_task_stats *out);
+
+/* Called once per task, in the order tasks were added, with a snapshot
+ * (borrowed for the call). No scheduler lock is held: fn may call any
+ * function of this header. */
+typedef void daebus_task_stats_fn(const daebus_task_stats *stats, void *user);
+
+/* Calls fn for every task. Returns: the number of tasks visited, or
+ * DAEBUS_EINVAL / DAEBUS_ENOMEM. Thread: any. */
+DAEBUS_API int daebus_scheduler_foreach_task(daebus_scheduler *s, daebus_task_stats_fn *fn,
+                                             void *user);
+
+/* Scheduler totals, for the metrics endpoint. */
+typedef struct daebus_scheduler_stats {
+    size_t tasks;           /* periodic tasks known */
+    size_t tasks_running;   /* runs in progress now */
+    size_t threads;         /* THREAD handlers known */
+    size_t threads_running; /* THREAD handlers alive now */
+    uint64_t runs;          /* task runs finished, all tasks */
+    uint64_t failures;      /* of which failed */
+    uint64_t late_starts;   /* all tasks */
+    uint64_t skipped;       /* all tasks */
+    size_t timers_pending;  /* one-shot timers waiting */
+    uint64_t timers_fired;  /* one-shot timers run */
+    uint64_t timers_cancelled;
+    uint64_t dispatch_errors; /* runs that could not be handed to the pool */
+    int workers;              /* pool size */
+} daebus_scheduler_stats;
+
+/* Fills *out. Returns: 0, DAEBUS_EINVAL. Thread: any. */
+DAEBUS_API int daebus_scheduler_get_stats(daebus_scheduler *s, daebus_scheduler_stats *out);
+
+/* ---- one-shot timers ---- */
+
+typedef uint64_t daebus_timer_id; /* never 0 */
+
+/* A one-shot timer's function. status is 0 when the timer fires (on a
+ * worker thread) or DAEBUS_ECLOSED when the scheduler shut down before it
+ * fired (on the stopping thread: free user, do no work). */
+typedef void daebus_timer_fn(daebus_scheduler *s, int status, void *user);
+
+/* Runs fn(s, 0, user) once, delay seconds from now (0 = as soon as a worker
+ * is free). If the call fails, fn is never called; if it succeeds, fn is
+ * called exactly once (with status 0 or, at shutdown, DAEBUS_ECLOSED) unless
+ * daebus_scheduler_cancel() returns true for it. May be called before start
+ * (the delay counts from the call). id may be NULL.
+ * Ownership: user is borrowed until fn is called or the timer is cancelled.
+ * Returns: 0, DAEBUS_EINVAL (NULL fn, delay < 0 or not finite),
+ * DAEBUS_ECLOSED (stopping or stopped), DAEBUS_ENOMEM. Thread: any. */
+DAEBUS_API int daebus_scheduler_after(daebus_scheduler *s, double delay, daebus_timer_fn *fn,
+                                      void *user, daebus_timer_id *id);
+
+/* Cancels a timer that has not started yet. Returns: true if it was
+ * cancelled (fn will never be called; user is the caller's again), false if
+ * it already started, ran, or is unknown. Thread: any (a timer's own fn may
+ * call it; cancelling itself returns false). */
+DAEBUS_API bool daebus_scheduler_cancel(daebus_scheduler *s, daebus_timer_id id);
+
+/* ---- THREAD handlers ---- */
+
+/* Returns: true while the scheduler runs; false once shutdown began (the
+ * thread should then return). Thread: any. */
+DAEBUS_API bool daebus_thread_running(const daebus_thread *thread);
+
+/* Sleeps up to seconds, waking at once when shutdown begins (a condition
+ * variable, not polling). Returns: true if the whole time elapsed and the
+ * scheduler still runs, false if it is shutting down. Thread: the thread's own. */
+DAEBUS_API bool daebus_thread_sleep(daebus_thread *thread, double seconds);
+
+/* Accessors. Ownership: the name is owned by the scheduler. Thread: any. */
+DAEBUS_API const char *daebus_thread_name(const daebus_thread *thread);
+DAEBUS_API daebus_app *daebus_thread_app(const daebus_thread *thread);
+DAEBUS_API daebus_scheduler *daebus_thread_scheduler(const daebus_thread *thread);
+DAEBUS_API void *daebus_thread_user(const daebus_thread *thread);
+
+/* Starts a THREAD handler registered with .no_auto_start (or one that has
+ * returned: it is started again). Returns: 0, DAEBUS_ENOENT (unknown name),
+ * DAEBUS_EEXIST (already running), DAEBUS_ESTATE (scheduler not running),
+ * DAEBUS_EIO (thread creation failed). Thread: any. */
+DAEBUS_API int daebus_scheduler_start_thread(daebus_scheduler *s, const char *name);
+
+/* Returns: true if the named THREAD handler is running now. Thread: any. */
+DAEBUS_API bool daebus_scheduler_thread_alive(daebus_scheduler *s, const char *name);
+
+#ifdef __cplusplus
+}
+#endif
 #endif
