@@ -75,8 +75,8 @@ DAEBUS_API const char *daebus_caller_reply_channel(const daebus_caller *caller);
 DAEBUS_API bool daebus_caller_connected(const daebus_caller *caller);
 
 /* Completion of an asynchronous request, called exactly once (shutdown
- * included) on the caller's thread (or, for a publish that raced with a lost
- * connection, on the thread that noticed the loss).
+ * included) on the caller's reader thread (or, for requests still pending at
+ * daebus_caller_destroy(), on the destroying thread).
  *   status 0: payload is the final reply's payload;
  *   DAEBUS_EREPLY: the service answered status "error"; payload is its
  *     payload and message the "error" text ("Unknown error" if none);

@@ -1,0 +1,68 @@
+/* bus_parse.h - pure parsers and builders of the bus wire format (internal).
+ *
+ * No I/O, no globals: the fuzz targets call these directly. See PROTOCOL.md §1.
+ */
+#ifndef DAEBUS_BUS_PARSE_H
+#define DAEBUS_BUS_PARSE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <cjson/cJSON.h>
+
+/* A parsed request envelope (service channel or listener message). */
+typedef struct daebus__bus_envelope {
+    cJSON *root;             /* owned: the decoded message (an object) */
+    const char *action;      /* borrowed from root; NULL if missing, empty or not a string */
+    const cJSON *request_id; /* borrowed; NULL if absent */
+    const char *reply_to;    /* borrowed; NULL if missing, empty or not a string */
+    const char *service;     /* borrowed; NULL if missing or not a string */
+    cJSON *payload;          /* owned: the effective payload (see below) */
+} daebus__bus_envelope;
+
+/* Parses one request message of len bytes (need not be NUL-terminated).
+ * Effective payload: "payload" object/array/number/null as given; a string is
+ * parsed as JSON ({} if it does not parse); a missing "payload" gives {} when
+ * the message has reply_to or request_id, otherwise (fire-and-forget,
+ * Python's send_to_service shape) the whole message minus "action".
+ * Returns: 0 (out filled; free with daebus__bus_envelope_free), or -1 for
+ * malformed JSON / non-object (out zeroed; why in errbuf). */
+int daebus__bus_parse_request(const char *data, size_t len, daebus__bus_envelope *out, char *errbuf,
+                              size_t errlen);
+void daebus__bus_envelope_free(daebus__bus_envelope *env);
+
+/* Parses a listener message: returns the decoded object (owned), or NULL
+ * when data is not a JSON object. */
+cJSON *daebus__bus_parse_object(const char *data, size_t len);
+
+/* The reply channel of a request: reply_to, else "<service>.responses" when
+ * it has a request_id (service: the request's "service" field, else
+ * fallback_service), else NULL (fire-and-forget). Writes into buf.
+ * Returns: buf or NULL. */
+const char *daebus__bus_reply_channel(const daebus__bus_envelope *env, const char *fallback_service,
+                                      char *buf, size_t len);
+
+/* Builds a response {"status","payload","request_id","final"} (that key
+ * order; request_id NULL -> null). payload NULL -> {}. Returns: a malloc'd
+ * compact JSON string, or NULL (out of memory). */
+char *daebus__bus_build_response(bool error, const cJSON *payload, const cJSON *request_id,
+                                 bool final);
+
+/* Progress payload: copy of payload with progress_percentage (clamped 0..100)
+ * when pct >= 0; a non-object payload is wrapped as {"data":..,"progress_percentage":..}.
+ * Returns: a new cJSON (owned) or NULL (out of memory). */
+cJSON *daebus__bus_progress_payload(const cJSON *payload, double pct);
+
+/* A parsed response (caller side). */
+typedef struct daebus__bus_response {
+    cJSON *root;            /* owned */
+    const char *request_id; /* borrowed; NULL if absent or not a string */
+    bool error;             /* status == "error" */
+    bool final;             /* "final" (missing = true); status "progress" + not final = progress */
+    const cJSON *payload;   /* borrowed; NULL if absent */
+} daebus__bus_response;
+
+/* Returns: 0 or -1 (malformed or not an object). */
+int daebus__bus_parse_response(const char *data, size_t len, daebus__bus_response *out);
+void daebus__bus_response_free(daebus__bus_response *r);
+
+#endif

@@ -1,0 +1,640 @@
+/* caller.c - the bus caller: requests to other services' actions over Redis.
+ *
+ * One caller = one reply channel (caller:<uuid4>), one subscriber connection
+ * read by a thread of its own, one publisher connection behind a mutex, and a
+ * hash table of pending requests keyed by request_id. Only the reader thread
+ * completes requests (replies, time-outs, lost connection), so every
+ * callback runs on that thread and exactly once; the publishing side only
+ * marks a request as failed and wakes the thread. destroy() joins the thread
+ * and then completes what is left with DAEBUS_ECLOSED.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uuid/uuid.h>
+#include "daebus/caller.h"
+#include "daebus/log.h"
+#include "bus_parse.h"
+#include "component.h"
+#include "redis_conn.h"
+
+#define NBUCKETS 256
+#define LOGC     "caller"
+
+typedef struct pending {
+    char id[40];
+    double deadline;
+    int failed; /* publish failed: complete with DAEBUS_ECONN */
+    daebus_caller_done_fn *done;
+    daebus_caller_progress_fn *progress;
+    void *user;
+    struct pending *next;
+} pending;
+
+struct daebus_caller {
+    daebus_redis_url url;
+    char where[320];
+    char channel[160];
+    double default_timeout, connect_timeout, reconnect_max;
+
+    pthread_mutex_t pub_lock;
+    redisContext *pub;
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* state changes (subscribed / stopping) */
+    pending *buckets[NBUCKETS];
+    size_t npending;
+    atomic_int connected;
+    atomic_int stopping;
+    int thread_started;
+
+    redisContext *sub; /* reader thread only */
+    int wake[2];
+    pthread_t thread;
+};
+
+/* ---- helpers ---- */
+
+static unsigned hash_id(const char *s)
+{
+    unsigned h = 2166136261u;
+    while (*s)
+        h = (h ^ (unsigned char)*s++) * 16777619u;
+    return h % NBUCKETS;
+}
+
+static void wake_thread(daebus_caller *c)
+{
+    char b = 1;
+    ssize_t n = write(c->wake[1], &b, 1);
+    (void)n;
+}
+
+static void drain_wake(daebus_caller *c)
+{
+    char buf[64];
+    while (read(c->wake[0], buf, sizeof buf) > 0) {
+    }
+}
+
+static const char *error_text(const cJSON *payload)
+{
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(payload, "error");
+    if (cJSON_IsString(e) && e->valuestring)
+        return e->valuestring;
+    if (cJSON_IsString(payload) && payload->valuestring)
+        return payload->valuestring;
+    return "Unknown error";
+}
+
+/* Is an idle publisher connection still usable? A closed peer shows as
+ * readable (EOF) or hung up. */
+static int conn_alive(redisContext *ctx)
+{
+    if (!ctx || ctx->err)
+        return 0;
+    struct pollfd p = {.fd = ctx->fd, .events = POLLIN};
+    int n = poll(&p, 1, 0);
+    if (n < 0)
+        return 0;
+    return n == 0;
+}
+
+/* Publishes data on channel through the publisher connection.
+ * Returns: receivers >= 0, or DAEBUS_ECONN. */
+static int publish(daebus_caller *c, const char *channel, const char *data, size_t len)
+{
+    pthread_mutex_lock(&c->pub_lock);
+    if (!conn_alive(c->pub)) {
+        if (c->pub)
+            redisFree(c->pub);
+        c->pub = daebus__redis_connect(&c->url, c->connect_timeout, 5.0, NULL);
+    }
+    int rc = DAEBUS_ECONN;
+    if (c->pub) {
+        redisReply *r = redisCommand(c->pub, "PUBLISH %s %b", channel, data, len);
+        if (r && r->type == REDIS_REPLY_INTEGER)
+            rc = (int)(r->integer > 0x7fffffff ? 0x7fffffff : r->integer);
+        if (r)
+            freeReplyObject(r);
+        if (!r) {
+            redisFree(c->pub);
+            c->pub = NULL;
+        }
+    }
+    pthread_mutex_unlock(&c->pub_lock);
+    return rc;
+}
+
+/* ---- completing requests (reader thread, or destroy after the join) ---- */
+
+static void complete(daebus_caller *c, pending *p, int status, const cJSON *payload,
+                     const char *msg)
+{
+    if (p->done)
+        p->done(c, status, payload, msg, p->user);
+    free(p);
+}
+
+/* Removes every pending request matching the predicate into a list. */
+static pending *take_where(daebus_caller *c, int all, double now)
+{
+    pending *out = NULL;
+    pthread_mutex_lock(&c->lock);
+    for (int b = 0; b < NBUCKETS; b++) {
+        pending **pp = &c->buckets[b];
+        while (*pp) {
+            pending *p = *pp;
+            if (all || p->failed || p->deadline <= now) {
+                *pp = p->next;
+                p->next = out;
+                out = p;
+                c->npending--;
+            } else {
+                pp = &p->next;
+            }
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    return out;
+}
+
+static void fail_list(daebus_caller *c, pending *list, int status, const char *why)
+{
+    while (list) {
+        pending *n = list->next;
+        int st = status;
+        char msg[200];
+        if (status == 0) { /* expiry pass: per-entry cause */
+            st = list->failed ? DAEBUS_ECONN : DAEBUS_ETIMEDOUT;
+            snprintf(msg, sizeof msg, "%s",
+                     list->failed ? "request could not be published (no connection to Redis)"
+                                  : "request timed out");
+        } else {
+            snprintf(msg, sizeof msg, "%s", why);
+        }
+        complete(c, list, st, NULL, msg);
+        list = n;
+    }
+}
+
+static double nearest_deadline(daebus_caller *c)
+{
+    double best = 1e300;
+    pthread_mutex_lock(&c->lock);
+    for (int b = 0; b < NBUCKETS && c->npending; b++)
+        for (pending *p = c->buckets[b]; p; p = p->next) {
+            if (p->failed)
+                best = 0;
+            else if (p->deadline < best)
+                best = p->deadline;
+        }
+    pthread_mutex_unlock(&c->lock);
+    return best;
+}
+
+static void handle_reply(daebus_caller *c, const char *data, size_t len)
+{
+    daebus__bus_response r;
+    if (daebus__bus_parse_response(data, len, &r) != 0) {
+        DAEBUS_LOG_DEBUGF(LOGC, "ignoring malformed message on %s", c->channel);
+        return;
+    }
+    if (!r.request_id) {
+        daebus__bus_response_free(&r);
+        return;
+    }
+    unsigned h = hash_id(r.request_id);
+    pending *p = NULL;
+    pthread_mutex_lock(&c->lock);
+    pending **pp = &c->buckets[h];
+    while (*pp && strcmp((*pp)->id, r.request_id) != 0)
+        pp = &(*pp)->next;
+    p = *pp;
+    if (p && r.final && !p->failed) {
+        *pp = p->next;
+        c->npending--;
+    } else if (p && p->failed) {
+        p = NULL;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (!p) {
+        DAEBUS_LOG_DEBUGF(LOGC, "dropping reply for unknown or expired request %.40s",
+                          r.request_id);
+    } else if (!r.final) {
+        /* Only this thread removes entries, so p stays valid here. */
+        if (p->progress) {
+            cJSON *empty = NULL;
+            const cJSON *pl = r.payload;
+            if (!pl || cJSON_IsNull(pl))
+                pl = empty = cJSON_CreateObject();
+            p->progress(c, pl, p->user);
+            cJSON_Delete(empty);
+        }
+    } else if (r.error) {
+        complete(c, p, DAEBUS_EREPLY, r.payload, error_text(r.payload));
+    } else {
+        cJSON *empty = NULL;
+        const cJSON *pl = r.payload;
+        if (!pl)
+            pl = empty = cJSON_CreateObject();
+        complete(c, p, 0, pl, NULL);
+        cJSON_Delete(empty);
+    }
+    daebus__bus_response_free(&r);
+}
+
+/* ---- the reader thread ---- */
+
+/* Connects the subscriber and waits for the SUBSCRIBE confirmation.
+ * Returns: 0 or a negative code (err filled). */
+static int subscribe_reply_channel(daebus_caller *c, daebus_error *err)
+{
+    redisContext *s = daebus__redis_connect(&c->url, c->connect_timeout, 0, err);
+    if (!s)
+        return err ? err->code : DAEBUS_ECONN;
+    if (redisAppendCommand(s, "SUBSCRIBE %s", c->channel) != REDIS_OK) {
+        redisFree(s);
+        return daebus_error_set(err, DAEBUS_ENOMEM, "SUBSCRIBE: out of memory");
+    }
+    double until = daebus__now_mono() + c->connect_timeout;
+    for (;;) {
+        redisReply *r = NULL;
+        int rc = daebus__redis_read(s, &r, 50, -1);
+        if (rc < 0 || daebus__now_mono() > until) {
+            daebus_error_set(err, DAEBUS_ECONN, "redis %s: SUBSCRIBE %s failed: %s", c->where,
+                             c->channel, s->err ? s->errstr : "no confirmation");
+            if (r)
+                freeReplyObject(r);
+            redisFree(s);
+            return DAEBUS_ECONN;
+        }
+        if (rc == 1) {
+            int ok = r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+                     r->element[0]->type == REDIS_REPLY_STRING &&
+                     strcmp(r->element[0]->str, "subscribe") == 0;
+            int refused = r->type == REDIS_REPLY_ERROR;
+            if (refused)
+                daebus_error_set(err, DAEBUS_ECONN, "redis %s: SUBSCRIBE refused: %.100s", c->where,
+                                 r->str);
+            freeReplyObject(r);
+            if (refused) {
+                redisFree(s);
+                return DAEBUS_ECONN;
+            }
+            if (ok)
+                break;
+        }
+    }
+    c->sub = s;
+    return 0;
+}
+
+static void sleep_or_wake(daebus_caller *c, double seconds)
+{
+    struct pollfd p = {.fd = c->wake[0], .events = POLLIN};
+    int ms = (int)(seconds * 1000);
+    if (poll(&p, 1, ms < 1 ? 1 : ms) > 0)
+        drain_wake(c);
+}
+
+static void *reader_main(void *arg)
+{
+    daebus_caller *c = arg;
+    double backoff = 0.1;
+    while (!atomic_load(&c->stopping)) {
+        if (!c->sub) {
+            daebus_error e = {0};
+            if (subscribe_reply_channel(c, &e) == 0) {
+                atomic_store(&c->connected, 1);
+                DAEBUS_LOG_INFOF(LOGC, "reconnected to %s, listening on %s", c->where, c->channel);
+                backoff = 0.1;
+            } else {
+                /* Requests made meanwhile were refused; expire any that slipped in. */
+                fail_list(c, take_where(c, 0, daebus__now_mono()), 0, NULL);
+                sleep_or_wake(c, backoff);
+                backoff = backoff * 2 > c->reconnect_max ? c->reconnect_max : backoff * 2;
+            }
+            continue;
+        }
+        double now = daebus__now_mono();
+        double next = nearest_deadline(c);
+        double wait = next - now;
+        int ms = wait <= 0 ? 0 : wait > 0.2 ? 200 : (int)(wait * 1000) + 1;
+        redisReply *r = NULL;
+        int rc = daebus__redis_read(c->sub, &r, ms, c->wake[0]);
+        if (rc < 0) {
+            atomic_store(&c->connected, 0);
+            pending *lost = take_where(c, 1, 0);
+            size_t n = 0;
+            for (pending *q = lost; q; q = q->next)
+                n++;
+            DAEBUS_LOG_WARNF(LOGC, "lost connection to %s (%s); failing %zu pending request(s)",
+                             c->where, c->sub->errstr[0] ? c->sub->errstr : "closed", n);
+            redisFree(c->sub);
+            c->sub = NULL;
+            fail_list(c, lost, DAEBUS_ECONN, "connection to Redis lost");
+            continue;
+        }
+        if (rc == 1) {
+            if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+                r->element[0]->type == REDIS_REPLY_STRING &&
+                strcmp(r->element[0]->str, "message") == 0 &&
+                r->element[2]->type == REDIS_REPLY_STRING)
+                handle_reply(c, r->element[2]->str, r->element[2]->len);
+            freeReplyObject(r);
+        } else {
+            drain_wake(c);
+        }
+        fail_list(c, take_where(c, 0, daebus__now_mono()), 0, NULL);
+    }
+    return NULL;
+}
+
+/* ---- public API ---- */
+
+daebus_caller *daebus_caller_create(const char *redis_url, const daebus_caller_options *opts,
+                                    daebus_error *err)
+{
+    if (!redis_url || !*redis_url)
+        redis_url = getenv("DAEBUS_REDIS_URL");
+    if (!redis_url || !*redis_url)
+        redis_url = "redis://127.0.0.1:6379";
+    daebus_caller *c = calloc(1, sizeof *c);
+    if (!c) {
+        daebus_error_set(err, DAEBUS_ENOMEM, "caller: out of memory");
+        return NULL;
+    }
+    c->wake[0] = c->wake[1] = -1;
+    if (daebus_redis_url_parse(redis_url, &c->url, err) != 0) {
+        free(c);
+        return NULL;
+    }
+    daebus__redis_url_describe(&c->url, c->where, sizeof c->where);
+    c->default_timeout = opts && opts->default_timeout > 0 ? opts->default_timeout : 5.0;
+    c->connect_timeout = opts && opts->connect_timeout > 0 ? opts->connect_timeout : 2.0;
+    c->reconnect_max = opts && opts->reconnect_max > 0 ? opts->reconnect_max : 5.0;
+    if (opts && opts->reply_channel && *opts->reply_channel) {
+        snprintf(c->channel, sizeof c->channel, "%s", opts->reply_channel);
+    } else {
+        uuid_t u;
+        char s[40];
+        uuid_generate_random(u);
+        uuid_unparse_lower(u, s);
+        snprintf(c->channel, sizeof c->channel, "caller:%s", s);
+    }
+    pthread_mutex_init(&c->pub_lock, NULL);
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->cond, NULL);
+    if (pipe(c->wake) != 0) {
+        daebus_error_set(err, DAEBUS_EIO, "caller: pipe: %s", strerror(errno));
+        daebus_caller_destroy(c);
+        return NULL;
+    }
+    for (int i = 0; i < 2; i++) {
+        fcntl(c->wake[i], F_SETFL, fcntl(c->wake[i], F_GETFL) | O_NONBLOCK);
+        fcntl(c->wake[i], F_SETFD, FD_CLOEXEC);
+    }
+    c->pub = daebus__redis_connect(&c->url, c->connect_timeout, 5.0, err);
+    if (!c->pub || subscribe_reply_channel(c, err) != 0) {
+        daebus_caller_destroy(c);
+        return NULL;
+    }
+    atomic_store(&c->connected, 1);
+    if (pthread_create(&c->thread, NULL, reader_main, c) != 0) {
+        daebus_error_set(err, DAEBUS_ENOMEM, "caller: cannot start its thread");
+        daebus_caller_destroy(c);
+        return NULL;
+    }
+    c->thread_started = 1;
+    DAEBUS_LOG_DEBUGF(LOGC, "connected to %s, replies on %s", c->where, c->channel);
+    return c;
+}
+
+void daebus_caller_destroy(daebus_caller *c)
+{
+    if (!c)
+        return;
+    atomic_store(&c->stopping, 1);
+    if (c->thread_started) {
+        wake_thread(c);
+        pthread_join(c->thread, NULL);
+    }
+    fail_list(c, take_where(c, 1, 0), DAEBUS_ECLOSED, "caller closed");
+    if (c->sub)
+        redisFree(c->sub);
+    if (c->pub)
+        redisFree(c->pub);
+    for (int i = 0; i < 2; i++)
+        if (c->wake[i] >= 0)
+            close(c->wake[i]);
+    pthread_mutex_destroy(&c->pub_lock);
+    pthread_mutex_destroy(&c->lock);
+    pthread_cond_destroy(&c->cond);
+    free(c);
+}
+
+const char *daebus_caller_reply_channel(const daebus_caller *c)
+{
+    return c ? c->channel : NULL;
+}
+
+bool daebus_caller_connected(const daebus_caller *c)
+{
+    return c && atomic_load(&((daebus_caller *)c)->connected);
+}
+
+int daebus_caller_request_async(daebus_caller *c, const char *service, const char *action,
+                                const cJSON *payload, double timeout, daebus_caller_done_fn *done,
+                                daebus_caller_progress_fn *progress, void *user,
+                                char *request_id_out)
+{
+    if (!c || !service || !*service || !action || !*action || !done) {
+        DAEBUS_LOG_WARNF(LOGC, "request_async: caller, service, action and done are required");
+        return DAEBUS_EINVAL;
+    }
+    if (atomic_load(&c->stopping))
+        return DAEBUS_ECLOSED;
+    if (!atomic_load(&c->connected))
+        return DAEBUS_ECONN;
+    if (timeout <= 0)
+        timeout = c->default_timeout;
+    pending *p = calloc(1, sizeof *p);
+    cJSON *msg = cJSON_CreateObject();
+    if (!p || !msg) {
+        free(p);
+        cJSON_Delete(msg);
+        return DAEBUS_ENOMEM;
+    }
+    uuid_t u;
+    uuid_generate_random(u);
+    uuid_unparse_lower(u, p->id);
+    cJSON *pl = payload ? cJSON_Duplicate(payload, 1) : cJSON_CreateObject();
+    char *text = NULL;
+    if (cJSON_AddStringToObject(msg, "action", action) && pl &&
+        cJSON_AddItemToObject(msg, "payload", pl) &&
+        cJSON_AddStringToObject(msg, "reply_to", c->channel) &&
+        cJSON_AddStringToObject(msg, "request_id", p->id) &&
+        cJSON_AddStringToObject(msg, "service", service))
+        text = cJSON_PrintUnformatted(msg);
+    else if (pl && !cJSON_GetObjectItemCaseSensitive(msg, "payload"))
+        cJSON_Delete(pl);
+    cJSON_Delete(msg);
+    if (!text) {
+        free(p);
+        return DAEBUS_ENOMEM;
+    }
+    p->deadline = daebus__now_mono() + timeout;
+    p->done = done;
+    p->progress = progress;
+    p->user = user;
+    if (request_id_out)
+        memcpy(request_id_out, p->id, 37);
+    unsigned h = hash_id(p->id);
+    pthread_mutex_lock(&c->lock);
+    p->next = c->buckets[h];
+    c->buckets[h] = p;
+    c->npending++;
+    pthread_mutex_unlock(&c->lock);
+    /* From here the reader thread owns p: only mark it, never free it. */
+    int rc = publish(c, service, text, strlen(text));
+    cJSON_free(text);
+    if (rc < 0) {
+        pthread_mutex_lock(&c->lock);
+        for (pending *q = c->buckets[h]; q; q = q->next)
+            if (q == p)
+                p->failed = 1;
+        pthread_mutex_unlock(&c->lock);
+        wake_thread(c);
+    } else {
+        wake_thread(c); /* recompute the nearest deadline */
+    }
+    return 0;
+}
+
+/* ---- blocking form ---- */
+
+typedef struct waiter {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int done;
+    int status;
+    cJSON *payload;
+    char message[256];
+    daebus_caller_progress_fn *progress;
+    void *user;
+} waiter;
+
+static void waiter_done(daebus_caller *c, int status, const cJSON *payload, const char *message,
+                        void *user)
+{
+    (void)c;
+    waiter *w = user;
+    pthread_mutex_lock(&w->lock);
+    w->status = status;
+    w->payload = payload ? cJSON_Duplicate(payload, 1) : NULL;
+    snprintf(w->message, sizeof w->message, "%s", message ? message : "");
+    w->done = 1;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+static void waiter_progress(daebus_caller *c, const cJSON *payload, void *user)
+{
+    waiter *w = user;
+    if (w->progress)
+        w->progress(c, payload, w->user);
+}
+
+int daebus_caller_request_progress(daebus_caller *c, const char *service, const char *action,
+                                   const cJSON *payload, double timeout,
+                                   daebus_caller_progress_fn *progress, void *user,
+                                   cJSON **reply_out, daebus_error *err)
+{
+    if (reply_out)
+        *reply_out = NULL;
+    waiter w;
+    memset(&w, 0, sizeof w);
+    pthread_mutex_init(&w.lock, NULL);
+    pthread_cond_init(&w.cond, NULL);
+    w.progress = progress;
+    w.user = user;
+    int rc = daebus_caller_request_async(c, service, action, payload, timeout, waiter_done,
+                                         waiter_progress, &w, NULL);
+    if (rc != 0) {
+        daebus_error_set(err, rc, "request %s.%s: %s", service ? service : "?",
+                         action ? action : "?",
+                         rc == DAEBUS_ECONN ? "no connection to Redis" : daebus_strerror(rc));
+    } else {
+        pthread_mutex_lock(&w.lock);
+        while (!w.done)
+            pthread_cond_wait(&w.cond, &w.lock);
+        pthread_mutex_unlock(&w.lock);
+        rc = w.status;
+        if (rc == DAEBUS_EREPLY)
+            daebus_error_set(err, rc, "%s", w.message);
+        else if (rc == DAEBUS_ETIMEDOUT)
+            daebus_error_set(err, rc, "Request to %s.%s timed out after %gs", service, action,
+                             timeout > 0 ? timeout : c->default_timeout);
+        else if (rc != 0)
+            daebus_error_set(err, rc, "Request to %s.%s failed: %s", service, action, w.message);
+        if ((rc == 0 || rc == DAEBUS_EREPLY) && reply_out)
+            *reply_out = w.payload;
+        else
+            cJSON_Delete(w.payload);
+    }
+    pthread_mutex_destroy(&w.lock);
+    pthread_cond_destroy(&w.cond);
+    return rc;
+}
+
+int daebus_caller_request(daebus_caller *c, const char *service, const char *action,
+                          const cJSON *payload, double timeout, cJSON **reply_out,
+                          daebus_error *err)
+{
+    return daebus_caller_request_progress(c, service, action, payload, timeout, NULL, NULL,
+                                          reply_out, err);
+}
+
+int daebus_caller_send_message(daebus_caller *c, const char *channel, const cJSON *payload)
+{
+    if (!c || !channel || !*channel || !payload) {
+        DAEBUS_LOG_WARNF(LOGC, "send_message: caller, a channel name and a payload are required");
+        return DAEBUS_EINVAL;
+    }
+    char *text = cJSON_PrintUnformatted(payload);
+    if (!text)
+        return DAEBUS_ENOMEM;
+    int rc = publish(c, channel, text, strlen(text));
+    cJSON_free(text);
+    return rc;
+}
+
+int daebus_caller_send_to_service(daebus_caller *c, const char *service, const cJSON *payload,
+                                  const char *action)
+{
+    if (!c || !service || !*service || (payload && !cJSON_IsObject(payload))) {
+        DAEBUS_LOG_WARNF(LOGC, "send_to_service: needs a service name and an object payload");
+        return DAEBUS_EINVAL;
+    }
+    cJSON *msg = payload ? cJSON_Duplicate(payload, 1) : cJSON_CreateObject();
+    if (!msg)
+        return DAEBUS_ENOMEM;
+    if (action) {
+        cJSON_DeleteItemFromObjectCaseSensitive(msg, "action");
+        if (!cJSON_AddStringToObject(msg, "action", action)) {
+            cJSON_Delete(msg);
+            return DAEBUS_ENOMEM;
+        }
+    }
+    int rc = daebus_caller_send_message(c, service, msg);
+    cJSON_Delete(msg);
+    return rc;
+}

@@ -1,0 +1,443 @@
+/* http.c - the HTTP component: CivetWeb server, route dispatch, requests and responses.
+ *
+ * One CivetWeb request handler on "/" receives every non-WebSocket request
+ * (CivetWeb keeps WebSocket handlers apart, so the WebSocket component can
+ * register its own on the same context). The dispatcher splits and decodes the
+ * raw path (CivetWeb runs with decode_url=no so that "%2F" stays inside a
+ * segment), looks it up in the route trie built at start, reads and checks the
+ * body, builds the merged payload, runs middleware and the handler, and turns
+ * every failure into the JSON errors of PROTOCOL.md section 2. Requests that
+ * match no route fall through to the static directory, then to 404.
+ *
+ * Responses go out through CivetWeb's mg_response_header_* calls, which keep
+ * HTTP/1.1 keep-alive working; every non-streamed response has a
+ * Content-Length. CORS headers are computed once per request from a
+ * reference-counted configuration that daebus_http_set_cors() swaps.
+ */
+#include "daebus/http.h"
+
+#include <arpa/inet.h>
+#include <civetweb.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "component.h"
+#include "daebus/log.h"
+#include "http_cors.h"
+#include "http_internal.h"
+#include "http_parse.h"
+#include "http_private.h"
+#include "http_router.h"
+
+#define DEFAULT_PORT       8080
+#define DEFAULT_THREADS    32
+#define DEFAULT_MAX_BODY   (1024 * 1024)
+#define DEFAULT_TIMEOUT_MS 30000
+#define MAX_SEGMENTS       128
+
+/* ---- component ---- */
+
+static int http_start(void *self);
+static void http_stop(void *self);
+static void http_destroy_op(void *self);
+static void http_describe(void *self, char *buf, size_t len);
+
+static const daebus__component_ops http_ops = {
+    .name = "http",
+    .kind = DAEBUS__COMP_HTTP,
+    .attach = NULL,
+    .start = http_start,
+    .stop = http_stop,
+    .destroy = http_destroy_op,
+    .describe = http_describe,
+};
+
+static char *dup_or_null(const char *s, bool *ok)
+{
+    if (!s)
+        return NULL;
+    char *d = strdup(s);
+    if (!d)
+        *ok = false;
+    return d;
+}
+
+daebus_http *daebus_http_create(const daebus_http_options *opts, daebus_error *err)
+{
+    daebus_http_options o = DAEBUS_HTTP_OPTIONS_INIT;
+    if (opts)
+        o = *opts;
+    if (o.port < DAEBUS_HTTP_PORT_ANY || o.port > 65535) {
+        daebus_error_set(err, DAEBUS_EINVAL, "http: port %d out of range (0..65535)", o.port);
+        return NULL;
+    }
+    if (o.static_prefix && o.static_prefix[0] != '/') {
+        daebus_error_set(err, DAEBUS_EINVAL, "http: static_prefix must start with '/'");
+        return NULL;
+    }
+    daebus_http *h = calloc(1, sizeof *h);
+    if (!h) {
+        daebus_error_set(err, DAEBUS_ENOMEM, "out of memory");
+        return NULL;
+    }
+    h->comp.ops = &http_ops;
+    h->comp.self = h;
+    h->port = o.port == 0 ? DEFAULT_PORT : o.port == DAEBUS_HTTP_PORT_ANY ? 0 : o.port;
+    h->num_threads = o.num_threads > 0 ? o.num_threads : DEFAULT_THREADS;
+    h->max_body = o.max_body_size ? o.max_body_size : DEFAULT_MAX_BODY;
+    h->access_log = o.access_log;
+    h->timeout_ms = o.request_timeout_ms > 0 ? o.request_timeout_ms : DEFAULT_TIMEOUT_MS;
+    atomic_init(&h->bound_port, -1);
+    pthread_mutex_init(&h->cors_lock, NULL);
+    bool ok = true;
+    h->bind_address = dup_or_null(o.bind_address ? o.bind_address : "0.0.0.0", &ok);
+    h->ssl_certificate = dup_or_null(o.ssl_certificate, &ok);
+    h->static_dir = dup_or_null(o.static_dir, &ok);
+    h->static_prefix = dup_or_null(o.static_prefix ? o.static_prefix : "/", &ok);
+    if (!ok) {
+        daebus_error_set(err, DAEBUS_ENOMEM, "out of memory");
+        daebus_http_destroy(h);
+        return NULL;
+    }
+    if (o.cors) {
+        int rc = daebus__http_cors_build(o.cors, &h->cors, err);
+        if (rc) {
+            daebus_http_destroy(h);
+            return NULL;
+        }
+    }
+    return h;
+}
+
+int daebus_http_attach(daebus_http *http, daebus_app *app)
+{
+    if (!http || !app) {
+        daebus_log(DAEBUS_LOG_ERROR, "http", "attach: http and app are required");
+        return DAEBUS_EINVAL;
+    }
+    int rc = daebus__app_attach(app, &http->comp);
+    if (rc == 0)
+        http->app = app;
+    return rc;
+}
+
+static void http_free(daebus_http *h)
+{
+    daebus__http_router_destroy(h->router);
+    daebus__http_cors_unref(h->cors);
+    pthread_mutex_destroy(&h->cors_lock);
+    free(h->mw);
+    free(h->bind_address);
+    free(h->ssl_certificate);
+    free(h->static_dir);
+    free(h->static_root);
+    free(h->static_prefix);
+    free(h);
+}
+
+void daebus_http_destroy(daebus_http *http)
+{
+    if (!http)
+        return;
+    if (http->comp.app) {
+        daebus_log(DAEBUS_LOG_ERROR, "http",
+                   "daebus_http_destroy: this component is attached; the app destroys it");
+        return;
+    }
+    http_free(http);
+}
+
+static void http_destroy_op(void *self)
+{
+    daebus_http *h = self;
+    if (h->ctx)
+        http_stop(h);
+    http_free(h);
+}
+
+int daebus_http_port(const daebus_http *http)
+{
+    return http ? atomic_load(&http->bound_port) : -1;
+}
+
+int daebus__http_bound_port(daebus_http *http)
+{
+    return daebus_http_port(http);
+}
+
+struct mg_context *daebus__http_context(daebus_http *http)
+{
+    return http ? http->ctx : NULL;
+}
+
+int daebus__http_reserve_threads(daebus_http *http, int extra)
+{
+    if (!http || extra < 0)
+        return DAEBUS_EINVAL;
+    if (http->ctx) {
+        daebus_log(DAEBUS_LOG_ERROR, "http",
+                   "reserve threads: the server runs already; reserve before daebus_app_run()");
+        return DAEBUS_ESTATE;
+    }
+    http->reserved_threads += extra;
+    return 0;
+}
+
+int daebus_http_get_stats(const daebus_http *http, daebus_http_stats *out)
+{
+    if (!http || !out)
+        return DAEBUS_EINVAL;
+    out->requests_total = atomic_load(&http->st_requests);
+    out->responses_2xx = atomic_load(&http->st_class[2]);
+    out->responses_3xx = atomic_load(&http->st_class[3]);
+    out->responses_4xx = atomic_load(&http->st_class[4]);
+    out->responses_5xx = atomic_load(&http->st_class[5]);
+    out->in_flight = atomic_load(&http->st_in_flight);
+    out->bytes_in = atomic_load(&http->st_bytes_in);
+    out->bytes_out = atomic_load(&http->st_bytes_out);
+    return 0;
+}
+
+/* ---- CORS configuration ---- */
+
+static void cors_swap(daebus_http *http, daebus__http_cors *next)
+{
+    pthread_mutex_lock(&http->cors_lock);
+    daebus__http_cors *old = http->cors;
+    http->cors = next;
+    pthread_mutex_unlock(&http->cors_lock);
+    daebus__http_cors_unref(old);
+}
+
+daebus__http_cors *daebus__http_cors_current(daebus_http *http)
+{
+    pthread_mutex_lock(&http->cors_lock);
+    daebus__http_cors *c = daebus__http_cors_ref(http->cors);
+    pthread_mutex_unlock(&http->cors_lock);
+    return c;
+}
+
+int daebus_http_set_cors(daebus_http *http, const daebus_http_cors *cors)
+{
+    if (!http)
+        return DAEBUS_EINVAL;
+    daebus_error err = {0};
+    daebus__http_cors *next;
+    int rc = daebus__http_cors_build(cors, &next, &err);
+    if (rc) {
+        daebus_log(DAEBUS_LOG_ERROR, "http", "set_cors: %s", err.message);
+        return rc;
+    }
+    cors_swap(http, next);
+    return 0;
+}
+
+int daebus_http_set_cors_json(daebus_http *http, const cJSON *config)
+{
+    if (!http)
+        return DAEBUS_EINVAL;
+    daebus_error err = {0};
+    daebus__http_cors *next;
+    int rc = daebus__http_cors_build_json(config, &next, &err);
+    if (rc) {
+        daebus_log(DAEBUS_LOG_ERROR, "http", "set_cors_json: %s", err.message);
+        return rc;
+    }
+    cors_swap(http, next);
+    return 0;
+}
+
+/* ---- middleware ---- */
+
+static int add_mw(daebus_http *http, const daebus_blueprint *bp, daebus_http_middleware_fn *fn,
+                  void *user)
+{
+    if (!http || !fn) {
+        daebus_log(DAEBUS_LOG_ERROR, "http", "use: http and fn are required");
+        return DAEBUS_EINVAL;
+    }
+    if (http->ctx) {
+        daebus_log(DAEBUS_LOG_ERROR, "http", "use: add middleware before daebus_app_run()");
+        return DAEBUS_ESTATE;
+    }
+    daebus__http_mw *bigger = realloc(http->mw, (http->nmw + 1) * sizeof *bigger);
+    if (!bigger)
+        return DAEBUS_ENOMEM;
+    http->mw = bigger;
+    http->mw[http->nmw++] = (daebus__http_mw){fn, user, bp};
+    return 0;
+}
+
+int daebus_http_use(daebus_http *http, daebus_http_middleware_fn *fn, void *user)
+{
+    return add_mw(http, NULL, fn, user);
+}
+
+int daebus_http_use_blueprint(daebus_http *http, const daebus_blueprint *bp,
+                              daebus_http_middleware_fn *fn, void *user)
+{
+    if (!bp) {
+        daebus_log(DAEBUS_LOG_ERROR, "http",
+                   "use_blueprint: bp is required (or use daebus_http_use)");
+        return DAEBUS_EINVAL;
+    }
+    return add_mw(http, bp, fn, user);
+}
+
+/* ---- start and stop ---- */
+
+static int log_message(const struct mg_connection *conn, const char *message)
+{
+    (void)conn;
+    daebus_log(DAEBUS_LOG_WARNING, "http", "civetweb: %s", message);
+    return 1;
+}
+
+static int build_router(daebus_http *h)
+{
+    h->router = daebus__http_router_create();
+    if (!h->router)
+        return DAEBUS_ENOMEM;
+    const daebus__handler *items;
+    size_t n = daebus__app_handlers(h->app, DAEBUS_HANDLER_ROUTE, &items);
+    for (size_t i = 0; i < n; i++) {
+        daebus_error err = {0};
+        const daebus_handler_desc *d = items[i].desc;
+        unsigned methods = items[i].methods ? items[i].methods : DAEBUS_GET;
+        int rc = daebus__http_router_add(h->router, items[i].key, methods, &items[i], &err);
+        if (rc) {
+            daebus_log(DAEBUS_LOG_ERROR, "http", "%s (registered at %s:%d)", err.message,
+                       d->file ? d->file : "?", d->line);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* Tells a busy port apart from other bind failures. */
+static bool port_busy(const char *addr, int port)
+{
+    if (port == 0)
+        return false;
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1)
+        return false;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return false;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    bool busy = bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno == EADDRINUSE;
+    close(fd);
+    return busy;
+}
+
+static int http_start(void *self)
+{
+    daebus_http *h = self;
+    int port = h->port;
+    int app_port = daebus_app_http_port(h->app);
+    if (app_port >= 0)
+        port = app_port;
+    if (h->static_dir) {
+        h->static_root = realpath(h->static_dir, NULL);
+        if (!h->static_root) {
+            daebus_log(DAEBUS_LOG_ERROR, "http", "static_dir \"%s\": %s", h->static_dir,
+                       strerror(errno));
+            return DAEBUS_EINVAL;
+        }
+    }
+    int rc = build_router(h);
+    if (rc)
+        goto fail;
+    char ports[128], threads[16], timeout[16];
+    snprintf(ports, sizeof ports, "%s:%d%s", h->bind_address, port, h->ssl_certificate ? "s" : "");
+    snprintf(threads, sizeof threads, "%d", h->num_threads + h->reserved_threads);
+    snprintf(timeout, sizeof timeout, "%d", h->timeout_ms);
+    const char *options[32];
+    int k = 0;
+    options[k++] = "listening_ports";
+    options[k++] = ports;
+    options[k++] = "num_threads";
+    options[k++] = threads;
+    options[k++] = "enable_keep_alive";
+    options[k++] = "yes";
+    options[k++] = "keep_alive_timeout_ms";
+    options[k++] = timeout;
+    options[k++] = "tcp_nodelay";
+    options[k++] = "1";
+    options[k++] = "request_timeout_ms";
+    options[k++] = timeout;
+    options[k++] = "decode_url";
+    options[k++] = "no";
+    if (h->ssl_certificate) {
+        options[k++] = "ssl_certificate";
+        options[k++] = h->ssl_certificate;
+    }
+    options[k] = NULL;
+    struct mg_callbacks cb;
+    memset(&cb, 0, sizeof cb);
+    cb.log_message = log_message;
+    struct mg_init_data init = {&cb, h, options};
+    char etext[256] = "";
+    unsigned ecode = 0;
+    struct mg_error_data edata = {&ecode, etext, sizeof etext};
+    h->ctx = mg_start2(&init, &edata);
+    if (!h->ctx) {
+        if (port_busy(h->bind_address, port)) {
+            daebus_log(DAEBUS_LOG_ERROR, "http",
+                       "cannot listen on %s:%d: port %d is already in use (choose another with "
+                       "--port or stop the other server)",
+                       h->bind_address, port, port);
+            rc = DAEBUS_EADDRINUSE;
+        } else {
+            daebus_log(DAEBUS_LOG_ERROR, "http", "cannot start the server on %s:%d: %s",
+                       h->bind_address, port, etext[0] ? etext : "unknown CivetWeb error");
+            rc = DAEBUS_EIO;
+        }
+        goto fail;
+    }
+    struct mg_server_port sp[4];
+    int np = mg_get_server_ports(h->ctx, 4, sp);
+    atomic_store(&h->bound_port, np > 0 ? sp[0].port : port);
+    mg_set_request_handler(h->ctx, "/", daebus__http_dispatch, h);
+    daebus_log(DAEBUS_LOG_INFO, "http", "listening on %s:%d%s (%zu routes, %d threads)",
+               h->bind_address, atomic_load(&h->bound_port), h->ssl_certificate ? " (TLS)" : "",
+               daebus__http_router_count(h->router), h->num_threads + h->reserved_threads);
+    return 0;
+fail:
+    daebus__http_router_destroy(h->router);
+    h->router = NULL;
+    free(h->static_root);
+    h->static_root = NULL;
+    return rc;
+}
+
+static void http_stop(void *self)
+{
+    daebus_http *h = self;
+    if (h->ctx) {
+        mg_stop(h->ctx);
+        h->ctx = NULL;
+    }
+    atomic_store(&h->bound_port, -1);
+    daebus__http_router_destroy(h->router);
+    h->router = NULL;
+    free(h->static_root);
+    h->static_root = NULL;
+}
+
+static void http_describe(void *self, char *buf, size_t len)
+{
+    daebus_http *h = self;
+    snprintf(buf, len, "http port %d", atomic_load(&h->bound_port));
+}

@@ -1,0 +1,387 @@
+/* http_parse.c - pure parsers for untrusted HTTP input.
+ *
+ * Nothing here touches a socket, a global or the log: input in, result out.
+ * The HTTP component calls these on request paths, query strings, form bodies
+ * and header values; the fuzz targets call them with arbitrary bytes.
+ */
+#include "http_parse.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* ---- UTF-8 ---- */
+
+bool daebus__http_utf8_valid(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = p[i];
+        if (c == 0)
+            return false;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t n;
+        uint32_t cp;
+        if (c >= 0xC2 && c <= 0xDF) {
+            n = 1;
+            cp = c & 0x1F;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            n = 2;
+            cp = c & 0x0F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            n = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (len - i <= n)
+            return false;
+        for (size_t k = 1; k <= n; k++) {
+            unsigned cc = p[i + k];
+            if ((cc & 0xC0) != 0x80)
+                return false;
+            cp = (cp << 6) | (cc & 0x3F);
+        }
+        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10FFFF ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        i += n + 1;
+    }
+    return true;
+}
+
+/* ---- percent-decoding and forms ---- */
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+size_t daebus__http_percent_decode(const char *src, size_t len, char *dst, bool plus_is_space)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = src[i];
+        if (c == '%' && i + 2 < len) {
+            int hi = hexval(src[i + 1]);
+            int lo = hexval(src[i + 2]);
+            if (hi >= 0 && lo >= 0) {
+                dst[o++] = (char)(hi * 16 + lo);
+                i += 2;
+                continue;
+            }
+        }
+        dst[o++] = (plus_is_space && c == '+') ? ' ' : c;
+    }
+    dst[o] = '\0';
+    return o;
+}
+
+int daebus__http_split_path(const char *raw, char *buf, const char **segs, size_t *lens, size_t max)
+{
+    if (!raw || raw[0] != '/')
+        return -1;
+    size_t n = 0;
+    const char *p = raw + 1;
+    char *out = buf;
+    for (;;) {
+        const char *end = strchr(p, '/');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (n == max)
+            return -1;
+        size_t dlen = daebus__http_percent_decode(p, len, out, false);
+        if (memchr(out, '\0', dlen) || !daebus__http_utf8_valid(out, dlen))
+            return -2;
+        segs[n] = out;
+        lens[n] = dlen;
+        n++;
+        out += dlen + 1;
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    return (int)n;
+}
+
+/* Calls fn for each name=value pair of text (raw, still encoded). */
+typedef int pair_fn(const char *name, size_t nlen, const char *value, size_t vlen, void *ctx);
+
+static int each_pair(const char *text, size_t len, pair_fn *fn, void *ctx)
+{
+    size_t i = 0;
+    while (i < len) {
+        size_t start = i;
+        while (i < len && text[i] != '&' && text[i] != ';')
+            i++;
+        size_t end = i;
+        if (i < len)
+            i++;
+        if (end == start)
+            continue;
+        const char *eq = memchr(text + start, '=', end - start);
+        const char *name = text + start;
+        size_t nlen = eq ? (size_t)(eq - name) : end - start;
+        const char *value = eq ? eq + 1 : text + end;
+        size_t vlen = eq ? (size_t)(text + end - value) : 0;
+        int rc = fn(name, nlen, value, vlen, ctx);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static char *decode_dup(const char *s, size_t len)
+{
+    char *out = malloc(len + 1);
+    if (out)
+        daebus__http_percent_decode(s, len, out, true);
+    return out;
+}
+
+static int add_pair(const char *name, size_t nlen, const char *value, size_t vlen, void *ctx)
+{
+    cJSON *object = ctx;
+    char *n = decode_dup(name, nlen);
+    char *v = decode_dup(value, vlen);
+    int rc = 0;
+    if (!n || !v) {
+        rc = -2;
+        goto done;
+    }
+    size_t dn = strlen(n), dv = strlen(v);
+    /* A decoded NUL shortens the string: treat it as invalid input. */
+    if (!daebus__http_utf8_valid(n, dn) || !daebus__http_utf8_valid(v, dv)) {
+        rc = -1;
+        goto done;
+    }
+    if (dn == 0)
+        goto done;
+    cJSON *item = cJSON_CreateString(v);
+    if (!item) {
+        rc = -2;
+        goto done;
+    }
+    if (cJSON_HasObjectItem(object, n))
+        cJSON_ReplaceItemInObjectCaseSensitive(object, n, item);
+    else
+        cJSON_AddItemToObject(object, n, item);
+done:
+    free(n);
+    free(v);
+    return rc;
+}
+
+/* Rejects encoded NUL bytes (%00), which would silently cut a value short. */
+static bool has_encoded_nul(const char *text, size_t len)
+{
+    for (size_t i = 0; i + 2 < len; i++)
+        if (text[i] == '%' && text[i + 1] == '0' && text[i + 2] == '0')
+            return true;
+    return memchr(text, '\0', len) != NULL;
+}
+
+int daebus__http_parse_form(const char *text, size_t len, cJSON *object)
+{
+    if (!text || !len)
+        return 0;
+    if (has_encoded_nul(text, len))
+        return -1;
+    return each_pair(text, len, add_pair, object);
+}
+
+struct find_ctx {
+    const char *name;
+    size_t nlen;
+    const char *value;
+    size_t vlen;
+    bool found;
+};
+
+static int find_pair(const char *name, size_t nlen, const char *value, size_t vlen, void *ctx)
+{
+    struct find_ctx *f = ctx;
+    char stackbuf[256];
+    char *n = nlen < sizeof stackbuf ? stackbuf : malloc(nlen + 1);
+    if (!n)
+        return -2;
+    size_t dn = daebus__http_percent_decode(name, nlen, n, true);
+    if (dn == f->nlen && memcmp(n, f->name, dn) == 0) {
+        f->value = value;
+        f->vlen = vlen;
+        f->found = true;
+    }
+    if (n != stackbuf)
+        free(n);
+    return 0;
+}
+
+char *daebus__http_form_value(const char *text, size_t len, const char *name)
+{
+    if (!text || !name)
+        return NULL;
+    struct find_ctx f = {name, strlen(name), NULL, 0, false};
+    if (each_pair(text, len, find_pair, &f) || !f.found)
+        return NULL;
+    return decode_dup(f.value, f.vlen);
+}
+
+/* ---- paths ---- */
+
+bool daebus__http_static_path_safe(const char *path, bool allow_hidden)
+{
+    if (!path)
+        return false;
+    if (strchr(path, '\\'))
+        return false;
+    const char *p = path;
+    while (*p) {
+        while (*p == '/')
+            p++;
+        if (!*p)
+            break;
+        const char *seg = p;
+        while (*p && *p != '/')
+            p++;
+        size_t n = (size_t)(p - seg);
+        if ((n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
+            return false;
+        if (seg[0] == '.' && !allow_hidden)
+            return false;
+        for (size_t i = 0; i < n; i++)
+            if ((unsigned char)seg[i] < 0x20)
+                return false;
+    }
+    return true;
+}
+
+/* ---- header helpers ---- */
+
+bool daebus__http_list_has(const char *list, const char *item, size_t item_len)
+{
+    if (!list || !item)
+        return false;
+    const char *p = list;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *start = p;
+        while (*p && *p != ',')
+            p++;
+        const char *end = p;
+        while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        if ((size_t)(end - start) == item_len && item_len &&
+            strncasecmp(start, item, item_len) == 0)
+            return true;
+    }
+    return false;
+}
+
+static size_t media_len(const char *ct)
+{
+    size_t n = 0;
+    while (ct[n] && ct[n] != ';' && ct[n] != ' ' && ct[n] != '\t')
+        n++;
+    return n;
+}
+
+bool daebus__http_media_type_is(const char *content_type, const char *type)
+{
+    if (!content_type || !type)
+        return false;
+    while (*content_type == ' ' || *content_type == '\t')
+        content_type++;
+    size_t n = media_len(content_type);
+    return n == strlen(type) && strncasecmp(content_type, type, n) == 0;
+}
+
+bool daebus__http_media_type_is_json(const char *content_type)
+{
+    if (!content_type)
+        return false;
+    while (*content_type == ' ' || *content_type == '\t')
+        content_type++;
+    size_t n = media_len(content_type);
+    if (n == 16 && strncasecmp(content_type, "application/json", 16) == 0)
+        return true;
+    return n > 17 && strncasecmp(content_type, "application/", 12) == 0 &&
+           strncasecmp(content_type + n - 5, "+json", 5) == 0;
+}
+
+bool daebus__http_parse_int(const char *s, size_t len, long long *out)
+{
+    size_t i = 0;
+    bool neg = false;
+    if (len && s[0] == '-') {
+        neg = true;
+        i = 1;
+    }
+    if (i == len || len - i > 18)
+        return false;
+    long long v = 0;
+    for (; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = neg ? -v : v;
+    return true;
+}
+
+/* ---- MIME types ---- */
+
+const char *daebus__http_mime_type(const char *path)
+{
+    static const struct {
+        const char *ext, *type;
+    } types[] = {
+        {"html", "text/html; charset=utf-8"},
+        {"htm", "text/html; charset=utf-8"},
+        {"css", "text/css; charset=utf-8"},
+        {"js", "text/javascript; charset=utf-8"},
+        {"mjs", "text/javascript; charset=utf-8"},
+        {"json", "application/json"},
+        {"map", "application/json"},
+        {"txt", "text/plain; charset=utf-8"},
+        {"md", "text/markdown; charset=utf-8"},
+        {"csv", "text/csv; charset=utf-8"},
+        {"xml", "application/xml"},
+        {"svg", "image/svg+xml"},
+        {"png", "image/png"},
+        {"jpg", "image/jpeg"},
+        {"jpeg", "image/jpeg"},
+        {"gif", "image/gif"},
+        {"webp", "image/webp"},
+        {"ico", "image/x-icon"},
+        {"wasm", "application/wasm"},
+        {"woff", "font/woff"},
+        {"woff2", "font/woff2"},
+        {"ttf", "font/ttf"},
+        {"pdf", "application/pdf"},
+        {"zip", "application/zip"},
+        {"gz", "application/gzip"},
+        {"mp3", "audio/mpeg"},
+        {"mp4", "video/mp4"},
+        {"webm", "video/webm"},
+    };
+    const char *slash = path ? strrchr(path, '/') : NULL;
+    const char *base = slash ? slash + 1 : path;
+    const char *dot = base ? strrchr(base, '.') : NULL;
+    if (!dot || dot == base)
+        return "application/octet-stream";
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (strcasecmp(dot + 1, types[i].ext) == 0)
+            return types[i].type;
+    return "application/octet-stream";
+}

@@ -1,0 +1,98 @@
+/* http_private.h - the structs shared by the files of the HTTP component (internal).
+ *
+ * http.c owns the component (options, life cycle, CORS swap, middleware list);
+ * http_request.c owns the per-request path (dispatch, request accessors,
+ * responses, static files). Nothing outside framework/http*.c includes this.
+ */
+#ifndef DAEBUS_HTTP_PRIVATE_H
+#define DAEBUS_HTTP_PRIVATE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include "component.h"
+#include "daebus/http.h"
+#include "http_cors.h"
+#include "http_router.h"
+
+struct mg_connection;
+struct mg_context;
+
+typedef struct daebus__http_mw {
+    daebus_http_middleware_fn *fn;
+    void *user;
+    const daebus_blueprint *bp; /* NULL = every request */
+} daebus__http_mw;
+
+struct daebus_http {
+    daebus__component comp;
+    daebus_app *app;
+    /* options (copied) */
+    int port; /* 0 = any */
+    char *bind_address;
+    int num_threads;
+    int reserved_threads;
+    size_t max_body;
+    bool access_log;
+    int timeout_ms;
+    char *ssl_certificate;
+    char *static_dir;
+    char *static_root; /* realpath of static_dir while running */
+    char *static_prefix;
+    /* running state */
+    struct mg_context *ctx;
+    atomic_int bound_port;
+    daebus__http_router *router;
+    daebus__http_mw *mw;
+    size_t nmw;
+    pthread_mutex_t cors_lock;
+    daebus__http_cors *cors;
+    /* stats */
+    atomic_uint_fast64_t st_requests;
+    atomic_uint_fast64_t st_class[6];
+    atomic_uint_fast64_t st_in_flight;
+    atomic_uint_fast64_t st_bytes_in;
+    atomic_uint_fast64_t st_bytes_out;
+};
+
+#define DAEBUS__HTTP_EXTRA_HEADERS 8192
+
+struct daebus_http_request {
+    daebus_http *http;
+    struct mg_connection *conn;
+    const char *method;
+    unsigned method_bit;
+    char *path; /* decoded */
+    const char *query_string;
+    char *body;
+    size_t body_len;
+    cJSON *payload;
+    cJSON *query; /* lazily parsed query parameters (object of strings) */
+    int nparams;
+    const char *param_names[DAEBUS__HTTP_MAX_PARAMS];
+    char *param_values[DAEBUS__HTTP_MAX_PARAMS];
+    void *local;
+};
+
+struct daebus_http_response {
+    daebus_http *http;
+    struct mg_connection *conn;
+    bool head_only;
+    bool sent;
+    bool streaming;
+    bool stream_ended;
+    bool close_after;
+    int status;
+    uint64_t bytes_out;
+    size_t hlen;
+    char headers[DAEBUS__HTTP_EXTRA_HEADERS]; /* "Name: value\r\n" lines */
+};
+
+/* The CivetWeb request handler (http_request.c). */
+int daebus__http_dispatch(struct mg_connection *conn, void *cbdata);
+
+/* Returns: a reference to the current CORS configuration (NULL = off). */
+daebus__http_cors *daebus__http_cors_current(daebus_http *http);
+
+#endif

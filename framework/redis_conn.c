@@ -1,0 +1,351 @@
+/* redis_conn.c - Redis URL parsing, connecting (AUTH, SELECT) and waiting for replies.
+ *
+ * URL parsing is a pure function (no I/O, no allocation) so that it can be
+ * fuzzed. Connections are blocking hiredis contexts; the reader polls the
+ * socket itself before asking hiredis to read, so that a reader thread can
+ * wait with a time-out and be woken through a pipe without killing the
+ * context (a hiredis read time-out marks the context as failed).
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "daebus/log.h"
+#include "redis_conn.h"
+
+/* ---- URL parsing ---- */
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Copies [s, s+n) into dst (cap bytes) decoding %XX. Returns 0 or -1. */
+static int copy_decoded(char *dst, size_t cap, const char *s, size_t n, int decode)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (decode && ch == '%') {
+            if (i + 2 >= n)
+                return -1;
+            int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
+            if (h < 0 || l < 0)
+                return -1;
+            ch = (char)(h * 16 + l);
+            i += 2;
+        }
+        if (ch == '\0' || o + 1 >= cap)
+            return -1;
+        dst[o++] = ch;
+    }
+    dst[o] = '\0';
+    return 0;
+}
+
+static int parse_num(const char *s, size_t n, long min, long max, long *out)
+{
+    if (n == 0 || n > 9)
+        return -1;
+    long v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_userinfo(const char *s, size_t n, daebus_redis_url *u, const char *url,
+                          daebus_error *err)
+{
+    const char *colon = memchr(s, ':', n);
+    int rc;
+    if (colon) {
+        rc = copy_decoded(u->username, sizeof u->username, s, (size_t)(colon - s), 1);
+        if (rc == 0)
+            rc = copy_decoded(u->password, sizeof u->password, colon + 1,
+                              n - (size_t)(colon - s) - 1, 1);
+    } else {
+        rc = copy_decoded(u->password, sizeof u->password, s, n, 1);
+    }
+    if (rc != 0)
+        return daebus_error_set(
+            err, DAEBUS_EINVAL,
+            "redis URL '%.64s': bad user or password (too long or bad %%-escape)", url);
+    return 0;
+}
+
+/* Query parameters (unix:// only): db=N, password=P. */
+static int parse_query(const char *q, daebus_redis_url *u, const char *url, daebus_error *err)
+{
+    while (*q) {
+        const char *end = strchr(q, '&');
+        size_t n = end ? (size_t)(end - q) : strlen(q);
+        long v;
+        if (n > 3 && strncmp(q, "db=", 3) == 0 && parse_num(q + 3, n - 3, 0, 1000000, &v) == 0) {
+            u->db = (int)v;
+        } else if (n > 9 && strncmp(q, "password=", 9) == 0 &&
+                   copy_decoded(u->password, sizeof u->password, q + 9, n - 9, 1) == 0) {
+            /* done */
+        } else {
+            return daebus_error_set(err, DAEBUS_EINVAL,
+                                    "redis URL '%.64s': unsupported query parameter '%.*s'", url,
+                                    (int)(n > 32 ? 32 : n), q);
+        }
+        q += n;
+        if (*q == '&')
+            q++;
+    }
+    return 0;
+}
+
+int daebus_redis_url_parse(const char *url, daebus_redis_url *out, daebus_error *err)
+{
+    if (!url || !out)
+        return daebus_error_set(err, DAEBUS_EINVAL, "redis URL: NULL argument");
+    daebus_redis_url u;
+    memset(&u, 0, sizeof u);
+    u.port = 6379;
+    const char *rest;
+    if (strncmp(url, "redis://", 8) == 0) {
+        rest = url + 8;
+    } else if (strncmp(url, "unix://", 7) == 0) {
+        rest = url + 7;
+        u.is_unix = true;
+    } else if (strncmp(url, "rediss://", 9) == 0) {
+        return daebus_error_set(err, DAEBUS_EINVAL,
+                                "redis URL '%.64s': TLS (rediss://) is not supported; use redis:// "
+                                "(e.g. through a local TLS tunnel) or unix://",
+                                url);
+    } else {
+        return daebus_error_set(err, DAEBUS_EINVAL,
+                                "redis URL '%.64s': unsupported scheme (use "
+                                "redis://[:password@]host:port[/db] or unix:///path)",
+                                url);
+    }
+    if (u.is_unix) {
+        /* unix://[[user]:password@]/path[?db=N&password=P] */
+        const char *slash = strchr(rest, '/');
+        if (!slash)
+            return daebus_error_set(err, DAEBUS_EINVAL,
+                                    "redis URL '%.64s': expected unix:///absolute/path", url);
+        if (slash != rest) {
+            const char *at = memchr(rest, '@', (size_t)(slash - rest));
+            if (!at || at + 1 != slash)
+                return daebus_error_set(err, DAEBUS_EINVAL,
+                                        "redis URL '%.64s': expected unix:///absolute/path", url);
+            if (parse_userinfo(rest, (size_t)(at - rest), &u, url, err) != 0)
+                return DAEBUS_EINVAL;
+        }
+        const char *q = strchr(slash, '?');
+        size_t n = q ? (size_t)(q - slash) : strlen(slash);
+        if (n < 2 || copy_decoded(u.path, sizeof u.path, slash, n, 0) != 0)
+            return daebus_error_set(err, DAEBUS_EINVAL,
+                                    "redis URL '%.64s': Unix socket path empty or too long", url);
+        if (q && parse_query(q + 1, &u, url, err) != 0)
+            return DAEBUS_EINVAL;
+        *out = u;
+        return 0;
+    }
+    /* redis://[[user]:password@]host[:port][/db] */
+    const char *at = strrchr(rest, '@');
+    const char *hp = rest;
+    if (at) {
+        if (parse_userinfo(rest, (size_t)(at - rest), &u, url, err) != 0)
+            return DAEBUS_EINVAL;
+        hp = at + 1;
+    }
+    size_t hlen = strcspn(hp, "/?");
+    const char *tail = hp + hlen;
+    const char *hs = hp;
+    size_t hn;
+    const char *portp = NULL;
+    if (*hp == '[') {
+        const char *close = memchr(hp, ']', hlen);
+        if (!close)
+            return daebus_error_set(err, DAEBUS_EINVAL, "redis URL '%.64s': unclosed '['", url);
+        hs = hp + 1;
+        hn = (size_t)(close - hs);
+        if (close + 1 < tail) {
+            if (close[1] != ':')
+                return daebus_error_set(err, DAEBUS_EINVAL, "redis URL '%.64s': junk after ']'",
+                                        url);
+            portp = close + 2;
+        }
+    } else {
+        const char *colon = memchr(hp, ':', hlen);
+        hn = colon ? (size_t)(colon - hp) : hlen;
+        if (colon)
+            portp = colon + 1;
+    }
+    if (hn == 0) {
+        snprintf(u.host, sizeof u.host, "127.0.0.1");
+    } else if (copy_decoded(u.host, sizeof u.host, hs, hn, 0) != 0) {
+        return daebus_error_set(err, DAEBUS_EINVAL, "redis URL '%.64s': host too long", url);
+    }
+    if (portp) {
+        long p;
+        if (parse_num(portp, (size_t)(tail - portp), 1, 65535, &p) != 0)
+            return daebus_error_set(err, DAEBUS_EINVAL,
+                                    "redis URL '%.64s': port must be a number 1-65535", url);
+        u.port = (int)p;
+    }
+    if (*tail == '/') {
+        const char *db = tail + 1;
+        size_t dn = strcspn(db, "?");
+        long v;
+        if (dn > 0) {
+            if (parse_num(db, dn, 0, 1000000, &v) != 0)
+                return daebus_error_set(err, DAEBUS_EINVAL,
+                                        "redis URL '%.64s': database must be a number", url);
+            u.db = (int)v;
+        }
+        tail = db + dn;
+    }
+    if (*tail == '?')
+        return daebus_error_set(err, DAEBUS_EINVAL,
+                                "redis URL '%.64s': query parameters are not supported", url);
+    *out = u;
+    return 0;
+}
+
+void daebus__redis_url_describe(const daebus_redis_url *url, char *buf, size_t len)
+{
+    if (url->is_unix)
+        snprintf(buf, len, "unix://%s%s", url->password[0] ? ":***@" : "", url->path);
+    else
+        snprintf(buf, len, "redis://%s%s:%d/%d", url->password[0] ? ":***@" : "", url->host,
+                 url->port, url->db);
+}
+
+/* ---- connecting ---- */
+
+static struct timeval to_tv(double s)
+{
+    struct timeval tv;
+    tv.tv_sec = (time_t)s;
+    tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
+    return tv;
+}
+
+static int run_simple(redisContext *c, redisReply **rep, int argc, const char **argv)
+{
+    *rep = redisCommandArgv(c, argc, argv, NULL);
+    return *rep ? 0 : -1;
+}
+
+redisContext *daebus__redis_connect(const daebus_redis_url *url, double connect_timeout,
+                                    double command_timeout, daebus_error *err)
+{
+    char where[320];
+    daebus__redis_url_describe(url, where, sizeof where);
+    if (connect_timeout <= 0)
+        connect_timeout = 2.0;
+    struct timeval tv = to_tv(connect_timeout);
+    redisContext *c = url->is_unix ? redisConnectUnixWithTimeout(url->path, tv)
+                                   : redisConnectWithTimeout(url->host, url->port, tv);
+    if (!c) {
+        daebus_error_set(err, DAEBUS_ENOMEM, "redis %s: out of memory", where);
+        return NULL;
+    }
+    if (c->err) {
+        daebus_error_set(err, DAEBUS_ECONN, "redis %s: %s", where, c->errstr);
+        redisFree(c);
+        return NULL;
+    }
+    if (!url->is_unix)
+        redisEnableKeepAlive(c);
+    /* AUTH and SELECT are bounded by the connect time-out too. */
+    redisSetTimeout(c, tv);
+    redisReply *r = NULL;
+    if (url->password[0]) {
+        const char *argv[3] = {"AUTH", url->username, url->password};
+        int rc = url->username[0] ? run_simple(c, &r, 3, argv)
+                                  : run_simple(c, &r, 2, (const char *[]){"AUTH", url->password});
+        if (rc != 0) {
+            daebus_error_set(err, DAEBUS_ECONN, "redis %s: AUTH: %s", where, c->errstr);
+            redisFree(c);
+            return NULL;
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            daebus_error_set(err, DAEBUS_EAUTH, "redis %s: AUTH refused: %.120s", where, r->str);
+            freeReplyObject(r);
+            redisFree(c);
+            return NULL;
+        }
+        freeReplyObject(r);
+    }
+    if (url->db > 0) {
+        char db[16];
+        snprintf(db, sizeof db, "%d", url->db);
+        if (run_simple(c, &r, 2, (const char *[]){"SELECT", db}) != 0) {
+            daebus_error_set(err, DAEBUS_ECONN, "redis %s: SELECT: %s", where, c->errstr);
+            redisFree(c);
+            return NULL;
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            int code = strstr(r->str, "NOAUTH") ? DAEBUS_EAUTH : DAEBUS_ECONN;
+            daebus_error_set(err, code, "redis %s: SELECT %s refused: %.120s", where, db, r->str);
+            freeReplyObject(r);
+            redisFree(c);
+            return NULL;
+        }
+        freeReplyObject(r);
+    }
+    if (command_timeout > 0)
+        redisSetTimeout(c, to_tv(command_timeout));
+    else
+        redisSetTimeout(c, (struct timeval){0, 0});
+    return c;
+}
+
+/* ---- reading ---- */
+
+int daebus__redis_read(redisContext *c, redisReply **out, int timeout_ms, int wake_fd)
+{
+    void *reply = NULL;
+    *out = NULL;
+    if (c->err)
+        return DAEBUS_ECONN;
+    /* A reply may already be buffered. */
+    if (redisGetReplyFromReader(c, &reply) != REDIS_OK)
+        return DAEBUS_ECONN;
+    if (reply) {
+        *out = reply;
+        return 1;
+    }
+    /* Flush pending output first (SUBSCRIBE written with redisAppendCommand). */
+    int done = 0;
+    while (!done) {
+        if (redisBufferWrite(c, &done) != REDIS_OK)
+            return DAEBUS_ECONN;
+    }
+    struct pollfd p[2] = {{.fd = c->fd, .events = POLLIN}, {.fd = wake_fd, .events = POLLIN}};
+    int n = poll(p, wake_fd >= 0 ? 2 : 1, timeout_ms);
+    if (n < 0)
+        return errno == EINTR ? 0 : DAEBUS_ECONN;
+    if (n == 0)
+        return 0;
+    if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+        if (redisBufferRead(c) != REDIS_OK)
+            return DAEBUS_ECONN;
+        if (redisGetReplyFromReader(c, &reply) != REDIS_OK)
+            return DAEBUS_ECONN;
+        if (reply) {
+            *out = reply;
+            return 1;
+        }
+    }
+    return 0;
+}

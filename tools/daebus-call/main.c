@@ -1,0 +1,222 @@
+/* daebus-call - call a daebus action, publish to a channel or listen to one.
+ *
+ *   daebus-call SERVICE ACTION [JSON] [--timeout S] [--redis URL]
+ *   daebus-call --publish CHANNEL JSON [--redis URL]
+ *   daebus-call --listen CHANNEL [--count N] [--redis URL]
+ *
+ * Replies are printed on stdout as compact JSON, one per line: each progress
+ * payload, then the final payload. Exit status: 0 success, 1 error reply,
+ * 2 time-out, no connection or usage error. The Redis URL defaults to
+ * $DAEBUS_REDIS_URL, then redis://127.0.0.1:6379.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "daebus/daebus.h"
+#include "redis_conn.h"
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+static void usage(FILE *f)
+{
+    fputs("usage: daebus-call SERVICE ACTION [JSON] [--timeout S] [--redis URL]\n"
+          "       daebus-call --publish CHANNEL JSON [--redis URL]\n"
+          "       daebus-call --listen CHANNEL [--count N] [--redis URL]\n"
+          "Prints progress payloads, then the final payload, as JSON lines.\n"
+          "Exit: 0 success, 1 error reply, 2 time-out / no connection / usage error.\n"
+          "Redis URL: --redis, else $DAEBUS_REDIS_URL, else redis://127.0.0.1:6379\n",
+          f);
+}
+
+static void print_json(const cJSON *j)
+{
+    char *s = j ? cJSON_PrintUnformatted(j) : NULL;
+    printf("%s\n", s ? s : "null");
+    fflush(stdout);
+    cJSON_free(s);
+}
+
+static void on_progress(daebus_caller *c, const cJSON *payload, void *user)
+{
+    (void)c;
+    (void)user;
+    print_json(payload);
+}
+
+static int do_listen(const char *url_text, const char *channel, long count)
+{
+    daebus_redis_url url;
+    daebus_error err = {0};
+    if (daebus_redis_url_parse(url_text, &url, &err) != 0) {
+        fprintf(stderr, "daebus-call: %s\n", err.message);
+        return 2;
+    }
+    redisContext *c = daebus__redis_connect(&url, 2.0, 0, &err);
+    if (!c) {
+        fprintf(stderr, "daebus-call: %s\n", err.message);
+        return 2;
+    }
+    if (redisAppendCommand(c, "SUBSCRIBE %s", channel) != REDIS_OK) {
+        redisFree(c);
+        return 2;
+    }
+    long seen = 0;
+    int rc = 0;
+    while (!interrupted && (count <= 0 || seen < count)) {
+        redisReply *r = NULL;
+        int n = daebus__redis_read(c, &r, 200, -1);
+        if (n < 0) {
+            fprintf(stderr, "daebus-call: connection to Redis lost\n");
+            rc = 2;
+            break;
+        }
+        if (n == 0)
+            continue;
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+            r->element[0]->type == REDIS_REPLY_STRING &&
+            strcmp(r->element[0]->str, "message") == 0 &&
+            r->element[2]->type == REDIS_REPLY_STRING) {
+            const char *end = NULL;
+            cJSON *j = cJSON_ParseWithLengthOpts(r->element[2]->str, r->element[2]->len, &end, 0);
+            if (!j)
+                j = cJSON_CreateString(r->element[2]->str);
+            print_json(j);
+            cJSON_Delete(j);
+            seen++;
+        } else if (r->type == REDIS_REPLY_ERROR) {
+            fprintf(stderr, "daebus-call: %s\n", r->str);
+            rc = 2;
+            freeReplyObject(r);
+            break;
+        }
+        freeReplyObject(r);
+    }
+    redisFree(c);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    const char *url = getenv("DAEBUS_REDIS_URL");
+    const char *publish = NULL, *listen = NULL;
+    double timeout = 5.0;
+    long count = 0;
+    const char *pos[3] = {NULL, NULL, NULL};
+    int npos = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *next = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(a, "--timeout") == 0 && next) {
+            char *end = NULL;
+            timeout = strtod(next, &end);
+            if (!end || *end || timeout <= 0 || timeout > 86400) {
+                fprintf(stderr, "daebus-call: --timeout needs seconds > 0, got '%s'\n", next);
+                return 2;
+            }
+            i++;
+        } else if (strcmp(a, "--redis") == 0 && next) {
+            url = next;
+            i++;
+        } else if (strcmp(a, "--publish") == 0 && next) {
+            publish = next;
+            i++;
+        } else if (strcmp(a, "--listen") == 0 && next) {
+            listen = next;
+            i++;
+        } else if (strcmp(a, "--count") == 0 && next) {
+            if (daebus_parse_int(next, 1, 1000000000L, &count) != 0) {
+                fprintf(stderr, "daebus-call: --count needs a positive number\n");
+                return 2;
+            }
+            i++;
+        } else if (a[0] == '-' && a[1] == '-') {
+            fprintf(stderr, "daebus-call: unknown or incomplete option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        } else if (npos < 3) {
+            pos[npos++] = a;
+        } else {
+            fprintf(stderr, "daebus-call: too many arguments\n");
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!url || !*url)
+        url = "redis://127.0.0.1:6379";
+    daebus_log_set_level(DAEBUS_LOG_ERROR);
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    if (listen) {
+        if (npos || publish) {
+            usage(stderr);
+            return 2;
+        }
+        return do_listen(url, listen, count);
+    }
+    const char *json_text = publish ? pos[0] : pos[2];
+    if ((publish && npos != 1) || (!publish && (npos < 2 || npos > 3))) {
+        usage(stderr);
+        return 2;
+    }
+    cJSON *payload = NULL;
+    if (json_text) {
+        const char *end = NULL;
+        payload = cJSON_ParseWithLengthOpts(json_text, strlen(json_text), &end, 1);
+        if (!payload) {
+            fprintf(stderr, "daebus-call: invalid JSON argument: %s\n", json_text);
+            return 2;
+        }
+    }
+    daebus_error err = {0};
+    daebus_caller *c = daebus_caller_create(url, NULL, &err);
+    if (!c) {
+        fprintf(stderr, "daebus-call: %s\n", err.message);
+        cJSON_Delete(payload);
+        return 2;
+    }
+    int status;
+    if (publish) {
+        int n = daebus_caller_send_message(c, publish, payload);
+        if (n >= 0) {
+            printf("%d\n", n);
+            status = 0;
+        } else {
+            fprintf(stderr, "daebus-call: publish failed: %s\n", daebus_strerror(n));
+            status = 2;
+        }
+    } else {
+        cJSON *reply = NULL;
+        int rc = daebus_caller_request_progress(c, pos[0], pos[1], payload, timeout, on_progress,
+                                                NULL, &reply, &err);
+        if (rc == 0) {
+            print_json(reply);
+            status = 0;
+        } else if (rc == DAEBUS_EREPLY) {
+            print_json(reply);
+            fprintf(stderr, "daebus-call: error from %s: %s\n", pos[0], err.message);
+            status = 1;
+        } else {
+            fprintf(stderr, "daebus-call: %s\n", err.message);
+            status = 2;
+        }
+        cJSON_Delete(reply);
+    }
+    cJSON_Delete(payload);
+    daebus_caller_destroy(c);
+    return status;
+}
