@@ -1,11 +1,308 @@
 /* daebus/websocket.h - WebSocket server on the HTTP port: typed messages, client registry,
- * broadcast.
+ * broadcast, rate limits, graceful shutdown.
  *
- * (Filled in by the websocket component's issue.)
+ *   daebus_http_attach(daebus_http_create(NULL, NULL), app);      // HTTP first
+ *   daebus_ws_options wo = DAEBUS_WS_OPTIONS_INIT;
+ *   wo.max_clients = 5000;
+ *   daebus_ws_attach(daebus_ws_create(&wo, NULL), app);
+ *
+ *   SOCKET(handle_chat, "chat_message") {
+ *       const cJSON *msg = cJSON_GetObjectItemCaseSensitive(daebus_ws_request_data(req),
+ * "message"); daebus_ws_broadcast_to_all(daebus_ws_request_ws(req), daebus_ws_request_data(req),
+ *                                  "chat_update");
+ *       cJSON *ack = cJSON_CreateObject();
+ *       cJSON_AddStringToObject(ack, "status", "delivered");
+ *       return ack;                      // sent as {"type":"response","data":{...}}
+ *   }
+ *
+ * Wire format: PROTOCOL.md section 3. A client sends
+ * {"type": T, "data": D, "request_id": R}; the SOCKET(T) handler gets D (or {})
+ * and what it returns is sent back as {"type":"response","data":...,"request_id":R}.
+ *
+ * Threads. The server runs inside the HTTP component's CivetWeb server (same
+ * port). CivetWeb holds one worker thread per open WebSocket connection, so
+ * attach reserves max_clients threads on top of the HTTP workers. Message,
+ * connect, register and disconnect handlers run on the client's own CivetWeb
+ * thread: the messages of one client are handled one at a time, in order;
+ * different clients run in parallel. Every outgoing frame goes through a
+ * bounded per-client queue drained by writer threads, so:
+ *   - every send function below may be called from any thread (route and
+ *     action handlers, background tasks, other socket handlers);
+ *   - frames to one connection never interleave and keep their order;
+ *   - a broadcast serialises its frame once and shares it between the queues;
+ *     no lock is held while writing to sockets;
+ *   - a client that stops reading fills only its own queue; when the queue is
+ *     over its limit the client is disconnected (close 1008 "slow consumer").
+ * A maintenance thread pings clients (ping_interval) and drops those silent
+ * for idle_timeout.
+ *
+ * Ownership. JSON passed in is borrowed (copied or serialised before return).
+ * JSON returned by a handler is taken by the framework. Functions returning
+ * cJSON * give the caller a copy to free with cJSON_Delete().
+ *
+ * Thread: every function is thread-safe unless its block says otherwise.
  */
 #ifndef DAEBUS_WEBSOCKET_H
 #define DAEBUS_WEBSOCKET_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cjson/cJSON.h>
 #include "daebus/app.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- connection information for id generators ---- */
+
+/* What is known about a connection before its upgrade completes. Borrowed:
+ * valid only during the call that receives it. */
+typedef struct daebus_ws_conn_info daebus_ws_conn_info;
+
+/* Returns: the remote IP address as text ("127.0.0.1", "::1"). */
+DAEBUS_API const char *daebus_ws_conn_remote_address(const daebus_ws_conn_info *info);
+/* Returns: the remote TCP port. */
+DAEBUS_API int daebus_ws_conn_remote_port(const daebus_ws_conn_info *info);
+/* Returns: the request path without the query ("/ws"). */
+DAEBUS_API const char *daebus_ws_conn_path(const daebus_ws_conn_info *info);
+/* Returns: the query string without '?', or NULL. */
+DAEBUS_API const char *daebus_ws_conn_query(const daebus_ws_conn_info *info);
+/* Returns: the value of request header name (case-insensitive), or NULL. */
+DAEBUS_API const char *daebus_ws_conn_header(const daebus_ws_conn_info *info, const char *name);
+
+/* Custom client id generator. Runs on the connecting client's CivetWeb thread.
+ * Ownership: returns a malloc'd NUL-terminated string the framework takes and
+ * frees. Returning NULL or "" falls back to the default id ("user_<uuid4>").
+ * An id already in use rejects the connection (HTTP 409). */
+typedef char *daebus_ws_id_fn(const daebus_ws_conn_info *info, void *user);
+
+/* Client filter for daebus_ws_get_clients_by_filter(). metadata is borrowed
+ * (a snapshot, as daebus_ws_get_client_metadata() returns). Called without any
+ * framework lock held, on the calling thread. Returns: true to select. */
+typedef bool daebus_ws_filter_fn(const char *client_id, const cJSON *metadata, void *user);
+
+/* ---- options ---- */
+
+typedef struct daebus_ws_options {
+    const char *paths;       /* comma-separated upgrade paths; NULL = "/,/ws" */
+    int max_clients;         /* open connections at most; past it upgrades get 503; 0 = 1024 */
+    size_t max_message_size; /* bytes of one (reassembled) message; larger: close 1009; 0 = 1 MiB */
+    size_t queue_max_bytes;  /* per-client outbound queue limit; 0 = 1 MiB */
+    int queue_max_messages;  /* per-client outbound queue limit; 0 = 1000 */
+    double ping_interval;    /* seconds between server pings; 0 = 25; < 0 = no pings */
+    double
+        idle_timeout; /* drop a client silent (no frame, no pong) this long; 0 = 60; < 0 = never */
+    double close_timeout;    /* wait for the peer's close reply before dropping the socket; 0 = 2 */
+    double shutdown_timeout; /* graceful shutdown run by the app's stop; 0 = 1; < 0 = none */
+    int writer_threads;      /* threads draining the outbound queues; 0 = 4 */
+    size_t thread_stack_size;        /* stack of CivetWeb worker threads, see below; 0 = 256 KiB;
+                                        SIZE_MAX = leave the process default */
+    int rate_limit_max;              /* > 0: enable rate limiting at start (messages per window) */
+    double rate_limit_window;        /* seconds; 0 = 60 */
+    int rate_limit_disconnect_after; /* > 0: close 1008 after this many consecutive rejections */
+    daebus_ws_id_fn *id_generator;   /* NULL = "user_<uuid4>" */
+    void *id_generator_user;
+} daebus_ws_options;
+
+#define DAEBUS_WS_OPTIONS_INIT                                                                     \
+    {                                                                                              \
+        0                                                                                          \
+    }
+
+/* Counters for metrics (monotonic unless noted). */
+typedef struct daebus_ws_stats {
+    uint64_t clients;              /* open now (gauge) */
+    uint64_t clients_high_water;   /* most open at once */
+    uint64_t connects;             /* upgrades accepted */
+    uint64_t rejected_upgrades;    /* refused: connect handler (403), capacity or shutdown
+                                      (503), id collision (409) */
+    uint64_t disconnects;          /* all reasons, the lines below included */
+    uint64_t disconnects_client;   /* the client closed or the socket failed */
+    uint64_t disconnects_server;   /* disconnect_client(), disconnect_all, shutdown */
+    uint64_t disconnects_idle;     /* heartbeat time-out */
+    uint64_t disconnects_slow;     /* outbound queue over its limit ("slow consumer") */
+    uint64_t disconnects_protocol; /* 1007, 1009, rate-limit disconnects */
+    uint64_t messages_in;          /* data messages received */
+    uint64_t messages_out;         /* data frames written */
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    uint64_t handler_errors;         /* handlers that failed */
+    uint64_t rate_limited;           /* messages refused by the rate limiter */
+    uint64_t queue_depth_high_water; /* most frames queued for one client */
+} daebus_ws_stats;
+
+/* ---- life cycle ---- */
+
+/* Creates a WebSocket component (not yet attached). opts may be NULL.
+ * Ownership: option strings are copied.
+ * Returns: NULL on bad options or allocation failure (err filled).
+ * Thread: any, before run. */
+DAEBUS_API daebus_ws *daebus_ws_create(const daebus_ws_options *opts, daebus_error *err);
+
+/* Attaches ws to app. The HTTP component must be attached first (the server
+ * shares its port): otherwise DAEBUS_EORDER. Reserves max_clients CivetWeb
+ * threads in the HTTP component. Unless thread_stack_size is SIZE_MAX it also
+ * sets the process-wide default thread stack size
+ * (pthread_setattr_default_np) until the component starts, so that the
+ * CivetWeb workers created in between get small stacks; threads created
+ * before attach or after start are not affected.
+ * Ownership: on success the app owns ws; on failure the caller still does.
+ * Returns: 0, DAEBUS_EORDER, DAEBUS_EEXIST, DAEBUS_ESTATE, DAEBUS_EINVAL.
+ * Thread: before run. */
+DAEBUS_API int daebus_ws_attach(daebus_ws *ws, daebus_app *app);
+
+/* Frees a component that was never attached. Accepts NULL. */
+DAEBUS_API void daebus_ws_destroy(daebus_ws *ws);
+
+/* Sets the client id generator (replaces options.id_generator).
+ * Returns: 0 or DAEBUS_EINVAL. Thread: before run. */
+DAEBUS_API int daebus_ws_set_client_id_generator(daebus_ws *ws, daebus_ws_id_fn *fn, void *user);
+
+/* Enables rate limiting: a message is handled if fewer than max_messages
+ * messages were handled for that client in the last window_seconds;
+ * otherwise it gets {"type":"error","error":"Rate limit exceeded",
+ * "retry_after":<window>} and does not count. max_messages <= 0 = 60,
+ * window_seconds <= 0 = 60. Returns: 0 or DAEBUS_EINVAL. Thread: any. */
+DAEBUS_API int daebus_ws_enable_rate_limiting(daebus_ws *ws, int max_messages,
+                                              double window_seconds);
+/* Disables it. Thread: any. */
+DAEBUS_API void daebus_ws_disable_rate_limiting(daebus_ws *ws);
+
+/* ---- handler context (valid until the handler returns) ---- */
+
+/* Returns: the message type ("connect" / "disconnect" for those handlers). */
+DAEBUS_API const char *daebus_ws_request_type(const daebus_ws_request *req);
+/* Returns: the message's data ({} when absent; an empty object in connect and
+ * disconnect handlers). Ownership: borrowed until the handler returns. */
+DAEBUS_API const cJSON *daebus_ws_request_data(const daebus_ws_request *req);
+/* Returns: the whole client message (NULL in connect/disconnect handlers).
+ * Ownership: borrowed until the handler returns. */
+DAEBUS_API const cJSON *daebus_ws_request_message(const daebus_ws_request *req);
+/* Returns: the message's request_id (string or number) or NULL. Borrowed. */
+DAEBUS_API const cJSON *daebus_ws_request_request_id(const daebus_ws_request *req);
+/* Returns: the client id. Borrowed until the handler returns. */
+DAEBUS_API const char *daebus_ws_request_client_id(const daebus_ws_request *req);
+DAEBUS_API daebus_ws *daebus_ws_request_ws(const daebus_ws_request *req);
+DAEBUS_API daebus_app *daebus_ws_request_app(const daebus_ws_request *req);
+/* Returns: a copy of the client's metadata (as daebus_ws_get_client_metadata).
+ * Ownership: the caller frees it. */
+DAEBUS_API cJSON *daebus_ws_request_metadata(const daebus_ws_request *req);
+/* Returns: a request header of the upgrade request (connect handler only;
+ * NULL elsewhere or when absent). Borrowed. */
+DAEBUS_API const char *daebus_ws_request_header(const daebus_ws_request *req, const char *name);
+/* Returns: the upgrade request's query string without '?' (connect handler
+ * only), or NULL. Borrowed. */
+DAEBUS_API const char *daebus_ws_request_query(const daebus_ws_request *req);
+/* Returns: the path the client connected to. Borrowed. */
+DAEBUS_API const char *daebus_ws_request_path(const daebus_ws_request *req);
+
+/* Marks the handler as failed: the client gets
+ * {"type":"error","data":{"error":"<message>"}} (+ request_id) instead of a
+ * response, and the handler's return value is discarded.
+ * Returns: NULL, so that a handler can `return daebus_ws_request_fail(...)`. */
+DAEBUS_API cJSON *daebus_ws_request_fail(daebus_ws_request *req, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* In a SOCKET_CONNECT handler: refuses the connection before the upgrade
+ * completes (HTTP 403 with {"error": reason}); no other handler runs for the
+ * client, not even SOCKET_DISCONNECT. Returning a JSON false from the connect
+ * handler does the same (the Python guide's "return False to reject").
+ * Elsewhere: closes the connection with 1008 and reason after the handler.
+ * reason NULL = "Connection rejected". Returns: NULL. */
+DAEBUS_API cJSON *daebus_ws_request_reject(daebus_ws_request *req, const char *reason);
+
+/* Queues data for the request's client, as daebus_ws_send_to_client().
+ * Frames queued by a handler go out before its returned response. */
+DAEBUS_API int daebus_ws_request_send(daebus_ws_request *req, const cJSON *data, const char *type);
+
+/* ---- client registry ---- */
+
+/* Stores a copy of value under key in the client's user data; it appears in
+ * the client's metadata. Keys of the built-in metadata (connected_at,
+ * last_activity, path, remote_address, secure, messages_received,
+ * messages_sent, uptime_seconds, idle_seconds, client_id) are refused.
+ * Works in the connect handler already. Ownership: key and value are copied.
+ * Returns: 0, DAEBUS_ENOENT (unknown client), DAEBUS_EINVAL, DAEBUS_ENOMEM. */
+DAEBUS_API int daebus_ws_set_client_data(daebus_ws *ws, const char *client_id, const char *key,
+                                         const cJSON *value);
+/* Returns: a copy of the value stored under key, or NULL (unknown client or
+ * key). Ownership: the caller frees it. */
+DAEBUS_API cJSON *daebus_ws_get_client_data(daebus_ws *ws, const char *client_id, const char *key);
+/* Returns: a copy of the client's metadata: {"client_id", "connected_at",
+ * "last_activity" (epoch seconds, fractional), "path", "remote_address"
+ * ([host, port]), "secure", "messages_received", "messages_sent",
+ * "uptime_seconds", "idle_seconds", ...user data}; NULL for an unknown client.
+ * Readable inside the client's SOCKET_DISCONNECT handler.
+ * Ownership: the caller frees it. */
+DAEBUS_API cJSON *daebus_ws_get_client_metadata(daebus_ws *ws, const char *client_id);
+/* Returns: a JSON array of the connected client ids, oldest first; NULL only
+ * on allocation failure. Ownership: the caller frees it. */
+DAEBUS_API cJSON *daebus_ws_get_clients(daebus_ws *ws);
+/* Returns: the number of connected clients. */
+DAEBUS_API size_t daebus_ws_get_client_count(daebus_ws *ws);
+/* Returns: true if client_id is connected (upgrade done, not yet gone). */
+DAEBUS_API bool daebus_ws_is_client_connected(daebus_ws *ws, const char *client_id);
+/* Returns: a JSON array of the ids whose (id, metadata) fn accepts; NULL only
+ * on allocation failure or NULL fn. Ownership: the caller frees it. */
+DAEBUS_API cJSON *daebus_ws_get_clients_by_filter(daebus_ws *ws, daebus_ws_filter_fn *fn,
+                                                  void *user);
+
+/* ---- sending ---- */
+
+/* Queues {"type": type, "data": data} for one client. type NULL = "message".
+ * Ownership: data is borrowed (serialised before return).
+ * Returns: 0 when queued; DAEBUS_ENOENT (unknown or closing client),
+ * DAEBUS_EFULL (its queue was full: the client is being disconnected as a slow
+ * consumer), DAEBUS_EINVAL, DAEBUS_ENOMEM. */
+DAEBUS_API int daebus_ws_send_to_client(daebus_ws *ws, const char *client_id, const cJSON *data,
+                                        const char *type);
+/* Queues {"type": type, "data": data} for every connected client (the sender
+ * included), serialised once. type NULL = "broadcast".
+ * Returns: the number of clients it was queued for (>= 0), or DAEBUS_EINVAL /
+ * DAEBUS_ENOMEM. */
+DAEBUS_API int daebus_ws_broadcast_to_all(daebus_ws *ws, const cJSON *data, const char *type);
+/* Queues {"type": type, "data": data} for each of the n ids, serialised once.
+ * type NULL = "message". results (may be NULL) gets one bool per id: queued.
+ * Returns: the number of clients it was queued for, or DAEBUS_EINVAL /
+ * DAEBUS_ENOMEM. */
+DAEBUS_API int daebus_ws_broadcast_to_clients(daebus_ws *ws, const char *const *client_ids,
+                                              size_t n, const cJSON *data, const char *type,
+                                              bool *results);
+
+/* ---- disconnecting ---- */
+
+/* Closes one client: frames already queued go out first, then a close frame
+ * with code (0 = 1000) and reason (NULL = "Server closed connection"). A peer
+ * that does not answer within close_timeout is dropped. Its SOCKET_DISCONNECT
+ * handler runs once the connection is gone.
+ * Returns: 0, DAEBUS_ENOENT (unknown or already closing), DAEBUS_EINVAL (code
+ * outside 1000..4999 or reason over 123 bytes). */
+DAEBUS_API int daebus_ws_disconnect_client(daebus_ws *ws, const char *client_id, int code,
+                                           const char *reason);
+/* Closes every client (code 0 = 1000, reason NULL = "Server shutting down").
+ * Returns: the number of clients a close was started for. */
+DAEBUS_API int daebus_ws_disconnect_all_clients(daebus_ws *ws, int code, const char *reason);
+
+/* Graceful shutdown: refuses new upgrades (503) from now on, sends
+ * {"type":"server_shutdown","data":message} to every client (message NULL =
+ * {"message":"Server is shutting down","reconnect":true}), waits until every
+ * client left or timeout seconds passed, closes the rest with 1001 "Server
+ * shutting down", and returns once every connection is gone and its
+ * SOCKET_DISCONNECT handler ran (at most close_timeout later). The app's stop
+ * (SIGTERM) runs it with options.shutdown_timeout. Not reversible.
+ * Ownership: message is borrowed.
+ * Returns: 0, DAEBUS_ETIMEDOUT (some connection outlived the wait),
+ * DAEBUS_ESTATE (not running). Thread: any thread except a socket handler. */
+DAEBUS_API int daebus_ws_graceful_shutdown(daebus_ws *ws, double timeout, const cJSON *message);
+
+/* ---- metrics ---- */
+
+/* Fills out with the counters. Returns: 0 or DAEBUS_EINVAL. */
+DAEBUS_API int daebus_ws_get_stats(daebus_ws *ws, daebus_ws_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
 #endif
