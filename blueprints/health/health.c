@@ -9,6 +9,7 @@
 
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,9 +173,38 @@ static void bus_metrics(sbuf *b, daebus_bus *bus)
 
 static void ws_metrics(sbuf *b, daebus_ws *ws)
 {
-    (void)b;
-    (void)ws;
-    /* WS-STATS */
+    daebus_ws_stats st;
+    if (!ws || daebus_ws_get_stats(ws, &st) != 0)
+        return;
+    metric_u64(b, "daebus_ws_clients", "gauge", "WebSocket clients connected.",
+               (unsigned long long)st.clients);
+    metric_u64(b, "daebus_ws_clients_high_water", "gauge", "Most WebSocket clients at once.",
+               (unsigned long long)st.clients_high_water);
+    metric_u64(b, "daebus_ws_connects_total", "counter", "WebSocket upgrades accepted.",
+               (unsigned long long)st.connects);
+    metric_u64(b, "daebus_ws_rejected_upgrades_total", "counter", "WebSocket upgrades refused.",
+               (unsigned long long)st.rejected_upgrades);
+    metric_head(b, "daebus_ws_disconnects_total", "counter", "WebSocket disconnects by cause.");
+    static const char *const causes[] = {"client", "server", "idle", "slow", "protocol"};
+    const uint64_t counts[] = {st.disconnects_client, st.disconnects_server, st.disconnects_idle,
+                               st.disconnects_slow, st.disconnects_protocol};
+    for (size_t i = 0; i < 5; i++)
+        sb_printf(b, "daebus_ws_disconnects_total{cause=\"%s\"} %llu\n", causes[i],
+                  (unsigned long long)counts[i]);
+    metric_u64(b, "daebus_ws_messages_received_total", "counter", "WebSocket messages received.",
+               (unsigned long long)st.messages_in);
+    metric_u64(b, "daebus_ws_messages_sent_total", "counter", "WebSocket frames sent.",
+               (unsigned long long)st.messages_out);
+    metric_u64(b, "daebus_ws_received_bytes_total", "counter", "WebSocket bytes received.",
+               (unsigned long long)st.bytes_in);
+    metric_u64(b, "daebus_ws_sent_bytes_total", "counter", "WebSocket bytes sent.",
+               (unsigned long long)st.bytes_out);
+    metric_u64(b, "daebus_ws_handler_errors_total", "counter", "Socket handlers that failed.",
+               (unsigned long long)st.handler_errors);
+    metric_u64(b, "daebus_ws_rate_limited_total", "counter",
+               "Messages refused by the rate limiter.", (unsigned long long)st.rate_limited);
+    metric_u64(b, "daebus_ws_queue_depth_high_water", "gauge", "Most frames queued for one client.",
+               (unsigned long long)st.queue_depth_high_water);
 }
 
 typedef struct task_ctx {
@@ -292,7 +322,8 @@ static bool add_checks(daebus_app *app, cJSON *checks)
     if (daebus_app_websocket(app)) {
         cJSON *w = cJSON_AddObjectToObject(checks, "websocket");
         cJSON_AddStringToObject(w, "status", "up");
-        /* WS-CLIENTS */
+        cJSON_AddNumberToObject(w, "clients",
+                                (double)daebus_ws_get_client_count(daebus_app_websocket(app)));
     }
     daebus_scheduler *s = daebus_app_scheduler(app);
     if (s) {

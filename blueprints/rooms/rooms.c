@@ -18,26 +18,26 @@
 
 DAEBUS_BLUEPRINT(daebus_rooms_bp, "rooms");
 
-typedef struct room {
+typedef struct chat_room {
     char *name;
     double created_at;
     char *created_by;
     char **members; /* client ids */
     size_t nmembers, cap;
     cJSON *messages; /* array, oldest first */
-    struct room *next;
-} room;
+    struct chat_room *next;
+} chat_room;
 
-typedef struct user {
+typedef struct chat_user {
     char *client_id;
     char *username;
     double registered_at;
-    struct user *next;
-} user;
+    struct chat_user *next;
+} chat_user;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static room *rooms;
-static user *users;
+static chat_room *rooms;
+static chat_user *users;
 static unsigned long long messages_total;
 static atomic_ullong msg_seq;
 
@@ -80,17 +80,17 @@ static void remember_username(daebus_ws *ws, const char *client_id, const char *
 
 /* ---- state helpers (call with lock held) ---- */
 
-static user *find_user(const char *client_id)
+static chat_user *find_user(const char *client_id)
 {
-    for (user *u = users; u; u = u->next)
+    for (chat_user *u = users; u; u = u->next)
         if (strcmp(u->client_id, client_id) == 0)
             return u;
     return NULL;
 }
 
-static room *find_room(const char *name)
+static chat_room *find_room(const char *name)
 {
-    for (room *r = rooms; r; r = r->next)
+    for (chat_room *r = rooms; r; r = r->next)
         if (strcmp(r->name, name) == 0)
             return r;
     return NULL;
@@ -98,11 +98,11 @@ static room *find_room(const char *name)
 
 static const char *username_of(const char *client_id)
 {
-    user *u = find_user(client_id);
+    chat_user *u = find_user(client_id);
     return u ? u->username : "Anonymous";
 }
 
-static bool is_member(const room *r, const char *client_id)
+static bool is_member(const chat_room *r, const char *client_id)
 {
     for (size_t i = 0; i < r->nmembers; i++)
         if (strcmp(r->members[i], client_id) == 0)
@@ -110,7 +110,7 @@ static bool is_member(const room *r, const char *client_id)
     return false;
 }
 
-static int add_member(room *r, const char *client_id)
+static int add_member(chat_room *r, const char *client_id)
 {
     if (is_member(r, client_id))
         return 0;
@@ -129,7 +129,7 @@ static int add_member(room *r, const char *client_id)
     return 0;
 }
 
-static bool remove_member(room *r, const char *client_id)
+static bool remove_member(chat_room *r, const char *client_id)
 {
     for (size_t i = 0; i < r->nmembers; i++) {
         if (strcmp(r->members[i], client_id) == 0) {
@@ -142,7 +142,7 @@ static bool remove_member(room *r, const char *client_id)
 }
 
 /* Copies the member ids except skip into a malloc'd array. */
-static char **others(const room *r, const char *skip, size_t *n)
+static char **others(const chat_room *r, const char *skip, size_t *n)
 {
     *n = 0;
     if (r->nmembers == 0)
@@ -160,9 +160,9 @@ static char **others(const room *r, const char *skip, size_t *n)
     return ids;
 }
 
-static room *create_room(const char *name, const char *creator)
+static chat_room *create_room(const char *name, const char *creator)
 {
-    room *r = calloc(1, sizeof *r);
+    chat_room *r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
     r->name = strdup(name);
@@ -181,7 +181,7 @@ static room *create_room(const char *name, const char *creator)
     return r;
 }
 
-static void free_room(room *r)
+static void free_room(chat_room *r)
 {
     for (size_t i = 0; i < r->nmembers; i++)
         free(r->members[i]);
@@ -251,7 +251,7 @@ void daebus_rooms_client_gone(daebus_ws *ws, const char *client_id)
 
     pthread_mutex_lock(&lock);
     const char *name = username_of(client_id);
-    for (room *r = rooms; r; r = r->next) {
+    for (chat_room *r = rooms; r; r = r->next) {
         if (!remove_member(r, client_id) || r->nmembers == 0)
             continue;
         note *nt = calloc(1, sizeof *nt);
@@ -266,9 +266,9 @@ void daebus_rooms_client_gone(daebus_ws *ws, const char *client_id)
         nt->next = notes;
         notes = nt;
     }
-    for (user **pu = &users; *pu; pu = &(*pu)->next) {
+    for (chat_user **pu = &users; *pu; pu = &(*pu)->next) {
         if (strcmp((*pu)->client_id, client_id) == 0) {
-            user *u = *pu;
+            chat_user *u = *pu;
             *pu = u->next;
             free(u->client_id);
             free(u->username);
@@ -305,7 +305,7 @@ DAEBUS_SOCKET_REGISTER(rooms_register, .bp = &daebus_rooms_bp)
 
     cJSON *available = cJSON_CreateArray();
     pthread_mutex_lock(&lock);
-    user *u = find_user(client_id);
+    chat_user *u = find_user(client_id);
     if (!u) {
         u = calloc(1, sizeof *u);
         if (u && !(u->client_id = strdup(client_id))) {
@@ -323,7 +323,7 @@ DAEBUS_SOCKET_REGISTER(rooms_register, .bp = &daebus_rooms_bp)
         u->username = dup;
         u->registered_at = now_wall();
     }
-    for (room *r = rooms; r; r = r->next)
+    for (chat_room *r = rooms; r; r = r->next)
         cJSON_AddItemToArray(available, cJSON_CreateString(r->name));
     pthread_mutex_unlock(&lock);
     if (!dup) {
@@ -353,7 +353,7 @@ DAEBUS_SOCKET(rooms_join, "join_room", .bp = &daebus_rooms_bp)
     const char *who = username_of(client_id);
     char username[DAEBUS_ROOMS_MAX_NAME + 16];
     snprintf(username, sizeof username, "%s", who);
-    room *r = find_room(name);
+    chat_room *r = find_room(name);
     if (!r) {
         r = create_room(name, client_id);
         if (r)
@@ -397,7 +397,7 @@ DAEBUS_SOCKET(rooms_leave, "leave_room", .bp = &daebus_rooms_bp)
     if (!field(req_data(req), "room", name, DAEBUS_ROOMS_MAX_NAME, &toolong))
         return error_reply("Room name is required");
     pthread_mutex_lock(&lock);
-    room *r = find_room(name);
+    chat_room *r = find_room(name);
     if (!r || !remove_member(r, client_id)) {
         pthread_mutex_unlock(&lock);
         return error_reply("Not a member of this room");
@@ -450,7 +450,7 @@ DAEBUS_SOCKET(rooms_chat_message, "chat_message", .bp = &daebus_rooms_bp)
              (unsigned long long)atomic_fetch_add(&msg_seq, 1) + 1, client_id);
 
     pthread_mutex_lock(&lock);
-    room *r = find_room(room_name);
+    chat_room *r = find_room(room_name);
     if (!r || !is_member(r, client_id)) {
         pthread_mutex_unlock(&lock);
         free(text);
@@ -490,7 +490,7 @@ DAEBUS_ROUTE(rooms_list_route, "/api/rooms", .bp = &daebus_rooms_bp)
     cJSON *list = cJSON_CreateArray();
     size_t count = 0;
     pthread_mutex_lock(&lock);
-    for (room *r = rooms; r; r = r->next) {
+    for (chat_room *r = rooms; r; r = r->next) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "name", r->name);
         cJSON_AddNumberToObject(o, "members", (double)r->nmembers);
@@ -514,9 +514,9 @@ void daebus_rooms_get_stats(daebus_rooms_stats *out)
         return;
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&lock);
-    for (user *u = users; u; u = u->next)
+    for (chat_user *u = users; u; u = u->next)
         out->users++;
-    for (room *r = rooms; r; r = r->next) {
+    for (chat_room *r = rooms; r; r = r->next) {
         out->rooms++;
         out->members += r->nmembers;
         out->messages += (size_t)cJSON_GetArraySize(r->messages);
@@ -529,12 +529,12 @@ void daebus_rooms_reset(void)
 {
     pthread_mutex_lock(&lock);
     while (rooms) {
-        room *r = rooms;
+        chat_room *r = rooms;
         rooms = r->next;
         free_room(r);
     }
     while (users) {
-        user *u = users;
+        chat_user *u = users;
         users = u->next;
         free(u->client_id);
         free(u->username);
