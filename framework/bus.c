@@ -634,6 +634,7 @@ static void *subscriber_main(void *arg)
     daebus_bus *bus = arg;
     double backoff = bus->opts.reconnect_initial;
     int ever = 0, failing_logged = 0;
+    double last_rx = 0, ping_at = 0;
     while (!atomic_load(&bus->stopping)) {
         if (!bus->sub) {
             daebus_error e = {0};
@@ -648,6 +649,8 @@ static void *subscriber_main(void *arg)
                 }
                 ever = 1;
                 failing_logged = 0;
+                last_rx = daebus__now_mono();
+                ping_at = 0;
                 backoff = bus->opts.reconnect_initial;
                 set_connected(bus, 1);
             } else if (!atomic_load(&bus->stopping)) {
@@ -666,7 +669,20 @@ static void *subscriber_main(void *arg)
             continue;
         }
         redisReply *r = NULL;
-        int rc = daebus__redis_read(bus->sub, &r, 500, bus->wake[0]);
+        int rc = daebus__redis_read(bus->sub, &r, bus->opts.health_interval < 1 ? 50 : 500,
+                                    bus->wake[0]);
+        double now = daebus__now_mono();
+        if (rc == 0 && ping_at > 0 && now - ping_at > bus->opts.health_interval) {
+            rc = DAEBUS_ECONN;
+            snprintf(bus->sub->errstr, sizeof bus->sub->errstr, "no answer to PING for %.1fs",
+                     bus->opts.health_interval);
+        } else if (rc == 0 && ping_at == 0 && now - last_rx > bus->opts.health_interval) {
+            if (redisAppendCommand(bus->sub, "PING") == REDIS_OK)
+                ping_at = now;
+        } else if (rc == 1) {
+            last_rx = now;
+            ping_at = 0;
+        }
         if (rc < 0) {
             set_connected(bus, 0);
             DAEBUS_LOG_WARNF(LOGC, "lost connection to Redis at %s (%s); reconnecting", bus->where,
@@ -896,6 +912,8 @@ daebus_bus *daebus_bus_create(const daebus_bus_options *opts, daebus_error *err)
         o->reconnect_initial = 0.1;
     if (o->reconnect_max <= 0)
         o->reconnect_max = 5.0;
+    if (o->health_interval <= 0)
+        o->health_interval = 10.0;
     if (o->reconnect_max < o->reconnect_initial)
         o->reconnect_max = o->reconnect_initial;
     bus->wake[0] = bus->wake[1] = -1;

@@ -9,6 +9,17 @@
 #include <string.h>
 #include "bus_parse.h"
 
+/* True if only JSON whitespace follows end within [data, data+len). */
+static bool only_space_after(const char *data, size_t len, const char *end)
+{
+    if (!end || end < data || end > data + len)
+        return false;
+    for (const char *p = end; p < data + len; p++)
+        if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n' && *p != '\0')
+            return false;
+    return true;
+}
+
 static const char *str_field(const cJSON *obj, const char *key, bool nonempty)
 {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
@@ -27,7 +38,7 @@ cJSON *daebus__bus_parse_object(const char *data, size_t len)
     cJSON *root = cJSON_ParseWithLengthOpts(data, len, &end, 0);
     if (!root)
         return NULL;
-    if (!cJSON_IsObject(root)) {
+    if (!cJSON_IsObject(root) || !only_space_after(data, len, end)) {
         cJSON_Delete(root);
         return NULL;
     }
@@ -54,6 +65,12 @@ int daebus__bus_parse_request(const char *data, size_t len, daebus__bus_envelope
         }
         return -1;
     }
+    if (!only_space_after(data, len, end)) {
+        if (errlen)
+            snprintf(errbuf, errlen, "trailing data after the JSON value");
+        cJSON_Delete(root);
+        return -1;
+    }
     if (!cJSON_IsObject(root)) {
         if (errlen)
             snprintf(errbuf, errlen, "message is not a JSON object");
@@ -71,6 +88,10 @@ int daebus__bus_parse_request(const char *data, size_t len, daebus__bus_envelope
         const char *s = p->valuestring ? p->valuestring : "";
         const char *pe = NULL;
         out->payload = cJSON_ParseWithLengthOpts(s, strlen(s), &pe, 0);
+        if (out->payload && !only_space_after(s, strlen(s), pe)) {
+            cJSON_Delete(out->payload);
+            out->payload = NULL;
+        }
         if (!out->payload)
             out->payload = cJSON_CreateObject();
     } else if (p) {

@@ -27,6 +27,10 @@
 
 #define NBUCKETS 256
 #define LOGC     "caller"
+/* Health check of the idle subscriber connection (catches dead peers that
+ * TCP would only notice much later). */
+#define HEALTH_IDLE    10.0
+#define HEALTH_TIMEOUT 5.0
 
 typedef struct pending {
     char id[40];
@@ -309,29 +313,45 @@ static void *reader_main(void *arg)
 {
     daebus_caller *c = arg;
     double backoff = 0.1;
+    double last_rx = daebus__now_mono(), ping_at = 0;
     while (!atomic_load(&c->stopping)) {
         if (!c->sub) {
             daebus_error e = {0};
             if (subscribe_reply_channel(c, &e) == 0) {
                 atomic_store(&c->connected, 1);
+                last_rx = daebus__now_mono();
+                ping_at = 0;
                 DAEBUS_LOG_INFOF(LOGC, "reconnected to %s, listening on %s", c->where, c->channel);
                 backoff = 0.1;
             } else {
-                /* Requests made meanwhile were refused; expire any that slipped in. */
-                fail_list(c, take_where(c, 0, daebus__now_mono()), 0, NULL);
+
                 sleep_or_wake(c, backoff);
                 backoff = backoff * 2 > c->reconnect_max ? c->reconnect_max : backoff * 2;
             }
             continue;
         }
-        double now = daebus__now_mono();
         double next = nearest_deadline(c);
-        double wait = next - now;
+        double wait = next - daebus__now_mono();
         int ms = wait <= 0 ? 0 : wait > 0.2 ? 200 : (int)(wait * 1000) + 1;
         redisReply *r = NULL;
         int rc = daebus__redis_read(c->sub, &r, ms, c->wake[0]);
+        double now = daebus__now_mono();
+        if (rc == 0 && ping_at > 0 && now - ping_at > HEALTH_TIMEOUT) {
+            rc = DAEBUS_ECONN;
+            snprintf(c->sub->errstr, sizeof c->sub->errstr, "no answer to PING for %.0fs",
+                     HEALTH_TIMEOUT);
+        } else if (rc == 0 && ping_at == 0 && now - last_rx > HEALTH_IDLE) {
+            if (redisAppendCommand(c->sub, "PING") == REDIS_OK)
+                ping_at = now;
+        }
+        if (rc == 1) {
+            last_rx = now;
+            ping_at = 0;
+        }
         if (rc < 0) {
+            pthread_mutex_lock(&c->lock);
             atomic_store(&c->connected, 0);
+            pthread_mutex_unlock(&c->lock);
             pending *lost = take_where(c, 1, 0);
             size_t n = 0;
             for (pending *q = lost; q; q = q->next)
@@ -499,6 +519,15 @@ int daebus_caller_request_async(daebus_caller *c, const char *service, const cha
         memcpy(request_id_out, p->id, 37);
     unsigned h = hash_id(p->id);
     pthread_mutex_lock(&c->lock);
+    /* Checked under the lock the reader takes when it fails everything on a
+     * lost connection: a request is either failed by it or refused here. */
+    if (!atomic_load(&c->connected) || atomic_load(&c->stopping)) {
+        int st = atomic_load(&c->stopping) ? DAEBUS_ECLOSED : DAEBUS_ECONN;
+        pthread_mutex_unlock(&c->lock);
+        cJSON_free(text);
+        free(p);
+        return st;
+    }
     p->next = c->buckets[h];
     c->buckets[h] = p;
     c->npending++;

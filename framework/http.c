@@ -379,6 +379,11 @@ static int http_start(void *self)
     options[k++] = timeout;
     options[k++] = "decode_url";
     options[k++] = "no";
+    /* CORS is ours: keep CivetWeb from answering preflights itself. */
+    options[k++] = "access_control_allow_methods";
+    options[k++] = "";
+    options[k++] = "access_control_allow_origin";
+    options[k++] = "";
     if (h->ssl_certificate) {
         options[k++] = "ssl_certificate";
         options[k++] = h->ssl_certificate;

@@ -86,11 +86,14 @@ typedef struct daebus_bus_options {
     double reconnect_initial; /* first backoff delay, seconds; 0 = 0.1 */
     double reconnect_max;     /* backoff cap, seconds; 0 = 5 */
     bool no_service_channel;  /* true: do not subscribe to the service channel */
+    double health_interval;   /* seconds without traffic before the subscriber PINGs
+                                 Redis; no answer within the same time = connection
+                                 lost; 0 = 10 */
 } daebus_bus_options;
 
 #define DAEBUS_BUS_OPTIONS_INIT                                                                    \
     {                                                                                              \
-        0, 0, 0, 0.0, 0.0, 0.0, 0.0, false                                                         \
+        0, 0, 0, 0.0, 0.0, 0.0, 0.0, false, 0.0                                                    \
     }
 
 /* Counters for metrics. All monotonic except connected. */

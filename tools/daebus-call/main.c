@@ -176,7 +176,7 @@ int main(int argc, char **argv)
     cJSON *payload = NULL;
     if (json_text) {
         const char *end = NULL;
-        payload = cJSON_ParseWithLengthOpts(json_text, strlen(json_text), &end, 1);
+        payload = cJSON_ParseWithLengthOpts(json_text, strlen(json_text) + 1, &end, 1);
         if (!payload) {
             fprintf(stderr, "daebus-call: invalid JSON argument: %s\n", json_text);
             return 2;

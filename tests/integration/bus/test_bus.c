@@ -289,8 +289,9 @@ static void test_malformed_json(void)
     CU_ASSERT_TRUE(raw_publish(redis.port, SVC, "[1,2]") >= 1);
     CU_ASSERT_TRUE(raw_publish(redis.port, SVC, "\x01\xff garbage") >= 1);
     CU_ASSERT_TRUE(raw_publish(redis.port, SVC, "{\"no_action\":1}") >= 1);
-    WAIT_UNTIL((daebus_bus_get_stats(bus, &after), after.malformed >= before.malformed + 3), 3);
-    CU_ASSERT_EQUAL(after.malformed, before.malformed + 3);
+    CU_ASSERT_TRUE(raw_publish(redis.port, SVC, "{\"action\":\"echo\"} trailing") >= 1);
+    WAIT_UNTIL((daebus_bus_get_stats(bus, &after), after.malformed >= before.malformed + 4), 3);
+    CU_ASSERT_EQUAL(after.malformed, before.malformed + 4);
     /* The service keeps working. */
     cJSON *p = cJSON_Parse("{\"still\":\"alive\"}");
     cJSON *out = NULL;

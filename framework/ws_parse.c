@@ -1,0 +1,176 @@
+/* ws_parse.c - pure helpers of the WebSocket component: envelopes, UTF-8, close payloads.
+ *
+ * Parsing uses cJSON_ParseWithLengthOpts (thread-safe; no global error
+ * pointer). Envelopes are built around borrowed data with cJSON references,
+ * so a handler's value is serialised without being copied first.
+ */
+#include "ws_parse.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- client messages ---- */
+
+ws_parse_result ws_parse_message(const char *buf, size_t len, ws_message *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!buf)
+        return WS_PARSE_INVALID_JSON;
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(buf, len, &end, false);
+    if (!root)
+        return WS_PARSE_INVALID_JSON;
+    /* Only whitespace may follow the value. */
+    for (const char *p = end; p && p < buf + len; p++) {
+        if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n' && *p != '\0') {
+            cJSON_Delete(root);
+            return WS_PARSE_INVALID_JSON;
+        }
+    }
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return WS_PARSE_NOT_OBJECT;
+    }
+    out->root = root;
+    const cJSON *rid = cJSON_GetObjectItemCaseSensitive(root, "request_id");
+    if (cJSON_IsString(rid) || cJSON_IsNumber(rid))
+        out->request_id = rid;
+    out->data = cJSON_GetObjectItemCaseSensitive(root, "data");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "type");
+    if (!cJSON_IsString(type) || !type->valuestring || !type->valuestring[0])
+        return WS_PARSE_NO_TYPE;
+    out->type = type->valuestring;
+    return WS_PARSE_OK;
+}
+
+void ws_message_free(ws_message *m)
+{
+    if (!m)
+        return;
+    cJSON_Delete(m->root);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---- UTF-8 ---- */
+
+bool ws_utf8_valid(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t need;
+        unsigned cp;
+        if (c >= 0xC2 && c <= 0xDF) {
+            need = 1;
+            cp = c & 0x1F;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            need = 2;
+            cp = c & 0x0F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            need = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (n - i - 1 < need)
+            return false;
+        for (size_t k = 1; k <= need; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return false;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if ((need == 2 && cp < 0x800) || (need == 3 && cp < 0x10000) || cp > 0x10FFFF ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        i += need + 1;
+    }
+    return true;
+}
+
+/* ---- close frames ---- */
+
+size_t ws_close_payload(int code, const char *reason, char out[125])
+{
+    out[0] = (char)((code >> 8) & 0xFF);
+    out[1] = (char)(code & 0xFF);
+    size_t n = reason ? strlen(reason) : 0;
+    if (n > 123) {
+        n = 123;
+        while (n > 0 && (((unsigned char)reason[n]) & 0xC0) == 0x80)
+            n--;
+    }
+    if (n)
+        memcpy(out + 2, reason, n);
+    return n + 2;
+}
+
+int ws_close_code(const char *payload, size_t n)
+{
+    if (n == 0)
+        return 1005;
+    if (n == 1 || n > 125)
+        return -1;
+    int code = (((unsigned char)payload[0]) << 8) | (unsigned char)payload[1];
+    if (!ws_utf8_valid((const unsigned char *)payload + 2, n - 2))
+        return -1;
+    if (code < 1000 || code >= 5000 || code == 1004 || code == 1005 || code == 1006 ||
+        code == 1015 || (code > 1014 && code < 3000))
+        return -1;
+    return code;
+}
+
+/* ---- server envelopes ---- */
+
+static char *print_take(cJSON *o, size_t *len)
+{
+    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    if (s && len)
+        *len = strlen(s);
+    return s;
+}
+
+char *ws_envelope(const char *type, const cJSON *data, const cJSON *rid, size_t *len)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddStringToObject(o, "type", type ? type : "message"))
+        return print_take(o, NULL), NULL;
+    /* References: serialised in place, not freed with o. */
+    if (data && !cJSON_AddItemReferenceToObject(o, "data", (cJSON *)data))
+        return print_take(o, NULL), NULL;
+    if (rid && !cJSON_AddItemReferenceToObject(o, "request_id", (cJSON *)rid))
+        return print_take(o, NULL), NULL;
+    return print_take(o, len);
+}
+
+char *ws_error_envelope(const char *message, double retry, size_t *len)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddStringToObject(o, "type", "error") ||
+        !cJSON_AddStringToObject(o, "error", message) ||
+        (retry >= 0 && !cJSON_AddNumberToObject(o, "retry_after", retry)))
+        return print_take(o, NULL), NULL;
+    return print_take(o, len);
+}
+
+char *ws_handler_error_envelope(const char *message, const cJSON *rid, size_t *len)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *d = cJSON_CreateObject();
+    if (!o || !d || !cJSON_AddStringToObject(d, "error", message ? message : "Handler failed")) {
+        cJSON_Delete(d);
+        return print_take(o, NULL), NULL;
+    }
+    if (!cJSON_AddStringToObject(o, "type", "error")) {
+        cJSON_Delete(d);
+        return print_take(o, NULL), NULL;
+    }
+    cJSON_AddItemToObject(o, "data", d);
+    if (rid && !cJSON_AddItemReferenceToObject(o, "request_id", (cJSON *)rid))
+        return print_take(o, NULL), NULL;
+    return print_take(o, len);
+}

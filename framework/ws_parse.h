@@ -1,0 +1,59 @@
+/* ws_parse.h - pure helpers of the WebSocket component (internal): client
+ * envelope parsing, UTF-8 validation, close payloads, server envelopes.
+ *
+ * Everything here is a pure function of its arguments (no globals, no I/O),
+ * so that the fuzzing targets can drive it directly.
+ */
+#ifndef DAEBUS_WS_PARSE_H
+#define DAEBUS_WS_PARSE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <cjson/cJSON.h>
+
+typedef enum ws_parse_result {
+    WS_PARSE_OK = 0,
+    WS_PARSE_INVALID_JSON, /* not JSON at all */
+    WS_PARSE_NOT_OBJECT,   /* valid JSON, but not an object */
+    WS_PARSE_NO_TYPE       /* "type" missing, null, empty or not a string */
+} ws_parse_result;
+
+/* A parsed client message {"type": T, "data": D, "request_id": R}. */
+typedef struct ws_message {
+    cJSON *root;             /* owned: free with ws_message_free() */
+    const char *type;        /* inside root */
+    const cJSON *data;       /* inside root, or NULL when absent */
+    const cJSON *request_id; /* string or number inside root, or NULL */
+} ws_message;
+
+/* Parses len bytes of buf (need not be NUL-terminated). On WS_PARSE_OK and
+ * WS_PARSE_NO_TYPE out->root is set (free it); otherwise it is NULL. */
+ws_parse_result ws_parse_message(const char *buf, size_t len, ws_message *out);
+void ws_message_free(ws_message *m);
+
+/* Returns: true if s[0..n) is well-formed UTF-8 (RFC 3629: no overlongs, no
+ * surrogates, nothing above U+10FFFF). */
+bool ws_utf8_valid(const unsigned char *s, size_t n);
+
+/* Writes a close frame payload (2-byte code + reason, at most 125 bytes; the
+ * reason is cut at a UTF-8 boundary) into out. Returns: its length. */
+size_t ws_close_payload(int code, const char *reason, char out[125]);
+
+/* Reads the code of a close payload. Returns: the code, 1005 (none given) for
+ * an empty payload, or -1 for a malformed one (length 1, bad UTF-8 reason or a
+ * code a peer may not send). */
+int ws_close_code(const char *payload, size_t n);
+
+/* Builds {"type": type, "data": data[, "request_id": rid]} (data NULL: no
+ * "data" key). Ownership: data and rid are borrowed; the result is malloc'd
+ * (free()), NULL on allocation failure. *len gets strlen. */
+char *ws_envelope(const char *type, const cJSON *data, const cJSON *rid, size_t *len);
+
+/* Builds {"type":"error","error": message[, "retry_after": retry]} for the
+ * protocol errors (retry < 0: no retry_after). */
+char *ws_error_envelope(const char *message, double retry, size_t *len);
+
+/* Builds {"type":"error","data":{"error": message}[, "request_id": rid]}. */
+char *ws_handler_error_envelope(const char *message, const cJSON *rid, size_t *len);
+
+#endif

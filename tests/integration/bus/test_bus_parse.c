@@ -1,0 +1,172 @@
+/* The pure wire-format functions (framework/bus_parse.c) and their edge
+ * cases: payload decoding rules, reply channel choice, response key order,
+ * progress payloads, response parsing. No Redis needed. */
+#include <math.h>
+#include <string.h>
+#include "bus_parse.h"
+#include "testsupport.h"
+
+static cJSON *parse_payload(const char *msg)
+{
+    daebus__bus_envelope env;
+    char why[64];
+    if (daebus__bus_parse_request(msg, strlen(msg), &env, why, sizeof why) != 0)
+        return NULL;
+    cJSON *p = cJSON_Duplicate(env.payload, 1);
+    daebus__bus_envelope_free(&env);
+    return p;
+}
+
+static int payload_is(const char *msg, const char *expect)
+{
+    cJSON *p = parse_payload(msg), *e = cJSON_Parse(expect);
+    int ok = p && e && cJSON_Compare(p, e, 1);
+    cJSON_Delete(p);
+    cJSON_Delete(e);
+    return ok;
+}
+
+static void test_payload_rules(void)
+{
+    CU_ASSERT_TRUE(payload_is("{\"action\":\"a\",\"payload\":{\"k\":1}}", "{\"k\":1}"));
+    CU_ASSERT_TRUE(payload_is("{\"action\":\"a\",\"payload\":\"{\\\"s\\\":2}\"}", "{\"s\":2}"));
+    CU_ASSERT_TRUE(payload_is("{\"action\":\"a\",\"payload\":\"nope\"}", "{}"));
+    CU_ASSERT_TRUE(payload_is("{\"action\":\"a\",\"payload\":\"{} x\"}", "{}"));
+    CU_ASSERT_TRUE(payload_is("{\"action\":\"a\",\"payload\":null}", "null"));
+    CU_ASSERT_TRUE(payload_is("{\"action\":\"a\",\"payload\":[1,2]}", "[1,2]"));
+    CU_ASSERT_TRUE(payload_is("{\"action\":\"a\",\"payload\":5}", "5"));
+    /* no payload key: {} for requests, the message minus action for fire-and-forget */
+    CU_ASSERT_TRUE(payload_is("{\"action\":\"a\",\"request_id\":\"r\"}", "{}"));
+    CU_ASSERT_TRUE(payload_is("{\"action\":\"a\",\"reply_to\":\"c\"}", "{}"));
+    CU_ASSERT_TRUE(
+        payload_is("{\"action\":\"a\",\"x\":1,\"service\":\"s\"}", "{\"x\":1,\"service\":\"s\"}"));
+}
+
+static void test_malformed(void)
+{
+    const char *bad[] = {"", "{", "{not json", "[1,2]", "42", "\"str\"", "{\"a\":1} x", "null"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        daebus__bus_envelope env;
+        char why[64] = "";
+        CU_ASSERT_EQUAL(daebus__bus_parse_request(bad[i], strlen(bad[i]), &env, why, sizeof why),
+                        -1);
+        CU_ASSERT_TRUE(why[0] != 0);
+        CU_ASSERT_PTR_NULL(env.root);
+    }
+    /* Not NUL-terminated: only len bytes are read. */
+    const char buf[] = {'{', '}', 'x', 'x'};
+    daebus__bus_envelope env;
+    CU_ASSERT_EQUAL(daebus__bus_parse_request(buf, 2, &env, NULL, 0), 0);
+    daebus__bus_envelope_free(&env);
+    /* Wrong field types are treated as absent. */
+    const char *m = "{\"action\":5,\"reply_to\":[],\"service\":{},\"request_id\":{\"o\":1}}";
+    CU_ASSERT_EQUAL(daebus__bus_parse_request(m, strlen(m), &env, NULL, 0), 0);
+    CU_ASSERT_PTR_NULL(env.action);
+    CU_ASSERT_PTR_NULL(env.reply_to);
+    CU_ASSERT_PTR_NULL(env.service);
+    CU_ASSERT_PTR_NOT_NULL(env.request_id);
+    daebus__bus_envelope_free(&env);
+    m = "{\"action\":\"\"}";
+    CU_ASSERT_EQUAL(daebus__bus_parse_request(m, strlen(m), &env, NULL, 0), 0);
+    CU_ASSERT_PTR_NULL(env.action);
+    daebus__bus_envelope_free(&env);
+    CU_ASSERT_PTR_NULL(daebus__bus_parse_object("[1]", 3));
+    CU_ASSERT_PTR_NULL(daebus__bus_parse_object(NULL, 0));
+}
+
+static const char *channel_of(const char *msg, char *buf, size_t len)
+{
+    daebus__bus_envelope env;
+    if (daebus__bus_parse_request(msg, strlen(msg), &env, NULL, 0) != 0)
+        return "parse error";
+    const char *c = daebus__bus_reply_channel(&env, "me", buf, len);
+    daebus__bus_envelope_free(&env);
+    return c ? c : "(none)";
+}
+
+static void test_reply_channel(void)
+{
+    char b[128];
+    CU_ASSERT_STRING_EQUAL(channel_of("{\"reply_to\":\"r\",\"request_id\":1}", b, sizeof b), "r");
+    CU_ASSERT_STRING_EQUAL(channel_of("{\"request_id\":1,\"service\":\"s\"}", b, sizeof b),
+                           "s.responses");
+    CU_ASSERT_STRING_EQUAL(channel_of("{\"request_id\":1}", b, sizeof b), "me.responses");
+    CU_ASSERT_STRING_EQUAL(channel_of("{\"action\":\"x\"}", b, sizeof b), "(none)");
+    CU_ASSERT_STRING_EQUAL(channel_of("{\"reply_to\":\"\"}", b, sizeof b), "(none)");
+}
+
+static void test_build_response(void)
+{
+    cJSON *p = cJSON_Parse("{\"a\":1}"), *id = cJSON_CreateString("r1");
+    char *s = daebus__bus_build_response(false, p, id, true);
+    CU_ASSERT_STRING_EQUAL(s, "{\"status\":\"success\",\"payload\":{\"a\":1},\"request_id\":\"r1\","
+                              "\"final\":true}");
+    cJSON_free(s);
+    s = daebus__bus_build_response(true, NULL, NULL, false);
+    CU_ASSERT_STRING_EQUAL(
+        s, "{\"status\":\"error\",\"payload\":{},\"request_id\":null,\"final\":false}");
+    cJSON_free(s);
+    cJSON_Delete(p);
+    cJSON_Delete(id);
+}
+
+static void test_progress_payload(void)
+{
+    cJSON *p = cJSON_Parse("{\"a\":1,\"progress_percentage\":3}");
+    cJSON *o = daebus__bus_progress_payload(p, 150);
+    char *s = cJSON_PrintUnformatted(o);
+    CU_ASSERT_STRING_EQUAL(s, "{\"a\":1,\"progress_percentage\":100}");
+    cJSON_free(s);
+    cJSON_Delete(o);
+    o = daebus__bus_progress_payload(p, -1); /* unchanged copy */
+    CU_ASSERT_TRUE(cJSON_Compare(o, p, 1));
+    cJSON_Delete(o);
+    o = daebus__bus_progress_payload(p, NAN);
+    CU_ASSERT_TRUE(cJSON_Compare(o, p, 1));
+    cJSON_Delete(o);
+    cJSON_Delete(p);
+    p = cJSON_CreateNumber(7);
+    o = daebus__bus_progress_payload(p, 0);
+    s = cJSON_PrintUnformatted(o);
+    CU_ASSERT_STRING_EQUAL(s, "{\"data\":7,\"progress_percentage\":0}");
+    cJSON_free(s);
+    cJSON_Delete(o);
+    cJSON_Delete(p);
+    o = daebus__bus_progress_payload(NULL, 42.5);
+    s = cJSON_PrintUnformatted(o);
+    CU_ASSERT_STRING_EQUAL(s, "{\"progress_percentage\":42.5}");
+    cJSON_free(s);
+    cJSON_Delete(o);
+}
+
+static void test_parse_response(void)
+{
+    daebus__bus_response r;
+    const char *m =
+        "{\"status\": \"error\", \"payload\": {\"error\": \"x\"}, \"request_id\": \"i\"}";
+    CU_ASSERT_EQUAL(daebus__bus_parse_response(m, strlen(m), &r), 0);
+    CU_ASSERT_TRUE(r.error);
+    CU_ASSERT_TRUE(r.final); /* missing final = true */
+    CU_ASSERT_STRING_EQUAL(r.request_id, "i");
+    daebus__bus_response_free(&r);
+    m = "{\"status\":\"progress\",\"final\":false,\"request_id\":7}";
+    CU_ASSERT_EQUAL(daebus__bus_parse_response(m, strlen(m), &r), 0);
+    CU_ASSERT_FALSE(r.final);
+    CU_ASSERT_FALSE(r.error);
+    CU_ASSERT_PTR_NULL(r.request_id); /* not a string: not ours */
+    daebus__bus_response_free(&r);
+    CU_ASSERT_EQUAL(daebus__bus_parse_response("nope", 4, &r), -1);
+}
+
+int main(void)
+{
+    CU_initialize_registry();
+    CU_pSuite s = CU_add_suite("bus_parse", NULL, NULL);
+    CU_add_test(s, "payload rules", test_payload_rules);
+    CU_add_test(s, "malformed input", test_malformed);
+    CU_add_test(s, "reply channel", test_reply_channel);
+    CU_add_test(s, "build response", test_build_response);
+    CU_add_test(s, "progress payload", test_progress_payload);
+    CU_add_test(s, "parse response", test_parse_response);
+    return ts_run_cunit();
+}
