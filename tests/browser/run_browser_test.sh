@@ -57,7 +57,7 @@ CHAT_STATUS_INTERVAL=2 "$chat" --port "$hport" --redis "$redis_url" >"$tmp/chat.
 chat_pid=$!
 ready=""
 for _ in $(seq 1 200); do
-  if grep -q "ready" "$tmp/chat.log" 2>/dev/null && curl -sf "http://127.0.0.1:$hport/health" >/dev/null; then
+  if grep -q "ready" "$tmp/chat.log" 2>/dev/null && curl -sf "http://127.0.0.1:$hport/health/ready" >/dev/null; then
     ready=1; break
   fi
   kill -0 "$chat_pid" 2>/dev/null || break

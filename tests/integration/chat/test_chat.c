@@ -70,13 +70,13 @@ static int http_get(const char *path, ts_http_response *out)
     return ts_http(port, "GET", path, NULL, NULL, 0, out);
 }
 
-/* Waits until GET /health answers 200 (the service is up). */
+/* Waits until GET /health/ready answers 200 (HTTP up, Redis connected). */
 static int wait_ready(double seconds)
 {
     double end = ts_now() + seconds;
     while (ts_now() < end) {
         ts_http_response r;
-        if (http_get("/health", &r) == 0) {
+        if (http_get("/health/ready", &r) == 0) {
             int ok = r.status == 200;
             ts_http_free(&r);
             if (ok)
@@ -87,10 +87,20 @@ static int wait_ready(double seconds)
     return -1;
 }
 
+/* The Debian python3 has python3-websockets and python3-redis; a python3
+ * earlier in PATH (pyenv, venv) may not. DAEBUS_PYTHON overrides. */
+static const char *python3(void)
+{
+    const char *env = getenv("DAEBUS_PYTHON");
+    if (env && *env)
+        return env;
+    return access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
+}
+
 static int run_python(const char *scenario)
 {
     char cmd[3072];
-    snprintf(cmd, sizeof cmd, "python3 '%s' %s %d '%s'", script, scenario, port, redis.url);
+    snprintf(cmd, sizeof cmd, "%s '%s' %s %d '%s'", python3(), script, scenario, port, redis.url);
     int st = system(cmd);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }

@@ -89,6 +89,16 @@ static int call(daebus_caller *c, const char *service, const char *action, const
     return rc;
 }
 
+/* The Debian python3 has python3-websockets and python3-redis; a python3
+ * earlier in PATH (pyenv, venv) may not. DAEBUS_PYTHON overrides. */
+static const char *python3(void)
+{
+    const char *env = getenv("DAEBUS_PYTHON");
+    if (env && *env)
+        return env;
+    return access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
+}
+
 static int suite_init(void)
 {
     const char *b = getenv("DAEBUS_BINARY_DIR"), *s = getenv("DAEBUS_SOURCE_DIR");
@@ -176,7 +186,7 @@ static void test_metrics_service(void)
     daebus_caller_destroy(c);
 
     char cmd[3072];
-    snprintf(cmd, sizeof cmd, "python3 '%s/tests/integration/chat/metrics_client.py' %d '%s'",
+    snprintf(cmd, sizeof cmd, "%s '%s/tests/integration/chat/metrics_client.py' %d '%s'", python3(),
              srcdir, port, redis.url);
     int st = system(cmd);
     CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
