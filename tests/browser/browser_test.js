@@ -85,6 +85,19 @@ async function main() {
   }
 
   try {
+    await scenario(context);
+  } catch (e) {
+    // Leave pictures of every page behind for the post-mortem.
+    for (const [i, page] of context.pages().entries())
+      await page.screenshot({path: path.join(shotDir, `failure-page${i}.png`)}).catch(() => {});
+    throw e;
+  } finally {
+    await context.close();
+  }
+}
+
+async function scenario(context) {
+  {
     const alice = await openUser(context, 'alice');
     log('alice registered');
     await join(alice, 'lobby');
@@ -137,8 +150,6 @@ async function main() {
     await say(bob, 'back again');
     await expectMessage(alice, 'back again', 'alice');
     log('bob reconnected and rejoined');
-  } finally {
-    await context.close();
   }
 }
 

@@ -121,11 +121,15 @@
     }
   }
 
+  function setSendEnabled(on) {
+    $('message-input').disabled = !on;
+    $('send-btn').disabled = !on;
+  }
+
   function showRoom(name) {
     state.current = name;
     $('room-title').textContent = '#' + name;
-    $('message-input').disabled = false;
-    $('send-btn').disabled = false;
+    setSendEnabled(!!(state.socket && state.socket.readyState === WebSocket.OPEN));
     renderRooms();
     renderMessages();
     $('message-input').focus();
@@ -199,6 +203,7 @@
           else if (d.action === 'left' && r.members > 0) r.members -= 1;
           addToRoom(d.room, {event: d.user + ' ' + d.action + ' #' + d.room});
           renderRooms();
+          refreshAllRooms();
         }
         return;
       case 'notification':
@@ -295,6 +300,7 @@
     state.socket = s;
     s.onopen = async () => {
       setStatus('connected', 'open');
+      setSendEnabled(!!state.current);
       state.backoff = 500;
       if (!state.kicked) hideNotice();
       if (state.username) {
@@ -318,6 +324,7 @@
       state.socket = null;
       for (const [, p] of state.pending) { clearTimeout(p.timer); p.reject(new Error('connection closed')); }
       state.pending.clear();
+      setSendEnabled(false);
       if (state.kicked) {
         setStatus('disconnected', 'closed');
         return;
