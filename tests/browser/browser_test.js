@@ -3,7 +3,7 @@
 // with daebus-call kick_client and the kicked page shows the notice.
 'use strict';
 
-const {execFile} = require('child_process');
+const {execFile, spawn} = require('child_process');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -94,6 +94,7 @@ async function main() {
   } finally {
     await context.close();
   }
+  await stopRestarted();
 }
 
 async function scenario(context) {
@@ -150,10 +151,61 @@ async function scenario(context) {
     await say(bob, 'back again');
     await expectMessage(alice, 'back again', 'alice');
     log('bob reconnected and rejoined');
+
+    // Restart the server: the shutdown action stops it (pages get
+    // server_shutdown), a new process takes the same port, and both pages
+    // reconnect on their own (backoff), register again and re-join #lobby.
+    const s = await daebusCall(['--redis', redisUrl, '--timeout', '10', 'chat_service', 'shutdown',
+                                JSON.stringify({message: 'Restarting for the test', timeout: 1})]);
+    if (s.code !== 0) throw new Error(`daebus-call shutdown exited ${s.code}: ${s.stderr}`);
+    await alice.locator('#notice:not([hidden])', {hasText: 'Restarting for the test'}).waitFor({timeout: STEP});
+    await alice.waitForSelector('#status.closed', {timeout: STEP});
+    log('server shut down; pages are reconnecting');
+    await restartServer();
+    for (const page of [alice, bob]) await page.waitForSelector('#status.open', {timeout: 30000});
+    await say(alice, 'after the restart');
+    await expectMessage(bob, 'after the restart', 'bob');
+    log('both pages reconnected by themselves and chat again');
   }
 }
 
+let restarted = null;
+
+async function restartServer() {
+  const bin = process.env.CHAT_BIN;
+  const port = new URL(url).port;
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const child = spawn(bin, ['--port', port, '--redis', redisUrl], {stdio: ['ignore', 'pipe', 'pipe']});
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { out += d; });
+    const ready = await new Promise((resolve) => {
+      const t = setInterval(() => {
+        if (/service "[^"]*" ready/.test(out)) { clearInterval(t); resolve(true); }
+      }, 50);
+      child.on('exit', () => { clearInterval(t); resolve(false); });
+    });
+    if (ready) {
+      restarted = child;
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 200)); // the port may still be held
+  }
+  throw new Error('could not restart chat_service');
+}
+
+async function stopRestarted() {
+  if (!restarted) return;
+  const code = await new Promise((resolve) => {
+    restarted.on('exit', (c, sig) => resolve(sig ? 128 : c));
+    restarted.kill('SIGTERM');
+  });
+  if (code !== 0) throw new Error(`restarted chat_service exited ${code} after SIGTERM (want 0)`);
+  log('restarted chat_service exited 0 on SIGTERM');
+}
+
 main().then(() => process.exit(0), (e) => {
+  if (restarted) restarted.kill('SIGKILL');
   console.error('FAILED: browser test: ' + (e && e.stack ? e.stack : e));
   process.exit(1);
 });

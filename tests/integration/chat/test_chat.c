@@ -344,7 +344,7 @@ static void test_sigterm_exits_zero(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(log);
     char want[64];
     snprintf(want, sizeof want, "port %d", port);
-    CU_ASSERT_PTR_NOT_NULL(strstr(log, "ready"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(log, "service \"chat_service\" ready"));
     CU_ASSERT_PTR_NOT_NULL(strstr(log, want));
     CU_ASSERT_PTR_NOT_NULL(strstr(log, "channel chat_service"));
     free(log);
