@@ -65,6 +65,19 @@ static int wait_exit(pid_t pid, double seconds)
     return -1;
 }
 
+/* Fails the current test at once when the service is gone (instead of every
+ * later check waiting for its time-out). */
+#define REQUIRE_SERVICE()                                                                          \
+    do {                                                                                           \
+        int st_;                                                                                   \
+        if (service <= 0 || waitpid(service, &st_, WNOHANG) == service) {                          \
+            if (service > 0)                                                                       \
+                fprintf(stderr, "chat_service died (status %d); log: %s\n", st_, logpath);         \
+            service = -1;                                                                          \
+            CU_FAIL_FATAL("chat_service is not running");                                          \
+        }                                                                                          \
+    } while (0)
+
 static int http_get(const char *path, ts_http_response *out)
 {
     return ts_http(port, "GET", path, NULL, NULL, 0, out);
@@ -152,6 +165,7 @@ static cJSON *get_json(const char *path, int *status)
 
 static void test_health(void)
 {
+    REQUIRE_SERVICE();
     int status = 0;
     cJSON *j = get_json("/health", &status);
     CU_ASSERT_EQUAL(status, 200);
@@ -180,6 +194,7 @@ static void test_health(void)
 
 static void test_metrics(void)
 {
+    REQUIRE_SERVICE();
     ts_http_response r;
     CU_ASSERT_EQUAL_FATAL(http_get("/metrics", &r), 0);
     CU_ASSERT_EQUAL(r.status, 200);
@@ -208,6 +223,7 @@ static void test_metrics(void)
 
 static void test_static_page(void)
 {
+    REQUIRE_SERVICE();
     ts_http_response r;
     CU_ASSERT_EQUAL_FATAL(http_get("/", &r), 0);
     CU_ASSERT_EQUAL(r.status, 200);
@@ -224,6 +240,7 @@ static void test_static_page(void)
 
 static void test_rooms_empty(void)
 {
+    REQUIRE_SERVICE();
     int status = 0;
     cJSON *j = get_json("/api/rooms", &status);
     CU_ASSERT_EQUAL(status, 200);
@@ -237,16 +254,19 @@ static void test_rooms_empty(void)
 
 static void test_ws_protocol(void)
 {
+    REQUIRE_SERVICE();
     CU_ASSERT_EQUAL(run_python("protocol"), 0);
 }
 
 static void test_admin_actions_python(void)
 {
+    REQUIRE_SERVICE();
     CU_ASSERT_EQUAL(run_python("admin"), 0);
 }
 
 static void test_system_status(void)
 {
+    REQUIRE_SERVICE();
     CU_ASSERT_EQUAL(run_python("status"), 0);
 }
 
@@ -263,6 +283,7 @@ static int call(daebus_caller *c, const char *action, const char *json, cJSON **
 
 static void test_admin_actions_caller(void)
 {
+    REQUIRE_SERVICE();
     daebus_error err = {0};
     daebus_caller *c = daebus_caller_create(redis.url, NULL, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
@@ -271,7 +292,8 @@ static void test_admin_actions_caller(void)
     /* The Python clients are gone: wait until the registry agrees. */
     int count = -1;
     for (double end = ts_now() + 10; ts_now() < end && count != 0; ts_sleep_ms(50)) {
-        if (call(c, "get_connected_clients", NULL, &reply, &err) == 0)
+        if (call(c, "get_connected_clients", NULL, &reply, &err) == 0 && reply &&
+            cJSON_IsNumber(cJSON_GetObjectItem(reply, "count")))
             count = cJSON_GetObjectItem(reply, "count")->valueint;
         cJSON_Delete(reply);
         reply = NULL;
@@ -290,7 +312,8 @@ static void test_admin_actions_caller(void)
     cJSON_Delete(reply);
     reply = NULL;
 
-    CU_ASSERT_EQUAL(call(c, "find_inactive_clients", "{\"threshold_minutes\":5}", &reply, &err), 0);
+    CU_ASSERT_EQUAL_FATAL(
+        call(c, "find_inactive_clients", "{\"threshold_minutes\":5}", &reply, &err), 0);
     CU_ASSERT_EQUAL(cJSON_GetObjectItem(reply, "count")->valueint, 0);
     CU_ASSERT_DOUBLE_EQUAL(cJSON_GetObjectItem(reply, "threshold_seconds")->valuedouble, 300, 1e-9);
     cJSON_Delete(reply);
@@ -310,6 +333,7 @@ static void test_admin_actions_caller(void)
 
 static void test_ready_follows_redis(void)
 {
+    REQUIRE_SERVICE();
     ts_redis_kill(&redis);
     int status = 0, seen503 = 0;
     for (double end = ts_now() + 15; ts_now() < end && !seen503; ts_sleep_ms(100)) {
@@ -337,6 +361,7 @@ static void test_ready_follows_redis(void)
 
 static void test_sigterm_exits_zero(void)
 {
+    REQUIRE_SERVICE();
     CU_ASSERT_EQUAL_FATAL(kill(service, SIGTERM), 0);
     CU_ASSERT_EQUAL(wait_exit(service, 20), 0);
     service = -1;
