@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,7 +55,7 @@ struct daebus_app {
 
     bool signals_active;
     pthread_t signal_thread;
-    volatile sig_atomic_t signal_quit;
+    atomic_int signal_quit; /* written by the app thread, read by the signal thread */
     sigset_t old_mask;
 };
 
@@ -572,7 +573,7 @@ static void *signal_main(void *arg)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     int seen = 0;
-    while (!app->signal_quit) {
+    while (!atomic_load(&app->signal_quit)) {
         struct timespec ts = {0, 100 * 1000 * 1000};
         int sig = sigtimedwait(&set, NULL, &ts);
         if (sig < 0)
@@ -597,7 +598,7 @@ static int signals_begin(daebus_app *app)
     sigaddset(&set, SIGTERM);
     if (pthread_sigmask(SIG_BLOCK, &set, &app->old_mask) != 0)
         return DAEBUS_EIO;
-    app->signal_quit = 0;
+    atomic_store(&app->signal_quit, 0);
     if (pthread_create(&app->signal_thread, NULL, signal_main, app) != 0) {
         pthread_sigmask(SIG_SETMASK, &app->old_mask, NULL);
         return DAEBUS_EIO;
@@ -610,7 +611,7 @@ static void signals_end(daebus_app *app)
 {
     if (!app->signals_active)
         return;
-    app->signal_quit = 1;
+    atomic_store(&app->signal_quit, 1);
     pthread_join(app->signal_thread, NULL);
     app->signals_active = false;
     pthread_sigmask(SIG_SETMASK, &app->old_mask, NULL);

@@ -133,7 +133,10 @@ static int bus_publish(daebus_bus *bus, const char *channel, const char *data, s
         }
     }
     if (pc->ctx) {
+        daebus__sigpipe_guard g;
+        daebus__sigpipe_block(&g);
         redisReply *r = redisCommand(pc->ctx, "PUBLISH %b %b", channel, strlen(channel), data, len);
+        daebus__sigpipe_restore(&g);
         if (r && r->type == REDIS_REPLY_INTEGER)
             rc = (int)(r->integer > 0x7fffffff ? 0x7fffffff : r->integer);
         if (r)
@@ -175,8 +178,9 @@ static int send_response(daebus_bus *bus, const char *channel, bool error, const
             atomic_fetch_add(&bus->errors, 1);
         return 0;
     }
-    DAEBUS_LOG_WARNF(LOGC, "could not publish a reply on '%.100s': %s", channel,
-                     daebus_strerror(rc));
+    /* While the connection is down the subscriber has already said so once. */
+    daebus_log(atomic_load(&bus->connected) ? DAEBUS_LOG_WARNING : DAEBUS_LOG_DEBUG, LOGC,
+               "could not publish a reply on '%.100s': %s", channel, daebus_strerror(rc));
     return rc;
 }
 
@@ -632,6 +636,7 @@ static void sleep_or_wake(daebus_bus *bus, double seconds)
 static void *subscriber_main(void *arg)
 {
     daebus_bus *bus = arg;
+    daebus__sigpipe_block_thread();
     double backoff = bus->opts.reconnect_initial;
     int ever = 0, failing_logged = 0;
     double last_rx = 0, ping_at = 0;

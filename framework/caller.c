@@ -123,7 +123,10 @@ static int publish(daebus_caller *c, const char *channel, const char *data, size
     }
     int rc = DAEBUS_ECONN;
     if (c->pub) {
-        redisReply *r = redisCommand(c->pub, "PUBLISH %s %b", channel, data, len);
+        daebus__sigpipe_guard g;
+        daebus__sigpipe_block(&g);
+        redisReply *r = redisCommand(c->pub, "PUBLISH %b %b", channel, strlen(channel), data, len);
+        daebus__sigpipe_restore(&g);
         if (r && r->type == REDIS_REPLY_INTEGER)
             rc = (int)(r->integer > 0x7fffffff ? 0x7fffffff : r->integer);
         if (r)
@@ -147,12 +150,15 @@ static void complete(daebus_caller *c, pending *p, int status, const cJSON *payl
     free(p);
 }
 
-/* Removes every pending request matching the predicate into a list. */
-static pending *take_where(daebus_caller *c, int all, double now)
+/* Removes every pending request that is failed, expired (deadline <= now)
+ * or, with all, every one, into a list; *nearest (may be NULL) receives the
+ * nearest deadline of those that stay (1e300 if none). One pass, under the lock. */
+static pending *take_where(daebus_caller *c, int all, double now, double *nearest)
 {
     pending *out = NULL;
+    double best = 1e300;
     pthread_mutex_lock(&c->lock);
-    for (int b = 0; b < NBUCKETS; b++) {
+    for (int b = 0; b < NBUCKETS && c->npending; b++) {
         pending **pp = &c->buckets[b];
         while (*pp) {
             pending *p = *pp;
@@ -162,11 +168,15 @@ static pending *take_where(daebus_caller *c, int all, double now)
                 out = p;
                 c->npending--;
             } else {
+                if (p->deadline < best)
+                    best = p->deadline;
                 pp = &p->next;
             }
         }
     }
     pthread_mutex_unlock(&c->lock);
+    if (nearest)
+        *nearest = best;
     return out;
 }
 
@@ -187,21 +197,6 @@ static void fail_list(daebus_caller *c, pending *list, int status, const char *w
         complete(c, list, st, NULL, msg);
         list = n;
     }
-}
-
-static double nearest_deadline(daebus_caller *c)
-{
-    double best = 1e300;
-    pthread_mutex_lock(&c->lock);
-    for (int b = 0; b < NBUCKETS && c->npending; b++)
-        for (pending *p = c->buckets[b]; p; p = p->next) {
-            if (p->failed)
-                best = 0;
-            else if (p->deadline < best)
-                best = p->deadline;
-        }
-    pthread_mutex_unlock(&c->lock);
-    return best;
 }
 
 static void handle_reply(daebus_caller *c, const char *data, size_t len)
@@ -312,8 +307,9 @@ static void sleep_or_wake(daebus_caller *c, double seconds)
 static void *reader_main(void *arg)
 {
     daebus_caller *c = arg;
+    daebus__sigpipe_block_thread();
     double backoff = 0.1;
-    double last_rx = daebus__now_mono(), ping_at = 0;
+    double last_rx = daebus__now_mono(), ping_at = 0, next_scan = 0;
     while (!atomic_load(&c->stopping)) {
         if (!c->sub) {
             daebus_error e = {0};
@@ -330,8 +326,7 @@ static void *reader_main(void *arg)
             }
             continue;
         }
-        double next = nearest_deadline(c);
-        double wait = next - daebus__now_mono();
+        double wait = next_scan - daebus__now_mono();
         int ms = wait <= 0 ? 0 : wait > 0.2 ? 200 : (int)(wait * 1000) + 1;
         redisReply *r = NULL;
         int rc = daebus__redis_read(c->sub, &r, ms, c->wake[0]);
@@ -352,7 +347,7 @@ static void *reader_main(void *arg)
             pthread_mutex_lock(&c->lock);
             atomic_store(&c->connected, 0);
             pthread_mutex_unlock(&c->lock);
-            pending *lost = take_where(c, 1, 0);
+            pending *lost = take_where(c, 1, 0, NULL);
             size_t n = 0;
             for (pending *q = lost; q; q = q->next)
                 n++;
@@ -373,7 +368,15 @@ static void *reader_main(void *arg)
         } else {
             drain_wake(c);
         }
-        fail_list(c, take_where(c, 0, daebus__now_mono()), 0, NULL);
+        /* Expiry scan: on a time-out or wake-up (new short request, failed
+         * publish), at the nearest deadline, and at least every 100 ms; not
+         * after every reply, so that many requests in flight stay cheap. */
+        if (rc == 0 || now >= next_scan) {
+            double nearest;
+            now = daebus__now_mono();
+            fail_list(c, take_where(c, 0, now, &nearest), 0, NULL);
+            next_scan = nearest < now + 0.1 ? nearest : now + 0.1;
+        }
     }
     return NULL;
 }
@@ -447,7 +450,7 @@ void daebus_caller_destroy(daebus_caller *c)
         wake_thread(c);
         pthread_join(c->thread, NULL);
     }
-    fail_list(c, take_where(c, 1, 0), DAEBUS_ECLOSED, "caller closed");
+    fail_list(c, take_where(c, 1, 0, NULL), DAEBUS_ECLOSED, "caller closed");
     if (c->sub)
         redisFree(c->sub);
     if (c->pub)
@@ -542,8 +545,8 @@ int daebus_caller_request_async(daebus_caller *c, const char *service, const cha
                 p->failed = 1;
         pthread_mutex_unlock(&c->lock);
         wake_thread(c);
-    } else {
-        wake_thread(c); /* recompute the nearest deadline */
+    } else if (timeout < 0.25) {
+        wake_thread(c); /* the reader sleeps at most 200 ms: only short ones need it */
     }
     return 0;
 }

@@ -20,6 +20,7 @@
 #include <civetweb.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -40,7 +41,6 @@
 #define DEFAULT_THREADS    32
 #define DEFAULT_MAX_BODY   (1024 * 1024)
 #define DEFAULT_TIMEOUT_MS 30000
-#define MAX_SEGMENTS       128
 
 /* ---- component ---- */
 
@@ -134,6 +134,10 @@ static void http_free(daebus_http *h)
     daebus__http_cors_unref(h->cors);
     pthread_mutex_destroy(&h->cors_lock);
     free(h->mw);
+    for (int i = 0; i < h->nextra; i++) {
+        free(h->extra[i].name);
+        free(h->extra[i].value);
+    }
     free(h->bind_address);
     free(h->ssl_certificate);
     free(h->static_dir);
@@ -187,6 +191,38 @@ int daebus__http_reserve_threads(daebus_http *http, int extra)
         return DAEBUS_ESTATE;
     }
     http->reserved_threads += extra;
+    return 0;
+}
+
+int daebus__http_set_option(daebus_http *http, const char *name, const char *value)
+{
+    if (!http || !name || !value)
+        return DAEBUS_EINVAL;
+    if (http->ctx) {
+        daebus_log(DAEBUS_LOG_ERROR, "http",
+                   "set option %s: the server runs already; set options before daebus_app_run()",
+                   name);
+        return DAEBUS_ESTATE;
+    }
+    int i = 0;
+    while (i < http->nextra && strcmp(http->extra[i].name, name) != 0)
+        i++;
+    if (i == DAEBUS__HTTP_MAX_EXTRA_OPTIONS)
+        return DAEBUS_EFULL;
+    char *n = strdup(name), *v = strdup(value);
+    if (!n || !v) {
+        free(n);
+        free(v);
+        return DAEBUS_ENOMEM;
+    }
+    if (i == http->nextra) {
+        http->nextra++;
+    } else {
+        free(http->extra[i].name);
+        free(http->extra[i].value);
+    }
+    http->extra[i].name = n;
+    http->extra[i].value = v;
     return 0;
 }
 
@@ -321,6 +357,22 @@ static int build_router(daebus_http *h)
     return 0;
 }
 
+/* CivetWeb's process-wide set-up: plain once, and once more with TLS the
+ * first time a certificate is configured (TLS set-up loads OpenSSL). Never
+ * undone: the library's own mg_start/mg_stop do not need it undone. */
+static pthread_mutex_t library_lock = PTHREAD_MUTEX_INITIALIZER;
+static int library_features = -1;
+
+static void library_init(bool tls)
+{
+    pthread_mutex_lock(&library_lock);
+    if (library_features < 0)
+        library_features = (int)mg_init_library(tls ? MG_FEATURES_TLS : 0);
+    else if (tls && !(library_features & MG_FEATURES_TLS))
+        library_features |= (int)mg_init_library(MG_FEATURES_TLS);
+    pthread_mutex_unlock(&library_lock);
+}
+
 /* Tells a busy port apart from other bind failures. */
 static bool port_busy(const char *addr, int port)
 {
@@ -363,7 +415,10 @@ static int http_start(void *self)
     snprintf(ports, sizeof ports, "%s:%d%s", h->bind_address, port, h->ssl_certificate ? "s" : "");
     snprintf(threads, sizeof threads, "%d", h->num_threads + h->reserved_threads);
     snprintf(timeout, sizeof timeout, "%d", h->timeout_ms);
-    const char *options[32];
+    /* An idle keep-alive connection holds a worker thread: keep it short. */
+    char keepalive[16];
+    snprintf(keepalive, sizeof keepalive, "%d", h->timeout_ms < 5000 ? h->timeout_ms : 5000);
+    const char *options[32 + 2 * DAEBUS__HTTP_MAX_EXTRA_OPTIONS];
     int k = 0;
     options[k++] = "listening_ports";
     options[k++] = ports;
@@ -372,7 +427,7 @@ static int http_start(void *self)
     options[k++] = "enable_keep_alive";
     options[k++] = "yes";
     options[k++] = "keep_alive_timeout_ms";
-    options[k++] = timeout;
+    options[k++] = keepalive;
     options[k++] = "tcp_nodelay";
     options[k++] = "1";
     options[k++] = "request_timeout_ms";
@@ -388,6 +443,17 @@ static int http_start(void *self)
         options[k++] = "ssl_certificate";
         options[k++] = h->ssl_certificate;
     }
+    /* Options other components asked for replace ours of the same name. */
+    for (int e = 0; e < h->nextra; e++) {
+        int j = 0;
+        while (j < k && strcmp(options[j], h->extra[e].name) != 0)
+            j += 2;
+        if (j == k) {
+            options[k++] = h->extra[e].name;
+            k++;
+        }
+        options[j + 1] = h->extra[e].value;
+    }
     options[k] = NULL;
     struct mg_callbacks cb;
     memset(&cb, 0, sizeof cb);
@@ -396,6 +462,7 @@ static int http_start(void *self)
     char etext[256] = "";
     unsigned ecode = 0;
     struct mg_error_data edata = {&ecode, etext, sizeof etext};
+    library_init(h->ssl_certificate != NULL);
     h->ctx = mg_start2(&init, &edata);
     if (!h->ctx) {
         if (port_busy(h->bind_address, port)) {
@@ -427,11 +494,61 @@ fail:
     return rc;
 }
 
+/* mg_stop() waits for CivetWeb's accept loop, which polls the listening
+ * socket in 2 s quanta. Stopping on a helper thread while this one pokes the
+ * socket with empty connections makes a stop take milliseconds. */
+typedef struct stopper {
+    struct mg_context *ctx;
+    atomic_int done;
+} stopper;
+
+static void *stop_main(void *arg)
+{
+    stopper *st = arg;
+    mg_stop(st->ctx);
+    atomic_store(&st->done, 1);
+    return NULL;
+}
+
+static void poke(const char *addr, int port)
+{
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    if (strcmp(addr, "0.0.0.0") == 0 || inet_pton(AF_INET, addr, &sa.sin_addr) != 1)
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno == EINPROGRESS) {
+        struct pollfd pfd = {fd, POLLOUT, 0};
+        poll(&pfd, 1, 20);
+    }
+    close(fd);
+}
+
+static void stop_server(daebus_http *h)
+{
+    stopper st = {h->ctx, 0};
+    pthread_t t;
+    int port = atomic_load(&h->bound_port);
+    if (port <= 0 || pthread_create(&t, NULL, stop_main, &st) != 0) {
+        mg_stop(h->ctx);
+        return;
+    }
+    while (!atomic_load(&st.done)) {
+        poke(h->bind_address, port);
+        for (int i = 0; i < 10 && !atomic_load(&st.done); i++)
+            usleep(1000);
+    }
+    pthread_join(t, NULL);
+}
+
 static void http_stop(void *self)
 {
     daebus_http *h = self;
     if (h->ctx) {
-        mg_stop(h->ctx);
+        stop_server(h);
         h->ctx = NULL;
     }
     atomic_store(&h->bound_port, -1);

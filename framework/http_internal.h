@@ -17,6 +17,13 @@ struct mg_context;
  * before the HTTP component starts. Returns 0 or DAEBUS_ESTATE. */
 int daebus__http_reserve_threads(daebus_http *http, int extra);
 
+/* Sets a CivetWeb option for the next start (e.g. "websocket_timeout_ms",
+ * "enable_websocket_ping_pong"), replacing the HTTP component's own value of
+ * the same name. Ownership: copied. Call before the HTTP component starts.
+ * Returns: 0, DAEBUS_EINVAL, DAEBUS_ESTATE (running), DAEBUS_EFULL (more than
+ * 8 names), DAEBUS_ENOMEM. */
+int daebus__http_set_option(daebus_http *http, const char *name, const char *value);
+
 /* The running CivetWeb context; NULL before start and after stop. */
 struct mg_context *daebus__http_context(daebus_http *http);
 

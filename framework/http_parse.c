@@ -200,42 +200,6 @@ int daebus__http_parse_form(const char *text, size_t len, cJSON *object)
     return each_pair(text, len, add_pair, object);
 }
 
-struct find_ctx {
-    const char *name;
-    size_t nlen;
-    const char *value;
-    size_t vlen;
-    bool found;
-};
-
-static int find_pair(const char *name, size_t nlen, const char *value, size_t vlen, void *ctx)
-{
-    struct find_ctx *f = ctx;
-    char stackbuf[256];
-    char *n = nlen < sizeof stackbuf ? stackbuf : malloc(nlen + 1);
-    if (!n)
-        return -2;
-    size_t dn = daebus__http_percent_decode(name, nlen, n, true);
-    if (dn == f->nlen && memcmp(n, f->name, dn) == 0) {
-        f->value = value;
-        f->vlen = vlen;
-        f->found = true;
-    }
-    if (n != stackbuf)
-        free(n);
-    return 0;
-}
-
-char *daebus__http_form_value(const char *text, size_t len, const char *name)
-{
-    if (!text || !name)
-        return NULL;
-    struct find_ctx f = {name, strlen(name), NULL, 0, false};
-    if (each_pair(text, len, find_pair, &f) || !f.found)
-        return NULL;
-    return decode_dup(f.value, f.vlen);
-}
-
 /* ---- paths ---- */
 
 bool daebus__http_static_path_safe(const char *path, bool allow_hidden)

@@ -42,10 +42,6 @@ int daebus__http_split_path(const char *raw, char *buf, const char **segs, size_
  * filled), -2 on allocation failure. */
 int daebus__http_parse_form(const char *text, size_t len, cJSON *object);
 
-/* Finds the last value of name in a query string / form text and decodes it
- * into a new malloc'd string. Returns: NULL if absent (or out of memory). */
-char *daebus__http_form_value(const char *text, size_t len, const char *name);
-
 /* Checks a decoded relative path for static serving: rejects "..", ".",
  * empty segments are fine, backslashes, NUL, and segments starting with a dot
  * other than a plain file name like ".well-known" are allowed only when

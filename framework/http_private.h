@@ -25,6 +25,8 @@ typedef struct daebus__http_mw {
     const daebus_blueprint *bp; /* NULL = every request */
 } daebus__http_mw;
 
+#define DAEBUS__HTTP_MAX_EXTRA_OPTIONS 8
+
 struct daebus_http {
     daebus__component comp;
     daebus_app *app;
@@ -46,6 +48,10 @@ struct daebus_http {
     daebus__http_router *router;
     daebus__http_mw *mw;
     size_t nmw;
+    struct {
+        char *name, *value;
+    } extra[DAEBUS__HTTP_MAX_EXTRA_OPTIONS]; /* daebus__http_set_option() */
+    int nextra;
     pthread_mutex_t cors_lock;
     daebus__http_cors *cors;
     /* stats */

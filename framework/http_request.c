@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +92,13 @@ int daebus_http_set_header(daebus_http_response *res, const char *name, const ch
     return 0;
 }
 
+static pthread_mutex_t date_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* mg_disable_keep_alive() is a Debian (Orthanc) patch to CivetWeb 1.15, used
+ * to close the connection after a 413 whose body was left unread; linked
+ * weakly so that other CivetWeb builds still work (without the close). */
+#pragma weak mg_disable_keep_alive
+
 /* Sends the status line and headers; clen < 0 = no Content-Length. */
 static int send_head(daebus_http_response *res, int status, const char *ctype, long long clen,
                      bool chunked)
@@ -103,8 +111,9 @@ static int send_head(daebus_http_response *res, int status, const char *ctype, l
     if (status < 100 || status > 999)
         status = 500;
     struct mg_connection *c = res->conn;
-    if (res->close_after)
-        mg_disable_keep_alive(c);
+    void (*disable_keep_alive)(struct mg_connection *) = mg_disable_keep_alive;
+    if (res->close_after && disable_keep_alive)
+        disable_keep_alive(c);
     if (mg_response_header_start(c, status) < 0)
         return DAEBUS_EIO;
     res->sent = true;
@@ -120,9 +129,12 @@ static int send_head(daebus_http_response *res, int status, const char *ctype, l
         mg_response_header_add(c, "Transfer-Encoding", "chunked", -1);
     if (res->hlen)
         mg_response_header_add_lines(c, res->headers);
-    if (mg_response_header_send(c) < 0)
-        return DAEBUS_EIO;
-    return 0;
+    /* CivetWeb formats the Date header with gmtime() (one static buffer for
+     * the process): serialise, or concurrent responses race on it. */
+    pthread_mutex_lock(&date_lock);
+    int rc = mg_response_header_send(c);
+    pthread_mutex_unlock(&date_lock);
+    return rc < 0 ? DAEBUS_EIO : 0;
 }
 
 static int write_all(daebus_http_response *res, const void *data, size_t len)
@@ -502,6 +514,10 @@ static int static_lookup(daebus_http *h, const char *const *segs, const size_t *
         o += lens[k];
     }
     path[o] = '\0';
+    if (!daebus__http_static_path_safe(path + strlen(h->static_root), false)) {
+        free(path);
+        return -1;
+    }
     if (i == nsegs || lens[nsegs - 1] == 0)
         o += (size_t)snprintf(path + o, need - o, "%sindex.html", path[o - 1] == '/' ? "" : "/");
     struct stat st;
@@ -534,17 +550,25 @@ static void send_file(daebus_http_response *res, const char *path)
         daebus_http_send_error(res, 404, "Not Found");
         return;
     }
+    /* CivetWeb worker stacks are small (about 100 KiB): buffer on the heap. */
+    enum { CHUNK = 65536 };
+    char *buf = malloc(CHUNK);
+    if (!buf) {
+        close(fd);
+        daebus_http_send_error(res, 500, "Internal server error");
+        return;
+    }
     if (send_head(res, 200, daebus__http_mime_type(path), (long long)st.st_size, false) == 0 &&
         !res->head_only) {
-        char buf[65536];
         off_t left = st.st_size;
         while (left > 0) {
-            ssize_t n = read(fd, buf, sizeof buf);
+            ssize_t n = read(fd, buf, CHUNK);
             if (n <= 0 || write_all(res, buf, (size_t)n) != 0)
                 break;
             left -= n;
         }
     }
+    free(buf);
     close(fd);
 }
 
@@ -647,7 +671,7 @@ static void handle(daebus_http *h, daebus_http_request *req, daebus_http_respons
         goto done;
     }
     if (nsegs < 0) {
-        send_path_error(res, 404, "Not Found", req->path);
+        send_path_error(res, 404, "Not Found", raw);
         goto done;
     }
 
@@ -677,9 +701,9 @@ static void handle(daebus_http *h, daebus_http_request *req, daebus_http_respons
             if (run_middleware(h, req, res, NULL) == 0)
                 send_file(res, file);
         } else if (allow) {
-            send_405(res, allow, req->path);
+            send_405(res, allow, raw);
         } else {
-            send_path_error(res, 404, "Not Found", req->path);
+            send_path_error(res, 404, "Not Found", raw);
         }
         free(file);
         goto done;

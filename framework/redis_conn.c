@@ -8,6 +8,9 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,6 +232,40 @@ void daebus__redis_url_describe(const daebus_redis_url *url, char *buf, size_t l
                  url->port, url->db);
 }
 
+/* ---- SIGPIPE ---- */
+
+void daebus__sigpipe_block(daebus__sigpipe_guard *g)
+{
+    sigset_t set, pending;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    sigemptyset(&pending);
+    g->was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, &g->old);
+}
+
+void daebus__sigpipe_restore(daebus__sigpipe_guard *g)
+{
+    sigset_t set, pending;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    sigemptyset(&pending);
+    if (!g->was_pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE)) {
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR) {
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
+void daebus__sigpipe_block_thread(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
 /* ---- connecting ---- */
 
 static struct timeval to_tv(double s)
@@ -245,8 +282,21 @@ static int run_simple(redisContext *c, redisReply **rep, int argc, const char **
     return *rep ? 0 : -1;
 }
 
+static redisContext *connect_unguarded(const daebus_redis_url *url, double connect_timeout,
+                                       double command_timeout, daebus_error *err);
+
 redisContext *daebus__redis_connect(const daebus_redis_url *url, double connect_timeout,
                                     double command_timeout, daebus_error *err)
+{
+    daebus__sigpipe_guard g;
+    daebus__sigpipe_block(&g);
+    redisContext *c = connect_unguarded(url, connect_timeout, command_timeout, err);
+    daebus__sigpipe_restore(&g);
+    return c;
+}
+
+static redisContext *connect_unguarded(const daebus_redis_url *url, double connect_timeout,
+                                       double command_timeout, daebus_error *err)
 {
     char where[320];
     daebus__redis_url_describe(url, where, sizeof where);
@@ -328,7 +378,11 @@ int daebus__redis_read(redisContext *c, redisReply **out, int timeout_ms, int wa
     /* Flush pending output first (SUBSCRIBE written with redisAppendCommand). */
     int done = 0;
     while (!done) {
-        if (redisBufferWrite(c, &done) != REDIS_OK)
+        daebus__sigpipe_guard g;
+        daebus__sigpipe_block(&g);
+        int wrc = redisBufferWrite(c, &done);
+        daebus__sigpipe_restore(&g);
+        if (wrc != REDIS_OK)
             return DAEBUS_ECONN;
     }
     struct pollfd p[2] = {{.fd = c->fd, .events = POLLIN}, {.fd = wake_fd, .events = POLLIN}};

@@ -8,6 +8,7 @@
 #ifndef DAEBUS_REDIS_CONN_H
 #define DAEBUS_REDIS_CONN_H
 
+#include <signal.h>
 #include <hiredis/hiredis.h>
 #include "daebus/bus.h"
 
@@ -22,6 +23,20 @@ redisContext *daebus__redis_connect(const daebus_redis_url *url, double connect_
  * 0 when timeout_ms passed or wake_fd became readable (wake_fd -1 = none),
  * DAEBUS_ECONN when the connection failed (the context is then dead). */
 int daebus__redis_read(redisContext *c, redisReply **out, int timeout_ms, int wake_fd);
+
+/* hiredis writes with write(2): a write to a connection the server closed
+ * raises SIGPIPE, which would kill a process that did not ignore it. These
+ * block SIGPIPE on the calling thread around a write and discard one raised
+ * meanwhile, without touching the process-wide disposition. */
+typedef struct daebus__sigpipe_guard {
+    sigset_t old;
+    int was_pending;
+} daebus__sigpipe_guard;
+void daebus__sigpipe_block(daebus__sigpipe_guard *g);
+void daebus__sigpipe_restore(daebus__sigpipe_guard *g);
+
+/* Blocks SIGPIPE for good on the calling thread (the component's own threads). */
+void daebus__sigpipe_block_thread(void);
 
 /* A description of url without its password, for log lines. */
 void daebus__redis_url_describe(const daebus_redis_url *url, char *buf, size_t len);

@@ -161,6 +161,7 @@ daebus_ws *daebus_ws_create(const daebus_ws_options *opts, daebus_error *err)
     ws->close_timeout = o.close_timeout > 0 ? o.close_timeout : 2.0;
     ws->shutdown_timeout = o.shutdown_timeout == 0 ? 1.0 : o.shutdown_timeout;
     ws->writer_threads = o.writer_threads ? o.writer_threads : 4;
+    ws->send_buffer = o.send_buffer ? o.send_buffer : 256u * 1024u;
     ws->stack_size = o.thread_stack_size ? o.thread_stack_size : DEFAULT_STACK;
     ws->id_gen = o.id_generator;
     ws->id_gen_user = o.id_generator_user;

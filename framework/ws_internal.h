@@ -91,6 +91,7 @@ struct daebus_ws {
     int queue_max_messages;
     double ping_interval, idle_timeout, close_timeout, shutdown_timeout;
     int writer_threads;
+    size_t send_buffer;
     size_t stack_size;
     daebus_ws_id_fn *id_gen;
     void *id_gen_user;
@@ -127,6 +128,7 @@ struct daebus_ws {
     pthread_mutex_t fd_lock;
     unsigned char *fd_owned;
     int fd_cap;
+    int fd_hi; /* highest socket found so far */
     /* stats */
     atomic_uint_fast64_t st_connects, st_rejected, st_disc[5], st_in, st_out, st_bytes_in,
         st_bytes_out, st_handler_errors, st_rate_limited, st_qhw, st_clients_hw;

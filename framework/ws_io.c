@@ -271,6 +271,8 @@ static int peer_matches(int fd, const char *addr, int port, int local_port)
     return local_port <= 0 || lp == local_port;
 }
 
+/* The socket of c: probes the descriptors below the highest one known (skipping
+ * those of other clients), then, if that fails, every entry of /proc/self/fd. */
 void ws__find_fd(ws_client *c)
 {
     daebus_ws *ws = c->ws;
@@ -278,7 +280,14 @@ void ws__find_fd(ws_client *c)
     int local_port = ri ? ri->server_port : 0;
     int found = -1;
     pthread_mutex_lock(&ws->fd_lock);
-    DIR *d = opendir("/proc/self/fd");
+    int hi = ws->fd_hi + 256 > 1024 ? ws->fd_hi + 256 : 1024;
+    for (int fd = hi - 1; fd >= 0 && found < 0; fd--) {
+        if (fd_owned(ws, fd))
+            continue;
+        if (peer_matches(fd, c->remote_addr, c->remote_port, local_port))
+            found = fd;
+    }
+    DIR *d = found < 0 ? opendir("/proc/self/fd") : NULL;
     if (d) {
         struct dirent *e;
         int dfd = dirfd(d);
@@ -286,7 +295,7 @@ void ws__find_fd(ws_client *c)
             if (e->d_name[0] < '0' || e->d_name[0] > '9')
                 continue;
             int fd = atoi(e->d_name);
-            if (fd == dfd || fd_owned(ws, fd))
+            if (fd == dfd || fd < hi || fd_owned(ws, fd))
                 continue;
             if (peer_matches(fd, c->remote_addr, c->remote_port, local_port)) {
                 found = fd;
@@ -295,9 +304,16 @@ void ws__find_fd(ws_client *c)
         }
         closedir(d);
     }
-    if (found >= 0)
+    if (found >= 0) {
         set_owned(ws, found, 1);
+        if (found > ws->fd_hi)
+            ws->fd_hi = found;
+    }
     pthread_mutex_unlock(&ws->fd_lock);
+    if (found >= 0 && ws->send_buffer != SIZE_MAX) {
+        int sz = ws->send_buffer > (size_t)1 << 30 ? 1 << 30 : (int)ws->send_buffer;
+        setsockopt(found, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    }
     pthread_mutex_lock(&c->lock);
     c->fd = found;
     pthread_mutex_unlock(&c->lock);

@@ -121,7 +121,8 @@ DAEBUS_API daebus_bus *daebus_bus_create(const daebus_bus_options *opts, daebus_
  * Returns: 0, DAEBUS_EINVAL, DAEBUS_EEXIST, DAEBUS_ESTATE. Thread: main, before run. */
 DAEBUS_API int daebus_bus_attach(daebus_bus *bus, daebus_app *app);
 
-/* Frees a bus that was never attached. Accepts NULL. */
+/* Frees a bus that was never attached (an attached one belongs to its app:
+ * the call is ignored with a warning). Accepts NULL. Thread: main. */
 DAEBUS_API void daebus_bus_destroy(daebus_bus *bus);
 
 /* Copies the counters into out. Thread: safe. */

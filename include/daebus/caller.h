@@ -68,7 +68,7 @@ daebus_caller_create(const char *redis_url, const daebus_caller_options *opts, d
  * Accepts NULL. Thread: not from a callback of this caller. */
 DAEBUS_API void daebus_caller_destroy(daebus_caller *caller);
 
-/* Returns: the reply channel name. Ownership: owned by caller. */
+/* Returns: the reply channel name. Ownership: owned by caller. Thread: safe. */
 DAEBUS_API const char *daebus_caller_reply_channel(const daebus_caller *caller);
 
 /* Returns: true while the reply subscription is live. Thread: safe. */
@@ -96,7 +96,8 @@ typedef void daebus_caller_progress_fn(daebus_caller *caller, const cJSON *paylo
  * receives the request id.
  * If the call fails, neither callback is ever called; if it succeeds, done is
  * called exactly once. Ownership: strings and payload are borrowed.
- * Returns: 0, DAEBUS_EINVAL, DAEBUS_ECONN, DAEBUS_ECLOSED, DAEBUS_ENOMEM. */
+ * Returns: 0, DAEBUS_EINVAL, DAEBUS_ECONN, DAEBUS_ECLOSED, DAEBUS_ENOMEM.
+ * Thread: safe (callbacks included, as long as they do not block on this caller). */
 DAEBUS_API int daebus_caller_request_async(daebus_caller *caller, const char *service,
                                            const char *action, const cJSON *payload, double timeout,
                                            daebus_caller_done_fn *done,
@@ -119,13 +120,15 @@ DAEBUS_API int daebus_caller_request_progress(daebus_caller *caller, const char 
                                               void *user, cJSON **reply_out, daebus_error *err);
 
 /* Publishes payload (any JSON value, serialised compactly) on channel.
- * Ownership: borrowed. Returns: receivers (>= 0), DAEBUS_EINVAL, DAEBUS_ECONN. */
+ * Ownership: borrowed. Returns: receivers (>= 0), DAEBUS_EINVAL, DAEBUS_ECONN.
+ * Thread: safe (publishes are serialised on the caller's publisher connection). */
 DAEBUS_API int daebus_caller_send_message(daebus_caller *caller, const char *channel,
                                           const cJSON *payload);
 
 /* Fire-and-forget to a service channel, Python's shape: a copy of payload (an
  * object) with "action" merged in at the top level when action is not NULL;
- * no reply_to, no request_id. Returns: as daebus_caller_send_message(). */
+ * no reply_to, no request_id. Ownership: payload borrowed.
+ * Returns: as daebus_caller_send_message(). Thread: safe. */
 DAEBUS_API int daebus_caller_send_to_service(daebus_caller *caller, const char *service,
                                              const cJSON *payload, const char *action);
 

@@ -28,7 +28,7 @@
  * not parse is answered 400 before the handler runs; a body larger than
  * max_body_size is answered 413.
  *
- * Errors are JSON: 404 {"error": "Not Found", "path": "<path>"}, 405
+ * Errors are JSON: 404 {"error": "Not Found", "path": "<path as sent>"}, 405
  * {"error": "Method Not Allowed", "path": ...} with Allow, 400/413
  * {"error": "<reason>"}, 500 {"error": "Internal server error"} (detail in the
  * log only). A handler that returns a negative value before sending anything
@@ -77,13 +77,15 @@ typedef struct daebus_http_cors {
 #define DAEBUS_HTTP_PORT_ANY -1 /* options.port: let the kernel pick a free port */
 
 typedef struct daebus_http_options {
-    int port;                     /* 0 = 8080; DAEBUS_HTTP_PORT_ANY = a free port. The app's
-                                     --port / DAEBUS_HTTP_PORT overrides it (0 there = free port) */
-    const char *bind_address;     /* NULL = "0.0.0.0" */
-    int num_threads;              /* CivetWeb worker threads = open connections served at once;
-                                     <= 0 = 32 (plus threads reserved by the WebSocket component) */
-    size_t max_body_size;         /* bytes; 0 = 1 MiB. Larger bodies get 413 */
-    const char *ssl_certificate;  /* PEM file (certificate + key): serve HTTPS; NULL = plain */
+    int port;                 /* 0 = 8080; DAEBUS_HTTP_PORT_ANY = a free port. The app's
+                                 --port / DAEBUS_HTTP_PORT overrides it (0 there = free port) */
+    const char *bind_address; /* NULL = "0.0.0.0" */
+    int num_threads;          /* CivetWeb worker threads = open connections served at once;
+                                 <= 0 = 32 (plus threads reserved by the WebSocket component) */
+    size_t max_body_size;     /* bytes; 0 = 1 MiB. Larger bodies get 413 */
+    /* PEM file (certificate + key): serve HTTPS; NULL = plain. Debian 12's CivetWeb
+     * crashes on TLS handshakes with OpenSSL 3: see docs/http.md, "Known limits". */
+    const char *ssl_certificate;
     bool access_log;              /* one info line per request ("http" component) */
     int request_timeout_ms;       /* idle/read time-out per request; <= 0 = 30000 */
     const char *static_dir;       /* serve files from this directory; NULL = none */
@@ -166,9 +168,12 @@ DAEBUS_API int daebus_http_use(daebus_http *http, daebus_http_middleware_fn *fn,
 DAEBUS_API int daebus_http_use_blueprint(daebus_http *http, const daebus_blueprint *bp,
                                          daebus_http_middleware_fn *fn, void *user);
 
-/* ---- the request (valid until the handler returns) ---- */
+/* ---- the request (valid until the handler returns) ----
+ * Thread: every accessor below is for the thread running the handler or
+ * middleware that received req. Ownership: returned strings and JSON belong to
+ * the request. A NULL req gives NULL. */
 
-/* Returns: "GET", "POST", ... Thread: the handler's. */
+/* Returns: "GET", "POST", ... */
 DAEBUS_API const char *daebus_http_request_method(const daebus_http_request *req);
 /* Returns: the decoded path without the query string. */
 DAEBUS_API const char *daebus_http_request_path(const daebus_http_request *req);
@@ -197,7 +202,8 @@ DAEBUS_API daebus_app *daebus_http_request_app(const daebus_http_request *req);
 DAEBUS_API void daebus_http_request_set_local(daebus_http_request *req, void *value);
 DAEBUS_API void *daebus_http_request_get_local(const daebus_http_request *req);
 
-/* ---- the response (one per request) ---- */
+/* ---- the response (one per request) ----
+ * Thread: the thread running the handler or middleware that received res. */
 
 /* Adds a response header sent with the status line. Call before sending.
  * Content-Length, Transfer-Encoding and Connection are managed by the server

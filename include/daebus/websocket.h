@@ -97,6 +97,8 @@ typedef struct daebus_ws_options {
     double close_timeout;    /* wait for the peer's close reply before dropping the socket; 0 = 2 */
     double shutdown_timeout; /* graceful shutdown run by the app's stop; 0 = 1; < 0 = none */
     int writer_threads;      /* threads draining the outbound queues; 0 = 4 */
+    size_t send_buffer;      /* SO_SNDBUF of each WebSocket socket: bounds the kernel memory a
+                                stalled client holds; 0 = 256 KiB; SIZE_MAX = kernel autotuning */
     size_t thread_stack_size;        /* stack of CivetWeb worker threads, see below; 0 = 256 KiB;
                                         SIZE_MAX = leave the process default */
     int rate_limit_max;              /* > 0: enable rate limiting at start (messages per window) */

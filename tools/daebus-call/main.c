@@ -155,17 +155,17 @@ int main(int argc, char **argv)
         url = "redis://127.0.0.1:6379";
     daebus_log_set_level(DAEBUS_LOG_ERROR);
     signal(SIGPIPE, SIG_IGN);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-
     if (listen) {
         if (npos || publish) {
             usage(stderr);
             return 2;
         }
+        /* Ctrl-C ends listening cleanly (exit 0); calls keep the default (abort). */
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_signal;
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
         return do_listen(url, listen, count);
     }
     const char *json_text = publish ? pos[0] : pos[2];

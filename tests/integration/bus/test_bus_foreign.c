@@ -1,6 +1,8 @@
 /* Foreign clients against a C service: a Python client (python3-redis)
  * publishing the exact JSON of PROTOCOL.md §1 and a DaebusCaller-shaped
  * Python caller; and the daebus-call tool's output and exit codes. */
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "common.h"
@@ -175,6 +177,27 @@ static void test_daebus_call(void)
     int st = pclose(f);
     CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     CU_ASSERT_STRING_EQUAL(out, "{\"m\":1}\n{\"m\":2}\n");
+
+    /* --listen without --count ends on SIGINT with status 0. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 1);
+        execl(tool, tool, "--listen", "lchan2", "--redis", redis.url, (char *)NULL);
+        _exit(127);
+    }
+    got = 0;
+    until = ts_now() + 5;
+    while (got < 1 && ts_now() < until) {
+        got = raw_publish(redis.port, "lchan2", "{}");
+        if (got < 1)
+            ts_sleep_ms(20);
+    }
+    CU_ASSERT_EQUAL(got, 1);
+    kill(pid, SIGINT);
+    int wst = 0;
+    waitpid(pid, &wst, 0);
+    CU_ASSERT_TRUE(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
 }
 
 static void count_progress(daebus_caller *c, const cJSON *payload, void *user)

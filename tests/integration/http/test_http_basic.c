@@ -44,6 +44,10 @@ static int suite_init(void)
         return 1;
     if (daebus__http_reserve_threads(http, 2) != 0)
         return 1;
+    if (daebus__http_set_option(http, "websocket_timeout_ms", "3600000") != 0 ||
+        daebus__http_set_option(http, "websocket_timeout_ms", "7200000") != 0 ||
+        daebus__http_set_option(http, "enable_websocket_ping_pong", "yes") != 0)
+        return 1;
     if (daebus_app_start(app) != 0)
         return 1;
     port = daebus_http_port(http);
@@ -65,6 +69,7 @@ static void test_port_and_context(void)
     CU_ASSERT_EQUAL(daebus__http_bound_port(http), port);
     CU_ASSERT_PTR_NOT_NULL(daebus__http_context(http));
     CU_ASSERT_EQUAL(daebus__http_reserve_threads(http, 1), DAEBUS_ESTATE);
+    CU_ASSERT_EQUAL(daebus__http_set_option(http, "num_threads", "1"), DAEBUS_ESTATE);
 }
 
 static void test_param_route(void)

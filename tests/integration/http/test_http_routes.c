@@ -113,6 +113,25 @@ ROUTE(teapot, "/teapot")
     return daebus_http_send_error(res, 418, "short and stout");
 }
 
+static int misuse_rc[4];
+static int misuse_done;
+
+/* Sends twice and sets forbidden headers: each misuse must be refused. The
+ * results are published with a release store once the handler is done (it
+ * runs on after the client got its answer). */
+ROUTE(misuse, "/misuse")
+{
+    int rc[4];
+    rc[0] = daebus_http_set_header(res, "Content-Length", "5");
+    rc[1] = daebus_http_set_header(res, "X-Evil", "a\r\nSet-Cookie: x=1");
+    daebus_http_send(res, 200, "text/plain", "once", 4);
+    rc[2] = daebus_http_send_json_take(res, 200, cJSON_CreateObject());
+    rc[3] = daebus_http_set_header(res, "X-Late", "1");
+    memcpy(misuse_rc, rc, sizeof rc);
+    __atomic_store_n(&misuse_done, 1, __ATOMIC_RELEASE);
+    return 0;
+}
+
 ROUTE(trailing, "/slash/")
 {
     return daebus_http_send(res, 200, "text/plain", "slash", 5);
@@ -120,7 +139,7 @@ ROUTE(trailing, "/slash/")
 
 /* ---- middleware ---- */
 
-static daebus_blueprint *admin_bp;
+static daebus_blueprint *admin_bp, *many_bp;
 
 static int admin_route(daebus_http_request *req, daebus_http_response *res, void *user)
 {
@@ -187,7 +206,7 @@ static int suite_init(void)
     app = daebus_app_create(&o, NULL);
     admin_bp = daebus_blueprint_create("admin", "/admin");
     daebus_blueprint_add_route(admin_bp, "/panel", admin_route, NULL);
-    daebus_blueprint *many = daebus_blueprint_create("many", "/many");
+    daebus_blueprint *many = many_bp = daebus_blueprint_create("many", "/many");
     for (int i = 0; i < MANY_ROUTES; i++) {
         char path[64];
         snprintf(path, sizeof path, "/r%d/<id>/leaf%d", i, i % 7);
@@ -220,6 +239,7 @@ static int suite_clean(void)
     daebus_app_wait(app);
     daebus_app_destroy(app);
     daebus_blueprint_destroy(admin_bp);
+    daebus_blueprint_destroy(many_bp);
     daebus_log_set_fd(2);
     close(logfd[0]);
     close(logfd[1]);
@@ -381,6 +401,21 @@ static void test_errors(void)
     CU_ASSERT_STRING_EQUAL(r.body, "{\"error\":\"short and stout\"}");
 }
 
+static void test_misuse(void)
+{
+    CU_ASSERT_EQUAL(req("GET", "/misuse", NULL, NULL), 200);
+    CU_ASSERT_STRING_EQUAL(r.body, "once");
+    CU_ASSERT_PTR_NULL(hdr("X-Evil"));
+    CU_ASSERT_PTR_NULL(hdr("Set-Cookie"));
+    double t0 = ts_now();
+    while (!__atomic_load_n(&misuse_done, __ATOMIC_ACQUIRE) && ts_now() - t0 < 5)
+        ts_sleep_ms(2);
+    CU_ASSERT_EQUAL(misuse_rc[0], DAEBUS_EINVAL);
+    CU_ASSERT_EQUAL(misuse_rc[1], DAEBUS_EINVAL);
+    CU_ASSERT_EQUAL(misuse_rc[2], DAEBUS_ESTATE);
+    CU_ASSERT_EQUAL(misuse_rc[3], DAEBUS_ESTATE);
+}
+
 static void test_chunked(void)
 {
     CU_ASSERT_EQUAL(req("GET", "/stream", NULL, NULL), 200);
@@ -456,6 +491,61 @@ static void test_keep_alive(void)
     CU_ASSERT_EQUAL(responses, 2);
 }
 
+/* Sends a raw request (ending in Connection: close) and reads the whole answer. */
+static void raw_exchange(const char *head, const char *body, size_t blen, char *out, size_t cap)
+{
+    out[0] = '\0';
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((unsigned short)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return;
+    }
+    ssize_t w = write(fd, head, strlen(head));
+    size_t off = 0;
+    while (w > 0 && off < blen) {
+        w = write(fd, body + off, blen - off);
+        off += w > 0 ? (size_t)w : 0;
+    }
+    size_t got = 0;
+    ssize_t n;
+    while (got < cap - 1 && (n = read(fd, out + got, cap - 1 - got)) > 0)
+        got += (size_t)n;
+    out[got] = '\0';
+    close(fd);
+}
+
+static void test_chunked_upload(void)
+{
+    char out[8192];
+    const char *body = "7\r\n{\"a\": \"\r\n4\r\nxy\"}\r\n0\r\n\r\n";
+    raw_exchange("POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                 "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+                 body, strlen(body), out, sizeof out);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "HTTP/1.1 200"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"payload\":{\"a\":\"xy\"}"));
+    /* a chunked body over the limit (4096 here) */
+    size_t big = 3 * 2000 + 64;
+    char *b = malloc(big);
+    size_t o = 0;
+    for (int i = 0; i < 3; i++) {
+        o += (size_t)snprintf(b + o, big - o, "7d0\r\n");
+        memset(b + o, 'z', 2000);
+        o += 2000;
+        o += (size_t)snprintf(b + o, big - o, "\r\n");
+    }
+    o += (size_t)snprintf(b + o, big - o, "0\r\n\r\n");
+    raw_exchange("POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                 "Content-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
+                 b, o, out, sizeof out);
+    free(b);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "HTTP/1.1 413"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "{\"error\":\"Request body too large\"}"));
+}
+
 static void test_stats_and_log(void)
 {
     daebus_http_stats st;
@@ -492,9 +582,11 @@ int main(void)
     CU_add_test(s, "payloads", test_payloads);
     CU_add_test(s, "400/404/413/500/204", test_errors);
     CU_add_test(s, "chunked response", test_chunked);
+    CU_add_test(s, "response misuse refused", test_misuse);
     CU_add_test(s, "middleware", test_middleware);
     CU_add_test(s, "hundreds of routes", test_many_routes);
     CU_add_test(s, "keep-alive", test_keep_alive);
+    CU_add_test(s, "chunked request bodies", test_chunked_upload);
     CU_add_test(s, "stats and access log", test_stats_and_log);
     int rc = ts_run_cunit();
     ts_http_free(&r);
