@@ -266,7 +266,7 @@ async def status():
     ps = r.pubsub()
     ps.subscribe("system_status")
     c = await Client.open("watcher")
-    d = await c.expect("system_status")
+    d = await c.expect("system_status", lambda d: d.get("active_users", 0) >= 1)
     for k in ("active_users", "rooms", "connections", "timestamp", "memory_mb", "cpu"):
         check(k in d, f"system_status lacks {k}: {d}")
     check(d["active_users"] >= 1 and d["connections"] >= 1, f"system_status counts: {d}")

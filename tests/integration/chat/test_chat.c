@@ -27,7 +27,7 @@ static char binary[1024], script[1024], logpath[256];
 
 /* ---- the service process ---- */
 
-static pid_t start_service(const char *extra_flag)
+static pid_t start_service(const char *extra_flag, const char *status_interval)
 {
     char portbuf[16];
     snprintf(portbuf, sizeof portbuf, "%d", port);
@@ -39,7 +39,7 @@ static pid_t start_service(const char *extra_flag)
             dup2(fd, 2);
             close(fd);
         }
-        setenv("CHAT_STATUS_INTERVAL", "1", 1);
+        setenv("CHAT_STATUS_INTERVAL", status_interval ? status_interval : "60", 1);
         unsetenv("CHAT_STATIC_DIR");
         if (extra_flag)
             execl(binary, binary, "--port", portbuf, "--redis", redis.url, extra_flag,
@@ -129,7 +129,7 @@ static int suite_init(void)
     if (access(binary, X_OK) != 0 || ts_redis_start(&redis, NULL) != 0)
         return -1;
     port = ts_free_port();
-    service = start_service(NULL);
+    service = start_service(NULL, NULL);
     if (service < 0 || wait_ready(20) != 0) {
         fprintf(stderr, "chat_service did not start; log: %s\n", logpath);
         return -1;
@@ -264,12 +264,6 @@ static void test_admin_actions_python(void)
     CU_ASSERT_EQUAL(run_python("admin"), 0);
 }
 
-static void test_system_status(void)
-{
-    REQUIRE_SERVICE();
-    CU_ASSERT_EQUAL(run_python("status"), 0);
-}
-
 /* ---- admin actions through the C caller API ---- */
 
 static int call(daebus_caller *c, const char *action, const char *json, cJSON **reply,
@@ -375,11 +369,20 @@ static void test_sigterm_exits_zero(void)
     free(log);
 }
 
-static void test_shutdown_action(void)
+/* A second instance with a 1 s status period. (The first one keeps the
+ * default 60 s: every frame sent to a client, broadcasts included, refreshes
+ * its last_activity, which would defeat find_inactive_clients.) */
+static void test_system_status(void)
 {
     port = ts_free_port();
-    service = start_service(NULL);
+    service = start_service(NULL, "1");
     CU_ASSERT_EQUAL_FATAL(wait_ready(20), 0);
+    CU_ASSERT_EQUAL(run_python("status"), 0);
+}
+
+static void test_shutdown_action(void)
+{
+    REQUIRE_SERVICE();
     CU_ASSERT_EQUAL(run_python("shutdown"), 0);
     CU_ASSERT_EQUAL(wait_exit(service, 20), 0); /* stopped by the action, status 0 */
     service = -1;
@@ -387,9 +390,9 @@ static void test_shutdown_action(void)
 
 static void test_bad_flag(void)
 {
-    pid_t pid = start_service("--status-interval=abc");
+    pid_t pid = start_service("--status-interval=abc", NULL);
     CU_ASSERT_EQUAL(wait_exit(pid, 10), 2);
-    pid = start_service("--help");
+    pid = start_service("--help", NULL);
     CU_ASSERT_EQUAL(wait_exit(pid, 10), 0);
 }
 
@@ -406,9 +409,9 @@ int main(void)
     CU_add_test(s, "ws protocol", test_ws_protocol);
     CU_add_test(s, "admin actions (python)", test_admin_actions_python);
     CU_add_test(s, "admin actions (caller)", test_admin_actions_caller);
-    CU_add_test(s, "system_status", test_system_status);
     CU_add_test(s, "ready follows redis", test_ready_follows_redis);
     CU_add_test(s, "sigterm exits 0", test_sigterm_exits_zero);
+    CU_add_test(s, "system_status", test_system_status);
     CU_add_test(s, "shutdown action", test_shutdown_action);
     CU_add_test(s, "bad flag", test_bad_flag);
     return ts_run_cunit();
