@@ -51,7 +51,8 @@ static pid_t start_service(const char *extra_flag, const char *status_interval)
     return pid;
 }
 
-/* Waits for the process; returns its exit status, 128+signal, or -1 on time-out. */
+/* Waits for the process; returns its exit status, 128+signal, or -1 on
+ * time-out (the process is then killed and reaped: no strays). */
 static int wait_exit(pid_t pid, double seconds)
 {
     double end = ts_now() + seconds;
@@ -62,6 +63,8 @@ static int wait_exit(pid_t pid, double seconds)
             return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
         ts_sleep_ms(20);
     }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
     return -1;
 }
 
@@ -141,10 +144,7 @@ static int suite_clean(void)
 {
     if (service > 0) {
         kill(service, SIGTERM);
-        if (wait_exit(service, 15) < 0) {
-            kill(service, SIGKILL);
-            wait_exit(service, 5);
-        }
+        wait_exit(service, 15);
     }
     ts_redis_stop(&redis);
     return 0;
