@@ -31,7 +31,7 @@
 #include "http_internal.h"
 #include "ws_parse.h"
 
-#define DEFAULT_STACK (256u * 1024u)
+#define MAX_JSON_DEPTH 100
 
 struct daebus_ws_conn_info {
     const struct mg_connection *conn;
@@ -162,7 +162,6 @@ daebus_ws *daebus_ws_create(const daebus_ws_options *opts, daebus_error *err)
     ws->shutdown_timeout = o.shutdown_timeout == 0 ? 1.0 : o.shutdown_timeout;
     ws->writer_threads = o.writer_threads ? o.writer_threads : 4;
     ws->send_buffer = o.send_buffer ? o.send_buffer : 256u * 1024u;
-    ws->stack_size = o.thread_stack_size ? o.thread_stack_size : DEFAULT_STACK;
     ws->id_gen = o.id_generator;
     ws->id_gen_user = o.id_generator_user;
     ws->rl_max = o.rate_limit_max;
@@ -180,21 +179,11 @@ daebus_ws *daebus_ws_create(const daebus_ws_options *opts, daebus_error *err)
     return ws;
 }
 
-static void restore_stack_default(daebus_ws *ws)
-{
-    if (ws->saved_attr_valid) {
-        pthread_setattr_default_np(&ws->saved_attr);
-        pthread_attr_destroy(&ws->saved_attr);
-        ws->saved_attr_valid = 0;
-    }
-}
-
 static void ws_destroy_op(void *self)
 {
     daebus_ws *ws = self;
     if (!ws)
         return;
-    restore_stack_default(ws);
     /* Entries left (never started, or stragglers) are freed with the table. */
     size_t n = ws_registry_count(ws->reg);
     if (n) {
@@ -242,17 +231,6 @@ static int ws_attach_op(void *self, daebus_app *app)
                    ws->max_clients, daebus_strerror(rc));
         return rc;
     }
-    if (ws->stack_size != SIZE_MAX && !ws->saved_attr_valid) {
-        if (pthread_getattr_default_np(&ws->saved_attr) == 0) {
-            ws->saved_attr_valid = 1;
-            pthread_attr_t a;
-            if (pthread_getattr_default_np(&a) == 0) {
-                if (pthread_attr_setstacksize(&a, ws->stack_size) == 0)
-                    pthread_setattr_default_np(&a);
-                pthread_attr_destroy(&a);
-            }
-        }
-    }
     ws->app = app;
     return 0;
 }
@@ -266,7 +244,6 @@ int daebus_ws_attach(daebus_ws *ws, daebus_app *app)
     int rc = daebus__app_attach(app, &ws->comp);
     if (rc) {
         ws->app = NULL;
-        restore_stack_default(ws);
     }
     return rc;
 }
@@ -467,7 +444,10 @@ static void req_free(daebus_ws_request *req)
 static void run_message(daebus_ws *ws, ws_client *c, const char *buf, size_t len)
 {
     ws_message m;
-    ws_parse_result pr = ws_parse_message(buf, len, &m);
+    /* CivetWeb workers have small stacks (100 KiB in Debian's build) and cJSON
+     * recurses: deeper nesting than MAX_JSON_DEPTH counts as invalid JSON. */
+    ws_parse_result pr = ws_json_depth_ok(buf, len, MAX_JSON_DEPTH) ? ws_parse_message(buf, len, &m)
+                                                                    : WS_PARSE_INVALID_JSON;
     if (pr == WS_PARSE_INVALID_JSON) {
         send_error(c, "Invalid JSON", -1);
         return;
@@ -906,7 +886,6 @@ static void on_close(const struct mg_connection *conn, void *cbdata)
 static int ws_start(void *self)
 {
     daebus_ws *ws = self;
-    restore_stack_default(ws);
     const daebus__handler *items = NULL;
     ws->nsocket_handlers = daebus__app_handlers(ws->app, DAEBUS_HANDLER_SOCKET, &items);
     ws->socket_handlers = items;

@@ -92,7 +92,6 @@ struct daebus_ws {
     double ping_interval, idle_timeout, close_timeout, shutdown_timeout;
     int writer_threads;
     size_t send_buffer;
-    size_t stack_size;
     daebus_ws_id_fn *id_gen;
     void *id_gen_user;
     /* rate limiting (rl_lock) */
@@ -111,9 +110,6 @@ struct daebus_ws {
     int nconn; /* pending + open + closing connections (capacity) */
     atomic_int running;
     atomic_int refusing; /* graceful shutdown started: 503 */
-    int attached_stack_set;
-    pthread_attr_t saved_attr;
-    int saved_attr_valid;
     /* writers */
     pthread_mutex_t wlock;
     pthread_cond_t wcond; /* writers */

@@ -51,6 +51,28 @@ void ws_message_free(ws_message *m)
     memset(m, 0, sizeof *m);
 }
 
+bool ws_json_depth_ok(const char *buf, size_t len, int max)
+{
+    int depth = 0, in_str = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = buf[i];
+        if (in_str) {
+            if (ch == '\\')
+                i++;
+            else if (ch == '"')
+                in_str = 0;
+        } else if (ch == '"') {
+            in_str = 1;
+        } else if (ch == '[' || ch == '{') {
+            if (++depth > max)
+                return false;
+        } else if ((ch == ']' || ch == '}') && depth > 0) {
+            depth--;
+        }
+    }
+    return true;
+}
+
 /* ---- UTF-8 ---- */
 
 bool ws_utf8_valid(const unsigned char *s, size_t n)

@@ -31,6 +31,10 @@ typedef struct ws_message {
 ws_parse_result ws_parse_message(const char *buf, size_t len, ws_message *out);
 void ws_message_free(ws_message *m);
 
+/* Returns: true if the arrays and objects in buf[0..len) nest at most max
+ * deep (strings are skipped; the text need not be valid JSON). */
+bool ws_json_depth_ok(const char *buf, size_t len, int max);
+
 /* Returns: true if s[0..n) is well-formed UTF-8 (RFC 3629: no overlongs, no
  * surrogates, nothing above U+10FFFF). */
 bool ws_utf8_valid(const unsigned char *s, size_t n);

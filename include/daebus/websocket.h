@@ -99,9 +99,7 @@ typedef struct daebus_ws_options {
     int writer_threads;      /* threads draining the outbound queues; 0 = 4 */
     size_t send_buffer;      /* SO_SNDBUF of each WebSocket socket: bounds the kernel memory a
                                 stalled client holds; 0 = 256 KiB; SIZE_MAX = kernel autotuning */
-    size_t thread_stack_size;        /* stack of CivetWeb worker threads, see below; 0 = 256 KiB;
-                                        SIZE_MAX = leave the process default */
-    int rate_limit_max;              /* > 0: enable rate limiting at start (messages per window) */
+    int rate_limit_max;      /* > 0: enable rate limiting at start (messages per window) */
     double rate_limit_window;        /* seconds; 0 = 60 */
     int rate_limit_disconnect_after; /* > 0: close 1008 after this many consecutive rejections */
     daebus_ws_id_fn *id_generator;   /* NULL = "user_<uuid4>" */
@@ -145,11 +143,8 @@ DAEBUS_API daebus_ws *daebus_ws_create(const daebus_ws_options *opts, daebus_err
 
 /* Attaches ws to app. The HTTP component must be attached first (the server
  * shares its port): otherwise DAEBUS_EORDER. Reserves max_clients CivetWeb
- * threads in the HTTP component. Unless thread_stack_size is SIZE_MAX it also
- * sets the process-wide default thread stack size
- * (pthread_setattr_default_np) until the component starts, so that the
- * CivetWeb workers created in between get small stacks; threads created
- * before attach or after start are not affected.
+ * threads in the HTTP component (Debian's CivetWeb 1.15 gives each worker a
+ * fixed 100 KiB stack: keep large buffers off the stack in socket handlers).
  * Ownership: on success the app owns ws; on failure the caller still does.
  * Returns: 0, DAEBUS_EORDER, DAEBUS_EEXIST, DAEBUS_ESTATE, DAEBUS_EINVAL.
  * Thread: before run. */

@@ -44,6 +44,15 @@ static void test_parse(void)
     }
 }
 
+static void test_depth(void)
+{
+    CU_ASSERT_TRUE(ws_json_depth_ok("{\"a\":[[1]]}", 11, 3));
+    CU_ASSERT_FALSE(ws_json_depth_ok("{\"a\":[[1]]}", 11, 2));
+    /* brackets inside strings (and escaped quotes) do not count */
+    const char *s = "{\"a\":\"[[[[\\\"[[[\"}";
+    CU_ASSERT_TRUE(ws_json_depth_ok(s, strlen(s), 1));
+}
+
 static void test_utf8(void)
 {
     CU_ASSERT_TRUE(ws_utf8_valid((const unsigned char *)"", 0));
@@ -203,6 +212,7 @@ int main(void)
     CU_pSuite s = CU_add_suite("ws_units", NULL, NULL);
     CU_add_test(s, "parse", test_parse);
     CU_add_test(s, "utf8", test_utf8);
+    CU_add_test(s, "nesting depth", test_depth);
     CU_add_test(s, "close payload", test_close_payload);
     CU_add_test(s, "envelopes", test_envelopes);
     CU_add_test(s, "registry", test_registry);

@@ -1,6 +1,6 @@
 /* ws_idle_rss - measures the server's resident memory with N idle WebSocket
  * clients (default 5000). The clients live in a child process so that only
- * the server side is counted. Not a CI test: run build/tests/ws_idle_rss [N [stack KiB]]. */
+ * the server side is counted. Not a CI test: run build/tests/ws_idle_rss [N]. */
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
@@ -40,8 +40,6 @@ int main(int argc, char **argv)
     daebus_ws *ws;
     daebus_ws_options wo = DAEBUS_WS_OPTIONS_INIT;
     wo.max_clients = n + 16;
-    if (argc > 2) /* thread stack size in KiB; 0 = leave the process default */
-        wo.thread_stack_size = atoi(argv[2]) > 0 ? (size_t)atoi(argv[2]) * 1024 : SIZE_MAX;
     long rss0 = rss_kb();
     int port = wst_start(&app, &ws, &wo, "ws_idle_rss");
     if (port <= 0) {
