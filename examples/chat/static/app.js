@@ -1,0 +1,384 @@
+/* daebus-c chat page: plain JavaScript, no build step.
+ *
+ * Speaks the Daebus WebSocket protocol: the page sends {type, data, request_id}
+ * and gets {type: "response", data, request_id} back, plus server pushes
+ * (new_message, room_update, notification, disconnect_notice, system_status,
+ * server_shutdown). It reconnects with capped exponential backoff and then
+ * registers again and re-joins its rooms. A kick (disconnect_notice) stops the
+ * automatic reconnection until the user asks for it.
+ */
+(function () {
+  'use strict';
+
+  const $ = (id) => document.getElementById(id);
+  const params = new URLSearchParams(location.search);
+  const wsPath = params.get('ws') || '/ws';
+  const wsUrl = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + wsPath;
+
+  const state = {
+    socket: null,
+    clientId: null,
+    username: null,
+    rooms: new Map(),        // room -> {messages: [], members: n}
+    current: null,           // room shown
+    pending: new Map(),      // request_id -> {resolve, reject, timer}
+    nextId: 1,
+    backoff: 500,            // ms, doubles up to maxBackoff
+    maxBackoff: 10000,
+    reconnectTimer: null,
+    kicked: false,
+  };
+
+  /* ---- UI helpers ---- */
+
+  function setStatus(text, cls) {
+    const el = $('status');
+    el.textContent = text;
+    el.className = 'status ' + cls;
+  }
+
+  function showNotice(text, kind, action) {
+    const box = $('notice');
+    box.className = 'notice' + (kind ? ' ' + kind : '');
+    $('notice-text').textContent = text;
+    const old = box.querySelector('.action');
+    if (old) old.remove();
+    if (action) {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = 'action';
+      b.textContent = action.label;
+      b.addEventListener('click', action.run);
+      $('notice-text').after(b);
+    }
+    box.hidden = false;
+  }
+
+  function hideNotice() { $('notice').hidden = true; }
+
+  function fmtTime(ts) {
+    const d = new Date((typeof ts === 'number' ? ts : Date.now() / 1000) * 1000);
+    return d.toLocaleTimeString([], {hour: '2-digit', minute: '2-digit', second: '2-digit'});
+  }
+
+  function roomState(name) {
+    if (!state.rooms.has(name)) state.rooms.set(name, {messages: [], members: 0});
+    return state.rooms.get(name);
+  }
+
+  function renderRooms() {
+    const ul = $('room-list');
+    ul.textContent = '';
+    for (const [name, r] of state.rooms) {
+      const li = document.createElement('li');
+      li.dataset.room = name;
+      if (name === state.current) li.classList.add('active');
+      li.textContent = '#' + name;
+      const c = document.createElement('span');
+      c.className = 'count';
+      c.textContent = r.members ? r.members + ' online' : '';
+      li.appendChild(c);
+      li.addEventListener('click', () => showRoom(name));
+      ul.appendChild(li);
+    }
+  }
+
+  function renderMessages() {
+    const ol = $('messages');
+    ol.textContent = '';
+    const r = state.current ? state.rooms.get(state.current) : null;
+    if (!r) return;
+    for (const m of r.messages) ol.appendChild(messageItem(m));
+    ol.scrollTop = ol.scrollHeight;
+  }
+
+  function messageItem(m) {
+    const li = document.createElement('li');
+    if (m.event) {
+      li.className = 'event';
+      li.textContent = m.event;
+      return li;
+    }
+    li.className = 'message' + (m.sender === state.username ? ' mine' : '');
+    const meta = document.createElement('span');
+    meta.className = 'meta';
+    meta.textContent = m.sender + ' \u00b7 ' + fmtTime(m.timestamp);
+    const text = document.createElement('span');
+    text.className = 'text';
+    text.textContent = m.text;
+    li.append(meta, text);
+    return li;
+  }
+
+  function addToRoom(room, m) {
+    const r = roomState(room);
+    r.messages.push(m);
+    if (r.messages.length > 200) r.messages.splice(0, r.messages.length - 200);
+    if (room === state.current) {
+      const ol = $('messages');
+      ol.appendChild(messageItem(m));
+      ol.scrollTop = ol.scrollHeight;
+    }
+  }
+
+  function setSendEnabled(on) {
+    $('message-input').disabled = !on;
+    $('send-btn').disabled = !on;
+  }
+
+  function showRoom(name) {
+    state.current = name;
+    $('room-title').textContent = '#' + name;
+    setSendEnabled(!!(state.socket && state.socket.readyState === WebSocket.OPEN));
+    renderRooms();
+    renderMessages();
+    $('message-input').focus();
+  }
+
+  /* ---- protocol ---- */
+
+  function request(type, data, timeoutMs) {
+    return new Promise((resolve, reject) => {
+      const s = state.socket;
+      if (!s || s.readyState !== WebSocket.OPEN) {
+        reject(new Error('not connected'));
+        return;
+      }
+      const id = 'r-' + state.nextId++;
+      const timer = setTimeout(() => {
+        state.pending.delete(id);
+        reject(new Error('no answer from the server'));
+      }, timeoutMs || 5000);
+      state.pending.set(id, {resolve, reject, timer});
+      s.send(JSON.stringify({type, data, request_id: id}));
+    });
+  }
+
+  function settle(msg) {
+    let id = msg.request_id;
+    if (id === undefined || !state.pending.has(id)) {
+      // A server that does not echo request_id: answer the oldest request.
+      const first = state.pending.keys().next();
+      if (first.done) return false;
+      id = first.value;
+    }
+    const p = state.pending.get(id);
+    state.pending.delete(id);
+    clearTimeout(p.timer);
+    if (msg.type === 'error') {
+      const err = (msg.data && msg.data.error) || msg.error || 'error';
+      p.reject(new Error(err));
+    } else if (msg.data && msg.data.status === 'error') {
+      p.reject(new Error(msg.data.error || 'error'));
+    } else {
+      p.resolve(msg.data);
+    }
+    return true;
+  }
+
+  function onMessage(ev) {
+    let msg;
+    try { msg = JSON.parse(ev.data); } catch (e) { return; }
+    const d = msg.data || {};
+    switch (msg.type) {
+      case 'response':
+        if (d.status === 'connected' && d.client_id && msg.request_id === undefined) {
+          state.clientId = d.client_id;
+          $('client-id').textContent = 'client ' + d.client_id;
+          return;
+        }
+        settle(msg);
+        return;
+      case 'error':
+        if (!settle(msg)) showNotice('Server error: ' + (d.error || msg.error), 'bad');
+        return;
+      case 'new_message':
+        addToRoom(d.room, d);
+        return;
+      case 'room_update':
+        if (state.rooms.has(d.room)) {
+          const r = roomState(d.room);
+          if (typeof d.members === 'number') r.members = d.members;
+          else if (d.action === 'joined') r.members += 1;
+          else if (d.action === 'left' && r.members > 0) r.members -= 1;
+          addToRoom(d.room, {event: d.user + ' ' + d.action + ' #' + d.room});
+          renderRooms();
+          refreshAllRooms();
+        }
+        return;
+      case 'notification':
+      case 'message':
+        showNotice('Notification: ' + (d.message || JSON.stringify(d)), 'info');
+        return;
+      case 'disconnect_notice':
+        state.kicked = true;
+        showNotice('Disconnected by the server: ' + (d.reason || 'no reason given'), 'bad',
+                   {label: 'Reconnect', run: manualReconnect});
+        return;
+      case 'server_shutdown':
+        showNotice('Server is shutting down: ' + (d.message || '') + ' (will reconnect)', 'bad');
+        return;
+      case 'system_status':
+        showSystemStatus(d);
+        return;
+      default:
+        return;
+    }
+  }
+
+  function showSystemStatus(d) {
+    const el = $('system-status');
+    const parts = [];
+    if (d.active_users !== undefined) parts.push(d.active_users + ' users');
+    if (d.rooms !== undefined) parts.push(d.rooms + ' rooms');
+    if (d.connections !== undefined) parts.push(d.connections + ' connections');
+    if (d.memory_mb !== undefined) parts.push(d.memory_mb + ' MB');
+    el.textContent = 'Server: ' + parts.join(', ') + ' (' + fmtTime(d.timestamp) + ')';
+    el.hidden = false;
+  }
+
+  async function register(name) {
+    const res = await request('register', {username: name});
+    state.username = res.username || name;
+    $('me').textContent = state.username;
+    $('login').hidden = true;
+    $('chat').hidden = false;
+    if (Array.isArray(res.available_rooms)) renderAllRooms(res.available_rooms.map((n) => ({name: n})));
+    return res;
+  }
+
+  async function join(room) {
+    const res = await request('join_room', {room});
+    const r = roomState(room);
+    r.members = res.members || 1;
+    r.messages = Array.isArray(res.history) ? res.history.slice() : [];
+    showRoom(room);
+    refreshAllRooms();
+    return res;
+  }
+
+  async function send(text) {
+    const room = state.current;
+    const res = await request('chat_message', {room, message: text});
+    addToRoom(room, {id: res.message_id, room, sender: state.username, text, timestamp: res.timestamp});
+    return res;
+  }
+
+  function renderAllRooms(list) {
+    const ul = $('all-rooms');
+    ul.textContent = '';
+    for (const r of list) {
+      const li = document.createElement('li');
+      li.textContent = '#' + r.name;
+      if (r.members !== undefined) {
+        const c = document.createElement('span');
+        c.className = 'count';
+        c.textContent = r.members;
+        li.appendChild(c);
+      }
+      li.addEventListener('click', () => join(r.name).catch((e) => showNotice(e.message, 'bad')));
+      ul.appendChild(li);
+    }
+  }
+
+  function refreshAllRooms() {
+    fetch('/api/rooms').then((r) => r.json()).then((j) => renderAllRooms(j.rooms || [])).catch(() => {});
+  }
+
+  /* ---- connection and reconnection ---- */
+
+  function connect() {
+    clearTimeout(state.reconnectTimer);
+    setStatus('connecting', 'connecting');
+    let s;
+    try {
+      s = new WebSocket(wsUrl);
+    } catch (e) {
+      scheduleReconnect();
+      return;
+    }
+    state.socket = s;
+    s.onopen = async () => {
+      setStatus('connected', 'open');
+      setSendEnabled(!!state.current);
+      state.backoff = 500;
+      if (!state.kicked) hideNotice();
+      if (state.username) {
+        // Reconnected: register again and re-join the rooms we were in.
+        try {
+          await register(state.username);
+          for (const room of Array.from(state.rooms.keys())) {
+            const res = await request('join_room', {room});
+            const r = roomState(room);
+            r.members = res.members || r.members;
+          }
+          renderRooms();
+        } catch (e) {
+          showNotice('Could not restore the session: ' + e.message, 'bad');
+        }
+      }
+    };
+    s.onmessage = onMessage;
+    s.onclose = () => {
+      if (state.socket !== s) return;
+      state.socket = null;
+      for (const [, p] of state.pending) { clearTimeout(p.timer); p.reject(new Error('connection closed')); }
+      state.pending.clear();
+      setSendEnabled(false);
+      if (state.kicked) {
+        setStatus('disconnected', 'closed');
+        return;
+      }
+      scheduleReconnect();
+    };
+  }
+
+  function scheduleReconnect() {
+    const delay = Math.round(state.backoff * (0.75 + Math.random() * 0.5));
+    state.backoff = Math.min(state.backoff * 2, state.maxBackoff);
+    setStatus('reconnecting in ' + Math.ceil(delay / 1000) + ' s', 'closed');
+    state.reconnectTimer = setTimeout(connect, delay);
+  }
+
+  function manualReconnect() {
+    state.kicked = false;
+    state.backoff = 500;
+    hideNotice();
+    connect();
+  }
+
+  /* ---- wiring ---- */
+
+  $('login-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const name = $('username').value.trim();
+    $('login-error').hidden = true;
+    register(name).catch((e) => {
+      $('login-error').textContent = e.message;
+      $('login-error').hidden = false;
+    });
+  });
+
+  $('join-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const room = $('room-input').value.trim();
+    if (!room) return;
+    join(room).then(() => { $('room-input').value = ''; })
+      .catch((e) => showNotice('Could not join: ' + e.message, 'bad'));
+  });
+
+  $('send-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const text = $('message-input').value.trim();
+    if (!text || !state.current) return;
+    send(text).then(() => { $('message-input').value = ''; })
+      .catch((e) => showNotice('Not sent: ' + e.message, 'bad'));
+  });
+
+  $('notice-close').addEventListener('click', hideNotice);
+  $('refresh-rooms').addEventListener('click', refreshAllRooms);
+
+  window.daebusChat = state; // for debugging and the browser test
+  connect();
+  refreshAllRooms();
+})();
