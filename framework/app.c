@@ -57,6 +57,7 @@ struct daebus_app {
     pthread_t signal_thread;
     atomic_int signal_quit; /* written by the app thread, read by the signal thread */
     sigset_t old_mask;
+    struct sigaction old_int, old_term;
 };
 
 /* ---- clocks ---- */
@@ -590,8 +591,22 @@ static void *signal_main(void *arg)
     return NULL;
 }
 
+/* Never runs (the signals stay blocked); installing it undoes an inherited
+ * SIG_IGN, under which the kernel would discard SIGINT before sigtimedwait sees
+ * it (a service started with '&' from a script inherits that). */
+static void ignore_signal(int sig)
+{
+    (void)sig;
+}
+
 static int signals_begin(daebus_app *app)
 {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = ignore_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &app->old_int);
+    sigaction(SIGTERM, &sa, &app->old_term);
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
@@ -615,6 +630,8 @@ static void signals_end(daebus_app *app)
     pthread_join(app->signal_thread, NULL);
     app->signals_active = false;
     pthread_sigmask(SIG_SETMASK, &app->old_mask, NULL);
+    sigaction(SIGINT, &app->old_int, NULL);
+    sigaction(SIGTERM, &app->old_term, NULL);
 }
 
 /* ---- life cycle ---- */
@@ -716,8 +733,10 @@ int daebus_app_start(daebus_app *app)
         char desc[160] = "";
         if (c->ops->describe)
             c->ops->describe(c->self, desc, sizeof desc);
-        int n = snprintf(parts + off, sizeof parts - off, "%s%s%s%s%s", off ? ", " : "",
-                         c->ops->name, desc[0] ? " " : "", desc, "");
+        const char *name = c->ops->name;
+        bool named = strncmp(desc, name, strlen(name)) == 0; /* "http port 8080" */
+        int n = snprintf(parts + off, sizeof parts - off, "%s%s%s%s", off ? "; " : "",
+                         named ? "" : name, desc[0] && !named ? " " : "", desc);
         if (n > 0)
             off += (size_t)n;
     }
