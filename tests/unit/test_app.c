@@ -174,6 +174,36 @@ static void test_sigterm_exits_zero(void)
     CU_ASSERT_EQUAL(WEXITSTATUS(status), 0);
 }
 
+/* A service started with '&' from a script inherits SIGINT as ignored; Ctrl-C
+ * (SIGINT) must still stop it cleanly. */
+static void test_inherited_sig_ign(void)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGINT, SIG_IGN);
+        daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
+        o.service = "sig_ign_test";
+        o.log_level = DAEBUS_LOG_CRITICAL;
+        daebus_app *app = daebus_app_create(&o, NULL);
+        int rc = daebus_app_run(app);
+        daebus_app_destroy(app);
+        _exit(rc == 0 ? 0 : 3);
+    }
+    ts_sleep_ms(300);
+    kill(pid, SIGINT);
+    int status = 0;
+    for (int i = 0; i < 100 && waitpid(pid, &status, WNOHANG) == 0; i++)
+        ts_sleep_ms(50);
+    if (waitpid(pid, &status, WNOHANG) == 0 && !WIFEXITED(status)) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        CU_FAIL("SIGINT inherited as ignored did not stop the app");
+        return;
+    }
+    CU_ASSERT_TRUE(WIFEXITED(status));
+    CU_ASSERT_EQUAL(WEXITSTATUS(status), 0);
+}
+
 static int configure_in_child(char **argv, int argc)
 {
     pid_t pid = fork();
@@ -256,6 +286,7 @@ int main(void)
     CU_add_test(s, "failed start rolls back", test_failed_start_rolls_back);
     CU_add_test(s, "stop from another thread", test_stop_from_other_thread);
     CU_add_test(s, "SIGTERM exits 0", test_sigterm_exits_zero);
+    CU_add_test(s, "SIGINT inherited as ignored", test_inherited_sig_ign);
     CU_add_test(s, "configure exit codes", test_configure_exit_codes);
     CU_add_test(s, "log formats", test_log_formats);
     CU_add_test(s, "strerror", test_strerror);
