@@ -129,7 +129,7 @@ static int send_head(daebus_http_response *res, int status, const char *ctype, l
         mg_response_header_add(c, "Transfer-Encoding", "chunked", -1);
     if (res->hlen)
         mg_response_header_add_lines(c, res->headers);
-    /* CivetWeb formats the Date header with the non-reentrant gmtime (one static buffer for
+    /* CivetWeb formats the Date header with a non-reentrant libc time call (one static buffer for
      * the process): serialise, or concurrent responses race on it. */
     pthread_mutex_lock(&date_lock);
     int rc = mg_response_header_send(c);
