@@ -181,19 +181,34 @@ static void child_main(int in, int out)
                     stalled_ok++;
             wsc_rcvbuf_next = 0;
         }
-        r.res.connected = ok;
         int both[2] = {ok, stalled_ok};
-        char go;
-        if (write_full(out, both, sizeof both) != 0 || read_full(in, &go, 1) != 0)
+        if (write_full(out, both, sizeof both) != 0)
             _exit(1);
-        if (cmd.mode == PERF_WS_ECHO)
-            run_echo(&r, ep);
-        else
-            run_sink(&r, ep);
-        r.res.nlat = (long)r.lat.n;
-        if (write_full(out, &r.res, sizeof r.res) != 0 ||
-            (r.lat.n && write_full(out, r.lat.v, r.lat.n * sizeof(double)) != 0))
-            _exit(1);
+        for (int round = 0; round < (cmd.rounds > 0 ? cmd.rounds : 1); round++) {
+            char go;
+            if (read_full(in, &go, 1) != 0)
+                _exit(1);
+            memset(&r.res, 0, sizeof r.res);
+            memset(r.got, 0, (size_t)total * sizeof *r.got);
+            r.res.connected = ok;
+            r.lat.n = 0;
+            /* every reading client takes part again */
+            for (int i = 0; i < ok && round > 0; i++) {
+                struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+                epoll_ctl(ep, EPOLL_CTL_ADD, r.c[i].fd, &ev);
+            }
+            if (cmd.mode == PERF_WS_ECHO)
+                run_echo(&r, ep);
+            else
+                run_sink(&r, ep);
+            /* stray answers of the previous round must not count in the next */
+            for (int i = 0; i < ok; i++)
+                epoll_ctl(ep, EPOLL_CTL_DEL, r.c[i].fd, NULL);
+            r.res.nlat = (long)r.lat.n;
+            if (write_full(out, &r.res, sizeof r.res) != 0 ||
+                (r.lat.n && write_full(out, r.lat.v, r.lat.n * sizeof(double)) != 0))
+                _exit(1);
+        }
         for (int i = 0; i < ok + stalled_ok; i++)
             wsc_close(&r.c[i]);
         close(ep);

@@ -4,8 +4,8 @@
  * starts (so that the server's process holds only its own sockets and the
  * children never inherit its threads). Each child then serves commands from
  * the parent: connect n clients to a port (with the blocking client of
- * tests/integration/websocket/wsc.c), wait for "go", then run one epoll loop
- * over its connections:
+ * tests/integration/websocket/wsc.c), then `rounds` times: wait for "go",
+ * run one epoll loop over its connections, report:
  *   ECHO: every client sends msg, waits for one text frame back, sends again,
  *         for `seconds`; round trips and their latencies are counted;
  *   SINK: every client only reads, until it got `expect` text frames or
@@ -27,6 +27,7 @@ typedef struct perf_ws_cmd {
     int stalled;    /* SINK: clients that connect but never read */
     double seconds; /* ECHO: duration; SINK: give-up time */
     long expect;    /* SINK: text frames each reading client must get */
+    int rounds;     /* runs on the same connections, each started by perf_ws_go (0 = 1) */
     char path[32];
     char msg[512]; /* ECHO: the text each client sends */
 } perf_ws_cmd;
