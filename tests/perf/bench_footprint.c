@@ -3,12 +3,15 @@
  *   - start-up time: from fork to the "ready" log line (median of 3, with the
  *     default 1,024-client capacity), and once with capacity for 5,000 clients;
  *   - resident memory with 0, 1,000 and 5,000 idle WebSocket clients, and the
- *     memory per connection.
+ *     memory per connection, for daebus and for a raw CivetWeb WebSocket server
+ *     with the same thread count (perf_service with PERF_RAW=1).
+ * The 200 MB target is in decimal megabytes (the MiB figures / 1.048576).
  * The clients run in separate processes (perf_wsload.c). A private
  * redis-server serves the bus.
  *
  * Usage: bench_footprint [clients (default 5000)] */
 #include <pthread.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,7 +65,7 @@ static void *reader_main(void *arg)
 static char service_path[1024];
 
 /* Starts perf_service; returns 0 once it logged its ready line. */
-static int service_start(service *s, const char *redis_url, int max_clients)
+static int service_start(service *s, const char *redis_url, int max_clients, bool raw)
 {
     memset(s, 0, sizeof *s);
     pthread_mutex_init(&s->lock, NULL);
@@ -81,6 +84,8 @@ static int service_start(service *s, const char *redis_url, int max_clients)
         close(pfd[0]);
         close(pfd[1]);
         setenv("PERF_MAX_CLIENTS", mc, 1);
+        if (raw)
+            setenv("PERF_RAW", "1", 1);
         execl(service_path, service_path, "--port", port, "--redis", redis_url, "--log-level",
               "info", (char *)NULL);
         _exit(127);
@@ -166,7 +171,7 @@ int main(int argc, char **argv)
     double times[3];
     for (int i = 0; i < 3; i++) {
         service s;
-        if (service_start(&s, redis.url, 1024) != 0) {
+        if (service_start(&s, redis.url, 1024, false) != 0) {
             fprintf(stderr, "bench_footprint: %s did not get ready\n", service_path);
             ts_redis_stop(&redis);
             return 1;
@@ -178,41 +183,50 @@ int main(int argc, char **argv)
     qsort(times, 3, sizeof times[0], cmp_double);
     perf_emit("footprint", "daebus", "startup_to_ready", times[1] * 1e3, "ms");
 
-    /* capacity for every client */
-    service s;
-    if (service_start(&s, redis.url, total + 16) != 0) {
-        ts_redis_stop(&redis);
-        return 1;
+    /* capacity for every client: the raw CivetWeb baseline, then daebus */
+    long rss_raw = 0, rss_fw = 0;
+    for (int raw = 1; raw >= 0; raw--) {
+        const char *kase = raw ? "raw_civetweb" : "daebus";
+        service s;
+        if (service_start(&s, redis.url, total + 16, raw) != 0) {
+            ts_redis_stop(&redis);
+            return 1;
+        }
+        perf_emit("footprint", kase, "startup_to_ready_5000_capacity", (s.t_ready - s.t_fork) * 1e3,
+                  "ms");
+        ts_sleep_ms(1000);
+        long rss0 = perf_rss_kb(s.pid);
+        perf_emit("footprint", kase, "rss_0_clients", rss0 / 1024.0, "MiB");
+        int c1 = connect_idle(procs, s.port, first);
+        ts_sleep_ms(1000);
+        long rss1 = perf_rss_kb(s.pid);
+        int c2 = connect_idle(procs + PROCS, s.port, total - first);
+        ts_sleep_ms(1000);
+        long rss2 = perf_rss_kb(s.pid);
+        if (c1 != first || c2 != total - first) {
+            fprintf(stderr, "bench_footprint: %s: %d + %d of %d clients connected\n", kase, c1, c2,
+                    total);
+            errors++;
+        }
+        char m[64];
+        snprintf(m, sizeof m, "rss_%d_clients", first);
+        perf_emit("footprint", kase, m, rss1 / 1024.0, "MiB");
+        snprintf(m, sizeof m, "rss_%d_clients", total);
+        perf_emit("footprint", kase, m, rss2 / 1024.0, "MiB");
+        perf_emit("footprint", kase, "per_connection",
+                  total > 0 ? (double)(rss2 - rss0) / total : 0, "KiB");
+        perf_emit("footprint", kase, "per_reserved_thread", (double)rss0 / (total + 16 + 32),
+                  "KiB");
+        release_idle(procs);
+        release_idle(procs + PROCS);
+        if (service_stop(&s) != 0)
+            errors++;
+        *(raw ? &rss_raw : &rss_fw) = rss2;
     }
-    perf_emit("footprint", "daebus", "startup_to_ready_5000_capacity", (s.t_ready - s.t_fork) * 1e3,
-              "ms");
-    ts_sleep_ms(1000);
-    long rss0 = perf_rss_kb(s.pid);
-    perf_emit("footprint", "daebus", "rss_0_clients", rss0 / 1024.0, "MiB");
-    int c1 = connect_idle(procs, s.port, first);
-    ts_sleep_ms(1000);
-    long rss1 = perf_rss_kb(s.pid);
-    int c2 = connect_idle(procs + PROCS, s.port, total - first);
-    ts_sleep_ms(1000);
-    long rss2 = perf_rss_kb(s.pid);
-    if (c1 != first || c2 != total - first) {
-        fprintf(stderr, "bench_footprint: %d + %d of %d clients connected\n", c1, c2, total);
-        errors++;
-    }
-    char m[64];
-    snprintf(m, sizeof m, "rss_%d_clients", first);
-    perf_emit("footprint", "daebus", m, rss1 / 1024.0, "MiB");
-    snprintf(m, sizeof m, "rss_%d_clients", total);
-    perf_emit("footprint", "daebus", m, rss2 / 1024.0, "MiB");
-    perf_emit("footprint", "daebus", "per_connection",
-              total > 0 ? (double)(rss2 - rss0) / total : 0, "KiB");
-    printf("{\"bench\":\"footprint\",\"case\":\"target\",\"metric\":\"rss_%d_clients\","
+    printf("{\"bench\":\"footprint\",\"case\":\"target\",\"metric\":\"rss_%d_clients_mb\","
            "\"value\":%.1f,\"target\":200,\"cmp\":\"<=\",\"met\":%s}\n",
-           total, rss2 / 1024.0, rss2 / 1024.0 < 200 ? "true" : "false");
-    release_idle(procs);
-    release_idle(procs + PROCS);
-    if (service_stop(&s) != 0)
-        errors++;
+           total, rss_fw * 1024 / 1e6, rss_fw * 1024 / 1e6 < 200 ? "true" : "false");
+    perf_emit("footprint", "ratio", "rss_vs_raw", rss_raw > 0 ? (double)rss_fw / rss_raw : 0, "x");
     perf_emit("footprint", "all", "errors", errors, "count");
     for (int p = 0; p < 2 * PROCS; p++)
         perf_ws_end(&procs[p]);

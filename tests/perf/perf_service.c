@@ -9,8 +9,14 @@
  *   ACTION "echo"         replies with the payload
  *
  * Usage: perf_service [standard flags: --port N --redis URL ...]
- *        env PERF_MAX_CLIENTS (default 1024) */
+ *        env PERF_MAX_CLIENTS (default 1024)
+ *        env PERF_RAW=1: a raw CivetWeb WebSocket echo server instead (baseline) */
+#include <signal.h>
 #include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <civetweb.h>
 #include <stdlib.h>
 
 #include "daebus/daebus.h"
@@ -77,9 +83,79 @@ ACTION(perf_action_echo, "echo")
     return daebus_bus_reply(req, payload);
 }
 
+/* ---- PERF_RAW=1: a raw CivetWeb WebSocket echo server, the footprint baseline ---- */
+
+static int raw_connect(const struct mg_connection *c, void *cbdata)
+{
+    (void)c;
+    (void)cbdata;
+    return 0;
+}
+
+static void raw_ready(struct mg_connection *c, void *cbdata)
+{
+    (void)c;
+    (void)cbdata;
+}
+
+static int raw_data(struct mg_connection *c, int bits, char *data, size_t len, void *cbdata)
+{
+    (void)cbdata;
+    if ((bits & 0x0f) == MG_WEBSOCKET_OPCODE_TEXT)
+        mg_websocket_write(c, MG_WEBSOCKET_OPCODE_TEXT, data, len);
+    return (bits & 0x0f) != MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE;
+}
+
+static void raw_close(const struct mg_connection *c, void *cbdata)
+{
+    (void)c;
+    (void)cbdata;
+}
+
+static volatile sig_atomic_t raw_stop;
+
+static void on_term(int sig)
+{
+    (void)sig;
+    raw_stop = 1;
+}
+
+/* Same CivetWeb thread count as the daebus service (32 HTTP + max_clients). */
+static int raw_main(int argc, char **argv, int max_clients)
+{
+    const char *port = "8080";
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], "--port") == 0)
+            port = argv[i + 1];
+    char ports[64], threads[16];
+    snprintf(ports, sizeof ports, "127.0.0.1:%s", port);
+    snprintf(threads, sizeof threads, "%d", 32 + max_clients);
+    const char *opts[] = {
+        "listening_ports", ports, "num_threads", threads, "enable_keep_alive", "yes",
+        "tcp_nodelay",     "1",   NULL};
+    signal(SIGTERM, on_term);
+    signal(SIGINT, on_term);
+    mg_init_library(0);
+    struct mg_callbacks cb;
+    memset(&cb, 0, sizeof cb);
+    struct mg_context *ctx = mg_start(&cb, NULL, opts);
+    if (!ctx)
+        return 1;
+    mg_set_websocket_handler(ctx, "/ws", raw_connect, raw_ready, raw_data, raw_close, NULL);
+    fprintf(stderr, "raw CivetWeb ready (components: websocket)\n");
+    while (!raw_stop)
+        pause();
+    mg_stop(ctx);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     perf_raise_nofile();
+    const char *mc = getenv("PERF_MAX_CLIENTS");
+    int max_clients = mc ? atoi(mc) : 1024;
+    if (getenv("PERF_RAW"))
+        return raw_main(argc, argv, max_clients);
     daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
     o.service = "perf_service";
     daebus_app *app = daebus_app_create(&o, NULL);
@@ -90,8 +166,7 @@ int main(int argc, char **argv)
     ho.bind_address = "127.0.0.1";
     daebus_http *http = g_http = daebus_http_create(&ho, NULL);
     daebus_ws_options wo = DAEBUS_WS_OPTIONS_INIT;
-    const char *mc = getenv("PERF_MAX_CLIENTS");
-    wo.max_clients = mc ? atoi(mc) : 1024;
+    wo.max_clients = max_clients;
     g_ws = daebus_ws_create(&wo, NULL);
     daebus_bus *bus = g_bus = daebus_bus_create(NULL, NULL);
     if (!http || daebus_http_attach(http, app) != 0 || !g_ws || daebus_ws_attach(g_ws, app) != 0 ||
