@@ -20,96 +20,11 @@
 #include <unistd.h>
 
 #include "perf_common.h"
+#include "perf_svc.h"
 #include "perf_wsload.h"
 #include "testsupport.h"
 
 #define PROCS 2
-
-typedef struct service {
-    pid_t pid;
-    int port;
-    int fd; /* its stderr */
-    double t_fork, t_ready;
-    pthread_t reader;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-} service;
-
-/* Reads the service's log; notes when the ready line arrives, then keeps
- * draining so that the service never blocks on its log. */
-static void *reader_main(void *arg)
-{
-    service *s = arg;
-    FILE *f = fdopen(s->fd, "r");
-    char line[1024];
-    while (f && fgets(line, sizeof line, f)) {
-        if (strstr(line, "ready (components")) {
-            pthread_mutex_lock(&s->lock);
-            s->t_ready = perf_now();
-            pthread_cond_signal(&s->cond);
-            pthread_mutex_unlock(&s->lock);
-        } else if (getenv("PERF_SERVICE_LOG")) {
-            fputs(line, stderr);
-        }
-    }
-    if (f)
-        fclose(f);
-    pthread_mutex_lock(&s->lock);
-    if (s->t_ready == 0)
-        s->t_ready = -1;
-    pthread_cond_signal(&s->cond);
-    pthread_mutex_unlock(&s->lock);
-    return NULL;
-}
-
-static char service_path[1024];
-
-/* Starts perf_service; returns 0 once it logged its ready line. */
-static int service_start(service *s, const char *redis_url, int max_clients, bool raw)
-{
-    memset(s, 0, sizeof *s);
-    pthread_mutex_init(&s->lock, NULL);
-    pthread_cond_init(&s->cond, NULL);
-    s->port = ts_free_port();
-    int pfd[2];
-    if (pipe(pfd) != 0)
-        return -1;
-    char port[16], mc[16];
-    snprintf(port, sizeof port, "%d", s->port);
-    snprintf(mc, sizeof mc, "%d", max_clients);
-    s->t_fork = perf_now();
-    s->pid = fork();
-    if (s->pid == 0) {
-        dup2(pfd[1], 2);
-        close(pfd[0]);
-        close(pfd[1]);
-        setenv("PERF_MAX_CLIENTS", mc, 1);
-        if (raw)
-            setenv("PERF_RAW", "1", 1);
-        execl(service_path, service_path, "--port", port, "--redis", redis_url, "--log-level",
-              "info", (char *)NULL);
-        _exit(127);
-    }
-    close(pfd[1]);
-    s->fd = pfd[0];
-    pthread_create(&s->reader, NULL, reader_main, s);
-    pthread_mutex_lock(&s->lock);
-    while (s->t_ready == 0)
-        pthread_cond_wait(&s->cond, &s->lock);
-    int ok = s->t_ready > 0;
-    pthread_mutex_unlock(&s->lock);
-    return ok ? 0 : -1;
-}
-
-/* SIGTERMs the service; returns its exit status (0 = clean stop). */
-static int service_stop(service *s)
-{
-    int st = -1;
-    kill(s->pid, SIGTERM);
-    waitpid(s->pid, &st, 0);
-    pthread_join(s->reader, NULL);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
 
 static int connect_idle(perf_ws_proc *procs, int port, int n)
 {
@@ -152,12 +67,9 @@ int main(int argc, char **argv)
     int total = argc > 1 ? atoi(argv[1]) : 5000;
     int first = total < 1000 ? total : 1000;
     perf_raise_nofile();
-    ssize_t n = readlink("/proc/self/exe", service_path, sizeof service_path - 32);
-    if (n <= 0)
+    char service_path[1024];
+    if (perf_svc_default_path(service_path, sizeof service_path) != 0)
         return 1;
-    service_path[n] = '\0';
-    char *slash = strrchr(service_path, '/');
-    snprintf(slash + 1, sizeof service_path - (size_t)(slash + 1 - service_path), "perf_service");
     perf_ws_proc procs[2 * PROCS]; /* the first 1,000 clients, then the rest */
     for (int p = 0; p < 2 * PROCS; p++)
         if (perf_ws_spawn(&procs[p]) != 0)
@@ -170,14 +82,14 @@ int main(int argc, char **argv)
     /* start-up with default capacity */
     double times[3];
     for (int i = 0; i < 3; i++) {
-        service s;
-        if (service_start(&s, redis.url, 1024, false) != 0) {
+        perf_svc s;
+        if (perf_svc_start(&s, service_path, redis.url, 1024, false) != 0) {
             fprintf(stderr, "bench_footprint: %s did not get ready\n", service_path);
             ts_redis_stop(&redis);
             return 1;
         }
         times[i] = s.t_ready - s.t_fork;
-        if (service_stop(&s) != 0)
+        if (perf_svc_stop(&s) != 0)
             errors++;
     }
     qsort(times, 3, sizeof times[0], cmp_double);
@@ -187,8 +99,8 @@ int main(int argc, char **argv)
     long rss_raw = 0, rss_fw = 0;
     for (int raw = 1; raw >= 0; raw--) {
         const char *kase = raw ? "raw_civetweb" : "daebus";
-        service s;
-        if (service_start(&s, redis.url, total + 16, raw) != 0) {
+        perf_svc s;
+        if (perf_svc_start(&s, service_path, redis.url, total + 16, raw) != 0) {
             ts_redis_stop(&redis);
             return 1;
         }
@@ -219,7 +131,7 @@ int main(int argc, char **argv)
                   "KiB");
         release_idle(procs);
         release_idle(procs + PROCS);
-        if (service_stop(&s) != 0)
+        if (perf_svc_stop(&s) != 0)
             errors++;
         *(raw ? &rss_raw : &rss_fw) = rss2;
     }

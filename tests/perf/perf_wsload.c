@@ -2,6 +2,7 @@
 #include "perf_wsload.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +78,8 @@ static void run_echo(child_run *r, int ep)
                 char *p;
                 size_t len;
                 int op = wsc_recv(c, 0, &p, &len);
+                /* broadcasts (the soak's "tick") are not answers */
+                bool tick = op == 1 && strncmp(p, "{\"type\":\"tick\"", 15) == 0;
                 free(p);
                 if (op == 0)
                     break;
@@ -86,7 +89,7 @@ static void run_echo(child_run *r, int ep)
                     active--;
                     break;
                 }
-                if (op != 1)
+                if (op != 1 || tick)
                     continue;
                 double now = perf_now();
                 if (now <= end) {
