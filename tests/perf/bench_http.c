@@ -153,6 +153,18 @@ int main(int argc, char **argv)
     wrk_result best_raw = {0}, best_fw = {0};
     long errors = 0;
     int failed = 0;
+    /* BENCH_HTTP_ONLY=raw|daebus: drive one server only (for profiling) */
+    const char *only = getenv("BENCH_HTTP_ONLY");
+    if (only) {
+        wrk_result w;
+        int rc = run_wrk(strcmp(only, "raw") == 0 ? rport : dport, seconds, &w);
+        fprintf(stderr, "bench_http: %s %.0f req/s (%ld requests)\n", only, w.rps, w.requests);
+        mg_stop(ctx);
+        daebus_app_stop(app);
+        daebus_app_wait(app);
+        daebus_app_destroy(app);
+        return rc ? 1 : 0;
+    }
     for (int r = 0; r < ROUNDS; r++) {
         wrk_result w;
         if (run_wrk(rport, seconds, &w) == 0) {
