@@ -11,6 +11,7 @@
 #ifndef DAEBUS_FUZZ_COMMON_H
 #define DAEBUS_FUZZ_COMMON_H
 
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -82,8 +83,14 @@ static inline int fuzz_json_equal_value(const cJSON *a, const cJSON *b)
         return a == b;
     if ((a->type & 0xFF) != (b->type & 0xFF))
         return 0;
-    if (cJSON_IsNumber(a))
-        return a->valuedouble == b->valuedouble;
+    if (cJSON_IsNumber(a)) {
+        /* cJSON prints with 15 digits when that reads back within about an
+         * ulp, so a printed number may differ from the parsed one in its
+         * last bit. */
+        double x = a->valuedouble, y = b->valuedouble;
+        double m = fabs(x) > fabs(y) ? fabs(x) : fabs(y);
+        return x == y || fabs(x - y) <= m * 4 * DBL_EPSILON;
+    }
     if (cJSON_IsString(a))
         return strcmp(a->valuestring, b->valuestring) == 0;
     if (cJSON_IsArray(a) || cJSON_IsObject(a)) {
