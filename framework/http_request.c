@@ -449,7 +449,7 @@ static int build_payload(daebus_http_request *req, daebus_http_response *res,
             return 400;
         }
         for (cJSON *it = q->child; it; it = it->next)
-            if (!cJSON_HasObjectItem(base, it->string))
+            if (!cJSON_GetObjectItemCaseSensitive(base, it->string))
                 cJSON_AddItemToObject(base, it->string, cJSON_CreateString(it->valuestring));
         req->query = q;
     }
@@ -462,7 +462,9 @@ static int build_payload(daebus_http_request *req, daebus_http_response *res,
             v = cJSON_CreateNumber((double)n);
         else
             v = cJSON_CreateString(val);
-        if (cJSON_HasObjectItem(base, req->param_names[i]))
+        /* Case-sensitive, as the replace is (a body key "ID" must not make the
+         * replace of "id" fail and leak v). */
+        if (cJSON_GetObjectItemCaseSensitive(base, req->param_names[i]))
             cJSON_ReplaceItemInObjectCaseSensitive(base, req->param_names[i], v);
         else
             cJSON_AddItemToObject(base, req->param_names[i], v);
