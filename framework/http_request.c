@@ -24,6 +24,7 @@
 #include "daebus/log.h"
 #include "http_parse.h"
 #include "http_private.h"
+#include "ws_parse.h"
 
 #define MAX_SEGMENTS 128
 
@@ -408,6 +409,14 @@ static int build_payload(daebus_http_request *req, daebus_http_response *res,
     if (body_fields && daebus__http_media_type_is_json(ctype)) {
         if (!daebus__http_utf8_valid(req->body, req->body_len)) {
             daebus_http_send_error(res, 400, "Invalid UTF-8 in request body");
+            return 400;
+        }
+        /* cJSON recurses and CivetWeb's worker stacks are small (ws_parse.h: a pure scan). */
+        if (!ws_json_depth_ok(req->body, req->body_len, req->http->max_json_depth)) {
+            char msg[64];
+            snprintf(msg, sizeof msg, "JSON body nested too deeply (max %d levels)",
+                     req->http->max_json_depth);
+            daebus_http_send_error(res, 400, msg);
             return 400;
         }
         const char *end = NULL;
