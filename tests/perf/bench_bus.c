@@ -271,6 +271,61 @@ static void fw_done(daebus_caller *caller, int status, const cJSON *payload, con
     pthread_mutex_unlock(&s->lock);
 }
 
+/* window threads, each with one blocking request in flight at a time, all on
+ * one caller. */
+typedef struct fw_thread {
+    daebus_caller *caller;
+    const cJSON *payload;
+    double end;
+    perf_samples lat;
+    long done, errors;
+} fw_thread;
+
+static void *fw_thread_main(void *arg)
+{
+    fw_thread *t = arg;
+    while (perf_now() < t->end) {
+        double t0 = perf_now();
+        cJSON *reply = NULL;
+        daebus_error err = {0};
+        int rc =
+            daebus_caller_request(t->caller, "bench_svc", "echo", t->payload, 5.0, &reply, &err);
+        perf_samples_add(&t->lat, perf_now() - t0);
+        cJSON_Delete(reply);
+        t->done++;
+        if (rc)
+            t->errors++;
+    }
+    return NULL;
+}
+
+static int fw_run_threads(daebus_caller *c, int window, double seconds, perf_samples *lat,
+                          double *rate, long *errors)
+{
+    cJSON *payload = cJSON_CreateObject();
+    cJSON_AddNumberToObject(payload, "n", 1);
+    cJSON_AddStringToObject(payload, "text", "hello");
+    fw_thread ts[WINDOW];
+    pthread_t th[WINDOW];
+    double t0 = perf_now();
+    long done = 0;
+    for (int i = 0; i < window && i < WINDOW; i++) {
+        ts[i] = (fw_thread){.caller = c, .payload = payload, .end = t0 + seconds};
+        pthread_create(&th[i], NULL, fw_thread_main, &ts[i]);
+    }
+    for (int i = 0; i < window && i < WINDOW; i++) {
+        pthread_join(th[i], NULL);
+        for (size_t k = 0; k < ts[i].lat.n; k++)
+            perf_samples_add(lat, ts[i].lat.v[k]);
+        perf_samples_free(&ts[i].lat);
+        done += ts[i].done;
+        *errors += ts[i].errors;
+    }
+    *rate = (double)done / (perf_now() - t0);
+    cJSON_Delete(payload);
+    return 0;
+}
+
 static int fw_run(daebus_caller *c, int window, double seconds, perf_samples *lat, double *rate,
                   long *errors)
 {
@@ -437,6 +492,10 @@ int main(int argc, char **argv)
     perf_samples_free(&l);
     fw_run(caller, WINDOW, seconds, &l, &fw16_rate, &errors);
     report("daebus", "16", &l, fw16_rate, NULL);
+    perf_samples_free(&l);
+    double fw16t_rate;
+    fw_run_threads(caller, WINDOW, seconds, &l, &fw16t_rate, &errors);
+    report("daebus_threads", "16", &l, fw16t_rate, NULL);
     perf_samples_free(&l);
     perf_emit("bus", "all", "errors", (double)errors, "count");
     perf_ratio("bus", "p50_1_in_flight", fw1_p50 / raw1_p50, 1.5, "<=");
