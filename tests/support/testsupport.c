@@ -97,6 +97,9 @@ static int spawn_redis(ts_redis *r)
             close(devnull);
         }
         setpgid(0, 0);
+        /* The test's own sockets must not live on in redis-server (a restarted
+         * server would keep closed test connections open). */
+        closefrom(3);
         execlp("redis-server", "redis-server", conf, (char *)NULL);
         fprintf(stderr, "testsupport: cannot exec redis-server: %s\n", strerror(errno));
         _exit(127);

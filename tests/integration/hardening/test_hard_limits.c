@@ -526,8 +526,8 @@ static void test_no_secrets(void)
         CU_ASSERT_EQUAL(daebus_redis_url_parse(bad[i], &u, &e), DAEBUS_EINVAL);
         CU_ASSERT_PTR_NOT_NULL(strstr(e.message, "redis URL"));
         CU_ASSERT_PTR_NULL(strstr(e.message, SECRET));
-        strncat(msgs, e.message, sizeof msgs - strlen(msgs) - 2);
-        strcat(msgs, "\n");
+        size_t used = strlen(msgs);
+        snprintf(msgs + used, sizeof msgs - used, "%s\n", e.message);
     }
     daebus_config cfg = DAEBUS_CONFIG_INIT;
     daebus_error e = {0};
