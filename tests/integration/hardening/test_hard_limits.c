@@ -187,6 +187,33 @@ static void test_http_limits(void)
     CU_ASSERT_EQUAL_FATAL(ts_http(port, "GET", "/ping", NULL, NULL, 0, &r), 0);
     CU_ASSERT_EQUAL(r.status, 200);
     ts_http_free(&r);
+    /* the ceiling itself is safe on a CivetWeb worker (sanitizer builds too) */
+    {
+        daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
+        o.service = "hard_ceiling";
+        o.no_signals = true;
+        o.log_level = DAEBUS_LOG_CRITICAL;
+        daebus_app *a2 = daebus_app_create(&o, NULL);
+        daebus_http_options h2 = DAEBUS_HTTP_OPTIONS_INIT;
+        h2.port = DAEBUS_HTTP_PORT_ANY;
+        h2.bind_address = "127.0.0.1";
+        h2.num_threads = 2;
+        h2.max_json_depth = 512;
+        daebus_http *http2 = daebus_http_create(&h2, NULL);
+        CU_ASSERT_EQUAL_FATAL(daebus_http_attach(http2, a2), 0);
+        CU_ASSERT_EQUAL_FATAL(daebus_app_start(a2), 0);
+        char *at = nested(511); /* 512 levels */
+        CU_ASSERT_EQUAL(ts_http(daebus_http_port(http2), "POST", "/echo",
+                                "Content-Type: application/json\r\n", at, strlen(at), &r),
+                        0);
+        CU_ASSERT_EQUAL(r.status, 200);
+        CU_ASSERT_EQUAL(r.body_len, strlen(at));
+        ts_http_free(&r);
+        free(at);
+        daebus_app_stop(a2);
+        daebus_app_wait(a2);
+        daebus_app_destroy(a2);
+    }
     /* the limit has a ceiling: cJSON recurses on small stacks */
     daebus_http_options ho = DAEBUS_HTTP_OPTIONS_INIT;
     ho.max_json_depth = 513;
