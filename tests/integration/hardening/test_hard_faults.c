@@ -53,6 +53,17 @@ ROUTE(r_slow, "/slow")
     return daebus_http_send(res, 200, "text/plain", "slow", 4);
 }
 
+/* 16 MiB: more than the socket buffers hold, for a client that never reads */
+ROUTE(r_big, "/big")
+{
+    size_t n = (size_t)16 << 20;
+    char *b = malloc(n);
+    memset(b, 'b', n);
+    int rc = daebus_http_send(res, 200, "application/octet-stream", b, n);
+    free(b);
+    return rc == DAEBUS_EIO ? 0 : rc; /* the client went away: nothing more to do */
+}
+
 ROUTE(r_fail, "/fail")
 {
     return -1;
@@ -437,6 +448,31 @@ static void test_stalled_http_clients(void)
     CU_ASSERT_EQUAL(hs.in_flight, 0);
 }
 
+/* A client that asks for a big response and never reads it holds its worker
+ * only until the request time-out. */
+static void test_client_never_reads(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((unsigned short)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CU_ASSERT_EQUAL_FATAL(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    const char *rq = "GET /big HTTP/1.1\r\nHost: x\r\n\r\n";
+    CU_ASSERT(write(fd, rq, strlen(rq)) == (ssize_t)strlen(rq));
+    daebus_http_stats hs;
+    WAIT((daebus_http_get_stats(daebus_app_http(app), &hs), hs.in_flight == 1), 3000);
+    CU_ASSERT_EQUAL(hs.in_flight, 1); /* stuck writing to us */
+    double t0 = ts_now();
+    WAIT((daebus_http_get_stats(daebus_app_http(app), &hs), hs.in_flight == 0), 10000);
+    CU_ASSERT_EQUAL(hs.in_flight, 0);
+    fprintf(stderr, "\n  a client that never reads was dropped after %.2f s\n", ts_now() - t0);
+    CU_ASSERT_EQUAL(get_status("/ping"), 200);
+    close(fd);
+}
+
 /* ---- SIGTERM under load (separate process) ---- */
 
 typedef struct loader {
@@ -551,6 +587,7 @@ int main(void)
     CU_add_test(s, "slow and failing handlers", test_handler_isolation);
     CU_add_test(s, "WebSocket client vanishes mid-write", test_vanishing_ws_client);
     CU_add_test(s, "stalled HTTP clients time out", test_stalled_http_clients);
+    CU_add_test(s, "HTTP client that never reads", test_client_never_reads);
     CU_add_test(s, "SIGTERM under load exits 0", test_sigterm_under_load);
     return ts_run_cunit();
 }
