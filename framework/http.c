@@ -442,6 +442,7 @@ static int http_start(void *self)
         }
     }
     int rc = 0;
+    atomic_store(&h->draining, 0);
     char why[256];
     if (h->ssl_certificate && tls_broken(why, sizeof why)) {
         daebus_log(DAEBUS_LOG_ERROR, "http",
@@ -587,10 +588,29 @@ static void stop_server(daebus_http *h)
     pthread_join(t, NULL);
 }
 
+/* CivetWeb stops writing as soon as mg_stop begins: let the requests in
+ * flight finish first (up to the app's shutdown time-out), answering new
+ * ones 503 meanwhile. */
+static void drain(daebus_http *h)
+{
+    atomic_store(&h->draining, 1);
+    if (atomic_load(&h->st_in_flight) == 0)
+        return;
+    double limit = h->app ? daebus_app_shutdown_timeout(h->app) : 5.0;
+    double end = daebus__now_mono() + limit;
+    while (atomic_load(&h->st_in_flight) > 0 && daebus__now_mono() < end)
+        usleep(5000);
+    uint64_t left = atomic_load(&h->st_in_flight);
+    if (left)
+        daebus_log(DAEBUS_LOG_WARNING, "http", "stopping with %llu requests still running",
+                   (unsigned long long)left);
+}
+
 static void http_stop(void *self)
 {
     daebus_http *h = self;
     if (h->ctx) {
+        drain(h);
         stop_server(h);
         h->ctx = NULL;
     }

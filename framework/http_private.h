@@ -60,6 +60,7 @@ struct daebus_http {
     atomic_uint_fast64_t st_requests;
     atomic_uint_fast64_t st_class[6];
     atomic_uint_fast64_t st_in_flight;
+    atomic_int draining; /* stopping: new requests get 503 while in-flight ones finish */
     atomic_uint_fast64_t st_bytes_in;
     atomic_uint_fast64_t st_bytes_out;
 };

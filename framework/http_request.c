@@ -665,6 +665,11 @@ static void handle(daebus_http *h, daebus_http_request *req, daebus_http_respons
         res->hlen = daebus__http_cors_simple(cors, origin, res->headers, sizeof res->headers);
     }
 
+    if (atomic_load(&h->draining)) {
+        res->close_after = true;
+        daebus_http_send_error(res, 503, "Server shutting down");
+        goto done;
+    }
     int body_rc = read_body(h, req);
     if (body_rc == 413) {
         res->close_after = true;

@@ -28,11 +28,13 @@ void daebus__redis_url_redact(const char *url, char *buf, size_t len)
         return;
     size_t o = 0;
     const char *p = url;
-    /* Userinfo: everything between "://" and the last '@' becomes "***". */
+    /* Userinfo: everything between "://" (or the start, without a scheme)
+     * and the last '@' becomes "***". */
     const char *sep = strstr(url, "://");
     const char *at = strrchr(url, '@');
-    if (sep && at && at > sep) {
-        for (const char *q = url; q < sep + 3 && o + 1 < len; q++)
+    const char *keep = sep && at && at > sep ? sep + 3 : url;
+    if (at && at >= keep) {
+        for (const char *q = url; q < keep && o + 1 < len; q++)
             buf[o++] = *q;
         for (const char *q = "***"; *q && o + 1 < len; q++)
             buf[o++] = *q;

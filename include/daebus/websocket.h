@@ -32,7 +32,8 @@
  *   - a broadcast serialises its frame once and shares it between the queues;
  *     no lock is held while writing to sockets;
  *   - a client that stops reading fills only its own queue; when the queue is
- *     over its limit the client is disconnected (close 1008 "slow consumer").
+ *     over its limit the client is dropped (its socket shut down: a client
+ *     that does not read would not read a close frame either).
  * A maintenance thread pings clients (ping_interval) and drops those silent
  * for idle_timeout.
  *

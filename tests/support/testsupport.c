@@ -77,8 +77,10 @@ static int redis_ping(int port)
         return -1;
     const char *ping = "PING\r\n";
     char buf[64] = {0};
+    /* A server started with requirepass answers -NOAUTH: it is up too. */
     int ok = write(fd, ping, strlen(ping)) == (ssize_t)strlen(ping) &&
-             read(fd, buf, sizeof buf - 1) > 0 && strncmp(buf, "+PONG", 5) == 0;
+             read(fd, buf, sizeof buf - 1) > 0 &&
+             (strncmp(buf, "+PONG", 5) == 0 || strncmp(buf, "-NOAUTH", 7) == 0);
     close(fd);
     return ok ? 0 : -1;
 }
@@ -100,6 +102,9 @@ static int spawn_redis(ts_redis *r)
             close(devnull);
         }
         setpgid(0, 0);
+        /* The test's own sockets must not live on in redis-server (a restarted
+         * server would keep closed test connections open). */
+        closefrom(3);
         execlp("redis-server", "redis-server", conf, (char *)NULL);
         fprintf(stderr, "testsupport: cannot exec redis-server: %s\n", strerror(errno));
         _exit(127);
