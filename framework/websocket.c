@@ -949,12 +949,15 @@ static void on_close(const struct mg_connection *conn, void *cbdata)
         req_free(&req);
         cJSON_Delete(empty);
     }
+    /* The slot goes with the registry entry, under one lock: once the client
+     * count says a client is gone, its slot is free for the next upgrade. */
     pthread_mutex_lock(&ws->reg_lock);
     if (ws_registry_find(ws->reg, c->id) == c)
         ws_registry_remove(ws->reg, c->id);
+    ws->nconn--;
+    pthread_cond_broadcast(&ws->reg_cond);
     pthread_mutex_unlock(&ws->reg_lock);
     ws__client_unref(c); /* registry */
-    release_slot(ws);
     ws__client_unref(c); /* connection */
 }
 
