@@ -86,7 +86,8 @@ static void run_echo(child_run *r, int ep)
                 size_t len;
                 int op = wsc_recv(c, 0, &p, &len);
                 /* broadcasts (the soak's "tick") are not answers */
-                bool tick = op == 1 && strncmp(p, "{\"type\":\"tick\"", 15) == 0;
+                static const char tick_prefix[] = "{\"type\":\"tick\"";
+                bool tick = op == 1 && strncmp(p, tick_prefix, sizeof tick_prefix - 1) == 0;
                 answer_ping(c, op, p, len);
                 free(p);
                 if (op == 0)
