@@ -95,8 +95,9 @@ struct daebus_http_response {
     int status;
     uint64_t bytes_out;
     size_t hlen;
-    char headers[DAEBUS__HTTP_EXTRA_HEADERS]; /* "Name: value\r\n" lines; keep last (reuse clears up
-                                                 to it) */
+    /* "Name: value\r\n" lines; DAEBUS__HTTP_EXTRA_HEADERS bytes, allocated on the
+     * first header (most responses have none), freed with the response */
+    char *headers;
 };
 
 /* The CivetWeb request handler (http_request.c). */

@@ -12,7 +12,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <stddef.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +65,19 @@ static bool token_ok(const char *s)
     return true;
 }
 
+/* Allocates the extra-header buffer on first use. Returns 0 or -1. */
+static int headers_buffer(daebus_http_response *res)
+{
+    if (!res->headers) {
+        res->headers = malloc(DAEBUS__HTTP_EXTRA_HEADERS);
+        if (!res->headers)
+            return -1;
+        res->headers[0] = '\0';
+        res->hlen = 0;
+    }
+    return 0;
+}
+
 int daebus_http_set_header(daebus_http_response *res, const char *name, const char *value)
 {
     if (!res || !token_ok(name) || !value || strpbrk(value, "\r\n")) {
@@ -84,9 +96,11 @@ int daebus_http_set_header(daebus_http_response *res, const char *name, const ch
                    "set_header: the response was sent already; set headers before sending");
         return DAEBUS_ESTATE;
     }
-    int n = snprintf(res->headers + res->hlen, sizeof res->headers - res->hlen, "%s: %s\r\n", name,
-                     value);
-    if (n < 0 || (size_t)n >= sizeof res->headers - res->hlen) {
+    if (headers_buffer(res) != 0)
+        return DAEBUS_ENOMEM;
+    int n = snprintf(res->headers + res->hlen, DAEBUS__HTTP_EXTRA_HEADERS - res->hlen, "%s: %s\r\n",
+                     name, value);
+    if (n < 0 || (size_t)n >= DAEBUS__HTTP_EXTRA_HEADERS - res->hlen) {
         res->headers[res->hlen] = '\0';
         return DAEBUS_EFULL;
     }
@@ -662,7 +676,9 @@ static void handle(daebus_http *h, daebus_http_request *req, daebus_http_respons
     daebus__http_cors *cors = daebus__http_cors_current(h);
     const char *origin = mg_get_header(req->conn, "Origin");
     if (cors) {
-        res->hlen = daebus__http_cors_simple(cors, origin, res->headers, sizeof res->headers);
+        if (headers_buffer(res) == 0)
+            res->hlen =
+                daebus__http_cors_simple(cors, origin, res->headers, DAEBUS__HTTP_EXTRA_HEADERS);
     }
 
     if (atomic_load(&h->draining)) {
@@ -707,11 +723,12 @@ static void handle(daebus_http *h, daebus_http_request *req, daebus_http_respons
             char text[128];
             allow_text(allow, text, sizeof text);
             res->hlen = 0;
-            res->headers[0] = '\0';
-            if (cors)
+            if (res->headers)
+                res->headers[0] = '\0';
+            if (cors && headers_buffer(res) == 0)
                 res->hlen = daebus__http_cors_preflight(
                     cors, origin, mg_get_header(req->conn, "Access-Control-Request-Headers"), allow,
-                    res->headers, sizeof res->headers);
+                    res->headers, DAEBUS__HTTP_EXTRA_HEADERS);
             daebus_http_set_header(res, "Allow", text);
             daebus_http_send(res, 204, NULL, NULL, 0);
         } else if (src == 1 && (req->method_bit & (DAEBUS_GET | DAEBUS_HEAD))) {
@@ -761,57 +778,20 @@ done:
     free(segbuf);
 }
 
-/* A request and its response, kept per CivetWeb worker thread and reused:
- * the response holds an 8 KiB header buffer, and allocating and zeroing it
- * for every request was a measurable part of a small route's cost. Freed
- * when the thread exits. */
-typedef struct exchange {
-    daebus_http_request req;
-    daebus_http_response res;
-} exchange;
-
-static pthread_key_t exchange_key;
-static pthread_once_t exchange_once = PTHREAD_ONCE_INIT;
-static bool exchange_key_ok;
-
-static void exchange_key_init(void)
-{
-    exchange_key_ok = pthread_key_create(&exchange_key, free) == 0;
-}
-
-/* Returns: this thread's exchange, cleared (the header buffer only emptied), or NULL. */
-static exchange *exchange_get(void)
-{
-    pthread_once(&exchange_once, exchange_key_init);
-    if (!exchange_key_ok)
-        return NULL;
-    exchange *x = pthread_getspecific(exchange_key);
-    if (!x) {
-        x = malloc(sizeof *x);
-        if (!x || pthread_setspecific(exchange_key, x) != 0) {
-            free(x);
-            return NULL;
-        }
-    }
-    memset(&x->req, 0, sizeof x->req);
-    memset(&x->res, 0, offsetof(daebus_http_response, headers));
-    x->res.headers[0] = '\0';
-    return x;
-}
-
 int daebus__http_dispatch(struct mg_connection *conn, void *cbdata)
 {
     daebus_http *h = cbdata;
     double t0 = daebus__now_mono();
     atomic_fetch_add(&h->st_in_flight, 1);
-    exchange *x = exchange_get();
-    if (!x) {
+    daebus_http_request *req = calloc(1, sizeof *req);
+    daebus_http_response *res = calloc(1, sizeof *res);
+    if (!req || !res) {
+        free(req);
+        free(res);
         atomic_fetch_sub(&h->st_in_flight, 1);
         mg_send_http_error(conn, 500, "out of memory");
         return 500;
     }
-    daebus_http_request *req = &x->req;
-    daebus_http_response *res = &x->res;
     const struct mg_request_info *ri = mg_get_request_info(conn);
     req->http = h;
     req->conn = conn;
@@ -843,5 +823,8 @@ int daebus__http_dispatch(struct mg_connection *conn, void *cbdata)
     cJSON_Delete(req->query);
     free(req->body);
     free(req->path);
+    free(req);
+    free(res->headers);
+    free(res);
     return status;
 }

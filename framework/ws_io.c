@@ -173,7 +173,10 @@ static int push(ws_client *c, ws_frame *f)
     c->qbytes += f->len;
     c->qcount++;
     stat_max(&c->ws->st_qhw, (uint64_t)c->qcount);
-    if (!c->scheduled && !c->conn_closed && c->state != WS_PENDING && own_client != c)
+    /* A handler's own frames wait for ws__own_end(), unless it queues many:
+     * then a writer starts draining them meanwhile, as for any other sender. */
+    bool deferred = own_client == c && c->qcount <= FAIR_BATCH;
+    if (!c->scheduled && !c->conn_closed && c->state != WS_PENDING && !deferred)
         make_ready(c);
     return 0;
 }

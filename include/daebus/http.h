@@ -213,7 +213,7 @@ DAEBUS_API void *daebus_http_request_get_local(const daebus_http_request *req);
  * Content-Length, Transfer-Encoding and Connection are managed by the server
  * and refused. Ownership: copied.
  * Returns: 0, DAEBUS_EINVAL (bad name/value: CR/LF), DAEBUS_ESTATE (already
- * sent), DAEBUS_EFULL (more than 8 KiB of headers). */
+ * sent), DAEBUS_EFULL (more than 8 KiB of headers), DAEBUS_ENOMEM. */
 DAEBUS_API int daebus_http_set_header(daebus_http_response *res, const char *name,
                                       const char *value);
 

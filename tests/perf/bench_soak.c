@@ -2,8 +2,10 @@
  * SOAK_SECONDS (default 600): HTTP requests (wrk, 1 thread, 4 connections),
  * bus actions (a daebus_caller, one in flight), WebSocket round trips (50
  * clients) and broadcasts (POST /broadcast every 100 ms, to those 50 and to
- * 50 listening clients). Reports the service's resident memory after the
- * warm-up (a fifth of the run, at most 60 s) and at the end, and every error.
+ * 50 listening clients). The service is sized to that load (max_clients
+ * 256, so 288 CivetWeb threads). Reports the service's resident memory after
+ * the warm-up (a fifth of the run, at most 60 s), at half time and at the
+ * end, and every error.
  * Not part of CI: `make soak` runs it through tests/perf/soak.sh.
  *
  * Usage: bench_soak [seconds] (or env SOAK_SECONDS) */
@@ -133,7 +135,8 @@ int main(int argc, char **argv)
     if (ts_redis_start(&redis, NULL) != 0)
         return 1;
     perf_svc svc;
-    if (perf_svc_start(&svc, path, redis.url, 1024, false) != 0) {
+    /* sized to its load (100 WebSocket clients): see docs/performance.md, Soak */
+    if (perf_svc_start(&svc, path, redis.url, 256, false) != 0) {
         ts_redis_stop(&redis);
         return 1;
     }
@@ -169,7 +172,7 @@ int main(int argc, char **argv)
     perf_ws_go(&echo_set);
     perf_ws_go(&sink_set);
 
-    long rss_warm = -1, rss_end = -1, rss_max = 0;
+    long rss_warm = -1, rss_mid = -1, rss_end = -1, rss_max = 0;
     double next_report = t0 + 60;
     while (perf_now() < s.end) {
         ts_sleep_ms(1000);
@@ -178,6 +181,8 @@ int main(int argc, char **argv)
             rss_max = rss;
         if (rss_warm < 0 && perf_now() >= t0 + warmup)
             rss_warm = rss;
+        if (rss_mid < 0 && perf_now() >= t0 + seconds / 2)
+            rss_mid = rss;
         if (perf_now() < s.end - 0.5)
             rss_end = rss;
         if (perf_now() >= next_report) {
@@ -200,8 +205,13 @@ int main(int argc, char **argv)
     double ws_in = stat_of(svc.port, "ws", "messages_in");
     double http_5xx = stat_of(svc.port, "http", "responses_5xx");
     double bus_errors = stat_of(svc.port, "bus", "errors");
-    double dropped = stat_of(svc.port, "ws", "disconnects_slow") +
-                     stat_of(svc.port, "ws", "disconnects_protocol");
+    double slow = stat_of(svc.port, "ws", "disconnects_slow");
+    double proto = stat_of(svc.port, "ws", "disconnects_protocol");
+    double idle = stat_of(svc.port, "ws", "disconnects_idle");
+    double by_server = stat_of(svc.port, "ws", "disconnects_server");
+    double by_client = stat_of(svc.port, "ws", "disconnects_client");
+    /* the clients close after reporting: "client" disconnects are expected */
+    double dropped = slow + proto + idle + by_server;
     perf_ws_end(&echo_set);
     perf_ws_end(&sink_set);
     int status = perf_svc_stop(&svc);
@@ -218,17 +228,22 @@ int main(int argc, char **argv)
     perf_emit("soak", "daebus", "broadcasts", (double)atomic_load(&s.broadcasts), "count");
     perf_emit("soak", "daebus", "broadcast_deliveries", (double)sr.count, "count");
     perf_emit("soak", "daebus", "rss_after_warmup", rss_warm / 1024.0, "MiB");
+    perf_emit("soak", "daebus", "rss_half_time", rss_mid / 1024.0, "MiB");
     perf_emit("soak", "daebus", "rss_end", rss_end / 1024.0, "MiB");
     perf_emit("soak", "daebus", "rss_max", rss_max / 1024.0, "MiB");
     perf_emit("soak", "all", "errors", (double)errors, "count");
     if (errors)
         fprintf(stderr,
                 "bench_soak: errors: wrk %ld, actions %ld, broadcasts %ld, ws %ld+%ld, exit %d, "
-                "ws handler %.0f, http 5xx %.0f, bus %.0f, dropped %.0f\n",
+                "ws handler %.0f, http 5xx %.0f, bus %.0f, WebSocket disconnects during the run: "
+                "slow %.0f, protocol %.0f, idle %.0f, server %.0f, client %.0f\n",
                 w.errors, atomic_load(&s.action_errors), atomic_load(&s.broadcast_errors),
-                er.errors, sr.errors, status, handler_errors, http_5xx, bus_errors, dropped);
+                er.errors, sr.errors, status, handler_errors, http_5xx, bus_errors, slow, proto,
+                idle, by_server, by_client);
     bool met = rss_warm > 0 && rss_end <= rss_warm * 1.10;
     perf_ratio("soak", "rss_end_vs_after_warmup", rss_warm > 0 ? (double)rss_end / rss_warm : 0,
                1.10, "<=");
+    perf_ratio("soak", "rss_end_vs_half_time", rss_mid > 0 ? (double)rss_end / rss_mid : 0, 1.10,
+               "<=");
     return errors || !met ? 1 : 0;
 }

@@ -59,6 +59,9 @@ ROUTE(perf_stats, "/stats")
     cJSON_AddNumberToObject(w, "handler_errors", (double)ws.handler_errors);
     cJSON_AddNumberToObject(w, "disconnects_slow", (double)ws.disconnects_slow);
     cJSON_AddNumberToObject(w, "disconnects_protocol", (double)ws.disconnects_protocol);
+    cJSON_AddNumberToObject(w, "disconnects_idle", (double)ws.disconnects_idle);
+    cJSON_AddNumberToObject(w, "disconnects_server", (double)ws.disconnects_server);
+    cJSON_AddNumberToObject(w, "disconnects_client", (double)ws.disconnects_client);
     daebus_http_stats hs;
     daebus_http_get_stats(g_http, &hs);
     cJSON *h = cJSON_AddObjectToObject(o, "http");

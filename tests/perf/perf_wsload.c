@@ -55,6 +55,13 @@ typedef struct child_run {
     perf_ws_result res;
 } child_run;
 
+/* A ping gets its pong, as a browser does (the server drops silent clients). */
+static void answer_ping(wsc *c, int op, const char *payload, size_t len)
+{
+    if (op == 9)
+        wsc_send(c, 10, payload, len);
+}
+
 static void run_echo(child_run *r, int ep)
 {
     const perf_ws_cmd *cmd = r->cmd;
@@ -79,7 +86,9 @@ static void run_echo(child_run *r, int ep)
                 size_t len;
                 int op = wsc_recv(c, 0, &p, &len);
                 /* broadcasts (the soak's "tick") are not answers */
-                bool tick = op == 1 && strncmp(p, "{\"type\":\"tick\"", 15) == 0;
+                static const char tick_prefix[] = "{\"type\":\"tick\"";
+                bool tick = op == 1 && strncmp(p, tick_prefix, sizeof tick_prefix - 1) == 0;
+                answer_ping(c, op, p, len);
                 free(p);
                 if (op == 0)
                     break;
@@ -126,6 +135,7 @@ static void run_sink(child_run *r, int ep)
                 char *p;
                 size_t len;
                 int op = wsc_recv(c, 0, &p, &len);
+                answer_ping(c, op, p, len);
                 free(p);
                 if (op == 0)
                     break;

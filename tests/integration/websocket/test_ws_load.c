@@ -17,6 +17,21 @@ SOCKET(h_echo, "echo")
     return cJSON_Duplicate(daebus_ws_request_data(req), true);
 }
 
+/* Queues data.n numbered frames for its own client, then answers. */
+SOCKET(h_many, "many")
+{
+    int n = (int)cJSON_GetNumberValue(cJSON_GetObjectItem(daebus_ws_request_data(req), "n"));
+    for (int i = 0; i < n; i++) {
+        cJSON *d = cJSON_CreateObject();
+        cJSON_AddNumberToObject(d, "i", i);
+        daebus_ws_request_send(req, d, "item");
+        cJSON_Delete(d);
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "sent", n);
+    return o;
+}
+
 SOCKET_CONNECT(on_connect)
 {
     cJSON *o = cJSON_CreateObject();
@@ -265,11 +280,50 @@ static void test_eight_senders(void)
     WST_WAIT(daebus_ws_get_client_count(ws) == 0, 5000);
 }
 
+/* A handler's own frames (written by its thread after it returns, or by a
+ * writer when it queues many) arrive complete and in order, the response
+ * last; for few and for many frames, several times on one connection. */
+static void test_own_frames_in_order(void)
+{
+    wsc c;
+    char id[128];
+    CU_ASSERT_EQUAL_FATAL(open_client(&c, id, sizeof id), 0);
+    static const int counts[] = {1, 3, 64, 65, 500, 2, 300};
+    int ok = 1;
+    for (size_t k = 0; k < sizeof counts / sizeof counts[0] && ok; k++) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "{\"type\":\"many\",\"data\":{\"n\":%d},\"request_id\":%zu}",
+                 counts[k], k);
+        CU_ASSERT_EQUAL(wsc_send_text(&c, msg), 0);
+        for (int i = 0; i <= counts[k] && ok; i++) {
+            char *t = wsc_recv_text(&c, 10000);
+            cJSON *o = cJSON_Parse(t);
+            const char *type = cJSON_GetStringValue(cJSON_GetObjectItem(o, "type"));
+            const cJSON *d = cJSON_GetObjectItem(o, "data");
+            if (i < counts[k])
+                ok = type && strcmp(type, "item") == 0 &&
+                     cJSON_GetNumberValue(cJSON_GetObjectItem(d, "i")) == i;
+            else
+                ok = type && strcmp(type, "response") == 0 &&
+                     cJSON_GetNumberValue(cJSON_GetObjectItem(d, "sent")) == counts[k] &&
+                     cJSON_GetNumberValue(cJSON_GetObjectItem(o, "request_id")) == (double)k;
+            if (!ok)
+                fprintf(stderr, "\n  batch %zu frame %d: %s\n", k, i, t ? t : "(none)");
+            cJSON_Delete(o);
+            free(t);
+        }
+    }
+    CU_ASSERT_TRUE(ok);
+    wsc_close(&c);
+    WST_WAIT(daebus_ws_get_client_count(ws) == 0, 5000);
+}
+
 int main(void)
 {
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("ws_load", suite_init, suite_clean);
     CU_add_test(s, "slow consumer", test_slow_consumer);
     CU_add_test(s, "8 senders", test_eight_senders);
+    CU_add_test(s, "a handler's own frames in order", test_own_frames_in_order);
     return ts_run_cunit();
 }
