@@ -48,7 +48,8 @@ typedef struct ws_client {
     /* under ws->reg_lock (written), c->lock not needed to read a snapshot */
     int state;
     /* under c->lock */
-    int fd; /* socket, -1 unknown */
+    int fd;     /* socket, -1 unknown */
+    int sndbuf; /* its SO_SNDBUF when fixed by send_buffer, else 0 (ask the kernel) */
     ws_qnode *qhead, *qtail;
     size_t qbytes;
     int qcount;
@@ -94,6 +95,8 @@ struct daebus_ws {
     size_t send_buffer;
     daebus_ws_id_fn *id_gen;
     void *id_gen_user;
+    char *allowed_origins; /* NULL = any */
+    int max_json_depth;
     /* rate limiting (rl_lock) */
     pthread_mutex_t rl_lock;
     int rl_max;
@@ -108,6 +111,7 @@ struct daebus_ws {
     pthread_cond_t reg_cond; /* signalled when a connection ends */
     ws_registry *reg;
     int nconn; /* pending + open + closing connections (capacity) */
+    int nfull; /* upgrades past capacity being closed with 1013 */
     atomic_int running;
     atomic_int refusing; /* graceful shutdown started: 503 */
     /* writers */
@@ -144,6 +148,12 @@ int ws__enqueue(ws_client *c, ws_frame *f, bool control);
 /* Puts c on the writers' ready list if it has frames (call after the
  * connection became open). */
 void ws__schedule(ws_client *c);
+/* Around a message handler on c's own CivetWeb thread: frames this thread
+ * queues for c meanwhile are written by it when the handler is done
+ * (ws__own_end), instead of being handed to a writer thread. Frames queued
+ * by other threads go to the writers as usual. */
+void ws__own_begin(ws_client *c);
+void ws__own_end(ws_client *c);
 /* Starts closing c: close frame queued after what is queued already.
  * Returns: 0 or DAEBUS_ENOENT (already closing or gone). */
 int ws__begin_close(ws_client *c, int code, const char *reason, int why);
@@ -152,6 +162,9 @@ void ws__force_close(ws_client *c, int why);
 /* Finds c's socket (on its CivetWeb thread, connection open). */
 void ws__find_fd(ws_client *c);
 void ws__release_fd(ws_client *c);
+/* The socket of a connection that has no client entry (not claimed).
+ * Returns: the fd or -1. */
+int ws__peer_fd(daebus_ws *ws, const struct mg_connection *conn);
 int ws__io_start(daebus_ws *ws);
 void ws__io_stop(daebus_ws *ws);
 double ws__mono(void);

@@ -7,7 +7,10 @@
  * write the writer checks the room left in the socket's send buffer
  * (SIOCOUTQ against SO_SNDBUF): a client that stopped reading is parked on
  * the blocked list instead of stalling a writer, and its queue grows until
- * it hits the limit, which drops the client ("slow consumer").
+ * it hits the limit, which drops the client ("slow consumer"). Frames a
+ * message handler queues for its own client are written by the client's
+ * CivetWeb thread once the handler returns (ws__own_end), acting as that
+ * client's writer for the moment: the same checks, no hand-off.
  *
  * CivetWeb does not expose a connection's socket, so the socket is found
  * once per connection by matching the peer address among the process's file
@@ -150,6 +153,9 @@ void ws__schedule(ws_client *c)
     pthread_mutex_unlock(&c->lock);
 }
 
+/* The client whose message handler runs on this thread (ws__own_begin). */
+static _Thread_local ws_client *own_client;
+
 /* Called with c->lock held. */
 static int push(ws_client *c, ws_frame *f)
 {
@@ -167,7 +173,7 @@ static int push(ws_client *c, ws_frame *f)
     c->qbytes += f->len;
     c->qcount++;
     stat_max(&c->ws->st_qhw, (uint64_t)c->qcount);
-    if (!c->scheduled && !c->conn_closed && c->state != WS_PENDING)
+    if (!c->scheduled && !c->conn_closed && c->state != WS_PENDING && own_client != c)
         make_ready(c);
     return 0;
 }
@@ -271,20 +277,17 @@ static int peer_matches(int fd, const char *addr, int port, int local_port)
     return local_port <= 0 || lp == local_port;
 }
 
-/* The socket of c: probes the descriptors below the highest one known (skipping
- * those of other clients), then, if that fails, every entry of /proc/self/fd. */
-void ws__find_fd(ws_client *c)
+/* The socket connected to addr:port on local_port (fd_lock held): probes the
+ * descriptors below the highest one known (skipping those of clients), then,
+ * if that fails, every entry of /proc/self/fd. Returns: the fd or -1. */
+static int scan_fd(daebus_ws *ws, const char *addr, int port, int local_port)
 {
-    daebus_ws *ws = c->ws;
-    const struct mg_request_info *ri = mg_get_request_info(c->conn);
-    int local_port = ri ? ri->server_port : 0;
     int found = -1;
-    pthread_mutex_lock(&ws->fd_lock);
     int hi = ws->fd_hi + 256 > 1024 ? ws->fd_hi + 256 : 1024;
     for (int fd = hi - 1; fd >= 0 && found < 0; fd--) {
         if (fd_owned(ws, fd))
             continue;
-        if (peer_matches(fd, c->remote_addr, c->remote_port, local_port))
+        if (peer_matches(fd, addr, port, local_port))
             found = fd;
     }
     DIR *d = found < 0 ? opendir("/proc/self/fd") : NULL;
@@ -297,25 +300,53 @@ void ws__find_fd(ws_client *c)
             int fd = atoi(e->d_name);
             if (fd == dfd || fd < hi || fd_owned(ws, fd))
                 continue;
-            if (peer_matches(fd, c->remote_addr, c->remote_port, local_port)) {
+            if (peer_matches(fd, addr, port, local_port)) {
                 found = fd;
                 break;
             }
         }
         closedir(d);
     }
+    return found;
+}
+
+int ws__peer_fd(daebus_ws *ws, const struct mg_connection *conn)
+{
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    if (!ri)
+        return -1;
+    pthread_mutex_lock(&ws->fd_lock);
+    int fd = scan_fd(ws, ri->remote_addr, ri->remote_port, ri->server_port);
+    pthread_mutex_unlock(&ws->fd_lock);
+    return fd;
+}
+
+/* The socket of c, claimed in the ownership map. */
+void ws__find_fd(ws_client *c)
+{
+    daebus_ws *ws = c->ws;
+    const struct mg_request_info *ri = mg_get_request_info(c->conn);
+    int local_port = ri ? ri->server_port : 0;
+    pthread_mutex_lock(&ws->fd_lock);
+    int found = scan_fd(ws, c->remote_addr, c->remote_port, local_port);
     if (found >= 0) {
         set_owned(ws, found, 1);
         if (found > ws->fd_hi)
             ws->fd_hi = found;
     }
     pthread_mutex_unlock(&ws->fd_lock);
+    int sndbuf = 0;
     if (found >= 0 && ws->send_buffer != SIZE_MAX) {
         int sz = ws->send_buffer > (size_t)1 << 30 ? 1 << 30 : (int)ws->send_buffer;
-        setsockopt(found, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+        socklen_t l = sizeof sndbuf;
+        /* A size set by hand is not tuned by the kernel afterwards: read it once. */
+        if (setsockopt(found, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz) != 0 ||
+            getsockopt(found, SOL_SOCKET, SO_SNDBUF, &sndbuf, &l) != 0)
+            sndbuf = 0;
     }
     pthread_mutex_lock(&c->lock);
     c->fd = found;
+    c->sndbuf = sndbuf;
     pthread_mutex_unlock(&c->lock);
     if (found < 0)
         daebus_log(DAEBUS_LOG_DEBUG, "websocket",
@@ -357,12 +388,13 @@ static int has_room(ws_client *c, size_t len)
 {
     if (c->fd < 0)
         return 1;
-    int outq = 0, sndbuf = 0;
+    int outq = 0, sndbuf = c->sndbuf;
     socklen_t l = sizeof sndbuf;
-    if (ioctl(c->fd, SIOCOUTQ, &outq) != 0 ||
-        getsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &l) != 0)
+    if (ioctl(c->fd, SIOCOUTQ, &outq) != 0)
         return 1;
     if (outq == 0)
+        return 1;
+    if (sndbuf <= 0 && getsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &l) != 0)
         return 1;
     /* SO_SNDBUF reports twice the payload room (kernel bookkeeping). */
     return (long)sndbuf / 2 - (long)outq >= (long)len + 14;
@@ -434,6 +466,26 @@ static void write_client(daebus_ws *ws, ws_client *c)
     c->scheduled = 0;
     pthread_mutex_unlock(&c->lock);
     ws__client_unref(c);
+}
+
+void ws__own_begin(ws_client *c)
+{
+    own_client = c;
+}
+
+void ws__own_end(ws_client *c)
+{
+    own_client = NULL;
+    pthread_mutex_lock(&c->lock);
+    if (c->qhead && !c->scheduled && !c->conn_closed && c->state != WS_PENDING) {
+        /* Act as a writer for c once: the same claim make_ready() makes. */
+        c->scheduled = 1;
+        ws__client_ref(c);
+        pthread_mutex_unlock(&c->lock);
+        write_client(c->ws, c);
+        return;
+    }
+    pthread_mutex_unlock(&c->lock);
 }
 
 static void *writer_main(void *arg)

@@ -497,6 +497,48 @@ static void test_keep_alive(void)
     CU_ASSERT_EQUAL(responses, 2);
 }
 
+/* Writes one request on fd and reads until marker (or 5 s); the answer goes to buf. */
+static void ka_round(int fd, const char *request, const char *marker, char *buf, size_t cap)
+{
+    size_t got = 0;
+    buf[0] = '\0';
+    if (write(fd, request, strlen(request)) != (ssize_t)strlen(request))
+        return;
+    double t0 = ts_now();
+    while (ts_now() - t0 < 5 && !strstr(buf, marker)) {
+        ssize_t n = read(fd, buf + got, cap - 1 - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        buf[got] = '\0';
+    }
+}
+
+/* The request and response of one request do not leak into the next one on
+ * the same connection (the same CivetWeb thread): headers, query, params. */
+static void test_keep_alive_no_leftovers(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((unsigned short)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CU_ASSERT_EQUAL_FATAL(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    char buf[4096];
+    ka_round(fd, "GET /echo?q=first HTTP/1.1\r\nHost: x\r\n\r\n", "\"q\":\"first\"}", buf,
+             sizeof buf);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "X-Handled: yes"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\"q\":\"first\""));
+    ka_round(fd, "GET /devices/k2 HTTP/1.1\r\nHost: x\r\n\r\n", "{\"device_id\":\"k2\"}", buf,
+             sizeof buf);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "{\"device_id\":\"k2\"}"));
+    CU_ASSERT_PTR_NULL(strstr(buf, "X-Handled"));
+    ka_round(fd, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n", "\"remote\"", buf, sizeof buf);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\"payload\":{}"));
+    CU_ASSERT_PTR_NULL(strstr(buf, "first"));
+    close(fd);
+}
+
 /* Sends a raw request (ending in Connection: close) and reads the whole answer. */
 static void raw_exchange(const char *head, const char *body, size_t blen, char *out, size_t cap)
 {
@@ -592,6 +634,8 @@ int main(void)
     CU_add_test(s, "middleware", test_middleware);
     CU_add_test(s, "hundreds of routes", test_many_routes);
     CU_add_test(s, "keep-alive", test_keep_alive);
+    CU_add_test(s, "keep-alive: nothing left from the previous request",
+                test_keep_alive_no_leftovers);
     CU_add_test(s, "chunked request bodies", test_chunked_upload);
     CU_add_test(s, "stats and access log", test_stats_and_log);
     int rc = ts_run_cunit();

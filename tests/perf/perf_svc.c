@@ -1,0 +1,98 @@
+/* perf_svc.c - a daebus service as a child process (see perf_svc.h). */
+#include "perf_svc.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "perf_common.h"
+#include "testsupport.h"
+/* Reads the service's log; notes when the ready line arrives, then keeps
+ * draining so that the service never blocks on its log. */
+static void *reader_main(void *arg)
+{
+    perf_svc *s = arg;
+    FILE *f = fdopen(s->fd, "r");
+    char line[1024];
+    while (f && fgets(line, sizeof line, f)) {
+        if (strstr(line, "ready (components")) {
+            pthread_mutex_lock(&s->lock);
+            s->t_ready = perf_now();
+            pthread_cond_signal(&s->cond);
+            pthread_mutex_unlock(&s->lock);
+        } else if (getenv("PERF_SERVICE_LOG")) {
+            fputs(line, stderr);
+        }
+    }
+    if (f)
+        fclose(f);
+    pthread_mutex_lock(&s->lock);
+    if (s->t_ready == 0)
+        s->t_ready = -1;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* Starts perf_service; returns 0 once it logged its ready line. */
+int perf_svc_start(perf_svc *s, const char *path, const char *redis_url, int max_clients, bool raw)
+{
+    memset(s, 0, sizeof *s);
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    s->port = ts_free_port();
+    int pfd[2];
+    if (pipe(pfd) != 0)
+        return -1;
+    char port[16], mc[16];
+    snprintf(port, sizeof port, "%d", s->port);
+    snprintf(mc, sizeof mc, "%d", max_clients);
+    s->t_fork = perf_now();
+    s->pid = fork();
+    if (s->pid == 0) {
+        dup2(pfd[1], 2);
+        close(pfd[0]);
+        close(pfd[1]);
+        setenv("PERF_MAX_CLIENTS", mc, 1);
+        if (raw)
+            setenv("PERF_RAW", "1", 1);
+        execl(path, path, "--port", port, "--redis", redis_url, "--log-level", "info",
+              (char *)NULL);
+        _exit(127);
+    }
+    close(pfd[1]);
+    s->fd = pfd[0];
+    pthread_create(&s->reader, NULL, reader_main, s);
+    pthread_mutex_lock(&s->lock);
+    while (s->t_ready == 0)
+        pthread_cond_wait(&s->cond, &s->lock);
+    int ok = s->t_ready > 0;
+    pthread_mutex_unlock(&s->lock);
+    return ok ? 0 : -1;
+}
+
+/* SIGTERMs the service; returns its exit status (0 = clean stop). */
+int perf_svc_stop(perf_svc *s)
+{
+    int st = -1;
+    kill(s->pid, SIGTERM);
+    waitpid(s->pid, &st, 0);
+    pthread_join(s->reader, NULL);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+int perf_svc_default_path(char *buf, size_t len)
+{
+    ssize_t n = readlink("/proc/self/exe", buf, len - 32);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    char *slash = strrchr(buf, '/');
+    if (!slash)
+        return -1;
+    snprintf(slash + 1, len - (size_t)(slash + 1 - buf), "perf_service");
+    return 0;
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs the benchmark suite (issue 8) and prints its figures as JSON lines on
+# stdout (progress on stderr). Each benchmark starts what it needs (servers,
+# its own redis-server, client processes) and is bounded in time.
+# Usage: tests/perf/run_all.sh [build-dir]     (`make bench`)
+#   BENCH_SECONDS=3   seconds per measured round (HTTP, bus, WebSocket echo)
+#   BENCH_ONLY="http bus"   run only these (http bus ws_echo ws_broadcast footprint)
+# Exit status: 0 when every benchmark ran without errors (targets missed do
+# not fail the run; see the "met" field of the ratio lines).
+set -uo pipefail
+build=${1:-build}
+bin=$build/bin
+export BENCH_SECONDS=${BENCH_SECONDS:-3}
+limit=${BENCH_TIMEOUT:-90}
+
+command -v wrk >/dev/null || { echo "run_all: wrk missing (bash scripts/deps.sh bench)" >&2; exit 2; }
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+echo "run_all: $(nproc) cores, $(uname -sr), $(. /etc/os-release && echo "$PRETTY_NAME"), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+failed=()
+for b in ${BENCH_ONLY:-http bus ws_echo ws_broadcast footprint}; do
+  exe=$bin/bench_$b
+  if [[ ! -x $exe ]]; then
+    echo "run_all: $exe not built" >&2
+    failed+=("$b")
+    continue
+  fi
+  echo "run_all: bench_$b ..." >&2
+  start=$SECONDS
+  timeout --kill-after=5 "$limit" "$exe"
+  rc=$?
+  echo "run_all: bench_$b done in $((SECONDS - start)) s (status $rc)" >&2
+  ((rc == 0)) || failed+=("$b")
+done
+if ((${#failed[@]})); then
+  echo "run_all: failed: ${failed[*]}" >&2
+  exit 1
+fi
