@@ -19,6 +19,24 @@
 
 /* ---- URL parsing ---- */
 
+/* Appends [p, end) to buf at *o (len bytes) with the value of each
+ * "password=" parameter (after '?' or '&') replaced by "***". */
+static void put_masked(const char *p, const char *end, char *buf, size_t *o, size_t len)
+{
+    while (p < end && *p && *o + 1 < len) {
+        buf[(*o)++] = *p;
+        if ((*p == '?' || *p == '&') && strncmp(p + 1, "password=", 9) == 0) {
+            for (const char *q = "password=***"; *q && *o + 1 < len; q++)
+                buf[(*o)++] = *q;
+            p += 10;
+            while (p < end && *p && *p != '&')
+                p++;
+            continue;
+        }
+        p++;
+    }
+}
+
 void daebus__redis_url_redact(const char *url, char *buf, size_t len)
 {
     if (!buf || !len)
@@ -34,25 +52,14 @@ void daebus__redis_url_redact(const char *url, char *buf, size_t len)
     const char *at = strrchr(url, '@');
     const char *keep = sep && at && at > sep ? sep + 3 : url;
     if (at && at >= keep) {
-        for (const char *q = url; q < keep && o + 1 < len; q++)
-            buf[o++] = *q;
+        /* The part before may hold a password= parameter too (a URL that
+         * is not one, e.g. "x?password=p://u@h"). */
+        put_masked(url, keep, buf, &o, len);
         for (const char *q = "***"; *q && o + 1 < len; q++)
             buf[o++] = *q;
         p = at;
     }
-    /* A password= query parameter: its value becomes "***". */
-    while (*p && o + 1 < len) {
-        buf[o++] = *p;
-        if ((*p == '?' || *p == '&') && strncmp(p + 1, "password=", 9) == 0) {
-            for (const char *q = "password=***"; *q && o + 1 < len; q++)
-                buf[o++] = *q;
-            p += 10;
-            while (*p && *p != '&')
-                p++;
-            continue;
-        }
-        p++;
-    }
+    put_masked(p, p + strlen(p), buf, &o, len);
     buf[o] = '\0';
 }
 
@@ -139,6 +146,12 @@ static int parse_query(const char *q, daebus_redis_url *u, const char *url, daeb
         } else if (n > 9 && strncmp(q, "password=", 9) == 0 &&
                    copy_decoded(u->password, sizeof u->password, q + 9, n - 9, 1) == 0) {
             /* done */
+        } else if (strncmp(q, "password=", 9) == 0) {
+            /* Not quoted: the value is the secret, and the message may be logged. */
+            return daebus_error_set(
+                err, DAEBUS_EINVAL,
+                "redis URL '%.64s': bad password parameter (empty, too long or bad %%-escape)",
+                url);
         } else {
             return daebus_error_set(err, DAEBUS_EINVAL,
                                     "redis URL '%.64s': unsupported query parameter '%.*s'", url,

@@ -62,6 +62,28 @@ static void check_word(const char *w)
     FUZZ_CHECK(n < sizeof small && strlen(small) == n);
 }
 
+#define SECRET "S3cr3tPw"
+
+/* A --redis value with a password in it is refused without showing it. */
+static void check_secret(const char *word)
+{
+    if (strstr(word, SECRET))
+        return;
+    size_t cap = strlen(word) + 64;
+    char *arg = malloc(cap);
+    FUZZ_CHECK(arg != NULL);
+    for (int form = 0; form < 2; form++) {
+        snprintf(arg, cap, form ? "--redis=%s://u:" SECRET "@h" : "--redis=%s?password=" SECRET,
+                 word);
+        char *argv[] = {"service", arg, NULL};
+        daebus_config cfg = DAEBUS_CONFIG_INIT;
+        daebus_error err = {0};
+        if (daebus_config_apply_args(&cfg, 2, argv, &err) != 0)
+            FUZZ_CHECK(strstr(err.message, SECRET) == NULL);
+    }
+    free(arg);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *text = fuzz_strndup(data, size);
@@ -106,6 +128,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     for (int i = 1; i < argc; i++)
         check_word(argv[i]);
+    check_secret(argv[1]);
     free(text);
     return 0;
 }

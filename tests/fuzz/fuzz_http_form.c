@@ -95,6 +95,14 @@ static void check_headers(const char *s)
                 p++;
         }
     }
+    /* Route <int:> values: at most 18 digits, so never out of range. */
+    long long v;
+    if (daebus__http_parse_int(s, strlen(s), &v)) {
+        char back[32];
+        snprintf(back, sizeof back, "%lld", v);
+        FUZZ_CHECK(strtoll(s, NULL, 10) == v && strlen(s) <= 19);
+        FUZZ_CHECK(strcmp(back, s) == 0 || s[0] == '-' || s[0] == '0');
+    }
     if (daebus__http_static_path_safe(s, false))
         FUZZ_CHECK(daebus__http_static_path_safe(s, true));
 }

@@ -103,6 +103,60 @@ static bool same_url(const daebus_redis_url *a, const daebus_redis_url *b)
                        : strcmp(a->host, b->host) == 0 && a->port == b->port);
 }
 
+#define SECRET "S3cr3tPw"
+
+/* Parses a URL that holds SECRET as (part of) its password: neither the
+ * error message, nor the description, nor the redacted text may show it. */
+static void check_secret_hidden(const char *url)
+{
+    daebus_redis_url u;
+    daebus_error err = {0};
+    if (daebus_redis_url_parse(url, &u, &err) == 0) {
+        char desc[700];
+        daebus__redis_url_describe(&u, desc, sizeof desc);
+        if (strstr(desc, SECRET))
+            fprintf(stderr, "secret shown for '%s': %s\n", url, desc);
+        FUZZ_CHECK(strstr(desc, SECRET) == NULL);
+    } else {
+        if (strstr(err.message, SECRET))
+            fprintf(stderr, "secret shown for '%s': %s\n", url, err.message);
+        FUZZ_CHECK(strstr(err.message, SECRET) == NULL);
+    }
+    char shown[96];
+    daebus__redis_url_redact(url, shown, sizeof shown);
+    FUZZ_CHECK(fuzz_terminated(shown, sizeof shown));
+    FUZZ_CHECK(strstr(shown, SECRET) == NULL);
+}
+
+/* Input "<url>\n<tail>": SECRET + tail planted as the userinfo password
+ * ("scheme://u:SECRET<tail>@rest") and as a password= query parameter
+ * ("<url>?password=SECRET<tail>"), where the parser takes them for one. */
+static void check_planted(const char *text)
+{
+    if (strstr(text, SECRET))
+        return; /* already in the host or path, where it may show */
+    const char *nl = strchr(text, '\n');
+    size_t ulen = nl ? (size_t)(nl - text) : strlen(text);
+    const char *tail = nl ? nl + 1 : "";
+    size_t cap = strlen(text) + 64;
+    char *url = malloc(cap);
+    FUZZ_CHECK(url != NULL);
+    const char *sep = strstr(text, "://");
+    if (sep && (size_t)(sep - text) + 3 <= ulen) {
+        size_t head = (size_t)(sep - text) + 3;
+        snprintf(url, cap, "%.*su:" SECRET "%s@%.*s", (int)head, text, tail, (int)(ulen - head),
+                 text + head);
+        check_secret_hidden(url);
+    }
+    /* Only as the first query parameter: after an earlier '?' the text
+     * could be the host or the path, which are shown. */
+    if (!memchr(text, '?', ulen)) {
+        snprintf(url, cap, "%.*s?password=" SECRET "%s", (int)ulen, text, tail);
+        check_secret_hidden(url);
+    }
+    free(url);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *url = fuzz_strndup(data, size);
@@ -130,6 +184,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(rc2 == 0);
         FUZZ_CHECK(same_url(&u, &v));
     }
+    check_planted(url);
     free(url);
     return 0;
 }
