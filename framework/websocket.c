@@ -945,12 +945,15 @@ static void on_close(const struct mg_connection *conn, void *cbdata)
         req_free(&req);
         cJSON_Delete(empty);
     }
+    /* Leaving the registry and freeing the capacity slot in one step: once
+     * the client is no longer counted, a new one can take its place. */
     pthread_mutex_lock(&ws->reg_lock);
     if (ws_registry_find(ws->reg, c->id) == c)
         ws_registry_remove(ws->reg, c->id);
+    ws->nconn--;
+    pthread_cond_broadcast(&ws->reg_cond);
     pthread_mutex_unlock(&ws->reg_lock);
     ws__client_unref(c); /* registry */
-    release_slot(ws);
     ws__client_unref(c); /* connection */
 }
 
