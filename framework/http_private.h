@@ -95,7 +95,8 @@ struct daebus_http_response {
     int status;
     uint64_t bytes_out;
     size_t hlen;
-    char headers[DAEBUS__HTTP_EXTRA_HEADERS]; /* "Name: value\r\n" lines */
+    char headers[DAEBUS__HTTP_EXTRA_HEADERS]; /* "Name: value\r\n" lines; keep last (reuse clears up
+                                                 to it) */
 };
 
 /* The CivetWeb request handler (http_request.c). */

@@ -878,7 +878,9 @@ static int on_data(struct mg_connection *conn, int bits, char *data, size_t len,
                 ws__begin_close(c, 1009, "Message too big", WS_BY_PROTOCOL);
                 return 1;
             }
+            ws__own_begin(c);
             on_message(ws, c, op, data, len);
+            ws__own_end(c);
             return 1;
         }
         c->frag_opcode = op;
@@ -898,7 +900,9 @@ static int on_data(struct mg_connection *conn, int bits, char *data, size_t len,
     if (fin) {
         int fop = c->frag_opcode;
         c->frag_opcode = 0;
+        ws__own_begin(c);
         on_message(ws, c, fop, c->frag, c->frag_len);
+        ws__own_end(c);
         c->frag_len = 0;
     }
     return 1;
@@ -945,8 +949,8 @@ static void on_close(const struct mg_connection *conn, void *cbdata)
         req_free(&req);
         cJSON_Delete(empty);
     }
-    /* Leaving the registry and freeing the capacity slot in one step: once
-     * the client is no longer counted, a new one can take its place. */
+    /* The slot goes with the registry entry, under one lock: once the client
+     * count says a client is gone, its slot is free for the next upgrade. */
     pthread_mutex_lock(&ws->reg_lock);
     if (ws_registry_find(ws->reg, c->id) == c)
         ws_registry_remove(ws->reg, c->id);

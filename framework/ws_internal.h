@@ -48,7 +48,8 @@ typedef struct ws_client {
     /* under ws->reg_lock (written), c->lock not needed to read a snapshot */
     int state;
     /* under c->lock */
-    int fd; /* socket, -1 unknown */
+    int fd;     /* socket, -1 unknown */
+    int sndbuf; /* its SO_SNDBUF when fixed by send_buffer, else 0 (ask the kernel) */
     ws_qnode *qhead, *qtail;
     size_t qbytes;
     int qcount;
@@ -147,6 +148,12 @@ int ws__enqueue(ws_client *c, ws_frame *f, bool control);
 /* Puts c on the writers' ready list if it has frames (call after the
  * connection became open). */
 void ws__schedule(ws_client *c);
+/* Around a message handler on c's own CivetWeb thread: frames this thread
+ * queues for c meanwhile are written by it when the handler is done
+ * (ws__own_end), instead of being handed to a writer thread. Frames queued
+ * by other threads go to the writers as usual. */
+void ws__own_begin(ws_client *c);
+void ws__own_end(ws_client *c);
 /* Starts closing c: close frame queued after what is queued already.
  * Returns: 0 or DAEBUS_ENOENT (already closing or gone). */
 int ws__begin_close(ws_client *c, int code, const char *reason, int why);

@@ -7,7 +7,10 @@
  * write the writer checks the room left in the socket's send buffer
  * (SIOCOUTQ against SO_SNDBUF): a client that stopped reading is parked on
  * the blocked list instead of stalling a writer, and its queue grows until
- * it hits the limit, which drops the client ("slow consumer").
+ * it hits the limit, which drops the client ("slow consumer"). Frames a
+ * message handler queues for its own client are written by the client's
+ * CivetWeb thread once the handler returns (ws__own_end), acting as that
+ * client's writer for the moment: the same checks, no hand-off.
  *
  * CivetWeb does not expose a connection's socket, so the socket is found
  * once per connection by matching the peer address among the process's file
@@ -150,6 +153,9 @@ void ws__schedule(ws_client *c)
     pthread_mutex_unlock(&c->lock);
 }
 
+/* The client whose message handler runs on this thread (ws__own_begin). */
+static _Thread_local ws_client *own_client;
+
 /* Called with c->lock held. */
 static int push(ws_client *c, ws_frame *f)
 {
@@ -167,7 +173,7 @@ static int push(ws_client *c, ws_frame *f)
     c->qbytes += f->len;
     c->qcount++;
     stat_max(&c->ws->st_qhw, (uint64_t)c->qcount);
-    if (!c->scheduled && !c->conn_closed && c->state != WS_PENDING)
+    if (!c->scheduled && !c->conn_closed && c->state != WS_PENDING && own_client != c)
         make_ready(c);
     return 0;
 }
@@ -329,12 +335,18 @@ void ws__find_fd(ws_client *c)
             ws->fd_hi = found;
     }
     pthread_mutex_unlock(&ws->fd_lock);
+    int sndbuf = 0;
     if (found >= 0 && ws->send_buffer != SIZE_MAX) {
         int sz = ws->send_buffer > (size_t)1 << 30 ? 1 << 30 : (int)ws->send_buffer;
-        setsockopt(found, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+        socklen_t l = sizeof sndbuf;
+        /* A size set by hand is not tuned by the kernel afterwards: read it once. */
+        if (setsockopt(found, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz) != 0 ||
+            getsockopt(found, SOL_SOCKET, SO_SNDBUF, &sndbuf, &l) != 0)
+            sndbuf = 0;
     }
     pthread_mutex_lock(&c->lock);
     c->fd = found;
+    c->sndbuf = sndbuf;
     pthread_mutex_unlock(&c->lock);
     if (found < 0)
         daebus_log(DAEBUS_LOG_DEBUG, "websocket",
@@ -376,12 +388,13 @@ static int has_room(ws_client *c, size_t len)
 {
     if (c->fd < 0)
         return 1;
-    int outq = 0, sndbuf = 0;
+    int outq = 0, sndbuf = c->sndbuf;
     socklen_t l = sizeof sndbuf;
-    if (ioctl(c->fd, SIOCOUTQ, &outq) != 0 ||
-        getsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &l) != 0)
+    if (ioctl(c->fd, SIOCOUTQ, &outq) != 0)
         return 1;
     if (outq == 0)
+        return 1;
+    if (sndbuf <= 0 && getsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &l) != 0)
         return 1;
     /* SO_SNDBUF reports twice the payload room (kernel bookkeeping). */
     return (long)sndbuf / 2 - (long)outq >= (long)len + 14;
@@ -453,6 +466,26 @@ static void write_client(daebus_ws *ws, ws_client *c)
     c->scheduled = 0;
     pthread_mutex_unlock(&c->lock);
     ws__client_unref(c);
+}
+
+void ws__own_begin(ws_client *c)
+{
+    own_client = c;
+}
+
+void ws__own_end(ws_client *c)
+{
+    own_client = NULL;
+    pthread_mutex_lock(&c->lock);
+    if (c->qhead && !c->scheduled && !c->conn_closed && c->state != WS_PENDING) {
+        /* Act as a writer for c once: the same claim make_ready() makes. */
+        c->scheduled = 1;
+        ws__client_ref(c);
+        pthread_mutex_unlock(&c->lock);
+        write_client(c->ws, c);
+        return;
+    }
+    pthread_mutex_unlock(&c->lock);
 }
 
 static void *writer_main(void *arg)

@@ -15,12 +15,16 @@ static void check_reply_channel(const daebus__bus_envelope *env)
     const char *ch = daebus__bus_reply_channel(env, "fuzzsvc", small, sizeof small);
     FUZZ_CHECK(ch == NULL || (ch == small && fuzz_terminated(small, sizeof small)));
     ch = daebus__bus_reply_channel(env, "fuzzsvc", big, sizeof big);
+    /* The whole name or none: a cut one would name another channel. */
+    char want[1024] = "";
     if (env->reply_to)
-        FUZZ_CHECK(ch == big && strncmp(big, env->reply_to, sizeof big - 1) == 0);
+        snprintf(want, sizeof want, "%s", env->reply_to);
     else if (env->request_id)
-        FUZZ_CHECK(ch == big && strstr(big, ".responses") != NULL);
-    else
+        snprintf(want, sizeof want, "%s.responses", env->service ? env->service : "fuzzsvc");
+    if (!want[0] || strlen(want) >= sizeof big)
         FUZZ_CHECK(ch == NULL);
+    else
+        FUZZ_CHECK(ch == big && strcmp(big, want) == 0);
 }
 
 static void check_response(const daebus__bus_envelope *env, bool error, bool final)

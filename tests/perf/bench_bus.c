@@ -271,6 +271,61 @@ static void fw_done(daebus_caller *caller, int status, const cJSON *payload, con
     pthread_mutex_unlock(&s->lock);
 }
 
+/* window threads, each with one blocking request in flight at a time, all on
+ * one caller. */
+typedef struct fw_thread {
+    daebus_caller *caller;
+    const cJSON *payload;
+    double end;
+    perf_samples lat;
+    long done, errors;
+} fw_thread;
+
+static void *fw_thread_main(void *arg)
+{
+    fw_thread *t = arg;
+    while (perf_now() < t->end) {
+        double t0 = perf_now();
+        cJSON *reply = NULL;
+        daebus_error err = {0};
+        int rc =
+            daebus_caller_request(t->caller, "bench_svc", "echo", t->payload, 5.0, &reply, &err);
+        perf_samples_add(&t->lat, perf_now() - t0);
+        cJSON_Delete(reply);
+        t->done++;
+        if (rc)
+            t->errors++;
+    }
+    return NULL;
+}
+
+static int fw_run_threads(daebus_caller *c, int window, double seconds, perf_samples *lat,
+                          double *rate, long *errors)
+{
+    cJSON *payload = cJSON_CreateObject();
+    cJSON_AddNumberToObject(payload, "n", 1);
+    cJSON_AddStringToObject(payload, "text", "hello");
+    fw_thread ts[WINDOW];
+    pthread_t th[WINDOW];
+    double t0 = perf_now();
+    long done = 0;
+    for (int i = 0; i < window && i < WINDOW; i++) {
+        ts[i] = (fw_thread){.caller = c, .payload = payload, .end = t0 + seconds};
+        pthread_create(&th[i], NULL, fw_thread_main, &ts[i]);
+    }
+    for (int i = 0; i < window && i < WINDOW; i++) {
+        pthread_join(th[i], NULL);
+        for (size_t k = 0; k < ts[i].lat.n; k++)
+            perf_samples_add(lat, ts[i].lat.v[k]);
+        perf_samples_free(&ts[i].lat);
+        done += ts[i].done;
+        *errors += ts[i].errors;
+    }
+    *rate = (double)done / (perf_now() - t0);
+    cJSON_Delete(payload);
+    return 0;
+}
+
 static int fw_run(daebus_caller *c, int window, double seconds, perf_samples *lat, double *rate,
                   long *errors)
 {
@@ -379,13 +434,52 @@ int main(int argc, char **argv)
     long errors = 0;
     double raw1_p50, fw1_p50, raw1_rate, fw1_rate, raw16_rate, rawp16_rate, fw16_rate;
     perf_samples l = {0};
-    if (raw_run(redis.port, 1, seconds, &l, &raw1_rate) != 0)
-        errors++;
-    report("raw_hiredis", "1", &l, raw1_rate, &raw1_p50);
-    perf_samples_free(&l);
-    fw_run(caller, 1, seconds, &l, &fw1_rate, &errors);
-    report("daebus", "1", &l, fw1_rate, &fw1_p50);
-    perf_samples_free(&l);
+    /* BENCH_BUS_ONLY=raw|daebus: one in flight, one side only, for profiling */
+    const char *only = getenv("BENCH_BUS_ONLY");
+    if (only) {
+        double rate, p50;
+        if (strcmp(only, "raw") == 0)
+            raw_run(redis.port, 1, seconds, &l, &rate);
+        else
+            fw_run(caller, 1, seconds, &l, &rate, &errors);
+        report(only, "1", &l, rate, &p50);
+        perf_samples_free(&l);
+        goto stop_raw;
+    }
+    /* one in flight: alternate raw and daebus, keep each side's best round */
+    raw1_p50 = fw1_p50 = 1e9;
+    raw1_rate = fw1_rate = 0;
+    perf_samples best_raw = {0}, best_fw = {0};
+    for (int round = 0; round < 2; round++) {
+        double rate, p50;
+        if (raw_run(redis.port, 1, seconds, &l, &rate) != 0)
+            errors++;
+        p50 = perf_percentile(l.v, l.n, 50);
+        if (p50 < raw1_p50) {
+            raw1_p50 = p50;
+            raw1_rate = rate;
+            perf_samples_free(&best_raw);
+            best_raw = l;
+        } else {
+            perf_samples_free(&l);
+        }
+        memset(&l, 0, sizeof l);
+        fw_run(caller, 1, seconds, &l, &rate, &errors);
+        p50 = perf_percentile(l.v, l.n, 50);
+        if (p50 < fw1_p50) {
+            fw1_p50 = p50;
+            fw1_rate = rate;
+            perf_samples_free(&best_fw);
+            best_fw = l;
+        } else {
+            perf_samples_free(&l);
+        }
+        memset(&l, 0, sizeof l);
+    }
+    report("raw_hiredis", "1", &best_raw, raw1_rate, &raw1_p50);
+    report("daebus", "1", &best_fw, fw1_rate, &fw1_p50);
+    perf_samples_free(&best_raw);
+    perf_samples_free(&best_fw);
     if (raw_run(redis.port, WINDOW, seconds, &l, &raw16_rate) != 0)
         errors++;
     report("raw_hiredis", "16", &l, raw16_rate, NULL);
@@ -399,6 +493,10 @@ int main(int argc, char **argv)
     fw_run(caller, WINDOW, seconds, &l, &fw16_rate, &errors);
     report("daebus", "16", &l, fw16_rate, NULL);
     perf_samples_free(&l);
+    double fw16t_rate;
+    fw_run_threads(caller, WINDOW, seconds, &l, &fw16t_rate, &errors);
+    report("daebus_threads", "16", &l, fw16t_rate, NULL);
+    perf_samples_free(&l);
     perf_emit("bus", "all", "errors", (double)errors, "count");
     perf_ratio("bus", "p50_1_in_flight", fw1_p50 / raw1_p50, 1.5, "<=");
     perf_ratio("bus", "actions_per_s_16_in_flight", fw16_rate / raw16_rate, 0.5, ">=");
@@ -407,6 +505,7 @@ int main(int argc, char **argv)
                ">=");
     rc = errors ? 1 : 0;
 
+stop_raw:;
     redisContext *stop = raw_connect(redis.port);
     if (stop) {
         freeReplyObject(redisCommand(stop, "PUBLISH raw_req STOP"));

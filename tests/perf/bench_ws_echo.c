@@ -12,6 +12,7 @@
  *
  * Usage: bench_ws_echo [seconds per case (default 3; env BENCH_SECONDS)] [N...]
  * (default N: 100 1000) */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -186,18 +187,25 @@ int main(int argc, char **argv)
     for (int i = 0; i < nn; i++) {
         int n = ns[i];
         /* both sets stay connected; rounds alternate raw, daebus, raw, daebus */
-        if (connect_set(procs, rport, n, seconds, ROUNDS, NULL) != n ||
-            connect_set(procs + PROCS, dport, n, seconds, ROUNDS, ws) != n) {
+        /* BENCH_WS_ONLY=raw|daebus: measure one server only (for profiling) */
+        const char *only = getenv("BENCH_WS_ONLY");
+        bool do_raw = !only || strcmp(only, "raw") == 0, do_fw = !only || !do_raw;
+        if ((do_raw && connect_set(procs, rport, n, seconds, ROUNDS, NULL) != n) ||
+            (do_fw && connect_set(procs + PROCS, dport, n, seconds, ROUNDS, ws) != n)) {
             fprintf(stderr, "bench_ws_echo: not every client connected\n");
             errors++;
         }
         round_result best_raw = {0}, best_fw = {0}, r;
         for (int k = 0; k < ROUNDS; k++) {
-            if (run_round(procs, seconds, &r, &errors) != 0)
-                return 1;
-            fprintf(stderr, "bench_ws_echo: %d clients round %d raw    %.0f/s\n", n, k, r.rate);
-            if (r.rate > best_raw.rate)
-                best_raw = r;
+            if (do_raw) {
+                if (run_round(procs, seconds, &r, &errors) != 0)
+                    return 1;
+                fprintf(stderr, "bench_ws_echo: %d clients round %d raw    %.0f/s\n", n, k, r.rate);
+                if (r.rate > best_raw.rate)
+                    best_raw = r;
+            }
+            if (!do_fw)
+                continue;
             if (run_round(procs + PROCS, seconds, &r, &errors) != 0)
                 return 1;
             fprintf(stderr, "bench_ws_echo: %d clients round %d daebus %.0f/s\n", n, k, r.rate);

@@ -95,7 +95,10 @@ static int spawn_redis(ts_redis *r)
     if (pid == 0) {
         int devnull = open("/dev/null", O_RDWR);
         if (devnull >= 0) {
+            /* Neither stream may stay tied to ctest's pipe: a server left
+             * behind by a failed suite would hold the test "running". */
             dup2(devnull, 1);
+            dup2(devnull, 2);
             close(devnull);
         }
         setpgid(0, 0);
