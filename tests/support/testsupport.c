@@ -198,7 +198,8 @@ int ts_http(int port, const char *method, const char *target, const char *extra_
     int fd = tcp_connect(port);
     if (fd < 0)
         return -1;
-    size_t cap = 8192 + body_len;
+    size_t cap = 1024 + strlen(method) + strlen(target) +
+                 (extra_headers ? strlen(extra_headers) : 0) + body_len;
     char *req = malloc(cap);
     if (!req) {
         close(fd);
@@ -208,6 +209,11 @@ int ts_http(int port, const char *method, const char *target, const char *extra_
                      "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n%s"
                      "Content-Length: %zu\r\n\r\n",
                      method, target, port, extra_headers ? extra_headers : "", body ? body_len : 0);
+    if (n < 0 || (size_t)n >= cap - body_len) {
+        free(req);
+        close(fd);
+        return -1;
+    }
     size_t len = (size_t)n;
     if (body && body_len) {
         memcpy(req + len, body, body_len);
