@@ -172,8 +172,10 @@ static void test_fixed_rate(void)
     CU_ASSERT(first >= iv * 0.9);
     CU_ASSERT(first < 1.0);
 
-    /* 50 periods: mean within 5 %, every start within 2 intervals of its slot
-     * on the grid anchored at the first run (no cumulative drift). */
+    /* 50 periods: mean within 5 %, every start within 4 intervals of its slot
+     * on the grid anchored at the first run (no cumulative drift: a 40 ms task
+     * drifting 4 ms a run would be 200 ms off by the end). The slack is for
+     * sanitizer builds on a loaded machine, where one wake-up can be 100 ms late. */
     double mean = (r.start[50] - r.start[0]) / 50.0;
     double maxdev = 0;
     for (int k = 0; k <= 50; k++) {
@@ -188,7 +190,7 @@ static void test_fixed_rate(void)
             "first run after %.3f ms\n",
             iv * 1e3, mean * 1e3, maxdev * 1e3, first * 1e3);
     CU_ASSERT(mean > iv * 0.95 && mean < iv * 1.05);
-    CU_ASSERT(maxdev < 2 * iv);
+    CU_ASSERT(maxdev < 4 * iv);
     CU_ASSERT_EQUAL(atomic_load(&r.max_inflight), 1);
     daebus_app_destroy(app);
     daebus_blueprint_destroy(bp);
