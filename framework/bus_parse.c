@@ -124,17 +124,18 @@ void daebus__bus_envelope_free(daebus__bus_envelope *env)
 const char *daebus__bus_reply_channel(const daebus__bus_envelope *env, const char *fallback_service,
                                       char *buf, size_t len)
 {
+    /* A channel name that does not fit is not used: a cut one would name
+     * another channel. */
+    int n;
     if (env->reply_to) {
-        snprintf(buf, len, "%s", env->reply_to);
-        return buf;
+        n = snprintf(buf, len, "%s", env->reply_to);
+    } else {
+        const char *svc = env->service ? env->service : fallback_service;
+        if (!env->request_id || !svc)
+            return NULL;
+        n = snprintf(buf, len, "%s.responses", svc);
     }
-    if (!env->request_id)
-        return NULL;
-    const char *svc = env->service ? env->service : fallback_service;
-    if (!svc)
-        return NULL;
-    snprintf(buf, len, "%s.responses", svc);
-    return buf;
+    return n >= 0 && (size_t)n < len ? buf : NULL;
 }
 
 char *daebus__bus_build_response(bool error, const cJSON *payload, const cJSON *request_id,

@@ -37,7 +37,7 @@ cJSON *daebus__bus_parse_object(const char *data, size_t len);
 /* The reply channel of a request: reply_to, else "<service>.responses" when
  * it has a request_id (service: the request's "service" field, else
  * fallback_service), else NULL (fire-and-forget). Writes into buf.
- * Returns: buf or NULL. */
+ * Returns: buf, or NULL (no reply channel, or one longer than len - 1). */
 const char *daebus__bus_reply_channel(const daebus__bus_envelope *env, const char *fallback_service,
                                       char *buf, size_t len);
 

@@ -10,6 +10,7 @@
 #include <string.h>
 #include "daebus/config.h"
 #include "daebus/log.h"
+#include "redis_conn.h"
 
 int daebus_parse_int(const char *text, long min, long max, long *out)
 {
@@ -36,12 +37,15 @@ static int set_value(daebus_config *cfg, const char *name, const char *value, co
         cfg->http_port = (int)v;
     } else if (strcmp(name, "redis") == 0) {
         if (!value || (strncmp(value, "redis://", 8) != 0 && strncmp(value, "unix://", 7) != 0 &&
-                       strncmp(value, "rediss://", 9) != 0))
+                       strncmp(value, "rediss://", 9) != 0)) {
+            char shown[96]; /* without a password: the message may be logged */
+            daebus__redis_url_redact(value, shown, sizeof shown);
             return daebus_error_set(
                 err, DAEBUS_EINVAL,
                 "%s: '%s' is not a Redis URL (redis://[:password@]host:port[/db] "
                 "or unix:///path)",
-                src, value ? value : "");
+                src, shown);
+        }
         cfg->redis_url = value;
     } else if (strcmp(name, "service") == 0) {
         if (!value || !*value || strlen(value) > 200)

@@ -18,6 +18,7 @@
 
 #include <arpa/inet.h>
 #include <civetweb.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -82,6 +83,13 @@ daebus_http *daebus_http_create(const daebus_http_options *opts, daebus_error *e
         daebus_error_set(err, DAEBUS_EINVAL, "http: static_prefix must start with '/'");
         return NULL;
     }
+    if (o.max_json_depth < 0 || o.max_json_depth > DAEBUS__HTTP_MAX_JSON_DEPTH) {
+        daebus_error_set(err, DAEBUS_EINVAL,
+                         "http: max_json_depth must be 0..%d (parsing recurses on CivetWeb's "
+                         "small worker stacks)",
+                         DAEBUS__HTTP_MAX_JSON_DEPTH);
+        return NULL;
+    }
     daebus_http *h = calloc(1, sizeof *h);
     if (!h) {
         daebus_error_set(err, DAEBUS_ENOMEM, "out of memory");
@@ -92,6 +100,7 @@ daebus_http *daebus_http_create(const daebus_http_options *opts, daebus_error *e
     h->port = o.port == 0 ? DEFAULT_PORT : o.port == DAEBUS_HTTP_PORT_ANY ? 0 : o.port;
     h->num_threads = o.num_threads > 0 ? o.num_threads : DEFAULT_THREADS;
     h->max_body = o.max_body_size ? o.max_body_size : DEFAULT_MAX_BODY;
+    h->max_json_depth = o.max_json_depth ? o.max_json_depth : 100;
     h->access_log = o.access_log;
     h->timeout_ms = o.request_timeout_ms > 0 ? o.request_timeout_ms : DEFAULT_TIMEOUT_MS;
     atomic_init(&h->bound_port, -1);
@@ -373,6 +382,30 @@ static void library_init(bool tls)
     pthread_mutex_unlock(&library_lock);
 }
 
+/* CivetWeb up to 1.15 (Debian 12) loads OpenSSL with dlopen("libssl.so") and
+ * calls SSL_get_peer_certificate, which OpenSSL 3 keeps only as a macro: the
+ * function pointer stays NULL and the first TLS connection kills the process.
+ * Returns: true (with the reason in why) when TLS would be unusable. */
+static bool tls_broken(char *why, size_t len)
+{
+    unsigned major = 0, minor = 0;
+    const char *v = mg_version();
+    if (!v || sscanf(v, "%u.%u", &major, &minor) != 2 || major > 1 || minor > 15)
+        return false;
+    void *ssl = dlopen("libssl.so", RTLD_LAZY | RTLD_LOCAL);
+    if (!ssl)
+        return false; /* CivetWeb reports a missing library itself */
+    bool old_api = dlsym(ssl, "SSL_get_peer_certificate") != NULL;
+    dlclose(ssl);
+    if (old_api)
+        return false;
+    snprintf(why, len,
+             "CivetWeb %s calls SSL_get_peer_certificate, which the installed OpenSSL (3.x) "
+             "does not export: the first TLS connection would crash the process",
+             v);
+    return true;
+}
+
 /* Tells a busy port apart from other bind failures. */
 static bool port_busy(const char *addr, int port)
 {
@@ -408,7 +441,18 @@ static int http_start(void *self)
             return DAEBUS_EINVAL;
         }
     }
-    int rc = build_router(h);
+    int rc = 0;
+    atomic_store(&h->draining, 0);
+    char why[256];
+    if (h->ssl_certificate && tls_broken(why, sizeof why)) {
+        daebus_log(DAEBUS_LOG_ERROR, "http",
+                   "ssl_certificate is set but TLS is unusable: %s. Serve plain HTTP behind a "
+                   "TLS-terminating reverse proxy (docs/operations.md)",
+                   why);
+        rc = DAEBUS_ESTATE;
+        goto fail;
+    }
+    rc = build_router(h);
     if (rc)
         goto fail;
     char ports[128], threads[16], timeout[16];
@@ -544,10 +588,29 @@ static void stop_server(daebus_http *h)
     pthread_join(t, NULL);
 }
 
+/* CivetWeb stops writing as soon as mg_stop begins: let the requests in
+ * flight finish first (up to the app's shutdown time-out), answering new
+ * ones 503 meanwhile. */
+static void drain(daebus_http *h)
+{
+    atomic_store(&h->draining, 1);
+    if (atomic_load(&h->st_in_flight) == 0)
+        return;
+    double limit = h->app ? daebus_app_shutdown_timeout(h->app) : 5.0;
+    double end = daebus__now_mono() + limit;
+    while (atomic_load(&h->st_in_flight) > 0 && daebus__now_mono() < end)
+        usleep(5000);
+    uint64_t left = atomic_load(&h->st_in_flight);
+    if (left)
+        daebus_log(DAEBUS_LOG_WARNING, "http", "stopping with %llu requests still running",
+                   (unsigned long long)left);
+}
+
 static void http_stop(void *self)
 {
     daebus_http *h = self;
     if (h->ctx) {
+        drain(h);
         stop_server(h);
         h->ctx = NULL;
     }

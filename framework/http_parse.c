@@ -172,7 +172,9 @@ static int add_pair(const char *name, size_t nlen, const char *value, size_t vle
         rc = -2;
         goto done;
     }
-    if (cJSON_HasObjectItem(object, n))
+    /* Case-sensitive both ways: cJSON_HasObjectItem ignores case, and with "A"
+     * present a replace of "a" would fail and leak item. */
+    if (cJSON_GetObjectItemCaseSensitive(object, n))
         cJSON_ReplaceItemInObjectCaseSensitive(object, n, item);
     else
         cJSON_AddItemToObject(object, n, item);

@@ -26,6 +26,7 @@ typedef struct daebus__http_mw {
 } daebus__http_mw;
 
 #define DAEBUS__HTTP_MAX_EXTRA_OPTIONS 8
+#define DAEBUS__HTTP_MAX_JSON_DEPTH    512
 
 struct daebus_http {
     daebus__component comp;
@@ -36,6 +37,7 @@ struct daebus_http {
     int num_threads;
     int reserved_threads;
     size_t max_body;
+    int max_json_depth;
     bool access_log;
     int timeout_ms;
     char *ssl_certificate;
@@ -58,6 +60,7 @@ struct daebus_http {
     atomic_uint_fast64_t st_requests;
     atomic_uint_fast64_t st_class[6];
     atomic_uint_fast64_t st_in_flight;
+    atomic_int draining; /* stopping: new requests get 503 while in-flight ones finish */
     atomic_uint_fast64_t st_bytes_in;
     atomic_uint_fast64_t st_bytes_out;
 };

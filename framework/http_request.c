@@ -23,6 +23,7 @@
 #include "daebus/log.h"
 #include "http_parse.h"
 #include "http_private.h"
+#include "ws_parse.h"
 
 #define MAX_SEGMENTS 128
 
@@ -424,6 +425,14 @@ static int build_payload(daebus_http_request *req, daebus_http_response *res,
             daebus_http_send_error(res, 400, "Invalid UTF-8 in request body");
             return 400;
         }
+        /* cJSON recurses and CivetWeb's worker stacks are small (ws_parse.h: a pure scan). */
+        if (!ws_json_depth_ok(req->body, req->body_len, req->http->max_json_depth)) {
+            char msg[64];
+            snprintf(msg, sizeof msg, "JSON body nested too deeply (max %d levels)",
+                     req->http->max_json_depth);
+            daebus_http_send_error(res, 400, msg);
+            return 400;
+        }
         const char *end = NULL;
         base = cJSON_ParseWithLengthOpts(req->body, req->body_len, &end, 0);
         bool trailing = false;
@@ -463,7 +472,7 @@ static int build_payload(daebus_http_request *req, daebus_http_response *res,
             return 400;
         }
         for (cJSON *it = q->child; it; it = it->next)
-            if (!cJSON_HasObjectItem(base, it->string))
+            if (!cJSON_GetObjectItemCaseSensitive(base, it->string))
                 cJSON_AddItemToObject(base, it->string, cJSON_CreateString(it->valuestring));
         req->query = q;
     }
@@ -476,7 +485,9 @@ static int build_payload(daebus_http_request *req, daebus_http_response *res,
             v = cJSON_CreateNumber((double)n);
         else
             v = cJSON_CreateString(val);
-        if (cJSON_HasObjectItem(base, req->param_names[i]))
+        /* Case-sensitive, as the replace is (a body key "ID" must not make the
+         * replace of "id" fail and leak v). */
+        if (cJSON_GetObjectItemCaseSensitive(base, req->param_names[i]))
             cJSON_ReplaceItemInObjectCaseSensitive(base, req->param_names[i], v);
         else
             cJSON_AddItemToObject(base, req->param_names[i], v);
@@ -670,6 +681,11 @@ static void handle(daebus_http *h, daebus_http_request *req, daebus_http_respons
                 daebus__http_cors_simple(cors, origin, res->headers, DAEBUS__HTTP_EXTRA_HEADERS);
     }
 
+    if (atomic_load(&h->draining)) {
+        res->close_after = true;
+        daebus_http_send_error(res, 503, "Server shutting down");
+        goto done;
+    }
     int body_rc = read_body(h, req);
     if (body_rc == 413) {
         res->close_after = true;

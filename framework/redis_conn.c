@@ -19,6 +19,50 @@
 
 /* ---- URL parsing ---- */
 
+/* Appends [p, end) to buf at *o (len bytes) with the value of each
+ * "password=" parameter (after '?' or '&') replaced by "***". */
+static void put_masked(const char *p, const char *end, char *buf, size_t *o, size_t len)
+{
+    while (p < end && *p && *o + 1 < len) {
+        buf[(*o)++] = *p;
+        if ((*p == '?' || *p == '&') && strncmp(p + 1, "password=", 9) == 0) {
+            for (const char *q = "password=***"; *q && *o + 1 < len; q++)
+                buf[(*o)++] = *q;
+            p += 10;
+            while (p < end && *p && *p != '&')
+                p++;
+            continue;
+        }
+        p++;
+    }
+}
+
+void daebus__redis_url_redact(const char *url, char *buf, size_t len)
+{
+    if (!buf || !len)
+        return;
+    buf[0] = '\0';
+    if (!url)
+        return;
+    size_t o = 0;
+    const char *p = url;
+    /* Userinfo: everything between "://" (or the start, without a scheme)
+     * and the last '@' becomes "***". */
+    const char *sep = strstr(url, "://");
+    const char *at = strrchr(url, '@');
+    const char *keep = sep && at && at > sep ? sep + 3 : url;
+    if (at && at >= keep) {
+        /* The part before may hold a password= parameter too (a URL that
+         * is not one, e.g. "x?password=p://u@h"). */
+        put_masked(url, keep, buf, &o, len);
+        for (const char *q = "***"; *q && o + 1 < len; q++)
+            buf[o++] = *q;
+        p = at;
+    }
+    put_masked(p, p + strlen(p), buf, &o, len);
+    buf[o] = '\0';
+}
+
 static int hexval(char c)
 {
     if (c >= '0' && c <= '9')
@@ -69,6 +113,7 @@ static int parse_num(const char *s, size_t n, long min, long max, long *out)
     return 0;
 }
 
+/* url in the error messages below is the redacted copy. */
 static int parse_userinfo(const char *s, size_t n, daebus_redis_url *u, const char *url,
                           daebus_error *err)
 {
@@ -101,6 +146,12 @@ static int parse_query(const char *q, daebus_redis_url *u, const char *url, daeb
         } else if (n > 9 && strncmp(q, "password=", 9) == 0 &&
                    copy_decoded(u->password, sizeof u->password, q + 9, n - 9, 1) == 0) {
             /* done */
+        } else if (strncmp(q, "password=", 9) == 0) {
+            /* Not quoted: the value is the secret, and the message may be logged. */
+            return daebus_error_set(
+                err, DAEBUS_EINVAL,
+                "redis URL '%.64s': bad password parameter (empty, too long or bad %%-escape)",
+                url);
         } else {
             return daebus_error_set(err, DAEBUS_EINVAL,
                                     "redis URL '%.64s': unsupported query parameter '%.*s'", url,
@@ -117,6 +168,9 @@ int daebus_redis_url_parse(const char *url, daebus_redis_url *out, daebus_error 
 {
     if (!url || !out)
         return daebus_error_set(err, DAEBUS_EINVAL, "redis URL: NULL argument");
+    /* Messages quote the URL without its password (they end up in logs). */
+    char shown[96];
+    daebus__redis_url_redact(url, shown, sizeof shown);
     daebus_redis_url u;
     memset(&u, 0, sizeof u);
     u.port = 6379;
@@ -130,33 +184,33 @@ int daebus_redis_url_parse(const char *url, daebus_redis_url *out, daebus_error 
         return daebus_error_set(err, DAEBUS_EINVAL,
                                 "redis URL '%.64s': TLS (rediss://) is not supported; use redis:// "
                                 "(e.g. through a local TLS tunnel) or unix://",
-                                url);
+                                shown);
     } else {
         return daebus_error_set(err, DAEBUS_EINVAL,
                                 "redis URL '%.64s': unsupported scheme (use "
                                 "redis://[:password@]host:port[/db] or unix:///path)",
-                                url);
+                                shown);
     }
     if (u.is_unix) {
         /* unix://[[user]:password@]/path[?db=N&password=P] */
         const char *slash = strchr(rest, '/');
         if (!slash)
             return daebus_error_set(err, DAEBUS_EINVAL,
-                                    "redis URL '%.64s': expected unix:///absolute/path", url);
+                                    "redis URL '%.64s': expected unix:///absolute/path", shown);
         if (slash != rest) {
             const char *at = memchr(rest, '@', (size_t)(slash - rest));
             if (!at || at + 1 != slash)
                 return daebus_error_set(err, DAEBUS_EINVAL,
-                                        "redis URL '%.64s': expected unix:///absolute/path", url);
-            if (parse_userinfo(rest, (size_t)(at - rest), &u, url, err) != 0)
+                                        "redis URL '%.64s': expected unix:///absolute/path", shown);
+            if (parse_userinfo(rest, (size_t)(at - rest), &u, shown, err) != 0)
                 return DAEBUS_EINVAL;
         }
         const char *q = strchr(slash, '?');
         size_t n = q ? (size_t)(q - slash) : strlen(slash);
         if (n < 2 || copy_decoded(u.path, sizeof u.path, slash, n, 0) != 0)
             return daebus_error_set(err, DAEBUS_EINVAL,
-                                    "redis URL '%.64s': Unix socket path empty or too long", url);
-        if (q && parse_query(q + 1, &u, url, err) != 0)
+                                    "redis URL '%.64s': Unix socket path empty or too long", shown);
+        if (q && parse_query(q + 1, &u, shown, err) != 0)
             return DAEBUS_EINVAL;
         *out = u;
         return 0;
@@ -165,7 +219,7 @@ int daebus_redis_url_parse(const char *url, daebus_redis_url *out, daebus_error 
     const char *at = strrchr(rest, '@');
     const char *hp = rest;
     if (at) {
-        if (parse_userinfo(rest, (size_t)(at - rest), &u, url, err) != 0)
+        if (parse_userinfo(rest, (size_t)(at - rest), &u, shown, err) != 0)
             return DAEBUS_EINVAL;
         hp = at + 1;
     }
@@ -177,13 +231,13 @@ int daebus_redis_url_parse(const char *url, daebus_redis_url *out, daebus_error 
     if (*hp == '[') {
         const char *close = memchr(hp, ']', hlen);
         if (!close)
-            return daebus_error_set(err, DAEBUS_EINVAL, "redis URL '%.64s': unclosed '['", url);
+            return daebus_error_set(err, DAEBUS_EINVAL, "redis URL '%.64s': unclosed '['", shown);
         hs = hp + 1;
         hn = (size_t)(close - hs);
         if (close + 1 < tail) {
             if (close[1] != ':')
                 return daebus_error_set(err, DAEBUS_EINVAL, "redis URL '%.64s': junk after ']'",
-                                        url);
+                                        shown);
             portp = close + 2;
         }
     } else {
@@ -195,13 +249,13 @@ int daebus_redis_url_parse(const char *url, daebus_redis_url *out, daebus_error 
     if (hn == 0) {
         snprintf(u.host, sizeof u.host, "127.0.0.1");
     } else if (copy_decoded(u.host, sizeof u.host, hs, hn, 0) != 0) {
-        return daebus_error_set(err, DAEBUS_EINVAL, "redis URL '%.64s': host too long", url);
+        return daebus_error_set(err, DAEBUS_EINVAL, "redis URL '%.64s': host too long", shown);
     }
     if (portp) {
         long p;
         if (parse_num(portp, (size_t)(tail - portp), 1, 65535, &p) != 0)
             return daebus_error_set(err, DAEBUS_EINVAL,
-                                    "redis URL '%.64s': port must be a number 1-65535", url);
+                                    "redis URL '%.64s': port must be a number 1-65535", shown);
         u.port = (int)p;
     }
     if (*tail == '/') {
@@ -211,14 +265,14 @@ int daebus_redis_url_parse(const char *url, daebus_redis_url *out, daebus_error 
         if (dn > 0) {
             if (parse_num(db, dn, 0, 1000000, &v) != 0)
                 return daebus_error_set(err, DAEBUS_EINVAL,
-                                        "redis URL '%.64s': database must be a number", url);
+                                        "redis URL '%.64s': database must be a number", shown);
             u.db = (int)v;
         }
         tail = db + dn;
     }
     if (*tail == '?')
         return daebus_error_set(err, DAEBUS_EINVAL,
-                                "redis URL '%.64s': query parameters are not supported", url);
+                                "redis URL '%.64s': query parameters are not supported", shown);
     *out = u;
     return 0;
 }

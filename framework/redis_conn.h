@@ -38,6 +38,11 @@ void daebus__sigpipe_restore(daebus__sigpipe_guard *g);
 /* Blocks SIGPIPE for good on the calling thread (the component's own threads). */
 void daebus__sigpipe_block_thread(void);
 
+/* Copies the URL text into buf (len bytes, truncated) with its password
+ * replaced by "***" (userinfo and a password= query parameter), so that error
+ * messages can quote what was given without leaking the secret. */
+void daebus__redis_url_redact(const char *url, char *buf, size_t len);
+
 /* A description of url without its password, for log lines. */
 void daebus__redis_url_describe(const daebus_redis_url *url, char *buf, size_t len);
 

@@ -23,15 +23,24 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <uuid/uuid.h>
 
 #include <civetweb.h>
 
 #include "daebus/log.h"
 #include "http_internal.h"
+#include "http_parse.h"
 #include "ws_parse.h"
 
-#define MAX_JSON_DEPTH 100
+#define DEFAULT_JSON_DEPTH 100
+#define MAX_JSON_DEPTH     512
+
+/* CivetWeb user data of a connection accepted past max_clients only to be
+ * closed with 1013: it has no client entry. */
+static char full_mark;
+#define FULL_MARK ((void *)&full_mark)
 
 struct daebus_ws_conn_info {
     const struct mg_connection *conn;
@@ -138,6 +147,13 @@ daebus_ws *daebus_ws_create(const daebus_ws_options *opts, daebus_error *err)
         daebus_error_set(err, DAEBUS_EINVAL, "websocket options: negative limits are not allowed");
         return NULL;
     }
+    if (o.max_json_depth < 0 || o.max_json_depth > MAX_JSON_DEPTH) {
+        daebus_error_set(err, DAEBUS_EINVAL,
+                         "websocket options: max_json_depth must be 0..%d (parsing recurses on "
+                         "CivetWeb's small worker stacks)",
+                         MAX_JSON_DEPTH);
+        return NULL;
+    }
     daebus_ws *ws = calloc(1, sizeof *ws);
     if (!ws) {
         daebus_error_set(err, DAEBUS_ENOMEM, "websocket: out of memory");
@@ -145,7 +161,10 @@ daebus_ws *daebus_ws_create(const daebus_ws_options *opts, daebus_error *err)
     }
     ws->paths = strdup(o.paths && o.paths[0] ? o.paths : "/,/ws");
     ws->reg = ws_registry_create();
-    if (!ws->paths || !ws->reg) {
+    bool any_origin = !o.allowed_origins || daebus__http_list_has(o.allowed_origins, "*", 1);
+    ws->allowed_origins = any_origin ? NULL : strdup(o.allowed_origins);
+    if (!ws->paths || !ws->reg || (!any_origin && !ws->allowed_origins)) {
+        free(ws->allowed_origins);
         free(ws->paths);
         ws_registry_destroy(ws->reg);
         free(ws);
@@ -162,6 +181,7 @@ daebus_ws *daebus_ws_create(const daebus_ws_options *opts, daebus_error *err)
     ws->shutdown_timeout = o.shutdown_timeout == 0 ? 1.0 : o.shutdown_timeout;
     ws->writer_threads = o.writer_threads ? o.writer_threads : 4;
     ws->send_buffer = o.send_buffer ? o.send_buffer : 256u * 1024u;
+    ws->max_json_depth = o.max_json_depth ? o.max_json_depth : DEFAULT_JSON_DEPTH;
     ws->id_gen = o.id_generator;
     ws->id_gen_user = o.id_generator_user;
     ws->rl_max = o.rate_limit_max;
@@ -197,6 +217,7 @@ static void ws_destroy_op(void *self)
     }
     ws_registry_destroy(ws->reg);
     free(ws->fd_owned);
+    free(ws->allowed_origins);
     free(ws->paths);
     pthread_mutex_destroy(&ws->rl_lock);
     pthread_mutex_destroy(&ws->reg_lock);
@@ -445,9 +466,14 @@ static void run_message(daebus_ws *ws, ws_client *c, const char *buf, size_t len
 {
     ws_message m;
     /* CivetWeb workers have small stacks (100 KiB in Debian's build) and cJSON
-     * recurses: deeper nesting than MAX_JSON_DEPTH counts as invalid JSON. */
-    ws_parse_result pr = ws_json_depth_ok(buf, len, MAX_JSON_DEPTH) ? ws_parse_message(buf, len, &m)
-                                                                    : WS_PARSE_INVALID_JSON;
+     * recurses: refuse deep nesting before parsing. */
+    if (!ws_json_depth_ok(buf, len, ws->max_json_depth)) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "JSON nested too deeply (max %d levels)", ws->max_json_depth);
+        send_error(c, msg, -1);
+        return;
+    }
+    ws_parse_result pr = ws_parse_message(buf, len, &m);
     if (pr == WS_PARSE_INVALID_JSON) {
         send_error(c, "Invalid JSON", -1);
         return;
@@ -594,13 +620,33 @@ static int on_connect(const struct mg_connection *conn, void *cbdata)
         http_refuse(conn, 400, "Bad Request", "Malformed Sec-WebSocket-Key");
         return 1;
     }
+    const char *origin = mg_get_header(conn, "Origin");
+    if (origin && ws->allowed_origins &&
+        !daebus__http_list_has(ws->allowed_origins, origin, strlen(origin))) {
+        refuse_count(ws);
+        daebus_log(DAEBUS_LOG_WARNING, "websocket",
+                   "refusing an upgrade from %s: Origin '%.100s' is not in allowed_origins",
+                   ri->remote_addr, origin);
+        http_refuse(conn, 403, "Forbidden", "Origin not allowed");
+        return 1;
+    }
     pthread_mutex_lock(&ws->reg_lock);
     if (ws->nconn >= ws->max_clients) {
+        /* Full: complete the upgrade only to close with 1013, which a browser
+         * can see (an HTTP refusal reaches its script as a bare 1006); a
+         * few at a time, so that a flood cannot tie up the HTTP workers. */
+        int full_close = ws->nfull < DAEBUS_WS_FULL_CLOSERS;
+        if (full_close)
+            ws->nfull++;
         pthread_mutex_unlock(&ws->reg_lock);
         refuse_count(ws);
         daebus_log(DAEBUS_LOG_WARNING, "websocket",
                    "refusing an upgrade from %s: %d clients connected (max_clients)",
                    ri->remote_addr, ws->max_clients);
+        if (full_close) {
+            mg_set_user_connection_data(conn, FULL_MARK);
+            return 0;
+        }
         http_refuse(conn, 503, "Service Unavailable", "Too many connections");
         return 1;
     }
@@ -729,10 +775,30 @@ static int on_connect(const struct mg_connection *conn, void *cbdata)
     return 0;
 }
 
+/* A connection accepted past max_clients: close frame 1013, then FIN; wait
+ * (bounded) for the peer's answer, which CivetWeb reads after we return. */
+static void close_full(daebus_ws *ws, struct mg_connection *conn)
+{
+    char payload[125];
+    size_t n = ws_close_payload(1013, "Server full", payload);
+    mg_websocket_write(conn, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, payload, n);
+    int fd = ws__peer_fd(ws, conn);
+    if (fd < 0)
+        return;
+    shutdown(fd, SHUT_WR);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, (int)(ws->close_timeout * 1000)) <= 0)
+        shutdown(fd, SHUT_RDWR);
+}
+
 static void on_ready(struct mg_connection *conn, void *cbdata)
 {
     daebus_ws *ws = cbdata;
     ws_client *c = mg_get_user_connection_data(conn);
+    if (c == FULL_MARK) {
+        close_full(ws, conn);
+        return;
+    }
     if (!c)
         return;
     ws__find_fd(c);
@@ -772,7 +838,7 @@ static int on_data(struct mg_connection *conn, int bits, char *data, size_t len,
 {
     daebus_ws *ws = cbdata;
     ws_client *c = mg_get_user_connection_data(conn);
-    if (!c)
+    if (!c || c == FULL_MARK)
         return 0;
     int op = bits & 0x0f, fin = (bits & 0x80) != 0;
     pthread_mutex_lock(&c->lock);
@@ -846,6 +912,13 @@ static void on_close(const struct mg_connection *conn, void *cbdata)
 {
     daebus_ws *ws = cbdata;
     ws_client *c = mg_get_user_connection_data(conn);
+    if (c == FULL_MARK) {
+        mg_set_user_connection_data(conn, NULL);
+        pthread_mutex_lock(&ws->reg_lock);
+        ws->nfull--;
+        pthread_mutex_unlock(&ws->reg_lock);
+        return;
+    }
     if (!c)
         return;
     mg_set_user_connection_data(conn, NULL);
@@ -876,12 +949,15 @@ static void on_close(const struct mg_connection *conn, void *cbdata)
         req_free(&req);
         cJSON_Delete(empty);
     }
+    /* The slot goes with the registry entry, under one lock: once the client
+     * count says a client is gone, its slot is free for the next upgrade. */
     pthread_mutex_lock(&ws->reg_lock);
     if (ws_registry_find(ws->reg, c->id) == c)
         ws_registry_remove(ws->reg, c->id);
+    ws->nconn--;
+    pthread_cond_broadcast(&ws->reg_cond);
     pthread_mutex_unlock(&ws->reg_lock);
     ws__client_unref(c); /* registry */
-    release_slot(ws);
     ws__client_unref(c); /* connection */
 }
 

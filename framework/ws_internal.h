@@ -95,6 +95,8 @@ struct daebus_ws {
     size_t send_buffer;
     daebus_ws_id_fn *id_gen;
     void *id_gen_user;
+    char *allowed_origins; /* NULL = any */
+    int max_json_depth;
     /* rate limiting (rl_lock) */
     pthread_mutex_t rl_lock;
     int rl_max;
@@ -109,6 +111,7 @@ struct daebus_ws {
     pthread_cond_t reg_cond; /* signalled when a connection ends */
     ws_registry *reg;
     int nconn; /* pending + open + closing connections (capacity) */
+    int nfull; /* upgrades past capacity being closed with 1013 */
     atomic_int running;
     atomic_int refusing; /* graceful shutdown started: 503 */
     /* writers */
@@ -159,6 +162,9 @@ void ws__force_close(ws_client *c, int why);
 /* Finds c's socket (on its CivetWeb thread, connection open). */
 void ws__find_fd(ws_client *c);
 void ws__release_fd(ws_client *c);
+/* The socket of a connection that has no client entry (not claimed).
+ * Returns: the fd or -1. */
+int ws__peer_fd(daebus_ws *ws, const struct mg_connection *conn);
 int ws__io_start(daebus_ws *ws);
 void ws__io_stop(daebus_ws *ws);
 double ws__mono(void);

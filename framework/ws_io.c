@@ -280,20 +280,17 @@ static int peer_matches(int fd, const char *addr, int port, int local_port)
     return local_port <= 0 || lp == local_port;
 }
 
-/* The socket of c: probes the descriptors below the highest one known (skipping
- * those of other clients), then, if that fails, every entry of /proc/self/fd. */
-void ws__find_fd(ws_client *c)
+/* The socket connected to addr:port on local_port (fd_lock held): probes the
+ * descriptors below the highest one known (skipping those of clients), then,
+ * if that fails, every entry of /proc/self/fd. Returns: the fd or -1. */
+static int scan_fd(daebus_ws *ws, const char *addr, int port, int local_port)
 {
-    daebus_ws *ws = c->ws;
-    const struct mg_request_info *ri = mg_get_request_info(c->conn);
-    int local_port = ri ? ri->server_port : 0;
     int found = -1;
-    pthread_mutex_lock(&ws->fd_lock);
     int hi = ws->fd_hi + 256 > 1024 ? ws->fd_hi + 256 : 1024;
     for (int fd = hi - 1; fd >= 0 && found < 0; fd--) {
         if (fd_owned(ws, fd))
             continue;
-        if (peer_matches(fd, c->remote_addr, c->remote_port, local_port))
+        if (peer_matches(fd, addr, port, local_port))
             found = fd;
     }
     DIR *d = found < 0 ? opendir("/proc/self/fd") : NULL;
@@ -306,13 +303,35 @@ void ws__find_fd(ws_client *c)
             int fd = atoi(e->d_name);
             if (fd == dfd || fd < hi || fd_owned(ws, fd))
                 continue;
-            if (peer_matches(fd, c->remote_addr, c->remote_port, local_port)) {
+            if (peer_matches(fd, addr, port, local_port)) {
                 found = fd;
                 break;
             }
         }
         closedir(d);
     }
+    return found;
+}
+
+int ws__peer_fd(daebus_ws *ws, const struct mg_connection *conn)
+{
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    if (!ri)
+        return -1;
+    pthread_mutex_lock(&ws->fd_lock);
+    int fd = scan_fd(ws, ri->remote_addr, ri->remote_port, ri->server_port);
+    pthread_mutex_unlock(&ws->fd_lock);
+    return fd;
+}
+
+/* The socket of c, claimed in the ownership map. */
+void ws__find_fd(ws_client *c)
+{
+    daebus_ws *ws = c->ws;
+    const struct mg_request_info *ri = mg_get_request_info(c->conn);
+    int local_port = ri ? ri->server_port : 0;
+    pthread_mutex_lock(&ws->fd_lock);
+    int found = scan_fd(ws, c->remote_addr, c->remote_port, local_port);
     if (found >= 0) {
         set_owned(ws, found, 1);
         if (found > ws->fd_hi)

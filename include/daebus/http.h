@@ -25,8 +25,8 @@
  * body (POST, PUT, PATCH, DELETE), then the route parameters, later sources
  * overwriting earlier ones. A JSON body that is not an object (a list, a
  * number) becomes the payload itself. Invalid UTF-8 or a JSON body that does
- * not parse is answered 400 before the handler runs; a body larger than
- * max_body_size is answered 413.
+ * not parse, or nests deeper than max_json_depth, is answered 400 before the
+ * handler runs; a body larger than max_body_size is answered 413.
  *
  * Errors are JSON: 404 {"error": "Not Found", "path": "<path as sent>"}, 405
  * {"error": "Method Not Allowed", "path": ...} with Allow, 400/413
@@ -84,13 +84,17 @@ typedef struct daebus_http_options {
                                  <= 0 = 32 (plus threads reserved by the WebSocket component) */
     size_t max_body_size;     /* bytes; 0 = 1 MiB. Larger bodies get 413 */
     /* PEM file (certificate + key): serve HTTPS; NULL = plain. Debian 12's CivetWeb
-     * crashes on TLS handshakes with OpenSSL 3: see docs/http.md, "Known limits". */
+     * 1.15 crashes on TLS handshakes with OpenSSL 3: start-up then fails with
+     * DAEBUS_ESTATE and says so; terminate TLS at a proxy (docs/operations.md). */
     const char *ssl_certificate;
     bool access_log;              /* one info line per request ("http" component) */
     int request_timeout_ms;       /* idle/read time-out per request; <= 0 = 30000 */
     const char *static_dir;       /* serve files from this directory; NULL = none */
     const char *static_prefix;    /* URL prefix of static_dir; NULL = "/" */
     const daebus_http_cors *cors; /* NULL = CORS off (copied) */
+    int max_json_depth; /* JSON bodies nested deeper get 400 {"error": "JSON body nested too
+                           deeply (max N levels)"}; 0 = 100; at most 512 (cJSON recurses on
+                           CivetWeb's small worker stacks) */
 } daebus_http_options;
 
 #define DAEBUS_HTTP_OPTIONS_INIT                                                                   \

@@ -32,7 +32,8 @@
  *   - a broadcast serialises its frame once and shares it between the queues;
  *     no lock is held while writing to sockets;
  *   - a client that stops reading fills only its own queue; when the queue is
- *     over its limit the client is disconnected (close 1008 "slow consumer").
+ *     over its limit the client is dropped (its socket shut down: a client
+ *     that does not read would not read a close frame either).
  * A maintenance thread pings clients (ping_interval) and drops those silent
  * for idle_timeout.
  *
@@ -87,7 +88,10 @@ typedef bool daebus_ws_filter_fn(const char *client_id, const cJSON *metadata, v
 
 typedef struct daebus_ws_options {
     const char *paths;       /* comma-separated upgrade paths; NULL = "/,/ws" */
-    int max_clients;         /* open connections at most; past it upgrades get 503; 0 = 1024 */
+    int max_clients;         /* open connections at most; 0 = 1024. Past it an upgrade is
+                                accepted and closed at once with 1013 "Server full" (browsers
+                                see the code); past DAEBUS_WS_FULL_CLOSERS such closes in
+                                progress at once, upgrades get HTTP 503 */
     size_t max_message_size; /* bytes of one (reassembled) message; larger: close 1009; 0 = 1 MiB */
     size_t queue_max_bytes;  /* per-client outbound queue limit; 0 = 1 MiB */
     int queue_max_messages;  /* per-client outbound queue limit; 0 = 1000 */
@@ -104,7 +108,18 @@ typedef struct daebus_ws_options {
     int rate_limit_disconnect_after; /* > 0: close 1008 after this many consecutive rejections */
     daebus_ws_id_fn *id_generator;   /* NULL = "user_<uuid4>" */
     void *id_generator_user;
+    /* Comma-separated Origin values a handshake may carry ("https://app.example.com");
+     * "*" or NULL = any. A handshake with another Origin gets HTTP 403
+     * {"error":"Origin not allowed"}; one without an Origin header (not a browser) is
+     * let through: the check protects browsers' users from other sites' pages. */
+    const char *allowed_origins;
+    int max_json_depth; /* arrays/objects nested deeper: {"type":"error","error":"JSON nested
+                           too deeply (max N levels)"}; 0 = 100; at most 512 (cJSON recurses on
+                           CivetWeb's small worker stacks) */
 } daebus_ws_options;
+
+/* Upgrades past max_clients that may be in their 1013 close at once. */
+#define DAEBUS_WS_FULL_CLOSERS 8
 
 #define DAEBUS_WS_OPTIONS_INIT                                                                     \
     {                                                                                              \
@@ -116,8 +131,8 @@ typedef struct daebus_ws_stats {
     uint64_t clients;              /* open now (gauge) */
     uint64_t clients_high_water;   /* most open at once */
     uint64_t connects;             /* upgrades accepted */
-    uint64_t rejected_upgrades;    /* refused: connect handler (403), capacity or shutdown
-                                      (503), id collision (409) */
+    uint64_t rejected_upgrades;    /* refused: connect handler or Origin (403), capacity
+                                      (1013 close, or 503), shutdown (503), id collision (409) */
     uint64_t disconnects;          /* all reasons, the lines below included */
     uint64_t disconnects_client;   /* the client closed or the socket failed */
     uint64_t disconnects_server;   /* disconnect_client(), disconnect_all, shutdown */

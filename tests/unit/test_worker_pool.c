@@ -40,10 +40,12 @@ static void test_bounded_queue(void)
 {
     atomic_store(&ran, 0);
     atomic_store(&dropped, 0);
-    static int ms = 200;
+    static int ms = 1000; /* outlasts the submits below, however loaded the machine */
     daebus__pool *p = daebus__pool_create("t", 1, 2);
     CU_ASSERT_EQUAL(daebus__pool_submit(p, slow_job, drop_job, &ms), 0);
-    ts_sleep_ms(50); /* the worker has taken the first job */
+    /* Wait until the worker has taken the first job (slow on a loaded machine). */
+    for (int i = 0; i < 500 && daebus__pool_active(p) != 1; i++)
+        ts_sleep_ms(10);
     CU_ASSERT_EQUAL(daebus__pool_submit(p, slow_job, drop_job, &ms), 0);
     CU_ASSERT_EQUAL(daebus__pool_submit(p, slow_job, drop_job, &ms), 0);
     CU_ASSERT_EQUAL(daebus__pool_submit(p, slow_job, drop_job, &ms), DAEBUS_EFULL);

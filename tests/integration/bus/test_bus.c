@@ -148,18 +148,26 @@ LISTEN(on_notification, "notifications")
 
 /* ---- fixtures ---- */
 
+static int cleanup(void);
+
 static int init(void)
 {
     if (ts_redis_start(&redis, NULL) != 0)
         return -1;
     app = start_app(SVC, redis.url, 8, NULL, &bus);
-    if (!app)
+    if (!app) {
+        cleanup(); /* CUnit skips the suite cleanup when init fails */
         return -1;
+    }
     WAIT_UNTIL(bus_connected(bus), 5);
+    /* Sanitizer builds on a loaded machine can take a while to subscribe. */
+    daebus_caller_options co = DAEBUS_CALLER_OPTIONS_INIT;
+    co.connect_timeout = 10;
     daebus_error e = {0};
-    caller = daebus_caller_create(redis.url, NULL, &e);
+    caller = daebus_caller_create(redis.url, &co, &e);
     if (!caller) {
         fprintf(stderr, "caller: %s\n", e.message);
+        cleanup();
         return -1;
     }
     return 0;

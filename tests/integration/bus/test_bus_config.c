@@ -13,9 +13,17 @@ ACTION(echo, "echo")
     return daebus_bus_reply(req, payload);
 }
 
+/* Closed by the overload test so that the running request cannot finish (and
+ * free a queue slot) before every refusal is in, however loaded the machine. */
+static atomic_int slow_gate_open = 1;
+static atomic_int slow_started;
+
 ACTION(slow, "slow")
 {
+    atomic_fetch_add(&slow_started, 1);
     ts_sleep_ms(800);
+    for (int i = 0; i < 2000 && !atomic_load(&slow_gate_open); i++)
+        ts_sleep_ms(5);
     return daebus_bus_reply(req, payload);
 }
 
@@ -189,12 +197,20 @@ static void test_overload(void)
     daebus_caller *c = daebus_caller_create(redis.url, NULL, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     tally t = {0};
+    atomic_store(&slow_gate_open, 0);
     double t0 = ts_now();
-    for (int i = 0; i < 8; i++)
-        daebus_caller_request_async(c, SVC, "slow", NULL, 10.0, on_done, NULL, &t, NULL);
+    /* The first one running before the others arrive: the queue bound does
+     * not count it, so exactly 2 more are queued and 5 refused. */
+    int started = atomic_load(&slow_started);
+    daebus_caller_request_async(c, SVC, "slow", NULL, 20.0, on_done, NULL, &t, NULL);
+    WAIT_UNTIL(atomic_load(&slow_started) > started, 5);
+    for (int i = 1; i < 8; i++)
+        daebus_caller_request_async(c, SVC, "slow", NULL, 20.0, on_done, NULL, &t, NULL);
     /* Refusals come back at once, long before the queued work is done. */
     WAIT_UNTIL(atomic_load(&t.overloaded) >= 5, 5);
-    CU_ASSERT_TRUE(ts_now() - t0 < 0.8 * 3);
+    CU_ASSERT_TRUE(ts_now() - t0 < 5);
+    CU_ASSERT_EQUAL(atomic_load(&t.ok), 0);
+    atomic_store(&slow_gate_open, 1);
     WAIT_UNTIL(atomic_load(&t.done) == 8, 10);
     CU_ASSERT_EQUAL(atomic_load(&t.ok), 3); /* 1 running + 2 queued */
     CU_ASSERT_EQUAL(atomic_load(&t.overloaded), 5);

@@ -1,9 +1,10 @@
 /* The pure wire-format functions (framework/bus_parse.c) and their edge
  * cases: payload decoding rules, reply channel choice, response key order,
- * progress payloads, response parsing. No Redis needed. */
+ * progress payloads, response parsing, Redis URL redaction. No Redis needed. */
 #include <math.h>
 #include <string.h>
 #include "bus_parse.h"
+#include "redis_conn.h"
 #include "testsupport.h"
 
 static cJSON *parse_payload(const char *msg)
@@ -158,6 +159,34 @@ static void test_parse_response(void)
     CU_ASSERT_EQUAL(daebus__bus_parse_response("nope", 4, &r), -1);
 }
 
+static int redacts_to(const char *url, size_t len, const char *want)
+{
+    char buf[128];
+    daebus__redis_url_redact(url, buf, len);
+    if (strcmp(buf, want) != 0)
+        fprintf(stderr, "\n  redact(%s, %zu) = '%s', want '%s'\n", url ? url : "NULL", len, buf,
+                want);
+    return strcmp(buf, want) == 0;
+}
+
+static void test_url_redaction(void)
+{
+    CU_ASSERT(redacts_to("redis://:pw@h:1/2", 128, "redis://***@h:1/2"));
+    CU_ASSERT(redacts_to("redis://user:pw@h", 128, "redis://***@h"));
+    CU_ASSERT(redacts_to("redis://:p@ss@h:6379", 128, "redis://***@h:6379"));
+    CU_ASSERT(redacts_to("redis://h:1/0", 128, "redis://h:1/0"));
+    CU_ASSERT(redacts_to("unix:///tmp/s?db=1&password=pw&x=y", 128,
+                         "unix:///tmp/s?db=1&password=***&x=y"));
+    CU_ASSERT(redacts_to("unix:///tmp/s?password=pw", 128, "unix:///tmp/s?password=***"));
+    CU_ASSERT(redacts_to("unix://:pw@/tmp/s", 128, "unix://***@/tmp/s"));
+    CU_ASSERT(redacts_to("host:pw@x", 128, "***@x")); /* no scheme: all before '@' */
+    /* cut short: the mask comes before anything after it, never a prefix of the secret */
+    CU_ASSERT(redacts_to("redis://:secretpw@host", 12, "redis://***"));
+    CU_ASSERT(redacts_to("redis://:secretpw@host", 9, "redis://"));
+    CU_ASSERT(redacts_to("unix:///s?password=secret", 22, "unix:///s?password=**"));
+    CU_ASSERT(redacts_to(NULL, 8, ""));
+}
+
 int main(void)
 {
     CU_initialize_registry();
@@ -168,5 +197,6 @@ int main(void)
     CU_add_test(s, "build response", test_build_response);
     CU_add_test(s, "progress payload", test_progress_payload);
     CU_add_test(s, "parse response", test_parse_response);
+    CU_add_test(s, "URL redaction", test_url_redaction);
     return ts_run_cunit();
 }

@@ -365,6 +365,12 @@ static void test_payloads(void)
     CU_ASSERT_EQUAL(req("GET", "/echo", "X-Custom-Header: v1\r\n", NULL), 200);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.body, "\"header\":\"v1\""));
     CU_ASSERT_PTR_NOT_NULL(strstr(r.body, "\"remote\":\"127.0.0.1\""));
+    /* keys differing in case are distinct (found by fuzzing: the second one
+     * used to be dropped, and its value leaked) */
+    CU_ASSERT_EQUAL(req("GET", "/echo?A=1&a=2", NULL, NULL), 200);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body, "\"payload\":{\"A\":\"1\",\"a\":\"2\"}"));
+    CU_ASSERT_EQUAL(req("GET", "/items/5?ID=q", NULL, NULL), 200);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body, "\"payload\":{\"ID\":\"q\",\"id\":5}"));
 }
 
 static void test_errors(void)

@@ -3,6 +3,7 @@
  * restart right after a stop on the same port, bad options and patterns,
  * TLS with a self-signed certificate (curl), and many concurrent clients. */
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -186,6 +187,22 @@ static void test_bad_options(void)
     daebus_blueprint_destroy(bp);
 }
 
+/* The test's own view of the CivetWeb 1.15 + OpenSSL 3 crash: CivetWeb
+ * dlopens libssl.so and needs SSL_get_peer_certificate. */
+const char *mg_version(void);
+static int tls_unusable_here(void)
+{
+    unsigned major = 0, minor = 0;
+    if (sscanf(mg_version(), "%u.%u", &major, &minor) != 2 || major > 1 || minor > 15)
+        return 0;
+    void *h = dlopen("libssl.so", RTLD_LAZY);
+    if (!h)
+        return 0;
+    int broken = dlsym(h, "SSL_get_peer_certificate") == NULL;
+    dlclose(h);
+    return broken;
+}
+
 static void test_tls(void)
 {
     char dir[] = "/tmp/daebus_tls_XXXXXX";
@@ -203,17 +220,19 @@ static void test_tls(void)
     }
     daebus_app *app = new_app(-1);
     daebus_http *http = attach_http(app, DAEBUS_HTTP_PORT_ANY, pem);
-    CU_ASSERT_EQUAL_FATAL(daebus_app_start(app), 0);
-    int port = daebus_http_port(http);
-    CU_ASSERT(port > 0);
-    /* Debian 12's libcivetweb 1.15 loads OpenSSL 3 with dlopen and crashes a
-     * worker on the first TLS handshake: connect only when asked to. */
-    if (!getenv("DAEBUS_TEST_TLS_CONNECT")) {
-        finish(app);
+    int rc = daebus_app_start(app);
+    if (tls_unusable_here()) {
+        /* Debian 12: CivetWeb 1.15 + OpenSSL 3 would crash on the first
+         * handshake; start-up must refuse instead. */
+        CU_ASSERT_EQUAL(rc, DAEBUS_ESTATE);
+        daebus_app_destroy(app);
         snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
         CU_ASSERT_EQUAL(system(cmd), 0);
         return;
     }
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    int port = daebus_http_port(http);
+    CU_ASSERT(port > 0);
     snprintf(cmd, sizeof cmd, "curl -sk --max-time 10 https://127.0.0.1:%d/hello", port);
     FILE *p = popen(cmd, "r");
     char out[256] = "";

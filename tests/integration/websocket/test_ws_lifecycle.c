@@ -1,4 +1,4 @@
-/* WebSocket life cycle: capacity cap (503) with plain HTTP still answering,
+/* WebSocket life cycle: capacity cap (close 1013) with plain HTTP still answering,
  * heartbeat (silent clients dropped, ponging ones kept), graceful shutdown
  * (server_shutdown, then close 1001, disconnect handlers, 503 afterwards),
  * and the app's stop running that shutdown. */
@@ -111,9 +111,17 @@ static void test_capacity(void)
         CU_ASSERT_EQUAL_FATAL(ponger_open(&ps[i], port), 0);
     WST_WAIT(daebus_ws_get_client_count(ws) == 5, 5000);
     CU_ASSERT_EQUAL(daebus_ws_get_client_count(ws), 5);
+    /* full: the upgrade completes only to be closed with 1013 */
     wsc extra;
-    CU_ASSERT_EQUAL(wsc_connect(&extra, port, "/ws", NULL), -1);
-    CU_ASSERT_EQUAL(extra.status, 503);
+    CU_ASSERT_EQUAL(wsc_connect(&extra, port, "/ws", NULL), 0);
+    char *d = NULL;
+    size_t n;
+    CU_ASSERT_EQUAL(wsc_recv(&extra, 5000, &d, &n), 8);
+    CU_ASSERT_EQUAL(extra.close_code, 1013);
+    if (d && n > 2)
+        CU_ASSERT_STRING_EQUAL(d + 2, "Server full");
+    free(d);
+    CU_ASSERT_EQUAL(wsc_recv(&extra, 5000, &d, &n), -1); /* then the server ends the TCP stream */
     wsc_close(&extra);
     ts_http_response r;
     CU_ASSERT_EQUAL_FATAL(ts_http(port, "GET", "/ping", NULL, NULL, 0, &r), 0);
@@ -238,7 +246,7 @@ int main(void)
 {
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("ws_lifecycle", suite_init, suite_clean);
-    CU_add_test(s, "capacity 503 + HTTP", test_capacity);
+    CU_add_test(s, "capacity 1013 + HTTP", test_capacity);
     CU_add_test(s, "heartbeat", test_heartbeat);
     CU_add_test(s, "graceful shutdown", test_graceful_shutdown);
     CU_pSuite s2 = CU_add_suite("ws_app_stop", NULL, NULL);

@@ -70,9 +70,9 @@ async def case_envelopes():
     # not an object
     await ws.send("[1,2]")
     eq(await recv_json(ws), {"type": "error", "error": "Message must be a JSON object"})
-    # pathological nesting is refused as invalid JSON (small worker stacks); 50 levels are fine
+    # pathological nesting is refused before parsing (small worker stacks); 50 levels are fine
     await ws.send('{"type":"echo","data":' + "[" * 5000 + "]" * 5000 + "}")
-    eq(await recv_json(ws), {"type": "error", "error": "Invalid JSON"})
+    eq(await recv_json(ws), {"type": "error", "error": "JSON nested too deeply (max 100 levels)"})
     await ws.send('{"type":"echo","data":' + "[" * 50 + "]" * 50 + "}")
     r = await recv_json(ws)
     eq(r["type"], "response")

@@ -1,0 +1,102 @@
+/* fuzz_bus_envelope.c - the bus request envelope (PROTOCOL.md section 1).
+ *
+ * Input: one message as published on a service channel by anyone who can
+ * reach Redis. Drives the request parser, the reply-channel choice, the
+ * response builder (round trip through the caller's response parser) and the
+ * progress payload; the same bytes are also read as a listener message and as
+ * a response.
+ */
+#include "bus_parse.h"
+#include "fuzz_common.h"
+
+static void check_reply_channel(const daebus__bus_envelope *env)
+{
+    char small[16], big[512];
+    const char *ch = daebus__bus_reply_channel(env, "fuzzsvc", small, sizeof small);
+    FUZZ_CHECK(ch == NULL || (ch == small && fuzz_terminated(small, sizeof small)));
+    ch = daebus__bus_reply_channel(env, "fuzzsvc", big, sizeof big);
+    /* The whole name or none: a cut one would name another channel. */
+    char want[1024] = "";
+    if (env->reply_to)
+        snprintf(want, sizeof want, "%s", env->reply_to);
+    else if (env->request_id)
+        snprintf(want, sizeof want, "%s.responses", env->service ? env->service : "fuzzsvc");
+    if (!want[0] || strlen(want) >= sizeof big)
+        FUZZ_CHECK(ch == NULL);
+    else
+        FUZZ_CHECK(ch == big && strcmp(big, want) == 0);
+}
+
+static void check_response(const daebus__bus_envelope *env, bool error, bool final)
+{
+    char *text = daebus__bus_build_response(error, env->payload, env->request_id, final);
+    FUZZ_CHECK(text != NULL);
+    daebus__bus_response r;
+    FUZZ_CHECK(daebus__bus_parse_response(text, strlen(text), &r) == 0);
+    FUZZ_CHECK(r.error == error && r.final == final);
+    FUZZ_CHECK(r.payload != NULL);
+    if (fuzz_json_finite(env->payload))
+        FUZZ_CHECK(fuzz_json_equal_value(r.payload, env->payload));
+    if (cJSON_IsString(env->request_id))
+        FUZZ_CHECK(r.request_id && strcmp(r.request_id, env->request_id->valuestring) == 0);
+    else
+        FUZZ_CHECK(r.request_id == NULL);
+    daebus__bus_response_free(&r);
+    free(text);
+}
+
+static void check_progress(const cJSON *payload, double pct)
+{
+    cJSON *p = daebus__bus_progress_payload(payload, pct);
+    FUZZ_CHECK(p != NULL);
+    if (pct >= 0) {
+        FUZZ_CHECK(cJSON_IsObject(p));
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(p, "progress_percentage");
+        FUZZ_CHECK(cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= 100);
+    }
+    cJSON_Delete(p);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const char *buf = (const char *)data;
+    char why[128];
+    daebus__bus_envelope env;
+    int rc = daebus__bus_parse_request(buf, size, &env, why, sizeof why);
+    FUZZ_CHECK(fuzz_terminated(why, sizeof why));
+    if (rc != 0) {
+        FUZZ_CHECK(rc == -1 && why[0] != '\0');
+        FUZZ_CHECK(env.root == NULL && env.payload == NULL);
+    } else {
+        FUZZ_CHECK(cJSON_IsObject(env.root) && env.payload != NULL);
+        FUZZ_CHECK(!env.action || env.action[0]);
+        FUZZ_CHECK(!env.reply_to || env.reply_to[0]);
+        /* Fire-and-forget without "payload": the message minus "action" (the
+         * first one, should the key repeat). */
+        if (!cJSON_GetObjectItemCaseSensitive(env.root, "payload") && !env.reply_to &&
+            !env.request_id) {
+            int had = cJSON_GetObjectItemCaseSensitive(env.root, "action") != NULL;
+            FUZZ_CHECK(cJSON_GetArraySize(env.payload) == cJSON_GetArraySize(env.root) - had);
+        }
+        check_reply_channel(&env);
+        /* Flags and a percentage from the input, so every branch is reached. */
+        unsigned char b = size ? data[size - 1] : 0;
+        check_response(&env, b & 1, b & 2);
+        check_progress(env.payload, (double)(b % 130) - 10);
+        check_progress(NULL, 42);
+    }
+    daebus__bus_envelope_free(&env);
+    FUZZ_CHECK(env.root == NULL && env.payload == NULL);
+
+    /* The same bytes as a listener message and as a response. */
+    cJSON *obj = daebus__bus_parse_object(buf, size);
+    FUZZ_CHECK((obj != NULL) == (rc == 0));
+    cJSON_Delete(obj);
+    daebus__bus_response r;
+    int rr = daebus__bus_parse_response(buf, size, &r);
+    FUZZ_CHECK((rr == 0) == (rc == 0));
+    if (rr == 0)
+        FUZZ_CHECK(r.root != NULL);
+    daebus__bus_response_free(&r);
+    return 0;
+}

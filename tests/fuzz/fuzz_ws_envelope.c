@@ -1,0 +1,111 @@
+/* fuzz_ws_envelope.c - the WebSocket message envelope and its neighbours.
+ *
+ * Input: one client text message, as websocket.c receives it. Drives the
+ * depth pre-check, the envelope parser, the UTF-8 check (against the HTTP
+ * one) and the close payload reader; checks that whatever parses survives a
+ * round trip through the server's envelope builders.
+ */
+#include "fuzz_common.h"
+#include "http_parse.h"
+#include "ws_parse.h"
+
+#define MAX_DEPTH 100 /* websocket.c's MAX_JSON_DEPTH */
+
+static void check_envelope(const ws_message *m)
+{
+    size_t len = 0;
+    char *text = ws_envelope(m->type, m->data, m->request_id, &len);
+    FUZZ_CHECK(text != NULL);
+    FUZZ_CHECK(strlen(text) == len);
+    ws_message back;
+    FUZZ_CHECK(ws_parse_message(text, len, &back) == WS_PARSE_OK);
+    FUZZ_CHECK(strcmp(back.type, m->type) == 0);
+    int finite = (!m->data || fuzz_json_finite(m->data)) &&
+                 (!m->request_id || fuzz_json_finite(m->request_id));
+    if (finite) {
+        FUZZ_CHECK((back.data == NULL) == (m->data == NULL));
+        if (m->data)
+            FUZZ_CHECK(fuzz_json_equal_value(back.data, m->data));
+        FUZZ_CHECK((back.request_id == NULL) == (m->request_id == NULL));
+        if (m->request_id)
+            FUZZ_CHECK(fuzz_json_equal_value(back.request_id, m->request_id));
+    }
+    ws_message_free(&back);
+    free(text);
+
+    /* A handler error answers with the same request_id. */
+    text = ws_handler_error_envelope(m->type, m->request_id, &len);
+    FUZZ_CHECK(text != NULL && strlen(text) == len);
+    FUZZ_CHECK(ws_parse_message(text, len, &back) == WS_PARSE_OK);
+    FUZZ_CHECK(strcmp(back.type, "error") == 0);
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(back.data, "error");
+    FUZZ_CHECK(cJSON_IsString(err) && strcmp(err->valuestring, m->type) == 0);
+    ws_message_free(&back);
+    free(text);
+
+    text = ws_error_envelope(m->type, 1.5, &len);
+    FUZZ_CHECK(text != NULL && strlen(text) == len);
+    FUZZ_CHECK(ws_parse_message(text, len, &back) == WS_PARSE_OK);
+    ws_message_free(&back);
+    free(text);
+}
+
+static void check_close(const uint8_t *data, size_t size)
+{
+    int code = ws_close_code((const char *)data, size);
+    FUZZ_CHECK(code == -1 || code == 1005 || (code >= 1000 && code < 5000));
+    if (code == 1005)
+        FUZZ_CHECK(size == 0);
+    if (code < 1000 || code == 1005)
+        return;
+    /* A valid close payload: its reason, rebuilt (cut at 123 bytes on a
+     * character boundary), reads back with the same code. */
+    char *reason = fuzz_strndup(data + 2, size - 2);
+    char out[125];
+    size_t n = ws_close_payload(code, reason, out);
+    FUZZ_CHECK(n >= 2 && n <= 125);
+    FUZZ_CHECK(ws_close_code(out, n) == code);
+    free(reason);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const char *buf = (const char *)data;
+
+    /* The two UTF-8 validators agree except that the HTTP one refuses NUL. */
+    bool ws_ok = ws_utf8_valid(data, size);
+    bool http_ok = daebus__http_utf8_valid(buf, size);
+    if (!memchr(data, '\0', size))
+        FUZZ_CHECK(ws_ok == http_ok);
+    else
+        FUZZ_CHECK(!http_ok);
+
+    check_close(data, size);
+
+    /* As websocket.c: the depth check guards the recursive parser. */
+    bool shallow = ws_json_depth_ok(buf, size, MAX_DEPTH);
+    ws_message m;
+    ws_parse_result pr = ws_parse_message(buf, size, &m);
+    switch (pr) {
+    case WS_PARSE_OK:
+        FUZZ_CHECK(m.root && cJSON_IsObject(m.root));
+        FUZZ_CHECK(m.type && m.type[0]);
+        FUZZ_CHECK(!m.request_id || cJSON_IsString(m.request_id) || cJSON_IsNumber(m.request_id));
+        if (shallow)
+            FUZZ_CHECK(fuzz_json_depth(m.root) <= MAX_DEPTH);
+        check_envelope(&m);
+        break;
+    case WS_PARSE_NO_TYPE:
+        FUZZ_CHECK(m.root && cJSON_IsObject(m.root) && m.type == NULL);
+        break;
+    case WS_PARSE_INVALID_JSON:
+    case WS_PARSE_NOT_OBJECT:
+        FUZZ_CHECK(m.root == NULL);
+        break;
+    default:
+        FUZZ_CHECK(!"unknown parse result");
+    }
+    ws_message_free(&m);
+    FUZZ_CHECK(m.root == NULL);
+    return 0;
+}
