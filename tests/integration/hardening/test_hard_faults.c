@@ -478,7 +478,7 @@ static void test_client_never_reads(void)
 
 typedef struct loader {
     int port;
-    atomic_int stop, ok, refused;
+    atomic_int stop, ok, refused, draining;
 } loader;
 
 static void *hammer(void *arg)
@@ -489,6 +489,9 @@ static void *hammer(void *arg)
         if (ts_http(l->port, "GET", "/ping", NULL, NULL, 0, &r) == 0) {
             if (r.status == 200)
                 atomic_fetch_add(&l->ok, 1);
+            else if (r.status == 503 && r.body &&
+                     strcmp(r.body, "{\"error\":\"Server shutting down\"}") == 0)
+                atomic_fetch_add(&l->draining, 1);
             ts_http_free(&r);
         } else {
             atomic_fetch_add(&l->refused, 1);
@@ -582,11 +585,13 @@ static void test_sigterm_under_load(void)
     CU_ASSERT_EQUAL(WEXITSTATUS(status), 0);
     CU_ASSERT_EQUAL(told, NC);
     CU_ASSERT_EQUAL(closed1001, NC);
-    CU_ASSERT_EQUAL(slow_status, 200); /* in flight at SIGTERM: drained, not cut */
+    CU_ASSERT_EQUAL(slow_status, 200);       /* in flight at SIGTERM: drained, not cut */
+    CU_ASSERT(atomic_load(&l.draining) > 0); /* new requests meanwhile: 503 */
     CU_ASSERT(atomic_load(&l.ok) > 0);
     CU_ASSERT(took < 10.0);
-    fprintf(stderr, "  SIGTERM under load: exit %d after %.2f s, %d requests served\n",
-            WIFEXITED(status) ? WEXITSTATUS(status) : -1, took, atomic_load(&l.ok));
+    fprintf(stderr, "  SIGTERM under load: exit %d after %.2f s, %d requests served, %d told 503\n",
+            WIFEXITED(status) ? WEXITSTATUS(status) : -1, took, atomic_load(&l.ok),
+            atomic_load(&l.draining));
 }
 
 int main(void)
