@@ -264,8 +264,11 @@ static void test_ws_origin(void)
     for (int i = 0; i < 3; i++) {
         CU_ASSERT_EQUAL(wsc_connect(&c, port, "/ws", good[i]), 0);
         CU_ASSERT_EQUAL(c.status, 101);
+        /* counted once open (just after the 101): only then can we wait for it to go */
+        WAIT(daebus_ws_get_client_count(ws) == 1, 5000);
         wsc_close(&c);
         WAIT(daebus_ws_get_client_count(ws) == 0, 5000);
+        CU_ASSERT_EQUAL(daebus_ws_get_client_count(ws), 0);
     }
 }
 
@@ -588,6 +591,8 @@ static void test_no_secrets(void)
     /* an unknown action: answered, so the whole AUTH'd round trip works */
     int rc = c ? daebus_caller_request(c, "hard_secret", "nope", NULL, 5, &reply, &e) : -1;
     CU_ASSERT_EQUAL(rc, DAEBUS_EREPLY);
+    if (rc != DAEBUS_EREPLY)
+        fprintf(stderr, "\n  caller request: %d (%s)\n", rc, e.message);
     cJSON_Delete(reply);
     daebus_caller_destroy(c);
     daebus_app_stop(a);
