@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "component.h"
@@ -108,7 +109,43 @@ int daebus_http_set_header(daebus_http_response *res, const char *name, const ch
     return 0;
 }
 
-static pthread_mutex_t date_lock = PTHREAD_MUTEX_INITIALIZER;
+/* The Date header, formatted here (gmtime_r, fixed English names) and cached
+ * per thread for the current second. CivetWeb only formats its own Date when
+ * the response has none, and it does that with the non-reentrant libc call:
+ * supplying it keeps every response off that shared buffer without a lock. */
+static const char *http_date(void)
+{
+    static _Thread_local time_t cached = (time_t)-1;
+    static _Thread_local char buf[40];
+    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    time_t now = time(NULL);
+    if (now != cached) {
+        struct tm tm;
+        if (!gmtime_r(&now, &tm))
+            return NULL;
+        snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday % 7],
+                 tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                 tm.tm_sec);
+        cached = now;
+    }
+    return buf;
+}
+
+/* Returns: whether the extra header lines set one named name (case-insensitive). */
+static bool has_header_line(const daebus_http_response *res, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = res->hlen ? res->headers : NULL; p && *p;) {
+        if (strncasecmp(p, name, n) == 0 && p[n] == ':')
+            return true;
+        p = strchr(p, '\n');
+        if (p)
+            p++;
+    }
+    return false;
+}
 
 /* mg_disable_keep_alive() is a Debian (Orthanc) patch to CivetWeb 1.15, used
  * to close the connection after a 413 whose body was left unread; linked
@@ -145,11 +182,12 @@ static int send_head(daebus_http_response *res, int status, const char *ctype, l
         mg_response_header_add(c, "Transfer-Encoding", "chunked", -1);
     if (res->hlen)
         mg_response_header_add_lines(c, res->headers);
-    /* CivetWeb formats the Date header with a non-reentrant libc time call (one static buffer for
-     * the process): serialise, or concurrent responses race on it. */
-    pthread_mutex_lock(&date_lock);
+    if (!has_header_line(res, "Date")) {
+        const char *date = http_date();
+        if (date)
+            mg_response_header_add(c, "Date", date, -1);
+    }
     int rc = mg_response_header_send(c);
-    pthread_mutex_unlock(&date_lock);
     return rc < 0 ? DAEBUS_EIO : 0;
 }
 

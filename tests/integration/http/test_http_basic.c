@@ -1,6 +1,8 @@
 /* HTTP component, first checks: life cycle, port 0, routes with parameters,
  * 404/405 bodies, JSON payload, and a raw CivetWeb WebSocket handler on "/"
  * still receiving upgrades next to the component's catch-all handler. */
+#define _XOPEN_SOURCE 700 /* strptime */
+#include <time.h>
 #include <arpa/inet.h>
 #include <civetweb.h>
 #include <netinet/in.h>
@@ -82,6 +84,15 @@ static void test_param_route(void)
     CU_ASSERT_PTR_NOT_NULL(ts_http_header(&r, "Content-Type", ct, sizeof ct));
     CU_ASSERT_STRING_EQUAL(ct, "application/json");
     CU_ASSERT_PTR_NOT_NULL(ts_http_header(&r, "Content-Length", ct, sizeof ct));
+    /* One Date header, RFC 7231 IMF-fixdate of now (the framework formats it). */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ts_http_header(&r, "Date", ct, sizeof ct));
+    struct tm tm = {0};
+    const char *end = strptime(ct, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    CU_ASSERT_TRUE(end && *end == '\0' && strlen(ct) == 29);
+    long skew = end ? (long)(timegm(&tm) - time(NULL)) : 999;
+    CU_ASSERT_TRUE(skew >= -5 && skew <= 5);
+    const char *d1 = strstr(r.headers, "Date:");
+    CU_ASSERT_PTR_NULL(d1 ? strstr(d1 + 5, "Date:") : NULL);
     ts_http_free(&r);
 }
 
