@@ -459,6 +459,20 @@ static void submit(daebus_bus *bus, daebus_bus_request *r, daebus__job_fn *fn)
     daebus_bus_request_release(r);
 }
 
+/* The reply channel of env (see daebus__bus_reply_channel); a name too long
+ * for buf is logged, the message is then handled without a reply. */
+static const char *reply_channel(daebus_bus *bus, const daebus__bus_envelope *env,
+                                 const char *channel, char *buf, size_t len)
+{
+    const char *reply = daebus__bus_reply_channel(env, bus->service, buf, len);
+    if (!reply && (env->reply_to || env->request_id))
+        DAEBUS_LOG_WARNF(LOGC,
+                         "message on '%s': reply channel name longer than %zu bytes; handled "
+                         "without a reply",
+                         channel, len - 1);
+    return reply;
+}
+
 static void on_service_message(daebus_bus *bus, const char *channel, const char *data, size_t len)
 {
     daebus__bus_envelope env;
@@ -472,7 +486,7 @@ static void on_service_message(daebus_bus *bus, const char *channel, const char 
                          ex, len > 60 ? "..." : "");
         return;
     }
-    const char *reply = daebus__bus_reply_channel(&env, bus->service, rc_buf, sizeof rc_buf);
+    const char *reply = reply_channel(bus, &env, channel, rc_buf, sizeof rc_buf);
     if (len > bus->opts.max_message_size) {
         atomic_fetch_add(&bus->too_large, 1);
         DAEBUS_LOG_WARNF(LOGC, "message of %zu bytes on '%s' exceeds the limit of %zu bytes", len,
@@ -536,7 +550,7 @@ static void on_listen_message(daebus_bus *bus, const daebus__handler *h, const c
                          len > 60 ? "..." : "");
         return;
     }
-    const char *reply = daebus__bus_reply_channel(&env, bus->service, rc_buf, sizeof rc_buf);
+    const char *reply = reply_channel(bus, &env, channel, rc_buf, sizeof rc_buf);
     daebus_bus_request *r = request_new(bus, &env, channel, reply);
     if (!r) {
         daebus__bus_envelope_free(&env);

@@ -611,7 +611,9 @@ static int on_connect(const struct mg_connection *conn, void *cbdata)
     const struct mg_request_info *ri = mg_get_request_info(conn);
     if (!atomic_load(&ws->running) || atomic_load(&ws->refusing)) {
         refuse_count(ws);
-        http_refuse(conn, 503, "Service Unavailable", "Server shutting down");
+        /* Not running and not refusing: HTTP is up, this component not yet. */
+        http_refuse(conn, 503, "Service Unavailable",
+                    atomic_load(&ws->refusing) ? "Server shutting down" : "Server starting");
         return 1;
     }
     const char *key = mg_get_header(conn, "Sec-WebSocket-Key");

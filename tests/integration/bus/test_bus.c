@@ -337,6 +337,14 @@ static void test_fire_and_forget(void)
     pthread_mutex_unlock(&rec_lock);
     /* No reply for fire-and-forget: an unknown one is ignored silently. */
     CU_ASSERT_TRUE(raw_publish(redis.port, SVC, "{\"action\":\"nope\"}") >= 1);
+    /* A reply channel too long to use: handled, without a reply (never to a cut name). */
+    char msg[1024];
+    snprintf(msg, sizeof msg,
+             "{\"action\":\"record\",\"payload\":{\"long\":1},\"reply_to\":\"%0600d\"}", 7);
+    before = atomic_load(&record_count);
+    CU_ASSERT_TRUE(raw_publish(redis.port, SVC, msg) >= 1);
+    WAIT_UNTIL(atomic_load(&record_count) > before, 3);
+    CU_ASSERT_TRUE(atomic_load(&record_count) > before);
 }
 
 static void test_responses_fallback_and_wire_format(void)
