@@ -20,7 +20,21 @@ signal.signal(signal.SIGINT, signal.SIG_DFL)
 os.setsid()
 os.execvp("bash", ["bash"] + sys.argv[1:])' "$src/scripts/run.sh" "$build" >"$log" 2>&1 &
 leader=$!
-cleanup() { kill -KILL -- -"$leader" 2>/dev/null; rm -f "$log"; }
+# The service and its Redis run in sessions of their own: find the service by
+# the environment it inherited from this run.
+cleanup() {
+  kill -KILL -- -"$leader" 2>/dev/null
+  local e pid
+  for e in /proc/[0-9]*/environ; do
+    if tr '\0' '\n' <"$e" 2>/dev/null | grep -qx "DAEBUS_HTTP_PORT=$http_port"; then
+      pid=${e#/proc/}
+      kill -KILL "${pid%/environ}" 2>/dev/null
+    fi
+  done
+  # redis-server rewrites its title over its environment: find it by port.
+  [[ -n ${redis_port:-} ]] && pkill -KILL -f "redis-server 127.0.0.1:$redis_port\$" 2>/dev/null
+  rm -f "$log"
+}
 trap cleanup EXIT
 
 up=0
