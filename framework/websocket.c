@@ -597,11 +597,17 @@ static void choose_subprotocol(ws_client *c, const struct mg_connection *conn)
     ri->acceptedWebSocketSubprotocol = c->subproto;
 }
 
+/* Frees a capacity slot (reg_lock held). */
+static void release_slot_locked(daebus_ws *ws)
+{
+    ws->nconn--;
+    pthread_cond_broadcast(&ws->reg_cond);
+}
+
 static void release_slot(daebus_ws *ws)
 {
     pthread_mutex_lock(&ws->reg_lock);
-    ws->nconn--;
-    pthread_cond_broadcast(&ws->reg_cond);
+    release_slot_locked(ws);
     pthread_mutex_unlock(&ws->reg_lock);
 }
 
@@ -956,8 +962,7 @@ static void on_close(const struct mg_connection *conn, void *cbdata)
     pthread_mutex_lock(&ws->reg_lock);
     if (ws_registry_find(ws->reg, c->id) == c)
         ws_registry_remove(ws->reg, c->id);
-    ws->nconn--;
-    pthread_cond_broadcast(&ws->reg_cond);
+    release_slot_locked(ws);
     pthread_mutex_unlock(&ws->reg_lock);
     ws__client_unref(c); /* registry */
     ws__client_unref(c); /* connection */
