@@ -1,4 +1,4 @@
-/* bus_parse.c - parsing and building the bus wire format (PROTOCOL.md §1).
+/* bus_parse.c - parsing and building the bus wire format (docs/protocol.md §1).
  *
  * Pure functions over byte buffers and cJSON trees, kept apart from the I/O
  * so that they can be fuzzed. Parsing never trusts the input: every field is

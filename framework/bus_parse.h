@@ -1,6 +1,6 @@
 /* bus_parse.h - pure parsers and builders of the bus wire format (internal).
  *
- * No I/O, no globals: the fuzz targets call these directly. See PROTOCOL.md §1.
+ * No I/O, no globals: the fuzz targets call these directly. See docs/protocol.md §1.
  */
 #ifndef DAEBUS_BUS_PARSE_H
 #define DAEBUS_BUS_PARSE_H

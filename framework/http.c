@@ -6,7 +6,7 @@
  * raw path (CivetWeb runs with decode_url=no so that "%2F" stays inside a
  * segment), looks it up in the route trie built at start, reads and checks the
  * body, builds the merged payload, runs middleware and the handler, and turns
- * every failure into the JSON errors of PROTOCOL.md section 2. Requests that
+ * every failure into the JSON errors of docs/protocol.md section 2. Requests that
  * match no route fall through to the static directory, then to 404.
  *
  * Responses go out through CivetWeb's mg_response_header_* calls, which keep

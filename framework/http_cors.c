@@ -1,6 +1,6 @@
 /* http_cors.c - CORS: configuration from options or JSON, and the header lines it yields.
  *
- * Rules (PROTOCOL.md section 2, and the fixes over the Python framework):
+ * Rules (docs/protocol.md section 2, and the fixes over the Python framework):
  * disallowed origins get no CORS headers at all; "*" is sent only for a
  * wildcard configuration without credentials, otherwise the request's origin
  * is echoed; Vary: Origin accompanies every response while CORS is on;

@@ -4,7 +4,7 @@
  * plus a doubly linked list for the oldest-first order get_clients promises.
  * The limiter keeps the times of handled messages in a ring of max entries:
  * a message is allowed if, after dropping the entries older than the window,
- * fewer than max remain; rejected messages are not recorded (PROTOCOL.md 3).
+ * fewer than max remain; rejected messages are not recorded (docs/protocol.md 3).
  */
 #include "ws_registry.h"
 

@@ -1,6 +1,6 @@
 /* daebus/bus.h - Redis action bus: actions, replies, listeners, broadcasts.
  *
- * The bus component speaks the Python Daebus pub/sub protocol (PROTOCOL.md §1).
+ * The bus component speaks the Python Daebus pub/sub protocol (docs/protocol.md §1).
  * Attach it to an app; at start it SUBSCRIBEs to the service channel (the
  * service name; always, even with no ACTION registered, so that callers get an
  * "Unknown action" error instead of a time-out) and to every LISTEN channel:

@@ -15,7 +15,7 @@
  *   cJSON_Delete(reply);
  *   daebus_caller_destroy(c);
  *
- * Requests are the five-key message of PROTOCOL.md §1 (action, payload,
+ * Requests are the five-key message of docs/protocol.md §1 (action, payload,
  * reply_to, request_id (uuid4), service). A reply with "final": false (or
  * missing final = true) is progress; the final one completes the request.
  * Replies for unknown or expired request ids are dropped.

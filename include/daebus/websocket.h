@@ -15,7 +15,7 @@
  *       return ack;                      // sent as {"type":"response","data":{...}}
  *   }
  *
- * Wire format: PROTOCOL.md section 3. A client sends
+ * Wire format: docs/protocol.md section 3. A client sends
  * {"type": T, "data": D, "request_id": R}; the SOCKET(T) handler gets D (or {})
  * and what it returns is sent back as {"type":"response","data":...,"request_id":R}.
  *
