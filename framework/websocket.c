@@ -99,12 +99,26 @@ static int send_text_take(ws_client *c, char *text, size_t len)
     return rc;
 }
 
-static void send_error(ws_client *c, const char *message, double retry)
+#define BINARY_NOT_JSON "Binary frames must hold UTF-8 JSON: send JSON text frames"
+
+/* A protocol error answering a client message; rid (borrowed, may be NULL) is
+ * the message's request_id. */
+static void send_error(ws_client *c, const char *message, double retry, const cJSON *rid)
 {
     size_t len = 0;
-    char *s = ws_error_envelope(message, retry, &len);
+    char *s = ws_error_envelope_rid(message, retry, rid, &len);
     if (s)
         send_text_take(c, s, len);
+}
+
+/* As send_error() for a message that was not parsed: its request_id is
+ * read from the text when it can be. */
+static void send_error_scan(ws_client *c, const char *message, double retry, const char *buf,
+                            size_t len)
+{
+    cJSON *rid = ws_scan_request_id(buf, len);
+    send_error(c, message, retry, rid);
+    cJSON_Delete(rid);
 }
 
 static char *default_id(void)
@@ -462,7 +476,8 @@ static void req_free(daebus_ws_request *req)
     free(req->reject_reason);
 }
 
-static void run_message(daebus_ws *ws, ws_client *c, const char *buf, size_t len)
+/* One UTF-8 message (a text frame, or a binary frame holding UTF-8). */
+static void run_message(daebus_ws *ws, ws_client *c, const char *buf, size_t len, bool binary)
 {
     ws_message m;
     /* CivetWeb workers have small stacks (100 KiB in Debian's build) and cJSON
@@ -470,29 +485,29 @@ static void run_message(daebus_ws *ws, ws_client *c, const char *buf, size_t len
     if (!ws_json_depth_ok(buf, len, ws->max_json_depth)) {
         char msg[64];
         snprintf(msg, sizeof msg, "JSON nested too deeply (max %d levels)", ws->max_json_depth);
-        send_error(c, msg, -1);
+        send_error_scan(c, msg, -1, buf, len);
         return;
     }
     ws_parse_result pr = ws_parse_message(buf, len, &m);
     if (pr == WS_PARSE_INVALID_JSON) {
-        send_error(c, "Invalid JSON", -1);
+        send_error_scan(c, binary ? BINARY_NOT_JSON : "Invalid JSON", -1, buf, len);
         return;
     }
     if (pr == WS_PARSE_NOT_OBJECT) {
-        send_error(c, "Message must be a JSON object", -1);
+        send_error(c, "Message must be a JSON object", -1, NULL);
         return;
     }
     if (pr == WS_PARSE_NO_TYPE) {
+        send_error(c, "No message type provided", -1, m.request_id);
         ws_message_free(&m);
-        send_error(c, "No message type provided", -1);
         return;
     }
     const daebus_handler_desc *d = find_handler(ws, m.type);
     if (!d) {
         char msg[300];
         snprintf(msg, sizeof msg, "No handler found for message type '%.200s'", m.type);
+        send_error(c, msg, -1, m.request_id);
         ws_message_free(&m);
-        send_error(c, msg, -1);
         return;
     }
     cJSON *empty = NULL;
@@ -511,7 +526,7 @@ static void run_message(daebus_ws *ws, ws_client *c, const char *buf, size_t len
             send_text_take(c, s, n);
     } else if (result) {
         size_t n = 0;
-        char *s = ws_envelope("response", result, m.request_id, &n);
+        char *s = ws_response_envelope(result, m.request_id, &n);
         cJSON_Delete(result);
         if (s)
             send_text_take(c, s, n);
@@ -541,22 +556,24 @@ static void on_message(daebus_ws *ws, ws_client *c, int opcode, const char *buf,
         if (!ws_rate_allow(&c->rate, rl_max, rl_window, ws__mono())) {
             atomic_fetch_add(&ws->st_rate_limited, 1);
             c->rate_violations++;
-            send_error(c, "Rate limit exceeded", rl_window);
+            send_error_scan(c, "Rate limit exceeded", rl_window, buf, len);
             if (rl_after > 0 && c->rate_violations >= rl_after)
                 ws__begin_close(c, 1008, "Rate limit exceeded", WS_BY_PROTOCOL);
             return;
         }
         c->rate_violations = 0;
     }
-    if (opcode == MG_WEBSOCKET_OPCODE_BINARY) {
-        send_error(c, "Binary frames are not supported: send JSON text frames", -1);
-        return;
-    }
+    bool binary = opcode == MG_WEBSOCKET_OPCODE_BINARY;
     if (!ws_utf8_valid((const unsigned char *)buf, len)) {
-        ws__begin_close(c, 1007, "Invalid UTF-8", WS_BY_PROTOCOL);
+        /* Binary frames holding UTF-8 JSON are read as text (as in Python);
+         * other binary data gets an error, a text frame that is not UTF-8 a close. */
+        if (binary)
+            send_error_scan(c, BINARY_NOT_JSON, -1, buf, len);
+        else
+            ws__begin_close(c, 1007, "Invalid UTF-8", WS_BY_PROTOCOL);
         return;
     }
-    run_message(ws, c, buf, len);
+    run_message(ws, c, buf, len, binary);
 }
 
 /* ---- CivetWeb callbacks ---- */
@@ -580,21 +597,60 @@ static void refuse_count(daebus_ws *ws)
     atomic_fetch_add(&ws->st_rejected, 1);
 }
 
-/* Picks the first subprotocol the client offered. */
-static void choose_subprotocol(ws_client *c, const struct mg_connection *conn)
+/* Sets the subprotocol CivetWeb answers the handshake with (NULL: no
+ * Sec-WebSocket-Protocol header). CivetWeb 1.15 keeps this field in the
+ * worker's connection from one connection to the next and only sets it when a
+ * client offers subprotocols: it must be set on every upgrade, every path. */
+static void set_subprotocol(const struct mg_connection *conn, const char *proto)
 {
+    struct mg_request_info *ri = (struct mg_request_info *)mg_get_request_info(conn);
+    if (ri)
+        ri->acceptedWebSocketSubprotocol = proto;
+}
+
+/* Accepts the first subprotocol the client offered, or none. buf (cap
+ * bytes) must outlive the handshake. */
+static void choose_subprotocol(const struct mg_connection *conn, char *buf, size_t cap)
+{
+    set_subprotocol(conn, NULL);
     const char *h = mg_get_header(conn, "Sec-WebSocket-Protocol");
     if (!h)
         return;
     while (*h == ' ' || *h == '\t')
         h++;
     size_t n = strcspn(h, ", \t");
-    if (n == 0 || n >= sizeof c->subproto)
+    if (n == 0 || n >= cap)
         return;
-    memcpy(c->subproto, h, n);
-    c->subproto[n] = '\0';
-    struct mg_request_info *ri = (struct mg_request_info *)mg_get_request_info(conn);
-    ri->acceptedWebSocketSubprotocol = c->subproto;
+    memcpy(buf, h, n);
+    buf[n] = '\0';
+    set_subprotocol(conn, buf);
+}
+
+/* The subprotocol of an upgrade accepted only to be closed with 1013 (no
+ * client entry): its handshake is sent by this worker thread after
+ * on_connect returns, and on_close clears the pointer. */
+static _Thread_local char full_subproto[96];
+
+/* Is path (without the query) one of the configured upgrade paths? Exact
+ * match: CivetWeb's handler for "/" would otherwise take every path. */
+static bool path_served(const daebus_ws *ws, const char *path)
+{
+    if (!path)
+        return false;
+    size_t n = strlen(path);
+    for (const char *p = ws->paths; *p;) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *start = p;
+        while (*p && *p != ',')
+            p++;
+        const char *end = p;
+        while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        if ((size_t)(end - start) == n && n && memcmp(start, path, n) == 0)
+            return true;
+    }
+    return false;
 }
 
 /* Frees a capacity slot (reg_lock held). */
@@ -615,6 +671,17 @@ static int on_connect(const struct mg_connection *conn, void *cbdata)
 {
     daebus_ws *ws = cbdata;
     const struct mg_request_info *ri = mg_get_request_info(conn);
+    /* Whatever happens next, no subprotocol is left over from the worker's
+     * previous connection (it may point into that connection's freed client). */
+    set_subprotocol(conn, NULL);
+    if (!path_served(ws, ri->local_uri)) {
+        refuse_count(ws);
+        daebus_log(DAEBUS_LOG_DEBUG, "websocket",
+                   "refusing an upgrade from %s: '%.200s' is not a WebSocket path (%s)",
+                   ri->remote_addr, ri->local_uri ? ri->local_uri : "", ws->paths);
+        http_refuse(conn, 404, "Not Found", "Not a WebSocket path");
+        return 1;
+    }
     if (!atomic_load(&ws->running) || atomic_load(&ws->refusing)) {
         refuse_count(ws);
         /* Not running and not refusing: HTTP is up, this component not yet. */
@@ -652,6 +719,7 @@ static int on_connect(const struct mg_connection *conn, void *cbdata)
                    "refusing an upgrade from %s: %d clients connected (max_clients)",
                    ri->remote_addr, ws->max_clients);
         if (full_close) {
+            choose_subprotocol(conn, full_subproto, sizeof full_subproto);
             mg_set_user_connection_data(conn, FULL_MARK);
             return 0;
         }
@@ -729,7 +797,7 @@ static int on_connect(const struct mg_connection *conn, void *cbdata)
             http_refuse(conn, 503, "Service Unavailable", "Out of memory");
         return 1;
     }
-    choose_subprotocol(c, conn);
+    choose_subprotocol(conn, c->subproto, sizeof c->subproto);
     mg_set_user_connection_data(conn, c);
 
     /* SOCKET_CONNECT: may reject, may store client data, may answer. */
@@ -758,6 +826,7 @@ static int on_connect(const struct mg_connection *conn, void *cbdata)
         cJSON_Delete(empty);
     }
     if (rejected) {
+        set_subprotocol(conn, NULL); /* it points into c */
         mg_set_user_connection_data(conn, NULL);
         pthread_mutex_lock(&ws->reg_lock);
         ws_registry_remove(ws->reg, c->id);
@@ -920,6 +989,7 @@ static void on_close(const struct mg_connection *conn, void *cbdata)
 {
     daebus_ws *ws = cbdata;
     ws_client *c = mg_get_user_connection_data(conn);
+    set_subprotocol(conn, NULL); /* it may point into c, freed below */
     if (c == FULL_MARK) {
         mg_set_user_connection_data(conn, NULL);
         pthread_mutex_lock(&ws->reg_lock);
@@ -995,25 +1065,14 @@ static int ws_start(void *self)
         atomic_store(&ws->running, 0);
         return rc;
     }
-    char *paths = strdup(ws->paths);
-    if (!paths) {
-        atomic_store(&ws->running, 0);
-        ws__io_stop(ws);
-        return DAEBUS_ENOMEM;
-    }
-    for (char *p = paths; p;) {
-        char *comma = strchr(p, ',');
-        if (comma)
-            *comma = '\0';
-        while (*p == ' ')
-            p++;
-        if (*p)
-            mg_set_websocket_handler(ctx, p, on_connect, on_ready, on_data, on_close, ws);
-        p = comma ? comma + 1 : NULL;
-    }
-    free(paths);
+    /* One handler on "/": CivetWeb hands it every upgrade request (its "/"
+     * pattern matches any path), and on_connect serves the configured paths
+     * only, answering 404 elsewhere. Without it CivetWeb would close an
+     * upgrade on an unknown path without an answer. */
+    mg_set_websocket_handler(ctx, "/", on_connect, on_ready, on_data, on_close, ws);
     daebus_log(DAEBUS_LOG_INFO, "websocket",
-               "serving WebSocket on port %d, paths %s (max %d clients, %zu socket handlers)",
+               "serving WebSocket on port %d, paths %s (upgrades elsewhere: 404; max %d clients, "
+               "%zu socket handlers)",
                daebus__http_bound_port(http), ws->paths, ws->max_clients, ws->nsocket_handlers);
     return 0;
 }
@@ -1245,6 +1304,28 @@ int daebus_ws_broadcast_to_clients(daebus_ws *ws, const char *const *client_ids,
             results[i] = ok;
         count += ok;
     }
+    ws__frame_unref(f);
+    return count;
+}
+
+int daebus_ws_broadcast_to_filter(daebus_ws *ws, daebus_ws_filter_fn *fn, void *user,
+                                  const cJSON *data, const char *type)
+{
+    if (!ws || !fn)
+        return DAEBUS_EINVAL;
+    ws_frame *f = make_frame(data, type ? type : "broadcast");
+    if (!f)
+        return DAEBUS_ENOMEM;
+    ws_client **cs;
+    size_t n = snapshot(ws, &cs, true);
+    int count = 0;
+    for (size_t i = 0; i < n; i++) {
+        cJSON *m = client_metadata(cs[i]);
+        if (m && fn(cs[i]->id, m, user) && ws__enqueue(cs[i], f, false) == 0)
+            count++;
+        cJSON_Delete(m);
+    }
+    release_snapshot(cs, n);
     ws__frame_unref(f);
     return count;
 }

@@ -156,7 +156,10 @@ static char *print_take(cJSON *o, size_t *len)
     return s;
 }
 
-char *ws_envelope(const char *type, const cJSON *data, const cJSON *rid, size_t *len)
+/* {"type": type[, "data": data][, "request_id": rid][, "success": success]};
+ * success < 0: no "success" key. */
+static char *envelope(const char *type, const cJSON *data, const cJSON *rid, int success,
+                      size_t *len)
 {
     cJSON *o = cJSON_CreateObject();
     if (!o || !cJSON_AddStringToObject(o, "type", type ? type : "message"))
@@ -166,24 +169,45 @@ char *ws_envelope(const char *type, const cJSON *data, const cJSON *rid, size_t 
         return print_take(o, NULL), NULL;
     if (rid && !cJSON_AddItemReferenceToObject(o, "request_id", (cJSON *)rid))
         return print_take(o, NULL), NULL;
+    if (success >= 0 && !cJSON_AddBoolToObject(o, "success", success))
+        return print_take(o, NULL), NULL;
+    return print_take(o, len);
+}
+
+char *ws_envelope(const char *type, const cJSON *data, const cJSON *rid, size_t *len)
+{
+    return envelope(type, data, rid, -1, len);
+}
+
+char *ws_response_envelope(const cJSON *data, const cJSON *rid, size_t *len)
+{
+    return envelope("response", data, rid, 1, len);
+}
+
+char *ws_error_envelope_rid(const char *message, double retry, const cJSON *rid, size_t *len)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddStringToObject(o, "type", "error") ||
+        !cJSON_AddStringToObject(o, "error", message) ||
+        (retry >= 0 && !cJSON_AddNumberToObject(o, "retry_after", retry)) ||
+        (rid && !cJSON_AddItemReferenceToObject(o, "request_id", (cJSON *)rid)) ||
+        !cJSON_AddBoolToObject(o, "success", 0))
+        return print_take(o, NULL), NULL;
     return print_take(o, len);
 }
 
 char *ws_error_envelope(const char *message, double retry, size_t *len)
 {
-    cJSON *o = cJSON_CreateObject();
-    if (!o || !cJSON_AddStringToObject(o, "type", "error") ||
-        !cJSON_AddStringToObject(o, "error", message) ||
-        (retry >= 0 && !cJSON_AddNumberToObject(o, "retry_after", retry)))
-        return print_take(o, NULL), NULL;
-    return print_take(o, len);
+    return ws_error_envelope_rid(message, retry, NULL, len);
 }
 
 char *ws_handler_error_envelope(const char *message, const cJSON *rid, size_t *len)
 {
+    if (!message)
+        message = "Handler failed";
     cJSON *o = cJSON_CreateObject();
     cJSON *d = cJSON_CreateObject();
-    if (!o || !d || !cJSON_AddStringToObject(d, "error", message ? message : "Handler failed")) {
+    if (!o || !d || !cJSON_AddStringToObject(d, "error", message)) {
         cJSON_Delete(d);
         return print_take(o, NULL), NULL;
     }
@@ -194,5 +218,88 @@ char *ws_handler_error_envelope(const char *message, const cJSON *rid, size_t *l
     cJSON_AddItemToObject(o, "data", d);
     if (rid && !cJSON_AddItemReferenceToObject(o, "request_id", (cJSON *)rid))
         return print_take(o, NULL), NULL;
+    if (!cJSON_AddBoolToObject(o, "success", 0) || !cJSON_AddStringToObject(o, "error", message))
+        return print_take(o, NULL), NULL;
     return print_take(o, len);
+}
+
+/* ---- request ids of unparsed messages ---- */
+
+/* Index just past the string literal opening at buf[i], or len + 1 when it
+ * is not terminated. */
+static size_t skip_string(const char *buf, size_t len, size_t i)
+{
+    for (size_t k = i + 1; k < len; k++) {
+        if (buf[k] == '\\')
+            k++;
+        else if (buf[k] == '"')
+            return k + 1;
+    }
+    return len + 1;
+}
+
+static size_t skip_space(const char *buf, size_t len, size_t i)
+{
+    while (i < len && (buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\r' || buf[i] == '\n'))
+        i++;
+    return i;
+}
+
+/* The string or number literal at buf[i], or NULL. */
+static cJSON *literal_at(const char *buf, size_t len, size_t i)
+{
+    size_t end = i;
+    if (i < len && buf[i] == '"') {
+        end = skip_string(buf, len, i);
+        if (end > len)
+            return NULL;
+    } else {
+        while (end < len && buf[end] && strchr("-+0123456789.eE", buf[end]))
+            end++;
+    }
+    if (end == i)
+        return NULL;
+    cJSON *v = cJSON_ParseWithLength(buf + i, end - i);
+    if (cJSON_IsString(v) &&
+        ws_utf8_valid((const unsigned char *)v->valuestring, strlen(v->valuestring)))
+        return v;
+    if (cJSON_IsNumber(v))
+        return v;
+    cJSON_Delete(v);
+    return NULL;
+}
+
+cJSON *ws_scan_request_id(const char *buf, size_t len)
+{
+    static const char key[] = "\"request_id\"";
+    if (!buf)
+        return NULL;
+    size_t i = skip_space(buf, len, 0);
+    if (i >= len || buf[i] != '{')
+        return NULL;
+    int depth = 0;
+    while (i < len) {
+        char ch = buf[i];
+        if (ch == '"') {
+            size_t end = skip_string(buf, len, i);
+            if (end > len)
+                return NULL;
+            if (depth == 1 && end - i == sizeof key - 1 && memcmp(buf + i, key, end - i) == 0) {
+                size_t j = skip_space(buf, len, end);
+                if (j < len && buf[j] == ':') {
+                    cJSON *v = literal_at(buf, len, skip_space(buf, len, j + 1));
+                    if (v)
+                        return v;
+                }
+            }
+            i = end;
+            continue;
+        }
+        if (ch == '{' || ch == '[')
+            depth++;
+        else if ((ch == '}' || ch == ']') && --depth <= 0)
+            return NULL; /* the outermost object ended */
+        i++;
+    }
+    return NULL;
 }

@@ -53,11 +53,27 @@ int ws_close_code(const char *payload, size_t n);
  * (free()), NULL on allocation failure. *len gets strlen. */
 char *ws_envelope(const char *type, const cJSON *data, const cJSON *rid, size_t *len);
 
-/* Builds {"type":"error","error": message[, "retry_after": retry]} for the
- * protocol errors (retry < 0: no retry_after). */
+/* Builds {"type":"response","data": data[, "request_id": rid],"success":true}:
+ * the answer to a client message. Ownership: as ws_envelope(). */
+char *ws_response_envelope(const cJSON *data, const cJSON *rid, size_t *len);
+
+/* Builds {"type":"error","error": message[, "retry_after": retry]
+ * [, "request_id": rid],"success":false} for the protocol errors (retry < 0:
+ * no retry_after; rid NULL: no request_id). rid is borrowed. */
+char *ws_error_envelope_rid(const char *message, double retry, const cJSON *rid, size_t *len);
+
+/* ws_error_envelope_rid() without a request_id. */
 char *ws_error_envelope(const char *message, double retry, size_t *len);
 
-/* Builds {"type":"error","data":{"error": message}[, "request_id": rid]}. */
+/* Builds {"type":"error","data":{"error": message}[, "request_id": rid],
+ * "success":false,"error": message}. */
 char *ws_handler_error_envelope(const char *message, const cJSON *rid, size_t *len);
+
+/* Reads the top-level "request_id" of a message that may not parse (invalid
+ * JSON, nested too deeply, not yet parsed): scans buf[0..len) without
+ * recursion for a key "request_id" of the outermost object followed by a
+ * string or number literal. A string must be valid UTF-8 once unescaped.
+ * Ownership: returns a new item (cJSON_Delete()), or NULL when none is found. */
+cJSON *ws_scan_request_id(const char *buf, size_t len);
 
 #endif

@@ -6,18 +6,27 @@
  *   wo.max_clients = 5000;
  *   daebus_ws_attach(daebus_ws_create(&wo, NULL), app);
  *
- *   SOCKET(handle_chat, "chat_message") {
- *       const cJSON *msg = cJSON_GetObjectItemCaseSensitive(daebus_ws_request_data(req),
- * "message"); daebus_ws_broadcast_to_all(daebus_ws_request_ws(req), daebus_ws_request_data(req),
- *                                  "chat_update");
+ *   SOCKET(handle_chat, "chat_message")
+ *   {
+ *       const cJSON *data = daebus_ws_request_data(req);
+ *       if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(data, "message")))
+ *           return daebus_ws_request_fail(req, "message must be a string");
+ *       daebus_ws_broadcast_to_all(daebus_ws_request_ws(req), data, "chat_update");
  *       cJSON *ack = cJSON_CreateObject();
  *       cJSON_AddStringToObject(ack, "status", "delivered");
- *       return ack;                      // sent as {"type":"response","data":{...}}
+ *       return ack; // taken: sent as {"type":"response","data":{...},"success":true}
  *   }
  *
  * Wire format: docs/protocol.md section 3. A client sends
- * {"type": T, "data": D, "request_id": R}; the SOCKET(T) handler gets D (or {})
- * and what it returns is sent back as {"type":"response","data":...,"request_id":R}.
+ * {"type": T, "data": D, "request_id": R} in a text frame (or a binary frame
+ * holding UTF-8 JSON); the SOCKET(T) handler gets D (or {}) and what it
+ * returns is sent back as
+ * {"type":"response","data":...,"request_id":R,"success":true}. Every error
+ * frame has "success": false and a top-level "error" string, and echoes R
+ * when it answers a message whose request_id could be read.
+ *
+ * Paths. Upgrades are served on the configured paths only (exact match,
+ * query ignored); an upgrade request on another path gets HTTP 404.
  *
  * Threads. The server runs inside the HTTP component's CivetWeb server (same
  * port). CivetWeb holds one worker thread per open WebSocket connection, so
@@ -79,7 +88,8 @@ DAEBUS_API const char *daebus_ws_conn_header(const daebus_ws_conn_info *info, co
  * An id already in use rejects the connection (HTTP 409). */
 typedef char *daebus_ws_id_fn(const daebus_ws_conn_info *info, void *user);
 
-/* Client filter for daebus_ws_get_clients_by_filter(). metadata is borrowed
+/* Client filter for daebus_ws_get_clients_by_filter() and
+ * daebus_ws_broadcast_to_filter(). metadata is borrowed
  * (a snapshot, as daebus_ws_get_client_metadata() returns). Called without any
  * framework lock held, on the calling thread. Returns: true to select. */
 typedef bool daebus_ws_filter_fn(const char *client_id, const cJSON *metadata, void *user);
@@ -87,7 +97,8 @@ typedef bool daebus_ws_filter_fn(const char *client_id, const cJSON *metadata, v
 /* ---- options ---- */
 
 typedef struct daebus_ws_options {
-    const char *paths;       /* comma-separated upgrade paths; NULL = "/,/ws" */
+    const char *paths;       /* comma-separated upgrade paths, matched exactly; upgrades
+                                elsewhere get HTTP 404; NULL = "/,/ws" */
     int max_clients;         /* open connections at most; 0 = 1024. Past it an upgrade is
                                 accepted and closed at once with 1013 "Server full" (browsers
                                 see the code); past DAEBUS_WS_FULL_CLOSERS such closes in
@@ -132,7 +143,8 @@ typedef struct daebus_ws_stats {
     uint64_t clients_high_water;   /* most open at once */
     uint64_t connects;             /* upgrades accepted */
     uint64_t rejected_upgrades;    /* refused: connect handler or Origin (403), capacity
-                                      (1013 close, or 503), shutdown (503), id collision (409) */
+                                      (1013 close, or 503), shutdown (503), id collision (409),
+                                      not a WebSocket path (404) */
     uint64_t disconnects;          /* all reasons, the lines below included */
     uint64_t disconnects_client;   /* the client closed or the socket failed */
     uint64_t disconnects_server;   /* disconnect_client(), disconnect_all, shutdown */
@@ -175,7 +187,7 @@ DAEBUS_API int daebus_ws_set_client_id_generator(daebus_ws *ws, daebus_ws_id_fn 
 /* Enables rate limiting: a message is handled if fewer than max_messages
  * messages were handled for that client in the last window_seconds;
  * otherwise it gets {"type":"error","error":"Rate limit exceeded",
- * "retry_after":<window>} and does not count. max_messages <= 0 = 60,
+ * "retry_after":<window>[,"request_id":R],"success":false} and does not count. max_messages <= 0 = 60,
  * window_seconds <= 0 = 60. Returns: 0 or DAEBUS_EINVAL. Thread: any. */
 DAEBUS_API int daebus_ws_enable_rate_limiting(daebus_ws *ws, int max_messages,
                                               double window_seconds);
@@ -211,8 +223,9 @@ DAEBUS_API const char *daebus_ws_request_query(const daebus_ws_request *req);
 DAEBUS_API const char *daebus_ws_request_path(const daebus_ws_request *req);
 
 /* Marks the handler as failed: the client gets
- * {"type":"error","data":{"error":"<message>"}} (+ request_id) instead of a
- * response, and the handler's return value is discarded.
+ * {"type":"error","data":{"error":"<message>"}[,"request_id":R],
+ * "success":false,"error":"<message>"} instead of a response, and the
+ * handler's return value is discarded.
  * Returns: NULL, so that a handler can `return daebus_ws_request_fail(...)`. */
 DAEBUS_API cJSON *daebus_ws_request_fail(daebus_ws_request *req, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -282,6 +295,19 @@ DAEBUS_API int daebus_ws_broadcast_to_all(daebus_ws *ws, const cJSON *data, cons
 DAEBUS_API int daebus_ws_broadcast_to_clients(daebus_ws *ws, const char *const *client_ids,
                                               size_t n, const cJSON *data, const char *type,
                                               bool *results);
+
+/* Queues {"type": type, "data": data} for every connected client whose
+ * (id, metadata) fn accepts, serialised once: daebus_ws_get_clients_by_filter()
+ * and daebus_ws_broadcast_to_clients() in one call. type NULL = "broadcast".
+ * fn runs on the calling thread, once per connected client, with no framework
+ * lock held (it may call this API).
+ * Ownership: data is borrowed (serialised before return); metadata passed to fn
+ * is borrowed for the call.
+ * Returns: the number of clients it was queued for (>= 0), or DAEBUS_EINVAL
+ * (ws or fn NULL) / DAEBUS_ENOMEM.
+ * Thread: any. */
+DAEBUS_API int daebus_ws_broadcast_to_filter(daebus_ws *ws, daebus_ws_filter_fn *fn, void *user,
+                                             const cJSON *data, const char *type);
 
 /* ---- disconnecting ---- */
 

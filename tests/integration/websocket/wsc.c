@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -81,6 +82,9 @@ int wsc_connect(wsc *c, int port, const char *path, const char *extra)
         if (end) {
             sscanf(c->buf, "HTTP/1.1 %d", &c->status);
             size_t hl = (size_t)(end + 4 - c->buf);
+            size_t keep = hl < sizeof c->head ? hl : sizeof c->head - 1;
+            memcpy(c->head, c->buf, keep);
+            c->head[keep] = '\0';
             memmove(c->buf, c->buf + hl, c->len - hl);
             c->len -= hl;
             return c->status == 101 ? 0 : -1;
@@ -200,4 +204,24 @@ void wsc_close(wsc *c)
     c->fd = -1;
     free(c->buf);
     c->buf = NULL;
+}
+
+const char *wsc_header(const wsc *c, const char *name, char *buf, size_t len)
+{
+    size_t n = strlen(name);
+    for (const char *line = strstr(c->head, "\r\n"); line && line[2]; line = strstr(line + 2, "\r\n")) {
+        const char *h = line + 2;
+        if (strncasecmp(h, name, n) == 0 && h[n] == ':') {
+            const char *v = h + n + 1;
+            while (*v == ' ')
+                v++;
+            size_t vl = strcspn(v, "\r\n");
+            if (vl >= len)
+                vl = len - 1;
+            memcpy(buf, v, vl);
+            buf[vl] = '\0';
+            return buf;
+        }
+    }
+    return NULL;
 }

@@ -10,6 +10,7 @@ typedef struct wsc {
     char *buf;  /* receive buffer */
     size_t len, cap;
     int close_code; /* set when a close frame arrived (-1 before) */
+    char head[2048]; /* the upgrade answer's status line and headers (cut if longer) */
 } wsc;
 
 /* When > 0, the SO_RCVBUF of the next connections (set before connect). */
@@ -28,6 +29,9 @@ int wsc_recv(wsc *c, int timeout_ms, char **out, size_t *n);
 /* Receives the next text frame (skipping pings/pongs). Returns malloc'd text or NULL. */
 char *wsc_recv_text(wsc *c, int timeout_ms);
 void wsc_close(wsc *c);
+/* Copies the value of header name (case-insensitive) of the upgrade answer
+ * into buf. Returns: buf, or NULL when the answer has no such header. */
+const char *wsc_header(const wsc *c, const char *name, char *buf, size_t len);
 /* Sets a small receive buffer (before connect has no effect: call after). */
 void wsc_small_rcvbuf(wsc *c, int bytes);
 
