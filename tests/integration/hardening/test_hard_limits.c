@@ -295,7 +295,7 @@ static void test_ws_depth(void)
              "[[[[[[[[[[[[[[[[[[[[", 19, "]]]]]]]]]]]]]]]]]]]]");
     t = ask(&c, msg);
     CU_ASSERT_STRING_EQUAL(
-        t ? t : "", "{\"type\":\"error\",\"error\":\"JSON nested too deeply (max 20 levels)\"}");
+        t ? t : "", "{\"type\":\"error\",\"error\":\"JSON nested too deeply (max 20 levels)\",\"success\":false}");
     free(t);
     char *huge = nested(50000);
     t = ask(&c, huge);
@@ -303,7 +303,7 @@ static void test_ws_depth(void)
     free(t);
     free(huge);
     t = ask(&c, "{\"type\":\"echo\",\"data\":7}"); /* still served */
-    CU_ASSERT_STRING_EQUAL(t ? t : "", "{\"type\":\"response\",\"data\":7}");
+    CU_ASSERT_STRING_EQUAL(t ? t : "", "{\"type\":\"response\",\"data\":7,\"success\":true}");
     free(t);
     wsc_close(&c);
     WAIT(daebus_ws_get_client_count(ws) == 0, 5000);
@@ -351,7 +351,7 @@ static void test_ws_full(void)
     CU_ASSERT_EQUAL(r.status, 200);
     ts_http_free(&r);
     char *t = ask(&a, "{\"type\":\"echo\",\"data\":1}");
-    CU_ASSERT_STRING_EQUAL(t ? t : "", "{\"type\":\"response\",\"data\":1}");
+    CU_ASSERT_STRING_EQUAL(t ? t : "", "{\"type\":\"response\",\"data\":1,\"success\":true}");
     free(t);
     daebus_ws_get_stats(ws, &s1);
     CU_ASSERT_EQUAL(s1.rejected_upgrades - s0.rejected_upgrades, 2 + DAEBUS_WS_FULL_CLOSERS);
@@ -362,7 +362,7 @@ static void test_ws_full(void)
     WAIT(daebus_ws_get_client_count(ws) == 1, 5000);
     CU_ASSERT_EQUAL(wsc_connect(&b, port, "/", NULL), 0);
     t = ask(&b, "{\"type\":\"echo\",\"data\":2}");
-    CU_ASSERT_STRING_EQUAL(t ? t : "", "{\"type\":\"response\",\"data\":2}");
+    CU_ASSERT_STRING_EQUAL(t ? t : "", "{\"type\":\"response\",\"data\":2,\"success\":true}");
     free(t);
     wsc_close(&a);
     wsc_close(&b);
@@ -434,7 +434,7 @@ static void test_ws_reject_runs_nothing(void)
     wsc c;
     CU_ASSERT_EQUAL(wsc_connect(&c, port, "/", "X-Token: let-me-in\r\n"), 0);
     char *t = ask(&c, "{\"type\":\"echo\",\"data\":3}");
-    CU_ASSERT_STRING_EQUAL(t ? t : "", "{\"type\":\"response\",\"data\":3}");
+    CU_ASSERT_STRING_EQUAL(t ? t : "", "{\"type\":\"response\",\"data\":3,\"success\":true}");
     free(t);
     wsc_close(&c);
     WAIT(daebus_ws_get_client_count(ws) == 0, 5000);
@@ -456,7 +456,7 @@ static void test_ws_isolation(void)
     CU_ASSERT_EQUAL_FATAL(wsc_connect(&a, port, "/", NULL), 0);
     CU_ASSERT_EQUAL_FATAL(wsc_connect(&b, port, "/", NULL), 0);
     char *t = ask(&a, "{\"type\":\"set_secret\",\"data\":{\"secret\":\"a-only\"}}");
-    CU_ASSERT_STRING_EQUAL(t ? t : "", "{\"type\":\"response\",\"data\":true}");
+    CU_ASSERT_STRING_EQUAL(t ? t : "", "{\"type\":\"response\",\"data\":true,\"success\":true}");
     free(t);
     t = ask(&a, "{\"type\":\"whoami\"}");
     char *a_id = t ? field(t, "client_id") : NULL;

@@ -187,6 +187,34 @@ static void test_disconnect_handler(void)
     CU_ASSERT_PTR_NULL(daebus_ws_get_client_metadata(ws, id));
 }
 
+static void test_error_frames(void)
+{
+    CU_ASSERT_EQUAL(wst_py("error_frames", port, NULL), 0);
+}
+
+static void test_binary(void)
+{
+    CU_ASSERT_EQUAL(wst_py("binary", port, NULL), 0);
+}
+
+/* With the default paths ("/" and "/ws"), other paths get 404, not an upgrade. */
+static void test_default_paths(void)
+{
+    static const struct {
+        const char *path;
+        int status;
+    } cases[] = {{"/", 101}, {"/?q=1", 101}, {"/ws", 101}, {"/nope", 404}, {"/ws/x", 404}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        wsc c;
+        wsc_connect(&c, port, cases[i].path, NULL);
+        CU_ASSERT_EQUAL(c.status, cases[i].status);
+        if (c.status == 404)
+            CU_ASSERT_PTR_NOT_NULL(strstr(c.head, "Content-Type: application/json"));
+        wsc_close(&c);
+    }
+    WST_WAIT(daebus_ws_get_client_count(ws) == 0, 5000);
+}
+
 static void test_register_metadata(void)
 {
     CU_ASSERT_EQUAL(wst_py("register_metadata", port, NULL), 0);
@@ -316,7 +344,22 @@ static void test_registry_and_filters(void)
         CU_ASSERT_STRING_EQUAL(t, "{\"type\":\"broadcast\",\"data\":{\"n\":7}}");
         free(t);
     }
-    cJSON_Delete(d);
+    /* filtered broadcast: the odd group only, one call */
+    CU_ASSERT_EQUAL(daebus_ws_broadcast_to_filter(ws, pick_odd, "odd", d, "group_news"), N / 2);
+    CU_ASSERT_EQUAL(daebus_ws_broadcast_to_filter(ws, pick_odd, "nobody", d, NULL), 0);
+    CU_ASSERT_EQUAL(daebus_ws_broadcast_to_filter(ws, NULL, NULL, d, NULL), DAEBUS_EINVAL);
+    CU_ASSERT_EQUAL(daebus_ws_broadcast_to_filter(NULL, pick_odd, "odd", d, NULL), DAEBUS_EINVAL);
+    CU_ASSERT_EQUAL(daebus_ws_broadcast_to_filter(ws, pick_odd, "even", NULL, NULL), N / 2);
+    cJSON_Delete(d); /* borrowed: the queued frames are already serialised */
+    for (int i = 0; i < N; i++) {
+        t = wsc_recv_text(&c[i], 5000);
+        if (i % 2) {
+            CU_ASSERT_STRING_EQUAL(t ? t : "", "{\"type\":\"group_news\",\"data\":{\"n\":7}}");
+        } else {
+            CU_ASSERT_STRING_EQUAL(t ? t : "", "{\"type\":\"broadcast\"}");
+        }
+        free(t);
+    }
     /* disconnect_all with code and reason */
     int n = daebus_ws_disconnect_all_clients(ws, 4001, "bye");
     CU_ASSERT_EQUAL(n, (int)(base + N));
@@ -351,6 +394,9 @@ int main(void)
     CU_add_test(s, "disconnect handler", test_disconnect_handler);
     CU_add_test(s, "register + metadata", test_register_metadata);
     CU_add_test(s, "subprotocol echo", test_subprotocol);
+    CU_add_test(s, "error frames carry request_id, success, error", test_error_frames);
+    CU_add_test(s, "binary frames", test_binary);
+    CU_add_test(s, "default paths only", test_default_paths);
     CU_add_test(s, "connect rejection", test_reject);
     CU_add_test(s, "rate limiting", test_rate_limit);
     CU_add_test(s, "1009 and 1007", test_limits);

@@ -104,19 +104,67 @@ static void test_envelopes(void)
     free(s);
     /* data survives (references are not freed) */
     CU_ASSERT_EQUAL(cJSON_GetArraySize(cJSON_GetObjectItem(d, "a")), 2);
+    s = ws_response_envelope(d, rid, &n);
+    CU_ASSERT_STRING_EQUAL(s, "{\"type\":\"response\",\"data\":{\"a\":[1,2]},\"request_id\":"
+                              "\"r-1\",\"success\":true}");
+    free(s);
     s = ws_error_envelope("Rate limit exceeded", 60, &n);
-    CU_ASSERT_STRING_EQUAL(
-        s, "{\"type\":\"error\",\"error\":\"Rate limit exceeded\",\"retry_after\":60}");
+    CU_ASSERT_STRING_EQUAL(s, "{\"type\":\"error\",\"error\":\"Rate limit exceeded\","
+                              "\"retry_after\":60,\"success\":false}");
+    free(s);
+    s = ws_error_envelope_rid("Rate limit exceeded", 60, rid, &n);
+    CU_ASSERT_STRING_EQUAL(s, "{\"type\":\"error\",\"error\":\"Rate limit exceeded\","
+                              "\"retry_after\":60,\"request_id\":\"r-1\",\"success\":false}");
     free(s);
     s = ws_error_envelope("Invalid JSON", -1, &n);
-    CU_ASSERT_STRING_EQUAL(s, "{\"type\":\"error\",\"error\":\"Invalid JSON\"}");
+    CU_ASSERT_STRING_EQUAL(s, "{\"type\":\"error\",\"error\":\"Invalid JSON\",\"success\":false}");
     free(s);
     s = ws_handler_error_envelope("boom", rid, &n);
-    CU_ASSERT_STRING_EQUAL(
-        s, "{\"type\":\"error\",\"data\":{\"error\":\"boom\"},\"request_id\":\"r-1\"}");
+    CU_ASSERT_STRING_EQUAL(s, "{\"type\":\"error\",\"data\":{\"error\":\"boom\"},\"request_id\":"
+                              "\"r-1\",\"success\":false,\"error\":\"boom\"}");
     free(s);
     cJSON_Delete(d);
     cJSON_Delete(rid);
+}
+
+/* The request_id of a message that does not parse. */
+static char *scanned(const char *text)
+{
+    cJSON *v = ws_scan_request_id(text, strlen(text));
+    char *s = v ? cJSON_PrintUnformatted(v) : NULL;
+    cJSON_Delete(v);
+    return s;
+}
+
+static void test_scan_request_id(void)
+{
+    static const struct {
+        const char *text, *want; /* want NULL: none found */
+    } cases[] = {
+        {"{\"type\":\"x\",\"request_id\":\"r-1\",", "\"r-1\""},
+        {"{\"request_id\" : 42 , \"data\": {oops}", "42"},
+        {"{\"data\":{\"request_id\":\"inner\"},\"request_id\":-7.5e1,", "-75"},
+        {"{\"request_id\":\"a\\\"b\\u00e9\"} trailing", "\"a\\\"b\xc3\xa9\""},
+        {"  {\"x\":\"\\\"request_id\\\":1\",\"request_id\":\"ok\"", "\"ok\""},
+        {"{\"data\":{\"request_id\":\"inner\"}", NULL},   /* only nested */
+        {"{\"x\":\"request_id\",\"y\":1", NULL},         /* a value, not a key */
+        {"[{\"request_id\":1}]", NULL},                  /* not an object */
+        {"{\"request_id\":null,", NULL},                 /* neither string nor number */
+        {"{\"request_id\":{\"a\":1}", NULL},
+        {"{\"request_id\":\"unterminated", NULL},
+        {"{\"request_id\":\"\xff\xfe\"", NULL},         /* not UTF-8 */
+        {"{\"a\":1}{\"request_id\":2}", NULL},          /* after the outer object */
+        {"", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *got = scanned(cases[i].text);
+        if (cases[i].want) {
+            CU_ASSERT_STRING_EQUAL(got ? got : "(none)", cases[i].want);
+        } else {
+            CU_ASSERT_PTR_NULL(got);
+        }
+        free(got);
+    }
 }
 
 static void test_registry(void)
@@ -215,6 +263,7 @@ int main(void)
     CU_add_test(s, "nesting depth", test_depth);
     CU_add_test(s, "close payload", test_close_payload);
     CU_add_test(s, "envelopes", test_envelopes);
+    CU_add_test(s, "request_id of unparsed messages", test_scan_request_id);
     CU_add_test(s, "registry", test_registry);
     CU_add_test(s, "rate limiter", test_rate);
     CU_add_test(s, "attach order and options", test_attach_order);

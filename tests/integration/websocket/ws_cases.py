@@ -35,57 +35,109 @@ async def case_envelopes():
     # response with request_id echoed (string and number), compact JSON, key order
     await ws.send(json.dumps({"type": "echo", "data": {"a": 1}, "request_id": "r-17"}))
     raw = await asyncio.wait_for(ws.recv(), 5)
-    eq(raw, '{"type":"response","data":{"a":1},"request_id":"r-17"}')
+    eq(raw, '{"type":"response","data":{"a":1},"request_id":"r-17","success":true}')
     await ws.send(json.dumps({"type": "echo", "data": [1, 2], "request_id": 5}))
-    eq(await recv_json(ws), {"type": "response", "data": [1, 2], "request_id": 5})
+    eq(await recv_json(ws), {"type": "response", "data": [1, 2], "request_id": 5, "success": True})
     # no request_id: none in the reply; missing data -> {}
     await ws.send(json.dumps({"type": "echo"}))
     raw = await asyncio.wait_for(ws.recv(), 5)
-    eq(raw, '{"type":"response","data":{}}')
+    eq(raw, '{"type":"response","data":{},"success":true}')
     # handler failure
-    await ws.send(json.dumps({"type": "fail", "request_id": "x"}))
-    eq(await recv_json(ws), {"type": "error", "data": {"error": "boom 42"}, "request_id": "x"})
     await ws.send(json.dumps({"type": "fail"}))
-    eq(await recv_json(ws), {"type": "error", "data": {"error": "boom 42"}})
+    eq(await recv_json(ws), {"type": "error", "data": {"error": "boom 42"}, "success": False,
+                             "error": "boom 42"})
     # invalid JSON, missing/empty/null type, unknown type
     await ws.send("{not json")
-    eq(await recv_json(ws), {"type": "error", "error": "Invalid JSON"})
+    eq(await recv_json(ws), {"type": "error", "error": "Invalid JSON", "success": False})
     for m in ({"data": {}}, {"type": ""}, {"type": None}):
         await ws.send(json.dumps(m))
-        eq(await recv_json(ws), {"type": "error", "error": "No message type provided"})
+        eq(await recv_json(ws), {"type": "error", "error": "No message type provided", "success": False})
     await ws.send(json.dumps({"type": "nope"}))
-    eq(await recv_json(ws), {"type": "error", "error": "No handler found for message type 'nope'"})
+    eq(await recv_json(ws), {"type": "error", "error": "No handler found for message type 'nope'",
+                             "success": False})
     # a handler returning nothing sends nothing: the next reply is the echo
     await ws.send(json.dumps({"type": "none"}))
     await ws.send(json.dumps({"type": "echo", "data": "after"}))
-    eq(await recv_json(ws), {"type": "response", "data": "after"})
+    eq(await recv_json(ws), {"type": "response", "data": "after", "success": True})
     # returning false sends false
     await ws.send(json.dumps({"type": "falsy"}))
-    eq(await recv_json(ws), {"type": "response", "data": False})
-    # binary frames get a clear error
-    await ws.send(b'{"type":"echo"}')
-    r = await recv_json(ws)
-    eq(r["type"], "error")
-    assert "Binary" in r["error"], r
+    eq(await recv_json(ws), {"type": "response", "data": False, "success": True})
     # not an object
     await ws.send("[1,2]")
-    eq(await recv_json(ws), {"type": "error", "error": "Message must be a JSON object"})
+    eq(await recv_json(ws), {"type": "error", "error": "Message must be a JSON object", "success": False})
     # pathological nesting is refused before parsing (small worker stacks); 50 levels are fine
     await ws.send('{"type":"echo","data":' + "[" * 5000 + "]" * 5000 + "}")
-    eq(await recv_json(ws), {"type": "error", "error": "JSON nested too deeply (max 100 levels)"})
+    eq(await recv_json(ws), {"type": "error", "error": "JSON nested too deeply (max 100 levels)",
+                             "success": False})
     await ws.send('{"type":"echo","data":' + "[" * 50 + "]" * 50 + "}")
     r = await recv_json(ws)
     eq(r["type"], "response")
     # fragmented message is reassembled
     await ws.send(iter(['{"type":"echo",', '"data":"frag"}']))
-    eq(await recv_json(ws), {"type": "response", "data": "frag"})
+    eq(await recv_json(ws), {"type": "response", "data": "frag", "success": True})
+    await ws.close()
+
+
+async def case_error_frames():
+    # every error answering a message with a readable request_id carries it, "success": false
+    # and a top-level "error" (what a request/response client such as daebus-client rejects on),
+    # besides the keys Python clients read
+    ws, cid = await connect("/ws")
+    await ws.send(json.dumps({"type": "fail", "request_id": "x"}))
+    eq(await recv_json(ws), {"type": "error", "data": {"error": "boom 42"}, "request_id": "x",
+                             "success": False, "error": "boom 42"})
+    await ws.send(json.dumps({"type": "nope", "request_id": 9}))
+    eq(await recv_json(ws), {"type": "error", "error": "No handler found for message type 'nope'",
+                             "request_id": 9, "success": False})
+    await ws.send(json.dumps({"data": {}, "request_id": "no-type"}))
+    eq(await recv_json(ws), {"type": "error", "error": "No message type provided",
+                             "request_id": "no-type", "success": False})
+    # invalid JSON: the id is read from the text when it can be
+    await ws.send('{"type":"echo","request_id":"bad-1","data":{oops}')
+    eq(await recv_json(ws), {"type": "error", "error": "Invalid JSON", "request_id": "bad-1",
+                             "success": False})
+    await ws.send('{"type":"echo","data":{"request_id":"inner"},"request_id":17,')
+    eq(await recv_json(ws), {"type": "error", "error": "Invalid JSON", "request_id": 17,
+                             "success": False})
+    await ws.send('{"type":"echo","data":{"request_id":"only-inner"}')
+    eq(await recv_json(ws), {"type": "error", "error": "Invalid JSON", "success": False})
+    await ws.send('{"request_id":"deep","data":' + "[" * 5000 + "]" * 5000 + "}")
+    eq(await recv_json(ws), {"type": "error", "error": "JSON nested too deeply (max 100 levels)",
+                             "request_id": "deep", "success": False})
+    await ws.close()
+
+
+async def case_binary():
+    # binary frames holding UTF-8 JSON are handled like text frames (as in Python)
+    ws, cid = await connect("/ws")
+    await ws.send(json.dumps({"type": "echo", "data": {"b": "\u00e9"}, "request_id": "b1"},
+                             ensure_ascii=False).encode())
+    eq(await recv_json(ws), {"type": "response", "data": {"b": "\u00e9"}, "request_id": "b1",
+                             "success": True})
+    await ws.send(json.dumps({"type": "nope", "request_id": "b2"}).encode())
+    eq(await recv_json(ws), {"type": "error", "error": "No handler found for message type 'nope'",
+                             "request_id": "b2", "success": False})
+    await ws.send(b"[1,2]")
+    eq(await recv_json(ws), {"type": "error", "error": "Message must be a JSON object", "success": False})
+    # other binary data gets a clear error, and the connection stays usable
+    want = {"type": "error", "error": "Binary frames must hold UTF-8 JSON: send JSON text frames",
+            "success": False}
+    await ws.send(b"\x00\x01\xff\xfe binary")
+    eq(await recv_json(ws), want)
+    await ws.send(b"plain text, not JSON")
+    eq(await recv_json(ws), want)
+    await ws.send(b'{"type":"echo","request_id":"b3",\xff}')
+    eq(await recv_json(ws), dict(want, request_id="b3"))
+    await ws.send(json.dumps({"type": "echo", "data": "still open"}))
+    eq(await recv_json(ws), {"type": "response", "data": "still open", "success": True})
     await ws.close()
 
 
 async def case_register_metadata():
     ws, cid = await connect("/ws?x=1")
     await ws.send(json.dumps({"type": "register", "data": {"user": {"username": "JohnDoe"}}}))
-    eq(await recv_json(ws), {"type": "response", "data": {"status": "registered", "username": "JohnDoe"}})
+    eq(await recv_json(ws), {"type": "response", "data": {"status": "registered", "username": "JohnDoe"},
+                             "success": True})
     before = time.time()
     await ws.send(json.dumps({"type": "meta"}))
     r = await recv_json(ws)
@@ -127,17 +179,21 @@ async def case_rate_limit():
     ws, cid = await connect("/")
     got = []
     for i in range(7):  # 2 over the limit (3 consecutive would disconnect)
-        await ws.send(json.dumps({"type": "echo", "data": i}))
+        msg = {"type": "echo", "data": i}
+        if i == 6:
+            msg["request_id"] = "rl-6"
+        await ws.send(json.dumps(msg))
         got.append(await recv_json(ws))
     for i in range(5):
-        eq(got[i], {"type": "response", "data": i})
-    for i in range(5, 7):
-        eq(got[i], {"type": "error", "error": "Rate limit exceeded", "retry_after": 1.5})
+        eq(got[i], {"type": "response", "data": i, "success": True})
+    eq(got[5], {"type": "error", "error": "Rate limit exceeded", "retry_after": 1.5, "success": False})
+    eq(got[6], {"type": "error", "error": "Rate limit exceeded", "retry_after": 1.5,
+                "request_id": "rl-6", "success": False})
     # rejected messages do not count: after the window everything is served again
     await asyncio.sleep(1.7)
     for i in range(5):
         await ws.send(json.dumps({"type": "echo", "data": i}))
-        eq(await recv_json(ws), {"type": "response", "data": i})
+        eq(await recv_json(ws), {"type": "response", "data": i, "success": True})
     await ws.close()
 
 
