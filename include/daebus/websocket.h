@@ -41,8 +41,9 @@
  *   - a broadcast serialises its frame once and shares it between the queues;
  *     no lock is held while writing to sockets;
  *   - a client that stops reading fills only its own queue; when the queue is
- *     over its limit the client is dropped (its socket shut down: a client
- *     that does not read would not read a close frame either).
+ *     over its limit the client is dropped: its socket is shut down without a
+ *     close frame (a client that does not read would not read one either), so
+ *     the peer sees an abnormal closure (1006).
  * A maintenance thread pings clients (ping_interval) and drops those silent
  * for idle_timeout.
  *

@@ -220,7 +220,8 @@ static void test_redis_outage(void)
     wsc c;
     CU_ASSERT_EQUAL_FATAL(wsc_connect(&c, port, "/", NULL), 0);
     char *t = ask(&c, "{\"type\":\"bcast\",\"data\":{\"n\":1}}");
-    CU_ASSERT_STRING_EQUAL(t ? t : "", "{\"type\":\"response\",\"data\":{\"rc\":1},\"success\":true}");
+    CU_ASSERT_STRING_EQUAL(t ? t : "",
+                           "{\"type\":\"response\",\"data\":{\"rc\":1},\"success\":true}");
     free(t);
     WAIT(atomic_load(&listened) == 1, 5000);
     CU_ASSERT_EQUAL(atomic_load(&listened), 1);
@@ -235,11 +236,13 @@ static void test_redis_outage(void)
         CU_ASSERT_PTR_NOT_NULL(strstr(r.body, "bus unavailable"));
         ts_http_free(&r);
         t = ask(&c, "{\"type\":\"echo\",\"data\":\"up\"}");
-        CU_ASSERT_STRING_EQUAL(t ? t : "", "{\"type\":\"response\",\"data\":\"up\",\"success\":true}");
+        CU_ASSERT_STRING_EQUAL(t ? t : "",
+                               "{\"type\":\"response\",\"data\":\"up\",\"success\":true}");
         free(t);
         t = ask(&c, "{\"type\":\"bcast\",\"data\":{\"n\":2}}");
         char want[64];
-        snprintf(want, sizeof want, "{\"type\":\"response\",\"data\":{\"rc\":%d},\"success\":true}", DAEBUS_ECONN);
+        snprintf(want, sizeof want, "{\"type\":\"response\",\"data\":{\"rc\":%d},\"success\":true}",
+                 DAEBUS_ECONN);
         CU_ASSERT_STRING_EQUAL(t ? t : "", want);
         free(t);
         CU_ASSERT(ts_now() - t0 < 4.0); /* well inside the 6 s caller time-out: no hang */
@@ -254,7 +257,8 @@ static void test_redis_outage(void)
         status = get_status("/call");
     CU_ASSERT_EQUAL(status, 200);
     t = ask(&c, "{\"type\":\"bcast\",\"data\":{\"n\":3}}");
-    CU_ASSERT_STRING_EQUAL(t ? t : "", "{\"type\":\"response\",\"data\":{\"rc\":1},\"success\":true}");
+    CU_ASSERT_STRING_EQUAL(t ? t : "",
+                           "{\"type\":\"response\",\"data\":{\"rc\":1},\"success\":true}");
     free(t);
     WAIT(atomic_load(&listened) == 2, 5000);
     ts_sleep_ms(200);
@@ -311,14 +315,17 @@ static void test_handler_isolation(void)
     t = ask(&b, "{\"type\":\"fail\",\"request_id\":\"f\"}");
     CU_ASSERT_STRING_EQUAL(
         t ? t : "",
-        "{\"type\":\"error\",\"data\":{\"error\":\"this one failed\"},\"request_id\":\"f\",\"success\":false,\"error\":\"this one failed\"}");
+        "{\"type\":\"error\",\"data\":{\"error\":\"this one "
+        "failed\"},\"request_id\":\"f\",\"success\":false,\"error\":\"this one failed\"}");
     free(t);
     t = wsc_recv_text(&a, 10000);
-    CU_ASSERT_STRING_EQUAL(t ? t : "",
-                           "{\"type\":\"response\",\"data\":\"slow done\",\"request_id\":1,\"success\":true}");
+    CU_ASSERT_STRING_EQUAL(
+        t ? t : "",
+        "{\"type\":\"response\",\"data\":\"slow done\",\"request_id\":1,\"success\":true}");
     free(t);
     t = ask(&b, "{\"type\":\"echo\",\"data\":\"still\"}");
-    CU_ASSERT_STRING_EQUAL(t ? t : "", "{\"type\":\"response\",\"data\":\"still\",\"success\":true}");
+    CU_ASSERT_STRING_EQUAL(t ? t : "",
+                           "{\"type\":\"response\",\"data\":\"still\",\"success\":true}");
     free(t);
     wsc_close(&a);
     wsc_close(&b);

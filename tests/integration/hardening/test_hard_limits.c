@@ -294,8 +294,8 @@ static void test_ws_depth(void)
     snprintf(msg, sizeof msg, "{\"type\":\"echo\",\"data\":{\"x\":%.*s%.*s}}", 19,
              "[[[[[[[[[[[[[[[[[[[[", 19, "]]]]]]]]]]]]]]]]]]]]");
     t = ask(&c, msg);
-    CU_ASSERT_STRING_EQUAL(
-        t ? t : "", "{\"type\":\"error\",\"error\":\"JSON nested too deeply (max 20 levels)\",\"success\":false}");
+    CU_ASSERT_STRING_EQUAL(t ? t : "", "{\"type\":\"error\",\"error\":\"JSON nested too deeply "
+                                       "(max 20 levels)\",\"success\":false}");
     free(t);
     char *huge = nested(50000);
     t = ask(&c, huge);

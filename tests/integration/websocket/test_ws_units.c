@@ -146,14 +146,14 @@ static void test_scan_request_id(void)
         {"{\"data\":{\"request_id\":\"inner\"},\"request_id\":-7.5e1,", "-75"},
         {"{\"request_id\":\"a\\\"b\\u00e9\"} trailing", "\"a\\\"b\xc3\xa9\""},
         {"  {\"x\":\"\\\"request_id\\\":1\",\"request_id\":\"ok\"", "\"ok\""},
-        {"{\"data\":{\"request_id\":\"inner\"}", NULL},   /* only nested */
-        {"{\"x\":\"request_id\",\"y\":1", NULL},         /* a value, not a key */
-        {"[{\"request_id\":1}]", NULL},                  /* not an object */
-        {"{\"request_id\":null,", NULL},                 /* neither string nor number */
+        {"{\"data\":{\"request_id\":\"inner\"}", NULL}, /* only nested */
+        {"{\"x\":\"request_id\",\"y\":1", NULL},        /* a value, not a key */
+        {"[{\"request_id\":1}]", NULL},                 /* not an object */
+        {"{\"request_id\":null,", NULL},                /* neither string nor number */
         {"{\"request_id\":{\"a\":1}", NULL},
         {"{\"request_id\":\"unterminated", NULL},
-        {"{\"request_id\":\"\xff\xfe\"", NULL},         /* not UTF-8 */
-        {"{\"a\":1}{\"request_id\":2}", NULL},          /* after the outer object */
+        {"{\"request_id\":\"\xff\xfe\"", NULL}, /* not UTF-8 */
+        {"{\"a\":1}{\"request_id\":2}", NULL},  /* after the outer object */
         {"", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

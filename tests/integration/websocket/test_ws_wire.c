@@ -153,8 +153,8 @@ static int upgrade_status(const char *path)
         /* a served path: the connection works */
         wsc_send_text(&c, "{\"type\":\"echo\",\"data\":1,\"request_id\":3}");
         char *t = wsc_recv_text(&c, 5000);
-        CU_ASSERT_STRING_EQUAL(t ? t : "",
-                               "{\"type\":\"response\",\"data\":1,\"request_id\":3,\"success\":true}");
+        CU_ASSERT_STRING_EQUAL(
+            t ? t : "", "{\"type\":\"response\",\"data\":1,\"request_id\":3,\"success\":true}");
         free(t);
         close_clean(&c);
         WST_WAIT(daebus_ws_get_client_count(ws) == 0, 2000);

@@ -209,7 +209,8 @@ void wsc_close(wsc *c)
 const char *wsc_header(const wsc *c, const char *name, char *buf, size_t len)
 {
     size_t n = strlen(name);
-    for (const char *line = strstr(c->head, "\r\n"); line && line[2]; line = strstr(line + 2, "\r\n")) {
+    for (const char *line = strstr(c->head, "\r\n"); line && line[2];
+         line = strstr(line + 2, "\r\n")) {
         const char *h = line + 2;
         if (strncasecmp(h, name, n) == 0 && h[n] == ':') {
             const char *v = h + n + 1;

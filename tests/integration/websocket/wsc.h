@@ -9,7 +9,7 @@ typedef struct wsc {
     int status; /* HTTP status of the upgrade answer */
     char *buf;  /* receive buffer */
     size_t len, cap;
-    int close_code; /* set when a close frame arrived (-1 before) */
+    int close_code;  /* set when a close frame arrived (-1 before) */
     char head[2048]; /* the upgrade answer's status line and headers (cut if longer) */
 } wsc;
 
