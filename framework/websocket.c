@@ -676,8 +676,8 @@ static int on_connect(const struct mg_connection *conn, void *cbdata)
     set_subprotocol(conn, NULL);
     if (!path_served(ws, ri->local_uri)) {
         refuse_count(ws);
-        daebus_log(DAEBUS_LOG_DEBUG, "websocket",
-                   "refusing an upgrade from %s: '%.200s' is not a WebSocket path (%s)",
+        daebus_log(DAEBUS_LOG_WARNING, "websocket",
+                   "refusing an upgrade from %s: '%.200s' is not a WebSocket path (paths: %s)",
                    ri->remote_addr, ri->local_uri ? ri->local_uri : "", ws->paths);
         http_refuse(conn, 404, "Not Found", "Not a WebSocket path");
         return 1;

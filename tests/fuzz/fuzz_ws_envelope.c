@@ -82,6 +82,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     check_close(data, size);
 
+    /* The request_id scanner reads unparsed text: whatever it finds is a
+     * string of valid UTF-8 or a number. */
+    cJSON *rid = ws_scan_request_id(buf, size);
+    FUZZ_CHECK(!rid || cJSON_IsNumber(rid) ||
+               (cJSON_IsString(rid) &&
+                ws_utf8_valid((const unsigned char *)rid->valuestring, strlen(rid->valuestring))));
+    cJSON_Delete(rid);
+
     /* As websocket.c: the depth check guards the recursive parser. */
     bool shallow = ws_json_depth_ok(buf, size, MAX_DEPTH);
     ws_message m;
