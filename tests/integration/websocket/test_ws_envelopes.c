@@ -210,6 +210,12 @@ static void test_default_paths(void)
         CU_ASSERT_EQUAL(c.status, cases[i].status);
         if (c.status == 404)
             CU_ASSERT_PTR_NOT_NULL(strstr(c.head, "Content-Type: application/json"));
+        if (c.status == 101) {
+            /* the connect reply: the connection is open (and counted) before it goes */
+            char *hello = wsc_recv_text(&c, 5000);
+            CU_ASSERT_PTR_NOT_NULL(hello ? strstr(hello, "\"connected\"") : NULL);
+            free(hello);
+        }
         wsc_close(&c);
     }
     WST_WAIT(daebus_ws_get_client_count(ws) == 0, 5000);
