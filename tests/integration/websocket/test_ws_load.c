@@ -162,6 +162,17 @@ static void test_slow_consumer(void)
     daebus_ws_stats s1;
     daebus_ws_get_stats(ws, &s1);
     CU_ASSERT_EQUAL(s1.disconnects_slow - s0.disconnects_slow, 1);
+    /* Dropped without a close frame (docs: the peer sees 1006): what is still
+     * in flight is data, then EOF. */
+    int op, closes = 0;
+    char *p;
+    size_t plen;
+    while ((op = wsc_recv(&stuck, 5000, &p, &plen)) > 0) {
+        closes += op == 8;
+        free(p);
+    }
+    CU_ASSERT_EQUAL(op, -1); /* EOF, not a time-out */
+    CU_ASSERT_EQUAL(closes, 0);
     fprintf(stderr,
             "\n  slow consumer: %d readers got %d x %d B broadcasts in %.2f s; "
             "stuck client dropped after broadcast %d; queue high-water %llu\n",
