@@ -556,7 +556,8 @@ static void test_caller_timeout(void)
     double dt = ts_now() - t0;
     CU_ASSERT_EQUAL(rc, DAEBUS_ENOLISTENER);
     CU_ASSERT_TRUE(dt < 1.0);
-    CU_ASSERT_PTR_NOT_NULL(strstr(e.message, "no service 'nobody_listens' is listening on redis://"));
+    CU_ASSERT_PTR_NOT_NULL(
+        strstr(e.message, "no service 'nobody_listens' is listening on redis://"));
     /* A listener that never answers: the time-out. */
     cJSON *slow = cJSON_Parse("{\"ms\":600}");
     t0 = ts_now();

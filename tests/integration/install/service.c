@@ -24,7 +24,8 @@ int main(int argc, char **argv)
     if (!app)
         return 2;
     daebus_app_configure(app, argc, argv);
-    printf("handlers: routes=%zu actions=%zu\n", daebus_app_handler_count(app, DAEBUS_HANDLER_ROUTE),
+    printf("handlers: routes=%zu actions=%zu\n",
+           daebus_app_handler_count(app, DAEBUS_HANDLER_ROUTE),
            daebus_app_handler_count(app, DAEBUS_HANDLER_ACTION));
     fflush(stdout);
     daebus_http *http = daebus_http_create(NULL, NULL);
