@@ -2,7 +2,10 @@
 """Runs the shell commands of a Markdown guide (docs/getting-started.md) as a
 new user would, and fails if one of them fails.
 
-Usage: doc_commands.py SOURCE_DIR [GUIDE]     (GUIDE defaults to docs/getting-started.md)
+Usage: doc_commands.py SOURCE_DIR [GUIDE] [--absent GLOB]...
+GUIDE defaults to docs/getting-started.md. Each --absent GLOB (relative to
+the simulated HOME) must match no file once the guide has run: what a step
+must not have built (e.g. `make run` builds no tests and no benchmarks).
 
 Every ```sh block runs, in document order, with `bash -e` (so every command
 of a block must succeed), in one simulated terminal: the working directory
@@ -36,6 +39,7 @@ fence (the complete list):
       the block is not run.
 Blocks of other languages without a `file` marker are text, not commands.
 """
+import glob
 import os
 import re
 import shlex
@@ -235,12 +239,26 @@ class Runner:
 
 
 def main():
-    src = sys.argv[1]
-    guide = sys.argv[2] if len(sys.argv) > 2 else os.path.join(src, 'docs', 'getting-started.md')
+    args, absent = [], []
+    argv = sys.argv[1:]
+    while argv:
+        a = argv.pop(0)
+        if a == '--absent' and argv:
+            absent.append(argv.pop(0))
+        else:
+            args.append(a)
+    src = args[0]
+    guide = args[1] if len(args) > 1 else os.path.join(src, 'docs', 'getting-started.md')
     r = Runner(src, guide)
     try:
         r.start_redis()
         r.run()
+        for pattern in absent:
+            found = glob.glob(os.path.join(r.home, pattern))
+            if found:
+                r.fail(0, '%s exists (%s); that step should not have built it' %
+                       (pattern, ', '.join(os.path.relpath(f, r.home) for f in found[:3])))
+            print('doc_commands: nothing matches %s' % pattern)
     finally:
         r.cleanup()
 
