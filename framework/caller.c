@@ -32,10 +32,13 @@
 #define HEALTH_IDLE    10.0
 #define HEALTH_TIMEOUT 5.0
 
+enum { FAIL_CONN = 1, FAIL_NOLISTENER = 2 };
+
 typedef struct pending {
     char id[40];
     double deadline;
-    int failed; /* publish failed: complete with DAEBUS_ECONN */
+    int failed; /* FAIL_CONN: publish failed; FAIL_NOLISTENER: nobody subscribed */
+    char *why;  /* FAIL_NOLISTENER: the completion's message (malloc'd) */
     daebus_caller_done_fn *done;
     daebus_caller_progress_fn *progress;
     void *user;
@@ -147,6 +150,7 @@ static void complete(daebus_caller *c, pending *p, int status, const cJSON *payl
 {
     if (p->done)
         p->done(c, status, payload, msg, p->user);
+    free(p->why);
     free(p);
 }
 
@@ -185,8 +189,11 @@ static void fail_list(daebus_caller *c, pending *list, int status, const char *w
     while (list) {
         pending *n = list->next;
         int st = status;
-        char msg[200];
-        if (status == 0) { /* expiry pass: per-entry cause */
+        char msg[420];
+        if (list->failed == FAIL_NOLISTENER) { /* whichever pass takes it */
+            st = DAEBUS_ENOLISTENER;
+            snprintf(msg, sizeof msg, "%s", list->why ? list->why : "no service is listening");
+        } else if (status == 0) { /* expiry pass: per-entry cause */
             st = list->failed ? DAEBUS_ECONN : DAEBUS_ETIMEDOUT;
             snprintf(msg, sizeof msg, "%s",
                      list->failed ? "request could not be published (no connection to Redis)"
@@ -538,11 +545,18 @@ int daebus_caller_request_async(daebus_caller *c, const char *service, const cha
     /* From here the reader thread owns p: only mark it, never free it. */
     int rc = publish(c, service, text, strlen(text));
     cJSON_free(text);
-    if (rc < 0) {
+    if (rc <= 0) {
+        /* No connection, or PUBLISH reached no subscriber: nothing can answer,
+         * so the request fails now instead of at its time-out. */
+        char why[600];
+        snprintf(why, sizeof why, "no service '%.200s' is listening on %s", service, c->where);
         pthread_mutex_lock(&c->lock);
         for (pending *q = c->buckets[h]; q; q = q->next)
-            if (q == p)
-                p->failed = 1;
+            if (q == p) {
+                p->failed = rc < 0 ? FAIL_CONN : FAIL_NOLISTENER;
+                if (rc == 0)
+                    p->why = strdup(why);
+            }
         pthread_mutex_unlock(&c->lock);
         wake_thread(c);
     } else if (timeout < 0.25) {
@@ -611,6 +625,8 @@ int daebus_caller_request_progress(daebus_caller *c, const char *service, const 
         pthread_mutex_unlock(&w.lock);
         rc = w.status;
         if (rc == DAEBUS_EREPLY)
+            daebus_error_set(err, rc, "%s", w.message);
+        else if (rc == DAEBUS_ENOLISTENER)
             daebus_error_set(err, rc, "%s", w.message);
         else if (rc == DAEBUS_ETIMEDOUT)
             daebus_error_set(err, rc, "Request to %s.%s timed out after %gs", service, action,

@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
 # Starts the chat example (or the hello example until chat exists). If no Redis
 # answers at DAEBUS_REDIS_URL (default redis://127.0.0.1:6379), starts a private
-# redis-server on a free port for this run and stops it on exit.
+# redis-server on a free port for this run, prints the DAEBUS_REDIS_URL line to
+# use in another terminal, and stops it on exit.
+#
+# Signals: a Ctrl-C (SIGINT to the terminal's process group) or a SIGTERM
+# (`timeout`, `kill`, make passing one on) stops the service once, gracefully:
+# the service and the private Redis run in sessions of their own, so only
+# this script receives signals, and it passes the first one on as a single
+# SIGTERM and ignores the rest (`timeout make run` delivers two: one from
+# timeout to the process group, one from make to its child). The script then
+# waits for the service and exits with its status (0 after a graceful stop).
 set -euo pipefail
 build=${1:-build}
 bin="$build/bin/chat_service"
@@ -9,9 +18,26 @@ bin="$build/bin/chat_service"
 url=${DAEBUS_REDIS_URL:-redis://127.0.0.1:6379}
 hostport=${url#redis://}; hostport=${hostport##*@}; hostport=${hostport%%/*}
 host=${hostport%%:*}; port=${hostport##*:}
-redis_pid=""
-cleanup() { [[ -n "$redis_pid" ]] && kill "$redis_pid" 2>/dev/null || true; [[ -n "${rdir:-}" ]] && rm -rf "$rdir"; }
+redis_pid="" svc="" stopping=0
+cleanup() {
+  if [[ -n "$redis_pid" ]]; then
+    kill "$redis_pid" 2>/dev/null || true
+    wait "$redis_pid" 2>/dev/null || true
+  fi
+  [[ -n "${rdir:-}" ]] && rm -rf "$rdir"
+  return 0
+}
 trap cleanup EXIT
+on_signal() {
+  if [[ -z "$svc" ]]; then
+    exit 143 # not started yet: nothing to stop but the private Redis (EXIT trap)
+  fi
+  if [[ $stopping == 0 ]]; then
+    stopping=1
+    kill -TERM "$svc" 2>/dev/null || true
+  fi
+}
+trap on_signal INT TERM
 if ! redis-cli -h "$host" -p "$port" ping >/dev/null 2>&1; then
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 6399)
   rdir=$(mktemp -d /tmp/daebus-redis-XXXXXX)
@@ -22,13 +48,30 @@ if ! redis-cli -h "$host" -p "$port" ping >/dev/null 2>&1; then
   for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
   export DAEBUS_REDIS_URL="redis://127.0.0.1:$port"
   echo "run: no Redis at $url; started a private redis-server on port $port"
+  echo "run: for daebus-call in another terminal, paste this line there first:"
+  echo "export DAEBUS_REDIS_URL=$DAEBUS_REDIS_URL"
 fi
 export DAEBUS_HTTP_PORT=${DAEBUS_HTTP_PORT:-8080}
 echo "run: starting $bin on http://localhost:$DAEBUS_HTTP_PORT/ (Ctrl-C to stop)"
-# Its own session: a Ctrl-C in the terminal reaches the script, whose trap
-# passes one SIGTERM on (the service would otherwise get both and exit at once).
 setsid "$bin" "${@:2}" &
 svc=$!
-trap 'kill -TERM $svc 2>/dev/null || true' INT TERM
-wait $svc || true
-wait $svc 2>/dev/null || true
+# `wait` returns early (128+signal) whenever a trapped signal arrives, and a
+# signal that arrives while the trap runs ends the next `wait` at once without
+# running the trap again: so wait until the process is gone, whatever ended
+# each `wait`, then ask once more for a status an early return may have missed.
+status=0
+while :; do
+  set +e
+  wait "$svc"
+  st=$?
+  set -e
+  [[ $st != 127 ]] && status=$st
+  kill -0 "$svc" 2>/dev/null || break
+done
+set +e
+wait "$svc" 2>/dev/null
+st=$?
+set -e
+[[ $st != 127 ]] && status=$st
+echo "run: $(basename "$bin") exited with status $status"
+exit "$status"

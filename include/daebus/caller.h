@@ -80,6 +80,10 @@ DAEBUS_API bool daebus_caller_connected(const daebus_caller *caller);
  *   status 0: payload is the final reply's payload;
  *   DAEBUS_EREPLY: the service answered status "error"; payload is its
  *     payload and message the "error" text ("Unknown error" if none);
+ *   DAEBUS_ENOLISTENER: the request reached no subscriber of the service's
+ *     channel (PUBLISH counted 0), so nothing could answer; completed at
+ *     once, not at the time-out; message is "no service 'x' is listening on
+ *     redis://host:port/db" (a password shows as ***);
  *   DAEBUS_ETIMEDOUT, DAEBUS_ECONN (connection lost), DAEBUS_ECLOSED
  *     (caller destroyed): payload NULL, message says what happened.
  * Ownership: payload and message are borrowed for the duration of the call
@@ -109,7 +113,9 @@ DAEBUS_API int daebus_caller_request_async(daebus_caller *caller, const char *se
  * and *reply_out (if not NULL) its error payload. progress (may be NULL) runs
  * on the caller's thread for each non-final reply.
  * Ownership: *reply_out is the caller's to cJSON_Delete.
- * Returns: 0, DAEBUS_EREPLY, DAEBUS_ETIMEDOUT, DAEBUS_ECONN, DAEBUS_EINVAL,
+ * Returns: 0, DAEBUS_EREPLY, DAEBUS_ENOLISTENER (nobody subscribes to the
+ * service's channel: returned at once, err->message "no service 'x' is
+ * listening on redis://..."), DAEBUS_ETIMEDOUT, DAEBUS_ECONN, DAEBUS_EINVAL,
  * DAEBUS_ECLOSED, DAEBUS_ENOMEM. Thread: safe; never from a callback. */
 DAEBUS_API int daebus_caller_request(daebus_caller *caller, const char *service, const char *action,
                                      const cJSON *payload, double timeout, cJSON **reply_out,

@@ -42,7 +42,8 @@ extern "C" {
     X(EADDRINUSE, -14, "address already in use")                                                   \
     X(ECLOSED, -15, "closed or shutting down")                                                     \
     X(EHANDLER, -16, "handler failed")                                                             \
-    X(EAUTH, -17, "authentication failed")
+    X(EAUTH, -17, "authentication failed")                                                         \
+    X(ENOLISTENER, -18, "no service is listening")
 
 typedef enum daebus_errno {
 #define DAEBUS__ERR_ENUM(name, value, msg) DAEBUS_##name = (value),

@@ -6,7 +6,8 @@
  *
  * Replies are printed on stdout as compact JSON, one per line: each progress
  * payload, then the final payload. Exit status: 0 success, 1 error reply,
- * 2 time-out, no connection or usage error. The Redis URL defaults to
+ * 2 time-out, no service listening (fails at once: "no service 'x' is
+ * listening on redis://..."), no connection or usage error. The Redis URL defaults to
  * $DAEBUS_REDIS_URL, then redis://127.0.0.1:6379.
  */
 #include <signal.h>
@@ -30,7 +31,8 @@ static void usage(FILE *f)
           "       daebus-call --publish CHANNEL JSON [--redis URL]\n"
           "       daebus-call --listen CHANNEL [--count N] [--redis URL]\n"
           "Prints progress payloads, then the final payload, as JSON lines.\n"
-          "Exit: 0 success, 1 error reply, 2 time-out / no connection / usage error.\n"
+          "Exit: 0 success, 1 error reply, 2 time-out / no service listening /\n"
+          "      no connection / usage error.\n"
           "Redis URL: --redis, else $DAEBUS_REDIS_URL, else redis://127.0.0.1:6379\n",
           f);
 }

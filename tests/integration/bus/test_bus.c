@@ -551,11 +551,23 @@ static void test_caller_timeout(void)
 {
     daebus_error e = {0};
     double t0 = ts_now();
-    int rc = daebus_caller_request(caller, "nobody_listens", "x", NULL, 0.3, NULL, &e);
+    /* Nobody subscribes to the channel: fails at once, not at the time-out. */
+    int rc = daebus_caller_request(caller, "nobody_listens", "x", NULL, 5.0, NULL, &e);
     double dt = ts_now() - t0;
+    CU_ASSERT_EQUAL(rc, DAEBUS_ENOLISTENER);
+    CU_ASSERT_TRUE(dt < 1.0);
+    CU_ASSERT_PTR_NOT_NULL(
+        strstr(e.message, "no service 'nobody_listens' is listening on redis://"));
+    /* A listener that never answers: the time-out. */
+    cJSON *slow = cJSON_Parse("{\"ms\":600}");
+    t0 = ts_now();
+    rc = daebus_caller_request(caller, SVC, "slow", slow, 0.3, NULL, &e);
+    dt = ts_now() - t0;
+    cJSON_Delete(slow);
     CU_ASSERT_EQUAL(rc, DAEBUS_ETIMEDOUT);
     CU_ASSERT_TRUE(dt >= 0.29 && dt < 1.5);
     CU_ASSERT_PTR_NOT_NULL(strstr(e.message, "timed out"));
+    ts_sleep_ms(400); /* let the slow handler finish before the next checks */
     /* A late reply to an expired request is dropped (slow 600 ms, timeout 0.2 s). */
     cJSON *p = cJSON_Parse("{\"ms\":600}");
     CU_ASSERT_EQUAL(daebus_caller_request(caller, SVC, "slow", p, 0.2, NULL, &e), DAEBUS_ETIMEDOUT);

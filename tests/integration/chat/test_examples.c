@@ -83,8 +83,11 @@ static int call(daebus_caller *c, const char *service, const char *action, const
     daebus_error err = {0};
     cJSON *payload = json ? cJSON_Parse(json) : NULL;
     int rc = DAEBUS_ETIMEDOUT;
-    for (int i = 0; i < 5 && rc == DAEBUS_ETIMEDOUT; i++)
+    for (int i = 0; i < 50 && (rc == DAEBUS_ETIMEDOUT || rc == DAEBUS_ENOLISTENER); i++) {
+        if (i > 0 && rc == DAEBUS_ENOLISTENER)
+            usleep(100 * 1000); /* not subscribed yet: fails at once, so pause */
         rc = daebus_caller_request(c, service, action, payload, 3.0, reply, &err);
+    }
     cJSON_Delete(payload);
     return rc;
 }
