@@ -28,5 +28,6 @@
 #include "daebus/bus.h"
 #include "daebus/caller.h"
 #include "daebus/scheduler.h"
+#include "daebus/json.h"
 
 #endif
