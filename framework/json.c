@@ -128,7 +128,7 @@ size_t daebus__json_number(double d, char buf[DAEBUS__JSON_NUMBER_MAX])
         memcpy(buf + n, n ? "0.0" : "0", n ? 4 : 2);
         return n ? 4 : 1;
     }
-    if (d <= EXACT_INT_MAX && d == floor(d)) {
+    if (d <= EXACT_INT_MAX && d == (double)(uint64_t)d) {
         n += put_uint((uint64_t)d, buf + n);
         buf[n] = '\0';
         return n;
@@ -491,9 +491,10 @@ cJSON *daebus_json_parse(const char *text, size_t len, daebus_error *err)
     size_t off = end && end >= src && end <= src + slen ? (size_t)(end - src) : 0;
     bool trailing = false;
     if (root) {
-        for (size_t i = off; i < slen && !trailing; i++)
-            trailing = !strchr(" \t\r\n", src[i]); /* strchr finds '\0' too: NUL may follow */
+        for (; off < slen && !trailing; off++)
+            trailing = !strchr(" \t\r\n", src[off]); /* strchr finds '\0' too: NUL may follow */
         if (trailing) {
+            off--;
             cJSON_Delete(root);
             root = NULL;
         }

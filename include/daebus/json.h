@@ -50,8 +50,9 @@ DAEBUS_API char *daebus_json_print(const cJSON *item, size_t *len);
  * NUL-terminated). Whitespace and NUL bytes may follow the value; anything
  * else is an error. "\u0000" in a string becomes the bytes C0 80, a lone
  * surrogate escape becomes U+FFFD (see above). Numbers are read with strtod
- * (exact); a number token longer than 63 characters is rejected (cJSON's
- * limit). Nesting is limited to cJSON's 1000 levels.
+ * (exact; cJSON releases before 1.7.18, unless patched, refuse a number
+ * token longer than 63 characters). Nesting is limited to cJSON's 1000
+ * levels.
  * Thread: safe.
  * Ownership: text is borrowed; the returned tree is the caller's
  * (cJSON_Delete it). err, if not NULL, is filled on failure.
