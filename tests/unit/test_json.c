@@ -126,8 +126,8 @@ static void test_number_sweep(void)
             continue;
         char buf[DAEBUS__JSON_NUMBER_MAX];
         size_t n = daebus__json_number(d, buf), digits = 0;
-        for (const char *p = buf; *p && *p != 'e'; p++)
-            digits += *p >= '0' && *p <= '9';
+        for (const char *p = buf; *p && *p != 'e'; p++) /* significant: from the first non-0 */
+            digits += (*p >= '1' && *p <= '9') || (digits && *p == '0');
         if (!same_double(strtod(buf, NULL), d) || n >= DAEBUS__JSON_NUMBER_MAX || digits > 17)
             failures++;
     }
