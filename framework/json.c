@@ -408,10 +408,15 @@ static int hex4(const char *s)
 
 /* The rewrite lexer. Writes to out unless it is NULL; stops at the first
  * input token whose output would begin at or after stop (so that an output
- * offset can be mapped back to the input). Returns: the output length;
- * *in_used: the input consumed. */
-static size_t rewrite_core(const char *in, size_t len, char *out, size_t stop, size_t *in_used)
+ * offset can be mapped back to the input). A "\u" in a string without four
+ * hex digits after it is not JSON, though cJSON would read it as a NUL that
+ * ends the string: *bad (if not NULL) receives the offset of the first one,
+ * else SIZE_MAX. Returns: the output length; *in_used: the input consumed. */
+static size_t rewrite_core(const char *in, size_t len, char *out, size_t stop, size_t *in_used,
+                           size_t *bad)
 {
+    if (bad)
+        *bad = SIZE_MAX;
     size_t i = 0, o = 0;
     bool in_str = false;
     while (i < len && o < stop) {
@@ -437,6 +442,8 @@ static size_t rewrite_core(const char *in, size_t len, char *out, size_t stop, s
                 take = n = 6;
             } else if (cp > 0) {
                 take = n = 6;
+            } else if (in[i + 1] == 'u' && bad && *bad == SIZE_MAX) {
+                *bad = i;
             }
         }
         if (out)
@@ -451,7 +458,7 @@ static size_t rewrite_core(const char *in, size_t len, char *out, size_t stop, s
 
 size_t daebus__json_rewrite(const char *text, size_t len, char *out)
 {
-    return rewrite_core(text, len, out, SIZE_MAX, NULL);
+    return rewrite_core(text, len, out, SIZE_MAX, NULL, NULL);
 }
 
 /* Returns: true if text holds a backslash followed by 'u'. */
@@ -483,8 +490,14 @@ cJSON *daebus_json_parse(const char *text, size_t len, daebus_error *err)
             daebus_error_set(err, DAEBUS_ENOMEM, "out of memory");
             return NULL;
         }
-        slen = daebus__json_rewrite(text, len, copy);
+        size_t bad;
+        slen = rewrite_core(text, len, copy, SIZE_MAX, NULL, &bad);
         src = copy;
+        if (bad != SIZE_MAX) {
+            free(copy);
+            daebus_error_set(err, DAEBUS_EPARSE, "invalid JSON near byte %zu (a \\u escape needs 4 hex digits)", bad);
+            return NULL;
+        }
     }
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(src, slen, &end, 0);
@@ -502,7 +515,7 @@ cJSON *daebus_json_parse(const char *text, size_t len, daebus_error *err)
     if (!root) {
         size_t at = off;
         if (copy)
-            rewrite_core(text, len, NULL, off, &at);
+            rewrite_core(text, len, NULL, off, &at, NULL);
         daebus_error_set(err, DAEBUS_EPARSE,
                          trailing ? "trailing data after the JSON value at byte %zu"
                                   : "invalid JSON near byte %zu",

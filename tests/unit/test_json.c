@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "daebus/daebus.h"
+#include "bus_parse.h"
 #include "json.h"
 #include "testsupport.h"
 
@@ -339,6 +340,9 @@ static void test_parse_errors(void)
     CU_ASSERT_EQUAL(err.code, DAEBUS_EINVAL);
     CU_ASSERT_PTR_NULL(daebus_json_parse("{\"a\":NaN}", 9, NULL));
     CU_ASSERT_PTR_NULL(daebus_json_parse("\"\\u00\"", 6, NULL)); /* short escape */
+    /* cJSON alone would read a \u without 4 hex digits as a NUL ending the string */
+    CU_ASSERT_PTR_NULL(daebus_json_parse("[\"ab\\uZZZZcd\"]", 14, &err));
+    CU_ASSERT_STRING_EQUAL(err.message, "invalid JSON near byte 4 (a \\u escape needs 4 hex digits)");
     CU_ASSERT_PTR_NULL(daebus_json_parse("\"\\u0000", 7, NULL));  /* unterminated */
     /* whitespace and NUL bytes may follow; only len bytes are read */
     cJSON *j = daebus_json_parse("{} \r\n\t\0\0", 8, NULL);
@@ -350,6 +354,73 @@ static void test_parse_errors(void)
     j = daebus_json_parse("\"\\u0000\"garbage", 8, NULL);
     CU_ASSERT_TRUE(cJSON_IsString(j));
     cJSON_Delete(j);
+}
+
+/* ---- the bus side: wire parsing keeps NUL, and the lenient reply scan ---- */
+
+static void test_bus_request_nul(void)
+{
+    /* a payload object, and a payload sent as a JSON string holding an object */
+    const char *m = "{\"action\":\"a\",\"payload\":{\"s\":\"x\\u0000y\\udc00\"},"
+                    "\"request_id\":\"r\\u0000\"}";
+    daebus__bus_envelope env;
+    CU_ASSERT_EQUAL_FATAL(daebus__bus_parse_request(m, strlen(m), &env, NULL, 0), 0);
+    CU_ASSERT_STRING_EQUAL(cJSON_GetStringValue(cJSON_GetObjectItem(env.payload, "s")),
+                           "x\xC0\x80y\xEF\xBF\xBD");
+    char *reply = daebus__bus_build_response(false, env.payload, env.request_id, true);
+    CU_ASSERT_STRING_EQUAL(reply, "{\"status\":\"success\",\"payload\":{\"s\":\"x\\u0000y\xEF\xBF\xBD\"},"
+                                  "\"request_id\":\"r\\u0000\",\"final\":true}");
+    free(reply);
+    daebus__bus_envelope_free(&env);
+    m = "{\"action\":\"a\",\"payload\":\"{\\\"s\\\":\\\"\\\\u0000\\\",\\\"n\\\":9007199254740993}\"}";
+    CU_ASSERT_EQUAL_FATAL(daebus__bus_parse_request(m, strlen(m), &env, NULL, 0), 0);
+    CU_ASSERT_STRING_EQUAL(cJSON_GetStringValue(cJSON_GetObjectItem(env.payload, "s")),
+                           "\xC0\x80");
+    CU_ASSERT_EQUAL(cJSON_GetNumberValue(cJSON_GetObjectItem(env.payload, "n")),
+                    9007199254740992.0);
+    daebus__bus_envelope_free(&env);
+}
+
+static int scan(const char *m, char *reply, char *id)
+{
+    reply[0] = id[0] = '\0';
+    return daebus__bus_scan_reply(m, strlen(m), reply, 16, id, 16);
+}
+
+static void test_bus_scan_reply(void)
+{
+    char reply[16], id[16];
+    CU_ASSERT_EQUAL(scan("{\"action\":\"x\",\"payload\":{\"x\":NaN},\"reply_to\":\"c1\","
+                         "\"request_id\":\"r1\"}",
+                         reply, id),
+                    0);
+    CU_ASSERT_STRING_EQUAL(reply, "c1");
+    CU_ASSERT_STRING_EQUAL(id, "r1");
+    /* spaces, truncated text, either order */
+    CU_ASSERT_EQUAL(scan("{ \"request_id\" :\t\"r2\" , \"reply_to\" : \"c2\", \"payload\": {", reply, id),
+                    0);
+    CU_ASSERT_STRING_EQUAL(reply, "c2");
+    CU_ASSERT_STRING_EQUAL(id, "r2");
+    /* members of nested objects are not the request's */
+    CU_ASSERT_EQUAL(scan("{\"payload\":{\"reply_to\":\"c\",\"request_id\":\"r\"},x}", reply, id),
+                    -1);
+    CU_ASSERT_EQUAL(scan("{\"p\":[{\"reply_to\":\"c\"}],\"request_id\":\"r\",x", reply, id), -1);
+    /* a key-like text inside a string value is a string */
+    CU_ASSERT_EQUAL(scan("{\"note\":\"\\\"reply_to\\\":\\\"c\\\"\",\"request_id\":\"r\",x", reply, id),
+                    -1);
+    /* values with escapes, too long, empty, not strings, or missing: no reply */
+    CU_ASSERT_EQUAL(scan("{\"reply_to\":\"a\\\"b\",\"request_id\":\"r\",x", reply, id), -1);
+    CU_ASSERT_EQUAL(scan("{\"reply_to\":\"0123456789abcdefg\",\"request_id\":\"r\",x", reply, id),
+                    -1);
+    CU_ASSERT_EQUAL(scan("{\"reply_to\":\"\",\"request_id\":\"r\",x", reply, id), -1);
+    CU_ASSERT_EQUAL(scan("{\"reply_to\":\"c\",\"request_id\":5,x", reply, id), -1);
+    CU_ASSERT_EQUAL(scan("{\"reply_to\":\"c\",x", reply, id), -1);
+    CU_ASSERT_EQUAL(scan("{\"reply_to\":\"c\",\"request_id\":\"r", reply, id), -1);
+    CU_ASSERT_EQUAL(scan("", reply, id), -1);
+    CU_ASSERT_EQUAL(daebus__bus_scan_reply(NULL, 5, reply, 16, id, 16), -1);
+    /* only len bytes are read */
+    const char *m = "{\"reply_to\":\"c\",\"request_id\":\"r\"}";
+    CU_ASSERT_EQUAL(daebus__bus_scan_reply(m, strlen(m) - 3, reply, 16, id, 16), -1);
 }
 
 int main(void)
@@ -367,5 +438,7 @@ int main(void)
     CU_add_test(s, "print tree", test_print_tree);
     CU_add_test(s, "print deep", test_print_deep);
     CU_add_test(s, "parse errors", test_parse_errors);
+    CU_add_test(s, "bus request keeps NUL", test_bus_request_nul);
+    CU_add_test(s, "bus reply scan", test_bus_scan_reply);
     return ts_run_cunit();
 }
