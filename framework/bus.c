@@ -490,8 +490,8 @@ static void on_service_message(daebus_bus *bus, const char *channel, const char 
         if (daebus__bus_scan_reply(data, len, rc_buf, sizeof rc_buf, rid, sizeof rid) == 0) {
             cJSON *id = cJSON_CreateString(rid);
             char text[160];
-            snprintf(text, sizeof text, "%s%s", strncmp(why, "invalid JSON", 12) ? "invalid JSON: " : "",
-                     why);
+            snprintf(text, sizeof text, "%s%s",
+                     strncmp(why, "invalid JSON", 12) ? "invalid JSON: " : "", why);
             if (id)
                 send_error_text(bus, rc_buf, id, text);
             cJSON_Delete(id);

@@ -495,7 +495,8 @@ cJSON *daebus_json_parse(const char *text, size_t len, daebus_error *err)
         src = copy;
         if (bad != SIZE_MAX) {
             free(copy);
-            daebus_error_set(err, DAEBUS_EPARSE, "invalid JSON near byte %zu (a \\u escape needs 4 hex digits)", bad);
+            daebus_error_set(err, DAEBUS_EPARSE,
+                             "invalid JSON near byte %zu (a \\u escape needs 4 hex digits)", bad);
             return NULL;
         }
     }

@@ -32,7 +32,7 @@ static const struct {
     {0, "0"},
     {1e15, "1000000000000000"},
     {1e16, "1e+16"},
-    {9007199254740994.0, "9007199254740994"},      /* 2^53 + 2: exact, plain */
+    {9007199254740994.0, "9007199254740994"},        /* 2^53 + 2: exact, plain */
     {18014398509481984.0, "1.8014398509481984e+16"}, /* 2^54 */
     {0.0001, "0.0001"},
     {0.00001, "1e-05"},
@@ -342,8 +342,9 @@ static void test_parse_errors(void)
     CU_ASSERT_PTR_NULL(daebus_json_parse("\"\\u00\"", 6, NULL)); /* short escape */
     /* cJSON alone would read a \u without 4 hex digits as a NUL ending the string */
     CU_ASSERT_PTR_NULL(daebus_json_parse("[\"ab\\uZZZZcd\"]", 14, &err));
-    CU_ASSERT_STRING_EQUAL(err.message, "invalid JSON near byte 4 (a \\u escape needs 4 hex digits)");
-    CU_ASSERT_PTR_NULL(daebus_json_parse("\"\\u0000", 7, NULL));  /* unterminated */
+    CU_ASSERT_STRING_EQUAL(err.message,
+                           "invalid JSON near byte 4 (a \\u escape needs 4 hex digits)");
+    CU_ASSERT_PTR_NULL(daebus_json_parse("\"\\u0000", 7, NULL)); /* unterminated */
     /* whitespace and NUL bytes may follow; only len bytes are read */
     cJSON *j = daebus_json_parse("{} \r\n\t\0\0", 8, NULL);
     CU_ASSERT_TRUE(cJSON_IsObject(j));
@@ -368,14 +369,15 @@ static void test_bus_request_nul(void)
     CU_ASSERT_STRING_EQUAL(cJSON_GetStringValue(cJSON_GetObjectItem(env.payload, "s")),
                            "x\xC0\x80y\xEF\xBF\xBD");
     char *reply = daebus__bus_build_response(false, env.payload, env.request_id, true);
-    CU_ASSERT_STRING_EQUAL(reply, "{\"status\":\"success\",\"payload\":{\"s\":\"x\\u0000y\xEF\xBF\xBD\"},"
-                                  "\"request_id\":\"r\\u0000\",\"final\":true}");
+    CU_ASSERT_STRING_EQUAL(reply,
+                           "{\"status\":\"success\",\"payload\":{\"s\":\"x\\u0000y\xEF\xBF\xBD\"},"
+                           "\"request_id\":\"r\\u0000\",\"final\":true}");
     free(reply);
     daebus__bus_envelope_free(&env);
-    m = "{\"action\":\"a\",\"payload\":\"{\\\"s\\\":\\\"\\\\u0000\\\",\\\"n\\\":9007199254740993}\"}";
+    m = "{\"action\":\"a\",\"payload\":\"{\\\"s\\\":\\\"\\\\u0000\\\",\\\"n\\\":9007199254740993}"
+        "\"}";
     CU_ASSERT_EQUAL_FATAL(daebus__bus_parse_request(m, strlen(m), &env, NULL, 0), 0);
-    CU_ASSERT_STRING_EQUAL(cJSON_GetStringValue(cJSON_GetObjectItem(env.payload, "s")),
-                           "\xC0\x80");
+    CU_ASSERT_STRING_EQUAL(cJSON_GetStringValue(cJSON_GetObjectItem(env.payload, "s")), "\xC0\x80");
     CU_ASSERT_EQUAL(cJSON_GetNumberValue(cJSON_GetObjectItem(env.payload, "n")),
                     9007199254740992.0);
     daebus__bus_envelope_free(&env);
@@ -397,8 +399,8 @@ static void test_bus_scan_reply(void)
     CU_ASSERT_STRING_EQUAL(reply, "c1");
     CU_ASSERT_STRING_EQUAL(id, "r1");
     /* spaces, truncated text, either order */
-    CU_ASSERT_EQUAL(scan("{ \"request_id\" :\t\"r2\" , \"reply_to\" : \"c2\", \"payload\": {", reply, id),
-                    0);
+    CU_ASSERT_EQUAL(
+        scan("{ \"request_id\" :\t\"r2\" , \"reply_to\" : \"c2\", \"payload\": {", reply, id), 0);
     CU_ASSERT_STRING_EQUAL(reply, "c2");
     CU_ASSERT_STRING_EQUAL(id, "r2");
     /* members of nested objects are not the request's */
@@ -406,8 +408,8 @@ static void test_bus_scan_reply(void)
                     -1);
     CU_ASSERT_EQUAL(scan("{\"p\":[{\"reply_to\":\"c\"}],\"request_id\":\"r\",x", reply, id), -1);
     /* a key-like text inside a string value is a string */
-    CU_ASSERT_EQUAL(scan("{\"note\":\"\\\"reply_to\\\":\\\"c\\\"\",\"request_id\":\"r\",x", reply, id),
-                    -1);
+    CU_ASSERT_EQUAL(
+        scan("{\"note\":\"\\\"reply_to\\\":\\\"c\\\"\",\"request_id\":\"r\",x", reply, id), -1);
     /* values with escapes, too long, empty, not strings, or missing: no reply */
     CU_ASSERT_EQUAL(scan("{\"reply_to\":\"a\\\"b\",\"request_id\":\"r\",x", reply, id), -1);
     CU_ASSERT_EQUAL(scan("{\"reply_to\":\"0123456789abcdefg\",\"request_id\":\"r\",x", reply, id),

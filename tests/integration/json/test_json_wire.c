@@ -208,8 +208,7 @@ static void expect_error_reply(redisContext *sub, const char *request_id)
     CU_ASSERT_PTR_NOT_NULL_FATAL(t);
     cJSON *r = daebus_json_parse(t, strlen(t), NULL);
     CU_ASSERT_STRING_EQUAL(cJSON_GetStringValue(cJSON_GetObjectItem(r, "status")), "error");
-    CU_ASSERT_STRING_EQUAL(cJSON_GetStringValue(cJSON_GetObjectItem(r, "request_id")),
-                           request_id);
+    CU_ASSERT_STRING_EQUAL(cJSON_GetStringValue(cJSON_GetObjectItem(r, "request_id")), request_id);
     const char *e =
         cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(r, "payload"), "error"));
     CU_ASSERT_PTR_NOT_NULL(e);
