@@ -49,7 +49,8 @@ DAEBUS_API char *daebus_json_print(const cJSON *item, size_t *len);
 /* Parses exactly one JSON value from text[0..len) (text need not be
  * NUL-terminated). Whitespace and NUL bytes may follow the value; anything
  * else is an error. "\u0000" in a string becomes the bytes C0 80, a lone
- * surrogate escape becomes U+FFFD (see above). Numbers are read with strtod
+ * surrogate escape becomes U+FFFD (see above); a "\u" without four hex
+ * digits is refused (cJSON alone would read it as a NUL ending the string). Numbers are read with strtod
  * (exact; cJSON releases before 1.7.18, unless patched, refuse a number
  * token longer than 63 characters). Nesting is limited to cJSON's 1000
  * levels.
