@@ -27,6 +27,7 @@
 #include <unistd.h>
 #include "daebus/bus.h"
 #include "daebus/caller.h"
+#include "daebus/json.h"
 #include "daebus/log.h"
 #include "bus_parse.h"
 #include "component.h"
@@ -171,7 +172,7 @@ static int send_response(daebus_bus *bus, const char *channel, bool error, const
     if (!s)
         return DAEBUS_ENOMEM;
     int rc = bus_publish(bus, channel, s, strlen(s));
-    cJSON_free(s);
+    free(s);
     if (rc >= 0) {
         atomic_fetch_add(&bus->replies_sent, 1);
         if (error)
@@ -484,6 +485,17 @@ static void on_service_message(daebus_bus *bus, const char *channel, const char 
         excerpt(data, len < 60 ? len : 60, ex, sizeof ex);
         DAEBUS_LOG_WARNF(LOGC, "malformed message on '%s' (%s, %zu bytes): %s%s", channel, why, len,
                          ex, len > 60 ? "..." : "");
+        /* The caller would wait for its time-out: answer if reply_to and request_id can be read. */
+        char rid[256];
+        if (daebus__bus_scan_reply(data, len, rc_buf, sizeof rc_buf, rid, sizeof rid) == 0) {
+            cJSON *id = cJSON_CreateString(rid);
+            char text[160];
+            snprintf(text, sizeof text, "%s%s",
+                     strncmp(why, "invalid JSON", 12) ? "invalid JSON: " : "", why);
+            if (id)
+                send_error_text(bus, rc_buf, id, text);
+            cJSON_Delete(id);
+        }
         return;
     }
     const char *reply = reply_channel(bus, &env, channel, rc_buf, sizeof rc_buf);
@@ -995,11 +1007,11 @@ int daebus_bus_broadcast(daebus_bus *bus, const char *channel, const cJSON *obj)
     }
     if (!atomic_load(&bus->pubs_open))
         return DAEBUS_ESTATE;
-    char *s = cJSON_PrintUnformatted(obj);
+    char *s = daebus_json_print(obj, NULL);
     if (!s)
         return DAEBUS_ENOMEM;
     int rc = bus_publish(bus, channel, s, strlen(s));
-    cJSON_free(s);
+    free(s);
     if (rc == DAEBUS_ECLOSED)
         rc = DAEBUS_ESTATE;
     if (rc >= 0)

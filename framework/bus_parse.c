@@ -8,17 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "bus_parse.h"
-
-/* True if only JSON whitespace follows end within [data, data+len). */
-static bool only_space_after(const char *data, size_t len, const char *end)
-{
-    if (!end || end < data || end > data + len)
-        return false;
-    for (const char *p = end; p < data + len; p++)
-        if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n' && *p != '\0')
-            return false;
-    return true;
-}
+#include "daebus/json.h"
 
 static const char *str_field(const cJSON *obj, const char *key, bool nonempty)
 {
@@ -34,11 +24,8 @@ cJSON *daebus__bus_parse_object(const char *data, size_t len)
 {
     if (!data || len == 0)
         return NULL;
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(data, len, &end, 0);
-    if (!root)
-        return NULL;
-    if (!cJSON_IsObject(root) || !only_space_after(data, len, end)) {
+    cJSON *root = daebus_json_parse(data, len, NULL);
+    if (root && !cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return NULL;
     }
@@ -56,19 +43,11 @@ int daebus__bus_parse_request(const char *data, size_t len, daebus__bus_envelope
             snprintf(errbuf, errlen, "empty message");
         return -1;
     }
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(data, len, &end, 0);
+    daebus_error err = {0};
+    cJSON *root = daebus_json_parse(data, len, &err);
     if (!root) {
-        if (errlen) {
-            size_t off = end && end >= data && end <= data + len ? (size_t)(end - data) : 0;
-            snprintf(errbuf, errlen, "invalid JSON near byte %zu", off);
-        }
-        return -1;
-    }
-    if (!only_space_after(data, len, end)) {
         if (errlen)
-            snprintf(errbuf, errlen, "trailing data after the JSON value");
-        cJSON_Delete(root);
+            snprintf(errbuf, errlen, "%s", err.message);
         return -1;
     }
     if (!cJSON_IsObject(root)) {
@@ -86,12 +65,7 @@ int daebus__bus_parse_request(const char *data, size_t len, daebus__bus_envelope
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(root, "payload");
     if (p && cJSON_IsString(p)) {
         const char *s = p->valuestring ? p->valuestring : "";
-        const char *pe = NULL;
-        out->payload = cJSON_ParseWithLengthOpts(s, strlen(s), &pe, 0);
-        if (out->payload && !only_space_after(s, strlen(s), pe)) {
-            cJSON_Delete(out->payload);
-            out->payload = NULL;
-        }
+        out->payload = daebus_json_parse(s, strlen(s), NULL);
         if (!out->payload)
             out->payload = cJSON_CreateObject();
     } else if (p) {
@@ -152,7 +126,7 @@ char *daebus__bus_build_response(bool error, const cJSON *payload, const cJSON *
         cJSON_AddItemToObject(o, "request_id", id);
         p = id = NULL;
         if (cJSON_AddBoolToObject(o, "final", final))
-            s = cJSON_PrintUnformatted(o);
+            s = daebus_json_print(o, NULL);
     }
     cJSON_Delete(p);
     cJSON_Delete(id);
@@ -212,4 +186,82 @@ void daebus__bus_response_free(daebus__bus_response *r)
         return;
     cJSON_Delete(r->root);
     memset(r, 0, sizeof *r);
+}
+
+/* ---- reading reply_to and request_id from a message that does not parse ---- */
+
+static size_t skip_space(const char *data, size_t len, size_t i)
+{
+    while (i < len && (data[i] == ' ' || data[i] == '\t' || data[i] == '\r' || data[i] == '\n'))
+        i++;
+    return i;
+}
+
+/* The string starting after the quote at data[i]: *end gets the index of its
+ * closing quote (len if none); returns true if it holds no escape and no
+ * control character (only such values are taken). */
+static bool plain_string(const char *data, size_t len, size_t i, size_t *end)
+{
+    bool plain = true;
+    for (; i < len && data[i] != '"'; i++) {
+        if (data[i] == '\\') {
+            plain = false;
+            i++;
+        } else if ((unsigned char)data[i] < 0x20) {
+            plain = false;
+        }
+    }
+    *end = i < len ? i : len;
+    return plain;
+}
+
+int daebus__bus_scan_reply(const char *data, size_t len, char *reply_to, size_t rlen,
+                           char *request_id, size_t idlen)
+{
+    bool got_reply = false, got_id = false;
+    int depth = 0;
+    size_t i = 0;
+    while (data && i < len && !(got_reply && got_id)) {
+        char c = data[i];
+        if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        } else if (c == '"') {
+            size_t kend;
+            bool plain = plain_string(data, len, i + 1, &kend);
+            if (kend >= len)
+                break;
+            const char *key = data + i + 1;
+            size_t klen = kend - i - 1;
+            i = kend;
+            bool is_reply = klen == 8 && memcmp(key, "reply_to", 8) == 0;
+            bool is_id = klen == 10 && memcmp(key, "request_id", 10) == 0;
+            size_t v = skip_space(data, len, kend + 1);
+            if (depth != 1 || !plain || !(is_reply || is_id) || v >= len || data[v] != ':')
+                goto next;
+            v = skip_space(data, len, v + 1);
+            if (v >= len || data[v] != '"')
+                goto next;
+            size_t vend;
+            bool vplain = plain_string(data, len, v + 1, &vend);
+            if (vend >= len)
+                break;
+            i = vend;
+            size_t vlen = vend - v - 1;
+            char *dst = is_reply ? reply_to : request_id;
+            size_t cap = is_reply ? rlen : idlen;
+            if (vplain && vlen > 0 && vlen < cap) {
+                memcpy(dst, data + v + 1, vlen);
+                dst[vlen] = '\0';
+                if (is_reply)
+                    got_reply = true;
+                else
+                    got_id = true;
+            }
+        }
+    next:
+        i++;
+    }
+    return got_reply && got_id ? 0 : -1;
 }

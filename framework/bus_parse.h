@@ -19,7 +19,8 @@ typedef struct daebus__bus_envelope {
     cJSON *payload;          /* owned: the effective payload (see below) */
 } daebus__bus_envelope;
 
-/* Parses one request message of len bytes (need not be NUL-terminated).
+/* Parses one request message of len bytes (need not be NUL-terminated) with
+ * daebus_json_parse (daebus/json.h: "\u0000" arrives as the bytes C0 80).
  * Effective payload: "payload" object/array/number/null as given; a string is
  * parsed as JSON ({} if it does not parse); a missing "payload" gives {} when
  * the message has reply_to or request_id, otherwise (fire-and-forget,
@@ -29,6 +30,15 @@ typedef struct daebus__bus_envelope {
 int daebus__bus_parse_request(const char *data, size_t len, daebus__bus_envelope *out, char *errbuf,
                               size_t errlen);
 void daebus__bus_envelope_free(daebus__bus_envelope *env);
+
+/* For a request that does not parse (daebus__bus_parse_request failed): a
+ * lenient scan of the raw text for the top-level members "reply_to" and
+ * "request_id" with plain string values (no escapes), so that the caller
+ * can get an error reply instead of a time-out. Copies them, NUL-terminated,
+ * into reply_to (rlen bytes) and request_id (idlen bytes).
+ * Returns: 0 if both were read and fit, else -1. */
+int daebus__bus_scan_reply(const char *data, size_t len, char *reply_to, size_t rlen,
+                           char *request_id, size_t idlen);
 
 /* Parses a listener message: returns the decoded object (owned), or NULL
  * when data is not a JSON object. */

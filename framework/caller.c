@@ -20,6 +20,7 @@
 #include <unistd.h>
 #include <uuid/uuid.h>
 #include "daebus/caller.h"
+#include "daebus/json.h"
 #include "daebus/log.h"
 #include "bus_parse.h"
 #include "component.h"
@@ -513,7 +514,7 @@ int daebus_caller_request_async(daebus_caller *c, const char *service, const cha
         cJSON_AddStringToObject(msg, "reply_to", c->channel) &&
         cJSON_AddStringToObject(msg, "request_id", p->id) &&
         cJSON_AddStringToObject(msg, "service", service))
-        text = cJSON_PrintUnformatted(msg);
+        text = daebus_json_print(msg, NULL);
     else if (pl && !cJSON_GetObjectItemCaseSensitive(msg, "payload"))
         cJSON_Delete(pl);
     cJSON_Delete(msg);
@@ -534,7 +535,7 @@ int daebus_caller_request_async(daebus_caller *c, const char *service, const cha
     if (!atomic_load(&c->connected) || atomic_load(&c->stopping)) {
         int st = atomic_load(&c->stopping) ? DAEBUS_ECLOSED : DAEBUS_ECONN;
         pthread_mutex_unlock(&c->lock);
-        cJSON_free(text);
+        free(text);
         free(p);
         return st;
     }
@@ -544,7 +545,7 @@ int daebus_caller_request_async(daebus_caller *c, const char *service, const cha
     pthread_mutex_unlock(&c->lock);
     /* From here the reader thread owns p: only mark it, never free it. */
     int rc = publish(c, service, text, strlen(text));
-    cJSON_free(text);
+    free(text);
     if (rc <= 0) {
         /* No connection, or PUBLISH reached no subscriber: nothing can answer,
          * so the request fails now instead of at its time-out. */
@@ -657,11 +658,11 @@ int daebus_caller_send_message(daebus_caller *c, const char *channel, const cJSO
         DAEBUS_LOG_WARNF(LOGC, "send_message: caller, a channel name and a payload are required");
         return DAEBUS_EINVAL;
     }
-    char *text = cJSON_PrintUnformatted(payload);
+    char *text = daebus_json_print(payload, NULL);
     if (!text)
         return DAEBUS_ENOMEM;
     int rc = publish(c, channel, text, strlen(text));
-    cJSON_free(text);
+    free(text);
     return rc;
 }
 

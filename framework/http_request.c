@@ -226,12 +226,12 @@ int daebus_http_send_json(daebus_http_response *res, int status, const cJSON *bo
 {
     if (!res)
         return DAEBUS_EINVAL;
-    char *text = body ? cJSON_PrintUnformatted(body) : NULL;
+    char *text = body ? daebus_json_print(body, NULL) : NULL;
     if (body && !text)
         return DAEBUS_ENOMEM;
     int rc = daebus_http_send(res, status, "application/json", text ? text : "null",
                               text ? strlen(text) : 4);
-    cJSON_free(text);
+    free(text);
     return rc;
 }
 
@@ -471,15 +471,8 @@ static int build_payload(daebus_http_request *req, daebus_http_response *res,
             daebus_http_send_error(res, 400, msg);
             return 400;
         }
-        const char *end = NULL;
-        base = cJSON_ParseWithLengthOpts(req->body, req->body_len, &end, 0);
-        bool trailing = false;
-        if (base && end)
-            for (const char *p = end; p < req->body + req->body_len; p++)
-                if (!strchr(" \t\r\n", *p))
-                    trailing = true;
-        if (!base || trailing) {
-            cJSON_Delete(base);
+        base = daebus_json_parse(req->body, req->body_len, NULL);
+        if (!base) {
             daebus_http_send_error(res, 400, "Invalid JSON body");
             return 400;
         }

@@ -583,7 +583,7 @@ static void http_refuse(const struct mg_connection *conn, int status, const char
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "error", message);
-    char *body = cJSON_PrintUnformatted(o);
+    char *body = daebus_json_print(o, NULL);
     cJSON_Delete(o);
     mg_printf((struct mg_connection *)conn,
               "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"

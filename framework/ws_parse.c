@@ -1,10 +1,11 @@
 /* ws_parse.c - pure helpers of the WebSocket component: envelopes, UTF-8, close payloads.
  *
- * Parsing uses cJSON_ParseWithLengthOpts (thread-safe; no global error
- * pointer). Envelopes are built around borrowed data with cJSON references,
+ * Parsing and printing use daebus_json_parse / daebus_json_print (exact
+ * numbers, "\u0000" kept as C0 80; daebus/json.h). Envelopes are built around borrowed data with cJSON references,
  * so a handler's value is serialised without being copied first.
  */
 #include "ws_parse.h"
+#include "daebus/json.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -16,17 +17,9 @@ ws_parse_result ws_parse_message(const char *buf, size_t len, ws_message *out)
     memset(out, 0, sizeof *out);
     if (!buf)
         return WS_PARSE_INVALID_JSON;
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(buf, len, &end, false);
+    cJSON *root = daebus_json_parse(buf, len, NULL); /* only whitespace may follow */
     if (!root)
         return WS_PARSE_INVALID_JSON;
-    /* Only whitespace may follow the value. */
-    for (const char *p = end; p && p < buf + len; p++) {
-        if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n' && *p != '\0') {
-            cJSON_Delete(root);
-            return WS_PARSE_INVALID_JSON;
-        }
-    }
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return WS_PARSE_NOT_OBJECT;
@@ -149,10 +142,8 @@ int ws_close_code(const char *payload, size_t n)
 
 static char *print_take(cJSON *o, size_t *len)
 {
-    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+    char *s = o ? daebus_json_print(o, len) : NULL;
     cJSON_Delete(o);
-    if (s && len)
-        *len = strlen(s);
     return s;
 }
 

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <cjson/cJSON.h>
+#include "daebus/json.h"
 
 typedef enum ws_parse_result {
     WS_PARSE_OK = 0,

@@ -6,6 +6,10 @@
  * bus (bus.h, caller.h) and the background scheduler (scheduler.h) - and
  * handlers are registered with the macros of blueprint.h.
  *
+ * JSON on the wire is printed and parsed by json.h: numbers keep every bit
+ * of their double, and an escaped NUL in a string reaches handlers as the two
+ * bytes C0 80 (see json.h and docs/protocol.md §4).
+ *
  * Thread model: nothing is thread-safe except where a declaration says so in
  * its "Thread:" line. Every handler kind documents the thread it runs on.
  *
@@ -28,5 +32,6 @@
 #include "daebus/bus.h"
 #include "daebus/caller.h"
 #include "daebus/scheduler.h"
+#include "daebus/json.h"
 
 #endif

@@ -67,6 +67,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc != 0) {
         FUZZ_CHECK(rc == -1 && why[0] != '\0');
         FUZZ_CHECK(env.root == NULL && env.payload == NULL);
+        /* The lenient scan for an error reply: plain, bounded, terminated. */
+        char reply_to[24], request_id[24];
+        if (daebus__bus_scan_reply(buf, size, reply_to, sizeof reply_to, request_id,
+                                   sizeof request_id) == 0) {
+            FUZZ_CHECK(fuzz_terminated(reply_to, sizeof reply_to) && reply_to[0]);
+            FUZZ_CHECK(fuzz_terminated(request_id, sizeof request_id) && request_id[0]);
+            FUZZ_CHECK(!strpbrk(reply_to, "\"\\") && !strpbrk(request_id, "\"\\"));
+        }
     } else {
         FUZZ_CHECK(cJSON_IsObject(env.root) && env.payload != NULL);
         FUZZ_CHECK(!env.action || env.action[0]);

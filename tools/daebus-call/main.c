@@ -39,10 +39,10 @@ static void usage(FILE *f)
 
 static void print_json(const cJSON *j)
 {
-    char *s = j ? cJSON_PrintUnformatted(j) : NULL;
+    char *s = j ? daebus_json_print(j, NULL) : NULL;
     printf("%s\n", s ? s : "null");
     fflush(stdout);
-    cJSON_free(s);
+    free(s);
 }
 
 static void on_progress(daebus_caller *c, const cJSON *payload, void *user)
@@ -85,8 +85,7 @@ static int do_listen(const char *url_text, const char *channel, long count)
             r->element[0]->type == REDIS_REPLY_STRING &&
             strcmp(r->element[0]->str, "message") == 0 &&
             r->element[2]->type == REDIS_REPLY_STRING) {
-            const char *end = NULL;
-            cJSON *j = cJSON_ParseWithLengthOpts(r->element[2]->str, r->element[2]->len, &end, 0);
+            cJSON *j = daebus_json_parse(r->element[2]->str, r->element[2]->len, NULL);
             if (!j)
                 j = cJSON_CreateString(r->element[2]->str);
             print_json(j);
@@ -177,10 +176,11 @@ int main(int argc, char **argv)
     }
     cJSON *payload = NULL;
     if (json_text) {
-        const char *end = NULL;
-        payload = cJSON_ParseWithLengthOpts(json_text, strlen(json_text) + 1, &end, 1);
+        daebus_error perr = {0};
+        payload = daebus_json_parse(json_text, strlen(json_text), &perr);
         if (!payload) {
-            fprintf(stderr, "daebus-call: invalid JSON argument: %s\n", json_text);
+            fprintf(stderr, "daebus-call: invalid JSON argument (%s): %s\n", perr.message,
+                    json_text);
             return 2;
         }
     }
