@@ -140,6 +140,13 @@ int ws_close_code(const char *payload, size_t n)
 
 /* ---- server envelopes ---- */
 
+/* An allocation failed half-way: free what was built, print nothing. */
+static char *drop(cJSON *o)
+{
+    cJSON_Delete(o);
+    return NULL;
+}
+
 static char *print_take(cJSON *o, size_t *len)
 {
     char *s = o ? daebus_json_print(o, len) : NULL;
@@ -154,14 +161,14 @@ static char *envelope(const char *type, const cJSON *data, const cJSON *rid, int
 {
     cJSON *o = cJSON_CreateObject();
     if (!o || !cJSON_AddStringToObject(o, "type", type ? type : "message"))
-        return print_take(o, NULL), NULL;
+        return drop(o);
     /* References: serialised in place, not freed with o. */
     if (data && !cJSON_AddItemReferenceToObject(o, "data", (cJSON *)data))
-        return print_take(o, NULL), NULL;
+        return drop(o);
     if (rid && !cJSON_AddItemReferenceToObject(o, "request_id", (cJSON *)rid))
-        return print_take(o, NULL), NULL;
+        return drop(o);
     if (success >= 0 && !cJSON_AddBoolToObject(o, "success", success))
-        return print_take(o, NULL), NULL;
+        return drop(o);
     return print_take(o, len);
 }
 
@@ -183,7 +190,7 @@ char *ws_error_envelope_rid(const char *message, double retry, const cJSON *rid,
         (retry >= 0 && !cJSON_AddNumberToObject(o, "retry_after", retry)) ||
         (rid && !cJSON_AddItemReferenceToObject(o, "request_id", (cJSON *)rid)) ||
         !cJSON_AddBoolToObject(o, "success", 0))
-        return print_take(o, NULL), NULL;
+        return drop(o);
     return print_take(o, len);
 }
 
@@ -200,17 +207,17 @@ char *ws_handler_error_envelope(const char *message, const cJSON *rid, size_t *l
     cJSON *d = cJSON_CreateObject();
     if (!o || !d || !cJSON_AddStringToObject(d, "error", message)) {
         cJSON_Delete(d);
-        return print_take(o, NULL), NULL;
+        return drop(o);
     }
     if (!cJSON_AddStringToObject(o, "type", "error")) {
         cJSON_Delete(d);
-        return print_take(o, NULL), NULL;
+        return drop(o);
     }
     cJSON_AddItemToObject(o, "data", d);
     if (rid && !cJSON_AddItemReferenceToObject(o, "request_id", (cJSON *)rid))
-        return print_take(o, NULL), NULL;
+        return drop(o);
     if (!cJSON_AddBoolToObject(o, "success", 0) || !cJSON_AddStringToObject(o, "error", message))
-        return print_take(o, NULL), NULL;
+        return drop(o);
     return print_take(o, len);
 }
 
