@@ -948,8 +948,8 @@ daebus_bus *daebus_bus_create(const daebus_bus_options *opts, daebus_error *err)
 
 int daebus_bus_attach(daebus_bus *bus, daebus_app *app)
 {
-    if (!bus || !app) {
-        DAEBUS_LOG_ERRORF(LOGC, "attach: bus and app are required (did daebus_bus_create fail?)");
+    if (!bus) {
+        DAEBUS_LOG_ERRORF(LOGC, "attach: the component is NULL (did daebus_bus_create fail?)");
         return DAEBUS_EINVAL;
     }
     return daebus__app_attach(app, &bus->base);

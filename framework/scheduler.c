@@ -778,8 +778,11 @@ daebus_scheduler *daebus_scheduler_create(const daebus_scheduler_options *opts, 
 
 int daebus_scheduler_attach(daebus_scheduler *s, daebus_app *app)
 {
-    if (!s || !app)
+    if (!s) {
+        daebus_log(DAEBUS_LOG_ERROR, LOGC,
+                   "attach: the component is NULL (did daebus_scheduler_create fail?)");
         return DAEBUS_EINVAL;
+    }
     int rc = daebus__app_attach(app, &s->comp);
     if (rc == 0)
         s->app = app;

@@ -116,8 +116,10 @@ struct daebus_bus_stats {
  * Returns: NULL on failure (err filled). Thread: any, before run. */
 DAEBUS_API daebus_bus *daebus_bus_create(const daebus_bus_options *opts, daebus_error *err);
 
-/* Attaches bus to app. On success the app owns it (destroyed with the app);
- * on failure the caller still owns it. Accepts bus NULL (DAEBUS_EINVAL).
+/* Attaches bus to app.
+ * Ownership: attach takes bus on every path: on failure (app NULL included) it
+ * is destroyed, so the caller never frees it. Passing bus NULL (a failed create)
+ * returns DAEBUS_EINVAL, so "attach(create(...), app)" needs no check.
  * Returns: 0, DAEBUS_EINVAL, DAEBUS_EEXIST, DAEBUS_ESTATE. Thread: main, before run. */
 DAEBUS_API int daebus_bus_attach(daebus_bus *bus, daebus_app *app);
 
