@@ -936,6 +936,32 @@ static void warn_unserved(daebus_app *app)
     }
 }
 
+/* Names each blueprint that macros filled but no call registered: its
+ * handlers would silently never run. */
+static void warn_unregistered(daebus_app *app)
+{
+    for (const daebus_blueprint *bp = daebus__blueprints_defined; bp; bp = bp->next_defined) {
+        if (bp == &daebus_default_blueprint)
+            continue;
+        bool registered = false;
+        for (size_t i = 0; i < app->nblueprints && !registered; i++)
+            registered = app->blueprints[i] == bp;
+        if (registered)
+            continue;
+        size_t n = 0;
+        const daebus_handler_desc *first = NULL;
+        for (const daebus_handler_desc *d = bp->static_head; d; d = d->next, n++)
+            if (!first || cmp_desc(&d, &first) < 0)
+                first = d;
+        const char *file = bp->file ? bp->file : first ? first->file : NULL;
+        int line = bp->file ? bp->line : first ? first->line : 0;
+        daebus_log(DAEBUS_LOG_WARNING, "app",
+                   "blueprint '%s' (%s:%d) has %zu handler%s but was never registered; call "
+                   "daebus_app_register_blueprint() with it before daebus_app_run()",
+                   bp->name ? bp->name : "?", base_name(file), line, n, n == 1 ? "" : "s");
+    }
+}
+
 int daebus_app_start(daebus_app *app)
 {
     if (!app)
@@ -957,6 +983,7 @@ int daebus_app_start(daebus_app *app)
         }
     }
     warn_unserved(app);
+    warn_unregistered(app);
     app->started = true;
     for (size_t i = 0; i < app->ncomponents; i++) {
         daebus__component *c = app->components[i];
@@ -978,8 +1005,8 @@ int daebus_app_start(daebus_app *app)
         int rc = d->fn.on_start(app, d->opts.user);
         if (rc) {
             daebus_log(DAEBUS_LOG_ERROR, "app",
-                       "start-up failed: on_start hook at %s:%d returned %d (%s); stopping",
-                       base_name(d->file), d->line, rc, daebus_strerror(rc));
+                       "start-up failed: on_start hook at %s:%d returned %d (%s: %s); stopping",
+                       base_name(d->file), d->line, rc, daebus_errname(rc), daebus_strerror(rc));
             stop_components(app);
             app->started = false;
             signals_end(app);

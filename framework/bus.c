@@ -283,7 +283,8 @@ static void run_action(void *arg)
     r->handler_rc = rc;
     atomic_fetch_add(&r->bus->requests_handled, 1);
     if (rc < 0) {
-        DAEBUS_LOG_ERRORF(LOGC, "action '%s' failed: %s", r->env.action, daebus_strerror(rc));
+        DAEBUS_LOG_ERRORF(LOGC, "action '%s' failed: returned %d (%s: %s)", r->env.action, rc,
+                          daebus_errname(rc), daebus_strerror(rc));
         auto_error(r, "Internal error in action '%s'");
     }
     daebus_bus_request_release(r);
@@ -294,7 +295,8 @@ static void run_listen(void *arg)
     daebus_bus_request *r = arg;
     int rc = r->lfn(r, r->env.root, r->user);
     if (rc < 0)
-        DAEBUS_LOG_WARNF(LOGC, "listener on '%s' failed: %s", r->channel, daebus_strerror(rc));
+        DAEBUS_LOG_WARNF(LOGC, "listener on '%s' failed: returned %d (%s: %s)", r->channel, rc,
+                         daebus_errname(rc), daebus_strerror(rc));
     daebus_bus_request_release(r);
 }
 
@@ -412,6 +414,13 @@ int daebus_bus_progress(daebus_bus_request *r, const cJSON *payload, double pct)
         return DAEBUS_ENOMEM;
     int rc = reply_common(r, false, p, false);
     cJSON_Delete(p);
+    return rc;
+}
+
+int daebus_bus_progress_take(daebus_bus_request *r, cJSON *payload, double pct)
+{
+    int rc = daebus_bus_progress(r, payload, pct);
+    cJSON_Delete(payload);
     return rc;
 }
 

@@ -69,6 +69,10 @@ typedef struct daebus__handler {
  * stable while the app runs; registration order, later winners last). */
 size_t daebus__app_handlers(const daebus_app *app, int kind, const daebus__handler **out);
 
+/* Blueprints the macros linked handlers into (blueprint.c), through
+ * daebus_blueprint.next_defined. */
+extern daebus_blueprint *daebus__blueprints_defined;
+
 /* Monotonic and wall clocks in seconds (shared helpers). */
 double daebus__now_mono(void);
 double daebus__now_wall(void);

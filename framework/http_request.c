@@ -660,8 +660,8 @@ static int run_middleware(daebus_http *h, daebus_http_request *req, daebus_http_
         if (res->sent)
             return 1;
         if (rc < 0) {
-            daebus_log(DAEBUS_LOG_ERROR, "http", "%s %s: middleware failed (%d: %s)", req->method,
-                       req->path, rc, daebus_strerror(rc));
+            daebus_log(DAEBUS_LOG_ERROR, "http", "%s %s: middleware failed: returned %d (%s: %s)",
+                       req->method, req->path, rc, daebus_errname(rc), daebus_strerror(rc));
             daebus_http_send_error(res, 500, "Internal server error");
             return 1;
         }
@@ -806,9 +806,10 @@ static void handle(daebus_http *h, daebus_http_request *req, daebus_http_respons
         daebus_http_stream_end(res);
     if (!res->sent) {
         if (rc < 0) {
-            daebus_log(DAEBUS_LOG_ERROR, "http", "%s %s: route %s (%s:%d) failed (%d: %s)",
-                       req->method, req->path, rt->pattern, d->file ? d->file : "?", d->line, rc,
-                       daebus_strerror(rc));
+            daebus_log(DAEBUS_LOG_ERROR, "http",
+                       "%s %s: route %s (%s:%d) failed: returned %d (%s: %s)", req->method,
+                       req->path, rt->pattern, d->file ? d->file : "?", d->line, rc,
+                       daebus_errname(rc), daebus_strerror(rc));
             daebus_http_send_error(res, 500, "Internal server error");
         } else {
             daebus_http_send(res, 204, NULL, NULL, 0);

@@ -176,6 +176,8 @@ bool daebus__http_is_float(const char *s, size_t len)
         i++;
     while (i < len && s[i] >= '0' && s[i] <= '9')
         i++, digits++;
+    if (!digits)
+        return false; /* ".5" is not a number here, "0.5" is */
     if (i < len && s[i] == '.') {
         i++;
         size_t frac = 0;
@@ -183,10 +185,7 @@ bool daebus__http_is_float(const char *s, size_t len)
             i++, frac++;
         if (!frac)
             return false;
-        digits += frac;
     }
-    if (!digits)
-        return false;
     if (i < len && (s[i] == 'e' || s[i] == 'E')) {
         i++;
         if (i < len && (s[i] == '+' || s[i] == '-'))

@@ -197,8 +197,8 @@ static void task_job(void *arg)
         int rc = t->fn(t, t->user);
         double took = daebus__now_mono() - t0;
         if (rc < 0)
-            daebus_log(DAEBUS_LOG_ERROR, LOGC, "task \"%s\" failed: returned %d (%s)", t->name, rc,
-                       daebus_strerror(rc));
+            daebus_log(DAEBUS_LOG_ERROR, LOGC, "task \"%s\" failed: returned %d (%s: %s)", t->name,
+                       rc, daebus_errname(rc), daebus_strerror(rc));
 
         pthread_mutex_lock(&s->lock);
         t->in_fn = false;
