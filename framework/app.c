@@ -406,11 +406,17 @@ static void print_usage(const daebus_app *app, const char *prog, FILE *out)
     fputs(buf, out);
     if (app->noptions) {
         fputs("\nOptions of this service:\n", out);
+        int width = 20; /* as the standard options, wider if a flag needs it */
+        for (size_t i = 0; i < app->noptions; i++) {
+            int w = (int)(strlen(app->options[i].name) + strlen(app->options[i].metavar) + 3);
+            if (w > width)
+                width = w;
+        }
         for (size_t i = 0; i < app->noptions; i++) {
             const app_option *o = &app->options[i];
             char flag[128];
             snprintf(flag, sizeof flag, "--%s %s", o->name, o->metavar);
-            fprintf(out, "  %-20s %s", flag, o->help);
+            fprintf(out, "  %-*s %s", width, flag, o->help);
             if (o->env || o->def) {
                 fputs(" (", out);
                 if (o->env)
