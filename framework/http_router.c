@@ -298,14 +298,13 @@ static int each_seg(const char *pattern, seg_fn *fn, void *ctx, daebus_error *er
             return rc;
         if (si.param) {
             if (nparams == DAEBUS__HTTP_MAX_PARAMS)
-                return daebus_error_set(err, DAEBUS_EINVAL,
-                                        "route \"%s\": more than %d parameters", pattern,
-                                        DAEBUS__HTTP_MAX_PARAMS);
+                return daebus_error_set(err, DAEBUS_EINVAL, "route \"%s\": more than %d parameters",
+                                        pattern, DAEBUS__HTTP_MAX_PARAMS);
             for (int i = 0; i < nparams; i++)
                 if (lens[i] == si.nlen && memcmp(names[i], si.name, si.nlen) == 0)
                     return daebus_error_set(err, DAEBUS_EINVAL,
-                                            "route \"%s\": parameter '%.*s' appears twice",
-                                            pattern, (int)si.nlen, si.name);
+                                            "route \"%s\": parameter '%.*s' appears twice", pattern,
+                                            (int)si.nlen, si.name);
             names[nparams] = si.name;
             lens[nparams++] = si.nlen;
         }

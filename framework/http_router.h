@@ -33,7 +33,7 @@ typedef enum daebus__http_param_type {
  * that differ only in parameter names ("/a/<x>", "/a/<y>") share a route;
  * each method keeps the names of the pattern it was registered with. */
 typedef struct daebus__http_route {
-    char *pattern; /* the first pattern added */
+    char *pattern;                                  /* the first pattern added */
     unsigned methods;                               /* DAEBUS_GET | ... */
     const void *handlers[DAEBUS__HTTP_METHOD_BITS]; /* by method bit index */
     int nparams;

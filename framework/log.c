@@ -22,7 +22,7 @@ static pthread_mutex_t g_service_lock = PTHREAD_MUTEX_INITIALIZER;
 static char g_service[128] = "daebus";
 
 /* Indexed by daebus_log_level; 0 is DAEBUS_LOG_DEFAULT (never written). */
-static const char *level_names[] = {"default", "debug", "info",     "warning",
+static const char *level_names[] = {"default", "debug",    "info", "warning",
                                     "error",   "critical", "off"};
 static const char *level_tags[] = {"INFO ", "DEBUG", "INFO ", "WARN ", "ERROR", "CRIT ", "OFF  "};
 

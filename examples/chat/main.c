@@ -218,8 +218,8 @@ int main(int argc, char **argv)
     else
         daebus_scheduler_destroy(sched);
     if (rc == 0)
-        rc = daebus_scheduler_add_task(sched, "system_status", interval, system_status, NULL,
-                                       false);
+        rc =
+            daebus_scheduler_add_task(sched, "system_status", interval, system_status, NULL, false);
     if (rc == 0)
         rc = daebus_app_register_blueprint(app, &daebus_rooms_bp);
     if (rc == 0)

@@ -2,8 +2,10 @@
  *
  * Precedence is code < environment < command line. A service sets defaults in
  * code (daebus_app_options), then daebus_app_configure() (app.h) applies the
- * environment and the standard flags. The functions below are the pieces it is
- * built from, public so that services with their own flags can reuse them.
+ * environment and the standard flags. A service declares flags and environment
+ * variables of its own with daebus_app_add_option() (app.h): configure parses
+ * them with these and lists them in --help. The functions below are the
+ * pieces configure is built from.
  *
  * Standard flags: --port N, --redis URL, --service NAME, --log-level LEVEL,
  * --max-workers N, --help, --version ("--flag=value" works too).

@@ -363,12 +363,12 @@ static void test_zero_options_are_defaults(void)
     daebus_app *app = daebus_app_create(&zero, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(app);
     CU_ASSERT_EQUAL(daebus_log_get_level(), DAEBUS_LOG_INFO); /* not debug */
-    CU_ASSERT_EQUAL(daebus_app_http_port(app), 0);             /* the HTTP default, not "any" */
+    CU_ASSERT_EQUAL(daebus_app_http_port(app), 0);            /* the HTTP default, not "any" */
     CU_ASSERT_STRING_EQUAL(daebus_app_service(app), "daebus_service");
     CU_ASSERT_EQUAL(daebus_app_max_workers(app), 10);
     daebus_app_destroy(app);
-    daebus_app_options any = {.http_port = DAEBUS_PORT_ANY, .log_level = DAEBUS_LOG_DEBUG,
-                              .no_signals = true};
+    daebus_app_options any = {
+        .http_port = DAEBUS_PORT_ANY, .log_level = DAEBUS_LOG_DEBUG, .no_signals = true};
     app = daebus_app_create(&any, NULL);
     CU_ASSERT_EQUAL(daebus_app_http_port(app), DAEBUS_PORT_ANY);
     CU_ASSERT_EQUAL(daebus_log_get_level(), DAEBUS_LOG_DEBUG);
@@ -399,8 +399,8 @@ ROUTE(orphan_r, "/orphan", .bp = &orphan_bp)
 
 static void test_unregistered_blueprint(void)
 {
-    daebus_app_options o = {.service = "orphans", .no_signals = true,
-                            .log_level = DAEBUS_LOG_WARNING};
+    daebus_app_options o = {
+        .service = "orphans", .no_signals = true, .log_level = DAEBUS_LOG_WARNING};
     daebus_app *app = daebus_app_create(&o, NULL);
     cap_begin(DAEBUS_LOG_WARNING);
     CU_ASSERT_EQUAL(daebus_app_start(app), 0);

@@ -144,8 +144,10 @@ static void test_service_options(void)
     unsetenv("SVC_INTERVAL");
     unsetenv("SVC_DIR");
     daebus_app *app = code_app();
-    daebus_app_option interval = {.name = "interval", .env = "SVC_INTERVAL",
-                                  .default_value = "60", .help = "seconds between reports",
+    daebus_app_option interval = {.name = "interval",
+                                  .env = "SVC_INTERVAL",
+                                  .default_value = "60",
+                                  .help = "seconds between reports",
                                   .metavar = "SECONDS"};
     daebus_app_option dir = {.name = "dir", .env = "SVC_DIR", .help = "where files are"};
     CU_ASSERT_EQUAL(daebus_app_add_option(app, &interval), 0);
@@ -202,8 +204,10 @@ static void test_service_options_help(void)
     if (pid == 0) {
         dup2(out[1], 1);
         daebus_app *app = code_app();
-        daebus_app_option o = {.name = "status-interval", .env = "CHATTY_INTERVAL",
-                               .default_value = "60", .help = "status broadcast period",
+        daebus_app_option o = {.name = "status-interval",
+                               .env = "CHATTY_INTERVAL",
+                               .default_value = "60",
+                               .help = "status broadcast period",
                                .metavar = "SECONDS"};
         daebus_app_add_option(app, &o);
         char *argv[] = {"svc", "--help", NULL};

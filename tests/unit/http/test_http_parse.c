@@ -209,7 +209,8 @@ static void test_router_pattern_errors(void)
     CU_ASSERT_STRING_EQUAL(pattern_error("/a/x>"),
                            "route \"/a/x>\": '>' without an opening '<' in segment \"x>\"");
     CU_ASSERT_PTR_NOT_NULL(strstr(pattern_error("/a/b<x>"), "must be a whole segment: \"b<x>\""));
-    CU_ASSERT_PTR_NOT_NULL(strstr(pattern_error("/a/<uuid:x>"), "unknown converter in \"<uuid:x>\""));
+    CU_ASSERT_PTR_NOT_NULL(
+        strstr(pattern_error("/a/<uuid:x>"), "unknown converter in \"<uuid:x>\""));
     CU_ASSERT_PTR_NOT_NULL(strstr(pattern_error("/a/<int:>"), "parameter without a name"));
     CU_ASSERT_PTR_NOT_NULL(strstr(pattern_error("/a/<x-y>"), "is not an identifier"));
     CU_ASSERT_PTR_NOT_NULL(strstr(pattern_error("/a/<p>/<p>"), "parameter 'p' appears twice"));
@@ -220,8 +221,8 @@ static void test_router_pattern_errors(void)
     CU_ASSERT_PTR_NULL(strstr(pattern_error("/a/<x"), "memory"));
 
     char a[64], b[64];
-    CU_ASSERT_EQUAL(daebus__http_route_shape("/a/<x>/<int:n>/<float:f>/<path:p>", a, sizeof a, NULL),
-                    0);
+    CU_ASSERT_EQUAL(
+        daebus__http_route_shape("/a/<x>/<int:n>/<float:f>/<path:p>", a, sizeof a, NULL), 0);
     CU_ASSERT_STRING_EQUAL(a, "/a/<>/<int:>/<float:>/<path:>");
     daebus__http_route_shape("/a/<string:y>", a, sizeof a, NULL);
     daebus__http_route_shape("/a/<z>", b, sizeof b, NULL);
