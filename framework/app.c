@@ -22,9 +22,16 @@
 #include "daebus/app.h"
 #include "daebus/log.h"
 #include "component.h"
+#include "http_router.h"
 
 #define MAX_COMPONENTS DAEBUS__COMP_COUNT
 #define MAX_BLUEPRINTS 64
+#define MAX_OPTIONS    64
+
+typedef struct app_option {
+    char *name, *env, *def, *help, *metavar;
+    char *value; /* from argv or the environment; NULL = def */
+} app_option;
 
 typedef struct handler_table {
     daebus__handler *items;
@@ -42,6 +49,10 @@ struct daebus_app {
 
     daebus__component *components[MAX_COMPONENTS]; /* attach order */
     size_t ncomponents;
+
+    app_option options[MAX_OPTIONS];
+    size_t noptions;
+    bool configured;
 
     daebus_blueprint *blueprints[MAX_BLUEPRINTS];
     size_t nblueprints;
@@ -161,8 +172,12 @@ daebus_app *daebus_app_create(const daebus_app_options *opts, daebus_error *err)
     }
     app->service = dup_or(o.service, "daebus_service");
     app->redis_url = dup_or(o.redis_url, "redis://127.0.0.1:6379");
-    app->http_port = o.http_port >= 0 && o.http_port <= 65535 ? o.http_port : -1;
-    app->log_level = o.log_level >= 0 ? o.log_level : DAEBUS_LOG_INFO;
+    app->http_port = o.http_port == DAEBUS_PORT_ANY || (o.http_port > 0 && o.http_port <= 65535)
+                         ? o.http_port
+                         : 0;
+    app->log_level = o.log_level > DAEBUS_LOG_DEFAULT && o.log_level <= DAEBUS_LOG_OFF
+                         ? o.log_level
+                         : DAEBUS_LOG_INFO;
     app->max_workers = o.max_workers > 0 ? o.max_workers : 10;
     app->shutdown_timeout = o.shutdown_timeout > 0 ? o.shutdown_timeout : 5.0;
     app->no_signals = o.no_signals;
@@ -175,34 +190,202 @@ daebus_app *daebus_app_create(const daebus_app_options *opts, daebus_error *err)
     }
     daebus_log_set_service(app->service);
     daebus_log_set_level((daebus_log_level)app->log_level);
-    if (daebus_app_register_blueprint(app, &daebus_default_blueprint) != 0) {
+    int rc = daebus_app_register_blueprint(app, &daebus_default_blueprint);
+    if (rc != 0) {
         daebus_app_destroy(app);
-        daebus_error_set(err, DAEBUS_ENOMEM, "cannot register the default blueprint");
+        daebus_error_set(err, rc,
+                         "cannot register the handlers defined without .bp (%s; the line "
+                         "logged above says which)",
+                         daebus_strerror(rc));
         return NULL;
     }
     return app;
 }
 
+/* ---- the service's own options ---- */
+
+static bool option_name_ok(const char *name)
+{
+    if (!name || !*name || name[0] == '-' || strlen(name) > 48)
+        return false;
+    for (const char *p = name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '-' || *p == '_'))
+            return false;
+    static const char *const standard[] = {"port",        "redis", "service", "log-level",
+                                           "max-workers", "help",  "version"};
+    for (size_t i = 0; i < sizeof standard / sizeof standard[0]; i++)
+        if (strcmp(name, standard[i]) == 0)
+            return false;
+    return true;
+}
+
+static void option_free(app_option *o)
+{
+    free(o->name);
+    free(o->env);
+    free(o->def);
+    free(o->help);
+    free(o->metavar);
+    free(o->value);
+    memset(o, 0, sizeof *o);
+}
+
+static app_option *find_option(const daebus_app *app, const char *name, size_t len)
+{
+    for (size_t i = 0; i < app->noptions; i++) {
+        app_option *o = (app_option *)&app->options[i];
+        if (strlen(o->name) == len && strncmp(o->name, name, len) == 0)
+            return o;
+    }
+    return NULL;
+}
+
+int daebus_app_add_option(daebus_app *app, const daebus_app_option *opt)
+{
+    if (!app || !opt) {
+        daebus_log(DAEBUS_LOG_ERROR, "app", "add_option: app and option are required");
+        return DAEBUS_EINVAL;
+    }
+    if (app->started || app->configured) {
+        daebus_log(DAEBUS_LOG_ERROR, "app",
+                   "add_option(\"%s\"): declare options before daebus_app_configure()",
+                   opt->name ? opt->name : "?");
+        return DAEBUS_ESTATE;
+    }
+    if (!option_name_ok(opt->name)) {
+        daebus_log(DAEBUS_LOG_ERROR, "app",
+                   "add_option(\"%s\"): the name must be letters, digits, '-' or '_', without "
+                   "the leading \"--\", and not a standard flag (see --help)",
+                   opt->name ? opt->name : "(null)");
+        return DAEBUS_EINVAL;
+    }
+    if (find_option(app, opt->name, strlen(opt->name))) {
+        daebus_log(DAEBUS_LOG_ERROR, "app", "add_option(\"%s\"): declared twice", opt->name);
+        return DAEBUS_EEXIST;
+    }
+    if (app->noptions == MAX_OPTIONS) {
+        daebus_log(DAEBUS_LOG_ERROR, "app", "add_option(\"%s\"): at most %d options", opt->name,
+                   MAX_OPTIONS);
+        return DAEBUS_EFULL;
+    }
+    app_option o = {0};
+    bool ok = (o.name = strdup(opt->name)) != NULL;
+    if (ok && opt->env)
+        ok = (o.env = strdup(opt->env)) != NULL;
+    if (ok && opt->default_value)
+        ok = (o.def = strdup(opt->default_value)) != NULL;
+    if (ok)
+        ok = (o.help = strdup(opt->help ? opt->help : "")) != NULL;
+    if (ok)
+        ok = (o.metavar = strdup(opt->metavar ? opt->metavar : "VALUE")) != NULL;
+    if (!ok) {
+        option_free(&o);
+        return DAEBUS_ENOMEM;
+    }
+    app->options[app->noptions++] = o;
+    return 0;
+}
+
+const char *daebus_app_option_value(const daebus_app *app, const char *name)
+{
+    if (!app || !name)
+        return NULL;
+    const app_option *o = find_option(app, name, strlen(name));
+    if (!o)
+        return NULL;
+    return o->value ? o->value : o->def;
+}
+
+/* Standard flags that take a value (so that the value is not read as a flag). */
+static bool standard_with_value(const char *arg)
+{
+    static const char *const names[] = {"--port", "--redis", "--service", "--log-level",
+                                        "--max-workers"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(arg, names[i]) == 0)
+            return true;
+    return false;
+}
+
+/* Takes the service's own flags out of argv into values[]; the rest (argv[0]
+ * first) goes to rest[] for daebus_config_apply_args. Help and version stop
+ * the scan, as they do there. */
+static int split_args(daebus_app *app, int argc, char **argv, char **rest, int *nrest,
+                      const char **values, daebus_error *err)
+{
+    int n = 0;
+    if (argc > 0)
+        rest[n++] = argv[0];
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0 || strcmp(a, "--help") == 0 || strcmp(a, "--version") == 0) {
+            rest[n++] = argv[i];
+            continue;
+        }
+        const char *eq = strchr(a + 2, '=');
+        size_t len = eq ? (size_t)(eq - (a + 2)) : strlen(a + 2);
+        app_option *o = find_option(app, a + 2, len);
+        if (!o) {
+            rest[n++] = argv[i];
+            if (!eq && standard_with_value(a) && i + 1 < argc)
+                rest[n++] = argv[++i];
+            continue;
+        }
+        const char *v = eq ? eq + 1 : NULL;
+        if (!eq) {
+            if (i + 1 >= argc)
+                return daebus_error_set(err, DAEBUS_EINVAL, "option '%s' needs a value", a);
+            v = argv[++i];
+        }
+        values[o - app->options] = v;
+    }
+    *nrest = n;
+    return 0;
+}
+
 int daebus_app_configure_args(daebus_app *app, int argc, char **argv, daebus_error *err)
 {
-    if (!app)
+    if (!app || argc < 0 || (argc > 0 && !argv))
         return DAEBUS_EINVAL;
     if (app->started)
         return daebus_error_set(err, DAEBUS_ESTATE, "configure the app before it runs");
+    const char *values[MAX_OPTIONS] = {0};
+    char **rest = calloc((size_t)argc + 1, sizeof *rest);
+    if (!rest)
+        return daebus_error_set(err, DAEBUS_ENOMEM, "out of memory");
+    for (size_t i = 0; i < app->noptions; i++) {
+        const char *v = app->options[i].env ? getenv(app->options[i].env) : NULL;
+        if (v)
+            values[i] = v;
+    }
+    int nrest = 0;
     daebus_config cfg = DAEBUS_CONFIG_INIT;
-    int rc = daebus_config_apply_env(&cfg, err);
+    int rc = split_args(app, argc, argv, rest, &nrest, values, err);
+    if (rc == 0)
+        rc = daebus_config_apply_env(&cfg, err);
+    if (rc == 0)
+        rc = daebus_config_apply_args(&cfg, nrest, rest, err);
+    free(rest);
     if (rc)
         return rc;
-    rc = daebus_config_apply_args(&cfg, argc, argv, err);
-    if (rc)
-        return rc;
+    for (size_t i = 0; i < app->noptions; i++) {
+        if (!values[i])
+            continue;
+        char *copy = strdup(values[i]);
+        if (!copy)
+            return daebus_error_set(err, DAEBUS_ENOMEM, "out of memory");
+        free(app->options[i].value);
+        app->options[i].value = copy;
+    }
+    app->configured = true;
     if (cfg.service && replace_str(&app->service, cfg.service))
         return daebus_error_set(err, DAEBUS_ENOMEM, "out of memory");
     if (cfg.redis_url && replace_str(&app->redis_url, cfg.redis_url))
         return daebus_error_set(err, DAEBUS_ENOMEM, "out of memory");
-    if (cfg.http_port >= 0)
+    if (cfg.http_port != 0)
         app->http_port = cfg.http_port;
-    if (cfg.log_level >= 0)
+    if (cfg.log_level > 0)
         app->log_level = cfg.log_level;
     if (cfg.max_workers > 0)
         app->max_workers = cfg.max_workers;
@@ -211,15 +394,51 @@ int daebus_app_configure_args(daebus_app *app, int argc, char **argv, daebus_err
     return 0;
 }
 
+/* Writes the --help text (standard options, then the service's) to out. */
+static void print_usage(const daebus_app *app, const char *prog, FILE *out)
+{
+    char buf[2048];
+    daebus_config_usage(prog, buf, sizeof buf);
+    /* The standard text ends with a note on DAEBUS_LOG_FORMAT; keep it last. */
+    char *note = strstr(buf, "\nDAEBUS_LOG_FORMAT");
+    if (note)
+        *note = '\0';
+    fputs(buf, out);
+    if (app->noptions) {
+        fputs("\nOptions of this service:\n", out);
+        int width = 20; /* as the standard options, wider if a flag needs it */
+        for (size_t i = 0; i < app->noptions; i++) {
+            int w = (int)(strlen(app->options[i].name) + strlen(app->options[i].metavar) + 3);
+            if (w > width)
+                width = w;
+        }
+        for (size_t i = 0; i < app->noptions; i++) {
+            const app_option *o = &app->options[i];
+            char flag[128];
+            snprintf(flag, sizeof flag, "--%s %s", o->name, o->metavar);
+            fprintf(out, "  %-*s %s", width, flag, o->help);
+            if (o->env || o->def) {
+                fputs(" (", out);
+                if (o->env)
+                    fputs(o->env, out);
+                if (o->def)
+                    fprintf(out, "%sdefault %s", o->env ? ", " : "", o->def);
+                fputc(')', out);
+            }
+            fputc('\n', out);
+        }
+    }
+    if (note)
+        fprintf(out, "\n%s", note + 1);
+}
+
 void daebus_app_configure(daebus_app *app, int argc, char **argv)
 {
     daebus_error err = {0};
     const char *prog = argc > 0 && argv && argv[0] ? base_name(argv[0]) : "service";
     int rc = daebus_app_configure_args(app, argc, argv, &err);
     if (rc == DAEBUS_CONFIG_HELP) {
-        char buf[2048];
-        daebus_config_usage(prog, buf, sizeof buf);
-        fputs(buf, stdout);
+        print_usage(app, prog, stdout);
         fflush(stdout);
         daebus_app_destroy(app);
         exit(0);
@@ -231,7 +450,7 @@ void daebus_app_configure(daebus_app *app, int argc, char **argv)
         exit(0);
     }
     if (rc != 0) {
-        fprintf(stderr, "%s: %s\nTry '%s --help' for the options.\n", prog,
+        fprintf(stderr, "%s: %s (see '%s --help' for the options)\n", prog,
                 err.message[0] ? err.message : daebus_strerror(rc), prog);
         daebus_app_destroy(app);
         exit(2);
@@ -293,8 +512,29 @@ static int cmp_desc(const void *a, const void *b)
 static void warn_override(const daebus__handler *old, const daebus_handler_desc *d, const char *key,
                           const char *what)
 {
-    daebus_log(DAEBUS_LOG_WARNING, "app", "%s \"%s\": %s:%d overrides %s:%d", what, key,
-               base_name(d->file), d->line, base_name(old->desc->file), old->desc->line);
+    if (old->key && strcmp(old->key, key) != 0) /* a route of the same shape */
+        daebus_log(DAEBUS_LOG_WARNING, "app",
+                   "%s \"%s\": %s:%d overrides \"%s\" at %s:%d (the patterns differ only in "
+                   "parameter names, so they are the same route)",
+                   what, key, base_name(d->file), d->line, old->key, base_name(old->desc->file),
+                   old->desc->line);
+    else
+        daebus_log(DAEBUS_LOG_WARNING, "app", "%s \"%s\": %s:%d overrides %s:%d", what, key,
+                   base_name(d->file), d->line, base_name(old->desc->file), old->desc->line);
+}
+
+#define SHAPE_MAX 1024
+
+/* Shape of a merged route key (checked when it was merged, so it parses). */
+static bool same_route(const char *a, const char *b)
+{
+    if (strcmp(a, b) == 0)
+        return true;
+    char sa[SHAPE_MAX], sb[SHAPE_MAX];
+    if (daebus__http_route_shape(a, sa, sizeof sa, NULL) != 0 ||
+        daebus__http_route_shape(b, sb, sizeof sb, NULL) != 0)
+        return false;
+    return strcmp(sa, sb) == 0;
 }
 
 static int merge_one(daebus_app *app, const daebus_blueprint *bp, const daebus_handler_desc *d)
@@ -321,6 +561,16 @@ static int merge_one(daebus_app *app, const daebus_blueprint *bp, const daebus_h
         }
         h.key = join_route(bp->prefix, d->key);
         h.methods = d->opts.methods ? d->opts.methods : DAEBUS_GET;
+        if (h.key) {
+            char shape[SHAPE_MAX];
+            daebus_error err = {0};
+            if (daebus__http_route_shape(h.key, shape, sizeof shape, &err) != 0) {
+                daebus_log(DAEBUS_LOG_ERROR, "app", "%s (registered at %s:%d); fix the pattern",
+                           err.message, base_name(d->file), d->line);
+                free((char *)h.key);
+                return DAEBUS_EINVAL;
+            }
+        }
     } else if (d->kind == DAEBUS_HANDLER_BACKGROUND && !(d->interval > 0.0)) {
         daebus_log(DAEBUS_LOG_ERROR, "app",
                    "background task \"%s\" at %s:%d needs an interval > 0 seconds", d->key,
@@ -337,6 +587,8 @@ static int merge_one(daebus_app *app, const daebus_blueprint *bp, const daebus_h
         bool same;
         if (!keyed)
             same = d->kind != DAEBUS_HANDLER_ON_START; /* one connect / disconnect handler */
+        else if (d->kind == DAEBUS_HANDLER_ROUTE)
+            same = same_route(old->key, h.key);
         else
             same = strcmp(old->key, h.key) == 0;
         if (!same) {
@@ -470,38 +722,56 @@ const daebus_handler_desc *daebus_app_find_handler(const daebus_app *app, int ki
 
 /* ---- components ---- */
 
+/* Frees a component whose attach failed: attach takes ownership on every path. */
+static int refuse(daebus__component *c, int rc)
+{
+    if (c && c->ops && c->ops->destroy && c->self)
+        c->ops->destroy(c->self);
+    return rc;
+}
+
 int daebus__app_attach(daebus_app *app, daebus__component *c)
 {
-    if (!app || !c || !c->ops) {
-        daebus_log(DAEBUS_LOG_ERROR, "app", "attach: app and component are required");
+    if (!c || !c->ops)
         return DAEBUS_EINVAL;
-    }
     const char *name = c->ops->name;
+    if (!app) {
+        daebus_log(DAEBUS_LOG_ERROR, "app",
+                   "attach %s: the app is NULL (did daebus_app_create fail?); the component is "
+                   "freed",
+                   name);
+        return refuse(c, DAEBUS_EINVAL);
+    }
     if (app->started) {
         daebus_log(DAEBUS_LOG_ERROR, "app", "attach %s: attach components before daebus_app_run()",
                    name);
-        return DAEBUS_ESTATE;
+        return refuse(c, DAEBUS_ESTATE);
     }
     for (size_t i = 0; i < app->ncomponents; i++) {
-        if (app->components[i] == c || app->components[i]->ops->kind == c->ops->kind) {
+        if (app->components[i] == c) {
+            daebus_log(DAEBUS_LOG_ERROR, "app", "attach %s: this component is attached already",
+                       name);
+            return DAEBUS_EEXIST; /* already owned by the app: never free it twice */
+        }
+        if (app->components[i]->ops->kind == c->ops->kind) {
             daebus_log(DAEBUS_LOG_ERROR, "app",
                        "attach %s: a %s component is already attached; attach each kind once", name,
                        name);
-            return DAEBUS_EEXIST;
+            return refuse(c, DAEBUS_EEXIST);
         }
     }
     if (c->ops->kind == DAEBUS__COMP_WEBSOCKET && !daebus__app_component(app, DAEBUS__COMP_HTTP)) {
         daebus_log(DAEBUS_LOG_ERROR, "app",
                    "attach websocket: the WebSocket server shares the HTTP port; attach the HTTP "
                    "component first");
-        return DAEBUS_EORDER;
+        return refuse(c, DAEBUS_EORDER);
     }
     if (app->ncomponents == MAX_COMPONENTS)
-        return DAEBUS_EFULL;
+        return refuse(c, DAEBUS_EFULL);
     if (c->ops->attach) {
         int rc = c->ops->attach(c->self, app);
         if (rc)
-            return rc;
+            return refuse(c, rc);
     }
     c->app = app;
     c->started = 0;
@@ -551,7 +821,7 @@ const char *daebus_app_redis_url(const daebus_app *app)
 
 int daebus_app_http_port(const daebus_app *app)
 {
-    return app ? app->http_port : -1;
+    return app ? app->http_port : 0;
 }
 
 int daebus_app_max_workers(const daebus_app *app)
@@ -672,6 +942,32 @@ static void warn_unserved(daebus_app *app)
     }
 }
 
+/* Names each blueprint that macros filled but no call registered: its
+ * handlers would silently never run. */
+static void warn_unregistered(daebus_app *app)
+{
+    for (const daebus_blueprint *bp = daebus__blueprints_defined; bp; bp = bp->next_defined) {
+        if (bp == &daebus_default_blueprint)
+            continue;
+        bool registered = false;
+        for (size_t i = 0; i < app->nblueprints && !registered; i++)
+            registered = app->blueprints[i] == bp;
+        if (registered)
+            continue;
+        size_t n = 0;
+        const daebus_handler_desc *first = NULL;
+        for (const daebus_handler_desc *d = bp->static_head; d; d = d->next, n++)
+            if (!first || cmp_desc(&d, &first) < 0)
+                first = d;
+        const char *file = bp->file ? bp->file : first ? first->file : NULL;
+        int line = bp->file ? bp->line : first ? first->line : 0;
+        daebus_log(DAEBUS_LOG_WARNING, "app",
+                   "blueprint '%s' (%s:%d) has %zu handler%s but was never registered; call "
+                   "daebus_app_register_blueprint() with it before daebus_app_run()",
+                   bp->name ? bp->name : "?", base_name(file), line, n, n == 1 ? "" : "s");
+    }
+}
+
 int daebus_app_start(daebus_app *app)
 {
     if (!app)
@@ -693,6 +989,7 @@ int daebus_app_start(daebus_app *app)
         }
     }
     warn_unserved(app);
+    warn_unregistered(app);
     app->started = true;
     for (size_t i = 0; i < app->ncomponents; i++) {
         daebus__component *c = app->components[i];
@@ -714,8 +1011,8 @@ int daebus_app_start(daebus_app *app)
         int rc = d->fn.on_start(app, d->opts.user);
         if (rc) {
             daebus_log(DAEBUS_LOG_ERROR, "app",
-                       "start-up failed: on_start hook at %s:%d returned %d (%s); stopping",
-                       base_name(d->file), d->line, rc, daebus_strerror(rc));
+                       "start-up failed: on_start hook at %s:%d returned %d (%s: %s); stopping",
+                       base_name(d->file), d->line, rc, daebus_errname(rc), daebus_strerror(rc));
             stop_components(app);
             app->started = false;
             signals_end(app);
@@ -811,6 +1108,8 @@ void daebus_app_destroy(daebus_app *app)
             free((char *)app->tables[k].items[i].key);
         free(app->tables[k].items);
     }
+    for (size_t i = 0; i < app->noptions; i++)
+        option_free(&app->options[i]);
     pthread_mutex_destroy(&app->lock);
     pthread_cond_destroy(&app->cond);
     free(app->service);

@@ -12,11 +12,20 @@
 
 daebus_blueprint daebus_default_blueprint = {.name = "default"};
 
+/* Every blueprint a macro linked a descriptor into (constructors run before
+ * main, on one thread; the list is only read afterwards). */
+daebus_blueprint *daebus__blueprints_defined;
+
 void daebus_blueprint_link_static(daebus_handler_desc *desc)
 {
     daebus_blueprint *bp = desc->opts.bp ? desc->opts.bp : &daebus_default_blueprint;
     desc->next = bp->static_head;
     bp->static_head = desc;
+    if (!bp->defined) {
+        bp->defined = 1;
+        bp->next_defined = daebus__blueprints_defined;
+        daebus__blueprints_defined = bp;
+    }
 }
 
 daebus_blueprint *daebus_blueprint_create(const char *name, const char *prefix)

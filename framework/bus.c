@@ -284,7 +284,8 @@ static void run_action(void *arg)
     r->handler_rc = rc;
     atomic_fetch_add(&r->bus->requests_handled, 1);
     if (rc < 0) {
-        DAEBUS_LOG_ERRORF(LOGC, "action '%s' failed: %s", r->env.action, daebus_strerror(rc));
+        DAEBUS_LOG_ERRORF(LOGC, "action '%s' failed: returned %d (%s: %s)", r->env.action, rc,
+                          daebus_errname(rc), daebus_strerror(rc));
         auto_error(r, "Internal error in action '%s'");
     }
     daebus_bus_request_release(r);
@@ -295,7 +296,8 @@ static void run_listen(void *arg)
     daebus_bus_request *r = arg;
     int rc = r->lfn(r, r->env.root, r->user);
     if (rc < 0)
-        DAEBUS_LOG_WARNF(LOGC, "listener on '%s' failed: %s", r->channel, daebus_strerror(rc));
+        DAEBUS_LOG_WARNF(LOGC, "listener on '%s' failed: returned %d (%s: %s)", r->channel, rc,
+                         daebus_errname(rc), daebus_strerror(rc));
     daebus_bus_request_release(r);
 }
 
@@ -413,6 +415,13 @@ int daebus_bus_progress(daebus_bus_request *r, const cJSON *payload, double pct)
         return DAEBUS_ENOMEM;
     int rc = reply_common(r, false, p, false);
     cJSON_Delete(p);
+    return rc;
+}
+
+int daebus_bus_progress_take(daebus_bus_request *r, cJSON *payload, double pct)
+{
+    int rc = daebus_bus_progress(r, payload, pct);
+    cJSON_Delete(payload);
     return rc;
 }
 
@@ -960,8 +969,8 @@ daebus_bus *daebus_bus_create(const daebus_bus_options *opts, daebus_error *err)
 
 int daebus_bus_attach(daebus_bus *bus, daebus_app *app)
 {
-    if (!bus || !app) {
-        DAEBUS_LOG_ERRORF(LOGC, "attach: bus and app are required (did daebus_bus_create fail?)");
+    if (!bus) {
+        DAEBUS_LOG_ERRORF(LOGC, "attach: the component is NULL (did daebus_bus_create fail?)");
         return DAEBUS_EINVAL;
     }
     return daebus__app_attach(app, &bus->base);

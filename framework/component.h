@@ -31,8 +31,8 @@ typedef struct daebus__component_ops {
     /* Stop: the reverse of start, blocking until its threads are joined.
      * Called only after a successful start. */
     void (*stop)(void *self);
-    /* Frees the component. Called once, by the app (or by attach's caller on
-     * a failed attach, through the component's own destroy). */
+    /* Frees the component. Called once, by the app: when it is destroyed, or
+     * when attach fails. */
     void (*destroy)(void *self);
     /* Optional: a few words for the "ready" log line, e.g. "port 8080",
      * "channel chat_service". */
@@ -48,8 +48,10 @@ typedef struct daebus__component {
 
 /* Attaches c to app. Checks: one component of each kind (DAEBUS_EEXIST),
  * websocket only after http (DAEBUS_EORDER), not while running (DAEBUS_ESTATE).
- * On success the app owns c->self. On failure nothing is owned and the caller
- * keeps c->self (and should destroy it). Each failure is logged with what to do. */
+ * Ownership: the app takes c->self on every path: on failure (app NULL
+ * included) it is destroyed through c->ops->destroy, except when c itself is
+ * attached already (DAEBUS_EEXIST, still owned by the app). Each failure is
+ * logged with what to do. */
 int daebus__app_attach(daebus_app *app, daebus__component *c);
 
 /* Returns: the self pointer of the attached component of kind, or NULL. */
@@ -66,6 +68,10 @@ typedef struct daebus__handler {
 /* Returns: the number of entries of kind and sets *out to the array (borrowed;
  * stable while the app runs; registration order, later winners last). */
 size_t daebus__app_handlers(const daebus_app *app, int kind, const daebus__handler **out);
+
+/* Blueprints the macros linked handlers into (blueprint.c), through
+ * daebus_blueprint.next_defined. */
+extern daebus_blueprint *daebus__blueprints_defined;
 
 /* Monotonic and wall clocks in seconds (shared helpers). */
 double daebus__now_mono(void);

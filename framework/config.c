@@ -5,6 +5,7 @@
  * number in range is an error with a message naming the source.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +35,7 @@ static int set_value(daebus_config *cfg, const char *name, const char *value, co
         if (daebus_parse_int(value, 0, 65535, &v) != 0)
             return daebus_error_set(err, DAEBUS_EINVAL, "%s: '%s' is not a port number (0-65535)",
                                     src, value);
-        cfg->http_port = (int)v;
+        cfg->http_port = v == 0 ? DAEBUS_PORT_ANY : (int)v;
     } else if (strcmp(name, "redis") == 0) {
         if (!value || (strncmp(value, "redis://", 8) != 0 && strncmp(value, "unix://", 7) != 0 &&
                        strncmp(value, "rediss://", 9) != 0)) {
@@ -66,9 +67,18 @@ static int set_value(daebus_config *cfg, const char *name, const char *value, co
                                     src, value);
         cfg->max_workers = (int)v;
     } else {
-        return daebus_error_set(err, DAEBUS_EINVAL, "unknown option '%s'", name);
+        return daebus_error_set(err, DAEBUS_EINVAL, "unknown option '--%s'", name);
     }
     return 0;
+}
+
+static bool known_flag(const char *name)
+{
+    static const char *const names[] = {"port", "redis", "service", "log-level", "max-workers"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(name, names[i]) == 0)
+            return true;
+    return false;
 }
 
 int daebus_config_apply_env(daebus_config *cfg, daebus_error *err)
@@ -114,12 +124,17 @@ int daebus_config_apply_args(daebus_config *cfg, int argc, char **argv, daebus_e
         if (eq) {
             size_t len = (size_t)(eq - (arg + 2));
             if (len >= sizeof name)
-                return daebus_error_set(err, DAEBUS_EINVAL, "unknown option '%s'", arg);
+                return daebus_error_set(err, DAEBUS_EINVAL, "unknown option '%.*s'",
+                                        (int)(eq - arg), arg);
             memcpy(name, arg + 2, len);
             name[len] = '\0';
             value = eq + 1;
         } else {
+            if (strlen(arg + 2) >= sizeof name)
+                return daebus_error_set(err, DAEBUS_EINVAL, "unknown option '%s'", arg);
             snprintf(name, sizeof name, "%s", arg + 2);
+            if (!known_flag(name))
+                return daebus_error_set(err, DAEBUS_EINVAL, "unknown option '%s'", arg);
             if (i + 1 >= argc)
                 return daebus_error_set(err, DAEBUS_EINVAL, "option '%s' needs a value", arg);
             value = argv[++i];
@@ -142,9 +157,9 @@ void daebus_config_merge(daebus_config *base, const daebus_config *over)
         base->service = over->service;
     if (over->redis_url)
         base->redis_url = over->redis_url;
-    if (over->http_port >= 0)
+    if (over->http_port != 0)
         base->http_port = over->http_port;
-    if (over->log_level >= 0)
+    if (over->log_level > 0)
         base->log_level = over->log_level;
     if (over->max_workers > 0)
         base->max_workers = over->max_workers;

@@ -16,6 +16,19 @@ const char *daebus_strerror(int code)
     }
 }
 
+const char *daebus_errname(int code)
+{
+    switch (code) {
+#define DAEBUS__ERR_NAME(name, value, msg)                                                         \
+    case value:                                                                                    \
+        return "DAEBUS_" #name;
+        DAEBUS_ERRNO_MAP(DAEBUS__ERR_NAME)
+#undef DAEBUS__ERR_NAME
+    default:
+        return "not a DAEBUS_E* code";
+    }
+}
+
 int daebus_error_set(daebus_error *err, int code, const char *fmt, ...)
 {
     if (err) {

@@ -127,8 +127,9 @@ daebus_http *daebus_http_create(const daebus_http_options *opts, daebus_error *e
 
 int daebus_http_attach(daebus_http *http, daebus_app *app)
 {
-    if (!http || !app) {
-        daebus_log(DAEBUS_LOG_ERROR, "http", "attach: http and app are required");
+    if (!http) {
+        daebus_log(DAEBUS_LOG_ERROR, "http",
+                   "attach: the component is NULL (did daebus_http_create fail?)");
         return DAEBUS_EINVAL;
     }
     int rc = daebus__app_attach(app, &http->comp);
@@ -430,9 +431,9 @@ static int http_start(void *self)
 {
     daebus_http *h = self;
     int port = h->port;
-    int app_port = daebus_app_http_port(h->app);
-    if (app_port >= 0)
-        port = app_port;
+    int app_port = daebus_app_http_port(h->app); /* 0 = not configured */
+    if (app_port != 0)
+        port = app_port == DAEBUS_PORT_ANY ? 0 : app_port;
     if (h->static_dir) {
         h->static_root = realpath(h->static_dir, NULL);
         if (!h->static_root) {

@@ -514,6 +514,9 @@ static int build_payload(daebus_http_request *req, daebus_http_response *res,
         if (rt->param_types[i] == DAEBUS__HTTP_PARAM_INT &&
             daebus__http_parse_int(val, strlen(val), &n))
             v = cJSON_CreateNumber((double)n);
+        else if (rt->param_types[i] == DAEBUS__HTTP_PARAM_FLOAT &&
+                 daebus__http_is_float(val, strlen(val)))
+            v = cJSON_CreateNumber(strtod(val, NULL));
         else
             v = cJSON_CreateString(val);
         /* Case-sensitive, as the replace is (a body key "ID" must not make the
@@ -650,8 +653,8 @@ static int run_middleware(daebus_http *h, daebus_http_request *req, daebus_http_
         if (res->sent)
             return 1;
         if (rc < 0) {
-            daebus_log(DAEBUS_LOG_ERROR, "http", "%s %s: middleware failed (%d: %s)", req->method,
-                       req->path, rc, daebus_strerror(rc));
+            daebus_log(DAEBUS_LOG_ERROR, "http", "%s %s: middleware failed: returned %d (%s: %s)",
+                       req->method, req->path, rc, daebus_errname(rc), daebus_strerror(rc));
             daebus_http_send_error(res, 500, "Internal server error");
             return 1;
         }
@@ -661,12 +664,13 @@ static int run_middleware(daebus_http *h, daebus_http_request *req, daebus_http_
 
 /* ---- dispatch ---- */
 
-static void fill_params(daebus_http_request *req, const daebus__http_route *rt,
+/* midx: the method index of the handler that runs (its pattern's names). */
+static void fill_params(daebus_http_request *req, const daebus__http_route *rt, int midx,
                         const daebus__http_match *m, const char *raw, const char *const *segs)
 {
     req->nparams = m->nparams;
     for (int i = 0; i < m->nparams; i++) {
-        req->param_names[i] = rt->param_names[i];
+        req->param_names[i] = rt->param_names[midx][i];
         if (rt->param_types[i] == DAEBUS__HTTP_PARAM_PATH) {
             /* The rest of the raw path from segment seg on, decoded. */
             const char *p = raw + 1;
@@ -777,9 +781,11 @@ static void handle(daebus_http *h, daebus_http_request *req, daebus_http_respons
     const daebus__http_route *rt = m.route;
     int idx = daebus__http_method_index(req->method_bit);
     const daebus__handler *hd = idx >= 0 ? rt->handlers[idx] : NULL;
-    if (!hd && req->method_bit == DAEBUS_HEAD)
-        hd = rt->handlers[daebus__http_method_index(DAEBUS_GET)];
-    fill_params(req, rt, &m, raw, segs);
+    if (!hd && req->method_bit == DAEBUS_HEAD) {
+        idx = daebus__http_method_index(DAEBUS_GET);
+        hd = rt->handlers[idx];
+    }
+    fill_params(req, rt, idx, &m, raw, segs);
     if (build_payload(req, res, rt) || !req->payload) {
         if (!res->sent)
             daebus_http_send_error(res, 500, "Internal server error");
@@ -793,9 +799,10 @@ static void handle(daebus_http *h, daebus_http_request *req, daebus_http_respons
         daebus_http_stream_end(res);
     if (!res->sent) {
         if (rc < 0) {
-            daebus_log(DAEBUS_LOG_ERROR, "http", "%s %s: route %s (%s:%d) failed (%d: %s)",
-                       req->method, req->path, rt->pattern, d->file ? d->file : "?", d->line, rc,
-                       daebus_strerror(rc));
+            daebus_log(DAEBUS_LOG_ERROR, "http",
+                       "%s %s: route %s (%s:%d) failed: returned %d (%s: %s)", req->method,
+                       req->path, rt->pattern, d->file ? d->file : "?", d->line, rc,
+                       daebus_errname(rc), daebus_strerror(rc));
             daebus_http_send_error(res, 500, "Internal server error");
         } else {
             daebus_http_send(res, 204, NULL, NULL, 0);

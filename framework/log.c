@@ -21,11 +21,15 @@ static atomic_int g_fd = 2;
 static pthread_mutex_t g_service_lock = PTHREAD_MUTEX_INITIALIZER;
 static char g_service[128] = "daebus";
 
-static const char *level_names[] = {"debug", "info", "warning", "error", "critical", "off"};
-static const char *level_tags[] = {"DEBUG", "INFO ", "WARN ", "ERROR", "CRIT ", "OFF  "};
+/* Indexed by daebus_log_level; 0 is DAEBUS_LOG_DEFAULT (never written). */
+static const char *level_names[] = {"default", "debug",    "info", "warning",
+                                    "error",   "critical", "off"};
+static const char *level_tags[] = {"INFO ", "DEBUG", "INFO ", "WARN ", "ERROR", "CRIT ", "OFF  "};
 
 void daebus_log_set_level(daebus_log_level level)
 {
+    if (level == DAEBUS_LOG_DEFAULT)
+        level = DAEBUS_LOG_INFO;
     if ((int)level < DAEBUS_LOG_DEBUG || level > DAEBUS_LOG_OFF)
         return;
     atomic_store(&g_level, (int)level);
@@ -57,7 +61,7 @@ int daebus_log_level_parse(const char *text, daebus_log_level *out)
 {
     if (!text || !out)
         return DAEBUS_EINVAL;
-    for (int i = 0; i <= DAEBUS_LOG_OFF; i++) {
+    for (int i = DAEBUS_LOG_DEBUG; i <= DAEBUS_LOG_OFF; i++) {
         if (strcasecmp(text, level_names[i]) == 0) {
             *out = (daebus_log_level)i;
             return 0;
@@ -79,7 +83,8 @@ const char *daebus_log_level_name(daebus_log_level level)
 
 int daebus_log_enabled(daebus_log_level level)
 {
-    return (int)level >= atomic_load(&g_level) && level < DAEBUS_LOG_OFF;
+    return (int)level >= atomic_load(&g_level) && level > DAEBUS_LOG_DEFAULT &&
+           level < DAEBUS_LOG_OFF;
 }
 
 static int current_format(void)

@@ -197,8 +197,8 @@ static void task_job(void *arg)
         int rc = t->fn(t, t->user);
         double took = daebus__now_mono() - t0;
         if (rc < 0)
-            daebus_log(DAEBUS_LOG_ERROR, LOGC, "task \"%s\" failed: returned %d (%s)", t->name, rc,
-                       daebus_strerror(rc));
+            daebus_log(DAEBUS_LOG_ERROR, LOGC, "task \"%s\" failed: returned %d (%s: %s)", t->name,
+                       rc, daebus_errname(rc), daebus_strerror(rc));
 
         pthread_mutex_lock(&s->lock);
         t->in_fn = false;
@@ -778,8 +778,11 @@ daebus_scheduler *daebus_scheduler_create(const daebus_scheduler_options *opts, 
 
 int daebus_scheduler_attach(daebus_scheduler *s, daebus_app *app)
 {
-    if (!s || !app)
+    if (!s) {
+        daebus_log(DAEBUS_LOG_ERROR, LOGC,
+                   "attach: the component is NULL (did daebus_scheduler_create fail?)");
         return DAEBUS_EINVAL;
+    }
     int rc = daebus__app_attach(app, &s->comp);
     if (rc == 0)
         s->app = app;

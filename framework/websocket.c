@@ -272,15 +272,13 @@ static int ws_attach_op(void *self, daebus_app *app)
 
 int daebus_ws_attach(daebus_ws *ws, daebus_app *app)
 {
-    if (!ws || !app) {
-        daebus_log(DAEBUS_LOG_ERROR, "websocket", "attach: component and app are required");
+    if (!ws) {
+        daebus_log(DAEBUS_LOG_ERROR, "websocket",
+                   "attach: the component is NULL (did daebus_ws_create fail?)");
         return DAEBUS_EINVAL;
     }
-    int rc = daebus__app_attach(app, &ws->comp);
-    if (rc) {
-        ws->app = NULL;
-    }
-    return rc;
+    /* Takes ws on every path: a failed attach destroys it. */
+    return daebus__app_attach(app, &ws->comp);
 }
 
 int daebus_ws_set_client_id_generator(daebus_ws *ws, daebus_ws_id_fn *fn, void *user)

@@ -11,7 +11,8 @@
  *
  * Flags: the standard ones (--port, --redis, --service, --log-level ...)
  * plus --status-interval SECONDS and --static DIR (env CHAT_STATUS_INTERVAL,
- * CHAT_STATIC_DIR).
+ * CHAT_STATIC_DIR), declared with daebus_app_add_option() so that --help
+ * lists them.
  */
 #include <errno.h>
 #include <limits.h>
@@ -103,71 +104,38 @@ static int system_status(daebus_task *task, void *user)
 
 /* ---- configuration of our own ---- */
 
-typedef struct chat_config {
-    double status_interval;
-    const char *static_dir;
-} chat_config;
+/* The service's own flags and environment variables: daebus_app_configure()
+ * parses them with the standard ones and lists them in --help. */
+static const daebus_app_option status_interval_option = {
+    .name = "status-interval",
+    .env = "CHAT_STATUS_INTERVAL",
+    .default_value = "60",
+    .help = "system_status broadcast period",
+    .metavar = "SECONDS",
+};
+static const daebus_app_option static_dir_option = {
+    .name = "static",
+    .env = "CHAT_STATIC_DIR",
+    .help = "directory of the chat page",
+    .metavar = "DIR",
+};
 
-static int parse_interval(const char *text, const char *what, double *out)
+/* Reads --status-interval / CHAT_STATUS_INTERVAL. Returns 0, or -1 after
+ * printing what is wrong. */
+static int status_interval(daebus_app *app, double *out)
 {
+    const char *text = daebus_app_option_value(app, "status-interval");
     char *end = NULL;
     errno = 0;
     double v = strtod(text, &end);
     if (errno || !end || end == text || *end || !isfinite(v) || v <= 0 || v > 86400) {
-        fprintf(stderr, "chat_service: %s: '%s' is not a number of seconds (0 < s <= 86400)\n",
-                what, text);
+        fprintf(stderr,
+                "chat_service: --status-interval (CHAT_STATUS_INTERVAL): '%s' is not a number "
+                "of seconds (0 < s <= 86400)\n",
+                text);
         return -1;
     }
     *out = v;
-    return 0;
-}
-
-/* Takes --status-interval and --static out of argv (the standard flags stay
- * for daebus_app_configure); reads CHAT_STATUS_INTERVAL / CHAT_STATIC_DIR.
- * Returns 0, or -1 after printing the problem. */
-static int own_flags(int *argc, char **argv, chat_config *cfg)
-{
-    const char *env = getenv("CHAT_STATUS_INTERVAL");
-    if (env && *env && parse_interval(env, "CHAT_STATUS_INTERVAL", &cfg->status_interval) != 0)
-        return -1;
-    env = getenv("CHAT_STATIC_DIR");
-    if (env && *env)
-        cfg->static_dir = env;
-    int out = 1;
-    for (int i = 1; i < *argc; i++) {
-        const char *a = argv[i];
-        const char *val = NULL;
-        int flag = 0;
-        if (strncmp(a, "--status-interval", 17) == 0 && (a[17] == '\0' || a[17] == '='))
-            flag = 1;
-        else if (strncmp(a, "--static", 8) == 0 && (a[8] == '\0' || a[8] == '='))
-            flag = 2;
-        if (!flag) {
-            if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
-                printf("chat_service options besides the standard ones below:\n"
-                       "  --status-interval SECONDS  system_status broadcast period (env "
-                       "CHAT_STATUS_INTERVAL, default 60)\n"
-                       "  --static DIR               directory of the chat page (env "
-                       "CHAT_STATIC_DIR)\n\n");
-            argv[out++] = argv[i];
-            continue;
-        }
-        const char *eq = strchr(a, '=');
-        if (eq)
-            val = eq + 1;
-        else if (i + 1 < *argc)
-            val = argv[++i];
-        if (!val) {
-            fprintf(stderr, "chat_service: %s needs a value\n", a);
-            return -1;
-        }
-        if (flag == 1 && parse_interval(val, "--status-interval", &cfg->status_interval) != 0)
-            return -1;
-        if (flag == 2)
-            cfg->static_dir = val;
-    }
-    argv[out] = NULL;
-    *argc = out;
     return 0;
 }
 
@@ -212,45 +180,46 @@ static const char *find_static_dir(const char *configured, char *buf, size_t len
 
 int main(int argc, char **argv)
 {
-    chat_config cfg = {60.0, NULL};
-    if (own_flags(&argc, argv, &cfg) != 0)
-        return 2;
-
     daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
     o.service = "chat_service";
     daebus_app *app = daebus_app_create(&o, NULL);
     if (!app)
         return 1;
-    daebus_app_configure(app, argc, argv);
+    daebus_app_add_option(app, &status_interval_option);
+    daebus_app_add_option(app, &static_dir_option);
+    daebus_app_configure(app, argc, argv); /* exits on --help, bad values, unknown flags */
+    double interval;
+    if (status_interval(app, &interval) != 0) {
+        daebus_app_destroy(app);
+        return 2;
+    }
 
     char buf[PATH_MAX];
-    const char *static_dir = find_static_dir(cfg.static_dir, buf, sizeof buf);
+    const char *static_dir =
+        find_static_dir(daebus_app_option_value(app, "static"), buf, sizeof buf);
     if (!static_dir)
         daebus_log(DAEBUS_LOG_WARNING, "chat",
                    "chat page not found (set CHAT_STATIC_DIR or --static); serving the API only");
     else if (!has_index(static_dir))
         daebus_log(DAEBUS_LOG_WARNING, "chat", "%s has no index.html", static_dir);
 
-    daebus_error err = {0};
+    /* Attach takes each component on every path (a failed create or attach
+     * frees it and returns an error), so set-up is a straight line. */
     daebus_http_options ho = DAEBUS_HTTP_OPTIONS_INIT;
     ho.static_dir = static_dir;
-    daebus_http *http = daebus_http_create(&ho, &err);
-    daebus_ws *ws = http ? daebus_ws_create(NULL, &err) : NULL;
-    daebus_bus *bus = ws ? daebus_bus_create(NULL, &err) : NULL;
-    daebus_scheduler *sched = bus ? daebus_scheduler_create(NULL, &err) : NULL;
-    int rc = sched ? 0 : -1;
-    /* Attach in order; after a failed attach the component is still ours. */
-    if (rc == 0 && (rc = daebus_http_attach(http, app)) == 0)
-        http = NULL;
-    if (rc == 0 && (rc = daebus_ws_attach(ws, app)) == 0)
-        ws = NULL;
-    if (rc == 0 && (rc = daebus_bus_attach(bus, app)) == 0)
-        bus = NULL;
-    if (rc == 0 && (rc = daebus_scheduler_attach(sched, app)) == 0) {
-        rc = daebus_scheduler_add_task(sched, "system_status", cfg.status_interval, system_status,
-                                       NULL, false);
-        sched = NULL;
-    }
+    daebus_scheduler *sched = daebus_scheduler_create(NULL, NULL);
+    int rc = daebus_http_attach(daebus_http_create(&ho, NULL), app);
+    if (rc == 0)
+        rc = daebus_ws_attach(daebus_ws_create(NULL, NULL), app);
+    if (rc == 0)
+        rc = daebus_bus_attach(daebus_bus_create(NULL, NULL), app);
+    if (rc == 0)
+        rc = daebus_scheduler_attach(sched, app);
+    else
+        daebus_scheduler_destroy(sched);
+    if (rc == 0)
+        rc =
+            daebus_scheduler_add_task(sched, "system_status", interval, system_status, NULL, false);
     if (rc == 0)
         rc = daebus_app_register_blueprint(app, &daebus_rooms_bp);
     if (rc == 0)
@@ -262,16 +231,12 @@ int main(int argc, char **argv)
     if (rc == 0) {
         if (static_dir)
             daebus_log(DAEBUS_LOG_INFO, "chat", "chat page from %s; system_status every %g s",
-                       static_dir, cfg.status_interval);
+                       static_dir, interval);
         status = daebus_app_run(app);
     } else {
-        fprintf(stderr, "chat_service: set-up failed: %s\n",
-                err.message[0] ? err.message : daebus_strerror(rc));
+        fprintf(stderr, "chat_service: set-up failed (%s); see the log line above\n",
+                daebus_strerror(rc));
     }
-    daebus_scheduler_destroy(sched);
-    daebus_bus_destroy(bus);
-    daebus_ws_destroy(ws);
-    daebus_http_destroy(http);
     daebus_app_destroy(app);
     daebus_rooms_reset();
     return status;

@@ -1,12 +1,8 @@
-/* hello - the smallest daebus-c service: one bus action, one HTTP route.
- *
- *   daebus-call hello_service hello '{"name": "Ada"}'   ->  {"message": "Hello, Ada!"}
- *   curl 'http://localhost:8080/hello?name=Ada'          ->  {"message": "Hello, Ada!"}
- */
+/* hello - the smallest daebus-c service (README.md shows this whole file). */
 #include <stdio.h>
 #include <daebus/daebus.h>
 
-/* Builds {"message": "Hello, <name>!"} from payload.name (default "World"). */
+/* {"message": "Hello, <name>!"} from payload.name (default "World"). */
 static cJSON *greeting(const cJSON *payload)
 {
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(payload, "name");
@@ -18,36 +14,28 @@ static cJSON *greeting(const cJSON *payload)
     return out;
 }
 
-ACTION(hello, "hello")
+ACTION(hello, "hello") /* daebus-call hello_service hello '{"name": "Ada"}' */
 {
-    return daebus_bus_reply_take(req, greeting(payload));
+    return daebus_bus_reply_take(req, greeting(payload)); /* the framework owns the JSON now */
 }
 
-ROUTE(hello_http, "/hello")
+ROUTE(hello_http, "/hello") /* curl 'http://localhost:8080/hello?name=Ada' */
 {
     return daebus_http_send_json_take(res, 200, greeting(daebus_http_request_payload(req)));
 }
 
 int main(int argc, char **argv)
 {
-    daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
-    o.service = "hello_service";
+    daebus_app_options o = {.service = "hello_service"}; /* zero means default everywhere */
     daebus_app *app = daebus_app_create(&o, NULL);
     if (!app)
         return 1;
-    daebus_app_configure(app, argc, argv); /* --port, --redis, --service ... and DAEBUS_* env */
-
-    daebus_http *http = daebus_http_create(NULL, NULL); /* port 8080 unless configured */
-    daebus_bus *bus = daebus_bus_create(NULL, NULL);
-    if (!http || daebus_http_attach(http, app) != 0) {
-        daebus_http_destroy(http);
-        http = NULL;
-    }
-    if (!bus || daebus_bus_attach(bus, app) != 0) {
-        daebus_bus_destroy(bus);
-        bus = NULL;
-    }
-    int status = http && bus ? daebus_app_run(app) : 1;
+    daebus_app_configure(app, argc, argv); /* --port, --redis, --service ..., DAEBUS_* env */
+    /* attach takes the component on every path: nothing to free if it fails */
+    int rc = daebus_http_attach(daebus_http_create(NULL, NULL), app); /* port 8080 */
+    if (rc == 0)
+        rc = daebus_bus_attach(daebus_bus_create(NULL, NULL), app);
+    int status = rc == 0 ? daebus_app_run(app) : 1; /* until SIGINT/SIGTERM, graceful stop */
     daebus_app_destroy(app);
     return status;
 }

@@ -4,8 +4,10 @@
  *   o.service = "chat_service";
  *   daebus_app *app = daebus_app_create(&o, NULL);
  *   daebus_app_configure(app, argc, argv);      // env + --flags (exits on --help/bad values)
- *   daebus_http_attach(daebus_http_create(NULL, NULL), app);
- *   return daebus_app_run(app);                 // blocks until SIGINT/SIGTERM or stop
+ *   daebus_http_attach(daebus_http_create(NULL, NULL), app); // takes it on every path
+ *   int status = daebus_app_run(app);           // blocks until SIGINT/SIGTERM or stop
+ *   daebus_app_destroy(app);
+ *   return status;
  *
  * Components (http, websocket, bus, scheduler) are attached once each;
  * websocket needs http attached first. They start in attach order and stop in
@@ -32,11 +34,14 @@ typedef struct daebus_ws daebus_ws;
 typedef struct daebus_bus daebus_bus;
 typedef struct daebus_scheduler daebus_scheduler;
 
+/* Zero means default in every field: "daebus_app_options o = {0}" and
+ * DAEBUS_APP_OPTIONS_INIT are the same. */
 typedef struct daebus_app_options {
     const char *service;     /* service name = bus channel (NULL: "daebus_service") */
     const char *redis_url;   /* NULL: "redis://127.0.0.1:6379" */
-    int http_port;           /* -1 = leave to the HTTP component's own option */
-    int log_level;           /* -1 = info */
+    int http_port;           /* 0 = the HTTP component's own option (8080 by default);
+                                DAEBUS_PORT_ANY = any free port; else 1..65535 */
+    int log_level;           /* daebus_log_level; 0 (DAEBUS_LOG_DEFAULT) = info */
     int max_workers;         /* bus worker pool size; <= 0 = 10 */
     double shutdown_timeout; /* seconds the graceful shutdown may take; <= 0 = 5 */
     bool no_signals;         /* true: run() does not handle SIGINT/SIGTERM (tests, embedding) */
@@ -44,8 +49,19 @@ typedef struct daebus_app_options {
 
 #define DAEBUS_APP_OPTIONS_INIT                                                                    \
     {                                                                                              \
-        NULL, NULL, -1, -1, 0, 0.0, false                                                          \
+        NULL, NULL, 0, 0, 0, 0.0, false                                                            \
     }
+
+/* A command-line option and environment variable of the service's own,
+ * parsed by daebus_app_configure() with the standard ones and listed in
+ * --help. Its value is text; read it with daebus_app_option_value(). */
+typedef struct daebus_app_option {
+    const char *name;          /* flag without the dashes: "status-interval" */
+    const char *env;           /* environment variable, e.g. "CHAT_STATUS_INTERVAL"; NULL = none */
+    const char *default_value; /* NULL = no value unless given */
+    const char *help;          /* one line for --help */
+    const char *metavar;       /* value placeholder in --help; NULL = "VALUE" */
+} daebus_app_option;
 
 /* Creates an app and registers daebus_default_blueprint into it.
  * Ownership: option strings are copied. Returns: NULL on failure (err filled).
@@ -56,9 +72,25 @@ DAEBUS_API daebus_app *daebus_app_create(const daebus_app_options *opts, daebus_
  * Thread: not while run() is executing on another thread (join it first). */
 DAEBUS_API void daebus_app_destroy(daebus_app *app);
 
+/* Declares a service option (see daebus_app_option). Precedence:
+ * default_value < environment < command line. Ownership: the strings are copied.
+ * Returns: 0; DAEBUS_EINVAL (no name, a name that is not letters, digits and
+ * '-', or the name of a standard flag); DAEBUS_EEXIST (declared already);
+ * DAEBUS_ESTATE (after configure or run); DAEBUS_ENOMEM. Each failure is logged.
+ * Thread: main thread, before daebus_app_configure(). */
+DAEBUS_API int daebus_app_add_option(daebus_app *app, const daebus_app_option *opt);
+
+/* Returns: the value of a declared service option (command line, else
+ * environment, else default_value), or NULL if it has none or was not declared.
+ * Ownership: owned by app, valid until it is destroyed or configured again.
+ * Thread: any, after configure. */
+DAEBUS_API const char *daebus_app_option_value(const daebus_app *app, const char *name);
+
 /* Applies the environment then argv (config.h) over the options given at
- * creation. On --help or --version prints to stdout and exits 0; on a bad
- * value prints the message to stderr and exits 2.
+ * creation, the service's own options included. On --help or --version
+ * prints to stdout and exits 0; on a bad value or an unknown option prints
+ * the message ("unknown option '--bogus'") and a hint to use --help to
+ * stderr and exits 2.
  * Thread: main thread, before run. */
 DAEBUS_API void daebus_app_configure(daebus_app *app, int argc, char **argv);
 
@@ -68,7 +100,11 @@ DAEBUS_API int daebus_app_configure_args(daebus_app *app, int argc, char **argv,
 
 /* Merges bp into the app: its handlers join the app's tables, routes get bp's
  * prefix. A key already present is replaced ("later one wins") with a warning
- * naming both registration sites. Ownership: bp is borrowed and must outlive
+ * naming both registration sites; routes whose patterns differ only in their
+ * parameter names ("/a/<x>" and "/a/<y>") are the same key. A route pattern
+ * that cannot be parsed is refused with a log line saying why. A blueprint
+ * whose handlers were defined with the macros but that no call registers is
+ * named in a warning when the app starts. Ownership: bp is borrowed and must outlive
  * the app. Returns: 0, DAEBUS_EINVAL, DAEBUS_ESTATE (app running), DAEBUS_ENOMEM.
  * Thread: before run. */
 DAEBUS_API int daebus_app_register_blueprint(daebus_app *app, daebus_blueprint *bp);
@@ -105,7 +141,9 @@ DAEBUS_API daebus_scheduler *daebus_app_scheduler(const daebus_app *app);
 /* Effective configuration after configure(). Ownership: strings owned by app. */
 DAEBUS_API const char *daebus_app_service(const daebus_app *app);
 DAEBUS_API const char *daebus_app_redis_url(const daebus_app *app);
-DAEBUS_API int daebus_app_http_port(const daebus_app *app); /* -1 = not configured */
+/* 0 = not configured (the HTTP component's own option applies), DAEBUS_PORT_ANY
+ * = any free port, else the port. */
+DAEBUS_API int daebus_app_http_port(const daebus_app *app);
 DAEBUS_API int daebus_app_max_workers(const daebus_app *app);
 DAEBUS_API double daebus_app_shutdown_timeout(const daebus_app *app);
 

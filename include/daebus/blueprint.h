@@ -164,10 +164,15 @@ struct daebus_blueprint {
     daebus_handler_desc *static_head;
     daebus_handler_desc *dynamic_head;
     int heap;
+    const char *file; /* DAEBUS_BLUEPRINT's site, for the "never registered" warning */
+    int line;
+    struct daebus_blueprint *next_defined; /* every blueprint a macro linked into */
+    int defined;
 };
 
 /* Defines a static blueprint: DAEBUS_BLUEPRINT(chat_bp, "chat", .prefix = "/chat"); */
-#define DAEBUS_BLUEPRINT(var, ...) daebus_blueprint var = {.name = __VA_ARGS__}
+#define DAEBUS_BLUEPRINT(var, ...)                                                                 \
+    daebus_blueprint var = {.name = __VA_ARGS__, .file = __FILE__, .line = __LINE__}
 /* Declares one defined in another file (in a header or main.c). */
 #define DAEBUS_BLUEPRINT_DECLARE(var) extern daebus_blueprint var
 
@@ -217,7 +222,9 @@ DAEBUS_API int daebus_blueprint_add_on_start(daebus_blueprint *bp, daebus_on_sta
 DAEBUS_API size_t daebus_blueprint_count(const daebus_blueprint *bp, int kind);
 
 /* Used by the macros' constructors: links a static descriptor into
- * desc->opts.bp (or the default blueprint). Does not allocate or log. */
+ * desc->opts.bp (or the default blueprint), and that blueprint into the
+ * process-wide list of defined blueprints, which daebus_app_run() checks for
+ * blueprints nobody registered. Does not allocate or log. */
 DAEBUS_API void daebus_blueprint_link_static(daebus_handler_desc *desc);
 
 /* ---- macros ---- */

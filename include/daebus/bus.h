@@ -116,8 +116,10 @@ struct daebus_bus_stats {
  * Returns: NULL on failure (err filled). Thread: any, before run. */
 DAEBUS_API daebus_bus *daebus_bus_create(const daebus_bus_options *opts, daebus_error *err);
 
-/* Attaches bus to app. On success the app owns it (destroyed with the app);
- * on failure the caller still owns it. Accepts bus NULL (DAEBUS_EINVAL).
+/* Attaches bus to app.
+ * Ownership: attach takes bus on every path: on failure (app NULL included) it
+ * is destroyed, so the caller never frees it. Passing bus NULL (a failed create)
+ * returns DAEBUS_EINVAL, so "attach(create(...), app)" needs no check.
  * Returns: 0, DAEBUS_EINVAL, DAEBUS_EEXIST, DAEBUS_ESTATE. Thread: main, before run. */
 DAEBUS_API int daebus_bus_attach(daebus_bus *bus, daebus_app *app);
 
@@ -192,8 +194,12 @@ DAEBUS_API int daebus_bus_reply_error(daebus_bus_request *req, const char *fmt, 
  * object payload; a non-object payload is wrapped as
  * {"data": payload, "progress_percentage": pct}); pct < 0 adds nothing.
  * payload NULL means {}. Any number may be sent before the final reply.
- * Ownership: payload borrowed. Returns: as daebus_bus_reply(). */
+ * Thread: as daebus_bus_reply().
+ * Ownership: payload borrowed (progress) / consumed on every path
+ * (progress_take: daebus_bus_progress_take(req, cJSON_CreateObject(), 50)
+ * does not leak). Returns: as daebus_bus_reply(). */
 DAEBUS_API int daebus_bus_progress(daebus_bus_request *req, const cJSON *payload, double pct);
+DAEBUS_API int daebus_bus_progress_take(daebus_bus_request *req, cJSON *payload, double pct);
 
 /* Keeps req (and its JSON) alive after the handler returns, so that another
  * thread can reply later. Each retain needs one release. When the last

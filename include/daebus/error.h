@@ -61,6 +61,13 @@ typedef struct daebus_error {
  * Thread: safe. Ownership: the string is static; do not free. */
 DAEBUS_API const char *daebus_strerror(int code);
 
+/* Returns: the code's name, e.g. "DAEBUS_EIO" for DAEBUS_EIO, "DAEBUS_OK" for
+ * 0, or "not a DAEBUS_E* code" for other values (a handler that returned -5
+ * meaning errno EIO). Log lines about a failed handler show both:
+ * "returned -7 (DAEBUS_EIO: input/output error)".
+ * Thread: safe. Ownership: the string is static; do not free. */
+DAEBUS_API const char *daebus_errname(int code);
+
 /* Fills err (if not NULL) with code and a printf-style message; returns code.
  * Thread: safe. */
 DAEBUS_API int daebus_error_set(daebus_error *err, int code, const char *fmt, ...)

@@ -15,10 +15,13 @@
  *
  * Routes come from the app's merged ROUTE registrations when the component
  * starts. Patterns are Flask-style: "<name>" matches one non-empty segment,
- * "<int:name>" an integer segment, "<path:name>" the rest of the path (last
- * segment only); a literal segment beats a parameter. Path parameters arrive
- * percent-decoded (CivetWeb decodes the path before routing, so "%2F" acts as
- * a separator).
+ * "<int:name>" an integer segment ("-12"), "<float:name>" a decimal number
+ * segment ("2.5", "-3", "1e3"), "<path:name>" the rest of the path (last
+ * segment only); a literal segment beats a parameter. The path is split at
+ * its raw slashes before each segment is percent-decoded, so "%2F" stays
+ * inside its parameter ("/rooms/a%2Fb" gives room = "a/b"). In the payload,
+ * <int:> and <float:> parameters are JSON numbers, the others strings;
+ * daebus_http_request_param() returns the text of any of them.
  *
  * Every request gets a JSON payload (daebus_http_request_payload): the query
  * parameters, then the fields of a JSON object body or of an urlencoded form
@@ -74,11 +77,13 @@ typedef struct daebus_http_cors {
     int max_age;                 /* preflight cache seconds; <= 0 = not sent */
 } daebus_http_cors;
 
-#define DAEBUS_HTTP_PORT_ANY -1 /* options.port: let the kernel pick a free port */
+/* options.port: let the kernel pick a free port (the same as DAEBUS_PORT_ANY, config.h). */
+#define DAEBUS_HTTP_PORT_ANY DAEBUS_PORT_ANY
 
 typedef struct daebus_http_options {
-    int port;                 /* 0 = 8080; DAEBUS_HTTP_PORT_ANY = a free port. The app's
-                                 --port / DAEBUS_HTTP_PORT overrides it (0 there = free port) */
+    int port;                 /* 0 = 8080; DAEBUS_PORT_ANY = a free port. The app's
+                                 http_port, --port and DAEBUS_HTTP_PORT override it
+                                 ("--port 0" = a free port) */
     const char *bind_address; /* NULL = "0.0.0.0" */
     int num_threads;          /* CivetWeb worker threads = open connections served at once;
                                  <= 0 = 32 (plus threads reserved by the WebSocket component) */
@@ -131,8 +136,10 @@ typedef struct daebus_http_stats {
  * Thread: any, before run. */
 DAEBUS_API daebus_http *daebus_http_create(const daebus_http_options *opts, daebus_error *err);
 
-/* Attaches http to app. Ownership: on success the app owns http and destroys
- * it; on failure the caller still owns it.
+/* Attaches http to app.
+ * Ownership: attach takes http on every path: on failure (app NULL included) it
+ * is destroyed, so the caller never frees it. Passing http NULL (a failed create)
+ * returns DAEBUS_EINVAL, so "attach(create(...), app)" needs no check.
  * Returns: 0, DAEBUS_EEXIST (an HTTP component is attached already),
  * DAEBUS_ESTATE (app running), DAEBUS_EINVAL. Thread: before run. */
 DAEBUS_API int daebus_http_attach(daebus_http *http, daebus_app *app);
@@ -142,7 +149,7 @@ DAEBUS_API int daebus_http_attach(daebus_http *http, daebus_app *app);
 DAEBUS_API void daebus_http_destroy(daebus_http *http);
 
 /* Returns: the port the server listens on while running (the real one when
- * port 0 / DAEBUS_HTTP_PORT_ANY was asked), else -1. Thread: any. */
+ * DAEBUS_PORT_ANY or --port 0 was asked), else -1. Thread: any. */
 DAEBUS_API int daebus_http_port(const daebus_http *http);
 
 /* Fills out with the counters. Returns: 0 or DAEBUS_EINVAL. Thread: any. */

@@ -22,18 +22,21 @@
 extern "C" {
 #endif
 
+/* DAEBUS_LOG_DEFAULT (0) stands for "not set" in option structs, so that a
+ * zeroed struct means the default level, info. */
 typedef enum daebus_log_level {
-    DAEBUS_LOG_DEBUG = 0,
-    DAEBUS_LOG_INFO = 1,
-    DAEBUS_LOG_WARNING = 2,
-    DAEBUS_LOG_ERROR = 3,
-    DAEBUS_LOG_CRITICAL = 4,
-    DAEBUS_LOG_OFF = 5
+    DAEBUS_LOG_DEFAULT = 0,
+    DAEBUS_LOG_DEBUG = 1,
+    DAEBUS_LOG_INFO = 2,
+    DAEBUS_LOG_WARNING = 3,
+    DAEBUS_LOG_ERROR = 4,
+    DAEBUS_LOG_CRITICAL = 5,
+    DAEBUS_LOG_OFF = 6
 } daebus_log_level;
 
 typedef enum daebus_log_format { DAEBUS_LOG_TEXT = 0, DAEBUS_LOG_JSON = 1 } daebus_log_format;
 
-/* Sets the minimum level written. Thread: safe. */
+/* Sets the minimum level written (DAEBUS_LOG_DEFAULT = info). Thread: safe. */
 DAEBUS_API void daebus_log_set_level(daebus_log_level level);
 DAEBUS_API daebus_log_level daebus_log_get_level(void);
 

@@ -71,8 +71,11 @@ typedef struct daebus_scheduler_options {
 DAEBUS_API daebus_scheduler *daebus_scheduler_create(const daebus_scheduler_options *opts,
                                                      daebus_error *err);
 
-/* Attaches s to app. Ownership: on success the app owns s and destroys it;
- * on failure the caller still owns it. Returns: 0, DAEBUS_EINVAL,
+/* Attaches s to app.
+ * Ownership: attach takes s on every path: on failure (app NULL included) it
+ * is destroyed, so the caller never frees it. Passing s NULL (a failed create)
+ * returns DAEBUS_EINVAL, so "attach(create(...), app)" needs no check.
+ * Returns: 0, DAEBUS_EINVAL,
  * DAEBUS_EEXIST (a scheduler is already attached), DAEBUS_ESTATE (app running).
  * Thread: before daebus_app_run(). */
 DAEBUS_API int daebus_scheduler_attach(daebus_scheduler *s, daebus_app *app);

@@ -173,7 +173,9 @@ DAEBUS_API daebus_ws *daebus_ws_create(const daebus_ws_options *opts, daebus_err
  * shares its port): otherwise DAEBUS_EORDER. Reserves max_clients CivetWeb
  * threads in the HTTP component (Debian's CivetWeb 1.15 gives each worker a
  * fixed 100 KiB stack: keep large buffers off the stack in socket handlers).
- * Ownership: on success the app owns ws; on failure the caller still does.
+ * Ownership: attach takes ws on every path: on failure (app NULL included) it
+ * is destroyed, so the caller never frees it. Passing ws NULL (a failed create)
+ * returns DAEBUS_EINVAL, so "attach(create(...), app)" needs no check.
  * Returns: 0, DAEBUS_EORDER, DAEBUS_EEXIST, DAEBUS_ESTATE, DAEBUS_EINVAL.
  * Thread: before run. */
 DAEBUS_API int daebus_ws_attach(daebus_ws *ws, daebus_app *app);

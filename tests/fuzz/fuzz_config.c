@@ -17,9 +17,10 @@ static const char *const env_names[] = {"DAEBUS_HTTP_PORT", "DAEBUS_REDIS_URL", 
 
 static void check_config(const daebus_config *c)
 {
-    FUZZ_CHECK(c->http_port >= -1 && c->http_port <= 65535);
-    FUZZ_CHECK(c->log_level >= -1 && c->log_level <= DAEBUS_LOG_OFF);
-    FUZZ_CHECK(c->max_workers == -1 || (c->max_workers >= 1 && c->max_workers <= 1024));
+    /* zero = unset; a port is 1..65535 or DAEBUS_PORT_ANY ("0" given) */
+    FUZZ_CHECK(c->http_port >= DAEBUS_PORT_ANY && c->http_port <= 65535);
+    FUZZ_CHECK(c->log_level >= DAEBUS_LOG_DEFAULT && c->log_level <= DAEBUS_LOG_OFF);
+    FUZZ_CHECK(c->max_workers == 0 || (c->max_workers >= 1 && c->max_workers <= 1024));
     if (c->service)
         FUZZ_CHECK(c->service[0] && strlen(c->service) <= 200);
     if (c->redis_url) {
@@ -56,7 +57,7 @@ static void check_word(const char *w)
         FUZZ_CHECK(w[0] != '\0');
     daebus_log_level lvl;
     if (daebus_log_level_parse(w, &lvl) == 0)
-        FUZZ_CHECK((int)lvl >= 0 && lvl <= DAEBUS_LOG_OFF);
+        FUZZ_CHECK(lvl >= DAEBUS_LOG_DEBUG && lvl <= DAEBUS_LOG_OFF);
     char small[32];
     size_t n = daebus_config_usage(w, small, sizeof small);
     FUZZ_CHECK(n < sizeof small && strlen(small) == n);

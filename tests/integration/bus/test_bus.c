@@ -34,9 +34,7 @@ ACTION(progress3, "progress3")
     daebus_bus_progress(req, p, 10);
     cJSON_ReplaceItemInObject(p, "step", cJSON_CreateNumber(2));
     daebus_bus_progress(req, p, 150);
-    cJSON *s = cJSON_CreateString("raw");
-    daebus_bus_progress(req, s, 50);
-    cJSON_Delete(s);
+    daebus_bus_progress_take(req, cJSON_CreateString("raw"), 50); /* takes the string */
     cJSON_Delete(p);
     cJSON *f = cJSON_CreateObject();
     cJSON_AddTrueToObject(f, "done");

@@ -271,13 +271,12 @@ static void test_api_misuse(void)
 {
     daebus_bus *b = daebus_bus_create(NULL, NULL);
     CU_ASSERT_PTR_NOT_NULL(b);
-    CU_ASSERT_EQUAL(daebus_bus_attach(b, NULL), DAEBUS_EINVAL);
     CU_ASSERT_EQUAL(daebus_bus_attach(NULL, NULL), DAEBUS_EINVAL);
     cJSON *o = cJSON_CreateObject();
     CU_ASSERT_EQUAL(daebus_bus_broadcast(b, "x", o), DAEBUS_ESTATE); /* not running */
     cJSON_Delete(o);
     CU_ASSERT_PTR_NULL(daebus_bus_caller(b));
-    daebus_bus_destroy(b);
+    CU_ASSERT_EQUAL(daebus_bus_attach(b, NULL), DAEBUS_EINVAL); /* and frees b */
     daebus_bus_destroy(NULL);
     daebus_caller_destroy(NULL);
     /* A bad URL fails the app's start. */

@@ -394,6 +394,17 @@ static void test_bad_flag(void)
     CU_ASSERT_EQUAL(wait_exit(pid, 10), 2);
     pid = start_service("--help", NULL);
     CU_ASSERT_EQUAL(wait_exit(pid, 10), 0);
+    pid = start_service("--bogus", NULL);
+    CU_ASSERT_EQUAL(wait_exit(pid, 10), 2);
+    /* --help lists the chat's own options (declared with daebus_app_add_option) */
+    char *out = ts_read_file(logpath, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "--status-interval SECONDS"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "(CHAT_STATUS_INTERVAL, default 60)"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "--static DIR"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "'abc' is not a number of seconds"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "chat_service: unknown option '--bogus'"));
+    free(out);
 }
 
 int main(void)

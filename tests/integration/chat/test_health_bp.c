@@ -29,8 +29,7 @@ static int start_app(const char *prefix)
     ho.port = DAEBUS_HTTP_PORT_ANY;
     ho.bind_address = "127.0.0.1";
     daebus_http *http = daebus_http_create(&ho, NULL);
-    if (!http || daebus_http_attach(http, app) != 0) {
-        daebus_http_destroy(http);
+    if (daebus_http_attach(http, app) != 0) { /* frees http on failure */
         return -1;
     }
     daebus_health_bp.prefix = prefix;

@@ -87,6 +87,41 @@ ROUTE(echo_all, "/echo",
     return daebus_http_send_json_take(res, 200, o);
 }
 
+/* <int:> and <float:> arrive as JSON numbers, the others as strings. */
+ROUTE(measure, "/measure/<float:x>/<int:n>/<label>")
+{
+    cJSON *o = cJSON_Duplicate(daebus_http_request_payload(req), 1);
+    cJSON_AddStringToObject(o, "x_text", daebus_http_request_param(req, "x"));
+    return daebus_http_send_json_take(res, 200, o);
+}
+
+/* Differ only in the parameter name: the same route, the later one wins. */
+ROUTE(dup_first, "/dup/<a>")
+{
+    return daebus_http_send(res, 200, "text/plain", "first", 5);
+}
+static const int dup_first_line = __LINE__ - 4;
+
+ROUTE(dup_second, "/dup/<b>")
+{
+    const char *b = daebus_http_request_param(req, "b");
+    return daebus_http_send(res, 200, "text/plain", b ? b : "?", b ? strlen(b) : 1);
+}
+static const int dup_second_line = __LINE__ - 5;
+
+/* Same shape, other methods: each handler sees its own pattern's names. */
+ROUTE(pm_get, "/pm/<a>")
+{
+    const char *v = daebus_http_request_param(req, "a");
+    return daebus_http_send(res, 200, "text/plain", v ? "a" : "-", 1);
+}
+
+ROUTE(pm_post, "/pm/<b>", .methods = DAEBUS_POST)
+{
+    const char *v = daebus_http_request_param(req, "b");
+    return daebus_http_send(res, 200, "text/plain", v ? "b" : "-", 1);
+}
+
 ROUTE(fails, "/fail")
 {
     return DAEBUS_EHANDLER;
@@ -297,6 +332,21 @@ static void test_exact_typed_path(void)
     CU_ASSERT_STRING_EQUAL(r.body, "a/b c/d.txt");
     CU_ASSERT_EQUAL(req("GET", "/slash/", NULL, NULL), 200);
     CU_ASSERT_EQUAL(req("GET", "/slash", NULL, NULL), 404);
+    /* typed parameters are numbers in the payload; the param text stays text */
+    CU_ASSERT_EQUAL(req("GET", "/measure/2.5/-4/7", NULL, NULL), 200);
+    CU_ASSERT_STRING_EQUAL(r.body, "{\"x\":2.5,\"n\":-4,\"label\":\"7\",\"x_text\":\"2.5\"}");
+    CU_ASSERT_EQUAL(req("GET", "/measure/1e3/0/x", NULL, NULL), 200);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body, "\"x\":1000,"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body, "\"x_text\":\"1e3\""));
+    CU_ASSERT_EQUAL(req("GET", "/measure/abc/1/x", NULL, NULL), 404);
+    CU_ASSERT_EQUAL(req("GET", "/measure/1.5/1.5/x", NULL, NULL), 404);
+    /* duplicates by shape: the later registration serves, with its names */
+    CU_ASSERT_EQUAL(req("GET", "/dup/zz", NULL, NULL), 200);
+    CU_ASSERT_STRING_EQUAL(r.body, "zz");
+    CU_ASSERT_EQUAL(req("GET", "/pm/1", NULL, NULL), 200);
+    CU_ASSERT_STRING_EQUAL(r.body, "a");
+    CU_ASSERT_EQUAL(req("POST", "/pm/1", NULL, NULL), 200);
+    CU_ASSERT_STRING_EQUAL(r.body, "b");
 }
 
 static void test_methods(void)
@@ -617,6 +667,15 @@ static void test_stats_and_log(void)
     CU_ASSERT(n > 0);
     buf[n > 0 ? n : 0] = '\0';
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "GET /teapot 418"));
+    /* a failing handler's line names its code */
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "returned -16 (DAEBUS_EHANDLER: handler failed)"));
+    /* the duplicate route, warned once when the app merged it */
+    char want[256];
+    snprintf(want, sizeof want,
+             "route GET \"/dup/<b>\": test_http_routes.c:%d overrides \"/dup/<a>\" at "
+             "test_http_routes.c:%d",
+             dup_second_line, dup_first_line);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, want));
 }
 
 int main(void)

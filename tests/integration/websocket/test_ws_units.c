@@ -233,16 +233,17 @@ static void test_attach_order(void)
     CU_ASSERT_EQUAL(err.code, DAEBUS_EINVAL);
     daebus_ws *ws = daebus_ws_create(NULL, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(ws);
-    /* before HTTP: refused, still ours */
+    /* before HTTP: refused, and freed (attach takes it on every path) */
     CU_ASSERT_EQUAL(daebus_ws_attach(ws, app), DAEBUS_EORDER);
     CU_ASSERT_PTR_NULL(daebus_app_websocket(app));
+    ws = daebus_ws_create(NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ws);
     daebus_http *http = daebus_http_create(NULL, NULL);
     CU_ASSERT_EQUAL_FATAL(daebus_http_attach(http, app), 0);
     CU_ASSERT_EQUAL(daebus_ws_attach(ws, app), 0);
     CU_ASSERT_PTR_EQUAL(daebus_app_websocket(app), ws);
     daebus_ws *ws2 = daebus_ws_create(NULL, NULL);
-    CU_ASSERT_EQUAL(daebus_ws_attach(ws2, app), DAEBUS_EEXIST);
-    daebus_ws_destroy(ws2);
+    CU_ASSERT_EQUAL(daebus_ws_attach(ws2, app), DAEBUS_EEXIST); /* freed ws2 */
     /* not running: the API answers sensibly */
     CU_ASSERT_EQUAL(daebus_ws_get_client_count(ws), 0);
     CU_ASSERT_EQUAL(daebus_ws_send_to_client(ws, "x", NULL, NULL), DAEBUS_ENOENT);

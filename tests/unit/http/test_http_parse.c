@@ -150,14 +150,13 @@ static void test_router(void)
     CU_ASSERT_EQUAL(daebus__http_router_add(r, "/a/<x>/b", DAEBUS_GET, H1, &err), 0);
     CU_ASSERT_EQUAL(daebus__http_router_add(r, "/a/lit/c", DAEBUS_GET, H2, &err), 0);
     CU_ASSERT_EQUAL(daebus__http_router_add(r, "/", DAEBUS_GET, H3, &err), 0);
-    CU_ASSERT_EQUAL(daebus__http_router_add(r, "/x/<float:f>", DAEBUS_GET, H1, &err),
-                    DAEBUS_EINVAL);
+    CU_ASSERT_EQUAL(daebus__http_router_add(r, "/x/<float:f>", DAEBUS_GET, H1, &err), 0);
     CU_ASSERT_EQUAL(daebus__http_router_add(r, "/x/<path:p>/y", DAEBUS_GET, H1, &err),
                     DAEBUS_EINVAL);
     CU_ASSERT_EQUAL(daebus__http_router_add(r, "/x/<a>/<a>", DAEBUS_GET, H1, &err), DAEBUS_EINVAL);
     CU_ASSERT_EQUAL(daebus__http_router_add(r, "/x/<1a>", DAEBUS_GET, H1, &err), DAEBUS_EINVAL);
     CU_ASSERT_EQUAL(daebus__http_router_add(r, "x", DAEBUS_GET, H1, &err), DAEBUS_EINVAL);
-    CU_ASSERT_EQUAL(daebus__http_router_count(r), 7);
+    CU_ASSERT_EQUAL(daebus__http_router_count(r), 8);
 
     daebus__http_match m;
     CU_ASSERT_EQUAL(match(r, "/devices/special", DAEBUS_GET, &m), 1);
@@ -183,6 +182,80 @@ static void test_router(void)
     CU_ASSERT_EQUAL(match(r, "/a/lit/c", DAEBUS_GET, &m), 1);
     CU_ASSERT_PTR_EQUAL(m.route->handlers[0], H2);
     CU_ASSERT_EQUAL(match(r, "/", DAEBUS_GET, &m), 1);
+    daebus__http_router_destroy(r);
+}
+
+/* The error for a bad pattern, or "" when it is accepted. */
+static const char *pattern_error(const char *pattern)
+{
+    static daebus_error err;
+    char shape[256];
+    memset(&err, 0, sizeof err);
+    daebus__http_route_shape(pattern, shape, sizeof shape, &err);
+    daebus__http_router *r = daebus__http_router_create();
+    daebus_error err2 = {0};
+    int rc = daebus__http_router_add(r, pattern, DAEBUS_GET, H1, &err2);
+    daebus__http_router_destroy(r);
+    CU_ASSERT_STRING_EQUAL(err.message, err2.message); /* one parser, one message */
+    CU_ASSERT_EQUAL(rc, err.message[0] ? DAEBUS_EINVAL : 0);
+    return err.message;
+}
+
+static void test_router_pattern_errors(void)
+{
+    CU_ASSERT_STRING_EQUAL(pattern_error("/a/<x>"), "");
+    CU_ASSERT_STRING_EQUAL(pattern_error("/a/<x"),
+                           "route \"/a/<x\": '<' without a closing '>' in segment \"<x\"");
+    CU_ASSERT_STRING_EQUAL(pattern_error("/a/x>"),
+                           "route \"/a/x>\": '>' without an opening '<' in segment \"x>\"");
+    CU_ASSERT_PTR_NOT_NULL(strstr(pattern_error("/a/b<x>"), "must be a whole segment: \"b<x>\""));
+    CU_ASSERT_PTR_NOT_NULL(
+        strstr(pattern_error("/a/<uuid:x>"), "unknown converter in \"<uuid:x>\""));
+    CU_ASSERT_PTR_NOT_NULL(strstr(pattern_error("/a/<int:>"), "parameter without a name"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(pattern_error("/a/<x-y>"), "is not an identifier"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(pattern_error("/a/<p>/<p>"), "parameter 'p' appears twice"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(pattern_error("/<path:p>/x"), "must be the last segment"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(pattern_error("a/b"), "must start with '/'"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(pattern_error("/<<x>>"), "one parameter per segment"));
+    /* never "out of memory" for a bad pattern */
+    CU_ASSERT_PTR_NULL(strstr(pattern_error("/a/<x"), "memory"));
+
+    char a[64], b[64];
+    CU_ASSERT_EQUAL(
+        daebus__http_route_shape("/a/<x>/<int:n>/<float:f>/<path:p>", a, sizeof a, NULL), 0);
+    CU_ASSERT_STRING_EQUAL(a, "/a/<>/<int:>/<float:>/<path:>");
+    daebus__http_route_shape("/a/<string:y>", a, sizeof a, NULL);
+    daebus__http_route_shape("/a/<z>", b, sizeof b, NULL);
+    CU_ASSERT_STRING_EQUAL(a, b);
+}
+
+static void test_router_float_and_names(void)
+{
+    daebus__http_router *r = daebus__http_router_create();
+    CU_ASSERT_EQUAL(daebus__http_router_add(r, "/t/<float:x>", DAEBUS_GET, H1, NULL), 0);
+    CU_ASSERT_EQUAL(daebus__http_router_add(r, "/t/<s>", DAEBUS_GET, H2, NULL), 0);
+    /* same shape, other names, other method: one route, names per method */
+    CU_ASSERT_EQUAL(daebus__http_router_add(r, "/p/<a>", DAEBUS_GET, H1, NULL), 0);
+    CU_ASSERT_EQUAL(daebus__http_router_add(r, "/p/<b>", DAEBUS_POST, H2, NULL), 0);
+    CU_ASSERT_EQUAL(daebus__http_router_count(r), 3);
+    daebus__http_match m;
+    static const char *const floats[] = {"2.5", "-3", "1e3", "0.000001", "-1.5E-2"};
+    for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++) {
+        char path[32];
+        snprintf(path, sizeof path, "/t/%s", floats[i]);
+        CU_ASSERT_EQUAL(match(r, path, DAEBUS_GET, &m), 1);
+        CU_ASSERT_PTR_EQUAL(m.route->handlers[0], H1);
+    }
+    static const char *const strings[] = {"abc", "1.", ".5", "1e", "1e9999", "nan", "inf", "0x10"};
+    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
+        char path[32];
+        snprintf(path, sizeof path, "/t/%s", strings[i]);
+        CU_ASSERT_EQUAL(match(r, path, DAEBUS_GET, &m), 1);
+        CU_ASSERT_PTR_EQUAL(m.route->handlers[0], H2);
+    }
+    CU_ASSERT_EQUAL(match(r, "/p/1", DAEBUS_GET, &m), 1);
+    CU_ASSERT_STRING_EQUAL(m.route->param_names[0][0], "a");
+    CU_ASSERT_STRING_EQUAL(m.route->param_names[1][0], "b");
     daebus__http_router_destroy(r);
 }
 
@@ -224,5 +297,7 @@ int main(void)
     CU_add_test(s, "CORS header builder", test_cors_builder);
     CU_add_test(s, "router precedence and converters", test_router);
     CU_add_test(s, "router with 2000 routes", test_router_many);
+    CU_add_test(s, "router pattern errors and shapes", test_router_pattern_errors);
+    CU_add_test(s, "router <float:> and names per method", test_router_float_and_names);
     return ts_run_cunit();
 }
