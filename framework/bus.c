@@ -33,6 +33,7 @@
 #include "component.h"
 #include "redis_conn.h"
 #include "worker_pool.h"
+#include "utf8.h"
 
 #define LOGC "bus"
 
@@ -181,7 +182,8 @@ static int send_response(daebus_bus *bus, const char *channel, bool error, const
     }
     /* While the connection is down the subscriber has already said so once. */
     daebus_log(atomic_load(&bus->connected) ? DAEBUS_LOG_WARNING : DAEBUS_LOG_DEBUG, LOGC,
-               "could not publish a reply on '%.100s': %s", channel, daebus_strerror(rc));
+               "could not publish a reply on '%.*s': %s", daebus__utf8_prec(channel, 100), channel,
+               daebus_strerror(rc));
     return rc;
 }
 
@@ -257,7 +259,7 @@ static void auto_error(daebus_bus_request *r, const char *fmt_action)
     if (!r->is_action || !r->reply_channel || !claim_final(r))
         return;
     char text[300];
-    snprintf(text, sizeof text, fmt_action, r->env.action ? r->env.action : "?");
+    daebus__utf8_snprintf(text, sizeof text, fmt_action, r->env.action ? r->env.action : "?");
     send_error_text(r->bus, r->reply_channel, r->env.request_id, text);
 }
 
@@ -396,7 +398,7 @@ int daebus_bus_reply_error(daebus_bus_request *r, const char *fmt, ...)
     char text[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(text, sizeof text, fmt ? fmt : "error", ap);
+    daebus__utf8_vsnprintf(text, sizeof text, fmt ? fmt : "error", ap);
     va_end(ap);
     cJSON *p = cJSON_CreateObject();
     if (!p || !cJSON_AddStringToObject(p, "error", text)) {
@@ -532,10 +534,12 @@ static void on_service_message(daebus_bus *bus, const char *channel, const char 
         atomic_fetch_add(&bus->unknown_actions, 1);
         if (env.reply_to && env.request_id) {
             char text[200];
-            snprintf(text, sizeof text, "Unknown action '%.150s'", env.action);
+            snprintf(text, sizeof text, "Unknown action '%.*s'", daebus__utf8_prec(env.action, 150),
+                     env.action);
             send_error_text(bus, env.reply_to, env.request_id, text);
         }
-        DAEBUS_LOG_DEBUGF(LOGC, "no handler for action '%.100s'", env.action);
+        DAEBUS_LOG_DEBUGF(LOGC, "no handler for action '%.*s'", daebus__utf8_prec(env.action, 100),
+                          env.action);
         daebus__bus_envelope_free(&env);
         return;
     }
@@ -647,7 +651,8 @@ static int subscribe_all(daebus_bus *bus, daebus_error *err)
         if (n == 0)
             continue;
         if (r->type == REDIS_REPLY_ERROR) {
-            daebus_error_set(err, DAEBUS_ECONN, "SUBSCRIBE refused: %.120s", r->str);
+            daebus_error_set(err, DAEBUS_ECONN, "SUBSCRIBE refused: %.*s",
+                             daebus__utf8_prec(r->str, 120), r->str);
             freeReplyObject(r);
             redisFree(s);
             return -1;

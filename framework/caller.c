@@ -25,6 +25,7 @@
 #include "bus_parse.h"
 #include "component.h"
 #include "redis_conn.h"
+#include "utf8.h"
 
 #define NBUCKETS 256
 #define LOGC     "caller"
@@ -193,14 +194,15 @@ static void fail_list(daebus_caller *c, pending *list, int status, const char *w
         char msg[420];
         if (list->failed == FAIL_NOLISTENER) { /* whichever pass takes it */
             st = DAEBUS_ENOLISTENER;
-            snprintf(msg, sizeof msg, "%s", list->why ? list->why : "no service is listening");
+            daebus__utf8_snprintf(msg, sizeof msg, "%s",
+                                  list->why ? list->why : "no service is listening");
         } else if (status == 0) { /* expiry pass: per-entry cause */
             st = list->failed ? DAEBUS_ECONN : DAEBUS_ETIMEDOUT;
             snprintf(msg, sizeof msg, "%s",
                      list->failed ? "request could not be published (no connection to Redis)"
                                   : "request timed out");
         } else {
-            snprintf(msg, sizeof msg, "%s", why);
+            daebus__utf8_snprintf(msg, sizeof msg, "%s", why);
         }
         complete(c, list, st, NULL, msg);
         list = n;
@@ -233,8 +235,8 @@ static void handle_reply(daebus_caller *c, const char *data, size_t len)
     }
     pthread_mutex_unlock(&c->lock);
     if (!p) {
-        DAEBUS_LOG_DEBUGF(LOGC, "dropping reply for unknown or expired request %.40s",
-                          r.request_id);
+        DAEBUS_LOG_DEBUGF(LOGC, "dropping reply for unknown or expired request %.*s",
+                          daebus__utf8_prec(r.request_id, 40), r.request_id);
     } else if (!r.final) {
         /* Only this thread removes entries, so p stays valid here. */
         if (p->progress) {
@@ -289,8 +291,8 @@ static int subscribe_reply_channel(daebus_caller *c, daebus_error *err)
                      strcmp(r->element[0]->str, "subscribe") == 0;
             int refused = r->type == REDIS_REPLY_ERROR;
             if (refused)
-                daebus_error_set(err, DAEBUS_ECONN, "redis %s: SUBSCRIBE refused: %.100s", c->where,
-                                 r->str);
+                daebus_error_set(err, DAEBUS_ECONN, "redis %s: SUBSCRIBE refused: %.*s", c->where,
+                                 daebus__utf8_prec(r->str, 100), r->str);
             freeReplyObject(r);
             if (refused) {
                 redisFree(s);
@@ -550,7 +552,8 @@ int daebus_caller_request_async(daebus_caller *c, const char *service, const cha
         /* No connection, or PUBLISH reached no subscriber: nothing can answer,
          * so the request fails now instead of at its time-out. */
         char why[600];
-        snprintf(why, sizeof why, "no service '%.200s' is listening on %s", service, c->where);
+        daebus__utf8_snprintf(why, sizeof why, "no service '%.*s' is listening on %s",
+                              daebus__utf8_prec(service, 200), service, c->where);
         pthread_mutex_lock(&c->lock);
         for (pending *q = c->buckets[h]; q; q = q->next)
             if (q == p) {
@@ -587,7 +590,7 @@ static void waiter_done(daebus_caller *c, int status, const cJSON *payload, cons
     pthread_mutex_lock(&w->lock);
     w->status = status;
     w->payload = payload ? cJSON_Duplicate(payload, 1) : NULL;
-    snprintf(w->message, sizeof w->message, "%s", message ? message : "");
+    daebus__utf8_snprintf(w->message, sizeof w->message, "%s", message ? message : "");
     w->done = 1;
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->lock);

@@ -2,6 +2,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include "daebus/error.h"
+#include "utf8.h"
 
 const char *daebus_strerror(int code)
 {
@@ -35,7 +36,7 @@ int daebus_error_set(daebus_error *err, int code, const char *fmt, ...)
         va_list ap;
         err->code = code;
         va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        daebus__utf8_vsnprintf(err->message, sizeof err->message, fmt, ap);
         va_end(ap);
     }
     return code;

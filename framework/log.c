@@ -3,9 +3,16 @@
  * Each line is formatted into a stack buffer and written with a single
  * write(2), which keeps lines from different threads whole without a lock on
  * the hot path. Settings are atomics so any thread may change them.
+ *
+ * Log lines carry values from outside (names, paths, origins, a client's
+ * text), so the service name, the component and the message are escaped as
+ * the line is built (utf8.c): a newline in a username cannot start a forged
+ * line, a terminal escape cannot reach the operator's terminal, and every
+ * line is well-formed UTF-8 (in JSON, one valid JSON object). The framework
+ * never writes a multi-line message on purpose.
  */
-#include <ctype.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +21,7 @@
 #include <unistd.h>
 #include <pthread.h>
 #include "daebus/log.h"
+#include "utf8.h"
 
 static atomic_int g_level = DAEBUS_LOG_INFO;
 static atomic_int g_format = -1; /* -1: not decided yet, read DAEBUS_LOG_FORMAT */
@@ -100,24 +108,35 @@ static int current_format(void)
     return f;
 }
 
-/* Appends s to buf as JSON string content (no quotes). */
-static size_t json_escape(char *buf, size_t pos, size_t cap, const char *s)
+/* The escaped message of a line gets at most this much room: every byte of a
+ * 4 KiB message may need an escape, and a line is written with one write(2). */
+#define LINE_CAP (8192 + 512)
+
+/* Appends s, escaped for the format, to line[*n..cap); a part that does not
+ * fit is left out on a character boundary and marked with "...". */
+static void put_escaped(char *line, size_t *n, size_t cap, const char *s, bool json, bool cut)
 {
-    for (; *s && pos + 7 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            buf[pos++] = '\\';
-            buf[pos++] = (char)c;
-        } else if (c == '\n') {
-            buf[pos++] = '\\';
-            buf[pos++] = 'n';
-        } else if (c < 0x20) {
-            pos += (size_t)snprintf(buf + pos, cap - pos, "\\u%04x", c);
-        } else {
-            buf[pos++] = (char)c;
-        }
+    size_t len = strlen(s), used = 0;
+    size_t room = cap - *n;
+    if (room > 8)
+        room -= 8; /* the "...", the closing "} and the newline */
+    else
+        room = 1;
+    *n += json ? daebus__utf8_escape_json(line + *n, room, s, len, &used)
+               : daebus__utf8_escape_text(line + *n, room, s, len, &used);
+    if ((used < len || cut) && *n + 4 < cap) {
+        memcpy(line + *n, "...", 3);
+        *n += 3;
     }
-    return pos;
+}
+
+static void put(char *line, size_t *n, size_t cap, const char *s)
+{
+    size_t len = strlen(s);
+    if (*n + len < cap) {
+        memcpy(line + *n, s, len);
+        *n += len;
+    }
 }
 
 void daebus_logv(daebus_log_level level, const char *component, const char *fmt, va_list ap)
@@ -125,7 +144,10 @@ void daebus_logv(daebus_log_level level, const char *component, const char *fmt,
     if (!daebus_log_enabled(level))
         return;
     char msg[4096];
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    int r = daebus__utf8_vsnprintf(msg, sizeof msg, fmt, ap);
+    bool cut = r >= (int)sizeof msg;
+    if (r < 0)
+        msg[0] = '\0';
 
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -143,28 +165,34 @@ void daebus_logv(daebus_log_level level, const char *component, const char *fmt,
     if (!component)
         component = "app";
 
-    char line[4096 + 512];
-    size_t n;
+    /* Every value may come from outside (a name, a path, a client's text):
+     * escaped, a newline cannot start a forged line and the line stays
+     * well-formed UTF-8 (and, in JSON, one valid JSON object). */
+    char line[LINE_CAP];
+    size_t n = 0;
     if (current_format() == DAEBUS_LOG_JSON) {
-        n = (size_t)snprintf(line, sizeof line, "{\"ts\":\"%s\",\"level\":\"%s\",\"service\":\"",
-                             when, level_names[level]);
-        n = json_escape(line, n, sizeof line, service);
-        n += (size_t)snprintf(line + n, sizeof line - n, "\",\"component\":\"");
-        n = json_escape(line, n, sizeof line, component);
-        n += (size_t)snprintf(line + n, sizeof line - n, "\",\"msg\":\"");
-        n = json_escape(line, n, sizeof line, msg);
-        if (n + 3 > sizeof line)
-            n = sizeof line - 3;
-        line[n++] = '"';
-        line[n++] = '}';
-        line[n++] = '\n';
+        put(line, &n, sizeof line, "{\"ts\":\"");
+        put(line, &n, sizeof line, when);
+        put(line, &n, sizeof line, "\",\"level\":\"");
+        put(line, &n, sizeof line, level_names[level]);
+        put(line, &n, sizeof line, "\",\"service\":\"");
+        put_escaped(line, &n, n + 512, service, true, false);
+        put(line, &n, sizeof line, "\",\"component\":\"");
+        put_escaped(line, &n, n + 256, component, true, false);
+        put(line, &n, sizeof line, "\",\"msg\":\"");
+        put_escaped(line, &n, sizeof line, msg, true, cut);
+        put(line, &n, sizeof line, "\"}\n");
     } else {
-        n = (size_t)snprintf(line, sizeof line, "%s %s %s [%s] %s\n", when, level_tags[level],
-                             service, component, msg);
-        if (n >= sizeof line) {
-            n = sizeof line - 1;
-            line[n - 1] = '\n';
-        }
+        put(line, &n, sizeof line, when);
+        put(line, &n, sizeof line, " ");
+        put(line, &n, sizeof line, level_tags[level]);
+        put(line, &n, sizeof line, " ");
+        put_escaped(line, &n, n + 512, service, false, false);
+        put(line, &n, sizeof line, " [");
+        put_escaped(line, &n, n + 256, component, false, false);
+        put(line, &n, sizeof line, "] ");
+        put_escaped(line, &n, sizeof line, msg, false, cut);
+        put(line, &n, sizeof line, "\n");
     }
     int fd = atomic_load(&g_fd);
     size_t off = 0;

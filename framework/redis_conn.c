@@ -16,6 +16,7 @@
 #include <string.h>
 #include "daebus/log.h"
 #include "redis_conn.h"
+#include "utf8.h"
 
 /* ---- URL parsing ---- */
 
@@ -130,7 +131,8 @@ static int parse_userinfo(const char *s, size_t n, daebus_redis_url *u, const ch
     if (rc != 0)
         return daebus_error_set(
             err, DAEBUS_EINVAL,
-            "redis URL '%.64s': bad user or password (too long or bad %%-escape)", url);
+            "redis URL '%.*s': bad user or password (too long or bad %%-escape)",
+            daebus__utf8_prec(url, 64), url);
     return 0;
 }
 
@@ -150,12 +152,12 @@ static int parse_query(const char *q, daebus_redis_url *u, const char *url, daeb
             /* Not quoted: the value is the secret, and the message may be logged. */
             return daebus_error_set(
                 err, DAEBUS_EINVAL,
-                "redis URL '%.64s': bad password parameter (empty, too long or bad %%-escape)",
-                url);
+                "redis URL '%.*s': bad password parameter (empty, too long or bad %%-escape)",
+                daebus__utf8_prec(url, 64), url);
         } else {
-            return daebus_error_set(err, DAEBUS_EINVAL,
-                                    "redis URL '%.64s': unsupported query parameter '%.*s'", url,
-                                    (int)(n > 32 ? 32 : n), q);
+            return daebus_error_set(
+                err, DAEBUS_EINVAL, "redis URL '%.*s': unsupported query parameter '%.*s'",
+                daebus__utf8_prec(url, 64), url, (int)daebus__utf8_cut(q, n, 32), q);
         }
         q += n;
         if (*q == '&')
@@ -182,26 +184,28 @@ int daebus_redis_url_parse(const char *url, daebus_redis_url *out, daebus_error 
         u.is_unix = true;
     } else if (strncmp(url, "rediss://", 9) == 0) {
         return daebus_error_set(err, DAEBUS_EINVAL,
-                                "redis URL '%.64s': TLS (rediss://) is not supported; use redis:// "
+                                "redis URL '%.*s': TLS (rediss://) is not supported; use redis:// "
                                 "(e.g. through a local TLS tunnel) or unix://",
-                                shown);
+                                daebus__utf8_prec(shown, 64), shown);
     } else {
         return daebus_error_set(err, DAEBUS_EINVAL,
-                                "redis URL '%.64s': unsupported scheme (use "
+                                "redis URL '%.*s': unsupported scheme (use "
                                 "redis://[:password@]host:port[/db] or unix:///path)",
-                                shown);
+                                daebus__utf8_prec(shown, 64), shown);
     }
     if (u.is_unix) {
         /* unix://[[user]:password@]/path[?db=N&password=P] */
         const char *slash = strchr(rest, '/');
         if (!slash)
             return daebus_error_set(err, DAEBUS_EINVAL,
-                                    "redis URL '%.64s': expected unix:///absolute/path", shown);
+                                    "redis URL '%.*s': expected unix:///absolute/path",
+                                    daebus__utf8_prec(shown, 64), shown);
         if (slash != rest) {
             const char *at = memchr(rest, '@', (size_t)(slash - rest));
             if (!at || at + 1 != slash)
                 return daebus_error_set(err, DAEBUS_EINVAL,
-                                        "redis URL '%.64s': expected unix:///absolute/path", shown);
+                                        "redis URL '%.*s': expected unix:///absolute/path",
+                                        daebus__utf8_prec(shown, 64), shown);
             if (parse_userinfo(rest, (size_t)(at - rest), &u, shown, err) != 0)
                 return DAEBUS_EINVAL;
         }
@@ -209,7 +213,8 @@ int daebus_redis_url_parse(const char *url, daebus_redis_url *out, daebus_error 
         size_t n = q ? (size_t)(q - slash) : strlen(slash);
         if (n < 2 || copy_decoded(u.path, sizeof u.path, slash, n, 0) != 0)
             return daebus_error_set(err, DAEBUS_EINVAL,
-                                    "redis URL '%.64s': Unix socket path empty or too long", shown);
+                                    "redis URL '%.*s': Unix socket path empty or too long",
+                                    daebus__utf8_prec(shown, 64), shown);
         if (q && parse_query(q + 1, &u, shown, err) != 0)
             return DAEBUS_EINVAL;
         *out = u;
@@ -231,13 +236,14 @@ int daebus_redis_url_parse(const char *url, daebus_redis_url *out, daebus_error 
     if (*hp == '[') {
         const char *close = memchr(hp, ']', hlen);
         if (!close)
-            return daebus_error_set(err, DAEBUS_EINVAL, "redis URL '%.64s': unclosed '['", shown);
+            return daebus_error_set(err, DAEBUS_EINVAL, "redis URL '%.*s': unclosed '['",
+                                    daebus__utf8_prec(shown, 64), shown);
         hs = hp + 1;
         hn = (size_t)(close - hs);
         if (close + 1 < tail) {
             if (close[1] != ':')
-                return daebus_error_set(err, DAEBUS_EINVAL, "redis URL '%.64s': junk after ']'",
-                                        shown);
+                return daebus_error_set(err, DAEBUS_EINVAL, "redis URL '%.*s': junk after ']'",
+                                        daebus__utf8_prec(shown, 64), shown);
             portp = close + 2;
         }
     } else {
@@ -249,13 +255,15 @@ int daebus_redis_url_parse(const char *url, daebus_redis_url *out, daebus_error 
     if (hn == 0) {
         snprintf(u.host, sizeof u.host, "127.0.0.1");
     } else if (copy_decoded(u.host, sizeof u.host, hs, hn, 0) != 0) {
-        return daebus_error_set(err, DAEBUS_EINVAL, "redis URL '%.64s': host too long", shown);
+        return daebus_error_set(err, DAEBUS_EINVAL, "redis URL '%.*s': host too long",
+                                daebus__utf8_prec(shown, 64), shown);
     }
     if (portp) {
         long p;
         if (parse_num(portp, (size_t)(tail - portp), 1, 65535, &p) != 0)
             return daebus_error_set(err, DAEBUS_EINVAL,
-                                    "redis URL '%.64s': port must be a number 1-65535", shown);
+                                    "redis URL '%.*s': port must be a number 1-65535",
+                                    daebus__utf8_prec(shown, 64), shown);
         u.port = (int)p;
     }
     if (*tail == '/') {
@@ -265,14 +273,16 @@ int daebus_redis_url_parse(const char *url, daebus_redis_url *out, daebus_error 
         if (dn > 0) {
             if (parse_num(db, dn, 0, 1000000, &v) != 0)
                 return daebus_error_set(err, DAEBUS_EINVAL,
-                                        "redis URL '%.64s': database must be a number", shown);
+                                        "redis URL '%.*s': database must be a number",
+                                        daebus__utf8_prec(shown, 64), shown);
             u.db = (int)v;
         }
         tail = db + dn;
     }
     if (*tail == '?')
         return daebus_error_set(err, DAEBUS_EINVAL,
-                                "redis URL '%.64s': query parameters are not supported", shown);
+                                "redis URL '%.*s': query parameters are not supported",
+                                daebus__utf8_prec(shown, 64), shown);
     *out = u;
     return 0;
 }
@@ -383,7 +393,8 @@ static redisContext *connect_unguarded(const daebus_redis_url *url, double conne
             return NULL;
         }
         if (r->type == REDIS_REPLY_ERROR) {
-            daebus_error_set(err, DAEBUS_EAUTH, "redis %s: AUTH refused: %.120s", where, r->str);
+            daebus_error_set(err, DAEBUS_EAUTH, "redis %s: AUTH refused: %.*s", where,
+                             daebus__utf8_prec(r->str, 120), r->str);
             freeReplyObject(r);
             redisFree(c);
             return NULL;
@@ -400,7 +411,8 @@ static redisContext *connect_unguarded(const daebus_redis_url *url, double conne
         }
         if (r->type == REDIS_REPLY_ERROR) {
             int code = strstr(r->str, "NOAUTH") ? DAEBUS_EAUTH : DAEBUS_ECONN;
-            daebus_error_set(err, code, "redis %s: SELECT %s refused: %.120s", where, db, r->str);
+            daebus_error_set(err, code, "redis %s: SELECT %s refused: %.*s", where, db,
+                             daebus__utf8_prec(r->str, 120), r->str);
             freeReplyObject(r);
             redisFree(c);
             return NULL;

@@ -33,6 +33,7 @@
 #include "http_internal.h"
 #include "http_parse.h"
 #include "ws_parse.h"
+#include "utf8.h"
 
 #define DEFAULT_JSON_DEPTH 100
 #define MAX_JSON_DEPTH     512
@@ -365,7 +366,7 @@ cJSON *daebus_ws_request_fail(daebus_ws_request *req, const char *fmt, ...)
     char buf[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt ? fmt : "Handler failed", ap);
+    daebus__utf8_vsnprintf(buf, sizeof buf, fmt ? fmt : "Handler failed", ap);
     va_end(ap);
     free(req->fail_msg);
     req->fail_msg = strdup(buf);
@@ -503,7 +504,8 @@ static void run_message(daebus_ws *ws, ws_client *c, const char *buf, size_t len
     const daebus_handler_desc *d = find_handler(ws, m.type);
     if (!d) {
         char msg[300];
-        snprintf(msg, sizeof msg, "No handler found for message type '%.200s'", m.type);
+        snprintf(msg, sizeof msg, "No handler found for message type '%.*s'",
+                 daebus__utf8_prec(m.type, 200), m.type);
         send_error(c, msg, -1, m.request_id);
         ws_message_free(&m);
         return;
@@ -675,8 +677,9 @@ static int on_connect(const struct mg_connection *conn, void *cbdata)
     if (!path_served(ws, ri->local_uri)) {
         refuse_count(ws);
         daebus_log(DAEBUS_LOG_WARNING, "websocket",
-                   "refusing an upgrade from %s: '%.200s' is not a WebSocket path (paths: %s)",
-                   ri->remote_addr, ri->local_uri ? ri->local_uri : "", ws->paths);
+                   "refusing an upgrade from %s: '%.*s' is not a WebSocket path (paths: %s)",
+                   ri->remote_addr, daebus__utf8_prec(ri->local_uri, 200),
+                   ri->local_uri ? ri->local_uri : "", ws->paths);
         http_refuse(conn, 404, "Not Found", "Not a WebSocket path");
         return 1;
     }
@@ -698,8 +701,8 @@ static int on_connect(const struct mg_connection *conn, void *cbdata)
         !daebus__http_list_has(ws->allowed_origins, origin, strlen(origin))) {
         refuse_count(ws);
         daebus_log(DAEBUS_LOG_WARNING, "websocket",
-                   "refusing an upgrade from %s: Origin '%.100s' is not in allowed_origins",
-                   ri->remote_addr, origin);
+                   "refusing an upgrade from %s: Origin '%.*s' is not in allowed_origins",
+                   ri->remote_addr, daebus__utf8_prec(origin, 100), origin);
         http_refuse(conn, 403, "Forbidden", "Origin not allowed");
         return 1;
     }

@@ -5,6 +5,7 @@
  * so a handler's value is serialised without being copied first.
  */
 #include "ws_parse.h"
+#include "utf8.h"
 #include "daebus/json.h"
 
 #include <stdlib.h>
@@ -70,40 +71,7 @@ bool ws_json_depth_ok(const char *buf, size_t len, int max)
 
 bool ws_utf8_valid(const unsigned char *s, size_t n)
 {
-    size_t i = 0;
-    while (i < n) {
-        unsigned char c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t need;
-        unsigned cp;
-        if (c >= 0xC2 && c <= 0xDF) {
-            need = 1;
-            cp = c & 0x1F;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            need = 2;
-            cp = c & 0x0F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            need = 3;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (n - i - 1 < need)
-            return false;
-        for (size_t k = 1; k <= need; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                return false;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if ((need == 2 && cp < 0x800) || (need == 3 && cp < 0x10000) || cp > 0x10FFFF ||
-            (cp >= 0xD800 && cp <= 0xDFFF))
-            return false;
-        i += need + 1;
-    }
-    return true;
+    return daebus__utf8_valid((const char *)s, n);
 }
 
 /* ---- close frames ---- */
@@ -113,11 +81,7 @@ size_t ws_close_payload(int code, const char *reason, char out[125])
     out[0] = (char)((code >> 8) & 0xFF);
     out[1] = (char)(code & 0xFF);
     size_t n = reason ? strlen(reason) : 0;
-    if (n > 123) {
-        n = 123;
-        while (n > 0 && (((unsigned char)reason[n]) & 0xC0) == 0x80)
-            n--;
-    }
+    n = daebus__utf8_cut(reason, n, 123);
     if (n)
         memcpy(out + 2, reason, n);
     return n + 2;

@@ -9,6 +9,17 @@
  * call or at daebus_log_set_format) every line is one JSON object:
  *   {"ts":"...","level":"info","service":"chat_service","component":"http","msg":"..."}
  *
+ * Every line is exactly one line of well-formed UTF-8, whatever the message
+ * holds: values from outside (a username, a path, an error text) are written
+ * into messages as they are, and the logger escapes the service name, the
+ * component and the message. In text lines a newline, carriage return or tab
+ * becomes \n, \r or \t; other control characters (U+0000-001F, DEL,
+ * U+0080-009F), U+2028/U+2029 and bytes that are not UTF-8 become \xNN (one
+ * per byte); backslashes are not doubled (a text line is for reading, the
+ * JSON format for tools). JSON lines use JSON escapes (\n, \u001b, \", \\,
+ * and \u0080-\u009f, \u2028, \u2029) and the text \xNN (JSON "\\xNN")
+ * for a byte that is not UTF-8, so each line parses as JSON.
+ *
  * Thread: every function here is thread-safe; a line is written with one
  * write(2) so lines from different threads never interleave.
  */
@@ -58,7 +69,9 @@ DAEBUS_API int daebus_log_level_parse(const char *text, daebus_log_level *out);
 DAEBUS_API const char *daebus_log_level_name(daebus_log_level level);
 
 /* Writes one line if level is enabled. component may be NULL ("app").
- * Messages longer than 4 KiB are truncated. Thread: safe. */
+ * The message is escaped as described above; a message longer than 4 KiB
+ * (or 8 KiB once escaped) is cut on a character boundary and ends in "...".
+ * Thread: safe. */
 DAEBUS_API void daebus_log(daebus_log_level level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 DAEBUS_API void daebus_logv(daebus_log_level level, const char *component, const char *fmt,
