@@ -14,7 +14,7 @@ bash scripts/deps.sh fuzz
 
 seconds=${FUZZ_SECONDS:-35}
 dir=build-fuzz
-all=(json ws_envelope bus_envelope http_form http_payload http_route http_cors redis_url config)
+all=(json ws_envelope bus_envelope http_form http_payload http_route http_cors redis_url config text)
 targets=("${@:-${all[@]}}")
 
 # Input size bounds: large enough for every realistic message, small enough

@@ -4,10 +4,12 @@
  * reach Redis. Drives the request parser, the reply-channel choice, the
  * response builder (round trip through the caller's response parser) and the
  * progress payload; the same bytes are also read as a listener message and as
- * a response.
+ * a response. Every reply built from a message of well-formed UTF-8 is
+ * well-formed UTF-8 (error texts that quote a cut action name included).
  */
 #include "bus_parse.h"
 #include "fuzz_common.h"
+#include "utf8.h"
 
 static void check_reply_channel(const daebus__bus_envelope *env)
 {
@@ -27,10 +29,50 @@ static void check_reply_channel(const daebus__bus_envelope *env)
         FUZZ_CHECK(ch == big && strcmp(big, want) == 0);
 }
 
+/* Set for each input: the message was well-formed UTF-8, so every reply
+ * built from it must be. */
+static bool input_utf8;
+
+static void check_reply_text(const char *text)
+{
+    if (input_utf8)
+        FUZZ_CHECK(daebus__utf8_valid(text, strlen(text)));
+}
+
+/* The error replies bus.c builds around an action name: cut on a boundary. */
+static void check_error_texts(const daebus__bus_envelope *env)
+{
+    const char *action = env->action ? env->action : "?";
+    char text[200];
+    snprintf(text, sizeof text, "Unknown action '%.*s'", daebus__utf8_prec(action, 150), action);
+    cJSON *p = cJSON_CreateObject();
+    FUZZ_CHECK(p && cJSON_AddStringToObject(p, "error", text));
+    char *reply = daebus__bus_build_response(true, p, env->request_id, true);
+    FUZZ_CHECK(reply != NULL);
+    check_reply_text(reply);
+    free(reply);
+    cJSON_Delete(p);
+    /* auto_error (300 bytes) and daebus_bus_reply_error (1 KiB) */
+    char big[1024];
+    daebus__utf8_snprintf(text, sizeof text, "Service shutting down; action '%s' was not run",
+                          action);
+    daebus__utf8_snprintf(big, sizeof big, "%s %s %s %s %s %s %s", action, action, action, action,
+                          action, action, action);
+    p = cJSON_CreateObject();
+    FUZZ_CHECK(p && cJSON_AddStringToObject(p, "error", text) &&
+               cJSON_AddStringToObject(p, "detail", big));
+    reply = daebus__bus_build_response(true, p, env->request_id, true);
+    FUZZ_CHECK(reply != NULL);
+    check_reply_text(reply);
+    free(reply);
+    cJSON_Delete(p);
+}
+
 static void check_response(const daebus__bus_envelope *env, bool error, bool final)
 {
     char *text = daebus__bus_build_response(error, env->payload, env->request_id, final);
     FUZZ_CHECK(text != NULL);
+    check_reply_text(text);
     daebus__bus_response r;
     FUZZ_CHECK(daebus__bus_parse_response(text, strlen(text), &r) == 0);
     FUZZ_CHECK(r.error == error && r.final == final);
@@ -60,6 +102,7 @@ static void check_progress(const cJSON *payload, double pct)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *buf = (const char *)data;
+    input_utf8 = daebus__utf8_valid(buf, size);
     char why[128];
     daebus__bus_envelope env;
     int rc = daebus__bus_parse_request(buf, size, &env, why, sizeof why);
@@ -87,6 +130,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FUZZ_CHECK(cJSON_GetArraySize(env.payload) == cJSON_GetArraySize(env.root) - had);
         }
         check_reply_channel(&env);
+        check_error_texts(&env);
         /* Flags and a percentage from the input, so every branch is reached. */
         unsigned char b = size ? data[size - 1] : 0;
         check_response(&env, b & 1, b & 2);

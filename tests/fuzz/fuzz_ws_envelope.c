@@ -3,13 +3,27 @@
  * Input: one client text message, as websocket.c receives it. Drives the
  * depth pre-check, the envelope parser, the UTF-8 check (against the HTTP
  * one) and the close payload reader; checks that whatever parses survives a
- * round trip through the server's envelope builders.
+ * round trip through the server's envelope builders, and that every frame
+ * built from a message of well-formed UTF-8 is well-formed UTF-8 (error texts
+ * that quote a cut message type included).
  */
 #include "fuzz_common.h"
 #include "http_parse.h"
+#include "utf8.h"
 #include "ws_parse.h"
 
 #define MAX_DEPTH 100 /* websocket.c's MAX_JSON_DEPTH */
+
+/* Set for each input: the message was well-formed UTF-8, so every frame
+ * built from it must be. */
+static bool input_utf8;
+
+/* A frame the server would send: well-formed UTF-8 when the input was. */
+static void check_frame(const char *text, size_t len)
+{
+    if (input_utf8)
+        FUZZ_CHECK(daebus__utf8_valid(text, len));
+}
 
 static void check_envelope(const ws_message *m)
 {
@@ -17,6 +31,7 @@ static void check_envelope(const ws_message *m)
     char *text = ws_envelope(m->type, m->data, m->request_id, &len);
     FUZZ_CHECK(text != NULL);
     FUZZ_CHECK(strlen(text) == len);
+    check_frame(text, len);
     ws_message back;
     FUZZ_CHECK(ws_parse_message(text, len, &back) == WS_PARSE_OK);
     FUZZ_CHECK(strcmp(back.type, m->type) == 0);
@@ -36,6 +51,7 @@ static void check_envelope(const ws_message *m)
     /* A handler error answers with the same request_id. */
     text = ws_handler_error_envelope(m->type, m->request_id, &len);
     FUZZ_CHECK(text != NULL && strlen(text) == len);
+    check_frame(text, len);
     FUZZ_CHECK(ws_parse_message(text, len, &back) == WS_PARSE_OK);
     FUZZ_CHECK(strcmp(back.type, "error") == 0);
     const cJSON *err = cJSON_GetObjectItemCaseSensitive(back.data, "error");
@@ -45,13 +61,41 @@ static void check_envelope(const ws_message *m)
 
     text = ws_error_envelope(m->type, 1.5, &len);
     FUZZ_CHECK(text != NULL && strlen(text) == len);
+    check_frame(text, len);
     FUZZ_CHECK(ws_parse_message(text, len, &back) == WS_PARSE_OK);
     ws_message_free(&back);
+    free(text);
+
+    /* The answer to an unknown type, as websocket.c builds it: the type cut
+     * at 200 bytes on a character boundary, quoted in an error frame. */
+    char msg[300];
+    snprintf(msg, sizeof msg, "No handler found for message type '%.*s'",
+             daebus__utf8_prec(m->type, 200), m->type);
+    text = ws_error_envelope_rid(msg, -1, m->request_id, &len);
+    FUZZ_CHECK(text != NULL && strlen(text) == len);
+    check_frame(text, len);
+    free(text);
+    /* A handler's error text, cut at 1 KiB as daebus_ws_request_fail does. */
+    char fail[1024];
+    daebus__utf8_snprintf(fail, sizeof fail, "%s: %s %s %s %s %s", m->type, m->type, m->type,
+                          m->type, m->type, m->type);
+    text = ws_handler_error_envelope(fail, m->request_id, &len);
+    FUZZ_CHECK(text != NULL && strlen(text) == len);
+    check_frame(text, len);
     free(text);
 }
 
 static void check_close(const uint8_t *data, size_t size)
 {
+    /* Any reason of well-formed UTF-8 (a handler's reject text) is cut to a
+     * well-formed one (at most 123 bytes), which the peer accepts. */
+    char *any = fuzz_strndup(data, size);
+    char frame[125];
+    size_t fn = ws_close_payload(1008, any, frame);
+    if (input_utf8)
+        FUZZ_CHECK(ws_close_code(frame, fn) == 1008);
+    free(any);
+
     int code = ws_close_code((const char *)data, size);
     FUZZ_CHECK(code == -1 || code == 1005 || (code >= 1000 && code < 5000));
     if (code == 1005)
@@ -75,6 +119,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* The two UTF-8 validators agree except that the HTTP one refuses NUL. */
     bool ws_ok = ws_utf8_valid(data, size);
     bool http_ok = daebus__http_utf8_valid(buf, size);
+    input_utf8 = ws_ok;
     if (!memchr(data, '\0', size))
         FUZZ_CHECK(ws_ok == http_ok);
     else
