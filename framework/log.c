@@ -108,8 +108,9 @@ static int current_format(void)
     return f;
 }
 
-/* The escaped message of a line gets at most this much room: every byte of a
- * 4 KiB message may need an escape, and a line is written with one write(2). */
+/* Room for a whole line. Escaping can make a message up to six times longer
+ * (\u00XX for each byte of control characters); what does not fit is cut on
+ * a character boundary and marked "...", so a line stays one write(2). */
 #define LINE_CAP (8192 + 512)
 
 /* Appends s, escaped for the format, to line[*n..cap); a part that does not
