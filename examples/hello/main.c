@@ -1,16 +1,22 @@
 /* hello - the smallest daebus-c service (README.md shows this whole file). */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <daebus/daebus.h>
 
 /* {"message": "Hello, <name>!"} from payload.name (default "World"). */
 static cJSON *greeting(const cJSON *payload)
 {
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(payload, "name");
-    char text[256];
-    snprintf(text, sizeof text, "Hello, %s!",
-             cJSON_IsString(name) && name->valuestring[0] ? name->valuestring : "World");
+    const char *who = cJSON_IsString(name) && name->valuestring[0] ? name->valuestring : "World";
+    size_t len = strlen(who) + sizeof "Hello, !"; /* sized to the name: never cut a character */
+    char *text = malloc(len);
     cJSON *out = cJSON_CreateObject();
-    cJSON_AddStringToObject(out, "message", text);
+    if (text) {
+        snprintf(text, len, "Hello, %s!", who);
+        cJSON_AddStringToObject(out, "message", text);
+    }
+    free(text);
     return out;
 }
 
