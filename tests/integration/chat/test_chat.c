@@ -400,6 +400,10 @@ static void test_bad_flag(void)
     CU_ASSERT_EQUAL(wait_exit(pid, 10), 0);
     pid = start_service("--bogus", NULL);
     CU_ASSERT_EQUAL(wait_exit(pid, 10), 2);
+    pid = start_service("--max-rooms=0", NULL);
+    CU_ASSERT_EQUAL(wait_exit(pid, 10), 2);
+    pid = start_service("--max-name-bytes=5000", NULL);
+    CU_ASSERT_EQUAL(wait_exit(pid, 10), 2);
     /* --help lists the chat's own options (declared with daebus_app_add_option) */
     char *out = ts_read_file(logpath, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(out);
@@ -408,6 +412,12 @@ static void test_bad_flag(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "--static DIR"));
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "'abc' is not a number of seconds"));
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "chat_service: unknown option '--bogus'"));
+    /* what a public chat needs, with their defaults */
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "--allowed-origins LIST"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "(CHAT_RATE_LIMIT, default 60)"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "(CHAT_MAX_ROOMS, default 1000)"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "--max-rooms (CHAT_MAX_ROOMS): '0' is not a number"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "--max-name-bytes (CHAT_MAX_NAME_BYTES): '5000'"));
     free(out);
 }
 
