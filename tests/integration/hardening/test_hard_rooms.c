@@ -282,6 +282,13 @@ static const char *str(const cJSON *o, const char *key)
     return cJSON_IsString(v) ? v->valuestring : "";
 }
 
+/* A number field, -1 when absent. */
+static double num(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItem(o, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : -1;
+}
+
 /* The reply's "error" text, "" when it has none. */
 static const char *err_of(const cJSON *d)
 {
@@ -403,7 +410,7 @@ static void test_register_reply_bounded(void)
     fprintf(stderr, "register reply with 500 rooms: %zu bytes\n", b.last_len);
     CU_ASSERT(b.last_len < 16 * 1024);
     CU_ASSERT_EQUAL(cJSON_GetArraySize(cJSON_GetObjectItem(d, "available_rooms")), 100);
-    CU_ASSERT_EQUAL(cJSON_GetObjectItem(d, "room_count")->valueint, 500);
+    CU_ASSERT_EQUAL((int)num(d, "room_count"), 500);
     char after[128];
     snprintf(after, sizeof after, "%s", str(d, "next_after"));
     CU_ASSERT(after[0] != '\0');
@@ -440,8 +447,8 @@ static void test_register_reply_bounded(void)
 
     size_t len = 0;
     cJSON *j = http_json(s.port, "/api/rooms", &len);
-    CU_ASSERT_EQUAL(cJSON_GetObjectItem(j, "count")->valueint, 100);
-    CU_ASSERT_EQUAL(cJSON_GetObjectItem(j, "total")->valueint, 500);
+    CU_ASSERT_EQUAL((int)num(j, "count"), 100);
+    CU_ASSERT_EQUAL((int)num(j, "total"), 500);
     CU_ASSERT(len < 32 * 1024);
     cJSON_Delete(j);
 
@@ -500,7 +507,7 @@ static long kept_messages(int port)
         const cJSON *r;
         cJSON_ArrayForEach(r, cJSON_GetObjectItem(j, "rooms"))
         {
-            sum += cJSON_GetObjectItem(r, "message_count")->valueint;
+            sum += (int)num(r, "message_count");
         }
         const cJSON *next = cJSON_GetObjectItem(j, "next_after");
         if (!cJSON_IsString(next)) {
@@ -766,7 +773,7 @@ static void test_rate_limit_default(void)
     /* 80 messages at once: the default is 60 per 10 s, and 20 refusals in a
      * row close the connection (1008). */
     for (int i = 0; i < 80; i++)
-        CU_ASSERT_EQUAL(cl_send(&c, "list_rooms", "{}"), 0);
+        CU_ASSERT_EQUAL(cl_send(&c, "leave_room", "{}"), 0); /* any message counts */
     int ok = 0, limited = 0;
     for (;;) {
         cJSON *j = cl_reply(&c, 15000);
