@@ -199,14 +199,23 @@ static bool refusal_log_slot(unsigned long long *quiet)
     return false;
 }
 
+/* " (N more refusals not logged)" in a thread-local buffer, "" for none. */
+static const char *quiet_note(unsigned long long quiet)
+{
+    static _Thread_local char buf[96];
+    if (!quiet)
+        return "";
+    snprintf(buf, sizeof buf, " (%llu more refusals since the last line not logged)", quiet);
+    return buf;
+}
+
 static void note_refusal(const char *client_id, const char *what)
 {
     unsigned long long quiet;
     char id[96];
     if (refusal_log_slot(&quiet))
-        daebus_log(DAEBUS_LOG_WARNING, "rooms",
-                   "refused a request of client %s: %s (%llu more refusals not logged)",
-                   loggable(id, sizeof id, client_id), what, quiet);
+        daebus_log(DAEBUS_LOG_WARNING, "rooms", "refused a request of client %s: %s%s",
+                   loggable(id, sizeof id, client_id), what, quiet_note(quiet));
 }
 
 static cJSON *error_reply(const char *text)
@@ -733,10 +742,10 @@ DAEBUS_SOCKET_CONNECT(rooms_on_connect, .bp = &daebus_rooms_bp)
         if (refusal_log_slot(&quiet))
             daebus_log(DAEBUS_LOG_WARNING, "rooms",
                        "refusing an upgrade: Origin '%s' is not this page's own (Host '%s'); "
-                       "list it in the allowed origins to let it in (%llu more refusals not "
-                       "logged)",
+                       "list it in the allowed origins to let it in%s",
                        loggable(o, sizeof o, daebus_ws_request_header(req, "Origin")),
-                       loggable(h, sizeof h, daebus_ws_request_header(req, "Host")), quiet);
+                       loggable(h, sizeof h, daebus_ws_request_header(req, "Host")),
+                       quiet_note(quiet));
         return daebus_ws_request_reject(req, "Origin not allowed");
     }
     daebus_log(DAEBUS_LOG_INFO, "rooms", "client connected: %s", client_id);

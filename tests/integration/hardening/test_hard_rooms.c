@@ -28,7 +28,19 @@
 #include "testsupport.h"
 #include "wsc.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define SANITIZED_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SANITIZED_BUILD 1
+#endif
+#endif
+#ifndef SANITIZED_BUILD
+#define SANITIZED_BUILD 0
+#endif
+
 static ts_redis redis;
+static int logs_made; /* chat_start's log files, removed at the end */
 static char binary[1024];
 
 /* ---- the service process ---- */
@@ -59,9 +71,9 @@ static int http_status(int port, const char *path)
  * it is ready. Returns 0 or -1 (the process is then gone). */
 static int chat_start(chat *c, const char *const *extra)
 {
-    static int seq;
     c->port = ts_free_port();
-    snprintf(c->log, sizeof c->log, "/tmp/daebus-test-hard-rooms-%d-%d.log", (int)getpid(), ++seq);
+    snprintf(c->log, sizeof c->log, "/tmp/daebus-test-hard-rooms-%d-%d.log", (int)getpid(),
+             ++logs_made);
     unlink(c->log);
     char portbuf[16];
     snprintf(portbuf, sizeof portbuf, "%d", c->port);
@@ -570,10 +582,20 @@ static void test_rss_after_leave(void)
             "clients left %.1f MiB\n",
             base / 1024.0, peak / 1024.0, after / 1024.0);
     CU_ASSERT(base > 0 && peak > 0 && after > 0);
+#if SANITIZED_BUILD
+    /* AddressSanitizer keeps freed memory in its quarantine and does not give
+     * it back: RSS says nothing about the heap there (measured: 523 MiB
+     * baseline, 599 after). The bounds and the freeing are checked above
+     * (kept messages, rooms gone) and by its leak checker; here only that
+     * leaving did not make it grow. */
+    fprintf(stderr, "sanitizer build: RSS compared with the peak only\n");
+    CU_ASSERT(after < peak + 16 * 1024);
+#else
     /* 200 rooms x 70 x 4 KB were sent (56 MB); the bounds keep at most
      * 32 MiB, and all of it goes with the rooms. */
     CU_ASSERT(peak < base + 64 * 1024);
     CU_ASSERT(after < base + 8 * 1024);
+#endif
     CU_ASSERT(chat_alive(&s));
     CU_ASSERT_EQUAL(chat_stop(&s), 0);
 }
@@ -813,6 +835,14 @@ static int suite_init(void)
 
 static int suite_clean(void)
 {
+    /* The logs stay when something failed (CUnit's count), for a look. */
+    if (CU_get_number_of_failures() == 0) {
+        for (int i = 1; i <= logs_made; i++) {
+            char path[256];
+            snprintf(path, sizeof path, "/tmp/daebus-test-hard-rooms-%d-%d.log", (int)getpid(), i);
+            unlink(path);
+        }
+    }
     ts_redis_stop(&redis);
     return 0;
 }
