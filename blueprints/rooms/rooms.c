@@ -247,6 +247,19 @@ static int ascii_casecmp(const char *a, const char *b)
     }
 }
 
+/* True when s starts with prefix (lower case), ASCII case ignored. */
+static bool ascii_prefix(const char *s, const char *prefix)
+{
+    for (; *prefix; s++, prefix++) {
+        int c = (unsigned char)*s;
+        if (c >= 'A' && c <= 'Z')
+            c += 'a' - 'A';
+        if (c != *prefix)
+            return false;
+    }
+    return true;
+}
+
 /* True when s (n bytes) is well-formed UTF-8 without control characters:
  * C0 controls and DEL, C1 controls, the two-byte NUL 0xC0 0x80 (not UTF-8:
  * the form an escaped NUL takes, docs/protocol.md section 4), zero-width and
@@ -700,10 +713,10 @@ bool daebus_rooms_origin_allowed(daebus_ws_request *req)
         return false;
     int def;
     const char *rest;
-    if (strncmp(origin, "http://", 7) == 0 || strncmp(origin, "HTTP://", 7) == 0) {
+    if (ascii_prefix(origin, "http://")) {
         def = 80;
         rest = origin + 7;
-    } else if (strncmp(origin, "https://", 8) == 0 || strncmp(origin, "HTTPS://", 8) == 0) {
+    } else if (ascii_prefix(origin, "https://")) {
         def = 443;
         rest = origin + 8;
     } else {
