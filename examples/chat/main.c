@@ -11,11 +11,17 @@
  *
  * Flags: the standard ones (--port, --redis, --service, --log-level ...)
  * plus --status-interval SECONDS and --static DIR (env CHAT_STATUS_INTERVAL,
- * CHAT_STATIC_DIR), declared with daebus_app_add_option() so that --help
- * lists them.
+ * CHAT_STATIC_DIR), and what a public chat needs, on by default: the Origin
+ * policy (--allowed-origins, CHAT_ALLOWED_ORIGINS; empty = same origin), a
+ * WebSocket rate limit (--rate-limit N per --rate-window SECONDS, 60 per 10
+ * s) and the rooms' bounds (--max-rooms, --max-rooms-per-client,
+ * --max-name-bytes, --max-message-bytes, --history-messages,
+ * --history-bytes, --history-total-bytes; CHAT_* variables). All are
+ * declared with daebus_app_add_option() so that --help lists them.
  */
 #include <errno.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,6 +125,69 @@ static const daebus_app_option static_dir_option = {
     .help = "directory of the chat page",
     .metavar = "DIR",
 };
+static const daebus_app_option origins_option = {
+    .name = "allowed-origins",
+    .env = "CHAT_ALLOWED_ORIGINS",
+    .help = "Origins that may open the WebSocket: comma-separated, or *; unset or "
+            "same-origin = the page's own only",
+    .metavar = "LIST",
+};
+
+/* The numeric options: flag, environment, default, range, help. */
+typedef struct num_option {
+    daebus_app_option opt;
+    double min, max;
+} num_option;
+
+#define CHAT_RATE_DISCONNECT_AFTER 20 /* consecutive rate-limit errors before close 1008 */
+
+static const num_option num_options[] = {
+    {{"rate-limit", "CHAT_RATE_LIMIT", "60", "WebSocket messages per client per window; 0 = off",
+      "N"},
+     0,
+     1e6},
+    {{"rate-window", "CHAT_RATE_WINDOW", "10", "rate-limit window", "SECONDS"}, 0.001, 86400},
+    {{"max-rooms", "CHAT_MAX_ROOMS", "1000", "rooms at once", "N"}, 1, 1e6},
+    {{"max-rooms-per-client", "CHAT_MAX_ROOMS_PER_CLIENT", "20",
+      "rooms one client is a member of at once", "N"},
+     1,
+     1e6},
+    {{"max-name-bytes", "CHAT_MAX_NAME_BYTES", "64", "bytes of a user or room name", "N"},
+     1,
+     DAEBUS_ROOMS_MAX_NAME_LIMIT},
+    {{"max-message-bytes", "CHAT_MAX_MESSAGE_BYTES", "4096", "bytes of one chat message", "N"},
+     1,
+     DAEBUS_ROOMS_MAX_TEXT_LIMIT},
+    {{"history-messages", "CHAT_HISTORY_MESSAGES", "100", "messages kept per room", "N"}, 1, 1e6},
+    {{"history-bytes", "CHAT_HISTORY_BYTES", "262144", "history bytes kept per room", "N"},
+     1024,
+     1e12},
+    {{"history-total-bytes", "CHAT_HISTORY_TOTAL_BYTES", "33554432",
+      "history bytes kept over all rooms", "N"},
+     1024,
+     1e12},
+};
+#define NUM_OPTIONS (sizeof num_options / sizeof num_options[0])
+
+/* Reads numeric option i into *out. Returns 0, or -1 after printing what is
+ * wrong. */
+static int num_value(daebus_app *app, size_t i, double *out)
+{
+    const num_option *n = &num_options[i];
+    const char *text = daebus_app_option_value(app, n->opt.name);
+    char *end = NULL;
+    errno = 0;
+    double v = text ? strtod(text, &end) : NAN;
+    bool off = v == 0 && n->min == 0;
+    if (!text || errno || !end || end == text || *end || !isfinite(v) ||
+        (!off && (v < n->min || v > n->max))) {
+        fprintf(stderr, "chat_service: --%s (%s): '%s' is not a number from %g to %g\n",
+                n->opt.name, n->opt.env, text ? text : "", n->min, n->max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
 
 /* Reads --status-interval / CHAT_STATUS_INTERVAL. Returns 0, or -1 after
  * printing what is wrong. */
@@ -136,6 +205,41 @@ static int status_interval(daebus_app *app, double *out)
         return -1;
     }
     *out = v;
+    return 0;
+}
+
+/* What a public chat needs, from the options: the rooms' bounds, the
+ * WebSocket rate limit and the Origin policy. Returns 0, or -1 after printing
+ * what is wrong. */
+static int chat_limits(daebus_app *app, daebus_rooms_options *ro, daebus_ws_options *wo)
+{
+    double v[NUM_OPTIONS];
+    for (size_t i = 0; i < NUM_OPTIONS; i++)
+        if (num_value(app, i, &v[i]) != 0)
+            return -1;
+    wo->rate_limit_max = (int)v[0];
+    wo->rate_limit_window = v[1];
+    wo->rate_limit_disconnect_after = v[0] > 0 ? CHAT_RATE_DISCONNECT_AFTER : 0;
+    ro->max_rooms = (size_t)v[2];
+    ro->max_rooms_per_client = (size_t)v[3];
+    ro->max_name_bytes = (size_t)v[4];
+    ro->max_message_bytes = (size_t)v[5];
+    ro->history_messages = (size_t)v[6];
+    ro->history_bytes = (size_t)v[7];
+    ro->history_total_bytes = (size_t)v[8];
+    /* A frame holds one message as JSON: up to 6 bytes per byte of text
+     * (\u00XX escapes) plus the envelope. */
+    size_t frame = 6 * ro->max_message_bytes + 4096;
+    wo->max_message_size = frame > 64 * 1024 ? frame : 64 * 1024;
+    /* Origins: unset = the page's own only (the rooms blueprint compares
+     * Origin with Host); otherwise the framework's allow-list ("*" = any). */
+    const char *origins = daebus_app_option_value(app, "allowed-origins");
+    if (!origins || !*origins || strcmp(origins, "same-origin") == 0) {
+        ro->same_origin = true;
+    } else {
+        ro->same_origin = false;
+        wo->allowed_origins = origins;
+    }
     return 0;
 }
 
@@ -187,9 +291,15 @@ int main(int argc, char **argv)
         return 1;
     daebus_app_add_option(app, &status_interval_option);
     daebus_app_add_option(app, &static_dir_option);
+    daebus_app_add_option(app, &origins_option);
+    for (size_t i = 0; i < NUM_OPTIONS; i++)
+        daebus_app_add_option(app, &num_options[i].opt);
     daebus_app_configure(app, argc, argv); /* exits on --help, bad values, unknown flags */
     double interval;
-    if (status_interval(app, &interval) != 0) {
+    daebus_rooms_options ro = DAEBUS_ROOMS_OPTIONS_INIT;
+    daebus_ws_options wo = DAEBUS_WS_OPTIONS_INIT;
+    if (status_interval(app, &interval) != 0 || chat_limits(app, &ro, &wo) != 0 ||
+        daebus_rooms_configure(&ro) != 0) {
         daebus_app_destroy(app);
         return 2;
     }
@@ -210,7 +320,7 @@ int main(int argc, char **argv)
     daebus_scheduler *sched = daebus_scheduler_create(NULL, NULL);
     int rc = daebus_http_attach(daebus_http_create(&ho, NULL), app);
     if (rc == 0)
-        rc = daebus_ws_attach(daebus_ws_create(NULL, NULL), app);
+        rc = daebus_ws_attach(daebus_ws_create(&wo, NULL), app);
     if (rc == 0)
         rc = daebus_bus_attach(daebus_bus_create(NULL, NULL), app);
     if (rc == 0)
@@ -232,6 +342,14 @@ int main(int argc, char **argv)
         if (static_dir)
             daebus_log(DAEBUS_LOG_INFO, "chat", "chat page from %s; system_status every %g s",
                        static_dir, interval);
+        daebus_log(DAEBUS_LOG_INFO, "chat",
+                   "origins: %s; rate limit: %s%d messages per %g s; rooms: %zu (%zu per "
+                   "client), names %zu bytes, messages %zu bytes, history %zu messages / %zu "
+                   "bytes per room, %zu bytes in all",
+                   ro.same_origin ? "same origin only" : wo.allowed_origins,
+                   wo.rate_limit_max > 0 ? "" : "off, ", wo.rate_limit_max, wo.rate_limit_window,
+                   ro.max_rooms, ro.max_rooms_per_client, ro.max_name_bytes, ro.max_message_bytes,
+                   ro.history_messages, ro.history_bytes, ro.history_total_bytes);
         status = daebus_app_run(app);
     } else {
         fprintf(stderr, "chat_service: set-up failed (%s); see the log line above\n",

@@ -247,6 +247,20 @@
     return res;
   }
 
+  // Usernames are unique among connected clients: until the server notices
+  // that our previous connection is gone (at once after a clean close, at
+  // worst its idle time-out) the name is still taken, so try again a while.
+  async function registerAgain(s, name) {
+    for (let delay = 500; ; delay = Math.min(delay * 2, 8000)) {
+      try {
+        return await register(name);
+      } catch (e) {
+        if (!/already taken/.test(e.message) || delay >= 8000 || state.socket !== s) throw e;
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
   async function join(room) {
     const res = await request('join_room', {room});
     const r = roomState(room);
@@ -282,7 +296,17 @@
   }
 
   function refreshAllRooms() {
-    fetch('/api/rooms').then((r) => r.json()).then((j) => renderAllRooms(j.rooms || [])).catch(() => {});
+    // /api/rooms answers one page (100 rooms by default) and the total.
+    fetch('/api/rooms').then((r) => r.json()).then((j) => {
+      renderAllRooms(j.rooms || []);
+      const more = (j.total || 0) - (j.rooms || []).length;
+      if (more > 0) {
+        const li = document.createElement('li');
+        li.className = 'more';
+        li.textContent = '\u2026 and ' + more + ' more';
+        $('all-rooms').appendChild(li);
+      }
+    }).catch(() => {});
   }
 
   /* ---- connection and reconnection ---- */
@@ -306,7 +330,7 @@
       if (state.username) {
         // Reconnected: register again and re-join the rooms we were in.
         try {
-          await register(state.username);
+          await registerAgain(s, state.username);
           for (const room of Array.from(state.rooms.keys())) {
             const res = await request('join_room', {room});
             const r = roomState(room);

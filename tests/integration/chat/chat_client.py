@@ -48,7 +48,14 @@ class Client:
         c.client_id = hello["data"].get("client_id")
         check(isinstance(c.client_id, str) and c.client_id, f"client_id: {hello}")
         if name:
-            r = await c.call("register", {"username": name})
+            # Usernames are unique among connected clients: the same name used
+            # by the previous scenario is free once the server saw it leave.
+            deadline = time.monotonic() + TIMEOUT
+            while True:
+                r = await c.call("register", {"username": name})
+                if r.get("error") != "Username is already taken" or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
             check(r.get("status") == "registered" and r.get("username") == name, f"register: {r}")
         return c
 
@@ -190,6 +197,19 @@ async def protocol():
     check([m["text"] for m in hist] == [f"m{i}" for i in range(85, 105)], "history order")
     r = await carol.call("register", {"username": "carol2"})
     check("lobby" in r.get("available_rooms", []), f"available_rooms: {r}")
+    check(r.get("room_count") == 1 and "next_after" not in r, f"room_count: {r}")
+    r = await carol.call("list_rooms", {})
+    check(r.get("status") == "ok" and r.get("rooms") == [{"name": "lobby", "members": 3}]
+          and r.get("room_count") == 1 and r.get("next_after") is None, f"list_rooms: {r}")
+
+    # usernames are unique (ASCII case ignored) and clean
+    r = await anon.call("register", {"username": "Alice"})
+    check(r == {"error": "Username is already taken", "status": "error"}, f"impostor: {r}")
+    r = await anon.call("register", {"username": "eve\u0000"})
+    check(r == {"error": "Username must not contain control characters", "status": "error"},
+          f"NUL in name: {r}")
+    r = await anon.call("register", {"username": "x" * 65})
+    check(r == {"error": "Username is too long (max 64 bytes)", "status": "error"}, f"long: {r}")
 
     # disconnect: the others get room_update "left"
     await bob.close()
@@ -203,8 +223,22 @@ async def protocol():
             break
         await asyncio.sleep(0.05)
     check(lobby["members"] == 2, f"members after disconnect: {lobby}")
+
+    # a room goes (with its history) when its last member leaves
+    r = await alice.call("join_room", {"room": "side"})
+    r = await alice.call("chat_message", {"room": "side", "message": "soon gone"})
+    r = await alice.call("leave_room", {"room": "side"})
+    check(r == {"status": "left", "room": "side"}, f"leave: {r}")
+    names = [x["name"] for x in http_json("/api/rooms")["rooms"]]
+    check("side" not in names and "lobby" in names, f"empty room kept: {names}")
+    r = await alice.call("join_room", {"room": "side"})
+    check(r.get("members") == 1 and r.get("history") == [], f"side re-created: {r}")
     for c in (anon, alice, carol):
         await c.close()
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline and http_json("/api/rooms")["total"] != 0:
+        await asyncio.sleep(0.05)
+    check(http_json("/api/rooms")["total"] == 0, "rooms left after everyone left")
 
 
 async def admin():

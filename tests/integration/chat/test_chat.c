@@ -41,6 +41,10 @@ static pid_t start_service(const char *extra_flag, const char *status_interval)
         }
         setenv("CHAT_STATUS_INTERVAL", status_interval ? status_interval : "60", 1);
         unsetenv("CHAT_STATIC_DIR");
+        /* The protocol scenario sends 105 messages in a burst (history bound):
+         * above the default rate limit, whose own test is in
+         * tests/integration/hardening/test_hard_rooms.c. */
+        setenv("CHAT_RATE_LIMIT", "0", 1);
         if (extra_flag)
             execl(binary, binary, "--port", portbuf, "--redis", redis.url, extra_flag,
                   (char *)NULL);
@@ -396,6 +400,10 @@ static void test_bad_flag(void)
     CU_ASSERT_EQUAL(wait_exit(pid, 10), 0);
     pid = start_service("--bogus", NULL);
     CU_ASSERT_EQUAL(wait_exit(pid, 10), 2);
+    pid = start_service("--max-rooms=0", NULL);
+    CU_ASSERT_EQUAL(wait_exit(pid, 10), 2);
+    pid = start_service("--max-name-bytes=5000", NULL);
+    CU_ASSERT_EQUAL(wait_exit(pid, 10), 2);
     /* --help lists the chat's own options (declared with daebus_app_add_option) */
     char *out = ts_read_file(logpath, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(out);
@@ -404,6 +412,12 @@ static void test_bad_flag(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "--static DIR"));
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "'abc' is not a number of seconds"));
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "chat_service: unknown option '--bogus'"));
+    /* what a public chat needs, with their defaults */
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "--allowed-origins LIST"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "(CHAT_RATE_LIMIT, default 60)"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "(CHAT_MAX_ROOMS, default 1000)"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "--max-rooms (CHAT_MAX_ROOMS): '0' is not a number"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "--max-name-bytes (CHAT_MAX_NAME_BYTES): '5000'"));
     free(out);
 }
 
