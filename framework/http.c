@@ -23,12 +23,14 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include "component.h"
 #include "daebus/log.h"
@@ -103,8 +105,19 @@ daebus_http *daebus_http_create(const daebus_http_options *opts, daebus_error *e
     h->max_json_depth = o.max_json_depth ? o.max_json_depth : 100;
     h->access_log = o.access_log;
     h->timeout_ms = o.request_timeout_ms > 0 ? o.request_timeout_ms : DEFAULT_TIMEOUT_MS;
+    h->max_body_readers = o.max_body_readers > 0   ? o.max_body_readers
+                          : h->num_threads / 2 > 0 ? h->num_threads / 2
+                                                   : 1;
     atomic_init(&h->bound_port, -1);
     pthread_mutex_init(&h->cors_lock, NULL);
+    pthread_mutex_init(&h->rd_lock, NULL);
+    pthread_cond_init(&h->rd_cond, NULL);
+    h->readers = calloc((size_t)h->max_body_readers, sizeof *h->readers);
+    if (!h->readers) {
+        daebus_error_set(err, DAEBUS_ENOMEM, "out of memory");
+        daebus_http_destroy(h);
+        return NULL;
+    }
     bool ok = true;
     h->bind_address = dup_or_null(o.bind_address ? o.bind_address : "0.0.0.0", &ok);
     h->ssl_certificate = dup_or_null(o.ssl_certificate, &ok);
@@ -143,6 +156,9 @@ static void http_free(daebus_http *h)
     daebus__http_router_destroy(h->router);
     daebus__http_cors_unref(h->cors);
     pthread_mutex_destroy(&h->cors_lock);
+    pthread_mutex_destroy(&h->rd_lock);
+    pthread_cond_destroy(&h->rd_cond);
+    free(h->readers);
     free(h->mw);
     for (int i = 0; i < h->nextra; i++) {
         free(h->extra[i].name);
@@ -337,6 +353,115 @@ int daebus_http_use_blueprint(daebus_http *http, const daebus_blueprint *bp,
     return add_mw(http, bp, fn, user);
 }
 
+/* ---- body readers and their watchdog ---- */
+
+void daebus__http_note(daebus_http *h, int note, const char *fmt, ...)
+{
+    long long now = (long long)(daebus__now_mono() * 1000.0);
+    long long last = atomic_load(&h->note_last_ms[note]);
+    uint64_t n = atomic_fetch_add(&h->note_count[note], 1) + 1;
+    if (last && now - last < 1000)
+        return;
+    if (!atomic_compare_exchange_strong(&h->note_last_ms[note], &last, now))
+        return;
+    atomic_fetch_sub(&h->note_count[note], n);
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (n > 1)
+        daebus_log(DAEBUS_LOG_WARNING, "http", "%s (and %llu more like it in the last second)", msg,
+                   (unsigned long long)(n - 1));
+    else
+        daebus_log(DAEBUS_LOG_WARNING, "http", "%s", msg);
+}
+
+int daebus__http_reader_acquire(daebus_http *h, int fd, double deadline)
+{
+    int slot = -1;
+    pthread_mutex_lock(&h->rd_lock);
+    for (int i = 0; i < h->max_body_readers && slot < 0; i++)
+        if (!h->readers[i].used)
+            slot = i;
+    if (slot >= 0) {
+        h->readers[slot] = (daebus__http_reader){fd, deadline, true, false};
+        pthread_cond_signal(&h->rd_cond);
+    }
+    pthread_mutex_unlock(&h->rd_lock);
+    return slot;
+}
+
+bool daebus__http_reader_release(daebus_http *h, int slot)
+{
+    pthread_mutex_lock(&h->rd_lock);
+    bool expired = h->readers[slot].expired;
+    h->readers[slot].used = false;
+    h->readers[slot].fd = -1;
+    pthread_mutex_unlock(&h->rd_lock);
+    return expired;
+}
+
+/* Shuts the read side of every body whose deadline passed (the worker
+ * blocked in mg_read wakes with end-of-stream and answers 408), then sleeps
+ * until the next deadline or a new reader. The worker owns the connection
+ * until it releases its slot, so the descriptor cannot be reused meanwhile. */
+static void *watchdog_main(void *arg)
+{
+    daebus_http *h = arg;
+    pthread_mutex_lock(&h->rd_lock);
+    while (!h->rd_stop) {
+        double now = daebus__now_mono();
+        double next = now + 3600.0;
+        for (int i = 0; i < h->max_body_readers; i++) {
+            daebus__http_reader *r = &h->readers[i];
+            if (!r->used || r->expired)
+                continue;
+            if (r->deadline <= now) {
+                r->expired = true;
+                if (r->fd >= 0)
+                    shutdown(r->fd, SHUT_RD);
+            } else if (r->deadline < next) {
+                next = r->deadline;
+            }
+        }
+        /* The condition variable waits on CLOCK_REALTIME: convert. */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double wait = next - now + 0.001;
+        ts.tv_sec += (time_t)wait;
+        ts.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&h->rd_cond, &h->rd_lock, &ts);
+    }
+    pthread_mutex_unlock(&h->rd_lock);
+    return NULL;
+}
+
+static int watchdog_start(daebus_http *h)
+{
+    h->rd_stop = false;
+    if (pthread_create(&h->rd_thread, NULL, watchdog_main, h) != 0)
+        return DAEBUS_ENOMEM;
+    h->rd_running = true;
+    return 0;
+}
+
+static void watchdog_stop(daebus_http *h)
+{
+    if (!h->rd_running)
+        return;
+    pthread_mutex_lock(&h->rd_lock);
+    h->rd_stop = true;
+    pthread_cond_signal(&h->rd_cond);
+    pthread_mutex_unlock(&h->rd_lock);
+    pthread_join(h->rd_thread, NULL);
+    h->rd_running = false;
+}
+
 /* ---- start and stop ---- */
 
 static int log_message(const struct mg_connection *conn, const char *message)
@@ -503,11 +628,17 @@ static int http_start(void *self)
     struct mg_callbacks cb;
     memset(&cb, 0, sizeof cb);
     cb.log_message = log_message;
+    cb.begin_request = daebus__http_begin_request;
+    cb.connection_close = daebus__http_connection_close;
+    cb.init_connection = daebus__http_init_connection;
     struct mg_init_data init = {&cb, h, options};
     char etext[256] = "";
     unsigned ecode = 0;
     struct mg_error_data edata = {&ecode, etext, sizeof etext};
     library_init(h->ssl_certificate != NULL);
+    rc = watchdog_start(h);
+    if (rc)
+        goto fail;
     h->ctx = mg_start2(&init, &edata);
     if (!h->ctx) {
         if (port_busy(h->bind_address, port)) {
@@ -532,6 +663,7 @@ static int http_start(void *self)
                daebus__http_router_count(h->router), h->num_threads + h->reserved_threads);
     return 0;
 fail:
+    watchdog_stop(h);
     daebus__http_router_destroy(h->router);
     h->router = NULL;
     free(h->static_root);
@@ -615,6 +747,7 @@ static void http_stop(void *self)
         stop_server(h);
         h->ctx = NULL;
     }
+    watchdog_stop(h);
     atomic_store(&h->bound_port, -1);
     daebus__http_router_destroy(h->router);
     h->router = NULL;

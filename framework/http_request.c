@@ -8,7 +8,9 @@
  * files / 404, payload (400), middleware, handler, then whatever the handler
  * left unsent (500 or 204), stats and the access log line.
  */
+#include <arpa/inet.h>
 #include <civetweb.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -18,6 +20,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "component.h"
@@ -400,10 +403,101 @@ static void send_405(daebus_http_response *res, unsigned allow, const char *path
     send_path_error(res, 405, "Method Not Allowed", path);
 }
 
+/* ---- the connection's socket and the request's clock ---- */
+
+/* CivetWeb does not hand out a connection's socket: it is found by its
+ * addresses (the 4-tuple is unique) and remembered per worker thread, which
+ * serves one connection at a time. */
+static _Thread_local int tl_fd = -1;
+/* When the worker took the connection (init_connection): the first
+ * request's clock starts there; later ones start when their headers are in
+ * (CivetWeb bounds those by the keep-alive time-out). */
+static _Thread_local double tl_conn_start;
+static _Thread_local bool tl_first;
+static _Thread_local double tl_req_start;
+
+static bool peer_is(int fd, const struct mg_request_info *ri)
+{
+    struct sockaddr_storage ss;
+    socklen_t l = sizeof ss;
+    if (getpeername(fd, (struct sockaddr *)&ss, &l) != 0)
+        return false;
+    char addr[64];
+    int port;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *s = (const struct sockaddr_in *)&ss;
+        port = ntohs(s->sin_port);
+        inet_ntop(AF_INET, &s->sin_addr, addr, sizeof addr);
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)&ss;
+        port = ntohs(s->sin6_port);
+        inet_ntop(AF_INET6, &s->sin6_addr, addr, sizeof addr);
+    } else {
+        return false;
+    }
+    if (port != ri->remote_port || strcmp(addr, ri->remote_addr) != 0)
+        return false;
+    l = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &l) != 0)
+        return false;
+    int lp = ss.ss_family == AF_INET ? ntohs(((const struct sockaddr_in *)&ss)->sin_port)
+                                     : ntohs(((const struct sockaddr_in6 *)&ss)->sin6_port);
+    return lp == ri->server_port;
+}
+
+/* Returns: the socket of conn, or -1 (not found). */
+static int conn_fd(const struct mg_connection *conn)
+{
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    if (!ri)
+        return -1;
+    if (tl_fd >= 0 && peer_is(tl_fd, ri))
+        return tl_fd;
+    tl_fd = -1;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    int dfd = dirfd(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        int fd = atoi(e->d_name);
+        if (fd != dfd && peer_is(fd, ri)) {
+            tl_fd = fd;
+            break;
+        }
+    }
+    closedir(d);
+    return tl_fd;
+}
+
+int daebus__http_init_connection(const struct mg_connection *conn, void **conn_data)
+{
+    (void)conn;
+    (void)conn_data;
+    tl_conn_start = daebus__now_mono();
+    tl_first = true;
+    tl_fd = -1;
+    return 0;
+}
+
+/* Starts the clock of a request whose headers just arrived. Returns: its start. */
+static double request_clock(void)
+{
+    double now = daebus__now_mono();
+    tl_req_start = tl_first && tl_conn_start > 0 && tl_conn_start <= now ? tl_conn_start : now;
+    tl_first = false;
+    return tl_req_start;
+}
+
 /* ---- body and payload ---- */
 
-/* Reads the request body. Returns 0, or 413 / 400 (response to send). */
-static int read_body(daebus_http *h, daebus_http_request *req)
+/* Reads the request body until the request's deadline. Returns 0, or the
+ * status to answer: 413 (too large), 400 (shorter than its Content-Length,
+ * or a broken chunked encoding), 408 (too slow), 503 (too many bodies being
+ * read), 500. */
+static int read_body(daebus_http *h, daebus_http_request *req, double deadline)
 {
     const struct mg_request_info *ri = mg_get_request_info(req->conn);
     long long cl = ri->content_length;
@@ -413,36 +507,50 @@ static int read_body(daebus_http *h, daebus_http_request *req)
         return 0;
     if (cl > 0 && (unsigned long long)cl > h->max_body)
         return 413;
+    int slot = daebus__http_reader_acquire(h, conn_fd(req->conn), deadline);
+    if (slot < 0)
+        return 503;
     size_t cap = cl > 0 ? (size_t)cl : 16384;
     char *buf = malloc(cap + 1);
-    if (!buf)
-        return 500;
     size_t len = 0;
-    for (;;) {
+    int rc = buf ? 0 : 500;
+    while (rc == 0) {
         if (len == cap) {
             if (cap > h->max_body) {
-                free(buf);
-                return 413;
+                rc = 413;
+                break;
             }
             size_t ncap = cap * 2 > h->max_body + 1 ? h->max_body + 1 : cap * 2;
             char *bigger = realloc(buf, ncap + 1);
             if (!bigger) {
-                free(buf);
-                return 500;
+                rc = 500;
+                break;
             }
             buf = bigger;
             cap = ncap;
         }
+        if (daebus__now_mono() >= deadline) {
+            rc = 408;
+            break;
+        }
         int n = mg_read(req->conn, buf + len, cap - len);
+        if (n < 0 && chunked)
+            rc = 400;
         if (n <= 0)
             break;
         len += (size_t)n;
         if (cl > 0 && len == (size_t)cl)
             break;
     }
-    if (len > h->max_body) {
+    if (daebus__http_reader_release(h, slot) && (rc == 0 || rc == 400))
+        rc = 408; /* the watchdog cut it short */
+    if (rc == 0 && cl > 0 && len < (size_t)cl)
+        rc = 400;
+    if (rc == 0 && len > h->max_body)
+        rc = 413;
+    if (rc) {
         free(buf);
-        return 413;
+        return rc;
     }
     buf[len] = '\0';
     req->body = buf;
@@ -691,10 +799,13 @@ static void fill_params(daebus_http_request *req, const daebus__http_route *rt, 
     }
 }
 
-static void handle(daebus_http *h, daebus_http_request *req, daebus_http_response *res)
+/* raw: the path to route (an absolute-form target's), NULL = CivetWeb's. */
+static void handle(daebus_http *h, daebus_http_request *req, daebus_http_response *res,
+                   const char *raw, double deadline)
 {
     const struct mg_request_info *ri = mg_get_request_info(req->conn);
-    const char *raw = ri->local_uri_raw ? ri->local_uri_raw : ri->local_uri;
+    if (!raw)
+        raw = ri->local_uri_raw ? ri->local_uri_raw : ri->local_uri;
     if (!raw || raw[0] != '/')
         raw = "/";
     size_t rawlen = strlen(raw);
@@ -721,13 +832,31 @@ static void handle(daebus_http *h, daebus_http_request *req, daebus_http_respons
         daebus_http_send_error(res, 503, "Server shutting down");
         goto done;
     }
-    int body_rc = read_body(h, req);
-    if (body_rc == 413) {
+    int body_rc = read_body(h, req, deadline);
+    if (body_rc) {
+        /* The body was not read to its end: the connection cannot carry another request. */
         res->close_after = true;
-        daebus_http_send_error(res, 413, "Request body too large");
-        goto done;
-    } else if (body_rc) {
-        daebus_http_send_error(res, 500, "Internal server error");
+        const char *msg = "Internal server error";
+        if (body_rc == 413) {
+            msg = "Request body too large";
+        } else if (body_rc == 408) {
+            msg = "Request Timeout";
+            daebus__http_note(h, DAEBUS__HTTP_NOTE_TIMEOUT,
+                              "%s %s from %s: the request did not arrive within %d ms: 408",
+                              req->method, req->path, ri->remote_addr, h->timeout_ms);
+        } else if (body_rc == 400) {
+            msg = "Request body incomplete";
+            daebus__http_note(h, DAEBUS__HTTP_NOTE_BAD,
+                              "%s %s from %s: the body ended before its Content-Length: 400",
+                              req->method, req->path, ri->remote_addr);
+        } else if (body_rc == 503) {
+            msg = "Too many uploads in progress";
+            daebus_http_set_header(res, "Retry-After", "1");
+            daebus__http_note(h, DAEBUS__HTTP_NOTE_BUSY,
+                              "%s %s from %s: %d request bodies are being read already: 503",
+                              req->method, req->path, ri->remote_addr, h->max_body_readers);
+        }
+        daebus_http_send_error(res, body_rc, msg);
         goto done;
     }
 
@@ -816,9 +945,8 @@ done:
     free(segbuf);
 }
 
-int daebus__http_dispatch(struct mg_connection *conn, void *cbdata)
+static int dispatch(struct mg_connection *conn, daebus_http *h, const char *raw, double start)
 {
-    daebus_http *h = cbdata;
     double t0 = daebus__now_mono();
     atomic_fetch_add(&h->st_in_flight, 1);
     daebus_http_request *req = calloc(1, sizeof *req);
@@ -840,7 +968,7 @@ int daebus__http_dispatch(struct mg_connection *conn, void *cbdata)
     res->conn = conn;
     res->head_only = req->method_bit == DAEBUS_HEAD;
 
-    handle(h, req, res);
+    handle(h, req, res, raw, start + h->timeout_ms / 1000.0);
     if (!res->sent)
         daebus_http_send_error(res, 500, "Internal server error");
 
@@ -865,4 +993,175 @@ int daebus__http_dispatch(struct mg_connection *conn, void *cbdata)
     free(res->headers);
     free(res);
     return status;
+}
+
+int daebus__http_dispatch(struct mg_connection *conn, void *cbdata)
+{
+    /* begin_request started the clock on this thread just before. */
+    double start = tl_req_start > 0 ? tl_req_start : daebus__now_mono();
+    tl_req_start = 0;
+    return dispatch(conn, cbdata, NULL, start);
+}
+
+/* ---- what CivetWeb would refuse badly, or not at all ---- */
+
+/* Answers status with a JSON error (and one extra header), outside the
+ * dispatcher, written whole: CivetWeb marks an upgrade request as a
+ * WebSocket before begin_request, and its response calls then refuse to
+ * write a status line. close: the connection carries no further request. */
+static int refuse(daebus_http *h, struct mg_connection *conn, int status, const char *message,
+                  const char *hname, const char *hvalue, bool close)
+{
+    const char *reason = status == 400   ? "Bad Request"
+                         : status == 426 ? "Upgrade Required"
+                                         : mg_get_response_code_text(conn, status);
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    bool head = ri && ri->request_method && strcmp(ri->request_method, "HEAD") == 0;
+    char body[256];
+    int blen = snprintf(body, sizeof body, "{\"error\":\"%s\"}", message);
+    /* Every piece is one of our constants: 512 bytes hold them all. */
+    const char *date = http_date();
+    char head_text[512];
+    int n = snprintf(head_text, sizeof head_text,
+                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n",
+                     status, reason ? reason : "Error", blen);
+    if (hname)
+        n += snprintf(head_text + n, sizeof head_text - (size_t)n, "%s: %s\r\n", hname, hvalue);
+    if (date)
+        n += snprintf(head_text + n, sizeof head_text - (size_t)n, "Date: %s\r\n", date);
+    n += snprintf(head_text + n, sizeof head_text - (size_t)n, "Connection: %s\r\n\r\n",
+                  close ? "close" : "keep-alive");
+    void (*disable_keep_alive)(struct mg_connection *) = mg_disable_keep_alive;
+    if (close && disable_keep_alive)
+        disable_keep_alive(conn);
+    mg_write(conn, head_text, (size_t)n);
+    if (!head)
+        mg_write(conn, body, (size_t)blen);
+    atomic_fetch_add(&h->st_requests, 1);
+    atomic_fetch_add(&h->st_class[status / 100], 1);
+    atomic_fetch_add(&h->st_bytes_out, head ? 0 : (uint64_t)blen);
+    return status;
+}
+
+static bool header_has(const struct mg_connection *conn, const char *name, const char *token)
+{
+    const char *v = mg_get_header(conn, name);
+    return v && daebus__http_list_has(v, token, strlen(token));
+}
+
+/* Runs before CivetWeb handles a request (and its WebSocket handshake):
+ * refuses a request whose body framing is ambiguous (Content-Length
+ * malformed, repeated with different values, or next to Transfer-Encoding:
+ * request smuggling) and upgrades CivetWeb would answer without a status
+ * line. Returns: 0 (go on) or the status sent. */
+int daebus__http_begin_request(struct mg_connection *conn)
+{
+    daebus_http *h = mg_get_user_data(mg_get_context(conn));
+    request_clock();
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    if (!h || !ri)
+        return 0;
+    int ncl = 0;
+    bool bad = false, te = false;
+    long long cl = -1;
+    for (int i = 0; i < ri->num_headers; i++) {
+        const char *name = ri->http_headers[i].name;
+        if (!name)
+            continue;
+        if (strcasecmp(name, "Content-Length") == 0) {
+            long long v;
+            if (!daebus__http_parse_content_length(ri->http_headers[i].value, &v) ||
+                (ncl && v != cl))
+                bad = true;
+            cl = v;
+            ncl++;
+        } else if (strcasecmp(name, "Transfer-Encoding") == 0) {
+            te = true;
+        }
+    }
+    if (bad || (ncl && te)) {
+        daebus__http_note(h, DAEBUS__HTTP_NOTE_BAD, "%s from %s: %s: 400",
+                          ri->request_method ? ri->request_method : "?", ri->remote_addr,
+                          bad ? "malformed or conflicting Content-Length"
+                              : "both Content-Length and Transfer-Encoding");
+        return refuse(h, conn, 400,
+                      bad ? "Invalid Content-Length" : "Content-Length with Transfer-Encoding",
+                      NULL, NULL, true);
+    }
+    /* The test CivetWeb applies to start a WebSocket handshake. */
+    if (header_has(conn, "Upgrade", "websocket") && header_has(conn, "Connection", "upgrade")) {
+        const char *key = mg_get_header(conn, "Sec-WebSocket-Key");
+        const char *version = mg_get_header(conn, "Sec-WebSocket-Version");
+        if (!key || !*key) {
+            daebus__http_note(h, DAEBUS__HTTP_NOTE_BAD,
+                              "WebSocket upgrade from %s without Sec-WebSocket-Key: 400",
+                              ri->remote_addr);
+            return refuse(h, conn, 400, "Missing Sec-WebSocket-Key", NULL, NULL, true);
+        }
+        if (!version || strcmp(version, "13") != 0) {
+            daebus__http_note(h, DAEBUS__HTTP_NOTE_BAD,
+                              "WebSocket upgrade from %s with an unsupported version: 426",
+                              ri->remote_addr);
+            return refuse(h, conn, 426, "Unsupported WebSocket version (13 is supported)",
+                          "Sec-WebSocket-Version", "13", true);
+        }
+    }
+    return 0;
+}
+
+/* True when CivetWeb parsed this request fully and accepted its framing, so
+ * that an unanswered one was dropped only for its target. */
+static bool framing_ok(const struct mg_request_info *ri)
+{
+    if (!ri->http_version ||
+        (strcmp(ri->http_version, "1.1") != 0 && strcmp(ri->http_version, "1.0") != 0))
+        return false;
+    for (int i = 0; i < ri->num_headers; i++) {
+        const char *name = ri->http_headers[i].name;
+        long long v;
+        if (name && strcasecmp(name, "Content-Length") == 0 &&
+            !daebus__http_parse_content_length(ri->http_headers[i].value, &v))
+            return false;
+        if (name && strcasecmp(name, "Transfer-Encoding") == 0)
+            return false;
+    }
+    return true;
+}
+
+/* CivetWeb 1.15 parses an absolute-form target on another host or port, and
+ * "*", then closes the connection without a word. Its close callback still
+ * holds the request: answer it here (the connection closes after). */
+void daebus__http_connection_close(const struct mg_connection *cconn)
+{
+    struct mg_connection *conn = (struct mg_connection *)cconn;
+    daebus_http *h = mg_get_user_data(mg_get_context(conn));
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    if (!h || !ri || ri->local_uri || !ri->request_method || !ri->request_uri || !framing_ok(ri))
+        return;
+    const char *target = ri->request_uri;
+    if (strcmp(target, "*") == 0) {
+        if (strcmp(ri->request_method, "OPTIONS") != 0) {
+            refuse(h, conn, 400, "Request target * is for OPTIONS only", NULL, NULL, true);
+            return;
+        }
+        /* The server as a whole: what any route may be asked. */
+        daebus_http_response res = {0};
+        res.http = h;
+        res.conn = conn;
+        res.close_after = true;
+        daebus_http_set_header(&res, "Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+        daebus_http_send(&res, 204, NULL, NULL, 0);
+        free(res.headers);
+        atomic_fetch_add(&h->st_requests, 1);
+        atomic_fetch_add(&h->st_class[2], 1);
+        return;
+    }
+    const char *path = daebus__http_absolute_path(target);
+    if (!path)
+        return; /* CivetWeb answered it (400 Invalid URI) */
+    if (path[0] != '/')
+        path = "/";
+    if (atomic_load(&h->draining) || !h->router)
+        return;
+    dispatch(conn, h, path, request_clock());
 }

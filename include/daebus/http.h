@@ -93,13 +93,18 @@ typedef struct daebus_http_options {
      * DAEBUS_ESTATE and says so; terminate TLS at a proxy (docs/operations.md). */
     const char *ssl_certificate;
     bool access_log;              /* one info line per request ("http" component) */
-    int request_timeout_ms;       /* idle/read time-out per request; <= 0 = 30000 */
+    int request_timeout_ms;       /* a whole request (headers and body) must arrive within
+                                     this time, or 408 and the connection closed; <= 0 =
+                                     30000 (docs/operations.md, "Limits: HTTP bodies") */
     const char *static_dir;       /* serve files from this directory; NULL = none */
     const char *static_prefix;    /* URL prefix of static_dir; NULL = "/" */
     const daebus_http_cors *cors; /* NULL = CORS off (copied) */
-    int max_json_depth; /* JSON bodies nested deeper get 400 {"error": "JSON body nested too
+    int max_json_depth;   /* JSON bodies nested deeper get 400 {"error": "JSON body nested too
                            deeply (max N levels)"}; 0 = 100; at most 512 (cJSON recurses on
                            CivetWeb's small worker stacks) */
+    int max_body_readers; /* request bodies read at once (each holds a worker thread while
+                             it arrives); more get 503 with Retry-After and the connection
+                             closed; <= 0 = half of num_threads (at least 1) */
 } daebus_http_options;
 
 #define DAEBUS_HTTP_OPTIONS_INIT                                                                   \
