@@ -945,7 +945,9 @@ done:
     free(segbuf);
 }
 
-static int dispatch(struct mg_connection *conn, daebus_http *h, const char *raw, double start)
+/* raw, query: an absolute-form target's path and query (NULL: CivetWeb's). */
+static int dispatch(struct mg_connection *conn, daebus_http *h, const char *raw, const char *query,
+                    double start)
 {
     double t0 = daebus__now_mono();
     atomic_fetch_add(&h->st_in_flight, 1);
@@ -963,7 +965,7 @@ static int dispatch(struct mg_connection *conn, daebus_http *h, const char *raw,
     req->conn = conn;
     req->method = ri->request_method ? ri->request_method : "";
     req->method_bit = method_bit(req->method);
-    req->query_string = ri->query_string;
+    req->query_string = raw ? query : ri->query_string;
     res->http = h;
     res->conn = conn;
     res->head_only = req->method_bit == DAEBUS_HEAD;
@@ -1000,7 +1002,7 @@ int daebus__http_dispatch(struct mg_connection *conn, void *cbdata)
     /* begin_request started the clock on this thread just before. */
     double start = tl_req_start > 0 ? tl_req_start : daebus__now_mono();
     tl_req_start = 0;
-    return dispatch(conn, cbdata, NULL, start);
+    return dispatch(conn, cbdata, NULL, NULL, start);
 }
 
 /* ---- what CivetWeb would refuse badly, or not at all ---- */
@@ -1159,9 +1161,20 @@ void daebus__http_connection_close(const struct mg_connection *cconn)
     const char *path = daebus__http_absolute_path(target);
     if (!path)
         return; /* CivetWeb answered it (400 Invalid URI) */
-    if (path[0] != '/')
-        path = "/";
     if (atomic_load(&h->draining) || !h->router)
         return;
-    dispatch(conn, h, path, request_clock());
+    /* CivetWeb leaves the query on an absolute-form target: split it off. */
+    size_t plen = strcspn(path, "?#");
+    char *raw = malloc(plen + 2);
+    if (!raw)
+        return;
+    if (path[0] == '/') {
+        memcpy(raw, path, plen);
+        raw[plen] = '\0';
+    } else {
+        strcpy(raw, "/");
+    }
+    const char *query = path[plen] == '?' ? path + plen + 1 : NULL;
+    dispatch(conn, h, raw, query, request_clock());
+    free(raw);
 }
