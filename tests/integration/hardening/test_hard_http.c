@@ -303,6 +303,31 @@ static void test_body_stops(void)
     expect_alive();
 }
 
+/* The clock starts when the connection is taken, not when the headers are
+ * complete: headers sent over 1 s, then a body that stops, get the 408 about
+ * 2 s after the connection opened. */
+static void test_clock_starts_at_connect(void)
+{
+    int fd = dial();
+    CU_ASSERT_FATAL(fd >= 0);
+    double t0 = ts_now();
+    const char *part1 = "POST /echo HTTP/1.1\r\nHost: x\r\n";
+    const char *part2 = "Content-Length: 100\r\n\r\n0123456789";
+    CU_ASSERT(send_all(fd, part1, strlen(part1)));
+    ts_sleep_ms(1000);
+    CU_ASSERT(send_all(fd, part2, strlen(part2)));
+    bool closed = false;
+    char *ans = read_answer(fd, 20, &closed);
+    double took = ts_now() - t0;
+    expect_status(ans, "HTTP/1.1 408 ", "headers over 1 s, then a body that stops");
+    CU_ASSERT(closed);
+    /* from the end of the headers it would be 3 s */
+    CU_ASSERT(took < TIMEOUT_MS / 1000.0 + 0.9);
+    fprintf(stderr, "  headers over 1 s, body stops: 408 %.2f s after connect\n", took);
+    free(ans);
+    close(fd);
+}
+
 static void test_body_trickles(void)
 {
     int before = atomic_load(&n_handled);
@@ -425,6 +450,7 @@ int main(void)
     CU_add_test(s, "malformed Content-Length: 400, no handler", test_content_length);
     CU_add_test(s, "refusals carry a status line", test_refusals);
     CU_add_test(s, "a body that stops: 408 at the limit", test_body_stops);
+    CU_add_test(s, "the clock starts at connect", test_clock_starts_at_connect);
     CU_add_test(s, "a body that trickles: 408 at the limit", test_body_trickles);
     CU_add_test(s, "headers that trickle are cut", test_headers_trickle);
     CU_add_test(s, "slow uploads do not starve others", test_slow_uploads);
