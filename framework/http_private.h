@@ -121,6 +121,10 @@ struct daebus_http_response {
     bool streaming;
     bool stream_ended;
     bool close_after;
+    /* written whole with mg_write, "Connection: close": outside CivetWeb's
+     * request handling (begin_request refusals, the close callback), where its
+     * header calls write no status line or leak their copies */
+    bool raw_head;
     int status;
     uint64_t bytes_out;
     size_t hlen;

@@ -155,6 +155,35 @@ static bool has_header_line(const daebus_http_response *res, const char *name)
  * weakly so that other CivetWeb builds still work (without the close). */
 #pragma weak mg_disable_keep_alive
 
+/* send_head() for res->raw_head: the whole head in one mg_write. */
+static int send_head_raw(daebus_http_response *res, int status, const char *ctype, long long clen,
+                         bool chunked)
+{
+    const char *reason = mg_get_response_code_text(res->conn, status);
+    size_t cap = res->hlen + (ctype ? strlen(ctype) : 0) + 512;
+    char *t = malloc(cap);
+    if (!t)
+        return DAEBUS_ENOMEM;
+    int n = snprintf(t, cap, "HTTP/1.1 %d %s\r\n", status, reason ? reason : "");
+    if (ctype)
+        n += snprintf(t + n, cap - (size_t)n, "Content-Type: %s\r\n", ctype);
+    if (clen >= 0 && status != 204 && status != 304 && status >= 200)
+        n += snprintf(t + n, cap - (size_t)n, "Content-Length: %lld\r\n", clen);
+    if (chunked)
+        n += snprintf(t + n, cap - (size_t)n, "Transfer-Encoding: chunked\r\n");
+    if (res->hlen)
+        n += snprintf(t + n, cap - (size_t)n, "%s", res->headers);
+    const char *date = has_header_line(res, "Date") ? NULL : http_date();
+    if (date)
+        n += snprintf(t + n, cap - (size_t)n, "Date: %s\r\n", date);
+    n += snprintf(t + n, cap - (size_t)n, "Connection: close\r\n\r\n");
+    res->sent = true;
+    res->status = status;
+    int w = mg_write(res->conn, t, (size_t)n);
+    free(t);
+    return w == n ? 0 : DAEBUS_EIO;
+}
+
 /* Sends the status line and headers; clen < 0 = no Content-Length. */
 static int send_head(daebus_http_response *res, int status, const char *ctype, long long clen,
                      bool chunked)
@@ -168,8 +197,10 @@ static int send_head(daebus_http_response *res, int status, const char *ctype, l
         status = 500;
     struct mg_connection *c = res->conn;
     void (*disable_keep_alive)(struct mg_connection *) = mg_disable_keep_alive;
-    if (res->close_after && disable_keep_alive)
+    if ((res->close_after || res->raw_head) && disable_keep_alive)
         disable_keep_alive(c);
+    if (res->raw_head)
+        return send_head_raw(res, status, ctype, clen, chunked);
     if (mg_response_header_start(c, status) < 0)
         return DAEBUS_EIO;
     res->sent = true;
@@ -969,6 +1000,7 @@ static int dispatch(struct mg_connection *conn, daebus_http *h, const char *raw,
     res->http = h;
     res->conn = conn;
     res->head_only = req->method_bit == DAEBUS_HEAD;
+    res->raw_head = raw != NULL; /* answered from the close callback */
 
     handle(h, req, res, raw, start + h->timeout_ms / 1000.0);
     if (!res->sent)
@@ -1007,48 +1039,39 @@ int daebus__http_dispatch(struct mg_connection *conn, void *cbdata)
 
 /* ---- what CivetWeb would refuse badly, or not at all ---- */
 
-/* Answers status with a JSON error (and one extra header), outside the
- * dispatcher, written whole: CivetWeb marks an upgrade request as a
- * WebSocket before begin_request, and its response calls then refuse to
- * write a status line. close: the connection carries no further request. */
+/* Answers status with a JSON error (and one extra header) outside the
+ * dispatcher; the connection closes after. CivetWeb marks an upgrade
+ * request as a WebSocket before begin_request, and its header calls then
+ * write no status line: the head is written whole. Returns: status. */
 static int refuse(daebus_http *h, struct mg_connection *conn, int status, const char *message,
-                  const char *hname, const char *hvalue, bool close)
+                  const char *hname, const char *hvalue)
 {
-    const char *reason = status == 400   ? "Bad Request"
-                         : status == 426 ? "Upgrade Required"
-                                         : mg_get_response_code_text(conn, status);
+    daebus_http_response res = {0};
+    res.http = h;
+    res.conn = conn;
+    res.raw_head = true;
+    res.close_after = true;
     const struct mg_request_info *ri = mg_get_request_info(conn);
-    bool head = ri && ri->request_method && strcmp(ri->request_method, "HEAD") == 0;
-    char body[256];
-    int blen = snprintf(body, sizeof body, "{\"error\":\"%s\"}", message);
-    /* Every piece is one of our constants: 512 bytes hold them all. */
-    const char *date = http_date();
-    char head_text[512];
-    int n = snprintf(head_text, sizeof head_text,
-                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n",
-                     status, reason ? reason : "Error", blen);
+    res.head_only = ri && ri->request_method && strcmp(ri->request_method, "HEAD") == 0;
     if (hname)
-        n += snprintf(head_text + n, sizeof head_text - (size_t)n, "%s: %s\r\n", hname, hvalue);
-    if (date)
-        n += snprintf(head_text + n, sizeof head_text - (size_t)n, "Date: %s\r\n", date);
-    n += snprintf(head_text + n, sizeof head_text - (size_t)n, "Connection: %s\r\n\r\n",
-                  close ? "close" : "keep-alive");
-    void (*disable_keep_alive)(struct mg_connection *) = mg_disable_keep_alive;
-    if (close && disable_keep_alive)
-        disable_keep_alive(conn);
-    mg_write(conn, head_text, (size_t)n);
-    if (!head)
-        mg_write(conn, body, (size_t)blen);
+        daebus_http_set_header(&res, hname, hvalue);
+    daebus_http_send_error(&res, status, message);
+    free(res.headers);
     atomic_fetch_add(&h->st_requests, 1);
     atomic_fetch_add(&h->st_class[status / 100], 1);
-    atomic_fetch_add(&h->st_bytes_out, head ? 0 : (uint64_t)blen);
+    atomic_fetch_add(&h->st_bytes_out, res.bytes_out);
     return status;
 }
 
+/* CivetWeb's own test: name's value contains token, in any case. */
 static bool header_has(const struct mg_connection *conn, const char *name, const char *token)
 {
     const char *v = mg_get_header(conn, name);
-    return v && daebus__http_list_has(v, token, strlen(token));
+    size_t n = strlen(token);
+    for (; v && *v; v++)
+        if (strncasecmp(v, token, n) == 0)
+            return true;
+    return false;
 }
 
 /* Runs before CivetWeb handles a request (and its WebSocket handshake):
@@ -1088,9 +1111,9 @@ int daebus__http_begin_request(struct mg_connection *conn)
                               : "both Content-Length and Transfer-Encoding");
         return refuse(h, conn, 400,
                       bad ? "Invalid Content-Length" : "Content-Length with Transfer-Encoding",
-                      NULL, NULL, true);
+                      NULL, NULL);
     }
-    /* The test CivetWeb applies to start a WebSocket handshake. */
+    /* What makes CivetWeb start a WebSocket handshake. */
     if (header_has(conn, "Upgrade", "websocket") && header_has(conn, "Connection", "upgrade")) {
         const char *key = mg_get_header(conn, "Sec-WebSocket-Key");
         const char *version = mg_get_header(conn, "Sec-WebSocket-Version");
@@ -1098,14 +1121,14 @@ int daebus__http_begin_request(struct mg_connection *conn)
             daebus__http_note(h, DAEBUS__HTTP_NOTE_BAD,
                               "WebSocket upgrade from %s without Sec-WebSocket-Key: 400",
                               ri->remote_addr);
-            return refuse(h, conn, 400, "Missing Sec-WebSocket-Key", NULL, NULL, true);
+            return refuse(h, conn, 400, "Missing Sec-WebSocket-Key", NULL, NULL);
         }
         if (!version || strcmp(version, "13") != 0) {
             daebus__http_note(h, DAEBUS__HTTP_NOTE_BAD,
                               "WebSocket upgrade from %s with an unsupported version: 426",
                               ri->remote_addr);
             return refuse(h, conn, 426, "Unsupported WebSocket version (13 is supported)",
-                          "Sec-WebSocket-Version", "13", true);
+                          "Sec-WebSocket-Version", "13");
         }
     }
     return 0;
@@ -1143,14 +1166,14 @@ void daebus__http_connection_close(const struct mg_connection *cconn)
     const char *target = ri->request_uri;
     if (strcmp(target, "*") == 0) {
         if (strcmp(ri->request_method, "OPTIONS") != 0) {
-            refuse(h, conn, 400, "Request target * is for OPTIONS only", NULL, NULL, true);
+            refuse(h, conn, 400, "Request target * is for OPTIONS only", NULL, NULL);
             return;
         }
         /* The server as a whole: what any route may be asked. */
         daebus_http_response res = {0};
         res.http = h;
         res.conn = conn;
-        res.close_after = true;
+        res.raw_head = true;
         daebus_http_set_header(&res, "Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
         daebus_http_send(&res, 204, NULL, NULL, 0);
         free(res.headers);
