@@ -1094,7 +1094,7 @@ int daebus__http_begin_request(struct mg_connection *conn)
         if (!name)
             continue;
         if (strcasecmp(name, "Content-Length") == 0) {
-            long long v;
+            long long v = -1;
             if (!daebus__http_parse_content_length(ri->http_headers[i].value, &v) ||
                 (ncl && v != cl))
                 bad = true;
@@ -1195,7 +1195,8 @@ void daebus__http_connection_close(const struct mg_connection *cconn)
         memcpy(raw, path, plen);
         raw[plen] = '\0';
     } else {
-        strcpy(raw, "/");
+        raw[0] = '/';
+        raw[1] = '\0';
     }
     const char *query = path[plen] == '?' ? path + plen + 1 : NULL;
     dispatch(conn, h, raw, query, request_clock());

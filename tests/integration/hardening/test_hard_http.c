@@ -179,6 +179,14 @@ static void test_truncated_body(void)
     CU_ASSERT(closed);
     CU_ASSERT_EQUAL(atomic_load(&n_handled), before);
     free(ans);
+    /* chunked: the last chunk never comes */
+    const char *chunked =
+        "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+    ans = exchange(chunked, strlen(chunked), true, &closed);
+    expect_status(ans, "HTTP/1.1 400 Bad Request\r\n", "chunked body without its last chunk");
+    CU_ASSERT(closed);
+    CU_ASSERT_EQUAL(atomic_load(&n_handled), before);
+    free(ans);
     expect_alive();
 }
 
