@@ -13,6 +13,11 @@
  * HTTP/1.1 keep-alive working; every non-streamed response has a
  * Content-Length. CORS headers are computed once per request from a
  * reference-counted configuration that daebus_http_set_cors() swaps.
+ *
+ * Request bodies are read under a deadline in at most max_body_readers
+ * slots; a watchdog thread, one per running server, shuts the read side of a
+ * socket whose deadline passed, which wakes the worker blocked in mg_read
+ * (CivetWeb's own time-out applies per read, not per request).
  */
 #include "daebus/http.h"
 

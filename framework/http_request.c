@@ -7,6 +7,14 @@
  * and decode the path (400), route lookup, automatic OPTIONS / 405 / static
  * files / 404, payload (400), middleware, handler, then whatever the handler
  * left unsent (500 or 204), stats and the access log line.
+ *
+ * A request has one deadline (request_timeout_ms from when the worker took
+ * the connection, or from the end of the headers on a kept-alive one); the
+ * body is read under it with a body-reader slot whose watchdog (http.c)
+ * shuts the socket's read side when it passes. CivetWeb's begin_request and
+ * connection_close callbacks, at the end of this file, answer what CivetWeb
+ * 1.15 would refuse without a status line or drop without a word: bad
+ * framing, bad upgrades, absolute-form targets and OPTIONS *.
  */
 #include <arpa/inet.h>
 #include <civetweb.h>

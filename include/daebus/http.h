@@ -29,7 +29,10 @@
  * overwriting earlier ones. A JSON body that is not an object (a list, a
  * number) becomes the payload itself. Invalid UTF-8 or a JSON body that does
  * not parse, or nests deeper than max_json_depth, is answered 400 before the
- * handler runs; a body larger than max_body_size is answered 413.
+ * handler runs; a body larger than max_body_size is answered 413. A request
+ * must arrive whole within request_timeout_ms (else 408), its body must match
+ * its one Content-Length (else 400), and at most max_body_readers bodies are
+ * read at once (else 503 with Retry-After): all before any handler runs.
  *
  * Errors are JSON: 404 {"error": "Not Found", "path": "<path as sent>"}, 405
  * {"error": "Method Not Allowed", "path": ...} with Allow, 400/413
