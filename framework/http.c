@@ -23,6 +23,7 @@
 
 #include <arpa/inet.h>
 #include <civetweb.h>
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -116,7 +117,11 @@ daebus_http *daebus_http_create(const daebus_http_options *opts, daebus_error *e
     atomic_init(&h->bound_port, -1);
     pthread_mutex_init(&h->cors_lock, NULL);
     pthread_mutex_init(&h->rd_lock, NULL);
-    pthread_cond_init(&h->rd_cond, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* deadlines are daebus__now_mono() */
+    pthread_cond_init(&h->rd_cond, &ca);
+    pthread_condattr_destroy(&ca);
     h->readers = calloc((size_t)h->max_body_readers, sizeof *h->readers);
     if (!h->readers) {
         daebus_error_set(err, DAEBUS_ENOMEM, "out of memory");
@@ -382,16 +387,24 @@ void daebus__http_note(daebus_http *h, int note, const char *fmt, ...)
         daebus_log(DAEBUS_LOG_WARNING, "http", "%s", msg);
 }
 
-int daebus__http_reader_acquire(daebus_http *h, int fd, double deadline)
+int daebus__http_reader_acquire(daebus_http *h, const struct mg_connection *conn, double deadline)
 {
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    daebus__http_reader r = {.port = -1, .deadline = deadline, .used = true};
+    if (ri) {
+        snprintf(r.addr, sizeof r.addr, "%s", ri->remote_addr);
+        r.port = ri->remote_port;
+        r.local_port = ri->server_port;
+    }
     int slot = -1;
     pthread_mutex_lock(&h->rd_lock);
     for (int i = 0; i < h->max_body_readers && slot < 0; i++)
         if (!h->readers[i].used)
             slot = i;
     if (slot >= 0) {
-        h->readers[slot] = (daebus__http_reader){fd, deadline, true, false};
-        pthread_cond_signal(&h->rd_cond);
+        h->readers[slot] = r;
+        if (deadline < h->rd_next) /* else the watchdog wakes in time */
+            pthread_cond_signal(&h->rd_cond);
     }
     pthread_mutex_unlock(&h->rd_lock);
     return slot;
@@ -402,15 +415,66 @@ bool daebus__http_reader_release(daebus_http *h, int slot)
     pthread_mutex_lock(&h->rd_lock);
     bool expired = h->readers[slot].expired;
     h->readers[slot].used = false;
-    h->readers[slot].fd = -1;
     pthread_mutex_unlock(&h->rd_lock);
     return expired;
 }
 
+static bool peer_is(int fd, const daebus__http_reader *r)
+{
+    struct sockaddr_storage ss;
+    socklen_t l = sizeof ss;
+    if (getpeername(fd, (struct sockaddr *)&ss, &l) != 0)
+        return false;
+    char addr[64];
+    int port;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *s = (const struct sockaddr_in *)&ss;
+        port = ntohs(s->sin_port);
+        inet_ntop(AF_INET, &s->sin_addr, addr, sizeof addr);
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)&ss;
+        port = ntohs(s->sin6_port);
+        inet_ntop(AF_INET6, &s->sin6_addr, addr, sizeof addr);
+    } else {
+        return false;
+    }
+    if (port != r->port || strcmp(addr, r->addr) != 0)
+        return false;
+    l = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &l) != 0)
+        return false;
+    int lp = ss.ss_family == AF_INET ? ntohs(((const struct sockaddr_in *)&ss)->sin_port)
+                                     : ntohs(((const struct sockaddr_in6 *)&ss)->sin6_port);
+    return lp == r->local_port;
+}
+
+/* The socket connected to r's peer on r's local port (a TCP 4-tuple names
+ * one socket). Returns: the descriptor or -1. */
+static int find_socket(const daebus__http_reader *r)
+{
+    if (r->port < 0)
+        return -1;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    int found = -1, dfd = dirfd(d);
+    struct dirent *e;
+    while (found < 0 && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        int fd = atoi(e->d_name);
+        if (fd != dfd && peer_is(fd, r))
+            found = fd;
+    }
+    closedir(d);
+    return found;
+}
+
 /* Shuts the read side of every body whose deadline passed (the worker
  * blocked in mg_read wakes with end-of-stream and answers 408), then sleeps
- * until the next deadline or a new reader. The worker owns the connection
- * until it releases its slot, so the descriptor cannot be reused meanwhile. */
+ * until the next deadline or a new reader. A socket that cannot be found
+ * is left to CivetWeb's per-read time-out; the worker checks the deadline
+ * after every read. */
 static void *watchdog_main(void *arg)
 {
     daebus_http *h = arg;
@@ -423,16 +487,19 @@ static void *watchdog_main(void *arg)
             if (!r->used || r->expired)
                 continue;
             if (r->deadline <= now) {
+                /* Under rd_lock: the worker cannot release the slot, so
+                 * the connection (and its descriptor) stays its own. */
                 r->expired = true;
-                if (r->fd >= 0)
-                    shutdown(r->fd, SHUT_RD);
+                int fd = find_socket(r);
+                if (fd >= 0)
+                    shutdown(fd, SHUT_RD);
             } else if (r->deadline < next) {
                 next = r->deadline;
             }
         }
-        /* The condition variable waits on CLOCK_REALTIME: convert. */
+        h->rd_next = next;
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
+        clock_gettime(CLOCK_MONOTONIC, &ts);
         double wait = next - now + 0.001;
         ts.tv_sec += (time_t)wait;
         ts.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);

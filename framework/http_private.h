@@ -25,14 +25,18 @@ typedef struct daebus__http_mw {
     const daebus_blueprint *bp; /* NULL = every request */
 } daebus__http_mw;
 
-/* A request whose body is being read: its socket and its deadline. The
- * watchdog thread (http.c) shuts the socket's read side at the deadline, which
- * wakes a worker blocked in mg_read. */
+/* A request whose body is being read: its peer and its deadline. When the
+ * deadline passes, the watchdog thread (http.c) finds the socket by its
+ * addresses and shuts its read side, which wakes the worker blocked in
+ * mg_read. The socket is looked up only then: CivetWeb does not hand it out,
+ * and a scan of the descriptors costs milliseconds. */
 typedef struct daebus__http_reader {
-    int fd;          /* -1 = not found: the deadline is checked between reads only */
+    char addr[48]; /* the peer, as CivetWeb prints it */
+    int port;
+    int local_port;
     double deadline; /* daebus__now_mono() */
     bool used;
-    bool expired; /* the watchdog shut the read side */
+    bool expired; /* the deadline passed (and the read side was shut if found) */
 } daebus__http_reader;
 
 /* Refusals logged at most once a second each (an attacker sets the rate). */
@@ -86,6 +90,7 @@ struct daebus_http {
     pthread_mutex_t rd_lock;
     pthread_cond_t rd_cond;
     daebus__http_reader *readers;
+    double rd_next;  /* when the watchdog wakes next */
     bool rd_running; /* the watchdog thread runs */
     bool rd_stop;
     pthread_t rd_thread;
@@ -145,10 +150,10 @@ int daebus__http_begin_request(struct mg_connection *conn);
 void daebus__http_connection_close(const struct mg_connection *conn);
 int daebus__http_init_connection(const struct mg_connection *conn, void **conn_data);
 
-/* Takes a body-reader slot for a request whose body is read from fd (-1 =
- * unknown) until deadline. Thread: any. Returns: the slot, or -1 when all
- * max_body_readers slots are taken. */
-int daebus__http_reader_acquire(daebus_http *h, int fd, double deadline);
+/* Takes a body-reader slot for the request of conn, whose body is read
+ * until deadline. Thread: the worker serving conn. Returns: the slot, or -1
+ * when all max_body_readers slots are taken. */
+int daebus__http_reader_acquire(daebus_http *h, const struct mg_connection *conn, double deadline);
 
 /* Gives the slot back. Returns: true when the watchdog expired it (the
  * socket's read side is shut). */

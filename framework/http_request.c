@@ -16,9 +16,7 @@
  * 1.15 would refuse without a status line or drop without a word: bad
  * framing, bad upgrades, absolute-form targets and OPTIONS *.
  */
-#include <arpa/inet.h>
 #include <civetweb.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -28,7 +26,6 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "component.h"
@@ -442,12 +439,8 @@ static void send_405(daebus_http_response *res, unsigned allow, const char *path
     send_path_error(res, 405, "Method Not Allowed", path);
 }
 
-/* ---- the connection's socket and the request's clock ---- */
+/* ---- the request's clock ---- */
 
-/* CivetWeb does not hand out a connection's socket: it is found by its
- * addresses (the 4-tuple is unique) and remembered per worker thread, which
- * serves one connection at a time. */
-static _Thread_local int tl_fd = -1;
 /* When the worker took the connection (init_connection): the first
  * request's clock starts there; later ones start when their headers are in
  * (CivetWeb bounds those by the keep-alive time-out). */
@@ -455,69 +448,12 @@ static _Thread_local double tl_conn_start;
 static _Thread_local bool tl_first;
 static _Thread_local double tl_req_start;
 
-static bool peer_is(int fd, const struct mg_request_info *ri)
-{
-    struct sockaddr_storage ss;
-    socklen_t l = sizeof ss;
-    if (getpeername(fd, (struct sockaddr *)&ss, &l) != 0)
-        return false;
-    char addr[64];
-    int port;
-    if (ss.ss_family == AF_INET) {
-        const struct sockaddr_in *s = (const struct sockaddr_in *)&ss;
-        port = ntohs(s->sin_port);
-        inet_ntop(AF_INET, &s->sin_addr, addr, sizeof addr);
-    } else if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)&ss;
-        port = ntohs(s->sin6_port);
-        inet_ntop(AF_INET6, &s->sin6_addr, addr, sizeof addr);
-    } else {
-        return false;
-    }
-    if (port != ri->remote_port || strcmp(addr, ri->remote_addr) != 0)
-        return false;
-    l = sizeof ss;
-    if (getsockname(fd, (struct sockaddr *)&ss, &l) != 0)
-        return false;
-    int lp = ss.ss_family == AF_INET ? ntohs(((const struct sockaddr_in *)&ss)->sin_port)
-                                     : ntohs(((const struct sockaddr_in6 *)&ss)->sin6_port);
-    return lp == ri->server_port;
-}
-
-/* Returns: the socket of conn, or -1 (not found). */
-static int conn_fd(const struct mg_connection *conn)
-{
-    const struct mg_request_info *ri = mg_get_request_info(conn);
-    if (!ri)
-        return -1;
-    if (tl_fd >= 0 && peer_is(tl_fd, ri))
-        return tl_fd;
-    tl_fd = -1;
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        return -1;
-    int dfd = dirfd(d);
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] < '0' || e->d_name[0] > '9')
-            continue;
-        int fd = atoi(e->d_name);
-        if (fd != dfd && peer_is(fd, ri)) {
-            tl_fd = fd;
-            break;
-        }
-    }
-    closedir(d);
-    return tl_fd;
-}
-
 int daebus__http_init_connection(const struct mg_connection *conn, void **conn_data)
 {
     (void)conn;
     (void)conn_data;
     tl_conn_start = daebus__now_mono();
     tl_first = true;
-    tl_fd = -1;
     return 0;
 }
 
@@ -546,7 +482,7 @@ static int read_body(daebus_http *h, daebus_http_request *req, double deadline)
         return 0;
     if (cl > 0 && (unsigned long long)cl > h->max_body)
         return 413;
-    int slot = daebus__http_reader_acquire(h, conn_fd(req->conn), deadline);
+    int slot = daebus__http_reader_acquire(h, req->conn, deadline);
     if (slot < 0)
         return 503;
     size_t cap = cl > 0 ? (size_t)cl : 16384;
