@@ -13,22 +13,30 @@
  * HTTP/1.1 keep-alive working; every non-streamed response has a
  * Content-Length. CORS headers are computed once per request from a
  * reference-counted configuration that daebus_http_set_cors() swaps.
+ *
+ * Request bodies are read under a deadline in at most max_body_readers
+ * slots; a watchdog thread, one per running server, shuts the read side of a
+ * socket whose deadline passed, which wakes the worker blocked in mg_read
+ * (CivetWeb's own time-out applies per read, not per request).
  */
 #include "daebus/http.h"
 
 #include <arpa/inet.h>
 #include <civetweb.h>
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include "component.h"
 #include "daebus/log.h"
@@ -103,8 +111,23 @@ daebus_http *daebus_http_create(const daebus_http_options *opts, daebus_error *e
     h->max_json_depth = o.max_json_depth ? o.max_json_depth : 100;
     h->access_log = o.access_log;
     h->timeout_ms = o.request_timeout_ms > 0 ? o.request_timeout_ms : DEFAULT_TIMEOUT_MS;
+    h->max_body_readers = o.max_body_readers > 0   ? o.max_body_readers
+                          : h->num_threads / 2 > 0 ? h->num_threads / 2
+                                                   : 1;
     atomic_init(&h->bound_port, -1);
     pthread_mutex_init(&h->cors_lock, NULL);
+    pthread_mutex_init(&h->rd_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* deadlines are daebus__now_mono() */
+    pthread_cond_init(&h->rd_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    h->readers = calloc((size_t)h->max_body_readers, sizeof *h->readers);
+    if (!h->readers) {
+        daebus_error_set(err, DAEBUS_ENOMEM, "out of memory");
+        daebus_http_destroy(h);
+        return NULL;
+    }
     bool ok = true;
     h->bind_address = dup_or_null(o.bind_address ? o.bind_address : "0.0.0.0", &ok);
     h->ssl_certificate = dup_or_null(o.ssl_certificate, &ok);
@@ -143,6 +166,9 @@ static void http_free(daebus_http *h)
     daebus__http_router_destroy(h->router);
     daebus__http_cors_unref(h->cors);
     pthread_mutex_destroy(&h->cors_lock);
+    pthread_mutex_destroy(&h->rd_lock);
+    pthread_cond_destroy(&h->rd_cond);
+    free(h->readers);
     free(h->mw);
     for (int i = 0; i < h->nextra; i++) {
         free(h->extra[i].name);
@@ -337,6 +363,177 @@ int daebus_http_use_blueprint(daebus_http *http, const daebus_blueprint *bp,
     return add_mw(http, bp, fn, user);
 }
 
+/* ---- body readers and their watchdog ---- */
+
+void daebus__http_note(daebus_http *h, int note, const char *fmt, ...)
+{
+    long long now = (long long)(daebus__now_mono() * 1000.0);
+    long long last = atomic_load(&h->note_last_ms[note]);
+    uint64_t n = atomic_fetch_add(&h->note_count[note], 1) + 1;
+    if (last && now - last < 1000)
+        return;
+    if (!atomic_compare_exchange_strong(&h->note_last_ms[note], &last, now))
+        return;
+    atomic_fetch_sub(&h->note_count[note], n);
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (n > 1)
+        daebus_log(DAEBUS_LOG_WARNING, "http", "%s (and %llu more like it in the last second)", msg,
+                   (unsigned long long)(n - 1));
+    else
+        daebus_log(DAEBUS_LOG_WARNING, "http", "%s", msg);
+}
+
+int daebus__http_reader_acquire(daebus_http *h, const struct mg_connection *conn, double deadline)
+{
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    daebus__http_reader r = {.port = -1, .deadline = deadline, .used = true};
+    if (ri) {
+        snprintf(r.addr, sizeof r.addr, "%s", ri->remote_addr);
+        r.port = ri->remote_port;
+        r.local_port = ri->server_port;
+    }
+    int slot = -1;
+    pthread_mutex_lock(&h->rd_lock);
+    for (int i = 0; i < h->max_body_readers && slot < 0; i++)
+        if (!h->readers[i].used)
+            slot = i;
+    if (slot >= 0) {
+        h->readers[slot] = r;
+        if (deadline < h->rd_next) /* else the watchdog wakes in time */
+            pthread_cond_signal(&h->rd_cond);
+    }
+    pthread_mutex_unlock(&h->rd_lock);
+    return slot;
+}
+
+bool daebus__http_reader_release(daebus_http *h, int slot)
+{
+    pthread_mutex_lock(&h->rd_lock);
+    bool expired = h->readers[slot].expired;
+    h->readers[slot].used = false;
+    pthread_mutex_unlock(&h->rd_lock);
+    return expired;
+}
+
+static bool peer_is(int fd, const daebus__http_reader *r)
+{
+    struct sockaddr_storage ss;
+    socklen_t l = sizeof ss;
+    if (getpeername(fd, (struct sockaddr *)&ss, &l) != 0)
+        return false;
+    char addr[64];
+    int port;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *s = (const struct sockaddr_in *)&ss;
+        port = ntohs(s->sin_port);
+        inet_ntop(AF_INET, &s->sin_addr, addr, sizeof addr);
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)&ss;
+        port = ntohs(s->sin6_port);
+        inet_ntop(AF_INET6, &s->sin6_addr, addr, sizeof addr);
+    } else {
+        return false;
+    }
+    if (port != r->port || strcmp(addr, r->addr) != 0)
+        return false;
+    l = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &l) != 0)
+        return false;
+    int lp = ss.ss_family == AF_INET ? ntohs(((const struct sockaddr_in *)&ss)->sin_port)
+                                     : ntohs(((const struct sockaddr_in6 *)&ss)->sin6_port);
+    return lp == r->local_port;
+}
+
+/* The socket connected to r's peer on r's local port (a TCP 4-tuple names
+ * one socket). Returns: the descriptor or -1. */
+static int find_socket(const daebus__http_reader *r)
+{
+    if (r->port < 0)
+        return -1;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    int found = -1, dfd = dirfd(d);
+    struct dirent *e;
+    while (found < 0 && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        int fd = atoi(e->d_name);
+        if (fd != dfd && peer_is(fd, r))
+            found = fd;
+    }
+    closedir(d);
+    return found;
+}
+
+/* Shuts the read side of every body whose deadline passed (the worker
+ * blocked in mg_read wakes with end-of-stream and answers 408), then sleeps
+ * until the next deadline or a new reader. A socket that cannot be found
+ * is left to CivetWeb's per-read time-out; the worker checks the deadline
+ * after every read. */
+static void *watchdog_main(void *arg)
+{
+    daebus_http *h = arg;
+    pthread_mutex_lock(&h->rd_lock);
+    while (!h->rd_stop) {
+        double now = daebus__now_mono();
+        double next = now + 3600.0;
+        for (int i = 0; i < h->max_body_readers; i++) {
+            daebus__http_reader *r = &h->readers[i];
+            if (!r->used || r->expired)
+                continue;
+            if (r->deadline <= now) {
+                /* Under rd_lock: the worker cannot release the slot, so
+                 * the connection (and its descriptor) stays its own. */
+                r->expired = true;
+                int fd = find_socket(r);
+                if (fd >= 0)
+                    shutdown(fd, SHUT_RD);
+            } else if (r->deadline < next) {
+                next = r->deadline;
+            }
+        }
+        h->rd_next = next;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        double wait = next - now + 0.001;
+        ts.tv_sec += (time_t)wait;
+        ts.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&h->rd_cond, &h->rd_lock, &ts);
+    }
+    pthread_mutex_unlock(&h->rd_lock);
+    return NULL;
+}
+
+static int watchdog_start(daebus_http *h)
+{
+    h->rd_stop = false;
+    if (pthread_create(&h->rd_thread, NULL, watchdog_main, h) != 0)
+        return DAEBUS_ENOMEM;
+    h->rd_running = true;
+    return 0;
+}
+
+static void watchdog_stop(daebus_http *h)
+{
+    if (!h->rd_running)
+        return;
+    pthread_mutex_lock(&h->rd_lock);
+    h->rd_stop = true;
+    pthread_cond_signal(&h->rd_cond);
+    pthread_mutex_unlock(&h->rd_lock);
+    pthread_join(h->rd_thread, NULL);
+    h->rd_running = false;
+}
+
 /* ---- start and stop ---- */
 
 static int log_message(const struct mg_connection *conn, const char *message)
@@ -503,11 +700,17 @@ static int http_start(void *self)
     struct mg_callbacks cb;
     memset(&cb, 0, sizeof cb);
     cb.log_message = log_message;
+    cb.begin_request = daebus__http_begin_request;
+    cb.connection_close = daebus__http_connection_close;
+    cb.init_connection = daebus__http_init_connection;
     struct mg_init_data init = {&cb, h, options};
     char etext[256] = "";
     unsigned ecode = 0;
     struct mg_error_data edata = {&ecode, etext, sizeof etext};
     library_init(h->ssl_certificate != NULL);
+    rc = watchdog_start(h);
+    if (rc)
+        goto fail;
     h->ctx = mg_start2(&init, &edata);
     if (!h->ctx) {
         if (port_busy(h->bind_address, port)) {
@@ -532,6 +735,7 @@ static int http_start(void *self)
                daebus__http_router_count(h->router), h->num_threads + h->reserved_threads);
     return 0;
 fail:
+    watchdog_stop(h);
     daebus__http_router_destroy(h->router);
     h->router = NULL;
     free(h->static_root);
@@ -615,6 +819,7 @@ static void http_stop(void *self)
         stop_server(h);
         h->ctx = NULL;
     }
+    watchdog_stop(h);
     atomic_store(&h->bound_port, -1);
     daebus__http_router_destroy(h->router);
     h->router = NULL;

@@ -269,6 +269,47 @@ bool daebus__http_parse_int(const char *s, size_t len, long long *out)
     return true;
 }
 
+bool daebus__http_parse_content_length(const char *s, long long *out)
+{
+    if (!s)
+        return false;
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = 0;
+    long long v = 0;
+    for (; s[n] >= '0' && s[n] <= '9'; n++) {
+        if (n == 18)
+            return false;
+        v = v * 10 + (s[n] - '0');
+    }
+    if (n == 0)
+        return false;
+    for (s += n; *s == ' ' || *s == '\t'; s++)
+        ;
+    if (*s)
+        return false;
+    *out = v;
+    return true;
+}
+
+const char *daebus__http_absolute_path(const char *target)
+{
+    static const char *const schemes[] = {"http://", "https://", "ws://", "wss://"};
+    if (!target)
+        return NULL;
+    for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++) {
+        size_t n = strlen(schemes[i]);
+        if (strncasecmp(target, schemes[i], n) != 0)
+            continue;
+        const char *host = target + n;
+        size_t alen = strcspn(host, "/?#");
+        if (alen == 0)
+            return NULL;
+        return host + alen;
+    }
+    return NULL;
+}
+
 /* ---- MIME types ---- */
 
 const char *daebus__http_mime_type(const char *path)

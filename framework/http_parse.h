@@ -64,6 +64,17 @@ bool daebus__http_media_type_is_json(const char *content_type);
  * '-' then 1..18 digits, nothing else. Returns: true and *out on success. */
 bool daebus__http_parse_int(const char *s, size_t len, long long *out);
 
+/* Parses one Content-Length field value strictly: optional spaces or tabs
+ * around 1..18 decimal digits, nothing else (no sign, no list, no
+ * suffix). Returns: true and *out on success. */
+bool daebus__http_parse_content_length(const char *s, long long *out);
+
+/* The path (with its query, if any) of an absolute-form request target
+ * ("http://host:8080/a/b?x=1" gives "/a/b?x=1"; "http://host" gives "").
+ * Returns: a pointer into target, or NULL when target is not absolute-form
+ * (an http, https, ws or wss scheme, "//", a non-empty authority). */
+const char *daebus__http_absolute_path(const char *target);
+
 /* Returns: a static MIME type for the file name's extension
  * ("application/octet-stream" when unknown). */
 const char *daebus__http_mime_type(const char *path);

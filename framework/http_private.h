@@ -25,6 +25,28 @@ typedef struct daebus__http_mw {
     const daebus_blueprint *bp; /* NULL = every request */
 } daebus__http_mw;
 
+/* A request whose body is being read: its peer and its deadline. When the
+ * deadline passes, the watchdog thread (http.c) finds the socket by its
+ * addresses and shuts its read side, which wakes the worker blocked in
+ * mg_read. The socket is looked up only then: CivetWeb does not hand it out,
+ * and a scan of the descriptors costs milliseconds. */
+typedef struct daebus__http_reader {
+    char addr[48]; /* the peer, as CivetWeb prints it */
+    int port;
+    int local_port;
+    double deadline; /* daebus__now_mono() */
+    bool used;
+    bool expired; /* the deadline passed (and the read side was shut if found) */
+} daebus__http_reader;
+
+/* Refusals logged at most once a second each (an attacker sets the rate). */
+enum {
+    DAEBUS__HTTP_NOTE_TIMEOUT,
+    DAEBUS__HTTP_NOTE_BUSY,
+    DAEBUS__HTTP_NOTE_BAD,
+    DAEBUS__HTTP_NOTES
+};
+
 #define DAEBUS__HTTP_MAX_EXTRA_OPTIONS 8
 #define DAEBUS__HTTP_MAX_JSON_DEPTH    512
 
@@ -40,6 +62,7 @@ struct daebus_http {
     int max_json_depth;
     bool access_log;
     int timeout_ms;
+    int max_body_readers;
     char *ssl_certificate;
     char *static_dir;
     char *static_root; /* realpath of static_dir while running */
@@ -63,6 +86,17 @@ struct daebus_http {
     atomic_int draining; /* stopping: new requests get 503 while in-flight ones finish */
     atomic_uint_fast64_t st_bytes_in;
     atomic_uint_fast64_t st_bytes_out;
+    /* body readers: max_body_readers slots, guarded by rd_lock */
+    pthread_mutex_t rd_lock;
+    pthread_cond_t rd_cond;
+    daebus__http_reader *readers;
+    double rd_next;  /* when the watchdog wakes next */
+    bool rd_running; /* the watchdog thread runs */
+    bool rd_stop;
+    pthread_t rd_thread;
+    /* rate-limited refusal notes: time of the last line, refusals since */
+    atomic_llong note_last_ms[DAEBUS__HTTP_NOTES];
+    atomic_uint_fast64_t note_count[DAEBUS__HTTP_NOTES];
 };
 
 #define DAEBUS__HTTP_EXTRA_HEADERS 8192
@@ -92,6 +126,10 @@ struct daebus_http_response {
     bool streaming;
     bool stream_ended;
     bool close_after;
+    /* written whole with mg_write, "Connection: close": outside CivetWeb's
+     * request handling (begin_request refusals, the close callback), where its
+     * header calls write no status line or leak their copies */
+    bool raw_head;
     int status;
     uint64_t bytes_out;
     size_t hlen;
@@ -102,6 +140,29 @@ struct daebus_http_response {
 
 /* The CivetWeb request handler (http_request.c). */
 int daebus__http_dispatch(struct mg_connection *conn, void *cbdata);
+
+/* CivetWeb callbacks (http_request.c): begin_request checks the framing and
+ * upgrade headers before CivetWeb's own handling; connection_close answers
+ * the requests CivetWeb parsed but would drop (absolute-form targets on
+ * another host or port, OPTIONS *); init_connection notes when a connection
+ * was accepted (the first request's clock starts there). */
+int daebus__http_begin_request(struct mg_connection *conn);
+void daebus__http_connection_close(const struct mg_connection *conn);
+int daebus__http_init_connection(const struct mg_connection *conn, void **conn_data);
+
+/* Takes a body-reader slot for the request of conn, whose body is read
+ * until deadline. Thread: the worker serving conn. Returns: the slot, or -1
+ * when all max_body_readers slots are taken. */
+int daebus__http_reader_acquire(daebus_http *h, const struct mg_connection *conn, double deadline);
+
+/* Gives the slot back. Returns: true when the watchdog expired it (the
+ * socket's read side is shut). */
+bool daebus__http_reader_release(daebus_http *h, int slot);
+
+/* Logs a refusal of kind note (DAEBUS__HTTP_NOTE_*) at most once a second,
+ * with the count of those not logged. */
+void daebus__http_note(daebus_http *h, int note, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Returns: a reference to the current CORS configuration (NULL = off). */
 daebus__http_cors *daebus__http_cors_current(daebus_http *http);

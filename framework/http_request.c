@@ -7,6 +7,14 @@
  * and decode the path (400), route lookup, automatic OPTIONS / 405 / static
  * files / 404, payload (400), middleware, handler, then whatever the handler
  * left unsent (500 or 204), stats and the access log line.
+ *
+ * A request has one deadline (request_timeout_ms from when the worker took
+ * the connection, or from the end of the headers on a kept-alive one); the
+ * body is read under it with a body-reader slot whose watchdog (http.c)
+ * shuts the socket's read side when it passes. CivetWeb's begin_request and
+ * connection_close callbacks, at the end of this file, answer what CivetWeb
+ * 1.15 would refuse without a status line or drop without a word: bad
+ * framing, bad upgrades, absolute-form targets and OPTIONS *.
  */
 #include <civetweb.h>
 #include <errno.h>
@@ -152,6 +160,35 @@ static bool has_header_line(const daebus_http_response *res, const char *name)
  * weakly so that other CivetWeb builds still work (without the close). */
 #pragma weak mg_disable_keep_alive
 
+/* send_head() for res->raw_head: the whole head in one mg_write. */
+static int send_head_raw(daebus_http_response *res, int status, const char *ctype, long long clen,
+                         bool chunked)
+{
+    const char *reason = mg_get_response_code_text(res->conn, status);
+    size_t cap = res->hlen + (ctype ? strlen(ctype) : 0) + 512;
+    char *t = malloc(cap);
+    if (!t)
+        return DAEBUS_ENOMEM;
+    int n = snprintf(t, cap, "HTTP/1.1 %d %s\r\n", status, reason ? reason : "");
+    if (ctype)
+        n += snprintf(t + n, cap - (size_t)n, "Content-Type: %s\r\n", ctype);
+    if (clen >= 0 && status != 204 && status != 304 && status >= 200)
+        n += snprintf(t + n, cap - (size_t)n, "Content-Length: %lld\r\n", clen);
+    if (chunked)
+        n += snprintf(t + n, cap - (size_t)n, "Transfer-Encoding: chunked\r\n");
+    if (res->hlen)
+        n += snprintf(t + n, cap - (size_t)n, "%s", res->headers);
+    const char *date = has_header_line(res, "Date") ? NULL : http_date();
+    if (date)
+        n += snprintf(t + n, cap - (size_t)n, "Date: %s\r\n", date);
+    n += snprintf(t + n, cap - (size_t)n, "Connection: close\r\n\r\n");
+    res->sent = true;
+    res->status = status;
+    int w = mg_write(res->conn, t, (size_t)n);
+    free(t);
+    return w == n ? 0 : DAEBUS_EIO;
+}
+
 /* Sends the status line and headers; clen < 0 = no Content-Length. */
 static int send_head(daebus_http_response *res, int status, const char *ctype, long long clen,
                      bool chunked)
@@ -165,8 +202,10 @@ static int send_head(daebus_http_response *res, int status, const char *ctype, l
         status = 500;
     struct mg_connection *c = res->conn;
     void (*disable_keep_alive)(struct mg_connection *) = mg_disable_keep_alive;
-    if (res->close_after && disable_keep_alive)
+    if ((res->close_after || res->raw_head) && disable_keep_alive)
         disable_keep_alive(c);
+    if (res->raw_head)
+        return send_head_raw(res, status, ctype, clen, chunked);
     if (mg_response_header_start(c, status) < 0)
         return DAEBUS_EIO;
     res->sent = true;
@@ -400,10 +439,40 @@ static void send_405(daebus_http_response *res, unsigned allow, const char *path
     send_path_error(res, 405, "Method Not Allowed", path);
 }
 
+/* ---- the request's clock ---- */
+
+/* When the worker took the connection (init_connection): the first
+ * request's clock starts there; later ones start when their headers are in
+ * (CivetWeb bounds those by the keep-alive time-out). */
+static _Thread_local double tl_conn_start;
+static _Thread_local bool tl_first;
+static _Thread_local double tl_req_start;
+
+int daebus__http_init_connection(const struct mg_connection *conn, void **conn_data)
+{
+    (void)conn;
+    (void)conn_data;
+    tl_conn_start = daebus__now_mono();
+    tl_first = true;
+    return 0;
+}
+
+/* Starts the clock of a request whose headers just arrived. Returns: its start. */
+static double request_clock(void)
+{
+    double now = daebus__now_mono();
+    tl_req_start = tl_first && tl_conn_start > 0 && tl_conn_start <= now ? tl_conn_start : now;
+    tl_first = false;
+    return tl_req_start;
+}
+
 /* ---- body and payload ---- */
 
-/* Reads the request body. Returns 0, or 413 / 400 (response to send). */
-static int read_body(daebus_http *h, daebus_http_request *req)
+/* Reads the request body until the request's deadline. Returns 0, or the
+ * status to answer: 413 (too large), 400 (shorter than its Content-Length,
+ * or a broken chunked encoding), 408 (too slow), 503 (too many bodies being
+ * read), 500. */
+static int read_body(daebus_http *h, daebus_http_request *req, double deadline)
 {
     const struct mg_request_info *ri = mg_get_request_info(req->conn);
     long long cl = ri->content_length;
@@ -413,36 +482,50 @@ static int read_body(daebus_http *h, daebus_http_request *req)
         return 0;
     if (cl > 0 && (unsigned long long)cl > h->max_body)
         return 413;
+    int slot = daebus__http_reader_acquire(h, req->conn, deadline);
+    if (slot < 0)
+        return 503;
     size_t cap = cl > 0 ? (size_t)cl : 16384;
     char *buf = malloc(cap + 1);
-    if (!buf)
-        return 500;
     size_t len = 0;
-    for (;;) {
+    int rc = buf ? 0 : 500;
+    while (rc == 0) {
         if (len == cap) {
             if (cap > h->max_body) {
-                free(buf);
-                return 413;
+                rc = 413;
+                break;
             }
             size_t ncap = cap * 2 > h->max_body + 1 ? h->max_body + 1 : cap * 2;
             char *bigger = realloc(buf, ncap + 1);
             if (!bigger) {
-                free(buf);
-                return 500;
+                rc = 500;
+                break;
             }
             buf = bigger;
             cap = ncap;
         }
+        if (daebus__now_mono() >= deadline) {
+            rc = 408;
+            break;
+        }
         int n = mg_read(req->conn, buf + len, cap - len);
+        if (n < 0 && chunked)
+            rc = 400;
         if (n <= 0)
             break;
         len += (size_t)n;
         if (cl > 0 && len == (size_t)cl)
             break;
     }
-    if (len > h->max_body) {
+    if (daebus__http_reader_release(h, slot) && (rc == 0 || rc == 400))
+        rc = 408; /* the watchdog cut it short */
+    if (rc == 0 && cl > 0 && len < (size_t)cl)
+        rc = 400;
+    if (rc == 0 && len > h->max_body)
+        rc = 413;
+    if (rc) {
         free(buf);
-        return 413;
+        return rc;
     }
     buf[len] = '\0';
     req->body = buf;
@@ -691,10 +774,13 @@ static void fill_params(daebus_http_request *req, const daebus__http_route *rt, 
     }
 }
 
-static void handle(daebus_http *h, daebus_http_request *req, daebus_http_response *res)
+/* raw: the path to route (an absolute-form target's), NULL = CivetWeb's. */
+static void handle(daebus_http *h, daebus_http_request *req, daebus_http_response *res,
+                   const char *raw, double deadline)
 {
     const struct mg_request_info *ri = mg_get_request_info(req->conn);
-    const char *raw = ri->local_uri_raw ? ri->local_uri_raw : ri->local_uri;
+    if (!raw)
+        raw = ri->local_uri_raw ? ri->local_uri_raw : ri->local_uri;
     if (!raw || raw[0] != '/')
         raw = "/";
     size_t rawlen = strlen(raw);
@@ -721,13 +807,31 @@ static void handle(daebus_http *h, daebus_http_request *req, daebus_http_respons
         daebus_http_send_error(res, 503, "Server shutting down");
         goto done;
     }
-    int body_rc = read_body(h, req);
-    if (body_rc == 413) {
+    int body_rc = read_body(h, req, deadline);
+    if (body_rc) {
+        /* The body was not read to its end: the connection cannot carry another request. */
         res->close_after = true;
-        daebus_http_send_error(res, 413, "Request body too large");
-        goto done;
-    } else if (body_rc) {
-        daebus_http_send_error(res, 500, "Internal server error");
+        const char *msg = "Internal server error";
+        if (body_rc == 413) {
+            msg = "Request body too large";
+        } else if (body_rc == 408) {
+            msg = "Request Timeout";
+            daebus__http_note(h, DAEBUS__HTTP_NOTE_TIMEOUT,
+                              "%s %s from %s: the request did not arrive within %d ms: 408",
+                              req->method, req->path, ri->remote_addr, h->timeout_ms);
+        } else if (body_rc == 400) {
+            msg = "Request body incomplete";
+            daebus__http_note(h, DAEBUS__HTTP_NOTE_BAD,
+                              "%s %s from %s: the body ended before its Content-Length: 400",
+                              req->method, req->path, ri->remote_addr);
+        } else if (body_rc == 503) {
+            msg = "Too many uploads in progress";
+            daebus_http_set_header(res, "Retry-After", "1");
+            daebus__http_note(h, DAEBUS__HTTP_NOTE_BUSY,
+                              "%s %s from %s: %d request bodies are being read already: 503",
+                              req->method, req->path, ri->remote_addr, h->max_body_readers);
+        }
+        daebus_http_send_error(res, body_rc, msg);
         goto done;
     }
 
@@ -816,9 +920,10 @@ done:
     free(segbuf);
 }
 
-int daebus__http_dispatch(struct mg_connection *conn, void *cbdata)
+/* raw, query: an absolute-form target's path and query (NULL: CivetWeb's). */
+static int dispatch(struct mg_connection *conn, daebus_http *h, const char *raw, const char *query,
+                    double start)
 {
-    daebus_http *h = cbdata;
     double t0 = daebus__now_mono();
     atomic_fetch_add(&h->st_in_flight, 1);
     daebus_http_request *req = calloc(1, sizeof *req);
@@ -835,12 +940,13 @@ int daebus__http_dispatch(struct mg_connection *conn, void *cbdata)
     req->conn = conn;
     req->method = ri->request_method ? ri->request_method : "";
     req->method_bit = method_bit(req->method);
-    req->query_string = ri->query_string;
+    req->query_string = raw ? query : ri->query_string;
     res->http = h;
     res->conn = conn;
     res->head_only = req->method_bit == DAEBUS_HEAD;
+    res->raw_head = raw != NULL; /* answered from the close callback */
 
-    handle(h, req, res);
+    handle(h, req, res, raw, start + h->timeout_ms / 1000.0);
     if (!res->sent)
         daebus_http_send_error(res, 500, "Internal server error");
 
@@ -865,4 +971,178 @@ int daebus__http_dispatch(struct mg_connection *conn, void *cbdata)
     free(res->headers);
     free(res);
     return status;
+}
+
+int daebus__http_dispatch(struct mg_connection *conn, void *cbdata)
+{
+    /* begin_request started the clock on this thread just before. */
+    double start = tl_req_start > 0 ? tl_req_start : daebus__now_mono();
+    tl_req_start = 0;
+    return dispatch(conn, cbdata, NULL, NULL, start);
+}
+
+/* ---- what CivetWeb would refuse badly, or not at all ---- */
+
+/* Answers status with a JSON error (and one extra header) outside the
+ * dispatcher; the connection closes after. CivetWeb marks an upgrade
+ * request as a WebSocket before begin_request, and its header calls then
+ * write no status line: the head is written whole. Returns: status. */
+static int refuse(daebus_http *h, struct mg_connection *conn, int status, const char *message,
+                  const char *hname, const char *hvalue)
+{
+    daebus_http_response res = {0};
+    res.http = h;
+    res.conn = conn;
+    res.raw_head = true;
+    res.close_after = true;
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    res.head_only = ri && ri->request_method && strcmp(ri->request_method, "HEAD") == 0;
+    if (hname)
+        daebus_http_set_header(&res, hname, hvalue);
+    daebus_http_send_error(&res, status, message);
+    free(res.headers);
+    atomic_fetch_add(&h->st_requests, 1);
+    atomic_fetch_add(&h->st_class[status / 100], 1);
+    atomic_fetch_add(&h->st_bytes_out, res.bytes_out);
+    return status;
+}
+
+/* CivetWeb's own test: name's value contains token, in any case. */
+static bool header_has(const struct mg_connection *conn, const char *name, const char *token)
+{
+    const char *v = mg_get_header(conn, name);
+    size_t n = strlen(token);
+    for (; v && *v; v++)
+        if (strncasecmp(v, token, n) == 0)
+            return true;
+    return false;
+}
+
+/* Runs before CivetWeb handles a request (and its WebSocket handshake):
+ * refuses a request whose body framing is ambiguous (Content-Length
+ * malformed, repeated with different values, or next to Transfer-Encoding:
+ * request smuggling) and upgrades CivetWeb would answer without a status
+ * line. Returns: 0 (go on) or the status sent. */
+int daebus__http_begin_request(struct mg_connection *conn)
+{
+    daebus_http *h = mg_get_user_data(mg_get_context(conn));
+    request_clock();
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    if (!h || !ri)
+        return 0;
+    int ncl = 0;
+    bool bad = false, te = false;
+    long long cl = -1;
+    for (int i = 0; i < ri->num_headers; i++) {
+        const char *name = ri->http_headers[i].name;
+        if (!name)
+            continue;
+        if (strcasecmp(name, "Content-Length") == 0) {
+            long long v = -1;
+            if (!daebus__http_parse_content_length(ri->http_headers[i].value, &v) ||
+                (ncl && v != cl))
+                bad = true;
+            cl = v;
+            ncl++;
+        } else if (strcasecmp(name, "Transfer-Encoding") == 0) {
+            te = true;
+        }
+    }
+    if (bad || (ncl && te)) {
+        daebus__http_note(h, DAEBUS__HTTP_NOTE_BAD, "%s from %s: %s: 400",
+                          ri->request_method ? ri->request_method : "?", ri->remote_addr,
+                          bad ? "malformed or conflicting Content-Length"
+                              : "both Content-Length and Transfer-Encoding");
+        return refuse(h, conn, 400,
+                      bad ? "Invalid Content-Length" : "Content-Length with Transfer-Encoding",
+                      NULL, NULL);
+    }
+    /* What makes CivetWeb start a WebSocket handshake. */
+    if (header_has(conn, "Upgrade", "websocket") && header_has(conn, "Connection", "upgrade")) {
+        const char *key = mg_get_header(conn, "Sec-WebSocket-Key");
+        const char *version = mg_get_header(conn, "Sec-WebSocket-Version");
+        if (!key || !*key) {
+            daebus__http_note(h, DAEBUS__HTTP_NOTE_BAD,
+                              "WebSocket upgrade from %s without Sec-WebSocket-Key: 400",
+                              ri->remote_addr);
+            return refuse(h, conn, 400, "Missing Sec-WebSocket-Key", NULL, NULL);
+        }
+        if (!version || strcmp(version, "13") != 0) {
+            daebus__http_note(h, DAEBUS__HTTP_NOTE_BAD,
+                              "WebSocket upgrade from %s with an unsupported version: 426",
+                              ri->remote_addr);
+            return refuse(h, conn, 426, "Unsupported WebSocket version (13 is supported)",
+                          "Sec-WebSocket-Version", "13");
+        }
+    }
+    return 0;
+}
+
+/* True when CivetWeb parsed this request fully and accepted its framing, so
+ * that an unanswered one was dropped only for its target. */
+static bool framing_ok(const struct mg_request_info *ri)
+{
+    if (!ri->http_version ||
+        (strcmp(ri->http_version, "1.1") != 0 && strcmp(ri->http_version, "1.0") != 0))
+        return false;
+    for (int i = 0; i < ri->num_headers; i++) {
+        const char *name = ri->http_headers[i].name;
+        long long v;
+        if (name && strcasecmp(name, "Content-Length") == 0 &&
+            !daebus__http_parse_content_length(ri->http_headers[i].value, &v))
+            return false;
+        if (name && strcasecmp(name, "Transfer-Encoding") == 0)
+            return false;
+    }
+    return true;
+}
+
+/* CivetWeb 1.15 parses an absolute-form target on another host or port, and
+ * "*", then closes the connection without a word. Its close callback still
+ * holds the request: answer it here (the connection closes after). */
+void daebus__http_connection_close(const struct mg_connection *cconn)
+{
+    struct mg_connection *conn = (struct mg_connection *)cconn;
+    daebus_http *h = mg_get_user_data(mg_get_context(conn));
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    if (!h || !ri || ri->local_uri || !ri->request_method || !ri->request_uri || !framing_ok(ri))
+        return;
+    const char *target = ri->request_uri;
+    if (strcmp(target, "*") == 0) {
+        if (strcmp(ri->request_method, "OPTIONS") != 0) {
+            refuse(h, conn, 400, "Request target * is for OPTIONS only", NULL, NULL);
+            return;
+        }
+        /* The server as a whole: what any route may be asked. */
+        daebus_http_response res = {0};
+        res.http = h;
+        res.conn = conn;
+        res.raw_head = true;
+        daebus_http_set_header(&res, "Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+        daebus_http_send(&res, 204, NULL, NULL, 0);
+        free(res.headers);
+        atomic_fetch_add(&h->st_requests, 1);
+        atomic_fetch_add(&h->st_class[2], 1);
+        return;
+    }
+    const char *path = daebus__http_absolute_path(target);
+    if (!path)
+        return; /* CivetWeb answered it (400 Invalid URI) */
+    if (atomic_load(&h->draining) || !h->router)
+        return;
+    /* CivetWeb leaves the query on an absolute-form target: split it off. */
+    size_t plen = strcspn(path, "?#");
+    char *raw = malloc(plen + 2);
+    if (!raw)
+        return;
+    if (path[0] == '/') {
+        memcpy(raw, path, plen);
+        raw[plen] = '\0';
+    } else {
+        raw[0] = '/';
+        raw[1] = '\0';
+    }
+    const char *query = path[plen] == '?' ? path + plen + 1 : NULL;
+    dispatch(conn, h, raw, query, request_clock());
+    free(raw);
 }

@@ -29,7 +29,10 @@
  * overwriting earlier ones. A JSON body that is not an object (a list, a
  * number) becomes the payload itself. Invalid UTF-8 or a JSON body that does
  * not parse, or nests deeper than max_json_depth, is answered 400 before the
- * handler runs; a body larger than max_body_size is answered 413.
+ * handler runs; a body larger than max_body_size is answered 413. A request
+ * must arrive whole within request_timeout_ms (else 408), its body must match
+ * its one Content-Length (else 400), and at most max_body_readers bodies are
+ * read at once (else 503 with Retry-After): all before any handler runs.
  *
  * Errors are JSON: 404 {"error": "Not Found", "path": "<path as sent>"}, 405
  * {"error": "Method Not Allowed", "path": ...} with Allow, 400/413
@@ -93,13 +96,18 @@ typedef struct daebus_http_options {
      * DAEBUS_ESTATE and says so; terminate TLS at a proxy (docs/operations.md). */
     const char *ssl_certificate;
     bool access_log;              /* one info line per request ("http" component) */
-    int request_timeout_ms;       /* idle/read time-out per request; <= 0 = 30000 */
+    int request_timeout_ms;       /* a whole request (headers and body) must arrive within
+                                     this time, or 408 and the connection closed; <= 0 =
+                                     30000 (docs/operations.md, "Limits: HTTP bodies") */
     const char *static_dir;       /* serve files from this directory; NULL = none */
     const char *static_prefix;    /* URL prefix of static_dir; NULL = "/" */
     const daebus_http_cors *cors; /* NULL = CORS off (copied) */
-    int max_json_depth; /* JSON bodies nested deeper get 400 {"error": "JSON body nested too
+    int max_json_depth;   /* JSON bodies nested deeper get 400 {"error": "JSON body nested too
                            deeply (max N levels)"}; 0 = 100; at most 512 (cJSON recurses on
                            CivetWeb's small worker stacks) */
+    int max_body_readers; /* request bodies read at once (each holds a worker thread while
+                             it arrives); more get 503 with Retry-After and the connection
+                             closed; <= 0 = half of num_threads (at least 1) */
 } daebus_http_options;
 
 #define DAEBUS_HTTP_OPTIONS_INIT                                                                   \

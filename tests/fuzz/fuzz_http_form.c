@@ -4,7 +4,7 @@
  * percent-decoding (both modes) and the form parser; a parsed form, encoded
  * again, must parse to the same object. The same bytes also go through the
  * small header helpers and the static-path check, which read header values
- * and decoded paths.
+ * and decoded paths (Content-Length values, absolute-form request targets).
  */
 #include <stdbool.h>
 #include "fuzz_common.h"
@@ -94,6 +94,29 @@ static void check_headers(const char *s)
             if (*p)
                 p++;
         }
+    }
+    /* Content-Length: digits only (spaces around), and printing the value
+     * gives those digits back without leading zeros. */
+    long long cl;
+    if (daebus__http_parse_content_length(s, &cl)) {
+        FUZZ_CHECK(cl >= 0);
+        const char *d = s + strspn(s, " \t");
+        size_t nd = strspn(d, "0123456789");
+        FUZZ_CHECK(nd >= 1 && nd <= 18 && d[nd + strspn(d + nd, " \t")] == '\0');
+        char back[24];
+        snprintf(back, sizeof back, "%lld", cl);
+        while (nd > 1 && *d == '0') {
+            d++;
+            nd--;
+        }
+        FUZZ_CHECK(strlen(back) == nd && memcmp(back, d, nd) == 0);
+    }
+    /* An absolute-form target: the path lies inside it, after "scheme://host". */
+    const char *path = daebus__http_absolute_path(s);
+    if (path) {
+        FUZZ_CHECK(path > s + 5 && path <= s + strlen(s));
+        FUZZ_CHECK(*path == '\0' || *path == '/' || *path == '?' || *path == '#');
+        FUZZ_CHECK(strstr(s, "://") != NULL && strstr(s, "://") + 3 < path);
     }
     /* Route <int:> values: at most 18 digits, so never out of range. */
     long long v;
