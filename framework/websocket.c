@@ -953,7 +953,7 @@ static int on_control(daebus_ws *ws, ws_client *c, int op, const char *data, siz
         }
         /* Still flooding after the close frame: stop reading it (CivetWeb
          * ends the connection) rather than spend a read on every frame. */
-        ws__abort(c, WS_BY_PROTOCOL);
+        ws__force_close(c, WS_BY_PROTOCOL);
         return 0;
     }
     if (op != MG_WEBSOCKET_OPCODE_PING || closing)

@@ -172,10 +172,6 @@ void ws__own_end(ws_client *c);
 int ws__begin_close(ws_client *c, int code, const char *reason, int why);
 /* Shuts c's socket down at once (the CivetWeb thread then ends it). */
 void ws__force_close(ws_client *c, int why);
-/* As ws__force_close, resetting the TCP connection first (for a peer that
- * keeps sending: CivetWeb reads a shut-down socket until the peer stops).
- * On c's own CivetWeb thread only. */
-void ws__abort(ws_client *c, int why);
 /* Finds c's socket (on its CivetWeb thread, connection open). */
 void ws__find_fd(ws_client *c);
 void ws__release_fd(ws_client *c);

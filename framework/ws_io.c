@@ -412,24 +412,6 @@ void ws__force_close(ws_client *c, int why)
     pthread_mutex_unlock(&c->lock);
 }
 
-void ws__abort(ws_client *c, int why)
-{
-    pthread_mutex_lock(&c->lock);
-    if (!c->conn_closed && c->fd >= 0) {
-        /* Disconnecting the socket (connect AF_UNSPEC) resets the TCP
-         * connection: the peer's sends fail and CivetWeb's reads end,
-         * where after a shutdown(2) it would go on draining the flood. */
-        struct sockaddr sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_family = AF_UNSPEC;
-        if (connect(c->fd, &sa, sizeof sa) != 0)
-            daebus_log(DAEBUS_LOG_DEBUG, "websocket", "client %s: reset failed: %s", c->id,
-                       strerror(errno));
-    }
-    pthread_mutex_unlock(&c->lock);
-    ws__force_close(c, why);
-}
-
 /* Room in the socket's send buffer for len more bytes (c->lock held)? */
 static int has_room(ws_client *c, size_t len)
 {

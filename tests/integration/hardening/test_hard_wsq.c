@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -165,8 +166,10 @@ static int svc_start(const svc_cfg *cfg)
     svc_pid = fork();
     if (svc_pid < 0)
         return -1;
-    if (svc_pid == 0)
+    if (svc_pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlives a crashed test */
         svc_main(cfg, svc_port);
+    }
     /* Ready when an upgrade succeeds. */
     for (double end = ts_now() + 20; ts_now() < end; ts_sleep_ms(50)) {
         wsc c;
@@ -320,7 +323,8 @@ static void test_too_big_refused(void)
         cJSON *m = cJSON_Parse(t);
         CU_ASSERT_PTR_NOT_NULL(t);
         CU_ASSERT(t && strlen(t) < 2000);
-        CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(m, "type")->valuestring, "big");
+        const cJSON *ty = cJSON_GetObjectItem(m, "type");
+        CU_ASSERT(cJSON_IsString(ty) && strcmp(ty->valuestring, "big") == 0);
         cJSON_Delete(m);
         free(t);
         CU_ASSERT(echoes(c));
@@ -349,16 +353,20 @@ static void test_too_big_refused(void)
 
 /* ---- bug 3: ping floods ---- */
 
-/* A buffer of k masked empty pings. */
+#define PING_PAYLOAD 125 /* the most a control frame may carry: the dearest pong */
+#define PING_LEN     (6 + PING_PAYLOAD)
+
+/* A buffer of k masked pings of PING_PAYLOAD bytes. */
 static char *pings(int k, size_t *len)
 {
-    *len = (size_t)k * 6;
+    *len = (size_t)k * PING_LEN;
     char *b = malloc(*len);
     for (int i = 0; i < k; i++) {
-        unsigned char *p = (unsigned char *)b + 6 * i;
+        unsigned char *p = (unsigned char *)b + PING_LEN * i;
         p[0] = 0x89;
-        p[1] = 0x80;
+        p[1] = 0x80 | PING_PAYLOAD;
         p[2] = 1, p[3] = 2, p[4] = 3, p[5] = 4;
+        memset(p + 6, 'p', PING_PAYLOAD);
     }
     return b;
 }
@@ -370,7 +378,6 @@ static double flood_until_dropped(int others, double limit_s)
     wsc c;
     if (wsc_connect(&c, svc_port, "/ws", NULL) != 0)
         return -2;
-    wsc_small_rcvbuf(&c, 4096);
     size_t len;
     char *b = pings(1000, &len);
     double t0 = ts_now(), took = -1;
@@ -418,7 +425,9 @@ static void test_ping_flood_never_reads(void)
     took = flood_until_dropped(1, 2 + 10);
     fprintf(stderr, "  ping flood, never reads, no limit: dropped after %.2f s\n", took);
     CU_ASSERT(took >= 0 && took < 2 + 8);
-    CU_ASSERT(count_field("slow") + count_field("idle") >= 1);
+    /* Its pongs went through its bounded queue: a slow consumer, not an idle
+     * client (a pong written on its own thread would block that thread). */
+    CU_ASSERT(count_field("slow") >= 1);
     CU_ASSERT(svc_alive());
     svc_stop();
 }
@@ -443,7 +452,7 @@ static void *flooder(void *arg)
         while (open && !atomic_load(&flood_stop)) {
             ssize_t w = send(c.fd, b, len, MSG_DONTWAIT | MSG_NOSIGNAL);
             if (w > 0)
-                atomic_fetch_add(&flood_pings, (long)w / 6);
+                atomic_fetch_add(&flood_pings, (long)w / PING_LEN);
             else if (errno != EAGAIN && errno != EWOULDBLOCK)
                 open = false;
             for (;;) {
@@ -510,22 +519,25 @@ static void test_ping_flood_latency(void)
     for (int i = 0; i < 4; i++)
         pthread_create(&th[i], NULL, flooder, NULL);
     ts_sleep_ms(300);
+    /* The flood alone: the service's CPU time. */
     double cpu0 = svc_cpu(), t0 = ts_now();
-    double busy = median_rtt(&o, 2.0);
+    ts_sleep_ms(2000);
     double cpu = svc_cpu() - cpu0, wall = ts_now() - t0;
+    /* The flood and the echoes: latency. */
+    double busy = median_rtt(&o, 2.0);
     atomic_store(&flood_stop, 1);
     for (int i = 0; i < 4; i++)
         pthread_join(th[i], NULL);
     fprintf(stderr,
             "\n  echo latency idle %.3f ms, during a 4-client ping flood %.3f ms; service CPU "
-            "%.2f s in %.2f s (echoes alone: %.2f s in %.2f s); %ld pings sent, %ld pongs, %ld "
-            "connections\n",
+            "during the flood %.2f s in %.2f s (echoes alone: %.2f s in %.2f s); %ld pings sent, "
+            "%ld pongs, %ld connections\n",
             idle, busy, cpu, wall, cpu_idle, wall_idle, atomic_load(&flood_pings),
             atomic_load(&flood_pongs), atomic_load(&flood_conns));
     /* 2 x idle, plus 1 ms for a loaded 2-core machine the flooders share. */
     CU_ASSERT(busy <= 2 * idle + 1.0);
-    /* The flood adds at most a quarter of a core to what the echoes cost. */
-    CU_ASSERT(cpu >= 0 && cpu_idle >= 0 && cpu - cpu_idle * wall / wall_idle < 0.25 * wall);
+    /* The flood costs the service at most a tenth of a core. */
+    CU_ASSERT(cpu >= 0 && cpu < 0.1 * wall);
     CU_ASSERT(echoes(&o));
     wsc_close(&o);
     CU_ASSERT(svc_alive());
