@@ -948,11 +948,18 @@ static int on_control(daebus_ws *ws, ws_client *c, int op, const char *data, siz
                        "closing it with 1008 (%llu more such lines suppressed)",
                        c->id, ws->max_pings, (unsigned long long)dropped);
         if (!closing) {
+            c->ping_excess = 0;
             ws__begin_close(c, 1008, "Too many pings", WS_BY_PROTOCOL);
             return 1;
         }
-        /* Still flooding after the close frame: stop reading it (CivetWeb
-         * ends the connection) rather than spend a read on every frame. */
+        /* Still flooding once the close frame is out (or long before it could
+         * go out): stop reading it (CivetWeb ends the connection) rather than
+         * spend a read on every frame until close_timeout. */
+        pthread_mutex_lock(&c->lock);
+        int sent = c->close_sent;
+        pthread_mutex_unlock(&c->lock);
+        if (!sent && ++c->ping_excess <= WS_CLOSING_FLOOD)
+            return 1;
         ws__force_close(c, WS_BY_PROTOCOL);
         return 0;
     }

@@ -40,6 +40,10 @@ enum { WS_LOG_TOOBIG = 0, WS_LOG_PINGS, WS_LOG_SLOW, WS_LOG_KINDS };
  * the system when the message is done, whatever malloc would keep. */
 #define WS_FRAG_MMAP ((size_t)64 * 1024)
 
+/* Control frames over the limit ignored while the 1008 close waits to go out;
+ * past them the connection is dropped. */
+#define WS_CLOSING_FLOOD 256
+
 enum { WS_PENDING = 0, WS_OPEN, WS_CLOSING, WS_GONE };
 
 /* Why a connection ended, for the stats. */
@@ -82,6 +86,7 @@ typedef struct ws_client {
     ws_rate rate;
     int rate_violations;
     double ping_tokens, ping_refill; /* control-frame bucket (ping_refill 0: not started) */
+    int ping_excess;                 /* over-limit control frames since the 1008 close */
     char *frag; /* reassembly buffer; mmap'd past WS_FRAG_MMAP, unmapped after each message */
     size_t frag_len, frag_cap;
     int frag_opcode;
