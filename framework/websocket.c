@@ -1094,8 +1094,9 @@ static int on_data(struct mg_connection *conn, int bits, char *data, size_t len,
         on_message(ws, c, fop, c->frag, c->frag_len);
         ws__own_end(c);
         c->frag_len = 0;
+        /* A large message does not keep its peak until the client leaves. */
         if (c->frag_cap >= WS_FRAG_MMAP)
-            ws__frag_release(c); /* a large message does not keep its peak until the client leaves */
+            ws__frag_release(c);
     }
     return 1;
 }

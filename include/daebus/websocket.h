@@ -111,8 +111,8 @@ typedef struct daebus_ws_options {
                                 no client is dropped for it */
     int queue_max_messages;  /* per-client outbound queue limit; 0 = 1000 */
     double ping_interval;    /* seconds between server pings; 0 = 25; < 0 = no pings */
-    double idle_timeout; /* drop a client that sent no frame (pongs and pings included) that
-                            was read for this long; 0 = 60; < 0 = never */
+    double idle_timeout;     /* drop a client no frame (data, ping, pong) was read from for
+                                this long; 0 = 60; < 0 = never */
     double close_timeout;    /* wait for the peer's close reply before dropping the socket; 0 = 2 */
     double shutdown_timeout; /* graceful shutdown run by the app's stop; 0 = 1; < 0 = none */
     int writer_threads;      /* threads draining the outbound queues; 0 = 4 */
@@ -159,7 +159,7 @@ typedef struct daebus_ws_stats {
     uint64_t disconnects_server;   /* disconnect_client(), disconnect_all, shutdown */
     uint64_t disconnects_idle;     /* heartbeat time-out */
     uint64_t disconnects_slow;     /* outbound queue over its limit ("slow consumer") */
-    uint64_t disconnects_protocol; /* 1007, 1009, rate-limit disconnects */
+    uint64_t disconnects_protocol; /* 1007, 1009, rate-limit and ping-limit disconnects */
     uint64_t messages_in;          /* data messages received */
     uint64_t messages_out;         /* data frames written */
     uint64_t bytes_in;

@@ -650,12 +650,14 @@ static void test_rx_buffer_shrinks(void)
     free(msg);
     ts_sleep_ms(300);
     long after = svc_rss_kb();
-    fprintf(stderr, "\n  RSS with %d clients: %ld KiB before, %ld KiB after one 1 MiB message each\n",
+    fprintf(stderr,
+            "\n  RSS with %d clients: %ld KiB before, %ld KiB after one 1 MiB message each\n",
             N_BIG, base, after);
     if (getenv("HARD_WSQ_SMAPS")) {
         char cmd[200];
         snprintf(cmd, sizeof cmd,
-                 "awk '/^[0-9a-f]+-/{m=$0} /^Rss:/{if ($2>200) print $2, m}' /proc/%d/smaps | sort -n | tail -25",
+                 "awk '/^[0-9a-f]+-/{m=$0} /^Rss:/{if ($2>200) print $2, m}' /proc/%d/smaps"
+                 " | sort -n | tail -25",
                  (int)svc_pid);
         if (system(cmd) != 0)
             fprintf(stderr, "smaps failed\n");
