@@ -153,7 +153,7 @@ static void svc_main(const svc_cfg *cfg, int port)
         _exit(2);
     int st = daebus_app_run(app);
     daebus_app_destroy(app);
-    _exit(st);
+    exit(st); /* not _exit: LeakSanitizer checks the service at exit */
 }
 
 static pid_t svc_pid;
@@ -662,7 +662,13 @@ static void test_rx_buffer_shrinks(void)
         if (system(cmd) != 0)
             fprintf(stderr, "smaps failed\n");
     }
+#if defined(__SANITIZE_ADDRESS__)
+    /* AddressSanitizer's quarantine keeps freed blocks (the parsed 1 MiB
+     * strings): RSS says nothing about the framework here. */
+    fprintf(stderr, "  (RSS bound not checked under AddressSanitizer)\n");
+#else
     CU_ASSERT(after - base < 16 * 1024);
+#endif
     for (int i = 0; i < N_BIG; i++)
         CU_ASSERT(echoes(&cs[i]));
     for (int i = 0; i < N_BIG; i++)
