@@ -279,14 +279,22 @@ static double num(const cJSON *o, const char *a, const char *b)
     return cJSON_IsNumber(x) ? x->valuedouble : -1e9;
 }
 
+/* A stats field, asked on c. */
+static int count_on(wsc *c, const char *field)
+{
+    cJSON *o = call(c, "count", "{}", 10000);
+    int v = o ? (int)num(o, "data", field) : -1;
+    cJSON_Delete(o);
+    return v;
+}
+
+/* A stats field, asked on a connection of its own (counted while open). */
 static int count_field(const char *field)
 {
     wsc c;
     if (wsc_connect(&c, svc_port, "/ws", NULL) != 0)
         return -1;
-    cJSON *o = call(&c, "count", "{}", 10000);
-    int v = o ? (int)num(o, "data", field) : -1;
-    cJSON_Delete(o);
+    int v = count_on(&c, field);
     wsc_close(&c);
     return v;
 }
@@ -381,12 +389,18 @@ static char *pings(int k, size_t *len)
 }
 
 /* Floods pings from a client that never reads until the service has only
- * `others` clients left; returns the seconds it took, or -1 after limit_s. */
-static double flood_until_dropped(int others, double limit_s)
+ * the observer obs left; returns the seconds it took, or < 0 after limit_s. */
+static double flood_until_dropped(wsc *obs, double limit_s)
 {
     wsc c;
     if (wsc_connect(&c, svc_port, "/ws", NULL) != 0)
         return -2;
+    /* Both open (the readiness probe gone) before the flood starts. */
+    WAIT(count_on(obs, "clients") == 2, 10000);
+    if (count_on(obs, "clients") != 2) {
+        wsc_close(&c);
+        return -3;
+    }
     size_t len;
     char *b = pings(1000, &len);
     double t0 = ts_now(), took = -1;
@@ -404,7 +418,7 @@ static double flood_until_dropped(int others, double limit_s)
         }
         if (ts_now() >= next_check) {
             next_check = ts_now() + 0.25;
-            if (count_field("clients") == others) {
+            if (count_on(obs, "clients") == 1) {
                 took = ts_now() - t0;
                 break;
             }
@@ -421,22 +435,28 @@ static void test_ping_flood_never_reads(void)
      * answer the close). */
     svc_cfg cfg = {.idle_timeout = 2, .ping_interval = 0.5, .queue_max_bytes = 0};
     CU_ASSERT_EQUAL_FATAL(svc_start(&cfg), 0);
-    double took = flood_until_dropped(1, 2 + 10);
+    wsc obs;
+    CU_ASSERT_EQUAL_FATAL(wsc_connect(&obs, svc_port, "/ws", NULL), 0);
+    double took = flood_until_dropped(&obs, 2 + 10);
     fprintf(stderr, "\n  ping flood, never reads, limit on: dropped after %.2f s\n", took);
     CU_ASSERT(took >= 0 && took < 2 + 8);
-    CU_ASSERT(count_field("protocol") >= 1);
+    CU_ASSERT_EQUAL(count_on(&obs, "protocol"), 1);
+    wsc_close(&obs);
     CU_ASSERT(svc_alive());
     svc_stop();
 
     /* Without it: the pongs fill the client's own queue (slow consumer). */
     cfg.max_pings = -1;
     CU_ASSERT_EQUAL_FATAL(svc_start(&cfg), 0);
-    took = flood_until_dropped(1, 2 + 10);
+    CU_ASSERT_EQUAL_FATAL(wsc_connect(&obs, svc_port, "/ws", NULL), 0);
+    took = flood_until_dropped(&obs, 2 + 10);
     fprintf(stderr, "  ping flood, never reads, no limit: dropped after %.2f s\n", took);
     CU_ASSERT(took >= 0 && took < 2 + 8);
     /* Its pongs went through its bounded queue: a slow consumer, not an idle
      * client (a pong written on its own thread would block that thread). */
-    CU_ASSERT(count_field("slow") >= 1);
+    CU_ASSERT_EQUAL(count_on(&obs, "slow"), 1);
+    CU_ASSERT_EQUAL(count_on(&obs, "idle"), 0);
+    wsc_close(&obs);
     CU_ASSERT(svc_alive());
     svc_stop();
 }
