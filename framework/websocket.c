@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <uuid/uuid.h>
 
@@ -37,6 +38,7 @@
 
 #define DEFAULT_JSON_DEPTH 100
 #define MAX_JSON_DEPTH     512
+#define DEFAULT_MAX_PINGS  10
 
 /* CivetWeb user data of a connection accepted past max_clients only to be
  * closed with 1013: it has no client entry. */
@@ -134,6 +136,18 @@ static char *default_id(void)
     return id;
 }
 
+/* A frame of len bytes refused because it is over queue_max_bytes. */
+static void log_too_big(daebus_ws *ws, const char *what, const char *to, size_t len)
+{
+    uint64_t dropped = 0;
+    if (ws__log_allow(ws, WS_LOG_TOOBIG, &dropped))
+        daebus_log(DAEBUS_LOG_WARNING, "websocket",
+                   "%s to %s not sent: its frame (%zu bytes) is larger than the outbound queue "
+                   "limit (queue_max_bytes %zu); recipients stay connected (%llu more such lines "
+                   "suppressed)",
+                   what, to, len, ws->queue_max_bytes, (unsigned long long)dropped);
+}
+
 /* ---- options, life cycle ---- */
 
 static int ws_start(void *self);
@@ -197,6 +211,7 @@ daebus_ws *daebus_ws_create(const daebus_ws_options *opts, daebus_error *err)
     ws->writer_threads = o.writer_threads ? o.writer_threads : 4;
     ws->send_buffer = o.send_buffer ? o.send_buffer : 256u * 1024u;
     ws->max_json_depth = o.max_json_depth ? o.max_json_depth : DEFAULT_JSON_DEPTH;
+    ws->max_pings = o.max_pings_per_second == 0 ? DEFAULT_MAX_PINGS : o.max_pings_per_second;
     ws->id_gen = o.id_generator;
     ws->id_gen_user = o.id_generator_user;
     ws->rl_max = o.rate_limit_max;
@@ -392,7 +407,10 @@ int daebus_ws_request_send(daebus_ws_request *req, const cJSON *data, const char
     char *s = ws_envelope(type ? type : "message", data, NULL, &len);
     if (!s)
         return DAEBUS_ENOMEM;
-    return send_text_take(req->c, s, len);
+    int rc = send_text_take(req->c, s, len);
+    if (rc == DAEBUS_ETOOBIG)
+        log_too_big(req->ws, "request_send", req->c->id, len);
+    return rc;
 }
 
 /* ---- connection info for id generators ---- */
@@ -528,8 +546,11 @@ static void run_message(daebus_ws *ws, ws_client *c, const char *buf, size_t len
         size_t n = 0;
         char *s = ws_response_envelope(result, m.request_id, &n);
         cJSON_Delete(result);
-        if (s)
-            send_text_take(c, s, n);
+        if (s && send_text_take(c, s, n) == DAEBUS_ETOOBIG) {
+            /* Larger than the whole outbound queue: an error instead of a dropped client. */
+            log_too_big(ws, "the response to a message", c->id, n);
+            send_error(c, "Response too large", -1, m.request_id);
+        }
     }
     if (req.rejected)
         ws__begin_close(c, 1008, req.reject_reason, WS_BY_SERVER);
@@ -893,19 +914,113 @@ static void on_ready(struct mg_connection *conn, void *cbdata)
     ws__schedule(c);
 }
 
+/* Is another control frame from c within max_pings (token bucket: max_pings
+ * a second, bursts of as many)? Worker thread only. */
+static bool ping_allowed(daebus_ws *ws, ws_client *c)
+{
+    if (ws->max_pings <= 0)
+        return true;
+    double now = ws__mono();
+    if (c->ping_refill == 0) {
+        c->ping_tokens = ws->max_pings;
+    } else {
+        c->ping_tokens += (now - c->ping_refill) * ws->max_pings;
+        if (c->ping_tokens > ws->max_pings)
+            c->ping_tokens = ws->max_pings;
+    }
+    c->ping_refill = now;
+    if (c->ping_tokens < 1)
+        return false;
+    c->ping_tokens -= 1;
+    return true;
+}
+
+/* A ping or pong from c. Pongs are queued like any frame (a client that does
+ * not read them fills its own queue and is dropped as a slow consumer), never
+ * written here: this thread must keep reading. Over max_pings the client is
+ * closed with 1008; one that goes on while closing loses its connection at
+ * once. Returns: what on_data returns (0 ends the connection). */
+static int on_control(daebus_ws *ws, ws_client *c, int op, const char *data, size_t len,
+                      int closing)
+{
+    if (!ping_allowed(ws, c)) {
+        uint64_t dropped = 0;
+        if (!closing && ws__log_allow(ws, WS_LOG_PINGS, &dropped))
+            daebus_log(DAEBUS_LOG_WARNING, "websocket",
+                       "client %s: more than %g pings/pongs a second (max_pings_per_second): "
+                       "closing it with 1008 (%llu more such lines suppressed)",
+                       c->id, ws->max_pings, (unsigned long long)dropped);
+        if (!closing) {
+            c->ping_excess = 0;
+            ws__begin_close(c, 1008, "Too many pings", WS_BY_PROTOCOL);
+            return 1;
+        }
+        /* Still flooding once the close frame is out (or long before it could
+         * go out): stop reading it (CivetWeb ends the connection) rather than
+         * spend a read on every frame until close_timeout. */
+        pthread_mutex_lock(&c->lock);
+        int sent = c->close_sent;
+        pthread_mutex_unlock(&c->lock);
+        if (!sent && ++c->ping_excess <= WS_CLOSING_FLOOD)
+            return 1;
+        ws__force_close(c, WS_BY_PROTOCOL);
+        return 0;
+    }
+    if (op != MG_WEBSOCKET_OPCODE_PING || closing)
+        return 1;
+    ws_frame *f = ws__frame_new(MG_WEBSOCKET_OPCODE_PONG, data, len > 125 ? 125 : len);
+    if (f)
+        ws__enqueue(c, f, false);
+    ws__frame_unref(f);
+    return 1;
+}
+
+void ws__frag_release(ws_client *c)
+{
+    if (c->frag_cap >= WS_FRAG_MMAP)
+        munmap(c->frag, c->frag_cap);
+    else
+        free(c->frag);
+    c->frag = NULL;
+    c->frag_cap = 0;
+    c->frag_len = 0;
+}
+
+/* Grows c's reassembly buffer to hold need bytes: malloc'd while small,
+ * mmap'd from WS_FRAG_MMAP on (released after the message, see on_data). */
+static int frag_reserve(ws_client *c, size_t need)
+{
+    size_t cap = c->frag_cap ? c->frag_cap : 4096;
+    while (cap < need)
+        cap *= 2;
+    if (cap < WS_FRAG_MMAP) {
+        char *p = realloc(c->frag, cap);
+        if (!p)
+            return DAEBUS_ENOMEM;
+        c->frag = p;
+    } else {
+        char *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            return DAEBUS_ENOMEM;
+        if (c->frag_len)
+            memcpy(p, c->frag, c->frag_len);
+        size_t len = c->frag_len;
+        ws__frag_release(c);
+        c->frag = p;
+        c->frag_len = len;
+    }
+    c->frag_cap = cap;
+    return 0;
+}
+
 static int append_fragment(daebus_ws *ws, ws_client *c, const char *data, size_t len)
 {
     if (c->frag_len + len > ws->max_message_size)
         return DAEBUS_ETOOBIG;
     if (c->frag_len + len > c->frag_cap) {
-        size_t cap = c->frag_cap ? c->frag_cap : 4096;
-        while (cap < c->frag_len + len)
-            cap *= 2;
-        char *p = realloc(c->frag, cap);
-        if (!p)
-            return DAEBUS_ENOMEM;
-        c->frag = p;
-        c->frag_cap = cap;
+        int rc = frag_reserve(c, c->frag_len + len);
+        if (rc)
+            return rc;
     }
     memcpy(c->frag + c->frag_len, data, len);
     c->frag_len += len;
@@ -925,10 +1040,8 @@ static int on_data(struct mg_connection *conn, int bits, char *data, size_t len,
     pthread_mutex_unlock(&c->lock);
     switch (op) {
     case MG_WEBSOCKET_OPCODE_PING:
-        mg_websocket_write(conn, MG_WEBSOCKET_OPCODE_PONG, data, len > 125 ? 125 : len);
-        return 1;
     case MG_WEBSOCKET_OPCODE_PONG:
-        return 1;
+        return on_control(ws, c, op, data, len, closing);
     case MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE: {
         int code = ws_close_code(data, len);
         pthread_mutex_lock(&c->lock);
@@ -971,6 +1084,8 @@ static int on_data(struct mg_connection *conn, int bits, char *data, size_t len,
     if (rc) {
         c->frag_opcode = 0;
         c->frag_len = 0;
+        if (c->frag_cap >= WS_FRAG_MMAP)
+            ws__frag_release(c);
         ws__begin_close(c, rc == DAEBUS_ETOOBIG ? 1009 : 1011,
                         rc == DAEBUS_ETOOBIG ? "Message too big" : "Out of memory", WS_BY_PROTOCOL);
         return 1;
@@ -982,6 +1097,9 @@ static int on_data(struct mg_connection *conn, int bits, char *data, size_t len,
         on_message(ws, c, fop, c->frag, c->frag_len);
         ws__own_end(c);
         c->frag_len = 0;
+        /* A large message does not keep its peak until the client leaves. */
+        if (c->frag_cap >= WS_FRAG_MMAP)
+            ws__frag_release(c);
     }
     return 1;
 }
@@ -1254,6 +1372,17 @@ static ws_frame *make_frame(const cJSON *data, const char *type)
     return s ? ws__frame_text_take(s, len) : NULL;
 }
 
+/* Is f over the outbound queue limit? Then it is logged and freed: no
+ * client could ever take it, and none is dropped for it. */
+static bool too_big(daebus_ws *ws, ws_frame *f, const char *what)
+{
+    if (f->len <= ws->queue_max_bytes)
+        return false;
+    log_too_big(ws, what, "its recipients", f->len);
+    ws__frame_unref(f);
+    return true;
+}
+
 int daebus_ws_send_to_client(daebus_ws *ws, const char *client_id, const cJSON *data,
                              const char *type)
 {
@@ -1264,6 +1393,8 @@ int daebus_ws_send_to_client(daebus_ws *ws, const char *client_id, const cJSON *
         return DAEBUS_ENOENT;
     ws_frame *f = make_frame(data, type ? type : "message");
     int rc = f ? ws__enqueue(c, f, false) : DAEBUS_ENOMEM;
+    if (rc == DAEBUS_ETOOBIG)
+        log_too_big(ws, "send_to_client", client_id, f->len);
     ws__frame_unref(f);
     ws__client_unref(c);
     return rc;
@@ -1276,6 +1407,8 @@ int daebus_ws_broadcast_to_all(daebus_ws *ws, const cJSON *data, const char *typ
     ws_frame *f = make_frame(data, type ? type : "broadcast");
     if (!f)
         return DAEBUS_ENOMEM;
+    if (too_big(ws, f, "broadcast_to_all"))
+        return DAEBUS_ETOOBIG;
     ws_client **cs;
     size_t n = snapshot(ws, &cs, true);
     int count = 0;
@@ -1295,6 +1428,11 @@ int daebus_ws_broadcast_to_clients(daebus_ws *ws, const char *const *client_ids,
     ws_frame *f = make_frame(data, type ? type : "message");
     if (!f)
         return DAEBUS_ENOMEM;
+    if (too_big(ws, f, "broadcast_to_clients")) {
+        for (size_t i = 0; results && i < n; i++)
+            results[i] = false;
+        return DAEBUS_ETOOBIG;
+    }
     int count = 0;
     for (size_t i = 0; i < n; i++) {
         ws_client *c = find_ref(ws, client_ids[i]);
@@ -1317,6 +1455,8 @@ int daebus_ws_broadcast_to_filter(daebus_ws *ws, daebus_ws_filter_fn *fn, void *
     ws_frame *f = make_frame(data, type ? type : "broadcast");
     if (!f)
         return DAEBUS_ENOMEM;
+    if (too_big(ws, f, "broadcast_to_filter"))
+        return DAEBUS_ETOOBIG;
     ws_client **cs;
     size_t n = snapshot(ws, &cs, true);
     int count = 0;

@@ -33,6 +33,17 @@ typedef struct ws_qnode {
     struct ws_qnode *next;
 } ws_qnode;
 
+/* Log lines an attacker can trigger at will, each at most once a second. */
+enum { WS_LOG_TOOBIG = 0, WS_LOG_PINGS, WS_LOG_SLOW, WS_LOG_KINDS };
+
+/* Reassembly buffers this large or larger are mmap'd, so that they go back to
+ * the system when the message is done, whatever malloc would keep. */
+#define WS_FRAG_MMAP ((size_t)64 * 1024)
+
+/* Control frames over the limit ignored while the 1008 close waits to go out;
+ * past them the connection is dropped. */
+#define WS_CLOSING_FLOOD 256
+
 enum { WS_PENDING = 0, WS_OPEN, WS_CLOSING, WS_GONE };
 
 /* Why a connection ended, for the stats. */
@@ -74,7 +85,9 @@ typedef struct ws_client {
     /* worker thread only */
     ws_rate rate;
     int rate_violations;
-    char *frag;
+    double ping_tokens, ping_refill; /* control-frame bucket (ping_refill 0: not started) */
+    int ping_excess;                 /* over-limit control frames since the 1008 close */
+    char *frag; /* reassembly buffer; mmap'd past WS_FRAG_MMAP, unmapped after each message */
     size_t frag_len, frag_cap;
     int frag_opcode;
     char subproto[96];
@@ -97,11 +110,14 @@ struct daebus_ws {
     void *id_gen_user;
     char *allowed_origins; /* NULL = any */
     int max_json_depth;
+    double max_pings; /* control frames per second per client; <= 0 = no limit */
     /* rate limiting (rl_lock) */
     pthread_mutex_t rl_lock;
     int rl_max;
     double rl_window;
     int rl_disconnect_after;
+    double log_last[WS_LOG_KINDS]; /* ws__log_allow (rl_lock) */
+    uint64_t log_dropped[WS_LOG_KINDS];
     /* handlers, read at start */
     const daebus__handler *socket_handlers;
     size_t nsocket_handlers;
@@ -141,9 +157,11 @@ ws_frame *ws__frame_text_take(char *text, size_t len);
 void ws__frame_unref(ws_frame *f);
 void ws__client_ref(ws_client *c);
 void ws__client_unref(ws_client *c);
-/* Queues f (adds a reference) for c. control frames ignore the limits.
- * Returns: 0, DAEBUS_ENOENT (closing/closed), DAEBUS_EFULL (over the limit:
- * the client is being dropped as a slow consumer), DAEBUS_ENOMEM. */
+/* Queues f (adds a reference) for c. control frames (server pings, close)
+ * ignore the limits; pongs do not.
+ * Returns: 0, DAEBUS_ENOENT (closing/closed), DAEBUS_ETOOBIG (f alone is over
+ * queue_max_bytes: refused, the client is not touched), DAEBUS_EFULL (over the
+ * limit: the client is being dropped as a slow consumer), DAEBUS_ENOMEM. */
 int ws__enqueue(ws_client *c, ws_frame *f, bool control);
 /* Puts c on the writers' ready list if it has frames (call after the
  * connection became open). */
@@ -166,7 +184,13 @@ void ws__release_fd(ws_client *c);
  * Returns: the fd or -1. */
 int ws__peer_fd(daebus_ws *ws, const struct mg_connection *conn);
 int ws__io_start(daebus_ws *ws);
+/* ---- websocket.c ---- */
+/* Frees c's reassembly buffer (malloc'd or mmap'd). */
+void ws__frag_release(ws_client *c);
 void ws__io_stop(daebus_ws *ws);
+/* Rate limit of the log lines of one kind: true at most once a second; the
+ * lines dropped meanwhile are counted in *dropped (reset). */
+bool ws__log_allow(daebus_ws *ws, int kind, uint64_t *dropped);
 double ws__mono(void);
 double ws__wall(void);
 

@@ -54,6 +54,23 @@ double ws__wall(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+bool ws__log_allow(daebus_ws *ws, int kind, uint64_t *dropped)
+{
+    double now = ws__mono();
+    bool ok = false;
+    pthread_mutex_lock(&ws->rl_lock);
+    if (ws->log_last[kind] == 0 || now - ws->log_last[kind] >= 1.0) {
+        ws->log_last[kind] = now;
+        *dropped = ws->log_dropped[kind];
+        ws->log_dropped[kind] = 0;
+        ok = true;
+    } else {
+        ws->log_dropped[kind]++;
+    }
+    pthread_mutex_unlock(&ws->rl_lock);
+    return ok;
+}
+
 static void stat_max(atomic_uint_fast64_t *a, uint64_t v)
 {
     uint64_t cur = atomic_load(a);
@@ -120,7 +137,7 @@ void ws__client_unref(ws_client *c)
     drop_queue(c);
     ws_rate_free(&c->rate);
     cJSON_Delete(c->user_data);
-    free(c->frag);
+    ws__frag_release(c);
     free(c->path);
     free(c->id);
     pthread_mutex_destroy(&c->lock);
@@ -189,13 +206,22 @@ int ws__enqueue(ws_client *c, ws_frame *f, bool control)
         pthread_mutex_unlock(&c->lock);
         return DAEBUS_ENOENT;
     }
+    if (!control && f->len > ws->queue_max_bytes) {
+        /* Could never fit, however fast the client reads: the sender's fault. */
+        pthread_mutex_unlock(&c->lock);
+        return DAEBUS_ETOOBIG;
+    }
     if (!control &&
         (c->qcount + 1 > ws->queue_max_messages || c->qbytes + f->len > ws->queue_max_bytes)) {
+        int qcount = c->qcount;
+        size_t qbytes = c->qbytes;
         pthread_mutex_unlock(&c->lock);
-        daebus_log(DAEBUS_LOG_WARNING, "websocket",
-                   "client %s: outbound queue full (%d frames, %zu bytes): disconnecting it as a "
-                   "slow consumer",
-                   c->id, c->qcount, c->qbytes);
+        uint64_t dropped = 0;
+        if (ws__log_allow(ws, WS_LOG_SLOW, &dropped))
+            daebus_log(DAEBUS_LOG_WARNING, "websocket",
+                       "client %s: outbound queue full (%d frames, %zu bytes): disconnecting it "
+                       "as a slow consumer (%llu more such lines suppressed)",
+                       c->id, qcount, qbytes, (unsigned long long)dropped);
         ws__force_close(c, WS_BY_SLOW);
         return DAEBUS_EFULL;
     }

@@ -45,7 +45,8 @@
  *     close frame (a client that does not read would not read one either), so
  *     the peer sees an abnormal closure (1006).
  * A maintenance thread pings clients (ping_interval) and drops those silent
- * for idle_timeout.
+ * for idle_timeout. Pongs to a client's pings are queued like other frames;
+ * pings and pongs a client sends are limited (max_pings_per_second).
  *
  * Ownership. JSON passed in is borrowed (copied or serialised before return).
  * JSON returned by a handler is taken by the framework. Functions returning
@@ -105,11 +106,13 @@ typedef struct daebus_ws_options {
                                 see the code); past DAEBUS_WS_FULL_CLOSERS such closes in
                                 progress at once, upgrades get HTTP 503 */
     size_t max_message_size; /* bytes of one (reassembled) message; larger: close 1009; 0 = 1 MiB */
-    size_t queue_max_bytes;  /* per-client outbound queue limit; 0 = 1 MiB */
+    size_t queue_max_bytes;  /* per-client outbound queue limit; 0 = 1 MiB. A single frame
+                                larger than this is refused to the sender (DAEBUS_ETOOBIG);
+                                no client is dropped for it */
     int queue_max_messages;  /* per-client outbound queue limit; 0 = 1000 */
     double ping_interval;    /* seconds between server pings; 0 = 25; < 0 = no pings */
-    double
-        idle_timeout; /* drop a client silent (no frame, no pong) this long; 0 = 60; < 0 = never */
+    double idle_timeout;     /* drop a client no frame (data, ping, pong) was read from for
+                                this long; 0 = 60; < 0 = never */
     double close_timeout;    /* wait for the peer's close reply before dropping the socket; 0 = 2 */
     double shutdown_timeout; /* graceful shutdown run by the app's stop; 0 = 1; < 0 = none */
     int writer_threads;      /* threads draining the outbound queues; 0 = 4 */
@@ -128,6 +131,11 @@ typedef struct daebus_ws_options {
     int max_json_depth; /* arrays/objects nested deeper: {"type":"error","error":"JSON nested
                            too deeply (max N levels)"}; 0 = 100; at most 512 (cJSON recurses on
                            CivetWeb's small worker stacks) */
+    double max_pings_per_second; /* control frames (pings and pongs) one client may send: a
+                                    token bucket of this rate with bursts of as many; over it
+                                    the client is closed with 1008 "Too many pings" (its
+                                    socket is shut if it keeps on while closing); 0 = 10;
+                                    < 0 = no limit. Pongs are queued like any frame */
 } daebus_ws_options;
 
 /* Upgrades past max_clients that may be in their 1013 close at once. */
@@ -151,7 +159,7 @@ typedef struct daebus_ws_stats {
     uint64_t disconnects_server;   /* disconnect_client(), disconnect_all, shutdown */
     uint64_t disconnects_idle;     /* heartbeat time-out */
     uint64_t disconnects_slow;     /* outbound queue over its limit ("slow consumer") */
-    uint64_t disconnects_protocol; /* 1007, 1009, rate-limit disconnects */
+    uint64_t disconnects_protocol; /* 1007, 1009, rate-limit and ping-limit disconnects */
     uint64_t messages_in;          /* data messages received */
     uint64_t messages_out;         /* data frames written */
     uint64_t bytes_in;
@@ -242,7 +250,9 @@ DAEBUS_API cJSON *daebus_ws_request_fail(daebus_ws_request *req, const char *fmt
 DAEBUS_API cJSON *daebus_ws_request_reject(daebus_ws_request *req, const char *reason);
 
 /* Queues data for the request's client, as daebus_ws_send_to_client().
- * Frames queued by a handler go out before its returned response. */
+ * Frames queued by a handler go out before its returned response. A response
+ * a handler returns that is larger than queue_max_bytes is replaced by the
+ * error {"type":"error","error":"Response too large",...}. */
 DAEBUS_API int daebus_ws_request_send(daebus_ws_request *req, const cJSON *data, const char *type);
 
 /* ---- client registry ---- */
@@ -283,18 +293,20 @@ DAEBUS_API cJSON *daebus_ws_get_clients_by_filter(daebus_ws *ws, daebus_ws_filte
  * Ownership: data is borrowed (serialised before return).
  * Returns: 0 when queued; DAEBUS_ENOENT (unknown or closing client),
  * DAEBUS_EFULL (its queue was full: the client is being disconnected as a slow
- * consumer), DAEBUS_EINVAL, DAEBUS_ENOMEM. */
+ * consumer), DAEBUS_ETOOBIG (the frame alone is larger than queue_max_bytes:
+ * not sent, logged, the client stays connected), DAEBUS_EINVAL, DAEBUS_ENOMEM. */
 DAEBUS_API int daebus_ws_send_to_client(daebus_ws *ws, const char *client_id, const cJSON *data,
                                         const char *type);
 /* Queues {"type": type, "data": data} for every connected client (the sender
  * included), serialised once. type NULL = "broadcast".
  * Returns: the number of clients it was queued for (>= 0), or DAEBUS_EINVAL /
- * DAEBUS_ENOMEM. */
+ * DAEBUS_ENOMEM / DAEBUS_ETOOBIG (the frame is larger than queue_max_bytes:
+ * sent to nobody, logged, every client stays connected). */
 DAEBUS_API int daebus_ws_broadcast_to_all(daebus_ws *ws, const cJSON *data, const char *type);
 /* Queues {"type": type, "data": data} for each of the n ids, serialised once.
  * type NULL = "message". results (may be NULL) gets one bool per id: queued.
  * Returns: the number of clients it was queued for, or DAEBUS_EINVAL /
- * DAEBUS_ENOMEM. */
+ * DAEBUS_ENOMEM / DAEBUS_ETOOBIG (as daebus_ws_broadcast_to_all). */
 DAEBUS_API int daebus_ws_broadcast_to_clients(daebus_ws *ws, const char *const *client_ids,
                                               size_t n, const cJSON *data, const char *type,
                                               bool *results);
@@ -307,7 +319,7 @@ DAEBUS_API int daebus_ws_broadcast_to_clients(daebus_ws *ws, const char *const *
  * Ownership: data is borrowed (serialised before return); metadata passed to fn
  * is borrowed for the call.
  * Returns: the number of clients it was queued for (>= 0), or DAEBUS_EINVAL
- * (ws or fn NULL) / DAEBUS_ENOMEM.
+ * (ws or fn NULL) / DAEBUS_ENOMEM / DAEBUS_ETOOBIG (as daebus_ws_broadcast_to_all).
  * Thread: any. */
 DAEBUS_API int daebus_ws_broadcast_to_filter(daebus_ws *ws, daebus_ws_filter_fn *fn, void *user,
                                              const cJSON *data, const char *type);
