@@ -294,7 +294,8 @@ static bool plain_string_back(const char *d, size_t i, size_t *start)
     for (size_t j = i - 1; j-- > 0;) {
         unsigned char ch = (unsigned char)d[j];
         if (ch == '"') {
-            if (j > 0 && d[j - 1] == '\\')
+            /* At the start of the kept bytes the quote may be an escaped one. */
+            if (j == 0 || d[j - 1] == '\\')
                 return false;
             *start = j;
             return true;
