@@ -422,22 +422,24 @@ static redisContext *connect_unguarded(const daebus_redis_url *url, double conne
  * its reader buffer (grown by realloc while it arrives) and frees that
  * buffer only at a later read that finds it empty: release_buffer() replaces
  * it as soon as the cut reply is returned, with a copy of what follows it
- * (at most one socket read, 16 KiB).
+ * (at most one socket read, 16 KiB), so an idle service does not keep it.
  *
  * glibc would still keep most of it. Freeing an mmapped block raises the
  * mmap threshold to that block's size (up to 32 MiB) and the trim threshold
  * to twice that, so after one 20 MB message the next big buffer is grown in
- * the reader thread's arena, and the top of a thread arena is never given
- * back by malloc_trim(). Measured on a service (tests/integration/hardening/
- * test_hard_busmem.c; baseline RSS 2.3 MB): a 20 MB message left nothing, but
- * a 100 MB one after it left 33 MB resident in the arena for good, trim or
- * not. With the threshold fixed at glibc's default (128 KiB, which turns the
- * dynamic adjustment off) every buffer that large is mmapped and unmapped
- * when freed, and RSS is back at the baseline after bursts of 20 and 100 MB
- * messages. So the first guarded connection fixes it, unless the operator
- * set it (MALLOC_MMAP_THRESHOLD_ or GLIBC_TUNABLES); malloc_trim() after a
- * refused message returns what the arenas' free lists still hold. Both are
- * process-wide, cheap and glibc-only. */
+ * the reader thread's arena, and the top of a thread arena is given back
+ * neither below the raised trim threshold nor by malloc_trim(). Measured on
+ * a service (tests/integration/hardening/test_hard_busmem.c, baseline RSS
+ * 2.3 MB): a 20 MB message left nothing, but a 100 MB one after it left
+ * 33 MB resident in the arena for good, even with malloc_trim(0) after
+ * each refused message. With the threshold fixed at glibc's default
+ * (128 KiB, which turns the dynamic adjustment off) every buffer that large
+ * is mmapped and unmapped when freed: RSS is 2.6-2.8 MB after bursts of 20
+ * and 100 MB messages on every channel, with or without malloc_trim (so
+ * there is none). The first guarded connection fixes it, unless the
+ * operator chose (MALLOC_MMAP_THRESHOLD_ or GLIBC_TUNABLES). It is
+ * process-wide: a program that mallocs and frees blocks over 128 KiB in a
+ * loop pays an mmap/munmap for each, as with glibc before 2.4. */
 static void fix_mmap_threshold(void)
 {
 #ifdef __GLIBC__
@@ -462,9 +464,6 @@ static void release_buffer(redisReader *r)
             r->len = left;
         }
     }
-#ifdef __GLIBC__
-    malloc_trim(0);
-#endif
 }
 
 /* ---- size guard ---- */

@@ -33,8 +33,9 @@ int daebus__redis_read(redisContext *c, redisReply **out, int timeout_ms, int wa
  * DAEBUS__REDIS_CUT_KEEP bytes, and the guard keeps its original length and
  * its last DAEBUS__REDIS_CUT_KEEP bytes (enough to find reply_to and
  * request_id, which callers put after the payload). After such a reply the
- * reader's buffer (which did hold the whole message once) is released and
- * freed memory is handed back to the system. */
+ * reader's buffer (which did hold the whole message once) is released at
+ * once; the first attach fixes glibc's mmap threshold so that such buffers
+ * go back to the system when freed (see redis_conn.c). */
 #define DAEBUS__REDIS_CUT_KEEP 2048
 
 typedef struct daebus__redis_guard {
