@@ -478,6 +478,18 @@ static void test_burst_logged_once(void)
     check_rss("a burst of 8 x 20 MB requests");
 }
 
+/* The service survived it all and stops cleanly (under the sanitizers: no
+ * leak either, which would make its exit status non-zero). */
+static void test_clean_exit(void)
+{
+    CU_ASSERT_FATAL(alive());
+    kill(svc_pid, SIGTERM);
+    int st = -1;
+    CU_ASSERT_EQUAL(waitpid(svc_pid, &st, 0), svc_pid);
+    svc_pid = -1;
+    CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && strcmp(argv[1], "--serve") == 0)
@@ -493,5 +505,6 @@ int main(int argc, char **argv)
     CU_add_test(s, "oversized messages on a LISTEN channel", test_listen_channel);
     CU_add_test(s, "oversized replies to a waiting caller", test_reply_channel);
     CU_add_test(s, "a burst is logged once and answered", test_burst_logged_once);
+    CU_add_test(s, "the service stops cleanly", test_clean_exit);
     return ts_run_cunit();
 }
