@@ -68,6 +68,7 @@ struct daebus_bus {
     redisContext *sub;             /* subscriber thread only */
     daebus__redis_guard sub_guard; /* its size guard (subscriber thread only) */
     daebus__ratelimit big_log;     /* "message too large" lines (subscriber thread only) */
+    daebus__ratelimit bad_log;     /* "malformed message" lines (subscriber thread only) */
 
     pthread_mutex_t state_lock;
     pthread_cond_t state_cond; /* connected changed; live requests changed */
@@ -445,6 +446,15 @@ static void excerpt(const char *data, size_t len, char *buf, size_t cap)
     buf[o] = '\0';
 }
 
+/* The end of a rate-limited log line: how many like it were not logged. */
+static const char *more_text(long missed, char *buf, size_t len)
+{
+    if (missed <= 0)
+        return "";
+    snprintf(buf, len, "; %ld more since the last such line", missed);
+    return buf;
+}
+
 static const daebus__handler *find_handler(const daebus__handler *h, size_t n, const char *key)
 {
     /* Later registrations win: search from the end. */
@@ -492,10 +502,13 @@ static void on_service_message(daebus_bus *bus, const char *channel, const char 
     char rc_buf[512];
     if (daebus__bus_parse_request(data, len, &env, why, sizeof why) != 0) {
         atomic_fetch_add(&bus->malformed, 1);
-        char ex[100];
+        char ex[100], mbuf[64];
         excerpt(data, len < 60 ? len : 60, ex, sizeof ex);
-        DAEBUS_LOG_WARNF(LOGC, "malformed message on '%s' (%s, %zu bytes): %s%s", channel, why, len,
-                         ex, len > 60 ? "..." : "");
+        long missed = daebus__ratelimit_pass(&bus->bad_log, daebus__now_mono(), 1.0);
+        if (missed >= 0)
+            DAEBUS_LOG_WARNF(LOGC, "malformed message on '%s' (%s, %zu bytes): %s%s%s", channel,
+                             why, len, ex, len > 60 ? "..." : "",
+                             more_text(missed, mbuf, sizeof mbuf));
         /* The caller would wait for its time-out: answer if reply_to and request_id can be read. */
         char rid[256];
         if (daebus__bus_scan_reply(data, len, rc_buf, sizeof rc_buf, rid, sizeof rid) == 0) {
@@ -548,10 +561,12 @@ static void on_listen_message(daebus_bus *bus, const daebus__handler *h, const c
     char rc_buf[512];
     if (daebus__bus_parse_request(data, len, &env, why, sizeof why) != 0) {
         atomic_fetch_add(&bus->malformed, 1);
-        char ex[100];
+        char ex[100], mbuf[64];
         excerpt(data, len < 60 ? len : 60, ex, sizeof ex);
-        DAEBUS_LOG_WARNF(LOGC, "ignoring message on '%s' (%s): %s%s", channel, why, ex,
-                         len > 60 ? "..." : "");
+        long missed = daebus__ratelimit_pass(&bus->bad_log, daebus__now_mono(), 1.0);
+        if (missed >= 0)
+            DAEBUS_LOG_WARNF(LOGC, "ignoring message on '%s' (%s): %s%s%s", channel, why, ex,
+                             len > 60 ? "..." : "", more_text(missed, mbuf, sizeof mbuf));
         return;
     }
     const char *reply = reply_channel(bus, &env, channel, rc_buf, sizeof rc_buf);
@@ -576,15 +591,13 @@ static void on_too_large(daebus_bus *bus, const char *channel, const char *data,
     const daebus__redis_guard *g = &bus->sub_guard;
     atomic_fetch_add(&bus->too_large, 1);
     long missed = daebus__ratelimit_pass(&bus->big_log, daebus__now_mono(), 1.0);
-    if (missed >= 0) {
-        char more[64] = "";
-        if (missed > 0)
-            snprintf(more, sizeof more, "; %ld more since the last such line", missed);
+    char mbuf[64];
+    if (missed >= 0)
         DAEBUS_LOG_WARNF(LOGC,
                          "message of %zu bytes on '%.100s' refused unread: over the limit of %zu "
                          "bytes (max_message_size)%s",
-                         g->cut_len, channel, bus->opts.max_message_size, more);
-    }
+                         g->cut_len, channel, bus->opts.max_message_size,
+                         more_text(missed, mbuf, sizeof mbuf));
     if (bus->opts.no_service_channel || strcmp(channel, bus->service) != 0)
         return;
     char reply[512], rid[256];

@@ -12,7 +12,8 @@
  *     reply (the call fails at once with DAEBUS_ETOOBIG, not at its time-out).
  * Each time the service keeps answering normal requests, the too_large
  * counter moves, a burst is logged once (not once per message), and the
- * service's RSS (/proc/PID/status) comes back near its baseline. */
+ * service's RSS (/proc/PID/status) comes back near its baseline. A flood of
+ * malformed messages is logged at most once a second too. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -478,6 +479,30 @@ static void test_burst_logged_once(void)
     check_rss("a burst of 8 x 20 MB requests");
 }
 
+/* Malformed messages cost little each, but an attacker sets their rate: their
+ * log lines are limited the same way. */
+static void test_malformed_flood_logged_once(void)
+{
+    int lines_before = count_in_log("malformed message on") + count_in_log("ignoring message on");
+    double before = stat_of("malformed");
+    const int n = 300;
+    double t0 = ts_now();
+    for (int i = 0; i < n; i++) {
+        const char *bad = i % 2 ? "{not json" : "[1,2,3]";
+        CU_ASSERT_EQUAL(publish(i % 3 ? SVC : EVENTS, bad, strlen(bad)), 1);
+    }
+    double m = 0;
+    WAIT((m = stat_of("malformed")) >= before + n, 20000);
+    double secs = ts_now() - t0;
+    CU_ASSERT_EQUAL(m, before + n);
+    int lines =
+        count_in_log("malformed message on") + count_in_log("ignoring message on") - lines_before;
+    fprintf(stderr, "  %d malformed messages in %.2f s: %d log line(s)\n", n, secs, lines);
+    CU_ASSERT(lines >= 1);
+    CU_ASSERT(lines <= 1 + (int)secs + 1);
+    CU_ASSERT(echo_ok());
+}
+
 /* The service survived it all and stops cleanly (under the sanitizers: no
  * leak either, which would make its exit status non-zero). */
 static void test_clean_exit(void)
@@ -505,6 +530,8 @@ int main(int argc, char **argv)
     CU_add_test(s, "oversized messages on a LISTEN channel", test_listen_channel);
     CU_add_test(s, "oversized replies to a waiting caller", test_reply_channel);
     CU_add_test(s, "a burst is logged once and answered", test_burst_logged_once);
+    CU_add_test(s, "malformed messages are logged at most once a second",
+                test_malformed_flood_logged_once);
     CU_add_test(s, "the service stops cleanly", test_clean_exit);
     return ts_run_cunit();
 }
