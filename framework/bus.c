@@ -750,16 +750,17 @@ static void *subscriber_main(void *arg)
         int rc = daebus__redis_read(bus->sub, &r, bus->opts.health_interval < 1 ? 50 : 500,
                                     bus->wake[0]);
         double now = daebus__now_mono();
-        if (rc == 0 && ping_at > 0 && now - ping_at > bus->opts.health_interval) {
+        if (rc == 1 || bus->sub_guard.got_bytes) {
+            /* A big message still arriving is traffic too (its PONG queues behind it). */
+            last_rx = now;
+            ping_at = 0;
+        } else if (rc == 0 && ping_at > 0 && now - ping_at > bus->opts.health_interval) {
             rc = DAEBUS_ECONN;
             snprintf(bus->sub->errstr, sizeof bus->sub->errstr, "no answer to PING for %.1fs",
                      bus->opts.health_interval);
         } else if (rc == 0 && ping_at == 0 && now - last_rx > bus->opts.health_interval) {
             if (redisAppendCommand(bus->sub, "PING") == REDIS_OK)
                 ping_at = now;
-        } else if (rc == 1) {
-            last_rx = now;
-            ping_at = 0;
         }
         if (rc < 0) {
             set_connected(bus, 0);

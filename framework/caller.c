@@ -392,17 +392,17 @@ static void *reader_main(void *arg)
         redisReply *r = NULL;
         int rc = daebus__redis_read(c->sub, &r, ms, c->wake[0]);
         double now = daebus__now_mono();
-        if (rc == 0 && ping_at > 0 && now - ping_at > HEALTH_TIMEOUT) {
+        if (rc == 1 || c->guard.got_bytes) {
+            /* A big reply still arriving is traffic too (its PONG queues behind it). */
+            last_rx = now;
+            ping_at = 0;
+        } else if (rc == 0 && ping_at > 0 && now - ping_at > HEALTH_TIMEOUT) {
             rc = DAEBUS_ECONN;
             snprintf(c->sub->errstr, sizeof c->sub->errstr, "no answer to PING for %.0fs",
                      HEALTH_TIMEOUT);
         } else if (rc == 0 && ping_at == 0 && now - last_rx > HEALTH_IDLE) {
             if (redisAppendCommand(c->sub, "PING") == REDIS_OK)
                 ping_at = now;
-        }
-        if (rc == 1) {
-            last_rx = now;
-            ping_at = 0;
         }
         if (rc < 0) {
             pthread_mutex_lock(&c->lock);

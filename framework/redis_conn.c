@@ -536,7 +536,10 @@ long daebus__ratelimit_pass(daebus__ratelimit *rl, double now, double interval)
 int daebus__redis_read(redisContext *c, redisReply **out, int timeout_ms, int wake_fd)
 {
     void *reply = NULL;
+    daebus__redis_guard *g = guard_of(c);
     *out = NULL;
+    if (g)
+        g->got_bytes = 0;
     if (c->err)
         return DAEBUS_ECONN;
     /* A reply may already be buffered. */
@@ -550,10 +553,10 @@ int daebus__redis_read(redisContext *c, redisReply **out, int timeout_ms, int wa
     /* Flush pending output first (SUBSCRIBE written with redisAppendCommand). */
     int done = 0;
     while (!done) {
-        daebus__sigpipe_guard g;
-        daebus__sigpipe_block(&g);
+        daebus__sigpipe_guard sg;
+        daebus__sigpipe_block(&sg);
         int wrc = redisBufferWrite(c, &done);
-        daebus__sigpipe_restore(&g);
+        daebus__sigpipe_restore(&sg);
         if (wrc != REDIS_OK)
             return DAEBUS_ECONN;
     }
@@ -566,6 +569,8 @@ int daebus__redis_read(redisContext *c, redisReply **out, int timeout_ms, int wa
     if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
         if (redisBufferRead(c) != REDIS_OK)
             return DAEBUS_ECONN;
+        if (g)
+            g->got_bytes = 1;
         if (redisGetReplyFromReader(c, &reply) != REDIS_OK)
             return DAEBUS_ECONN;
         if (reply) {

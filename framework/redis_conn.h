@@ -44,6 +44,9 @@ typedef struct daebus__redis_guard {
     size_t cut_len;                    /* original length of a cut string; 0: none cut */
     char tail[DAEBUS__REDIS_CUT_KEEP]; /* the last bytes of that string */
     size_t tail_len;
+    /* The last daebus__redis_read read bytes from the socket (a message still
+     * arriving: the connection is alive although no reply is complete). */
+    int got_bytes;
     /* private: the reply being read */
     redisReplyObjectFunctions fns;
     const redisReplyObjectFunctions *orig;
