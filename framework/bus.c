@@ -66,7 +66,10 @@ struct daebus_bus {
     int thread_started;
     atomic_int stopping;
     int wake[2];
-    redisContext *sub; /* subscriber thread only */
+    redisContext *sub;             /* subscriber thread only */
+    daebus__redis_guard sub_guard; /* its size guard (subscriber thread only) */
+    daebus__ratelimit big_log;     /* "message too large" lines (subscriber thread only) */
+    daebus__ratelimit bad_log;     /* "malformed message" lines (subscriber thread only) */
 
     pthread_mutex_t state_lock;
     pthread_cond_t state_cond; /* connected changed; live requests changed */
@@ -445,6 +448,15 @@ static void excerpt(const char *data, size_t len, char *buf, size_t cap)
     buf[o] = '\0';
 }
 
+/* The end of a rate-limited log line: how many like it were not logged. */
+static const char *more_text(long missed, char *buf, size_t len)
+{
+    if (missed <= 0)
+        return "";
+    snprintf(buf, len, "; %ld more since the last such line", missed);
+    return buf;
+}
+
 static const daebus__handler *find_handler(const daebus__handler *h, size_t n, const char *key)
 {
     /* Later registrations win: search from the end. */
@@ -492,10 +504,13 @@ static void on_service_message(daebus_bus *bus, const char *channel, const char 
     char rc_buf[512];
     if (daebus__bus_parse_request(data, len, &env, why, sizeof why) != 0) {
         atomic_fetch_add(&bus->malformed, 1);
-        char ex[100];
+        char ex[100], mbuf[64];
         excerpt(data, len < 60 ? len : 60, ex, sizeof ex);
-        DAEBUS_LOG_WARNF(LOGC, "malformed message on '%s' (%s, %zu bytes): %s%s", channel, why, len,
-                         ex, len > 60 ? "..." : "");
+        long missed = daebus__ratelimit_pass(&bus->bad_log, daebus__now_mono(), 1.0);
+        if (missed >= 0)
+            DAEBUS_LOG_WARNF(LOGC, "malformed message on '%s' (%s, %zu bytes): %s%s%s", channel,
+                             why, len, ex, len > 60 ? "..." : "",
+                             more_text(missed, mbuf, sizeof mbuf));
         /* The caller would wait for its time-out: answer if reply_to and request_id can be read. */
         char rid[256];
         if (daebus__bus_scan_reply(data, len, rc_buf, sizeof rc_buf, rid, sizeof rid) == 0) {
@@ -510,19 +525,6 @@ static void on_service_message(daebus_bus *bus, const char *channel, const char 
         return;
     }
     const char *reply = reply_channel(bus, &env, channel, rc_buf, sizeof rc_buf);
-    if (len > bus->opts.max_message_size) {
-        atomic_fetch_add(&bus->too_large, 1);
-        DAEBUS_LOG_WARNF(LOGC, "message of %zu bytes on '%s' exceeds the limit of %zu bytes", len,
-                         channel, bus->opts.max_message_size);
-        if (reply) {
-            char text[160];
-            snprintf(text, sizeof text, "Message too large (%zu bytes; limit %zu)", len,
-                     bus->opts.max_message_size);
-            send_error_text(bus, reply, env.request_id, text);
-        }
-        daebus__bus_envelope_free(&env);
-        return;
-    }
     if (!env.action) {
         DAEBUS_LOG_DEBUGF(LOGC, "message without action on '%s' ignored", channel);
         daebus__bus_envelope_free(&env);
@@ -561,18 +563,14 @@ static void on_listen_message(daebus_bus *bus, const daebus__handler *h, const c
     daebus__bus_envelope env;
     char why[96];
     char rc_buf[512];
-    if (len > bus->opts.max_message_size) {
-        atomic_fetch_add(&bus->too_large, 1);
-        DAEBUS_LOG_WARNF(LOGC, "message of %zu bytes on '%s' exceeds the limit of %zu bytes", len,
-                         channel, bus->opts.max_message_size);
-        return;
-    }
     if (daebus__bus_parse_request(data, len, &env, why, sizeof why) != 0) {
         atomic_fetch_add(&bus->malformed, 1);
-        char ex[100];
+        char ex[100], mbuf[64];
         excerpt(data, len < 60 ? len : 60, ex, sizeof ex);
-        DAEBUS_LOG_WARNF(LOGC, "ignoring message on '%s' (%s): %s%s", channel, why, ex,
-                         len > 60 ? "..." : "");
+        long missed = daebus__ratelimit_pass(&bus->bad_log, daebus__now_mono(), 1.0);
+        if (missed >= 0)
+            DAEBUS_LOG_WARNF(LOGC, "ignoring message on '%s' (%s): %s%s%s", channel, why, ex,
+                             len > 60 ? "..." : "", more_text(missed, mbuf, sizeof mbuf));
         return;
     }
     const char *reply = reply_channel(bus, &env, channel, rc_buf, sizeof rc_buf);
@@ -587,8 +585,44 @@ static void on_listen_message(daebus_bus *bus, const daebus__handler *h, const c
     submit(bus, r, run_listen);
 }
 
+/* A message over max_message_size, of which the subscriber's size guard
+ * kept only the first len bytes of data and the last bytes (guard tail):
+ * counted, logged at most once a second, never parsed; a request on the
+ * service channel whose reply_to and request_id can be read from those
+ * bytes gets an error reply. */
+static void on_too_large(daebus_bus *bus, const char *channel, const char *data, size_t len)
+{
+    const daebus__redis_guard *g = &bus->sub_guard;
+    atomic_fetch_add(&bus->too_large, 1);
+    long missed = daebus__ratelimit_pass(&bus->big_log, daebus__now_mono(), 1.0);
+    char mbuf[64];
+    if (missed >= 0)
+        DAEBUS_LOG_WARNF(LOGC,
+                         "message of %zu bytes on '%.100s' refused unread: over the limit of %zu "
+                         "bytes (max_message_size)%s",
+                         g->cut_len, channel, bus->opts.max_message_size,
+                         more_text(missed, mbuf, sizeof mbuf));
+    if (bus->opts.no_service_channel || strcmp(channel, bus->service) != 0)
+        return;
+    char reply[512], rid[256];
+    if (daebus__bus_scan_reply_cut(data, len, g->tail, g->tail_len, reply, sizeof reply, rid,
+                                   sizeof rid) != 0)
+        return;
+    cJSON *id = cJSON_CreateString(rid);
+    char text[160];
+    snprintf(text, sizeof text, "Message too large (%zu bytes; limit %zu)", g->cut_len,
+             bus->opts.max_message_size);
+    if (id)
+        send_error_text(bus, reply, id, text);
+    cJSON_Delete(id);
+}
+
 static void on_message(daebus_bus *bus, const char *channel, const char *data, size_t len)
 {
+    if (bus->sub_guard.cut_len) {
+        on_too_large(bus, channel, data, len);
+        return;
+    }
     if (!bus->opts.no_service_channel && strcmp(channel, bus->service) == 0) {
         on_service_message(bus, channel, data, len);
         return;
@@ -619,6 +653,8 @@ static int subscribe_all(daebus_bus *bus, daebus_error *err)
     redisContext *s = daebus__redis_connect(&bus->url, bus->opts.connect_timeout, 0, err);
     if (!s)
         return -1;
+    /* Before the first message: nothing over the limit is ever copied or parsed. */
+    daebus__redis_guard_attach(s, &bus->sub_guard, bus->opts.max_message_size);
     const char **argv = calloc(bus->nchannels + 1, sizeof *argv);
     if (!argv) {
         redisFree(s);
@@ -719,16 +755,17 @@ static void *subscriber_main(void *arg)
         int rc = daebus__redis_read(bus->sub, &r, bus->opts.health_interval < 1 ? 50 : 500,
                                     bus->wake[0]);
         double now = daebus__now_mono();
-        if (rc == 0 && ping_at > 0 && now - ping_at > bus->opts.health_interval) {
+        if (rc == 1 || bus->sub_guard.got_bytes) {
+            /* A big message still arriving is traffic too (its PONG queues behind it). */
+            last_rx = now;
+            ping_at = 0;
+        } else if (rc == 0 && ping_at > 0 && now - ping_at > bus->opts.health_interval) {
             rc = DAEBUS_ECONN;
             snprintf(bus->sub->errstr, sizeof bus->sub->errstr, "no answer to PING for %.1fs",
                      bus->opts.health_interval);
         } else if (rc == 0 && ping_at == 0 && now - last_rx > bus->opts.health_interval) {
             if (redisAppendCommand(bus->sub, "PING") == REDIS_OK)
                 ping_at = now;
-        } else if (rc == 1) {
-            last_rx = now;
-            ping_at = 0;
         }
         if (rc < 0) {
             set_connected(bus, 0);
@@ -1005,6 +1042,10 @@ void daebus_bus_get_stats(daebus_bus *bus, struct daebus_bus_stats *out)
     out->unknown_actions = atomic_load(&bus->unknown_actions);
     out->malformed = atomic_load(&bus->malformed);
     out->too_large = atomic_load(&bus->too_large);
+    pthread_mutex_lock(&bus->caller_lock);
+    if (bus->caller)
+        out->too_large += daebus__caller_too_large(bus->caller);
+    pthread_mutex_unlock(&bus->caller_lock);
     out->overloads = atomic_load(&bus->overloads);
     out->replies_sent = atomic_load(&bus->replies_sent);
     out->listener_messages = atomic_load(&bus->listener_messages);
@@ -1047,7 +1088,9 @@ daebus_caller *daebus_bus_caller(daebus_bus *bus)
     pthread_mutex_lock(&bus->caller_lock);
     if (!bus->caller) {
         daebus_error e = {0};
-        bus->caller = daebus_caller_create(daebus_app_redis_url(bus->app), NULL, &e);
+        daebus_caller_options co = DAEBUS_CALLER_OPTIONS_INIT;
+        co.max_message_size = bus->opts.max_message_size;
+        bus->caller = daebus_caller_create(daebus_app_redis_url(bus->app), &co, &e);
         if (!bus->caller)
             DAEBUS_LOG_WARNF(LOGC, "cannot create the bus caller: %s", e.message);
     }

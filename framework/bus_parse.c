@@ -215,13 +215,14 @@ static bool plain_string(const char *data, size_t len, size_t i, size_t *end)
     return plain;
 }
 
-int daebus__bus_scan_reply(const char *data, size_t len, char *reply_to, size_t rlen,
-                           char *request_id, size_t idlen)
+/* Forward scan of data for the top-level plain string members reply_to and
+ * request_id; fills those not yet found (*got_reply, *got_id). */
+static void scan_forward(const char *data, size_t len, char *reply_to, size_t rlen,
+                         char *request_id, size_t idlen, bool *got_reply, bool *got_id)
 {
-    bool got_reply = false, got_id = false;
     int depth = 0;
     size_t i = 0;
-    while (data && i < len && !(got_reply && got_id)) {
+    while (data && i < len && !(*got_reply && *got_id)) {
         char c = data[i];
         if (c == '{' || c == '[') {
             depth++;
@@ -235,8 +236,8 @@ int daebus__bus_scan_reply(const char *data, size_t len, char *reply_to, size_t 
             const char *key = data + i + 1;
             size_t klen = kend - i - 1;
             i = kend;
-            bool is_reply = klen == 8 && memcmp(key, "reply_to", 8) == 0;
-            bool is_id = klen == 10 && memcmp(key, "request_id", 10) == 0;
+            bool is_reply = klen == 8 && memcmp(key, "reply_to", 8) == 0 && !*got_reply;
+            bool is_id = klen == 10 && memcmp(key, "request_id", 10) == 0 && !*got_id;
             size_t v = skip_space(data, len, kend + 1);
             if (depth != 1 || !plain || !(is_reply || is_id) || v >= len || data[v] != ':')
                 goto next;
@@ -255,13 +256,119 @@ int daebus__bus_scan_reply(const char *data, size_t len, char *reply_to, size_t 
                 memcpy(dst, data + v + 1, vlen);
                 dst[vlen] = '\0';
                 if (is_reply)
-                    got_reply = true;
+                    *got_reply = true;
                 else
-                    got_id = true;
+                    *got_id = true;
             }
         }
     next:
         i++;
     }
+}
+
+int daebus__bus_scan_reply(const char *data, size_t len, char *reply_to, size_t rlen,
+                           char *request_id, size_t idlen)
+{
+    bool got_reply = false, got_id = false;
+    scan_forward(data, len, reply_to, rlen, request_id, idlen, &got_reply, &got_id);
+    return got_reply && got_id ? 0 : -1;
+}
+
+/* ---- the same, backwards from the end of a cut message ---- */
+
+static size_t skip_space_back(const char *d, size_t i)
+{
+    while (i > 0 && (d[i - 1] == ' ' || d[i - 1] == '\t' || d[i - 1] == '\r' || d[i - 1] == '\n'))
+        i--;
+    return i;
+}
+
+/* The plain string that ends with the quote at d[i - 1]: sets *start to the
+ * index of its opening quote. Returns: false when it holds an escape or a
+ * control character, or does not start within d (the scan then stops: the
+ * backward walk only stays in step with the text over plain strings). */
+static bool plain_string_back(const char *d, size_t i, size_t *start)
+{
+    if (i < 2 || d[i - 1] != '"')
+        return false;
+    for (size_t j = i - 1; j-- > 0;) {
+        unsigned char ch = (unsigned char)d[j];
+        if (ch == '"') {
+            /* At the start of the kept bytes the quote may be an escaped one. */
+            if (j == 0 || d[j - 1] == '\\')
+                return false;
+            *start = j;
+            return true;
+        }
+        if (ch == '\\' || ch < 0x20)
+            return false;
+    }
+    return false;
+}
+
+static bool literal_char(char ch)
+{
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           ch == '.' || ch == '+' || ch == '-';
+}
+
+static void scan_backward(const char *d, size_t n, char *reply_to, size_t rlen, char *request_id,
+                          size_t idlen, bool *got_reply, bool *got_id)
+{
+    size_t i = skip_space_back(d, n);
+    if (i == 0 || d[i - 1] != '}')
+        return;
+    i--;
+    while (!(*got_reply && *got_id)) {
+        /* value */
+        i = skip_space_back(d, i);
+        size_t vstart, vend = i;
+        bool vstring = false;
+        if (i > 0 && d[i - 1] == '"') {
+            if (!plain_string_back(d, i, &vstart))
+                return;
+            vstring = true;
+        } else {
+            while (i > 0 && literal_char(d[i - 1]))
+                i--;
+            if (i == vend)
+                return;
+            vstart = i;
+        }
+        i = skip_space_back(d, vstart);
+        if (i == 0 || d[i - 1] != ':')
+            return;
+        /* key */
+        i = skip_space_back(d, i - 1);
+        size_t kstart;
+        if (!plain_string_back(d, i, &kstart))
+            return;
+        size_t sep = skip_space_back(d, kstart);
+        if (sep == 0 || (d[sep - 1] != ',' && d[sep - 1] != '{'))
+            return;
+        const char *key = d + kstart + 1;
+        size_t klen = i - kstart - 2;
+        bool is_reply = klen == 8 && memcmp(key, "reply_to", 8) == 0 && !*got_reply;
+        bool is_id = klen == 10 && memcmp(key, "request_id", 10) == 0 && !*got_id;
+        size_t vlen = vend - vstart - 2;
+        if (vstring && (is_reply || is_id) && vlen > 0 && vlen < (is_reply ? rlen : idlen)) {
+            memcpy(is_reply ? reply_to : request_id, d + vstart + 1, vlen);
+            (is_reply ? reply_to : request_id)[vlen] = '\0';
+            *(is_reply ? got_reply : got_id) = true;
+        }
+        if (d[sep - 1] == '{')
+            return;
+        i = sep - 1;
+    }
+}
+
+int daebus__bus_scan_reply_cut(const char *head, size_t hlen, const char *tail, size_t tlen,
+                               char *reply_to, size_t rlen, char *request_id, size_t idlen)
+{
+    bool got_reply = false, got_id = false;
+    reply_to[0] = request_id[0] = '\0';
+    scan_forward(head, hlen, reply_to, rlen, request_id, idlen, &got_reply, &got_id);
+    if (tail && !(got_reply && got_id))
+        scan_backward(tail, tlen, reply_to, rlen, request_id, idlen, &got_reply, &got_id);
     return got_reply && got_id ? 0 : -1;
 }

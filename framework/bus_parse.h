@@ -40,6 +40,18 @@ void daebus__bus_envelope_free(daebus__bus_envelope *env);
 int daebus__bus_scan_reply(const char *data, size_t len, char *reply_to, size_t rlen,
                            char *request_id, size_t idlen);
 
+/* For a message refused unparsed because of its size, of which only its
+ * first bytes (head) and its last bytes (tail) are kept: reads the
+ * top-level "reply_to" and "request_id" plain string members forwards from
+ * the head (as daebus__bus_scan_reply) and backwards from the tail, over the
+ * trailing members whose values are plain strings or literals (callers put
+ * both after the payload: {"action","payload",..,"reply_to","request_id",..}).
+ * Each value found is copied, NUL-terminated; one not found (or not fitting)
+ * is left "" (rlen and idlen must be > 0).
+ * Returns: 0 if both were read and fit, else -1. */
+int daebus__bus_scan_reply_cut(const char *head, size_t hlen, const char *tail, size_t tlen,
+                               char *reply_to, size_t rlen, char *request_id, size_t idlen);
+
 /* Parses a listener message: returns the decoded object (owned), or NULL
  * when data is not a JSON object. */
 cJSON *daebus__bus_parse_object(const char *data, size_t len);

@@ -64,7 +64,11 @@ struct daebus_caller {
     atomic_int stopping;
     int thread_started;
 
-    redisContext *sub; /* reader thread only */
+    redisContext *sub;         /* reader thread only */
+    daebus__redis_guard guard; /* its size guard (reader thread only) */
+    daebus__ratelimit big_log; /* "reply too large" lines (reader thread only) */
+    size_t max_message;
+    atomic_ullong too_large;
     int wake[2];
     pthread_t thread;
 };
@@ -260,6 +264,54 @@ static void handle_reply(daebus_caller *c, const char *data, size_t len)
     daebus__bus_response_free(&r);
 }
 
+/* A reply over max_message_size, of which the size guard kept the first len
+ * bytes of data and the last bytes: counted, logged at most once a second,
+ * never parsed; the pending request it names (request_id read from those
+ * bytes) completes with DAEBUS_ETOOBIG instead of waiting for its time-out. */
+static void on_too_large(daebus_caller *c, const char *data, size_t len)
+{
+    const daebus__redis_guard *g = &c->guard;
+    atomic_fetch_add(&c->too_large, 1);
+    long missed = daebus__ratelimit_pass(&c->big_log, daebus__now_mono(), 1.0);
+    if (missed >= 0) {
+        char more[64] = "";
+        if (missed > 0)
+            snprintf(more, sizeof more, "; %ld more since the last such line", missed);
+        DAEBUS_LOG_WARNF(LOGC,
+                         "reply of %zu bytes on %s refused unread: over the limit of %zu bytes "
+                         "(max_message_size)%s",
+                         g->cut_len, c->channel, c->max_message, more);
+    }
+    char reply_to[8], id[40];
+    daebus__bus_scan_reply_cut(data, len, g->tail, g->tail_len, reply_to, sizeof reply_to, id,
+                               sizeof id);
+    if (!id[0])
+        return;
+    pthread_mutex_lock(&c->lock);
+    pending **pp = &c->buckets[hash_id(id)];
+    while (*pp && strcmp((*pp)->id, id) != 0)
+        pp = &(*pp)->next;
+    pending *p = *pp;
+    if (p && !p->failed) {
+        *pp = p->next;
+        c->npending--;
+    } else {
+        p = NULL;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (p) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "reply too large (%zu bytes; limit %zu)", g->cut_len,
+                 c->max_message);
+        complete(c, p, DAEBUS_ETOOBIG, NULL, msg);
+    }
+}
+
+unsigned long long daebus__caller_too_large(const daebus_caller *c)
+{
+    return c ? atomic_load(&((daebus_caller *)c)->too_large) : 0;
+}
+
 /* ---- the reader thread ---- */
 
 /* Connects the subscriber and waits for the SUBSCRIBE confirmation.
@@ -269,6 +321,7 @@ static int subscribe_reply_channel(daebus_caller *c, daebus_error *err)
     redisContext *s = daebus__redis_connect(&c->url, c->connect_timeout, 0, err);
     if (!s)
         return err ? err->code : DAEBUS_ECONN;
+    daebus__redis_guard_attach(s, &c->guard, c->max_message);
     if (redisAppendCommand(s, "SUBSCRIBE %s", c->channel) != REDIS_OK) {
         redisFree(s);
         return daebus_error_set(err, DAEBUS_ENOMEM, "SUBSCRIBE: out of memory");
@@ -341,17 +394,17 @@ static void *reader_main(void *arg)
         redisReply *r = NULL;
         int rc = daebus__redis_read(c->sub, &r, ms, c->wake[0]);
         double now = daebus__now_mono();
-        if (rc == 0 && ping_at > 0 && now - ping_at > HEALTH_TIMEOUT) {
+        if (rc == 1 || c->guard.got_bytes) {
+            /* A big reply still arriving is traffic too (its PONG queues behind it). */
+            last_rx = now;
+            ping_at = 0;
+        } else if (rc == 0 && ping_at > 0 && now - ping_at > HEALTH_TIMEOUT) {
             rc = DAEBUS_ECONN;
             snprintf(c->sub->errstr, sizeof c->sub->errstr, "no answer to PING for %.0fs",
                      HEALTH_TIMEOUT);
         } else if (rc == 0 && ping_at == 0 && now - last_rx > HEALTH_IDLE) {
             if (redisAppendCommand(c->sub, "PING") == REDIS_OK)
                 ping_at = now;
-        }
-        if (rc == 1) {
-            last_rx = now;
-            ping_at = 0;
         }
         if (rc < 0) {
             pthread_mutex_lock(&c->lock);
@@ -372,8 +425,12 @@ static void *reader_main(void *arg)
             if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
                 r->element[0]->type == REDIS_REPLY_STRING &&
                 strcmp(r->element[0]->str, "message") == 0 &&
-                r->element[2]->type == REDIS_REPLY_STRING)
-                handle_reply(c, r->element[2]->str, r->element[2]->len);
+                r->element[2]->type == REDIS_REPLY_STRING) {
+                if (c->guard.cut_len)
+                    on_too_large(c, r->element[2]->str, r->element[2]->len);
+                else
+                    handle_reply(c, r->element[2]->str, r->element[2]->len);
+            }
             freeReplyObject(r);
         } else {
             drain_wake(c);
@@ -414,6 +471,7 @@ daebus_caller *daebus_caller_create(const char *redis_url, const daebus_caller_o
     c->default_timeout = opts && opts->default_timeout > 0 ? opts->default_timeout : 5.0;
     c->connect_timeout = opts && opts->connect_timeout > 0 ? opts->connect_timeout : 2.0;
     c->reconnect_max = opts && opts->reconnect_max > 0 ? opts->reconnect_max : 5.0;
+    c->max_message = opts && opts->max_message_size ? opts->max_message_size : 1024 * 1024;
     if (opts && opts->reply_channel && *opts->reply_channel) {
         snprintf(c->channel, sizeof c->channel, "%s", opts->reply_channel);
     } else {

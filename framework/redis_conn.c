@@ -7,6 +7,7 @@
  * context (a hiredis read time-out marks the context as failed).
  */
 #include <errno.h>
+#include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <hiredis/sds.h>
 #include "daebus/log.h"
 #include "redis_conn.h"
 #include "utf8.h"
@@ -426,28 +428,147 @@ static redisContext *connect_unguarded(const daebus_redis_url *url, double conne
     return c;
 }
 
+/* ---- memory after a refused message ---- */
+
+/* Memory after a refused message. hiredis holds the whole message once in
+ * its reader buffer (grown by realloc while it arrives) and frees that
+ * buffer only at a later read that finds it empty: release_buffer() replaces
+ * it as soon as the cut reply is returned, with a copy of what follows it
+ * (at most one socket read, 16 KiB), so an idle service does not keep it.
+ *
+ * glibc would still keep most of it. Freeing an mmapped block raises the
+ * mmap threshold to that block's size (up to 32 MiB) and the trim threshold
+ * to twice that, so after one 20 MB message the next big buffer is grown in
+ * the reader thread's arena, and the top of a thread arena is given back
+ * neither below the raised trim threshold nor by malloc_trim(). Measured on
+ * a service (tests/integration/hardening/test_hard_busmem.c, baseline RSS
+ * 2.3 MB): a 20 MB message left nothing, but a 100 MB one after it left
+ * 33 MB resident in the arena for good, even with malloc_trim(0) after
+ * each refused message. With the threshold fixed at glibc's default
+ * (128 KiB, which turns the dynamic adjustment off) every buffer that large
+ * is mmapped and unmapped when freed: RSS is 2.6-2.8 MB after bursts of 20
+ * and 100 MB messages on every channel, with or without malloc_trim (so
+ * there is none). The first guarded connection fixes it, unless the
+ * operator chose (MALLOC_MMAP_THRESHOLD_ or GLIBC_TUNABLES). It is
+ * process-wide: a program that mallocs and frees blocks over 128 KiB in a
+ * loop pays an mmap/munmap for each, as with glibc before 2.4. */
+static void fix_mmap_threshold(void)
+{
+#ifdef __GLIBC__
+    const char *t = getenv("GLIBC_TUNABLES");
+    if (getenv("MALLOC_MMAP_THRESHOLD_") || (t && strstr(t, "mmap_threshold")))
+        return;
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+#endif
+}
+
+static pthread_once_t tune_once = PTHREAD_ONCE_INIT;
+
+static void release_buffer(redisReader *r)
+{
+    size_t left = r->len - r->pos;
+    if (left <= 1024 * 1024 && sdsalloc(r->buf) > r->maxbuf) {
+        sds fresh = sdsnewlen(r->buf + r->pos, left);
+        if (fresh) {
+            sdsfree(r->buf);
+            r->buf = fresh;
+            r->pos = 0;
+            r->len = left;
+        }
+    }
+}
+
+/* ---- size guard ---- */
+
+/* The reader's createString: a string over the limit is neither copied nor
+ * parsed; the reply gets its first bytes only and the guard notes the rest. */
+static void *guarded_create_string(const redisReadTask *task, char *str, size_t len)
+{
+    daebus__redis_guard *g = task->privdata;
+    if (len <= g->max_string)
+        return g->orig->createString(task, str, len);
+    size_t keep = len < DAEBUS__REDIS_CUT_KEEP ? len : DAEBUS__REDIS_CUT_KEEP;
+    g->next_cut_len = len;
+    g->next_tail_len = keep;
+    memcpy(g->next_tail, str + len - keep, keep);
+    return g->orig->createString(task, str, keep);
+}
+
+static daebus__redis_guard *guard_of(redisContext *c)
+{
+    redisReader *r = c->reader;
+    if (r && r->fn && r->fn->createString == guarded_create_string)
+        return r->privdata;
+    return NULL;
+}
+
+void daebus__redis_guard_attach(redisContext *c, daebus__redis_guard *g, size_t max_string)
+{
+    redisReader *r = c->reader;
+    pthread_once(&tune_once, fix_mmap_threshold);
+    if (r->fn != &g->fns) {
+        g->orig = r->fn;
+        g->fns = *r->fn;
+        g->fns.createString = guarded_create_string;
+    }
+    g->max_string = max_string;
+    g->cut_len = g->tail_len = g->next_cut_len = g->next_tail_len = 0;
+    r->fn = &g->fns;
+    r->privdata = g;
+}
+
+/* A reply is about to be returned: publish what the guard saw while it was read. */
+static void reply_done(redisContext *c)
+{
+    daebus__redis_guard *g = guard_of(c);
+    if (!g)
+        return;
+    g->cut_len = g->next_cut_len;
+    g->tail_len = g->next_tail_len;
+    memcpy(g->tail, g->next_tail, g->tail_len);
+    g->next_cut_len = g->next_tail_len = 0;
+    if (g->cut_len)
+        release_buffer(c->reader);
+}
+
+long daebus__ratelimit_pass(daebus__ratelimit *rl, double now, double interval)
+{
+    if (rl->last > 0 && now - rl->last < interval) {
+        rl->missed++;
+        return -1;
+    }
+    long missed = (long)rl->missed;
+    rl->last = now;
+    rl->missed = 0;
+    return missed;
+}
+
 /* ---- reading ---- */
 
 int daebus__redis_read(redisContext *c, redisReply **out, int timeout_ms, int wake_fd)
 {
     void *reply = NULL;
+    daebus__redis_guard *g = guard_of(c);
     *out = NULL;
+    if (g)
+        g->got_bytes = 0;
     if (c->err)
         return DAEBUS_ECONN;
     /* A reply may already be buffered. */
     if (redisGetReplyFromReader(c, &reply) != REDIS_OK)
         return DAEBUS_ECONN;
     if (reply) {
+        reply_done(c);
         *out = reply;
         return 1;
     }
     /* Flush pending output first (SUBSCRIBE written with redisAppendCommand). */
     int done = 0;
     while (!done) {
-        daebus__sigpipe_guard g;
-        daebus__sigpipe_block(&g);
+        daebus__sigpipe_guard sg;
+        daebus__sigpipe_block(&sg);
         int wrc = redisBufferWrite(c, &done);
-        daebus__sigpipe_restore(&g);
+        daebus__sigpipe_restore(&sg);
         if (wrc != REDIS_OK)
             return DAEBUS_ECONN;
     }
@@ -460,9 +581,12 @@ int daebus__redis_read(redisContext *c, redisReply **out, int timeout_ms, int wa
     if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
         if (redisBufferRead(c) != REDIS_OK)
             return DAEBUS_ECONN;
+        if (g)
+            g->got_bytes = 1;
         if (redisGetReplyFromReader(c, &reply) != REDIS_OK)
             return DAEBUS_ECONN;
         if (reply) {
+            reply_done(c);
             *out = reply;
             return 1;
         }

@@ -21,8 +21,58 @@ redisContext *daebus__redis_connect(const daebus_redis_url *url, double connect_
 
 /* Waits for one reply: returns 1 with *out set (free with freeReplyObject),
  * 0 when timeout_ms passed or wake_fd became readable (wake_fd -1 = none),
- * DAEBUS_ECONN when the connection failed (the context is then dead). */
+ * DAEBUS_ECONN when the connection failed (the context is then dead).
+ * With a size guard attached (below), the guard describes the reply returned. */
 int daebus__redis_read(redisContext *c, redisReply **out, int timeout_ms, int wake_fd);
+
+/* ---- size guard of a subscriber connection ----
+ *
+ * hiredis reads a bulk string whole into its reader buffer and then copies it
+ * into the reply object. A guard replaces the reader's createString so that a
+ * string longer than max_string is never copied: the reply gets only its first
+ * DAEBUS__REDIS_CUT_KEEP bytes, and the guard keeps its original length and
+ * its last DAEBUS__REDIS_CUT_KEEP bytes (enough to find reply_to and
+ * request_id, which callers put after the payload). After such a reply the
+ * reader's buffer (which did hold the whole message once) is released at
+ * once; the first attach fixes glibc's mmap threshold so that such buffers
+ * go back to the system when freed (see redis_conn.c). */
+#define DAEBUS__REDIS_CUT_KEEP 2048
+
+typedef struct daebus__redis_guard {
+    size_t max_string; /* strings longer than this are cut */
+    /* The reply last returned by daebus__redis_read: */
+    size_t cut_len;                    /* original length of a cut string; 0: none cut */
+    char tail[DAEBUS__REDIS_CUT_KEEP]; /* the last bytes of that string */
+    size_t tail_len;
+    /* The last daebus__redis_read read bytes from the socket (a message still
+     * arriving: the connection is alive although no reply is complete). */
+    int got_bytes;
+    /* private: the reply being read */
+    redisReplyObjectFunctions fns;
+    const redisReplyObjectFunctions *orig;
+    size_t next_cut_len;
+    char next_tail[DAEBUS__REDIS_CUT_KEEP];
+    size_t next_tail_len;
+} daebus__redis_guard;
+
+/* Attaches g (max_string > 0) to c's reader. Ownership: g is borrowed and must
+ * outlive c; one guard serves one connection at a time (the reading thread's). */
+void daebus__redis_guard_attach(redisContext *c, daebus__redis_guard *g, size_t max_string);
+
+/* At most one log line per interval for events an attacker can repeat. */
+typedef struct daebus__ratelimit {
+    double last;          /* monotonic time of the last line; 0: none yet */
+    unsigned long missed; /* events not logged since */
+} daebus__ratelimit;
+
+/* Call once per event with the monotonic time now. Returns: -1 to stay quiet,
+ * else the number of events not logged since the last line (say so in it).
+ * Thread: one thread per limiter (or the caller's lock). */
+long daebus__ratelimit_pass(daebus__ratelimit *rl, double now, double interval);
+
+/* Replies to a bus caller that were refused as too large (bus.c adds those of
+ * the bus's own caller to its too_large counter). Thread: safe. */
+unsigned long long daebus__caller_too_large(const daebus_caller *c);
 
 /* hiredis writes with write(2): a write to a connection the server closed
  * raises SIGPIPE, which would kill a process that did not ignore it. These

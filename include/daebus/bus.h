@@ -77,8 +77,14 @@ DAEBUS_API int daebus_redis_url_parse(const char *url, daebus_redis_url *out, da
 /* ---- the component ---- */
 
 typedef struct daebus_bus_options {
-    size_t max_message_size;  /* bytes of one incoming message; 0 = 1 MiB. Larger
-                                 requests get an error reply when answerable. */
+    size_t max_message_size;  /* bytes of one incoming message (service, LISTEN
+                                 and the bus caller's reply channel); 0 = 1 MiB.
+                                 A larger one is refused before it is copied or
+                                 parsed, counted (too_large) and logged (at most
+                                 one line a second); a request whose reply_to and
+                                 request_id can be read from its first or last
+                                 2 KiB gets {"error": "Message too large (N bytes;
+                                 limit M)"}. */
     size_t max_queue;         /* worker queue bound; 0 = 1024 */
     int publishers;           /* publisher connections; 0 = 2 */
     double connect_timeout;   /* seconds per connection attempt; 0 = 2 */
@@ -103,7 +109,8 @@ struct daebus_bus_stats {
     uint64_t errors;            /* error replies sent (all causes) */
     uint64_t unknown_actions;
     uint64_t malformed;         /* unparsable or non-object messages */
-    uint64_t too_large;         /* messages over max_message_size */
+    uint64_t too_large;         /* messages over max_message_size (replies to
+                                   daebus_bus_caller() included) */
     uint64_t overloads;         /* messages refused because the queue was full */
     uint64_t replies_sent;      /* every reply published (progress included) */
     uint64_t listener_messages; /* messages handed to LISTEN handlers */

@@ -47,11 +47,14 @@ typedef struct daebus_caller_options {
     double connect_timeout;    /* seconds per connection attempt; 0 = 2 */
     double reconnect_max;      /* backoff cap after a lost connection; 0 = 5 */
     const char *reply_channel; /* NULL = "caller:<uuid4>" */
+    size_t max_message_size;   /* bytes of one reply; 0 = 1 MiB (as the bus). A larger
+                                  reply is refused unread and completes its request
+                                  with DAEBUS_ETOOBIG */
 } daebus_caller_options;
 
 #define DAEBUS_CALLER_OPTIONS_INIT                                                                 \
     {                                                                                              \
-        0.0, 0.0, 0.0, NULL                                                                        \
+        0.0, 0.0, 0.0, NULL, 0                                                                     \
     }
 
 /* Connects (publisher + subscriber), subscribes to the reply channel and
@@ -84,6 +87,9 @@ DAEBUS_API bool daebus_caller_connected(const daebus_caller *caller);
  *     channel (PUBLISH counted 0), so nothing could answer; completed at
  *     once, not at the time-out; message is "no service 'x' is listening on
  *     redis://host:port/db" (a password shows as ***);
+ *   DAEBUS_ETOOBIG: a reply (progress or final) larger than the caller's
+ *     max_message_size arrived; it was not read; message "reply too large
+ *     (N bytes; limit M)", payload NULL;
  *   DAEBUS_ETIMEDOUT, DAEBUS_ECONN (connection lost), DAEBUS_ECLOSED
  *     (caller destroyed): payload NULL, message says what happened.
  * Ownership: payload and message are borrowed for the duration of the call
@@ -115,7 +121,8 @@ DAEBUS_API int daebus_caller_request_async(daebus_caller *caller, const char *se
  * Ownership: *reply_out is the caller's to cJSON_Delete.
  * Returns: 0, DAEBUS_EREPLY, DAEBUS_ENOLISTENER (nobody subscribes to the
  * service's channel: returned at once, err->message "no service 'x' is
- * listening on redis://..."), DAEBUS_ETIMEDOUT, DAEBUS_ECONN, DAEBUS_EINVAL,
+ * listening on redis://..."), DAEBUS_ETOOBIG (reply over max_message_size),
+ * DAEBUS_ETIMEDOUT, DAEBUS_ECONN, DAEBUS_EINVAL,
  * DAEBUS_ECLOSED, DAEBUS_ENOMEM. Thread: safe; never from a callback. */
 DAEBUS_API int daebus_caller_request(daebus_caller *caller, const char *service, const char *action,
                                      const cJSON *payload, double timeout, cJSON **reply_out,

@@ -3,8 +3,10 @@
  * Input: one message as published on a service channel by anyone who can
  * reach Redis. Drives the request parser, the reply-channel choice, the
  * response builder (round trip through the caller's response parser) and the
- * progress payload; the same bytes are also read as a listener message and as
- * a response. Every reply built from a message of well-formed UTF-8 is
+ * progress payload; the same bytes are also read as a listener message, as
+ * a response, and as a message refused for its size of which only the first
+ * and last bytes are kept (the reply_to / request_id scan of the bus and the
+ * caller). Every reply built from a message of well-formed UTF-8 is
  * well-formed UTF-8 (error texts that quote a cut action name included).
  */
 #include "bus_parse.h"
@@ -99,6 +101,39 @@ static void check_progress(const cJSON *payload, double pct)
     cJSON_Delete(p);
 }
 
+static int members_named(const cJSON *obj, const char *key)
+{
+    int n = 0;
+    for (const cJSON *it = obj ? obj->child : NULL; it; it = it->next)
+        n += it->string && strcmp(it->string, key) == 0;
+    return n;
+}
+
+/* The bytes as a message cut for its size: its first and last k bytes only
+ * (k from the first byte, so that both ends get cut everywhere). What is read
+ * is plain, bounded and terminated; from a valid object with one such member
+ * it is that member's value. */
+static void check_scan_cut(const char *buf, size_t size, const daebus__bus_envelope *env)
+{
+    size_t k = 8 + (size ? (unsigned char)buf[0] : 0) * 4;
+    if (k > size)
+        k = size;
+    char reply_to[40], request_id[24];
+    int rc = daebus__bus_scan_reply_cut(buf, k, buf + size - k, k, reply_to, sizeof reply_to,
+                                        request_id, sizeof request_id);
+    FUZZ_CHECK(fuzz_terminated(reply_to, sizeof reply_to));
+    FUZZ_CHECK(fuzz_terminated(request_id, sizeof request_id));
+    FUZZ_CHECK(!strpbrk(reply_to, "\"\\") && !strpbrk(request_id, "\"\\"));
+    FUZZ_CHECK(rc != 0 || (reply_to[0] && request_id[0]));
+    if (!env)
+        return;
+    if (reply_to[0] && members_named(env->root, "reply_to") == 1)
+        FUZZ_CHECK(env->reply_to && strcmp(env->reply_to, reply_to) == 0);
+    if (request_id[0] && members_named(env->root, "request_id") == 1)
+        FUZZ_CHECK(cJSON_IsString(env->request_id) &&
+                   strcmp(env->request_id->valuestring, request_id) == 0);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *buf = (const char *)data;
@@ -137,6 +172,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_progress(env.payload, (double)(b % 130) - 10);
         check_progress(NULL, 42);
     }
+    check_scan_cut(buf, size, rc == 0 ? &env : NULL);
     daebus__bus_envelope_free(&env);
     FUZZ_CHECK(env.root == NULL && env.payload == NULL);
 

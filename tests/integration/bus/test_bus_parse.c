@@ -1,6 +1,8 @@
 /* The pure wire-format functions (framework/bus_parse.c) and their edge
  * cases: payload decoding rules, reply channel choice, response key order,
- * progress payloads, response parsing, Redis URL redaction. No Redis needed. */
+ * progress payloads, response parsing, Redis URL redaction, reading reply_to
+ * and request_id from the kept ends of a message cut for its size. No Redis
+ * needed. */
 #include <math.h>
 #include <string.h>
 #include "bus_parse.h"
@@ -169,6 +171,67 @@ static int redacts_to(const char *url, size_t len, const char *want)
     return strcmp(buf, want) == 0;
 }
 
+/* scan of a message cut for its size: head = its first hn bytes, tail = its
+ * last tn bytes (as the subscriber's size guard keeps them). */
+static int cut_scan(const char *msg, size_t hn, size_t tn, char *rto, size_t rl, char *rid,
+                    size_t il)
+{
+    size_t n = strlen(msg);
+    hn = hn < n ? hn : n;
+    tn = tn < n ? tn : n;
+    return daebus__bus_scan_reply_cut(msg, hn, msg + n - tn, tn, rto, rl, rid, il);
+}
+
+static void test_scan_reply_cut(void)
+{
+    char rto[64], rid[40];
+    /* The callers' shape: payload first, reply_to and request_id after it. */
+    const char *m = "{\"action\":\"echo\",\"payload\":{\"data\":[1,1,1,1,1,1,1,1,1,1,1,1]},"
+                    "\"reply_to\":\"caller:abc\", \"request_id\" : \"r-1\",\"service\":\"svc\"}";
+    CU_ASSERT_EQUAL(cut_scan(m, 20, 80, rto, sizeof rto, rid, sizeof rid), 0);
+    CU_ASSERT_STRING_EQUAL(rto, "caller:abc");
+    CU_ASSERT_STRING_EQUAL(rid, "r-1");
+    /* Neither end long enough: nothing read. */
+    CU_ASSERT_EQUAL(cut_scan(m, 20, 30, rto, sizeof rto, rid, sizeof rid), -1);
+    CU_ASSERT_STRING_EQUAL(rto, "");
+    CU_ASSERT_STRING_EQUAL(rid, "");
+    /* One from each end. */
+    m = "{\"reply_to\":\"r.c\",\"payload\":[1,2,3,4,5,6,7,8,9,10],\"request_id\":\"x\"}";
+    CU_ASSERT_EQUAL(cut_scan(m, 20, 18, rto, sizeof rto, rid, sizeof rid), 0);
+    CU_ASSERT_STRING_EQUAL(rto, "r.c");
+    CU_ASSERT_STRING_EQUAL(rid, "x");
+    /* A response: literals (true, numbers, null) are stepped over. */
+    m = "{\"status\":\"success\",\"payload\":{\"a\":[1,2]},\"request_id\":\"id-9\","
+        "\"n\":-1.5e3,\"z\":null,\"final\":true}";
+    CU_ASSERT_EQUAL(cut_scan(m, 10, 60, rto, sizeof rto, rid, sizeof rid), -1);
+    CU_ASSERT_STRING_EQUAL(rid, "id-9");
+    CU_ASSERT_STRING_EQUAL(rto, "");
+    /* Members of a nested object are not the request's. */
+    m = "{\"p\":[0,0,0,0,0,0,0,0,0,0,0,0,0],\"q\":{\"reply_to\":\"a\",\"request_id\":\"b\"}}";
+    CU_ASSERT_EQUAL(cut_scan(m, 10, 40, rto, sizeof rto, rid, sizeof rid), -1);
+    CU_ASSERT_STRING_EQUAL(rto, "");
+    /* Escapes stop the backward walk: an escaped quote could be anywhere. */
+    m = "{\"p\":[0,0,0,0,0,0,0,0,0,0,0,0,0],\"s\":\"x\\\",\\\"reply_to\\\":\\\"evil\\\",\\\""
+        "request_id\\\":\\\"1\"}";
+    CU_ASSERT_EQUAL(cut_scan(m, 10, 60, rto, sizeof rto, rid, sizeof rid), -1);
+    CU_ASSERT_STRING_EQUAL(rto, "");
+    CU_ASSERT_STRING_EQUAL(rid, "");
+    /* The tail starting inside a string: its first quote is not trusted. */
+    m = "{\"p\":[0,0,0,0,0,0,0,0,0,0,0,0,0],\"reply_to\":\"abcdef\",\"request_id\":\"1\"}";
+    CU_ASSERT_EQUAL(cut_scan(m, 10, 37, rto, sizeof rto, rid, sizeof rid), -1);
+    CU_ASSERT_STRING_EQUAL(rid, "1");
+    CU_ASSERT_STRING_EQUAL(rto, "");
+    /* Values too long for the buffer are not taken (a cut name is another channel). */
+    m = "{\"p\":[0,0,0,0,0,0],\"reply_to\":\"0123456789abcdef\",\"request_id\":\"1\"}";
+    CU_ASSERT_EQUAL(cut_scan(m, 5, 60, rto, 8, rid, sizeof rid), -1);
+    CU_ASSERT_STRING_EQUAL(rto, "");
+    CU_ASSERT_STRING_EQUAL(rid, "1");
+    /* Not an object's end, empty input. */
+    CU_ASSERT_EQUAL(cut_scan("[1,2,3]", 3, 3, rto, sizeof rto, rid, sizeof rid), -1);
+    CU_ASSERT_EQUAL(daebus__bus_scan_reply_cut(NULL, 0, NULL, 0, rto, sizeof rto, rid, sizeof rid),
+                    -1);
+}
+
 static void test_url_redaction(void)
 {
     CU_ASSERT(redacts_to("redis://:pw@h:1/2", 128, "redis://***@h:1/2"));
@@ -198,5 +261,6 @@ int main(void)
     CU_add_test(s, "progress payload", test_progress_payload);
     CU_add_test(s, "parse response", test_parse_response);
     CU_add_test(s, "URL redaction", test_url_redaction);
+    CU_add_test(s, "reply_to and request_id of a cut message", test_scan_reply_cut);
     return ts_run_cunit();
 }
