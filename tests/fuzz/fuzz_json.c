@@ -1,4 +1,4 @@
-/* fuzz_json.c - daebus_json_parse and daebus_json_print (framework/json.c).
+/* fuzz_json.c - daebus_json_parse and daebus_json_print (framework/core/json.c).
  *
  * Input: any bytes, read as one JSON text. Invariants: a parse error names a
  * byte inside the text; the "\u" rewrite never grows the text; whatever cJSON

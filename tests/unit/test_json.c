@@ -1,4 +1,4 @@
-/* daebus_json_print / daebus_json_parse (framework/json.c): numbers print as
+/* daebus_json_print / daebus_json_parse (framework/core/json.c): numbers print as
  * the shortest text that reads back to the same double, strings keep NUL
  * (as C0 80) and survive lone surrogates, control characters are escaped,
  * errors name the byte. */

@@ -1,4 +1,4 @@
-/* The log (framework/log.c): a value from outside cannot forge a line. A
+/* The log (framework/core/log.c): a value from outside cannot forge a line. A
  * message holding a newline and a fake "CRIT" line, terminal escapes or bytes
  * that are not UTF-8 gives exactly one line, escaped, of well-formed UTF-8,
  * in the text format and in the JSON format (where each line is one JSON

@@ -1,4 +1,4 @@
-/* The pure wire-format functions (framework/bus_parse.c) and their edge
+/* The pure wire-format functions (framework/bus/bus_parse.c) and their edge
  * cases: payload decoding rules, reply channel choice, response key order,
  * progress payloads, response parsing, Redis URL redaction, reading reply_to
  * and request_id from the kept ends of a message cut for its size. No Redis

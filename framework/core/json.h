@@ -1,4 +1,4 @@
-/* json.h - internals of the JSON printer and parser (framework/json.c).
+/* json.h - internals of the JSON printer and parser (framework/core/json.c).
  *
  * The public pair is daebus_json_print / daebus_json_parse (daebus/json.h);
  * these pieces are exposed for the unit and fuzz tests.

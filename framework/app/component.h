@@ -11,6 +11,7 @@
 #define DAEBUS_COMPONENT_H
 
 #include "daebus/app.h"
+#include "clock.h"
 
 typedef enum daebus__component_kind {
     DAEBUS__COMP_HTTP = 0,
@@ -74,7 +75,5 @@ size_t daebus__app_handlers(const daebus_app *app, int kind, const daebus__handl
 extern daebus_blueprint *daebus__blueprints_defined;
 
 /* Monotonic and wall clocks in seconds (shared helpers). */
-double daebus__now_mono(void);
-double daebus__now_wall(void);
 
 #endif

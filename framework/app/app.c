@@ -71,22 +71,6 @@ struct daebus_app {
     struct sigaction old_int, old_term;
 };
 
-/* ---- clocks ---- */
-
-double daebus__now_mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-double daebus__now_wall(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* ---- helpers ---- */
 
 static char *dup_or(const char *s, const char *fallback)
