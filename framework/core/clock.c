@@ -23,11 +23,12 @@ double daebus__now_wall(void)
 daebus__deadline daebus__deadline_in(double seconds)
 {
     daebus__deadline d = {.at = 0};
-    if (seconds >= 0 && isfinite(seconds))
-        d.at = daebus__now_mono() + seconds;
+    if (!(seconds >= 0) || !isfinite(seconds))
+        return d; /* negative, NaN or infinite: no deadline */
+    d.at = daebus__now_mono() + seconds;
     /* A deadline computed within the first instant of the clock must not
      * read as "none". */
-    if (seconds >= 0 && d.at <= 0)
+    if (d.at <= 0)
         d.at = 1e-9;
     return d;
 }

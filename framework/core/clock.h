@@ -24,7 +24,8 @@ typedef struct daebus__deadline {
     double at;
 } daebus__deadline;
 
-/* Returns: the deadline seconds from now; seconds < 0 means no deadline. */
+/* Returns: the deadline seconds from now; seconds < 0, NaN or infinite means
+ * no deadline. */
 daebus__deadline daebus__deadline_in(double seconds);
 /* Returns: seconds left (0 once passed; a large number when there is none). */
 double daebus__deadline_left(daebus__deadline d);
