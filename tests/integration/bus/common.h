@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include "daebus/daebus.h"
 #include "testsupport.h"
 
@@ -64,6 +65,18 @@ static inline char *raw_next(redisContext *c)
         out = strdup(r->element[2]->str);
     freeReplyObject(r);
     return out;
+}
+
+/* Runs a shell command; captures stdout; returns the exit status (-1 on failure). */
+static inline int run(const char *cmd, char *out, size_t cap)
+{
+    FILE *f = popen(cmd, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(out, 1, cap - 1, f);
+    out[n] = '\0';
+    int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 /* An app with the bus only (the shared fixture); the test waits for the bus. */

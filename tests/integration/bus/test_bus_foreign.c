@@ -73,18 +73,6 @@ static int cleanup(void)
     return 0;
 }
 
-/* Runs a shell command; captures stdout; returns the exit status (-1 on failure). */
-static int run(const char *cmd, char *out, size_t cap)
-{
-    FILE *f = popen(cmd, "r");
-    if (!f)
-        return -1;
-    size_t n = fread(out, 1, cap - 1, f);
-    out[n] = '\0';
-    int st = pclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void test_python_client(void)
 {
     const char *src = getenv("DAEBUS_SOURCE_DIR");

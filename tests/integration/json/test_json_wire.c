@@ -160,18 +160,6 @@ static void test_bus_broadcast_raw(void)
     redisFree(sub);
 }
 
-/* Runs a shell command; captures stdout; returns the exit status (-1 on failure). */
-static int run(const char *cmd, char *out, size_t cap)
-{
-    FILE *f = popen(cmd, "r");
-    if (!f)
-        return -1;
-    size_t n = fread(out, 1, cap - 1, f);
-    out[n] = '\0';
-    int st = pclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void test_daebus_call(void)
 {
     const char *bin = getenv("DAEBUS_BINARY_DIR");
