@@ -2,7 +2,8 @@
  *
  * A private redis-server per test program (port chosen free, data in a temp
  * directory), free ports, a tiny blocking HTTP/1.1 client over a real socket,
- * and a CUnit runner that returns a process status.
+ * a CUnit runner that returns a process status, and one wait-until macro.
+ * ts_service.h (included here) starts an app with its components in-process.
  */
 #ifndef DAEBUS_TESTSUPPORT_H
 #define DAEBUS_TESTSUPPORT_H
@@ -10,6 +11,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 #include <CUnit/Basic.h>
+#include "ts_service.h"
 
 typedef struct ts_redis {
     pid_t pid;
@@ -37,6 +39,15 @@ int ts_free_port(void);
 double ts_now(void);
 /* Sleeps ms milliseconds. */
 void ts_sleep_ms(int ms);
+
+/* Polls cond (an expression, evaluated again every 5 ms) until it is true or
+ * seconds pass on the monotonic clock. The caller checks cond afterwards. */
+#define TS_WAIT_UNTIL(cond, seconds)                                                               \
+    do {                                                                                           \
+        double ts_wait_end_ = ts_now() + (seconds);                                                \
+        while (!(cond) && ts_now() < ts_wait_end_)                                                 \
+            ts_sleep_ms(5);                                                                        \
+    } while (0)
 
 typedef struct ts_http_response {
     int status;

@@ -76,6 +76,63 @@ static void test_drain_timeout(void)
     daebus__pool_destroy(NULL);
 }
 
+/* With time enough, shutdown runs every queued job: nothing dropped. */
+static void test_full_drain(void)
+{
+    atomic_store(&ran, 0);
+    atomic_store(&dropped, 0);
+    static int ms = 10;
+    daebus__pool *p = daebus__pool_create("t", 1, 0);
+    for (int i = 0; i < 10; i++)
+        CU_ASSERT_EQUAL(daebus__pool_submit(p, slow_job, drop_job, &ms), 0);
+    CU_ASSERT_EQUAL(daebus__pool_shutdown(p, 30.0), 0);
+    CU_ASSERT_EQUAL(atomic_load(&ran), 10);
+    CU_ASSERT_EQUAL(atomic_load(&dropped), 0);
+    CU_ASSERT_EQUAL(daebus__pool_pending(p), 0);
+    CU_ASSERT_EQUAL(daebus__pool_active(p), 0);
+    CU_ASSERT_EQUAL(daebus__pool_shutdown(p, 1.0), 0); /* a second shutdown: nothing to do */
+    daebus__pool_destroy(p);
+}
+
+static daebus__pool *chain_pool;
+static atomic_int chain_left;
+
+/* Each run submits the next one from inside the pool. */
+static void chain_job(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&ran, 1);
+    if (atomic_fetch_sub(&chain_left, 1) > 1)
+        CU_ASSERT_EQUAL(daebus__pool_submit(chain_pool, chain_job, NULL, NULL), 0);
+}
+
+static void test_submit_from_a_job(void)
+{
+    atomic_store(&ran, 0);
+    atomic_store(&chain_left, 100);
+    chain_pool = daebus__pool_create("t", 2, 4);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(chain_pool);
+    CU_ASSERT_EQUAL(daebus__pool_submit(chain_pool, chain_job, NULL, NULL), 0);
+    TS_WAIT_UNTIL(atomic_load(&ran) == 100, 10);
+    CU_ASSERT_EQUAL(atomic_load(&ran), 100);
+    CU_ASSERT_EQUAL(daebus__pool_shutdown(chain_pool, 1.0), 0);
+    daebus__pool_destroy(chain_pool);
+}
+
+static void test_bad_arguments(void)
+{
+    atomic_store(&ran, 0);
+    daebus__pool *p = daebus__pool_create(NULL, 0, 0); /* at least one worker */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    CU_ASSERT_EQUAL(daebus__pool_submit(p, NULL, NULL, NULL), DAEBUS_EINVAL);
+    CU_ASSERT_EQUAL(daebus__pool_submit(NULL, count_job, NULL, NULL), DAEBUS_EINVAL);
+    CU_ASSERT_EQUAL(daebus__pool_submit(p, count_job, NULL, NULL), 0);
+    CU_ASSERT_EQUAL(daebus__pool_shutdown(p, 10.0), 0);
+    CU_ASSERT_EQUAL(atomic_load(&ran), 1);
+    CU_ASSERT_EQUAL(daebus__pool_shutdown(NULL, 1.0), 0);
+    daebus__pool_destroy(p);
+}
+
 int main(void)
 {
     daebus_log_set_level(DAEBUS_LOG_CRITICAL);
@@ -84,5 +141,8 @@ int main(void)
     CU_add_test(s, "all jobs run once", test_all_jobs_run);
     CU_add_test(s, "bounded queue", test_bounded_queue);
     CU_add_test(s, "drain with timeout", test_drain_timeout);
+    CU_add_test(s, "full drain drops nothing", test_full_drain);
+    CU_add_test(s, "a job submits the next", test_submit_from_a_job);
+    CU_add_test(s, "bad arguments", test_bad_arguments);
     return ts_run_cunit();
 }

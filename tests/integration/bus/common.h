@@ -1,5 +1,5 @@
 /* common.h - helpers shared by the bus integration tests: a raw hiredis
- * client for foreign-client checks, wait-until loops, a test service. */
+ * client for foreign-client checks; the service comes from ts_service.h. */
 #ifndef BUS_TEST_COMMON_H
 #define BUS_TEST_COMMON_H
 
@@ -9,16 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include "daebus/daebus.h"
 #include "testsupport.h"
-
-/* Waits until cond is true or seconds pass. */
-#define WAIT_UNTIL(cond, seconds)                                                                  \
-    do {                                                                                           \
-        double until_ = ts_now() + (seconds);                                                      \
-        while (!(cond) && ts_now() < until_)                                                       \
-            ts_sleep_ms(5);                                                                        \
-    } while (0)
 
 static inline redisContext *raw_connect(int port)
 {
@@ -74,43 +67,35 @@ static inline char *raw_next(redisContext *c)
     return out;
 }
 
+/* Runs a shell command; captures stdout; returns the exit status (-1 on failure). */
+static inline int run(const char *cmd, char *out, size_t cap)
+{
+    FILE *f = popen(cmd, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(out, 1, cap - 1, f);
+    out[n] = '\0';
+    int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* An app with the bus only (the shared fixture); the test waits for the bus. */
 static inline daebus_app *start_app(const char *service, const char *url, int max_workers,
                                     const daebus_bus_options *bo, daebus_bus **bus_out)
 {
-    daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
-    o.service = service;
-    o.redis_url = url;
-    o.no_signals = true;
-    o.max_workers = max_workers;
-    o.log_level = getenv("BUS_TEST_LOG") ? DAEBUS_LOG_DEBUG : DAEBUS_LOG_CRITICAL;
-    o.shutdown_timeout = 2;
-    daebus_app *app = daebus_app_create(&o, NULL);
-    if (!app)
+    ts_service svc;
+    ts_service_options o = {.service = service,
+                            .redis_url = url,
+                            .max_workers = max_workers,
+                            .log_level = DAEBUS_LOG_CRITICAL,
+                            .shutdown_timeout = 2,
+                            .bus = true,
+                            .bus_options = bo};
+    if (ts_service_start(&svc, &o) != 0)
         return NULL;
-    daebus_bus *bus = daebus_bus_create(bo, NULL);
-    if (daebus_bus_attach(bus, app) != 0 || daebus_app_start(app) != 0) {
-        daebus_app_destroy(app);
-        return NULL;
-    }
     if (bus_out)
-        *bus_out = bus;
-    return app;
-}
-
-static inline void stop_app(daebus_app *app)
-{
-    if (!app)
-        return;
-    daebus_app_stop(app);
-    daebus_app_wait(app);
-    daebus_app_destroy(app);
-}
-
-static inline int bus_connected(daebus_bus *bus)
-{
-    struct daebus_bus_stats st;
-    daebus_bus_get_stats(bus, &st);
-    return st.connected;
+        *bus_out = svc.bus;
+    return svc.app;
 }
 
 #endif

@@ -157,7 +157,7 @@ static int init(void)
         cleanup(); /* CUnit skips the suite cleanup when init fails */
         return -1;
     }
-    WAIT_UNTIL(bus_connected(bus), 5);
+    TS_WAIT_UNTIL(ts_bus_connected(bus), 5);
     /* Sanitizer builds on a loaded machine can take a while to subscribe. */
     daebus_caller_options co = DAEBUS_CALLER_OPTIONS_INIT;
     co.connect_timeout = 10;
@@ -174,7 +174,7 @@ static int init(void)
 static int cleanup(void)
 {
     daebus_caller_destroy(caller);
-    stop_app(app);
+    ts_app_stop(app);
     ts_redis_stop(&redis);
     pthread_mutex_lock(&rec_lock);
     cJSON_Delete(recorded);
@@ -296,7 +296,7 @@ static void test_malformed_json(void)
     CU_ASSERT_TRUE(raw_publish(redis.port, SVC, "\x01\xff garbage") >= 1);
     CU_ASSERT_TRUE(raw_publish(redis.port, SVC, "{\"no_action\":1}") >= 1);
     CU_ASSERT_TRUE(raw_publish(redis.port, SVC, "{\"action\":\"echo\"} trailing") >= 1);
-    WAIT_UNTIL((daebus_bus_get_stats(bus, &after), after.malformed >= before.malformed + 4), 3);
+    TS_WAIT_UNTIL((daebus_bus_get_stats(bus, &after), after.malformed >= before.malformed + 4), 3);
     CU_ASSERT_EQUAL(after.malformed, before.malformed + 4);
     /* The service keeps working. */
     cJSON *p = cJSON_Parse("{\"still\":\"alive\"}");
@@ -313,7 +313,7 @@ static void test_fire_and_forget(void)
     int before = atomic_load(&record_count);
     cJSON *p = cJSON_Parse("{\"x\":1,\"y\":\"z\"}");
     CU_ASSERT_EQUAL(daebus_caller_send_to_service(caller, SVC, p, "record"), 1);
-    WAIT_UNTIL(atomic_load(&record_count) > before, 3);
+    TS_WAIT_UNTIL(atomic_load(&record_count) > before, 3);
     pthread_mutex_lock(&rec_lock);
     /* The handler sees the message minus "action". */
     CU_ASSERT_TRUE(cJSON_Compare(recorded, p, 1));
@@ -322,14 +322,14 @@ static void test_fire_and_forget(void)
     /* An explicit payload wins; a string payload is parsed; a bad string -> {}. */
     before = atomic_load(&record_count);
     raw_publish(redis.port, SVC, "{\"action\":\"record\",\"payload\":\"{\\\"s\\\":2}\"}");
-    WAIT_UNTIL(atomic_load(&record_count) > before, 3);
+    TS_WAIT_UNTIL(atomic_load(&record_count) > before, 3);
     pthread_mutex_lock(&rec_lock);
     CU_ASSERT_EQUAL(
         cJSON_GetObjectItem(recorded, "s") ? cJSON_GetObjectItem(recorded, "s")->valueint : -1, 2);
     pthread_mutex_unlock(&rec_lock);
     before = atomic_load(&record_count);
     raw_publish(redis.port, SVC, "{\"action\":\"record\",\"payload\":\"not json\"}");
-    WAIT_UNTIL(atomic_load(&record_count) > before, 3);
+    TS_WAIT_UNTIL(atomic_load(&record_count) > before, 3);
     pthread_mutex_lock(&rec_lock);
     CU_ASSERT_TRUE(cJSON_IsObject(recorded) && cJSON_GetArraySize(recorded) == 0);
     pthread_mutex_unlock(&rec_lock);
@@ -341,7 +341,7 @@ static void test_fire_and_forget(void)
              "{\"action\":\"record\",\"payload\":{\"long\":1},\"reply_to\":\"%0600d\"}", 7);
     before = atomic_load(&record_count);
     CU_ASSERT_TRUE(raw_publish(redis.port, SVC, msg) >= 1);
-    WAIT_UNTIL(atomic_load(&record_count) > before, 3);
+    TS_WAIT_UNTIL(atomic_load(&record_count) > before, 3);
     CU_ASSERT_TRUE(atomic_load(&record_count) > before);
 }
 
@@ -399,7 +399,7 @@ static void test_listener(void)
     int before = atomic_load(&heard_count);
     cJSON *m = cJSON_Parse("{\"type\":\"alert\",\"level\":3,\"payload\":{\"x\":1}}");
     CU_ASSERT_EQUAL(daebus_caller_send_message(caller, "notifications", m), 1);
-    WAIT_UNTIL(atomic_load(&heard_count) > before, 3);
+    TS_WAIT_UNTIL(atomic_load(&heard_count) > before, 3);
     pthread_mutex_lock(&rec_lock);
     CU_ASSERT_TRUE(cJSON_Compare(heard, m, 1)); /* the whole object */
     pthread_mutex_unlock(&rec_lock);
@@ -408,7 +408,7 @@ static void test_listener(void)
     before = atomic_load(&heard_count);
     raw_publish(redis.port, "notifications", "[1,2]");
     raw_publish(redis.port, "notifications", "{\"n\":2}");
-    WAIT_UNTIL(atomic_load(&heard_count) > before, 3);
+    TS_WAIT_UNTIL(atomic_load(&heard_count) > before, 3);
     ts_sleep_ms(50);
     CU_ASSERT_EQUAL(atomic_load(&heard_count), before + 1);
     struct daebus_bus_stats st;
@@ -527,7 +527,7 @@ static void test_200_concurrent(void)
     }
     for (int i = 0; i < CALLERS; i++)
         pthread_join(t[i], NULL);
-    WAIT_UNTIL(atomic_load(&c.done) == CALLERS * PER, 30);
+    TS_WAIT_UNTIL(atomic_load(&c.done) == CALLERS * PER, 30);
     double dt = ts_now() - t0;
     CU_ASSERT_EQUAL(atomic_load(&c.done), CALLERS * PER);
     CU_ASSERT_EQUAL(atomic_load(&c.ok), CALLERS * PER);

@@ -109,13 +109,13 @@ static void test_auth_and_db(void)
     daebus_bus *bus = NULL;
     daebus_app *app = start_app(SVC, url, 2, NULL, &bus);
     CU_ASSERT_PTR_NOT_NULL_FATAL(app);
-    WAIT_UNTIL(bus_connected(bus), 5);
-    CU_ASSERT_TRUE(bus_connected(bus));
+    TS_WAIT_UNTIL(ts_bus_connected(bus), 5);
+    CU_ASSERT_TRUE(ts_bus_connected(bus));
     daebus_caller *c = daebus_caller_create(url, NULL, &e);
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     CU_ASSERT_TRUE(echo_ok(c));
     daebus_caller_destroy(c);
-    stop_app(app);
+    ts_app_stop(app);
     r = redisCommand(adm, "AUTH s3cret");
     freeReplyObject(r);
     r = redisCommand(adm, "CONFIG SET requirepass %s", "");
@@ -130,7 +130,7 @@ static void test_unix_socket(void)
     daebus_bus *bus = NULL;
     daebus_app *app = start_app(SVC, url, 2, NULL, &bus);
     CU_ASSERT_PTR_NOT_NULL_FATAL(app);
-    WAIT_UNTIL(bus_connected(bus), 5);
+    TS_WAIT_UNTIL(ts_bus_connected(bus), 5);
     daebus_error e = {0};
     daebus_caller *c = daebus_caller_create(url, NULL, &e);
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
@@ -140,7 +140,7 @@ static void test_unix_socket(void)
     CU_ASSERT_TRUE(echo_ok(t));
     daebus_caller_destroy(t);
     daebus_caller_destroy(c);
-    stop_app(app);
+    ts_app_stop(app);
 }
 
 static void test_message_size_limit(void)
@@ -166,7 +166,7 @@ static void test_message_size_limit(void)
     CU_ASSERT_EQUAL(st.too_large, 1);
     cJSON_Delete(p);
     daebus_caller_destroy(c);
-    stop_app(app);
+    ts_app_stop(app);
 }
 
 typedef struct tally {
@@ -203,29 +203,29 @@ static void test_overload(void)
      * not count it, so exactly 2 more are queued and 5 refused. */
     int started = atomic_load(&slow_started);
     daebus_caller_request_async(c, SVC, "slow", NULL, 20.0, on_done, NULL, &t, NULL);
-    WAIT_UNTIL(atomic_load(&slow_started) > started, 5);
+    TS_WAIT_UNTIL(atomic_load(&slow_started) > started, 5);
     for (int i = 1; i < 8; i++)
         daebus_caller_request_async(c, SVC, "slow", NULL, 20.0, on_done, NULL, &t, NULL);
     /* Refusals come back at once, long before the queued work is done. */
-    WAIT_UNTIL(atomic_load(&t.overloaded) >= 5, 5);
+    TS_WAIT_UNTIL(atomic_load(&t.overloaded) >= 5, 5);
     CU_ASSERT_TRUE(ts_now() - t0 < 5);
     CU_ASSERT_EQUAL(atomic_load(&t.ok), 0);
     atomic_store(&slow_gate_open, 1);
-    WAIT_UNTIL(atomic_load(&t.done) == 8, 10);
+    TS_WAIT_UNTIL(atomic_load(&t.done) == 8, 10);
     CU_ASSERT_EQUAL(atomic_load(&t.ok), 3); /* 1 running + 2 queued */
     CU_ASSERT_EQUAL(atomic_load(&t.overloaded), 5);
     CU_ASSERT_EQUAL(atomic_load(&t.other), 0);
     struct daebus_bus_stats st;
     /* Counters move just after the reply is published: wait for them. */
-    WAIT_UNTIL((daebus_bus_get_stats(bus, &st), st.requests_handled == 3 && st.replies_sent == 8),
-               3);
+    TS_WAIT_UNTIL(
+        (daebus_bus_get_stats(bus, &st), st.requests_handled == 3 && st.replies_sent == 8), 3);
     CU_ASSERT_EQUAL(st.overloads, 5);
     CU_ASSERT_EQUAL(st.requests_received, 8);
     CU_ASSERT_EQUAL(st.requests_handled, 3);
     CU_ASSERT_EQUAL(st.replies_sent, 8);
     CU_ASSERT_EQUAL(st.errors, 5);
     daebus_caller_destroy(c);
-    stop_app(app);
+    ts_app_stop(app);
 }
 
 static void on_done_shutdown(daebus_caller *c, int status, const cJSON *payload, const char *msg,
@@ -257,9 +257,9 @@ static void test_shutdown_answers_queued(void)
     for (int i = 0; i < 6; i++)
         daebus_caller_request_async(c, SVC, "slow", NULL, 15.0, on_done_shutdown, NULL, &t, NULL);
     struct daebus_bus_stats st;
-    WAIT_UNTIL((daebus_bus_get_stats(bus, &st), st.requests_received == 6), 5);
-    stop_app(app);
-    WAIT_UNTIL(atomic_load(&t.done) == 6, 5);
+    TS_WAIT_UNTIL((daebus_bus_get_stats(bus, &st), st.requests_received == 6), 5);
+    ts_app_stop(app);
+    TS_WAIT_UNTIL(atomic_load(&t.done) == 6, 5);
     CU_ASSERT_EQUAL(atomic_load(&t.done), 6);
     CU_ASSERT_TRUE(atomic_load(&t.ok) >= 1);
     CU_ASSERT_TRUE(atomic_load(&t.overloaded) >= 1); /* "shutting down" replies */

@@ -49,7 +49,7 @@ static void test_kill_and_restart(void)
     daebus_bus *bus = NULL;
     daebus_app *app = start_app(SVC, redis.url, 4, &bo, &bus);
     CU_ASSERT_PTR_NOT_NULL_FATAL(app);
-    WAIT_UNTIL(bus_connected(bus), 5);
+    TS_WAIT_UNTIL(ts_bus_connected(bus), 5);
     daebus_caller_options co = DAEBUS_CALLER_OPTIONS_INIT;
     co.reconnect_max = 0.4;
     daebus_caller *caller = daebus_caller_create(redis.url, &co, NULL);
@@ -64,7 +64,7 @@ static void test_kill_and_restart(void)
     ts_sleep_ms(200);
     double t0 = ts_now();
     ts_redis_kill(&redis);
-    WAIT_UNTIL(atomic_load(&res.done) == 12, 10);
+    TS_WAIT_UNTIL(atomic_load(&res.done) == 12, 10);
     double dt = ts_now() - t0;
     CU_ASSERT_EQUAL(atomic_load(&res.done), 12);
     CU_ASSERT_EQUAL(atomic_load(&res.econn), 12);
@@ -72,21 +72,21 @@ static void test_kill_and_restart(void)
     fprintf(stderr, "\n  12 in-flight requests failed %.3f s after Redis was killed\n", dt);
 
     /* While Redis is down: refused at once. */
-    WAIT_UNTIL(!daebus_caller_connected(caller), 3);
+    TS_WAIT_UNTIL(!daebus_caller_connected(caller), 3);
     daebus_error e = {0};
     t0 = ts_now();
     CU_ASSERT_EQUAL(daebus_caller_request(caller, SVC, "count", NULL, 10.0, NULL, &e),
                     DAEBUS_ECONN);
     CU_ASSERT_TRUE(ts_now() - t0 < 1.0);
-    WAIT_UNTIL(!bus_connected(bus), 3);
-    CU_ASSERT_FALSE(bus_connected(bus));
+    TS_WAIT_UNTIL(!ts_bus_connected(bus), 3);
+    CU_ASSERT_FALSE(ts_bus_connected(bus));
     CU_ASSERT(daebus_bus_broadcast(bus, "x", cJSON_GetObjectItem(NULL, "x")) == DAEBUS_EINVAL);
     ts_sleep_ms(300); /* let a few reconnect attempts fail */
 
     /* Restart: the service resubscribes, the caller too. */
     CU_ASSERT_EQUAL_FATAL(ts_redis_restart(&redis), 0);
-    WAIT_UNTIL(bus_connected(bus) && daebus_caller_connected(caller), 10);
-    CU_ASSERT_TRUE(bus_connected(bus));
+    TS_WAIT_UNTIL(ts_bus_connected(bus) && daebus_caller_connected(caller), 10);
+    CU_ASSERT_TRUE(ts_bus_connected(bus));
     CU_ASSERT_TRUE(daebus_caller_connected(caller));
     struct daebus_bus_stats st;
     daebus_bus_get_stats(bus, &st);
@@ -94,7 +94,7 @@ static void test_kill_and_restart(void)
     /* Exactly one subscriber (ours) on the service channel. */
     long n = raw_publish(redis.port, SVC, "{\"action\":\"count\"}");
     CU_ASSERT_EQUAL(n, 1);
-    WAIT_UNTIL(atomic_load(&counted) >= 1, 5);
+    TS_WAIT_UNTIL(atomic_load(&counted) >= 1, 5);
     ts_sleep_ms(300);
     CU_ASSERT_EQUAL(atomic_load(&counted), 1);
     /* Request/reply works again through the (reconnected) publishers. */
@@ -108,7 +108,7 @@ static void test_kill_and_restart(void)
     daebus_caller_destroy(caller);
     CU_ASSERT_EQUAL(atomic_load(&late.done), 1);
     CU_ASSERT_EQUAL(atomic_load(&late.other), 1);
-    stop_app(app);
+    ts_app_stop(app);
     ts_redis_stop(&redis);
 }
 
@@ -124,14 +124,14 @@ static void test_start_without_redis(void)
     daebus_bus *bus = NULL;
     daebus_app *app = start_app(SVC, url, 2, &bo, &bus);
     CU_ASSERT_PTR_NOT_NULL_FATAL(app);
-    CU_ASSERT_FALSE(bus_connected(bus));
+    CU_ASSERT_FALSE(ts_bus_connected(bus));
     daebus_error e = {0};
     CU_ASSERT_PTR_NULL(daebus_caller_create(url, NULL, &e));
     CU_ASSERT_EQUAL(e.code, DAEBUS_ECONN);
     cJSON *o = cJSON_CreateObject();
     CU_ASSERT_EQUAL(daebus_bus_broadcast(bus, "x", o), DAEBUS_ECONN);
     cJSON_Delete(o);
-    stop_app(app);
+    ts_app_stop(app);
 }
 
 static void test_health_check(void)
@@ -148,7 +148,7 @@ static void test_health_check(void)
     daebus_bus *bus = NULL;
     daebus_app *app = start_app(SVC, redis.url, 2, &bo, &bus);
     CU_ASSERT_PTR_NOT_NULL_FATAL(app);
-    WAIT_UNTIL(bus_connected(bus), 5);
+    TS_WAIT_UNTIL(ts_bus_connected(bus), 5);
     ts_sleep_ms(800); /* idle PINGs are answered: still the first connection */
     struct daebus_bus_stats st;
     daebus_bus_get_stats(bus, &st);
@@ -158,16 +158,16 @@ static void test_health_check(void)
     redisReply *r = redisCommand(adm, "CLIENT PAUSE 1500 ALL");
     freeReplyObject(r);
     redisFree(adm);
-    WAIT_UNTIL(!bus_connected(bus), 3);
-    CU_ASSERT_FALSE(bus_connected(bus));
-    WAIT_UNTIL((daebus_bus_get_stats(bus, &st), st.reconnects >= 1 && st.connected), 8);
+    TS_WAIT_UNTIL(!ts_bus_connected(bus), 3);
+    CU_ASSERT_FALSE(ts_bus_connected(bus));
+    TS_WAIT_UNTIL((daebus_bus_get_stats(bus, &st), st.reconnects >= 1 && st.connected), 8);
     CU_ASSERT_EQUAL(st.reconnects, 1);
     CU_ASSERT_TRUE(st.connected);
     int before = atomic_load(&counted);
     CU_ASSERT_EQUAL(raw_publish(redis.port, SVC, "{\"action\":\"count\"}"), 1);
-    WAIT_UNTIL(atomic_load(&counted) > before, 5);
+    TS_WAIT_UNTIL(atomic_load(&counted) > before, 5);
     CU_ASSERT_EQUAL(atomic_load(&counted), before + 1);
-    stop_app(app);
+    ts_app_stop(app);
     ts_redis_stop(&redis);
 }
 

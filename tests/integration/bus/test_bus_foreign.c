@@ -67,22 +67,10 @@ static int init(void)
 
 static int cleanup(void)
 {
-    stop_app(app);
+    ts_app_stop(app);
     ts_redis_stop(&redis);
     cJSON_Delete(recorded);
     return 0;
-}
-
-/* Runs a shell command; captures stdout; returns the exit status (-1 on failure). */
-static int run(const char *cmd, char *out, size_t cap)
-{
-    FILE *f = popen(cmd, "r");
-    if (!f)
-        return -1;
-    size_t n = fread(out, 1, cap - 1, f);
-    out[n] = '\0';
-    int st = pclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 static void test_python_client(void)
@@ -98,7 +86,7 @@ static void test_python_client(void)
     if (rc != 0)
         fprintf(stderr, "\n%s\n", out);
     CU_ASSERT_EQUAL(rc, 0);
-    WAIT_UNTIL(atomic_load(&record_count) > before, 3);
+    TS_WAIT_UNTIL(atomic_load(&record_count) > before, 3);
     pthread_mutex_lock(&rec_lock);
     cJSON *expect = cJSON_Parse("{\"x\":1,\"y\":\"z\"}");
     CU_ASSERT_TRUE(cJSON_Compare(recorded, expect, 1));
@@ -158,7 +146,7 @@ static void test_daebus_call(void)
     int before = atomic_load(&record_count);
     CU_ASSERT_EQUAL(run(cmd, out, sizeof out), 0);
     CU_ASSERT_STRING_EQUAL(out, "1\n");
-    WAIT_UNTIL(atomic_load(&record_count) > before, 3);
+    TS_WAIT_UNTIL(atomic_load(&record_count) > before, 3);
     /* --listen prints each message as a JSON line, --count stops it */
     snprintf(cmd, sizeof cmd, "%s --listen lchan --count 2 --redis %s", tool, redis.url);
     FILE *f = popen(cmd, "r");

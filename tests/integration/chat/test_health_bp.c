@@ -14,36 +14,25 @@
 #include "health/health.h"
 #include "testsupport.h"
 
+static ts_service svc;
 static daebus_app *app;
 static int port;
 
 static int start_app(const char *prefix)
 {
-    daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
-    o.service = "health_test";
-    o.no_signals = true;
-    app = daebus_app_create(&o, NULL);
-    if (!app)
-        return -1;
-    daebus_http_options ho = DAEBUS_HTTP_OPTIONS_INIT;
-    ho.port = DAEBUS_HTTP_PORT_ANY;
-    ho.bind_address = "127.0.0.1";
-    daebus_http *http = daebus_http_create(&ho, NULL);
-    if (daebus_http_attach(http, app) != 0) { /* frees http on failure */
-        return -1;
-    }
     daebus_health_bp.prefix = prefix;
-    if (daebus_app_register_blueprint(app, &daebus_health_bp) != 0 || daebus_app_start(app) != 0)
+    ts_service_options o = {
+        .service = "health_test", .http = true, .blueprints = {&daebus_health_bp}};
+    if (ts_service_start(&svc, &o) != 0)
         return -1;
-    port = daebus_http_port(daebus_app_http(app));
-    return port > 0 ? 0 : -1;
+    app = svc.app;
+    port = svc.port;
+    return 0;
 }
 
 static void stop_app(void)
 {
-    daebus_app_stop(app);
-    daebus_app_wait(app);
-    daebus_app_destroy(app);
+    ts_service_stop(&svc);
     app = NULL;
     daebus_health_bp.prefix = NULL;
 }

@@ -39,13 +39,6 @@
 #define MB         ((size_t)1 << 20)
 #define RSS_MARGIN (30L * 1024) /* kB */
 
-#define WAIT(cond, ms)                                                                             \
-    do {                                                                                           \
-        double end_ = ts_now() + (ms) / 1000.0;                                                    \
-        while (!(cond) && ts_now() < end_)                                                         \
-            ts_sleep_ms(10);                                                                       \
-    } while (0)
-
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define SANITIZED 1
 #elif defined(__has_feature)
@@ -103,16 +96,19 @@ static int serve(const char *url, const char *log_path)
     if (fd < 0)
         return 2;
     daebus_log_set_fd(fd);
-    daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
-    o.service = SVC;
-    o.redis_url = url;
-    o.log_level = DAEBUS_LOG_WARNING;
-    daebus_app *app = daebus_app_create(&o, NULL);
     daebus_bus_options bo = DAEBUS_BUS_OPTIONS_INIT;
     const char *hi = getenv("BUSMEM_HEALTH_INTERVAL");
     bo.health_interval = hi ? atof(hi) : 0;
-    if (!app || daebus_bus_attach(daebus_bus_create(&bo, NULL), app) != 0)
+    ts_service svc;
+    ts_service_options o = {.service = SVC,
+                            .redis_url = url,
+                            .log_level = DAEBUS_LOG_WARNING,
+                            .signals = true,
+                            .bus = true,
+                            .bus_options = &bo};
+    if (ts_service_create(&svc, &o) != 0)
         return 2;
+    daebus_app *app = svc.app;
     int st = daebus_app_run(app);
     daebus_app_destroy(app);
     return st;
@@ -254,7 +250,7 @@ static void check_rss(const char *after)
 {
     long kb = rss_kb(svc_pid);
     if (!SANITIZED)
-        WAIT((kb = rss_kb(svc_pid)) < baseline_kb + RSS_MARGIN, 10000);
+        TS_WAIT_UNTIL((kb = rss_kb(svc_pid)) < baseline_kb + RSS_MARGIN, 10);
     fprintf(stderr, "  RSS after %s: %ld kB (baseline %ld kB)\n", after, kb, baseline_kb);
     /* Sanitizer allocators keep freed memory in quarantine: RSS says nothing there. */
     if (!SANITIZED)
@@ -299,7 +295,7 @@ static int init(void)
     if (!tc || !pub || pub->err || !replies)
         return -1;
     int ok = 0;
-    WAIT((ok = echo_ok()) || !alive(), 15000);
+    TS_WAIT_UNTIL((ok = echo_ok()) || !alive(), 15);
     if (!ok)
         return -1;
     /* Baseline after some warm-up traffic (threads, caller, pools in place). */
@@ -369,7 +365,7 @@ static void test_listen_channel(void)
     const char *small = "{\"event\":\"small\"}";
     CU_ASSERT_EQUAL(publish(EVENTS, small, strlen(small)), 1);
     double n = 0;
-    WAIT((n = stat_of("listener_messages")) >= heard + 1, 20000);
+    TS_WAIT_UNTIL((n = stat_of("listener_messages")) >= heard + 1, 20);
     CU_ASSERT_EQUAL(n, heard + 1); /* the small one only */
     CU_ASSERT_EQUAL(stat_of("too_large"), before + 2);
     CU_ASSERT(echo_ok());
@@ -420,7 +416,7 @@ static cJSON *call_peer_answered(redisContext *peer, size_t size)
     cJSON_Delete(req);
     if (n != 1)
         return NULL;
-    WAIT(atomic_load(&call_done), 160000);
+    TS_WAIT_UNTIL(atomic_load(&call_done), 160);
     return call_result;
 }
 
@@ -501,7 +497,7 @@ static void test_malformed_flood_logged_once(void)
         CU_ASSERT_EQUAL(publish(i % 3 ? SVC : EVENTS, bad, strlen(bad)), 1);
     }
     double m = 0;
-    WAIT((m = stat_of("malformed")) >= before + n, 20000);
+    TS_WAIT_UNTIL((m = stat_of("malformed")) >= before + n, 20);
     double secs = ts_now() - t0;
     CU_ASSERT_EQUAL(m, before + n);
     int lines =
@@ -593,7 +589,7 @@ static void test_slow_big_message_is_traffic(void)
     sent = sent && send_all(c, "\r\n", 2) == 0;
     free(b);
     CU_ASSERT(sent);
-    WAIT(count_in_file(slow_log, "refused unread") == 1 || !sent, 15000);
+    TS_WAIT_UNTIL(count_in_file(slow_log, "refused unread") == 1 || !sent, 15);
     CU_ASSERT_EQUAL(count_in_file(slow_log, "refused unread"), 1);
     CU_ASSERT_EQUAL(count_in_file(slow_log, "lost connection"), 0);
     kill(pid, SIGTERM);

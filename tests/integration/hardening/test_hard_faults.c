@@ -29,14 +29,8 @@
 #include "wsc.h"
 
 #define SVC "hard_faults"
-#define WAIT(cond, ms)                                                                             \
-    do {                                                                                           \
-        double end_ = ts_now() + (ms) / 1000.0;                                                    \
-        while (!(cond) && ts_now() < end_)                                                         \
-            ts_sleep_ms(5);                                                                        \
-    } while (0)
-
 static ts_redis redis;
+static ts_service svc;
 static daebus_app *app;
 static daebus_bus *bus;
 static daebus_ws *ws;
@@ -139,51 +133,36 @@ static int suite_init(void)
 {
     if (ts_redis_start(&redis, NULL) != 0)
         return 1;
-    daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
-    o.service = SVC;
-    o.redis_url = redis.url;
-    o.no_signals = true;
-    o.max_workers = 4;
-    o.log_level = getenv("HARD_TEST_LOG") ? DAEBUS_LOG_DEBUG : DAEBUS_LOG_CRITICAL;
-    app = daebus_app_create(&o, NULL);
-    daebus_http_options ho = DAEBUS_HTTP_OPTIONS_INIT;
-    ho.port = DAEBUS_HTTP_PORT_ANY;
-    ho.bind_address = "127.0.0.1";
-    ho.num_threads = 6;
-    ho.request_timeout_ms = 1000;
-    daebus_http *http = daebus_http_create(&ho, NULL);
-    if (!app || !http || daebus_http_attach(http, app) != 0)
-        return 1;
+    daebus_http_options ho = {.num_threads = 6, .request_timeout_ms = 1000};
     daebus_ws_options wo = DAEBUS_WS_OPTIONS_INIT;
     wo.max_clients = 6;
     wo.close_timeout = 0.5;
-    ws = daebus_ws_create(&wo, NULL);
-    if (!ws || daebus_ws_attach(ws, app) != 0)
-        return 1;
     daebus_bus_options bo = DAEBUS_BUS_OPTIONS_INIT;
     bo.reconnect_initial = 0.05;
     bo.reconnect_max = 0.4;
-    bus = daebus_bus_create(&bo, NULL);
-    if (!bus || daebus_bus_attach(bus, app) != 0 || daebus_app_start(app) != 0)
+    ts_service_options o = {.service = SVC,
+                            .redis_url = redis.url,
+                            .max_workers = 4,
+                            .log_level = DAEBUS_LOG_CRITICAL,
+                            .http_options = &ho,
+                            .ws = true,
+                            .ws_options = &wo,
+                            .bus = true,
+                            .bus_options = &bo};
+    if (ts_service_start(&svc, &o) != 0)
         return 1;
-    port = daebus_http_port(http);
+    app = svc.app;
+    ws = svc.ws;
+    bus = svc.bus;
+    port = svc.port;
     return 0;
 }
 
 static int suite_clean(void)
 {
-    daebus_app_stop(app);
-    daebus_app_wait(app);
-    daebus_app_destroy(app);
+    ts_service_stop(&svc);
     ts_redis_stop(&redis);
     return 0;
-}
-
-static int bus_up(void)
-{
-    struct daebus_bus_stats st;
-    daebus_bus_get_stats(bus, &st);
-    return st.connected;
 }
 
 static int get(const char *path, ts_http_response *r)
@@ -211,8 +190,8 @@ static char *ask(wsc *c, const char *msg)
 
 static void test_redis_outage(void)
 {
-    WAIT(bus_up(), 5000);
-    CU_ASSERT_TRUE_FATAL(bus_up());
+    TS_WAIT_UNTIL(ts_bus_connected(bus), 5);
+    CU_ASSERT_TRUE_FATAL(ts_bus_connected(bus));
     ts_http_response r;
     CU_ASSERT_EQUAL(get("/call", &r), 200);
     CU_ASSERT_STRING_EQUAL(r.body, "{\"sum\":5}");
@@ -223,11 +202,11 @@ static void test_redis_outage(void)
     CU_ASSERT_STRING_EQUAL(t ? t : "",
                            "{\"type\":\"response\",\"data\":{\"rc\":1},\"success\":true}");
     free(t);
-    WAIT(atomic_load(&listened) == 1, 5000);
+    TS_WAIT_UNTIL(atomic_load(&listened) == 1, 5);
     CU_ASSERT_EQUAL(atomic_load(&listened), 1);
 
     ts_redis_kill(&redis);
-    WAIT(!bus_up(), 5000);
+    TS_WAIT_UNTIL(!ts_bus_connected(bus), 5);
     /* HTTP and WebSocket keep serving; bus users fail fast and clearly */
     for (int i = 0; i < 3; i++) {
         double t0 = ts_now();
@@ -250,8 +229,8 @@ static void test_redis_outage(void)
     }
     /* back: resubscribed (listener and service channel), callers work again */
     CU_ASSERT_EQUAL_FATAL(ts_redis_restart(&redis), 0);
-    WAIT(bus_up(), 10000);
-    CU_ASSERT_TRUE(bus_up());
+    TS_WAIT_UNTIL(ts_bus_connected(bus), 10);
+    CU_ASSERT_TRUE(ts_bus_connected(bus));
     int status = 0;
     for (double end = ts_now() + 10; ts_now() < end && status != 200; ts_sleep_ms(100))
         status = get_status("/call");
@@ -260,14 +239,14 @@ static void test_redis_outage(void)
     CU_ASSERT_STRING_EQUAL(t ? t : "",
                            "{\"type\":\"response\",\"data\":{\"rc\":1},\"success\":true}");
     free(t);
-    WAIT(atomic_load(&listened) == 2, 5000);
+    TS_WAIT_UNTIL(atomic_load(&listened) == 2, 5);
     ts_sleep_ms(200);
     CU_ASSERT_EQUAL(atomic_load(&listened), 2); /* once: a single subscription */
     struct daebus_bus_stats st;
     daebus_bus_get_stats(bus, &st);
     CU_ASSERT(st.reconnects >= 1);
     wsc_close(&c);
-    WAIT(daebus_ws_get_client_count(ws) == 0, 5000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 0, 5);
     CU_ASSERT_EQUAL(daebus_ws_get_client_count(ws), 0);
 }
 
@@ -329,7 +308,7 @@ static void test_handler_isolation(void)
     free(t);
     wsc_close(&a);
     wsc_close(&b);
-    WAIT(daebus_ws_get_client_count(ws) == 0, 5000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 0, 5);
 }
 
 static atomic_int flood_stop;
@@ -376,7 +355,7 @@ static void test_vanishing_ws_client(void)
     wsc keep, gone;
     CU_ASSERT_EQUAL_FATAL(wsc_connect(&keep, port, "/", NULL), 0);
     CU_ASSERT_EQUAL_FATAL(wsc_connect(&gone, port, "/", NULL), 0);
-    WAIT(daebus_ws_get_client_count(ws) == 2, 5000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 2, 5);
     int d0 = atomic_load(&ws_disconnects);
     daebus_ws_stats s0, s1;
     daebus_ws_get_stats(ws, &s0);
@@ -391,13 +370,14 @@ static void test_vanishing_ws_client(void)
     struct linger lg = {1, 0};
     setsockopt(gone.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     wsc_close(&gone);
-    WAIT(atomic_load(&ws_disconnects) > d0, 5000);
+    TS_WAIT_UNTIL(atomic_load(&ws_disconnects) > d0, 5);
     CU_ASSERT_EQUAL(atomic_load(&ws_disconnects) - d0, 1);
-    WAIT(daebus_ws_get_client_count(ws) == 1, 5000); /* removed after its disconnect handler */
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 1,
+                  5); /* removed after its disconnect handler */
     CU_ASSERT_EQUAL(daebus_ws_get_client_count(ws), 1);
     /* the other one still receives */
     int f0 = atomic_load(&rd.frames);
-    WAIT(atomic_load(&rd.frames) >= f0 + 50 || atomic_load(&rd.eof), 5000);
+    TS_WAIT_UNTIL(atomic_load(&rd.frames) >= f0 + 50 || atomic_load(&rd.eof), 5);
     CU_ASSERT(atomic_load(&rd.frames) >= f0 + 50);
     CU_ASSERT_FALSE(atomic_load(&rd.eof));
     atomic_store(&flood_stop, 1);
@@ -408,7 +388,7 @@ static void test_vanishing_ws_client(void)
     CU_ASSERT_EQUAL(s1.disconnects_client - s0.disconnects_client, 1);
     CU_ASSERT_EQUAL(s1.disconnects_slow, s0.disconnects_slow);
     wsc_close(&keep);
-    WAIT(daebus_ws_get_client_count(ws) == 0, 5000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 0, 5);
     CU_ASSERT_EQUAL(daebus_ws_get_client_count(ws), 0);
 }
 
@@ -452,7 +432,7 @@ static void test_stalled_http_clients(void)
         if (fds[i] >= 0)
             close(fds[i]);
     daebus_http_stats hs;
-    WAIT((daebus_http_get_stats(daebus_app_http(app), &hs), hs.in_flight == 0), 5000);
+    TS_WAIT_UNTIL((daebus_http_get_stats(daebus_app_http(app), &hs), hs.in_flight == 0), 5);
     CU_ASSERT_EQUAL(hs.in_flight, 0);
 }
 
@@ -471,10 +451,10 @@ static void test_client_never_reads(void)
     const char *rq = "GET /big HTTP/1.1\r\nHost: x\r\n\r\n";
     CU_ASSERT(write(fd, rq, strlen(rq)) == (ssize_t)strlen(rq));
     daebus_http_stats hs;
-    WAIT((daebus_http_get_stats(daebus_app_http(app), &hs), hs.in_flight == 1), 3000);
+    TS_WAIT_UNTIL((daebus_http_get_stats(daebus_app_http(app), &hs), hs.in_flight == 1), 3);
     CU_ASSERT_EQUAL(hs.in_flight, 1); /* stuck writing to us */
     double t0 = ts_now();
-    WAIT((daebus_http_get_stats(daebus_app_http(app), &hs), hs.in_flight == 0), 10000);
+    TS_WAIT_UNTIL((daebus_http_get_stats(daebus_app_http(app), &hs), hs.in_flight == 0), 10);
     CU_ASSERT_EQUAL(hs.in_flight, 0);
     fprintf(stderr, "\n  a client that never reads was dropped after %.2f s\n", ts_now() - t0);
     CU_ASSERT_EQUAL(get_status("/ping"), 200);

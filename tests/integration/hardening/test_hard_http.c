@@ -25,7 +25,7 @@
 #define BODY_READERS 4
 #define SLOW_UPLOADS 50
 
-static daebus_app *app;
+static ts_service svc;
 static daebus_http *http;
 static int port;
 static atomic_int n_handled;
@@ -51,34 +51,25 @@ SOCKET(s_echo, "echo")
 
 static int suite_init(void)
 {
-    daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
-    o.service = "hard_http";
-    o.no_signals = true;
-    o.log_level = getenv("HARD_TEST_LOG") ? DAEBUS_LOG_DEBUG : DAEBUS_LOG_CRITICAL;
-    app = daebus_app_create(&o, NULL);
-    daebus_http_options ho = DAEBUS_HTTP_OPTIONS_INIT;
-    ho.port = DAEBUS_HTTP_PORT_ANY;
-    ho.bind_address = "127.0.0.1";
-    ho.num_threads = 16;
-    ho.request_timeout_ms = TIMEOUT_MS;
-    ho.max_body_readers = BODY_READERS;
-    http = daebus_http_create(&ho, NULL);
-    if (!app || !http || daebus_http_attach(http, app) != 0)
-        return 1;
+    daebus_http_options ho = {
+        .num_threads = 16, .request_timeout_ms = TIMEOUT_MS, .max_body_readers = BODY_READERS};
     daebus_ws_options wo = DAEBUS_WS_OPTIONS_INIT;
     wo.max_clients = 4;
-    daebus_ws *ws = daebus_ws_create(&wo, NULL);
-    if (!ws || daebus_ws_attach(ws, app) != 0 || daebus_app_start(app) != 0)
+    ts_service_options o = {.service = "hard_http",
+                            .log_level = DAEBUS_LOG_CRITICAL,
+                            .http_options = &ho,
+                            .ws = true,
+                            .ws_options = &wo};
+    if (ts_service_start(&svc, &o) != 0)
         return 1;
-    port = daebus_http_port(http);
+    http = svc.http;
+    port = svc.port;
     return 0;
 }
 
 static int suite_clean(void)
 {
-    daebus_app_stop(app);
-    daebus_app_wait(app);
-    daebus_app_destroy(app);
+    ts_service_stop(&svc);
     return 0;
 }
 

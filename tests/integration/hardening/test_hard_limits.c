@@ -26,14 +26,7 @@
 #include "testsupport.h"
 #include "wsc.h"
 
-#define WAIT(cond, ms)                                                                             \
-    do {                                                                                           \
-        double end_ = ts_now() + (ms) / 1000.0;                                                    \
-        while (!(cond) && ts_now() < end_)                                                         \
-            ts_sleep_ms(5);                                                                        \
-    } while (0)
-
-static daebus_app *app;
+static ts_service svc;
 static daebus_ws *ws;
 static int port;
 static atomic_int n_handled, n_disconnects, n_connect_calls;
@@ -97,37 +90,27 @@ SOCKET(s_whoami, "whoami")
 
 static int suite_init(void)
 {
-    daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
-    o.service = "hard_limits";
-    o.no_signals = true;
-    o.log_level = getenv("HARD_TEST_LOG") ? DAEBUS_LOG_DEBUG : DAEBUS_LOG_CRITICAL;
-    app = daebus_app_create(&o, NULL);
-    daebus_http_options ho = DAEBUS_HTTP_OPTIONS_INIT;
-    ho.port = DAEBUS_HTTP_PORT_ANY;
-    ho.bind_address = "127.0.0.1";
-    ho.num_threads = 16;
-    ho.max_body_size = 2100;
-    ho.max_json_depth = 20;
-    daebus_http *http = daebus_http_create(&ho, NULL);
-    if (!app || !http || daebus_http_attach(http, app) != 0)
-        return 1;
+    daebus_http_options ho = {.num_threads = 16, .max_body_size = 2100, .max_json_depth = 20};
     daebus_ws_options wo = DAEBUS_WS_OPTIONS_INIT;
     wo.max_clients = 2;
     wo.allowed_origins = "https://good.example, https://also.example";
     wo.max_json_depth = 20;
     wo.close_timeout = 3.0;
-    ws = daebus_ws_create(&wo, NULL);
-    if (!ws || daebus_ws_attach(ws, app) != 0 || daebus_app_start(app) != 0)
+    ts_service_options o = {.service = "hard_limits",
+                            .log_level = DAEBUS_LOG_CRITICAL,
+                            .http_options = &ho,
+                            .ws = true,
+                            .ws_options = &wo};
+    if (ts_service_start(&svc, &o) != 0)
         return 1;
-    port = daebus_http_port(http);
+    ws = svc.ws;
+    port = svc.port;
     return 0;
 }
 
 static int suite_clean(void)
 {
-    daebus_app_stop(app);
-    daebus_app_wait(app);
-    daebus_app_destroy(app);
+    ts_service_stop(&svc);
     return 0;
 }
 
@@ -198,30 +181,22 @@ static void test_http_limits(void)
     ts_http_free(&r);
     /* the ceiling itself is safe on a CivetWeb worker (sanitizer builds too) */
     {
-        daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
-        o.service = "hard_ceiling";
-        o.no_signals = true;
-        o.log_level = DAEBUS_LOG_CRITICAL;
-        daebus_app *a2 = daebus_app_create(&o, NULL);
-        daebus_http_options h2 = DAEBUS_HTTP_OPTIONS_INIT;
-        h2.port = DAEBUS_HTTP_PORT_ANY;
-        h2.bind_address = "127.0.0.1";
-        h2.num_threads = 2;
-        h2.max_json_depth = 512;
-        daebus_http *http2 = daebus_http_create(&h2, NULL);
-        CU_ASSERT_EQUAL_FATAL(daebus_http_attach(http2, a2), 0);
-        CU_ASSERT_EQUAL_FATAL(daebus_app_start(a2), 0);
+        daebus_http_options h2 = {.num_threads = 2, .max_json_depth = 512};
+        ts_service svc2;
+        ts_service_options o = {.service = "hard_ceiling",
+                                .log_level = DAEBUS_LOG_CRITICAL,
+                                .http = true,
+                                .http_options = &h2};
+        CU_ASSERT_EQUAL_FATAL(ts_service_start(&svc2, &o), 0);
         char *at = nested(511); /* 512 levels */
-        CU_ASSERT_EQUAL(ts_http(daebus_http_port(http2), "POST", "/echo",
-                                "Content-Type: application/json\r\n", at, strlen(at), &r),
+        CU_ASSERT_EQUAL(ts_http(svc2.port, "POST", "/echo", "Content-Type: application/json\r\n",
+                                at, strlen(at), &r),
                         0);
         CU_ASSERT_EQUAL(r.status, 200);
         CU_ASSERT_EQUAL(r.body_len, strlen(at));
         ts_http_free(&r);
         free(at);
-        daebus_app_stop(a2);
-        daebus_app_wait(a2);
-        daebus_app_destroy(a2);
+        ts_service_stop(&svc2);
     }
     /* the limit has a ceiling: cJSON recurses on small stacks */
     daebus_http_options ho = DAEBUS_HTTP_OPTIONS_INIT;
@@ -265,9 +240,9 @@ static void test_ws_origin(void)
         CU_ASSERT_EQUAL(wsc_connect(&c, port, "/ws", good[i]), 0);
         CU_ASSERT_EQUAL(c.status, 101);
         /* counted once open (just after the 101): only then can we wait for it to go */
-        WAIT(daebus_ws_get_client_count(ws) == 1, 5000);
+        TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 1, 5);
         wsc_close(&c);
-        WAIT(daebus_ws_get_client_count(ws) == 0, 5000);
+        TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 0, 5);
         CU_ASSERT_EQUAL(daebus_ws_get_client_count(ws), 0);
     }
 }
@@ -306,7 +281,7 @@ static void test_ws_depth(void)
     CU_ASSERT_STRING_EQUAL(t ? t : "", "{\"type\":\"response\",\"data\":7,\"success\":true}");
     free(t);
     wsc_close(&c);
-    WAIT(daebus_ws_get_client_count(ws) == 0, 5000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 0, 5);
 }
 
 static void test_ws_full(void)
@@ -314,7 +289,7 @@ static void test_ws_full(void)
     wsc a, b;
     CU_ASSERT_EQUAL_FATAL(wsc_connect(&a, port, "/", NULL), 0);
     CU_ASSERT_EQUAL_FATAL(wsc_connect(&b, port, "/", NULL), 0);
-    WAIT(daebus_ws_get_client_count(ws) == 2, 5000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 2, 5);
     daebus_ws_stats s0, s1;
     daebus_ws_get_stats(ws, &s0);
     /* past max_clients: 101, then close 1013 "Server full" and the end of the stream */
@@ -359,14 +334,14 @@ static void test_ws_full(void)
     CU_ASSERT_EQUAL(daebus_ws_get_client_count(ws), 2);
     /* a slot frees up: a new client gets in */
     wsc_close(&b);
-    WAIT(daebus_ws_get_client_count(ws) == 1, 5000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 1, 5);
     CU_ASSERT_EQUAL(wsc_connect(&b, port, "/", NULL), 0);
     t = ask(&b, "{\"type\":\"echo\",\"data\":2}");
     CU_ASSERT_STRING_EQUAL(t ? t : "", "{\"type\":\"response\",\"data\":2,\"success\":true}");
     free(t);
     wsc_close(&a);
     wsc_close(&b);
-    WAIT(daebus_ws_get_client_count(ws) == 0, 5000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 0, 5);
 }
 
 /* Sends len bytes to the server in one write; returns what it answered
@@ -437,7 +412,7 @@ static void test_ws_reject_runs_nothing(void)
     CU_ASSERT_STRING_EQUAL(t ? t : "", "{\"type\":\"response\",\"data\":3,\"success\":true}");
     free(t);
     wsc_close(&c);
-    WAIT(daebus_ws_get_client_count(ws) == 0, 5000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 0, 5);
 }
 
 static char *field(const char *json, const char *key)
@@ -498,7 +473,7 @@ static void test_ws_isolation(void)
     free(b_sec);
     wsc_close(&a);
     wsc_close(&b);
-    WAIT(daebus_ws_get_client_count(ws) == 0, 5000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 0, 5);
 }
 
 /* ---- no secrets in logs ---- */
@@ -562,29 +537,21 @@ static void test_no_secrets(void)
     CU_ASSERT_EQUAL(e.code, DAEBUS_EAUTH);
     CU_ASSERT_PTR_NULL(strstr(e.message, SECRET));
     snprintf(url, sizeof url, "redis://:%s@127.0.0.1:%d", SECRET, r.port);
-    daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
-    o.service = "hard_secret";
-    o.redis_url = wrong;
-    o.no_signals = true;
-    o.log_level = DAEBUS_LOG_DEBUG;
-    daebus_app *a = daebus_app_create(&o, NULL);
     daebus_bus_options bo = DAEBUS_BUS_OPTIONS_INIT;
     bo.reconnect_max = 0.2;
-    daebus_bus *bus = daebus_bus_create(&bo, NULL);
-    CU_ASSERT_EQUAL_FATAL(daebus_bus_attach(bus, a), 0);
-    daebus_app_start(a); /* may fail or retry: either way it logs */
+    ts_service svc2;
+    ts_service_options o = {.service = "hard_secret",
+                            .redis_url = wrong,
+                            .log_level = DAEBUS_LOG_DEBUG,
+                            .bus = true,
+                            .bus_options = &bo};
+    ts_service_start(&svc2, &o); /* may fail or retry: either way it logs */
     ts_sleep_ms(300);
-    daebus_app_stop(a);
-    daebus_app_wait(a);
-    daebus_app_destroy(a);
+    ts_service_stop(&svc2);
     o.redis_url = url;
-    a = daebus_app_create(&o, NULL);
-    bus = daebus_bus_create(&bo, NULL);
-    CU_ASSERT_EQUAL_FATAL(daebus_bus_attach(bus, a), 0);
-    CU_ASSERT_EQUAL(daebus_app_start(a), 0);
-    struct daebus_bus_stats st = {0};
-    WAIT((daebus_bus_get_stats(bus, &st), st.connected), 5000);
-    CU_ASSERT_EQUAL(st.connected, 1);
+    o.wait_bus = 5;
+    CU_ASSERT_EQUAL(ts_service_start(&svc2, &o), 0);
+    CU_ASSERT_EQUAL(ts_bus_connected(svc2.bus), 1);
     daebus_caller *c = daebus_caller_create(url, NULL, &e);
     CU_ASSERT_PTR_NOT_NULL(c);
     cJSON *reply = NULL;
@@ -595,9 +562,7 @@ static void test_no_secrets(void)
         fprintf(stderr, "\n  caller request: %d (%s)\n", rc, e.message);
     cJSON_Delete(reply);
     daebus_caller_destroy(c);
-    daebus_app_stop(a);
-    daebus_app_wait(a);
-    daebus_app_destroy(a);
+    ts_service_stop(&svc2);
     char *log = captured();
     CU_ASSERT_PTR_NULL(strstr(log, SECRET));
     CU_ASSERT_PTR_NULL(strstr(msgs, SECRET));

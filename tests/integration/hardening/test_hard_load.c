@@ -29,13 +29,6 @@
 #define N       500 /* clients */
 #define M       4   /* messages per client: rounds 0-1 with Redis up, 2-3 across its restart */
 #define DRIVERS 4
-#define WAIT(cond, ms)                                                                             \
-    do {                                                                                           \
-        double end_ = ts_now() + (ms) / 1000.0;                                                    \
-        while (!(cond) && ts_now() < end_)                                                         \
-            ts_sleep_ms(5);                                                                        \
-    } while (0)
-
 static ts_redis redis;
 static daebus_app *app;
 static daebus_ws *ws;
@@ -253,13 +246,6 @@ static void *restarter(void *arg)
     return NULL;
 }
 
-static int bus_up(void)
-{
-    struct daebus_bus_stats st;
-    daebus_bus_get_stats(bus, &st);
-    return st.connected;
-}
-
 static void test_load_and_restart(void)
 {
     struct rlimit rl;
@@ -268,35 +254,31 @@ static void test_load_and_restart(void)
         setrlimit(RLIMIT_NOFILE, &rl);
     }
     CU_ASSERT_EQUAL_FATAL(ts_redis_start(&redis, NULL), 0);
-    daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
-    o.service = SVC;
-    o.redis_url = redis.url;
-    o.no_signals = true;
-    o.log_level = getenv("HARD_TEST_LOG") ? DAEBUS_LOG_DEBUG : DAEBUS_LOG_CRITICAL;
-    app = daebus_app_create(&o, NULL);
-    daebus_http_options ho = DAEBUS_HTTP_OPTIONS_INIT;
-    ho.port = DAEBUS_HTTP_PORT_ANY;
-    ho.bind_address = "127.0.0.1";
-    ho.num_threads = 4;
-    daebus_http *http = daebus_http_create(&ho, NULL);
-    CU_ASSERT_EQUAL_FATAL(daebus_http_attach(http, app), 0);
+    daebus_http_options ho = {.num_threads = 4};
     daebus_ws_options wo = DAEBUS_WS_OPTIONS_INIT;
     wo.max_clients = N + 8;
     wo.queue_max_messages = 20000;
     wo.queue_max_bytes = (size_t)16 << 20;
-    ws = daebus_ws_create(&wo, NULL);
-    CU_ASSERT_EQUAL_FATAL(daebus_ws_attach(ws, app), 0);
     daebus_bus_options bo = DAEBUS_BUS_OPTIONS_INIT;
     bo.reconnect_initial = 0.05;
     bo.reconnect_max = 0.3;
     bo.connect_timeout = 1;
     bo.command_timeout = 1;
-    bus = daebus_bus_create(&bo, NULL);
-    CU_ASSERT_EQUAL_FATAL(daebus_bus_attach(bus, app), 0);
-    CU_ASSERT_EQUAL_FATAL(daebus_app_start(app), 0);
-    port = daebus_http_port(http);
-    WAIT(bus_up(), 5000);
-    CU_ASSERT_TRUE_FATAL(bus_up());
+    ts_service svc;
+    ts_service_options o = {.service = SVC,
+                            .redis_url = redis.url,
+                            .log_level = DAEBUS_LOG_CRITICAL,
+                            .http_options = &ho,
+                            .ws = true,
+                            .ws_options = &wo,
+                            .bus = true,
+                            .bus_options = &bo,
+                            .wait_bus = 5};
+    CU_ASSERT_EQUAL_FATAL(ts_service_start(&svc, &o), 0);
+    app = svc.app;
+    ws = svc.ws;
+    bus = svc.bus;
+    port = svc.port;
 
     double t0 = ts_now();
     pthread_barrier_init(&barrier, NULL, DRIVERS + 1);
@@ -304,7 +286,7 @@ static void test_load_and_restart(void)
     for (int d = 0; d < DRIVERS; d++)
         pthread_create(&drv[d], NULL, driver, (void *)(long)d);
     pthread_barrier_wait(&barrier);
-    WAIT(daebus_ws_get_client_count(ws) == N, 10000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == N, 10);
     CU_ASSERT_EQUAL(daebus_ws_get_client_count(ws), N);
     double t_conn = ts_now() - t0;
     poller p = {0};
@@ -360,8 +342,8 @@ static void test_load_and_restart(void)
     CU_ASSERT(st.messages_in >= (uint64_t)(N * M));
 
     /* the bus is back: resubscribed once, publishing again */
-    WAIT(bus_up(), 10000);
-    CU_ASSERT_TRUE(bus_up());
+    TS_WAIT_UNTIL(ts_bus_connected(bus), 10);
+    CU_ASSERT_TRUE(ts_bus_connected(bus));
     daebus_caller *c = daebus_bus_caller(bus);
     cJSON *probe = cJSON_CreateObject();
     cJSON_AddTrueToObject(probe, "probe");
@@ -370,7 +352,7 @@ static void test_load_and_restart(void)
         sent = daebus_bus_broadcast(bus, "hard_load_events", probe);
     cJSON_Delete(probe);
     CU_ASSERT_EQUAL(sent, 1); /* one subscriber: ours */
-    WAIT(atomic_load(&listened) >= 1, 5000);
+    TS_WAIT_UNTIL(atomic_load(&listened) >= 1, 5);
     ts_sleep_ms(200);
     CU_ASSERT_EQUAL(atomic_load(&listened), 1);
     (void)c;
@@ -387,11 +369,9 @@ static void test_load_and_restart(void)
 
     for (int i = 0; i < N; i++)
         wsc_close(&cl[i].c);
-    WAIT(daebus_ws_get_client_count(ws) == 0, 20000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 0, 20);
     CU_ASSERT_EQUAL(daebus_ws_get_client_count(ws), 0);
-    daebus_app_stop(app);
-    daebus_app_wait(app);
-    daebus_app_destroy(app);
+    ts_service_stop(&svc);
     ts_redis_stop(&redis);
     for (int i = 0; i < N; i++)
         free(ids[i]);

@@ -31,15 +31,8 @@
 #define REPLY_CH "hard_text_replies"
 #define FORGED   "\n1999-01-01T00:00:00.000Z CRIT  hard_text [app] forged"
 
-#define WAIT(cond, ms)                                                                             \
-    do {                                                                                           \
-        double end_ = ts_now() + (ms) / 1000.0;                                                    \
-        while (!(cond) && ts_now() < end_)                                                         \
-            ts_sleep_ms(5);                                                                        \
-    } while (0)
-
 static ts_redis redis;
-static daebus_app *app;
+static ts_service svc;
 static int port;
 static char log_path[] = "/tmp/hard_text_log_XXXXXX";
 static int log_fd = -1;
@@ -91,36 +84,26 @@ static int suite_init(void)
         return 1;
     frames = fdopen(ffd, "w");
     daebus_log_set_fd(log_fd);
-    daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
-    o.service = SERVICE;
-    o.redis_url = redis.url;
-    o.no_signals = true;
-    o.log_level = DAEBUS_LOG_DEBUG; /* the bus logs unknown actions at debug */
-    o.shutdown_timeout = 2;
-    app = daebus_app_create(&o, NULL);
-    daebus_http_options ho = DAEBUS_HTTP_OPTIONS_INIT;
-    ho.port = DAEBUS_HTTP_PORT_ANY;
-    ho.bind_address = "127.0.0.1";
-    daebus_http *http = daebus_http_create(&ho, NULL);
     daebus_ws_options wo = DAEBUS_WS_OPTIONS_INIT;
     wo.allowed_origins = "https://good.example";
-    daebus_ws *ws = daebus_ws_create(&wo, NULL);
-    daebus_bus *bus = daebus_bus_create(NULL, NULL);
-    if (!app || !http || daebus_http_attach(http, app) != 0 || !ws ||
-        daebus_ws_attach(ws, app) != 0 || !bus || daebus_bus_attach(bus, app) != 0 ||
-        daebus_app_start(app) != 0)
+    ts_service_options o = {.service = SERVICE,
+                            .redis_url = redis.url,
+                            .log_level =
+                                DAEBUS_LOG_DEBUG, /* the bus logs unknown actions at debug */
+                            .shutdown_timeout = 2,
+                            .ws = true,
+                            .ws_options = &wo,
+                            .bus = true,
+                            .wait_bus = 10};
+    if (ts_service_start(&svc, &o) != 0)
         return 1;
-    port = daebus_http_port(http);
-    struct daebus_bus_stats st = {0};
-    WAIT((daebus_bus_get_stats(bus, &st), st.connected), 10000);
-    return st.connected ? 0 : 1;
+    port = svc.port;
+    return 0;
 }
 
 static int suite_clean(void)
 {
-    daebus_app_stop(app);
-    daebus_app_wait(app);
-    daebus_app_destroy(app);
+    ts_service_stop(&svc);
     daebus_log_set_fd(2);
     close(log_fd);
     if (frames)
@@ -494,8 +477,8 @@ static void run_injections(bool json)
     free(text);
     redisFree(pub);
 
-    WAIT(log_has(from, "forged-A") && log_has(from, "forged-B") && log_has(from, "forged-C"),
-         10000);
+    TS_WAIT_UNTIL(
+        log_has(from, "forged-A") && log_has(from, "forged-B") && log_has(from, "forged-C"), 10);
     char *log = log_since(&from, &n);
     static const char *const marks[] = {"forged-A", "forged-B", "forged-C"};
     for (size_t i = 0; i < 3; i++) {

@@ -39,13 +39,6 @@
 #define SANITIZED 0
 #endif
 
-#define WAIT(cond, ms)                                                                             \
-    do {                                                                                           \
-        double end_ = ts_now() + (ms) / 1000.0;                                                    \
-        while (!(cond) && ts_now() < end_)                                                         \
-            ts_sleep_ms(5);                                                                        \
-    } while (0)
-
 /* ---- the service (child process) ---- */
 
 static daebus_ws *svc_ws;
@@ -137,17 +130,7 @@ static void svc_main(const svc_cfg *cfg, int port)
      * what is measured is what the framework keeps. */
     if (cfg->fixed_mmap_threshold)
         mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-    daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
-    o.service = "hard_wsq";
-    o.log_level = getenv("HARD_TEST_LOG") ? DAEBUS_LOG_DEBUG : DAEBUS_LOG_ERROR;
-    daebus_app *app = daebus_app_create(&o, NULL);
-    daebus_http_options ho = DAEBUS_HTTP_OPTIONS_INIT;
-    ho.port = port;
-    ho.bind_address = "127.0.0.1";
-    ho.num_threads = 4;
-    daebus_http *http = daebus_http_create(&ho, NULL);
-    if (!app || !http || daebus_http_attach(http, app) != 0)
-        _exit(2);
+    daebus_http_options ho = {.num_threads = 4};
     daebus_ws_options wo = DAEBUS_WS_OPTIONS_INIT;
     wo.idle_timeout = cfg->idle_timeout;
     wo.ping_interval = cfg->ping_interval;
@@ -156,9 +139,18 @@ static void svc_main(const svc_cfg *cfg, int port)
     wo.max_message_size = cfg->max_message_size;
     wo.max_clients = cfg->max_clients ? cfg->max_clients : 64;
     wo.shutdown_timeout = -1;
-    svc_ws = daebus_ws_create(&wo, NULL);
-    if (!svc_ws || daebus_ws_attach(svc_ws, app) != 0)
+    ts_service svc;
+    ts_service_options o = {.service = "hard_wsq",
+                            .log_level = DAEBUS_LOG_ERROR,
+                            .signals = true,
+                            .http_options = &ho,
+                            .http_port = port,
+                            .ws = true,
+                            .ws_options = &wo};
+    if (ts_service_create(&svc, &o) != 0)
         _exit(2);
+    daebus_app *app = svc.app;
+    svc_ws = svc.ws;
     int st = daebus_app_run(app);
     daebus_app_destroy(app);
     exit(st); /* not _exit: LeakSanitizer checks the service at exit */
@@ -359,7 +351,7 @@ static void test_too_big_refused(void)
     cJSON_Delete(o);
     CU_ASSERT(echoes(&a));
     CU_ASSERT_EQUAL(count_field("slow"), 0);
-    WAIT(count_field("clients") == 4, 10000); /* the readiness probe may still be closing */
+    TS_WAIT_UNTIL(count_field("clients") == 4, 10); /* the readiness probe may still be closing */
     CU_ASSERT_EQUAL(count_field("clients"), 4);
     wsc_close(&a);
     wsc_close(&b);
@@ -396,7 +388,7 @@ static double flood_until_dropped(wsc *obs, double limit_s)
     if (wsc_connect(&c, svc_port, "/ws", NULL) != 0)
         return -2;
     /* Both open (the readiness probe gone) before the flood starts. */
-    WAIT(count_on(obs, "clients") == 2, 10000);
+    TS_WAIT_UNTIL(count_on(obs, "clients") == 2, 10);
     if (count_on(obs, "clients") != 2) {
         wsc_close(&c);
         return -3;
@@ -513,7 +505,7 @@ static void test_ping_limit(void)
     CU_ASSERT_EQUAL(c.close_code, 1008);
     CU_ASSERT(pongs >= 5 && pongs <= 12);
     wsc_close(&c);
-    WAIT(count_field("clients") == 1, 10000);
+    TS_WAIT_UNTIL(count_field("clients") == 1, 10);
     CU_ASSERT_EQUAL(count_field("protocol"), 1);
     CU_ASSERT(svc_alive());
     svc_stop();

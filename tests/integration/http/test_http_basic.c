@@ -28,39 +28,32 @@ ROUTE(post_echo, "/echo", .methods = DAEBUS_POST)
     return daebus_http_send_json(res, 201, daebus_http_request_payload(req));
 }
 
+static ts_service svc;
 static daebus_app *app;
 static int port;
 
 static int suite_init(void)
 {
-    daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
-    o.service = "http_basic";
-    o.no_signals = true;
-    o.log_level = DAEBUS_LOG_ERROR;
-    app = daebus_app_create(&o, NULL);
-    daebus_http_options ho = DAEBUS_HTTP_OPTIONS_INIT;
-    ho.port = DAEBUS_HTTP_PORT_ANY;
-    ho.bind_address = "127.0.0.1";
-    daebus_http *http = daebus_http_create(&ho, NULL);
-    if (!app || !http || daebus_http_attach(http, app) != 0)
+    ts_service_options o = {.service = "http_basic", .log_level = DAEBUS_LOG_ERROR, .http = true};
+    if (ts_service_create(&svc, &o) != 0)
         return 1;
+    daebus_http *http = svc.http;
     if (daebus__http_reserve_threads(http, 2) != 0)
         return 1;
     if (daebus__http_set_option(http, "websocket_timeout_ms", "3600000") != 0 ||
         daebus__http_set_option(http, "websocket_timeout_ms", "7200000") != 0 ||
         daebus__http_set_option(http, "enable_websocket_ping_pong", "yes") != 0)
         return 1;
-    if (daebus_app_start(app) != 0)
+    if (ts_service_launch(&svc) != 0)
         return 1;
-    port = daebus_http_port(http);
-    return port > 0 ? 0 : 1;
+    app = svc.app;
+    port = svc.port;
+    return 0;
 }
 
 static int suite_clean(void)
 {
-    daebus_app_stop(app);
-    daebus_app_wait(app);
-    daebus_app_destroy(app);
+    ts_service_stop(&svc);
     return 0;
 }
 

@@ -22,7 +22,7 @@ ROUTE(shadow, "/shadowed.txt")
     return daebus_http_send(res, 200, "text/plain", "route", 5);
 }
 
-static daebus_app *app;
+static ts_service svc;
 static daebus_http *http;
 static int port;
 static char root[256], outside[300];
@@ -63,15 +63,7 @@ static int suite_init(void)
     if (symlink(outside, link) != 0)
         return 1;
 
-    daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
-    o.service = "http_cors_static";
-    o.no_signals = true;
-    o.log_level = DAEBUS_LOG_ERROR;
-    app = daebus_app_create(&o, NULL);
-    daebus_http_options ho = DAEBUS_HTTP_OPTIONS_INIT;
-    ho.port = DAEBUS_HTTP_PORT_ANY;
-    ho.bind_address = "127.0.0.1";
-    ho.static_dir = pub;
+    daebus_http_options ho = {.static_dir = pub};
     daebus_http_cors cors = {.allowed_origins = "https://good.example, https://also.example",
                              .allowed_methods = "GET, post",
                              .allowed_headers = "Content-Type, X-Token",
@@ -79,18 +71,20 @@ static int suite_init(void)
                              .allow_credentials = false,
                              .max_age = 600};
     ho.cors = &cors;
-    http = daebus_http_create(&ho, NULL);
-    if (!app || !http || daebus_http_attach(http, app) || daebus_app_start(app))
+    ts_service_options o = {.service = "http_cors_static",
+                            .log_level = DAEBUS_LOG_ERROR,
+                            .http = true,
+                            .http_options = &ho};
+    if (ts_service_start(&svc, &o) != 0)
         return 1;
-    port = daebus_http_port(http);
+    http = svc.http;
+    port = svc.port;
     return 0;
 }
 
 static int suite_clean(void)
 {
-    daebus_app_stop(app);
-    daebus_app_wait(app);
-    daebus_app_destroy(app);
+    ts_service_stop(&svc);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
     return system(cmd) == 0 ? 0 : 1;

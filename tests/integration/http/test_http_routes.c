@@ -222,6 +222,7 @@ static int mw_fails(daebus_http_request *req, daebus_http_response *res, void *u
 
 /* ---- fixture ---- */
 
+static ts_service svc;
 static daebus_app *app;
 static daebus_http *http;
 static int port;
@@ -231,14 +232,9 @@ static int logfd[2];
 
 static int suite_init(void)
 {
-    daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
-    o.service = "http_routes";
-    o.no_signals = true;
-    o.log_level = DAEBUS_LOG_INFO;
     if (pipe(logfd) != 0)
         return 1;
     daebus_log_set_fd(logfd[1]);
-    app = daebus_app_create(&o, NULL);
     admin_bp = daebus_blueprint_create("admin", "/admin");
     daebus_blueprint_add_route(admin_bp, "/panel", admin_route, NULL);
     daebus_blueprint *many = many_bp = daebus_blueprint_create("many", "/many");
@@ -249,30 +245,28 @@ static int suite_init(void)
         ho.user = (void *)(intptr_t)i;
         daebus_blueprint_add_route(many, path, numbered_route, &ho);
     }
-    if (daebus_app_register_blueprint(app, admin_bp) || daebus_app_register_blueprint(app, many))
+    daebus_http_options hopt = {.max_body_size = 4096, .access_log = true};
+    ts_service_options o = {.service = "http_routes",
+                            .log_level = DAEBUS_LOG_INFO,
+                            .http = true,
+                            .http_options = &hopt,
+                            .blueprints = {admin_bp, many}};
+    if (ts_service_create(&svc, &o) != 0)
         return 1;
-    daebus_http_options hopt = DAEBUS_HTTP_OPTIONS_INIT;
-    hopt.port = DAEBUS_HTTP_PORT_ANY;
-    hopt.bind_address = "127.0.0.1";
-    hopt.max_body_size = 4096;
-    hopt.access_log = true;
-    http = daebus_http_create(&hopt, NULL);
-    if (!http || daebus_http_attach(http, app))
-        return 1;
+    app = svc.app;
+    http = svc.http;
     daebus_http_use(http, mw_global, NULL);
     daebus_http_use(http, mw_fails, NULL);
     daebus_http_use_blueprint(http, admin_bp, mw_admin, NULL);
-    if (daebus_app_start(app))
+    if (ts_service_launch(&svc) != 0)
         return 1;
-    port = daebus_http_port(http);
+    port = svc.port;
     return 0;
 }
 
 static int suite_clean(void)
 {
-    daebus_app_stop(app);
-    daebus_app_wait(app);
-    daebus_app_destroy(app);
+    ts_service_stop(&svc);
     daebus_blueprint_destroy(admin_bp);
     daebus_blueprint_destroy(many_bp);
     daebus_log_set_fd(2);

@@ -43,13 +43,6 @@ static daebus_http *attach_http(daebus_app *app, int port, const char *cert)
     return http;
 }
 
-static void finish(daebus_app *app)
-{
-    daebus_app_stop(app);
-    daebus_app_wait(app);
-    daebus_app_destroy(app);
-}
-
 static int get_hello(int port)
 {
     ts_http_response r;
@@ -69,7 +62,7 @@ static void test_port_any_and_override(void)
     int p = daebus_http_port(http);
     CU_ASSERT(p > 0);
     CU_ASSERT_EQUAL(get_hello(p), 200);
-    finish(app);
+    ts_app_stop(app);
 
     /* --port / DAEBUS_HTTP_PORT (the app's http_port) wins over the option */
     int want = ts_free_port();
@@ -78,14 +71,14 @@ static void test_port_any_and_override(void)
     CU_ASSERT_EQUAL_FATAL(daebus_app_start(app), 0);
     CU_ASSERT_EQUAL(daebus_http_port(http), want);
     CU_ASSERT_EQUAL(get_hello(want), 200);
-    finish(app);
+    ts_app_stop(app);
 
     /* the app's DAEBUS_PORT_ANY (what --port 0 gives) means a free port too */
     app = new_app(DAEBUS_PORT_ANY);
     http = attach_http(app, 1, NULL);
     CU_ASSERT_EQUAL_FATAL(daebus_app_start(app), 0);
     CU_ASSERT(daebus_http_port(http) > 0);
-    finish(app);
+    ts_app_stop(app);
 }
 
 static void test_busy_port(void)
@@ -132,7 +125,7 @@ static void test_restart_same_port(void)
         /* requests leave connections in TIME_WAIT on the server side */
         for (int i = 0; i < 5; i++)
             CU_ASSERT_EQUAL(get_hello(port), 200);
-        finish(app);
+        ts_app_stop(app);
     }
 }
 
@@ -184,7 +177,7 @@ static void test_bad_options(void)
     attach_http(app, DAEBUS_HTTP_PORT_ANY, NULL);
     CU_ASSERT_EQUAL(daebus_app_start(app), 0); /* without the refused route */
     CU_ASSERT_PTR_NULL(daebus_app_find_handler(app, DAEBUS_HANDLER_ROUTE, "/x/<uuid:f>", 0));
-    finish(app);
+    ts_app_stop(app);
     daebus_blueprint_destroy(bp);
 }
 
@@ -243,7 +236,7 @@ static void test_tls(void)
         pclose(p);
     }
     CU_ASSERT_STRING_EQUAL(out, "hello");
-    finish(app);
+    ts_app_stop(app);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CU_ASSERT_EQUAL(system(cmd), 0);
 }
@@ -287,7 +280,7 @@ static void test_static_prefix(void)
     CU_ASSERT_EQUAL(r.status, 404);
     ts_http_free(&r);
     CU_ASSERT_EQUAL(get_hello(port), 200); /* routes still served */
-    finish(app);
+    ts_app_stop(app);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CU_ASSERT_EQUAL(system(cmd), 0);
@@ -330,7 +323,7 @@ static void test_concurrent_clients(void)
     } while ((st.in_flight || st.requests_total < 320) && ts_now() - t0 < 5);
     CU_ASSERT_EQUAL(st.requests_total, 320);
     CU_ASSERT_EQUAL(st.responses_2xx, 320);
-    finish(app);
+    ts_app_stop(app);
 }
 
 int main(void)

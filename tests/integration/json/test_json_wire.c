@@ -26,7 +26,7 @@
     "c\\u001f\xC3\xA9\"}"
 
 static ts_redis redis;
-static daebus_app *app;
+static ts_service svc;
 static daebus_bus *bus;
 static int http_port;
 
@@ -57,31 +57,25 @@ static int init(void)
 {
     if (ts_redis_start(&redis, NULL) != 0)
         return -1;
-    daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
-    o.service = SVC;
-    o.redis_url = redis.url;
-    o.no_signals = true;
-    o.log_level = getenv("JSON_TEST_LOG") ? DAEBUS_LOG_DEBUG : DAEBUS_LOG_CRITICAL;
-    o.shutdown_timeout = 2;
-    app = daebus_app_create(&o, NULL);
-    daebus_http_options ho = DAEBUS_HTTP_OPTIONS_INIT;
-    ho.port = DAEBUS_HTTP_PORT_ANY;
-    ho.bind_address = "127.0.0.1";
-    ho.num_threads = 4;
-    daebus_http *http = daebus_http_create(&ho, NULL);
-    daebus_ws *ws = daebus_ws_create(NULL, NULL);
-    bus = daebus_bus_create(NULL, NULL);
-    if (!app || daebus_http_attach(http, app) != 0 || daebus_ws_attach(ws, app) != 0 ||
-        daebus_bus_attach(bus, app) != 0 || daebus_app_start(app) != 0)
+    daebus_http_options ho = {.num_threads = 4};
+    ts_service_options o = {.service = SVC,
+                            .redis_url = redis.url,
+                            .log_level = DAEBUS_LOG_CRITICAL,
+                            .shutdown_timeout = 2,
+                            .http_options = &ho,
+                            .ws = true,
+                            .bus = true,
+                            .wait_bus = 5};
+    if (ts_service_start(&svc, &o) != 0)
         return -1;
-    http_port = daebus_http_port(http);
-    WAIT_UNTIL(bus_connected(bus), 5);
-    return bus_connected(bus) ? 0 : -1;
+    bus = svc.bus;
+    http_port = svc.port;
+    return 0;
 }
 
 static int cleanup(void)
 {
-    stop_app(app);
+    ts_service_stop(&svc);
     ts_redis_stop(&redis);
     return 0;
 }
@@ -164,18 +158,6 @@ static void test_bus_broadcast_raw(void)
     CU_ASSERT_STRING_EQUAL(t, OUT);
     free(t);
     redisFree(sub);
-}
-
-/* Runs a shell command; captures stdout; returns the exit status (-1 on failure). */
-static int run(const char *cmd, char *out, size_t cap)
-{
-    FILE *f = popen(cmd, "r");
-    if (!f)
-        return -1;
-    size_t n = fread(out, 1, cap - 1, f);
-    out[n] = '\0';
-    int st = pclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 static void test_daebus_call(void)

@@ -17,34 +17,22 @@
 #include "daebus/daebus.h"
 #include "testsupport.h"
 
-#define WAIT_UNTIL(cond, seconds)                                                                  \
-    do {                                                                                           \
-        double wu_end_ = ts_now() + (seconds);                                                     \
-        while (!(cond) && ts_now() < wu_end_)                                                      \
-            ts_sleep_ms(2);                                                                        \
-    } while (0)
-
 /* ---- helpers ---- */
 
+/* An app with the scheduler (4 workers), built but not started (the shared fixture). */
 static daebus_app *make_app(daebus_blueprint *bp, double grace, daebus_scheduler **out)
 {
-    daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
-    o.service = "sched_test";
-    o.no_signals = true;
-    daebus_app *app = daebus_app_create(&o, NULL);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(app);
-    if (bp)
-        CU_ASSERT_EQUAL(daebus_app_register_blueprint(app, bp), 0);
     daebus_scheduler_options so = DAEBUS_SCHEDULER_OPTIONS_INIT;
     so.workers = 4;
     so.grace_period = grace;
-    daebus_scheduler *s = daebus_scheduler_create(&so, NULL);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
-    CU_ASSERT_EQUAL_FATAL(daebus_scheduler_attach(s, app), 0);
-    CU_ASSERT_PTR_EQUAL(daebus_app_scheduler(app), s);
+    ts_service svc;
+    ts_service_options o = {
+        .service = "sched_test", .sched = true, .sched_options = &so, .blueprints = {bp}};
+    CU_ASSERT_EQUAL_FATAL(ts_service_create(&svc, &o), 0);
+    CU_ASSERT_PTR_EQUAL(daebus_app_scheduler(svc.app), svc.sched);
     if (out)
-        *out = s;
-    return app;
+        *out = svc.sched;
+    return svc.app;
 }
 
 static double stop_app(daebus_app *app)
@@ -163,7 +151,7 @@ static void test_fixed_rate(void)
         CU_ASSERT(st0.next_run_mono >= t_start + iv - 1e-6);
         CU_ASSERT(st0.next_run_mono <= t_started + iv + 1e-6);
     }
-    WAIT_UNTIL(rec_count(&r) >= 51, 10.0);
+    TS_WAIT_UNTIL(rec_count(&r) >= 51, 10.0);
     stop_app(app);
     CU_ASSERT_FATAL(rec_count(&r) >= 51);
 
@@ -220,7 +208,7 @@ static void test_no_overlap_late_start(void)
     CU_ASSERT_EQUAL(daebus_scheduler_add_task(s, "slow", 0.020, rec_task, &r, false), 0);
     log_capture_begin();
     CU_ASSERT_EQUAL_FATAL(daebus_app_start(app), 0);
-    WAIT_UNTIL(rec_count(&r) >= 10, 10.0);
+    TS_WAIT_UNTIL(rec_count(&r) >= 10, 10.0);
     daebus_task *t = daebus_scheduler_find(s, "slow");
     CU_ASSERT_PTR_NOT_NULL_FATAL(t);
     daebus_task_stats st;
@@ -260,7 +248,7 @@ static void test_failing_task(void)
     CU_ASSERT_EQUAL(daebus_scheduler_add_task(s, "failer", 0.020, rec_task, &r, false), 0);
     log_capture_begin();
     CU_ASSERT_EQUAL_FATAL(daebus_app_start(app), 0);
-    WAIT_UNTIL(rec_count(&r) >= 5, 10.0);
+    TS_WAIT_UNTIL(rec_count(&r) >= 5, 10.0);
     daebus_task *t = daebus_scheduler_find(s, "failer");
     stop_app(app);
     char *log = log_capture_end();
@@ -297,7 +285,7 @@ static void test_interval_change(void)
     CU_ASSERT_EQUAL(daebus_scheduler_add_task(s, "changing", 0.100, change_on_first, &r, false), 0);
     CU_ASSERT_EQUAL_FATAL(daebus_app_start(app), 0);
     daebus_task *t = daebus_scheduler_find(s, "changing");
-    WAIT_UNTIL(rec_count(&r) >= 12, 10.0);
+    TS_WAIT_UNTIL(rec_count(&r) >= 12, 10.0);
     CU_ASSERT_FATAL(rec_count(&r) >= 12);
     CU_ASSERT_DOUBLE_EQUAL(daebus_task_interval(t), 0.020, 1e-9);
     /* runs 2..12 follow the new 20 ms interval (the old one would take 1 s) */
@@ -339,11 +327,11 @@ static void test_pause_resume_trigger(void)
     daebus_task *t = daebus_scheduler_find(s, "pr");
     CU_ASSERT_EQUAL(daebus_task_trigger(t), DAEBUS_ESTATE); /* not started yet */
     CU_ASSERT_EQUAL_FATAL(daebus_app_start(app), 0);
-    WAIT_UNTIL(rec_count(&r) >= 3, 10.0);
+    TS_WAIT_UNTIL(rec_count(&r) >= 3, 10.0);
 
     CU_ASSERT_EQUAL(daebus_task_pause(t), 0);
     daebus_task_stats st;
-    WAIT_UNTIL((daebus_task_get_stats(t, &st), !st.running), 5.0);
+    TS_WAIT_UNTIL((daebus_task_get_stats(t, &st), !st.running), 5.0);
     int paused_at = rec_count(&r);
     CU_ASSERT(st.paused);
     CU_ASSERT(st.next_run_in < 0);
@@ -352,7 +340,7 @@ static void test_pause_resume_trigger(void)
 
     /* trigger while paused: exactly one run */
     CU_ASSERT_EQUAL(daebus_task_trigger(t), 0);
-    WAIT_UNTIL(rec_count(&r) == paused_at + 1, 5.0);
+    TS_WAIT_UNTIL(rec_count(&r) == paused_at + 1, 5.0);
     ts_sleep_ms(100);
     CU_ASSERT_EQUAL(rec_count(&r), paused_at + 1);
 
@@ -360,17 +348,17 @@ static void test_pause_resume_trigger(void)
     daebus_task_get_stats(t, &st);
     CU_ASSERT_FALSE(st.paused);
     CU_ASSERT(st.next_run_in >= 0 && st.next_run_in <= 0.031);
-    WAIT_UNTIL(rec_count(&r) >= paused_at + 4, 5.0);
+    TS_WAIT_UNTIL(rec_count(&r) >= paused_at + 4, 5.0);
     CU_ASSERT(rec_count(&r) >= paused_at + 4);
 
     /* trigger a slow task three times while it runs: never two at once, the
      * extra triggers coalesce into one run right after. */
     daebus_task *ts = daebus_scheduler_find(s, "slowtrig");
     CU_ASSERT_EQUAL(daebus_task_trigger(ts), 0);
-    WAIT_UNTIL(atomic_load(&slow.inflight) == 1, 5.0);
+    TS_WAIT_UNTIL(atomic_load(&slow.inflight) == 1, 5.0);
     CU_ASSERT_EQUAL(daebus_task_trigger(ts), 0);
     CU_ASSERT_EQUAL(daebus_task_trigger(ts), 0);
-    WAIT_UNTIL(rec_count(&slow) >= 2, 5.0);
+    TS_WAIT_UNTIL(rec_count(&slow) >= 2, 5.0);
     ts_sleep_ms(150);
     CU_ASSERT_EQUAL(rec_count(&slow), 2);
     CU_ASSERT_EQUAL(atomic_load(&slow.max_inflight), 1);
@@ -416,7 +404,7 @@ static void test_timers(void)
     CU_ASSERT_EQUAL(daebus_scheduler_after(s, -1, timer_cb, &early, NULL), DAEBUS_EINVAL);
     CU_ASSERT_EQUAL(daebus_scheduler_after(s, 1, NULL, &early, NULL), DAEBUS_EINVAL);
     CU_ASSERT_EQUAL_FATAL(daebus_app_start(app), 0);
-    WAIT_UNTIL(atomic_load(&early.fired) == 1, 5.0);
+    TS_WAIT_UNTIL(atomic_load(&early.fired) == 1, 5.0);
     CU_ASSERT_EQUAL(atomic_load(&early.fired), 1);
 
     double t0 = ts_now();
@@ -429,7 +417,7 @@ static void test_timers(void)
     CU_ASSERT_EQUAL(ss.timers_pending, 3);
     CU_ASSERT_TRUE(daebus_scheduler_cancel(s, id_cancel));
     CU_ASSERT_FALSE(daebus_scheduler_cancel(s, id_cancel)); /* only once */
-    WAIT_UNTIL(atomic_load(&fire.fired) == 1, 5.0);
+    TS_WAIT_UNTIL(atomic_load(&fire.fired) == 1, 5.0);
     CU_ASSERT_EQUAL(atomic_load(&fire.fired), 1);
     double delay = fire.at - t0;
     fprintf(stderr, "\n  one-shot 50 ms fired after %.3f ms\n", delay * 1e3);
@@ -512,17 +500,17 @@ static void test_threads(void)
     atomic_store(&manual_runs, 0);
     CU_ASSERT_EQUAL(daebus_scheduler_start_thread(s, "manual"), DAEBUS_ESTATE);
     CU_ASSERT_EQUAL_FATAL(daebus_app_start(app), 0);
-    WAIT_UNTIL(atomic_load(&sleeper_loops) >= 1, 5.0);
+    TS_WAIT_UNTIL(atomic_load(&sleeper_loops) >= 1, 5.0);
     CU_ASSERT_TRUE(daebus_scheduler_thread_alive(s, "sleeper"));
     CU_ASSERT_FALSE(daebus_scheduler_thread_alive(s, "manual"));
     ts_sleep_ms(50);
     CU_ASSERT_EQUAL(atomic_load(&manual_runs), 0); /* no_auto_start */
     CU_ASSERT_EQUAL(daebus_scheduler_start_thread(s, "manual"), 0);
     CU_ASSERT_EQUAL(daebus_scheduler_start_thread(s, "nosuch"), DAEBUS_ENOENT);
-    WAIT_UNTIL(!daebus_scheduler_thread_alive(s, "manual"), 5.0);
+    TS_WAIT_UNTIL(!daebus_scheduler_thread_alive(s, "manual"), 5.0);
     CU_ASSERT_EQUAL(atomic_load(&manual_runs), 1);
     CU_ASSERT_EQUAL(daebus_scheduler_start_thread(s, "manual"), 0); /* again after it returned */
-    WAIT_UNTIL(atomic_load(&manual_runs) == 2, 5.0);
+    TS_WAIT_UNTIL(atomic_load(&manual_runs) == 2, 5.0);
     CU_ASSERT_EQUAL(atomic_load(&manual_runs), 2);
     daebus_scheduler_stats ss;
     daebus_scheduler_get_stats(s, &ss);
@@ -610,7 +598,7 @@ static void test_on_start(void)
     CU_ASSERT_TRUE(hook_found_task);        /* the scheduler had started */
     CU_ASSERT_EQUAL(hook_trigger_rc, 0);
     CU_ASSERT_EQUAL(hook_thread_rc, 0);
-    WAIT_UNTIL(atomic_load(&hooked_runs) == 1, 5.0);
+    TS_WAIT_UNTIL(atomic_load(&hooked_runs) == 1, 5.0);
     CU_ASSERT_EQUAL(atomic_load(&hooked_runs), 1);
     CU_ASSERT_TRUE(daebus_scheduler_thread_alive(s, "later"));
     stop_app(app);
@@ -675,10 +663,10 @@ static void test_grace_report(void)
     hang_release = 0;
     atomic_store(&hang_entered, 0);
     CU_ASSERT_EQUAL_FATAL(daebus_app_start(app), 0);
-    WAIT_UNTIL(atomic_load(&hang_entered) == 1, 5.0);
+    TS_WAIT_UNTIL(atomic_load(&hang_entered) == 1, 5.0);
     /* the hung task holds one worker; the other task goes on */
     int before = rec_count(&r);
-    WAIT_UNTIL(rec_count(&r) >= before + 5, 5.0);
+    TS_WAIT_UNTIL(rec_count(&r) >= before + 5, 5.0);
     CU_ASSERT(rec_count(&r) >= before + 5);
     CU_ASSERT_EQUAL(atomic_load(&hang_entered), 1); /* no second run of the hung task */
 
@@ -738,7 +726,7 @@ static void test_macros_runtime_stats(void)
     CU_ASSERT_PTR_NULL(daebus_scheduler_find(s, "at_once")); /* blueprint tasks appear at start */
     double t0 = ts_now();
     CU_ASSERT_EQUAL_FATAL(daebus_app_start(app), 0);
-    WAIT_UNTIL(atomic_load(&macro_runs) == 1, 5.0);
+    TS_WAIT_UNTIL(atomic_load(&macro_runs) == 1, 5.0);
     CU_ASSERT_EQUAL(atomic_load(&macro_runs), 1);
     CU_ASSERT(ts_now() - t0 < 1.0); /* run_at_start: not after 10 s */
     daebus_task *t = daebus_scheduler_find(s, "at_once");
@@ -746,7 +734,7 @@ static void test_macros_runtime_stats(void)
     CU_ASSERT_PTR_EQUAL(daebus_task_app(t), app);
     CU_ASSERT_PTR_EQUAL(daebus_task_scheduler(t), s);
     daebus_task_stats st;
-    WAIT_UNTIL((daebus_task_get_stats(t, &st), st.runs == 1), 5.0);
+    TS_WAIT_UNTIL((daebus_task_get_stats(t, &st), st.runs == 1), 5.0);
     CU_ASSERT_EQUAL(st.runs, 1);
     CU_ASSERT(st.last_run_wall > 1e9);
     CU_ASSERT(st.next_run_in > 9.0 && st.next_run_in <= 10.0);
@@ -760,7 +748,7 @@ static void test_macros_runtime_stats(void)
     CU_ASSERT_EQUAL(daebus_scheduler_add_task(s, "bad", 0, rec_task, &r, true), DAEBUS_EINVAL);
     CU_ASSERT_EQUAL(daebus_scheduler_add_task(s, "", 1, rec_task, &r, true), DAEBUS_EINVAL);
     CU_ASSERT_EQUAL(daebus_scheduler_add_task(s, "nofn", 1, NULL, &r, true), DAEBUS_EINVAL);
-    WAIT_UNTIL(rec_count(&r) >= 3, 5.0);
+    TS_WAIT_UNTIL(rec_count(&r) >= 3, 5.0);
     CU_ASSERT(rec_count(&r) >= 3);
     daebus_task *added = daebus_scheduler_find(s, "added");
     CU_ASSERT_PTR_NOT_NULL(added);
@@ -781,9 +769,9 @@ static void test_macros_runtime_stats(void)
     /* the app can start again: same task objects, counters kept */
     CU_ASSERT_EQUAL_FATAL(daebus_app_start(app), 0);
     CU_ASSERT_PTR_EQUAL(daebus_scheduler_find(s, "at_once"), t);
-    WAIT_UNTIL(atomic_load(&macro_runs) == 2, 5.0);
+    TS_WAIT_UNTIL(atomic_load(&macro_runs) == 2, 5.0);
     CU_ASSERT_EQUAL(atomic_load(&macro_runs), 2);
-    WAIT_UNTIL(task_runs(t) == 2, 5.0);
+    TS_WAIT_UNTIL(task_runs(t) == 2, 5.0);
     CU_ASSERT_EQUAL(task_runs(t), 2);
     stop_app(app);
     daebus_app_destroy(app);

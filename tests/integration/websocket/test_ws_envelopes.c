@@ -143,7 +143,7 @@ static int suite_init(void)
 
 static int suite_clean(void)
 {
-    wst_stop(app);
+    ts_app_stop(app);
     return 0;
 }
 
@@ -175,9 +175,9 @@ static void test_disconnect_handler(void)
     free(wsc_recv_text(&c, 5000));
     wsc_close(&c); /* abrupt: no close frame */
     int ok = 0;
-    WST_WAIT(
+    TS_WAIT_UNTIL(
         (pthread_mutex_lock(&mu), ok = disconnect_meta_ok > before, pthread_mutex_unlock(&mu), ok),
-        5000);
+        5);
     CU_ASSERT_TRUE(ok);
     pthread_mutex_lock(&mu);
     CU_ASSERT_STRING_EQUAL(last_disc_id, id);
@@ -218,7 +218,7 @@ static void test_default_paths(void)
         }
         wsc_close(&c);
     }
-    WST_WAIT(daebus_ws_get_client_count(ws) == 0, 5000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 0, 5);
 }
 
 static void test_register_metadata(void)
@@ -383,7 +383,7 @@ static void test_registry_and_filters(void)
         wsc_send(&c[i], 8, "\x0f\xa1", 2);
         wsc_close(&c[i]);
     }
-    WST_WAIT(daebus_ws_get_client_count(ws) == 0, 5000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 0, 5);
     CU_ASSERT_EQUAL(daebus_ws_get_client_count(ws), 0);
     daebus_ws_stats s;
     daebus_ws_get_stats(ws, &s);

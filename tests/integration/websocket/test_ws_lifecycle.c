@@ -47,7 +47,7 @@ static int suite_init(void)
 
 static int suite_clean(void)
 {
-    wst_stop(app);
+    ts_app_stop(app);
     return 0;
 }
 
@@ -109,7 +109,7 @@ static void test_capacity(void)
     ponger ps[5];
     for (int i = 0; i < 5; i++)
         CU_ASSERT_EQUAL_FATAL(ponger_open(&ps[i], port), 0);
-    WST_WAIT(daebus_ws_get_client_count(ws) == 5, 5000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 5, 5);
     CU_ASSERT_EQUAL(daebus_ws_get_client_count(ws), 5);
     /* full: the upgrade completes only to be closed with 1013 */
     wsc extra;
@@ -134,13 +134,13 @@ static void test_capacity(void)
     CU_ASSERT_EQUAL(s.clients_high_water, 5);
     /* a slot frees up when a client leaves */
     ponger_close(&ps[0]);
-    WST_WAIT(daebus_ws_get_client_count(ws) == 4, 5000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 4, 5);
     CU_ASSERT_EQUAL(ponger_open(&ps[0], port), 0);
-    WST_WAIT(daebus_ws_get_client_count(ws) == 5, 5000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 5, 5);
     CU_ASSERT_EQUAL(daebus_ws_get_client_count(ws), 5);
     for (int i = 0; i < 5; i++)
         ponger_close(&ps[i]);
-    WST_WAIT(daebus_ws_get_client_count(ws) == 0, 5000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 0, 5);
 }
 
 static void test_heartbeat(void)
@@ -167,7 +167,7 @@ static void test_heartbeat(void)
     CU_ASSERT_TRUE(gone);
     CU_ASSERT(pings >= 2);
     CU_ASSERT(took >= 0.8);
-    WST_WAIT((daebus_ws_get_stats(ws, &s1), s1.disconnects_idle > s0.disconnects_idle), 5000);
+    TS_WAIT_UNTIL((daebus_ws_get_stats(ws, &s1), s1.disconnects_idle > s0.disconnects_idle), 5);
     CU_ASSERT_EQUAL(s1.disconnects_idle - s0.disconnects_idle, 1);
     /* the ponging client is still there and was pinged */
     CU_ASSERT_EQUAL(daebus_ws_get_client_count(ws), 1);
@@ -175,7 +175,7 @@ static void test_heartbeat(void)
     CU_ASSERT_FALSE(atomic_load(&live.closed));
     wsc_close(&silent);
     ponger_close(&live);
-    WST_WAIT(daebus_ws_get_client_count(ws) == 0, 5000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 0, 5);
 }
 
 static void test_graceful_shutdown(void)
@@ -188,7 +188,7 @@ static void test_graceful_shutdown(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(py);
     char line[4096];
     CU_ASSERT_PTR_NOT_NULL(fgets(line, sizeof line, py)); /* the clients are connected */
-    WST_WAIT(daebus_ws_get_client_count(ws) == 3, 5000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 3, 5);
     CU_ASSERT_EQUAL(daebus_ws_get_client_count(ws), 3);
     int d0 = atomic_load(&disconnects);
     cJSON *msg = cJSON_CreateObject();
@@ -226,7 +226,7 @@ static void test_app_stop(void)
     CU_ASSERT_FATAL(p2 > 0);
     ponger p;
     CU_ASSERT_EQUAL_FATAL(ponger_open(&p, p2), 0);
-    WST_WAIT(daebus_ws_get_client_count(w2) == 1, 5000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(w2) == 1, 5);
     int d0 = atomic_load(&disconnects);
     double t0 = ts_now();
     daebus_app_stop(a2);

@@ -52,7 +52,7 @@ static int suite_init(void)
 
 static int suite_clean(void)
 {
-    wst_stop(app);
+    ts_app_stop(app);
     return 0;
 }
 
@@ -157,7 +157,7 @@ static void test_slow_consumer(void)
             all = 0;
     }
     CU_ASSERT_TRUE(all);
-    WST_WAIT(!daebus_ws_is_client_connected(ws, stuck_id), 5000);
+    TS_WAIT_UNTIL(!daebus_ws_is_client_connected(ws, stuck_id), 5);
     CU_ASSERT_FALSE(daebus_ws_is_client_connected(ws, stuck_id));
     daebus_ws_stats s1;
     daebus_ws_get_stats(ws, &s1);
@@ -182,7 +182,7 @@ static void test_slow_consumer(void)
     for (int i = 0; i < READERS; i++)
         wsc_close(&rs[i].c);
     wsc_close(&stuck);
-    WST_WAIT(daebus_ws_get_client_count(ws) == 0, 5000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 0, 5);
 }
 
 /* ---- 8 senders at once ---- */
@@ -288,7 +288,7 @@ static void test_eight_senders(void)
             SENDERS * PER_SENDER, took);
     for (int i = 0; i < CLIENTS; i++)
         wsc_close(&sinks[i].c);
-    WST_WAIT(daebus_ws_get_client_count(ws) == 0, 5000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 0, 5);
 }
 
 /* A handler's own frames (written by its thread after it returns, or by a
@@ -326,7 +326,7 @@ static void test_own_frames_in_order(void)
     }
     CU_ASSERT_TRUE(ok);
     wsc_close(&c);
-    WST_WAIT(daebus_ws_get_client_count(ws) == 0, 5000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 0, 5);
 }
 
 int main(void)

@@ -24,28 +24,20 @@ static int suite_init(void)
     int logp[2];
     if (pipe(logp) != 0)
         return 1;
-    daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
-    o.service = "ws_wire";
-    o.no_signals = true;
-    o.log_level = DAEBUS_LOG_INFO;
     daebus_log_set_fd(logp[1]);
-    app = daebus_app_create(&o, NULL);
-    daebus_http_options ho = DAEBUS_HTTP_OPTIONS_INIT;
-    ho.port = DAEBUS_HTTP_PORT_ANY;
-    ho.bind_address = "127.0.0.1";
-    ho.num_threads = 2;
-    daebus_http *http = daebus_http_create(&ho, NULL);
-    if (!app || !http || daebus_http_attach(http, app) != 0)
-        return 1;
+    daebus_http_options ho = {.num_threads = 2};
     daebus_ws_options wo = DAEBUS_WS_OPTIONS_INIT;
     wo.paths = "/ws,/live";
     wo.max_clients = 2; /* 2 + 2 CivetWeb workers in all: each serves many connections */
-    ws = daebus_ws_create(&wo, NULL);
-    if (!ws || daebus_ws_attach(ws, app) != 0)
-        return 1;
-    int rc = daebus_app_start(app);
+    ts_service svc;
+    ts_service_options o = {.service = "ws_wire",
+                            .log_level = DAEBUS_LOG_INFO,
+                            .http_options = &ho,
+                            .ws = true,
+                            .ws_options = &wo};
+    int rc = ts_service_start(&svc, &o);
     daebus_log_set_fd(2);
-    daebus_log_set_level(getenv("WS_TEST_LOG") ? DAEBUS_LOG_DEBUG : DAEBUS_LOG_ERROR);
+    daebus_log_set_level(getenv("DAEBUS_TEST_LOG") ? DAEBUS_LOG_DEBUG : DAEBUS_LOG_ERROR);
     fcntl(logp[0], F_SETFL, O_NONBLOCK);
     ssize_t n = read(logp[0], startlog, sizeof startlog - 1);
     startlog[n > 0 ? n : 0] = '\0';
@@ -53,13 +45,15 @@ static int suite_init(void)
     close(logp[1]);
     if (rc != 0)
         return 1;
-    port = daebus_http_port(http);
-    return port > 0 ? 0 : 1;
+    app = svc.app;
+    ws = svc.ws;
+    port = svc.port;
+    return 0;
 }
 
 static int suite_clean(void)
 {
-    wst_stop(app);
+    ts_app_stop(app);
     return 0;
 }
 
@@ -108,7 +102,7 @@ static void test_subprotocol_never_stale(void)
             offered_ok++;
         }
         close_clean(&c);
-        WST_WAIT(daebus_ws_get_client_count(ws) == 0, 2000);
+        TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 0, 2);
     }
     CU_ASSERT_EQUAL(failed, 0);
     CU_ASSERT_EQUAL(stray, 0);
@@ -123,7 +117,7 @@ static void test_subprotocol_when_full(void)
     wsc a, b, full, full2;
     CU_ASSERT_EQUAL_FATAL(wsc_connect(&a, port, "/ws", NULL), 0);
     CU_ASSERT_EQUAL_FATAL(wsc_connect(&b, port, "/ws", NULL), 0);
-    WST_WAIT(daebus_ws_get_client_count(ws) == 2, 2000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 2, 2);
     char got[128];
     CU_ASSERT_EQUAL(wsc_connect(&full, port, "/ws", "Sec-WebSocket-Protocol: daebus-v1\r\n"), 0);
     CU_ASSERT_STRING_EQUAL(wsc_header(&full, "Sec-WebSocket-Protocol", got, sizeof got) ?: "",
@@ -141,7 +135,7 @@ static void test_subprotocol_when_full(void)
     wsc_close(&full2);
     close_clean(&a);
     close_clean(&b);
-    WST_WAIT(daebus_ws_get_client_count(ws) == 0, 2000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 0, 2);
 }
 
 static int upgrade_status(const char *path)
@@ -157,7 +151,7 @@ static int upgrade_status(const char *path)
             t ? t : "", "{\"type\":\"response\",\"data\":1,\"request_id\":3,\"success\":true}");
         free(t);
         close_clean(&c);
-        WST_WAIT(daebus_ws_get_client_count(ws) == 0, 2000);
+        TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 0, 2);
     } else {
         wsc_close(&c);
     }

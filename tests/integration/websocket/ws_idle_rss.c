@@ -66,7 +66,7 @@ int main(int argc, char **argv)
     int ok = 0;
     if (read(pfd[0], &ok, sizeof ok) != (ssize_t)sizeof ok)
         ok = -1;
-    WST_WAIT(daebus_ws_get_client_count(ws) == (size_t)ok, 30000);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == (size_t)ok, 30);
     double took = ts_now() - t0;
     ts_sleep_ms(500);
     long rss = rss_kb();
@@ -81,7 +81,7 @@ int main(int argc, char **argv)
     int q = daebus_ws_broadcast_to_all(ws, d, NULL);
     cJSON_Delete(d);
     daebus_ws_stats st;
-    WST_WAIT((daebus_ws_get_stats(ws, &st), st.messages_out >= (uint64_t)q), 10000);
+    TS_WAIT_UNTIL((daebus_ws_get_stats(ws, &st), st.messages_out >= (uint64_t)q), 10);
     printf("broadcast queued for %d clients, written in %.3f s\n", q, ts_now() - tb);
     /* request/response round trips on one more connection, with the idle ones open */
     wsc e;
@@ -101,7 +101,7 @@ int main(int argc, char **argv)
     }
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
-    WST_WAIT(daebus_ws_get_client_count(ws) == 0, 30000);
-    wst_stop(app);
+    TS_WAIT_UNTIL(daebus_ws_get_client_count(ws) == 0, 30);
+    ts_app_stop(app);
     return ok == n ? 0 : 1;
 }
