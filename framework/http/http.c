@@ -21,13 +21,8 @@
  */
 #include "daebus/http.h"
 
-#include <arpa/inet.h>
 #include <civetweb.h>
-#include <dirent.h>
-#include <dlfcn.h>
 #include <errno.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -35,9 +30,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
+#include "civet.h"
+#include "clock.h"
 #include "component.h"
 #include "daebus/log.h"
 #include "http_cors.h"
@@ -116,14 +111,7 @@ daebus_http *daebus_http_create(const daebus_http_options *opts, daebus_error *e
                                                    : 1;
     atomic_init(&h->bound_port, -1);
     pthread_mutex_init(&h->cors_lock, NULL);
-    pthread_mutex_init(&h->rd_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* deadlines are daebus__now_mono() */
-    pthread_cond_init(&h->rd_cond, &ca);
-    pthread_condattr_destroy(&ca);
-    h->readers = calloc((size_t)h->max_body_readers, sizeof *h->readers);
-    if (!h->readers) {
+    if (daebus__civet_deadlines_init(&h->readers, h->max_body_readers) != 0) {
         daebus_error_set(err, DAEBUS_ENOMEM, "out of memory");
         daebus_http_destroy(h);
         return NULL;
@@ -166,9 +154,7 @@ static void http_free(daebus_http *h)
     daebus__http_router_destroy(h->router);
     daebus__http_cors_unref(h->cors);
     pthread_mutex_destroy(&h->cors_lock);
-    pthread_mutex_destroy(&h->rd_lock);
-    pthread_cond_destroy(&h->rd_cond);
-    free(h->readers);
+    daebus__civet_deadlines_destroy(&h->readers);
     free(h->mw);
     for (int i = 0; i < h->nextra; i++) {
         free(h->extra[i].name);
@@ -363,7 +349,7 @@ int daebus_http_use_blueprint(daebus_http *http, const daebus_blueprint *bp,
     return add_mw(http, bp, fn, user);
 }
 
-/* ---- body readers and their watchdog ---- */
+/* ---- refusal notes ---- */
 
 void daebus__http_note(daebus_http *h, int note, const char *fmt, ...)
 {
@@ -385,153 +371,6 @@ void daebus__http_note(daebus_http *h, int note, const char *fmt, ...)
                    (unsigned long long)(n - 1));
     else
         daebus_log(DAEBUS_LOG_WARNING, "http", "%s", msg);
-}
-
-int daebus__http_reader_acquire(daebus_http *h, const struct mg_connection *conn, double deadline)
-{
-    const struct mg_request_info *ri = mg_get_request_info(conn);
-    daebus__http_reader r = {.port = -1, .deadline = deadline, .used = true};
-    if (ri) {
-        snprintf(r.addr, sizeof r.addr, "%s", ri->remote_addr);
-        r.port = ri->remote_port;
-        r.local_port = ri->server_port;
-    }
-    int slot = -1;
-    pthread_mutex_lock(&h->rd_lock);
-    for (int i = 0; i < h->max_body_readers && slot < 0; i++)
-        if (!h->readers[i].used)
-            slot = i;
-    if (slot >= 0) {
-        h->readers[slot] = r;
-        if (deadline < h->rd_next) /* else the watchdog wakes in time */
-            pthread_cond_signal(&h->rd_cond);
-    }
-    pthread_mutex_unlock(&h->rd_lock);
-    return slot;
-}
-
-bool daebus__http_reader_release(daebus_http *h, int slot)
-{
-    pthread_mutex_lock(&h->rd_lock);
-    bool expired = h->readers[slot].expired;
-    h->readers[slot].used = false;
-    pthread_mutex_unlock(&h->rd_lock);
-    return expired;
-}
-
-static bool peer_is(int fd, const daebus__http_reader *r)
-{
-    struct sockaddr_storage ss;
-    socklen_t l = sizeof ss;
-    if (getpeername(fd, (struct sockaddr *)&ss, &l) != 0)
-        return false;
-    char addr[64];
-    int port;
-    if (ss.ss_family == AF_INET) {
-        const struct sockaddr_in *s = (const struct sockaddr_in *)&ss;
-        port = ntohs(s->sin_port);
-        inet_ntop(AF_INET, &s->sin_addr, addr, sizeof addr);
-    } else if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)&ss;
-        port = ntohs(s->sin6_port);
-        inet_ntop(AF_INET6, &s->sin6_addr, addr, sizeof addr);
-    } else {
-        return false;
-    }
-    if (port != r->port || strcmp(addr, r->addr) != 0)
-        return false;
-    l = sizeof ss;
-    if (getsockname(fd, (struct sockaddr *)&ss, &l) != 0)
-        return false;
-    int lp = ss.ss_family == AF_INET ? ntohs(((const struct sockaddr_in *)&ss)->sin_port)
-                                     : ntohs(((const struct sockaddr_in6 *)&ss)->sin6_port);
-    return lp == r->local_port;
-}
-
-/* The socket connected to r's peer on r's local port (a TCP 4-tuple names
- * one socket). Returns: the descriptor or -1. */
-static int find_socket(const daebus__http_reader *r)
-{
-    if (r->port < 0)
-        return -1;
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        return -1;
-    int found = -1, dfd = dirfd(d);
-    struct dirent *e;
-    while (found < 0 && (e = readdir(d)) != NULL) {
-        if (e->d_name[0] < '0' || e->d_name[0] > '9')
-            continue;
-        int fd = atoi(e->d_name);
-        if (fd != dfd && peer_is(fd, r))
-            found = fd;
-    }
-    closedir(d);
-    return found;
-}
-
-/* Shuts the read side of every body whose deadline passed (the worker
- * blocked in mg_read wakes with end-of-stream and answers 408), then sleeps
- * until the next deadline or a new reader. A socket that cannot be found
- * is left to CivetWeb's per-read time-out; the worker checks the deadline
- * after every read. */
-static void *watchdog_main(void *arg)
-{
-    daebus_http *h = arg;
-    pthread_mutex_lock(&h->rd_lock);
-    while (!h->rd_stop) {
-        double now = daebus__now_mono();
-        double next = now + 3600.0;
-        for (int i = 0; i < h->max_body_readers; i++) {
-            daebus__http_reader *r = &h->readers[i];
-            if (!r->used || r->expired)
-                continue;
-            if (r->deadline <= now) {
-                /* Under rd_lock: the worker cannot release the slot, so
-                 * the connection (and its descriptor) stays its own. */
-                r->expired = true;
-                int fd = find_socket(r);
-                if (fd >= 0)
-                    shutdown(fd, SHUT_RD);
-            } else if (r->deadline < next) {
-                next = r->deadline;
-            }
-        }
-        h->rd_next = next;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        double wait = next - now + 0.001;
-        ts.tv_sec += (time_t)wait;
-        ts.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&h->rd_cond, &h->rd_lock, &ts);
-    }
-    pthread_mutex_unlock(&h->rd_lock);
-    return NULL;
-}
-
-static int watchdog_start(daebus_http *h)
-{
-    h->rd_stop = false;
-    if (pthread_create(&h->rd_thread, NULL, watchdog_main, h) != 0)
-        return DAEBUS_ENOMEM;
-    h->rd_running = true;
-    return 0;
-}
-
-static void watchdog_stop(daebus_http *h)
-{
-    if (!h->rd_running)
-        return;
-    pthread_mutex_lock(&h->rd_lock);
-    h->rd_stop = true;
-    pthread_cond_signal(&h->rd_cond);
-    pthread_mutex_unlock(&h->rd_lock);
-    pthread_join(h->rd_thread, NULL);
-    h->rd_running = false;
 }
 
 /* ---- start and stop ---- */
@@ -564,66 +403,6 @@ static int build_router(daebus_http *h)
     return 0;
 }
 
-/* CivetWeb's process-wide set-up: plain once, and once more with TLS the
- * first time a certificate is configured (TLS set-up loads OpenSSL). Never
- * undone: the library's own mg_start/mg_stop do not need it undone. */
-static pthread_mutex_t library_lock = PTHREAD_MUTEX_INITIALIZER;
-static int library_features = -1;
-
-static void library_init(bool tls)
-{
-    pthread_mutex_lock(&library_lock);
-    if (library_features < 0)
-        library_features = (int)mg_init_library(tls ? MG_FEATURES_TLS : 0);
-    else if (tls && !(library_features & MG_FEATURES_TLS))
-        library_features |= (int)mg_init_library(MG_FEATURES_TLS);
-    pthread_mutex_unlock(&library_lock);
-}
-
-/* CivetWeb up to 1.15 (Debian 12) loads OpenSSL with dlopen("libssl.so") and
- * calls SSL_get_peer_certificate, which OpenSSL 3 keeps only as a macro: the
- * function pointer stays NULL and the first TLS connection kills the process.
- * Returns: true (with the reason in why) when TLS would be unusable. */
-static bool tls_broken(char *why, size_t len)
-{
-    unsigned major = 0, minor = 0;
-    const char *v = mg_version();
-    if (!v || sscanf(v, "%u.%u", &major, &minor) != 2 || major > 1 || minor > 15)
-        return false;
-    void *ssl = dlopen("libssl.so", RTLD_LAZY | RTLD_LOCAL);
-    if (!ssl)
-        return false; /* CivetWeb reports a missing library itself */
-    bool old_api = dlsym(ssl, "SSL_get_peer_certificate") != NULL;
-    dlclose(ssl);
-    if (old_api)
-        return false;
-    snprintf(why, len,
-             "CivetWeb %s calls SSL_get_peer_certificate, which the installed OpenSSL (3.x) "
-             "does not export: the first TLS connection would crash the process",
-             v);
-    return true;
-}
-
-/* Tells a busy port apart from other bind failures. */
-static bool port_busy(const char *addr, int port)
-{
-    if (port == 0)
-        return false;
-    struct sockaddr_in sa = {0};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1)
-        return false;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return false;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    bool busy = bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno == EADDRINUSE;
-    close(fd);
-    return busy;
-}
-
 static int http_start(void *self)
 {
     daebus_http *h = self;
@@ -642,7 +421,7 @@ static int http_start(void *self)
     int rc = 0;
     atomic_store(&h->draining, 0);
     char why[256];
-    if (h->ssl_certificate && tls_broken(why, sizeof why)) {
+    if (h->ssl_certificate && daebus__civet_tls_broken(why, sizeof why)) {
         daebus_log(DAEBUS_LOG_ERROR, "http",
                    "ssl_certificate is set but TLS is unusable: %s. Serve plain HTTP behind a "
                    "TLS-terminating reverse proxy (docs/operations.md)",
@@ -707,13 +486,13 @@ static int http_start(void *self)
     char etext[256] = "";
     unsigned ecode = 0;
     struct mg_error_data edata = {&ecode, etext, sizeof etext};
-    library_init(h->ssl_certificate != NULL);
-    rc = watchdog_start(h);
+    daebus__civet_library_init(h->ssl_certificate != NULL);
+    rc = daebus__civet_deadlines_start(&h->readers);
     if (rc)
         goto fail;
     h->ctx = mg_start2(&init, &edata);
     if (!h->ctx) {
-        if (port_busy(h->bind_address, port)) {
+        if (daebus__civet_port_busy(h->bind_address, port)) {
             daebus_log(DAEBUS_LOG_ERROR, "http",
                        "cannot listen on %s:%d: port %d is already in use (choose another with "
                        "--port or stop the other server)",
@@ -735,62 +514,12 @@ static int http_start(void *self)
                daebus__http_router_count(h->router), h->num_threads + h->reserved_threads);
     return 0;
 fail:
-    watchdog_stop(h);
+    daebus__civet_deadlines_stop(&h->readers);
     daebus__http_router_destroy(h->router);
     h->router = NULL;
     free(h->static_root);
     h->static_root = NULL;
     return rc;
-}
-
-/* mg_stop() waits for CivetWeb's accept loop, which polls the listening
- * socket in 2 s quanta. Stopping on a helper thread while this one pokes the
- * socket with empty connections makes a stop take milliseconds. */
-typedef struct stopper {
-    struct mg_context *ctx;
-    atomic_int done;
-} stopper;
-
-static void *stop_main(void *arg)
-{
-    stopper *st = arg;
-    mg_stop(st->ctx);
-    atomic_store(&st->done, 1);
-    return NULL;
-}
-
-static void poke(const char *addr, int port)
-{
-    struct sockaddr_in sa = {0};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    if (strcmp(addr, "0.0.0.0") == 0 || inet_pton(AF_INET, addr, &sa.sin_addr) != 1)
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno == EINPROGRESS) {
-        struct pollfd pfd = {fd, POLLOUT, 0};
-        poll(&pfd, 1, 20);
-    }
-    close(fd);
-}
-
-static void stop_server(daebus_http *h)
-{
-    stopper st = {h->ctx, 0};
-    pthread_t t;
-    int port = atomic_load(&h->bound_port);
-    if (port <= 0 || pthread_create(&t, NULL, stop_main, &st) != 0) {
-        mg_stop(h->ctx);
-        return;
-    }
-    while (!atomic_load(&st.done)) {
-        poke(h->bind_address, port);
-        for (int i = 0; i < 10 && !atomic_load(&st.done); i++)
-            usleep(1000);
-    }
-    pthread_join(t, NULL);
 }
 
 /* CivetWeb stops writing as soon as mg_stop begins: let the requests in
@@ -802,8 +531,8 @@ static void drain(daebus_http *h)
     if (atomic_load(&h->st_in_flight) == 0)
         return;
     double limit = h->app ? daebus_app_shutdown_timeout(h->app) : 5.0;
-    double end = daebus__now_mono() + limit;
-    while (atomic_load(&h->st_in_flight) > 0 && daebus__now_mono() < end)
+    daebus__deadline end = daebus__deadline_in(limit);
+    while (atomic_load(&h->st_in_flight) > 0 && !daebus__deadline_passed(end))
         usleep(5000);
     uint64_t left = atomic_load(&h->st_in_flight);
     if (left)
@@ -816,10 +545,10 @@ static void http_stop(void *self)
     daebus_http *h = self;
     if (h->ctx) {
         drain(h);
-        stop_server(h);
+        daebus__civet_stop(h->ctx, h->bind_address, atomic_load(&h->bound_port));
         h->ctx = NULL;
     }
-    watchdog_stop(h);
+    daebus__civet_deadlines_stop(&h->readers);
     atomic_store(&h->bound_port, -1);
     daebus__http_router_destroy(h->router);
     h->router = NULL;

@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include "civet.h"
 #include "component.h"
 #include "daebus/http.h"
 #include "http_cors.h"
@@ -24,20 +25,6 @@ typedef struct daebus__http_mw {
     void *user;
     const daebus_blueprint *bp; /* NULL = every request */
 } daebus__http_mw;
-
-/* A request whose body is being read: its peer and its deadline. When the
- * deadline passes, the watchdog thread (http.c) finds the socket by its
- * addresses and shuts its read side, which wakes the worker blocked in
- * mg_read. The socket is looked up only then: CivetWeb does not hand it out,
- * and a scan of the descriptors costs milliseconds. */
-typedef struct daebus__http_reader {
-    char addr[48]; /* the peer, as CivetWeb prints it */
-    int port;
-    int local_port;
-    double deadline; /* daebus__now_mono() */
-    bool used;
-    bool expired; /* the deadline passed (and the read side was shut if found) */
-} daebus__http_reader;
 
 /* Refusals logged at most once a second each (an attacker sets the rate). */
 enum {
@@ -86,14 +73,8 @@ struct daebus_http {
     atomic_int draining; /* stopping: new requests get 503 while in-flight ones finish */
     atomic_uint_fast64_t st_bytes_in;
     atomic_uint_fast64_t st_bytes_out;
-    /* body readers: max_body_readers slots, guarded by rd_lock */
-    pthread_mutex_t rd_lock;
-    pthread_cond_t rd_cond;
-    daebus__http_reader *readers;
-    double rd_next;  /* when the watchdog wakes next */
-    bool rd_running; /* the watchdog thread runs */
-    bool rd_stop;
-    pthread_t rd_thread;
+    /* body readers: max_body_readers deadline slots and their watchdog (civet.c) */
+    daebus__civet_deadlines readers;
     /* rate-limited refusal notes: time of the last line, refusals since */
     atomic_llong note_last_ms[DAEBUS__HTTP_NOTES];
     atomic_uint_fast64_t note_count[DAEBUS__HTTP_NOTES];
@@ -149,15 +130,6 @@ int daebus__http_dispatch(struct mg_connection *conn, void *cbdata);
 int daebus__http_begin_request(struct mg_connection *conn);
 void daebus__http_connection_close(const struct mg_connection *conn);
 int daebus__http_init_connection(const struct mg_connection *conn, void **conn_data);
-
-/* Takes a body-reader slot for the request of conn, whose body is read
- * until deadline. Thread: the worker serving conn. Returns: the slot, or -1
- * when all max_body_readers slots are taken. */
-int daebus__http_reader_acquire(daebus_http *h, const struct mg_connection *conn, double deadline);
-
-/* Gives the slot back. Returns: true when the watchdog expired it (the
- * socket's read side is shut). */
-bool daebus__http_reader_release(daebus_http *h, int slot);
 
 /* Logs a refusal of kind note (DAEBUS__HTTP_NOTE_*) at most once a second,
  * with the count of those not logged. */

@@ -28,11 +28,12 @@
 #include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "clock.h"
 #include "component.h"
+#include "json.h"
 #include "daebus/log.h"
 #include "http_parse.h"
 #include "http_private.h"
-#include "ws_parse.h"
 
 #define MAX_SEGMENTS 128
 
@@ -482,7 +483,7 @@ static int read_body(daebus_http *h, daebus_http_request *req, double deadline)
         return 0;
     if (cl > 0 && (unsigned long long)cl > h->max_body)
         return 413;
-    int slot = daebus__http_reader_acquire(h, req->conn, deadline);
+    int slot = daebus__civet_deadline_acquire(&h->readers, req->conn, deadline);
     if (slot < 0)
         return 503;
     size_t cap = cl > 0 ? (size_t)cl : 16384;
@@ -517,7 +518,7 @@ static int read_body(daebus_http *h, daebus_http_request *req, double deadline)
         if (cl > 0 && len == (size_t)cl)
             break;
     }
-    if (daebus__http_reader_release(h, slot) && (rc == 0 || rc == 400))
+    if (daebus__civet_deadline_release(&h->readers, slot) && (rc == 0 || rc == 400))
         rc = 408; /* the watchdog cut it short */
     if (rc == 0 && cl > 0 && len < (size_t)cl)
         rc = 400;
@@ -546,8 +547,8 @@ static int build_payload(daebus_http_request *req, daebus_http_response *res,
             daebus_http_send_error(res, 400, "Invalid UTF-8 in request body");
             return 400;
         }
-        /* cJSON recurses and CivetWeb's worker stacks are small (ws_parse.h: a pure scan). */
-        if (!ws_json_depth_ok(req->body, req->body_len, req->http->max_json_depth)) {
+        /* cJSON recurses and CivetWeb's worker stacks are small (a pure scan first). */
+        if (!daebus__json_depth_ok(req->body, req->body_len, req->http->max_json_depth)) {
             char msg[64];
             snprintf(msg, sizeof msg, "JSON body nested too deeply (max %d levels)",
                      req->http->max_json_depth);
