@@ -119,10 +119,16 @@ struct daebus_http_response {
     char *headers;
 };
 
-/* The CivetWeb request handler (http_request.c). */
+/* The CivetWeb request handler (http_hooks.c). */
 int daebus__http_dispatch(struct mg_connection *conn, void *cbdata);
 
-/* CivetWeb callbacks (http_request.c): begin_request checks the framing and
+/* Serves one request (http_request.c): raw and query are an absolute-form
+ * target's path and query (NULL: CivetWeb's); start is when the request's
+ * clock started. Returns: the status sent. */
+int daebus__http_dispatch_target(struct mg_connection *conn, daebus_http *h, const char *raw,
+                                 const char *query, double start);
+
+/* CivetWeb callbacks (http_hooks.c): begin_request checks the framing and
  * upgrade headers before CivetWeb's own handling; connection_close answers
  * the requests CivetWeb parsed but would drop (absolute-form targets on
  * another host or port, OPTIONS *); init_connection notes when a connection
@@ -138,5 +144,33 @@ void daebus__http_note(daebus_http *h, int note, const char *fmt, ...)
 
 /* Returns: a reference to the current CORS configuration (NULL = off). */
 daebus__http_cors *daebus__http_cors_current(daebus_http *http);
+
+/* ---- responses (http_response.c) ---- */
+
+/* Allocates res->headers on first use. Returns: 0 or -1. */
+int daebus__http_headers_buffer(daebus_http_response *res);
+/* Sends the status line and headers; clen < 0 = no Content-Length.
+ * Returns: 0, DAEBUS_ESTATE (sent already), DAEBUS_EIO, DAEBUS_ENOMEM. */
+int daebus__http_send_head(daebus_http_response *res, int status, const char *ctype,
+                           long long clen, bool chunked);
+/* Writes a body (nothing for HEAD). Returns: 0 or DAEBUS_EIO. */
+int daebus__http_write_all(daebus_http_response *res, const void *data, size_t len);
+/* The Allow list of mask (HEAD with GET, OPTIONS always) into buf. */
+void daebus__http_allow_text(unsigned mask, char *buf, size_t cap);
+/* {"error": error, "path": path} with status. */
+void daebus__http_send_path_error(daebus_http_response *res, int status, const char *error,
+                                  const char *path);
+/* 405 with the Allow header. */
+void daebus__http_send_405(daebus_http_response *res, unsigned allow, const char *path);
+
+/* ---- static files (http_static.c) ---- */
+
+/* Resolves the static file of the path segments. Returns: 1 and a malloc'd
+ * real path in *out, 0 when not under the prefix or no file, -1 for an
+ * escape attempt (answered 404 too). */
+int daebus__http_static_lookup(daebus_http *h, const char *const *segs, const size_t *lens,
+                               int nsegs, char **out);
+/* Sends the file at path (200, or 404/500 as JSON). */
+void daebus__http_send_file(daebus_http_response *res, const char *path);
 
 #endif
