@@ -15,9 +15,13 @@
  * reference-counted configuration that daebus_http_set_cors() swaps.
  *
  * Request bodies are read under a deadline in at most max_body_readers
- * slots; a watchdog thread, one per running server, shuts the read side of a
- * socket whose deadline passed, which wakes the worker blocked in mg_read
- * (CivetWeb's own time-out applies per read, not per request).
+ * slots; a watchdog thread, one per running server (civet/civet.c), shuts the
+ * read side of a socket whose deadline passed, which wakes the worker blocked
+ * in mg_read (CivetWeb's own time-out applies per read, not per request).
+ *
+ * This file: the component (options, life cycle, CORS swap, middleware
+ * list); http_request.c: one request in stages; http_response.c: responses;
+ * http_static.c: static files; http_hooks.c: CivetWeb's callbacks.
  */
 #include "daebus/http.h"
 
@@ -403,13 +407,63 @@ static int build_router(daebus_http *h)
     return 0;
 }
 
-static int http_start(void *self)
+/* The CivetWeb options of a start, and the text they point into. */
+typedef struct start_options {
+    char ports[128], threads[16], timeout[16], keepalive[16];
+    const char *v[32 + 2 * DAEBUS__HTTP_MAX_EXTRA_OPTIONS];
+} start_options;
+
+static void build_options(daebus_http *h, int port, start_options *so)
 {
-    daebus_http *h = self;
-    int port = h->port;
-    int app_port = daebus_app_http_port(h->app); /* 0 = not configured */
-    if (app_port != 0)
-        port = app_port == DAEBUS_PORT_ANY ? 0 : app_port;
+    snprintf(so->ports, sizeof so->ports, "%s:%d%s", h->bind_address, port,
+             h->ssl_certificate ? "s" : "");
+    snprintf(so->threads, sizeof so->threads, "%d", h->num_threads + h->reserved_threads);
+    snprintf(so->timeout, sizeof so->timeout, "%d", h->timeout_ms);
+    /* An idle keep-alive connection holds a worker thread: keep it short. */
+    snprintf(so->keepalive, sizeof so->keepalive, "%d", h->timeout_ms < 5000 ? h->timeout_ms : 5000);
+    const char **o = so->v;
+    int k = 0;
+    o[k++] = "listening_ports";
+    o[k++] = so->ports;
+    o[k++] = "num_threads";
+    o[k++] = so->threads;
+    o[k++] = "enable_keep_alive";
+    o[k++] = "yes";
+    o[k++] = "keep_alive_timeout_ms";
+    o[k++] = so->keepalive;
+    o[k++] = "tcp_nodelay";
+    o[k++] = "1";
+    o[k++] = "request_timeout_ms";
+    o[k++] = so->timeout;
+    o[k++] = "decode_url";
+    o[k++] = "no";
+    /* CORS is ours: keep CivetWeb from answering preflights itself. */
+    o[k++] = "access_control_allow_methods";
+    o[k++] = "";
+    o[k++] = "access_control_allow_origin";
+    o[k++] = "";
+    if (h->ssl_certificate) {
+        o[k++] = "ssl_certificate";
+        o[k++] = h->ssl_certificate;
+    }
+    /* Options other components asked for replace ours of the same name. */
+    for (int e = 0; e < h->nextra; e++) {
+        int j = 0;
+        while (j < k && strcmp(o[j], h->extra[e].name) != 0)
+            j += 2;
+        if (j == k) {
+            o[k++] = h->extra[e].name;
+            k++;
+        }
+        o[j + 1] = h->extra[e].value;
+    }
+    o[k] = NULL;
+}
+
+/* What must hold before CivetWeb starts: the static directory exists, TLS
+ * works, the routes build. Returns: 0 or an error (logged). */
+static int prepare_start(daebus_http *h)
+{
     if (h->static_dir) {
         h->static_root = realpath(h->static_dir, NULL);
         if (!h->static_root) {
@@ -418,92 +472,68 @@ static int http_start(void *self)
             return DAEBUS_EINVAL;
         }
     }
-    int rc = 0;
-    atomic_store(&h->draining, 0);
     char why[256];
     if (h->ssl_certificate && daebus__civet_tls_broken(why, sizeof why)) {
         daebus_log(DAEBUS_LOG_ERROR, "http",
                    "ssl_certificate is set but TLS is unusable: %s. Serve plain HTTP behind a "
                    "TLS-terminating reverse proxy (docs/operations.md)",
                    why);
-        rc = DAEBUS_ESTATE;
-        goto fail;
+        return DAEBUS_ESTATE;
     }
-    rc = build_router(h);
-    if (rc)
-        goto fail;
-    char ports[128], threads[16], timeout[16];
-    snprintf(ports, sizeof ports, "%s:%d%s", h->bind_address, port, h->ssl_certificate ? "s" : "");
-    snprintf(threads, sizeof threads, "%d", h->num_threads + h->reserved_threads);
-    snprintf(timeout, sizeof timeout, "%d", h->timeout_ms);
-    /* An idle keep-alive connection holds a worker thread: keep it short. */
-    char keepalive[16];
-    snprintf(keepalive, sizeof keepalive, "%d", h->timeout_ms < 5000 ? h->timeout_ms : 5000);
-    const char *options[32 + 2 * DAEBUS__HTTP_MAX_EXTRA_OPTIONS];
-    int k = 0;
-    options[k++] = "listening_ports";
-    options[k++] = ports;
-    options[k++] = "num_threads";
-    options[k++] = threads;
-    options[k++] = "enable_keep_alive";
-    options[k++] = "yes";
-    options[k++] = "keep_alive_timeout_ms";
-    options[k++] = keepalive;
-    options[k++] = "tcp_nodelay";
-    options[k++] = "1";
-    options[k++] = "request_timeout_ms";
-    options[k++] = timeout;
-    options[k++] = "decode_url";
-    options[k++] = "no";
-    /* CORS is ours: keep CivetWeb from answering preflights itself. */
-    options[k++] = "access_control_allow_methods";
-    options[k++] = "";
-    options[k++] = "access_control_allow_origin";
-    options[k++] = "";
-    if (h->ssl_certificate) {
-        options[k++] = "ssl_certificate";
-        options[k++] = h->ssl_certificate;
-    }
-    /* Options other components asked for replace ours of the same name. */
-    for (int e = 0; e < h->nextra; e++) {
-        int j = 0;
-        while (j < k && strcmp(options[j], h->extra[e].name) != 0)
-            j += 2;
-        if (j == k) {
-            options[k++] = h->extra[e].name;
-            k++;
-        }
-        options[j + 1] = h->extra[e].value;
-    }
-    options[k] = NULL;
+    return build_router(h);
+}
+
+/* Starts CivetWeb on port. Returns: 0, DAEBUS_EADDRINUSE or DAEBUS_EIO (logged). */
+static int start_civet(daebus_http *h, int port)
+{
+    start_options so;
+    build_options(h, port, &so);
     struct mg_callbacks cb;
     memset(&cb, 0, sizeof cb);
     cb.log_message = log_message;
     cb.begin_request = daebus__http_begin_request;
     cb.connection_close = daebus__http_connection_close;
     cb.init_connection = daebus__http_init_connection;
-    struct mg_init_data init = {&cb, h, options};
+    struct mg_init_data init = {&cb, h, so.v};
     char etext[256] = "";
     unsigned ecode = 0;
     struct mg_error_data edata = {&ecode, etext, sizeof etext};
     daebus__civet_library_init(h->ssl_certificate != NULL);
-    rc = daebus__civet_deadlines_start(&h->readers);
-    if (rc)
-        goto fail;
     h->ctx = mg_start2(&init, &edata);
-    if (!h->ctx) {
-        if (daebus__civet_port_busy(h->bind_address, port)) {
-            daebus_log(DAEBUS_LOG_ERROR, "http",
-                       "cannot listen on %s:%d: port %d is already in use (choose another with "
-                       "--port or stop the other server)",
-                       h->bind_address, port, port);
-            rc = DAEBUS_EADDRINUSE;
-        } else {
-            daebus_log(DAEBUS_LOG_ERROR, "http", "cannot start the server on %s:%d: %s",
-                       h->bind_address, port, etext[0] ? etext : "unknown CivetWeb error");
-            rc = DAEBUS_EIO;
-        }
-        goto fail;
+    if (h->ctx)
+        return 0;
+    if (daebus__civet_port_busy(h->bind_address, port)) {
+        daebus_log(DAEBUS_LOG_ERROR, "http",
+                   "cannot listen on %s:%d: port %d is already in use (choose another with "
+                   "--port or stop the other server)",
+                   h->bind_address, port, port);
+        return DAEBUS_EADDRINUSE;
+    }
+    daebus_log(DAEBUS_LOG_ERROR, "http", "cannot start the server on %s:%d: %s", h->bind_address,
+               port, etext[0] ? etext : "unknown CivetWeb error");
+    return DAEBUS_EIO;
+}
+
+static int http_start(void *self)
+{
+    daebus_http *h = self;
+    int port = h->port;
+    int app_port = daebus_app_http_port(h->app); /* 0 = not configured */
+    if (app_port != 0)
+        port = app_port == DAEBUS_PORT_ANY ? 0 : app_port;
+    atomic_store(&h->draining, 0);
+    int rc = prepare_start(h);
+    if (rc == 0)
+        rc = daebus__civet_deadlines_start(&h->readers);
+    if (rc == 0)
+        rc = start_civet(h, port);
+    if (rc) {
+        daebus__civet_deadlines_stop(&h->readers);
+        daebus__http_router_destroy(h->router);
+        h->router = NULL;
+        free(h->static_root);
+        h->static_root = NULL;
+        return rc;
     }
     struct mg_server_port sp[4];
     int np = mg_get_server_ports(h->ctx, 4, sp);
@@ -513,13 +543,6 @@ static int http_start(void *self)
                h->bind_address, atomic_load(&h->bound_port), h->ssl_certificate ? " (TLS)" : "",
                daebus__http_router_count(h->router), h->num_threads + h->reserved_threads);
     return 0;
-fail:
-    daebus__civet_deadlines_stop(&h->readers);
-    daebus__http_router_destroy(h->router);
-    h->router = NULL;
-    free(h->static_root);
-    h->static_root = NULL;
-    return rc;
 }
 
 /* CivetWeb stops writing as soon as mg_stop begins: let the requests in

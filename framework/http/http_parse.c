@@ -157,6 +157,12 @@ static bool has_encoded_nul(const char *text, size_t len)
     return memchr(text, '\0', len) != NULL;
 }
 
+/* Not mg_split_form_urlencoded: it splits in place a NUL-terminated copy
+ * into a fixed array of pairs (a second bound next to the body size) and
+ * leaves a "name" without '=' NULL where the protocol wants "". Not mg_url_decode either (for this and
+ * daebus__http_percent_decode): it decodes "%00" into a NUL that silently
+ * cuts the text, and this file stays pure for the fuzz targets, which build
+ * without CivetWeb. */
 int daebus__http_parse_form(const char *text, size_t len, cJSON *object)
 {
     if (!text || !len)
@@ -312,6 +318,10 @@ const char *daebus__http_absolute_path(const char *target)
 
 /* ---- MIME types ---- */
 
+/* Not mg_get_builtin_mime_type: its text types carry no charset (browsers
+ * then guess), it gives "application/javascript" where RFC 9239 says
+ * "text/javascript", and this file stays pure for the fuzz targets, which
+ * build without CivetWeb. */
 const char *daebus__http_mime_type(const char *path)
 {
     static const struct {

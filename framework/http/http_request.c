@@ -1,20 +1,18 @@
-/* http_request.c - one HTTP request: dispatch, request accessors, responses, static files.
+/* http_request.c - one HTTP request: request accessors, body, payload, the stages of handling.
  *
- * daebus__http_dispatch() is CivetWeb's request handler for every path. It
- * runs on a CivetWeb worker thread and owns the request and response objects
- * for the life of the call: they live on the heap only because the response
- * carries an 8 KiB header buffer. Order of work: read the body (413), split
- * and decode the path (400), route lookup, automatic OPTIONS / 405 / static
- * files / 404, payload (400), middleware, handler, then whatever the handler
- * left unsent (500 or 204), stats and the access log line.
+ * daebus__http_dispatch_target() serves every request (CivetWeb's request
+ * handler and the close callback call it, http_hooks.c). It runs on a
+ * CivetWeb worker thread and owns the request and response objects for the
+ * life of the call: they live on the heap only because the response carries
+ * an 8 KiB header buffer. handle() runs the stages in order: take the path,
+ * CORS headers, read the body (413, 408, 400, 503), route (400 for a bad
+ * path; automatic OPTIONS / 405 / static files / 404 when no route answers),
+ * payload (400), middleware, handler, then whatever the handler left unsent
+ * (500 or 204); dispatch adds the stats and the access log line.
  *
- * A request has one deadline (request_timeout_ms from when the worker took
- * the connection, or from the end of the headers on a kept-alive one); the
- * body is read under it with a body-reader slot whose watchdog (http.c)
- * shuts the socket's read side when it passes. CivetWeb's begin_request and
- * connection_close callbacks, at the end of this file, answer what CivetWeb
- * 1.15 would refuse without a status line or drop without a word: bad
- * framing, bad upgrades, absolute-form targets and OPTIONS *.
+ * A request has one deadline (http_hooks.c starts its clock); the body is
+ * read under it in a deadline slot whose watchdog (civet/civet.c) shuts the
+ * socket's read side when it passes.
  */
 #include <civetweb.h>
 #include <errno.h>

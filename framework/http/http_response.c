@@ -1,4 +1,11 @@
 /* http_response.c - responses: headers, status line, bodies, streams, error bodies.
+ *
+ * Responses go out through CivetWeb's mg_response_header_* calls, which keep
+ * HTTP/1.1 keep-alive working; every non-streamed response has a
+ * Content-Length. Outside CivetWeb's request handling (raw_head: the refusals
+ * of begin_request and the answers of the close callback) the head is
+ * written whole with mg_write, because CivetWeb's header calls write no
+ * status line there (civet/civet.c).
  */
 #include <civetweb.h>
 #include <errno.h>

@@ -1,4 +1,15 @@
 /* http_static.c - static files under static_dir.
+ *
+ * The lookup works on the decoded path segments (so "%2F" inside a segment is
+ * refused, not taken for a separator) and confines the result to the real
+ * path of static_dir (symbolic links leading out are refused).
+ *
+ * Not mg_send_mime_file2 (which would add Range, ETag and 304): it answers
+ * its own errors in HTML rather than the JSON errors of docs/protocol.md,
+ * does not report the bytes it wrote (the stats and the access log count
+ * them), picks "file.gz" when the client accepts gzip, and writes its own
+ * head, which the CORS and middleware headers of the response would have to
+ * be copied into. Static files stay 200-or-404, whole, as before.
  */
 #include <civetweb.h>
 #include <errno.h>
