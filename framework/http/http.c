@@ -420,7 +420,8 @@ static void build_options(daebus_http *h, int port, start_options *so)
     snprintf(so->threads, sizeof so->threads, "%d", h->num_threads + h->reserved_threads);
     snprintf(so->timeout, sizeof so->timeout, "%d", h->timeout_ms);
     /* An idle keep-alive connection holds a worker thread: keep it short. */
-    snprintf(so->keepalive, sizeof so->keepalive, "%d", h->timeout_ms < 5000 ? h->timeout_ms : 5000);
+    snprintf(so->keepalive, sizeof so->keepalive, "%d",
+             h->timeout_ms < 5000 ? h->timeout_ms : 5000);
     const char **o = so->v;
     int k = 0;
     o[k++] = "listening_ports";

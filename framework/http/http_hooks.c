@@ -27,7 +27,6 @@
 #include "http_parse.h"
 #include "http_private.h"
 
-
 /* ---- the request's clock ---- */
 
 /* When the worker took the connection (init_connection): the first
@@ -218,4 +217,3 @@ void daebus__http_connection_close(const struct mg_connection *cconn)
     daebus__http_dispatch_target(conn, h, raw, query, request_clock());
     free(raw);
 }
-

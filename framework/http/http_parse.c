@@ -161,8 +161,8 @@ static bool has_encoded_nul(const char *text, size_t len)
  * into a fixed array of pairs (a second bound next to the body size) and
  * leaves a "name" without '=' NULL where the protocol wants "". Not mg_url_decode either (for this and
  * daebus__http_percent_decode): it decodes "%00" into a NUL that silently
- * cuts the text, and this file stays pure for the fuzz targets, which build
- * without CivetWeb. */
+ * cuts the text. And the fuzz targets instrument only the framework's
+ * sources: code here is fuzzed branch by branch, CivetWeb's is not. */
 int daebus__http_parse_form(const char *text, size_t len, cJSON *object)
 {
     if (!text || !len)
@@ -320,8 +320,7 @@ const char *daebus__http_absolute_path(const char *target)
 
 /* Not mg_get_builtin_mime_type: its text types carry no charset (browsers
  * then guess), it gives "application/javascript" where RFC 9239 says
- * "text/javascript", and this file stays pure for the fuzz targets, which
- * build without CivetWeb. */
+ * "text/javascript" (RFC 9239). */
 const char *daebus__http_mime_type(const char *path)
 {
     static const struct {

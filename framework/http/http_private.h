@@ -151,8 +151,8 @@ daebus__http_cors *daebus__http_cors_current(daebus_http *http);
 int daebus__http_headers_buffer(daebus_http_response *res);
 /* Sends the status line and headers; clen < 0 = no Content-Length.
  * Returns: 0, DAEBUS_ESTATE (sent already), DAEBUS_EIO, DAEBUS_ENOMEM. */
-int daebus__http_send_head(daebus_http_response *res, int status, const char *ctype,
-                           long long clen, bool chunked);
+int daebus__http_send_head(daebus_http_response *res, int status, const char *ctype, long long clen,
+                           bool chunked);
 /* Writes a body (nothing for HEAD). Returns: 0 or DAEBUS_EIO. */
 int daebus__http_write_all(daebus_http_response *res, const void *data, size_t len);
 /* The Allow list of mask (HEAD with GET, OPTIONS always) into buf. */

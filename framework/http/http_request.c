@@ -46,7 +46,6 @@ static unsigned method_bit(const char *m)
     return 0;
 }
 
-
 /* ---- request accessors ---- */
 
 const char *daebus_http_request_method(const daebus_http_request *req)
@@ -369,8 +368,7 @@ static int take_path(daebus_http_request *req, daebus_http_response *res, route_
     }
     /* Not mg_url_decode: CivetWeb runs with decode_url=no so that "%2F" stays
      * inside a segment (daebus__http_split_path decodes segment by segment),
-     * and the decoder is pure for the fuzz targets, which build without
-     * CivetWeb. */
+     * and mg_url_decode turns "%00" into a NUL that would cut the path. */
     daebus__http_percent_decode(raw, rawlen, req->path, false);
     return 0;
 }
@@ -417,8 +415,8 @@ static void refuse_body(daebus_http *h, daebus_http_request *req, daebus_http_re
 }
 
 /* Automatic OPTIONS: the Allow list, plus the preflight headers. */
-static void answer_options(daebus_http_request *req, daebus_http_response *res,
-                           const route_ctx *rc, unsigned allow)
+static void answer_options(daebus_http_request *req, daebus_http_response *res, const route_ctx *rc,
+                           unsigned allow)
 {
     char text[128];
     daebus__http_allow_text(allow, text, sizeof text);
@@ -427,8 +425,8 @@ static void answer_options(daebus_http_request *req, daebus_http_response *res,
         res->headers[0] = '\0';
     if (rc->cors && daebus__http_headers_buffer(res) == 0)
         res->hlen = daebus__http_cors_preflight(
-            rc->cors, rc->origin, mg_get_header(req->conn, "Access-Control-Request-Headers"),
-            allow, res->headers, DAEBUS__HTTP_EXTRA_HEADERS);
+            rc->cors, rc->origin, mg_get_header(req->conn, "Access-Control-Request-Headers"), allow,
+            res->headers, DAEBUS__HTTP_EXTRA_HEADERS);
     daebus_http_set_header(res, "Allow", text);
     daebus_http_send(res, 204, NULL, NULL, 0);
 }
@@ -518,8 +516,7 @@ static void route(daebus_http *h, daebus_http_request *req, daebus_http_response
     if (want == DAEBUS_HEAD)
         want = DAEBUS_HEAD | DAEBUS_GET;
     daebus__http_match m;
-    int mrc =
-        daebus__http_router_match(h->router, rc->segs, rc->lens, (size_t)rc->nsegs, want, &m);
+    int mrc = daebus__http_router_match(h->router, rc->segs, rc->lens, (size_t)rc->nsegs, want, &m);
     if (mrc == 1)
         run_route(h, req, res, rc, &m);
     else
@@ -549,8 +546,8 @@ static void handle(daebus_http *h, daebus_http_request *req, daebus_http_respons
 }
 
 /* raw, query: an absolute-form target's path and query (NULL: CivetWeb's). */
-int daebus__http_dispatch_target(struct mg_connection *conn, daebus_http *h, const char *raw, const char *query,
-                    double start)
+int daebus__http_dispatch_target(struct mg_connection *conn, daebus_http *h, const char *raw,
+                                 const char *query, double start)
 {
     double t0 = daebus__now_mono();
     atomic_fetch_add(&h->st_in_flight, 1);
@@ -600,5 +597,3 @@ int daebus__http_dispatch_target(struct mg_connection *conn, daebus_http *h, con
     free(res);
     return status;
 }
-
-

@@ -26,7 +26,6 @@
 #include "http_parse.h"
 #include "http_private.h"
 
-
 void daebus__http_allow_text(unsigned mask, char *buf, size_t cap)
 {
     if (mask & DAEBUS_GET)
@@ -171,7 +170,7 @@ static int send_head_raw(daebus_http_response *res, int status, const char *ctyp
 
 /* Sends the status line and headers; clen < 0 = no Content-Length. */
 int daebus__http_send_head(daebus_http_response *res, int status, const char *ctype, long long clen,
-                     bool chunked)
+                           bool chunked)
 {
     if (res->sent) {
         daebus_log(DAEBUS_LOG_ERROR, "http",
@@ -232,8 +231,9 @@ int daebus_http_send(daebus_http_response *res, int status, const char *content_
 {
     if (!res || (len && !data))
         return DAEBUS_EINVAL;
-    int rc = daebus__http_send_head(res, status, content_type ? content_type : "application/octet-stream",
-                       (long long)len, false);
+    int rc = daebus__http_send_head(res, status,
+                                    content_type ? content_type : "application/octet-stream",
+                                    (long long)len, false);
     if (rc)
         return rc;
     if (status == 204 || status == 304)
@@ -275,8 +275,8 @@ int daebus_http_stream_begin(daebus_http_response *res, int status, const char *
 {
     if (!res)
         return DAEBUS_EINVAL;
-    int rc = daebus__http_send_head(res, status, content_type ? content_type : "application/octet-stream", -1,
-                       !res->head_only);
+    int rc = daebus__http_send_head(
+        res, status, content_type ? content_type : "application/octet-stream", -1, !res->head_only);
     if (rc == 0)
         res->streaming = true;
     return rc;
@@ -318,7 +318,7 @@ int daebus_http_stream_end(daebus_http_response *res)
 /* ---- error responses ---- */
 
 void daebus__http_send_path_error(daebus_http_response *res, int status, const char *error,
-                            const char *path)
+                                  const char *path)
 {
     cJSON *o = cJSON_CreateObject();
     if (o) {
@@ -335,4 +335,3 @@ void daebus__http_send_405(daebus_http_response *res, unsigned allow, const char
     daebus_http_set_header(res, "Allow", text);
     daebus__http_send_path_error(res, 405, "Method Not Allowed", path);
 }
-

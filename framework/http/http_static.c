@@ -30,14 +30,13 @@
 #include "http_parse.h"
 #include "http_private.h"
 
-
 /* ---- static files ---- */
 
 /* Resolves the static file for the request path. Returns: 1 and a malloc'd
  * real path in *out, 0 when the path is not under the prefix or no file
  * exists, -1 for an escape attempt (answered 404 too). */
-int daebus__http_static_lookup(daebus_http *h, const char *const *segs, const size_t *lens, int nsegs,
-                         char **out)
+int daebus__http_static_lookup(daebus_http *h, const char *const *segs, const size_t *lens,
+                               int nsegs, char **out)
 {
     *out = NULL;
     if (!h->static_root)
@@ -119,7 +118,8 @@ void daebus__http_send_file(daebus_http_response *res, const char *path)
         daebus_http_send_error(res, 500, "Internal server error");
         return;
     }
-    if (daebus__http_send_head(res, 200, daebus__http_mime_type(path), (long long)st.st_size, false) == 0 &&
+    if (daebus__http_send_head(res, 200, daebus__http_mime_type(path), (long long)st.st_size,
+                               false) == 0 &&
         !res->head_only) {
         off_t left = st.st_size;
         while (left > 0) {
@@ -132,4 +132,3 @@ void daebus__http_send_file(daebus_http_response *res, const char *path)
     free(buf);
     close(fd);
 }
-
