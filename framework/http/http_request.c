@@ -366,9 +366,9 @@ static int take_path(daebus_http_request *req, daebus_http_response *res, route_
         daebus_http_send_error(res, 500, "Internal server error");
         return -1;
     }
-    /* Not mg_url_decode: CivetWeb runs with decode_url=no so that "%2F" stays
-     * inside a segment (daebus__http_split_path decodes segment by segment),
-     * and mg_url_decode turns "%00" into a NUL that would cut the path. */
+    /* CivetWeb runs with decode_url=no so that "%2F" stays inside a segment
+     * (daebus__http_split_path decodes segment by segment); req->path is
+     * the whole path decoded, for logs and the handler. */
     daebus__http_percent_decode(raw, rawlen, req->path, false);
     return 0;
 }
