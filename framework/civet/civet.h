@@ -10,7 +10,7 @@
  * WebSocket layers call these; this layer calls only core/ and CivetWeb.
  * WebSocket-only workarounds are in civet_ws.[ch].
  *
- * Threads: CivetWeb's master and worker threads, the thread that starts and
+ * Threads of this layer: CivetWeb's master and worker threads, the thread that starts and
  * stops the server, and one deadline watchdog thread per running server.
  */
 #ifndef DAEBUS_CIVET_H
@@ -26,34 +26,38 @@ struct mg_context;
 /* ---- library and server life cycle ---- */
 
 /* CivetWeb's process-wide set-up, once (and once more with TLS the first
- * time a certificate is configured). Thread: callable from any thread. */
+ * time a certificate is configured).
+ * Thread: callable from any thread. */
 void daebus__civet_library_init(bool tls);
 
 /* Returns: true (the reason in why) when this CivetWeb and the installed
- * OpenSSL would crash on the first TLS connection. Thread: callable from any
- * thread. */
+ * OpenSSL would crash on the first TLS connection.
+ * Thread: callable from any thread. */
 bool daebus__civet_tls_broken(char *why, size_t len);
 
 /* Returns: true when port on the IPv4 address addr is taken by another
- * socket (to explain a failed mg_start). Thread: callable from any thread. */
+ * socket (to explain a failed mg_start).
+ * Thread: callable from any thread. */
 bool daebus__civet_port_busy(const char *addr, int port);
 
 /* mg_stop(ctx), made fast: bind_address and port are where the server
- * listens (port <= 0: plain mg_stop). Thread: callable from any thread
- * except CivetWeb's own. */
+ * listens (port <= 0: plain mg_stop). Never from CivetWeb's own threads.
+ * Thread: the app's owning thread. */
 void daebus__civet_stop(struct mg_context *ctx, const char *bind_address, int port);
 
 /* ---- requests CivetWeb would answer badly ---- */
 
 /* Returns: true when CivetWeb will take this request for a WebSocket
  * handshake (its own test), so that its response header calls would write no
- * status line. Thread: only inside its handler (begin_request). */
+ * status line. (In begin_request.)
+ * Thread: only inside its handler. */
 bool daebus__civet_is_upgrade(const struct mg_connection *conn);
 
 /* In the connection_close callback: the request target CivetWeb parsed but
  * closed the connection on without an answer ("*", or an absolute-form target
  * on another host or port). Returns: the target, or NULL when the request was
- * handled, not parsed, or never started. Thread: only inside its handler. */
+ * handled, not parsed, or never started.
+ * Thread: only inside its handler. */
 const char *daebus__civet_dropped_target(const struct mg_connection *conn);
 
 /* ---- a connection's socket ---- */
@@ -66,8 +70,9 @@ typedef struct daebus__civet_peer {
     int local_port;
 } daebus__civet_peer;
 
-/* Copies conn's peer. Returns: false when CivetWeb has no request info.
- * Thread: only inside its handler (a CivetWeb callback for conn). */
+/* Copies conn's peer (in a CivetWeb callback for conn). Returns: false when
+ * CivetWeb has no request info.
+ * Thread: only inside its handler. */
 bool daebus__civet_peer_of(const struct mg_connection *conn, daebus__civet_peer *out);
 
 /* The descriptor of the connection whose peer is p, or -1 when it cannot be
@@ -76,12 +81,14 @@ bool daebus__civet_peer_of(const struct mg_connection *conn, daebus__civet_peer 
  * runs on the CivetWeb thread serving the connection, inside a callback for
  * it, or it holds a lock that thread must take before it can return from
  * that callback (see civet.c for the proof). Costs a scan of the process's
- * descriptors: about 1 µs per open descriptor.
- * Thread: only inside its handler (or under such a lock). */
+ * descriptors: about 1 µs per open descriptor. (Or on another thread under
+ * such a lock.)
+ * Thread: only inside its handler. */
 int daebus__civet_find_socket(const daebus__civet_peer *p);
 
-/* daebus__civet_peer_of + daebus__civet_find_socket for conn.
- * Thread: only inside its handler. Returns: the descriptor or -1. */
+/* daebus__civet_peer_of + daebus__civet_find_socket for conn. Returns: the
+ * descriptor or -1.
+ * Thread: only inside its handler. */
 int daebus__civet_socket(const struct mg_connection *conn);
 
 /* ---- request deadlines ---- */
@@ -107,17 +114,19 @@ typedef struct daebus__civet_deadlines {
     pthread_t thread;
 } daebus__civet_deadlines;
 
-/* Returns: 0 or DAEBUS_ENOMEM. Thread: before the app runs. */
+/* Returns: 0 or DAEBUS_ENOMEM.
+ * Thread: before the app runs. */
 int daebus__civet_deadlines_init(daebus__civet_deadlines *d, int nslots);
 void daebus__civet_deadlines_destroy(daebus__civet_deadlines *d);
-/* Starts / stops the watchdog thread. Returns: 0 or DAEBUS_ENOMEM.
+/* Starts / stops the watchdog thread (when the server starts and stops).
+ * Returns: 0 or DAEBUS_ENOMEM.
  * Thread: the app's owning thread. */
 int daebus__civet_deadlines_start(daebus__civet_deadlines *d);
 void daebus__civet_deadlines_stop(daebus__civet_deadlines *d);
 
-/* Takes a slot for conn, read until deadline. Returns: the slot, or -1
- * when all are taken. Thread: only inside its handler (the worker serving
- * conn). */
+/* Takes a slot for conn, read until deadline (by the worker serving conn).
+ * Returns: the slot, or -1 when all are taken.
+ * Thread: only inside its handler. */
 int daebus__civet_deadline_acquire(daebus__civet_deadlines *d, const struct mg_connection *conn,
                                    double deadline);
 /* Gives the slot back; call before returning from the handler. Returns:
