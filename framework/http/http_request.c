@@ -197,6 +197,31 @@ static int read_body(daebus_http *h, daebus_http_request *req, double deadline)
     return 0;
 }
 
+/* The route parameters into the payload, typed (<int:>, <float:>), over
+ * body and query fields of the same name. */
+static void merge_params(const daebus_http_request *req, const daebus__http_route *rt, cJSON *base)
+{
+    for (int i = 0; i < req->nparams; i++) {
+        cJSON *v = NULL;
+        long long n;
+        const char *val = req->param_values[i];
+        if (rt->param_types[i] == DAEBUS__HTTP_PARAM_INT &&
+            daebus__http_parse_int(val, strlen(val), &n))
+            v = cJSON_CreateNumber((double)n);
+        else if (rt->param_types[i] == DAEBUS__HTTP_PARAM_FLOAT &&
+                 daebus__http_is_float(val, strlen(val)))
+            v = cJSON_CreateNumber(strtod(val, NULL));
+        else
+            v = cJSON_CreateString(val);
+        /* Case-sensitive, as the replace is (a body key "ID" must not make the
+         * replace of "id" fail and leak v). */
+        if (cJSON_GetObjectItemCaseSensitive(base, req->param_names[i]))
+            cJSON_ReplaceItemInObjectCaseSensitive(base, req->param_names[i], v);
+        else
+            cJSON_AddItemToObject(base, req->param_names[i], v);
+    }
+}
+
 /* Builds req->payload. Returns 0 or sends a 400 and returns 400. */
 static int build_payload(daebus_http_request *req, daebus_http_response *res,
                          const daebus__http_route *rt)
@@ -253,25 +278,8 @@ static int build_payload(daebus_http_request *req, daebus_http_response *res,
                 cJSON_AddItemToObject(base, it->string, cJSON_CreateString(it->valuestring));
         req->query = q;
     }
-    for (int i = 0; rt && i < req->nparams; i++) {
-        cJSON *v = NULL;
-        long long n;
-        const char *val = req->param_values[i];
-        if (rt->param_types[i] == DAEBUS__HTTP_PARAM_INT &&
-            daebus__http_parse_int(val, strlen(val), &n))
-            v = cJSON_CreateNumber((double)n);
-        else if (rt->param_types[i] == DAEBUS__HTTP_PARAM_FLOAT &&
-                 daebus__http_is_float(val, strlen(val)))
-            v = cJSON_CreateNumber(strtod(val, NULL));
-        else
-            v = cJSON_CreateString(val);
-        /* Case-sensitive, as the replace is (a body key "ID" must not make the
-         * replace of "id" fail and leak v). */
-        if (cJSON_GetObjectItemCaseSensitive(base, req->param_names[i]))
-            cJSON_ReplaceItemInObjectCaseSensitive(base, req->param_names[i], v);
-        else
-            cJSON_AddItemToObject(base, req->param_names[i], v);
-    }
+    if (rt)
+        merge_params(req, rt, base);
     req->payload = base;
     return 0;
 }
