@@ -15,6 +15,7 @@
 #include <string.h>
 #include "daebus/blueprint.h"
 #include "http_parse.h"
+#include "textlist.h"
 
 /* ---- building ---- */
 
@@ -35,24 +36,15 @@ static char *norm_list(const char *in, bool upper, bool *star, bool *ok)
         return NULL;
     }
     size_t o = 0;
-    const char *p = in;
-    while (*p) {
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        const char *s = p;
-        while (*p && *p != ',')
-            p++;
-        const char *e = p;
-        while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
-            e--;
-        if (e == s)
-            continue;
-        if (e - s == 1 && *s == '*' && star)
+    const char *p = in, *s;
+    size_t len;
+    while (daebus__list_next(&p, &s, &len)) {
+        if (len == 1 && *s == '*' && star)
             *star = true;
         if (o)
             out[o++] = ',';
-        for (const char *q = s; q < e; q++)
-            out[o++] = upper ? (char)toupper((unsigned char)*q) : *q;
+        for (size_t q = 0; q < len; q++)
+            out[o++] = upper ? (char)toupper((unsigned char)s[q]) : s[q];
     }
     out[o] = '\0';
     if (!o) {

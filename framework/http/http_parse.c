@@ -5,6 +5,7 @@
  * and header values; the fuzz targets call them with arbitrary bytes.
  */
 #include "http_parse.h"
+#include "textlist.h"
 #include "utf8.h"
 
 #include <civetweb.h>
@@ -197,23 +198,7 @@ bool daebus__http_static_path_safe(const char *path, bool allow_hidden)
 
 bool daebus__http_list_has(const char *list, const char *item, size_t item_len)
 {
-    if (!list || !item)
-        return false;
-    const char *p = list;
-    while (*p) {
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        const char *start = p;
-        while (*p && *p != ',')
-            p++;
-        const char *end = p;
-        while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
-            end--;
-        if ((size_t)(end - start) == item_len && item_len &&
-            strncasecmp(start, item, item_len) == 0)
-            return true;
-    }
-    return false;
+    return daebus__list_has(list, item, item_len, true);
 }
 
 static size_t media_len(const char *ct)
