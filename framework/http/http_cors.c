@@ -240,15 +240,24 @@ static void put_origin(out *o, const daebus__http_cors *c, const char *origin)
         put(o, "Access-Control-Allow-Credentials: true\r\n");
 }
 
+/* Empties the buffer; with CORS on, starts with Vary (the answer depends on
+ * Origin). Returns: whether CORS is on. */
+static bool start_cors(out *o, const daebus__http_cors *c)
+{
+    if (o->cap)
+        o->buf[0] = '\0';
+    if (!c)
+        return false;
+    put(o, "Vary: Origin\r\n");
+    return true;
+}
+
 size_t daebus__http_cors_simple(const daebus__http_cors *c, const char *origin, char *buf,
                                 size_t cap)
 {
     out o = {buf, cap, 0, false};
-    if (cap)
-        buf[0] = '\0';
-    if (!c)
+    if (!start_cors(&o, c))
         return 0;
-    put(&o, "Vary: Origin\r\n");
     if (daebus__http_cors_origin_allowed(c, origin)) {
         put_origin(&o, c, origin);
         if (c->expose)
@@ -276,11 +285,8 @@ size_t daebus__http_cors_preflight(const daebus__http_cors *c, const char *origi
                                    size_t cap)
 {
     out o = {buf, cap, 0, false};
-    if (cap)
-        buf[0] = '\0';
-    if (!c)
+    if (!start_cors(&o, c))
         return 0;
-    put(&o, "Vary: Origin\r\n");
     if (!daebus__http_cors_origin_allowed(c, origin))
         return finish(&o);
     put_origin(&o, c, origin);
