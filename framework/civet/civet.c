@@ -268,23 +268,31 @@ static bool peer_equals(const struct sockaddr_storage *ss, const target *t)
     return memcmp(&((const struct sockaddr_in6 *)ss)->sin6_addr, t->addr, 16) == 0;
 }
 
-static int classify(int fd, const target *t)
+/* A TCP stream socket on the server's port that is not listening? */
+static bool on_port(int fd, const target *t)
 {
     struct sockaddr_storage ss;
     socklen_t l = sizeof ss;
     if (getsockname(fd, (struct sockaddr *)&ss, &l) != 0 || port_of(&ss) != t->local_port)
-        return FD_OTHER; /* not a socket, not IP, or another port */
+        return false;
     int type = 0, listening = 0;
     socklen_t tl = sizeof type;
     if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_STREAM)
-        return FD_OTHER;
+        return false;
     tl = sizeof listening;
-    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &tl) != 0 || listening)
-        return FD_OTHER;
-    l = sizeof ss;
-    if (getpeername(fd, (struct sockaddr *)&ss, &l) != 0)
-        return FD_MAYBE;
-    return peer_equals(&ss, t) ? FD_MATCH : FD_OTHER;
+    return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &tl) == 0 && !listening;
+}
+
+/* The peer first: one system call settles most descriptors. */
+static int classify(int fd, const target *t)
+{
+    struct sockaddr_storage ss;
+    socklen_t l = sizeof ss;
+    if (getpeername(fd, (struct sockaddr *)&ss, &l) == 0)
+        return peer_equals(&ss, t) && on_port(fd, t) ? FD_MATCH : FD_OTHER;
+    if (errno != ENOTCONN)
+        return FD_OTHER; /* not a socket */
+    return on_port(fd, t) ? FD_MAYBE : FD_OTHER;
 }
 
 int daebus__civet_find_socket(const daebus__civet_peer *p)
