@@ -6,6 +6,7 @@
 #ifndef DAEBUS_JSON_INTERNAL_H
 #define DAEBUS_JSON_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include "daebus/json.h"
 
@@ -23,5 +24,11 @@ size_t daebus__json_number(double d, char buf[DAEBUS__JSON_NUMBER_MAX]);
  * escape becomes "\ufffd"; everything else is copied. out needs len bytes
  * (the result is never longer). Thread: safe. Returns: the length written. */
 size_t daebus__json_rewrite(const char *text, size_t len, char *out);
+
+/* A pure scan of buf[0..len) (strings and escapes skipped) before cJSON,
+ * which recurses, sees it: parsing runs on small thread stacks (CivetWeb's
+ * workers). Thread: safe. Returns: false when arrays and objects nest more
+ * than max levels deep. */
+bool daebus__json_depth_ok(const char *buf, size_t len, int max);
 
 #endif

@@ -15,19 +15,18 @@
  * reference-counted configuration that daebus_http_set_cors() swaps.
  *
  * Request bodies are read under a deadline in at most max_body_readers
- * slots; a watchdog thread, one per running server, shuts the read side of a
- * socket whose deadline passed, which wakes the worker blocked in mg_read
- * (CivetWeb's own time-out applies per read, not per request).
+ * slots; a watchdog thread, one per running server (civet/civet.c), shuts the
+ * read side of a socket whose deadline passed, which wakes the worker blocked
+ * in mg_read (CivetWeb's own time-out applies per read, not per request).
+ *
+ * This file: the component (options, life cycle, CORS swap, middleware
+ * list); http_request.c: one request in stages; http_response.c: responses;
+ * http_static.c: static files; http_hooks.c: CivetWeb's callbacks.
  */
 #include "daebus/http.h"
 
-#include <arpa/inet.h>
 #include <civetweb.h>
-#include <dirent.h>
-#include <dlfcn.h>
 #include <errno.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -35,9 +34,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
+#include "civet.h"
+#include "clock.h"
 #include "component.h"
 #include "daebus/log.h"
 #include "http_cors.h"
@@ -116,14 +115,7 @@ daebus_http *daebus_http_create(const daebus_http_options *opts, daebus_error *e
                                                    : 1;
     atomic_init(&h->bound_port, -1);
     pthread_mutex_init(&h->cors_lock, NULL);
-    pthread_mutex_init(&h->rd_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* deadlines are daebus__now_mono() */
-    pthread_cond_init(&h->rd_cond, &ca);
-    pthread_condattr_destroy(&ca);
-    h->readers = calloc((size_t)h->max_body_readers, sizeof *h->readers);
-    if (!h->readers) {
+    if (daebus__civet_deadlines_init(&h->readers, h->max_body_readers) != 0) {
         daebus_error_set(err, DAEBUS_ENOMEM, "out of memory");
         daebus_http_destroy(h);
         return NULL;
@@ -166,9 +158,7 @@ static void http_free(daebus_http *h)
     daebus__http_router_destroy(h->router);
     daebus__http_cors_unref(h->cors);
     pthread_mutex_destroy(&h->cors_lock);
-    pthread_mutex_destroy(&h->rd_lock);
-    pthread_cond_destroy(&h->rd_cond);
-    free(h->readers);
+    daebus__civet_deadlines_destroy(&h->readers);
     free(h->mw);
     for (int i = 0; i < h->nextra; i++) {
         free(h->extra[i].name);
@@ -363,7 +353,7 @@ int daebus_http_use_blueprint(daebus_http *http, const daebus_blueprint *bp,
     return add_mw(http, bp, fn, user);
 }
 
-/* ---- body readers and their watchdog ---- */
+/* ---- refusal notes ---- */
 
 void daebus__http_note(daebus_http *h, int note, const char *fmt, ...)
 {
@@ -385,153 +375,6 @@ void daebus__http_note(daebus_http *h, int note, const char *fmt, ...)
                    (unsigned long long)(n - 1));
     else
         daebus_log(DAEBUS_LOG_WARNING, "http", "%s", msg);
-}
-
-int daebus__http_reader_acquire(daebus_http *h, const struct mg_connection *conn, double deadline)
-{
-    const struct mg_request_info *ri = mg_get_request_info(conn);
-    daebus__http_reader r = {.port = -1, .deadline = deadline, .used = true};
-    if (ri) {
-        snprintf(r.addr, sizeof r.addr, "%s", ri->remote_addr);
-        r.port = ri->remote_port;
-        r.local_port = ri->server_port;
-    }
-    int slot = -1;
-    pthread_mutex_lock(&h->rd_lock);
-    for (int i = 0; i < h->max_body_readers && slot < 0; i++)
-        if (!h->readers[i].used)
-            slot = i;
-    if (slot >= 0) {
-        h->readers[slot] = r;
-        if (deadline < h->rd_next) /* else the watchdog wakes in time */
-            pthread_cond_signal(&h->rd_cond);
-    }
-    pthread_mutex_unlock(&h->rd_lock);
-    return slot;
-}
-
-bool daebus__http_reader_release(daebus_http *h, int slot)
-{
-    pthread_mutex_lock(&h->rd_lock);
-    bool expired = h->readers[slot].expired;
-    h->readers[slot].used = false;
-    pthread_mutex_unlock(&h->rd_lock);
-    return expired;
-}
-
-static bool peer_is(int fd, const daebus__http_reader *r)
-{
-    struct sockaddr_storage ss;
-    socklen_t l = sizeof ss;
-    if (getpeername(fd, (struct sockaddr *)&ss, &l) != 0)
-        return false;
-    char addr[64];
-    int port;
-    if (ss.ss_family == AF_INET) {
-        const struct sockaddr_in *s = (const struct sockaddr_in *)&ss;
-        port = ntohs(s->sin_port);
-        inet_ntop(AF_INET, &s->sin_addr, addr, sizeof addr);
-    } else if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)&ss;
-        port = ntohs(s->sin6_port);
-        inet_ntop(AF_INET6, &s->sin6_addr, addr, sizeof addr);
-    } else {
-        return false;
-    }
-    if (port != r->port || strcmp(addr, r->addr) != 0)
-        return false;
-    l = sizeof ss;
-    if (getsockname(fd, (struct sockaddr *)&ss, &l) != 0)
-        return false;
-    int lp = ss.ss_family == AF_INET ? ntohs(((const struct sockaddr_in *)&ss)->sin_port)
-                                     : ntohs(((const struct sockaddr_in6 *)&ss)->sin6_port);
-    return lp == r->local_port;
-}
-
-/* The socket connected to r's peer on r's local port (a TCP 4-tuple names
- * one socket). Returns: the descriptor or -1. */
-static int find_socket(const daebus__http_reader *r)
-{
-    if (r->port < 0)
-        return -1;
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        return -1;
-    int found = -1, dfd = dirfd(d);
-    struct dirent *e;
-    while (found < 0 && (e = readdir(d)) != NULL) {
-        if (e->d_name[0] < '0' || e->d_name[0] > '9')
-            continue;
-        int fd = atoi(e->d_name);
-        if (fd != dfd && peer_is(fd, r))
-            found = fd;
-    }
-    closedir(d);
-    return found;
-}
-
-/* Shuts the read side of every body whose deadline passed (the worker
- * blocked in mg_read wakes with end-of-stream and answers 408), then sleeps
- * until the next deadline or a new reader. A socket that cannot be found
- * is left to CivetWeb's per-read time-out; the worker checks the deadline
- * after every read. */
-static void *watchdog_main(void *arg)
-{
-    daebus_http *h = arg;
-    pthread_mutex_lock(&h->rd_lock);
-    while (!h->rd_stop) {
-        double now = daebus__now_mono();
-        double next = now + 3600.0;
-        for (int i = 0; i < h->max_body_readers; i++) {
-            daebus__http_reader *r = &h->readers[i];
-            if (!r->used || r->expired)
-                continue;
-            if (r->deadline <= now) {
-                /* Under rd_lock: the worker cannot release the slot, so
-                 * the connection (and its descriptor) stays its own. */
-                r->expired = true;
-                int fd = find_socket(r);
-                if (fd >= 0)
-                    shutdown(fd, SHUT_RD);
-            } else if (r->deadline < next) {
-                next = r->deadline;
-            }
-        }
-        h->rd_next = next;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        double wait = next - now + 0.001;
-        ts.tv_sec += (time_t)wait;
-        ts.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&h->rd_cond, &h->rd_lock, &ts);
-    }
-    pthread_mutex_unlock(&h->rd_lock);
-    return NULL;
-}
-
-static int watchdog_start(daebus_http *h)
-{
-    h->rd_stop = false;
-    if (pthread_create(&h->rd_thread, NULL, watchdog_main, h) != 0)
-        return DAEBUS_ENOMEM;
-    h->rd_running = true;
-    return 0;
-}
-
-static void watchdog_stop(daebus_http *h)
-{
-    if (!h->rd_running)
-        return;
-    pthread_mutex_lock(&h->rd_lock);
-    h->rd_stop = true;
-    pthread_cond_signal(&h->rd_cond);
-    pthread_mutex_unlock(&h->rd_lock);
-    pthread_join(h->rd_thread, NULL);
-    h->rd_running = false;
 }
 
 /* ---- start and stop ---- */
@@ -564,64 +407,112 @@ static int build_router(daebus_http *h)
     return 0;
 }
 
-/* CivetWeb's process-wide set-up: plain once, and once more with TLS the
- * first time a certificate is configured (TLS set-up loads OpenSSL). Never
- * undone: the library's own mg_start/mg_stop do not need it undone. */
-static pthread_mutex_t library_lock = PTHREAD_MUTEX_INITIALIZER;
-static int library_features = -1;
+/* The CivetWeb options of a start, and the text they point into. */
+typedef struct start_options {
+    char ports[128], threads[16], timeout[16], keepalive[16];
+    const char *v[32 + 2 * DAEBUS__HTTP_MAX_EXTRA_OPTIONS];
+} start_options;
 
-static void library_init(bool tls)
+static void build_options(daebus_http *h, int port, start_options *so)
 {
-    pthread_mutex_lock(&library_lock);
-    if (library_features < 0)
-        library_features = (int)mg_init_library(tls ? MG_FEATURES_TLS : 0);
-    else if (tls && !(library_features & MG_FEATURES_TLS))
-        library_features |= (int)mg_init_library(MG_FEATURES_TLS);
-    pthread_mutex_unlock(&library_lock);
+    snprintf(so->ports, sizeof so->ports, "%s:%d%s", h->bind_address, port,
+             h->ssl_certificate ? "s" : "");
+    snprintf(so->threads, sizeof so->threads, "%d", h->num_threads + h->reserved_threads);
+    snprintf(so->timeout, sizeof so->timeout, "%d", h->timeout_ms);
+    /* An idle keep-alive connection holds a worker thread: keep it short. */
+    snprintf(so->keepalive, sizeof so->keepalive, "%d",
+             h->timeout_ms < 5000 ? h->timeout_ms : 5000);
+    const char **o = so->v;
+    int k = 0;
+    o[k++] = "listening_ports";
+    o[k++] = so->ports;
+    o[k++] = "num_threads";
+    o[k++] = so->threads;
+    o[k++] = "enable_keep_alive";
+    o[k++] = "yes";
+    o[k++] = "keep_alive_timeout_ms";
+    o[k++] = so->keepalive;
+    o[k++] = "tcp_nodelay";
+    o[k++] = "1";
+    o[k++] = "request_timeout_ms";
+    o[k++] = so->timeout;
+    o[k++] = "decode_url";
+    o[k++] = "no";
+    /* CORS is ours: keep CivetWeb from answering preflights itself. */
+    o[k++] = "access_control_allow_methods";
+    o[k++] = "";
+    o[k++] = "access_control_allow_origin";
+    o[k++] = "";
+    if (h->ssl_certificate) {
+        o[k++] = "ssl_certificate";
+        o[k++] = h->ssl_certificate;
+    }
+    /* Options other components asked for replace ours of the same name. */
+    for (int e = 0; e < h->nextra; e++) {
+        int j = 0;
+        while (j < k && strcmp(o[j], h->extra[e].name) != 0)
+            j += 2;
+        if (j == k) {
+            o[k++] = h->extra[e].name;
+            k++;
+        }
+        o[j + 1] = h->extra[e].value;
+    }
+    o[k] = NULL;
 }
 
-/* CivetWeb up to 1.15 (Debian 12) loads OpenSSL with dlopen("libssl.so") and
- * calls SSL_get_peer_certificate, which OpenSSL 3 keeps only as a macro: the
- * function pointer stays NULL and the first TLS connection kills the process.
- * Returns: true (with the reason in why) when TLS would be unusable. */
-static bool tls_broken(char *why, size_t len)
+/* What must hold before CivetWeb starts: the static directory exists, TLS
+ * works, the routes build. Returns: 0 or an error (logged). */
+static int prepare_start(daebus_http *h)
 {
-    unsigned major = 0, minor = 0;
-    const char *v = mg_version();
-    if (!v || sscanf(v, "%u.%u", &major, &minor) != 2 || major > 1 || minor > 15)
-        return false;
-    void *ssl = dlopen("libssl.so", RTLD_LAZY | RTLD_LOCAL);
-    if (!ssl)
-        return false; /* CivetWeb reports a missing library itself */
-    bool old_api = dlsym(ssl, "SSL_get_peer_certificate") != NULL;
-    dlclose(ssl);
-    if (old_api)
-        return false;
-    snprintf(why, len,
-             "CivetWeb %s calls SSL_get_peer_certificate, which the installed OpenSSL (3.x) "
-             "does not export: the first TLS connection would crash the process",
-             v);
-    return true;
+    if (h->static_dir) {
+        h->static_root = realpath(h->static_dir, NULL);
+        if (!h->static_root) {
+            daebus_log(DAEBUS_LOG_ERROR, "http", "static_dir \"%s\": %s", h->static_dir,
+                       strerror(errno));
+            return DAEBUS_EINVAL;
+        }
+    }
+    char why[256];
+    if (h->ssl_certificate && daebus__civet_tls_broken(why, sizeof why)) {
+        daebus_log(DAEBUS_LOG_ERROR, "http",
+                   "ssl_certificate is set but TLS is unusable: %s. Serve plain HTTP behind a "
+                   "TLS-terminating reverse proxy (docs/operations.md)",
+                   why);
+        return DAEBUS_ESTATE;
+    }
+    return build_router(h);
 }
 
-/* Tells a busy port apart from other bind failures. */
-static bool port_busy(const char *addr, int port)
+/* Starts CivetWeb on port. Returns: 0, DAEBUS_EADDRINUSE or DAEBUS_EIO (logged). */
+static int start_civet(daebus_http *h, int port)
 {
-    if (port == 0)
-        return false;
-    struct sockaddr_in sa = {0};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1)
-        return false;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return false;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    bool busy = bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno == EADDRINUSE;
-    close(fd);
-    return busy;
+    start_options so;
+    build_options(h, port, &so);
+    struct mg_callbacks cb;
+    memset(&cb, 0, sizeof cb);
+    cb.log_message = log_message;
+    cb.begin_request = daebus__http_begin_request;
+    cb.connection_close = daebus__http_connection_close;
+    cb.init_connection = daebus__http_init_connection;
+    struct mg_init_data init = {&cb, h, so.v};
+    char etext[256] = "";
+    unsigned ecode = 0;
+    struct mg_error_data edata = {&ecode, etext, sizeof etext};
+    daebus__civet_library_init(h->ssl_certificate != NULL);
+    h->ctx = mg_start2(&init, &edata);
+    if (h->ctx)
+        return 0;
+    if (daebus__civet_port_busy(h->bind_address, port)) {
+        daebus_log(DAEBUS_LOG_ERROR, "http",
+                   "cannot listen on %s:%d: port %d is already in use (choose another with "
+                   "--port or stop the other server)",
+                   h->bind_address, port, port);
+        return DAEBUS_EADDRINUSE;
+    }
+    daebus_log(DAEBUS_LOG_ERROR, "http", "cannot start the server on %s:%d: %s", h->bind_address,
+               port, etext[0] ? etext : "unknown CivetWeb error");
+    return DAEBUS_EIO;
 }
 
 static int http_start(void *self)
@@ -631,100 +522,19 @@ static int http_start(void *self)
     int app_port = daebus_app_http_port(h->app); /* 0 = not configured */
     if (app_port != 0)
         port = app_port == DAEBUS_PORT_ANY ? 0 : app_port;
-    if (h->static_dir) {
-        h->static_root = realpath(h->static_dir, NULL);
-        if (!h->static_root) {
-            daebus_log(DAEBUS_LOG_ERROR, "http", "static_dir \"%s\": %s", h->static_dir,
-                       strerror(errno));
-            return DAEBUS_EINVAL;
-        }
-    }
-    int rc = 0;
     atomic_store(&h->draining, 0);
-    char why[256];
-    if (h->ssl_certificate && tls_broken(why, sizeof why)) {
-        daebus_log(DAEBUS_LOG_ERROR, "http",
-                   "ssl_certificate is set but TLS is unusable: %s. Serve plain HTTP behind a "
-                   "TLS-terminating reverse proxy (docs/operations.md)",
-                   why);
-        rc = DAEBUS_ESTATE;
-        goto fail;
-    }
-    rc = build_router(h);
-    if (rc)
-        goto fail;
-    char ports[128], threads[16], timeout[16];
-    snprintf(ports, sizeof ports, "%s:%d%s", h->bind_address, port, h->ssl_certificate ? "s" : "");
-    snprintf(threads, sizeof threads, "%d", h->num_threads + h->reserved_threads);
-    snprintf(timeout, sizeof timeout, "%d", h->timeout_ms);
-    /* An idle keep-alive connection holds a worker thread: keep it short. */
-    char keepalive[16];
-    snprintf(keepalive, sizeof keepalive, "%d", h->timeout_ms < 5000 ? h->timeout_ms : 5000);
-    const char *options[32 + 2 * DAEBUS__HTTP_MAX_EXTRA_OPTIONS];
-    int k = 0;
-    options[k++] = "listening_ports";
-    options[k++] = ports;
-    options[k++] = "num_threads";
-    options[k++] = threads;
-    options[k++] = "enable_keep_alive";
-    options[k++] = "yes";
-    options[k++] = "keep_alive_timeout_ms";
-    options[k++] = keepalive;
-    options[k++] = "tcp_nodelay";
-    options[k++] = "1";
-    options[k++] = "request_timeout_ms";
-    options[k++] = timeout;
-    options[k++] = "decode_url";
-    options[k++] = "no";
-    /* CORS is ours: keep CivetWeb from answering preflights itself. */
-    options[k++] = "access_control_allow_methods";
-    options[k++] = "";
-    options[k++] = "access_control_allow_origin";
-    options[k++] = "";
-    if (h->ssl_certificate) {
-        options[k++] = "ssl_certificate";
-        options[k++] = h->ssl_certificate;
-    }
-    /* Options other components asked for replace ours of the same name. */
-    for (int e = 0; e < h->nextra; e++) {
-        int j = 0;
-        while (j < k && strcmp(options[j], h->extra[e].name) != 0)
-            j += 2;
-        if (j == k) {
-            options[k++] = h->extra[e].name;
-            k++;
-        }
-        options[j + 1] = h->extra[e].value;
-    }
-    options[k] = NULL;
-    struct mg_callbacks cb;
-    memset(&cb, 0, sizeof cb);
-    cb.log_message = log_message;
-    cb.begin_request = daebus__http_begin_request;
-    cb.connection_close = daebus__http_connection_close;
-    cb.init_connection = daebus__http_init_connection;
-    struct mg_init_data init = {&cb, h, options};
-    char etext[256] = "";
-    unsigned ecode = 0;
-    struct mg_error_data edata = {&ecode, etext, sizeof etext};
-    library_init(h->ssl_certificate != NULL);
-    rc = watchdog_start(h);
-    if (rc)
-        goto fail;
-    h->ctx = mg_start2(&init, &edata);
-    if (!h->ctx) {
-        if (port_busy(h->bind_address, port)) {
-            daebus_log(DAEBUS_LOG_ERROR, "http",
-                       "cannot listen on %s:%d: port %d is already in use (choose another with "
-                       "--port or stop the other server)",
-                       h->bind_address, port, port);
-            rc = DAEBUS_EADDRINUSE;
-        } else {
-            daebus_log(DAEBUS_LOG_ERROR, "http", "cannot start the server on %s:%d: %s",
-                       h->bind_address, port, etext[0] ? etext : "unknown CivetWeb error");
-            rc = DAEBUS_EIO;
-        }
-        goto fail;
+    int rc = prepare_start(h);
+    if (rc == 0)
+        rc = daebus__civet_deadlines_start(&h->readers);
+    if (rc == 0)
+        rc = start_civet(h, port);
+    if (rc) {
+        daebus__civet_deadlines_stop(&h->readers);
+        daebus__http_router_destroy(h->router);
+        h->router = NULL;
+        free(h->static_root);
+        h->static_root = NULL;
+        return rc;
     }
     struct mg_server_port sp[4];
     int np = mg_get_server_ports(h->ctx, 4, sp);
@@ -734,63 +544,6 @@ static int http_start(void *self)
                h->bind_address, atomic_load(&h->bound_port), h->ssl_certificate ? " (TLS)" : "",
                daebus__http_router_count(h->router), h->num_threads + h->reserved_threads);
     return 0;
-fail:
-    watchdog_stop(h);
-    daebus__http_router_destroy(h->router);
-    h->router = NULL;
-    free(h->static_root);
-    h->static_root = NULL;
-    return rc;
-}
-
-/* mg_stop() waits for CivetWeb's accept loop, which polls the listening
- * socket in 2 s quanta. Stopping on a helper thread while this one pokes the
- * socket with empty connections makes a stop take milliseconds. */
-typedef struct stopper {
-    struct mg_context *ctx;
-    atomic_int done;
-} stopper;
-
-static void *stop_main(void *arg)
-{
-    stopper *st = arg;
-    mg_stop(st->ctx);
-    atomic_store(&st->done, 1);
-    return NULL;
-}
-
-static void poke(const char *addr, int port)
-{
-    struct sockaddr_in sa = {0};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    if (strcmp(addr, "0.0.0.0") == 0 || inet_pton(AF_INET, addr, &sa.sin_addr) != 1)
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno == EINPROGRESS) {
-        struct pollfd pfd = {fd, POLLOUT, 0};
-        poll(&pfd, 1, 20);
-    }
-    close(fd);
-}
-
-static void stop_server(daebus_http *h)
-{
-    stopper st = {h->ctx, 0};
-    pthread_t t;
-    int port = atomic_load(&h->bound_port);
-    if (port <= 0 || pthread_create(&t, NULL, stop_main, &st) != 0) {
-        mg_stop(h->ctx);
-        return;
-    }
-    while (!atomic_load(&st.done)) {
-        poke(h->bind_address, port);
-        for (int i = 0; i < 10 && !atomic_load(&st.done); i++)
-            usleep(1000);
-    }
-    pthread_join(t, NULL);
 }
 
 /* CivetWeb stops writing as soon as mg_stop begins: let the requests in
@@ -802,8 +555,8 @@ static void drain(daebus_http *h)
     if (atomic_load(&h->st_in_flight) == 0)
         return;
     double limit = h->app ? daebus_app_shutdown_timeout(h->app) : 5.0;
-    double end = daebus__now_mono() + limit;
-    while (atomic_load(&h->st_in_flight) > 0 && daebus__now_mono() < end)
+    daebus__deadline end = daebus__deadline_in(limit);
+    while (atomic_load(&h->st_in_flight) > 0 && !daebus__deadline_passed(end))
         usleep(5000);
     uint64_t left = atomic_load(&h->st_in_flight);
     if (left)
@@ -816,10 +569,10 @@ static void http_stop(void *self)
     daebus_http *h = self;
     if (h->ctx) {
         drain(h);
-        stop_server(h);
+        daebus__civet_stop(h->ctx, h->bind_address, atomic_load(&h->bound_port));
         h->ctx = NULL;
     }
-    watchdog_stop(h);
+    daebus__civet_deadlines_stop(&h->readers);
     atomic_store(&h->bound_port, -1);
     daebus__http_router_destroy(h->router);
     h->router = NULL;

@@ -15,6 +15,7 @@
 #include <string.h>
 #include "daebus/blueprint.h"
 #include "http_parse.h"
+#include "textlist.h"
 
 /* ---- building ---- */
 
@@ -35,24 +36,15 @@ static char *norm_list(const char *in, bool upper, bool *star, bool *ok)
         return NULL;
     }
     size_t o = 0;
-    const char *p = in;
-    while (*p) {
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        const char *s = p;
-        while (*p && *p != ',')
-            p++;
-        const char *e = p;
-        while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
-            e--;
-        if (e == s)
-            continue;
-        if (e - s == 1 && *s == '*' && star)
+    const char *p = in, *s;
+    size_t len;
+    while (daebus__list_next(&p, &s, &len)) {
+        if (len == 1 && *s == '*' && star)
             *star = true;
         if (o)
             out[o++] = ',';
-        for (const char *q = s; q < e; q++)
-            out[o++] = upper ? (char)toupper((unsigned char)*q) : *q;
+        for (size_t q = 0; q < len; q++)
+            out[o++] = upper ? (char)toupper((unsigned char)s[q]) : s[q];
     }
     out[o] = '\0';
     if (!o) {
@@ -248,15 +240,24 @@ static void put_origin(out *o, const daebus__http_cors *c, const char *origin)
         put(o, "Access-Control-Allow-Credentials: true\r\n");
 }
 
+/* Empties the buffer; with CORS on, starts with Vary (the answer depends on
+ * Origin). Returns: whether CORS is on. */
+static bool start_cors(out *o, const daebus__http_cors *c)
+{
+    if (o->cap)
+        o->buf[0] = '\0';
+    if (!c)
+        return false;
+    put(o, "Vary: Origin\r\n");
+    return true;
+}
+
 size_t daebus__http_cors_simple(const daebus__http_cors *c, const char *origin, char *buf,
                                 size_t cap)
 {
     out o = {buf, cap, 0, false};
-    if (cap)
-        buf[0] = '\0';
-    if (!c)
+    if (!start_cors(&o, c))
         return 0;
-    put(&o, "Vary: Origin\r\n");
     if (daebus__http_cors_origin_allowed(c, origin)) {
         put_origin(&o, c, origin);
         if (c->expose)
@@ -284,11 +285,8 @@ size_t daebus__http_cors_preflight(const daebus__http_cors *c, const char *origi
                                    size_t cap)
 {
     out o = {buf, cap, 0, false};
-    if (cap)
-        buf[0] = '\0';
-    if (!c)
+    if (!start_cors(&o, c))
         return 0;
-    put(&o, "Vary: Origin\r\n");
     if (!daebus__http_cors_origin_allowed(c, origin))
         return finish(&o);
     put_origin(&o, c, origin);

@@ -3,8 +3,9 @@
  * A configuration is immutable once built and reference-counted, so the HTTP
  * component can swap it while requests use the old one.
  *
- * Thread: build on any thread; ref/unref and the header functions are
- * thread-safe on a shared configuration.
+ * Built on any thread; ref/unref and the header functions are safe on a
+ * shared configuration.
+ * Thread: callable from any thread.
  */
 #ifndef DAEBUS_HTTP_CORS_H
 #define DAEBUS_HTTP_CORS_H

@@ -5,8 +5,11 @@
  * and header values; the fuzz targets call them with arbitrary bytes.
  */
 #include "http_parse.h"
+#include "textlist.h"
 #include "utf8.h"
 
+#include <civetweb.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,32 +24,24 @@ bool daebus__http_utf8_valid(const char *s, size_t len)
 
 /* ---- percent-decoding and forms ---- */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
+/* CivetWeb's mg_url_decode does the decoding (the same rules: a malformed
+ * escape is kept literally, "%00" gives a NUL byte that the callers refuse).
+ * It takes int lengths: the rare text of 2 GiB or more is decoded in pieces
+ * that end before a '%' so that no escape is split. */
 size_t daebus__http_percent_decode(const char *src, size_t len, char *dst, bool plus_is_space)
 {
     size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = src[i];
-        if (c == '%' && i + 2 < len) {
-            int hi = hexval(src[i + 1]);
-            int lo = hexval(src[i + 2]);
-            if (hi >= 0 && lo >= 0) {
-                dst[o++] = (char)(hi * 16 + lo);
-                i += 2;
-                continue;
-            }
+    while (len) {
+        size_t n = len;
+        if (n > (size_t)INT_MAX - 1) {
+            n = (size_t)INT_MAX - 1;
+            while (n > 2 && (src[n - 1] == '%' || src[n - 2] == '%'))
+                n--;
         }
-        dst[o++] = (plus_is_space && c == '+') ? ' ' : c;
+        int w = mg_url_decode(src, (int)n, dst + o, (int)n + 1, plus_is_space ? 1 : 0);
+        o += w > 0 ? (size_t)w : 0;
+        src += n;
+        len -= n;
     }
     dst[o] = '\0';
     return o;
@@ -157,6 +152,10 @@ static bool has_encoded_nul(const char *text, size_t len)
     return memchr(text, '\0', len) != NULL;
 }
 
+/* Not mg_split_form_urlencoded: it splits in place a NUL-terminated copy
+ * into a fixed array of pairs (a second bound next to the body size) and
+ * leaves a "name" without '=' NULL where the protocol wants "" (the pairs
+ * are decoded with mg_url_decode, through daebus__http_percent_decode). */
 int daebus__http_parse_form(const char *text, size_t len, cJSON *object)
 {
     if (!text || !len)
@@ -199,23 +198,7 @@ bool daebus__http_static_path_safe(const char *path, bool allow_hidden)
 
 bool daebus__http_list_has(const char *list, const char *item, size_t item_len)
 {
-    if (!list || !item)
-        return false;
-    const char *p = list;
-    while (*p) {
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        const char *start = p;
-        while (*p && *p != ',')
-            p++;
-        const char *end = p;
-        while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
-            end--;
-        if ((size_t)(end - start) == item_len && item_len &&
-            strncasecmp(start, item, item_len) == 0)
-            return true;
-    }
-    return false;
+    return daebus__list_has(list, item, item_len, true);
 }
 
 static size_t media_len(const char *ct)
@@ -312,6 +295,9 @@ const char *daebus__http_absolute_path(const char *target)
 
 /* ---- MIME types ---- */
 
+/* Not mg_get_builtin_mime_type: its text types carry no charset (browsers
+ * then guess), it gives "application/javascript" where RFC 9239 says
+ * "text/javascript" (RFC 9239). */
 const char *daebus__http_mime_type(const char *path)
 {
     static const struct {

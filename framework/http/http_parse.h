@@ -5,7 +5,8 @@
  * function here is pure (no globals, no I/O, no logging) so that the fuzzing
  * targets can call them directly.
  *
- * Thread: every function is thread-safe (reentrant).
+ * Every function is reentrant.
+ * Thread: callable from any thread.
  */
 #ifndef DAEBUS_HTTP_PARSE_H
 #define DAEBUS_HTTP_PARSE_H

@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include "civet.h"
 #include "component.h"
 #include "daebus/http.h"
 #include "http_cors.h"
@@ -24,20 +25,6 @@ typedef struct daebus__http_mw {
     void *user;
     const daebus_blueprint *bp; /* NULL = every request */
 } daebus__http_mw;
-
-/* A request whose body is being read: its peer and its deadline. When the
- * deadline passes, the watchdog thread (http.c) finds the socket by its
- * addresses and shuts its read side, which wakes the worker blocked in
- * mg_read. The socket is looked up only then: CivetWeb does not hand it out,
- * and a scan of the descriptors costs milliseconds. */
-typedef struct daebus__http_reader {
-    char addr[48]; /* the peer, as CivetWeb prints it */
-    int port;
-    int local_port;
-    double deadline; /* daebus__now_mono() */
-    bool used;
-    bool expired; /* the deadline passed (and the read side was shut if found) */
-} daebus__http_reader;
 
 /* Refusals logged at most once a second each (an attacker sets the rate). */
 enum {
@@ -86,14 +73,8 @@ struct daebus_http {
     atomic_int draining; /* stopping: new requests get 503 while in-flight ones finish */
     atomic_uint_fast64_t st_bytes_in;
     atomic_uint_fast64_t st_bytes_out;
-    /* body readers: max_body_readers slots, guarded by rd_lock */
-    pthread_mutex_t rd_lock;
-    pthread_cond_t rd_cond;
-    daebus__http_reader *readers;
-    double rd_next;  /* when the watchdog wakes next */
-    bool rd_running; /* the watchdog thread runs */
-    bool rd_stop;
-    pthread_t rd_thread;
+    /* body readers: max_body_readers deadline slots and their watchdog (civet.c) */
+    daebus__civet_deadlines readers;
     /* rate-limited refusal notes: time of the last line, refusals since */
     atomic_llong note_last_ms[DAEBUS__HTTP_NOTES];
     atomic_uint_fast64_t note_count[DAEBUS__HTTP_NOTES];
@@ -138,10 +119,16 @@ struct daebus_http_response {
     char *headers;
 };
 
-/* The CivetWeb request handler (http_request.c). */
+/* The CivetWeb request handler (http_hooks.c). */
 int daebus__http_dispatch(struct mg_connection *conn, void *cbdata);
 
-/* CivetWeb callbacks (http_request.c): begin_request checks the framing and
+/* Serves one request (http_request.c): raw and query are an absolute-form
+ * target's path and query (NULL: CivetWeb's); start is when the request's
+ * clock started. Returns: the status sent. */
+int daebus__http_dispatch_target(struct mg_connection *conn, daebus_http *h, const char *raw,
+                                 const char *query, double start);
+
+/* CivetWeb callbacks (http_hooks.c): begin_request checks the framing and
  * upgrade headers before CivetWeb's own handling; connection_close answers
  * the requests CivetWeb parsed but would drop (absolute-form targets on
  * another host or port, OPTIONS *); init_connection notes when a connection
@@ -150,15 +137,6 @@ int daebus__http_begin_request(struct mg_connection *conn);
 void daebus__http_connection_close(const struct mg_connection *conn);
 int daebus__http_init_connection(const struct mg_connection *conn, void **conn_data);
 
-/* Takes a body-reader slot for the request of conn, whose body is read
- * until deadline. Thread: the worker serving conn. Returns: the slot, or -1
- * when all max_body_readers slots are taken. */
-int daebus__http_reader_acquire(daebus_http *h, const struct mg_connection *conn, double deadline);
-
-/* Gives the slot back. Returns: true when the watchdog expired it (the
- * socket's read side is shut). */
-bool daebus__http_reader_release(daebus_http *h, int slot);
-
 /* Logs a refusal of kind note (DAEBUS__HTTP_NOTE_*) at most once a second,
  * with the count of those not logged. */
 void daebus__http_note(daebus_http *h, int note, const char *fmt, ...)
@@ -166,5 +144,33 @@ void daebus__http_note(daebus_http *h, int note, const char *fmt, ...)
 
 /* Returns: a reference to the current CORS configuration (NULL = off). */
 daebus__http_cors *daebus__http_cors_current(daebus_http *http);
+
+/* ---- responses (http_response.c) ---- */
+
+/* Allocates res->headers on first use. Returns: 0 or -1. */
+int daebus__http_headers_buffer(daebus_http_response *res);
+/* Sends the status line and headers; clen < 0 = no Content-Length.
+ * Returns: 0, DAEBUS_ESTATE (sent already), DAEBUS_EIO, DAEBUS_ENOMEM. */
+int daebus__http_send_head(daebus_http_response *res, int status, const char *ctype, long long clen,
+                           bool chunked);
+/* Writes a body (nothing for HEAD). Returns: 0 or DAEBUS_EIO. */
+int daebus__http_write_all(daebus_http_response *res, const void *data, size_t len);
+/* The Allow list of mask (HEAD with GET, OPTIONS always) into buf. */
+void daebus__http_allow_text(unsigned mask, char *buf, size_t cap);
+/* {"error": error, "path": path} with status. */
+void daebus__http_send_path_error(daebus_http_response *res, int status, const char *error,
+                                  const char *path);
+/* 405 with the Allow header. */
+void daebus__http_send_405(daebus_http_response *res, unsigned allow, const char *path);
+
+/* ---- static files (http_static.c) ---- */
+
+/* Resolves the static file of the path segments. Returns: 1 and a malloc'd
+ * real path in *out, 0 when not under the prefix or no file, -1 for an
+ * escape attempt (answered 404 too). */
+int daebus__http_static_lookup(daebus_http *h, const char *const *segs, const size_t *lens,
+                               int nsegs, char **out);
+/* Sends the file at path (200, or 404/500 as JSON). */
+void daebus__http_send_file(daebus_http_response *res, const char *path);
 
 #endif

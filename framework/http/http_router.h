@@ -9,8 +9,9 @@
  * backtracking when a branch dead-ends: an exact segment beats a parameter and
  * the cost does not grow with the number of routes.
  *
- * Thread: build (create/add) on one thread; lookups may then run on any number
- * of threads at once (the trie is read-only).
+ * Built (create/add) on one thread when the server starts; lookups then run on
+ * any number of CivetWeb workers at once (the trie is read-only).
+ * Thread: the app's owning thread.
  */
 #ifndef DAEBUS_HTTP_ROUTER_H
 #define DAEBUS_HTTP_ROUTER_H

@@ -35,6 +35,7 @@
 #include <civetweb.h>
 
 #include "daebus/log.h"
+#include "civet.h"
 #include "ws_parse.h"
 
 #define TICK_MS    50
@@ -254,11 +255,6 @@ int ws__begin_close(ws_client *c, int code, const char *reason, int why)
 
 /* ---- sockets ---- */
 
-static int fd_owned(daebus_ws *ws, int fd)
-{
-    return fd < ws->fd_cap && ws->fd_owned[fd];
-}
-
 static void set_owned(daebus_ws *ws, int fd, int v)
 {
     if (fd >= ws->fd_cap) {
@@ -277,75 +273,13 @@ static void set_owned(daebus_ws *ws, int fd, int v)
     ws->fd_owned[fd] = (unsigned char)v;
 }
 
-static int peer_matches(int fd, const char *addr, int port, int local_port)
-{
-    struct sockaddr_storage ss;
-    socklen_t l = sizeof ss;
-    if (getpeername(fd, (struct sockaddr *)&ss, &l) != 0)
-        return 0;
-    char buf[64];
-    int p;
-    if (ss.ss_family == AF_INET) {
-        struct sockaddr_in *s = (struct sockaddr_in *)&ss;
-        p = ntohs(s->sin_port);
-        inet_ntop(AF_INET, &s->sin_addr, buf, sizeof buf);
-    } else if (ss.ss_family == AF_INET6) {
-        struct sockaddr_in6 *s = (struct sockaddr_in6 *)&ss;
-        p = ntohs(s->sin6_port);
-        inet_ntop(AF_INET6, &s->sin6_addr, buf, sizeof buf);
-    } else {
-        return 0;
-    }
-    if (p != port || strcmp(buf, addr) != 0)
-        return 0;
-    l = sizeof ss;
-    if (getsockname(fd, (struct sockaddr *)&ss, &l) != 0)
-        return 0;
-    int lp = ss.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
-                                     : ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    return local_port <= 0 || lp == local_port;
-}
-
-/* The socket connected to addr:port on local_port (fd_lock held): probes the
- * descriptors below the highest one known (skipping those of clients), then,
- * if that fails, every entry of /proc/self/fd. Returns: the fd or -1. */
-static int scan_fd(daebus_ws *ws, const char *addr, int port, int local_port)
-{
-    int found = -1;
-    int hi = ws->fd_hi + 256 > 1024 ? ws->fd_hi + 256 : 1024;
-    for (int fd = hi - 1; fd >= 0 && found < 0; fd--) {
-        if (fd_owned(ws, fd))
-            continue;
-        if (peer_matches(fd, addr, port, local_port))
-            found = fd;
-    }
-    DIR *d = found < 0 ? opendir("/proc/self/fd") : NULL;
-    if (d) {
-        struct dirent *e;
-        int dfd = dirfd(d);
-        while ((e = readdir(d)) != NULL) {
-            if (e->d_name[0] < '0' || e->d_name[0] > '9')
-                continue;
-            int fd = atoi(e->d_name);
-            if (fd == dfd || fd < hi || fd_owned(ws, fd))
-                continue;
-            if (peer_matches(fd, addr, port, local_port)) {
-                found = fd;
-                break;
-            }
-        }
-        closedir(d);
-    }
-    return found;
-}
-
 int ws__peer_fd(daebus_ws *ws, const struct mg_connection *conn)
 {
     const struct mg_request_info *ri = mg_get_request_info(conn);
     if (!ri)
         return -1;
     pthread_mutex_lock(&ws->fd_lock);
-    int fd = scan_fd(ws, ri->remote_addr, ri->remote_port, ri->server_port);
+    int fd = daebus__civet_socket(conn);
     pthread_mutex_unlock(&ws->fd_lock);
     return fd;
 }
@@ -354,10 +288,8 @@ int ws__peer_fd(daebus_ws *ws, const struct mg_connection *conn)
 void ws__find_fd(ws_client *c)
 {
     daebus_ws *ws = c->ws;
-    const struct mg_request_info *ri = mg_get_request_info(c->conn);
-    int local_port = ri ? ri->server_port : 0;
     pthread_mutex_lock(&ws->fd_lock);
-    int found = scan_fd(ws, c->remote_addr, c->remote_port, local_port);
+    int found = daebus__civet_socket(c->conn);
     if (found >= 0) {
         set_owned(ws, found, 1);
         if (found > ws->fd_hi)

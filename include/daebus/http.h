@@ -141,7 +141,7 @@ typedef struct daebus_http_stats {
 /* Creates an HTTP component (not yet attached). opts may be NULL (defaults).
  * Ownership: option strings and the CORS struct are copied.
  * Returns: NULL on bad options or allocation failure (err filled).
- * Thread: any, before run. */
+ * Thread: callable from any thread. */
 DAEBUS_API daebus_http *daebus_http_create(const daebus_http_options *opts, daebus_error *err);
 
 /* Attaches http to app.
@@ -149,47 +149,55 @@ DAEBUS_API daebus_http *daebus_http_create(const daebus_http_options *opts, daeb
  * is destroyed, so the caller never frees it. Passing http NULL (a failed create)
  * returns DAEBUS_EINVAL, so "attach(create(...), app)" needs no check.
  * Returns: 0, DAEBUS_EEXIST (an HTTP component is attached already),
- * DAEBUS_ESTATE (app running), DAEBUS_EINVAL. Thread: before run. */
+ * DAEBUS_ESTATE (app running), DAEBUS_EINVAL.
+ * Thread: before the app runs. */
 DAEBUS_API int daebus_http_attach(daebus_http *http, daebus_app *app);
 
 /* Frees a component that was never attached (attached ones are freed by the
- * app). Accepts NULL. Thread: not while it runs. */
+ * app). Accepts NULL.
+ * Thread: before the app runs. */
 DAEBUS_API void daebus_http_destroy(daebus_http *http);
 
 /* Returns: the port the server listens on while running (the real one when
- * DAEBUS_PORT_ANY or --port 0 was asked), else -1. Thread: any. */
+ * DAEBUS_PORT_ANY or --port 0 was asked), else -1.
+ * Thread: callable from any thread. */
 DAEBUS_API int daebus_http_port(const daebus_http *http);
 
-/* Fills out with the counters. Returns: 0 or DAEBUS_EINVAL. Thread: any. */
+/* Fills out with the counters. Returns: 0 or DAEBUS_EINVAL.
+ * Thread: callable from any thread. */
 DAEBUS_API int daebus_http_get_stats(const daebus_http *http, daebus_http_stats *out);
 
 /* Replaces the CORS configuration (NULL = CORS off). Takes effect for requests
  * that start afterwards. Ownership: copied.
- * Returns: 0, DAEBUS_EINVAL, DAEBUS_ENOMEM. Thread: any. */
+ * Returns: 0, DAEBUS_EINVAL, DAEBUS_ENOMEM.
+ * Thread: callable from any thread. */
 DAEBUS_API int daebus_http_set_cors(daebus_http *http, const daebus_http_cors *cors);
 
 /* The same from a JSON object with the Python keys: allowed_origins,
  * allowed_methods, allowed_headers, expose_headers (each a string or a list of
  * strings), allow_credentials (bool), max_age (number). An empty object or
  * NULL turns CORS off. Ownership: borrowed.
- * Returns: 0, DAEBUS_EINVAL (wrong types; logged), DAEBUS_ENOMEM. Thread: any. */
+ * Returns: 0, DAEBUS_EINVAL (wrong types; logged), DAEBUS_ENOMEM.
+ * Thread: callable from any thread. */
 DAEBUS_API int daebus_http_set_cors_json(daebus_http *http, const cJSON *config);
 
 /* Adds middleware run before every route (and static file). user is passed
  * to fn. Returns: 0, DAEBUS_EINVAL, DAEBUS_ESTATE (running), DAEBUS_ENOMEM.
- * Thread: before run. */
+ * Thread: before the app runs. */
 DAEBUS_API int daebus_http_use(daebus_http *http, daebus_http_middleware_fn *fn, void *user);
 
 /* Adds middleware run only before the routes registered through bp (routes
  * whose .bp is bp, or that daebus_blueprint_add_route added to bp).
  * Ownership: bp borrowed, must outlive the app.
- * Returns: 0, DAEBUS_EINVAL, DAEBUS_ESTATE, DAEBUS_ENOMEM. Thread: before run. */
+ * Returns: 0, DAEBUS_EINVAL, DAEBUS_ESTATE, DAEBUS_ENOMEM.
+ * Thread: before the app runs. */
 DAEBUS_API int daebus_http_use_blueprint(daebus_http *http, const daebus_blueprint *bp,
                                          daebus_http_middleware_fn *fn, void *user);
 
 /* ---- the request (valid until the handler returns) ----
- * Thread: every accessor below is for the thread running the handler or
- * middleware that received req. Ownership: returned strings and JSON belong to
+ * Thread: only inside its handler.
+ * (Every accessor below, on the thread running the handler or middleware
+ * that received req.) Ownership: returned strings and JSON belong to
  * the request. A NULL req gives NULL. */
 
 /* Returns: "GET", "POST", ... */
@@ -222,7 +230,9 @@ DAEBUS_API void daebus_http_request_set_local(daebus_http_request *req, void *va
 DAEBUS_API void *daebus_http_request_get_local(const daebus_http_request *req);
 
 /* ---- the response (one per request) ----
- * Thread: the thread running the handler or middleware that received res. */
+ * Thread: only inside its handler.
+ * (Every function below, on the thread running the handler or middleware
+ * that received res.) */
 
 /* Adds a response header sent with the status line. Call before sending.
  * Content-Length, Transfer-Encoding and Connection are managed by the server
