@@ -286,13 +286,13 @@ static void on_ready(struct mg_connection *conn, void *cbdata)
     if (daebus__civet_ws_is_full(conn)) {
         char payload[125];
         size_t n = daebus__ws_close_payload(1013, "Server full", payload);
-        int fd = ws__peer_fd(ws, conn);
+        int fd = daebus__ws_peer_fd(ws, conn);
         daebus__civet_ws_close_full(conn, fd, payload, n, ws->close_timeout);
         return;
     }
     if (!c)
         return;
-    ws__find_fd(c);
+    daebus__ws_find_fd(c);
     daebus__ws_client_set_state(c, WS_OPEN);
     pthread_mutex_lock(&ws->reg_lock);
     uint64_t open = (uint64_t)ws->nconn;
@@ -353,7 +353,7 @@ static void on_close(const struct mg_connection *conn, void *cbdata)
         size_t n = daebus__ws_close_payload(code == 1005 ? 1000 : code, "", payload);
         daebus__civet_ws_echo_close(conn, payload, n);
     }
-    ws__release_fd(c);
+    daebus__ws_release_fd(c);
     daebus__ws_client_set_state(c, WS_GONE);
     atomic_fetch_add(&ws->st_disc[reason], 1);
     daebus_log(DAEBUS_LOG_DEBUG, "websocket", "client %s disconnected", c->id);

@@ -47,12 +47,21 @@ void daebus__ws_force_close(ws_client *c, int why);
 
 /* ---- sockets ---- */
 
+/* The definitions in ws_io.c keep their old names while the CivetWeb adapter
+ * (civet.c, daebus__civet_socket) replaces the socket search in them; the
+ * symbols carry the daebus__ws_ prefix already. Rename the three definitions
+ * and drop these macros once that change is merged. */
+#define ws__find_fd    daebus__ws_find_fd
+#define ws__release_fd daebus__ws_release_fd
+#define ws__peer_fd    daebus__ws_peer_fd
+
 /* Finds c's socket (on its CivetWeb thread, connection open). */
-void ws__find_fd(ws_client *c);
-void ws__release_fd(ws_client *c);
+void daebus__ws_find_fd(ws_client *c);
+/* Gives c's socket back (close callback). */
+void daebus__ws_release_fd(ws_client *c);
 /* The socket of a connection that has no client entry (not claimed).
  * Returns: the fd or -1. */
-int ws__peer_fd(daebus_ws *ws, const struct mg_connection *conn);
+int daebus__ws_peer_fd(daebus_ws *ws, const struct mg_connection *conn);
 
 /* ---- threads, logs, stats ---- */
 
