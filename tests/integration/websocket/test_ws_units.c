@@ -7,6 +7,7 @@
 #include "daebus/daebus.h"
 #include "daebus/error.h"
 #include "testsupport.h"
+#include "strlist.h"
 #include "utf8.h"
 #include "ws_parse.h"
 #include "ws_registry.h"
@@ -220,6 +221,22 @@ static void test_rate(void)
     CU_ASSERT_TRUE(ws_rate_allow(&r, 0, 1.0, 1.0)); /* disabled */
 }
 
+/* The upgrade paths (exact) and allowed origins (any case) are comma lists. */
+static void test_strlist(void)
+{
+    const char *paths = " /, /ws ,/chat\t,,";
+    CU_ASSERT_TRUE(daebus__strlist_has(paths, "/", 1, false));
+    CU_ASSERT_TRUE(daebus__strlist_has(paths, "/ws", 3, false));
+    CU_ASSERT_TRUE(daebus__strlist_has(paths, "/chat", 5, false));
+    CU_ASSERT_FALSE(daebus__strlist_has(paths, "/WS", 3, false));
+    CU_ASSERT_TRUE(daebus__strlist_has(paths, "/WS", 3, true));
+    CU_ASSERT_FALSE(daebus__strlist_has(paths, "/w", 2, false));
+    CU_ASSERT_FALSE(daebus__strlist_has(paths, "", 0, false));
+    CU_ASSERT_FALSE(daebus__strlist_has(NULL, "/", 1, false));
+    CU_ASSERT_FALSE(daebus__strlist_has(paths, NULL, 1, false));
+    CU_ASSERT_TRUE(daebus__strlist_has("https://A.example", "https://a.example", 17, true));
+}
+
 static void test_attach_order(void)
 {
     daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
@@ -268,6 +285,7 @@ int main(void)
     CU_add_test(s, "request_id of unparsed messages", test_scan_request_id);
     CU_add_test(s, "registry", test_registry);
     CU_add_test(s, "rate limiter", test_rate);
+    CU_add_test(s, "comma lists", test_strlist);
     CU_add_test(s, "attach order and options", test_attach_order);
     return ts_run_cunit();
 }
