@@ -196,7 +196,7 @@ bool daebus__http_cors_origin_allowed(const daebus__http_cors *c, const char *or
 {
     if (!c || !origin || !*origin || has_crlf(origin))
         return false;
-    return c->any_origin || daebus__http_list_has(c->origins, origin, strlen(origin));
+    return c->any_origin || daebus__list_has(c->origins, origin, strlen(origin), true);
 }
 
 typedef struct out {
@@ -297,7 +297,7 @@ size_t daebus__http_cors_preflight(const daebus__http_cors *c, const char *origi
     if (c->methods && strcmp(c->methods, "*") != 0) {
         unsigned allowed = 0;
         for (int i = 0; i < 7; i++)
-            if (daebus__http_list_has(c->methods, method_names[i], strlen(method_names[i])))
+            if (daebus__list_has(c->methods, method_names[i], strlen(method_names[i]), true))
                 allowed |= 1u << i;
         mask &= allowed;
     }

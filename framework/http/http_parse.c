@@ -196,11 +196,6 @@ bool daebus__http_static_path_safe(const char *path, bool allow_hidden)
 
 /* ---- header helpers ---- */
 
-bool daebus__http_list_has(const char *list, const char *item, size_t item_len)
-{
-    return daebus__list_has(list, item, item_len, true);
-}
-
 static size_t media_len(const char *ct)
 {
     size_t n = 0;

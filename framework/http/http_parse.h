@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include "textlist.h"
 #include <cjson/cJSON.h>
 
 /* Returns: true if s[0..len) is well-formed UTF-8 (no overlongs, no
@@ -48,10 +49,6 @@ int daebus__http_parse_form(const char *text, size_t len, cJSON *object);
  * other than a plain file name like ".well-known" are allowed only when
  * allow_hidden. Returns: true if the path may be joined under a root. */
 bool daebus__http_static_path_safe(const char *path, bool allow_hidden);
-
-/* Returns: true if the comma-separated list (case-insensitive, spaces around
- * items ignored) contains item[0..item_len). */
-bool daebus__http_list_has(const char *list, const char *item, size_t item_len);
 
 /* Returns: true if the media type of content_type (before ';', case-
  * insensitive) equals type, e.g. "application/json; charset=utf-8". */

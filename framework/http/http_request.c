@@ -140,7 +140,7 @@ static int read_body(daebus_http *h, daebus_http_request *req, double deadline)
     const struct mg_request_info *ri = mg_get_request_info(req->conn);
     long long cl = ri->content_length;
     const char *te = mg_get_header(req->conn, "Transfer-Encoding");
-    bool chunked = te && daebus__http_list_has(te, "chunked", 7);
+    bool chunked = te && daebus__list_has(te, "chunked", 7, true);
     if (cl <= 0 && !chunked)
         return 0;
     if (cl > 0 && (unsigned long long)cl > h->max_body)

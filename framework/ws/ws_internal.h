@@ -1,4 +1,8 @@
-/* ws_internal.h - shared structures of the WebSocket component (websocket.c, ws_io.c).
+/* ws_internal.h - shared structures of the WebSocket layer (every framework/ws/ file).
+ *
+ * The functions each file offers the others are declared in its own header
+ * (ws_io.h, ws_client.h, ws_request.h, ws_message.h, ws_conn.h); this one
+ * holds only the types they share and the lock order.
  *
  * Locks, outermost first: ws->reg_lock (registry, client states), c->lock
  * (one client's queue and metadata), ws->wlock (writer ready/blocked lists).
@@ -43,6 +47,17 @@ enum { WS_LOG_TOOBIG = 0, WS_LOG_PINGS, WS_LOG_SLOW, WS_LOG_KINDS };
 /* Control frames over the limit ignored while the 1008 close waits to go out;
  * past them the connection is dropped. */
 #define WS_CLOSING_FLOOD 256
+
+/* Appends node to the singly linked list head..tail through its link field. */
+#define WS_LIST_APPEND(head, tail, node, link)                                                     \
+    do {                                                                                           \
+        (node)->link = NULL;                                                                       \
+        if (tail)                                                                                  \
+            (tail)->link = (node);                                                                 \
+        else                                                                                       \
+            (head) = (node);                                                                       \
+        (tail) = (node);                                                                           \
+    } while (0)
 
 enum { WS_PENDING = 0, WS_OPEN, WS_CLOSING, WS_GONE };
 
@@ -116,7 +131,7 @@ struct daebus_ws {
     int rl_max;
     double rl_window;
     int rl_disconnect_after;
-    double log_last[WS_LOG_KINDS]; /* ws__log_allow (rl_lock) */
+    double log_last[WS_LOG_KINDS]; /* daebus__ws_log_allow (rl_lock) */
     uint64_t log_dropped[WS_LOG_KINDS];
     /* handlers, read at start */
     const daebus__handler *socket_handlers;
@@ -140,58 +155,9 @@ struct daebus_ws {
     int nwriters;
     pthread_t maint;
     int maint_started;
-    /* fd ownership map (fd_lock) */
-    pthread_mutex_t fd_lock;
-    unsigned char *fd_owned;
-    int fd_cap;
-    int fd_hi; /* highest socket found so far */
     /* stats */
     atomic_uint_fast64_t st_connects, st_rejected, st_disc[5], st_in, st_out, st_bytes_in,
         st_bytes_out, st_handler_errors, st_rate_limited, st_qhw, st_clients_hw;
 };
-
-/* ---- ws_io.c ---- */
-ws_frame *ws__frame_new(int opcode, const char *data, size_t len);
-/* Takes ownership of a malloc'd text (freed here). */
-ws_frame *ws__frame_text_take(char *text, size_t len);
-void ws__frame_unref(ws_frame *f);
-void ws__client_ref(ws_client *c);
-void ws__client_unref(ws_client *c);
-/* Queues f (adds a reference) for c. control frames (server pings, close)
- * ignore the limits; pongs do not.
- * Returns: 0, DAEBUS_ENOENT (closing/closed), DAEBUS_ETOOBIG (f alone is over
- * queue_max_bytes: refused, the client is not touched), DAEBUS_EFULL (over the
- * limit: the client is being dropped as a slow consumer), DAEBUS_ENOMEM. */
-int ws__enqueue(ws_client *c, ws_frame *f, bool control);
-/* Puts c on the writers' ready list if it has frames (call after the
- * connection became open). */
-void ws__schedule(ws_client *c);
-/* Around a message handler on c's own CivetWeb thread: frames this thread
- * queues for c meanwhile are written by it when the handler is done
- * (ws__own_end), instead of being handed to a writer thread. Frames queued
- * by other threads go to the writers as usual. */
-void ws__own_begin(ws_client *c);
-void ws__own_end(ws_client *c);
-/* Starts closing c: close frame queued after what is queued already.
- * Returns: 0 or DAEBUS_ENOENT (already closing or gone). */
-int ws__begin_close(ws_client *c, int code, const char *reason, int why);
-/* Shuts c's socket down at once (the CivetWeb thread then ends it). */
-void ws__force_close(ws_client *c, int why);
-/* Finds c's socket (on its CivetWeb thread, connection open). */
-void ws__find_fd(ws_client *c);
-void ws__release_fd(ws_client *c);
-/* The socket of a connection that has no client entry (not claimed).
- * Returns: the fd or -1. */
-int ws__peer_fd(daebus_ws *ws, const struct mg_connection *conn);
-int ws__io_start(daebus_ws *ws);
-/* ---- websocket.c ---- */
-/* Frees c's reassembly buffer (malloc'd or mmap'd). */
-void ws__frag_release(ws_client *c);
-void ws__io_stop(daebus_ws *ws);
-/* Rate limit of the log lines of one kind: true at most once a second; the
- * lines dropped meanwhile are counted in *dropped (reset). */
-bool ws__log_allow(daebus_ws *ws, int kind, uint64_t *dropped);
-double ws__mono(void);
-double ws__wall(void);
 
 #endif

@@ -9,16 +9,16 @@
  * the blocked list instead of stalling a writer, and its queue grows until
  * it hits the limit, which drops the client ("slow consumer"). Frames a
  * message handler queues for its own client are written by the client's
- * CivetWeb thread once the handler returns (ws__own_end), acting as that
+ * CivetWeb thread once the handler returns (daebus__ws_own_end), acting as that
  * client's writer for the moment: the same checks, no hand-off.
  *
  * CivetWeb does not expose a connection's socket, so the socket is found
  * once per connection by matching the peer address among the process's file
- * descriptors (ws__find_fd). With it the server can also end a connection at
+ * descriptors (daebus__ws_find_fd). With it the server can also end a connection at
  * once (shutdown(2)), which the maintenance thread does for clients that
  * missed the heartbeat or ignored a close frame.
  */
-#include "ws_internal.h"
+#include "ws_io.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -29,35 +29,23 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <civetweb.h>
 
+#include "clock.h"
 #include "daebus/log.h"
 #include "civet.h"
+#include "ws_client.h"
+#include "ws_message.h"
 #include "ws_parse.h"
 
 #define TICK_MS    50
 #define FAIR_BATCH 64
 
-double ws__mono(void)
+bool daebus__ws_log_allow(daebus_ws *ws, int kind, uint64_t *dropped)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-double ws__wall(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-bool ws__log_allow(daebus_ws *ws, int kind, uint64_t *dropped)
-{
-    double now = ws__mono();
+    double now = daebus__now_mono();
     bool ok = false;
     pthread_mutex_lock(&ws->rl_lock);
     if (ws->log_last[kind] == 0 || now - ws->log_last[kind] >= 1.0) {
@@ -72,7 +60,7 @@ bool ws__log_allow(daebus_ws *ws, int kind, uint64_t *dropped)
     return ok;
 }
 
-static void stat_max(atomic_uint_fast64_t *a, uint64_t v)
+void daebus__ws_stat_max(atomic_uint_fast64_t *a, uint64_t v)
 {
     uint64_t cur = atomic_load(a);
     while (v > cur && !atomic_compare_exchange_weak(a, &cur, v))
@@ -81,7 +69,7 @@ static void stat_max(atomic_uint_fast64_t *a, uint64_t v)
 
 /* ---- frames ---- */
 
-ws_frame *ws__frame_new(int opcode, const char *data, size_t len)
+ws_frame *daebus__ws_frame_new(int opcode, const char *data, size_t len)
 {
     ws_frame *f = malloc(sizeof *f + len + 1);
     if (!f)
@@ -95,34 +83,29 @@ ws_frame *ws__frame_new(int opcode, const char *data, size_t len)
     return f;
 }
 
-ws_frame *ws__frame_text_take(char *text, size_t len)
+ws_frame *daebus__ws_frame_text_take(char *text, size_t len)
 {
     if (!text)
         return NULL;
-    ws_frame *f = ws__frame_new(MG_WEBSOCKET_OPCODE_TEXT, text, len);
+    ws_frame *f = daebus__ws_frame_new(MG_WEBSOCKET_OPCODE_TEXT, text, len);
     free(text);
     return f;
 }
 
-void ws__frame_unref(ws_frame *f)
+void daebus__ws_frame_unref(ws_frame *f)
 {
     if (f && atomic_fetch_sub(&f->refs, 1) == 1)
         free(f);
 }
 
-/* ---- clients ---- */
+/* ---- queues ---- */
 
-void ws__client_ref(ws_client *c)
-{
-    atomic_fetch_add(&c->refs, 1);
-}
-
-static void drop_queue(ws_client *c)
+void daebus__ws_queue_drop(ws_client *c)
 {
     ws_qnode *n = c->qhead;
     while (n) {
         ws_qnode *next = n->next;
-        ws__frame_unref(n->f);
+        daebus__ws_frame_unref(n->f);
         free(n);
         n = next;
     }
@@ -131,19 +114,10 @@ static void drop_queue(ws_client *c)
     c->qcount = 0;
 }
 
-void ws__client_unref(ws_client *c)
+/* Appends c to the writers' ready list (ws->wlock held). */
+static void ready_append_locked(daebus_ws *ws, ws_client *c)
 {
-    if (!c || atomic_fetch_sub(&c->refs, 1) != 1)
-        return;
-    drop_queue(c);
-    ws_rate_free(&c->rate);
-    cJSON_Delete(c->user_data);
-    ws__frag_release(c);
-    free(c->path);
-    free(c->id);
-    pthread_mutex_destroy(&c->lock);
-    pthread_cond_destroy(&c->cond);
-    free(c);
+    WS_LIST_APPEND(ws->ready_head, ws->ready_tail, c, next_ready);
 }
 
 /* Adds c to the ready list (c->lock held, c->scheduled false). */
@@ -151,19 +125,14 @@ static void make_ready(ws_client *c)
 {
     daebus_ws *ws = c->ws;
     c->scheduled = 1;
-    ws__client_ref(c);
+    daebus__ws_client_ref(c);
     pthread_mutex_lock(&ws->wlock);
-    c->next_ready = NULL;
-    if (ws->ready_tail)
-        ws->ready_tail->next_ready = c;
-    else
-        ws->ready_head = c;
-    ws->ready_tail = c;
+    ready_append_locked(ws, c);
     pthread_cond_signal(&ws->wcond);
     pthread_mutex_unlock(&ws->wlock);
 }
 
-void ws__schedule(ws_client *c)
+void daebus__ws_schedule(ws_client *c)
 {
     pthread_mutex_lock(&c->lock);
     if (c->qhead && !c->scheduled && !c->conn_closed && c->state != WS_PENDING)
@@ -171,7 +140,7 @@ void ws__schedule(ws_client *c)
     pthread_mutex_unlock(&c->lock);
 }
 
-/* The client whose message handler runs on this thread (ws__own_begin). */
+/* The client whose message handler runs on this thread (daebus__ws_own_begin). */
 static _Thread_local ws_client *own_client;
 
 /* Called with c->lock held. */
@@ -182,16 +151,11 @@ static int push(ws_client *c, ws_frame *f)
         return DAEBUS_ENOMEM;
     atomic_fetch_add(&f->refs, 1);
     n->f = f;
-    n->next = NULL;
-    if (c->qtail)
-        c->qtail->next = n;
-    else
-        c->qhead = n;
-    c->qtail = n;
+    WS_LIST_APPEND(c->qhead, c->qtail, n, next);
     c->qbytes += f->len;
     c->qcount++;
-    stat_max(&c->ws->st_qhw, (uint64_t)c->qcount);
-    /* A handler's own frames wait for ws__own_end(), unless it queues many:
+    daebus__ws_stat_max(&c->ws->st_qhw, (uint64_t)c->qcount);
+    /* A handler's own frames wait for daebus__ws_own_end(), unless it queues many:
      * then a writer starts draining them meanwhile, as for any other sender. */
     bool deferred = own_client == c && c->qcount <= FAIR_BATCH;
     if (!c->scheduled && !c->conn_closed && c->state != WS_PENDING && !deferred)
@@ -199,7 +163,7 @@ static int push(ws_client *c, ws_frame *f)
     return 0;
 }
 
-int ws__enqueue(ws_client *c, ws_frame *f, bool control)
+int daebus__ws_enqueue(ws_client *c, ws_frame *f, bool control)
 {
     daebus_ws *ws = c->ws;
     pthread_mutex_lock(&c->lock);
@@ -218,12 +182,12 @@ int ws__enqueue(ws_client *c, ws_frame *f, bool control)
         size_t qbytes = c->qbytes;
         pthread_mutex_unlock(&c->lock);
         uint64_t dropped = 0;
-        if (ws__log_allow(ws, WS_LOG_SLOW, &dropped))
+        if (daebus__ws_log_allow(ws, WS_LOG_SLOW, &dropped))
             daebus_log(DAEBUS_LOG_WARNING, "websocket",
                        "client %s: outbound queue full (%d frames, %zu bytes): disconnecting it "
                        "as a slow consumer (%llu more such lines suppressed)",
                        c->id, qcount, qbytes, (unsigned long long)dropped);
-        ws__force_close(c, WS_BY_SLOW);
+        daebus__ws_force_close(c, WS_BY_SLOW);
         return DAEBUS_EFULL;
     }
     int rc = push(c, f);
@@ -231,11 +195,11 @@ int ws__enqueue(ws_client *c, ws_frame *f, bool control)
     return rc;
 }
 
-int ws__begin_close(ws_client *c, int code, const char *reason, int why)
+int daebus__ws_begin_close(ws_client *c, int code, const char *reason, int why)
 {
     char payload[125];
-    size_t n = ws_close_payload(code, reason, payload);
-    ws_frame *f = ws__frame_new(MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, payload, n);
+    size_t n = daebus__ws_close_payload(code, reason, payload);
+    ws_frame *f = daebus__ws_frame_new(MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, payload, n);
     if (!f)
         return DAEBUS_ENOMEM;
     pthread_mutex_lock(&c->lock);
@@ -245,57 +209,30 @@ int ws__begin_close(ws_client *c, int code, const char *reason, int why)
         if (rc == 0) {
             c->close_queued = 1;
             c->end_reason = why;
-            c->close_deadline = ws__mono() + c->ws->close_timeout;
+            c->close_deadline = daebus__now_mono() + c->ws->close_timeout;
         }
     }
     pthread_mutex_unlock(&c->lock);
-    ws__frame_unref(f);
+    daebus__ws_frame_unref(f);
     return rc;
 }
 
 /* ---- sockets ---- */
 
-static void set_owned(daebus_ws *ws, int fd, int v)
+int daebus__ws_peer_fd(daebus_ws *ws, const struct mg_connection *conn)
 {
-    if (fd >= ws->fd_cap) {
-        if (!v)
-            return;
-        int cap = ws->fd_cap ? ws->fd_cap : 1024;
-        while (cap <= fd)
-            cap *= 2;
-        unsigned char *m = realloc(ws->fd_owned, (size_t)cap);
-        if (!m)
-            return;
-        memset(m + ws->fd_cap, 0, (size_t)(cap - ws->fd_cap));
-        ws->fd_owned = m;
-        ws->fd_cap = cap;
-    }
-    ws->fd_owned[fd] = (unsigned char)v;
-}
-
-int ws__peer_fd(daebus_ws *ws, const struct mg_connection *conn)
-{
-    const struct mg_request_info *ri = mg_get_request_info(conn);
-    if (!ri)
+    (void)ws; /* the caller is conn's own CivetWeb thread: see civet.c */
+    if (!mg_get_request_info(conn))
         return -1;
-    pthread_mutex_lock(&ws->fd_lock);
-    int fd = daebus__civet_socket(conn);
-    pthread_mutex_unlock(&ws->fd_lock);
-    return fd;
+    return daebus__civet_socket(conn);
 }
 
-/* The socket of c, claimed in the ownership map. */
-void ws__find_fd(ws_client *c)
+/* The socket of c, found on c's own CivetWeb thread (civet.c says why that
+ * cannot pick another connection's socket). */
+void daebus__ws_find_fd(ws_client *c)
 {
     daebus_ws *ws = c->ws;
-    pthread_mutex_lock(&ws->fd_lock);
     int found = daebus__civet_socket(c->conn);
-    if (found >= 0) {
-        set_owned(ws, found, 1);
-        if (found > ws->fd_hi)
-            ws->fd_hi = found;
-    }
-    pthread_mutex_unlock(&ws->fd_lock);
     int sndbuf = 0;
     if (found >= 0 && ws->send_buffer != SIZE_MAX) {
         int sz = ws->send_buffer > (size_t)1 << 30 ? 1 << 30 : (int)ws->send_buffer;
@@ -314,28 +251,21 @@ void ws__find_fd(ws_client *c)
                    "client %s: socket not found; writes to it may block a writer", c->id);
 }
 
-void ws__release_fd(ws_client *c)
+void daebus__ws_release_fd(ws_client *c)
 {
-    daebus_ws *ws = c->ws;
     pthread_mutex_lock(&c->lock);
-    int fd = c->fd;
     c->fd = -1;
     pthread_mutex_unlock(&c->lock);
-    if (fd >= 0) {
-        pthread_mutex_lock(&ws->fd_lock);
-        set_owned(ws, fd, 0);
-        pthread_mutex_unlock(&ws->fd_lock);
-    }
 }
 
-void ws__force_close(ws_client *c, int why)
+void daebus__ws_force_close(ws_client *c, int why)
 {
     pthread_mutex_lock(&c->lock);
     if (!c->conn_closed) {
         if (!c->close_queued)
             c->end_reason = why;
         c->close_queued = 1;
-        drop_queue(c);
+        daebus__ws_queue_drop(c);
         if (c->fd >= 0)
             shutdown(c->fd, SHUT_RDWR);
         else
@@ -393,8 +323,8 @@ static void write_client(daebus_ws *ws, ws_client *c)
         pthread_cond_broadcast(&c->cond);
         done++;
         if (r <= 0) {
-            ws__frame_unref(f);
-            drop_queue(c);
+            daebus__ws_frame_unref(f);
+            daebus__ws_queue_drop(c);
             if (c->fd >= 0 && !c->conn_closed)
                 shutdown(c->fd, SHUT_RDWR);
             break;
@@ -405,43 +335,38 @@ static void write_client(daebus_ws *ws, ws_client *c)
             atomic_fetch_add(&ws->st_bytes_out, f->len);
         } else if (f->opcode == MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE) {
             c->close_sent = 1;
-            c->close_deadline = ws__mono() + ws->close_timeout;
-            drop_queue(c);
+            c->close_deadline = daebus__now_mono() + ws->close_timeout;
+            daebus__ws_queue_drop(c);
         }
-        ws__frame_unref(f);
+        daebus__ws_frame_unref(f);
     }
     if (c->qhead && !c->conn_closed) {
         /* Fairness: back to the end of the ready list. */
         pthread_mutex_unlock(&c->lock);
         pthread_mutex_lock(&ws->wlock);
-        c->next_ready = NULL;
-        if (ws->ready_tail)
-            ws->ready_tail->next_ready = c;
-        else
-            ws->ready_head = c;
-        ws->ready_tail = c;
+        ready_append_locked(ws, c);
         pthread_cond_signal(&ws->wcond);
         pthread_mutex_unlock(&ws->wlock);
         return;
     }
     c->scheduled = 0;
     pthread_mutex_unlock(&c->lock);
-    ws__client_unref(c);
+    daebus__ws_client_unref(c);
 }
 
-void ws__own_begin(ws_client *c)
+void daebus__ws_own_begin(ws_client *c)
 {
     own_client = c;
 }
 
-void ws__own_end(ws_client *c)
+void daebus__ws_own_end(ws_client *c)
 {
     own_client = NULL;
     pthread_mutex_lock(&c->lock);
     if (c->qhead && !c->scheduled && !c->conn_closed && c->state != WS_PENDING) {
         /* Act as a writer for c once: the same claim make_ready() makes. */
         c->scheduled = 1;
-        ws__client_ref(c);
+        daebus__ws_client_ref(c);
         pthread_mutex_unlock(&c->lock);
         write_client(c->ws, c);
         return;
@@ -474,17 +399,8 @@ static void *writer_main(void *arg)
 
 static void heartbeat(daebus_ws *ws, double now)
 {
-    pthread_mutex_lock(&ws->reg_lock);
-    size_t n = ws_registry_count(ws->reg);
-    ws_client **cs = n ? malloc(n * sizeof *cs) : NULL;
-    if (cs) {
-        n = ws_registry_values(ws->reg, (void **)cs, n);
-        for (size_t i = 0; i < n; i++)
-            ws__client_ref(cs[i]);
-    } else {
-        n = 0;
-    }
-    pthread_mutex_unlock(&ws->reg_lock);
+    ws_client **cs;
+    size_t n = daebus__ws_snapshot(ws, &cs, WS_SNAP_ALL);
     for (size_t i = 0; i < n; i++) {
         ws_client *c = cs[i];
         int action = 0; /* 1 ping, 2 idle drop, 3 force close */
@@ -504,21 +420,20 @@ static void heartbeat(daebus_ws *ws, double now)
         }
         pthread_mutex_unlock(&c->lock);
         if (action == 1) {
-            ws_frame *f = ws__frame_new(MG_WEBSOCKET_OPCODE_PING, "daebus", 6);
+            ws_frame *f = daebus__ws_frame_new(MG_WEBSOCKET_OPCODE_PING, "daebus", 6);
             if (f) {
-                ws__enqueue(c, f, true);
-                ws__frame_unref(f);
+                daebus__ws_enqueue(c, f, true);
+                daebus__ws_frame_unref(f);
             }
         } else if (action == 2) {
             daebus_log(DAEBUS_LOG_INFO, "websocket", "client %s: no frame for %.1f s: dropping it",
                        c->id, ws->idle_timeout);
-            ws__force_close(c, WS_BY_IDLE);
+            daebus__ws_force_close(c, WS_BY_IDLE);
         } else if (action == 3) {
-            ws__force_close(c, WS_BY_SERVER);
+            daebus__ws_force_close(c, WS_BY_SERVER);
         }
-        ws__client_unref(c);
     }
-    free(cs);
+    daebus__ws_snapshot_release(cs, n);
 }
 
 static void *maint_main(void *arg)
@@ -527,14 +442,7 @@ static void *maint_main(void *arg)
     double last_beat = 0;
     pthread_mutex_lock(&ws->wlock);
     while (!ws->wstop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += TICK_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&ws->mcond, &ws->wlock, &ts);
+        daebus__cond_wait_for(&ws->mcond, &ws->wlock, TICK_MS / 1000.0);
         if (ws->wstop)
             break;
         /* Blocked clients get another chance. */
@@ -542,17 +450,12 @@ static void *maint_main(void *arg)
         ws->blocked = NULL;
         while (b) {
             ws_client *next = b->next_ready;
-            b->next_ready = NULL;
-            if (ws->ready_tail)
-                ws->ready_tail->next_ready = b;
-            else
-                ws->ready_head = b;
-            ws->ready_tail = b;
+            ready_append_locked(ws, b);
             b = next;
         }
         if (ws->ready_head)
             pthread_cond_broadcast(&ws->wcond);
-        double now = ws__mono();
+        double now = daebus__now_mono();
         if (now - last_beat >= 0.1) {
             last_beat = now;
             pthread_mutex_unlock(&ws->wlock);
@@ -564,7 +467,7 @@ static void *maint_main(void *arg)
     return NULL;
 }
 
-int ws__io_start(daebus_ws *ws)
+int daebus__ws_io_start(daebus_ws *ws)
 {
     ws->wstop = 0;
     ws->writers = calloc((size_t)ws->writer_threads, sizeof *ws->writers);
@@ -572,13 +475,13 @@ int ws__io_start(daebus_ws *ws)
         return DAEBUS_ENOMEM;
     for (int i = 0; i < ws->writer_threads; i++) {
         if (pthread_create(&ws->writers[i], NULL, writer_main, ws) != 0) {
-            ws__io_stop(ws);
+            daebus__ws_io_stop(ws);
             return DAEBUS_ENOMEM;
         }
         ws->nwriters++;
     }
     if (pthread_create(&ws->maint, NULL, maint_main, ws) != 0) {
-        ws__io_stop(ws);
+        daebus__ws_io_stop(ws);
         return DAEBUS_ENOMEM;
     }
     ws->maint_started = 1;
@@ -592,12 +495,12 @@ static void release_list(ws_client *c)
         pthread_mutex_lock(&c->lock);
         c->scheduled = 0;
         pthread_mutex_unlock(&c->lock);
-        ws__client_unref(c);
+        daebus__ws_client_unref(c);
         c = next;
     }
 }
 
-void ws__io_stop(daebus_ws *ws)
+void daebus__ws_io_stop(daebus_ws *ws)
 {
     pthread_mutex_lock(&ws->wlock);
     ws->wstop = 1;

@@ -1,4 +1,4 @@
-/* ws_parse.c - pure helpers of the WebSocket component: envelopes, UTF-8, close payloads.
+/* ws_parse.c - pure helpers of the WebSocket layer: envelopes, close payloads.
  *
  * Parsing and printing use daebus_json_parse / daebus_json_print (exact
  * numbers, "\u0000" kept as C0 80; daebus/json.h). Envelopes are built around borrowed data with cJSON references,
@@ -13,7 +13,7 @@
 
 /* ---- client messages ---- */
 
-ws_parse_result ws_parse_message(const char *buf, size_t len, ws_message *out)
+ws_parse_result daebus__ws_parse_message(const char *buf, size_t len, ws_message *out)
 {
     memset(out, 0, sizeof *out);
     if (!buf)
@@ -37,7 +37,7 @@ ws_parse_result ws_parse_message(const char *buf, size_t len, ws_message *out)
     return WS_PARSE_OK;
 }
 
-void ws_message_free(ws_message *m)
+void daebus__ws_message_free(ws_message *m)
 {
     if (!m)
         return;
@@ -45,38 +45,9 @@ void ws_message_free(ws_message *m)
     memset(m, 0, sizeof *m);
 }
 
-bool ws_json_depth_ok(const char *buf, size_t len, int max)
-{
-    int depth = 0, in_str = 0;
-    for (size_t i = 0; i < len; i++) {
-        char ch = buf[i];
-        if (in_str) {
-            if (ch == '\\')
-                i++;
-            else if (ch == '"')
-                in_str = 0;
-        } else if (ch == '"') {
-            in_str = 1;
-        } else if (ch == '[' || ch == '{') {
-            if (++depth > max)
-                return false;
-        } else if ((ch == ']' || ch == '}') && depth > 0) {
-            depth--;
-        }
-    }
-    return true;
-}
-
-/* ---- UTF-8 ---- */
-
-bool ws_utf8_valid(const unsigned char *s, size_t n)
-{
-    return daebus__utf8_valid((const char *)s, n);
-}
-
 /* ---- close frames ---- */
 
-size_t ws_close_payload(int code, const char *reason, char out[125])
+size_t daebus__ws_close_payload(int code, const char *reason, char out[125])
 {
     out[0] = (char)((code >> 8) & 0xFF);
     out[1] = (char)(code & 0xFF);
@@ -87,14 +58,14 @@ size_t ws_close_payload(int code, const char *reason, char out[125])
     return n + 2;
 }
 
-int ws_close_code(const char *payload, size_t n)
+int daebus__ws_close_code(const char *payload, size_t n)
 {
     if (n == 0)
         return 1005;
     if (n == 1 || n > 125)
         return -1;
     int code = (((unsigned char)payload[0]) << 8) | (unsigned char)payload[1];
-    if (!ws_utf8_valid((const unsigned char *)payload + 2, n - 2))
+    if (!daebus__utf8_valid(payload + 2, n - 2))
         return -1;
     if (code < 1000 || code >= 5000 || code == 1004 || code == 1005 || code == 1006 ||
         code == 1015 || (code > 1014 && code < 3000))
@@ -136,17 +107,18 @@ static char *envelope(const char *type, const cJSON *data, const cJSON *rid, int
     return print_take(o, len);
 }
 
-char *ws_envelope(const char *type, const cJSON *data, const cJSON *rid, size_t *len)
+char *daebus__ws_envelope(const char *type, const cJSON *data, const cJSON *rid, size_t *len)
 {
     return envelope(type, data, rid, -1, len);
 }
 
-char *ws_response_envelope(const cJSON *data, const cJSON *rid, size_t *len)
+char *daebus__ws_response_envelope(const cJSON *data, const cJSON *rid, size_t *len)
 {
     return envelope("response", data, rid, 1, len);
 }
 
-char *ws_error_envelope_rid(const char *message, double retry, const cJSON *rid, size_t *len)
+char *daebus__ws_error_envelope_rid(const char *message, double retry, const cJSON *rid,
+                                    size_t *len)
 {
     cJSON *o = cJSON_CreateObject();
     if (!o || !cJSON_AddStringToObject(o, "type", "error") ||
@@ -158,12 +130,12 @@ char *ws_error_envelope_rid(const char *message, double retry, const cJSON *rid,
     return print_take(o, len);
 }
 
-char *ws_error_envelope(const char *message, double retry, size_t *len)
+char *daebus__ws_error_envelope(const char *message, double retry, size_t *len)
 {
-    return ws_error_envelope_rid(message, retry, NULL, len);
+    return daebus__ws_error_envelope_rid(message, retry, NULL, len);
 }
 
-char *ws_handler_error_envelope(const char *message, const cJSON *rid, size_t *len)
+char *daebus__ws_handler_error_envelope(const char *message, const cJSON *rid, size_t *len)
 {
     if (!message)
         message = "Handler failed";
@@ -222,8 +194,7 @@ static cJSON *literal_at(const char *buf, size_t len, size_t i)
     if (end == i)
         return NULL;
     cJSON *v = cJSON_ParseWithLength(buf + i, end - i);
-    if (cJSON_IsString(v) &&
-        ws_utf8_valid((const unsigned char *)v->valuestring, strlen(v->valuestring)))
+    if (cJSON_IsString(v) && daebus__utf8_valid(v->valuestring, strlen(v->valuestring)))
         return v;
     if (cJSON_IsNumber(v))
         return v;
@@ -231,7 +202,7 @@ static cJSON *literal_at(const char *buf, size_t len, size_t i)
     return NULL;
 }
 
-cJSON *ws_scan_request_id(const char *buf, size_t len)
+cJSON *daebus__ws_scan_request_id(const char *buf, size_t len)
 {
     static const char key[] = "\"request_id\"";
     if (!buf)

@@ -1,5 +1,5 @@
 /* ws_parse.h - pure helpers of the WebSocket component (internal): client
- * envelope parsing, UTF-8 validation, close payloads, server envelopes.
+ * envelope parsing, close payloads, server envelopes (UTF-8: core/utf8.h).
  *
  * Everything here is a pure function of its arguments (no globals, no I/O),
  * so that the fuzzing targets can drive it directly.
@@ -21,7 +21,7 @@ typedef enum ws_parse_result {
 
 /* A parsed client message {"type": T, "data": D, "request_id": R}. */
 typedef struct ws_message {
-    cJSON *root;             /* owned: free with ws_message_free() */
+    cJSON *root;             /* owned: free with daebus__ws_message_free() */
     const char *type;        /* inside root */
     const cJSON *data;       /* inside root, or NULL when absent */
     const cJSON *request_id; /* string or number inside root, or NULL */
@@ -29,52 +29,45 @@ typedef struct ws_message {
 
 /* Parses len bytes of buf (need not be NUL-terminated). On WS_PARSE_OK and
  * WS_PARSE_NO_TYPE out->root is set (free it); otherwise it is NULL. */
-ws_parse_result ws_parse_message(const char *buf, size_t len, ws_message *out);
-void ws_message_free(ws_message *m);
-
-/* Returns: true if the arrays and objects in buf[0..len) nest at most max
- * deep (strings are skipped; the text need not be valid JSON). */
-bool ws_json_depth_ok(const char *buf, size_t len, int max);
-
-/* Returns: true if s[0..n) is well-formed UTF-8 (RFC 3629: no overlongs, no
- * surrogates, nothing above U+10FFFF). */
-bool ws_utf8_valid(const unsigned char *s, size_t n);
+ws_parse_result daebus__ws_parse_message(const char *buf, size_t len, ws_message *out);
+void daebus__ws_message_free(ws_message *m);
 
 /* Writes a close frame payload (2-byte code + reason, at most 125 bytes; the
  * reason is cut at a UTF-8 boundary) into out. Returns: its length. */
-size_t ws_close_payload(int code, const char *reason, char out[125]);
+size_t daebus__ws_close_payload(int code, const char *reason, char out[125]);
 
 /* Reads the code of a close payload. Returns: the code, 1005 (none given) for
  * an empty payload, or -1 for a malformed one (length 1, bad UTF-8 reason or a
  * code a peer may not send). */
-int ws_close_code(const char *payload, size_t n);
+int daebus__ws_close_code(const char *payload, size_t n);
 
 /* Builds {"type": type, "data": data[, "request_id": rid]} (data NULL: no
  * "data" key). Ownership: data and rid are borrowed; the result is malloc'd
  * (free()), NULL on allocation failure. *len gets strlen. */
-char *ws_envelope(const char *type, const cJSON *data, const cJSON *rid, size_t *len);
+char *daebus__ws_envelope(const char *type, const cJSON *data, const cJSON *rid, size_t *len);
 
 /* Builds {"type":"response","data": data[, "request_id": rid],"success":true}:
- * the answer to a client message. Ownership: as ws_envelope(). */
-char *ws_response_envelope(const cJSON *data, const cJSON *rid, size_t *len);
+ * the answer to a client message. Ownership: as daebus__ws_envelope(). */
+char *daebus__ws_response_envelope(const cJSON *data, const cJSON *rid, size_t *len);
 
 /* Builds {"type":"error","error": message[, "retry_after": retry]
  * [, "request_id": rid],"success":false} for the protocol errors (retry < 0:
  * no retry_after; rid NULL: no request_id). rid is borrowed. */
-char *ws_error_envelope_rid(const char *message, double retry, const cJSON *rid, size_t *len);
+char *daebus__ws_error_envelope_rid(const char *message, double retry, const cJSON *rid,
+                                    size_t *len);
 
-/* ws_error_envelope_rid() without a request_id. */
-char *ws_error_envelope(const char *message, double retry, size_t *len);
+/* daebus__ws_error_envelope_rid() without a request_id. */
+char *daebus__ws_error_envelope(const char *message, double retry, size_t *len);
 
 /* Builds {"type":"error","data":{"error": message}[, "request_id": rid],
  * "success":false,"error": message}. */
-char *ws_handler_error_envelope(const char *message, const cJSON *rid, size_t *len);
+char *daebus__ws_handler_error_envelope(const char *message, const cJSON *rid, size_t *len);
 
 /* Reads the top-level "request_id" of a message that may not parse (invalid
  * JSON, nested too deeply, not yet parsed): scans buf[0..len) without
  * recursion for a key "request_id" of the outermost object followed by a
  * string or number literal. A string must be valid UTF-8 once unescaped.
  * Ownership: returns a new item (cJSON_Delete()), or NULL when none is found. */
-cJSON *ws_scan_request_id(const char *buf, size_t len);
+cJSON *daebus__ws_scan_request_id(const char *buf, size_t len);
 
 #endif

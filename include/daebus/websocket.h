@@ -52,7 +52,8 @@
  * JSON returned by a handler is taken by the framework. Functions returning
  * cJSON * give the caller a copy to free with cJSON_Delete().
  *
- * Thread: every function is thread-safe unless its block says otherwise.
+ * Every function is thread-safe unless its block says otherwise.
+ * Thread: callable from any thread.
  */
 #ifndef DAEBUS_WEBSOCKET_H
 #define DAEBUS_WEBSOCKET_H
@@ -174,7 +175,7 @@ typedef struct daebus_ws_stats {
 /* Creates a WebSocket component (not yet attached). opts may be NULL.
  * Ownership: option strings are copied.
  * Returns: NULL on bad options or allocation failure (err filled).
- * Thread: any, before run. */
+ * Thread: before the app runs. */
 DAEBUS_API daebus_ws *daebus_ws_create(const daebus_ws_options *opts, daebus_error *err);
 
 /* Attaches ws to app. The HTTP component must be attached first (the server
@@ -185,27 +186,33 @@ DAEBUS_API daebus_ws *daebus_ws_create(const daebus_ws_options *opts, daebus_err
  * is destroyed, so the caller never frees it. Passing ws NULL (a failed create)
  * returns DAEBUS_EINVAL, so "attach(create(...), app)" needs no check.
  * Returns: 0, DAEBUS_EORDER, DAEBUS_EEXIST, DAEBUS_ESTATE, DAEBUS_EINVAL.
- * Thread: before run. */
+ * Thread: before the app runs. */
 DAEBUS_API int daebus_ws_attach(daebus_ws *ws, daebus_app *app);
 
 /* Frees a component that was never attached. Accepts NULL. */
 DAEBUS_API void daebus_ws_destroy(daebus_ws *ws);
 
 /* Sets the client id generator (replaces options.id_generator).
- * Returns: 0 or DAEBUS_EINVAL. Thread: before run. */
+ * Returns: 0 or DAEBUS_EINVAL. Thread: before the app runs. */
 DAEBUS_API int daebus_ws_set_client_id_generator(daebus_ws *ws, daebus_ws_id_fn *fn, void *user);
 
 /* Enables rate limiting: a message is handled if fewer than max_messages
  * messages were handled for that client in the last window_seconds;
  * otherwise it gets {"type":"error","error":"Rate limit exceeded",
  * "retry_after":<window>[,"request_id":R],"success":false} and does not count. max_messages <= 0 = 60,
- * window_seconds <= 0 = 60. Returns: 0 or DAEBUS_EINVAL. Thread: any. */
+ * window_seconds <= 0 = 60. Returns: 0 or DAEBUS_EINVAL.
+ * Thread: callable from any thread. */
 DAEBUS_API int daebus_ws_enable_rate_limiting(daebus_ws *ws, int max_messages,
                                               double window_seconds);
-/* Disables it. Thread: any. */
+/* Disables it. Thread: callable from any thread. */
 DAEBUS_API void daebus_ws_disable_rate_limiting(daebus_ws *ws);
 
-/* ---- handler context (valid until the handler returns) ---- */
+/* ---- handler context (valid until the handler returns) ----
+ *
+ * Every function of this section takes the request a socket handler got and
+ * is valid until that handler returns.
+ * Thread: only inside its handler.
+ */
 
 /* Returns: the message type ("connect" / "disconnect" for those handlers). */
 DAEBUS_API const char *daebus_ws_request_type(const daebus_ws_request *req);
@@ -320,7 +327,7 @@ DAEBUS_API int daebus_ws_broadcast_to_clients(daebus_ws *ws, const char *const *
  * is borrowed for the call.
  * Returns: the number of clients it was queued for (>= 0), or DAEBUS_EINVAL
  * (ws or fn NULL) / DAEBUS_ENOMEM / DAEBUS_ETOOBIG (as daebus_ws_broadcast_to_all).
- * Thread: any. */
+ * Thread: callable from any thread. */
 DAEBUS_API int daebus_ws_broadcast_to_filter(daebus_ws *ws, daebus_ws_filter_fn *fn, void *user,
                                              const cJSON *data, const char *type);
 
@@ -347,7 +354,9 @@ DAEBUS_API int daebus_ws_disconnect_all_clients(daebus_ws *ws, int code, const c
  * (SIGTERM) runs it with options.shutdown_timeout. Not reversible.
  * Ownership: message is borrowed.
  * Returns: 0, DAEBUS_ETIMEDOUT (some connection outlived the wait),
- * DAEBUS_ESTATE (not running). Thread: any thread except a socket handler. */
+ * DAEBUS_ESTATE (not running). Not from a socket handler: it waits for every
+ * connection, the handler's own included, to end.
+ * Thread: callable from any thread. */
 DAEBUS_API int daebus_ws_graceful_shutdown(daebus_ws *ws, double timeout, const cJSON *message);
 
 /* ---- metrics ---- */

@@ -11,6 +11,7 @@
 #include "http_parse.h"
 #include "utf8.h"
 #include "ws_parse.h"
+#include "json.h"
 
 #define MAX_DEPTH 100 /* websocket.c's MAX_JSON_DEPTH */
 
@@ -28,12 +29,12 @@ static void check_frame(const char *text, size_t len)
 static void check_envelope(const ws_message *m)
 {
     size_t len = 0;
-    char *text = ws_envelope(m->type, m->data, m->request_id, &len);
+    char *text = daebus__ws_envelope(m->type, m->data, m->request_id, &len);
     FUZZ_CHECK(text != NULL);
     FUZZ_CHECK(strlen(text) == len);
     check_frame(text, len);
     ws_message back;
-    FUZZ_CHECK(ws_parse_message(text, len, &back) == WS_PARSE_OK);
+    FUZZ_CHECK(daebus__ws_parse_message(text, len, &back) == WS_PARSE_OK);
     FUZZ_CHECK(strcmp(back.type, m->type) == 0);
     int finite = (!m->data || fuzz_json_finite(m->data)) &&
                  (!m->request_id || fuzz_json_finite(m->request_id));
@@ -45,25 +46,25 @@ static void check_envelope(const ws_message *m)
         if (m->request_id)
             FUZZ_CHECK(fuzz_json_equal_value(back.request_id, m->request_id));
     }
-    ws_message_free(&back);
+    daebus__ws_message_free(&back);
     free(text);
 
     /* A handler error answers with the same request_id. */
-    text = ws_handler_error_envelope(m->type, m->request_id, &len);
+    text = daebus__ws_handler_error_envelope(m->type, m->request_id, &len);
     FUZZ_CHECK(text != NULL && strlen(text) == len);
     check_frame(text, len);
-    FUZZ_CHECK(ws_parse_message(text, len, &back) == WS_PARSE_OK);
+    FUZZ_CHECK(daebus__ws_parse_message(text, len, &back) == WS_PARSE_OK);
     FUZZ_CHECK(strcmp(back.type, "error") == 0);
     const cJSON *err = cJSON_GetObjectItemCaseSensitive(back.data, "error");
     FUZZ_CHECK(cJSON_IsString(err) && strcmp(err->valuestring, m->type) == 0);
-    ws_message_free(&back);
+    daebus__ws_message_free(&back);
     free(text);
 
-    text = ws_error_envelope(m->type, 1.5, &len);
+    text = daebus__ws_error_envelope(m->type, 1.5, &len);
     FUZZ_CHECK(text != NULL && strlen(text) == len);
     check_frame(text, len);
-    FUZZ_CHECK(ws_parse_message(text, len, &back) == WS_PARSE_OK);
-    ws_message_free(&back);
+    FUZZ_CHECK(daebus__ws_parse_message(text, len, &back) == WS_PARSE_OK);
+    daebus__ws_message_free(&back);
     free(text);
 
     /* The answer to an unknown type, as websocket.c builds it: the type cut
@@ -71,7 +72,7 @@ static void check_envelope(const ws_message *m)
     char msg[300];
     snprintf(msg, sizeof msg, "No handler found for message type '%.*s'",
              daebus__utf8_prec(m->type, 200), m->type);
-    text = ws_error_envelope_rid(msg, -1, m->request_id, &len);
+    text = daebus__ws_error_envelope_rid(msg, -1, m->request_id, &len);
     FUZZ_CHECK(text != NULL && strlen(text) == len);
     check_frame(text, len);
     free(text);
@@ -79,7 +80,7 @@ static void check_envelope(const ws_message *m)
     char fail[1024];
     daebus__utf8_snprintf(fail, sizeof fail, "%s: %s %s %s %s %s", m->type, m->type, m->type,
                           m->type, m->type, m->type);
-    text = ws_handler_error_envelope(fail, m->request_id, &len);
+    text = daebus__ws_handler_error_envelope(fail, m->request_id, &len);
     FUZZ_CHECK(text != NULL && strlen(text) == len);
     check_frame(text, len);
     free(text);
@@ -91,12 +92,12 @@ static void check_close(const uint8_t *data, size_t size)
      * well-formed one (at most 123 bytes), which the peer accepts. */
     char *any = fuzz_strndup(data, size);
     char frame[125];
-    size_t fn = ws_close_payload(1008, any, frame);
+    size_t fn = daebus__ws_close_payload(1008, any, frame);
     if (input_utf8)
-        FUZZ_CHECK(ws_close_code(frame, fn) == 1008);
+        FUZZ_CHECK(daebus__ws_close_code(frame, fn) == 1008);
     free(any);
 
-    int code = ws_close_code((const char *)data, size);
+    int code = daebus__ws_close_code((const char *)data, size);
     FUZZ_CHECK(code == -1 || code == 1005 || (code >= 1000 && code < 5000));
     if (code == 1005)
         FUZZ_CHECK(size == 0);
@@ -106,9 +107,9 @@ static void check_close(const uint8_t *data, size_t size)
      * character boundary), reads back with the same code. */
     char *reason = fuzz_strndup(data + 2, size - 2);
     char out[125];
-    size_t n = ws_close_payload(code, reason, out);
+    size_t n = daebus__ws_close_payload(code, reason, out);
     FUZZ_CHECK(n >= 2 && n <= 125);
-    FUZZ_CHECK(ws_close_code(out, n) == code);
+    FUZZ_CHECK(daebus__ws_close_code(out, n) == code);
     free(reason);
 }
 
@@ -116,8 +117,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *buf = (const char *)data;
 
-    /* The two UTF-8 validators agree except that the HTTP one refuses NUL. */
-    bool ws_ok = ws_utf8_valid(data, size);
+    /* The core validator (the WebSocket layer's) and the HTTP one agree
+     * except that the HTTP one refuses NUL. */
+    bool ws_ok = daebus__utf8_valid(buf, size);
     bool http_ok = daebus__http_utf8_valid(buf, size);
     input_utf8 = ws_ok;
     if (!memchr(data, '\0', size))
@@ -129,16 +131,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* The request_id scanner reads unparsed text: whatever it finds is a
      * string of valid UTF-8 or a number. */
-    cJSON *rid = ws_scan_request_id(buf, size);
-    FUZZ_CHECK(!rid || cJSON_IsNumber(rid) ||
-               (cJSON_IsString(rid) &&
-                ws_utf8_valid((const unsigned char *)rid->valuestring, strlen(rid->valuestring))));
+    cJSON *rid = daebus__ws_scan_request_id(buf, size);
+    FUZZ_CHECK(
+        !rid || cJSON_IsNumber(rid) ||
+        (cJSON_IsString(rid) && daebus__utf8_valid(rid->valuestring, strlen(rid->valuestring))));
     cJSON_Delete(rid);
 
     /* As websocket.c: the depth check guards the recursive parser. */
-    bool shallow = ws_json_depth_ok(buf, size, MAX_DEPTH);
+    bool shallow = daebus__json_depth_ok(buf, size, MAX_DEPTH);
     ws_message m;
-    ws_parse_result pr = ws_parse_message(buf, size, &m);
+    ws_parse_result pr = daebus__ws_parse_message(buf, size, &m);
     switch (pr) {
     case WS_PARSE_OK:
         FUZZ_CHECK(m.root && cJSON_IsObject(m.root));
@@ -158,7 +160,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     default:
         FUZZ_CHECK(!"unknown parse result");
     }
-    ws_message_free(&m);
+    daebus__ws_message_free(&m);
     FUZZ_CHECK(m.root == NULL);
     return 0;
 }

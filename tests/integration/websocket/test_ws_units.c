@@ -7,72 +7,75 @@
 #include "daebus/daebus.h"
 #include "daebus/error.h"
 #include "testsupport.h"
+#include "textlist.h"
+#include "utf8.h"
 #include "ws_parse.h"
+#include "json.h"
 #include "ws_registry.h"
 
 static void test_parse(void)
 {
     ws_message m;
     const char *s = "{\"type\":\"chat\",\"data\":{\"a\":1},\"request_id\":\"r1\"}";
-    CU_ASSERT_EQUAL(ws_parse_message(s, strlen(s), &m), WS_PARSE_OK);
+    CU_ASSERT_EQUAL(daebus__ws_parse_message(s, strlen(s), &m), WS_PARSE_OK);
     CU_ASSERT_STRING_EQUAL(m.type, "chat");
     CU_ASSERT_TRUE(cJSON_IsObject(m.data));
     CU_ASSERT_STRING_EQUAL(m.request_id->valuestring, "r1");
-    ws_message_free(&m);
+    daebus__ws_message_free(&m);
     s = "{\"type\":\"x\",\"request_id\":5} \n";
-    CU_ASSERT_EQUAL(ws_parse_message(s, strlen(s), &m), WS_PARSE_OK);
+    CU_ASSERT_EQUAL(daebus__ws_parse_message(s, strlen(s), &m), WS_PARSE_OK);
     CU_ASSERT_PTR_NULL(m.data);
     CU_ASSERT_EQUAL(m.request_id->valueint, 5);
-    ws_message_free(&m);
+    daebus__ws_message_free(&m);
     s = "{\"type\":\"x\",\"request_id\":{}}";
-    CU_ASSERT_EQUAL(ws_parse_message(s, strlen(s), &m), WS_PARSE_OK);
+    CU_ASSERT_EQUAL(daebus__ws_parse_message(s, strlen(s), &m), WS_PARSE_OK);
     CU_ASSERT_PTR_NULL(m.request_id);
-    ws_message_free(&m);
+    daebus__ws_message_free(&m);
     /* not NUL-terminated: only len bytes count */
     char buf[] = "{\"type\":\"ab\"}GARBAGE";
-    CU_ASSERT_EQUAL(ws_parse_message(buf, 13, &m), WS_PARSE_OK);
-    ws_message_free(&m);
-    CU_ASSERT_EQUAL(ws_parse_message(buf, sizeof buf - 1, &m), WS_PARSE_INVALID_JSON);
-    CU_ASSERT_EQUAL(ws_parse_message("{bad", 4, &m), WS_PARSE_INVALID_JSON);
-    CU_ASSERT_EQUAL(ws_parse_message("", 0, &m), WS_PARSE_INVALID_JSON);
-    CU_ASSERT_EQUAL(ws_parse_message("[1,2]", 5, &m), WS_PARSE_NOT_OBJECT);
-    CU_ASSERT_EQUAL(ws_parse_message("\"x\"", 3, &m), WS_PARSE_NOT_OBJECT);
+    CU_ASSERT_EQUAL(daebus__ws_parse_message(buf, 13, &m), WS_PARSE_OK);
+    daebus__ws_message_free(&m);
+    CU_ASSERT_EQUAL(daebus__ws_parse_message(buf, sizeof buf - 1, &m), WS_PARSE_INVALID_JSON);
+    CU_ASSERT_EQUAL(daebus__ws_parse_message("{bad", 4, &m), WS_PARSE_INVALID_JSON);
+    CU_ASSERT_EQUAL(daebus__ws_parse_message("", 0, &m), WS_PARSE_INVALID_JSON);
+    CU_ASSERT_EQUAL(daebus__ws_parse_message("[1,2]", 5, &m), WS_PARSE_NOT_OBJECT);
+    CU_ASSERT_EQUAL(daebus__ws_parse_message("\"x\"", 3, &m), WS_PARSE_NOT_OBJECT);
     const char *notype[] = {"{}", "{\"type\":\"\"}", "{\"type\":null}", "{\"type\":5}"};
     for (size_t i = 0; i < 4; i++) {
-        CU_ASSERT_EQUAL(ws_parse_message(notype[i], strlen(notype[i]), &m), WS_PARSE_NO_TYPE);
-        ws_message_free(&m);
+        CU_ASSERT_EQUAL(daebus__ws_parse_message(notype[i], strlen(notype[i]), &m),
+                        WS_PARSE_NO_TYPE);
+        daebus__ws_message_free(&m);
     }
 }
 
 static void test_depth(void)
 {
-    CU_ASSERT_TRUE(ws_json_depth_ok("{\"a\":[[1]]}", 11, 3));
-    CU_ASSERT_FALSE(ws_json_depth_ok("{\"a\":[[1]]}", 11, 2));
+    CU_ASSERT_TRUE(daebus__json_depth_ok("{\"a\":[[1]]}", 11, 3));
+    CU_ASSERT_FALSE(daebus__json_depth_ok("{\"a\":[[1]]}", 11, 2));
     /* brackets inside strings (and escaped quotes) do not count */
     const char *s = "{\"a\":\"[[[[\\\"[[[\"}";
-    CU_ASSERT_TRUE(ws_json_depth_ok(s, strlen(s), 1));
+    CU_ASSERT_TRUE(daebus__json_depth_ok(s, strlen(s), 1));
 }
 
 static void test_utf8(void)
 {
-    CU_ASSERT_TRUE(ws_utf8_valid((const unsigned char *)"", 0));
-    CU_ASSERT_TRUE(
-        ws_utf8_valid((const unsigned char *)"h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80", 16));
-    CU_ASSERT_FALSE(ws_utf8_valid((const unsigned char *)"\xff", 1));
-    CU_ASSERT_FALSE(ws_utf8_valid((const unsigned char *)"\xc3", 1));             /* truncated */
-    CU_ASSERT_FALSE(ws_utf8_valid((const unsigned char *)"\xc0\xaf", 2));         /* overlong */
-    CU_ASSERT_FALSE(ws_utf8_valid((const unsigned char *)"\xe0\x80\xaf", 3));     /* overlong */
-    CU_ASSERT_FALSE(ws_utf8_valid((const unsigned char *)"\xed\xa0\x80", 3));     /* surrogate */
-    CU_ASSERT_FALSE(ws_utf8_valid((const unsigned char *)"\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
-    CU_ASSERT_FALSE(ws_utf8_valid((const unsigned char *)"\xe2\x82", 2));
+    CU_ASSERT_TRUE(daebus__utf8_valid("", 0));
+    CU_ASSERT_TRUE(daebus__utf8_valid("h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80", 16));
+    CU_ASSERT_FALSE(daebus__utf8_valid("\xff", 1));
+    CU_ASSERT_FALSE(daebus__utf8_valid("\xc3", 1));             /* truncated */
+    CU_ASSERT_FALSE(daebus__utf8_valid("\xc0\xaf", 2));         /* overlong */
+    CU_ASSERT_FALSE(daebus__utf8_valid("\xe0\x80\xaf", 3));     /* overlong */
+    CU_ASSERT_FALSE(daebus__utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
+    CU_ASSERT_FALSE(daebus__utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
+    CU_ASSERT_FALSE(daebus__utf8_valid("\xe2\x82", 2));
 }
 
 static void test_close_payload(void)
 {
     char p[125];
-    size_t n = ws_close_payload(1001, "Server shutting down", p);
+    size_t n = daebus__ws_close_payload(1001, "Server shutting down", p);
     CU_ASSERT_EQUAL(n, 2 + strlen("Server shutting down"));
-    CU_ASSERT_EQUAL(ws_close_code(p, n), 1001);
+    CU_ASSERT_EQUAL(daebus__ws_close_code(p, n), 1001);
     char longr[300];
     memset(longr, 'a', sizeof longr);
     longr[299] = '\0';
@@ -80,13 +83,13 @@ static void test_close_payload(void)
     longr[122] = '\xa9';
     longr[123] = '\xc3';
     longr[124] = '\xa9';
-    n = ws_close_payload(1000, longr, p);
+    n = daebus__ws_close_payload(1000, longr, p);
     CU_ASSERT(n <= 125);
-    CU_ASSERT_EQUAL(ws_close_code(p, n), 1000); /* reason still valid UTF-8 */
-    CU_ASSERT_EQUAL(ws_close_code(p, 0), 1005);
-    CU_ASSERT_EQUAL(ws_close_code(p, 1), -1);
-    CU_ASSERT_EQUAL(ws_close_code("\x03\xed", 2), -1); /* 1005 may not be sent */
-    CU_ASSERT_EQUAL(ws_close_code("\x0f\xa1", 2), 4001);
+    CU_ASSERT_EQUAL(daebus__ws_close_code(p, n), 1000); /* reason still valid UTF-8 */
+    CU_ASSERT_EQUAL(daebus__ws_close_code(p, 0), 1005);
+    CU_ASSERT_EQUAL(daebus__ws_close_code(p, 1), -1);
+    CU_ASSERT_EQUAL(daebus__ws_close_code("\x03\xed", 2), -1); /* 1005 may not be sent */
+    CU_ASSERT_EQUAL(daebus__ws_close_code("\x0f\xa1", 2), 4001);
 }
 
 static void test_envelopes(void)
@@ -94,32 +97,32 @@ static void test_envelopes(void)
     size_t n;
     cJSON *d = cJSON_Parse("{\"a\":[1,2]}");
     cJSON *rid = cJSON_CreateString("r-1");
-    char *s = ws_envelope("response", d, rid, &n);
+    char *s = daebus__ws_envelope("response", d, rid, &n);
     CU_ASSERT_STRING_EQUAL(s,
                            "{\"type\":\"response\",\"data\":{\"a\":[1,2]},\"request_id\":\"r-1\"}");
     CU_ASSERT_EQUAL(n, strlen(s));
     free(s);
-    s = ws_envelope("broadcast", d, NULL, &n);
+    s = daebus__ws_envelope("broadcast", d, NULL, &n);
     CU_ASSERT_STRING_EQUAL(s, "{\"type\":\"broadcast\",\"data\":{\"a\":[1,2]}}");
     free(s);
     /* data survives (references are not freed) */
     CU_ASSERT_EQUAL(cJSON_GetArraySize(cJSON_GetObjectItem(d, "a")), 2);
-    s = ws_response_envelope(d, rid, &n);
+    s = daebus__ws_response_envelope(d, rid, &n);
     CU_ASSERT_STRING_EQUAL(s, "{\"type\":\"response\",\"data\":{\"a\":[1,2]},\"request_id\":"
                               "\"r-1\",\"success\":true}");
     free(s);
-    s = ws_error_envelope("Rate limit exceeded", 60, &n);
+    s = daebus__ws_error_envelope("Rate limit exceeded", 60, &n);
     CU_ASSERT_STRING_EQUAL(s, "{\"type\":\"error\",\"error\":\"Rate limit exceeded\","
                               "\"retry_after\":60,\"success\":false}");
     free(s);
-    s = ws_error_envelope_rid("Rate limit exceeded", 60, rid, &n);
+    s = daebus__ws_error_envelope_rid("Rate limit exceeded", 60, rid, &n);
     CU_ASSERT_STRING_EQUAL(s, "{\"type\":\"error\",\"error\":\"Rate limit exceeded\","
                               "\"retry_after\":60,\"request_id\":\"r-1\",\"success\":false}");
     free(s);
-    s = ws_error_envelope("Invalid JSON", -1, &n);
+    s = daebus__ws_error_envelope("Invalid JSON", -1, &n);
     CU_ASSERT_STRING_EQUAL(s, "{\"type\":\"error\",\"error\":\"Invalid JSON\",\"success\":false}");
     free(s);
-    s = ws_handler_error_envelope("boom", rid, &n);
+    s = daebus__ws_handler_error_envelope("boom", rid, &n);
     CU_ASSERT_STRING_EQUAL(s, "{\"type\":\"error\",\"data\":{\"error\":\"boom\"},\"request_id\":"
                               "\"r-1\",\"success\":false,\"error\":\"boom\"}");
     free(s);
@@ -130,7 +133,7 @@ static void test_envelopes(void)
 /* The request_id of a message that does not parse. */
 static char *scanned(const char *text)
 {
-    cJSON *v = ws_scan_request_id(text, strlen(text));
+    cJSON *v = daebus__ws_scan_request_id(text, strlen(text));
     char *s = v ? cJSON_PrintUnformatted(v) : NULL;
     cJSON_Delete(v);
     return s;
@@ -219,6 +222,22 @@ static void test_rate(void)
     CU_ASSERT_TRUE(ws_rate_allow(&r, 0, 1.0, 1.0)); /* disabled */
 }
 
+/* The upgrade paths (exact) and allowed origins (any case) are comma lists. */
+static void test_strlist(void)
+{
+    const char *paths = " /, /ws ,/chat\t,,";
+    CU_ASSERT_TRUE(daebus__list_has(paths, "/", 1, false));
+    CU_ASSERT_TRUE(daebus__list_has(paths, "/ws", 3, false));
+    CU_ASSERT_TRUE(daebus__list_has(paths, "/chat", 5, false));
+    CU_ASSERT_FALSE(daebus__list_has(paths, "/WS", 3, false));
+    CU_ASSERT_TRUE(daebus__list_has(paths, "/WS", 3, true));
+    CU_ASSERT_FALSE(daebus__list_has(paths, "/w", 2, false));
+    CU_ASSERT_FALSE(daebus__list_has(paths, "", 0, false));
+    CU_ASSERT_FALSE(daebus__list_has(NULL, "/", 1, false));
+    CU_ASSERT_FALSE(daebus__list_has(paths, NULL, 1, false));
+    CU_ASSERT_TRUE(daebus__list_has("https://A.example", "https://a.example", 17, true));
+}
+
 static void test_attach_order(void)
 {
     daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
@@ -267,6 +286,7 @@ int main(void)
     CU_add_test(s, "request_id of unparsed messages", test_scan_request_id);
     CU_add_test(s, "registry", test_registry);
     CU_add_test(s, "rate limiter", test_rate);
+    CU_add_test(s, "comma lists", test_strlist);
     CU_add_test(s, "attach order and options", test_attach_order);
     return ts_run_cunit();
 }

@@ -67,8 +67,8 @@ static void test_misc(void)
     CU_ASSERT_FALSE(daebus__http_static_path_safe("/.env", false));
     CU_ASSERT_TRUE(daebus__http_static_path_safe("/.well-known/x", true));
     CU_ASSERT_FALSE(daebus__http_static_path_safe("/a\\..\\b", true));
-    CU_ASSERT_TRUE(daebus__http_list_has("GET, Post ,PUT", "post", 4));
-    CU_ASSERT_FALSE(daebus__http_list_has("GET,POSTX", "POST", 4));
+    CU_ASSERT_TRUE(daebus__list_has("GET, Post ,PUT", "post", 4, true));
+    CU_ASSERT_FALSE(daebus__list_has("GET,POSTX", "POST", 4, true));
     CU_ASSERT_TRUE(daebus__http_media_type_is_json("application/json; charset=utf-8"));
     CU_ASSERT_TRUE(daebus__http_media_type_is_json("application/vnd.api+json"));
     CU_ASSERT_FALSE(daebus__http_media_type_is_json("application/jsonx"));

@@ -1,0 +1,115 @@
+/* ws_send.c - sending to clients: one client, all, a list, a filter.
+ *
+ * A message is serialised once into a shared frame and queued for each
+ * recipient (ws_io.c); no framework lock is held while filters run or while
+ * sockets are written. A frame larger than queue_max_bytes is refused before
+ * any recipient sees it.
+ */
+#include "ws_internal.h"
+
+#include "ws_client.h"
+#include "ws_io.h"
+#include "ws_parse.h"
+#include "ws_request.h"
+
+static ws_frame *make_frame(const cJSON *data, const char *type)
+{
+    size_t len = 0;
+    char *s = daebus__ws_envelope(type, data, NULL, &len);
+    return s ? daebus__ws_frame_text_take(s, len) : NULL;
+}
+
+/* Is f over the outbound queue limit? Then it is logged and freed: no
+ * client could ever take it, and none is dropped for it. */
+static bool too_big(daebus_ws *ws, ws_frame *f, const char *what)
+{
+    if (f->len <= ws->queue_max_bytes)
+        return false;
+    daebus__ws_log_too_big(ws, what, "its recipients", f->len);
+    daebus__ws_frame_unref(f);
+    return true;
+}
+
+int daebus_ws_send_to_client(daebus_ws *ws, const char *client_id, const cJSON *data,
+                             const char *type)
+{
+    if (!ws || !client_id)
+        return DAEBUS_EINVAL;
+    ws_client *c = daebus__ws_client_find(ws, client_id);
+    if (!c)
+        return DAEBUS_ENOENT;
+    ws_frame *f = make_frame(data, type ? type : "message");
+    int rc = f ? daebus__ws_enqueue(c, f, false) : DAEBUS_ENOMEM;
+    if (rc == DAEBUS_ETOOBIG)
+        daebus__ws_log_too_big(ws, "send_to_client", client_id, f->len);
+    daebus__ws_frame_unref(f);
+    daebus__ws_client_unref(c);
+    return rc;
+}
+
+/* Queues {"type": type, "data": data} for every open client fn accepts
+ * (fn NULL: every one). Returns: as daebus_ws_broadcast_to_filter. */
+static int broadcast(daebus_ws *ws, daebus_ws_filter_fn *fn, void *user, const cJSON *data,
+                     const char *type, const char *what)
+{
+    ws_frame *f = make_frame(data, type ? type : "broadcast");
+    if (!f)
+        return DAEBUS_ENOMEM;
+    if (too_big(ws, f, what))
+        return DAEBUS_ETOOBIG;
+    ws_client **cs;
+    size_t n = daebus__ws_snapshot(ws, &cs, WS_SNAP_OPEN);
+    int count = 0;
+    for (size_t i = 0; i < n; i++) {
+        cJSON *m = fn ? daebus__ws_client_metadata(cs[i]) : NULL;
+        bool wanted = !fn || (m && fn(cs[i]->id, m, user));
+        cJSON_Delete(m);
+        if (wanted && daebus__ws_enqueue(cs[i], f, false) == 0)
+            count++;
+    }
+    daebus__ws_snapshot_release(cs, n);
+    daebus__ws_frame_unref(f);
+    return count;
+}
+
+int daebus_ws_broadcast_to_all(daebus_ws *ws, const cJSON *data, const char *type)
+{
+    if (!ws)
+        return DAEBUS_EINVAL;
+    return broadcast(ws, NULL, NULL, data, type, "broadcast_to_all");
+}
+
+int daebus_ws_broadcast_to_filter(daebus_ws *ws, daebus_ws_filter_fn *fn, void *user,
+                                  const cJSON *data, const char *type)
+{
+    if (!ws || !fn)
+        return DAEBUS_EINVAL;
+    return broadcast(ws, fn, user, data, type, "broadcast_to_filter");
+}
+
+int daebus_ws_broadcast_to_clients(daebus_ws *ws, const char *const *client_ids, size_t n,
+                                   const cJSON *data, const char *type, bool *results)
+{
+    if (!ws || (n && !client_ids))
+        return DAEBUS_EINVAL;
+    ws_frame *f = make_frame(data, type ? type : "message");
+    if (!f)
+        return DAEBUS_ENOMEM;
+    if (too_big(ws, f, "broadcast_to_clients")) {
+        for (size_t i = 0; results && i < n; i++)
+            results[i] = false;
+        return DAEBUS_ETOOBIG;
+    }
+    int count = 0;
+    for (size_t i = 0; i < n; i++) {
+        ws_client *c = daebus__ws_client_find(ws, client_ids[i]);
+        bool ok = c && daebus__ws_enqueue(c, f, false) == 0;
+        if (c)
+            daebus__ws_client_unref(c);
+        if (results)
+            results[i] = ok;
+        count += ok;
+    }
+    daebus__ws_frame_unref(f);
+    return count;
+}
