@@ -543,6 +543,25 @@ long daebus__ratelimit_pass(daebus__ratelimit *rl, double now, double interval)
     return missed;
 }
 
+void daebus__backoff_init(daebus__backoff *b, double initial, double max)
+{
+    b->initial = initial > 0 ? initial : 0.1;
+    b->max = max >= b->initial ? max : b->initial;
+    b->next = b->initial;
+}
+
+double daebus__backoff_next(daebus__backoff *b)
+{
+    double now = b->next;
+    b->next = now * 2 > b->max ? b->max : now * 2;
+    return now;
+}
+
+void daebus__backoff_reset(daebus__backoff *b)
+{
+    b->next = b->initial;
+}
+
 /* ---- reading ---- */
 
 int daebus__redis_read(redisContext *c, redisReply **out, int timeout_ms, int wake_fd)

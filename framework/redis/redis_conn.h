@@ -59,6 +59,17 @@ typedef struct daebus__redis_guard {
  * outlive c; one guard serves one connection at a time (the reading thread's). */
 void daebus__redis_guard_attach(redisContext *c, daebus__redis_guard *g, size_t max_string);
 
+/* The transport's one reconnect policy: capped exponential backoff. */
+typedef struct daebus__backoff {
+    double initial, max, next;
+} daebus__backoff;
+
+void daebus__backoff_init(daebus__backoff *b, double initial, double max);
+/* Returns: the delay to wait now; the next one doubles, up to max. */
+double daebus__backoff_next(daebus__backoff *b);
+/* After a success: the next delay is the initial one again. */
+void daebus__backoff_reset(daebus__backoff *b);
+
 /* At most one log line per interval for events an attacker can repeat. */
 typedef struct daebus__ratelimit {
     double last;          /* monotonic time of the last line; 0: none yet */

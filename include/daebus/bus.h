@@ -134,8 +134,9 @@ DAEBUS_API int daebus_bus_attach(daebus_bus *bus, daebus_app *app);
  * the call is ignored with a warning). Accepts NULL. Thread: main. */
 DAEBUS_API void daebus_bus_destroy(daebus_bus *bus);
 
-/* Copies the counters into out. Thread: safe. */
-DAEBUS_API void daebus_bus_get_stats(daebus_bus *bus, struct daebus_bus_stats *out);
+/* Fills out with the counters (zeroes when bus is NULL).
+ * Returns: 0 or DAEBUS_EINVAL. Thread: callable from any thread. */
+DAEBUS_API int daebus_bus_get_stats(const daebus_bus *bus, struct daebus_bus_stats *out);
 
 /* Publishes obj (an object, serialised compactly, no envelope) on channel.
  * Thread: safe, any thread, while the app runs.

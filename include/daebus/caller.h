@@ -5,6 +5,8 @@
  *   - a reply channel "caller:<uuid4>" and one subscriber connection to it,
  *     read by one thread of its own (callbacks run on that thread);
  *   - one publisher connection (requests are published under a lock);
+ *   - any channels it listens to (daebus_caller_listen), on the same
+ *     subscriber connection;
  *   - a table of pending requests keyed by request_id, so any number of
  *     requests may be in flight on one caller.
  *
@@ -137,6 +139,37 @@ DAEBUS_API int daebus_caller_request_progress(daebus_caller *caller, const char 
  * Thread: safe (publishes are serialised on the caller's publisher connection). */
 DAEBUS_API int daebus_caller_send_message(daebus_caller *caller, const char *channel,
                                           const cJSON *payload);
+
+/* Publishes len bytes of data as they are (no JSON, no envelope) on channel.
+ * Ownership: borrowed. Returns: receivers (>= 0), DAEBUS_EINVAL, DAEBUS_ECONN.
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_caller_publish(daebus_caller *caller, const char *channel, const char *data,
+                                     size_t len);
+
+/* A message on a channel given to daebus_caller_listen(): data is the raw
+ * message (len bytes, NUL-terminated), not parsed. A message over the
+ * caller's max_message_size is dropped (and logged) instead.
+ * Ownership: channel and data are borrowed for the call.
+ * Thread: the caller's reader thread; it must not call daebus_caller_listen,
+ * daebus_caller_unlisten or daebus_caller_destroy on its own caller. */
+typedef void daebus_caller_message_fn(daebus_caller *caller, const char *channel, const char *data,
+                                      size_t len, void *user);
+
+/* Subscribes the caller's connection to channel (not its reply channel) and
+ * calls fn for each message on it; after a lost connection the subscription
+ * is made again with the reply channel's. Waits for Redis to confirm.
+ * Ownership: channel is copied; user is borrowed until unlisten or destroy.
+ * Returns: 0 once subscribed, DAEBUS_ETIMEDOUT (no confirmation within the
+ * connect time-out: the listener stays and is subscribed once Redis is back),
+ * DAEBUS_EEXIST (listening on channel already), DAEBUS_EINVAL, DAEBUS_ENOMEM,
+ * DAEBUS_ECLOSED. Thread: callable from any thread. */
+DAEBUS_API int daebus_caller_listen(daebus_caller *caller, const char *channel,
+                                    daebus_caller_message_fn *fn, void *user);
+
+/* Stops listening on channel: once it returns, fn is not called again for it.
+ * Returns: 0, DAEBUS_EINVAL (not listening), DAEBUS_ETIMEDOUT (no
+ * confirmation; the listener is gone anyway). Thread: callable from any thread. */
+DAEBUS_API int daebus_caller_unlisten(daebus_caller *caller, const char *channel);
 
 /* Fire-and-forget to a service channel, Python's shape: a copy of payload (an
  * object) with "action" merged in at the top level when action is not NULL;

@@ -11,11 +11,12 @@
  * $DAEBUS_REDIS_URL, then redis://127.0.0.1:6379.
  */
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "daebus/daebus.h"
-#include "redis_conn.h"
 
 static volatile sig_atomic_t interrupted;
 
@@ -52,54 +53,54 @@ static void on_progress(daebus_caller *c, const cJSON *payload, void *user)
     print_json(payload);
 }
 
-static int do_listen(const char *url_text, const char *channel, long count)
+typedef struct listen_state {
+    long count; /* stop after this many; <= 0: never */
+    atomic_long seen;
+} listen_state;
+
+static void on_listen_message(daebus_caller *c, const char *channel, const char *data, size_t len,
+                              void *user)
 {
-    daebus_redis_url url;
+    (void)c;
+    (void)channel;
+    listen_state *ls = user;
+    if (ls->count > 0 && atomic_load(&ls->seen) >= ls->count)
+        return;
+    cJSON *j = daebus_json_parse(data, len, NULL);
+    if (!j)
+        j = cJSON_CreateString(data);
+    print_json(j);
+    cJSON_Delete(j);
+    atomic_fetch_add(&ls->seen, 1);
+}
+
+static int do_listen(const char *url, const char *channel, long count)
+{
     daebus_error err = {0};
-    if (daebus_redis_url_parse(url_text, &url, &err) != 0) {
-        fprintf(stderr, "daebus-call: %s\n", err.message);
-        return 2;
-    }
-    redisContext *c = daebus__redis_connect(&url, 2.0, 0, &err);
+    daebus_caller *c = daebus_caller_create(url, NULL, &err);
     if (!c) {
         fprintf(stderr, "daebus-call: %s\n", err.message);
         return 2;
     }
-    if (redisAppendCommand(c, "SUBSCRIBE %s", channel) != REDIS_OK) {
-        redisFree(c);
+    listen_state ls = {count, 0};
+    int rc = daebus_caller_listen(c, channel, on_listen_message, &ls);
+    if (rc != 0) {
+        fprintf(stderr, "daebus-call: cannot listen on '%s': %s\n", channel, daebus_strerror(rc));
+        daebus_caller_destroy(c);
         return 2;
     }
-    long seen = 0;
-    int rc = 0;
-    while (!interrupted && (count <= 0 || seen < count)) {
-        redisReply *r = NULL;
-        int n = daebus__redis_read(c, &r, 200, -1);
-        if (n < 0) {
+    /* Messages are printed on the caller's thread; this one waits for the
+     * count, Ctrl-C or a lost connection. */
+    struct timespec tick = {0, 20 * 1000000L};
+    while (!interrupted && (count <= 0 || atomic_load(&ls.seen) < count)) {
+        if (!daebus_caller_connected(c)) {
             fprintf(stderr, "daebus-call: connection to Redis lost\n");
             rc = 2;
             break;
         }
-        if (n == 0)
-            continue;
-        if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
-            r->element[0]->type == REDIS_REPLY_STRING &&
-            strcmp(r->element[0]->str, "message") == 0 &&
-            r->element[2]->type == REDIS_REPLY_STRING) {
-            cJSON *j = daebus_json_parse(r->element[2]->str, r->element[2]->len, NULL);
-            if (!j)
-                j = cJSON_CreateString(r->element[2]->str);
-            print_json(j);
-            cJSON_Delete(j);
-            seen++;
-        } else if (r->type == REDIS_REPLY_ERROR) {
-            fprintf(stderr, "daebus-call: %s\n", r->str);
-            rc = 2;
-            freeReplyObject(r);
-            break;
-        }
-        freeReplyObject(r);
+        nanosleep(&tick, NULL);
     }
-    redisFree(c);
+    daebus_caller_destroy(c);
     return rc;
 }
 
