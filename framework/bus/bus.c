@@ -140,7 +140,7 @@ static int bus_start(void *self)
     bus->app = app;
     bus->service = daebus_app_service(app);
     daebus_error e = {0};
-    if (daebus_redis_url_parse(daebus_app_redis_url(app), &bus->url, &e) != 0) {
+    if (daebus__redis_url_parse(daebus_app_redis_url(app), &bus->url, &e) != 0) {
         DAEBUS_LOG_ERRORF(LOGC, "%s (set --redis or DAEBUS_REDIS_URL)", e.message);
         return DAEBUS_EINVAL;
     }

@@ -29,7 +29,7 @@ struct daebus_bus {
     daebus_bus_options opts;
     daebus_app *app;
     const char *service; /* owned by the app */
-    daebus_redis_url url;
+    daebus__redis_url url;
     char where[320];
 
     const daebus__handler *actions, *listens;

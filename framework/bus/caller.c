@@ -332,7 +332,7 @@ static int on_tick(void *user, bool idle)
 /* ---- public API ---- */
 
 /* The transport: the publisher and the subscriber on the reply channel. */
-static int make_transport(daebus_caller *c, const daebus_redis_url *url,
+static int make_transport(daebus_caller *c, const daebus__redis_url *url,
                           const daebus_caller_options *opts, daebus_error *err)
 {
     daebus__redis_pub_opts po = {url, 1, c->connect_timeout, 5.0, 0, LOGC};
@@ -367,8 +367,8 @@ daebus_caller *daebus_caller_create(const char *redis_url, const daebus_caller_o
         redis_url = getenv("DAEBUS_REDIS_URL");
     if (!redis_url || !*redis_url)
         redis_url = "redis://127.0.0.1:6379";
-    daebus_redis_url url;
-    if (daebus_redis_url_parse(redis_url, &url, err) != 0)
+    daebus__redis_url url;
+    if (daebus__redis_url_parse(redis_url, &url, err) != 0)
         return NULL;
     daebus_caller *c = calloc(1, sizeof *c);
     if (!c) {

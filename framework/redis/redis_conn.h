@@ -11,12 +11,13 @@
 #include <signal.h>
 #include <hiredis/hiredis.h>
 #include "daebus/bus.h"
+#include "redis_url.h"
 
 /* Connects, authenticates and selects the db. connect_timeout (s) bounds the
  * connection; command_timeout (s, 0 = none) is set as the socket's blocking
  * time-out for later commands. Returns: a context, or NULL with err filled
  * (DAEBUS_ECONN, DAEBUS_EAUTH, DAEBUS_ENOMEM). */
-redisContext *daebus__redis_connect(const daebus_redis_url *url, double connect_timeout,
+redisContext *daebus__redis_connect(const daebus__redis_url *url, double connect_timeout,
                                     double command_timeout, daebus_error *err);
 
 /* Waits for one reply: returns 1 with *out set (free with freeReplyObject),
@@ -98,13 +99,5 @@ void daebus__sigpipe_restore(daebus__sigpipe_guard *g);
 
 /* Blocks SIGPIPE for good on the calling thread (the component's own threads). */
 void daebus__sigpipe_block_thread(void);
-
-/* Copies the URL text into buf (len bytes, truncated) with its password
- * replaced by "***" (userinfo and a password= query parameter), so that error
- * messages can quote what was given without leaking the secret. */
-void daebus__redis_url_redact(const char *url, char *buf, size_t len);
-
-/* A description of url without its password, for log lines. */
-void daebus__redis_url_describe(const daebus_redis_url *url, char *buf, size_t len);
 
 #endif

@@ -16,7 +16,7 @@ typedef struct pubconn {
 
 struct daebus__redis_pub {
     daebus__redis_pub_opts o;
-    daebus_redis_url url;
+    daebus__redis_url url;
     pubconn *conns;
     int n;
     atomic_uint rr;

@@ -19,12 +19,12 @@
 typedef struct daebus__redis_pub daebus__redis_pub;
 
 typedef struct daebus__redis_pub_opts {
-    const daebus_redis_url *url; /* copied */
-    int connections;             /* 1..64; 0 = 1 */
-    double connect_timeout;      /* 0 = 2 */
-    double command_timeout;      /* bound of one PUBLISH; 0 = 5 */
-    double retry_after;          /* fail fast this long after a failed connect; 0 = never */
-    const char *log_component;   /* for the debug line of a failed connect; NULL = "redis" */
+    const daebus__redis_url *url; /* copied */
+    int connections;              /* 1..64; 0 = 1 */
+    double connect_timeout;       /* 0 = 2 */
+    double command_timeout;       /* bound of one PUBLISH; 0 = 5 */
+    double retry_after;           /* fail fast this long after a failed connect; 0 = never */
+    const char *log_component;    /* for the debug line of a failed connect; NULL = "redis" */
 } daebus__redis_pub_opts;
 
 /* Returns: an open pool (connections are made on first use), or NULL. */

@@ -27,7 +27,7 @@ typedef struct sub_op {
 
 struct daebus__redis_sub {
     daebus__redis_sub_opts o;
-    daebus_redis_url url;
+    daebus__redis_url url;
     char where[320];
 
     pthread_mutex_t lock; /* channels, ops and tickets */

@@ -65,14 +65,14 @@ typedef void daebus__redis_state_fn(void *user, const daebus__redis_event *ev);
 typedef int daebus__redis_tick_fn(void *user, bool idle);
 
 typedef struct daebus__redis_sub_opts {
-    const daebus_redis_url *url; /* copied */
-    double connect_timeout;      /* connect + SUBSCRIBE confirmation; 0 = 2 */
-    double reconnect_initial;    /* backoff after a failure; 0 = 0.1 */
-    double reconnect_max;        /* backoff cap; 0 = 5 */
-    double health_idle;          /* PING after this much silence; 0 = 10 */
-    double health_timeout;       /* no answer this long = lost; 0 = health_idle */
-    size_t max_message;          /* size guard; 0 = none */
-    int poll_ms;                 /* longest read wait; 0 = 500 */
+    const daebus__redis_url *url; /* copied */
+    double connect_timeout;       /* connect + SUBSCRIBE confirmation; 0 = 2 */
+    double reconnect_initial;     /* backoff after a failure; 0 = 0.1 */
+    double reconnect_max;         /* backoff cap; 0 = 5 */
+    double health_idle;           /* PING after this much silence; 0 = 10 */
+    double health_timeout;        /* no answer this long = lost; 0 = health_idle */
+    size_t max_message;           /* size guard; 0 = none */
+    int poll_ms;                  /* longest read wait; 0 = 500 */
     daebus__redis_msg_fn *on_message;
     daebus__redis_state_fn *on_state; /* may be NULL */
     daebus__redis_tick_fn *on_tick;   /* may be NULL */
