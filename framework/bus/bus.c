@@ -319,11 +319,7 @@ int daebus_bus_broadcast(daebus_bus *bus, const char *channel, const cJSON *obj)
     }
     if (!daebus__redis_pub_is_open(bus->pub))
         return DAEBUS_ESTATE;
-    char *s = daebus_json_print(obj, NULL);
-    if (!s)
-        return DAEBUS_ENOMEM;
-    int rc = daebus__bus_publish(bus, channel, s, strlen(s));
-    free(s);
+    int rc = daebus__redis_publish_json(bus->pub, channel, obj);
     if (rc == DAEBUS_ECLOSED)
         rc = DAEBUS_ESTATE;
     if (rc >= 0)

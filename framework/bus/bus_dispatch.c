@@ -42,6 +42,20 @@ static const char *more_text(long missed, char *buf, size_t len)
     return buf;
 }
 
+/* Counts a message that does not parse and logs it with an excerpt, at most
+ * once a second (what: how the line starts). */
+static void note_malformed(daebus_bus *bus, const char *what, const char *channel, const char *why,
+                           const char *data, size_t len)
+{
+    atomic_fetch_add(&bus->malformed, 1);
+    char ex[100], mbuf[64];
+    excerpt(data, len < 60 ? len : 60, ex, sizeof ex);
+    long missed = daebus__ratelimit_pass(&bus->bad_log, daebus__now_mono(), 1.0);
+    if (missed >= 0)
+        DAEBUS_LOG_WARNF(LOGC, "%s '%s' (%s, %zu bytes): %s%s%s", what, channel, why, len, ex,
+                         len > 60 ? "..." : "", more_text(missed, mbuf, sizeof mbuf));
+}
+
 static const daebus__handler *find_handler(const daebus__handler *h, size_t n, const char *key)
 {
     /* Later registrations win: search from the end. */
@@ -88,14 +102,7 @@ static void on_service_message(daebus_bus *bus, const char *channel, const char 
     char why[96];
     char rc_buf[512];
     if (daebus__bus_parse_request(data, len, &env, why, sizeof why) != 0) {
-        atomic_fetch_add(&bus->malformed, 1);
-        char ex[100], mbuf[64];
-        excerpt(data, len < 60 ? len : 60, ex, sizeof ex);
-        long missed = daebus__ratelimit_pass(&bus->bad_log, daebus__now_mono(), 1.0);
-        if (missed >= 0)
-            DAEBUS_LOG_WARNF(LOGC, "malformed message on '%s' (%s, %zu bytes): %s%s%s", channel,
-                             why, len, ex, len > 60 ? "..." : "",
-                             more_text(missed, mbuf, sizeof mbuf));
+        note_malformed(bus, "malformed message on", channel, why, data, len);
         /* The caller would wait for its time-out: answer if reply_to and request_id can be read. */
         char rid[256];
         if (daebus__bus_scan_reply(data, len, rc_buf, sizeof rc_buf, rid, sizeof rid) == 0) {
@@ -149,13 +156,7 @@ static void on_listen_message(daebus_bus *bus, const daebus__handler *h, const c
     char why[96];
     char rc_buf[512];
     if (daebus__bus_parse_request(data, len, &env, why, sizeof why) != 0) {
-        atomic_fetch_add(&bus->malformed, 1);
-        char ex[100], mbuf[64];
-        excerpt(data, len < 60 ? len : 60, ex, sizeof ex);
-        long missed = daebus__ratelimit_pass(&bus->bad_log, daebus__now_mono(), 1.0);
-        if (missed >= 0)
-            DAEBUS_LOG_WARNF(LOGC, "ignoring message on '%s' (%s): %s%s%s", channel, why, ex,
-                             len > 60 ? "..." : "", more_text(missed, mbuf, sizeof mbuf));
+        note_malformed(bus, "ignoring message on", channel, why, data, len);
         return;
     }
     const char *reply = reply_channel(bus, &env, channel, rc_buf, sizeof rc_buf);

@@ -672,12 +672,8 @@ int daebus_caller_send_message(daebus_caller *c, const char *channel, const cJSO
         DAEBUS_LOG_WARNF(LOGC, "send_message: caller, a channel name and a payload are required");
         return DAEBUS_EINVAL;
     }
-    char *text = daebus_json_print(payload, NULL);
-    if (!text)
-        return DAEBUS_ENOMEM;
-    int rc = daebus_caller_publish(c, channel, text, strlen(text));
-    free(text);
-    return rc;
+    int rc = daebus__redis_publish_json(c->pub, channel, payload);
+    return rc == DAEBUS_ECLOSED ? DAEBUS_ECONN : rc;
 }
 
 int daebus_caller_send_to_service(daebus_caller *c, const char *service, const cJSON *payload,

@@ -4,6 +4,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include "daebus/json.h"
 #include "daebus/log.h"
 #include "clock.h"
 #include "redis_pub.h"
@@ -117,6 +118,16 @@ int daebus__redis_publish(daebus__redis_pub *p, const char *channel, const char 
         }
     }
     pthread_mutex_unlock(&pc->lock);
+    return rc;
+}
+
+int daebus__redis_publish_json(daebus__redis_pub *p, const char *channel, const cJSON *obj)
+{
+    char *text = daebus_json_print(obj, NULL);
+    if (!text)
+        return DAEBUS_ENOMEM;
+    int rc = daebus__redis_publish(p, channel, text, strlen(text));
+    free(text);
     return rc;
 }
 

@@ -14,6 +14,7 @@
 #define DAEBUS_REDIS_PUB_H
 
 #include <stddef.h>
+#include <cjson/cJSON.h>
 #include "redis_conn.h"
 
 typedef struct daebus__redis_pub daebus__redis_pub;
@@ -36,6 +37,10 @@ int daebus__redis_pub_connect(daebus__redis_pub *p, daebus_error *err);
 /* PUBLISH data (len bytes) on channel. Returns: the number of receivers
  * (>= 0), DAEBUS_ECONN, or DAEBUS_ECLOSED once closed. */
 int daebus__redis_publish(daebus__redis_pub *p, const char *channel, const char *data, size_t len);
+
+/* The same for obj serialised as compact JSON. Returns: as
+ * daebus__redis_publish, or DAEBUS_ENOMEM. */
+int daebus__redis_publish_json(daebus__redis_pub *p, const char *channel, const cJSON *obj);
 
 /* Closes every connection; later publishes return DAEBUS_ECLOSED. */
 void daebus__redis_pub_close(daebus__redis_pub *p);
