@@ -493,6 +493,26 @@ int daebus_caller_publish(daebus_caller *c, const char *channel, const char *dat
     return rc == DAEBUS_ECLOSED ? DAEBUS_ECONN : rc;
 }
 
+/* The five-key request message (docs/protocol.md §1), printed.
+ * Returns: malloc'd text, or NULL (out of memory). */
+static char *request_text(daebus_caller *c, const char *service, const char *action,
+                          const cJSON *payload, const char *id)
+{
+    cJSON *msg = cJSON_CreateObject();
+    cJSON *pl = payload ? cJSON_Duplicate(payload, 1) : cJSON_CreateObject();
+    char *text = NULL;
+    if (msg && cJSON_AddStringToObject(msg, "action", action) && pl &&
+        cJSON_AddItemToObject(msg, "payload", pl) &&
+        cJSON_AddStringToObject(msg, "reply_to", c->channel) &&
+        cJSON_AddStringToObject(msg, "request_id", id) &&
+        cJSON_AddStringToObject(msg, "service", service))
+        text = daebus_json_print(msg, NULL);
+    else if (pl && !cJSON_GetObjectItemCaseSensitive(msg, "payload"))
+        cJSON_Delete(pl);
+    cJSON_Delete(msg);
+    return text;
+}
+
 int daebus_caller_request_async(daebus_caller *c, const char *service, const char *action,
                                 const cJSON *payload, double timeout, daebus_caller_done_fn *done,
                                 daebus_caller_progress_fn *progress, void *user,
@@ -509,26 +529,12 @@ int daebus_caller_request_async(daebus_caller *c, const char *service, const cha
     if (timeout <= 0)
         timeout = c->default_timeout;
     pending *p = calloc(1, sizeof *p);
-    cJSON *msg = cJSON_CreateObject();
-    if (!p || !msg) {
-        free(p);
-        cJSON_Delete(msg);
+    if (!p)
         return DAEBUS_ENOMEM;
-    }
     uuid_t u;
     uuid_generate_random(u);
     uuid_unparse_lower(u, p->id);
-    cJSON *pl = payload ? cJSON_Duplicate(payload, 1) : cJSON_CreateObject();
-    char *text = NULL;
-    if (cJSON_AddStringToObject(msg, "action", action) && pl &&
-        cJSON_AddItemToObject(msg, "payload", pl) &&
-        cJSON_AddStringToObject(msg, "reply_to", c->channel) &&
-        cJSON_AddStringToObject(msg, "request_id", p->id) &&
-        cJSON_AddStringToObject(msg, "service", service))
-        text = daebus_json_print(msg, NULL);
-    else if (pl && !cJSON_GetObjectItemCaseSensitive(msg, "payload"))
-        cJSON_Delete(pl);
-    cJSON_Delete(msg);
+    char *text = request_text(c, service, action, payload, p->id);
     if (!text) {
         free(p);
         return DAEBUS_ENOMEM;

@@ -156,6 +156,100 @@ static int parse_query(const char *q, daebus__redis_url *u, const char *url, dae
     return 0;
 }
 
+/* An error naming the (redacted) URL shown. Returns: DAEBUS_EINVAL. */
+static int bad_url(daebus_error *err, const char *shown, const char *why)
+{
+    return daebus_error_set(err, DAEBUS_EINVAL, "redis URL '%.*s': %s",
+                            daebus__utf8_prec(shown, 64), shown, why);
+}
+
+/* unix://[[user]:password@]/path[?db=N&password=P] */
+static int parse_unix(const char *rest, daebus__redis_url *u, const char *shown, daebus_error *err)
+{
+    const char *slash = strchr(rest, '/');
+    if (!slash)
+        return bad_url(err, shown, "expected unix:///absolute/path");
+    if (slash != rest) {
+        const char *at = memchr(rest, '@', (size_t)(slash - rest));
+        if (!at || at + 1 != slash)
+            return bad_url(err, shown, "expected unix:///absolute/path");
+        if (parse_userinfo(rest, (size_t)(at - rest), u, shown, err) != 0)
+            return DAEBUS_EINVAL;
+    }
+    const char *q = strchr(slash, '?');
+    size_t n = q ? (size_t)(q - slash) : strlen(slash);
+    if (n < 2 || copy_decoded(u->path, sizeof u->path, slash, n, 0) != 0)
+        return bad_url(err, shown, "Unix socket path empty or too long");
+    if (q && parse_query(q + 1, u, shown, err) != 0)
+        return DAEBUS_EINVAL;
+    return 0;
+}
+
+/* host[:port] or [v6]:port in [hp, tail). */
+static int parse_host_port(const char *hp, const char *tail, daebus__redis_url *u,
+                           const char *shown, daebus_error *err)
+{
+    size_t hlen = (size_t)(tail - hp);
+    const char *hs = hp;
+    size_t hn;
+    const char *portp = NULL;
+    if (*hp == '[') {
+        const char *close = memchr(hp, ']', hlen);
+        if (!close)
+            return bad_url(err, shown, "unclosed '['");
+        hs = hp + 1;
+        hn = (size_t)(close - hs);
+        if (close + 1 < tail) {
+            if (close[1] != ':')
+                return bad_url(err, shown, "junk after ']'");
+            portp = close + 2;
+        }
+    } else {
+        const char *colon = memchr(hp, ':', hlen);
+        hn = colon ? (size_t)(colon - hp) : hlen;
+        if (colon)
+            portp = colon + 1;
+    }
+    if (hn == 0)
+        snprintf(u->host, sizeof u->host, "127.0.0.1");
+    else if (copy_decoded(u->host, sizeof u->host, hs, hn, 0) != 0)
+        return bad_url(err, shown, "host too long");
+    long p;
+    if (portp && parse_num(portp, (size_t)(tail - portp), 1, 65535, &p) != 0)
+        return bad_url(err, shown, "port must be a number 1-65535");
+    if (portp)
+        u->port = (int)p;
+    return 0;
+}
+
+/* redis://[[user]:password@]host[:port][/db] */
+static int parse_tcp(const char *rest, daebus__redis_url *u, const char *shown, daebus_error *err)
+{
+    const char *at = strrchr(rest, '@');
+    const char *hp = rest;
+    if (at) {
+        if (parse_userinfo(rest, (size_t)(at - rest), u, shown, err) != 0)
+            return DAEBUS_EINVAL;
+        hp = at + 1;
+    }
+    const char *tail = hp + strcspn(hp, "/?");
+    if (parse_host_port(hp, tail, u, shown, err) != 0)
+        return DAEBUS_EINVAL;
+    if (*tail == '/') {
+        const char *db = tail + 1;
+        size_t dn = strcspn(db, "?");
+        long v;
+        if (dn > 0 && parse_num(db, dn, 0, 1000000, &v) != 0)
+            return bad_url(err, shown, "database must be a number");
+        if (dn > 0)
+            u->db = (int)v;
+        tail = db + dn;
+    }
+    if (*tail == '?')
+        return bad_url(err, shown, "query parameters are not supported");
+    return 0;
+}
+
 int daebus__redis_url_parse(const char *url, daebus__redis_url *out, daebus_error *err)
 {
     if (!url || !out)
@@ -166,115 +260,23 @@ int daebus__redis_url_parse(const char *url, daebus__redis_url *out, daebus_erro
     daebus__redis_url u;
     memset(&u, 0, sizeof u);
     u.port = 6379;
-    const char *rest;
+    int rc;
     if (strncmp(url, "redis://", 8) == 0) {
-        rest = url + 8;
+        rc = parse_tcp(url + 8, &u, shown, err);
     } else if (strncmp(url, "unix://", 7) == 0) {
-        rest = url + 7;
         u.is_unix = true;
+        rc = parse_unix(url + 7, &u, shown, err);
     } else if (strncmp(url, "rediss://", 9) == 0) {
-        return daebus_error_set(err, DAEBUS_EINVAL,
-                                "redis URL '%.*s': TLS (rediss://) is not supported; use redis:// "
-                                "(e.g. through a local TLS tunnel) or unix://",
-                                daebus__utf8_prec(shown, 64), shown);
+        rc = bad_url(err, shown,
+                     "TLS (rediss://) is not supported; use redis:// (e.g. through a local TLS "
+                     "tunnel) or unix://");
     } else {
-        return daebus_error_set(err, DAEBUS_EINVAL,
-                                "redis URL '%.*s': unsupported scheme (use "
-                                "redis://[:password@]host:port[/db] or unix:///path)",
-                                daebus__utf8_prec(shown, 64), shown);
+        rc = bad_url(err, shown,
+                     "unsupported scheme (use redis://[:password@]host:port[/db] or unix:///path)");
     }
-    if (u.is_unix) {
-        /* unix://[[user]:password@]/path[?db=N&password=P] */
-        const char *slash = strchr(rest, '/');
-        if (!slash)
-            return daebus_error_set(err, DAEBUS_EINVAL,
-                                    "redis URL '%.*s': expected unix:///absolute/path",
-                                    daebus__utf8_prec(shown, 64), shown);
-        if (slash != rest) {
-            const char *at = memchr(rest, '@', (size_t)(slash - rest));
-            if (!at || at + 1 != slash)
-                return daebus_error_set(err, DAEBUS_EINVAL,
-                                        "redis URL '%.*s': expected unix:///absolute/path",
-                                        daebus__utf8_prec(shown, 64), shown);
-            if (parse_userinfo(rest, (size_t)(at - rest), &u, shown, err) != 0)
-                return DAEBUS_EINVAL;
-        }
-        const char *q = strchr(slash, '?');
-        size_t n = q ? (size_t)(q - slash) : strlen(slash);
-        if (n < 2 || copy_decoded(u.path, sizeof u.path, slash, n, 0) != 0)
-            return daebus_error_set(err, DAEBUS_EINVAL,
-                                    "redis URL '%.*s': Unix socket path empty or too long",
-                                    daebus__utf8_prec(shown, 64), shown);
-        if (q && parse_query(q + 1, &u, shown, err) != 0)
-            return DAEBUS_EINVAL;
+    if (rc == 0)
         *out = u;
-        return 0;
-    }
-    /* redis://[[user]:password@]host[:port][/db] */
-    const char *at = strrchr(rest, '@');
-    const char *hp = rest;
-    if (at) {
-        if (parse_userinfo(rest, (size_t)(at - rest), &u, shown, err) != 0)
-            return DAEBUS_EINVAL;
-        hp = at + 1;
-    }
-    size_t hlen = strcspn(hp, "/?");
-    const char *tail = hp + hlen;
-    const char *hs = hp;
-    size_t hn;
-    const char *portp = NULL;
-    if (*hp == '[') {
-        const char *close = memchr(hp, ']', hlen);
-        if (!close)
-            return daebus_error_set(err, DAEBUS_EINVAL, "redis URL '%.*s': unclosed '['",
-                                    daebus__utf8_prec(shown, 64), shown);
-        hs = hp + 1;
-        hn = (size_t)(close - hs);
-        if (close + 1 < tail) {
-            if (close[1] != ':')
-                return daebus_error_set(err, DAEBUS_EINVAL, "redis URL '%.*s': junk after ']'",
-                                        daebus__utf8_prec(shown, 64), shown);
-            portp = close + 2;
-        }
-    } else {
-        const char *colon = memchr(hp, ':', hlen);
-        hn = colon ? (size_t)(colon - hp) : hlen;
-        if (colon)
-            portp = colon + 1;
-    }
-    if (hn == 0) {
-        snprintf(u.host, sizeof u.host, "127.0.0.1");
-    } else if (copy_decoded(u.host, sizeof u.host, hs, hn, 0) != 0) {
-        return daebus_error_set(err, DAEBUS_EINVAL, "redis URL '%.*s': host too long",
-                                daebus__utf8_prec(shown, 64), shown);
-    }
-    if (portp) {
-        long p;
-        if (parse_num(portp, (size_t)(tail - portp), 1, 65535, &p) != 0)
-            return daebus_error_set(err, DAEBUS_EINVAL,
-                                    "redis URL '%.*s': port must be a number 1-65535",
-                                    daebus__utf8_prec(shown, 64), shown);
-        u.port = (int)p;
-    }
-    if (*tail == '/') {
-        const char *db = tail + 1;
-        size_t dn = strcspn(db, "?");
-        long v;
-        if (dn > 0) {
-            if (parse_num(db, dn, 0, 1000000, &v) != 0)
-                return daebus_error_set(err, DAEBUS_EINVAL,
-                                        "redis URL '%.*s': database must be a number",
-                                        daebus__utf8_prec(shown, 64), shown);
-            u.db = (int)v;
-        }
-        tail = db + dn;
-    }
-    if (*tail == '?')
-        return daebus_error_set(err, DAEBUS_EINVAL,
-                                "redis URL '%.*s': query parameters are not supported",
-                                daebus__utf8_prec(shown, 64), shown);
-    *out = u;
-    return 0;
+    return rc;
 }
 
 void daebus__redis_url_describe(const daebus__redis_url *url, char *buf, size_t len)
