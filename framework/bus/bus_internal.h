@@ -90,6 +90,12 @@ void daebus__bus_run_action(void *arg);
 void daebus__bus_run_listen(void *arg);
 void daebus__bus_drop_request(void *arg);
 
+/* ---- caller.c ---- */
+
+/* Replies to a bus caller that were refused as too large (bus.c adds those of
+ * the bus's own caller to its too_large counter). Thread: any. */
+unsigned long long daebus__caller_too_large(const daebus_caller *c);
+
 /* ---- bus_dispatch.c ---- */
 
 /* The subscriber's message callback (user: the bus). */

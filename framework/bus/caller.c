@@ -22,6 +22,7 @@
 #include "daebus/caller.h"
 #include "daebus/json.h"
 #include "daebus/log.h"
+#include "bus_internal.h"
 #include "bus_parse.h"
 #include "clock.h"
 #include "redis_pub.h"

@@ -1,4 +1,4 @@
-/* redis_conn.h - Redis connections for the bus and the caller (internal).
+/* redis_conn.h - Redis connections of the transport layer (internal).
  *
  * Connect with a time-out (TCP or Unix socket), AUTH and SELECT from a parsed
  * URL; a poll-based reply reader that can wait with a time-out and be woken
@@ -81,10 +81,6 @@ typedef struct daebus__ratelimit {
  * else the number of events not logged since the last line (say so in it).
  * Thread: one thread per limiter (or the caller's lock). */
 long daebus__ratelimit_pass(daebus__ratelimit *rl, double now, double interval);
-
-/* Replies to a bus caller that were refused as too large (bus.c adds those of
- * the bus's own caller to its too_large counter). Thread: safe. */
-unsigned long long daebus__caller_too_large(const daebus_caller *c);
 
 /* hiredis writes with write(2): a write to a connection the server closed
  * raises SIGPIPE, which would kill a process that did not ignore it. These
