@@ -139,10 +139,8 @@ static void http_metrics(sbuf *b, daebus_http *http)
 static void bus_metrics(sbuf *b, daebus_bus *bus)
 {
     struct daebus_bus_stats st;
-    if (!bus)
+    if (daebus_bus_get_stats(bus, &st) != 0)
         return;
-    memset(&st, 0, sizeof st);
-    daebus_bus_get_stats(bus, &st);
     metric_u64(b, "daebus_bus_connected", "gauge", "1 while the Redis subscriber is connected.",
                (unsigned long long)(st.connected ? 1 : 0));
     metric_u64(b, "daebus_bus_requests_received_total", "counter",
@@ -304,8 +302,7 @@ static bool add_checks(daebus_app *app, cJSON *checks)
     daebus_bus *bus = daebus_app_bus(app);
     if (bus) {
         struct daebus_bus_stats st;
-        memset(&st, 0, sizeof st);
-        daebus_bus_get_stats(bus, &st);
+        daebus_bus_get_stats(bus, &st); /* 0 here: bus is not NULL */
         cJSON *r = cJSON_AddObjectToObject(checks, "redis");
         cJSON_AddStringToObject(r, "status", st.connected ? "up" : "down");
         cJSON_AddBoolToObject(r, "connected", st.connected != 0);

@@ -1,30 +1,32 @@
 /* caller.c - the bus caller: requests to other services' actions over Redis.
  *
- * One caller = one reply channel (caller:<uuid4>), one subscriber connection
- * read by a thread of its own, one publisher connection behind a mutex, and a
- * hash table of pending requests keyed by request_id. Only the reader thread
- * completes requests (replies, time-outs, lost connection), so every
- * callback runs on that thread and exactly once; the publishing side only
- * marks a request as failed and wakes the thread. destroy() joins the thread
- * and then completes what is left with DAEBUS_ECLOSED.
+ * A protocol layer on the Redis transport (framework/redis/): one caller =
+ * one subscriber (its reply channel caller:<uuid4>, plus the channels of
+ * daebus_caller_listen) read by the transport's thread, one publisher
+ * connection, and a hash table of pending requests keyed by request_id.
+ * Only the subscriber thread completes requests (replies, time-outs, lost
+ * connection), so every callback runs on that thread and exactly once; the
+ * publishing side only marks a request as failed and wakes the thread.
+ * destroy() joins the thread and then completes what is left with
+ * DAEBUS_ECLOSED.
+ *
+ * The pending table is a fixed array of buckets with chained entries; the
+ * core hash table (when it lands) replaces hash_id/buckets/take_where.
  */
-#include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include <uuid/uuid.h>
 #include "daebus/caller.h"
 #include "daebus/json.h"
 #include "daebus/log.h"
+#include "bus_internal.h"
 #include "bus_parse.h"
-#include "component.h"
-#include "redis_conn.h"
+#include "clock.h"
+#include "redis_pub.h"
+#include "redis_sub.h"
 #include "utf8.h"
 
 #define NBUCKETS 256
@@ -47,30 +49,32 @@ typedef struct pending {
     struct pending *next;
 } pending;
 
+typedef struct listener {
+    char *channel;
+    daebus_caller_message_fn *fn;
+    void *user;
+    struct listener *next;
+} listener;
+
 struct daebus_caller {
-    daebus_redis_url url;
-    char where[320];
     char channel[160];
-    double default_timeout, connect_timeout, reconnect_max;
+    double default_timeout, connect_timeout;
+    daebus__redis_pub *pub;
+    daebus__redis_sub *sub;
 
-    pthread_mutex_t pub_lock;
-    redisContext *pub;
-
-    pthread_mutex_t lock;
-    pthread_cond_t cond; /* state changes (subscribed / stopping) */
+    pthread_mutex_t lock; /* the pending table */
     pending *buckets[NBUCKETS];
     size_t npending;
     atomic_int connected;
     atomic_int stopping;
-    int thread_started;
 
-    redisContext *sub;         /* reader thread only */
-    daebus__redis_guard guard; /* its size guard (reader thread only) */
-    daebus__ratelimit big_log; /* "reply too large" lines (reader thread only) */
+    pthread_mutex_t listen_lock; /* listeners; held while one runs */
+    listener *listeners;
+
+    daebus__ratelimit big_log; /* "reply too large" lines (subscriber thread only) */
+    double next_scan;          /* next expiry scan (subscriber thread only) */
     size_t max_message;
     atomic_ullong too_large;
-    int wake[2];
-    pthread_t thread;
 };
 
 /* ---- helpers ---- */
@@ -83,20 +87,6 @@ static unsigned hash_id(const char *s)
     return h % NBUCKETS;
 }
 
-static void wake_thread(daebus_caller *c)
-{
-    char b = 1;
-    ssize_t n = write(c->wake[1], &b, 1);
-    (void)n;
-}
-
-static void drain_wake(daebus_caller *c)
-{
-    char buf[64];
-    while (read(c->wake[0], buf, sizeof buf) > 0) {
-    }
-}
-
 static const char *error_text(const cJSON *payload)
 {
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(payload, "error");
@@ -105,48 +95,6 @@ static const char *error_text(const cJSON *payload)
     if (cJSON_IsString(payload) && payload->valuestring)
         return payload->valuestring;
     return "Unknown error";
-}
-
-/* Is an idle publisher connection still usable? A closed peer shows as
- * readable (EOF) or hung up. */
-static int conn_alive(redisContext *ctx)
-{
-    if (!ctx || ctx->err)
-        return 0;
-    struct pollfd p = {.fd = ctx->fd, .events = POLLIN};
-    int n = poll(&p, 1, 0);
-    if (n < 0)
-        return 0;
-    return n == 0;
-}
-
-/* Publishes data on channel through the publisher connection.
- * Returns: receivers >= 0, or DAEBUS_ECONN. */
-static int publish(daebus_caller *c, const char *channel, const char *data, size_t len)
-{
-    pthread_mutex_lock(&c->pub_lock);
-    if (!conn_alive(c->pub)) {
-        if (c->pub)
-            redisFree(c->pub);
-        c->pub = daebus__redis_connect(&c->url, c->connect_timeout, 5.0, NULL);
-    }
-    int rc = DAEBUS_ECONN;
-    if (c->pub) {
-        daebus__sigpipe_guard g;
-        daebus__sigpipe_block(&g);
-        redisReply *r = redisCommand(c->pub, "PUBLISH %b %b", channel, strlen(channel), data, len);
-        daebus__sigpipe_restore(&g);
-        if (r && r->type == REDIS_REPLY_INTEGER)
-            rc = (int)(r->integer > 0x7fffffff ? 0x7fffffff : r->integer);
-        if (r)
-            freeReplyObject(r);
-        if (!r) {
-            redisFree(c->pub);
-            c->pub = NULL;
-        }
-    }
-    pthread_mutex_unlock(&c->pub_lock);
-    return rc;
 }
 
 /* ---- completing requests (reader thread, or destroy after the join) ---- */
@@ -264,13 +212,12 @@ static void handle_reply(daebus_caller *c, const char *data, size_t len)
     daebus__bus_response_free(&r);
 }
 
-/* A reply over max_message_size, of which the size guard kept the first len
- * bytes of data and the last bytes: counted, logged at most once a second,
+/* A reply over max_message_size, of which the transport's size guard kept the first
+ * bytes (m->data) and the last ones (m->tail): counted, logged at most once a second,
  * never parsed; the pending request it names (request_id read from those
  * bytes) completes with DAEBUS_ETOOBIG instead of waiting for its time-out. */
-static void on_too_large(daebus_caller *c, const char *data, size_t len)
+static void on_too_large(daebus_caller *c, const daebus__redis_msg *m)
 {
-    const daebus__redis_guard *g = &c->guard;
     atomic_fetch_add(&c->too_large, 1);
     long missed = daebus__ratelimit_pass(&c->big_log, daebus__now_mono(), 1.0);
     if (missed >= 0) {
@@ -280,10 +227,10 @@ static void on_too_large(daebus_caller *c, const char *data, size_t len)
         DAEBUS_LOG_WARNF(LOGC,
                          "reply of %zu bytes on %s refused unread: over the limit of %zu bytes "
                          "(max_message_size)%s",
-                         g->cut_len, c->channel, c->max_message, more);
+                         m->cut_len, c->channel, c->max_message, more);
     }
     char reply_to[8], id[40];
-    daebus__bus_scan_reply_cut(data, len, g->tail, g->tail_len, reply_to, sizeof reply_to, id,
+    daebus__bus_scan_reply_cut(m->data, m->len, m->tail, m->tail_len, reply_to, sizeof reply_to, id,
                                sizeof id);
     if (!id[0])
         return;
@@ -301,7 +248,7 @@ static void on_too_large(daebus_caller *c, const char *data, size_t len)
     pthread_mutex_unlock(&c->lock);
     if (p) {
         char msg[160];
-        snprintf(msg, sizeof msg, "reply too large (%zu bytes; limit %zu)", g->cut_len,
+        snprintf(msg, sizeof msg, "reply too large (%zu bytes; limit %zu)", m->cut_len,
                  c->max_message);
         complete(c, p, DAEBUS_ETOOBIG, NULL, msg);
     }
@@ -312,143 +259,107 @@ unsigned long long daebus__caller_too_large(const daebus_caller *c)
     return c ? atomic_load(&((daebus_caller *)c)->too_large) : 0;
 }
 
-/* ---- the reader thread ---- */
+/* ---- the transport's callbacks (its subscriber thread) ---- */
 
-/* Connects the subscriber and waits for the SUBSCRIBE confirmation.
- * Returns: 0 or a negative code (err filled). */
-static int subscribe_reply_channel(daebus_caller *c, daebus_error *err)
+/* A message on a channel of daebus_caller_listen(). */
+static void on_listened(daebus_caller *c, const daebus__redis_msg *m)
 {
-    redisContext *s = daebus__redis_connect(&c->url, c->connect_timeout, 0, err);
-    if (!s)
-        return err ? err->code : DAEBUS_ECONN;
-    daebus__redis_guard_attach(s, &c->guard, c->max_message);
-    if (redisAppendCommand(s, "SUBSCRIBE %s", c->channel) != REDIS_OK) {
-        redisFree(s);
-        return daebus_error_set(err, DAEBUS_ENOMEM, "SUBSCRIBE: out of memory");
+    if (m->cut_len) {
+        atomic_fetch_add(&c->too_large, 1);
+        if (daebus__ratelimit_pass(&c->big_log, daebus__now_mono(), 1.0) >= 0)
+            DAEBUS_LOG_WARNF(LOGC,
+                             "message of %zu bytes on '%.100s' dropped: over the limit of %zu "
+                             "bytes (max_message_size)",
+                             m->cut_len, m->channel, c->max_message);
+        return;
     }
-    double until = daebus__now_mono() + c->connect_timeout;
-    for (;;) {
-        redisReply *r = NULL;
-        int rc = daebus__redis_read(s, &r, 50, -1);
-        if (rc < 0 || daebus__now_mono() > until) {
-            daebus_error_set(err, DAEBUS_ECONN, "redis %s: SUBSCRIBE %s failed: %s", c->where,
-                             c->channel, s->err ? s->errstr : "no confirmation");
-            if (r)
-                freeReplyObject(r);
-            redisFree(s);
-            return DAEBUS_ECONN;
+    pthread_mutex_lock(&c->listen_lock);
+    for (listener *l = c->listeners; l; l = l->next)
+        if (strcmp(l->channel, m->channel) == 0) {
+            l->fn(c, m->channel, m->data, m->len, l->user);
+            break;
         }
-        if (rc == 1) {
-            int ok = r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
-                     r->element[0]->type == REDIS_REPLY_STRING &&
-                     strcmp(r->element[0]->str, "subscribe") == 0;
-            int refused = r->type == REDIS_REPLY_ERROR;
-            if (refused)
-                daebus_error_set(err, DAEBUS_ECONN, "redis %s: SUBSCRIBE refused: %.*s", c->where,
-                                 daebus__utf8_prec(r->str, 100), r->str);
-            freeReplyObject(r);
-            if (refused) {
-                redisFree(s);
-                return DAEBUS_ECONN;
-            }
-            if (ok)
-                break;
-        }
-    }
-    c->sub = s;
-    return 0;
+    pthread_mutex_unlock(&c->listen_lock);
 }
 
-static void sleep_or_wake(daebus_caller *c, double seconds)
+static void on_message(void *user, const daebus__redis_msg *m)
 {
-    struct pollfd p = {.fd = c->wake[0], .events = POLLIN};
-    int ms = (int)(seconds * 1000);
-    if (poll(&p, 1, ms < 1 ? 1 : ms) > 0)
-        drain_wake(c);
+    daebus_caller *c = user;
+    if (strcmp(m->channel, c->channel) != 0)
+        on_listened(c, m);
+    else if (m->cut_len)
+        on_too_large(c, m);
+    else
+        handle_reply(c, m->data, m->len);
 }
 
-static void *reader_main(void *arg)
+static void on_state(void *user, const daebus__redis_event *ev)
 {
-    daebus_caller *c = arg;
-    daebus__sigpipe_block_thread();
-    double backoff = 0.1;
-    double last_rx = daebus__now_mono(), ping_at = 0, next_scan = 0;
-    while (!atomic_load(&c->stopping)) {
-        if (!c->sub) {
-            daebus_error e = {0};
-            if (subscribe_reply_channel(c, &e) == 0) {
-                atomic_store(&c->connected, 1);
-                last_rx = daebus__now_mono();
-                ping_at = 0;
-                DAEBUS_LOG_INFOF(LOGC, "reconnected to %s, listening on %s", c->where, c->channel);
-                backoff = 0.1;
-            } else {
-
-                sleep_or_wake(c, backoff);
-                backoff = backoff * 2 > c->reconnect_max ? c->reconnect_max : backoff * 2;
-            }
-            continue;
-        }
-        double wait = next_scan - daebus__now_mono();
-        int ms = wait <= 0 ? 0 : wait > 0.2 ? 200 : (int)(wait * 1000) + 1;
-        redisReply *r = NULL;
-        int rc = daebus__redis_read(c->sub, &r, ms, c->wake[0]);
-        double now = daebus__now_mono();
-        if (rc == 1 || c->guard.got_bytes) {
-            /* A big reply still arriving is traffic too (its PONG queues behind it). */
-            last_rx = now;
-            ping_at = 0;
-        } else if (rc == 0 && ping_at > 0 && now - ping_at > HEALTH_TIMEOUT) {
-            rc = DAEBUS_ECONN;
-            snprintf(c->sub->errstr, sizeof c->sub->errstr, "no answer to PING for %.0fs",
-                     HEALTH_TIMEOUT);
-        } else if (rc == 0 && ping_at == 0 && now - last_rx > HEALTH_IDLE) {
-            if (redisAppendCommand(c->sub, "PING") == REDIS_OK)
-                ping_at = now;
-        }
-        if (rc < 0) {
-            pthread_mutex_lock(&c->lock);
-            atomic_store(&c->connected, 0);
-            pthread_mutex_unlock(&c->lock);
-            pending *lost = take_where(c, 1, 0, NULL);
-            size_t n = 0;
-            for (pending *q = lost; q; q = q->next)
-                n++;
-            DAEBUS_LOG_WARNF(LOGC, "lost connection to %s (%s); failing %zu pending request(s)",
-                             c->where, c->sub->errstr[0] ? c->sub->errstr : "closed", n);
-            redisFree(c->sub);
-            c->sub = NULL;
-            fail_list(c, lost, DAEBUS_ECONN, "connection to Redis lost");
-            continue;
-        }
-        if (rc == 1) {
-            if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
-                r->element[0]->type == REDIS_REPLY_STRING &&
-                strcmp(r->element[0]->str, "message") == 0 &&
-                r->element[2]->type == REDIS_REPLY_STRING) {
-                if (c->guard.cut_len)
-                    on_too_large(c, r->element[2]->str, r->element[2]->len);
-                else
-                    handle_reply(c, r->element[2]->str, r->element[2]->len);
-            }
-            freeReplyObject(r);
-        } else {
-            drain_wake(c);
-        }
-        /* Expiry scan: on a time-out or wake-up (new short request, failed
-         * publish), at the nearest deadline, and at least every 100 ms; not
-         * after every reply, so that many requests in flight stay cheap. */
-        if (rc == 0 || now >= next_scan) {
-            double nearest;
-            now = daebus__now_mono();
-            fail_list(c, take_where(c, 0, now, &nearest), 0, NULL);
-            next_scan = nearest < now + 0.1 ? nearest : now + 0.1;
-        }
+    daebus_caller *c = user;
+    if (ev->state == DAEBUS__REDIS_UP) {
+        atomic_store(&c->connected, 1);
+        DAEBUS_LOG_INFOF(LOGC, "reconnected to %s, listening on %s",
+                         daebus__redis_sub_where(c->sub), c->channel);
+    } else if (ev->state == DAEBUS__REDIS_DOWN) {
+        pthread_mutex_lock(&c->lock);
+        atomic_store(&c->connected, 0);
+        pthread_mutex_unlock(&c->lock);
+        pending *lost = take_where(c, 1, 0, NULL);
+        size_t n = 0;
+        for (pending *q = lost; q; q = q->next)
+            n++;
+        DAEBUS_LOG_WARNF(LOGC, "lost connection to %s (%s); failing %zu pending request(s)",
+                         daebus__redis_sub_where(c->sub), ev->why, n);
+        fail_list(c, lost, DAEBUS_ECONN, "connection to Redis lost");
     }
-    return NULL;
+}
+
+/* Expiry scan: on a time-out or wake-up (new short request, failed publish),
+ * at the nearest deadline, and at least every 100 ms; not after every reply,
+ * so that many requests in flight stay cheap. Returns: the next read's wait. */
+static int on_tick(void *user, bool idle)
+{
+    daebus_caller *c = user;
+    double now = daebus__now_mono();
+    if (idle || now >= c->next_scan) {
+        double nearest;
+        fail_list(c, take_where(c, 0, now, &nearest), 0, NULL);
+        c->next_scan = nearest < now + 0.1 ? nearest : now + 0.1;
+    }
+    double wait = c->next_scan - daebus__now_mono();
+    return wait <= 0 ? 0 : wait > 0.2 ? 200 : (int)(wait * 1000) + 1;
 }
 
 /* ---- public API ---- */
+
+/* The transport: the publisher and the subscriber on the reply channel. */
+static int make_transport(daebus_caller *c, const daebus__redis_url *url,
+                          const daebus_caller_options *opts, daebus_error *err)
+{
+    daebus__redis_pub_opts po = {url, 1, c->connect_timeout, 5.0, 0, LOGC};
+    daebus__redis_sub_opts so = {
+        .url = url,
+        .connect_timeout = c->connect_timeout,
+        .reconnect_initial = 0.1,
+        .reconnect_max = opts && opts->reconnect_max > 0 ? opts->reconnect_max : 5.0,
+        .health_idle = HEALTH_IDLE,
+        .health_timeout = HEALTH_TIMEOUT,
+        .max_message = c->max_message,
+        .poll_ms = 200,
+        .on_message = on_message,
+        .on_state = on_state,
+        .on_tick = on_tick,
+        .user = c,
+    };
+    c->pub = daebus__redis_pub_create(&po);
+    c->sub = daebus__redis_sub_create(&so);
+    if (!c->pub || !c->sub || daebus__redis_sub_subscribe(c->sub, c->channel) < 0)
+        return daebus_error_set(err, DAEBUS_ENOMEM, "caller: out of memory");
+    int rc = daebus__redis_pub_connect(c->pub, err);
+    if (rc == 0)
+        rc = daebus__redis_sub_start(c->sub, true, err);
+    return rc;
+}
 
 daebus_caller *daebus_caller_create(const char *redis_url, const daebus_caller_options *opts,
                                     daebus_error *err)
@@ -457,20 +368,16 @@ daebus_caller *daebus_caller_create(const char *redis_url, const daebus_caller_o
         redis_url = getenv("DAEBUS_REDIS_URL");
     if (!redis_url || !*redis_url)
         redis_url = "redis://127.0.0.1:6379";
+    daebus__redis_url url;
+    if (daebus__redis_url_parse(redis_url, &url, err) != 0)
+        return NULL;
     daebus_caller *c = calloc(1, sizeof *c);
     if (!c) {
         daebus_error_set(err, DAEBUS_ENOMEM, "caller: out of memory");
         return NULL;
     }
-    c->wake[0] = c->wake[1] = -1;
-    if (daebus_redis_url_parse(redis_url, &c->url, err) != 0) {
-        free(c);
-        return NULL;
-    }
-    daebus__redis_url_describe(&c->url, c->where, sizeof c->where);
     c->default_timeout = opts && opts->default_timeout > 0 ? opts->default_timeout : 5.0;
     c->connect_timeout = opts && opts->connect_timeout > 0 ? opts->connect_timeout : 2.0;
-    c->reconnect_max = opts && opts->reconnect_max > 0 ? opts->reconnect_max : 5.0;
     c->max_message = opts && opts->max_message_size ? opts->max_message_size : 1024 * 1024;
     if (opts && opts->reply_channel && *opts->reply_channel) {
         snprintf(c->channel, sizeof c->channel, "%s", opts->reply_channel);
@@ -481,31 +388,15 @@ daebus_caller *daebus_caller_create(const char *redis_url, const daebus_caller_o
         uuid_unparse_lower(u, s);
         snprintf(c->channel, sizeof c->channel, "caller:%s", s);
     }
-    pthread_mutex_init(&c->pub_lock, NULL);
     pthread_mutex_init(&c->lock, NULL);
-    pthread_cond_init(&c->cond, NULL);
-    if (pipe(c->wake) != 0) {
-        daebus_error_set(err, DAEBUS_EIO, "caller: pipe: %s", strerror(errno));
-        daebus_caller_destroy(c);
-        return NULL;
-    }
-    for (int i = 0; i < 2; i++) {
-        fcntl(c->wake[i], F_SETFL, fcntl(c->wake[i], F_GETFL) | O_NONBLOCK);
-        fcntl(c->wake[i], F_SETFD, FD_CLOEXEC);
-    }
-    c->pub = daebus__redis_connect(&c->url, c->connect_timeout, 5.0, err);
-    if (!c->pub || subscribe_reply_channel(c, err) != 0) {
+    pthread_mutex_init(&c->listen_lock, NULL);
+    if (make_transport(c, &url, opts, err) != 0) {
         daebus_caller_destroy(c);
         return NULL;
     }
     atomic_store(&c->connected, 1);
-    if (pthread_create(&c->thread, NULL, reader_main, c) != 0) {
-        daebus_error_set(err, DAEBUS_ENOMEM, "caller: cannot start its thread");
-        daebus_caller_destroy(c);
-        return NULL;
-    }
-    c->thread_started = 1;
-    DAEBUS_LOG_DEBUGF(LOGC, "connected to %s, replies on %s", c->where, c->channel);
+    DAEBUS_LOG_DEBUGF(LOGC, "connected to %s, replies on %s", daebus__redis_sub_where(c->sub),
+                      c->channel);
     return c;
 }
 
@@ -514,21 +405,18 @@ void daebus_caller_destroy(daebus_caller *c)
     if (!c)
         return;
     atomic_store(&c->stopping, 1);
-    if (c->thread_started) {
-        wake_thread(c);
-        pthread_join(c->thread, NULL);
-    }
+    daebus__redis_sub_stop(c->sub);
     fail_list(c, take_where(c, 1, 0, NULL), DAEBUS_ECLOSED, "caller closed");
-    if (c->sub)
-        redisFree(c->sub);
-    if (c->pub)
-        redisFree(c->pub);
-    for (int i = 0; i < 2; i++)
-        if (c->wake[i] >= 0)
-            close(c->wake[i]);
-    pthread_mutex_destroy(&c->pub_lock);
+    daebus__redis_sub_destroy(c->sub);
+    daebus__redis_pub_destroy(c->pub);
+    while (c->listeners) {
+        listener *n = c->listeners->next;
+        free(c->listeners->channel);
+        free(c->listeners);
+        c->listeners = n;
+    }
     pthread_mutex_destroy(&c->lock);
-    pthread_cond_destroy(&c->cond);
+    pthread_mutex_destroy(&c->listen_lock);
     free(c);
 }
 
@@ -540,6 +428,90 @@ const char *daebus_caller_reply_channel(const daebus_caller *c)
 bool daebus_caller_connected(const daebus_caller *c)
 {
     return c && atomic_load(&((daebus_caller *)c)->connected);
+}
+
+int daebus_caller_listen(daebus_caller *c, const char *channel, daebus_caller_message_fn *fn,
+                         void *user)
+{
+    if (!c || !channel || !*channel || !fn || strcmp(channel, c->channel) == 0) {
+        DAEBUS_LOG_WARNF(LOGC, "listen: needs a caller, a channel (not its reply channel) and fn");
+        return DAEBUS_EINVAL;
+    }
+    listener *l = calloc(1, sizeof *l);
+    if (!l || !(l->channel = strdup(channel))) {
+        free(l);
+        return DAEBUS_ENOMEM;
+    }
+    l->fn = fn;
+    l->user = user;
+    pthread_mutex_lock(&c->listen_lock);
+    for (listener *q = c->listeners; q; q = q->next)
+        if (strcmp(q->channel, channel) == 0) {
+            pthread_mutex_unlock(&c->listen_lock);
+            free(l->channel);
+            free(l);
+            return DAEBUS_EEXIST;
+        }
+    l->next = c->listeners;
+    c->listeners = l;
+    pthread_mutex_unlock(&c->listen_lock);
+    long ticket = daebus__redis_sub_subscribe(c->sub, channel);
+    if (ticket < 0) {
+        daebus_caller_unlisten(c, channel);
+        return (int)ticket;
+    }
+    return daebus__redis_sub_wait(c->sub, ticket, c->connect_timeout);
+}
+
+int daebus_caller_unlisten(daebus_caller *c, const char *channel)
+{
+    if (!c || !channel)
+        return DAEBUS_EINVAL;
+    listener *gone = NULL;
+    pthread_mutex_lock(&c->listen_lock);
+    for (listener **pp = &c->listeners; *pp; pp = &(*pp)->next)
+        if (strcmp((*pp)->channel, channel) == 0) {
+            gone = *pp;
+            *pp = gone->next;
+            break;
+        }
+    pthread_mutex_unlock(&c->listen_lock);
+    if (!gone)
+        return DAEBUS_EINVAL;
+    free(gone->channel);
+    free(gone);
+    long ticket = daebus__redis_sub_unsubscribe(c->sub, channel);
+    return ticket > 0 ? daebus__redis_sub_wait(c->sub, ticket, c->connect_timeout) : 0;
+}
+
+int daebus_caller_publish(daebus_caller *c, const char *channel, const char *data, size_t len)
+{
+    if (!c || !channel || !*channel || (!data && len)) {
+        DAEBUS_LOG_WARNF(LOGC, "publish: needs a caller, a channel name and data");
+        return DAEBUS_EINVAL;
+    }
+    int rc = daebus__redis_publish(c->pub, channel, data ? data : "", len);
+    return rc == DAEBUS_ECLOSED ? DAEBUS_ECONN : rc;
+}
+
+/* The five-key request message (docs/protocol.md §1), printed.
+ * Returns: malloc'd text, or NULL (out of memory). */
+static char *request_text(daebus_caller *c, const char *service, const char *action,
+                          const cJSON *payload, const char *id)
+{
+    cJSON *msg = cJSON_CreateObject();
+    cJSON *pl = payload ? cJSON_Duplicate(payload, 1) : cJSON_CreateObject();
+    char *text = NULL;
+    if (msg && cJSON_AddStringToObject(msg, "action", action) && pl &&
+        cJSON_AddItemToObject(msg, "payload", pl) &&
+        cJSON_AddStringToObject(msg, "reply_to", c->channel) &&
+        cJSON_AddStringToObject(msg, "request_id", id) &&
+        cJSON_AddStringToObject(msg, "service", service))
+        text = daebus_json_print(msg, NULL);
+    else if (pl && !cJSON_GetObjectItemCaseSensitive(msg, "payload"))
+        cJSON_Delete(pl);
+    cJSON_Delete(msg);
+    return text;
 }
 
 int daebus_caller_request_async(daebus_caller *c, const char *service, const char *action,
@@ -558,26 +530,12 @@ int daebus_caller_request_async(daebus_caller *c, const char *service, const cha
     if (timeout <= 0)
         timeout = c->default_timeout;
     pending *p = calloc(1, sizeof *p);
-    cJSON *msg = cJSON_CreateObject();
-    if (!p || !msg) {
-        free(p);
-        cJSON_Delete(msg);
+    if (!p)
         return DAEBUS_ENOMEM;
-    }
     uuid_t u;
     uuid_generate_random(u);
     uuid_unparse_lower(u, p->id);
-    cJSON *pl = payload ? cJSON_Duplicate(payload, 1) : cJSON_CreateObject();
-    char *text = NULL;
-    if (cJSON_AddStringToObject(msg, "action", action) && pl &&
-        cJSON_AddItemToObject(msg, "payload", pl) &&
-        cJSON_AddStringToObject(msg, "reply_to", c->channel) &&
-        cJSON_AddStringToObject(msg, "request_id", p->id) &&
-        cJSON_AddStringToObject(msg, "service", service))
-        text = daebus_json_print(msg, NULL);
-    else if (pl && !cJSON_GetObjectItemCaseSensitive(msg, "payload"))
-        cJSON_Delete(pl);
-    cJSON_Delete(msg);
+    char *text = request_text(c, service, action, payload, p->id);
     if (!text) {
         free(p);
         return DAEBUS_ENOMEM;
@@ -604,14 +562,15 @@ int daebus_caller_request_async(daebus_caller *c, const char *service, const cha
     c->npending++;
     pthread_mutex_unlock(&c->lock);
     /* From here the reader thread owns p: only mark it, never free it. */
-    int rc = publish(c, service, text, strlen(text));
+    int rc = daebus__redis_publish(c->pub, service, text, strlen(text));
     free(text);
     if (rc <= 0) {
         /* No connection, or PUBLISH reached no subscriber: nothing can answer,
          * so the request fails now instead of at its time-out. */
         char why[600];
         daebus__utf8_snprintf(why, sizeof why, "no service '%.*s' is listening on %s",
-                              daebus__utf8_prec(service, 200), service, c->where);
+                              daebus__utf8_prec(service, 200), service,
+                              daebus__redis_sub_where(c->sub));
         pthread_mutex_lock(&c->lock);
         for (pending *q = c->buckets[h]; q; q = q->next)
             if (q == p) {
@@ -620,9 +579,10 @@ int daebus_caller_request_async(daebus_caller *c, const char *service, const cha
                     p->why = strdup(why);
             }
         pthread_mutex_unlock(&c->lock);
-        wake_thread(c);
+        daebus__redis_sub_wake(c->sub);
     } else if (timeout < 0.25) {
-        wake_thread(c); /* the reader sleeps at most 200 ms: only short ones need it */
+        daebus__redis_sub_wake(
+            c->sub); /* the reader sleeps at most 200 ms: only short ones need it */
     }
     return 0;
 }
@@ -719,12 +679,8 @@ int daebus_caller_send_message(daebus_caller *c, const char *channel, const cJSO
         DAEBUS_LOG_WARNF(LOGC, "send_message: caller, a channel name and a payload are required");
         return DAEBUS_EINVAL;
     }
-    char *text = daebus_json_print(payload, NULL);
-    if (!text)
-        return DAEBUS_ENOMEM;
-    int rc = publish(c, channel, text, strlen(text));
-    free(text);
-    return rc;
+    int rc = daebus__redis_publish_json(c->pub, channel, payload);
+    return rc == DAEBUS_ECLOSED ? DAEBUS_ECONN : rc;
 }
 
 int daebus_caller_send_to_service(daebus_caller *c, const char *service, const cJSON *payload,

@@ -1,7 +1,6 @@
-/* redis_conn.c - Redis URL parsing, connecting (AUTH, SELECT) and waiting for replies.
+/* redis_conn.c - connecting (AUTH, SELECT), the size guard and waiting for replies.
  *
- * URL parsing is a pure function (no I/O, no allocation) so that it can be
- * fuzzed. Connections are blocking hiredis contexts; the reader polls the
+ * URLs are parsed in redis_url.c. Connections are blocking hiredis contexts; the reader polls the
  * socket itself before asking hiredis to read, so that a reader thread can
  * wait with a time-out and be woken through a pipe without killing the
  * context (a hiredis read time-out marks the context as failed).
@@ -19,284 +18,6 @@
 #include "daebus/log.h"
 #include "redis_conn.h"
 #include "utf8.h"
-
-/* ---- URL parsing ---- */
-
-/* Appends [p, end) to buf at *o (len bytes) with the value of each
- * "password=" parameter (after '?' or '&') replaced by "***". */
-static void put_masked(const char *p, const char *end, char *buf, size_t *o, size_t len)
-{
-    while (p < end && *p && *o + 1 < len) {
-        buf[(*o)++] = *p;
-        if ((*p == '?' || *p == '&') && strncmp(p + 1, "password=", 9) == 0) {
-            for (const char *q = "password=***"; *q && *o + 1 < len; q++)
-                buf[(*o)++] = *q;
-            p += 10;
-            while (p < end && *p && *p != '&')
-                p++;
-            continue;
-        }
-        p++;
-    }
-}
-
-void daebus__redis_url_redact(const char *url, char *buf, size_t len)
-{
-    if (!buf || !len)
-        return;
-    buf[0] = '\0';
-    if (!url)
-        return;
-    size_t o = 0;
-    const char *p = url;
-    /* Userinfo: everything between "://" (or the start, without a scheme)
-     * and the last '@' becomes "***". */
-    const char *sep = strstr(url, "://");
-    const char *at = strrchr(url, '@');
-    const char *keep = sep && at && at > sep ? sep + 3 : url;
-    if (at && at >= keep) {
-        /* The part before may hold a password= parameter too (a URL that
-         * is not one, e.g. "x?password=p://u@h"). */
-        put_masked(url, keep, buf, &o, len);
-        for (const char *q = "***"; *q && o + 1 < len; q++)
-            buf[o++] = *q;
-        p = at;
-    }
-    put_masked(p, p + strlen(p), buf, &o, len);
-    buf[o] = '\0';
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Copies [s, s+n) into dst (cap bytes) decoding %XX. Returns 0 or -1. */
-static int copy_decoded(char *dst, size_t cap, const char *s, size_t n, int decode)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (decode && ch == '%') {
-            if (i + 2 >= n)
-                return -1;
-            int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
-            if (h < 0 || l < 0)
-                return -1;
-            ch = (char)(h * 16 + l);
-            i += 2;
-        }
-        if (ch == '\0' || o + 1 >= cap)
-            return -1;
-        dst[o++] = ch;
-    }
-    dst[o] = '\0';
-    return 0;
-}
-
-static int parse_num(const char *s, size_t n, long min, long max, long *out)
-{
-    if (n == 0 || n > 9)
-        return -1;
-    long v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    if (v < min || v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-/* url in the error messages below is the redacted copy. */
-static int parse_userinfo(const char *s, size_t n, daebus_redis_url *u, const char *url,
-                          daebus_error *err)
-{
-    const char *colon = memchr(s, ':', n);
-    int rc;
-    if (colon) {
-        rc = copy_decoded(u->username, sizeof u->username, s, (size_t)(colon - s), 1);
-        if (rc == 0)
-            rc = copy_decoded(u->password, sizeof u->password, colon + 1,
-                              n - (size_t)(colon - s) - 1, 1);
-    } else {
-        rc = copy_decoded(u->password, sizeof u->password, s, n, 1);
-    }
-    if (rc != 0)
-        return daebus_error_set(
-            err, DAEBUS_EINVAL,
-            "redis URL '%.*s': bad user or password (too long or bad %%-escape)",
-            daebus__utf8_prec(url, 64), url);
-    return 0;
-}
-
-/* Query parameters (unix:// only): db=N, password=P. */
-static int parse_query(const char *q, daebus_redis_url *u, const char *url, daebus_error *err)
-{
-    while (*q) {
-        const char *end = strchr(q, '&');
-        size_t n = end ? (size_t)(end - q) : strlen(q);
-        long v;
-        if (n > 3 && strncmp(q, "db=", 3) == 0 && parse_num(q + 3, n - 3, 0, 1000000, &v) == 0) {
-            u->db = (int)v;
-        } else if (n > 9 && strncmp(q, "password=", 9) == 0 &&
-                   copy_decoded(u->password, sizeof u->password, q + 9, n - 9, 1) == 0) {
-            /* done */
-        } else if (strncmp(q, "password=", 9) == 0) {
-            /* Not quoted: the value is the secret, and the message may be logged. */
-            return daebus_error_set(
-                err, DAEBUS_EINVAL,
-                "redis URL '%.*s': bad password parameter (empty, too long or bad %%-escape)",
-                daebus__utf8_prec(url, 64), url);
-        } else {
-            return daebus_error_set(
-                err, DAEBUS_EINVAL, "redis URL '%.*s': unsupported query parameter '%.*s'",
-                daebus__utf8_prec(url, 64), url, (int)daebus__utf8_cut(q, n, 32), q);
-        }
-        q += n;
-        if (*q == '&')
-            q++;
-    }
-    return 0;
-}
-
-int daebus_redis_url_parse(const char *url, daebus_redis_url *out, daebus_error *err)
-{
-    if (!url || !out)
-        return daebus_error_set(err, DAEBUS_EINVAL, "redis URL: NULL argument");
-    /* Messages quote the URL without its password (they end up in logs). */
-    char shown[96];
-    daebus__redis_url_redact(url, shown, sizeof shown);
-    daebus_redis_url u;
-    memset(&u, 0, sizeof u);
-    u.port = 6379;
-    const char *rest;
-    if (strncmp(url, "redis://", 8) == 0) {
-        rest = url + 8;
-    } else if (strncmp(url, "unix://", 7) == 0) {
-        rest = url + 7;
-        u.is_unix = true;
-    } else if (strncmp(url, "rediss://", 9) == 0) {
-        return daebus_error_set(err, DAEBUS_EINVAL,
-                                "redis URL '%.*s': TLS (rediss://) is not supported; use redis:// "
-                                "(e.g. through a local TLS tunnel) or unix://",
-                                daebus__utf8_prec(shown, 64), shown);
-    } else {
-        return daebus_error_set(err, DAEBUS_EINVAL,
-                                "redis URL '%.*s': unsupported scheme (use "
-                                "redis://[:password@]host:port[/db] or unix:///path)",
-                                daebus__utf8_prec(shown, 64), shown);
-    }
-    if (u.is_unix) {
-        /* unix://[[user]:password@]/path[?db=N&password=P] */
-        const char *slash = strchr(rest, '/');
-        if (!slash)
-            return daebus_error_set(err, DAEBUS_EINVAL,
-                                    "redis URL '%.*s': expected unix:///absolute/path",
-                                    daebus__utf8_prec(shown, 64), shown);
-        if (slash != rest) {
-            const char *at = memchr(rest, '@', (size_t)(slash - rest));
-            if (!at || at + 1 != slash)
-                return daebus_error_set(err, DAEBUS_EINVAL,
-                                        "redis URL '%.*s': expected unix:///absolute/path",
-                                        daebus__utf8_prec(shown, 64), shown);
-            if (parse_userinfo(rest, (size_t)(at - rest), &u, shown, err) != 0)
-                return DAEBUS_EINVAL;
-        }
-        const char *q = strchr(slash, '?');
-        size_t n = q ? (size_t)(q - slash) : strlen(slash);
-        if (n < 2 || copy_decoded(u.path, sizeof u.path, slash, n, 0) != 0)
-            return daebus_error_set(err, DAEBUS_EINVAL,
-                                    "redis URL '%.*s': Unix socket path empty or too long",
-                                    daebus__utf8_prec(shown, 64), shown);
-        if (q && parse_query(q + 1, &u, shown, err) != 0)
-            return DAEBUS_EINVAL;
-        *out = u;
-        return 0;
-    }
-    /* redis://[[user]:password@]host[:port][/db] */
-    const char *at = strrchr(rest, '@');
-    const char *hp = rest;
-    if (at) {
-        if (parse_userinfo(rest, (size_t)(at - rest), &u, shown, err) != 0)
-            return DAEBUS_EINVAL;
-        hp = at + 1;
-    }
-    size_t hlen = strcspn(hp, "/?");
-    const char *tail = hp + hlen;
-    const char *hs = hp;
-    size_t hn;
-    const char *portp = NULL;
-    if (*hp == '[') {
-        const char *close = memchr(hp, ']', hlen);
-        if (!close)
-            return daebus_error_set(err, DAEBUS_EINVAL, "redis URL '%.*s': unclosed '['",
-                                    daebus__utf8_prec(shown, 64), shown);
-        hs = hp + 1;
-        hn = (size_t)(close - hs);
-        if (close + 1 < tail) {
-            if (close[1] != ':')
-                return daebus_error_set(err, DAEBUS_EINVAL, "redis URL '%.*s': junk after ']'",
-                                        daebus__utf8_prec(shown, 64), shown);
-            portp = close + 2;
-        }
-    } else {
-        const char *colon = memchr(hp, ':', hlen);
-        hn = colon ? (size_t)(colon - hp) : hlen;
-        if (colon)
-            portp = colon + 1;
-    }
-    if (hn == 0) {
-        snprintf(u.host, sizeof u.host, "127.0.0.1");
-    } else if (copy_decoded(u.host, sizeof u.host, hs, hn, 0) != 0) {
-        return daebus_error_set(err, DAEBUS_EINVAL, "redis URL '%.*s': host too long",
-                                daebus__utf8_prec(shown, 64), shown);
-    }
-    if (portp) {
-        long p;
-        if (parse_num(portp, (size_t)(tail - portp), 1, 65535, &p) != 0)
-            return daebus_error_set(err, DAEBUS_EINVAL,
-                                    "redis URL '%.*s': port must be a number 1-65535",
-                                    daebus__utf8_prec(shown, 64), shown);
-        u.port = (int)p;
-    }
-    if (*tail == '/') {
-        const char *db = tail + 1;
-        size_t dn = strcspn(db, "?");
-        long v;
-        if (dn > 0) {
-            if (parse_num(db, dn, 0, 1000000, &v) != 0)
-                return daebus_error_set(err, DAEBUS_EINVAL,
-                                        "redis URL '%.*s': database must be a number",
-                                        daebus__utf8_prec(shown, 64), shown);
-            u.db = (int)v;
-        }
-        tail = db + dn;
-    }
-    if (*tail == '?')
-        return daebus_error_set(err, DAEBUS_EINVAL,
-                                "redis URL '%.*s': query parameters are not supported",
-                                daebus__utf8_prec(shown, 64), shown);
-    *out = u;
-    return 0;
-}
-
-void daebus__redis_url_describe(const daebus_redis_url *url, char *buf, size_t len)
-{
-    if (url->is_unix)
-        snprintf(buf, len, "unix://%s%s", url->password[0] ? ":***@" : "", url->path);
-    else
-        snprintf(buf, len, "redis://%s%s:%d/%d", url->password[0] ? ":***@" : "", url->host,
-                 url->port, url->db);
-}
 
 /* ---- SIGPIPE ---- */
 
@@ -348,10 +69,10 @@ static int run_simple(redisContext *c, redisReply **rep, int argc, const char **
     return *rep ? 0 : -1;
 }
 
-static redisContext *connect_unguarded(const daebus_redis_url *url, double connect_timeout,
+static redisContext *connect_unguarded(const daebus__redis_url *url, double connect_timeout,
                                        double command_timeout, daebus_error *err);
 
-redisContext *daebus__redis_connect(const daebus_redis_url *url, double connect_timeout,
+redisContext *daebus__redis_connect(const daebus__redis_url *url, double connect_timeout,
                                     double command_timeout, daebus_error *err)
 {
     daebus__sigpipe_guard g;
@@ -361,7 +82,7 @@ redisContext *daebus__redis_connect(const daebus_redis_url *url, double connect_
     return c;
 }
 
-static redisContext *connect_unguarded(const daebus_redis_url *url, double connect_timeout,
+static redisContext *connect_unguarded(const daebus__redis_url *url, double connect_timeout,
                                        double command_timeout, daebus_error *err)
 {
     char where[320];
@@ -541,6 +262,25 @@ long daebus__ratelimit_pass(daebus__ratelimit *rl, double now, double interval)
     rl->last = now;
     rl->missed = 0;
     return missed;
+}
+
+void daebus__backoff_init(daebus__backoff *b, double initial, double max)
+{
+    b->initial = initial > 0 ? initial : 0.1;
+    b->max = max >= b->initial ? max : b->initial;
+    b->next = b->initial;
+}
+
+double daebus__backoff_next(daebus__backoff *b)
+{
+    double now = b->next;
+    b->next = now * 2 > b->max ? b->max : now * 2;
+    return now;
+}
+
+void daebus__backoff_reset(daebus__backoff *b)
+{
+    b->next = b->initial;
 }
 
 /* ---- reading ---- */

@@ -1,4 +1,4 @@
-/* redis_conn.h - Redis connections for the bus and the caller (internal).
+/* redis_conn.h - Redis connections of the transport layer (internal).
  *
  * Connect with a time-out (TCP or Unix socket), AUTH and SELECT from a parsed
  * URL; a poll-based reply reader that can wait with a time-out and be woken
@@ -11,12 +11,13 @@
 #include <signal.h>
 #include <hiredis/hiredis.h>
 #include "daebus/bus.h"
+#include "redis_url.h"
 
 /* Connects, authenticates and selects the db. connect_timeout (s) bounds the
  * connection; command_timeout (s, 0 = none) is set as the socket's blocking
  * time-out for later commands. Returns: a context, or NULL with err filled
  * (DAEBUS_ECONN, DAEBUS_EAUTH, DAEBUS_ENOMEM). */
-redisContext *daebus__redis_connect(const daebus_redis_url *url, double connect_timeout,
+redisContext *daebus__redis_connect(const daebus__redis_url *url, double connect_timeout,
                                     double command_timeout, daebus_error *err);
 
 /* Waits for one reply: returns 1 with *out set (free with freeReplyObject),
@@ -59,6 +60,17 @@ typedef struct daebus__redis_guard {
  * outlive c; one guard serves one connection at a time (the reading thread's). */
 void daebus__redis_guard_attach(redisContext *c, daebus__redis_guard *g, size_t max_string);
 
+/* The transport's one reconnect policy: capped exponential backoff. */
+typedef struct daebus__backoff {
+    double initial, max, next;
+} daebus__backoff;
+
+void daebus__backoff_init(daebus__backoff *b, double initial, double max);
+/* Returns: the delay to wait now; the next one doubles, up to max. */
+double daebus__backoff_next(daebus__backoff *b);
+/* After a success: the next delay is the initial one again. */
+void daebus__backoff_reset(daebus__backoff *b);
+
 /* At most one log line per interval for events an attacker can repeat. */
 typedef struct daebus__ratelimit {
     double last;          /* monotonic time of the last line; 0: none yet */
@@ -69,10 +81,6 @@ typedef struct daebus__ratelimit {
  * else the number of events not logged since the last line (say so in it).
  * Thread: one thread per limiter (or the caller's lock). */
 long daebus__ratelimit_pass(daebus__ratelimit *rl, double now, double interval);
-
-/* Replies to a bus caller that were refused as too large (bus.c adds those of
- * the bus's own caller to its too_large counter). Thread: safe. */
-unsigned long long daebus__caller_too_large(const daebus_caller *c);
 
 /* hiredis writes with write(2): a write to a connection the server closed
  * raises SIGPIPE, which would kill a process that did not ignore it. These
@@ -87,13 +95,5 @@ void daebus__sigpipe_restore(daebus__sigpipe_guard *g);
 
 /* Blocks SIGPIPE for good on the calling thread (the component's own threads). */
 void daebus__sigpipe_block_thread(void);
-
-/* Copies the URL text into buf (len bytes, truncated) with its password
- * replaced by "***" (userinfo and a password= query parameter), so that error
- * messages can quote what was given without leaking the secret. */
-void daebus__redis_url_redact(const char *url, char *buf, size_t len);
-
-/* A description of url without its password, for log lines. */
-void daebus__redis_url_describe(const daebus_redis_url *url, char *buf, size_t len);
 
 #endif

@@ -55,24 +55,16 @@ typedef struct daebus_caller daebus_caller;
 
 /* ---- Redis URLs ---- */
 
-/* A parsed Redis URL. Forms: redis://[[user]:password@]host[:port][/db] and
+/* Checks a Redis URL. Forms: redis://[[user]:password@]host[:port][/db] and
  * unix:///path/to/socket[?db=N] (also unix://[:password@]/path). Port defaults
  * to 6379, db to 0. Percent-escapes in user and password are decoded.
- * rediss:// (TLS) is refused with a clear message (not supported). */
-typedef struct daebus_redis_url {
-    bool is_unix;       /* true: path is a Unix socket path */
-    char host[256];     /* TCP host (IPv6 literals without brackets) */
-    int port;           /* 1..65535 */
-    char path[256];     /* Unix socket path */
-    char username[128]; /* "" = none (AUTH password only) */
-    char password[256]; /* "" = no AUTH */
-    int db;             /* SELECT db when > 0 */
-} daebus_redis_url;
-
-/* Parses url into out (a pure function: no I/O, no allocation).
- * Thread: safe. Returns: 0, or DAEBUS_EINVAL with err->message saying why
- * (e.g. "redis URL 'x': unsupported scheme (use redis:// or unix://)"). */
-DAEBUS_API int daebus_redis_url_parse(const char *url, daebus_redis_url *out, daebus_error *err);
+ * rediss:// (TLS) is refused with a clear message (not supported).
+ * A pure function: no I/O, no allocation.
+ * Thread: callable from any thread.
+ * Returns: 0, or DAEBUS_EINVAL with err->message saying why (the URL quoted
+ * with its password masked, e.g. "redis URL 'x': unsupported scheme (use
+ * redis:// or unix://)"). */
+DAEBUS_API int daebus_redis_url_check(const char *url, daebus_error *err);
 
 /* ---- the component ---- */
 
@@ -120,25 +112,30 @@ struct daebus_bus_stats {
 };
 
 /* Creates a bus component. Ownership: opts is copied (may be NULL).
- * Returns: NULL on failure (err filled). Thread: any, before run. */
+ * Returns: NULL on failure (err filled).
+ * Thread: before the app runs. */
 DAEBUS_API daebus_bus *daebus_bus_create(const daebus_bus_options *opts, daebus_error *err);
 
 /* Attaches bus to app.
  * Ownership: attach takes bus on every path: on failure (app NULL included) it
  * is destroyed, so the caller never frees it. Passing bus NULL (a failed create)
  * returns DAEBUS_EINVAL, so "attach(create(...), app)" needs no check.
- * Returns: 0, DAEBUS_EINVAL, DAEBUS_EEXIST, DAEBUS_ESTATE. Thread: main, before run. */
+ * Returns: 0, DAEBUS_EINVAL, DAEBUS_EEXIST, DAEBUS_ESTATE.
+ * Thread: before the app runs. */
 DAEBUS_API int daebus_bus_attach(daebus_bus *bus, daebus_app *app);
 
 /* Frees a bus that was never attached (an attached one belongs to its app:
- * the call is ignored with a warning). Accepts NULL. Thread: main. */
+ * the call is ignored with a warning). Accepts NULL.
+ * Thread: the app's owning thread. */
 DAEBUS_API void daebus_bus_destroy(daebus_bus *bus);
 
-/* Copies the counters into out. Thread: safe. */
-DAEBUS_API void daebus_bus_get_stats(daebus_bus *bus, struct daebus_bus_stats *out);
+/* Fills out with the counters (zeroes when bus is NULL).
+ * Returns: 0 or DAEBUS_EINVAL. Thread: callable from any thread. */
+DAEBUS_API int daebus_bus_get_stats(const daebus_bus *bus, struct daebus_bus_stats *out);
 
 /* Publishes obj (an object, serialised compactly, no envelope) on channel.
- * Thread: safe, any thread, while the app runs.
+ * Thread: callable from any thread.
+ * (While the app runs.)
  * Ownership: channel and obj are borrowed.
  * Returns: the number of receivers Redis reports (>= 0), DAEBUS_EINVAL (empty
  * channel, obj not an object), DAEBUS_ESTATE (not running), DAEBUS_ECONN. */
@@ -152,14 +149,17 @@ DAEBUS_API int daebus_bus_broadcast_take(daebus_bus *bus, const char *channel, c
  * read on its own thread, so a handler blocking in daebus_caller_request()
  * does not hold up the bus subscriber. (It still occupies a worker: keep
  * max_workers above the number of handlers that may wait at once.)
- * Thread: safe, while the app runs. Ownership: owned by the bus; do not
+ * Thread: callable from any thread.
+ * (While the app runs.) Ownership: owned by the bus; do not
  * destroy. Returns: the caller, or NULL (not running, or Redis unreachable). */
 DAEBUS_API daebus_caller *daebus_bus_caller(daebus_bus *bus);
 
 /* ---- the request context (ACTION and LISTEN handlers) ---- */
 
 /* Accessors. Ownership: borrowed from req (valid while the handler runs or
- * while req is retained). Thread: any thread holding req.
+ * while req is retained).
+ * Thread: callable from any thread.
+ * (Any thread holding req.)
  * request_id: the string request_id, or NULL when absent or not a string;
  * request_id_json: the raw value (any JSON type) or NULL when absent.
  * reply_to: the reply channel in use (reply_to, or "<service>.responses"), or
@@ -178,13 +178,15 @@ DAEBUS_API const cJSON *daebus_bus_request_raw(const daebus_bus_request *req);
 DAEBUS_API daebus_app *daebus_bus_request_app(const daebus_bus_request *req);
 DAEBUS_API daebus_bus *daebus_bus_request_bus(const daebus_bus_request *req);
 
-/* Returns: true once a final reply was sent (or attempted). Thread: any. */
+/* Returns: true once a final reply was sent (or attempted).
+ * Thread: callable from any thread. */
 DAEBUS_API bool daebus_bus_request_answered(const daebus_bus_request *req);
 
 /* Final success reply: {"status":"success","payload":<payload>,"request_id":..,"final":true}.
  * payload NULL sends {}. A request without a reply channel drops the reply
  * and returns 0.
- * Thread: any thread holding req (the handler, or a retainer).
+ * Thread: callable from any thread.
+ * (Any thread holding req: the handler, or a retainer.)
  * Ownership: payload borrowed (reply) / consumed on every path (reply_take).
  * Returns: 0, DAEBUS_ESTATE (final reply already sent), DAEBUS_ECONN,
  * DAEBUS_ECLOSED (bus stopped), DAEBUS_ENOMEM. */
@@ -201,7 +203,8 @@ DAEBUS_API int daebus_bus_reply_error(daebus_bus_request *req, const char *fmt, 
  * object payload; a non-object payload is wrapped as
  * {"data": payload, "progress_percentage": pct}); pct < 0 adds nothing.
  * payload NULL means {}. Any number may be sent before the final reply.
- * Thread: as daebus_bus_reply().
+ * Thread: callable from any thread.
+ * (Any thread holding req.)
  * Ownership: payload borrowed (progress) / consumed on every path
  * (progress_take: daebus_bus_progress_take(req, cJSON_CreateObject(), 50)
  * does not leak). Returns: as daebus_bus_reply(). */
@@ -213,7 +216,8 @@ DAEBUS_API int daebus_bus_progress_take(daebus_bus_request *req, cJSON *payload,
  * reference goes and an ACTION request with a reply channel got no final
  * reply, the bus sends the "sent no reply" error. Release every retained
  * request before the app is destroyed (the bus waits up to the app's shutdown
- * time-out for them when it stops). Thread: any. */
+ * time-out for them when it stops).
+ * Thread: callable from any thread. */
 DAEBUS_API void daebus_bus_request_retain(daebus_bus_request *req);
 DAEBUS_API void daebus_bus_request_release(daebus_bus_request *req);
 

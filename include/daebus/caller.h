@@ -5,6 +5,8 @@
  *   - a reply channel "caller:<uuid4>" and one subscriber connection to it,
  *     read by one thread of its own (callbacks run on that thread);
  *   - one publisher connection (requests are published under a lock);
+ *   - any channels it listens to (daebus_caller_listen), on the same
+ *     subscriber connection;
  *   - a table of pending requests keyed by request_id, so any number of
  *     requests may be in flight on one caller.
  *
@@ -25,7 +27,8 @@
  * the caller's thread has reconnected and subscribed again (it keeps trying
  * with capped backoff).
  *
- * Thread: every function is thread-safe except create/destroy. Do not call
+ * Thread: callable from any thread.
+ * (Every function except create/destroy.) Do not call
  * daebus_caller_destroy() or a blocking request from inside a callback.
  */
 #ifndef DAEBUS_CALLER_H
@@ -62,19 +65,23 @@ typedef struct daebus_caller_options {
  * redis://127.0.0.1:6379. Ownership: strings are copied.
  * Returns: the caller, or NULL with err filled (DAEBUS_EINVAL bad URL,
  * DAEBUS_ECONN unreachable, DAEBUS_EAUTH bad password, DAEBUS_ENOMEM).
- * Thread: any. */
+ * Thread: callable from any thread. */
 DAEBUS_API daebus_caller *
 daebus_caller_create(const char *redis_url, const daebus_caller_options *opts, daebus_error *err);
 
 /* Fails every pending request with DAEBUS_ECLOSED (their completions run
  * before this returns), stops the thread, closes the connections, frees.
- * Accepts NULL. Thread: not from a callback of this caller. */
+ * Accepts NULL.
+ * Thread: callable from any thread.
+ * (Not from a callback of this caller.) */
 DAEBUS_API void daebus_caller_destroy(daebus_caller *caller);
 
-/* Returns: the reply channel name. Ownership: owned by caller. Thread: safe. */
+/* Returns: the reply channel name. Ownership: owned by caller.
+ * Thread: callable from any thread. */
 DAEBUS_API const char *daebus_caller_reply_channel(const daebus_caller *caller);
 
-/* Returns: true while the reply subscription is live. Thread: safe. */
+/* Returns: true while the reply subscription is live.
+ * Thread: callable from any thread. */
 DAEBUS_API bool daebus_caller_connected(const daebus_caller *caller);
 
 /* Completion of an asynchronous request, called exactly once (shutdown
@@ -107,7 +114,8 @@ typedef void daebus_caller_progress_fn(daebus_caller *caller, const cJSON *paylo
  * If the call fails, neither callback is ever called; if it succeeds, done is
  * called exactly once. Ownership: strings and payload are borrowed.
  * Returns: 0, DAEBUS_EINVAL, DAEBUS_ECONN, DAEBUS_ECLOSED, DAEBUS_ENOMEM.
- * Thread: safe (callbacks included, as long as they do not block on this caller). */
+ * Thread: callable from any thread.
+ * (Callbacks included, as long as they do not block on this caller.) */
 DAEBUS_API int daebus_caller_request_async(daebus_caller *caller, const char *service,
                                            const char *action, const cJSON *payload, double timeout,
                                            daebus_caller_done_fn *done,
@@ -123,7 +131,9 @@ DAEBUS_API int daebus_caller_request_async(daebus_caller *caller, const char *se
  * service's channel: returned at once, err->message "no service 'x' is
  * listening on redis://..."), DAEBUS_ETOOBIG (reply over max_message_size),
  * DAEBUS_ETIMEDOUT, DAEBUS_ECONN, DAEBUS_EINVAL,
- * DAEBUS_ECLOSED, DAEBUS_ENOMEM. Thread: safe; never from a callback. */
+ * DAEBUS_ECLOSED, DAEBUS_ENOMEM.
+ * Thread: callable from any thread.
+ * (Never from a callback.) */
 DAEBUS_API int daebus_caller_request(daebus_caller *caller, const char *service, const char *action,
                                      const cJSON *payload, double timeout, cJSON **reply_out,
                                      daebus_error *err);
@@ -134,14 +144,48 @@ DAEBUS_API int daebus_caller_request_progress(daebus_caller *caller, const char 
 
 /* Publishes payload (any JSON value, serialised compactly) on channel.
  * Ownership: borrowed. Returns: receivers (>= 0), DAEBUS_EINVAL, DAEBUS_ECONN.
- * Thread: safe (publishes are serialised on the caller's publisher connection). */
+ * Thread: callable from any thread.
+ * (Publishes are serialised on the caller's publisher connection.) */
 DAEBUS_API int daebus_caller_send_message(daebus_caller *caller, const char *channel,
                                           const cJSON *payload);
+
+/* Publishes len bytes of data as they are (no JSON, no envelope) on channel.
+ * Ownership: borrowed. Returns: receivers (>= 0), DAEBUS_EINVAL, DAEBUS_ECONN.
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_caller_publish(daebus_caller *caller, const char *channel, const char *data,
+                                     size_t len);
+
+/* A message on a channel given to daebus_caller_listen(): data is the raw
+ * message (len bytes, NUL-terminated), not parsed. A message over the
+ * caller's max_message_size is dropped (and logged) instead.
+ * Ownership: channel and data are borrowed for the call.
+ * Thread: only inside its handler.
+ * (It runs on the caller's reader thread and must not call daebus_caller_listen,
+ * daebus_caller_unlisten or daebus_caller_destroy on its own caller.) */
+typedef void daebus_caller_message_fn(daebus_caller *caller, const char *channel, const char *data,
+                                      size_t len, void *user);
+
+/* Subscribes the caller's connection to channel (not its reply channel) and
+ * calls fn for each message on it; after a lost connection the subscription
+ * is made again with the reply channel's. Waits for Redis to confirm.
+ * Ownership: channel is copied; user is borrowed until unlisten or destroy.
+ * Returns: 0 once subscribed, DAEBUS_ETIMEDOUT (no confirmation within the
+ * connect time-out: the listener stays and is subscribed once Redis is back),
+ * DAEBUS_EEXIST (listening on channel already), DAEBUS_EINVAL, DAEBUS_ENOMEM,
+ * DAEBUS_ECLOSED. Thread: callable from any thread. */
+DAEBUS_API int daebus_caller_listen(daebus_caller *caller, const char *channel,
+                                    daebus_caller_message_fn *fn, void *user);
+
+/* Stops listening on channel: once it returns, fn is not called again for it.
+ * Returns: 0, DAEBUS_EINVAL (not listening), DAEBUS_ETIMEDOUT (no
+ * confirmation; the listener is gone anyway). Thread: callable from any thread. */
+DAEBUS_API int daebus_caller_unlisten(daebus_caller *caller, const char *channel);
 
 /* Fire-and-forget to a service channel, Python's shape: a copy of payload (an
  * object) with "action" merged in at the top level when action is not NULL;
  * no reply_to, no request_id. Ownership: payload borrowed.
- * Returns: as daebus_caller_send_message(). Thread: safe. */
+ * Returns: as daebus_caller_send_message().
+ * Thread: callable from any thread. */
 DAEBUS_API int daebus_caller_send_to_service(daebus_caller *caller, const char *service,
                                              const cJSON *payload, const char *action);
 

@@ -33,7 +33,7 @@ static size_t put_encoded(char *out, size_t o, size_t cap, const char *s)
     return o;
 }
 
-static void check_fields(const daebus_redis_url *u)
+static void check_fields(const daebus__redis_url *u)
 {
     FUZZ_CHECK(fuzz_terminated(u->host, sizeof u->host));
     FUZZ_CHECK(fuzz_terminated(u->path, sizeof u->path));
@@ -50,7 +50,7 @@ static void check_fields(const daebus_redis_url *u)
     }
 }
 
-static void check_describe(const daebus_redis_url *u)
+static void check_describe(const daebus__redis_url *u)
 {
     char small[24], full[700];
     daebus__redis_url_describe(u, small, sizeof small);
@@ -60,7 +60,7 @@ static void check_describe(const daebus_redis_url *u)
     FUZZ_CHECK(strncmp(full, u->is_unix ? "unix://" : "redis://", u->is_unix ? 7 : 8) == 0);
     /* No secrets in logs: the description does not depend on the password,
      * only on whether there is one. */
-    daebus_redis_url other = *u;
+    daebus__redis_url other = *u;
     snprintf(other.password, sizeof other.password, "%s", u->password[0] ? "x" : "");
     char masked[700];
     daebus__redis_url_describe(&other, masked, sizeof masked);
@@ -70,7 +70,7 @@ static void check_describe(const daebus_redis_url *u)
 }
 
 /* Writes u back as a URL in one canonical form. */
-static void format_url(const daebus_redis_url *u, char *out, size_t cap)
+static void format_url(const daebus__redis_url *u, char *out, size_t cap)
 {
     size_t o = put(out, 0, cap, u->is_unix ? "unix://" : "redis://");
     if (u->username[0] || u->password[0]) {
@@ -95,7 +95,7 @@ static void format_url(const daebus_redis_url *u, char *out, size_t cap)
     out[o] = '\0';
 }
 
-static bool same_url(const daebus_redis_url *a, const daebus_redis_url *b)
+static bool same_url(const daebus__redis_url *a, const daebus__redis_url *b)
 {
     return a->is_unix == b->is_unix && a->db == b->db && strcmp(a->username, b->username) == 0 &&
            strcmp(a->password, b->password) == 0 &&
@@ -109,9 +109,9 @@ static bool same_url(const daebus_redis_url *a, const daebus_redis_url *b)
  * error message, nor the description, nor the redacted text may show it. */
 static void check_secret_hidden(const char *url)
 {
-    daebus_redis_url u;
+    daebus__redis_url u;
     daebus_error err = {0};
-    if (daebus_redis_url_parse(url, &u, &err) == 0) {
+    if (daebus__redis_url_parse(url, &u, &err) == 0) {
         char desc[700];
         daebus__redis_url_describe(&u, desc, sizeof desc);
         if (strstr(desc, SECRET))
@@ -160,25 +160,25 @@ static void check_planted(const char *text)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *url = fuzz_strndup(data, size);
-    daebus_redis_url u;
+    daebus__redis_url u;
     memset(&u, 0x5a, sizeof u); /* untouched on error: a stale value would show */
-    daebus_redis_url before = u;
+    daebus__redis_url before = u;
     daebus_error err = {0};
-    int rc = daebus_redis_url_parse(url, &u, &err);
+    int rc = daebus__redis_url_parse(url, &u, &err);
     if (rc != 0) {
         FUZZ_CHECK(rc == DAEBUS_EINVAL && err.code == rc && err.message[0]);
         FUZZ_CHECK(fuzz_terminated(err.message, sizeof err.message));
         FUZZ_CHECK(memcmp(&u, &before, sizeof u) == 0);
         /* Parsing without an error record must not crash either. */
-        FUZZ_CHECK(daebus_redis_url_parse(url, &u, NULL) == DAEBUS_EINVAL);
+        FUZZ_CHECK(daebus__redis_url_parse(url, &u, NULL) == DAEBUS_EINVAL);
     } else {
         check_fields(&u);
         check_describe(&u);
         char again[1600];
         format_url(&u, again, sizeof again);
-        daebus_redis_url v;
+        daebus__redis_url v;
         daebus_error err2 = {0};
-        int rc2 = daebus_redis_url_parse(again, &v, &err2);
+        int rc2 = daebus__redis_url_parse(again, &v, &err2);
         if (rc2 != 0)
             fprintf(stderr, "re-parse of '%s' failed: %s\n", again, err2.message);
         FUZZ_CHECK(rc2 == 0);

@@ -11,11 +11,12 @@
  * $DAEBUS_REDIS_URL, then redis://127.0.0.1:6379.
  */
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "daebus/daebus.h"
-#include "redis_conn.h"
 
 static volatile sig_atomic_t interrupted;
 
@@ -52,65 +53,69 @@ static void on_progress(daebus_caller *c, const cJSON *payload, void *user)
     print_json(payload);
 }
 
-static int do_listen(const char *url_text, const char *channel, long count)
+typedef struct listen_state {
+    long count; /* stop after this many; <= 0: never */
+    atomic_long seen;
+} listen_state;
+
+static void on_listen_message(daebus_caller *c, const char *channel, const char *data, size_t len,
+                              void *user)
 {
-    daebus_redis_url url;
+    (void)c;
+    (void)channel;
+    listen_state *ls = user;
+    if (ls->count > 0 && atomic_load(&ls->seen) >= ls->count)
+        return;
+    cJSON *j = daebus_json_parse(data, len, NULL);
+    if (!j)
+        j = cJSON_CreateString(data);
+    print_json(j);
+    cJSON_Delete(j);
+    atomic_fetch_add(&ls->seen, 1);
+}
+
+static int do_listen(const char *url, const char *channel, long count)
+{
     daebus_error err = {0};
-    if (daebus_redis_url_parse(url_text, &url, &err) != 0) {
-        fprintf(stderr, "daebus-call: %s\n", err.message);
-        return 2;
-    }
-    redisContext *c = daebus__redis_connect(&url, 2.0, 0, &err);
+    daebus_caller *c = daebus_caller_create(url, NULL, &err);
     if (!c) {
         fprintf(stderr, "daebus-call: %s\n", err.message);
         return 2;
     }
-    if (redisAppendCommand(c, "SUBSCRIBE %s", channel) != REDIS_OK) {
-        redisFree(c);
+    listen_state ls = {count, 0};
+    int rc = daebus_caller_listen(c, channel, on_listen_message, &ls);
+    if (rc != 0) {
+        fprintf(stderr, "daebus-call: cannot listen on '%s': %s\n", channel, daebus_strerror(rc));
+        daebus_caller_destroy(c);
         return 2;
     }
-    long seen = 0;
-    int rc = 0;
-    while (!interrupted && (count <= 0 || seen < count)) {
-        redisReply *r = NULL;
-        int n = daebus__redis_read(c, &r, 200, -1);
-        if (n < 0) {
+    /* Messages are printed on the caller's thread; this one waits for the
+     * count, Ctrl-C or a lost connection. */
+    struct timespec tick = {0, 20 * 1000000L};
+    while (!interrupted && (count <= 0 || atomic_load(&ls.seen) < count)) {
+        if (!daebus_caller_connected(c)) {
             fprintf(stderr, "daebus-call: connection to Redis lost\n");
             rc = 2;
             break;
         }
-        if (n == 0)
-            continue;
-        if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
-            r->element[0]->type == REDIS_REPLY_STRING &&
-            strcmp(r->element[0]->str, "message") == 0 &&
-            r->element[2]->type == REDIS_REPLY_STRING) {
-            cJSON *j = daebus_json_parse(r->element[2]->str, r->element[2]->len, NULL);
-            if (!j)
-                j = cJSON_CreateString(r->element[2]->str);
-            print_json(j);
-            cJSON_Delete(j);
-            seen++;
-        } else if (r->type == REDIS_REPLY_ERROR) {
-            fprintf(stderr, "daebus-call: %s\n", r->str);
-            rc = 2;
-            freeReplyObject(r);
-            break;
-        }
-        freeReplyObject(r);
+        nanosleep(&tick, NULL);
     }
-    redisFree(c);
+    daebus_caller_destroy(c);
     return rc;
 }
 
-int main(int argc, char **argv)
+/* The command line. */
+typedef struct args {
+    const char *url, *publish, *listen;
+    double timeout;
+    long count;
+    const char *pos[3];
+    int npos;
+} args;
+
+/* Returns: -1 to go on, else the exit status. */
+static int parse_args(int argc, char **argv, args *o)
 {
-    const char *url = getenv("DAEBUS_REDIS_URL");
-    const char *publish = NULL, *listen = NULL;
-    double timeout = 5.0;
-    long count = 0;
-    const char *pos[3] = {NULL, NULL, NULL};
-    int npos = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *next = i + 1 < argc ? argv[i + 1] : NULL;
@@ -119,23 +124,20 @@ int main(int argc, char **argv)
             return 0;
         } else if (strcmp(a, "--timeout") == 0 && next) {
             char *end = NULL;
-            timeout = strtod(next, &end);
-            if (!end || *end || timeout <= 0 || timeout > 86400) {
+            o->timeout = strtod(next, &end);
+            if (!end || *end || o->timeout <= 0 || o->timeout > 86400) {
                 fprintf(stderr, "daebus-call: --timeout needs seconds > 0, got '%s'\n", next);
                 return 2;
             }
             i++;
         } else if (strcmp(a, "--redis") == 0 && next) {
-            url = next;
-            i++;
+            o->url = argv[++i];
         } else if (strcmp(a, "--publish") == 0 && next) {
-            publish = next;
-            i++;
+            o->publish = argv[++i];
         } else if (strcmp(a, "--listen") == 0 && next) {
-            listen = next;
-            i++;
+            o->listen = argv[++i];
         } else if (strcmp(a, "--count") == 0 && next) {
-            if (daebus_parse_int(next, 1, 1000000000L, &count) != 0) {
+            if (daebus_parse_int(next, 1, 1000000000L, &o->count) != 0) {
                 fprintf(stderr, "daebus-call: --count needs a positive number\n");
                 return 2;
             }
@@ -144,20 +146,60 @@ int main(int argc, char **argv)
             fprintf(stderr, "daebus-call: unknown or incomplete option '%s'\n", a);
             usage(stderr);
             return 2;
-        } else if (npos < 3) {
-            pos[npos++] = a;
+        } else if (o->npos < 3) {
+            o->pos[o->npos++] = a;
         } else {
             fprintf(stderr, "daebus-call: too many arguments\n");
             usage(stderr);
             return 2;
         }
     }
-    if (!url || !*url)
-        url = "redis://127.0.0.1:6379";
+    return -1;
+}
+
+/* --publish, or a call. Returns: the exit status. */
+static int do_send(daebus_caller *c, const args *o, const cJSON *payload)
+{
+    daebus_error err = {0};
+    if (o->publish) {
+        int n = daebus_caller_send_message(c, o->publish, payload);
+        if (n >= 0) {
+            printf("%d\n", n);
+            return 0;
+        }
+        fprintf(stderr, "daebus-call: publish failed: %s\n", daebus_strerror(n));
+        return 2;
+    }
+    cJSON *reply = NULL;
+    int status = 2;
+    int rc = daebus_caller_request_progress(c, o->pos[0], o->pos[1], payload, o->timeout,
+                                            on_progress, NULL, &reply, &err);
+    if (rc == 0) {
+        print_json(reply);
+        status = 0;
+    } else if (rc == DAEBUS_EREPLY) {
+        print_json(reply);
+        fprintf(stderr, "daebus-call: error from %s: %s\n", o->pos[0], err.message);
+        status = 1;
+    } else {
+        fprintf(stderr, "daebus-call: %s\n", err.message);
+    }
+    cJSON_Delete(reply);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    args o = {getenv("DAEBUS_REDIS_URL"), NULL, NULL, 5.0, 0, {NULL, NULL, NULL}, 0};
+    int st = parse_args(argc, argv, &o);
+    if (st >= 0)
+        return st;
+    if (!o.url || !*o.url)
+        o.url = "redis://127.0.0.1:6379";
     daebus_log_set_level(DAEBUS_LOG_ERROR);
     signal(SIGPIPE, SIG_IGN);
-    if (listen) {
-        if (npos || publish) {
+    if (o.listen) {
+        if (o.npos || o.publish) {
             usage(stderr);
             return 2;
         }
@@ -167,10 +209,10 @@ int main(int argc, char **argv)
         sa.sa_handler = on_signal;
         sigaction(SIGINT, &sa, NULL);
         sigaction(SIGTERM, &sa, NULL);
-        return do_listen(url, listen, count);
+        return do_listen(o.url, o.listen, o.count);
     }
-    const char *json_text = publish ? pos[0] : pos[2];
-    if ((publish && npos != 1) || (!publish && (npos < 2 || npos > 3))) {
+    const char *json_text = o.publish ? o.pos[0] : o.pos[2];
+    if ((o.publish && o.npos != 1) || (!o.publish && (o.npos < 2 || o.npos > 3))) {
         usage(stderr);
         return 2;
     }
@@ -185,40 +227,14 @@ int main(int argc, char **argv)
         }
     }
     daebus_error err = {0};
-    daebus_caller *c = daebus_caller_create(url, NULL, &err);
+    daebus_caller *c = daebus_caller_create(o.url, NULL, &err);
     if (!c) {
         fprintf(stderr, "daebus-call: %s\n", err.message);
         cJSON_Delete(payload);
         return 2;
     }
-    int status;
-    if (publish) {
-        int n = daebus_caller_send_message(c, publish, payload);
-        if (n >= 0) {
-            printf("%d\n", n);
-            status = 0;
-        } else {
-            fprintf(stderr, "daebus-call: publish failed: %s\n", daebus_strerror(n));
-            status = 2;
-        }
-    } else {
-        cJSON *reply = NULL;
-        int rc = daebus_caller_request_progress(c, pos[0], pos[1], payload, timeout, on_progress,
-                                                NULL, &reply, &err);
-        if (rc == 0) {
-            print_json(reply);
-            status = 0;
-        } else if (rc == DAEBUS_EREPLY) {
-            print_json(reply);
-            fprintf(stderr, "daebus-call: error from %s: %s\n", pos[0], err.message);
-            status = 1;
-        } else {
-            fprintf(stderr, "daebus-call: %s\n", err.message);
-            status = 2;
-        }
-        cJSON_Delete(reply);
-    }
+    st = do_send(c, &o, payload);
     cJSON_Delete(payload);
     daebus_caller_destroy(c);
-    return status;
+    return st;
 }

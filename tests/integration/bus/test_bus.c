@@ -580,6 +580,66 @@ static void test_caller_timeout(void)
                     1);
 }
 
+/* What a listen callback saw (under raw_lock). */
+static pthread_mutex_t raw_lock = PTHREAD_MUTEX_INITIALIZER;
+static char raw_data[64];
+static size_t raw_len;
+static int raw_count;
+
+static void on_raw(daebus_caller *c, const char *channel, const char *data, size_t len, void *user)
+{
+    (void)c;
+    CU_ASSERT_STRING_EQUAL(channel, "raw.chan");
+    CU_ASSERT_PTR_EQUAL(user, &raw_count);
+    pthread_mutex_lock(&raw_lock);
+    memcpy(raw_data, data, len < sizeof raw_data ? len : sizeof raw_data);
+    raw_len = len;
+    raw_count++;
+    pthread_mutex_unlock(&raw_lock);
+}
+
+static int raw_heard(void)
+{
+    pthread_mutex_lock(&raw_lock);
+    int n = raw_count;
+    pthread_mutex_unlock(&raw_lock);
+    return n;
+}
+
+static void test_caller_listen_publish(void)
+{
+    /* Subscribed when listen returns: the first publish reaches it. */
+    CU_ASSERT_EQUAL(daebus_caller_listen(caller, "raw.chan", on_raw, &raw_count), 0);
+    CU_ASSERT_EQUAL(daebus_caller_listen(caller, "raw.chan", on_raw, NULL), DAEBUS_EEXIST);
+    CU_ASSERT_EQUAL(daebus_caller_listen(caller, daebus_caller_reply_channel(caller), on_raw, NULL),
+                    DAEBUS_EINVAL);
+    CU_ASSERT_EQUAL(daebus_caller_listen(caller, "x", NULL, NULL), DAEBUS_EINVAL);
+    /* Raw bytes, a NUL included, as they are. */
+    CU_ASSERT_EQUAL(daebus_caller_publish(caller, "raw.chan", "a\0b{", 4), 1);
+    WAIT_UNTIL(raw_heard() == 1, 3);
+    pthread_mutex_lock(&raw_lock);
+    CU_ASSERT_EQUAL(raw_len, 4);
+    CU_ASSERT_EQUAL(memcmp(raw_data, "a\0b{", 4), 0);
+    pthread_mutex_unlock(&raw_lock);
+    /* Replies still work on the same connection. */
+    cJSON *out = NULL;
+    daebus_error e = {0};
+    CU_ASSERT_EQUAL(daebus_caller_request(caller, SVC, "echo", NULL, 3.0, &out, &e), 0);
+    cJSON_Delete(out);
+    /* A foreign publisher reaches it too. */
+    CU_ASSERT_EQUAL(raw_publish(redis.port, "raw.chan", "{\"m\":2}"), 1);
+    WAIT_UNTIL(raw_heard() == 2, 3);
+    CU_ASSERT_EQUAL(raw_heard(), 2);
+    /* After unlisten: unsubscribed, no callback. */
+    CU_ASSERT_EQUAL(daebus_caller_unlisten(caller, "raw.chan"), 0);
+    CU_ASSERT_EQUAL(daebus_caller_unlisten(caller, "raw.chan"), DAEBUS_EINVAL);
+    CU_ASSERT_EQUAL(daebus_caller_publish(caller, "raw.chan", "x", 1), 0);
+    ts_sleep_ms(50);
+    CU_ASSERT_EQUAL(raw_heard(), 2);
+    CU_ASSERT_EQUAL(daebus_caller_publish(caller, "", "x", 1), DAEBUS_EINVAL);
+    CU_ASSERT_EQUAL(daebus_caller_publish(NULL, "c", "x", 1), DAEBUS_EINVAL);
+}
+
 int main(void)
 {
     CU_initialize_registry();
@@ -596,5 +656,6 @@ int main(void)
     CU_add_test(s, "service to service", test_service_to_service);
     CU_add_test(s, "200 concurrent", test_200_concurrent);
     CU_add_test(s, "caller timeout", test_caller_timeout);
+    CU_add_test(s, "caller listen + publish", test_caller_listen_publish);
     return ts_run_cunit();
 }

@@ -40,6 +40,15 @@ static void on_done(daebus_caller *c, int status, const cJSON *payload, const ch
     atomic_fetch_add(&r->done, 1);
 }
 
+static atomic_int listened;
+
+static void on_listened(daebus_caller *c, const char *channel, const char *data, size_t len,
+                        void *user)
+{
+    (void)c, (void)channel, (void)data, (void)len, (void)user;
+    atomic_fetch_add(&listened, 1);
+}
+
 static void test_kill_and_restart(void)
 {
     CU_ASSERT_EQUAL_FATAL(ts_redis_start(&redis, NULL), 0);
@@ -54,6 +63,7 @@ static void test_kill_and_restart(void)
     co.reconnect_max = 0.4;
     daebus_caller *caller = daebus_caller_create(redis.url, &co, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(caller);
+    CU_ASSERT_EQUAL(daebus_caller_listen(caller, "fo.listen", on_listened, NULL), 0);
 
     /* 12 requests in flight (4 running, 8 queued), time-out 30 s. */
     result res = {0};
@@ -97,6 +107,10 @@ static void test_kill_and_restart(void)
     TS_WAIT_UNTIL(atomic_load(&counted) >= 1, 5);
     ts_sleep_ms(300);
     CU_ASSERT_EQUAL(atomic_load(&counted), 1);
+    /* The caller's listened channel is subscribed again too. */
+    CU_ASSERT_EQUAL(raw_publish(redis.port, "fo.listen", "{}"), 1);
+    WAIT_UNTIL(atomic_load(&listened) == 1, 5);
+    CU_ASSERT_EQUAL(atomic_load(&listened), 1);
     /* Request/reply works again through the (reconnected) publishers. */
     CU_ASSERT_EQUAL(daebus_caller_request(caller, SVC, "count", NULL, 5.0, NULL, &e), 0);
     CU_ASSERT_EQUAL(atomic_load(&counted), 2);

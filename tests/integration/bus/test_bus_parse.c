@@ -250,6 +250,63 @@ static void test_url_redaction(void)
     CU_ASSERT(redacts_to(NULL, 8, ""));
 }
 
+static void test_redis_url(void)
+{
+    daebus__redis_url u;
+    daebus_error e = {0};
+    CU_ASSERT_EQUAL(daebus__redis_url_parse("redis://localhost", &u, &e), 0);
+    CU_ASSERT_STRING_EQUAL(u.host, "localhost");
+    CU_ASSERT_EQUAL(u.port, 6379);
+    CU_ASSERT_EQUAL(u.db, 0);
+    CU_ASSERT_FALSE(u.is_unix);
+    CU_ASSERT_EQUAL(daebus__redis_url_parse("redis://:p%40ss@10.0.0.1:6380/3", &u, &e), 0);
+    CU_ASSERT_STRING_EQUAL(u.password, "p@ss");
+    CU_ASSERT_STRING_EQUAL(u.username, "");
+    CU_ASSERT_STRING_EQUAL(u.host, "10.0.0.1");
+    CU_ASSERT_EQUAL(u.port, 6380);
+    CU_ASSERT_EQUAL(u.db, 3);
+    CU_ASSERT_EQUAL(daebus__redis_url_parse("redis://alice:pw@[::1]:7000", &u, &e), 0);
+    CU_ASSERT_STRING_EQUAL(u.username, "alice");
+    CU_ASSERT_STRING_EQUAL(u.host, "::1");
+    CU_ASSERT_EQUAL(u.port, 7000);
+    CU_ASSERT_EQUAL(daebus__redis_url_parse("unix:///run/redis.sock", &u, &e), 0);
+    CU_ASSERT_TRUE(u.is_unix);
+    CU_ASSERT_STRING_EQUAL(u.path, "/run/redis.sock");
+    CU_ASSERT_EQUAL(daebus__redis_url_parse("unix://:pw@/tmp/r.sock?db=2", &u, &e), 0);
+    CU_ASSERT_STRING_EQUAL(u.password, "pw");
+    CU_ASSERT_STRING_EQUAL(u.path, "/tmp/r.sock");
+    CU_ASSERT_EQUAL(u.db, 2);
+    CU_ASSERT_EQUAL(daebus__redis_url_parse("rediss://host:6380", &u, &e), DAEBUS_EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.message, "TLS"));
+    const char *bad[] = {
+        "http://x",       "redis://h:0", "redis://h:70000", "redis://h:12a", "redis://h/x",
+        "redis://:%zz@h", "unix://",     "unix://relative", "redis://[::1",  "",
+        "redis://h:1?x=1"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        e.message[0] = 0;
+        CU_ASSERT_EQUAL(daebus__redis_url_parse(bad[i], &u, &e), DAEBUS_EINVAL);
+        CU_ASSERT_TRUE(e.message[0] != 0);
+    }
+    CU_ASSERT_EQUAL(daebus__redis_url_parse(NULL, &u, &e), DAEBUS_EINVAL);
+}
+
+/* The transport's one reconnect policy: doubling, capped, reset on success. */
+static void test_backoff(void)
+{
+    daebus__backoff b;
+    daebus__backoff_init(&b, 0.1, 0.5);
+    CU_ASSERT_DOUBLE_EQUAL(daebus__backoff_next(&b), 0.1, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(daebus__backoff_next(&b), 0.2, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(daebus__backoff_next(&b), 0.4, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(daebus__backoff_next(&b), 0.5, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(daebus__backoff_next(&b), 0.5, 1e-9);
+    daebus__backoff_reset(&b);
+    CU_ASSERT_DOUBLE_EQUAL(daebus__backoff_next(&b), 0.1, 1e-9);
+    daebus__backoff_init(&b, 0, 0); /* defaults: 0.1, max raised to initial */
+    CU_ASSERT_DOUBLE_EQUAL(daebus__backoff_next(&b), 0.1, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(daebus__backoff_next(&b), 0.1, 1e-9);
+}
+
 int main(void)
 {
     CU_initialize_registry();
@@ -258,6 +315,8 @@ int main(void)
     CU_add_test(s, "malformed input", test_malformed);
     CU_add_test(s, "reply channel", test_reply_channel);
     CU_add_test(s, "build response", test_build_response);
+    CU_add_test(s, "redis URL", test_redis_url);
+    CU_add_test(s, "reconnect backoff", test_backoff);
     CU_add_test(s, "progress payload", test_progress_payload);
     CU_add_test(s, "parse response", test_parse_response);
     CU_add_test(s, "URL redaction", test_url_redaction);

@@ -1,0 +1,219 @@
+/* bus_dispatch.c - the subscriber side of the bus: messages become requests.
+ *
+ * Runs on the transport's subscriber thread. Each message is parsed
+ * (bus_parse.c) and submitted to the worker pool as a request object; a full
+ * queue is answered "Service overloaded" at once, an unknown action "Unknown
+ * action", a message over max_message_size (cut by the transport's size
+ * guard, never parsed) "Message too large" when its reply channel and
+ * request id can be read from the bytes kept.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "daebus/log.h"
+#include "bus_internal.h"
+#include "clock.h"
+#include "utf8.h"
+
+#define LOGC DAEBUS__BUS_LOGC
+
+static void excerpt(const char *data, size_t len, char *buf, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len && o + 5 < cap; i++) {
+        unsigned char ch = (unsigned char)data[i];
+        if (ch >= 0x20 && ch < 0x7f && ch != '\\') {
+            buf[o++] = (char)ch;
+        } else {
+            o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", ch);
+        }
+    }
+    if (o >= cap)
+        o = cap - 1;
+    buf[o] = '\0';
+}
+
+/* The end of a rate-limited log line: how many like it were not logged. */
+static const char *more_text(long missed, char *buf, size_t len)
+{
+    if (missed <= 0)
+        return "";
+    snprintf(buf, len, "; %ld more since the last such line", missed);
+    return buf;
+}
+
+/* Counts a message that does not parse and logs it with an excerpt, at most
+ * once a second (what: how the line starts). */
+static void note_malformed(daebus_bus *bus, const char *what, const char *channel, const char *why,
+                           const char *data, size_t len)
+{
+    atomic_fetch_add(&bus->malformed, 1);
+    char ex[100], mbuf[64];
+    excerpt(data, len < 60 ? len : 60, ex, sizeof ex);
+    long missed = daebus__ratelimit_pass(&bus->bad_log, daebus__now_mono(), 1.0);
+    if (missed >= 0)
+        DAEBUS_LOG_WARNF(LOGC, "%s '%s' (%s, %zu bytes): %s%s%s", what, channel, why, len, ex,
+                         len > 60 ? "..." : "", more_text(missed, mbuf, sizeof mbuf));
+}
+
+static const daebus__handler *find_handler(const daebus__handler *h, size_t n, const char *key)
+{
+    /* Later registrations win: search from the end. */
+    for (size_t i = n; i-- > 0;)
+        if (h[i].key && strcmp(h[i].key, key) == 0)
+            return &h[i];
+    return NULL;
+}
+
+static void submit(daebus_bus *bus, daebus_bus_request *r, daebus__job_fn *fn)
+{
+    int rc = daebus__pool_submit(bus->pool, fn, daebus__bus_drop_request, r);
+    if (rc == 0)
+        return;
+    if (rc == DAEBUS_EFULL) {
+        atomic_fetch_add(&bus->overloads, 1);
+        DAEBUS_LOG_WARNF(LOGC, "worker queue full: refusing a message on '%s'", r->channel);
+        if (r->is_action && r->reply_channel && daebus__bus_claim_final(r))
+            daebus__bus_send_error(bus, r->reply_channel, r->env.request_id,
+                                   "Service overloaded, try again later");
+    } else {
+        daebus__bus_auto_error(r, "Service shutting down; action '%s' was not run");
+    }
+    daebus_bus_request_release(r);
+}
+
+/* The reply channel of env (see daebus__bus_reply_channel); a name too long
+ * for buf is logged, the message is then handled without a reply. */
+static const char *reply_channel(daebus_bus *bus, const daebus__bus_envelope *env,
+                                 const char *channel, char *buf, size_t len)
+{
+    const char *reply = daebus__bus_reply_channel(env, bus->service, buf, len);
+    if (!reply && (env->reply_to || env->request_id))
+        DAEBUS_LOG_WARNF(LOGC,
+                         "message on '%s': reply channel name longer than %zu bytes; handled "
+                         "without a reply",
+                         channel, len - 1);
+    return reply;
+}
+
+static void on_service_message(daebus_bus *bus, const char *channel, const char *data, size_t len)
+{
+    daebus__bus_envelope env;
+    char why[96];
+    char rc_buf[512];
+    if (daebus__bus_parse_request(data, len, &env, why, sizeof why) != 0) {
+        note_malformed(bus, "malformed message on", channel, why, data, len);
+        /* The caller would wait for its time-out: answer if reply_to and request_id can be read. */
+        char rid[256];
+        if (daebus__bus_scan_reply(data, len, rc_buf, sizeof rc_buf, rid, sizeof rid) == 0) {
+            cJSON *id = cJSON_CreateString(rid);
+            char text[160];
+            snprintf(text, sizeof text, "%s%s",
+                     strncmp(why, "invalid JSON", 12) ? "invalid JSON: " : "", why);
+            if (id)
+                daebus__bus_send_error(bus, rc_buf, id, text);
+            cJSON_Delete(id);
+        }
+        return;
+    }
+    const char *reply = reply_channel(bus, &env, channel, rc_buf, sizeof rc_buf);
+    if (!env.action) {
+        DAEBUS_LOG_DEBUGF(LOGC, "message without action on '%s' ignored", channel);
+        daebus__bus_envelope_free(&env);
+        return;
+    }
+    atomic_fetch_add(&bus->requests_received, 1);
+    const daebus__handler *h = find_handler(bus->actions, bus->nactions, env.action);
+    if (!h) {
+        atomic_fetch_add(&bus->unknown_actions, 1);
+        if (env.reply_to && env.request_id) {
+            char text[200];
+            snprintf(text, sizeof text, "Unknown action '%.*s'", daebus__utf8_prec(env.action, 150),
+                     env.action);
+            daebus__bus_send_error(bus, env.reply_to, env.request_id, text);
+        }
+        DAEBUS_LOG_DEBUGF(LOGC, "no handler for action '%.*s'", daebus__utf8_prec(env.action, 100),
+                          env.action);
+        daebus__bus_envelope_free(&env);
+        return;
+    }
+    daebus_bus_request *r = daebus__bus_request_new(bus, &env, channel, reply);
+    if (!r) {
+        DAEBUS_LOG_ERRORF(LOGC, "out of memory: dropping a request");
+        daebus__bus_envelope_free(&env);
+        return;
+    }
+    r->is_action = 1;
+    r->afn = h->desc->fn.action;
+    r->user = h->desc->opts.user;
+    submit(bus, r, daebus__bus_run_action);
+}
+
+static void on_listen_message(daebus_bus *bus, const daebus__handler *h, const char *channel,
+                              const char *data, size_t len)
+{
+    daebus__bus_envelope env;
+    char why[96];
+    char rc_buf[512];
+    if (daebus__bus_parse_request(data, len, &env, why, sizeof why) != 0) {
+        note_malformed(bus, "ignoring message on", channel, why, data, len);
+        return;
+    }
+    const char *reply = reply_channel(bus, &env, channel, rc_buf, sizeof rc_buf);
+    daebus_bus_request *r = daebus__bus_request_new(bus, &env, channel, reply);
+    if (!r) {
+        daebus__bus_envelope_free(&env);
+        return;
+    }
+    r->lfn = h->desc->fn.listen;
+    r->user = h->desc->opts.user;
+    atomic_fetch_add(&bus->listener_messages, 1);
+    submit(bus, r, daebus__bus_run_listen);
+}
+
+/* A message over max_message_size, of which the transport's size guard
+ * kept only the first bytes (msg data) and the last ones (msg tail):
+ * counted, logged at most once a second, never parsed; a request on the
+ * service channel whose reply_to and request_id can be read from those
+ * bytes gets an error reply. */
+static void on_too_large(daebus_bus *bus, const daebus__redis_msg *m)
+{
+    atomic_fetch_add(&bus->too_large, 1);
+    long missed = daebus__ratelimit_pass(&bus->big_log, daebus__now_mono(), 1.0);
+    char mbuf[64];
+    if (missed >= 0)
+        DAEBUS_LOG_WARNF(LOGC,
+                         "message of %zu bytes on '%.100s' refused unread: over the limit of %zu "
+                         "bytes (max_message_size)%s",
+                         m->cut_len, m->channel, bus->opts.max_message_size,
+                         more_text(missed, mbuf, sizeof mbuf));
+    if (bus->opts.no_service_channel || strcmp(m->channel, bus->service) != 0)
+        return;
+    char reply[512], rid[256];
+    if (daebus__bus_scan_reply_cut(m->data, m->len, m->tail, m->tail_len, reply, sizeof reply, rid,
+                                   sizeof rid) != 0)
+        return;
+    cJSON *id = cJSON_CreateString(rid);
+    char text[160];
+    snprintf(text, sizeof text, "Message too large (%zu bytes; limit %zu)", m->cut_len,
+             bus->opts.max_message_size);
+    if (id)
+        daebus__bus_send_error(bus, reply, id, text);
+    cJSON_Delete(id);
+}
+
+void daebus__bus_on_message(void *user, const daebus__redis_msg *m)
+{
+    daebus_bus *bus = user;
+    if (m->cut_len) {
+        on_too_large(bus, m);
+        return;
+    }
+    if (!bus->opts.no_service_channel && strcmp(m->channel, bus->service) == 0) {
+        on_service_message(bus, m->channel, m->data, m->len);
+        return;
+    }
+    const daebus__handler *h = find_handler(bus->listens, bus->nlistens, m->channel);
+    if (h)
+        on_listen_message(bus, h, m->channel, m->data, m->len);
+}

@@ -1,0 +1,104 @@
+/* bus_internal.h - the bus component's state, shared by its three files (internal).
+ *
+ *   bus.c          the component: start/stop, the transport callbacks, stats,
+ *                  broadcasts, the bus's own caller
+ *   bus_dispatch.c the subscriber side: a message becomes a request for a
+ *                  handler on the worker pool (or an error reply at once)
+ *   bus_request.c  the request object, its reference count and its replies
+ *
+ * The bus is a protocol layer on the Redis transport (framework/redis/): it
+ * owns one subscriber (redis_sub.h) and one publisher pool (redis_pub.h).
+ */
+#ifndef DAEBUS_BUS_INTERNAL_H
+#define DAEBUS_BUS_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include "daebus/bus.h"
+#include "daebus/caller.h"
+#include "bus_parse.h"
+#include "component.h"
+#include "redis_pub.h"
+#include "redis_sub.h"
+#include "worker_pool.h"
+
+#define DAEBUS__BUS_LOGC "bus"
+
+struct daebus_bus {
+    daebus__component base;
+    daebus_bus_options opts;
+    daebus_app *app;
+    const char *service; /* owned by the app */
+    daebus__redis_url url;
+    char where[320];
+
+    const daebus__handler *actions, *listens;
+    size_t nactions, nlistens;
+
+    daebus__pool *pool;
+    daebus__redis_pub *pub;
+    daebus__redis_sub *sub;
+    atomic_int stopping;
+    daebus__ratelimit big_log; /* "message too large" lines (subscriber thread only) */
+    daebus__ratelimit bad_log; /* "malformed message" lines (subscriber thread only) */
+
+    pthread_mutex_t state_lock;
+    pthread_cond_t state_cond; /* connected changed; live requests changed */
+    atomic_int connected;
+    size_t live; /* requests not yet freed (under state_lock) */
+
+    pthread_mutex_t caller_lock;
+    daebus_caller *caller;
+
+    atomic_ullong requests_received, requests_handled, errors, unknown_actions, malformed,
+        too_large, overloads, replies_sent, listener_messages, broadcasts, reconnects;
+};
+
+struct daebus_bus_request {
+    atomic_int refs;
+    daebus_bus *bus;
+    int is_action;
+    daebus__bus_envelope env;
+    char *channel;       /* arrival channel */
+    char *reply_channel; /* NULL: cannot be answered */
+    daebus_action_fn *afn;
+    daebus_listen_fn *lfn;
+    void *user;
+    int handler_rc;
+    pthread_mutex_t lock;
+    int final_sent;
+};
+
+/* ---- bus_request.c ---- */
+
+/* Publishes on the bus's pool. Returns: receivers >= 0, DAEBUS_ECONN,
+ * DAEBUS_ECLOSED. */
+int daebus__bus_publish(daebus_bus *bus, const char *channel, const char *data, size_t len);
+/* Sends {"error": text} as a final reply to channel (no request object). */
+int daebus__bus_send_error(daebus_bus *bus, const char *channel, const cJSON *request_id,
+                           const char *text);
+/* A request taking over env (zeroed). Returns: NULL when out of memory. */
+daebus_bus_request *daebus__bus_request_new(daebus_bus *bus, daebus__bus_envelope *env,
+                                            const char *channel, const char *reply_channel);
+/* Claims the final reply. Returns: 1 if the caller may send it, 0 if one was sent. */
+int daebus__bus_claim_final(daebus_bus_request *r);
+/* An automatic error reply (fmt_action has one %s: the action), when r is an
+ * answerable action with no final reply yet. */
+void daebus__bus_auto_error(daebus_bus_request *r, const char *fmt_action);
+/* Worker pool jobs: run the handler / drop at shutdown, then release. */
+void daebus__bus_run_action(void *arg);
+void daebus__bus_run_listen(void *arg);
+void daebus__bus_drop_request(void *arg);
+
+/* ---- caller.c ---- */
+
+/* Replies to a bus caller that were refused as too large (bus.c adds those of
+ * the bus's own caller to its too_large counter). Thread: any. */
+unsigned long long daebus__caller_too_large(const daebus_caller *c);
+
+/* ---- bus_dispatch.c ---- */
+
+/* The subscriber's message callback (user: the bus). */
+void daebus__bus_on_message(void *user, const daebus__redis_msg *msg);
+
+#endif

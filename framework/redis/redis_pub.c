@@ -1,0 +1,162 @@
+/* redis_pub.c - the publisher pool (see redis_pub.h). */
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include "daebus/json.h"
+#include "daebus/log.h"
+#include "clock.h"
+#include "redis_pub.h"
+
+typedef struct pubconn {
+    pthread_mutex_t lock;
+    redisContext *ctx;
+    double last_fail; /* monotonic time of the last failed connect */
+} pubconn;
+
+struct daebus__redis_pub {
+    daebus__redis_pub_opts o;
+    daebus__redis_url url;
+    pubconn *conns;
+    int n;
+    atomic_uint rr;
+    atomic_int open;
+};
+
+/* Is an idle connection still usable? A closed peer shows as readable (EOF)
+ * or hung up. */
+static int alive(redisContext *ctx)
+{
+    if (!ctx || ctx->err)
+        return 0;
+    struct pollfd p = {.fd = ctx->fd, .events = POLLIN};
+    return poll(&p, 1, 0) == 0;
+}
+
+daebus__redis_pub *daebus__redis_pub_create(const daebus__redis_pub_opts *opts)
+{
+    daebus__redis_pub *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->o = *opts;
+    p->url = *opts->url;
+    p->o.url = &p->url;
+    if (!p->o.log_component)
+        p->o.log_component = "redis";
+    if (p->o.connect_timeout <= 0)
+        p->o.connect_timeout = 2.0;
+    if (p->o.command_timeout <= 0)
+        p->o.command_timeout = 5.0;
+    p->n = opts->connections < 1 ? 1 : opts->connections > 64 ? 64 : opts->connections;
+    p->conns = calloc((size_t)p->n, sizeof *p->conns);
+    if (!p->conns) {
+        free(p);
+        return NULL;
+    }
+    for (int i = 0; i < p->n; i++)
+        pthread_mutex_init(&p->conns[i].lock, NULL);
+    atomic_store(&p->open, 1);
+    return p;
+}
+
+int daebus__redis_pub_connect(daebus__redis_pub *p, daebus_error *err)
+{
+    pubconn *pc = &p->conns[0];
+    pthread_mutex_lock(&pc->lock);
+    if (!pc->ctx)
+        pc->ctx = daebus__redis_connect(&p->url, p->o.connect_timeout, p->o.command_timeout, err);
+    int rc = pc->ctx ? 0 : err && err->code ? err->code : DAEBUS_ECONN;
+    pthread_mutex_unlock(&pc->lock);
+    return rc;
+}
+
+/* Makes pc's connection usable if it can (lock held). */
+static void ensure(daebus__redis_pub *p, pubconn *pc)
+{
+    if (alive(pc->ctx))
+        return;
+    if (pc->ctx)
+        redisFree(pc->ctx);
+    pc->ctx = NULL;
+    double now = daebus__now_mono();
+    /* While Redis is down, fail fast instead of waiting a connect time-out per call. */
+    if (p->o.retry_after > 0 && pc->last_fail > 0 && now - pc->last_fail < p->o.retry_after)
+        return;
+    daebus_error e = {0};
+    pc->ctx = daebus__redis_connect(&p->url, p->o.connect_timeout, p->o.command_timeout, &e);
+    if (!pc->ctx) {
+        pc->last_fail = now;
+        DAEBUS_LOG_DEBUGF(p->o.log_component, "publisher: %s", e.message);
+    }
+}
+
+int daebus__redis_publish(daebus__redis_pub *p, const char *channel, const char *data, size_t len)
+{
+    if (!p || !atomic_load(&p->open))
+        return DAEBUS_ECLOSED;
+    pubconn *pc = &p->conns[atomic_fetch_add(&p->rr, 1) % (unsigned)p->n];
+    int rc = DAEBUS_ECONN;
+    pthread_mutex_lock(&pc->lock);
+    if (!atomic_load(&p->open)) {
+        pthread_mutex_unlock(&pc->lock);
+        return DAEBUS_ECLOSED;
+    }
+    ensure(p, pc);
+    if (pc->ctx) {
+        daebus__sigpipe_guard g;
+        daebus__sigpipe_block(&g);
+        redisReply *r = redisCommand(pc->ctx, "PUBLISH %b %b", channel, strlen(channel), data, len);
+        daebus__sigpipe_restore(&g);
+        if (r && r->type == REDIS_REPLY_INTEGER)
+            rc = (int)(r->integer > 0x7fffffff ? 0x7fffffff : r->integer);
+        if (r) {
+            freeReplyObject(r);
+        } else {
+            redisFree(pc->ctx);
+            pc->ctx = NULL;
+        }
+    }
+    pthread_mutex_unlock(&pc->lock);
+    return rc;
+}
+
+int daebus__redis_publish_json(daebus__redis_pub *p, const char *channel, const cJSON *obj)
+{
+    char *text = daebus_json_print(obj, NULL);
+    if (!text)
+        return DAEBUS_ENOMEM;
+    int rc = daebus__redis_publish(p, channel, text, strlen(text));
+    free(text);
+    return rc;
+}
+
+void daebus__redis_pub_close(daebus__redis_pub *p)
+{
+    if (!p)
+        return;
+    atomic_store(&p->open, 0);
+    for (int i = 0; i < p->n; i++) {
+        pthread_mutex_lock(&p->conns[i].lock);
+        if (p->conns[i].ctx)
+            redisFree(p->conns[i].ctx);
+        p->conns[i].ctx = NULL;
+        pthread_mutex_unlock(&p->conns[i].lock);
+    }
+}
+
+int daebus__redis_pub_is_open(const daebus__redis_pub *p)
+{
+    return p && atomic_load(&((daebus__redis_pub *)p)->open);
+}
+
+void daebus__redis_pub_destroy(daebus__redis_pub *p)
+{
+    if (!p)
+        return;
+    daebus__redis_pub_close(p);
+    for (int i = 0; i < p->n; i++)
+        pthread_mutex_destroy(&p->conns[i].lock);
+    free(p->conns);
+    free(p);
+}

@@ -1,0 +1,51 @@
+/* redis_pub.h - the publisher pool of the Redis transport (internal).
+ *
+ * A few plain connections, each behind its own mutex, chosen round-robin.
+ * Before each use a connection is checked (an idle connection that shows as
+ * readable or hung up was closed by the server) and replaced lazily; while
+ * Redis is down, a connection that failed to connect is not retried for
+ * retry_after seconds, so callers fail fast instead of waiting a connect
+ * time-out each. Writes run under the SIGPIPE guard (redis_conn.h).
+ *
+ * Thread: daebus__redis_publish and daebus__redis_pub_close are callable from
+ * any thread; create/connect/destroy from the owner's.
+ */
+#ifndef DAEBUS_REDIS_PUB_H
+#define DAEBUS_REDIS_PUB_H
+
+#include <stddef.h>
+#include <cjson/cJSON.h>
+#include "redis_conn.h"
+
+typedef struct daebus__redis_pub daebus__redis_pub;
+
+typedef struct daebus__redis_pub_opts {
+    const daebus__redis_url *url; /* copied */
+    int connections;              /* 1..64; 0 = 1 */
+    double connect_timeout;       /* 0 = 2 */
+    double command_timeout;       /* bound of one PUBLISH; 0 = 5 */
+    double retry_after;           /* fail fast this long after a failed connect; 0 = never */
+    const char *log_component;    /* for the debug line of a failed connect; NULL = "redis" */
+} daebus__redis_pub_opts;
+
+/* Returns: an open pool (connections are made on first use), or NULL. */
+daebus__redis_pub *daebus__redis_pub_create(const daebus__redis_pub_opts *opts);
+
+/* Connects the first connection now. Returns: 0 or a negative code (err filled). */
+int daebus__redis_pub_connect(daebus__redis_pub *p, daebus_error *err);
+
+/* PUBLISH data (len bytes) on channel. Returns: the number of receivers
+ * (>= 0), DAEBUS_ECONN, or DAEBUS_ECLOSED once closed. */
+int daebus__redis_publish(daebus__redis_pub *p, const char *channel, const char *data, size_t len);
+
+/* The same for obj serialised as compact JSON. Returns: as
+ * daebus__redis_publish, or DAEBUS_ENOMEM. */
+int daebus__redis_publish_json(daebus__redis_pub *p, const char *channel, const cJSON *obj);
+
+/* Closes every connection; later publishes return DAEBUS_ECLOSED. */
+void daebus__redis_pub_close(daebus__redis_pub *p);
+int daebus__redis_pub_is_open(const daebus__redis_pub *p);
+/* Closes and frees. Accepts NULL. */
+void daebus__redis_pub_destroy(daebus__redis_pub *p);
+
+#endif

@@ -1,0 +1,529 @@
+/* redis_sub.c - the subscriber connection and its thread (see redis_sub.h).
+ *
+ * The channel set is the truth: changes made while connected are queued as
+ * one SUBSCRIBE or UNSUBSCRIBE each and written by the thread, in order, on
+ * its live connection; a fresh connection subscribes to the whole set and
+ * drops the queue. Tickets count those changes: Redis confirms each command
+ * of one connection in order, so the confirmed ticket is a counter.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "clock.h"
+#include "redis_sub.h"
+#include "utf8.h"
+
+typedef struct sub_op {
+    int subscribe;
+    char *channel;
+    struct sub_op *next;
+} sub_op;
+
+struct daebus__redis_sub {
+    daebus__redis_sub_opts o;
+    daebus__redis_url url;
+    char where[320];
+
+    pthread_mutex_t lock; /* channels, ops and tickets */
+    pthread_cond_t cond;  /* confirmed or stopping changed */
+    char **channels;
+    size_t nchannels, cap;
+    sub_op *ops, **ops_tail; /* changes not yet written to the live connection */
+    long issued, confirmed;
+
+    pthread_t thread;
+    int thread_started;
+    atomic_int stopping;
+    atomic_int connected;
+    int wake[2];
+
+    /* subscriber thread only */
+    redisContext *ctx;
+    daebus__redis_guard guard;
+    daebus__backoff backoff;
+    bool ever_up, failing;
+    double last_rx, ping_at;
+    int next_ms;
+};
+
+/* ---- the channel set (any thread) ---- */
+
+static ssize_t find_channel(const daebus__redis_sub *s, const char *channel)
+{
+    for (size_t i = 0; i < s->nchannels; i++)
+        if (strcmp(s->channels[i], channel) == 0)
+            return (ssize_t)i;
+    return -1;
+}
+
+static void free_ops(sub_op *op)
+{
+    while (op) {
+        sub_op *n = op->next;
+        free(op->channel);
+        free(op);
+        op = n;
+    }
+}
+
+/* Queues a change for the live connection (lock held). Returns: its ticket. */
+static long queue_op(daebus__redis_sub *s, int subscribe, const char *channel)
+{
+    sub_op *op = calloc(1, sizeof *op);
+    if (!op || !(op->channel = strdup(channel))) {
+        free(op);
+        return DAEBUS_ENOMEM;
+    }
+    op->subscribe = subscribe;
+    *s->ops_tail = op;
+    s->ops_tail = &op->next;
+    return ++s->issued;
+}
+
+long daebus__redis_sub_subscribe(daebus__redis_sub *s, const char *channel)
+{
+    if (!s || !channel || !*channel)
+        return DAEBUS_EINVAL;
+    long ticket = 0;
+    pthread_mutex_lock(&s->lock);
+    if (find_channel(s, channel) < 0) {
+        char *d = strdup(channel);
+        if (s->nchannels == s->cap) {
+            size_t cap = s->cap ? s->cap * 2 : 8;
+            char **n = d ? realloc(s->channels, cap * sizeof *n) : NULL;
+            if (n) {
+                s->channels = n;
+                s->cap = cap;
+            }
+        }
+        if (!d || s->nchannels == s->cap) {
+            free(d);
+            ticket = DAEBUS_ENOMEM;
+        } else {
+            s->channels[s->nchannels++] = d;
+            ticket = queue_op(s, 1, channel);
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (ticket > 0)
+        daebus__redis_sub_wake(s);
+    return ticket;
+}
+
+long daebus__redis_sub_unsubscribe(daebus__redis_sub *s, const char *channel)
+{
+    if (!s || !channel)
+        return DAEBUS_EINVAL;
+    long ticket = 0;
+    pthread_mutex_lock(&s->lock);
+    ssize_t i = find_channel(s, channel);
+    if (i >= 0) {
+        free(s->channels[i]);
+        s->channels[i] = s->channels[--s->nchannels];
+        ticket = queue_op(s, 0, channel);
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (ticket > 0)
+        daebus__redis_sub_wake(s);
+    return ticket;
+}
+
+size_t daebus__redis_sub_count(daebus__redis_sub *s)
+{
+    pthread_mutex_lock(&s->lock);
+    size_t n = s->nchannels;
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
+int daebus__redis_sub_wait(daebus__redis_sub *s, long ticket, double timeout)
+{
+    daebus__deadline d = daebus__deadline_in(timeout);
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    while (s->confirmed < ticket && !atomic_load(&s->stopping))
+        if (daebus__cond_wait_until(&s->cond, &s->lock, d) == ETIMEDOUT)
+            break;
+    if (s->confirmed < ticket)
+        rc = atomic_load(&s->stopping) ? DAEBUS_ECLOSED : DAEBUS_ETIMEDOUT;
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static void confirm(daebus__redis_sub *s, long upto)
+{
+    pthread_mutex_lock(&s->lock);
+    if (upto > s->confirmed)
+        s->confirmed = upto;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- waking ---- */
+
+void daebus__redis_sub_wake(daebus__redis_sub *s)
+{
+    char b = 1;
+    if (s && s->wake[1] >= 0) {
+        ssize_t n = write(s->wake[1], &b, 1);
+        (void)n;
+    }
+}
+
+static void drain_wake(daebus__redis_sub *s)
+{
+    char buf[64];
+    while (read(s->wake[0], buf, sizeof buf) > 0) {
+    }
+}
+
+static void sleep_or_wake(daebus__redis_sub *s, double seconds)
+{
+    struct pollfd p = {.fd = s->wake[0], .events = POLLIN};
+    int ms = (int)(seconds * 1000);
+    if (poll(&p, 1, ms < 1 ? 1 : ms) > 0)
+        drain_wake(s);
+}
+
+static void emit(daebus__redis_sub *s, daebus__redis_state st, bool again, double next_try,
+                 const char *why, size_t n)
+{
+    daebus__redis_event ev = {st, again, next_try, why, n};
+    if (s->o.on_state)
+        s->o.on_state(s->o.user, &ev);
+}
+
+/* ---- connecting ---- */
+
+static int is_kind(const redisReply *r, const char *kind)
+{
+    return r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+           r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, kind) == 0;
+}
+
+/* Sends SUBSCRIBE for the n channels of argv[1..n] and waits for every
+ * confirmation. Returns: 0, or -1 (err filled). */
+static int subscribe_confirmed(daebus__redis_sub *s, redisContext *c, const char **argv, size_t n,
+                               daebus_error *err)
+{
+    if (redisAppendCommandArgv(c, (int)n + 1, argv, NULL) != REDIS_OK) {
+        daebus_error_set(err, DAEBUS_ENOMEM, "SUBSCRIBE: out of memory");
+        return -1;
+    }
+    size_t confirmed = 0;
+    daebus__deadline until = daebus__deadline_in(s->o.connect_timeout);
+    while (confirmed < n) {
+        redisReply *r = NULL;
+        int rc = daebus__redis_read(c, &r, 50, s->wake[0]);
+        if (rc < 0 || daebus__deadline_passed(until) || atomic_load(&s->stopping)) {
+            daebus_error_set(err, DAEBUS_ECONN, "redis %s: SUBSCRIBE: %s", s->where,
+                             c->err ? c->errstr : "no confirmation");
+            if (r) /* a reply read just before the deadline or the stop */
+                freeReplyObject(r);
+            return -1;
+        }
+        if (rc == 0) {
+            drain_wake(s); /* set changes are sent once connected */
+            continue;
+        }
+        int refused = r->type == REDIS_REPLY_ERROR;
+        if (refused)
+            daebus_error_set(err, DAEBUS_ECONN, "redis %s: SUBSCRIBE refused: %.*s", s->where,
+                             daebus__utf8_prec(r->str, 120), r->str);
+        else if (is_kind(r, "subscribe"))
+            confirmed++;
+        freeReplyObject(r);
+        if (refused)
+            return -1;
+    }
+    return 0;
+}
+
+/* Takes a copy of the channel set as SUBSCRIBE arguments and drops the
+ * queued changes (the set has them). *ticket: the last ticket it covers. */
+static const char **snapshot(daebus__redis_sub *s, size_t *n, long *ticket)
+{
+    pthread_mutex_lock(&s->lock);
+    const char **argv = calloc(s->nchannels + 1, sizeof *argv);
+    size_t k = 0;
+    if (argv) {
+        argv[0] = "SUBSCRIBE";
+        for (; k < s->nchannels; k++)
+            if (!(argv[k + 1] = strdup(s->channels[k])))
+                break;
+    }
+    if (argv && k == s->nchannels) {
+        free_ops(s->ops);
+        s->ops = NULL;
+        s->ops_tail = &s->ops;
+    }
+    *ticket = s->issued;
+    int whole = argv && k == s->nchannels;
+    pthread_mutex_unlock(&s->lock);
+    *n = k;
+    if (!whole && argv) {
+        for (size_t i = 1; i <= k; i++)
+            free((char *)argv[i]);
+        free(argv);
+        return NULL;
+    }
+    return argv;
+}
+
+static void free_snapshot(const char **argv, size_t n)
+{
+    for (size_t i = 1; argv && i <= n; i++)
+        free((char *)argv[i]);
+    free(argv);
+}
+
+/* Connects and subscribes to the whole set. Returns: 0 or a negative code
+ * (err filled). */
+static int sub_connect(daebus__redis_sub *s, daebus_error *err)
+{
+    redisContext *c = daebus__redis_connect(&s->url, s->o.connect_timeout, 0, err);
+    if (!c)
+        return err && err->code ? err->code : DAEBUS_ECONN;
+    /* Before the first message: nothing over the limit is ever copied or parsed. */
+    if (s->o.max_message)
+        daebus__redis_guard_attach(c, &s->guard, s->o.max_message);
+    size_t n = 0;
+    long ticket = 0;
+    const char **argv = snapshot(s, &n, &ticket);
+    int rc = 0;
+    if (!argv)
+        rc = daebus_error_set(err, DAEBUS_ENOMEM, "SUBSCRIBE: out of memory");
+    else if (n && subscribe_confirmed(s, c, argv, n, err) != 0)
+        rc = err && err->code ? err->code : DAEBUS_ECONN;
+    free_snapshot(argv, n);
+    if (rc != 0) {
+        redisFree(c);
+        return rc;
+    }
+    s->ctx = c;
+    s->last_rx = daebus__now_mono();
+    s->ping_at = 0;
+    s->next_ms = s->o.poll_ms;
+    atomic_store(&s->connected, 1);
+    confirm(s, ticket);
+    return 0;
+}
+
+/* ---- the thread ---- */
+
+/* Writes the queued set changes on the live connection. */
+static void send_ops(daebus__redis_sub *s)
+{
+    pthread_mutex_lock(&s->lock);
+    sub_op *ops = s->ops;
+    s->ops = NULL;
+    s->ops_tail = &s->ops;
+    pthread_mutex_unlock(&s->lock);
+    for (sub_op *op = ops; op; op = op->next)
+        redisAppendCommand(s->ctx, op->subscribe ? "SUBSCRIBE %s" : "UNSUBSCRIBE %s", op->channel);
+    free_ops(ops);
+}
+
+static void connect_stage(daebus__redis_sub *s)
+{
+    daebus_error e = {0};
+    if (sub_connect(s, &e) == 0) {
+        daebus__backoff_reset(&s->backoff);
+        emit(s, DAEBUS__REDIS_UP, s->ever_up, 0, NULL, daebus__redis_sub_count(s));
+        s->ever_up = true;
+        s->failing = false;
+        return;
+    }
+    if (atomic_load(&s->stopping))
+        return;
+    double delay = daebus__backoff_next(&s->backoff);
+    emit(s, DAEBUS__REDIS_RETRY, s->failing, delay, e.message, 0);
+    s->failing = true;
+    sleep_or_wake(s, delay);
+}
+
+static void lost(daebus__redis_sub *s)
+{
+    atomic_store(&s->connected, 0);
+    emit(s, DAEBUS__REDIS_DOWN, s->ever_up, 0, s->ctx->errstr[0] ? s->ctx->errstr : "closed", 0);
+    redisFree(s->ctx);
+    s->ctx = NULL;
+    s->failing = true;
+}
+
+static void dispatch(daebus__redis_sub *s, const redisReply *r)
+{
+    if (is_kind(r, "message") && r->element[1]->type == REDIS_REPLY_STRING &&
+        r->element[2]->type == REDIS_REPLY_STRING) {
+        const daebus__redis_guard *g = &s->guard;
+        daebus__redis_msg m = {
+            r->element[1]->str, r->element[2]->str, r->element[2]->len, 0, NULL, 0};
+        if (s->o.max_message && g->cut_len) {
+            m.cut_len = g->cut_len;
+            m.tail = g->tail;
+            m.tail_len = g->tail_len;
+        }
+        s->o.on_message(s->o.user, &m);
+    } else if (is_kind(r, "subscribe") || is_kind(r, "unsubscribe")) {
+        pthread_mutex_lock(&s->lock);
+        s->confirmed++;
+        pthread_cond_broadcast(&s->cond);
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
+/* One read on the live connection, with the health check. */
+static void read_stage(daebus__redis_sub *s)
+{
+    send_ops(s);
+    redisReply *r = NULL;
+    int rc = daebus__redis_read(s->ctx, &r, s->next_ms, s->wake[0]);
+    double now = daebus__now_mono();
+    if (rc == 1 || (s->o.max_message && s->guard.got_bytes)) {
+        /* A big message still arriving is traffic too (its PONG queues behind it). */
+        s->last_rx = now;
+        s->ping_at = 0;
+    } else if (rc == 0 && s->ping_at > 0 && now - s->ping_at > s->o.health_timeout) {
+        rc = DAEBUS_ECONN;
+        snprintf(s->ctx->errstr, sizeof s->ctx->errstr, "no answer to PING for %.1fs",
+                 s->o.health_timeout);
+    } else if (rc == 0 && s->ping_at == 0 && now - s->last_rx > s->o.health_idle) {
+        if (redisAppendCommand(s->ctx, "PING") == REDIS_OK)
+            s->ping_at = now;
+    }
+    if (rc < 0) {
+        lost(s);
+        return;
+    }
+    if (rc == 0) {
+        drain_wake(s);
+    } else {
+        dispatch(s, r);
+        freeReplyObject(r);
+    }
+    int ms = s->o.on_tick ? s->o.on_tick(s->o.user, rc == 0) : -1;
+    s->next_ms = ms < 0 ? s->o.poll_ms : ms;
+}
+
+static void *sub_main(void *arg)
+{
+    daebus__redis_sub *s = arg;
+    daebus__sigpipe_block_thread();
+    while (!atomic_load(&s->stopping)) {
+        if (!s->ctx)
+            connect_stage(s);
+        else
+            read_stage(s);
+    }
+    if (s->ctx) {
+        redisFree(s->ctx);
+        s->ctx = NULL;
+    }
+    atomic_store(&s->connected, 0);
+    emit(s, DAEBUS__REDIS_STOPPED, false, 0, NULL, 0);
+    return NULL;
+}
+
+/* ---- life cycle ---- */
+
+daebus__redis_sub *daebus__redis_sub_create(const daebus__redis_sub_opts *opts)
+{
+    daebus__redis_sub *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->o = *opts;
+    s->url = *opts->url;
+    s->o.url = &s->url;
+    if (s->o.connect_timeout <= 0)
+        s->o.connect_timeout = 2.0;
+    if (s->o.health_idle <= 0)
+        s->o.health_idle = 10.0;
+    if (s->o.health_timeout <= 0)
+        s->o.health_timeout = s->o.health_idle;
+    if (s->o.poll_ms <= 0)
+        s->o.poll_ms = 500;
+    daebus__backoff_init(&s->backoff, s->o.reconnect_initial > 0 ? s->o.reconnect_initial : 0.1,
+                         s->o.reconnect_max > 0 ? s->o.reconnect_max : 5.0);
+    daebus__redis_url_describe(&s->url, s->where, sizeof s->where);
+    s->ops_tail = &s->ops;
+    s->wake[0] = s->wake[1] = -1;
+    pthread_mutex_init(&s->lock, NULL);
+    daebus__cond_init(&s->cond);
+    if (pipe(s->wake) != 0) {
+        daebus__redis_sub_destroy(s);
+        return NULL;
+    }
+    for (int i = 0; i < 2; i++) {
+        fcntl(s->wake[i], F_SETFL, fcntl(s->wake[i], F_GETFL) | O_NONBLOCK);
+        fcntl(s->wake[i], F_SETFD, FD_CLOEXEC);
+    }
+    return s;
+}
+
+int daebus__redis_sub_start(daebus__redis_sub *s, bool connect_now, daebus_error *err)
+{
+    atomic_store(&s->stopping, 0);
+    if (connect_now) {
+        int rc = sub_connect(s, err);
+        if (rc != 0)
+            return rc;
+        s->ever_up = true;
+    }
+    if (pthread_create(&s->thread, NULL, sub_main, s) != 0)
+        return daebus_error_set(err, DAEBUS_ENOMEM, "redis subscriber: cannot start its thread");
+    s->thread_started = 1;
+    return 0;
+}
+
+bool daebus__redis_sub_connected(const daebus__redis_sub *s)
+{
+    return s && atomic_load(&((daebus__redis_sub *)s)->connected);
+}
+
+const char *daebus__redis_sub_where(const daebus__redis_sub *s)
+{
+    return s->where;
+}
+
+void daebus__redis_sub_stop(daebus__redis_sub *s)
+{
+    if (!s)
+        return;
+    atomic_store(&s->stopping, 1);
+    if (s->thread_started) {
+        daebus__redis_sub_wake(s);
+        pthread_join(s->thread, NULL);
+        s->thread_started = 0;
+    }
+    if (s->ctx) { /* connected by start(connect_now) but never run */
+        redisFree(s->ctx);
+        s->ctx = NULL;
+    }
+    atomic_store(&s->connected, 0);
+    pthread_mutex_lock(&s->lock);
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+void daebus__redis_sub_destroy(daebus__redis_sub *s)
+{
+    if (!s)
+        return;
+    daebus__redis_sub_stop(s);
+    for (size_t i = 0; i < s->nchannels; i++)
+        free(s->channels[i]);
+    free(s->channels);
+    free_ops(s->ops);
+    for (int i = 0; i < 2; i++)
+        if (s->wake[i] >= 0)
+            close(s->wake[i]);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->cond);
+    free(s);
+}

@@ -1,0 +1,111 @@
+/* redis_sub.h - the subscriber connection of the Redis transport (internal).
+ *
+ * One subscriber = one Redis connection in subscribe mode, read by a thread
+ * of its own. The owner (the bus, the caller, later replicas and channels)
+ * gives callbacks with a void *user; the thread delivers every pub/sub
+ * message as channel + data + len and reports connection state changes.
+ * Channels may be added and removed from any thread; after a lost connection
+ * the thread reconnects with the transport's one backoff policy
+ * (daebus__backoff) and subscribes again to the whole set.
+ *
+ * Health: an idle connection is PINGed after health_idle seconds; no traffic
+ * within health_timeout after that counts as a lost connection. Bytes of a
+ * message still arriving count as traffic.
+ *
+ * Size guard: with max_message > 0, a message longer than that is never
+ * copied (redis_conn.h): it is delivered with msg->cut_len set, its first
+ * DAEBUS__REDIS_CUT_KEEP bytes in data and its last ones in tail.
+ *
+ * Thread: callbacks run on the subscriber thread (or, for the first connect
+ * of daebus__redis_sub_start(connect_now), on the starting thread); every
+ * other function is callable from any thread except create/start/stop/destroy.
+ */
+#ifndef DAEBUS_REDIS_SUB_H
+#define DAEBUS_REDIS_SUB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include "redis_conn.h"
+
+typedef struct daebus__redis_sub daebus__redis_sub;
+
+/* One pub/sub message. Ownership: borrowed for the callback only. */
+typedef struct daebus__redis_msg {
+    const char *channel;
+    const char *data; /* NUL-terminated; len bytes (the first ones only when cut) */
+    size_t len;
+    size_t cut_len;   /* 0, or the real length of a message over max_message */
+    const char *tail; /* cut: its last tail_len bytes */
+    size_t tail_len;
+} daebus__redis_msg;
+
+typedef enum daebus__redis_state {
+    DAEBUS__REDIS_UP,     /* connected and subscribed (again when reconnect) */
+    DAEBUS__REDIS_DOWN,   /* lost the connection; why says how */
+    DAEBUS__REDIS_RETRY,  /* a connection attempt failed; why says how */
+    DAEBUS__REDIS_STOPPED /* the thread is ending */
+} daebus__redis_state;
+
+/* Connection state. reconnect: UP after an earlier UP; RETRY after an
+ * earlier failure or loss (the first failure of a series is 0); next_try:
+ * seconds until the next attempt (RETRY). why: NULL or a message. */
+typedef struct daebus__redis_event {
+    daebus__redis_state state;
+    bool reconnect;
+    double next_try;
+    const char *why;
+    size_t nchannels; /* channels subscribed (UP) */
+} daebus__redis_event;
+
+typedef void daebus__redis_msg_fn(void *user, const daebus__redis_msg *msg);
+typedef void daebus__redis_state_fn(void *user, const daebus__redis_event *ev);
+/* Called after every read while connected; idle: the read returned no
+ * message (time-out or wake-up). Returns: the longest wait of the next read
+ * in ms, or < 0 for the subscriber's poll_ms. */
+typedef int daebus__redis_tick_fn(void *user, bool idle);
+
+typedef struct daebus__redis_sub_opts {
+    const daebus__redis_url *url; /* copied */
+    double connect_timeout;       /* connect + SUBSCRIBE confirmation; 0 = 2 */
+    double reconnect_initial;     /* backoff after a failure; 0 = 0.1 */
+    double reconnect_max;         /* backoff cap; 0 = 5 */
+    double health_idle;           /* PING after this much silence; 0 = 10 */
+    double health_timeout;        /* no answer this long = lost; 0 = health_idle */
+    size_t max_message;           /* size guard; 0 = none */
+    int poll_ms;                  /* longest read wait; 0 = 500 */
+    daebus__redis_msg_fn *on_message;
+    daebus__redis_state_fn *on_state; /* may be NULL */
+    daebus__redis_tick_fn *on_tick;   /* may be NULL */
+    void *user;
+} daebus__redis_sub_opts;
+
+/* Returns: a stopped subscriber with no channel, or NULL (out of memory). */
+daebus__redis_sub *daebus__redis_sub_create(const daebus__redis_sub_opts *opts);
+
+/* Adds channel to the set (a no-op when present); while running, the thread
+ * subscribes on its live connection. Returns: a ticket for
+ * daebus__redis_sub_wait (> 0), 0 when present already, DAEBUS_ENOMEM. */
+long daebus__redis_sub_subscribe(daebus__redis_sub *s, const char *channel);
+/* Removes channel from the set and unsubscribes. Returns: a ticket, 0 when
+ * absent. */
+long daebus__redis_sub_unsubscribe(daebus__redis_sub *s, const char *channel);
+/* Waits until Redis confirmed the (un)subscription of ticket, on the
+ * monotonic clock. Returns: 0, DAEBUS_ETIMEDOUT, DAEBUS_ECLOSED (stopped). */
+int daebus__redis_sub_wait(daebus__redis_sub *s, long ticket, double timeout);
+size_t daebus__redis_sub_count(daebus__redis_sub *s);
+
+/* Starts the thread. connect_now: connect and subscribe on this thread first
+ * and fail when that fails (err filled); else the thread connects, retrying.
+ * Returns: 0 or a negative code. */
+int daebus__redis_sub_start(daebus__redis_sub *s, bool connect_now, daebus_error *err);
+/* Wakes the thread (its tick runs soon). */
+void daebus__redis_sub_wake(daebus__redis_sub *s);
+bool daebus__redis_sub_connected(const daebus__redis_sub *s);
+/* "redis://host:port/db" without the password, for log lines. */
+const char *daebus__redis_sub_where(const daebus__redis_sub *s);
+/* Stops and joins the thread and closes the connection (callbacks have all
+ * returned). Accepts a subscriber never started. */
+void daebus__redis_sub_stop(daebus__redis_sub *s);
+void daebus__redis_sub_destroy(daebus__redis_sub *s);
+
+#endif

@@ -1,0 +1,295 @@
+/* redis_url.c - the one place that knows Redis URLs.
+ *
+ * Parsing is a pure function (no I/O, no allocation) so that it can be
+ * fuzzed; messages quote the URL with its password masked.
+ */
+#include <stdio.h>
+#include <string.h>
+#include "redis_url.h"
+#include "utf8.h"
+
+/* ---- URL parsing ---- */
+
+/* Appends [p, end) to buf at *o (len bytes) with the value of each
+ * "password=" parameter (after '?' or '&') replaced by "***". */
+static void put_masked(const char *p, const char *end, char *buf, size_t *o, size_t len)
+{
+    while (p < end && *p && *o + 1 < len) {
+        buf[(*o)++] = *p;
+        if ((*p == '?' || *p == '&') && strncmp(p + 1, "password=", 9) == 0) {
+            for (const char *q = "password=***"; *q && *o + 1 < len; q++)
+                buf[(*o)++] = *q;
+            p += 10;
+            while (p < end && *p && *p != '&')
+                p++;
+            continue;
+        }
+        p++;
+    }
+}
+
+void daebus__redis_url_redact(const char *url, char *buf, size_t len)
+{
+    if (!buf || !len)
+        return;
+    buf[0] = '\0';
+    if (!url)
+        return;
+    size_t o = 0;
+    const char *p = url;
+    /* Userinfo: everything between "://" (or the start, without a scheme)
+     * and the last '@' becomes "***". */
+    const char *sep = strstr(url, "://");
+    const char *at = strrchr(url, '@');
+    const char *keep = sep && at && at > sep ? sep + 3 : url;
+    if (at && at >= keep) {
+        /* The part before may hold a password= parameter too (a URL that
+         * is not one, e.g. "x?password=p://u@h"). */
+        put_masked(url, keep, buf, &o, len);
+        for (const char *q = "***"; *q && o + 1 < len; q++)
+            buf[o++] = *q;
+        p = at;
+    }
+    put_masked(p, p + strlen(p), buf, &o, len);
+    buf[o] = '\0';
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Copies [s, s+n) into dst (cap bytes) decoding %XX. Returns 0 or -1. */
+static int copy_decoded(char *dst, size_t cap, const char *s, size_t n, int decode)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (decode && ch == '%') {
+            if (i + 2 >= n)
+                return -1;
+            int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
+            if (h < 0 || l < 0)
+                return -1;
+            ch = (char)(h * 16 + l);
+            i += 2;
+        }
+        if (ch == '\0' || o + 1 >= cap)
+            return -1;
+        dst[o++] = ch;
+    }
+    dst[o] = '\0';
+    return 0;
+}
+
+static int parse_num(const char *s, size_t n, long min, long max, long *out)
+{
+    if (n == 0 || n > 9)
+        return -1;
+    long v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* url in the error messages below is the redacted copy. */
+static int parse_userinfo(const char *s, size_t n, daebus__redis_url *u, const char *url,
+                          daebus_error *err)
+{
+    const char *colon = memchr(s, ':', n);
+    int rc;
+    if (colon) {
+        rc = copy_decoded(u->username, sizeof u->username, s, (size_t)(colon - s), 1);
+        if (rc == 0)
+            rc = copy_decoded(u->password, sizeof u->password, colon + 1,
+                              n - (size_t)(colon - s) - 1, 1);
+    } else {
+        rc = copy_decoded(u->password, sizeof u->password, s, n, 1);
+    }
+    if (rc != 0)
+        return daebus_error_set(
+            err, DAEBUS_EINVAL,
+            "redis URL '%.*s': bad user or password (too long or bad %%-escape)",
+            daebus__utf8_prec(url, 64), url);
+    return 0;
+}
+
+/* Query parameters (unix:// only): db=N, password=P. */
+static int parse_query(const char *q, daebus__redis_url *u, const char *url, daebus_error *err)
+{
+    while (*q) {
+        const char *end = strchr(q, '&');
+        size_t n = end ? (size_t)(end - q) : strlen(q);
+        long v;
+        if (n > 3 && strncmp(q, "db=", 3) == 0 && parse_num(q + 3, n - 3, 0, 1000000, &v) == 0) {
+            u->db = (int)v;
+        } else if (n > 9 && strncmp(q, "password=", 9) == 0 &&
+                   copy_decoded(u->password, sizeof u->password, q + 9, n - 9, 1) == 0) {
+            /* done */
+        } else if (strncmp(q, "password=", 9) == 0) {
+            /* Not quoted: the value is the secret, and the message may be logged. */
+            return daebus_error_set(
+                err, DAEBUS_EINVAL,
+                "redis URL '%.*s': bad password parameter (empty, too long or bad %%-escape)",
+                daebus__utf8_prec(url, 64), url);
+        } else {
+            return daebus_error_set(
+                err, DAEBUS_EINVAL, "redis URL '%.*s': unsupported query parameter '%.*s'",
+                daebus__utf8_prec(url, 64), url, (int)daebus__utf8_cut(q, n, 32), q);
+        }
+        q += n;
+        if (*q == '&')
+            q++;
+    }
+    return 0;
+}
+
+/* An error naming the (redacted) URL shown. Returns: DAEBUS_EINVAL. */
+static int bad_url(daebus_error *err, const char *shown, const char *why)
+{
+    return daebus_error_set(err, DAEBUS_EINVAL, "redis URL '%.*s': %s",
+                            daebus__utf8_prec(shown, 64), shown, why);
+}
+
+/* unix://[[user]:password@]/path[?db=N&password=P] */
+static int parse_unix(const char *rest, daebus__redis_url *u, const char *shown, daebus_error *err)
+{
+    const char *slash = strchr(rest, '/');
+    if (!slash)
+        return bad_url(err, shown, "expected unix:///absolute/path");
+    if (slash != rest) {
+        const char *at = memchr(rest, '@', (size_t)(slash - rest));
+        if (!at || at + 1 != slash)
+            return bad_url(err, shown, "expected unix:///absolute/path");
+        if (parse_userinfo(rest, (size_t)(at - rest), u, shown, err) != 0)
+            return DAEBUS_EINVAL;
+    }
+    const char *q = strchr(slash, '?');
+    size_t n = q ? (size_t)(q - slash) : strlen(slash);
+    if (n < 2 || copy_decoded(u->path, sizeof u->path, slash, n, 0) != 0)
+        return bad_url(err, shown, "Unix socket path empty or too long");
+    if (q && parse_query(q + 1, u, shown, err) != 0)
+        return DAEBUS_EINVAL;
+    return 0;
+}
+
+/* host[:port] or [v6]:port in [hp, tail). */
+static int parse_host_port(const char *hp, const char *tail, daebus__redis_url *u,
+                           const char *shown, daebus_error *err)
+{
+    size_t hlen = (size_t)(tail - hp);
+    const char *hs = hp;
+    size_t hn;
+    const char *portp = NULL;
+    if (*hp == '[') {
+        const char *close = memchr(hp, ']', hlen);
+        if (!close)
+            return bad_url(err, shown, "unclosed '['");
+        hs = hp + 1;
+        hn = (size_t)(close - hs);
+        if (close + 1 < tail) {
+            if (close[1] != ':')
+                return bad_url(err, shown, "junk after ']'");
+            portp = close + 2;
+        }
+    } else {
+        const char *colon = memchr(hp, ':', hlen);
+        hn = colon ? (size_t)(colon - hp) : hlen;
+        if (colon)
+            portp = colon + 1;
+    }
+    if (hn == 0)
+        snprintf(u->host, sizeof u->host, "127.0.0.1");
+    else if (copy_decoded(u->host, sizeof u->host, hs, hn, 0) != 0)
+        return bad_url(err, shown, "host too long");
+    long p;
+    if (portp && parse_num(portp, (size_t)(tail - portp), 1, 65535, &p) != 0)
+        return bad_url(err, shown, "port must be a number 1-65535");
+    if (portp)
+        u->port = (int)p;
+    return 0;
+}
+
+/* redis://[[user]:password@]host[:port][/db] */
+static int parse_tcp(const char *rest, daebus__redis_url *u, const char *shown, daebus_error *err)
+{
+    const char *at = strrchr(rest, '@');
+    const char *hp = rest;
+    if (at) {
+        if (parse_userinfo(rest, (size_t)(at - rest), u, shown, err) != 0)
+            return DAEBUS_EINVAL;
+        hp = at + 1;
+    }
+    const char *tail = hp + strcspn(hp, "/?");
+    if (parse_host_port(hp, tail, u, shown, err) != 0)
+        return DAEBUS_EINVAL;
+    if (*tail == '/') {
+        const char *db = tail + 1;
+        size_t dn = strcspn(db, "?");
+        long v;
+        if (dn > 0 && parse_num(db, dn, 0, 1000000, &v) != 0)
+            return bad_url(err, shown, "database must be a number");
+        if (dn > 0)
+            u->db = (int)v;
+        tail = db + dn;
+    }
+    if (*tail == '?')
+        return bad_url(err, shown, "query parameters are not supported");
+    return 0;
+}
+
+int daebus__redis_url_parse(const char *url, daebus__redis_url *out, daebus_error *err)
+{
+    if (!url || !out)
+        return daebus_error_set(err, DAEBUS_EINVAL, "redis URL: NULL argument");
+    /* Messages quote the URL without its password (they end up in logs). */
+    char shown[96];
+    daebus__redis_url_redact(url, shown, sizeof shown);
+    daebus__redis_url u;
+    memset(&u, 0, sizeof u);
+    u.port = 6379;
+    int rc;
+    if (strncmp(url, "redis://", 8) == 0) {
+        rc = parse_tcp(url + 8, &u, shown, err);
+    } else if (strncmp(url, "unix://", 7) == 0) {
+        u.is_unix = true;
+        rc = parse_unix(url + 7, &u, shown, err);
+    } else if (strncmp(url, "rediss://", 9) == 0) {
+        rc = bad_url(err, shown,
+                     "TLS (rediss://) is not supported; use redis:// (e.g. through a local TLS "
+                     "tunnel) or unix://");
+    } else {
+        rc = bad_url(err, shown,
+                     "unsupported scheme (use redis://[:password@]host:port[/db] or unix:///path)");
+    }
+    if (rc == 0)
+        *out = u;
+    return rc;
+}
+
+void daebus__redis_url_describe(const daebus__redis_url *url, char *buf, size_t len)
+{
+    if (url->is_unix)
+        snprintf(buf, len, "unix://%s%s", url->password[0] ? ":***@" : "", url->path);
+    else
+        snprintf(buf, len, "redis://%s%s:%d/%d", url->password[0] ? ":***@" : "", url->host,
+                 url->port, url->db);
+}
+
+int daebus_redis_url_check(const char *url, daebus_error *err)
+{
+    daebus__redis_url u;
+    return daebus__redis_url_parse(url, &u, err);
+}
