@@ -525,3 +525,28 @@ cJSON *daebus_json_parse(const char *text, size_t len, daebus_error *err)
     free(copy);
     return root;
 }
+
+/* ---- nesting depth ---- */
+
+bool daebus__json_depth_ok(const char *buf, size_t len, int max)
+{
+    int depth = 0;
+    bool in_str = false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = buf[i];
+        if (in_str) {
+            if (ch == '\\')
+                i++;
+            else if (ch == '"')
+                in_str = false;
+        } else if (ch == '"') {
+            in_str = true;
+        } else if (ch == '[' || ch == '{') {
+            if (++depth > max)
+                return false;
+        } else if ((ch == ']' || ch == '}') && depth > 0) {
+            depth--;
+        }
+    }
+    return true;
+}

@@ -34,6 +34,18 @@ typedef struct daebus_ws daebus_ws;
 typedef struct daebus_bus daebus_bus;
 typedef struct daebus_scheduler daebus_scheduler;
 
+/* The components' statistics structs (daebus_http_stats, daebus_bus_stats,
+ * daebus_ws_stats, daebus_scheduler_stats, daebus_task_stats) are generated
+ * from one list each, DAEBUS_<NAME>_STATS(X, F), so that the health
+ * blueprint prints its Prometheus lines from the same list:
+ *   X(type, field, metric, labels, kind, help) a field printed as the metric
+ *     `metric{labels} value` ("" labels: none; consecutive entries with the
+ *     same metric form one family), kind "counter" or "gauge";
+ *   F(type, field) a field that is not printed.
+ * These two expand an entry into a struct member. */
+#define DAEBUS_STATS_FIELD(type, field, metric, labels, kind, help) type field;
+#define DAEBUS_STATS_PLAIN_FIELD(type, field)                       type field;
+
 /* Zero means default in every field: "daebus_app_options o = {0}" and
  * DAEBUS_APP_OPTIONS_INIT are the same. */
 typedef struct daebus_app_options {

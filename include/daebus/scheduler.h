@@ -131,21 +131,38 @@ DAEBUS_API void *daebus_task_user(const daebus_task *task);
 DAEBUS_API double daebus_task_interval(const daebus_task *task);
 
 /* A snapshot of one task's counters. */
+/* One task's figures (X, F: see DAEBUS_STATS_FIELD in app.h; the health
+ * blueprint adds the label task="<name>").
+ * name: owned by the scheduler; interval: seconds; runs: runs finished;
+ * failures: runs that returned a negative value; late_starts: runs started
+ * after their slot because the previous run overran; skipped: slots skipped
+ * (overrun, pause excluded); triggers: runs asked for with
+ * daebus_task_trigger(); last_duration: seconds the last finished run took
+ * (0 if none); max_duration: longest run, seconds; last_run_wall: Unix time
+ * the last run started (0 if none); next_run_mono: CLOCK_MONOTONIC seconds of
+ * the next slot (0 if none); next_run_in: seconds from now to the next slot
+ * (-1 if none: paused/stopped); running: a run is in progress now. */
+#define DAEBUS_TASK_STATS(X, F)                                                                    \
+    F(const char *, name)                                                                          \
+    F(double, interval)                                                                            \
+    X(uint64_t, runs, "daebus_scheduler_task_runs_total", "", "counter",                           \
+      "Runs finished, per task.")                                                                  \
+    X(uint64_t, failures, "daebus_scheduler_task_failures_total", "", "counter",                   \
+      "Failed runs, per task.")                                                                    \
+    F(uint64_t, late_starts)                                                                       \
+    F(uint64_t, skipped)                                                                           \
+    F(uint64_t, triggers)                                                                          \
+    X(double, last_duration, "daebus_scheduler_task_last_duration_seconds", "", "gauge",           \
+      "Last run time, per task.")                                                                  \
+    F(double, max_duration)                                                                        \
+    F(double, last_run_wall)                                                                       \
+    F(double, next_run_mono)                                                                       \
+    F(double, next_run_in)                                                                         \
+    F(bool, paused)                                                                                \
+    F(bool, running)
+
 typedef struct daebus_task_stats {
-    const char *name;     /* owned by the scheduler */
-    double interval;      /* seconds */
-    uint64_t runs;        /* runs finished */
-    uint64_t failures;    /* runs that returned a negative value */
-    uint64_t late_starts; /* runs started after their slot because the previous run overran */
-    uint64_t skipped;     /* slots skipped (overrun, pause excluded) */
-    uint64_t triggers;    /* runs asked for with daebus_task_trigger() */
-    double last_duration; /* seconds the last finished run took (0 if none) */
-    double max_duration;  /* longest run, seconds */
-    double last_run_wall; /* Unix time the last run started (0 if none) */
-    double next_run_mono; /* CLOCK_MONOTONIC seconds of the next slot (0 if none) */
-    double next_run_in;   /* seconds from now to the next slot (-1 if none: paused/stopped) */
-    bool paused;
-    bool running; /* a run is in progress now */
+    DAEBUS_TASK_STATS(DAEBUS_STATS_FIELD, DAEBUS_STATS_PLAIN_FIELD)
 } daebus_task_stats;
 
 /* Fills *out with a consistent snapshot. Returns: 0, DAEBUS_EINVAL. Thread: any. */
@@ -162,20 +179,32 @@ DAEBUS_API int daebus_scheduler_foreach_task(daebus_scheduler *s, daebus_task_st
                                              void *user);
 
 /* Scheduler totals, for the metrics endpoint. */
+/* The scheduler's figures (X, F: see DAEBUS_STATS_FIELD in app.h).
+ * threads: THREAD handlers known; runs, failures, late_starts, skipped: all
+ * tasks; timers_pending: one-shot timers waiting; workers: pool size. */
+#define DAEBUS_SCHEDULER_STATS(X, F)                                                               \
+    X(size_t, tasks, "daebus_scheduler_tasks", "", "gauge", "Periodic tasks known.")               \
+    X(size_t, tasks_running, "daebus_scheduler_tasks_running", "", "gauge",                        \
+      "Task runs in progress.")                                                                    \
+    F(size_t, threads)                                                                             \
+    X(size_t, threads_running, "daebus_scheduler_threads_running", "", "gauge",                    \
+      "THREAD handlers alive.")                                                                    \
+    X(uint64_t, runs, "daebus_scheduler_runs_total", "", "counter", "Task runs finished.")         \
+    X(uint64_t, failures, "daebus_scheduler_failures_total", "", "counter",                        \
+      "Task runs that failed.")                                                                    \
+    X(uint64_t, late_starts, "daebus_scheduler_late_starts_total", "", "counter",                  \
+      "Runs started late because the previous run overran.")                                       \
+    X(uint64_t, skipped, "daebus_scheduler_skipped_total", "", "counter", "Slots skipped.")        \
+    F(size_t, timers_pending)                                                                      \
+    X(uint64_t, timers_fired, "daebus_scheduler_timers_fired_total", "", "counter",                \
+      "One-shot timers run.")                                                                      \
+    F(uint64_t, timers_cancelled)                                                                  \
+    X(uint64_t, dispatch_errors, "daebus_scheduler_dispatch_errors_total", "", "counter",          \
+      "Runs that could not be handed to the worker pool.")                                         \
+    F(int, workers)
+
 typedef struct daebus_scheduler_stats {
-    size_t tasks;           /* periodic tasks known */
-    size_t tasks_running;   /* runs in progress now */
-    size_t threads;         /* THREAD handlers known */
-    size_t threads_running; /* THREAD handlers alive now */
-    uint64_t runs;          /* task runs finished, all tasks */
-    uint64_t failures;      /* of which failed */
-    uint64_t late_starts;   /* all tasks */
-    uint64_t skipped;       /* all tasks */
-    size_t timers_pending;  /* one-shot timers waiting */
-    uint64_t timers_fired;  /* one-shot timers run */
-    uint64_t timers_cancelled;
-    uint64_t dispatch_errors; /* runs that could not be handed to the pool */
-    int workers;              /* pool size */
+    DAEBUS_SCHEDULER_STATS(DAEBUS_STATS_FIELD, DAEBUS_STATS_PLAIN_FIELD)
 } daebus_scheduler_stats;
 
 /* Fills *out. Returns: 0, DAEBUS_EINVAL. Thread: any. */

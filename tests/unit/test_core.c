@@ -1,0 +1,75 @@
+/* The core helpers: the string-keyed hash table (framework/core/hash.c) and
+ * the JSON nesting-depth check (framework/core/json.c). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "daebus/daebus.h"
+#include "hash.h"
+#include "json.h"
+#include "testsupport.h"
+
+static void test_hash_basic(void)
+{
+    daebus__hash *h = daebus__hash_create(0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(h);
+    static int vals[1000];
+    char key[32];
+    for (int i = 0; i < 1000; i++) { /* grows several times */
+        snprintf(key, sizeof key, "k%d", i);
+        CU_ASSERT_EQUAL(daebus__hash_insert(h, key, &vals[i]), 0);
+    }
+    CU_ASSERT_EQUAL(daebus__hash_insert(h, "k7", &vals[1]), DAEBUS_EEXIST);
+    CU_ASSERT_PTR_EQUAL(daebus__hash_find(h, "k7"), &vals[7]);
+    CU_ASSERT_EQUAL(daebus__hash_count(h), 1000);
+    CU_ASSERT_PTR_NULL(daebus__hash_find(h, "k1000"));
+    CU_ASSERT_PTR_EQUAL(daebus__hash_remove(h, "k0"), &vals[0]);
+    CU_ASSERT_PTR_NULL(daebus__hash_remove(h, "k0"));
+    CU_ASSERT_PTR_EQUAL(daebus__hash_remove(h, "k999"), &vals[999]);
+    CU_ASSERT_EQUAL(daebus__hash_count(h), 998);
+    void *out[4];
+    CU_ASSERT_EQUAL(daebus__hash_values(h, out, 4), 4); /* oldest first */
+    CU_ASSERT_PTR_EQUAL(out[0], &vals[1]);
+    CU_ASSERT_PTR_EQUAL(out[3], &vals[4]);
+    CU_ASSERT_EQUAL(daebus__hash_insert(h, "k0", &vals[0]), 0); /* back at the end */
+    void **all = malloc(1000 * sizeof *all);
+    CU_ASSERT_EQUAL(daebus__hash_values(h, all, 1000), 999);
+    CU_ASSERT_PTR_EQUAL(all[998], &vals[0]);
+    free(all);
+    CU_ASSERT_EQUAL(daebus__hash_insert(h, NULL, &vals[0]), DAEBUS_EINVAL);
+    CU_ASSERT_EQUAL(daebus__hash_insert(NULL, "x", &vals[0]), DAEBUS_EINVAL);
+    CU_ASSERT_PTR_NULL(daebus__hash_find(NULL, "x"));
+    CU_ASSERT_EQUAL(daebus__hash_count(NULL), 0);
+    daebus__hash_destroy(h);
+    daebus__hash_destroy(NULL);
+}
+
+static void test_hash_str(void)
+{
+    /* FNV-1a reference values */
+    CU_ASSERT_EQUAL(daebus__hash_str(""), 0xcbf29ce484222325ULL);
+    CU_ASSERT_EQUAL(daebus__hash_str("a"), 0xaf63dc4c8601ec8cULL);
+}
+
+static void test_json_depth(void)
+{
+    const char *s = "{\"a\":[[1]]}";
+    CU_ASSERT_TRUE(daebus__json_depth_ok(s, strlen(s), 3));
+    CU_ASSERT_FALSE(daebus__json_depth_ok(s, strlen(s), 2));
+    const char *q = "{\"[[[[\\\"{{\":1}"; /* brackets inside a string do not count */
+    CU_ASSERT_TRUE(daebus__json_depth_ok(q, strlen(q), 1));
+    CU_ASSERT_TRUE(daebus__json_depth_ok("]]]]", 4, 0)); /* not valid JSON: never negative */
+    char deep[DAEBUS__JSON_MAX_DEPTH + 2];
+    memset(deep, '[', sizeof deep);
+    CU_ASSERT_TRUE(daebus__json_depth_ok(deep, DAEBUS__JSON_MAX_DEPTH, DAEBUS__JSON_MAX_DEPTH));
+    CU_ASSERT_FALSE(daebus__json_depth_ok(deep, sizeof deep, DAEBUS__JSON_MAX_DEPTH));
+}
+
+int main(void)
+{
+    CU_initialize_registry();
+    CU_pSuite s = CU_add_suite("core", NULL, NULL);
+    CU_add_test(s, "hash table", test_hash_basic);
+    CU_add_test(s, "hash function", test_hash_str);
+    CU_add_test(s, "json depth", test_json_depth);
+    return ts_run_cunit();
+}
