@@ -34,7 +34,8 @@
  *   ON_START          app (daebus_app *)
  * and all of them user (void *, the .user option).
  *
- * Thread: registration is not thread-safe: register before daebus_app_run().
+ * Registration is not thread-safe: register before daebus_app_run().
+ * Thread: before the app runs.
  */
 #ifndef DAEBUS_BLUEPRINT_H
 #define DAEBUS_BLUEPRINT_H

@@ -35,7 +35,8 @@
  * their memory alive (it is leaked at destroy if they still have not
  * returned) and the process may exit under them.
  *
- * Thread: functions that take a daebus_task, a daebus_thread or a running
+ * Thread: callable from any thread.
+ * Functions that take a daebus_task, a daebus_thread or a running
  * scheduler are thread-safe (handlers may call them on their own task) unless
  * the declaration says otherwise.
  *
@@ -67,7 +68,7 @@ typedef struct daebus_scheduler_options {
     }
 
 /* Creates a scheduler. opts may be NULL (defaults).
- * Returns: NULL on failure (err filled). Thread: any. */
+ * Returns: NULL on failure (err filled). Thread: callable from any thread. */
 DAEBUS_API daebus_scheduler *daebus_scheduler_create(const daebus_scheduler_options *opts,
                                                      daebus_error *err);
 
@@ -77,11 +78,12 @@ DAEBUS_API daebus_scheduler *daebus_scheduler_create(const daebus_scheduler_opti
  * returns DAEBUS_EINVAL, so "attach(create(...), app)" needs no check.
  * Returns: 0, DAEBUS_EINVAL,
  * DAEBUS_EEXIST (a scheduler is already attached), DAEBUS_ESTATE (app running).
- * Thread: before daebus_app_run(). */
+ * Thread: before the app runs. */
 DAEBUS_API int daebus_scheduler_attach(daebus_scheduler *s, daebus_app *app);
 
 /* Frees a scheduler that was never attached (attached ones are freed by the
- * app). Accepts NULL. Thread: not while it runs. */
+ * app). Accepts NULL. Not while it runs.
+ * Thread: before the app runs. */
 DAEBUS_API void daebus_scheduler_destroy(daebus_scheduler *s);
 
 /* ---- periodic tasks ---- */
@@ -92,38 +94,38 @@ DAEBUS_API void daebus_scheduler_destroy(daebus_scheduler *s);
  * Ownership: name is copied; user is borrowed and must outlive the scheduler.
  * Returns: 0, DAEBUS_EINVAL (NULL fn, empty name, interval <= 0 or not
  * finite), DAEBUS_EEXIST (a task of that name exists), DAEBUS_ECLOSED
- * (shutdown in progress), DAEBUS_ENOMEM. Thread: any. */
+ * (shutdown in progress), DAEBUS_ENOMEM. Thread: callable from any thread. */
 DAEBUS_API int daebus_scheduler_add_task(daebus_scheduler *s, const char *name, double interval,
                                          daebus_task_fn *fn, void *user, bool run_at_start);
 
 /* Looks a task up by name. Returns: the task or NULL (unknown, or the
  * scheduler has not started yet and the task comes from a blueprint).
- * Ownership: borrowed, valid until the scheduler is destroyed. Thread: any. */
+ * Ownership: borrowed, valid until the scheduler is destroyed. Thread: callable from any thread. */
 DAEBUS_API daebus_task *daebus_scheduler_find(daebus_scheduler *s, const char *name);
 
 /* Changes the interval. It takes effect from the next run: the next run is
  * due one new interval after the slot of the previous run (or after the
  * start, if none ran yet), at once if that time has already passed, and the
- * grid continues from there. Returns: 0, DAEBUS_EINVAL. Thread: any. */
+ * grid continues from there. Returns: 0, DAEBUS_EINVAL. Thread: callable from any thread. */
 DAEBUS_API int daebus_task_set_interval(daebus_task *task, double interval);
 
 /* Stops scheduling runs (a run in progress finishes). Returns: 0,
- * DAEBUS_EINVAL. Thread: any. */
+ * DAEBUS_EINVAL. Thread: callable from any thread. */
 DAEBUS_API int daebus_task_pause(daebus_task *task);
 
 /* Resumes a paused task: the next run comes at the next slot of its grid
  * after now. No-op for a task that is not paused. Returns: 0, DAEBUS_EINVAL.
- * Thread: any. */
+ * Thread: callable from any thread. */
 DAEBUS_API int daebus_task_resume(daebus_task *task);
 
 /* Runs the task once now, paused or not, without touching its schedule. If
  * a run is in progress the extra run starts right after it (never two at
  * once; several triggers meanwhile make one run). Returns: 0, DAEBUS_EINVAL,
  * DAEBUS_ESTATE (scheduler not running), DAEBUS_ECLOSED (stopping).
- * Thread: any. */
+ * Thread: callable from any thread. */
 DAEBUS_API int daebus_task_trigger(daebus_task *task);
 
-/* Accessors. Ownership: the name is owned by the scheduler. Thread: any. */
+/* Accessors. Ownership: the name is owned by the scheduler. Thread: callable from any thread. */
 DAEBUS_API const char *daebus_task_name(const daebus_task *task);
 DAEBUS_API daebus_app *daebus_task_app(const daebus_task *task);
 DAEBUS_API daebus_scheduler *daebus_task_scheduler(const daebus_task *task);
@@ -165,7 +167,8 @@ typedef struct daebus_task_stats {
     DAEBUS_TASK_STATS(DAEBUS_STATS_FIELD, DAEBUS_STATS_PLAIN_FIELD)
 } daebus_task_stats;
 
-/* Fills *out with a consistent snapshot. Returns: 0, DAEBUS_EINVAL. Thread: any. */
+/* Fills *out with a consistent snapshot. Returns: 0, DAEBUS_EINVAL.
+ * Thread: callable from any thread. */
 DAEBUS_API int daebus_task_get_stats(const daebus_task *task, daebus_task_stats *out);
 
 /* Called once per task, in the order tasks were added, with a snapshot
@@ -174,7 +177,7 @@ DAEBUS_API int daebus_task_get_stats(const daebus_task *task, daebus_task_stats 
 typedef void daebus_task_stats_fn(const daebus_task_stats *stats, void *user);
 
 /* Calls fn for every task. Returns: the number of tasks visited, or
- * DAEBUS_EINVAL / DAEBUS_ENOMEM. Thread: any. */
+ * DAEBUS_EINVAL / DAEBUS_ENOMEM. Thread: callable from any thread. */
 DAEBUS_API int daebus_scheduler_foreach_task(daebus_scheduler *s, daebus_task_stats_fn *fn,
                                              void *user);
 
@@ -207,7 +210,7 @@ typedef struct daebus_scheduler_stats {
     DAEBUS_SCHEDULER_STATS(DAEBUS_STATS_FIELD, DAEBUS_STATS_PLAIN_FIELD)
 } daebus_scheduler_stats;
 
-/* Fills *out. Returns: 0, DAEBUS_EINVAL. Thread: any. */
+/* Fills *out. Returns: 0, DAEBUS_EINVAL. Thread: callable from any thread. */
 DAEBUS_API int daebus_scheduler_get_stats(daebus_scheduler *s, daebus_scheduler_stats *out);
 
 /* ---- one-shot timers ---- */
@@ -226,28 +229,29 @@ typedef void daebus_timer_fn(daebus_scheduler *s, int status, void *user);
  * (the delay counts from the call). id may be NULL.
  * Ownership: user is borrowed until fn is called or the timer is cancelled.
  * Returns: 0, DAEBUS_EINVAL (NULL fn, delay < 0 or not finite),
- * DAEBUS_ECLOSED (stopping or stopped), DAEBUS_ENOMEM. Thread: any. */
+ * DAEBUS_ECLOSED (stopping or stopped), DAEBUS_ENOMEM. Thread: callable from any thread. */
 DAEBUS_API int daebus_scheduler_after(daebus_scheduler *s, double delay, daebus_timer_fn *fn,
                                       void *user, daebus_timer_id *id);
 
 /* Cancels a timer that has not started yet. Returns: true if it was
  * cancelled (fn will never be called; user is the caller's again), false if
- * it already started, ran, or is unknown. Thread: any (a timer's own fn may
- * call it; cancelling itself returns false). */
+ * it already started, ran, or is unknown. A timer's own fn may call it
+ * (cancelling itself returns false). Thread: callable from any thread. */
 DAEBUS_API bool daebus_scheduler_cancel(daebus_scheduler *s, daebus_timer_id id);
 
 /* ---- THREAD handlers ---- */
 
 /* Returns: true while the scheduler runs; false once shutdown began (the
- * thread should then return). Thread: any. */
+ * thread should then return). Thread: callable from any thread. */
 DAEBUS_API bool daebus_thread_running(const daebus_thread *thread);
 
 /* Sleeps up to seconds, waking at once when shutdown begins (a condition
  * variable, not polling). Returns: true if the whole time elapsed and the
- * scheduler still runs, false if it is shutting down. Thread: the thread's own. */
+ * scheduler still runs, false if it is shutting down. 
+ * Thread: only inside its handler. */
 DAEBUS_API bool daebus_thread_sleep(daebus_thread *thread, double seconds);
 
-/* Accessors. Ownership: the name is owned by the scheduler. Thread: any. */
+/* Accessors. Ownership: the name is owned by the scheduler. Thread: callable from any thread. */
 DAEBUS_API const char *daebus_thread_name(const daebus_thread *thread);
 DAEBUS_API daebus_app *daebus_thread_app(const daebus_thread *thread);
 DAEBUS_API daebus_scheduler *daebus_thread_scheduler(const daebus_thread *thread);
@@ -256,10 +260,10 @@ DAEBUS_API void *daebus_thread_user(const daebus_thread *thread);
 /* Starts a THREAD handler registered with .no_auto_start (or one that has
  * returned: it is started again). Returns: 0, DAEBUS_ENOENT (unknown name),
  * DAEBUS_EEXIST (already running), DAEBUS_ESTATE (scheduler not running),
- * DAEBUS_EIO (thread creation failed). Thread: any. */
+ * DAEBUS_EIO (thread creation failed). Thread: callable from any thread. */
 DAEBUS_API int daebus_scheduler_start_thread(daebus_scheduler *s, const char *name);
 
-/* Returns: true if the named THREAD handler is running now. Thread: any. */
+/* Returns: true if the named THREAD handler is running now. Thread: callable from any thread. */
 DAEBUS_API bool daebus_scheduler_thread_alive(daebus_scheduler *s, const char *name);
 
 #ifdef __cplusplus
