@@ -225,7 +225,8 @@ static void warn_unserved(daebus_app *app)
  * handlers would silently never run. */
 static void warn_unregistered(daebus_app *app)
 {
-    for (const daebus_blueprint *bp = daebus__blueprints_defined; bp; bp = bp->next_defined) {
+    for (const daebus_blueprint *bp = daebus__blueprints_defined; bp;
+         bp = bp->internal_.next_defined) {
         if (bp == &daebus_default_blueprint)
             continue;
         bool registered = false;
@@ -235,7 +236,8 @@ static void warn_unregistered(daebus_app *app)
             continue;
         size_t n = 0;
         const daebus_handler_desc *first = NULL;
-        for (const daebus_handler_desc *d = bp->static_head; d; d = d->next, n++)
+        for (const daebus_handler_desc *d = bp->internal_.static_head; d;
+             d = d->internal_.next, n++)
             if (!first || daebus__app_cmp_desc(&d, &first) < 0)
                 first = d;
         const char *file = bp->file ? bp->file : first ? first->file : NULL;

@@ -256,7 +256,7 @@ int daebus_app_register_blueprint(daebus_app *app, daebus_blueprint *bp)
     }
     size_t n = daebus_blueprint_count(bp, 0);
     size_t nstatic = 0;
-    for (const daebus_handler_desc *d = bp->static_head; d; d = d->next)
+    for (const daebus_handler_desc *d = bp->internal_.static_head; d; d = d->internal_.next)
         nstatic++;
     const daebus_handler_desc **order = NULL;
     if (n) {
@@ -265,11 +265,11 @@ int daebus_app_register_blueprint(daebus_app *app, daebus_blueprint *bp)
             return DAEBUS_ENOMEM;
     }
     size_t k = 0;
-    for (const daebus_handler_desc *d = bp->static_head; d; d = d->next)
+    for (const daebus_handler_desc *d = bp->internal_.static_head; d; d = d->internal_.next)
         order[k++] = d;
     if (nstatic > 1)
         qsort(order, nstatic, sizeof *order, daebus__app_cmp_desc);
-    for (const daebus_handler_desc *d = bp->dynamic_head; d; d = d->next)
+    for (const daebus_handler_desc *d = bp->internal_.dynamic_head; d; d = d->internal_.next)
         order[k++] = d;
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++)
