@@ -64,7 +64,7 @@ int daebus__sched_start_thread_locked(daebus_scheduler *s, daebus_thread *t)
 }
 /* ---- public: threads ---- */
 
-bool daebus_thread_running(const daebus_thread *t)
+bool daebus_thread_is_running(const daebus_thread *t)
 {
     return t && !atomic_load(&t->s->stopping);
 }
@@ -135,7 +135,7 @@ int daebus_scheduler_start_thread(daebus_scheduler *s, const char *name)
     return rc;
 }
 
-bool daebus_scheduler_thread_alive(daebus_scheduler *s, const char *name)
+bool daebus_scheduler_is_thread_alive(daebus_scheduler *s, const char *name)
 {
     if (!s || !name)
         return false;

@@ -85,7 +85,7 @@ typedef int daebus_listen_fn(daebus_bus_request *req, const cJSON *message, void
 typedef int daebus_task_fn(daebus_task *task, void *user);
 
 /* Long-running thread. Runs on a thread of its own until it returns; it should
- * poll daebus_thread_running() or sleep with daebus_thread_sleep(). */
+ * poll daebus_thread_is_running() or sleep with daebus_thread_sleep(). */
 typedef void daebus_thread_fn(daebus_thread *thread, void *user);
 
 /* Start-up hook. Runs on the thread that called daebus_app_run(), after every

@@ -80,11 +80,11 @@ DAEBUS_API void daebus_logv(daebus_log_level level, const char *component, const
                             va_list ap);
 
 /* Returns: non-zero if a message at level would be written. Thread: callable from any thread. */
-DAEBUS_API int daebus_log_enabled(daebus_log_level level);
+DAEBUS_API int daebus_log_is_enabled(daebus_log_level level);
 
 #define DAEBUS_LOG_DEBUGF(comp, ...)                                                               \
     do {                                                                                           \
-        if (daebus_log_enabled(DAEBUS_LOG_DEBUG))                                                  \
+        if (daebus_log_is_enabled(DAEBUS_LOG_DEBUG))                                               \
             daebus_log(DAEBUS_LOG_DEBUG, comp, __VA_ARGS__);                                       \
     } while (0)
 #define DAEBUS_LOG_INFOF(comp, ...)  daebus_log(DAEBUS_LOG_INFO, comp, __VA_ARGS__)

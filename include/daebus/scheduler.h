@@ -4,7 +4,7 @@
  *
  *   BACKGROUND(poll_status, "poll_status", 5.0) { ...; return 0; }   // every 5 s
  *   THREAD(watcher, "watcher") {
- *       while (daebus_thread_running(thread)) { ...; daebus_thread_sleep(thread, 1.0); }
+ *       while (daebus_thread_is_running(thread)) { ...; daebus_thread_sleep(thread, 1.0); }
  *   }
  *   ON_START(warm_up) { ...; return 0; }                             // once, before "ready"
  *
@@ -28,7 +28,7 @@
  *
  * Shutdown (the app stops the component): pending one-shot timers are
  * dropped, no new run starts, runs in progress are waited for up to the
- * grace period and THREAD handlers are asked to stop (daebus_thread_running()
+ * grace period and THREAD handlers are asked to stop (daebus_thread_is_running()
  * turns false and daebus_thread_sleep() returns at once) and joined within
  * the same grace period. Whatever is still running then is reported by name
  * in an error log line; C threads cannot be killed, so the scheduler keeps
@@ -243,7 +243,7 @@ DAEBUS_API bool daebus_scheduler_cancel(daebus_scheduler *s, daebus_timer_id id)
 
 /* Returns: true while the scheduler runs; false once shutdown began (the
  * thread should then return). Thread: callable from any thread. */
-DAEBUS_API bool daebus_thread_running(const daebus_thread *thread);
+DAEBUS_API bool daebus_thread_is_running(const daebus_thread *thread);
 
 /* Sleeps up to seconds, waking at once when shutdown begins (a condition
  * variable, not polling). Returns: true if the whole time elapsed and the
@@ -264,7 +264,7 @@ DAEBUS_API void *daebus_thread_user(const daebus_thread *thread);
 DAEBUS_API int daebus_scheduler_start_thread(daebus_scheduler *s, const char *name);
 
 /* Returns: true if the named THREAD handler is running now. Thread: callable from any thread. */
-DAEBUS_API bool daebus_scheduler_thread_alive(daebus_scheduler *s, const char *name);
+DAEBUS_API bool daebus_scheduler_is_thread_alive(daebus_scheduler *s, const char *name);
 
 #ifdef __cplusplus
 }
