@@ -143,19 +143,25 @@ static int sched_start(void *self)
     return 0;
 }
 
-/* Appends ", name" for each straggler to buf. */
+/* Appends ", what \"name\"" (no comma first) to buf while it has room. */
+static void list_append(char *buf, size_t len, size_t *off, const char *what, const char *name)
+{
+    if (*off >= len)
+        return;
+    int n = snprintf(buf + *off, len - *off, "%s%s \"%s\"", *off ? ", " : "", what, name);
+    if (n > 0)
+        *off += (size_t)n;
+}
+
+/* Lists what still runs into buf. Returns: how many. */
 static size_t list_stragglers_locked(daebus_scheduler *s, char *buf, size_t len)
 {
     size_t off = 0, count = 0;
     buf[0] = 0;
     for (daebus_task *t = s->tasks; t; t = t->next) {
-        if (!t->in_fn)
-            continue;
-        count++;
-        if (off < len) {
-            int n = snprintf(buf + off, len - off, "%stask \"%s\"", off ? ", " : "", t->name);
-            if (n > 0)
-                off += (size_t)n;
+        if (t->in_fn) {
+            count++;
+            list_append(buf, len, &off, "task", t->name);
         }
     }
     size_t timers = 0;
@@ -169,13 +175,9 @@ static size_t list_stragglers_locked(daebus_scheduler *s, char *buf, size_t len)
     }
     count += timers;
     for (daebus_thread *t = s->threads; t; t = t->next) {
-        if (t->state != THR_RUNNING)
-            continue;
-        count++;
-        if (off < len) {
-            int n = snprintf(buf + off, len - off, "%sthread \"%s\"", off ? ", " : "", t->name);
-            if (n > 0)
-                off += (size_t)n;
+        if (t->state == THR_RUNNING) {
+            count++;
+            list_append(buf, len, &off, "thread", t->name);
         }
     }
     return count;
