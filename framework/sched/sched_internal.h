@@ -123,6 +123,8 @@ void *daebus__sched_timer_main(void *arg);
 
 /* sched_threads.c */
 daebus_thread *daebus__sched_find_thread_locked(daebus_scheduler *s, const char *name);
+/* Appends an idle thread named name (copied). Returns: it, or NULL (no memory). */
+daebus_thread *daebus__sched_add_thread_locked(daebus_scheduler *s, const char *name);
 /* Joins t if it has returned (the thread no longer needs the lock once it is
  * THR_EXITED). */
 void daebus__sched_reap_thread_locked(daebus_thread *t);

@@ -12,6 +12,25 @@ daebus_thread *daebus__sched_find_thread_locked(daebus_scheduler *s, const char 
             return t;
     return NULL;
 }
+
+daebus_thread *daebus__sched_add_thread_locked(daebus_scheduler *s, const char *name)
+{
+    daebus_thread *t = calloc(1, sizeof *t);
+    char *nm = t ? strdup(name) : NULL;
+    if (!nm) {
+        free(t);
+        return NULL;
+    }
+    t->s = s;
+    t->name = nm;
+    if (s->threads_tail)
+        s->threads_tail->next = t;
+    else
+        s->threads = t;
+    s->threads_tail = t;
+    s->nthreads++;
+    return t;
+}
 /* ---- THREAD handlers ---- */
 
 static void *thread_main(void *arg)

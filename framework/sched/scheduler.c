@@ -66,22 +66,8 @@ static int load_handlers_locked(daebus_scheduler *s)
     for (size_t i = 0; i < n; i++) {
         const daebus_handler_desc *d = h[i].desc;
         daebus_thread *t = daebus__sched_find_thread_locked(s, h[i].key);
-        if (!t) {
-            t = calloc(1, sizeof *t);
-            char *nm = t ? strdup(h[i].key) : NULL;
-            if (!nm) {
-                free(t);
-                return DAEBUS_ENOMEM;
-            }
-            t->s = s;
-            t->name = nm;
-            if (s->threads_tail)
-                s->threads_tail->next = t;
-            else
-                s->threads = t;
-            s->threads_tail = t;
-            s->nthreads++;
-        }
+        if (!t && !(t = daebus__sched_add_thread_locked(s, h[i].key)))
+            return DAEBUS_ENOMEM;
         t->fn = d->fn.thread;
         t->user = d->opts.user;
         t->auto_start = !d->opts.no_auto_start;

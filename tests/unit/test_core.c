@@ -4,6 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include "daebus/daebus.h"
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "check.h"
 #include "hash.h"
 #include "json.h"
 #include "testsupport.h"
@@ -64,6 +69,31 @@ static void test_json_depth(void)
     CU_ASSERT_FALSE(daebus__json_depth_ok(deep, sizeof deep, DAEBUS__JSON_MAX_DEPTH));
 }
 
+/* In builds with asserts on (Debug, sanitizers) a false DAEBUS__ASSERT aborts;
+ * elsewhere it is not even evaluated. */
+static void test_assert(void)
+{
+    int evaluated = 0;
+    DAEBUS__ASSERT(++evaluated > 0);
+#ifdef DAEBUS__ASSERTS_ON
+    CU_ASSERT_EQUAL(evaluated, 1);
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0)
+            dup2(fd, 2);
+        DAEBUS__ASSERT(evaluated == 2);
+        _exit(0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CU_ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+#else
+    CU_ASSERT_EQUAL(evaluated, 0);
+#endif
+}
+
 int main(void)
 {
     CU_initialize_registry();
@@ -71,5 +101,6 @@ int main(void)
     CU_add_test(s, "hash table", test_hash_basic);
     CU_add_test(s, "hash function", test_hash_str);
     CU_add_test(s, "json depth", test_json_depth);
+    CU_add_test(s, "assert", test_assert);
     return ts_run_cunit();
 }
