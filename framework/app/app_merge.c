@@ -143,17 +143,23 @@ static bool same_route(const char *a, const char *b)
     return strcmp(sa, sb) == 0;
 }
 
-static int merge_one(daebus_app *app, const daebus_blueprint *bp, const daebus_handler_desc *d)
+static bool is_keyed(int kind)
 {
+    return kind != DAEBUS_HANDLER_SOCKET_CONNECT && kind != DAEBUS_HANDLER_SOCKET_DISCONNECT &&
+           kind != DAEBUS_HANDLER_ON_START;
+}
+
+/* Stage 1: checks d and fills h (the key copied, a route's joined with the
+ * prefix). Returns: 0, DAEBUS_EINVAL (logged), DAEBUS_ENOMEM. */
+static int make_entry(const daebus_blueprint *bp, const daebus_handler_desc *d, daebus__handler *h)
+{
+    *h = (daebus__handler){.desc = d, .key = NULL, .methods = 0, .blueprint = bp->name};
     if (d->kind <= 0 || d->kind >= DAEBUS_HANDLER_KIND_COUNT) {
         daebus_log(DAEBUS_LOG_ERROR, "app", "blueprint \"%s\": invalid handler kind %d at %s:%d",
                    bp->name ? bp->name : "?", d->kind, daebus__app_base_name(d->file), d->line);
         return DAEBUS_EINVAL;
     }
-    handler_table *t = &app->tables[d->kind];
-    daebus__handler h = {.desc = d, .key = NULL, .methods = 0, .blueprint = bp->name};
-    bool keyed = d->kind != DAEBUS_HANDLER_SOCKET_CONNECT &&
-                 d->kind != DAEBUS_HANDLER_SOCKET_DISCONNECT && d->kind != DAEBUS_HANDLER_ON_START;
+    bool keyed = is_keyed(d->kind);
     if (keyed && (!d->key || !*d->key)) {
         daebus_log(DAEBUS_LOG_ERROR, "app", "%s registered without a name at %s:%d",
                    kind_word(d->kind), daebus__app_base_name(d->file), d->line);
@@ -165,15 +171,16 @@ static int merge_one(daebus_app *app, const daebus_blueprint *bp, const daebus_h
                        daebus__app_base_name(d->file), d->line);
             return DAEBUS_EINVAL;
         }
-        h.key = join_route(bp->prefix, d->key);
-        h.methods = d->opts.methods ? d->opts.methods : DAEBUS_GET;
-        if (h.key) {
+        h->key = join_route(bp->prefix, d->key);
+        h->methods = d->opts.methods ? d->opts.methods : DAEBUS_GET;
+        if (h->key) {
             char shape[SHAPE_MAX];
             daebus_error err = {0};
-            if (daebus__http_route_shape(h.key, shape, sizeof shape, &err) != 0) {
+            if (daebus__http_route_shape(h->key, shape, sizeof shape, &err) != 0) {
                 daebus_log(DAEBUS_LOG_ERROR, "app", "%s (registered at %s:%d); fix the pattern",
                            err.message, daebus__app_base_name(d->file), d->line);
-                free((char *)h.key);
+                free((char *)h->key);
+                h->key = NULL;
                 return DAEBUS_EINVAL;
             }
         }
@@ -183,26 +190,32 @@ static int merge_one(daebus_app *app, const daebus_blueprint *bp, const daebus_h
                    daebus__app_base_name(d->file), d->line);
         return DAEBUS_EINVAL;
     } else if (keyed) {
-        h.key = strdup(d->key);
+        h->key = strdup(d->key);
     }
-    if (keyed && !h.key)
-        return DAEBUS_ENOMEM;
+    return keyed && !h->key ? DAEBUS_ENOMEM : 0;
+}
 
+/* Stage 2: removes from t what h replaces (a route only for the methods it
+ * takes over), with a warning naming both sites. */
+static void drop_overridden(handler_table *t, const daebus_handler_desc *d,
+                            const daebus__handler *h)
+{
+    bool keyed = is_keyed(d->kind);
     for (size_t i = 0; i < t->count;) {
         daebus__handler *old = &t->items[i];
         bool same;
         if (!keyed)
             same = d->kind != DAEBUS_HANDLER_ON_START; /* one connect / disconnect handler */
         else if (d->kind == DAEBUS_HANDLER_ROUTE)
-            same = same_route(old->key, h.key);
+            same = same_route(old->key, h->key);
         else
-            same = strcmp(old->key, h.key) == 0;
+            same = strcmp(old->key, h->key) == 0;
         if (!same) {
             i++;
             continue;
         }
         if (d->kind == DAEBUS_HANDLER_ROUTE) {
-            unsigned overlap = old->methods & h.methods;
+            unsigned overlap = old->methods & h->methods;
             if (!overlap) {
                 i++;
                 continue;
@@ -211,7 +224,7 @@ static int merge_one(daebus_app *app, const daebus_blueprint *bp, const daebus_h
                 if (overlap & bit) {
                     char what[32];
                     snprintf(what, sizeof what, "route %s", method_word(bit));
-                    warn_override(old, d, h.key, what);
+                    warn_override(old, d, h->key, what);
                 }
             }
             old->methods &= ~overlap;
@@ -220,10 +233,20 @@ static int merge_one(daebus_app *app, const daebus_blueprint *bp, const daebus_h
                 continue;
             }
         } else {
-            warn_override(old, d, keyed ? h.key : kind_word(d->kind), kind_word(d->kind));
+            warn_override(old, d, keyed ? h->key : kind_word(d->kind), kind_word(d->kind));
         }
         table_remove(t, i);
     }
+}
+
+static int merge_one(daebus_app *app, const daebus_blueprint *bp, const daebus_handler_desc *d)
+{
+    daebus__handler h;
+    int rc = make_entry(bp, d, &h);
+    if (rc != 0)
+        return rc;
+    handler_table *t = &app->tables[d->kind];
+    drop_overridden(t, d, &h);
     if (table_push(t, h) != 0) {
         free((char *)h.key);
         return DAEBUS_ENOMEM;
