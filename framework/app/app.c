@@ -48,7 +48,7 @@ daebus_app *daebus_app_create(const daebus_app_options *opts, daebus_error *err)
     app->max_workers = o.max_workers > 0 ? o.max_workers : 10;
     app->shutdown_timeout = o.shutdown_timeout > 0 ? o.shutdown_timeout : 5.0;
     app->no_signals = o.no_signals;
-    pthread_mutex_init(&app->lock, NULL);
+    daebus__mutex_init(&app->lock);
     daebus__cond_init(&app->cond);
     if (!app->service || !app->redis_url) {
         daebus_app_destroy(app);
@@ -258,9 +258,9 @@ int daebus_app_start(daebus_app *app)
         daebus_log(DAEBUS_LOG_ERROR, "app", "the app is already running");
         return DAEBUS_ESTATE;
     }
-    pthread_mutex_lock(&app->lock);
+    daebus__mutex_lock(&app->lock);
     app->stop_requested = false;
-    pthread_mutex_unlock(&app->lock);
+    daebus__mutex_unlock(&app->lock);
     daebus_log_set_service(app->service);
     daebus_log_set_level((daebus_log_level)app->log_level);
     if (!app->no_signals) {
@@ -302,9 +302,9 @@ int daebus_app_start(daebus_app *app)
             return rc < 0 ? rc : DAEBUS_EHANDLER;
         }
     }
-    pthread_mutex_lock(&app->lock);
+    daebus__mutex_lock(&app->lock);
     app->running = true;
-    pthread_mutex_unlock(&app->lock);
+    daebus__mutex_unlock(&app->lock);
 
     char parts[512] = "";
     size_t off = 0;
@@ -329,11 +329,11 @@ int daebus_app_wait(daebus_app *app)
 {
     if (!app || !app->started)
         return 1;
-    pthread_mutex_lock(&app->lock);
+    daebus__mutex_lock(&app->lock);
     while (!app->stop_requested)
         daebus__cond_wait_until(&app->cond, &app->lock, (daebus__deadline){0}); /* no limit */
     app->running = false;
-    pthread_mutex_unlock(&app->lock);
+    daebus__mutex_unlock(&app->lock);
     double t0 = daebus__now_mono();
     stop_components(app);
     app->started = false;
@@ -354,11 +354,11 @@ void daebus_app_stop(daebus_app *app)
 {
     if (!app)
         return;
-    pthread_mutex_lock(&app->lock);
+    daebus__mutex_lock(&app->lock);
     app->stop_requested = true;
     app->running = false;
     pthread_cond_broadcast(&app->cond);
-    pthread_mutex_unlock(&app->lock);
+    daebus__mutex_unlock(&app->lock);
 }
 
 bool daebus_app_is_running(const daebus_app *app)
@@ -366,9 +366,9 @@ bool daebus_app_is_running(const daebus_app *app)
     if (!app)
         return false;
     daebus_app *mut = (daebus_app *)app;
-    pthread_mutex_lock(&mut->lock);
+    daebus__mutex_lock(&mut->lock);
     bool r = app->running;
-    pthread_mutex_unlock(&mut->lock);
+    daebus__mutex_unlock(&mut->lock);
     return r;
 }
 

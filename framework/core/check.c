@@ -11,7 +11,21 @@ _Noreturn void daebus__assert_fail(const char *cond, const char *file, int line,
     fflush(stderr);
     abort();
 }
-#else
-/* Keeps the translation unit non-empty (ISO C) when asserts are off. */
-typedef int daebus__check_unused;
 #endif
+
+int daebus__mutex_init(pthread_mutex_t *m)
+{
+#ifdef DAEBUS__ASSERTS_ON
+    pthread_mutexattr_t a;
+    int rc = pthread_mutexattr_init(&a);
+    if (rc)
+        return rc;
+    rc = pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ERRORCHECK);
+    if (rc == 0)
+        rc = pthread_mutex_init(m, &a);
+    pthread_mutexattr_destroy(&a);
+    return rc;
+#else
+    return pthread_mutex_init(m, NULL);
+#endif
+}

@@ -32,13 +32,13 @@ static void task_job(void *arg)
 {
     daebus_task *t = arg;
     daebus_scheduler *s = t->s;
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     for (;;) {
         if (s->state != ST_RUNNING)
             break;
         t->in_fn = true;
         t->last_run_wall = daebus__now_wall();
-        pthread_mutex_unlock(&s->lock);
+        daebus__mutex_unlock(&s->lock);
 
         double t0 = daebus__now_mono();
         int rc = t->fn(t, t->user);
@@ -47,7 +47,7 @@ static void task_job(void *arg)
             daebus_log(DAEBUS_LOG_ERROR, LOGC, "task \"%s\" failed: returned %d (%s: %s)", t->name,
                        rc, daebus_errname(rc), daebus_strerror(rc));
 
-        pthread_mutex_lock(&s->lock);
+        daebus__mutex_lock(&s->lock);
         t->in_fn = false;
         t->runs++;
         if (rc < 0)
@@ -78,7 +78,7 @@ static void task_job(void *arg)
     t->busy = false;
     t->pend_late = t->pend_trigger = false;
     run_done_locked(s);
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
 }
 
 /* Pool drop: a queued run that never started (pool shut down). */
@@ -86,11 +86,11 @@ static void task_drop(void *arg)
 {
     daebus_task *t = arg;
     daebus_scheduler *s = t->s;
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     t->busy = false;
     t->pend_late = t->pend_trigger = false;
     run_done_locked(s);
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
 }
 
 static void dispatch_locked(daebus_scheduler *s, daebus_task *t)
@@ -165,28 +165,28 @@ static void timer_job(void *arg)
 {
     sched_timer *tm = arg;
     daebus_scheduler *s = tm->s;
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     int status = 0;
     if (tm->state == TIMER_CANCELLED) {
         daebus__sched_timer_unlink_locked(s, tm);
         run_done_locked(s);
-        pthread_mutex_unlock(&s->lock);
+        daebus__mutex_unlock(&s->lock);
         free(tm);
         return;
     }
     if (s->state != ST_RUNNING)
         status = DAEBUS_ECLOSED;
     tm->state = TIMER_RUNNING;
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
 
     tm->fn(s, status, tm->user);
 
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     if (status == 0)
         s->timers_fired++;
     daebus__sched_timer_unlink_locked(s, tm);
     run_done_locked(s);
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
     free(tm);
 }
 
@@ -195,16 +195,16 @@ static void timer_drop(void *arg)
 {
     sched_timer *tm = arg;
     daebus_scheduler *s = tm->s;
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     bool call = tm->state != TIMER_CANCELLED;
     tm->state = TIMER_RUNNING;
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
     if (call)
         tm->fn(s, DAEBUS_ECLOSED, tm->user);
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     daebus__sched_timer_unlink_locked(s, tm);
     run_done_locked(s);
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
     free(tm);
 }
 
@@ -230,7 +230,7 @@ static void timer_due_locked(daebus_scheduler *s, sched_timer *tm, double now)
 void *daebus__sched_timer_main(void *arg)
 {
     daebus_scheduler *s = arg;
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     while (s->state == ST_RUNNING) {
         daebus__heap_entry *top = daebus__heap_peek(&s->heap);
         if (!top) {
@@ -248,7 +248,7 @@ void *daebus__sched_timer_main(void *arg)
         else
             timer_due_locked(s, (sched_timer *)top, now);
     }
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
     return NULL;
 }
 int daebus__sched_add_task_locked(daebus_scheduler *s, const char *name, double interval,
@@ -293,14 +293,14 @@ int daebus_scheduler_add_task(daebus_scheduler *s, const char *name, double inte
                    "and an interval > 0 seconds");
         return DAEBUS_EINVAL;
     }
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     if (s->state == ST_STOPPING) {
-        pthread_mutex_unlock(&s->lock);
+        daebus__mutex_unlock(&s->lock);
         return DAEBUS_ECLOSED;
     }
     if (daebus__sched_find_task_locked(s, name) ||
         (s->app && daebus_app_find_handler(s->app, DAEBUS_HANDLER_BACKGROUND, name, 0))) {
-        pthread_mutex_unlock(&s->lock);
+        daebus__mutex_unlock(&s->lock);
         daebus_log(DAEBUS_LOG_ERROR, LOGC,
                    "daebus_scheduler_add_task: a task named \"%s\" exists; pick another name or "
                    "change the existing one with daebus_task_set_interval()",
@@ -313,7 +313,7 @@ int daebus_scheduler_add_task(daebus_scheduler *s, const char *name, double inte
         daebus__sched_schedule_task_locked(s, t, daebus__now_mono());
         pthread_cond_signal(&s->timer_cond);
     }
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
     return rc;
 }
 
@@ -321,9 +321,9 @@ daebus_task *daebus_scheduler_find(daebus_scheduler *s, const char *name)
 {
     if (!s || !name)
         return NULL;
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     daebus_task *t = daebus__sched_find_task_locked(s, name);
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
     return t;
 }
 
@@ -336,7 +336,7 @@ int daebus_task_set_interval(daebus_task *t, double interval)
         return DAEBUS_EINVAL;
     }
     daebus_scheduler *s = t->s;
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     t->interval = interval;
     if (s->state == ST_RUNNING) {
         double now = daebus__now_mono();
@@ -355,7 +355,7 @@ int daebus_task_set_interval(daebus_task *t, double interval)
             pthread_cond_signal(&s->timer_cond);
         }
     }
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
     return 0;
 }
 
@@ -364,14 +364,14 @@ int daebus_task_pause(daebus_task *t)
     if (!t)
         return DAEBUS_EINVAL;
     daebus_scheduler *s = t->s;
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     if (!t->paused) {
         t->paused = true;
         t->pend_late = false;
         daebus__heap_remove(&s->heap, &t->he);
         pthread_cond_signal(&s->timer_cond);
     }
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
     return 0;
 }
 
@@ -380,7 +380,7 @@ int daebus_task_resume(daebus_task *t)
     if (!t)
         return DAEBUS_EINVAL;
     daebus_scheduler *s = t->s;
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     if (t->paused) {
         t->paused = false;
         if (s->state == ST_RUNNING) {
@@ -393,7 +393,7 @@ int daebus_task_resume(daebus_task *t)
             pthread_cond_signal(&s->timer_cond);
         }
     }
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
     return 0;
 }
 
@@ -402,7 +402,7 @@ int daebus_task_trigger(daebus_task *t)
     if (!t)
         return DAEBUS_EINVAL;
     daebus_scheduler *s = t->s;
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     int rc = 0;
     if (s->state == ST_STOPPING) {
         rc = DAEBUS_ECLOSED;
@@ -415,7 +415,7 @@ int daebus_task_trigger(daebus_task *t)
         else
             dispatch_locked(s, t);
     }
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
     if (rc == DAEBUS_ESTATE)
         daebus_log(DAEBUS_LOG_ERROR, LOGC,
                    "daebus_task_trigger(\"%s\"): the scheduler is not running; trigger after "
@@ -443,9 +443,9 @@ void *daebus_task_user(const daebus_task *t)
 {
     if (!t)
         return NULL;
-    pthread_mutex_lock(&t->s->lock);
+    daebus__mutex_lock(&t->s->lock);
     void *u = t->user;
-    pthread_mutex_unlock(&t->s->lock);
+    daebus__mutex_unlock(&t->s->lock);
     return u;
 }
 
@@ -453,9 +453,9 @@ double daebus_task_interval(const daebus_task *t)
 {
     if (!t)
         return 0;
-    pthread_mutex_lock(&t->s->lock);
+    daebus__mutex_lock(&t->s->lock);
     double iv = t->interval;
-    pthread_mutex_unlock(&t->s->lock);
+    daebus__mutex_unlock(&t->s->lock);
     return iv;
 }
 
@@ -486,9 +486,9 @@ int daebus_task_get_stats(const daebus_task *t, daebus_task_stats *out)
 {
     if (!t || !out)
         return DAEBUS_EINVAL;
-    pthread_mutex_lock(&t->s->lock);
+    daebus__mutex_lock(&t->s->lock);
     task_stats_locked(t, daebus__now_mono(), out);
-    pthread_mutex_unlock(&t->s->lock);
+    daebus__mutex_unlock(&t->s->lock);
     return 0;
 }
 
@@ -496,18 +496,18 @@ int daebus_scheduler_foreach_task(daebus_scheduler *s, daebus_task_stats_fn *fn,
 {
     if (!s || !fn)
         return DAEBUS_EINVAL;
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     size_t n = s->ntasks;
     daebus_task_stats *snap = n ? calloc(n, sizeof *snap) : NULL;
     if (n && !snap) {
-        pthread_mutex_unlock(&s->lock);
+        daebus__mutex_unlock(&s->lock);
         return DAEBUS_ENOMEM;
     }
     double now = daebus__now_mono();
     size_t i = 0;
     for (daebus_task *t = s->tasks; t && i < n; t = t->next)
         task_stats_locked(t, now, &snap[i++]);
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
     for (size_t j = 0; j < i; j++)
         fn(&snap[j], user);
     free(snap);
@@ -533,15 +533,15 @@ int daebus_scheduler_after(daebus_scheduler *s, double delay, daebus_timer_fn *f
     tm->fn = fn;
     tm->user = user;
     tm->state = TIMER_WAITING;
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     if (s->state == ST_STOPPING || s->state == ST_STOPPED) {
-        pthread_mutex_unlock(&s->lock);
+        daebus__mutex_unlock(&s->lock);
         free(tm);
         return DAEBUS_ECLOSED;
     }
     tm->he.due = daebus__now_mono() + delay;
     if (daebus__heap_push(&s->heap, &tm->he) != 0) {
-        pthread_mutex_unlock(&s->lock);
+        daebus__mutex_unlock(&s->lock);
         free(tm);
         return DAEBUS_ENOMEM;
     }
@@ -554,7 +554,7 @@ int daebus_scheduler_after(daebus_scheduler *s, double delay, daebus_timer_fn *f
     if (id)
         *id = tm->id;
     pthread_cond_signal(&s->timer_cond);
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
     return 0;
 }
 
@@ -564,7 +564,7 @@ bool daebus_scheduler_cancel(daebus_scheduler *s, daebus_timer_id id)
         return false;
     bool done = false;
     sched_timer *to_free = NULL;
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     for (sched_timer *tm = s->timers; tm; tm = tm->next) {
         if (tm->id != id)
             continue;
@@ -584,7 +584,7 @@ bool daebus_scheduler_cancel(daebus_scheduler *s, daebus_timer_id id)
         s->timers_cancelled++;
         pthread_cond_signal(&s->timer_cond);
     }
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
     free(to_free);
     return done;
 }

@@ -40,12 +40,12 @@ static void *thread_main(void *arg)
     DAEBUS_LOG_DEBUGF(LOGC, "thread \"%s\" started", t->name);
     t->fn(t, t->user);
     DAEBUS_LOG_DEBUGF(LOGC, "thread \"%s\" returned", t->name);
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     DAEBUS__ASSERT(s->threads_alive > 0 && t->state == THR_RUNNING);
     t->state = THR_EXITED;
     s->threads_alive--;
     pthread_cond_broadcast(&s->done_cond);
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
     return NULL;
 }
 
@@ -93,7 +93,7 @@ bool daebus_thread_sleep(daebus_thread *t, double seconds)
     if (!t)
         return false;
     daebus_scheduler *s = t->s;
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     if (isfinite(seconds) && seconds > 0) {
         daebus__deadline d = daebus__deadline_in(seconds);
         while (s->state == ST_RUNNING) {
@@ -105,7 +105,7 @@ bool daebus_thread_sleep(daebus_thread *t, double seconds)
             daebus__cond_wait_until(&s->thread_cond, &s->lock, (daebus__deadline){0});
     }
     bool running = s->state == ST_RUNNING;
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
     return running;
 }
 
@@ -133,7 +133,7 @@ int daebus_scheduler_start_thread(daebus_scheduler *s, const char *name)
 {
     if (!s || !name)
         return DAEBUS_EINVAL;
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     int rc;
     daebus_thread *t = daebus__sched_find_thread_locked(s, name);
     if (s->state != ST_RUNNING)
@@ -142,7 +142,7 @@ int daebus_scheduler_start_thread(daebus_scheduler *s, const char *name)
         rc = DAEBUS_ENOENT;
     else
         rc = daebus__sched_start_thread_locked(s, t);
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
     if (rc == DAEBUS_ENOENT)
         daebus_log(DAEBUS_LOG_ERROR, LOGC,
                    "daebus_scheduler_start_thread: no THREAD handler named \"%s\"", name);
@@ -158,9 +158,9 @@ bool daebus_scheduler_is_thread_alive(daebus_scheduler *s, const char *name)
 {
     if (!s || !name)
         return false;
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     daebus_thread *t = daebus__sched_find_thread_locked(s, name);
     bool alive = t && t->state == THR_RUNNING;
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
     return alive;
 }

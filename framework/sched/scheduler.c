@@ -80,25 +80,25 @@ static void sched_stop(void *self);
 static int sched_start(void *self)
 {
     daebus_scheduler *s = self;
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     if (s->state == ST_RUNNING || s->state == ST_STOPPING) {
-        pthread_mutex_unlock(&s->lock);
+        daebus__mutex_unlock(&s->lock);
         return DAEBUS_ESTATE;
     }
     if (s->stragglers) {
-        pthread_mutex_unlock(&s->lock);
+        daebus__mutex_unlock(&s->lock);
         daebus_log(DAEBUS_LOG_ERROR, LOGC,
                    "cannot restart: runs or threads of the previous start are still running");
         return DAEBUS_ESTATE;
     }
     int rc = load_handlers_locked(s);
     if (rc) {
-        pthread_mutex_unlock(&s->lock);
+        daebus__mutex_unlock(&s->lock);
         return rc;
     }
     s->pool = daebus__pool_create("sched", s->workers, 0);
     if (!s->pool) {
-        pthread_mutex_unlock(&s->lock);
+        daebus__mutex_unlock(&s->lock);
         daebus_log(DAEBUS_LOG_ERROR, LOGC, "cannot create the worker pool (%d threads)",
                    s->workers);
         return DAEBUS_ENOMEM;
@@ -109,7 +109,7 @@ static int sched_start(void *self)
     for (daebus_task *t = s->tasks; t; t = t->next)
         daebus__sched_schedule_task_locked(s, t, now);
     if (pthread_create(&s->timer_tid, NULL, daebus__sched_timer_main, s) != 0) {
-        pthread_mutex_unlock(&s->lock);
+        daebus__mutex_unlock(&s->lock);
         daebus_log(DAEBUS_LOG_ERROR, LOGC, "cannot start the timer thread");
         s->timer_started = false;
         sched_stop(s);
@@ -118,14 +118,14 @@ static int sched_start(void *self)
     s->timer_started = true;
     for (daebus_thread *t = s->threads; t; t = t->next) {
         if (t->auto_start && daebus__sched_start_thread_locked(s, t) != 0) {
-            pthread_mutex_unlock(&s->lock);
+            daebus__mutex_unlock(&s->lock);
             sched_stop(s);
             return DAEBUS_EIO;
         }
     }
     daebus_log(DAEBUS_LOG_INFO, LOGC, "started: %zu tasks, %zu threads, %d workers", s->ntasks,
                s->nthreads, s->workers);
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
     return 0;
 }
 
@@ -184,9 +184,9 @@ static bool wait_quiet_locked(daebus_scheduler *s, double deadline)
 static void sched_stop(void *self)
 {
     daebus_scheduler *s = self;
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     if (s->state != ST_RUNNING) {
-        pthread_mutex_unlock(&s->lock);
+        daebus__mutex_unlock(&s->lock);
         return;
     }
     double t0 = daebus__now_mono();
@@ -194,14 +194,14 @@ static void sched_stop(void *self)
     atomic_store(&s->stopping, 1);
     pthread_cond_broadcast(&s->timer_cond);
     pthread_cond_broadcast(&s->thread_cond);
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
     if (s->timer_started) {
         pthread_join(s->timer_tid, NULL);
         s->timer_started = false;
     }
 
     /* Pending timers are dropped; tasks leave the heap. */
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     sched_timer *dropped = NULL;
     daebus__heap_entry *e;
     while ((e = daebus__heap_pop(&s->heap)) != NULL) {
@@ -213,7 +213,7 @@ static void sched_stop(void *self)
         tm->next = dropped;
         dropped = tm;
     }
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
     size_t ndropped = 0;
     while (dropped) {
         sched_timer *next = dropped->next;
@@ -226,7 +226,7 @@ static void sched_stop(void *self)
         daebus_log(DAEBUS_LOG_INFO, LOGC, "shutdown dropped %zu pending one-shot timer(s)",
                    ndropped);
 
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     bool quiet = wait_quiet_locked(s, t0 + s->grace);
     if (!quiet) {
         char names[1024];
@@ -244,7 +244,7 @@ static void sched_stop(void *self)
     if (drop_pool)
         s->pool = NULL;
     s->state = ST_STOPPED;
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
     if (drop_pool)
         daebus__pool_destroy(pool);
     daebus_log(DAEBUS_LOG_INFO, LOGC, "stopped in %.3f s", daebus__now_mono() - t0);
@@ -253,9 +253,9 @@ static void sched_stop(void *self)
 static void sched_describe(void *self, char *buf, size_t len)
 {
     daebus_scheduler *s = self;
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     snprintf(buf, len, "%zu tasks, %zu threads", s->ntasks, s->nthreads);
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
 }
 
 static void sched_destroy_ops(void *self)
@@ -291,7 +291,7 @@ daebus_scheduler *daebus_scheduler_create(const daebus_scheduler_options *opts, 
     s->grace = o.grace_period > 0 ? o.grace_period : 5.0;
     s->next_timer_id = 1;
     daebus__heap_init(&s->heap);
-    if (pthread_mutex_init(&s->lock, NULL) != 0 || daebus__cond_init(&s->timer_cond) != 0 ||
+    if (daebus__mutex_init(&s->lock) != 0 || daebus__cond_init(&s->timer_cond) != 0 ||
         daebus__cond_init(&s->thread_cond) != 0 || daebus__cond_init(&s->done_cond) != 0) {
         daebus_error_set(err, DAEBUS_ENOMEM, "cannot initialise the scheduler's locks");
         free(s);
@@ -321,7 +321,7 @@ void daebus_scheduler_destroy(daebus_scheduler *s)
     if (!s)
         return;
     sched_stop(s); /* no-op unless running */
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     if (!wait_quiet_locked(s, daebus__now_mono() + (s->stragglers ? s->grace : 0.0))) {
         char names[1024];
         size_t n = list_stragglers_locked(s, names, sizeof names);
@@ -329,14 +329,14 @@ void daebus_scheduler_destroy(daebus_scheduler *s)
                    "destroy: %zu still running (%s); leaking the scheduler's memory so they "
                    "can finish safely",
                    n, names[0] ? names : "queued runs");
-        pthread_mutex_unlock(&s->lock);
+        daebus__mutex_unlock(&s->lock);
         return;
     }
     for (daebus_thread *t = s->threads; t; t = t->next)
         daebus__sched_reap_thread_locked(t);
     daebus__pool *pool = s->pool;
     s->pool = NULL;
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
     daebus__pool_destroy(pool);
 
     /* Timers added but never started (scheduler never ran): fn exactly once. */
@@ -370,7 +370,7 @@ int daebus_scheduler_get_stats(daebus_scheduler *s, daebus_scheduler_stats *out)
     if (!s || !out)
         return DAEBUS_EINVAL;
     memset(out, 0, sizeof *out);
-    pthread_mutex_lock(&s->lock);
+    daebus__mutex_lock(&s->lock);
     out->tasks = s->ntasks;
     for (daebus_task *t = s->tasks; t; t = t->next) {
         out->tasks_running += t->in_fn;
@@ -386,6 +386,6 @@ int daebus_scheduler_get_stats(daebus_scheduler *s, daebus_scheduler_stats *out)
     out->timers_cancelled = s->timers_cancelled;
     out->dispatch_errors = s->dispatch_errors;
     out->workers = s->workers;
-    pthread_mutex_unlock(&s->lock);
+    daebus__mutex_unlock(&s->lock);
     return 0;
 }

@@ -94,6 +94,32 @@ static void test_assert(void)
 #endif
 }
 
+/* Where asserts are on, locking a checked mutex twice from one thread aborts
+ * instead of deadlocking. */
+static void test_mutex_checked(void)
+{
+    pthread_mutex_t m;
+    CU_ASSERT_EQUAL_FATAL(daebus__mutex_init(&m), 0);
+    daebus__mutex_lock(&m);
+    daebus__mutex_unlock(&m);
+#ifdef DAEBUS__ASSERTS_ON
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0)
+            dup2(fd, 2);
+        daebus__mutex_lock(&m);
+        daebus__mutex_lock(&m);
+        _exit(0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CU_ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+#endif
+    pthread_mutex_destroy(&m);
+}
+
 int main(void)
 {
     CU_initialize_registry();
@@ -102,5 +128,6 @@ int main(void)
     CU_add_test(s, "hash function", test_hash_str);
     CU_add_test(s, "json depth", test_json_depth);
     CU_add_test(s, "assert", test_assert);
+    CU_add_test(s, "checked mutex", test_mutex_checked);
     return ts_run_cunit();
 }
