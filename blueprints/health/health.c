@@ -3,7 +3,9 @@
  * Everything here is read-only: the routes ask the app for its components and
  * read their thread-safe get_stats functions, so the blueprint can be
  * registered into any service without touching its handlers. The metrics text
- * is built in a growing buffer (no fixed limits on task counts).
+ * is built in a growing buffer (no fixed limits on task counts); its lines are
+ * generated from the DAEBUS_*_STATS lists that also define the stats structs
+ * (daebus/app.h says how), so a new counter is one line in its header.
  */
 #include "health/health.h"
 
@@ -84,18 +86,29 @@ static void metric_head(sbuf *b, const char *name, const char *type, const char 
     sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void metric_u64(sbuf *b, const char *name, const char *type, const char *help,
-                       unsigned long long v)
+/* One sample: "metric{labels} value", integers plainly, doubles with six
+ * decimals. */
+static void metric_sample(sbuf *b, const char *name, const char *labels, bool is_double, double d,
+                          unsigned long long u)
 {
-    metric_head(b, name, type, help);
-    sb_printf(b, "%s %llu\n", name, v);
+    sb_printf(b, "%s%s%s%s ", name, labels[0] ? "{" : "", labels, labels[0] ? "}" : "");
+    if (is_double)
+        sb_printf(b, "%.6f\n", d);
+    else
+        sb_printf(b, "%llu\n", u);
 }
 
-static void metric_dbl(sbuf *b, const char *name, const char *type, const char *help, double v)
-{
-    metric_head(b, name, type, help);
-    sb_printf(b, "%s %.6f\n", name, v);
-}
+#define IS_DOUBLE(v) _Generic((v), double : true, float : true, default : false)
+
+/* Prints every X entry of a DAEBUS_*_STATS list from the struct st, with one
+ * HELP/TYPE head per family (consecutive entries of the same metric). */
+#define METRIC_LINE(type, field, metric, labels, kind, help)                                       \
+    if (!last || strcmp(last, metric) != 0)                                                        \
+        metric_head(b, metric, kind, help);                                                        \
+    last = metric;                                                                                 \
+    metric_sample(b, metric, labels, IS_DOUBLE(st.field), (double)st.field,                        \
+                  (unsigned long long)st.field);
+#define METRIC_SKIP(type, field)
 
 /* Label values: escape backslash, double quote and newline. */
 static void sb_label(sbuf *b, const char *v)
@@ -115,154 +128,76 @@ static void sb_label(sbuf *b, const char *v)
 static void http_metrics(sbuf *b, daebus_http *http)
 {
     daebus_http_stats st;
+    const char *last = NULL;
     if (!http || daebus_http_get_stats(http, &st) != 0)
         return;
-    metric_u64(b, "daebus_http_requests_total", "counter", "HTTP requests answered.",
-               (unsigned long long)st.requests_total);
-    metric_head(b, "daebus_http_responses_total", "counter", "HTTP responses by status class.");
-    sb_printf(b, "daebus_http_responses_total{class=\"2xx\"} %llu\n",
-              (unsigned long long)st.responses_2xx);
-    sb_printf(b, "daebus_http_responses_total{class=\"3xx\"} %llu\n",
-              (unsigned long long)st.responses_3xx);
-    sb_printf(b, "daebus_http_responses_total{class=\"4xx\"} %llu\n",
-              (unsigned long long)st.responses_4xx);
-    sb_printf(b, "daebus_http_responses_total{class=\"5xx\"} %llu\n",
-              (unsigned long long)st.responses_5xx);
-    metric_u64(b, "daebus_http_in_flight", "gauge", "HTTP requests being handled.",
-               (unsigned long long)st.in_flight);
-    metric_u64(b, "daebus_http_received_bytes_total", "counter", "HTTP request body bytes.",
-               (unsigned long long)st.bytes_in);
-    metric_u64(b, "daebus_http_sent_bytes_total", "counter", "HTTP response body bytes.",
-               (unsigned long long)st.bytes_out);
+    DAEBUS_HTTP_STATS(METRIC_LINE, METRIC_SKIP)
 }
 
 static void bus_metrics(sbuf *b, daebus_bus *bus)
 {
     struct daebus_bus_stats st;
+    const char *last = NULL;
+    if (!bus)
+        return;
     if (daebus_bus_get_stats(bus, &st) != 0)
         return;
-    metric_u64(b, "daebus_bus_connected", "gauge", "1 while the Redis subscriber is connected.",
-               (unsigned long long)(st.connected ? 1 : 0));
-    metric_u64(b, "daebus_bus_requests_received_total", "counter",
-               "Service-channel messages with an action.",
-               (unsigned long long)st.requests_received);
-    metric_u64(b, "daebus_bus_requests_handled_total", "counter",
-               "Action handlers that ran to completion.", (unsigned long long)st.requests_handled);
-    metric_u64(b, "daebus_bus_errors_total", "counter", "Error replies sent.",
-               (unsigned long long)st.errors);
-    metric_u64(b, "daebus_bus_unknown_actions_total", "counter", "Requests for unknown actions.",
-               (unsigned long long)st.unknown_actions);
-    metric_u64(b, "daebus_bus_malformed_total", "counter", "Unparsable or non-object messages.",
-               (unsigned long long)st.malformed);
-    metric_u64(b, "daebus_bus_too_large_total", "counter", "Messages over the size limit.",
-               (unsigned long long)st.too_large);
-    metric_u64(b, "daebus_bus_overloads_total", "counter",
-               "Messages refused because the worker queue was full.",
-               (unsigned long long)st.overloads);
-    metric_u64(b, "daebus_bus_replies_sent_total", "counter", "Replies published.",
-               (unsigned long long)st.replies_sent);
-    metric_u64(b, "daebus_bus_listener_messages_total", "counter",
-               "Messages handed to LISTEN handlers.", (unsigned long long)st.listener_messages);
-    metric_u64(b, "daebus_bus_broadcasts_total", "counter", "Broadcasts published.",
-               (unsigned long long)st.broadcasts);
-    metric_u64(b, "daebus_bus_reconnects_total", "counter", "Redis subscriber reconnections.",
-               (unsigned long long)st.reconnects);
+    st.connected = st.connected ? 1 : 0;
+    DAEBUS_BUS_STATS(METRIC_LINE, METRIC_SKIP)
 }
 
 static void ws_metrics(sbuf *b, daebus_ws *ws)
 {
     daebus_ws_stats st;
+    const char *last = NULL;
     if (!ws || daebus_ws_get_stats(ws, &st) != 0)
         return;
-    metric_u64(b, "daebus_ws_clients", "gauge", "WebSocket clients connected.",
-               (unsigned long long)st.clients);
-    metric_u64(b, "daebus_ws_clients_high_water", "gauge", "Most WebSocket clients at once.",
-               (unsigned long long)st.clients_high_water);
-    metric_u64(b, "daebus_ws_connects_total", "counter", "WebSocket upgrades accepted.",
-               (unsigned long long)st.connects);
-    metric_u64(b, "daebus_ws_rejected_upgrades_total", "counter", "WebSocket upgrades refused.",
-               (unsigned long long)st.rejected_upgrades);
-    metric_head(b, "daebus_ws_disconnects_total", "counter", "WebSocket disconnects by cause.");
-    static const char *const causes[] = {"client", "server", "idle", "slow", "protocol"};
-    const uint64_t counts[] = {st.disconnects_client, st.disconnects_server, st.disconnects_idle,
-                               st.disconnects_slow, st.disconnects_protocol};
-    for (size_t i = 0; i < 5; i++)
-        sb_printf(b, "daebus_ws_disconnects_total{cause=\"%s\"} %llu\n", causes[i],
-                  (unsigned long long)counts[i]);
-    metric_u64(b, "daebus_ws_messages_received_total", "counter", "WebSocket messages received.",
-               (unsigned long long)st.messages_in);
-    metric_u64(b, "daebus_ws_messages_sent_total", "counter", "WebSocket frames sent.",
-               (unsigned long long)st.messages_out);
-    metric_u64(b, "daebus_ws_received_bytes_total", "counter", "WebSocket bytes received.",
-               (unsigned long long)st.bytes_in);
-    metric_u64(b, "daebus_ws_sent_bytes_total", "counter", "WebSocket bytes sent.",
-               (unsigned long long)st.bytes_out);
-    metric_u64(b, "daebus_ws_handler_errors_total", "counter", "Socket handlers that failed.",
-               (unsigned long long)st.handler_errors);
-    metric_u64(b, "daebus_ws_rate_limited_total", "counter",
-               "Messages refused by the rate limiter.", (unsigned long long)st.rate_limited);
-    metric_u64(b, "daebus_ws_queue_depth_high_water", "gauge", "Most frames queued for one client.",
-               (unsigned long long)st.queue_depth_high_water);
+    DAEBUS_WS_STATS(METRIC_LINE, METRIC_SKIP)
 }
+
+/* The per-task families, from the X entries of DAEBUS_TASK_STATS. */
+#define TASK_FAMILY(type, field, metric, labels, kind, help) {metric, kind, help},
+static const struct {
+    const char *name, *type, *help;
+} task_families[] = {DAEBUS_TASK_STATS(TASK_FAMILY, METRIC_SKIP)};
+#define NTASK_FAMILIES (sizeof task_families / sizeof *task_families)
 
 typedef struct task_ctx {
     sbuf *b;
-    int pass;
+    size_t pass; /* index into task_families */
 } task_ctx;
+
+#define TASK_LINE(type, field, metric, labels, kind, help)                                         \
+    if (i++ == c->pass) {                                                                          \
+        sb_printf(b, "%s{task=\"", metric);                                                        \
+        sb_label(b, st->name);                                                                     \
+        sb_printf(b, "\"} ");                                                                      \
+        if (IS_DOUBLE(st->field))                                                                  \
+            sb_printf(b, "%.6f\n", (double)st->field);                                             \
+        else                                                                                       \
+            sb_printf(b, "%llu\n", (unsigned long long)st->field);                                 \
+    }
 
 static void task_line(const daebus_task_stats *st, void *user)
 {
     task_ctx *c = user;
     sbuf *b = c->b;
-    static const char *names[] = {"daebus_scheduler_task_runs_total",
-                                  "daebus_scheduler_task_failures_total",
-                                  "daebus_scheduler_task_last_duration_seconds"};
-    sb_printf(b, "%s{task=\"", names[c->pass]);
-    sb_label(b, st->name);
-    if (c->pass == 0)
-        sb_printf(b, "\"} %llu\n", (unsigned long long)st->runs);
-    else if (c->pass == 1)
-        sb_printf(b, "\"} %llu\n", (unsigned long long)st->failures);
-    else
-        sb_printf(b, "\"} %.6f\n", st->last_duration);
+    size_t i = 0;
+    DAEBUS_TASK_STATS(TASK_LINE, METRIC_SKIP)
 }
 
 static void scheduler_metrics(sbuf *b, daebus_scheduler *s)
 {
     daebus_scheduler_stats st;
+    const char *last = NULL;
     if (!s || daebus_scheduler_get_stats(s, &st) != 0)
         return;
-    metric_u64(b, "daebus_scheduler_tasks", "gauge", "Periodic tasks known.",
-               (unsigned long long)st.tasks);
-    metric_u64(b, "daebus_scheduler_tasks_running", "gauge", "Task runs in progress.",
-               (unsigned long long)st.tasks_running);
-    metric_u64(b, "daebus_scheduler_threads_running", "gauge", "THREAD handlers alive.",
-               (unsigned long long)st.threads_running);
-    metric_u64(b, "daebus_scheduler_runs_total", "counter", "Task runs finished.",
-               (unsigned long long)st.runs);
-    metric_u64(b, "daebus_scheduler_failures_total", "counter", "Task runs that failed.",
-               (unsigned long long)st.failures);
-    metric_u64(b, "daebus_scheduler_late_starts_total", "counter",
-               "Runs started late because the previous run overran.",
-               (unsigned long long)st.late_starts);
-    metric_u64(b, "daebus_scheduler_skipped_total", "counter", "Slots skipped.",
-               (unsigned long long)st.skipped);
-    metric_u64(b, "daebus_scheduler_timers_fired_total", "counter", "One-shot timers run.",
-               (unsigned long long)st.timers_fired);
-    metric_u64(b, "daebus_scheduler_dispatch_errors_total", "counter",
-               "Runs that could not be handed to the worker pool.",
-               (unsigned long long)st.dispatch_errors);
+    DAEBUS_SCHEDULER_STATS(METRIC_LINE, METRIC_SKIP)
     if (st.tasks == 0)
         return;
-    static const struct {
-        const char *name, *type, *help;
-    } per_task[] = {
-        {"daebus_scheduler_task_runs_total", "counter", "Runs finished, per task."},
-        {"daebus_scheduler_task_failures_total", "counter", "Failed runs, per task."},
-        {"daebus_scheduler_task_last_duration_seconds", "gauge", "Last run time, per task."},
-    };
-    for (int pass = 0; pass < 3; pass++) {
-        metric_head(b, per_task[pass].name, per_task[pass].type, per_task[pass].help);
+    for (size_t pass = 0; pass < NTASK_FAMILIES; pass++) {
+        metric_head(b, task_families[pass].name, task_families[pass].type,
+                    task_families[pass].help);
         task_ctx c = {b, pass};
         daebus_scheduler_foreach_task(s, task_line, &c);
     }
@@ -277,8 +212,8 @@ int daebus_health_metrics_text(daebus_app *app, char **out, size_t *len)
     sb_printf(&b, "daebus_info{service=\"");
     sb_label(&b, daebus_app_service(app));
     sb_printf(&b, "\",version=\"%s\"} 1\n", DAEBUS_VERSION_STRING);
-    metric_dbl(&b, "daebus_uptime_seconds", "gauge", "Seconds since the service started.",
-               uptime());
+    metric_head(&b, "daebus_uptime_seconds", "gauge", "Seconds since the service started.");
+    metric_sample(&b, "daebus_uptime_seconds", "", true, uptime(), 0);
     http_metrics(&b, daebus_app_http(app));
     bus_metrics(&b, daebus_app_bus(app));
     ws_metrics(&b, daebus_app_websocket(app));

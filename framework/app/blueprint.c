@@ -19,11 +19,11 @@ daebus_blueprint *daebus__blueprints_defined;
 void daebus_blueprint_link_static(daebus_handler_desc *desc)
 {
     daebus_blueprint *bp = desc->opts.bp ? desc->opts.bp : &daebus_default_blueprint;
-    desc->next = bp->static_head;
-    bp->static_head = desc;
-    if (!bp->defined) {
-        bp->defined = 1;
-        bp->next_defined = daebus__blueprints_defined;
+    desc->internal_.next = bp->internal_.static_head;
+    bp->internal_.static_head = desc;
+    if (!bp->internal_.defined) {
+        bp->internal_.defined = 1;
+        bp->internal_.next_defined = daebus__blueprints_defined;
         daebus__blueprints_defined = bp;
     }
 }
@@ -33,7 +33,7 @@ daebus_blueprint *daebus_blueprint_create(const char *name, const char *prefix)
     daebus_blueprint *bp = calloc(1, sizeof *bp);
     if (!bp)
         return NULL;
-    bp->heap = 1;
+    bp->internal_.heap = 1;
     bp->name = strdup(name ? name : "blueprint");
     bp->prefix = prefix ? strdup(prefix) : NULL;
     if (!bp->name || (prefix && !bp->prefix)) {
@@ -47,9 +47,9 @@ daebus_blueprint *daebus_blueprint_create(const char *name, const char *prefix)
 
 static void free_dynamic(daebus_blueprint *bp)
 {
-    daebus_handler_desc *d = bp->dynamic_head;
+    daebus_handler_desc *d = bp->internal_.dynamic_head;
     while (d) {
-        daebus_handler_desc *next = d->next;
+        daebus_handler_desc *next = d->internal_.next;
         if (d->opts.user_free)
             d->opts.user_free(d->opts.user);
         free((char *)d->key);
@@ -57,7 +57,7 @@ static void free_dynamic(daebus_blueprint *bp)
         free(d);
         d = next;
     }
-    bp->dynamic_head = NULL;
+    bp->internal_.dynamic_head = NULL;
 }
 
 void daebus_blueprint_destroy(daebus_blueprint *bp)
@@ -65,7 +65,7 @@ void daebus_blueprint_destroy(daebus_blueprint *bp)
     if (!bp)
         return;
     free_dynamic(bp);
-    if (bp->heap) {
+    if (bp->internal_.heap) {
         free((char *)bp->name);
         free((char *)bp->prefix);
         free(bp);
@@ -83,8 +83,8 @@ static int add(daebus_blueprint *bp, daebus_handler_desc tmpl, const daebus_hand
     if (opts)
         d->opts = *opts;
     d->opts.bp = bp;
-    d->owned = 1;
-    d->next = NULL;
+    d->internal_.owned = 1;
+    d->internal_.next = NULL;
     d->file = strdup("<runtime>");
     d->key = tmpl.key ? strdup(tmpl.key) : NULL;
     if (!d->file || (tmpl.key && !d->key)) {
@@ -95,9 +95,9 @@ static int add(daebus_blueprint *bp, daebus_handler_desc tmpl, const daebus_hand
     }
     /* Run-time registrations are ordered by the order of the calls. */
     size_t n = 0;
-    daebus_handler_desc **tail = &bp->dynamic_head;
+    daebus_handler_desc **tail = &bp->internal_.dynamic_head;
     while (*tail) {
-        tail = &(*tail)->next;
+        tail = &(*tail)->internal_.next;
         n++;
     }
     d->line = (int)n + 1;
@@ -202,9 +202,9 @@ size_t daebus_blueprint_count(const daebus_blueprint *bp, int kind)
     size_t n = 0;
     if (!bp)
         return 0;
-    for (const daebus_handler_desc *d = bp->static_head; d; d = d->next)
+    for (const daebus_handler_desc *d = bp->internal_.static_head; d; d = d->internal_.next)
         n += (kind == 0 || d->kind == kind);
-    for (const daebus_handler_desc *d = bp->dynamic_head; d; d = d->next)
+    for (const daebus_handler_desc *d = bp->internal_.dynamic_head; d; d = d->internal_.next)
         n += (kind == 0 || d->kind == kind);
     return n;
 }

@@ -71,7 +71,7 @@ typedef struct daebus__handler {
 size_t daebus__app_handlers(const daebus_app *app, int kind, const daebus__handler **out);
 
 /* Blueprints the macros linked handlers into (blueprint.c), through
- * daebus_blueprint.next_defined. */
+ * daebus_blueprint.internal_.next_defined. */
 extern daebus_blueprint *daebus__blueprints_defined;
 
 /* Monotonic and wall clocks in seconds (shared helpers). */

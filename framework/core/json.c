@@ -287,6 +287,52 @@ typedef struct frame {
 
 /* Appends item (not its siblings). Returns: false for an item of invalid type
  * or out of memory. */
+/* Prints a scalar (null, bool, number, string, raw). Returns: false for a
+ * raw item without text or an unknown type. */
+static bool put_scalar(out_buf *b, const cJSON *it)
+{
+    switch (it->type & 0xFF) {
+    case cJSON_NULL:
+        put(b, "null", 4);
+        return true;
+    case cJSON_False:
+        put(b, "false", 5);
+        return true;
+    case cJSON_True:
+        put(b, "true", 4);
+        return true;
+    case cJSON_Number: {
+        char num[DAEBUS__JSON_NUMBER_MAX];
+        put(b, num, daebus__json_number(it->valuedouble, num));
+        return true;
+    }
+    case cJSON_String:
+        put_string(b, it->valuestring);
+        return true;
+    case cJSON_Raw:
+        if (!it->valuestring)
+            return false;
+        put(b, it->valuestring, strlen(it->valuestring));
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Doubles the frame stack (moving off the caller's small array). */
+static bool grow_stack(frame **stack, frame *small, size_t *cap, size_t depth)
+{
+    frame *bigger = malloc(2 * *cap * sizeof *bigger);
+    if (!bigger)
+        return false;
+    memcpy(bigger, *stack, depth * sizeof **stack);
+    if (*stack != small)
+        free(*stack);
+    *stack = bigger;
+    *cap *= 2;
+    return true;
+}
+
 static bool print_tree(out_buf *b, const cJSON *item)
 {
     frame small[32], *stack = small;
@@ -298,58 +344,25 @@ static bool print_tree(out_buf *b, const cJSON *item)
             put_string(b, it->string);
             put_c(b, ':');
         }
-        switch (it->type & 0xFF) {
-        case cJSON_NULL:
-            put(b, "null", 4);
-            break;
-        case cJSON_False:
-            put(b, "false", 5);
-            break;
-        case cJSON_True:
-            put(b, "true", 4);
-            break;
-        case cJSON_Number: {
-            char num[DAEBUS__JSON_NUMBER_MAX];
-            put(b, num, daebus__json_number(it->valuedouble, num));
-            break;
-        }
-        case cJSON_String:
-            put_string(b, it->valuestring);
-            break;
-        case cJSON_Raw:
-            if (!it->valuestring) {
+        int type = it->type & 0xFF;
+        if (type != cJSON_Array && type != cJSON_Object) {
+            if (!put_scalar(b, it)) {
                 ok = false;
                 goto done;
             }
-            put(b, it->valuestring, strlen(it->valuestring));
-            break;
-        case cJSON_Array:
-        case cJSON_Object: {
-            bool obj = (it->type & 0xFF) == cJSON_Object;
+        } else {
+            bool obj = type == cJSON_Object;
             put_c(b, obj ? '{' : '[');
-            if (!it->child) {
-                put_c(b, obj ? '}' : ']');
-                break;
-            }
-            if (depth == cap) {
-                frame *bigger = malloc(2 * cap * sizeof *bigger);
-                if (!bigger) {
+            if (it->child) {
+                if (depth == cap && !grow_stack(&stack, small, &cap, depth)) {
                     ok = false;
                     goto done;
                 }
-                memcpy(bigger, stack, depth * sizeof *stack);
-                if (stack != small)
-                    free(stack);
-                stack = bigger;
-                cap *= 2;
+                stack[depth++] = (frame){it->child, obj};
+                it = it->child;
+                continue;
             }
-            stack[depth++] = (frame){it->child, obj};
-            it = it->child;
-            continue;
-        }
-        default:
-            ok = false;
-            goto done;
+            put_c(b, obj ? '}' : ']');
         }
         /* it is done: on to its next sibling, closing finished containers. */
         for (;;) {
@@ -525,6 +538,8 @@ cJSON *daebus_json_parse(const char *text, size_t len, daebus_error *err)
     free(copy);
     return root;
 }
+
+/* ---- nesting depth ---- */
 
 bool daebus__json_depth_ok(const char *buf, size_t len, int max)
 {

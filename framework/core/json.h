@@ -25,10 +25,16 @@ size_t daebus__json_number(double d, char buf[DAEBUS__JSON_NUMBER_MAX]);
  * (the result is never longer). Thread: safe. Returns: the length written. */
 size_t daebus__json_rewrite(const char *text, size_t len, char *out);
 
-/* A pure scan of buf[0..len) (strings and escapes skipped) before cJSON,
- * which recurses, sees it: parsing runs on small thread stacks (CivetWeb's
- * workers). Thread: safe. Returns: false when arrays and objects nest more
- * than max levels deep. */
+/* Nesting limits shared by every component that parses JSON from the network:
+ * the default and the largest max_json_depth an option may ask for (cJSON
+ * recurses once per level on the stack of the thread that parses). */
+#define DAEBUS__JSON_DEFAULT_DEPTH 100
+#define DAEBUS__JSON_MAX_DEPTH     512
+
+/* Returns: true if the arrays and objects in buf[0..len) nest at most max
+ * deep. Strings (and their escapes) are skipped; the text need not be valid
+ * JSON, so this runs before the parser to refuse deep input cheaply.
+ * Thread: safe. */
 bool daebus__json_depth_ok(const char *buf, size_t len, int max);
 
 #endif

@@ -89,7 +89,7 @@ const char *daebus_log_level_name(daebus_log_level level)
     return level_names[level];
 }
 
-int daebus_log_enabled(daebus_log_level level)
+int daebus_log_is_enabled(daebus_log_level level)
 {
     return (int)level >= atomic_load(&g_level) && level > DAEBUS_LOG_DEFAULT &&
            level < DAEBUS_LOG_OFF;
@@ -142,7 +142,7 @@ static void put(char *line, size_t *n, size_t cap, const char *s)
 
 void daebus_logv(daebus_log_level level, const char *component, const char *fmt, va_list ap)
 {
-    if (!daebus_log_enabled(level))
+    if (!daebus_log_is_enabled(level))
         return;
     char msg[4096];
     int r = daebus__utf8_vsnprintf(msg, sizeof msg, fmt, ap);

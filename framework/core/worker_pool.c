@@ -9,7 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include "check.h"
+#include "clock.h"
 #include "daebus/error.h"
 #include "daebus/log.h"
 #include "component.h"
@@ -38,7 +39,7 @@ struct daebus__pool {
 static void *worker_main(void *arg)
 {
     daebus__pool *p = arg;
-    pthread_mutex_lock(&p->lock);
+    daebus__mutex_lock(&p->lock);
     for (;;) {
         while (!p->head && !p->stopping)
             pthread_cond_wait(&p->work, &p->lock);
@@ -48,16 +49,18 @@ static void *worker_main(void *arg)
         p->head = j->next;
         if (!p->head)
             p->tail = NULL;
+        DAEBUS__ASSERT(p->pending > 0);
         p->pending--;
         p->active++;
-        pthread_mutex_unlock(&p->lock);
+        daebus__mutex_unlock(&p->lock);
         j->fn(j->arg);
         free(j);
-        pthread_mutex_lock(&p->lock);
+        daebus__mutex_lock(&p->lock);
+        DAEBUS__ASSERT(p->active > 0);
         p->active--;
         pthread_cond_broadcast(&p->idle);
     }
-    pthread_mutex_unlock(&p->lock);
+    daebus__mutex_unlock(&p->lock);
     return NULL;
 }
 
@@ -75,9 +78,9 @@ daebus__pool *daebus__pool_create(const char *name, int threads, size_t max_queu
         free(p);
         return NULL;
     }
-    pthread_mutex_init(&p->lock, NULL);
-    pthread_cond_init(&p->work, NULL);
-    pthread_cond_init(&p->idle, NULL);
+    daebus__mutex_init(&p->lock);
+    daebus__cond_init(&p->work);
+    daebus__cond_init(&p->idle);
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 512 * 1024);
@@ -107,14 +110,14 @@ int daebus__pool_submit(daebus__pool *p, daebus__job_fn *fn, daebus__job_fn *dro
     j->drop = drop;
     j->arg = arg;
     j->next = NULL;
-    pthread_mutex_lock(&p->lock);
+    daebus__mutex_lock(&p->lock);
     if (p->closed) {
-        pthread_mutex_unlock(&p->lock);
+        daebus__mutex_unlock(&p->lock);
         free(j);
         return DAEBUS_ECLOSED;
     }
     if (p->max_queue && p->pending >= p->max_queue) {
-        pthread_mutex_unlock(&p->lock);
+        daebus__mutex_unlock(&p->lock);
         free(j);
         return DAEBUS_EFULL;
     }
@@ -124,50 +127,42 @@ int daebus__pool_submit(daebus__pool *p, daebus__job_fn *fn, daebus__job_fn *dro
         p->head = j;
     p->tail = j;
     p->pending++;
+    DAEBUS__ASSERT(!p->max_queue || p->pending <= p->max_queue); /* the queue bound */
     pthread_cond_signal(&p->work);
-    pthread_mutex_unlock(&p->lock);
+    daebus__mutex_unlock(&p->lock);
     return 0;
 }
 
 size_t daebus__pool_pending(daebus__pool *p)
 {
-    pthread_mutex_lock(&p->lock);
+    daebus__mutex_lock(&p->lock);
     size_t n = p->pending;
-    pthread_mutex_unlock(&p->lock);
+    daebus__mutex_unlock(&p->lock);
     return n;
 }
 
 size_t daebus__pool_active(daebus__pool *p)
 {
-    pthread_mutex_lock(&p->lock);
+    daebus__mutex_lock(&p->lock);
     size_t n = p->active;
-    pthread_mutex_unlock(&p->lock);
+    daebus__mutex_unlock(&p->lock);
     return n;
-}
-
-static void deadline_after(struct timespec *ts, double seconds)
-{
-    clock_gettime(CLOCK_REALTIME, ts);
-    long long ns = (long long)ts->tv_nsec + (long long)(seconds * 1e9);
-    ts->tv_sec += (time_t)(ns / 1000000000LL);
-    ts->tv_nsec = (long)(ns % 1000000000LL);
 }
 
 size_t daebus__pool_shutdown(daebus__pool *p, double drain_seconds)
 {
     if (!p)
         return 0;
-    pthread_mutex_lock(&p->lock);
+    daebus__mutex_lock(&p->lock);
     if (p->joined) {
-        pthread_mutex_unlock(&p->lock);
+        daebus__mutex_unlock(&p->lock);
         return 0;
     }
     p->closed = 1;
     if (drain_seconds > 0 && p->head) {
-        struct timespec until;
-        deadline_after(&until, drain_seconds);
+        daebus__deadline until = daebus__deadline_in(drain_seconds);
         while (p->head) {
-            if (pthread_cond_timedwait(&p->idle, &p->lock, &until) != 0)
+            if (daebus__cond_wait_until(&p->idle, &p->lock, until) != 0)
                 break;
         }
     }
@@ -177,7 +172,7 @@ size_t daebus__pool_shutdown(daebus__pool *p, double drain_seconds)
     p->pending = 0;
     p->stopping = 1;
     pthread_cond_broadcast(&p->work);
-    pthread_mutex_unlock(&p->lock);
+    daebus__mutex_unlock(&p->lock);
     while (rest) {
         job *next = rest->next;
         if (rest->drop)
@@ -187,9 +182,9 @@ size_t daebus__pool_shutdown(daebus__pool *p, double drain_seconds)
     }
     for (int i = 0; i < p->nthreads; i++)
         pthread_join(p->threads[i], NULL);
-    pthread_mutex_lock(&p->lock);
+    daebus__mutex_lock(&p->lock);
     p->joined = 1;
-    pthread_mutex_unlock(&p->lock);
+    daebus__mutex_unlock(&p->lock);
     if (dropped)
         daebus_log(DAEBUS_LOG_WARNING, p->name, "shutdown dropped %zu queued jobs", dropped);
     return dropped;

@@ -1,7 +1,7 @@
 /* ws_registry.h - the WebSocket client registry and rate limiter (internal).
  *
- * ws_registry maps client ids to entries and remembers insertion order. It
- * does no locking: the WebSocket component guards it with its registry lock.
+ * ws_registry maps client ids to entries and remembers insertion order (the
+ * core hash table, hash.h). It does no locking: the WebSocket component guards it with its registry lock.
  * ws_rate is the per-client sliding window of handled messages.
  */
 #ifndef DAEBUS_WS_REGISTRY_H
@@ -10,24 +10,19 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-typedef struct ws_registry ws_registry;
+#include "hash.h"
 
-/* Returns: an empty registry, or NULL on allocation failure. */
-ws_registry *ws_registry_create(void);
-/* Frees the registry (not the values). Accepts NULL. */
-void ws_registry_destroy(ws_registry *r);
+/* The registry is the core hash table (hash.h): client id -> client, oldest
+ * first. The ws_registry_* names below are kept for the WebSocket code. */
+typedef daebus__hash ws_registry;
 
-/* Adds key -> value (key copied). Returns: 0, DAEBUS_EEXIST (key present;
- * nothing changed), DAEBUS_EINVAL, DAEBUS_ENOMEM. */
-int ws_registry_insert(ws_registry *r, const char *key, void *value);
-/* Returns: the value of key or NULL. */
-void *ws_registry_find(const ws_registry *r, const char *key);
-/* Removes key. Returns: its value, or NULL if absent. */
-void *ws_registry_remove(ws_registry *r, const char *key);
-/* Returns: the number of entries. */
-size_t ws_registry_count(const ws_registry *r);
-/* Copies up to cap values, oldest first, into out. Returns: how many. */
-size_t ws_registry_values(const ws_registry *r, void **out, size_t cap);
+#define ws_registry_create() daebus__hash_create(64)
+#define ws_registry_destroy  daebus__hash_destroy
+#define ws_registry_insert   daebus__hash_insert
+#define ws_registry_find     daebus__hash_find
+#define ws_registry_remove   daebus__hash_remove
+#define ws_registry_count    daebus__hash_count
+#define ws_registry_values   daebus__hash_values
 
 /* Sliding window of handled-message times for one client. Zero-initialise. */
 typedef struct ws_rate {
@@ -40,7 +35,9 @@ typedef struct ws_rate {
 /* Returns: true (and records now) if fewer than max messages were recorded
  * within the last window seconds; false (nothing recorded) otherwise. A
  * failed allocation lets the message through. */
-bool ws_rate_allow(ws_rate *r, int max, double window, double now);
-void ws_rate_free(ws_rate *r);
+bool daebus__ws_rate_allow(ws_rate *r, int max, double window, double now);
+void daebus__ws_rate_free(ws_rate *r);
+#define ws_rate_allow daebus__ws_rate_allow
+#define ws_rate_free  daebus__ws_rate_free
 
 #endif

@@ -14,8 +14,9 @@
  * reverse order. daebus_app_run() returns the process exit status: 0 after a
  * clean stop, 1 when start-up failed.
  *
- * Thread: not thread-safe except daebus_app_stop() and the getters, which any
- * thread (handlers included) may call while the app runs.
+ * Thread: the app's owning thread.
+ * The exceptions are daebus_app_stop() and the getters, which any thread
+ * (handlers included) may call while the app runs.
  */
 #ifndef DAEBUS_APP_H
 #define DAEBUS_APP_H
@@ -33,6 +34,18 @@ typedef struct daebus_http daebus_http;
 typedef struct daebus_ws daebus_ws;
 typedef struct daebus_bus daebus_bus;
 typedef struct daebus_scheduler daebus_scheduler;
+
+/* The components' statistics structs (daebus_http_stats, daebus_bus_stats,
+ * daebus_ws_stats, daebus_scheduler_stats, daebus_task_stats) are generated
+ * from one list each, DAEBUS_<NAME>_STATS(X, F), so that the health
+ * blueprint prints its Prometheus lines from the same list:
+ *   X(type, field, metric, labels, kind, help) a field printed as the metric
+ *     `metric{labels} value` ("" labels: none; consecutive entries with the
+ *     same metric form one family), kind "counter" or "gauge";
+ *   F(type, field) a field that is not printed.
+ * These two expand an entry into a struct member. */
+#define DAEBUS_STATS_FIELD(type, field, metric, labels, kind, help) type field;
+#define DAEBUS_STATS_PLAIN_FIELD(type, field)                       type field;
 
 /* Zero means default in every field: "daebus_app_options o = {0}" and
  * DAEBUS_APP_OPTIONS_INIT are the same. */
@@ -65,11 +78,12 @@ typedef struct daebus_app_option {
 
 /* Creates an app and registers daebus_default_blueprint into it.
  * Ownership: option strings are copied. Returns: NULL on failure (err filled).
- * Thread: any, before run. */
+ * Thread: before the app runs. */
 DAEBUS_API daebus_app *daebus_app_create(const daebus_app_options *opts, daebus_error *err);
 
 /* Stops the app if running, destroys its components and frees it. Accepts NULL.
- * Thread: not while run() is executing on another thread (join it first). */
+ * Not while run() is executing on another thread (join it first).
+ * Thread: the app's owning thread. */
 DAEBUS_API void daebus_app_destroy(daebus_app *app);
 
 /* Declares a service option (see daebus_app_option). Precedence:
@@ -77,13 +91,14 @@ DAEBUS_API void daebus_app_destroy(daebus_app *app);
  * Returns: 0; DAEBUS_EINVAL (no name, a name that is not letters, digits and
  * '-', or the name of a standard flag); DAEBUS_EEXIST (declared already);
  * DAEBUS_ESTATE (after configure or run); DAEBUS_ENOMEM. Each failure is logged.
- * Thread: main thread, before daebus_app_configure(). */
+ * Call it before daebus_app_configure().
+ * Thread: before the app runs. */
 DAEBUS_API int daebus_app_add_option(daebus_app *app, const daebus_app_option *opt);
 
 /* Returns: the value of a declared service option (command line, else
  * environment, else default_value), or NULL if it has none or was not declared.
  * Ownership: owned by app, valid until it is destroyed or configured again.
- * Thread: any, after configure. */
+ * Call it after configure. Thread: callable from any thread. */
 DAEBUS_API const char *daebus_app_option_value(const daebus_app *app, const char *name);
 
 /* Applies the environment then argv (config.h) over the options given at
@@ -91,7 +106,7 @@ DAEBUS_API const char *daebus_app_option_value(const daebus_app *app, const char
  * prints to stdout and exits 0; on a bad value or an unknown option prints
  * the message ("unknown option '--bogus'") and a hint to use --help to
  * stderr and exits 2.
- * Thread: main thread, before run. */
+ * Thread: before the app runs. */
 DAEBUS_API void daebus_app_configure(daebus_app *app, int argc, char **argv);
 
 /* The same, without exiting: Returns 0, DAEBUS_CONFIG_HELP,
@@ -106,7 +121,7 @@ DAEBUS_API int daebus_app_configure_args(daebus_app *app, int argc, char **argv,
  * whose handlers were defined with the macros but that no call registers is
  * named in a warning when the app starts. Ownership: bp is borrowed and must outlive
  * the app. Returns: 0, DAEBUS_EINVAL, DAEBUS_ESTATE (app running), DAEBUS_ENOMEM.
- * Thread: before run. */
+ * Thread: before the app runs. */
 DAEBUS_API int daebus_app_register_blueprint(daebus_app *app, daebus_blueprint *bp);
 
 /* Runs the service: starts components in attach order, runs ON_START hooks,
@@ -114,12 +129,13 @@ DAEBUS_API int daebus_app_register_blueprint(daebus_app *app, daebus_blueprint *
  * daebus_app_stop(), then stops components in reverse order.
  * A second signal during shutdown exits the process at once (status 1).
  * Returns: 0 after a clean stop; 1 if start-up failed.
- * Thread: call once, from the main thread. */
+ * Call it once. Thread: the app's owning thread. */
 DAEBUS_API int daebus_app_run(daebus_app *app);
 
 /* Starts without blocking (as run() does before it waits). Returns 0 or a
  * negative code; on failure everything started is stopped again.
- * Thread: main thread. Pair with daebus_app_stop() + daebus_app_wait(). */
+ * Pair with daebus_app_stop() + daebus_app_wait().
+ * Thread: the app's owning thread. */
 DAEBUS_API int daebus_app_start(daebus_app *app);
 
 /* Blocks until stop is requested, then shuts down. Returns the exit status. */
@@ -132,7 +148,7 @@ DAEBUS_API void daebus_app_stop(daebus_app *app);
 /* Returns: true between a successful start and the beginning of shutdown. */
 DAEBUS_API bool daebus_app_is_running(const daebus_app *app);
 
-/* Returns: the attached component, or NULL. Thread: any. */
+/* Returns: the attached component, or NULL. Thread: callable from any thread. */
 DAEBUS_API daebus_http *daebus_app_http(const daebus_app *app);
 DAEBUS_API daebus_ws *daebus_app_websocket(const daebus_app *app);
 DAEBUS_API daebus_bus *daebus_app_bus(const daebus_app *app);

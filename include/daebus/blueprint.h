@@ -34,7 +34,8 @@
  *   ON_START          app (daebus_app *)
  * and all of them user (void *, the .user option).
  *
- * Thread: registration is not thread-safe: register before daebus_app_run().
+ * Registration is not thread-safe: register before daebus_app_run().
+ * Thread: before the app runs.
  */
 #ifndef DAEBUS_BLUEPRINT_H
 #define DAEBUS_BLUEPRINT_H
@@ -84,7 +85,7 @@ typedef int daebus_listen_fn(daebus_bus_request *req, const cJSON *message, void
 typedef int daebus_task_fn(daebus_task *task, void *user);
 
 /* Long-running thread. Runs on a thread of its own until it returns; it should
- * poll daebus_thread_running() or sleep with daebus_thread_sleep(). */
+ * poll daebus_thread_is_running() or sleep with daebus_thread_sleep(). */
 typedef void daebus_thread_fn(daebus_thread *thread, void *user);
 
 /* Start-up hook. Runs on the thread that called daebus_app_run(), after every
@@ -134,6 +135,23 @@ typedef struct daebus_handler_options {
         0                                                                                          \
     }
 
+/* Framework bookkeeping that has to sit inside the public types below because
+ * the macros define them statically (no allocation before main). PRIVATE:
+ * the macros leave it zero, applications never read or write it, and its
+ * members may change in any release. */
+typedef struct daebus__desc_internal {
+    struct daebus_handler_desc *next; /* the blueprint's static or run-time list */
+    int owned;                        /* 1 = heap copy owned by its blueprint */
+} daebus__desc_internal;
+
+typedef struct daebus__blueprint_internal {
+    struct daebus_handler_desc *static_head;  /* macro registrations */
+    struct daebus_handler_desc *dynamic_head; /* daebus_blueprint_add_* registrations */
+    int heap;                                 /* made by daebus_blueprint_create() */
+    struct daebus_blueprint *next_defined;    /* every blueprint a macro linked into */
+    int defined;
+} daebus__blueprint_internal;
+
 /* A handler registration. Public only so that the macros can build it
  * statically; treat the fields as read-only. */
 typedef struct daebus_handler_desc {
@@ -152,22 +170,17 @@ typedef struct daebus_handler_desc {
     daebus_handler_options opts;
     const char *file; /* registration site, for ordering and conflict messages */
     int line;
-    struct daebus_handler_desc *next; /* private */
-    int owned;                        /* private: 1 = heap copy owned by its blueprint */
+    daebus__desc_internal internal_; /* private (see above) */
 } daebus_handler_desc;
 
 /* A blueprint. Define static ones with DAEBUS_BLUEPRINT(); create others with
- * daebus_blueprint_create(). Fields after prefix are private. */
+ * daebus_blueprint_create(). Treat the fields as read-only. */
 struct daebus_blueprint {
     const char *name;   /* for log messages */
     const char *prefix; /* route prefix, e.g. "/admin" (NULL = none) */
-    daebus_handler_desc *static_head;
-    daebus_handler_desc *dynamic_head;
-    int heap;
-    const char *file; /* DAEBUS_BLUEPRINT's site, for the "never registered" warning */
+    const char *file;   /* DAEBUS_BLUEPRINT's site, for the "never registered" warning */
     int line;
-    struct daebus_blueprint *next_defined; /* every blueprint a macro linked into */
-    int defined;
+    daebus__blueprint_internal internal_; /* private (see above) */
 };
 
 /* Defines a static blueprint: DAEBUS_BLUEPRINT(chat_bp, "chat", .prefix = "/chat"); */

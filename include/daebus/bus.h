@@ -95,20 +95,38 @@ typedef struct daebus_bus_options {
     }
 
 /* Counters for metrics. All monotonic except connected. */
+/* The counters (X, F: see DAEBUS_STATS_FIELD in app.h). errors: error
+ * replies sent (all causes); too_large: messages over max_message_size
+ * (replies to daebus_bus_caller() included); replies_sent: every reply
+ * published (progress included); broadcasts: successful
+ * daebus_bus_broadcast() calls; connected: 1 = subscriber connected and
+ * subscribed. */
+#define DAEBUS_BUS_STATS(X, F)                                                                     \
+    X(uint64_t, requests_received, "daebus_bus_requests_received_total", "", "counter",            \
+      "Service-channel messages with an action.")                                                  \
+    X(uint64_t, requests_handled, "daebus_bus_requests_handled_total", "", "counter",              \
+      "Action handlers that ran to completion.")                                                   \
+    X(uint64_t, errors, "daebus_bus_errors_total", "", "counter", "Error replies sent.")           \
+    X(uint64_t, unknown_actions, "daebus_bus_unknown_actions_total", "", "counter",                \
+      "Requests for unknown actions.")                                                             \
+    X(uint64_t, malformed, "daebus_bus_malformed_total", "", "counter",                            \
+      "Unparsable or non-object messages.")                                                        \
+    X(uint64_t, too_large, "daebus_bus_too_large_total", "", "counter",                            \
+      "Messages over the size limit.")                                                             \
+    X(uint64_t, overloads, "daebus_bus_overloads_total", "", "counter",                            \
+      "Messages refused because the worker queue was full.")                                       \
+    X(uint64_t, replies_sent, "daebus_bus_replies_sent_total", "", "counter",                      \
+      "Replies published.")                                                                        \
+    X(uint64_t, listener_messages, "daebus_bus_listener_messages_total", "", "counter",            \
+      "Messages handed to LISTEN handlers.")                                                       \
+    X(uint64_t, broadcasts, "daebus_bus_broadcasts_total", "", "counter", "Broadcasts published.") \
+    X(uint64_t, reconnects, "daebus_bus_reconnects_total", "", "counter",                          \
+      "Redis subscriber reconnections.")                                                           \
+    X(int, connected, "daebus_bus_connected", "", "gauge",                                         \
+      "1 while the Redis subscriber is connected.")
+
 struct daebus_bus_stats {
-    uint64_t requests_received; /* service-channel messages with an action */
-    uint64_t requests_handled;  /* ACTION handlers that ran to completion */
-    uint64_t errors;            /* error replies sent (all causes) */
-    uint64_t unknown_actions;
-    uint64_t malformed;         /* unparsable or non-object messages */
-    uint64_t too_large;         /* messages over max_message_size (replies to
-                                   daebus_bus_caller() included) */
-    uint64_t overloads;         /* messages refused because the queue was full */
-    uint64_t replies_sent;      /* every reply published (progress included) */
-    uint64_t listener_messages; /* messages handed to LISTEN handlers */
-    uint64_t broadcasts;        /* successful daebus_bus_broadcast() calls */
-    uint64_t reconnects;        /* successful subscriber reconnections */
-    int connected;              /* 1 = subscriber connected and subscribed */
+    DAEBUS_BUS_STATS(DAEBUS_STATS_FIELD, DAEBUS_STATS_PLAIN_FIELD)
 };
 
 /* Creates a bus component. Ownership: opts is copied (may be NULL).

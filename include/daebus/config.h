@@ -12,7 +12,8 @@
  * Environment: DAEBUS_HTTP_PORT, DAEBUS_REDIS_URL, DAEBUS_SERVICE,
  * DAEBUS_LOG_LEVEL, DAEBUS_MAX_WORKERS.
  *
- * Thread: not thread-safe; configure before daebus_app_run().
+ * Not thread-safe: configure before daebus_app_run().
+ * Thread: before the app runs.
  */
 #ifndef DAEBUS_CONFIG_H
 #define DAEBUS_CONFIG_H
@@ -56,7 +57,7 @@ typedef struct daebus_config {
 /* Overrides cfg with the DAEBUS_* environment variables that are set.
  * Returns: 0, or DAEBUS_EINVAL with a message in err (e.g. "DAEBUS_HTTP_PORT:
  * 'abc' is not a port number (0-65535)"); cfg is unchanged on error.
- * Thread: not safe (reads the environment). */
+ * Not thread-safe (reads the environment). Thread: before the app runs. */
 DAEBUS_API int daebus_config_apply_env(daebus_config *cfg, daebus_error *err);
 
 /* Overrides cfg with the standard flags in argv[1..argc-1]. Unknown flags are an

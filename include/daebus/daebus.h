@@ -11,7 +11,9 @@
  * bytes C0 80 (see json.h and docs/protocol.md §4).
  *
  * Thread model: nothing is thread-safe except where a declaration says so in
- * its "Thread:" line. Every handler kind documents the thread it runs on.
+ * its thread line (one of four phrases: "callable from any thread", "before
+ * the app runs", "only inside its handler", "the app's owning thread").
+ * Every handler kind documents the thread it runs on.
  *
  * Ownership: inputs given to handlers are borrowed until the handler returns;
  * JSON a handler returns is taken by the framework on every path; functions

@@ -4,7 +4,8 @@
  * DAEBUS_E* codes below on failure. Constructors return NULL and may fill an
  * optional daebus_error. There is no global "last error".
  *
- * Thread: every function here is thread-safe.
+ * Every function here is thread-safe.
+ * Thread: callable from any thread.
  */
 #ifndef DAEBUS_ERROR_H
 #define DAEBUS_ERROR_H
@@ -58,18 +59,18 @@ typedef struct daebus_error {
 } daebus_error;
 
 /* Returns: a static string describing code ("unknown error" for unknown codes).
- * Thread: safe. Ownership: the string is static; do not free. */
+ * Ownership: the string is static; do not free. Thread: callable from any thread. */
 DAEBUS_API const char *daebus_strerror(int code);
 
 /* Returns: the code's name, e.g. "DAEBUS_EIO" for DAEBUS_EIO, "DAEBUS_OK" for
  * 0, or "not a DAEBUS_E* code" for other values (a handler that returned -5
  * meaning errno EIO). Log lines about a failed handler show both:
  * "returned -7 (DAEBUS_EIO: input/output error)".
- * Thread: safe. Ownership: the string is static; do not free. */
+ * Ownership: the string is static; do not free. Thread: callable from any thread. */
 DAEBUS_API const char *daebus_errname(int code);
 
 /* Fills err (if not NULL) with code and a printf-style message; returns code.
- * Thread: safe. */
+ * Thread: callable from any thread. */
 DAEBUS_API int daebus_error_set(daebus_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

@@ -125,15 +125,28 @@ typedef struct daebus_http_options {
 typedef int daebus_http_middleware_fn(daebus_http_request *req, daebus_http_response *res,
                                       void *user);
 
+/* The counters (X, F: see DAEBUS_STATS_FIELD in app.h). requests_total:
+ * requests whose response was sent; in_flight: being handled right now;
+ * bytes_in / bytes_out: request / response bodies. */
+#define DAEBUS_HTTP_STATS(X, F)                                                                    \
+    X(uint64_t, requests_total, "daebus_http_requests_total", "", "counter",                       \
+      "HTTP requests answered.")                                                                   \
+    X(uint64_t, responses_2xx, "daebus_http_responses_total", "class=\"2xx\"", "counter",          \
+      "HTTP responses by status class.")                                                           \
+    X(uint64_t, responses_3xx, "daebus_http_responses_total", "class=\"3xx\"", "counter",          \
+      "HTTP responses by status class.")                                                           \
+    X(uint64_t, responses_4xx, "daebus_http_responses_total", "class=\"4xx\"", "counter",          \
+      "HTTP responses by status class.")                                                           \
+    X(uint64_t, responses_5xx, "daebus_http_responses_total", "class=\"5xx\"", "counter",          \
+      "HTTP responses by status class.")                                                           \
+    X(uint64_t, in_flight, "daebus_http_in_flight", "", "gauge", "HTTP requests being handled.")   \
+    X(uint64_t, bytes_in, "daebus_http_received_bytes_total", "", "counter",                       \
+      "HTTP request body bytes.")                                                                  \
+    X(uint64_t, bytes_out, "daebus_http_sent_bytes_total", "", "counter",                          \
+      "HTTP response body bytes.")
+
 typedef struct daebus_http_stats {
-    uint64_t requests_total; /* requests whose response was sent */
-    uint64_t responses_2xx;
-    uint64_t responses_3xx;
-    uint64_t responses_4xx;
-    uint64_t responses_5xx;
-    uint64_t in_flight; /* requests being handled right now */
-    uint64_t bytes_in;  /* request bodies */
-    uint64_t bytes_out; /* response bodies */
+    DAEBUS_HTTP_STATS(DAEBUS_STATS_FIELD, DAEBUS_STATS_PLAIN_FIELD)
 } daebus_http_stats;
 
 /* ---- life cycle ---- */

@@ -21,7 +21,8 @@
  * without its pair, or "\udc00" alone, which Python's json.dumps writes) is
  * read as U+FFFD, the replacement character, instead of failing the parse.
  *
- * Thread: both functions are thread-safe (no global state; they never call
+ * Thread: callable from any thread.
+ * Both functions are thread-safe (no global state; they never call
  * cJSON_GetErrorPtr).
  */
 #ifndef DAEBUS_JSON_H
@@ -40,7 +41,7 @@ extern "C" {
  * characters; the bytes C0 80 as \u0000; other bytes as they are), numbers
  * as described above, cJSON_Raw items as their text, unchanged.
  * If len is not NULL it receives the length of the text (without its NUL).
- * Thread: safe (item must not change meanwhile).
+ * item must not change meanwhile. Thread: callable from any thread.
  * Ownership: item is borrowed; the returned string is the caller's: free() it.
  * Returns: the NUL-terminated text, or NULL when item is NULL, holds an item
  * of invalid type, or memory runs out. */
@@ -50,11 +51,11 @@ DAEBUS_API char *daebus_json_print(const cJSON *item, size_t *len);
  * NUL-terminated). Whitespace and NUL bytes may follow the value; anything
  * else is an error. "\u0000" in a string becomes the bytes C0 80, a lone
  * surrogate escape becomes U+FFFD (see above); a "\u" without four hex
- * digits is refused (cJSON alone would read it as a NUL ending the string). Numbers are read with strtod
- * (exact; cJSON releases before 1.7.18, unless patched, refuse a number
+ * digits is refused (cJSON alone would read it as a NUL ending the
+ * string). Numbers are read with strtod (exact; cJSON releases before 1.7.18, unless patched, refuse a number
  * token longer than 63 characters). Nesting is limited to cJSON's 1000
  * levels.
- * Thread: safe.
+ * Thread: callable from any thread.
  * Ownership: text is borrowed; the returned tree is the caller's
  * (cJSON_Delete it). err, if not NULL, is filled on failure.
  * Returns: the parsed value, or NULL (err->code DAEBUS_EPARSE with

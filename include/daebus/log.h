@@ -20,8 +20,9 @@
  * and \u0080-\u009f, \u2028, \u2029) and the text \xNN (JSON "\\xNN")
  * for a byte that is not UTF-8, so each line parses as JSON.
  *
- * Thread: every function here is thread-safe; a line is written with one
- * write(2) so lines from different threads never interleave.
+ * Every function here is thread-safe; a line is written with one write(2) so
+ * lines from different threads never interleave.
+ * Thread: callable from any thread.
  */
 #ifndef DAEBUS_LOG_H
 #define DAEBUS_LOG_H
@@ -47,22 +48,23 @@ typedef enum daebus_log_level {
 
 typedef enum daebus_log_format { DAEBUS_LOG_TEXT = 0, DAEBUS_LOG_JSON = 1 } daebus_log_format;
 
-/* Sets the minimum level written (DAEBUS_LOG_DEFAULT = info). Thread: safe. */
+/* Sets the minimum level written (DAEBUS_LOG_DEFAULT = info). Thread: callable from any thread. */
 DAEBUS_API void daebus_log_set_level(daebus_log_level level);
 DAEBUS_API daebus_log_level daebus_log_get_level(void);
 
-/* Sets the output format, overriding DAEBUS_LOG_FORMAT. Thread: safe. */
+/* Sets the output format, overriding DAEBUS_LOG_FORMAT. Thread: callable from any thread. */
 DAEBUS_API void daebus_log_set_format(daebus_log_format format);
 
 /* Sets the service name printed on every line. Ownership: the string is copied
- * (at most 127 bytes kept). Thread: safe. */
+ * (at most 127 bytes kept). Thread: callable from any thread. */
 DAEBUS_API void daebus_log_set_service(const char *service);
 
-/* Sends log lines to fd instead of 2 (stderr); tests use it. Thread: safe. */
+/* Sends log lines to fd instead of 2 (stderr); tests use it. Thread: callable from any thread. */
 DAEBUS_API void daebus_log_set_fd(int fd);
 
 /* Parses "debug", "info", "warning"/"warn", "error", "critical", "off"
- * (case-insensitive). Returns: 0 and *out set, or DAEBUS_EINVAL. Thread: safe. */
+ * (case-insensitive). Returns: 0 and *out set, or DAEBUS_EINVAL.
+ * Thread: callable from any thread. */
 DAEBUS_API int daebus_log_level_parse(const char *text, daebus_log_level *out);
 
 /* Returns: the lower-case name of level. Ownership: static string. */
@@ -71,18 +73,18 @@ DAEBUS_API const char *daebus_log_level_name(daebus_log_level level);
 /* Writes one line if level is enabled. component may be NULL ("app").
  * The message is escaped as described above; a message longer than 4 KiB
  * (or 8 KiB once escaped) is cut on a character boundary and ends in "...".
- * Thread: safe. */
+ * Thread: callable from any thread. */
 DAEBUS_API void daebus_log(daebus_log_level level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 DAEBUS_API void daebus_logv(daebus_log_level level, const char *component, const char *fmt,
                             va_list ap);
 
-/* Returns: non-zero if a message at level would be written. Thread: safe. */
-DAEBUS_API int daebus_log_enabled(daebus_log_level level);
+/* Returns: non-zero if a message at level would be written. Thread: callable from any thread. */
+DAEBUS_API int daebus_log_is_enabled(daebus_log_level level);
 
 #define DAEBUS_LOG_DEBUGF(comp, ...)                                                               \
     do {                                                                                           \
-        if (daebus_log_enabled(DAEBUS_LOG_DEBUG))                                                  \
+        if (daebus_log_is_enabled(DAEBUS_LOG_DEBUG))                                               \
             daebus_log(DAEBUS_LOG_DEBUG, comp, __VA_ARGS__);                                       \
     } while (0)
 #define DAEBUS_LOG_INFOF(comp, ...)  daebus_log(DAEBUS_LOG_INFO, comp, __VA_ARGS__)

@@ -4,7 +4,7 @@
  *
  *   BACKGROUND(poll_status, "poll_status", 5.0) { ...; return 0; }   // every 5 s
  *   THREAD(watcher, "watcher") {
- *       while (daebus_thread_running(thread)) { ...; daebus_thread_sleep(thread, 1.0); }
+ *       while (daebus_thread_is_running(thread)) { ...; daebus_thread_sleep(thread, 1.0); }
  *   }
  *   ON_START(warm_up) { ...; return 0; }                             // once, before "ready"
  *
@@ -28,14 +28,15 @@
  *
  * Shutdown (the app stops the component): pending one-shot timers are
  * dropped, no new run starts, runs in progress are waited for up to the
- * grace period and THREAD handlers are asked to stop (daebus_thread_running()
+ * grace period and THREAD handlers are asked to stop (daebus_thread_is_running()
  * turns false and daebus_thread_sleep() returns at once) and joined within
  * the same grace period. Whatever is still running then is reported by name
  * in an error log line; C threads cannot be killed, so the scheduler keeps
  * their memory alive (it is leaked at destroy if they still have not
  * returned) and the process may exit under them.
  *
- * Thread: functions that take a daebus_task, a daebus_thread or a running
+ * Thread: callable from any thread.
+ * Functions that take a daebus_task, a daebus_thread or a running
  * scheduler are thread-safe (handlers may call them on their own task) unless
  * the declaration says otherwise.
  *
@@ -67,7 +68,7 @@ typedef struct daebus_scheduler_options {
     }
 
 /* Creates a scheduler. opts may be NULL (defaults).
- * Returns: NULL on failure (err filled). Thread: any. */
+ * Returns: NULL on failure (err filled). Thread: callable from any thread. */
 DAEBUS_API daebus_scheduler *daebus_scheduler_create(const daebus_scheduler_options *opts,
                                                      daebus_error *err);
 
@@ -77,11 +78,12 @@ DAEBUS_API daebus_scheduler *daebus_scheduler_create(const daebus_scheduler_opti
  * returns DAEBUS_EINVAL, so "attach(create(...), app)" needs no check.
  * Returns: 0, DAEBUS_EINVAL,
  * DAEBUS_EEXIST (a scheduler is already attached), DAEBUS_ESTATE (app running).
- * Thread: before daebus_app_run(). */
+ * Thread: before the app runs. */
 DAEBUS_API int daebus_scheduler_attach(daebus_scheduler *s, daebus_app *app);
 
 /* Frees a scheduler that was never attached (attached ones are freed by the
- * app). Accepts NULL. Thread: not while it runs. */
+ * app). Accepts NULL. Not while it runs.
+ * Thread: before the app runs. */
 DAEBUS_API void daebus_scheduler_destroy(daebus_scheduler *s);
 
 /* ---- periodic tasks ---- */
@@ -92,38 +94,38 @@ DAEBUS_API void daebus_scheduler_destroy(daebus_scheduler *s);
  * Ownership: name is copied; user is borrowed and must outlive the scheduler.
  * Returns: 0, DAEBUS_EINVAL (NULL fn, empty name, interval <= 0 or not
  * finite), DAEBUS_EEXIST (a task of that name exists), DAEBUS_ECLOSED
- * (shutdown in progress), DAEBUS_ENOMEM. Thread: any. */
+ * (shutdown in progress), DAEBUS_ENOMEM. Thread: callable from any thread. */
 DAEBUS_API int daebus_scheduler_add_task(daebus_scheduler *s, const char *name, double interval,
                                          daebus_task_fn *fn, void *user, bool run_at_start);
 
 /* Looks a task up by name. Returns: the task or NULL (unknown, or the
  * scheduler has not started yet and the task comes from a blueprint).
- * Ownership: borrowed, valid until the scheduler is destroyed. Thread: any. */
+ * Ownership: borrowed, valid until the scheduler is destroyed. Thread: callable from any thread. */
 DAEBUS_API daebus_task *daebus_scheduler_find(daebus_scheduler *s, const char *name);
 
 /* Changes the interval. It takes effect from the next run: the next run is
  * due one new interval after the slot of the previous run (or after the
  * start, if none ran yet), at once if that time has already passed, and the
- * grid continues from there. Returns: 0, DAEBUS_EINVAL. Thread: any. */
+ * grid continues from there. Returns: 0, DAEBUS_EINVAL. Thread: callable from any thread. */
 DAEBUS_API int daebus_task_set_interval(daebus_task *task, double interval);
 
 /* Stops scheduling runs (a run in progress finishes). Returns: 0,
- * DAEBUS_EINVAL. Thread: any. */
+ * DAEBUS_EINVAL. Thread: callable from any thread. */
 DAEBUS_API int daebus_task_pause(daebus_task *task);
 
 /* Resumes a paused task: the next run comes at the next slot of its grid
  * after now. No-op for a task that is not paused. Returns: 0, DAEBUS_EINVAL.
- * Thread: any. */
+ * Thread: callable from any thread. */
 DAEBUS_API int daebus_task_resume(daebus_task *task);
 
 /* Runs the task once now, paused or not, without touching its schedule. If
  * a run is in progress the extra run starts right after it (never two at
  * once; several triggers meanwhile make one run). Returns: 0, DAEBUS_EINVAL,
  * DAEBUS_ESTATE (scheduler not running), DAEBUS_ECLOSED (stopping).
- * Thread: any. */
+ * Thread: callable from any thread. */
 DAEBUS_API int daebus_task_trigger(daebus_task *task);
 
-/* Accessors. Ownership: the name is owned by the scheduler. Thread: any. */
+/* Accessors. Ownership: the name is owned by the scheduler. Thread: callable from any thread. */
 DAEBUS_API const char *daebus_task_name(const daebus_task *task);
 DAEBUS_API daebus_app *daebus_task_app(const daebus_task *task);
 DAEBUS_API daebus_scheduler *daebus_task_scheduler(const daebus_task *task);
@@ -131,24 +133,42 @@ DAEBUS_API void *daebus_task_user(const daebus_task *task);
 DAEBUS_API double daebus_task_interval(const daebus_task *task);
 
 /* A snapshot of one task's counters. */
+/* One task's figures (X, F: see DAEBUS_STATS_FIELD in app.h; the health
+ * blueprint adds the label task="<name>").
+ * name: owned by the scheduler; interval: seconds; runs: runs finished;
+ * failures: runs that returned a negative value; late_starts: runs started
+ * after their slot because the previous run overran; skipped: slots skipped
+ * (overrun, pause excluded); triggers: runs asked for with
+ * daebus_task_trigger(); last_duration: seconds the last finished run took
+ * (0 if none); max_duration: longest run, seconds; last_run_wall: Unix time
+ * the last run started (0 if none); next_run_mono: CLOCK_MONOTONIC seconds of
+ * the next slot (0 if none); next_run_in: seconds from now to the next slot
+ * (-1 if none: paused/stopped); running: a run is in progress now. */
+#define DAEBUS_TASK_STATS(X, F)                                                                    \
+    F(const char *, name)                                                                          \
+    F(double, interval)                                                                            \
+    X(uint64_t, runs, "daebus_scheduler_task_runs_total", "", "counter",                           \
+      "Runs finished, per task.")                                                                  \
+    X(uint64_t, failures, "daebus_scheduler_task_failures_total", "", "counter",                   \
+      "Failed runs, per task.")                                                                    \
+    F(uint64_t, late_starts)                                                                       \
+    F(uint64_t, skipped)                                                                           \
+    F(uint64_t, triggers)                                                                          \
+    X(double, last_duration, "daebus_scheduler_task_last_duration_seconds", "", "gauge",           \
+      "Last run time, per task.")                                                                  \
+    F(double, max_duration)                                                                        \
+    F(double, last_run_wall)                                                                       \
+    F(double, next_run_mono)                                                                       \
+    F(double, next_run_in)                                                                         \
+    F(bool, paused)                                                                                \
+    F(bool, running)
+
 typedef struct daebus_task_stats {
-    const char *name;     /* owned by the scheduler */
-    double interval;      /* seconds */
-    uint64_t runs;        /* runs finished */
-    uint64_t failures;    /* runs that returned a negative value */
-    uint64_t late_starts; /* runs started after their slot because the previous run overran */
-    uint64_t skipped;     /* slots skipped (overrun, pause excluded) */
-    uint64_t triggers;    /* runs asked for with daebus_task_trigger() */
-    double last_duration; /* seconds the last finished run took (0 if none) */
-    double max_duration;  /* longest run, seconds */
-    double last_run_wall; /* Unix time the last run started (0 if none) */
-    double next_run_mono; /* CLOCK_MONOTONIC seconds of the next slot (0 if none) */
-    double next_run_in;   /* seconds from now to the next slot (-1 if none: paused/stopped) */
-    bool paused;
-    bool running; /* a run is in progress now */
+    DAEBUS_TASK_STATS(DAEBUS_STATS_FIELD, DAEBUS_STATS_PLAIN_FIELD)
 } daebus_task_stats;
 
-/* Fills *out with a consistent snapshot. Returns: 0, DAEBUS_EINVAL. Thread: any. */
+/* Fills *out with a consistent snapshot. Returns: 0, DAEBUS_EINVAL.
+ * Thread: callable from any thread. */
 DAEBUS_API int daebus_task_get_stats(const daebus_task *task, daebus_task_stats *out);
 
 /* Called once per task, in the order tasks were added, with a snapshot
@@ -157,28 +177,40 @@ DAEBUS_API int daebus_task_get_stats(const daebus_task *task, daebus_task_stats 
 typedef void daebus_task_stats_fn(const daebus_task_stats *stats, void *user);
 
 /* Calls fn for every task. Returns: the number of tasks visited, or
- * DAEBUS_EINVAL / DAEBUS_ENOMEM. Thread: any. */
+ * DAEBUS_EINVAL / DAEBUS_ENOMEM. Thread: callable from any thread. */
 DAEBUS_API int daebus_scheduler_foreach_task(daebus_scheduler *s, daebus_task_stats_fn *fn,
                                              void *user);
 
 /* Scheduler totals, for the metrics endpoint. */
+/* The scheduler's figures (X, F: see DAEBUS_STATS_FIELD in app.h).
+ * threads: THREAD handlers known; runs, failures, late_starts, skipped: all
+ * tasks; timers_pending: one-shot timers waiting; workers: pool size. */
+#define DAEBUS_SCHEDULER_STATS(X, F)                                                               \
+    X(size_t, tasks, "daebus_scheduler_tasks", "", "gauge", "Periodic tasks known.")               \
+    X(size_t, tasks_running, "daebus_scheduler_tasks_running", "", "gauge",                        \
+      "Task runs in progress.")                                                                    \
+    F(size_t, threads)                                                                             \
+    X(size_t, threads_running, "daebus_scheduler_threads_running", "", "gauge",                    \
+      "THREAD handlers alive.")                                                                    \
+    X(uint64_t, runs, "daebus_scheduler_runs_total", "", "counter", "Task runs finished.")         \
+    X(uint64_t, failures, "daebus_scheduler_failures_total", "", "counter",                        \
+      "Task runs that failed.")                                                                    \
+    X(uint64_t, late_starts, "daebus_scheduler_late_starts_total", "", "counter",                  \
+      "Runs started late because the previous run overran.")                                       \
+    X(uint64_t, skipped, "daebus_scheduler_skipped_total", "", "counter", "Slots skipped.")        \
+    F(size_t, timers_pending)                                                                      \
+    X(uint64_t, timers_fired, "daebus_scheduler_timers_fired_total", "", "counter",                \
+      "One-shot timers run.")                                                                      \
+    F(uint64_t, timers_cancelled)                                                                  \
+    X(uint64_t, dispatch_errors, "daebus_scheduler_dispatch_errors_total", "", "counter",          \
+      "Runs that could not be handed to the worker pool.")                                         \
+    F(int, workers)
+
 typedef struct daebus_scheduler_stats {
-    size_t tasks;           /* periodic tasks known */
-    size_t tasks_running;   /* runs in progress now */
-    size_t threads;         /* THREAD handlers known */
-    size_t threads_running; /* THREAD handlers alive now */
-    uint64_t runs;          /* task runs finished, all tasks */
-    uint64_t failures;      /* of which failed */
-    uint64_t late_starts;   /* all tasks */
-    uint64_t skipped;       /* all tasks */
-    size_t timers_pending;  /* one-shot timers waiting */
-    uint64_t timers_fired;  /* one-shot timers run */
-    uint64_t timers_cancelled;
-    uint64_t dispatch_errors; /* runs that could not be handed to the pool */
-    int workers;              /* pool size */
+    DAEBUS_SCHEDULER_STATS(DAEBUS_STATS_FIELD, DAEBUS_STATS_PLAIN_FIELD)
 } daebus_scheduler_stats;
 
-/* Fills *out. Returns: 0, DAEBUS_EINVAL. Thread: any. */
+/* Fills *out. Returns: 0, DAEBUS_EINVAL. Thread: callable from any thread. */
 DAEBUS_API int daebus_scheduler_get_stats(daebus_scheduler *s, daebus_scheduler_stats *out);
 
 /* ---- one-shot timers ---- */
@@ -197,28 +229,29 @@ typedef void daebus_timer_fn(daebus_scheduler *s, int status, void *user);
  * (the delay counts from the call). id may be NULL.
  * Ownership: user is borrowed until fn is called or the timer is cancelled.
  * Returns: 0, DAEBUS_EINVAL (NULL fn, delay < 0 or not finite),
- * DAEBUS_ECLOSED (stopping or stopped), DAEBUS_ENOMEM. Thread: any. */
+ * DAEBUS_ECLOSED (stopping or stopped), DAEBUS_ENOMEM. Thread: callable from any thread. */
 DAEBUS_API int daebus_scheduler_after(daebus_scheduler *s, double delay, daebus_timer_fn *fn,
                                       void *user, daebus_timer_id *id);
 
 /* Cancels a timer that has not started yet. Returns: true if it was
  * cancelled (fn will never be called; user is the caller's again), false if
- * it already started, ran, or is unknown. Thread: any (a timer's own fn may
- * call it; cancelling itself returns false). */
+ * it already started, ran, or is unknown. A timer's own fn may call it
+ * (cancelling itself returns false). Thread: callable from any thread. */
 DAEBUS_API bool daebus_scheduler_cancel(daebus_scheduler *s, daebus_timer_id id);
 
 /* ---- THREAD handlers ---- */
 
 /* Returns: true while the scheduler runs; false once shutdown began (the
- * thread should then return). Thread: any. */
-DAEBUS_API bool daebus_thread_running(const daebus_thread *thread);
+ * thread should then return). Thread: callable from any thread. */
+DAEBUS_API bool daebus_thread_is_running(const daebus_thread *thread);
 
 /* Sleeps up to seconds, waking at once when shutdown begins (a condition
  * variable, not polling). Returns: true if the whole time elapsed and the
- * scheduler still runs, false if it is shutting down. Thread: the thread's own. */
+ * scheduler still runs, false if it is shutting down. 
+ * Thread: only inside its handler. */
 DAEBUS_API bool daebus_thread_sleep(daebus_thread *thread, double seconds);
 
-/* Accessors. Ownership: the name is owned by the scheduler. Thread: any. */
+/* Accessors. Ownership: the name is owned by the scheduler. Thread: callable from any thread. */
 DAEBUS_API const char *daebus_thread_name(const daebus_thread *thread);
 DAEBUS_API daebus_app *daebus_thread_app(const daebus_thread *thread);
 DAEBUS_API daebus_scheduler *daebus_thread_scheduler(const daebus_thread *thread);
@@ -227,11 +260,11 @@ DAEBUS_API void *daebus_thread_user(const daebus_thread *thread);
 /* Starts a THREAD handler registered with .no_auto_start (or one that has
  * returned: it is started again). Returns: 0, DAEBUS_ENOENT (unknown name),
  * DAEBUS_EEXIST (already running), DAEBUS_ESTATE (scheduler not running),
- * DAEBUS_EIO (thread creation failed). Thread: any. */
+ * DAEBUS_EIO (thread creation failed). Thread: callable from any thread. */
 DAEBUS_API int daebus_scheduler_start_thread(daebus_scheduler *s, const char *name);
 
-/* Returns: true if the named THREAD handler is running now. Thread: any. */
-DAEBUS_API bool daebus_scheduler_thread_alive(daebus_scheduler *s, const char *name);
+/* Returns: true if the named THREAD handler is running now. Thread: callable from any thread. */
+DAEBUS_API bool daebus_scheduler_is_thread_alive(daebus_scheduler *s, const char *name);
 
 #ifdef __cplusplus
 }

@@ -148,26 +148,51 @@ typedef struct daebus_ws_options {
     }
 
 /* Counters for metrics (monotonic unless noted). */
+/* The counters (X, F: see DAEBUS_STATS_FIELD in app.h).
+ * rejected_upgrades: refused by the connect handler or Origin (403), capacity
+ *   (1013 close, or 503), shutdown (503), id collision (409), not a WebSocket
+ *   path (404);
+ * disconnects: all reasons, the five below included: client (the client
+ *   closed or the socket failed), server (disconnect_client(),
+ *   disconnect_all, shutdown), idle (heartbeat time-out), slow (outbound
+ *   queue over its limit, "slow consumer"), protocol (1007, 1009, rate-limit
+ *   and ping-limit disconnects);
+ * messages_in: data messages received; messages_out: data frames written. */
+#define DAEBUS_WS_STATS(X, F)                                                                      \
+    X(uint64_t, clients, "daebus_ws_clients", "", "gauge", "WebSocket clients connected.")         \
+    X(uint64_t, clients_high_water, "daebus_ws_clients_high_water", "", "gauge",                   \
+      "Most WebSocket clients at once.")                                                           \
+    X(uint64_t, connects, "daebus_ws_connects_total", "", "counter",                               \
+      "WebSocket upgrades accepted.")                                                              \
+    X(uint64_t, rejected_upgrades, "daebus_ws_rejected_upgrades_total", "", "counter",             \
+      "WebSocket upgrades refused.")                                                               \
+    F(uint64_t, disconnects)                                                                       \
+    X(uint64_t, disconnects_client, "daebus_ws_disconnects_total", "cause=\"client\"", "counter",  \
+      "WebSocket disconnects by cause.")                                                           \
+    X(uint64_t, disconnects_server, "daebus_ws_disconnects_total", "cause=\"server\"", "counter",  \
+      "WebSocket disconnects by cause.")                                                           \
+    X(uint64_t, disconnects_idle, "daebus_ws_disconnects_total", "cause=\"idle\"", "counter",      \
+      "WebSocket disconnects by cause.")                                                           \
+    X(uint64_t, disconnects_slow, "daebus_ws_disconnects_total", "cause=\"slow\"", "counter",      \
+      "WebSocket disconnects by cause.")                                                           \
+    X(uint64_t, disconnects_protocol, "daebus_ws_disconnects_total", "cause=\"protocol\"",         \
+      "counter", "WebSocket disconnects by cause.")                                                \
+    X(uint64_t, messages_in, "daebus_ws_messages_received_total", "", "counter",                   \
+      "WebSocket messages received.")                                                              \
+    X(uint64_t, messages_out, "daebus_ws_messages_sent_total", "", "counter",                      \
+      "WebSocket frames sent.")                                                                    \
+    X(uint64_t, bytes_in, "daebus_ws_received_bytes_total", "", "counter",                         \
+      "WebSocket bytes received.")                                                                 \
+    X(uint64_t, bytes_out, "daebus_ws_sent_bytes_total", "", "counter", "WebSocket bytes sent.")   \
+    X(uint64_t, handler_errors, "daebus_ws_handler_errors_total", "", "counter",                   \
+      "Socket handlers that failed.")                                                              \
+    X(uint64_t, rate_limited, "daebus_ws_rate_limited_total", "", "counter",                       \
+      "Messages refused by the rate limiter.")                                                     \
+    X(uint64_t, queue_depth_high_water, "daebus_ws_queue_depth_high_water", "", "gauge",           \
+      "Most frames queued for one client.")
+
 typedef struct daebus_ws_stats {
-    uint64_t clients;              /* open now (gauge) */
-    uint64_t clients_high_water;   /* most open at once */
-    uint64_t connects;             /* upgrades accepted */
-    uint64_t rejected_upgrades;    /* refused: connect handler or Origin (403), capacity
-                                      (1013 close, or 503), shutdown (503), id collision (409),
-                                      not a WebSocket path (404) */
-    uint64_t disconnects;          /* all reasons, the lines below included */
-    uint64_t disconnects_client;   /* the client closed or the socket failed */
-    uint64_t disconnects_server;   /* disconnect_client(), disconnect_all, shutdown */
-    uint64_t disconnects_idle;     /* heartbeat time-out */
-    uint64_t disconnects_slow;     /* outbound queue over its limit ("slow consumer") */
-    uint64_t disconnects_protocol; /* 1007, 1009, rate-limit and ping-limit disconnects */
-    uint64_t messages_in;          /* data messages received */
-    uint64_t messages_out;         /* data frames written */
-    uint64_t bytes_in;
-    uint64_t bytes_out;
-    uint64_t handler_errors;         /* handlers that failed */
-    uint64_t rate_limited;           /* messages refused by the rate limiter */
-    uint64_t queue_depth_high_water; /* most frames queued for one client */
+    DAEBUS_WS_STATS(DAEBUS_STATS_FIELD, DAEBUS_STATS_PLAIN_FIELD)
 } daebus_ws_stats;
 
 /* ---- life cycle ---- */

@@ -1,10 +1,34 @@
 #!/usr/bin/env bash
 # The shared library exports exactly the symbols listed in exported_symbols.txt
 # (the functions and data the public headers declare), nothing else.
+# With --static, the static archive is checked instead: every global symbol it
+# defines starts with daebus__ (internal) or daebus_ (public, and then it is
+# listed in exported_symbols.txt), so nothing in libdaebus.a can clash with a
+# symbol of the program that links it.
 # Regenerate after an intended API change: tests/api/check_exports.sh LIB --update
 set -euo pipefail
-lib=$1
 list=$(dirname "$0")/exported_symbols.txt
+if [[ "${1:-}" == "--static" ]]; then
+  archive=$2
+  # nm prints "address type name" for each definition (and "file.o:" headers).
+  defs=$(nm -g --defined-only "$archive" | awk 'NF == 3 && $2 ~ /^[A-Z]$/ {print $3}' | sort -u)
+  bad=$(echo "$defs" | grep -v '^daebus_' || true)
+  status=0
+  if [[ -n "$bad" ]]; then
+    echo "defined in $archive without the daebus_ or daebus__ prefix:"
+    echo "$bad"
+    status=1
+  fi
+  public=$(echo "$defs" | grep '^daebus_' | grep -v '^daebus__' || true)
+  unlisted=$(comm -23 <(echo "$public") <(sort -u "$list") || true)
+  if [[ -n "$unlisted" ]]; then
+    echo "public-looking (daebus_ but not daebus__) yet not in $list:"
+    echo "$unlisted"
+    status=1
+  fi
+  exit $status
+fi
+lib=$1
 actual=$(nm -D --defined-only "$lib" | awk '$2 ~ /[TDBR]/ {print $3}' | grep -v '^_' | sort -u)
 if [[ "${2:-}" == "--update" ]]; then
   echo "$actual" > "$list"; echo "updated $list"; exit 0

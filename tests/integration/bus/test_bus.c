@@ -616,7 +616,7 @@ static void test_caller_listen_publish(void)
     CU_ASSERT_EQUAL(daebus_caller_listen(caller, "x", NULL, NULL), DAEBUS_EINVAL);
     /* Raw bytes, a NUL included, as they are. */
     CU_ASSERT_EQUAL(daebus_caller_publish(caller, "raw.chan", "a\0b{", 4), 1);
-    WAIT_UNTIL(raw_heard() == 1, 3);
+    TS_WAIT_UNTIL(raw_heard() == 1, 3);
     pthread_mutex_lock(&raw_lock);
     CU_ASSERT_EQUAL(raw_len, 4);
     CU_ASSERT_EQUAL(memcmp(raw_data, "a\0b{", 4), 0);
@@ -628,7 +628,7 @@ static void test_caller_listen_publish(void)
     cJSON_Delete(out);
     /* A foreign publisher reaches it too. */
     CU_ASSERT_EQUAL(raw_publish(redis.port, "raw.chan", "{\"m\":2}"), 1);
-    WAIT_UNTIL(raw_heard() == 2, 3);
+    TS_WAIT_UNTIL(raw_heard() == 2, 3);
     CU_ASSERT_EQUAL(raw_heard(), 2);
     /* After unlisten: unsubscribed, no callback. */
     CU_ASSERT_EQUAL(daebus_caller_unlisten(caller, "raw.chan"), 0);

@@ -109,7 +109,7 @@ static void test_kill_and_restart(void)
     CU_ASSERT_EQUAL(atomic_load(&counted), 1);
     /* The caller's listened channel is subscribed again too. */
     CU_ASSERT_EQUAL(raw_publish(redis.port, "fo.listen", "{}"), 1);
-    WAIT_UNTIL(atomic_load(&listened) == 1, 5);
+    TS_WAIT_UNTIL(atomic_load(&listened) == 1, 5);
     CU_ASSERT_EQUAL(atomic_load(&listened), 1);
     /* Request/reply works again through the (reconnected) publishers. */
     CU_ASSERT_EQUAL(daebus_caller_request(caller, SVC, "count", NULL, 5.0, NULL, &e), 0);

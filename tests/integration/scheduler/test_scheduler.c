@@ -463,7 +463,7 @@ static void sleeper(daebus_thread *thread, void *user)
     (void)user;
     CU_ASSERT_STRING_EQUAL(daebus_thread_name(thread), "sleeper");
     CU_ASSERT_PTR_NOT_NULL(daebus_thread_app(thread));
-    while (daebus_thread_running(thread)) {
+    while (daebus_thread_is_running(thread)) {
         atomic_fetch_add(&sleeper_loops, 1);
         daebus_thread_sleep(thread, 10.0); /* must wake at once on shutdown */
     }
@@ -473,7 +473,7 @@ static void sleeper(daebus_thread *thread, void *user)
 static void poller(daebus_thread *thread, void *user)
 {
     (void)user;
-    while (daebus_thread_running(thread))
+    while (daebus_thread_is_running(thread))
         ts_sleep_ms(5);
     atomic_store(&poller_exit, 1);
 }
@@ -501,13 +501,13 @@ static void test_threads(void)
     CU_ASSERT_EQUAL(daebus_scheduler_start_thread(s, "manual"), DAEBUS_ESTATE);
     CU_ASSERT_EQUAL_FATAL(daebus_app_start(app), 0);
     TS_WAIT_UNTIL(atomic_load(&sleeper_loops) >= 1, 5.0);
-    CU_ASSERT_TRUE(daebus_scheduler_thread_alive(s, "sleeper"));
-    CU_ASSERT_FALSE(daebus_scheduler_thread_alive(s, "manual"));
+    CU_ASSERT_TRUE(daebus_scheduler_is_thread_alive(s, "sleeper"));
+    CU_ASSERT_FALSE(daebus_scheduler_is_thread_alive(s, "manual"));
     ts_sleep_ms(50);
     CU_ASSERT_EQUAL(atomic_load(&manual_runs), 0); /* no_auto_start */
     CU_ASSERT_EQUAL(daebus_scheduler_start_thread(s, "manual"), 0);
     CU_ASSERT_EQUAL(daebus_scheduler_start_thread(s, "nosuch"), DAEBUS_ENOENT);
-    TS_WAIT_UNTIL(!daebus_scheduler_thread_alive(s, "manual"), 5.0);
+    TS_WAIT_UNTIL(!daebus_scheduler_is_thread_alive(s, "manual"), 5.0);
     CU_ASSERT_EQUAL(atomic_load(&manual_runs), 1);
     CU_ASSERT_EQUAL(daebus_scheduler_start_thread(s, "manual"), 0); /* again after it returned */
     TS_WAIT_UNTIL(atomic_load(&manual_runs) == 2, 5.0);
@@ -526,7 +526,7 @@ static void test_threads(void)
     CU_ASSERT(took < 1.5); /* well under the 3 s grace: nobody waited for it */
     CU_ASSERT_EQUAL(atomic_load(&sleeper_loops), 1); /* one sleep, woken by the stop */
     CU_ASSERT_EQUAL(atomic_load(&poller_exit), 1);
-    CU_ASSERT_FALSE(daebus_scheduler_thread_alive(s, "sleeper"));
+    CU_ASSERT_FALSE(daebus_scheduler_is_thread_alive(s, "sleeper"));
     daebus_app_destroy(app);
     daebus_blueprint_destroy(bp);
 }
@@ -600,7 +600,7 @@ static void test_on_start(void)
     CU_ASSERT_EQUAL(hook_thread_rc, 0);
     TS_WAIT_UNTIL(atomic_load(&hooked_runs) == 1, 5.0);
     CU_ASSERT_EQUAL(atomic_load(&hooked_runs), 1);
-    CU_ASSERT_TRUE(daebus_scheduler_thread_alive(s, "later"));
+    CU_ASSERT_TRUE(daebus_scheduler_is_thread_alive(s, "later"));
     stop_app(app);
     daebus_app_destroy(app);
 
@@ -611,7 +611,7 @@ static void test_on_start(void)
     CU_ASSERT_EQUAL(daebus_app_run(app), 1);
     CU_ASSERT_STRING_EQUAL(hook_log, "abF");
     CU_ASSERT_FALSE(daebus_app_is_running(app));
-    CU_ASSERT_FALSE(daebus_scheduler_thread_alive(s, "later"));
+    CU_ASSERT_FALSE(daebus_scheduler_is_thread_alive(s, "later"));
     CU_ASSERT_EQUAL(daebus_scheduler_after(s, 0, timer_cb, NULL, NULL), DAEBUS_ECLOSED);
     daebus_app_destroy(app);
     daebus_blueprint_destroy(bp);
@@ -646,7 +646,7 @@ static void stubborn(daebus_thread *thread, void *user)
 {
     (void)thread;
     (void)user;
-    hang_wait(); /* ignores daebus_thread_running() */
+    hang_wait(); /* ignores daebus_thread_is_running() */
     atomic_store(&stubborn_left, 1);
 }
 
