@@ -138,6 +138,18 @@ void *daebus__app_component(const daebus_app *app, int kind)
     return NULL;
 }
 
+struct daebus__civet_server *daebus__app_civet_server(const daebus_app *app)
+{
+    if (!app)
+        return NULL;
+    for (size_t i = 0; i < app->ncomponents; i++) {
+        const daebus__component *c = app->components[i];
+        if (c->ops->civet_server)
+            return c->ops->civet_server(c->self);
+    }
+    return NULL;
+}
+
 daebus_http *daebus_app_http(const daebus_app *app)
 {
     return daebus__app_component(app, DAEBUS__COMP_HTTP);

@@ -4,14 +4,16 @@
  * and hands it to daebus__app_attach() from its public *_attach() function.
  * The app then owns the component: it calls start in attach order, stop in
  * reverse order, and destroy when the app is destroyed. Components find each
- * other only through daebus__app_component() and the small *_internal.h
- * interfaces a component chooses to offer.
+ * other only through the app: daebus__app_component() and the shared
+ * resources the app hands out (daebus__app_civet_server()).
  */
 #ifndef DAEBUS_COMPONENT_H
 #define DAEBUS_COMPONENT_H
 
 #include "daebus/app.h"
 #include "clock.h"
+
+struct daebus__civet_server;
 
 typedef enum daebus__component_kind {
     DAEBUS__COMP_HTTP = 0,
@@ -38,6 +40,10 @@ typedef struct daebus__component_ops {
     /* Optional: a few words for the "ready" log line, e.g. "port 8080",
      * "channel chat_service". */
     void (*describe)(void *self, char *buf, size_t len);
+    /* Optional: the CivetWeb server (civet/civet_server.h) this component
+     * owns and starts, which other components share (the HTTP component's:
+     * the WebSocket component serves on the same port). */
+    struct daebus__civet_server *(*civet_server)(void *self);
 } daebus__component_ops;
 
 typedef struct daebus__component {
@@ -57,6 +63,12 @@ int daebus__app_attach(daebus_app *app, daebus__component *c);
 
 /* Returns: the self pointer of the attached component of kind, or NULL. */
 void *daebus__app_component(const daebus_app *app, int kind);
+
+/* Returns: the CivetWeb server of the attached component that owns one (the
+ * HTTP component), or NULL. Components reserve threads and set options on it
+ * when they attach, and use its context once it started (in their start).
+ * Thread: the app's owning thread. */
+struct daebus__civet_server *daebus__app_civet_server(const daebus_app *app);
 
 /* A merged registration, as components see it. */
 typedef struct daebus__handler {

@@ -40,7 +40,6 @@
 #include "component.h"
 #include "daebus/log.h"
 #include "http_cors.h"
-#include "http_internal.h"
 #include "http_parse.h"
 #include "http_private.h"
 #include "http_router.h"
@@ -56,6 +55,7 @@ static int http_start(void *self);
 static void http_stop(void *self);
 static void http_destroy_op(void *self);
 static void http_describe(void *self, char *buf, size_t len);
+static daebus__civet_server *http_civet_server(void *self);
 
 static const daebus__component_ops http_ops = {
     .name = "http",
@@ -65,6 +65,7 @@ static const daebus__component_ops http_ops = {
     .stop = http_stop,
     .destroy = http_destroy_op,
     .describe = http_describe,
+    .civet_server = http_civet_server,
 };
 
 static char *dup_or_null(const char *s, bool *ok)
@@ -105,23 +106,25 @@ daebus_http *daebus_http_create(const daebus_http_options *opts, daebus_error *e
     h->comp.ops = &http_ops;
     h->comp.self = h;
     h->port = o.port == 0 ? DEFAULT_PORT : o.port == DAEBUS_HTTP_PORT_ANY ? 0 : o.port;
-    h->num_threads = o.num_threads > 0 ? o.num_threads : DEFAULT_THREADS;
+    int threads = o.num_threads > 0 ? o.num_threads : DEFAULT_THREADS;
     h->max_body = o.max_body_size ? o.max_body_size : DEFAULT_MAX_BODY;
     h->max_json_depth = o.max_json_depth ? o.max_json_depth : 100;
     h->access_log = o.access_log;
     h->timeout_ms = o.request_timeout_ms > 0 ? o.request_timeout_ms : DEFAULT_TIMEOUT_MS;
-    h->max_body_readers = o.max_body_readers > 0   ? o.max_body_readers
-                          : h->num_threads / 2 > 0 ? h->num_threads / 2
-                                                   : 1;
-    atomic_init(&h->bound_port, -1);
+    h->max_body_readers = o.max_body_readers > 0 ? o.max_body_readers
+                          : threads / 2 > 0      ? threads / 2
+                                                 : 1;
     pthread_mutex_init(&h->cors_lock, NULL);
-    if (daebus__civet_deadlines_init(&h->readers, h->max_body_readers) != 0) {
+    int rc = daebus__civet_server_init(&h->server, o.bind_address ? o.bind_address : "0.0.0.0",
+                                       threads, o.ssl_certificate != NULL);
+    if (rc == 0)
+        rc = daebus__civet_deadlines_init(&h->readers, h->max_body_readers);
+    if (rc != 0) {
         daebus_error_set(err, DAEBUS_ENOMEM, "out of memory");
         daebus_http_destroy(h);
         return NULL;
     }
     bool ok = true;
-    h->bind_address = dup_or_null(o.bind_address ? o.bind_address : "0.0.0.0", &ok);
     h->ssl_certificate = dup_or_null(o.ssl_certificate, &ok);
     h->static_dir = dup_or_null(o.static_dir, &ok);
     h->static_prefix = dup_or_null(o.static_prefix ? o.static_prefix : "/", &ok);
@@ -131,7 +134,7 @@ daebus_http *daebus_http_create(const daebus_http_options *opts, daebus_error *e
         return NULL;
     }
     if (o.cors) {
-        int rc = daebus__http_cors_build(o.cors, &h->cors, err);
+        rc = daebus__http_cors_build(o.cors, &h->cors, err);
         if (rc) {
             daebus_http_destroy(h);
             return NULL;
@@ -160,11 +163,7 @@ static void http_free(daebus_http *h)
     pthread_mutex_destroy(&h->cors_lock);
     daebus__civet_deadlines_destroy(&h->readers);
     free(h->mw);
-    for (int i = 0; i < h->nextra; i++) {
-        free(h->extra[i].name);
-        free(h->extra[i].value);
-    }
-    free(h->bind_address);
+    daebus__civet_server_destroy(&h->server);
     free(h->ssl_certificate);
     free(h->static_dir);
     free(h->static_root);
@@ -187,69 +186,20 @@ void daebus_http_destroy(daebus_http *http)
 static void http_destroy_op(void *self)
 {
     daebus_http *h = self;
-    if (h->ctx)
+    if (daebus__civet_server_context(&h->server))
         http_stop(h);
     http_free(h);
 }
 
 int daebus_http_port(const daebus_http *http)
 {
-    return http ? atomic_load(&http->bound_port) : -1;
+    return http ? daebus__civet_server_port(&http->server) : -1;
 }
 
-int daebus__http_bound_port(daebus_http *http)
+static daebus__civet_server *http_civet_server(void *self)
 {
-    return daebus_http_port(http);
-}
-
-struct mg_context *daebus__http_context(daebus_http *http)
-{
-    return http ? http->ctx : NULL;
-}
-
-int daebus__http_reserve_threads(daebus_http *http, int extra)
-{
-    if (!http || extra < 0)
-        return DAEBUS_EINVAL;
-    if (http->ctx) {
-        daebus_log(DAEBUS_LOG_ERROR, "http",
-                   "reserve threads: the server runs already; reserve before daebus_app_run()");
-        return DAEBUS_ESTATE;
-    }
-    http->reserved_threads += extra;
-    return 0;
-}
-
-int daebus__http_set_option(daebus_http *http, const char *name, const char *value)
-{
-    if (!http || !name || !value)
-        return DAEBUS_EINVAL;
-    if (http->ctx) {
-        daebus_log(DAEBUS_LOG_ERROR, "http",
-                   "set option %s: the server runs already; set options before daebus_app_run()",
-                   name);
-        return DAEBUS_ESTATE;
-    }
-    int i = 0;
-    while (i < http->nextra && strcmp(http->extra[i].name, name) != 0)
-        i++;
-    if (i == DAEBUS__HTTP_MAX_EXTRA_OPTIONS)
-        return DAEBUS_EFULL;
-    char *n = strdup(name), *v = strdup(value);
-    if (!n || !v) {
-        free(n);
-        free(v);
-        return DAEBUS_ENOMEM;
-    }
-    if (i == http->nextra) {
-        http->nextra++;
-    } else {
-        free(http->extra[i].name);
-        free(http->extra[i].value);
-    }
-    http->extra[i].name = n;
-    http->extra[i].value = v;
-    return 0;
+    daebus_http *h = self;
+    return &h->server;
 }
 
 int daebus_http_get_stats(const daebus_http *http, daebus_http_stats *out)
@@ -325,7 +275,7 @@ static int add_mw(daebus_http *http, const daebus_blueprint *bp, daebus_http_mid
         daebus_log(DAEBUS_LOG_ERROR, "http", "use: http and fn are required");
         return DAEBUS_EINVAL;
     }
-    if (http->ctx) {
+    if (daebus__civet_server_context(&http->server)) {
         daebus_log(DAEBUS_LOG_ERROR, "http", "use: add middleware before daebus_app_run()");
         return DAEBUS_ESTATE;
     }
@@ -407,27 +357,21 @@ static int build_router(daebus_http *h)
     return 0;
 }
 
-/* The CivetWeb options of a start, and the text they point into. */
+/* The HTTP component's CivetWeb options (the server adds the port, the
+ * threads and what other components set), and the text they point into. */
 typedef struct start_options {
-    char ports[128], threads[16], timeout[16], keepalive[16];
-    const char *v[32 + 2 * DAEBUS__HTTP_MAX_EXTRA_OPTIONS];
+    char timeout[16], keepalive[16];
+    const char *v[24];
 } start_options;
 
-static void build_options(daebus_http *h, int port, start_options *so)
+static void build_options(const daebus_http *h, start_options *so)
 {
-    snprintf(so->ports, sizeof so->ports, "%s:%d%s", h->bind_address, port,
-             h->ssl_certificate ? "s" : "");
-    snprintf(so->threads, sizeof so->threads, "%d", h->num_threads + h->reserved_threads);
     snprintf(so->timeout, sizeof so->timeout, "%d", h->timeout_ms);
     /* An idle keep-alive connection holds a worker thread: keep it short. */
     snprintf(so->keepalive, sizeof so->keepalive, "%d",
              h->timeout_ms < 5000 ? h->timeout_ms : 5000);
     const char **o = so->v;
     int k = 0;
-    o[k++] = "listening_ports";
-    o[k++] = so->ports;
-    o[k++] = "num_threads";
-    o[k++] = so->threads;
     o[k++] = "enable_keep_alive";
     o[k++] = "yes";
     o[k++] = "keep_alive_timeout_ms";
@@ -446,17 +390,6 @@ static void build_options(daebus_http *h, int port, start_options *so)
     if (h->ssl_certificate) {
         o[k++] = "ssl_certificate";
         o[k++] = h->ssl_certificate;
-    }
-    /* Options other components asked for replace ours of the same name. */
-    for (int e = 0; e < h->nextra; e++) {
-        int j = 0;
-        while (j < k && strcmp(o[j], h->extra[e].name) != 0)
-            j += 2;
-        if (j == k) {
-            o[k++] = h->extra[e].name;
-            k++;
-        }
-        o[j + 1] = h->extra[e].value;
     }
     o[k] = NULL;
 }
@@ -488,31 +421,14 @@ static int prepare_start(daebus_http *h)
 static int start_civet(daebus_http *h, int port)
 {
     start_options so;
-    build_options(h, port, &so);
+    build_options(h, &so);
     struct mg_callbacks cb;
     memset(&cb, 0, sizeof cb);
     cb.log_message = log_message;
     cb.begin_request = daebus__http_begin_request;
     cb.connection_close = daebus__http_connection_close;
     cb.init_connection = daebus__http_init_connection;
-    struct mg_init_data init = {&cb, h, so.v};
-    char etext[256] = "";
-    unsigned ecode = 0;
-    struct mg_error_data edata = {&ecode, etext, sizeof etext};
-    daebus__civet_library_init(h->ssl_certificate != NULL);
-    h->ctx = mg_start2(&init, &edata);
-    if (h->ctx)
-        return 0;
-    if (daebus__civet_port_busy(h->bind_address, port)) {
-        daebus_log(DAEBUS_LOG_ERROR, "http",
-                   "cannot listen on %s:%d: port %d is already in use (choose another with "
-                   "--port or stop the other server)",
-                   h->bind_address, port, port);
-        return DAEBUS_EADDRINUSE;
-    }
-    daebus_log(DAEBUS_LOG_ERROR, "http", "cannot start the server on %s:%d: %s", h->bind_address,
-               port, etext[0] ? etext : "unknown CivetWeb error");
-    return DAEBUS_EIO;
+    return daebus__civet_server_start(&h->server, port, so.v, &cb, h);
 }
 
 static int http_start(void *self)
@@ -536,13 +452,11 @@ static int http_start(void *self)
         h->static_root = NULL;
         return rc;
     }
-    struct mg_server_port sp[4];
-    int np = mg_get_server_ports(h->ctx, 4, sp);
-    atomic_store(&h->bound_port, np > 0 ? sp[0].port : port);
-    mg_set_request_handler(h->ctx, "/", daebus__http_dispatch, h);
+    mg_set_request_handler(daebus__civet_server_context(&h->server), "/", daebus__http_dispatch, h);
     daebus_log(DAEBUS_LOG_INFO, "http", "listening on %s:%d%s (%zu routes, %d threads)",
-               h->bind_address, atomic_load(&h->bound_port), h->ssl_certificate ? " (TLS)" : "",
-               daebus__http_router_count(h->router), h->num_threads + h->reserved_threads);
+               h->server.bind_address, daebus__civet_server_port(&h->server),
+               h->ssl_certificate ? " (TLS)" : "", daebus__http_router_count(h->router),
+               daebus__civet_server_threads(&h->server));
     return 0;
 }
 
@@ -567,13 +481,11 @@ static void drain(daebus_http *h)
 static void http_stop(void *self)
 {
     daebus_http *h = self;
-    if (h->ctx) {
+    if (daebus__civet_server_context(&h->server)) {
         drain(h);
-        daebus__civet_stop(h->ctx, h->bind_address, atomic_load(&h->bound_port));
-        h->ctx = NULL;
+        daebus__civet_server_stop(&h->server);
     }
     daebus__civet_deadlines_stop(&h->readers);
-    atomic_store(&h->bound_port, -1);
     daebus__http_router_destroy(h->router);
     h->router = NULL;
     free(h->static_root);
@@ -583,5 +495,5 @@ static void http_stop(void *self)
 static void http_describe(void *self, char *buf, size_t len)
 {
     daebus_http *h = self;
-    snprintf(buf, len, "http port %d", atomic_load(&h->bound_port));
+    snprintf(buf, len, "http port %d", daebus__civet_server_port(&h->server));
 }

@@ -12,13 +12,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "civet.h"
+#include "civet_server.h"
 #include "component.h"
 #include "daebus/http.h"
 #include "http_cors.h"
 #include "http_router.h"
 
 struct mg_connection;
-struct mg_context;
 
 typedef struct daebus__http_mw {
     daebus_http_middleware_fn *fn;
@@ -34,17 +34,13 @@ enum {
     DAEBUS__HTTP_NOTES
 };
 
-#define DAEBUS__HTTP_MAX_EXTRA_OPTIONS 8
-#define DAEBUS__HTTP_MAX_JSON_DEPTH    512
+#define DAEBUS__HTTP_MAX_JSON_DEPTH 512
 
 struct daebus_http {
     daebus__component comp;
     daebus_app *app;
     /* options (copied) */
     int port; /* 0 = any */
-    char *bind_address;
-    int num_threads;
-    int reserved_threads;
     size_t max_body;
     int max_json_depth;
     bool access_log;
@@ -54,16 +50,12 @@ struct daebus_http {
     char *static_dir;
     char *static_root; /* realpath of static_dir while running */
     char *static_prefix;
+    /* the CivetWeb server (shared with the WebSocket component through the app) */
+    daebus__civet_server server;
     /* running state */
-    struct mg_context *ctx;
-    atomic_int bound_port;
     daebus__http_router *router;
     daebus__http_mw *mw;
     size_t nmw;
-    struct {
-        char *name, *value;
-    } extra[DAEBUS__HTTP_MAX_EXTRA_OPTIONS]; /* daebus__http_set_option() */
-    int nextra;
     pthread_mutex_t cors_lock;
     daebus__http_cors *cors;
     /* stats */

@@ -1,8 +1,9 @@
 /* ws_component.c - the WebSocket component: options, life cycle, configuration, stats.
  *
  * The component plugs into the app through the ops table of component.h.
- * It shares the HTTP component's CivetWeb server (same port): attach reserves
- * one CivetWeb worker per client, start registers the upgrade callbacks
+ * It shares the app's CivetWeb server (civet/civet_server.h, owned and started
+ * by the HTTP component; same port), which it finds through the app: attach
+ * reserves one CivetWeb worker per client, start registers the upgrade callbacks
  * (ws_conn.c) on the running server and starts the writer and maintenance
  * threads (ws_io.c), stop runs the graceful shutdown (ws_shutdown.c).
  */
@@ -12,9 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "civet_server.h"
 #include "clock.h"
 #include "daebus/log.h"
-#include "http_internal.h"
 #include "textlist.h"
 #include "ws_client.h"
 #include "ws_conn.h"
@@ -161,10 +162,10 @@ void daebus_ws_destroy(daebus_ws *ws)
 static int ws_attach_op(void *self, daebus_app *app)
 {
     daebus_ws *ws = self;
-    daebus_http *http = daebus_app_http(app);
-    if (!http)
+    daebus__civet_server *server = daebus__app_civet_server(app);
+    if (!server)
         return DAEBUS_EORDER;
-    int rc = daebus__http_reserve_threads(http, ws->max_clients);
+    int rc = daebus__civet_server_reserve_threads(server, ws->max_clients);
     if (rc) {
         daebus_log(DAEBUS_LOG_ERROR, "websocket",
                    "attach: could not reserve %d CivetWeb threads (%s); attach before running",
@@ -233,8 +234,8 @@ static int ws_start(void *self)
     n = daebus__app_handlers(ws->app, DAEBUS_HANDLER_SOCKET_DISCONNECT, &items);
     ws->on_disconnect = n ? items[n - 1].desc : NULL;
 
-    daebus_http *http = daebus_app_http(ws->app);
-    struct mg_context *ctx = http ? daebus__http_context(http) : NULL;
+    const daebus__civet_server *server = daebus__app_civet_server(ws->app);
+    struct mg_context *ctx = daebus__civet_server_context(server);
     if (!ctx) {
         daebus_log(DAEBUS_LOG_ERROR, "websocket",
                    "start: the HTTP server is not running; attach HTTP before WebSocket");
@@ -251,7 +252,7 @@ static int ws_start(void *self)
     daebus_log(DAEBUS_LOG_INFO, "websocket",
                "serving WebSocket on port %d, paths %s (upgrades elsewhere: 404; max %d clients, "
                "%zu socket handlers)",
-               daebus__http_bound_port(http), ws->paths, ws->max_clients, ws->nsocket_handlers);
+               daebus__civet_server_port(server), ws->paths, ws->max_clients, ws->nsocket_handlers);
     return 0;
 }
 

@@ -13,7 +13,8 @@
 #include <string.h>
 #include "daebus/daebus.h"
 #include "daebus/http.h"
-#include "http_internal.h"
+#include "civet_server.h"
+#include "component.h"
 #include "testsupport.h"
 
 ROUTE(get_device, "/devices/<device_id>")
@@ -37,12 +38,12 @@ static int suite_init(void)
     ts_service_options o = {.service = "http_basic", .log_level = DAEBUS_LOG_ERROR, .http = true};
     if (ts_service_create(&svc, &o) != 0)
         return 1;
-    daebus_http *http = svc.http;
-    if (daebus__http_reserve_threads(http, 2) != 0)
+    daebus__civet_server *server = daebus__app_civet_server(svc.app);
+    if (!server || daebus__civet_server_reserve_threads(server, 2) != 0)
         return 1;
-    if (daebus__http_set_option(http, "websocket_timeout_ms", "3600000") != 0 ||
-        daebus__http_set_option(http, "websocket_timeout_ms", "7200000") != 0 ||
-        daebus__http_set_option(http, "enable_websocket_ping_pong", "yes") != 0)
+    if (daebus__civet_server_set_option(server, "websocket_timeout_ms", "3600000") != 0 ||
+        daebus__civet_server_set_option(server, "websocket_timeout_ms", "7200000") != 0 ||
+        daebus__civet_server_set_option(server, "enable_websocket_ping_pong", "yes") != 0)
         return 1;
     if (ts_service_launch(&svc) != 0)
         return 1;
@@ -59,12 +60,13 @@ static int suite_clean(void)
 
 static void test_port_and_context(void)
 {
-    daebus_http *http = daebus_app_http(app);
+    daebus__civet_server *server = daebus__app_civet_server(app);
     CU_ASSERT(port > 0);
-    CU_ASSERT_EQUAL(daebus__http_bound_port(http), port);
-    CU_ASSERT_PTR_NOT_NULL(daebus__http_context(http));
-    CU_ASSERT_EQUAL(daebus__http_reserve_threads(http, 1), DAEBUS_ESTATE);
-    CU_ASSERT_EQUAL(daebus__http_set_option(http, "num_threads", "1"), DAEBUS_ESTATE);
+    CU_ASSERT_EQUAL(daebus_http_port(daebus_app_http(app)), port);
+    CU_ASSERT_EQUAL(daebus__civet_server_port(server), port);
+    CU_ASSERT_PTR_NOT_NULL(daebus__civet_server_context(server));
+    CU_ASSERT_EQUAL(daebus__civet_server_reserve_threads(server, 1), DAEBUS_ESTATE);
+    CU_ASSERT_EQUAL(daebus__civet_server_set_option(server, "num_threads", "1"), DAEBUS_ESTATE);
 }
 
 static void test_param_route(void)
@@ -147,7 +149,7 @@ static void raw_exchange(const char *text, char *out, size_t cap)
 
 static void test_websocket_upgrade_reaches_ws_handler(void)
 {
-    struct mg_context *ctx = daebus__http_context(daebus_app_http(app));
+    struct mg_context *ctx = daebus__civet_server_context(daebus__app_civet_server(app));
     mg_set_websocket_handler(ctx, "/", raw_ws_connect, NULL, NULL, NULL, NULL);
     char out[1024];
     raw_exchange("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

@@ -13,7 +13,8 @@
 #include <unistd.h>
 #include "daebus/daebus.h"
 #include "daebus/http.h"
-#include "http_internal.h"
+#include "civet_server.h"
+#include "component.h"
 #include "testsupport.h"
 
 ROUTE(hello, "/hello")
@@ -164,8 +165,9 @@ static void test_bad_options(void)
 
     /* an option CivetWeb does not know fails start */
     app = new_app(0);
-    http = attach_http(app, DAEBUS_HTTP_PORT_ANY, NULL);
-    CU_ASSERT_EQUAL(daebus__http_set_option(http, "no_such_option", "1"), 0);
+    attach_http(app, DAEBUS_HTTP_PORT_ANY, NULL);
+    CU_ASSERT_EQUAL(
+        daebus__civet_server_set_option(daebus__app_civet_server(app), "no_such_option", "1"), 0);
     CU_ASSERT_EQUAL(daebus_app_start(app), DAEBUS_EIO);
     daebus_app_destroy(app);
 
