@@ -10,8 +10,13 @@
  * destroy() joins the thread and then completes what is left with
  * DAEBUS_ECLOSED.
  *
- * The pending table is a fixed array of buckets with chained entries; the
- * core hash table (when it lands) replaces hash_id/buckets/take_where.
+ * The pending table is the core hash table (core/hash.h), keyed by the
+ * request_id. It fits the hot path: a reply costs one FNV-1a hash of the
+ * 36-character id and one strcmp (as the fixed bucket array it replaces did),
+ * a request one more malloc for the entry and its key copy next to the
+ * pending record, the request text and the PUBLISH round trip; and the table
+ * grows with the requests in flight instead of chaining them into 256 buckets.
+ * The expiry scan is one daebus__hash_take_if pass every 100 ms at most.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -25,12 +30,13 @@
 #include "bus_internal.h"
 #include "bus_parse.h"
 #include "clock.h"
+#include "hash.h"
 #include "redis_pub.h"
 #include "redis_sub.h"
 #include "utf8.h"
 
-#define NBUCKETS 256
-#define LOGC     "caller"
+#define PENDING_BUCKETS 256
+#define LOGC            "caller"
 /* Health check of the idle subscriber connection (catches dead peers that
  * TCP would only notice much later). */
 #define HEALTH_IDLE    10.0
@@ -46,7 +52,7 @@ typedef struct pending {
     daebus_caller_done_fn *done;
     daebus_caller_progress_fn *progress;
     void *user;
-    struct pending *next;
+    struct pending *next; /* in a list taken out of the table */
 } pending;
 
 typedef struct listener {
@@ -62,9 +68,8 @@ struct daebus_caller {
     daebus__redis_pub *pub;
     daebus__redis_sub *sub;
 
-    pthread_mutex_t lock; /* the pending table */
-    pending *buckets[NBUCKETS];
-    size_t npending;
+    pthread_mutex_t lock;  /* the pending table */
+    daebus__hash *pending; /* request_id -> pending */
     atomic_int connected;
     atomic_int stopping;
 
@@ -78,14 +83,6 @@ struct daebus_caller {
 };
 
 /* ---- helpers ---- */
-
-static unsigned hash_id(const char *s)
-{
-    unsigned h = 2166136261u;
-    while (*s)
-        h = (h ^ (unsigned char)*s++) * 16777619u;
-    return h % NBUCKETS;
-}
 
 static const char *error_text(const cJSON *payload)
 {
@@ -108,34 +105,47 @@ static void complete(daebus_caller *c, pending *p, int status, const cJSON *payl
     free(p);
 }
 
+/* What a take_where pass removes, and the list it builds (oldest first). */
+typedef struct take_pass {
+    int all;
+    double now;
+    double nearest;
+    pending *head, **tail;
+} take_pass;
+
+static bool take_due(void *value, void *ctx)
+{
+    const pending *p = value;
+    take_pass *t = ctx;
+    if (t->all || p->failed || p->deadline <= t->now)
+        return true;
+    if (p->deadline < t->nearest)
+        t->nearest = p->deadline;
+    return false;
+}
+
+static void take_append(void *value, void *ctx)
+{
+    pending *p = value;
+    take_pass *t = ctx;
+    p->next = NULL;
+    *t->tail = p;
+    t->tail = &p->next;
+}
+
 /* Removes every pending request that is failed, expired (deadline <= now)
  * or, with all, every one, into a list; *nearest (may be NULL) receives the
  * nearest deadline of those that stay (1e300 if none). One pass, under the lock. */
 static pending *take_where(daebus_caller *c, int all, double now, double *nearest)
 {
-    pending *out = NULL;
-    double best = 1e300;
+    take_pass t = {all, now, 1e300, NULL, NULL};
+    t.tail = &t.head;
     pthread_mutex_lock(&c->lock);
-    for (int b = 0; b < NBUCKETS && c->npending; b++) {
-        pending **pp = &c->buckets[b];
-        while (*pp) {
-            pending *p = *pp;
-            if (all || p->failed || p->deadline <= now) {
-                *pp = p->next;
-                p->next = out;
-                out = p;
-                c->npending--;
-            } else {
-                if (p->deadline < best)
-                    best = p->deadline;
-                pp = &p->next;
-            }
-        }
-    }
+    daebus__hash_take_if(c->pending, take_due, take_append, &t);
     pthread_mutex_unlock(&c->lock);
     if (nearest)
-        *nearest = best;
-    return out;
+        *nearest = t.nearest;
+    return t.head;
 }
 
 static void fail_list(daebus_caller *c, pending *list, int status, const char *why)
@@ -172,19 +182,12 @@ static void handle_reply(daebus_caller *c, const char *data, size_t len)
         daebus__bus_response_free(&r);
         return;
     }
-    unsigned h = hash_id(r.request_id);
-    pending *p = NULL;
     pthread_mutex_lock(&c->lock);
-    pending **pp = &c->buckets[h];
-    while (*pp && strcmp((*pp)->id, r.request_id) != 0)
-        pp = &(*pp)->next;
-    p = *pp;
-    if (p && r.final && !p->failed) {
-        *pp = p->next;
-        c->npending--;
-    } else if (p && p->failed) {
+    pending *p = daebus__hash_find(c->pending, r.request_id);
+    if (p && p->failed)
         p = NULL;
-    }
+    else if (p && r.final)
+        daebus__hash_remove(c->pending, r.request_id);
     pthread_mutex_unlock(&c->lock);
     if (!p) {
         DAEBUS_LOG_DEBUGF(LOGC, "dropping reply for unknown or expired request %.*s",
@@ -235,16 +238,11 @@ static void on_too_large(daebus_caller *c, const daebus__redis_msg *m)
     if (!id[0])
         return;
     pthread_mutex_lock(&c->lock);
-    pending **pp = &c->buckets[hash_id(id)];
-    while (*pp && strcmp((*pp)->id, id) != 0)
-        pp = &(*pp)->next;
-    pending *p = *pp;
-    if (p && !p->failed) {
-        *pp = p->next;
-        c->npending--;
-    } else {
+    pending *p = daebus__hash_find(c->pending, id);
+    if (p && !p->failed)
+        daebus__hash_remove(c->pending, id);
+    else
         p = NULL;
-    }
     pthread_mutex_unlock(&c->lock);
     if (p) {
         char msg[160];
@@ -390,6 +388,12 @@ daebus_caller *daebus_caller_create(const char *redis_url, const daebus_caller_o
     }
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->listen_lock, NULL);
+    c->pending = daebus__hash_create(PENDING_BUCKETS);
+    if (!c->pending) {
+        daebus_error_set(err, DAEBUS_ENOMEM, "caller: out of memory");
+        daebus_caller_destroy(c);
+        return NULL;
+    }
     if (make_transport(c, &url, opts, err) != 0) {
         daebus_caller_destroy(c);
         return NULL;
@@ -415,6 +419,7 @@ void daebus_caller_destroy(daebus_caller *c)
         free(c->listeners);
         c->listeners = n;
     }
+    daebus__hash_destroy(c->pending);
     pthread_mutex_destroy(&c->lock);
     pthread_mutex_destroy(&c->listen_lock);
     free(c);
@@ -546,7 +551,8 @@ int daebus_caller_request_async(daebus_caller *c, const char *service, const cha
     p->user = user;
     if (request_id_out)
         memcpy(request_id_out, p->id, 37);
-    unsigned h = hash_id(p->id);
+    char id[40];
+    memcpy(id, p->id, sizeof id);
     pthread_mutex_lock(&c->lock);
     /* Checked under the lock the reader takes when it fails everything on a
      * lost connection: a request is either failed by it or refused here. */
@@ -557,10 +563,13 @@ int daebus_caller_request_async(daebus_caller *c, const char *service, const cha
         free(p);
         return st;
     }
-    p->next = c->buckets[h];
-    c->buckets[h] = p;
-    c->npending++;
+    int irc = daebus__hash_insert(c->pending, id, p);
     pthread_mutex_unlock(&c->lock);
+    if (irc) { /* DAEBUS_ENOMEM (a fresh uuid4 is never present) */
+        free(text);
+        free(p);
+        return irc;
+    }
     /* From here the reader thread owns p: only mark it, never free it. */
     int rc = daebus__redis_publish(c->pub, service, text, strlen(text));
     free(text);
@@ -572,12 +581,12 @@ int daebus_caller_request_async(daebus_caller *c, const char *service, const cha
                               daebus__utf8_prec(service, 200), service,
                               daebus__redis_sub_where(c->sub));
         pthread_mutex_lock(&c->lock);
-        for (pending *q = c->buckets[h]; q; q = q->next)
-            if (q == p) {
-                p->failed = rc < 0 ? FAIL_CONN : FAIL_NOLISTENER;
-                if (rc == 0)
-                    p->why = strdup(why);
-            }
+        /* Still in the table under its (unique) id: still p, not yet completed. */
+        if (daebus__hash_find(c->pending, id) == p) {
+            p->failed = rc < 0 ? FAIL_CONN : FAIL_NOLISTENER;
+            if (rc == 0)
+                p->why = strdup(why);
+        }
         pthread_mutex_unlock(&c->lock);
         daebus__redis_sub_wake(c->sub);
     } else if (timeout < 0.25) {

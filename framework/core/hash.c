@@ -125,15 +125,10 @@ void *daebus__hash_find(const daebus__hash *h, const char *key)
     return e ? e->value : NULL;
 }
 
-void *daebus__hash_remove(daebus__hash *h, const char *key)
+/* Unlinks e (which *pp points at, in its chain) and frees it. Returns: its value. */
+static void *unlink_entry(daebus__hash *h, hentry **pp, hentry *e)
 {
-    if (!h || !key)
-        return NULL;
-    hentry **pp = slot(h, key, daebus__hash_str(key));
-    hentry *e = *pp;
-    if (!e)
-        return NULL;
-    DAEBUS__ASSERT(h->count > 0);
+    DAEBUS__ASSERT(*pp == e && h->count > 0);
     *pp = e->chain;
     if (e->prev)
         e->prev->next = e->next;
@@ -150,6 +145,14 @@ void *daebus__hash_remove(daebus__hash *h, const char *key)
     return v;
 }
 
+void *daebus__hash_remove(daebus__hash *h, const char *key)
+{
+    if (!h || !key)
+        return NULL;
+    hentry **pp = slot(h, key, daebus__hash_str(key));
+    return *pp ? unlink_entry(h, pp, *pp) : NULL;
+}
+
 size_t daebus__hash_count(const daebus__hash *h)
 {
     return h ? h->count : 0;
@@ -160,5 +163,26 @@ size_t daebus__hash_values(const daebus__hash *h, void **out, size_t cap)
     size_t n = 0;
     for (hentry *e = h ? h->head : NULL; e && n < cap; e = e->next)
         out[n++] = e->value;
+    return n;
+}
+
+size_t daebus__hash_take_if(daebus__hash *h, daebus__hash_pred_fn *pred,
+                            daebus__hash_taken_fn *taken, void *ctx)
+{
+    size_t n = 0;
+    hentry *e = h ? h->head : NULL;
+    while (e) {
+        hentry *next = e->next;
+        if (pred(e->value, ctx)) {
+            hentry **pp = &h->buckets[e->hash & (h->nbuckets - 1)];
+            while (*pp != e)
+                pp = &(*pp)->chain;
+            void *v = unlink_entry(h, pp, e);
+            if (taken)
+                taken(v, ctx);
+            n++;
+        }
+        e = next;
+    }
     return n;
 }

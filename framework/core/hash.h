@@ -9,6 +9,7 @@
 #ifndef DAEBUS_CORE_HASH_H
 #define DAEBUS_CORE_HASH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,5 +35,16 @@ void *daebus__hash_remove(daebus__hash *h, const char *key);
 size_t daebus__hash_count(const daebus__hash *h);
 /* Copies up to cap values, oldest first, into out. Returns: how many. */
 size_t daebus__hash_values(const daebus__hash *h, void **out, size_t cap);
+
+/* Decides whether value leaves the table (daebus__hash_take_if). */
+typedef bool daebus__hash_pred_fn(void *value, void *ctx);
+/* Called with each value taken out, after its entry left the table. */
+typedef void daebus__hash_taken_fn(void *value, void *ctx);
+
+/* One pass over the table, oldest first: removes every entry whose value pred
+ * accepts and hands the value to taken (may be NULL). Neither callback may
+ * touch the table. Returns: how many entries were removed. */
+size_t daebus__hash_take_if(daebus__hash *h, daebus__hash_pred_fn *pred,
+                            daebus__hash_taken_fn *taken, void *ctx);
 
 #endif

@@ -48,6 +48,46 @@ static void test_hash_basic(void)
     daebus__hash_destroy(NULL);
 }
 
+static bool is_even(void *value, void *ctx)
+{
+    (void)ctx;
+    return *(int *)value % 2 == 0;
+}
+
+static void collect(void *value, void *ctx)
+{
+    int *sum = ctx;
+    *sum += *(int *)value;
+}
+
+static void test_hash_take_if(void)
+{
+    daebus__hash *h = daebus__hash_create(0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(h);
+    static int vals[100];
+    char key[32];
+    int want = 0;
+    for (int i = 0; i < 100; i++) {
+        vals[i] = i;
+        want += i % 2 == 0 ? i : 0;
+        snprintf(key, sizeof key, "k%d", i);
+        CU_ASSERT_EQUAL(daebus__hash_insert(h, key, &vals[i]), 0);
+    }
+    int sum = 0;
+    CU_ASSERT_EQUAL(daebus__hash_take_if(h, is_even, collect, &sum), 50);
+    CU_ASSERT_EQUAL(sum, want);
+    CU_ASSERT_EQUAL(daebus__hash_count(h), 50);
+    CU_ASSERT_PTR_NULL(daebus__hash_find(h, "k42"));
+    CU_ASSERT_PTR_EQUAL(daebus__hash_find(h, "k43"), &vals[43]);
+    void *out[2];
+    CU_ASSERT_EQUAL(daebus__hash_values(h, out, 2), 2); /* order kept */
+    CU_ASSERT_PTR_EQUAL(out[0], &vals[1]);
+    CU_ASSERT_PTR_EQUAL(out[1], &vals[3]);
+    CU_ASSERT_EQUAL(daebus__hash_take_if(h, is_even, NULL, NULL), 0);
+    CU_ASSERT_EQUAL(daebus__hash_take_if(NULL, is_even, NULL, NULL), 0);
+    daebus__hash_destroy(h);
+}
+
 static void test_hash_str(void)
 {
     /* FNV-1a reference values */
@@ -125,6 +165,7 @@ int main(void)
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("core", NULL, NULL);
     CU_add_test(s, "hash table", test_hash_basic);
+    CU_add_test(s, "hash take_if", test_hash_take_if);
     CU_add_test(s, "hash function", test_hash_str);
     CU_add_test(s, "json depth", test_json_depth);
     CU_add_test(s, "assert", test_assert);
