@@ -40,3 +40,14 @@ bool daebus__list_has(const char *list, const char *item, size_t len, bool ignor
             return true;
     return false;
 }
+
+int daebus__hex_digit(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}

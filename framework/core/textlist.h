@@ -1,4 +1,5 @@
-/* textlist.h - comma-separated lists in header values and options (core layer).
+/* textlist.h - small text helpers: comma-separated lists in header values
+ * and options, hex digits (core layer).
  *
  * "GET, post ,PUT" holds three items: items are separated by commas, spaces
  * and tabs around them are not part of them, empty items are skipped. Used by
@@ -22,5 +23,9 @@ bool daebus__list_next(const char **p, const char **item, size_t *len);
  * byte or, with ignore_case, ASCII case-insensitively. An empty item is never
  * held. */
 bool daebus__list_has(const char *list, const char *item, size_t len, bool ignore_case);
+
+/* Returns: the value of the hex digit c (0-9, a-f, A-F), or -1. Used by the
+ * percent-decoding of Redis URLs and the \u escapes of the JSON lexer. */
+int daebus__hex_digit(int c);
 
 #endif

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "redis_url.h"
+#include "textlist.h"
 #include "utf8.h"
 
 /* ---- URL parsing ---- */
@@ -54,17 +55,6 @@ void daebus__redis_url_redact(const char *url, char *buf, size_t len)
     buf[o] = '\0';
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Copies [s, s+n) into dst (cap bytes) decoding %XX. Returns 0 or -1. */
 static int copy_decoded(char *dst, size_t cap, const char *s, size_t n, int decode)
 {
@@ -74,7 +64,8 @@ static int copy_decoded(char *dst, size_t cap, const char *s, size_t n, int deco
         if (decode && ch == '%') {
             if (i + 2 >= n)
                 return -1;
-            int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
+            int h = daebus__hex_digit((unsigned char)s[i + 1]);
+            int l = daebus__hex_digit((unsigned char)s[i + 2]);
             if (h < 0 || l < 0)
                 return -1;
             ch = (char)(h * 16 + l);

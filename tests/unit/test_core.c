@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include "check.h"
 #include "hash.h"
+#include "textlist.h"
 #include "json.h"
 #include "testsupport.h"
 
@@ -86,6 +87,18 @@ static void test_hash_take_if(void)
     CU_ASSERT_EQUAL(daebus__hash_take_if(h, is_even, NULL, NULL), 0);
     CU_ASSERT_EQUAL(daebus__hash_take_if(NULL, is_even, NULL, NULL), 0);
     daebus__hash_destroy(h);
+}
+
+static void test_hex_digit(void)
+{
+    CU_ASSERT_EQUAL(daebus__hex_digit('0'), 0);
+    CU_ASSERT_EQUAL(daebus__hex_digit('9'), 9);
+    CU_ASSERT_EQUAL(daebus__hex_digit('a'), 10);
+    CU_ASSERT_EQUAL(daebus__hex_digit('F'), 15);
+    CU_ASSERT_EQUAL(daebus__hex_digit('g'), -1);
+    CU_ASSERT_EQUAL(daebus__hex_digit('%'), -1);
+    CU_ASSERT_EQUAL(daebus__hex_digit(0), -1);
+    CU_ASSERT_EQUAL(daebus__hex_digit(0xC3), -1);
 }
 
 static void test_hash_str(void)
@@ -167,6 +180,7 @@ int main(void)
     CU_add_test(s, "hash table", test_hash_basic);
     CU_add_test(s, "hash take_if", test_hash_take_if);
     CU_add_test(s, "hash function", test_hash_str);
+    CU_add_test(s, "hex digit", test_hex_digit);
     CU_add_test(s, "json depth", test_json_depth);
     CU_add_test(s, "assert", test_assert);
     CU_add_test(s, "checked mutex", test_mutex_checked);
