@@ -86,6 +86,4 @@ size_t daebus__app_handlers(const daebus_app *app, int kind, const daebus__handl
  * daebus_blueprint.internal_.next_defined. */
 extern daebus_blueprint *daebus__blueprints_defined;
 
-/* Monotonic and wall clocks in seconds (shared helpers). */
-
 #endif

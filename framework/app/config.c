@@ -11,7 +11,7 @@
 #include <string.h>
 #include "daebus/config.h"
 #include "daebus/log.h"
-#include "redis_conn.h"
+#include "redis_url.h"
 
 int daebus_parse_int(const char *text, long min, long max, long *out)
 {
