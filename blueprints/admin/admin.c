@@ -1,7 +1,8 @@
 /* admin.c - the admin blueprint: WebSocket client management as bus actions.
  *
  * The Daebus guide's client-management actions (get_connected_clients,
- * find_inactive_clients, kick_client, notify_user, shutdown) written once so
+ * find_inactive_clients, kick_client, notify_user, shutdown) and the live
+ * instances of the service (get_instances) written once so
  * that any service with a WebSocket component can register them. Everything
  * goes through the WebSocket component's thread-safe registry functions; the
  * blueprint keeps no state of its own.
@@ -206,6 +207,25 @@ DAEBUS_ACTION(admin_notify_user, "notify_user", .bp = &daebus_admin_bp)
     cJSON_AddStringToObject(out, "client_id", cJSON_GetArrayItem(targets, 0)->valuestring);
     cJSON_AddItemToObject(out, "client_ids", sent);
     cJSON_Delete(targets);
+    return daebus_bus_reply_take(req, out);
+}
+
+/* ---- get_instances ---- */
+
+DAEBUS_ACTION(admin_get_instances, "get_instances", .bp = &daebus_admin_bp)
+{
+    daebus_app *app = daebus_bus_request_app(req);
+    cJSON *list = NULL;
+    int n = daebus_app_instances(app, &list);
+    if (n < 0)
+        return daebus_bus_reply_error(req, "Instances unavailable (%s)", daebus_strerror(n));
+    const cJSON *first = cJSON_GetArrayItem(list, 0);
+    cJSON *out = cJSON_CreateObject();
+    cJSON_AddStringToObject(out, "instance_id", daebus_app_instance_id(app));
+    cJSON_AddNumberToObject(out, "count", n);
+    cJSON_AddBoolToObject(out, "stale",
+                          cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(first, "stale")));
+    cJSON_AddItemToObject(out, "instances", list);
     return daebus_bus_reply_take(req, out);
 }
 

@@ -22,6 +22,12 @@
  *                          every client whose client data "username" equals
  *                          user_id; replies {"delivered", "client_id",
  *                          "client_ids"}; error "User <id> not connected"
+ *   get_instances          {} -> {"instance_id" (the one answering),
+ *                          "count", "stale", "instances": [{"id", "host",
+ *                          "pid", "started_at", "last_seen", "http_port",
+ *                          "heartbeat", "self", "stale"}]}: the live
+ *                          instances of the service (docs/replicas.md);
+ *                          needs only the bus
  *   shutdown               {"message"?, "timeout"?} -> replies
  *                          {"shutdown_initiated": true}, then sends every
  *                          client server_shutdown with the message, waits up

@@ -203,6 +203,34 @@ static void scheduler_metrics(sbuf *b, daebus_scheduler *s)
     }
 }
 
+/* Returns: the number of live instances this one sees (negative without a
+ * running bus); *stale: whether that is the last view before Redis went. */
+static int live_instances(daebus_app *app, bool *stale)
+{
+    cJSON *list = NULL;
+    int n = daebus_app_instances(app, &list);
+    *stale = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(list, 0), "stale"));
+    cJSON_Delete(list);
+    return n;
+}
+
+static void instance_metrics(sbuf *b, daebus_app *app)
+{
+    bool stale;
+    int n = live_instances(app, &stale);
+    if (n < 0)
+        return;
+    metric_head(b, "daebus_instance_info", "gauge", "This instance's id (docs/replicas.md).");
+    sb_printf(b, "daebus_instance_info{instance_id=\"");
+    sb_label(b, daebus_app_instance_id(app));
+    sb_printf(b, "\"} 1\n");
+    metric_head(b, "daebus_instances", "gauge", "Live instances of the service seen by this one.");
+    metric_sample(b, "daebus_instances", "", false, 0, (unsigned long long)n);
+    metric_head(b, "daebus_instances_stale", "gauge",
+                "1 while Redis cannot be reached and the instance list is the last known one.");
+    metric_sample(b, "daebus_instances_stale", "", false, 0, stale ? 1ULL : 0ULL);
+}
+
 int daebus_health_metrics_text(daebus_app *app, char **out, size_t *len)
 {
     if (!app || !out)
@@ -216,6 +244,7 @@ int daebus_health_metrics_text(daebus_app *app, char **out, size_t *len)
     metric_sample(&b, "daebus_uptime_seconds", "", true, uptime(), 0);
     http_metrics(&b, daebus_app_http(app));
     bus_metrics(&b, daebus_app_bus(app));
+    instance_metrics(&b, app);
     ws_metrics(&b, daebus_app_websocket(app));
     scheduler_metrics(&b, daebus_app_scheduler(app));
     if (b.failed || !b.data) {
@@ -244,6 +273,13 @@ static bool add_checks(daebus_app *app, cJSON *checks)
         cJSON_AddNumberToObject(r, "reconnects", (double)st.reconnects);
         if (!st.connected)
             ready = false;
+    }
+    bool stale;
+    int n = live_instances(app, &stale);
+    if (n >= 0) {
+        cJSON *in = cJSON_AddObjectToObject(checks, "instances");
+        cJSON_AddStringToObject(in, "status", stale ? "stale" : "up");
+        cJSON_AddNumberToObject(in, "count", n);
     }
     daebus_http *http = daebus_app_http(app);
     if (http) {
@@ -280,6 +316,7 @@ static cJSON *health_body(daebus_app *app, bool *ready_out)
     bool ready = add_checks(app, checks);
     cJSON_AddStringToObject(o, "status", ready ? "ok" : "degraded");
     cJSON_AddStringToObject(o, "service", daebus_app_service(app));
+    cJSON_AddStringToObject(o, "instance_id", daebus_app_instance_id(app));
     cJSON_AddStringToObject(o, "version", DAEBUS_VERSION_STRING);
     cJSON_AddNumberToObject(o, "uptime_seconds", (double)(long long)(uptime() * 1000) / 1000.0);
     cJSON_AddBoolToObject(o, "live", 1);

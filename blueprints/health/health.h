@@ -4,8 +4,11 @@
  *   daebus_app_register_blueprint(app, &daebus_health_bp);
  *
  * Routes (GET, HEAD):
- *   /health         200 {"status": "ok" | "degraded", "service", "version",
- *                   "uptime_seconds", "live": true, "ready": bool, "checks": {...}}
+ *   /health         200 {"status": "ok" | "degraded", "service", "instance_id",
+ *                   "version", "uptime_seconds", "live": true, "ready": bool,
+ *                   "checks": {...}}; with a bus, checks.instances is
+ *                   {"status": "up" | "stale", "count": live instances of the
+ *                   service} (docs/replicas.md)
  *                   - always 200 while the process serves HTTP (liveness);
  *                   "ready" is false (and status "degraded") while Redis is
  *                   unreachable.
@@ -13,7 +16,9 @@
  *   /health/ready   200 {"status": "ready", ...} or 503 {"status": "not_ready", ...}
  *   /metrics        Prometheus text format 0.0.4: HTTP, bus, WebSocket and
  *                   scheduler counters of the app serving the request, taken
- *                   from daebus_*_get_stats(); components that are not attached
+ *                   from daebus_*_get_stats(), and with a bus the gauges
+ *                   daebus_instance_info{instance_id}, daebus_instances and
+ *                   daebus_instances_stale; components that are not attached
  *                   are left out.
  *
  * To mount the routes under a prefix, set it before registering:

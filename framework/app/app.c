@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "app_internal.h"
+#include "cluster.h"
 
 static char *dup_or(const char *s, const char *fallback)
 {
@@ -48,6 +49,7 @@ daebus_app *daebus_app_create(const daebus_app_options *opts, daebus_error *err)
     app->max_workers = o.max_workers > 0 ? o.max_workers : 10;
     app->shutdown_timeout = o.shutdown_timeout > 0 ? o.shutdown_timeout : 5.0;
     app->no_signals = o.no_signals;
+    daebus__cluster_make_id(app->instance_id, sizeof app->instance_id);
     daebus__mutex_init(&app->lock);
     daebus__cond_init(&app->cond);
     if (!app->service || !app->redis_url) {

@@ -36,6 +36,7 @@ typedef struct handler_table {
 struct daebus_app {
     char *service;
     char *redis_url;
+    char instance_id[96]; /* DAEBUS__INSTANCE_ID_MAX, made at create */
     int http_port;
     int log_level;
     int max_workers;

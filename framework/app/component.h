@@ -70,6 +70,10 @@ void *daebus__app_component(const daebus_app *app, int kind);
  * Thread: the app's owning thread. */
 struct daebus__civet_server *daebus__app_civet_server(const daebus_app *app);
 
+/* Returns: the port the attached HTTP component listens on (once started),
+ * else -1. Thread: callable from any thread. */
+int daebus__app_http_bound_port(const daebus_app *app);
+
 /* A merged registration, as components see it. */
 typedef struct daebus__handler {
     const daebus_handler_desc *desc;

@@ -131,6 +131,22 @@ static int make_transport(daebus_bus *bus)
     return add_channels(bus);
 }
 
+/* Announces this instance in Redis (framework/cluster/). */
+static int start_cluster(daebus_bus *bus)
+{
+    daebus__cluster_destroy(bus->cluster);
+    int port = daebus__app_http_bound_port(bus->app);
+    daebus__cluster_opts co = {bus->pub, bus->service, daebus_app_instance_id(bus->app),
+                               port > 0 ? port : 0, bus->opts.heartbeat};
+    bus->cluster = daebus__cluster_start(&co);
+    return bus->cluster ? 0 : DAEBUS_ENOMEM;
+}
+
+daebus__cluster *daebus__bus_cluster(const daebus_bus *bus)
+{
+    return bus ? bus->cluster : NULL;
+}
+
 static void bus_stop(void *self);
 
 static int bus_start(void *self)
@@ -155,17 +171,20 @@ static int bus_start(void *self)
     }
     if (daebus__redis_sub_count(bus->sub) == 0) {
         DAEBUS_LOG_INFOF(LOGC, "no channel to subscribe to; publishing only");
-        return 0;
-    }
-    if (daebus__redis_sub_start(bus->sub, false, &e) != 0) {
+    } else if (daebus__redis_sub_start(bus->sub, false, &e) != 0) {
         bus_stop(bus);
         return DAEBUS_ENOMEM;
+    } else {
+        /* Normally ready on return; if Redis is down the thread keeps trying. */
+        pthread_mutex_lock(&bus->state_lock);
+        wait_state(bus, is_connected, bus->opts.connect_timeout + 0.5);
+        pthread_mutex_unlock(&bus->state_lock);
     }
-    /* Normally ready on return; if Redis is down the thread keeps trying. */
-    pthread_mutex_lock(&bus->state_lock);
-    wait_state(bus, is_connected, bus->opts.connect_timeout + 0.5);
-    pthread_mutex_unlock(&bus->state_lock);
-    return 0;
+    /* After the subscriber's first connection: the instance's own comes second. */
+    rc = start_cluster(bus);
+    if (rc != 0)
+        bus_stop(bus);
+    return rc;
 }
 
 static void bus_stop(void *self)
@@ -173,6 +192,7 @@ static void bus_stop(void *self)
     daebus_bus *bus = self;
     double drain = daebus_app_shutdown_timeout(bus->app);
     atomic_store(&bus->stopping, 1);
+    daebus__cluster_stop(bus->cluster); /* a graceful stop leaves every list at once */
     daebus__redis_sub_stop(bus->sub);
     if (bus->pool) {
         size_t dropped = daebus__pool_shutdown(bus->pool, drain);
@@ -204,6 +224,7 @@ static void bus_stop(void *self)
 static void bus_destroy_op(void *self)
 {
     daebus_bus *bus = self;
+    daebus__cluster_destroy(bus->cluster);
     daebus__redis_pub_destroy(bus->pub);
     pthread_mutex_destroy(&bus->state_lock);
     pthread_cond_destroy(&bus->state_cond);

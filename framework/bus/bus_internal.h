@@ -17,6 +17,7 @@
 #include "daebus/bus.h"
 #include "daebus/caller.h"
 #include "bus_parse.h"
+#include "cluster.h"
 #include "component.h"
 #include "redis_pub.h"
 #include "redis_sub.h"
@@ -38,6 +39,7 @@ struct daebus_bus {
     daebus__pool *pool;
     daebus__redis_pub *pub;
     daebus__redis_sub *sub;
+    daebus__cluster *cluster; /* this instance in Redis; stopped with the bus */
     atomic_int stopping;
     daebus__ratelimit big_log; /* "message too large" lines (subscriber thread only) */
     daebus__ratelimit bad_log; /* "malformed message" lines (subscriber thread only) */
@@ -68,6 +70,11 @@ struct daebus_bus_request {
     pthread_mutex_t lock;
     int final_sent;
 };
+
+/* ---- bus.c ---- */
+
+/* Returns: the bus's instance in the cluster (NULL before start). */
+daebus__cluster *daebus__bus_cluster(const daebus_bus *bus);
 
 /* ---- bus_request.c ---- */
 

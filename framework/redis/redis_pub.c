@@ -91,18 +91,36 @@ static void ensure(daebus__redis_pub *p, pubconn *pc)
     }
 }
 
-int daebus__redis_publish(daebus__redis_pub *p, const char *channel, const char *data, size_t len)
+/* Takes the next connection of the pool, locked and made usable if it can be.
+ * Returns: the connection (unlock it with pthread_mutex_unlock), or NULL once
+ * the pool is closed. */
+static pubconn *take(daebus__redis_pub *p)
 {
     if (!p || !atomic_load(&p->open))
-        return DAEBUS_ECLOSED;
+        return NULL;
     pubconn *pc = &p->conns[atomic_fetch_add(&p->rr, 1) % (unsigned)p->n];
-    int rc = DAEBUS_ECONN;
     pthread_mutex_lock(&pc->lock);
     if (!atomic_load(&p->open)) {
         pthread_mutex_unlock(&pc->lock);
-        return DAEBUS_ECLOSED;
+        return NULL;
     }
     ensure(p, pc);
+    return pc;
+}
+
+/* A connection that gave no reply is dead: drop it (lock held). */
+static void drop(pubconn *pc)
+{
+    redisFree(pc->ctx);
+    pc->ctx = NULL;
+}
+
+int daebus__redis_publish(daebus__redis_pub *p, const char *channel, const char *data, size_t len)
+{
+    pubconn *pc = take(p);
+    if (!pc)
+        return DAEBUS_ECLOSED;
+    int rc = DAEBUS_ECONN;
     if (pc->ctx) {
         daebus__sigpipe_guard g;
         daebus__sigpipe_block(&g);
@@ -110,12 +128,56 @@ int daebus__redis_publish(daebus__redis_pub *p, const char *channel, const char 
         daebus__sigpipe_restore(&g);
         if (r && r->type == REDIS_REPLY_INTEGER)
             rc = (int)(r->integer > 0x7fffffff ? 0x7fffffff : r->integer);
-        if (r) {
+        if (r)
             freeReplyObject(r);
-        } else {
-            redisFree(pc->ctx);
-            pc->ctx = NULL;
+        else
+            drop(pc);
+    }
+    pthread_mutex_unlock(&pc->lock);
+    return rc;
+}
+
+/* Sends the n commands and reads their n replies (lock held, ctx set).
+ * Returns: 0, or DAEBUS_ECONN with the replies read so far freed. */
+static int run_pipeline(pubconn *pc, const daebus__redis_cmd *cmds, int n, redisReply **replies)
+{
+    int i = 0, rc = 0;
+    for (; i < n; i++)
+        if (redisAppendCommandArgv(pc->ctx, cmds[i].argc, cmds[i].argv, cmds[i].argvlen) !=
+            REDIS_OK)
+            return DAEBUS_ECONN; /* nothing read yet; the context is dropped */
+    for (i = 0; i < n; i++) {
+        void *r = NULL;
+        if (redisGetReply(pc->ctx, &r) != REDIS_OK || !r) {
+            rc = DAEBUS_ECONN;
+            break;
         }
+        replies[i] = r;
+    }
+    if (rc != 0)
+        for (int j = 0; j < i; j++) {
+            freeReplyObject(replies[j]);
+            replies[j] = NULL;
+        }
+    return rc;
+}
+
+int daebus__redis_pub_pipeline(daebus__redis_pub *p, const daebus__redis_cmd *cmds, int n,
+                               redisReply **replies)
+{
+    for (int i = 0; i < n; i++)
+        replies[i] = NULL;
+    pubconn *pc = take(p);
+    if (!pc)
+        return DAEBUS_ECLOSED;
+    int rc = DAEBUS_ECONN;
+    if (pc->ctx) {
+        daebus__sigpipe_guard g;
+        daebus__sigpipe_block(&g);
+        rc = run_pipeline(pc, cmds, n, replies);
+        daebus__sigpipe_restore(&g);
+        if (rc != 0)
+            drop(pc);
     }
     pthread_mutex_unlock(&pc->lock);
     return rc;

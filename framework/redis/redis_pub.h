@@ -7,7 +7,8 @@
  * retry_after seconds, so callers fail fast instead of waiting a connect
  * time-out each. Writes run under the SIGPIPE guard (redis_conn.h).
  *
- * Thread: daebus__redis_publish and daebus__redis_pub_close are callable from
+ * Thread: daebus__redis_publish, daebus__redis_pub_pipeline and
+ * daebus__redis_pub_close are callable from
  * any thread; create/connect/destroy from the owner's.
  */
 #ifndef DAEBUS_REDIS_PUB_H
@@ -41,6 +42,21 @@ int daebus__redis_publish(daebus__redis_pub *p, const char *channel, const char 
 /* The same for obj serialised as compact JSON. Returns: as
  * daebus__redis_publish, or DAEBUS_ENOMEM. */
 int daebus__redis_publish_json(daebus__redis_pub *p, const char *channel, const cJSON *obj);
+
+/* One command of a pipeline: argc arguments, each argvlen[i] bytes. */
+typedef struct daebus__redis_cmd {
+    int argc;
+    const char **argv;
+    const size_t *argvlen;
+} daebus__redis_cmd;
+
+/* Sends the n commands on one connection of the pool and reads their replies
+ * into replies[0..n-1] (an error reply of Redis is a reply: check its type).
+ * Returns: 0 with every reply set (free each with freeReplyObject),
+ * DAEBUS_ECONN (no reply kept; the connection is dropped), or DAEBUS_ECLOSED
+ * once closed. */
+int daebus__redis_pub_pipeline(daebus__redis_pub *p, const daebus__redis_cmd *cmds, int n,
+                               redisReply **replies);
 
 /* Closes every connection; later publishes return DAEBUS_ECLOSED. */
 void daebus__redis_pub_close(daebus__redis_pub *p);

@@ -163,6 +163,26 @@ DAEBUS_API int daebus_app_http_port(const daebus_app *app);
 DAEBUS_API int daebus_app_max_workers(const daebus_app *app);
 DAEBUS_API double daebus_app_shutdown_timeout(const daebus_app *app);
 
+/* ---- instances (docs/replicas.md) ---- */
+
+/* Returns: this app's instance id, made when the app was created and stable
+ * for its life: "<host>-<pid>-<8 hex digits>" (host: the host name, characters
+ * outside [A-Za-z0-9._] replaced by '_', at most 64 of them), at most 95 bytes.
+ * With a bus attached the app announces itself under it in Redis.
+ * Ownership: owned by app. Thread: callable from any thread. */
+DAEBUS_API const char *daebus_app_instance_id(const daebus_app *app);
+
+/* The live instances of this app's service as this instance last saw them
+ * (refreshed from Redis twice per bus heartbeat): an array of objects {"id",
+ * "host", "pid", "started_at", "last_seen" (Unix seconds, Redis's clock),
+ * "http_port" (0: none), "heartbeat" (seconds), "self" (true for this app),
+ * "stale" (true while Redis cannot be reached: the last view read is kept)}.
+ * Returns: the number of entries (>= 0) with *out set, DAEBUS_ESTATE when the
+ * app has no running bus (*out NULL), DAEBUS_EINVAL, or DAEBUS_ENOMEM.
+ * Ownership: the caller frees *out with cJSON_Delete.
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_app_instances(daebus_app *app, cJSON **out);
+
 /* Number of merged registrations of kind (daebus_handler_kind). */
 DAEBUS_API size_t daebus_app_handler_count(const daebus_app *app, int kind);
 

@@ -87,11 +87,15 @@ typedef struct daebus_bus_options {
     double health_interval;   /* seconds without traffic before the subscriber PINGs
                                  Redis; no answer within the same time = connection
                                  lost; 0 = 10 */
+    double heartbeat;         /* seconds between two announces of this instance in
+                                 Redis (docs/replicas.md); an instance that stops
+                                 heartbeating leaves the others' lists within 3
+                                 heartbeats; 0 = 1 */
 } daebus_bus_options;
 
 #define DAEBUS_BUS_OPTIONS_INIT                                                                    \
     {                                                                                              \
-        0, 0, 0, 0.0, 0.0, 0.0, 0.0, false, 0.0                                                    \
+        0, 0, 0, 0.0, 0.0, 0.0, 0.0, false, 0.0, 0.0                                               \
     }
 
 /* Counters for metrics. All monotonic except connected. */

@@ -1,0 +1,420 @@
+/* cluster.c - the instances of a service in Redis (see cluster.h). */
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "daebus/log.h"
+#include "check.h"
+#include "clock.h"
+#include "cluster.h"
+
+#define LOGC       "cluster"
+#define MAX_LISTED 1024 /* members read per refresh */
+
+typedef enum { LINK_UNKNOWN = 0, LINK_UP, LINK_DOWN } link_state;
+
+struct daebus__cluster {
+    daebus__redis_pub *pub;
+    char *service, *id;
+    char host[72];
+    char key[512], set_key[512];
+    int pid, http_port;
+    double heartbeat;
+    long long window_ms, set_ttl_ms, started_ms;
+
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool stopping;   /* under lock */
+    cJSON *view;     /* under lock: the last view read */
+    bool stale;      /* under lock */
+    link_state link; /* heartbeat thread only */
+};
+
+/* ---- ids ---- */
+
+static void clean_host(char *out, size_t len)
+{
+    char h[256] = "";
+    if (gethostname(h, sizeof h - 1) != 0 || !h[0])
+        strcpy(h, "host");
+    size_t i = 0;
+    for (; h[i] && i + 1 < len && i < 64; i++) {
+        char ch = h[i];
+        int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                 ch == '.' || ch == '_';
+        out[i] = ok ? ch : '_';
+    }
+    out[i] = '\0';
+}
+
+static unsigned random32(void)
+{
+    unsigned v = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (read(fd, &v, sizeof v) != (ssize_t)sizeof v)
+            v = 0;
+        close(fd);
+    }
+    if (!v) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        v = (unsigned)ts.tv_nsec ^ ((unsigned)getpid() << 16);
+    }
+    return v;
+}
+
+void daebus__cluster_make_id(char *buf, size_t len)
+{
+    char host[72];
+    clean_host(host, sizeof host);
+    snprintf(buf, len, "%s-%ld-%08x", host, (long)getpid(), random32());
+}
+
+/* ---- Redis commands ---- */
+
+/* A pipeline of up to MAX_ARGS-argument commands built from C strings. */
+#define MAX_ARGS 16
+typedef struct cmdbuf {
+    const char *argv[MAX_ARGS];
+    size_t len[MAX_ARGS];
+    daebus__redis_cmd cmd;
+} cmdbuf;
+
+static void cmd_set(cmdbuf *b, int argc, const char *const *args)
+{
+    for (int i = 0; i < argc; i++) {
+        b->argv[i] = args[i];
+        b->len[i] = strlen(args[i]);
+    }
+    b->cmd = (daebus__redis_cmd){argc, b->argv, b->len};
+}
+
+/* Runs the n commands; returns 0 or a negative code. Replies freed unless
+ * keep is set. An error reply of Redis counts as a failure. */
+static int run(daebus__cluster *c, cmdbuf *b, int n, redisReply **keep)
+{
+    daebus__redis_cmd cmds[8];
+    redisReply *r[8];
+    for (int i = 0; i < n; i++)
+        cmds[i] = b[i].cmd;
+    int rc = daebus__redis_pub_pipeline(c->pub, cmds, n, r);
+    for (int i = 0; rc == 0 && i < n; i++)
+        if (r[i]->type == REDIS_REPLY_ERROR) {
+            DAEBUS_LOG_DEBUGF(LOGC, "Redis said: %s", r[i]->str);
+            rc = DAEBUS_ECONN;
+        }
+    for (int i = 0; i < n; i++) {
+        if (keep && rc == 0)
+            keep[i] = r[i];
+        else if (r[i])
+            freeReplyObject(r[i]);
+    }
+    return rc;
+}
+
+/* Redis's clock in ms (one clock for every host). Returns: 0 or a code. */
+static int redis_time_ms(daebus__cluster *c, long long *out)
+{
+    cmdbuf b;
+    cmd_set(&b, 1, (const char *[]){"TIME"});
+    redisReply *r = NULL;
+    int rc = run(c, &b, 1, &r);
+    if (rc != 0)
+        return rc;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        freeReplyObject(r);
+        return DAEBUS_ECONN;
+    }
+    *out = atoll(r->element[0]->str) * 1000 + atoll(r->element[1]->str) / 1000;
+    freeReplyObject(r);
+    return 0;
+}
+
+/* ---- announce ---- */
+
+static int announce(daebus__cluster *c, long long now)
+{
+    char pid[24], started[32], seen[32], port[16], hb[24], win[24], score[32], ttl[24];
+    snprintf(pid, sizeof pid, "%d", c->pid);
+    snprintf(started, sizeof started, "%lld", c->started_ms);
+    snprintf(seen, sizeof seen, "%lld", now);
+    snprintf(port, sizeof port, "%d", c->http_port);
+    snprintf(hb, sizeof hb, "%lld", (long long)(c->heartbeat * 1000 + 0.5));
+    snprintf(win, sizeof win, "%lld", c->window_ms);
+    snprintf(score, sizeof score, "%lld", now + c->window_ms);
+    snprintf(ttl, sizeof ttl, "%lld", c->set_ttl_ms);
+    cmdbuf b[4];
+    cmd_set(&b[0], 16,
+            (const char *[]){"HSET", c->key, "id", c->id, "host", c->host, "pid", pid, "started_at",
+                             started, "last_seen", seen, "http_port", port, "heartbeat_ms", hb});
+    cmd_set(&b[1], 3, (const char *[]){"PEXPIRE", c->key, win});
+    cmd_set(&b[2], 4, (const char *[]){"ZADD", c->set_key, score, c->id});
+    cmd_set(&b[3], 3, (const char *[]){"PEXPIRE", c->set_key, ttl});
+    return run(c, b, 4, NULL);
+}
+
+/* ---- the view ---- */
+
+static const char *field(const redisReply *h, const char *name)
+{
+    for (size_t i = 0; h->type == REDIS_REPLY_ARRAY && i + 1 < h->elements; i += 2)
+        if (h->element[i]->type == REDIS_REPLY_STRING && strcmp(h->element[i]->str, name) == 0)
+            return h->element[i + 1]->type == REDIS_REPLY_STRING ? h->element[i + 1]->str : NULL;
+    return NULL;
+}
+
+/* One entry of the view from an HGETALL reply; NULL when the hash is gone. */
+static cJSON *entry_from(const daebus__cluster *c, const redisReply *h)
+{
+    const char *id = field(h, "id");
+    if (!id)
+        return NULL;
+    const char *host = field(h, "host"), *pid = field(h, "pid"), *st = field(h, "started_at"),
+               *seen = field(h, "last_seen"), *port = field(h, "http_port"),
+               *hb = field(h, "heartbeat_ms");
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return NULL;
+    cJSON_AddStringToObject(o, "id", id);
+    cJSON_AddStringToObject(o, "host", host ? host : "");
+    cJSON_AddNumberToObject(o, "pid", pid ? atof(pid) : 0);
+    cJSON_AddNumberToObject(o, "started_at", st ? atof(st) / 1000.0 : 0);
+    cJSON_AddNumberToObject(o, "last_seen", seen ? atof(seen) / 1000.0 : 0);
+    cJSON_AddNumberToObject(o, "http_port", port ? atof(port) : 0);
+    cJSON_AddNumberToObject(o, "heartbeat", hb ? atof(hb) / 1000.0 : 0);
+    cJSON_AddBoolToObject(o, "self", strcmp(id, c->id) == 0);
+    return o;
+}
+
+/* Reads the hashes of the members listed in ids (a ZRANGE reply). */
+static cJSON *read_hashes(daebus__cluster *c, const redisReply *ids, int *rc)
+{
+    cJSON *arr = cJSON_CreateArray();
+    size_t n = ids->elements < MAX_LISTED ? ids->elements : MAX_LISTED;
+    for (size_t i = 0; arr && i < n && *rc == 0; i++) {
+        char key[512];
+        snprintf(key, sizeof key, "daebus:%s:instance:%s", c->service, ids->element[i]->str);
+        cmdbuf b;
+        cmd_set(&b, 2, (const char *[]){"HGETALL", key});
+        redisReply *h = NULL;
+        *rc = run(c, &b, 1, &h);
+        if (*rc != 0)
+            break;
+        cJSON *e = entry_from(c, h);
+        freeReplyObject(h);
+        if (e)
+            cJSON_AddItemToArray(arr, e);
+    }
+    return arr;
+}
+
+/* Prunes the ended windows and reads the live instances. */
+static int read_view(daebus__cluster *c, long long now, cJSON **out)
+{
+    char bound[32];
+    snprintf(bound, sizeof bound, "(%lld", now);
+    cmdbuf b[2];
+    cmd_set(&b[0], 4, (const char *[]){"ZREMRANGEBYSCORE", c->set_key, "-inf", bound});
+    cmd_set(&b[1], 4, (const char *[]){"ZRANGE", c->set_key, "0", "-1"});
+    redisReply *r[2] = {NULL, NULL};
+    int rc = run(c, b, 2, r);
+    if (rc != 0)
+        return rc;
+    cJSON *arr = r[1]->type == REDIS_REPLY_ARRAY ? read_hashes(c, r[1], &rc) : NULL;
+    freeReplyObject(r[0]);
+    freeReplyObject(r[1]);
+    if (rc != 0 || !arr) {
+        cJSON_Delete(arr);
+        return rc ? rc : DAEBUS_ENOMEM;
+    }
+    *out = arr;
+    return 0;
+}
+
+/* ---- the heartbeat thread ---- */
+
+/* One log line per change of the link to Redis. */
+static void link_changed(daebus__cluster *c, bool ok, int count)
+{
+    link_state now = ok ? LINK_UP : LINK_DOWN;
+    if (now == c->link)
+        return;
+    if (ok && c->link == LINK_DOWN)
+        DAEBUS_LOG_INFOF(LOGC, "Redis reachable again: instance %s announced (%d live)", c->id,
+                         count);
+    else if (ok)
+        DAEBUS_LOG_DEBUGF(LOGC, "instance %s announced (%d live)", c->id, count);
+    else
+        DAEBUS_LOG_WARNF(LOGC,
+                         "instance %s cannot reach Redis: the view of %d instance(s) is kept, "
+                         "marked stale, until Redis returns",
+                         c->id, count);
+    c->link = now;
+}
+
+/* One tick: announce (when beat is set) and refresh the view. */
+static void tick(daebus__cluster *c, bool beat)
+{
+    long long now = 0;
+    cJSON *view = NULL;
+    int rc = redis_time_ms(c, &now);
+    if (rc == 0 && (beat || c->link != LINK_UP))
+        rc = announce(c, now);
+    if (rc == 0)
+        rc = read_view(c, now, &view);
+    pthread_mutex_lock(&c->lock);
+    if (rc == 0) {
+        cJSON_Delete(c->view);
+        c->view = view;
+    }
+    c->stale = rc != 0;
+    int count = cJSON_GetArraySize(c->view);
+    pthread_mutex_unlock(&c->lock);
+    link_changed(c, rc == 0, count);
+}
+
+static void *heartbeat_main(void *arg)
+{
+    daebus__cluster *c = arg;
+    daebus__sigpipe_block_thread();
+    double half = c->heartbeat / 2;
+    daebus__deadline next = daebus__deadline_in(0);
+    for (unsigned long n = 0;; n++) {
+        tick(c, n % 2 == 0);
+        next.at += half;
+        if (daebus__deadline_passed(next))
+            next = daebus__deadline_in(half);
+        pthread_mutex_lock(&c->lock);
+        while (!c->stopping && !daebus__deadline_passed(next))
+            daebus__cond_wait_until(&c->cond, &c->lock, next);
+        bool stop = c->stopping;
+        pthread_mutex_unlock(&c->lock);
+        if (stop)
+            break;
+    }
+    return NULL;
+}
+
+/* ---- life cycle ---- */
+
+static cJSON *self_entry(const daebus__cluster *c)
+{
+    cJSON *arr = cJSON_CreateArray(), *o = cJSON_CreateObject();
+    if (!arr || !o) {
+        cJSON_Delete(arr);
+        cJSON_Delete(o);
+        return NULL;
+    }
+    cJSON_AddStringToObject(o, "id", c->id);
+    cJSON_AddStringToObject(o, "host", c->host);
+    cJSON_AddNumberToObject(o, "pid", c->pid);
+    cJSON_AddNumberToObject(o, "started_at", (double)c->started_ms / 1000.0);
+    cJSON_AddNumberToObject(o, "last_seen", 0);
+    cJSON_AddNumberToObject(o, "http_port", c->http_port);
+    cJSON_AddNumberToObject(o, "heartbeat", c->heartbeat);
+    cJSON_AddBoolToObject(o, "self", 1);
+    cJSON_AddItemToArray(arr, o);
+    return arr;
+}
+
+static int init_fields(daebus__cluster *c, const daebus__cluster_opts *o)
+{
+    c->pub = o->pub;
+    c->service = strdup(o->service);
+    c->id = strdup(o->instance_id);
+    if (!c->service || !c->id)
+        return DAEBUS_ENOMEM;
+    clean_host(c->host, sizeof c->host);
+    c->pid = (int)getpid();
+    c->http_port = o->http_port;
+    c->heartbeat = o->heartbeat > 0 ? o->heartbeat : 1.0;
+    c->window_ms = (long long)(c->heartbeat * 2500 + 0.5);
+    c->set_ttl_ms = c->window_ms * 4 > 10000 ? c->window_ms * 4 : 10000;
+    c->started_ms = (long long)(daebus__now_wall() * 1000);
+    snprintf(c->key, sizeof c->key, "daebus:%s:instance:%s", c->service, c->id);
+    snprintf(c->set_key, sizeof c->set_key, "daebus:%s:instances", c->service);
+    c->view = self_entry(c);
+    c->stale = true;
+    return c->view ? 0 : DAEBUS_ENOMEM;
+}
+
+daebus__cluster *daebus__cluster_start(const daebus__cluster_opts *o)
+{
+    daebus__cluster *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    daebus__mutex_init(&c->lock);
+    daebus__cond_init(&c->cond);
+    if (init_fields(c, o) != 0 || pthread_create(&c->thread, NULL, heartbeat_main, c) != 0) {
+        DAEBUS_LOG_ERRORF(LOGC, "cannot start the heartbeat of instance %s",
+                          o->instance_id ? o->instance_id : "?");
+        daebus__cluster_destroy(c);
+        return NULL;
+    }
+    c->thread_started = true;
+    return c;
+}
+
+void daebus__cluster_stop(daebus__cluster *c)
+{
+    if (!c || !c->thread_started)
+        return;
+    pthread_mutex_lock(&c->lock);
+    c->stopping = true;
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+    pthread_join(c->thread, NULL);
+    c->thread_started = false;
+    cmdbuf b[2];
+    cmd_set(&b[0], 2, (const char *[]){"DEL", c->key});
+    cmd_set(&b[1], 3, (const char *[]){"ZREM", c->set_key, c->id});
+    if (run(c, b, 2, NULL) != 0)
+        DAEBUS_LOG_DEBUGF(LOGC, "instance %s: keys not deleted (they expire)", c->id);
+    pthread_mutex_lock(&c->lock);
+    cJSON_Delete(c->view);
+    c->view = cJSON_CreateArray();
+    pthread_mutex_unlock(&c->lock);
+}
+
+void daebus__cluster_destroy(daebus__cluster *c)
+{
+    if (!c)
+        return;
+    daebus__cluster_stop(c);
+    cJSON_Delete(c->view);
+    free(c->service);
+    free(c->id);
+    pthread_mutex_destroy(&c->lock);
+    pthread_cond_destroy(&c->cond);
+    free(c);
+}
+
+cJSON *daebus__cluster_instances(daebus__cluster *c)
+{
+    pthread_mutex_lock(&c->lock);
+    cJSON *copy = cJSON_Duplicate(c->view, 1);
+    bool stale = c->stale;
+    pthread_mutex_unlock(&c->lock);
+    cJSON *e;
+    cJSON_ArrayForEach(e, copy)
+    {
+        cJSON_AddBoolToObject(e, "stale", stale);
+    }
+    return copy;
+}
+
+int daebus__cluster_count(daebus__cluster *c, bool *stale)
+{
+    pthread_mutex_lock(&c->lock);
+    int n = cJSON_GetArraySize(c->view);
+    if (stale)
+        *stale = c->stale;
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
