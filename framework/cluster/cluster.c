@@ -41,7 +41,7 @@ static void clean_host(char *out, size_t len)
 {
     char h[256] = "";
     if (gethostname(h, sizeof h - 1) != 0 || !h[0])
-        strcpy(h, "host");
+        snprintf(h, sizeof h, "host");
     size_t i = 0;
     for (; h[i] && i + 1 < len && i < 64; i++) {
         char ch = h[i];

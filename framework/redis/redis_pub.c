@@ -115,28 +115,6 @@ static void drop(pubconn *pc)
     pc->ctx = NULL;
 }
 
-int daebus__redis_publish(daebus__redis_pub *p, const char *channel, const char *data, size_t len)
-{
-    pubconn *pc = take(p);
-    if (!pc)
-        return DAEBUS_ECLOSED;
-    int rc = DAEBUS_ECONN;
-    if (pc->ctx) {
-        daebus__sigpipe_guard g;
-        daebus__sigpipe_block(&g);
-        redisReply *r = redisCommand(pc->ctx, "PUBLISH %b %b", channel, strlen(channel), data, len);
-        daebus__sigpipe_restore(&g);
-        if (r && r->type == REDIS_REPLY_INTEGER)
-            rc = (int)(r->integer > 0x7fffffff ? 0x7fffffff : r->integer);
-        if (r)
-            freeReplyObject(r);
-        else
-            drop(pc);
-    }
-    pthread_mutex_unlock(&pc->lock);
-    return rc;
-}
-
 /* Sends the n commands and reads their n replies (lock held, ctx set).
  * Returns: 0, or DAEBUS_ECONN with the replies read so far freed. */
 static int run_pipeline(pubconn *pc, const daebus__redis_cmd *cmds, int n, redisReply **replies)
@@ -180,6 +158,21 @@ int daebus__redis_pub_pipeline(daebus__redis_pub *p, const daebus__redis_cmd *cm
             drop(pc);
     }
     pthread_mutex_unlock(&pc->lock);
+    return rc;
+}
+
+int daebus__redis_publish(daebus__redis_pub *p, const char *channel, const char *data, size_t len)
+{
+    const char *argv[3] = {"PUBLISH", channel, data};
+    size_t argvlen[3] = {7, strlen(channel), len};
+    daebus__redis_cmd cmd = {3, argv, argvlen};
+    redisReply *r = NULL;
+    int rc = daebus__redis_pub_pipeline(p, &cmd, 1, &r);
+    if (rc != 0)
+        return rc;
+    rc = r->type == REDIS_REPLY_INTEGER ? (int)(r->integer > 0x7fffffff ? 0x7fffffff : r->integer)
+                                        : DAEBUS_ECONN;
+    freeReplyObject(r);
     return rc;
 }
 
