@@ -177,8 +177,9 @@ DAEBUS_API const char *daebus_app_instance_id(const daebus_app *app);
  * "host", "pid", "started_at", "last_seen" (Unix seconds, Redis's clock),
  * "http_port" (0: none), "heartbeat" (seconds), "self" (true for this app),
  * "stale" (true while Redis cannot be reached: the last view read is kept)}.
- * Returns: the number of entries (>= 0) with *out set, DAEBUS_ESTATE when the
- * app has no running bus (*out NULL), DAEBUS_EINVAL, or DAEBUS_ENOMEM.
+ * Returns: the number of entries (>= 0) with *out set (0, an empty array, once
+ * the bus stopped), DAEBUS_ESTATE when the app has no bus or its bus never
+ * started (*out NULL), DAEBUS_EINVAL, or DAEBUS_ENOMEM.
  * Ownership: the caller frees *out with cJSON_Delete.
  * Thread: callable from any thread. */
 DAEBUS_API int daebus_app_instances(daebus_app *app, cJSON **out);
