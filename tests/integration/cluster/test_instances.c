@@ -241,6 +241,18 @@ static int any_stale(void)
     return 0;
 }
 
+/* Lines of the shared service log holding needle. */
+static int log_count(const char *needle)
+{
+    size_t len = 0;
+    char *text = ts_read_file(logpath, &len);
+    int n = 0;
+    for (const char *p = text; p && (p = strstr(p, needle)) != NULL; p++)
+        n++;
+    free(text);
+    return n;
+}
+
 static void test_redis_restart(void)
 {
     ts_redis_kill(&redis);
@@ -256,6 +268,10 @@ static void test_redis_restart(void)
     char key[128];
     snprintf(key, sizeof key, "daebus:%s:instances", SERVICE);
     CU_ASSERT_EQUAL(redis_exists(key), 1);
+    /* One line per change of the link, per instance (3 live ones). */
+    TS_WAIT_UNTIL(log_count("Redis reachable again") == 3, 2);
+    CU_ASSERT_EQUAL(log_count("cannot reach Redis"), 3);
+    CU_ASSERT_EQUAL(log_count("Redis reachable again"), 3);
     printf("\n  lists whole again %.0f ms after Redis came back\n", (ts_now() - t0) * 1000);
 }
 
