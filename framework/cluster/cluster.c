@@ -408,13 +408,3 @@ cJSON *daebus__cluster_instances(daebus__cluster *c)
     }
     return copy;
 }
-
-int daebus__cluster_count(daebus__cluster *c, bool *stale)
-{
-    pthread_mutex_lock(&c->lock);
-    int n = cJSON_GetArraySize(c->view);
-    if (stale)
-        *stale = c->stale;
-    pthread_mutex_unlock(&c->lock);
-    return n;
-}

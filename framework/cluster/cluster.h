@@ -11,7 +11,7 @@
  *
  * Thread: create/stop/destroy on the owner's thread (the bus component's
  * start, stop and destroy); the heartbeat runs on a thread of its own;
- * daebus__cluster_instances and daebus__cluster_count from any thread.
+ * daebus__cluster_instances from any thread.
  */
 #ifndef DAEBUS_CLUSTER_H
 #define DAEBUS_CLUSTER_H
@@ -48,10 +48,6 @@ void daebus__cluster_destroy(daebus__cluster *c);
  * of memory. stale is true in every entry while Redis cannot be reached (the
  * last view read is kept). Ownership: the caller frees it with cJSON_Delete. */
 cJSON *daebus__cluster_instances(daebus__cluster *c);
-
-/* Returns: the number of instances in the last view; *stale (may be NULL)
- * tells whether it is the last known one while Redis is unreachable. */
-int daebus__cluster_count(daebus__cluster *c, bool *stale);
 
 /* The public face of an instance id, made by the app: "<host>-<pid>-<8 hex
  * digits>", host being the host name with characters outside [A-Za-z0-9._]
