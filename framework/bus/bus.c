@@ -134,17 +134,18 @@ static int make_transport(daebus_bus *bus)
 /* Announces this instance in Redis (framework/cluster/). */
 static int start_cluster(daebus_bus *bus)
 {
-    daebus__cluster_destroy(bus->cluster);
+    daebus__cluster_destroy(atomic_exchange(&bus->cluster, NULL));
     int port = daebus__app_http_bound_port(bus->app);
     daebus__cluster_opts co = {bus->pub, bus->service, daebus_app_instance_id(bus->app),
                                port > 0 ? port : 0, bus->opts.heartbeat};
-    bus->cluster = daebus__cluster_start(&co);
-    return bus->cluster ? 0 : DAEBUS_ENOMEM;
+    daebus__cluster *c = daebus__cluster_start(&co);
+    atomic_store(&bus->cluster, c);
+    return c ? 0 : DAEBUS_ENOMEM;
 }
 
 daebus__cluster *daebus__bus_cluster(const daebus_bus *bus)
 {
-    return bus ? bus->cluster : NULL;
+    return bus ? atomic_load(&((daebus_bus *)bus)->cluster) : NULL;
 }
 
 static void bus_stop(void *self);
@@ -192,7 +193,8 @@ static void bus_stop(void *self)
     daebus_bus *bus = self;
     double drain = daebus_app_shutdown_timeout(bus->app);
     atomic_store(&bus->stopping, 1);
-    daebus__cluster_stop(bus->cluster); /* a graceful stop leaves every list at once */
+    daebus__cluster_stop(
+        atomic_load(&bus->cluster)); /* a graceful stop leaves every list at once */
     daebus__redis_sub_stop(bus->sub);
     if (bus->pool) {
         size_t dropped = daebus__pool_shutdown(bus->pool, drain);
@@ -224,7 +226,7 @@ static void bus_stop(void *self)
 static void bus_destroy_op(void *self)
 {
     daebus_bus *bus = self;
-    daebus__cluster_destroy(bus->cluster);
+    daebus__cluster_destroy(atomic_load(&bus->cluster));
     daebus__redis_pub_destroy(bus->pub);
     pthread_mutex_destroy(&bus->state_lock);
     pthread_cond_destroy(&bus->state_cond);

@@ -39,7 +39,9 @@ struct daebus_bus {
     daebus__pool *pool;
     daebus__redis_pub *pub;
     daebus__redis_sub *sub;
-    daebus__cluster *cluster; /* this instance in Redis; stopped with the bus */
+    /* This instance in Redis; stopped with the bus, freed with it. Atomic: HTTP
+     * threads may read it (daebus_app_instances) while the bus starts. */
+    _Atomic(daebus__cluster *) cluster;
     atomic_int stopping;
     daebus__ratelimit big_log; /* "message too large" lines (subscriber thread only) */
     daebus__ratelimit bad_log; /* "malformed message" lines (subscriber thread only) */
