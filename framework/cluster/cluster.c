@@ -13,6 +13,7 @@
 
 #define LOGC       "cluster"
 #define MAX_LISTED 1024 /* members read per refresh */
+#define MAX_PIPE   16   /* commands per pipeline */
 
 typedef enum { LINK_UNKNOWN = 0, LINK_UP, LINK_DOWN } link_state;
 
@@ -99,8 +100,10 @@ static void cmd_set(cmdbuf *b, int argc, const char *const *args)
  * keep is set. An error reply of Redis counts as a failure. */
 static int run(daebus__cluster *c, cmdbuf *b, int n, redisReply **keep)
 {
-    daebus__redis_cmd cmds[8];
-    redisReply *r[8];
+    daebus__redis_cmd cmds[MAX_PIPE] = {{0, NULL, NULL}};
+    redisReply *r[MAX_PIPE] = {NULL};
+    if (n > MAX_PIPE)
+        return DAEBUS_EINVAL;
     for (int i = 0; i < n; i++)
         cmds[i] = b[i].cmd;
     int rc = daebus__redis_pub_pipeline(c->pub, cmds, n, r);
@@ -192,24 +195,29 @@ static cJSON *entry_from(const daebus__cluster *c, const redisReply *h)
     return o;
 }
 
-/* Reads the hashes of the members listed in ids (a ZRANGE reply). */
+/* Reads the hashes of the members listed in ids (a ZRANGE reply), MAX_PIPE
+ * per round trip. */
 static cJSON *read_hashes(daebus__cluster *c, const redisReply *ids, int *rc)
 {
     cJSON *arr = cJSON_CreateArray();
     size_t n = ids->elements < MAX_LISTED ? ids->elements : MAX_LISTED;
-    for (size_t i = 0; arr && i < n && *rc == 0; i++) {
-        char key[512];
-        snprintf(key, sizeof key, "daebus:%s:instance:%s", c->service, ids->element[i]->str);
-        cmdbuf b;
-        cmd_set(&b, 2, (const char *[]){"HGETALL", key});
-        redisReply *h = NULL;
-        *rc = run(c, &b, 1, &h);
-        if (*rc != 0)
-            break;
-        cJSON *e = entry_from(c, h);
-        freeReplyObject(h);
-        if (e)
-            cJSON_AddItemToArray(arr, e);
+    for (size_t i = 0; arr && i < n && *rc == 0; i += MAX_PIPE) {
+        int k = n - i < MAX_PIPE ? (int)(n - i) : MAX_PIPE;
+        char keys[MAX_PIPE][512];
+        cmdbuf b[MAX_PIPE];
+        redisReply *h[MAX_PIPE];
+        for (int j = 0; j < k; j++) {
+            snprintf(keys[j], sizeof keys[j], "daebus:%s:instance:%s", c->service,
+                     ids->element[i + (size_t)j]->str);
+            cmd_set(&b[j], 2, (const char *[]){"HGETALL", keys[j]});
+        }
+        *rc = run(c, b, k, h);
+        for (int j = 0; *rc == 0 && j < k; j++) {
+            cJSON *e = entry_from(c, h[j]);
+            freeReplyObject(h[j]);
+            if (e)
+                cJSON_AddItemToArray(arr, e);
+        }
     }
     return arr;
 }
@@ -258,16 +266,37 @@ static void link_changed(daebus__cluster *c, bool ok, int count)
     c->link = now;
 }
 
+static bool has_self(const cJSON *view)
+{
+    const cJSON *e;
+    cJSON_ArrayForEach(e, view)
+    {
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "self")))
+            return true;
+    }
+    return false;
+}
+
 /* One tick: announce (when beat is set) and refresh the view. */
 static void tick(daebus__cluster *c, bool beat)
 {
     long long now = 0;
     cJSON *view = NULL;
     int rc = redis_time_ms(c, &now);
-    if (rc == 0 && (beat || c->link != LINK_UP))
+    bool announced = rc == 0 && (beat || c->link != LINK_UP);
+    if (announced)
         rc = announce(c, now);
     if (rc == 0)
         rc = read_view(c, now, &view);
+    /* Not in the view although the link held: Redis lost the keys (a restart
+     * between two ticks). Announce at once instead of at the next beat. */
+    if (rc == 0 && !announced && !has_self(view)) {
+        cJSON_Delete(view);
+        view = NULL;
+        rc = announce(c, now);
+        if (rc == 0)
+            rc = read_view(c, now, &view);
+    }
     pthread_mutex_lock(&c->lock);
     if (rc == 0) {
         cJSON_Delete(c->view);
