@@ -5,7 +5,8 @@
  * queue is answered "Service overloaded" at once, an unknown action "Unknown
  * action", a message over max_message_size (cut by the transport's size
  * guard, never parsed) "Message too large" when its reply channel and
- * request id can be read from the bytes kept.
+ * request id can be read from the bytes kept. A message that is not
+ * well-formed UTF-8 is refused before parsing, like malformed JSON.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,24 +97,44 @@ static const char *reply_channel(daebus_bus *bus, const daebus__bus_envelope *en
     return reply;
 }
 
+/* Parses a request or a listener message: invalid UTF-8 is refused before
+ * the JSON parser sees it, like malformed JSON (why gets the reason). */
+static int parse_message(const char *data, size_t len, daebus__bus_envelope *env, char *why,
+                         size_t whylen)
+{
+    if (daebus__bus_check_utf8(data, len, why, whylen) != 0) {
+        memset(env, 0, sizeof *env);
+        return -1;
+    }
+    return daebus__bus_parse_request(data, len, env, why, whylen);
+}
+
+/* A request that did not parse: the caller would wait for its time-out, so
+ * it gets an error reply if reply_to and request_id can be read (and are
+ * well-formed UTF-8 themselves: the reply echoes the id). */
+static void reply_unparsed(daebus_bus *bus, const char *data, size_t len, const char *why)
+{
+    char reply[512], rid[256];
+    if (daebus__bus_scan_reply(data, len, reply, sizeof reply, rid, sizeof rid) != 0 ||
+        !daebus__utf8_valid(reply, strlen(reply)) || !daebus__utf8_valid(rid, strlen(rid)))
+        return;
+    cJSON *id = cJSON_CreateString(rid);
+    char text[160];
+    bool prefixed = strncmp(why, "invalid JSON", 12) == 0 || strncmp(why, "invalid UTF-8", 13) == 0;
+    snprintf(text, sizeof text, "%s%s", prefixed ? "" : "invalid JSON: ", why);
+    if (id)
+        daebus__bus_send_error(bus, reply, id, text);
+    cJSON_Delete(id);
+}
+
 static void on_service_message(daebus_bus *bus, const char *channel, const char *data, size_t len)
 {
     daebus__bus_envelope env;
     char why[96];
     char rc_buf[512];
-    if (daebus__bus_parse_request(data, len, &env, why, sizeof why) != 0) {
+    if (parse_message(data, len, &env, why, sizeof why) != 0) {
         note_malformed(bus, "malformed message on", channel, why, data, len);
-        /* The caller would wait for its time-out: answer if reply_to and request_id can be read. */
-        char rid[256];
-        if (daebus__bus_scan_reply(data, len, rc_buf, sizeof rc_buf, rid, sizeof rid) == 0) {
-            cJSON *id = cJSON_CreateString(rid);
-            char text[160];
-            snprintf(text, sizeof text, "%s%s",
-                     strncmp(why, "invalid JSON", 12) ? "invalid JSON: " : "", why);
-            if (id)
-                daebus__bus_send_error(bus, rc_buf, id, text);
-            cJSON_Delete(id);
-        }
+        reply_unparsed(bus, data, len, why);
         return;
     }
     const char *reply = reply_channel(bus, &env, channel, rc_buf, sizeof rc_buf);
@@ -155,7 +176,7 @@ static void on_listen_message(daebus_bus *bus, const daebus__handler *h, const c
     daebus__bus_envelope env;
     char why[96];
     char rc_buf[512];
-    if (daebus__bus_parse_request(data, len, &env, why, sizeof why) != 0) {
+    if (parse_message(data, len, &env, why, sizeof why) != 0) {
         note_malformed(bus, "ignoring message on", channel, why, data, len);
         return;
     }

@@ -9,6 +9,7 @@
 #include <string.h>
 #include "bus_parse.h"
 #include "daebus/json.h"
+#include "utf8.h"
 
 static const char *str_field(const cJSON *obj, const char *key, bool nonempty)
 {
@@ -186,6 +187,18 @@ void daebus__bus_response_free(daebus__bus_response *r)
         return;
     cJSON_Delete(r->root);
     memset(r, 0, sizeof *r);
+}
+
+int daebus__bus_check_utf8(const char *data, size_t len, char *errbuf, size_t errlen)
+{
+    if (!data || daebus__utf8_valid(data, len))
+        return 0;
+    size_t i = 0, k;
+    while (i < len && (k = daebus__utf8_char(data + i, len - i)) != 0)
+        i += k;
+    if (errlen)
+        snprintf(errbuf, errlen, "invalid UTF-8 at byte %zu", i);
+    return -1;
 }
 
 /* ---- reading reply_to and request_id from a message that does not parse ---- */

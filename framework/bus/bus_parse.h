@@ -31,6 +31,14 @@ int daebus__bus_parse_request(const char *data, size_t len, daebus__bus_envelope
                               size_t errlen);
 void daebus__bus_envelope_free(daebus__bus_envelope *env);
 
+/* Checks that a message is well-formed UTF-8 before it is parsed (one
+ * pass): Redis does not check, cJSON does not either, and a reply that
+ * echoes invalid bytes (an action name in "Unknown action '...'") is
+ * refused by Python's json.loads.
+ * Returns: 0, or -1 with "invalid UTF-8 at byte N" in errbuf (N: the offset
+ * of the first byte that does not start a well-formed character). */
+int daebus__bus_check_utf8(const char *data, size_t len, char *errbuf, size_t errlen);
+
 /* For a request that does not parse (daebus__bus_parse_request failed): a
  * lenient scan of the raw text for the top-level members "reply_to" and
  * "request_id" with plain string values (no escapes), so that the caller

@@ -214,6 +214,8 @@ int daebus_http_get_stats(const daebus_http *http, daebus_http_stats *out)
     out->in_flight = atomic_load(&http->st_in_flight);
     out->bytes_in = atomic_load(&http->st_bytes_in);
     out->bytes_out = atomic_load(&http->st_bytes_out);
+    out->request_timeouts = atomic_load(&http->st_timeouts);
+    out->busy_refusals = atomic_load(&http->st_busy);
     return 0;
 }
 

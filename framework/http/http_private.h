@@ -65,6 +65,8 @@ struct daebus_http {
     atomic_int draining; /* stopping: new requests get 503 while in-flight ones finish */
     atomic_uint_fast64_t st_bytes_in;
     atomic_uint_fast64_t st_bytes_out;
+    atomic_uint_fast64_t st_timeouts; /* 408: the request missed its deadline */
+    atomic_uint_fast64_t st_busy;     /* 503: max_body_readers bodies being read */
     /* body readers: max_body_readers deadline slots and their watchdog (civet.c) */
     daebus__civet_deadlines readers;
     /* rate-limited refusal notes: time of the last line, refusals since */

@@ -404,6 +404,7 @@ static void refuse_body(daebus_http *h, daebus_http_request *req, daebus_http_re
         msg = "Request body too large";
     } else if (status == 408) {
         msg = "Request Timeout";
+        atomic_fetch_add(&h->st_timeouts, 1);
         daebus__http_note(h, DAEBUS__HTTP_NOTE_TIMEOUT,
                           "%s %s from %s: the request did not arrive within %d ms: 408",
                           req->method, req->path, from, h->timeout_ms);
@@ -414,6 +415,7 @@ static void refuse_body(daebus_http *h, daebus_http_request *req, daebus_http_re
                           req->method, req->path, from);
     } else if (status == 503) {
         msg = "Too many uploads in progress";
+        atomic_fetch_add(&h->st_busy, 1);
         daebus_http_set_header(res, "Retry-After", "1");
         daebus__http_note(h, DAEBUS__HTTP_NOTE_BUSY,
                           "%s %s from %s: %d request bodies are being read already: 503",

@@ -127,7 +127,10 @@ typedef int daebus_http_middleware_fn(daebus_http_request *req, daebus_http_resp
 
 /* The counters (X, F: see DAEBUS_STATS_FIELD in app.h). requests_total:
  * requests whose response was sent; in_flight: being handled right now;
- * bytes_in / bytes_out: request / response bodies. */
+ * bytes_in / bytes_out: request / response bodies; request_timeouts: 408
+ * answers (request_timeout_ms passed before the body was in); busy_refusals:
+ * 503 answers (max_body_readers bodies were being read). Both are also in
+ * responses_4xx / responses_5xx. */
 #define DAEBUS_HTTP_STATS(X, F)                                                                    \
     X(uint64_t, requests_total, "daebus_http_requests_total", "", "counter",                       \
       "HTTP requests answered.")                                                                   \
@@ -143,7 +146,11 @@ typedef int daebus_http_middleware_fn(daebus_http_request *req, daebus_http_resp
     X(uint64_t, bytes_in, "daebus_http_received_bytes_total", "", "counter",                       \
       "HTTP request body bytes.")                                                                  \
     X(uint64_t, bytes_out, "daebus_http_sent_bytes_total", "", "counter",                          \
-      "HTTP response body bytes.")
+      "HTTP response body bytes.")                                                                 \
+    X(uint64_t, request_timeouts, "daebus_http_request_timeouts_total", "", "counter",             \
+      "Requests answered 408: not arrived within request_timeout_ms.")                             \
+    X(uint64_t, busy_refusals, "daebus_http_busy_refusals_total", "", "counter",                   \
+      "Requests answered 503: max_body_readers bodies being read already.")
 
 typedef struct daebus_http_stats {
     DAEBUS_HTTP_STATS(DAEBUS_STATS_FIELD, DAEBUS_STATS_PLAIN_FIELD)

@@ -7,7 +7,8 @@
  * a response, and as a message refused for its size of which only the first
  * and last bytes are kept (the reply_to / request_id scan of the bus and the
  * caller). Every reply built from a message of well-formed UTF-8 is
- * well-formed UTF-8 (error texts that quote a cut action name included).
+ * well-formed UTF-8 (error texts that quote a cut action name included);
+ * the UTF-8 gate the dispatcher applies first refuses exactly the others.
  */
 #include "bus_parse.h"
 #include "fuzz_common.h"
@@ -139,6 +140,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *buf = (const char *)data;
     input_utf8 = daebus__utf8_valid(buf, size);
     char why[128];
+    /* The dispatcher's gate before parsing: refuses exactly what is not UTF-8. */
+    int bad = daebus__bus_check_utf8(buf, size, why, sizeof why);
+    FUZZ_CHECK(fuzz_terminated(why, sizeof why));
+    FUZZ_CHECK((bad == 0) == input_utf8);
+    if (bad) {
+        size_t at = 0;
+        FUZZ_CHECK(sscanf(why, "invalid UTF-8 at byte %zu", &at) == 1 && at < size);
+        FUZZ_CHECK(daebus__utf8_valid(buf, at) && daebus__utf8_char(buf + at, size - at) == 0);
+    }
     daebus__bus_envelope env;
     int rc = daebus__bus_parse_request(buf, size, &env, why, sizeof why);
     FUZZ_CHECK(fuzz_terminated(why, sizeof why));

@@ -1,13 +1,15 @@
 /* daebus-call - call a daebus action, publish to a channel or listen to one.
  *
- *   daebus-call SERVICE ACTION [JSON] [--timeout S] [--redis URL]
+ *   daebus-call SERVICE ACTION [JSON] [--timeout S] [--max-size BYTES] [--redis URL]
  *   daebus-call --publish CHANNEL JSON [--redis URL]
- *   daebus-call --listen CHANNEL [--count N] [--redis URL]
+ *   daebus-call --listen CHANNEL [--count N] [--max-size BYTES] [--redis URL]
  *
  * Replies are printed on stdout as compact JSON, one per line: each progress
  * payload, then the final payload. Exit status: 0 success, 1 error reply,
  * 2 time-out, no service listening (fails at once: "no service 'x' is
- * listening on redis://..."), no connection or usage error. The Redis URL defaults to
+ * listening on redis://..."), a reply over --max-size (the caller's
+ * max_message_size, 1 MiB by default; fails at once: "reply too large"), no
+ * connection or usage error. A listened message over --max-size is dropped. The Redis URL defaults to
  * $DAEBUS_REDIS_URL, then redis://127.0.0.1:6379.
  */
 #include <signal.h>
@@ -28,14 +30,16 @@ static void on_signal(int sig)
 
 static void usage(FILE *f)
 {
-    fputs("usage: daebus-call SERVICE ACTION [JSON] [--timeout S] [--redis URL]\n"
-          "       daebus-call --publish CHANNEL JSON [--redis URL]\n"
-          "       daebus-call --listen CHANNEL [--count N] [--redis URL]\n"
-          "Prints progress payloads, then the final payload, as JSON lines.\n"
-          "Exit: 0 success, 1 error reply, 2 time-out / no service listening /\n"
-          "      no connection / usage error.\n"
-          "Redis URL: --redis, else $DAEBUS_REDIS_URL, else redis://127.0.0.1:6379\n",
-          f);
+    fputs(
+        "usage: daebus-call SERVICE ACTION [JSON] [--timeout S] [--max-size BYTES] [--redis URL]\n"
+        "       daebus-call --publish CHANNEL JSON [--redis URL]\n"
+        "       daebus-call --listen CHANNEL [--count N] [--max-size BYTES] [--redis URL]\n"
+        "Prints progress payloads, then the final payload, as JSON lines.\n"
+        "--max-size: the largest reply or message read (default 1048576).\n"
+        "Exit: 0 success, 1 error reply, 2 time-out / no service listening /\n"
+        "      reply too large / no connection / usage error.\n"
+        "Redis URL: --redis, else $DAEBUS_REDIS_URL, else redis://127.0.0.1:6379\n",
+        f);
 }
 
 static void print_json(const cJSON *j)
@@ -74,10 +78,11 @@ static void on_listen_message(daebus_caller *c, const char *channel, const char 
     atomic_fetch_add(&ls->seen, 1);
 }
 
-static int do_listen(const char *url, const char *channel, long count)
+static int do_listen(const char *url, const daebus_caller_options *co, const char *channel,
+                     long count)
 {
     daebus_error err = {0};
-    daebus_caller *c = daebus_caller_create(url, NULL, &err);
+    daebus_caller *c = daebus_caller_create(url, co, &err);
     if (!c) {
         fprintf(stderr, "daebus-call: %s\n", err.message);
         return 2;
@@ -109,6 +114,7 @@ typedef struct args {
     const char *url, *publish, *listen;
     double timeout;
     long count;
+    long max_size; /* 0: the caller's default */
     const char *pos[3];
     int npos;
 } args;
@@ -136,6 +142,12 @@ static int parse_args(int argc, char **argv, args *o)
             o->publish = argv[++i];
         } else if (strcmp(a, "--listen") == 0 && next) {
             o->listen = argv[++i];
+        } else if (strcmp(a, "--max-size") == 0 && next) {
+            if (daebus_parse_int(next, 1024, 512L * 1024 * 1024, &o->max_size) != 0) {
+                fprintf(stderr, "daebus-call: --max-size needs bytes from 1024 to 536870912\n");
+                return 2;
+            }
+            i++;
         } else if (strcmp(a, "--count") == 0 && next) {
             if (daebus_parse_int(next, 1, 1000000000L, &o->count) != 0) {
                 fprintf(stderr, "daebus-call: --count needs a positive number\n");
@@ -190,13 +202,15 @@ static int do_send(daebus_caller *c, const args *o, const cJSON *payload)
 
 int main(int argc, char **argv)
 {
-    args o = {getenv("DAEBUS_REDIS_URL"), NULL, NULL, 5.0, 0, {NULL, NULL, NULL}, 0};
+    args o = {getenv("DAEBUS_REDIS_URL"), NULL, NULL, 5.0, 0, 0, {NULL, NULL, NULL}, 0};
     int st = parse_args(argc, argv, &o);
     if (st >= 0)
         return st;
     if (!o.url || !*o.url)
         o.url = "redis://127.0.0.1:6379";
     daebus_log_set_level(DAEBUS_LOG_ERROR);
+    daebus_caller_options co = DAEBUS_CALLER_OPTIONS_INIT;
+    co.max_message_size = (size_t)o.max_size;
     signal(SIGPIPE, SIG_IGN);
     if (o.listen) {
         if (o.npos || o.publish) {
@@ -209,7 +223,7 @@ int main(int argc, char **argv)
         sa.sa_handler = on_signal;
         sigaction(SIGINT, &sa, NULL);
         sigaction(SIGTERM, &sa, NULL);
-        return do_listen(o.url, o.listen, o.count);
+        return do_listen(o.url, &co, o.listen, o.count);
     }
     const char *json_text = o.publish ? o.pos[0] : o.pos[2];
     if ((o.publish && o.npos != 1) || (!o.publish && (o.npos < 2 || o.npos > 3))) {
@@ -227,7 +241,7 @@ int main(int argc, char **argv)
         }
     }
     daebus_error err = {0};
-    daebus_caller *c = daebus_caller_create(o.url, NULL, &err);
+    daebus_caller *c = daebus_caller_create(o.url, &co, &err);
     if (!c) {
         fprintf(stderr, "daebus-call: %s\n", err.message);
         cJSON_Delete(payload);

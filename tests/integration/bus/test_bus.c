@@ -308,6 +308,49 @@ static void test_malformed_json(void)
     cJSON_Delete(out);
 }
 
+/* A message that is not well-formed UTF-8 (Redis does not check) is refused
+ * before parsing: counted as malformed, answered "invalid UTF-8 at byte N"
+ * (reply_to and request_id read by the lenient scan), never echoed. */
+static void test_invalid_utf8(void)
+{
+    struct daebus_bus_stats before, after;
+    daebus_bus_get_stats(bus, &before);
+    redisContext *sub = raw_subscribe(redis.port, "rawutf8");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(sub);
+    const char *msg = "{\"action\":\"b\xff\xfe\",\"payload\":{},\"reply_to\":\"rawutf8\","
+                      "\"request_id\":\"r-1\"}";
+    CU_ASSERT_EQUAL(raw_publish(redis.port, SVC, msg), 1);
+    char *reply = raw_next(sub);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(reply);
+    int ascii = 1; /* all the reply's text is ASCII: nothing of the message is echoed */
+    for (const char *c = reply; *c; c++)
+        ascii &= (unsigned char)*c < 0x80;
+    CU_ASSERT_TRUE(ascii);
+    cJSON *r = cJSON_Parse(reply);
+    CU_ASSERT_STRING_EQUAL(cJSON_GetStringValue(cJSON_GetObjectItem(r, "status")), "error");
+    CU_ASSERT_STRING_EQUAL(cJSON_GetStringValue(cJSON_GetObjectItem(r, "request_id")), "r-1");
+    const cJSON *p = cJSON_GetObjectItem(r, "payload");
+    CU_ASSERT_STRING_EQUAL(cJSON_GetStringValue(cJSON_GetObjectItem(p, "error")),
+                           "invalid UTF-8 at byte 12");
+    cJSON_Delete(r);
+    free(reply);
+    redisFree(sub);
+    /* On a listener channel: dropped and counted, the listener not called. */
+    int heard_before = atomic_load(&heard_count);
+    CU_ASSERT_EQUAL(raw_publish(redis.port, "notifications", "{\"n\":\"\xc0\xaf\"}"), 1);
+    TS_WAIT_UNTIL((daebus_bus_get_stats(bus, &after), after.malformed >= before.malformed + 2), 3);
+    CU_ASSERT_EQUAL(after.malformed, before.malformed + 2);
+    CU_ASSERT_EQUAL(atomic_load(&heard_count), heard_before);
+    /* The service keeps answering. */
+    cJSON *out = NULL;
+    daebus_error e = {0};
+    cJSON *q = cJSON_Parse("{\"after\":\"bad bytes\"}");
+    CU_ASSERT_EQUAL(daebus_caller_request(caller, SVC, "echo", q, 3.0, &out, &e), 0);
+    CU_ASSERT_TRUE(cJSON_Compare(q, out, 1));
+    cJSON_Delete(q);
+    cJSON_Delete(out);
+}
+
 static void test_fire_and_forget(void)
 {
     int before = atomic_load(&record_count);
@@ -649,6 +692,7 @@ int main(void)
     CU_add_test(s, "error replies", test_error_replies);
     CU_add_test(s, "unknown action", test_unknown_action);
     CU_add_test(s, "malformed JSON", test_malformed_json);
+    CU_add_test(s, "invalid UTF-8", test_invalid_utf8);
     CU_add_test(s, "fire-and-forget", test_fire_and_forget);
     CU_add_test(s, "responses fallback + wire format", test_responses_fallback_and_wire_format);
     CU_add_test(s, "listener", test_listener);

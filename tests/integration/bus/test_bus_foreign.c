@@ -188,6 +188,69 @@ static void test_daebus_call(void)
     CU_ASSERT_TRUE(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
 }
 
+/* Runs daebus-call against a fake service (a raw subscriber on "bigsvc") that
+ * answers with a reply of 3 MB; out gets daebus-call's stderr, *secs how long
+ * it took. Returns: its exit status (-1 if the request never came). */
+static int call_with_big_reply(const char *tool, const char *extra, char *out, size_t cap,
+                               double *secs)
+{
+    redisContext *sub = raw_subscribe(redis.port, "bigsvc");
+    if (!sub)
+        return -1;
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s bigsvc big --timeout 20 %s --redis %s 2>&1 >/dev/null", tool,
+             extra, redis.url);
+    double t0 = ts_now();
+    FILE *f = popen(cmd, "r");
+    char *req = f ? raw_next(sub) : NULL;
+    redisFree(sub);
+    cJSON *r = req ? cJSON_Parse(req) : NULL;
+    const char *reply_to = cJSON_GetStringValue(cJSON_GetObjectItem(r, "reply_to"));
+    const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(r, "request_id"));
+    if (reply_to && id) {
+        size_t big = 3 * 1000 * 1000;
+        char *msg = malloc(big + 200);
+        int n = snprintf(msg, 200, "{\"status\":\"success\",\"payload\":{\"big\":\"");
+        memset(msg + n, 'x', big);
+        snprintf(msg + n + big, 200, "\"},\"request_id\":\"%s\",\"final\":true}", id);
+        raw_publish(redis.port, reply_to, msg);
+        free(msg);
+    }
+    cJSON_Delete(r);
+    free(req);
+    if (!f)
+        return -1;
+    size_t got = fread(out, 1, cap - 1, f);
+    out[got] = '\0';
+    int st = pclose(f);
+    *secs = ts_now() - t0;
+    return reply_to && id && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* A reply over the caller's max_message_size (1 MiB unless --max-size says
+ * otherwise) makes daebus-call exit 2 at once, not at its time-out. */
+static void test_daebus_call_reply_too_large(void)
+{
+    const char *bin = getenv("DAEBUS_BINARY_DIR");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bin);
+    char tool[600], out[4096];
+    snprintf(tool, sizeof tool, "%s/bin/daebus-call", bin);
+    double secs = 0;
+    CU_ASSERT_EQUAL(call_with_big_reply(tool, "", out, sizeof out, &secs), 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "reply too large"));
+    CU_ASSERT_TRUE(secs < 10.0); /* the time-out is 20 s */
+    /* A larger --max-size reads it. */
+    CU_ASSERT_EQUAL(call_with_big_reply(tool, "--max-size 4000000", out, sizeof out, &secs), 0);
+    CU_ASSERT_STRING_EQUAL(out, "");
+    /* A smaller one refuses it as well; a bad value is a usage error. */
+    CU_ASSERT_EQUAL(call_with_big_reply(tool, "--max-size 2000000", out, sizeof out, &secs), 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "reply too large"));
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s bigsvc big --max-size 10 2>&1", tool);
+    CU_ASSERT_EQUAL(run(cmd, out, sizeof out), 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "--max-size"));
+}
+
 static void count_progress(daebus_caller *c, const cJSON *payload, void *user)
 {
     (void)c;
@@ -242,6 +305,7 @@ int main(void)
     CU_pSuite s = CU_add_suite("bus foreign clients", init, cleanup);
     CU_add_test(s, "python client (PROTOCOL.md §1)", test_python_client);
     CU_add_test(s, "daebus-call", test_daebus_call);
+    CU_add_test(s, "daebus-call reply too large", test_daebus_call_reply_too_large);
     CU_add_test(s, "C caller to a Python-style service", test_c_caller_to_python_service);
     return ts_run_cunit();
 }

@@ -281,6 +281,8 @@ static void test_refusals(void)
 static void test_body_stops(void)
 {
     int before = atomic_load(&n_handled);
+    daebus_http_stats st0, st1;
+    CU_ASSERT_EQUAL(daebus_http_get_stats(http, &st0), 0);
     int fd = dial();
     CU_ASSERT_FATAL(fd >= 0);
     const char *req = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789";
@@ -296,6 +298,11 @@ static void test_body_stops(void)
     CU_ASSERT(took < TIMEOUT_MS / 1000.0 + 4.0);
     fprintf(stderr, "\n  body that stops: 408 after %.2f s (limit %.1f s)\n", took,
             TIMEOUT_MS / 1000.0);
+    /* Counted as a request time-out (and a 4xx), no busy refusal. */
+    CU_ASSERT_EQUAL(daebus_http_get_stats(http, &st1), 0);
+    CU_ASSERT_EQUAL(st1.request_timeouts, st0.request_timeouts + 1);
+    CU_ASSERT_EQUAL(st1.busy_refusals, st0.busy_refusals);
+    CU_ASSERT(st1.responses_4xx >= st0.responses_4xx + 1);
     CU_ASSERT_EQUAL(atomic_load(&n_handled), before);
     free(ans);
     close(fd);
@@ -391,6 +398,8 @@ static void test_headers_trickle(void)
 static void test_slow_uploads(void)
 {
     int before = atomic_load(&n_handled);
+    daebus_http_stats st0;
+    CU_ASSERT_EQUAL(daebus_http_get_stats(http, &st0), 0);
     int fds[SLOW_UPLOADS];
     const char *req = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nx";
     for (int i = 0; i < SLOW_UPLOADS; i++) {
@@ -437,6 +446,12 @@ static void test_slow_uploads(void)
     CU_ASSERT_EQUAL(n408 + n503, SLOW_UPLOADS);
     CU_ASSERT(n408 <= BODY_READERS);
     CU_ASSERT_EQUAL(retry, n503);
+    /* Each refusal counted once, as what it was. */
+    daebus_http_stats st1;
+    CU_ASSERT_EQUAL(daebus_http_get_stats(http, &st1), 0);
+    CU_ASSERT_EQUAL(st1.request_timeouts - st0.request_timeouts, (uint64_t)n408);
+    CU_ASSERT_EQUAL(st1.busy_refusals - st0.busy_refusals, (uint64_t)n503);
+    CU_ASSERT(n503 > 0);
     CU_ASSERT_EQUAL(atomic_load(&n_handled), before + 1); /* the GET only */
     expect_alive();
 }
