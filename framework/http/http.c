@@ -309,22 +309,17 @@ int daebus_http_use_blueprint(daebus_http *http, const daebus_blueprint *bp,
 
 void daebus__http_note(daebus_http *h, int note, const char *fmt, ...)
 {
-    long long now = (long long)(daebus__now_mono() * 1000.0);
-    long long last = atomic_load(&h->note_last_ms[note]);
-    uint64_t n = atomic_fetch_add(&h->note_count[note], 1) + 1;
-    if (last && now - last < 1000)
+    long missed = daebus__ratelimit_pass(&h->note_rl[note], daebus__now_mono(), 1.0);
+    if (missed < 0)
         return;
-    if (!atomic_compare_exchange_strong(&h->note_last_ms[note], &last, now))
-        return;
-    atomic_fetch_sub(&h->note_count[note], n);
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (n > 1)
-        daebus_log(DAEBUS_LOG_WARNING, "http", "%s (and %llu more like it in the last second)", msg,
-                   (unsigned long long)(n - 1));
+    if (missed > 0)
+        daebus_log(DAEBUS_LOG_WARNING, "http", "%s (and %ld more like it in the last second)", msg,
+                   missed);
     else
         daebus_log(DAEBUS_LOG_WARNING, "http", "%s", msg);
 }

@@ -7,6 +7,7 @@
 #ifndef DAEBUS_HTTP_PRIVATE_H
 #define DAEBUS_HTTP_PRIVATE_H
 
+#include "ratelimit.h"
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -70,8 +71,7 @@ struct daebus_http {
     /* body readers: max_body_readers deadline slots and their watchdog (civet.c) */
     daebus__civet_deadlines readers;
     /* rate-limited refusal notes: time of the last line, refusals since */
-    atomic_llong note_last_ms[DAEBUS__HTTP_NOTES];
-    atomic_uint_fast64_t note_count[DAEBUS__HTTP_NOTES];
+    daebus__ratelimit note_rl[DAEBUS__HTTP_NOTES]; /* daebus__http_note */
 };
 
 #define DAEBUS__HTTP_EXTRA_HEADERS 8192

@@ -252,18 +252,6 @@ static void reply_done(redisContext *c)
         release_buffer(c->reader);
 }
 
-long daebus__ratelimit_pass(daebus__ratelimit *rl, double now, double interval)
-{
-    if (rl->last > 0 && now - rl->last < interval) {
-        rl->missed++;
-        return -1;
-    }
-    long missed = (long)rl->missed;
-    rl->last = now;
-    rl->missed = 0;
-    return missed;
-}
-
 void daebus__backoff_init(daebus__backoff *b, double initial, double max)
 {
     b->initial = initial > 0 ? initial : 0.1;

@@ -8,6 +8,7 @@
 #ifndef DAEBUS_REDIS_CONN_H
 #define DAEBUS_REDIS_CONN_H
 
+#include "ratelimit.h"
 #include <signal.h>
 #include <hiredis/hiredis.h>
 #include "daebus/bus.h"
@@ -70,17 +71,6 @@ void daebus__backoff_init(daebus__backoff *b, double initial, double max);
 double daebus__backoff_next(daebus__backoff *b);
 /* After a success: the next delay is the initial one again. */
 void daebus__backoff_reset(daebus__backoff *b);
-
-/* At most one log line per interval for events an attacker can repeat. */
-typedef struct daebus__ratelimit {
-    double last;          /* monotonic time of the last line; 0: none yet */
-    unsigned long missed; /* events not logged since */
-} daebus__ratelimit;
-
-/* Call once per event with the monotonic time now. Returns: -1 to stay quiet,
- * else the number of events not logged since the last line (say so in it).
- * Thread: one thread per limiter (or the caller's lock). */
-long daebus__ratelimit_pass(daebus__ratelimit *rl, double now, double interval);
 
 /* hiredis writes with write(2): a write to a connection the server closed
  * raises SIGPIPE, which would kill a process that did not ignore it. These

@@ -13,6 +13,7 @@
 #ifndef DAEBUS_WS_INTERNAL_H
 #define DAEBUS_WS_INTERNAL_H
 
+#include "ratelimit.h"
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -131,8 +132,7 @@ struct daebus_ws {
     int rl_max;
     double rl_window;
     int rl_disconnect_after;
-    double log_last[WS_LOG_KINDS]; /* daebus__ws_log_allow (rl_lock) */
-    uint64_t log_dropped[WS_LOG_KINDS];
+    daebus__ratelimit log_rl[WS_LOG_KINDS]; /* daebus__ws_log_allow */
     /* handlers, read at start */
     const daebus__handler *socket_handlers;
     size_t nsocket_handlers;

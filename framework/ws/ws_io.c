@@ -45,19 +45,11 @@
 
 bool daebus__ws_log_allow(daebus_ws *ws, int kind, uint64_t *dropped)
 {
-    double now = daebus__now_mono();
-    bool ok = false;
-    pthread_mutex_lock(&ws->rl_lock);
-    if (ws->log_last[kind] == 0 || now - ws->log_last[kind] >= 1.0) {
-        ws->log_last[kind] = now;
-        *dropped = ws->log_dropped[kind];
-        ws->log_dropped[kind] = 0;
-        ok = true;
-    } else {
-        ws->log_dropped[kind]++;
-    }
-    pthread_mutex_unlock(&ws->rl_lock);
-    return ok;
+    long missed = daebus__ratelimit_pass(&ws->log_rl[kind], daebus__now_mono(), 1.0);
+    if (missed < 0)
+        return false;
+    *dropped = (uint64_t)missed;
+    return true;
 }
 
 void daebus__ws_stat_max(atomic_uint_fast64_t *a, uint64_t v)

@@ -12,6 +12,7 @@
 #include "hash.h"
 #include "textlist.h"
 #include "json.h"
+#include "ratelimit.h"
 #include "testsupport.h"
 
 static void test_hash_basic(void)
@@ -173,6 +174,18 @@ static void test_mutex_checked(void)
     pthread_mutex_destroy(&m);
 }
 
+/* One line per interval; the next line counts the events not logged. */
+static void test_ratelimit(void)
+{
+    daebus__ratelimit rl = {0};
+    CU_ASSERT_EQUAL(daebus__ratelimit_pass(&rl, 10.0, 1.0), 0);
+    CU_ASSERT_EQUAL(daebus__ratelimit_pass(&rl, 10.2, 1.0), -1);
+    CU_ASSERT_EQUAL(daebus__ratelimit_pass(&rl, 10.9, 1.0), -1);
+    CU_ASSERT_EQUAL(daebus__ratelimit_pass(&rl, 11.0, 1.0), 2);
+    CU_ASSERT_EQUAL(daebus__ratelimit_pass(&rl, 11.5, 1.0), -1);
+    CU_ASSERT_EQUAL(daebus__ratelimit_pass(&rl, 20.0, 1.0), 1);
+}
+
 int main(void)
 {
     CU_initialize_registry();
@@ -184,5 +197,6 @@ int main(void)
     CU_add_test(s, "json depth", test_json_depth);
     CU_add_test(s, "assert", test_assert);
     CU_add_test(s, "checked mutex", test_mutex_checked);
+    CU_add_test(s, "log rate limit", test_ratelimit);
     return ts_run_cunit();
 }
