@@ -221,11 +221,14 @@ static void claim_failed(daebus__cluster *c, const char *why)
 {
     atomic_fetch_add(&c->failed, 1);
     long missed = daebus__ratelimit_pass(&c->fail_log, daebus__now_mono(), 1.0);
-    if (missed >= 0)
+    if (missed > 0)
         DAEBUS_LOG_WARNF(LOGC,
-                         "claim failed (%s): the message is not handled here (at most once)"
-                         "; %ld more since the last such line",
+                         "claim failed (%s): the message is not handled here (at most once); "
+                         "%ld more since the last such line",
                          why, missed);
+    else if (missed == 0)
+        DAEBUS_LOG_WARNF(LOGC, "claim failed (%s): the message is not handled here (at most once)",
+                         why);
 }
 
 /* Sends the claim: EXISTS of the epoch's key, then SET NX. Returns: 1, 0 or
