@@ -102,7 +102,7 @@ void daebus__bus_overloaded(daebus_bus *bus, daebus_bus_request *r)
         DAEBUS_LOG_WARNF(LOGC,
                          "worker queue full: %s a message on '%s' (%ld more since the last "
                          "such line)",
-                         claimed ? "leaving to another replica" : "refusing", r->channel, missed);
+                         claimed ? "left to another replica" : "refusing", r->channel, missed);
     /* Claimed: another replica with room takes it; "overloaded" would be a
      * second answer if one does. */
     if (!claimed && r->is_action && r->reply_channel && daebus__bus_claim_final(r))
