@@ -121,12 +121,12 @@ enum {
 
 /* Options shared by every handler kind; zero means default. */
 typedef struct daebus_handler_options {
-    daebus_blueprint *bp; /* macros only: target blueprint (NULL = default) */
-    unsigned methods;     /* ROUTE: DAEBUS_GET | DAEBUS_POST ... (0 = GET) */
-    bool run_at_start;    /* BACKGROUND: first run at start, not after one interval */
-    bool no_auto_start;   /* THREAD: do not start with the app */
-    bool single; /* BACKGROUND, THREAD: on one replica of the cluster at a time (leader lease) */
-    void *user;  /* passed to the handler as user */
+    daebus_blueprint *bp;           /* macros only: target blueprint (NULL = default) */
+    unsigned methods;               /* ROUTE: DAEBUS_GET | DAEBUS_POST ... (0 = GET) */
+    bool run_at_start;              /* BACKGROUND: first run at start, not after one interval */
+    bool no_auto_start;             /* THREAD: do not start with the app */
+    bool single;                    /* BACKGROUND, THREAD: one replica at a time */
+    void *user;                     /* passed to the handler as user */
     daebus_user_free_fn *user_free; /* called on user when the registration is dropped */
     int sentinel_;                  /* keeps the option list non-empty; ignore */
 } daebus_handler_options;
