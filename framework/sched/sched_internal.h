@@ -39,6 +39,7 @@ typedef struct sched_lease {
     bool on;           /* in force (the app has a bus): runs need the lease */
     bool held;         /* holding, as last logged */
     bool stuck_logged; /* a THREAD outlived its lease: logged once per term */
+    bool term_started; /* a THREAD: started in this term of the lease */
     double until;      /* monotonic end of validity; 0 = not held */
     double from;       /* monotonic start of validity (a lease taken anew waits) */
     char *key, *last_key, *field;
@@ -172,8 +173,8 @@ void daebus__sched_lease_stop(daebus_scheduler *s);
  * lease and records the run. interval: the task's; trig: a triggered run.
  * Returns: true to run. */
 bool daebus__sched_lease_run_check(daebus_task *t, double interval, bool trig);
-/* Frees the lease's keys (destroy). */
-void daebus__sched_lease_free(sched_lease *l);
+/* Frees what the leases of s still hold (destroy, once nothing runs). */
+void daebus__sched_lease_destroy(daebus_scheduler *s);
 
 /* sched_threads.c */
 daebus_thread *daebus__sched_find_thread_locked(daebus_scheduler *s, const char *name);

@@ -175,6 +175,7 @@ static void adopt_schedule_locked(daebus_scheduler *s, daebus_task *t, long long
 static void lease_lost_locked(daebus_scheduler *s, sched_lease *l, const char *why)
 {
     l->until = 0;
+    l->term_started = false;
     if (!l->held)
         return;
     l->held = false;
@@ -249,8 +250,10 @@ static void threads_follow_leases_locked(daebus_scheduler *s, double now)
         if (!t)
             continue;
         daebus__sched_reap_thread_locked(t);
-        if (sched_lease_ok(l, now) && t->state != THR_RUNNING && s->state == ST_RUNNING) {
-            daebus__sched_start_thread_locked(s, t);
+        if (sched_lease_ok(l, now) && t->state != THR_RUNNING && s->state == ST_RUNNING &&
+            !l->term_started) {
+            /* once per term: a thread that returned while leader stays returned */
+            l->term_started = daebus__sched_start_thread_locked(s, t) == 0;
         } else if (!sched_lease_ok(l, now) && t->state == THR_RUNNING && !l->stuck_logged) {
             l->stuck_logged = true;
             daebus_log(DAEBUS_LOG_ERROR, LOGC,
@@ -273,7 +276,7 @@ static void *lease_main(void *arg)
     while (!s->lease_stop) {
         daebus__mutex_unlock(&s->lock);
         double round = daebus__now_mono();
-        for (size_t i = 0; i < s->nleases; i++)
+        for (size_t i = 0; i < s->nleases && !atomic_load(&s->stopping); i++)
             lease_tick(s, s->leases[i], id, ttl);
         daebus__mutex_lock(&s->lock);
         threads_follow_leases_locked(s, daebus__now_mono());
@@ -440,8 +443,11 @@ void daebus__sched_lease_stop(daebus_scheduler *s)
         daebus_log(DAEBUS_LOG_INFO, LOGC, "released %zu leader lease(s)", released);
     daebus__mutex_lock(&s->lock);
     s->lease_started = false;
-    daebus__redis_pub *pub = s->lease_pub;
-    s->lease_pub = NULL;
+    /* A straggling run may still be in its run check: keep the pool for
+     * destroy, which frees it only once nothing runs. */
+    daebus__redis_pub *pub = s->inflight == 0 ? s->lease_pub : NULL;
+    if (pub)
+        s->lease_pub = NULL;
     free(s->leases);
     s->leases = NULL;
     s->nleases = 0;
@@ -492,12 +498,24 @@ bool daebus__sched_lease_run_check(daebus_task *t, double interval, bool trig)
     return ok;
 }
 
-void daebus__sched_lease_free(sched_lease *l)
+static void lease_free(sched_lease *l)
 {
     free(l->key);
     free(l->last_key);
     free(l->field);
     l->key = l->last_key = l->field = NULL;
+}
+
+void daebus__sched_lease_destroy(daebus_scheduler *s)
+{
+    for (daebus_task *t = s->tasks; t; t = t->next)
+        lease_free(&t->lease);
+    for (daebus_thread *t = s->threads; t; t = t->next)
+        lease_free(&t->lease);
+    free(s->lease_hash);
+    s->lease_hash = NULL;
+    daebus__redis_pub_destroy(s->lease_pub);
+    s->lease_pub = NULL;
 }
 
 /* ---- public ---- */

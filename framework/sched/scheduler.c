@@ -368,19 +368,17 @@ void daebus_scheduler_destroy(daebus_scheduler *s)
         free(tm);
     }
     daebus__heap_free(&s->heap);
+    daebus__sched_lease_destroy(s);
     for (daebus_task *t = s->tasks, *n; t; t = n) {
         n = t->next;
-        daebus__sched_lease_free(&t->lease);
         free(t->name);
         free(t);
     }
     for (daebus_thread *t = s->threads, *n; t; t = n) {
         n = t->next;
-        daebus__sched_lease_free(&t->lease);
         free(t->name);
         free(t);
     }
-    free(s->lease_hash);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->timer_cond);
     pthread_cond_destroy(&s->thread_cond);
