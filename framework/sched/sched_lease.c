@@ -324,8 +324,9 @@ static int collect_locked(daebus_scheduler *s, size_t n)
             l->key = make_key(service, owner_kind(l), owner_name(l), "");
         if (!l->last_key)
             l->last_key = make_key(service, owner_kind(l), owner_name(l), ":last");
-        if (!l->field && (l->field = malloc(strlen(owner_name(l)) + 8)) != NULL)
-            sprintf(l->field, "%s:%s", owner_kind(l), owner_name(l));
+        size_t flen = strlen(owner_name(l)) + 8;
+        if (!l->field && (l->field = malloc(flen)) != NULL)
+            snprintf(l->field, flen, "%s:%s", owner_kind(l), owner_name(l));
         if (!l->key || !l->last_key || !l->field)
             return DAEBUS_ENOMEM;
     }
@@ -520,22 +521,21 @@ void daebus__sched_lease_destroy(daebus_scheduler *s)
 
 /* ---- public ---- */
 
+/* Is l valid now? Takes the lock. */
+static bool lease_ok_now(daebus_scheduler *s, const sched_lease *l)
+{
+    daebus__mutex_lock(&s->lock);
+    bool ok = sched_lease_ok(l, daebus__now_mono());
+    daebus__mutex_unlock(&s->lock);
+    return ok;
+}
+
 bool daebus_task_is_leader(const daebus_task *t)
 {
-    if (!t)
-        return false;
-    daebus__mutex_lock(&t->s->lock);
-    bool ok = sched_lease_ok(&t->lease, daebus__now_mono());
-    daebus__mutex_unlock(&t->s->lock);
-    return ok;
+    return t && lease_ok_now(t->s, &t->lease);
 }
 
 bool daebus_thread_is_leader(const daebus_thread *t)
 {
-    if (!t)
-        return false;
-    daebus__mutex_lock(&t->s->lock);
-    bool ok = sched_lease_ok(&t->lease, daebus__now_mono());
-    daebus__mutex_unlock(&t->s->lock);
-    return ok;
+    return t && lease_ok_now(t->s, &t->lease);
 }
