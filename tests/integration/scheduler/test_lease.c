@@ -1,7 +1,8 @@
 /* test_lease.c - leader leases of .single tasks and threads (docs/replicas.md).
  *
  * In-process: without a bus a .single task runs as an ordinary one; with a
- * bus it takes the lease (counted), runs, and releases it at stop.
+ * bus it takes the lease (counted), runs, stops running with Redis gone and
+ * resumes when it returns, and releases the lease at stop.
  *
  * Real replicas (lease_service, task every 0.3 s, lease TTL 1.5 s) on a
  * private redis-server, each writing its runs and its thread's life to a file
@@ -468,6 +469,31 @@ static void test_with_bus_takes_and_releases(void)
     CU_ASSERT_EQUAL(st.lease_lost, 0);
     CU_ASSERT(daebus_task_is_leader(daebus_scheduler_find(svc.sched, "local_tick")));
     CU_ASSERT_EQUAL(redis_exists("daebus:lease_local:lease:task:local_tick"), 1);
+
+    /* Redis gone: the lease ends within its TTL, runs stop (counted); Redis
+     * back: the lease is taken again (after one TTL: Redis lost its data). */
+    daebus_task *task = daebus_scheduler_find(svc.sched, "local_tick");
+    ts_redis_kill(&redis);
+    double t0 = ts_now();
+    TS_WAIT_UNTIL(!daebus_task_is_leader(task), 2);
+    CU_ASSERT(!daebus_task_is_leader(task));
+    CU_ASSERT(ts_now() - t0 <= 0.6);
+    ts_sleep_ms(100);
+    int before = atomic_load(&local_runs);
+    ts_sleep_ms(500);
+    CU_ASSERT_EQUAL(atomic_load(&local_runs), before);
+    CU_ASSERT_EQUAL(daebus_scheduler_get_stats(svc.sched, &st), 0);
+    CU_ASSERT_EQUAL(st.leases_held, 0);
+    CU_ASSERT_EQUAL(st.lease_lost, 1);
+    CU_ASSERT(st.lease_errors >= 1);
+    CU_ASSERT_FATAL(ts_redis_restart(&redis) == 0);
+    t0 = ts_now();
+    TS_WAIT_UNTIL(daebus_task_is_leader(task) && atomic_load(&local_runs) > before + 2, 6);
+    CU_ASSERT(atomic_load(&local_runs) > before + 2);
+    printf("\n  in-process: lease lost with Redis gone, taken again %.0f ms after Redis returned",
+           (ts_now() - t0) * 1000);
+    CU_ASSERT_EQUAL(daebus_scheduler_get_stats(svc.sched, &st), 0);
+    CU_ASSERT_EQUAL(st.lease_acquired, 2);
     ts_service_stop(&svc);
     CU_ASSERT_EQUAL(redis_exists("daebus:lease_local:lease:task:local_tick"), 0);
     CU_ASSERT_EQUAL(redis_exists("daebus:lease_local:lease:task:local_tick:last"), 1);
