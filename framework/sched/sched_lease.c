@@ -202,17 +202,18 @@ static void lease_got_locked(daebus_scheduler *s, sched_lease *l, double sent, d
     extend_locked(s, l, sent);
     if (l->held)
         return;
-    if (l->from > recv) {
-        DAEBUS_LOG_DEBUGF(LOGC, "lease of %s \"%s\" taken anew: usable in %.3f s", owner_kind(l),
-                          owner_name(l), l->from - recv);
-        return;
-    }
     l->stuck_logged = false;
     l->held = true;
     s->lease_acquired++;
     long long last = elem_int(r, 2);
-    daebus_log(DAEBUS_LOG_INFO, LOGC, "lease of %s \"%s\" taken: it runs on this replica",
-               owner_kind(l), owner_name(l));
+    if (l->from > recv)
+        daebus_log(DAEBUS_LOG_INFO, LOGC,
+                   "lease of %s \"%s\" taken anew (first time, or Redis lost its data): it runs "
+                   "on this replica in %.3f s, when any earlier holder has stopped",
+                   owner_kind(l), owner_name(l), l->from - recv);
+    else
+        daebus_log(DAEBUS_LOG_INFO, LOGC, "lease of %s \"%s\" taken: it runs on this replica",
+                   owner_kind(l), owner_name(l));
     if (l->task)
         adopt_schedule_locked(s, l->task, last, redis_now, recv);
 }

@@ -263,12 +263,13 @@ static int count_after(char kind, double since, int rep, double *first)
     return n;
 }
 
-/* The replica that ran the task last (-1: none) and the time of that start. */
-static int last_runner(double *at)
+/* The replica that wrote kind last (-1: none) and when: 'S' the task's
+ * holder, 'T' the thread's (two leases: not always the same replica). */
+static int last_actor(char kind, double *at)
 {
     load_events();
     for (int i = nevs - 1; i >= 0; i--)
-        if (evs[i].kind == 'S') {
+        if (evs[i].kind == kind) {
             if (at)
                 *at = evs[i].t;
             return evs[i].rep;
@@ -447,7 +448,7 @@ static long long redis_exists(const char *key)
 static void test_with_bus_takes_and_releases(void)
 {
     daebus_scheduler_options so = DAEBUS_SCHEDULER_OPTIONS_INIT;
-    so.lease_ttl = 0.6;
+    so.lease_ttl = 1.0;
     ts_service svc;
     ts_service_options o = {.service = "lease_local",
                             .redis_url = redis.url,
@@ -465,8 +466,8 @@ static void test_with_bus_takes_and_releases(void)
     daebus_scheduler_stats st;
     CU_ASSERT_EQUAL(daebus_scheduler_get_stats(svc.sched, &st), 0);
     CU_ASSERT_EQUAL(st.leases_held, 1);
-    CU_ASSERT_EQUAL(st.lease_acquired, 1);
-    CU_ASSERT_EQUAL(st.lease_lost, 0);
+    CU_ASSERT(st.lease_acquired >= 1); /* a renewal late on a loaded machine makes 2 */
+    CU_ASSERT_EQUAL(st.lease_acquired, st.lease_lost + 1);
     CU_ASSERT(daebus_task_is_leader(daebus_scheduler_find(svc.sched, "local_tick")));
     CU_ASSERT_EQUAL(redis_exists("daebus:lease_local:lease:task:local_tick"), 1);
 
@@ -477,14 +478,14 @@ static void test_with_bus_takes_and_releases(void)
     double t0 = ts_now();
     TS_WAIT_UNTIL(!daebus_task_is_leader(task), 2);
     CU_ASSERT(!daebus_task_is_leader(task));
-    CU_ASSERT(ts_now() - t0 <= 0.6);
+    CU_ASSERT(ts_now() - t0 <= 1.0);
     ts_sleep_ms(100);
     int before = atomic_load(&local_runs);
     ts_sleep_ms(500);
     CU_ASSERT_EQUAL(atomic_load(&local_runs), before);
     CU_ASSERT_EQUAL(daebus_scheduler_get_stats(svc.sched, &st), 0);
     CU_ASSERT_EQUAL(st.leases_held, 0);
-    CU_ASSERT_EQUAL(st.lease_lost, 1);
+    CU_ASSERT_EQUAL(st.lease_lost, st.lease_acquired);
     CU_ASSERT(st.lease_errors >= 1);
     CU_ASSERT_FATAL(ts_redis_restart(&redis) == 0);
     t0 = ts_now();
@@ -492,8 +493,10 @@ static void test_with_bus_takes_and_releases(void)
     CU_ASSERT(atomic_load(&local_runs) > before + 2);
     printf("\n  in-process: lease lost with Redis gone, taken again %.0f ms after Redis returned",
            (ts_now() - t0) * 1000);
+    uint64_t lost = st.lease_lost;
     CU_ASSERT_EQUAL(daebus_scheduler_get_stats(svc.sched, &st), 0);
-    CU_ASSERT_EQUAL(st.lease_acquired, 2);
+    CU_ASSERT_EQUAL(st.lease_acquired, lost + 1);
+    CU_ASSERT_EQUAL(st.leases_held, 1);
     ts_service_stop(&svc);
     CU_ASSERT_EQUAL(redis_exists("daebus:lease_local:lease:task:local_tick"), 0);
     CU_ASSERT_EQUAL(redis_exists("daebus:lease_local:lease:task:local_tick:last"), 1);
@@ -528,7 +531,7 @@ static void test_three_replicas_one_runs(void)
 static void test_graceful_handover(void)
 {
     double at = 0;
-    int h = last_runner(&at);
+    int h = last_actor('S', &at), th = last_actor('T', NULL);
     CU_ASSERT_FATAL(h >= 0);
     stop_replica(h, SIGTERM);
     double last_end = last_of('E', h);
@@ -540,8 +543,14 @@ static void test_graceful_handover(void)
            "(limit: interval + renew period + 400 ms = %.0f ms)",
            next, gap * 1000, (INTERVAL + TTL / 3 + 0.4) * 1000);
     CU_ASSERT(gap <= INTERVAL + TTL / 3 + 0.4);
-    TS_WAIT_UNTIL(count_after('A', last_of('Z', h), next, NULL) > 0, 3);
-    CU_ASSERT(count_after('A', last_of('Z', h), next, NULL) > 0);
+    if (th == h) { /* it held the thread's lease too: another starts the thread */
+        double z = last_of('Z', h), a = 0;
+        CU_ASSERT(z > 0);
+        TS_WAIT_UNTIL(count_after('A', z, -1, &a) > 0, 3);
+        CU_ASSERT(a > z);
+        printf("\n  graceful stop: the thread started elsewhere %.0f ms after it returned",
+               (a - z) * 1000);
+    }
     start_replica(redis.url);
     check_invariants("after a graceful stop");
 }
@@ -549,7 +558,7 @@ static void test_graceful_handover(void)
 static void test_kill9_handover(void)
 {
     double at = 0;
-    int h = last_runner(&at);
+    int h = last_actor('S', &at);
     CU_ASSERT_FATAL(h >= 0);
     stop_replica(h, SIGKILL);
     double killed = wall_now();
