@@ -540,3 +540,24 @@ bool daebus_thread_is_leader(const daebus_thread *t)
 {
     return t && lease_ok_now(t->s, &t->lease);
 }
+
+int daebus_task_set_single(daebus_task *t, bool single)
+{
+    if (!t)
+        return DAEBUS_EINVAL;
+    daebus_scheduler *s = t->s;
+    daebus__mutex_lock(&s->lock);
+    int rc = 0;
+    if (s->state == ST_RUNNING || s->state == ST_STOPPING)
+        rc = DAEBUS_ESTATE;
+    else if (t->from_blueprint)
+        rc = DAEBUS_EINVAL;
+    else
+        t->lease.single = single;
+    daebus__mutex_unlock(&s->lock);
+    if (rc)
+        daebus_log(DAEBUS_LOG_ERROR, LOGC, "daebus_task_set_single(\"%s\"): %s", t->name,
+                   rc == DAEBUS_ESTATE ? "only before the scheduler starts"
+                                       : "a blueprint's task takes the .single option instead");
+    return rc;
+}

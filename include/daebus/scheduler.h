@@ -318,6 +318,12 @@ DAEBUS_API bool daebus_task_is_leader(const daebus_task *task);
 /* The same for a THREAD handler. Thread: callable from any thread. */
 DAEBUS_API bool daebus_thread_is_leader(const daebus_thread *thread);
 
+/* Makes a task added with daebus_scheduler_add_task() .single (or not), as
+ * the option does for BACKGROUND. Only before the scheduler starts.
+ * Returns: 0, DAEBUS_EINVAL (NULL, or a blueprint's task: use the option),
+ * DAEBUS_ESTATE (the scheduler runs). Thread: before the app runs. */
+DAEBUS_API int daebus_task_set_single(daebus_task *task, bool single);
+
 #ifdef __cplusplus
 }
 #endif
