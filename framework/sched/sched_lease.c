@@ -10,7 +10,7 @@
  * lease_ttl after it received the last renewal, and the holder received the
  * reply after it sent the command, so the holder counts its lease valid only
  * until (monotonic time it SENT the last successful command) + lease_ttl -
- * margin (10 %: clock-rate differences, Redis's expiry precision). Every check
+ * margin (20 %: scheduling stalls, clock-rate differences, Redis's expiry). Every check
  * that lets work start (a run, daebus_thread_is_running()) compares that time
  * with the clock, so a lease thread blocked on a dead connection changes
  * nothing: the replica stops on its own before anyone else can take over.
@@ -29,7 +29,7 @@
 #include "redis_url.h"
 #include "sched_internal.h"
 
-#define LEASE_MARGIN 0.1  /* of the TTL: validity ends at sent + ttl * (1 - margin) */
+#define LEASE_MARGIN 0.2  /* of the TTL: validity ends at sent + ttl * (1 - margin) */
 #define MIN_GAP      0.75 /* of the interval: the closest two recorded runs may be */
 
 /* Takes (nobody holds it) or renews (we hold it). KEYS: lease, last run,

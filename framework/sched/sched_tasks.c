@@ -74,7 +74,7 @@ static void task_job(void *arg)
             daebus_log(DAEBUS_LOG_ERROR, LOGC,
                        "task \"%s\": the run took %.3f s and outlived this replica's lease: "
                        "another replica may have started the task meanwhile (keep runs shorter "
-                       "than 0.9 * lease_ttl)",
+                       "than 0.8 * lease_ttl)",
                        t->name, took);
     next:
         t->trig_run = !t->pend_late && t->pend_trigger;

@@ -62,7 +62,7 @@ typedef struct daebus_scheduler_options {
     double grace_period; /* seconds shutdown waits for runs and threads; <= 0 = 5 */
     double lease_ttl;    /* seconds a leader lease of a .single task or thread lives in Redis
                             without renewal (renewed every lease_ttl / 3); <= 0 = 10.
-                            A run of a .single task must be shorter than 0.9 * lease_ttl. */
+                            A run of a .single task must be shorter than 0.8 * lease_ttl. */
 } daebus_scheduler_options;
 
 #define DAEBUS_SCHEDULER_OPTIONS_INIT                                                              \
@@ -295,14 +295,14 @@ DAEBUS_API bool daebus_scheduler_is_thread_alive(daebus_scheduler *s, const char
  * holding a lease in Redis (daebus:<service>:lease:task:<name>, or
  * lease:thread:<name>) with a TTL of options.lease_ttl, renewed every
  * lease_ttl / 3. A replica treats its lease as valid only until the time it
- * sent the last successful renewal plus 0.9 * lease_ttl, so it stops
+ * sent the last successful renewal plus 0.8 * lease_ttl, so it stops
  * (no new run starts; a THREAD's daebus_thread_is_running() turns false)
  * before Redis can let another replica take it, even when it is cut off from
  * Redis. Each run of a .single task is also checked and recorded in Redis
  * (the run's start, Redis time), so no two runs of the task are less than
  * 3/4 of an interval apart across replicas, and a replica that takes the
  * lease over continues on the last holder's schedule. A run cannot be
- * stopped once started: it must be shorter than 0.9 * lease_ttl (one that
+ * stopped once started: it must be shorter than 0.8 * lease_ttl (one that
  * outlives its lease is logged). Without a bus attached to the app (no
  * cluster), .single tasks and threads run as ordinary ones (a warning at
  * start); with Redis unreachable, no replica holds the lease and they do not

@@ -4,7 +4,7 @@
  * bus it takes the lease (counted), runs, stops running with Redis gone and
  * resumes when it returns, and releases the lease at stop.
  *
- * Real replicas (lease_service, task every 0.3 s, lease TTL 1.5 s) on a
+ * Real replicas (lease_service, task every 0.3 s, lease TTL 2 s) on a
  * private redis-server, each writing its runs and its thread's life to a file
  * of its own (wall-clock us):
  *   - three replicas: the task runs on one of them, at its interval;
@@ -38,7 +38,7 @@
 #include "testsupport.h"
 
 #define INTERVAL  0.3
-#define TTL       1.5
+#define TTL       2.0
 #define MAX_PROCS 12
 
 /* ---- a TCP proxy that can be cut ---- */
@@ -182,7 +182,7 @@ static int start_replica(const char *redis_url)
             close(fd);
         }
         setenv("LEASE_FILE", r->file, 1);
-        setenv("LEASE_TTL", "1.5", 1);
+        setenv("LEASE_TTL", "2", 1);
         execl(binary, binary, "--redis", redis_url, (char *)NULL);
         _exit(127);
     }
@@ -478,7 +478,7 @@ static void test_with_bus_takes_and_releases(void)
     double t0 = ts_now();
     TS_WAIT_UNTIL(!daebus_task_is_leader(task), 2);
     CU_ASSERT(!daebus_task_is_leader(task));
-    CU_ASSERT(ts_now() - t0 <= 1.3); /* 0.9 TTL after the last renewal, + polling */
+    CU_ASSERT(ts_now() - t0 <= 1.3); /* 0.8 TTL after the last renewal, + polling */
     ts_sleep_ms(100);
     int before = atomic_load(&local_runs);
     ts_sleep_ms(500);
@@ -536,6 +536,59 @@ static void test_run_time_task(void)
     CU_ASSERT_EQUAL(daebus_task_get_stats(t, &st), 0);
     CU_ASSERT(st.single && st.leader);
     CU_ASSERT_EQUAL(redis_exists("daebus:lease_rt:lease:task:rt_tick"), 1);
+    ts_service_stop(&svc);
+}
+
+/* A run that outlives its lease (Redis gone during the run) is logged. */
+DAEBUS_BLUEPRINT(slow_bp, "slow");
+static atomic_int slow_started, slow_done;
+
+BACKGROUND(slow_tick, "slow_tick", 0.2, .single = true, .bp = &slow_bp)
+{
+    (void)task;
+    (void)user;
+    if (atomic_fetch_add(&slow_started, 1) == 0) {
+        ts_sleep_ms(1200);
+        atomic_store(&slow_done, 1);
+    }
+    return 0;
+}
+
+static void test_run_outliving_lease_logged(void)
+{
+    char path[] = "/tmp/daebus_lease_log_XXXXXX";
+    int fd = mkstemp(path);
+    CU_ASSERT_FATAL(fd >= 0);
+    daebus_scheduler_options so = DAEBUS_SCHEDULER_OPTIONS_INIT;
+    so.lease_ttl = 0.5;
+    ts_service svc;
+    ts_service_options o = {.service = "lease_slow",
+                            .redis_url = redis.url,
+                            .bus = true,
+                            .wait_bus = 5,
+                            .sched = true,
+                            .sched_options = &so,
+                            .blueprints = {&slow_bp}};
+    CU_ASSERT_FATAL(ts_service_start(&svc, &o) == 0);
+    TS_WAIT_UNTIL(atomic_load(&slow_started) > 0, 5);
+    CU_ASSERT_FATAL(atomic_load(&slow_started) > 0);
+    daebus_log_set_fd(fd);
+    ts_redis_kill(&redis); /* no renewal reaches Redis during the run */
+    TS_WAIT_UNTIL(atomic_load(&slow_done), 5);
+    ts_sleep_ms(100);
+    daebus_log_set_fd(2);
+    close(fd);
+    CU_ASSERT_FATAL(ts_redis_restart(&redis) == 0);
+    size_t len = 0;
+    char *text = ts_read_file(path, &len);
+    unlink(path);
+    CU_ASSERT(text && strstr(text, "outlived this replica's lease") != NULL);
+    if (text)
+        fputs(text, stderr);
+    free(text);
+    daebus_scheduler_stats st;
+    CU_ASSERT_EQUAL(daebus_scheduler_get_stats(svc.sched, &st), 0);
+    CU_ASSERT(st.lease_lost >= 1);
     ts_service_stop(&svc);
 }
 
@@ -672,6 +725,7 @@ int main(void)
     CU_add_test(s, "without a bus a .single task runs locally", test_without_bus_runs_locally);
     CU_add_test(s, "with a bus: lease taken, counted, released", test_with_bus_takes_and_releases);
     CU_add_test(s, "a run-time task made .single", test_run_time_task);
+    CU_add_test(s, "a run that outlives its lease is logged", test_run_outliving_lease_logged);
     CU_add_test(s, "three replicas: one runs the task", test_three_replicas_one_runs);
     CU_add_test(s, "graceful stop of the holder: prompt takeover", test_graceful_handover);
     CU_add_test(s, "kill -9 of the holder: takeover after the TTL", test_kill9_handover);
