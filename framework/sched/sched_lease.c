@@ -199,6 +199,8 @@ static void lease_got_locked(daebus_scheduler *s, sched_lease *l, double sent, d
         lease_lost_locked(s, l, "not renewed in time");
     long long redis_now = elem_int(r, 1);
     l->from = recv + (double)(elem_int(r, 4) - redis_now) / 1000.0;
+    if (l->from > recv)
+        l->term_started = false; /* Redis lost the lease: a new term begins at from */
     extend_locked(s, l, sent);
     if (l->held)
         return;
@@ -251,6 +253,8 @@ static void threads_follow_leases_locked(daebus_scheduler *s, double now)
         if (!t)
             continue;
         daebus__sched_reap_thread_locked(t);
+        if (!sched_lease_ok(l, now))
+            l->term_started = false; /* the next valid moment starts a new term */
         if (sched_lease_ok(l, now) && t->state != THR_RUNNING && s->state == ST_RUNNING &&
             !l->term_started) {
             /* once per term: a thread that returned while leader stays returned */
