@@ -3,6 +3,7 @@
  * scheduler.c: life cycle, component ops (start, stop), statistics.
  * sched_tasks.c: periodic tasks, one-shot timers and the timer thread.
  * sched_threads.c: THREAD handlers.
+ * sched_lease.c: leader leases of .single tasks and threads in Redis.
  * One mutex (daebus_scheduler.lock) guards every field below; functions named
  * *_locked are called with it held.
  */
@@ -29,6 +30,29 @@ enum { ST_CREATED = 0, ST_RUNNING, ST_STOPPING, ST_STOPPED };
 enum { TIMER_WAITING = 0, TIMER_QUEUED, TIMER_RUNNING, TIMER_CANCELLED };
 enum { THR_IDLE = 0, THR_RUNNING, THR_EXITED };
 
+struct daebus_task;
+struct daebus_thread;
+
+/* The leader lease of one .single task or thread (sched_lease.c). */
+typedef struct sched_lease {
+    bool single;       /* registered with .single */
+    bool on;           /* in force (the app has a bus): runs need the lease */
+    bool held;         /* holding, as last logged */
+    bool stuck_logged; /* a THREAD outlived its lease: logged once per term */
+    bool term_started; /* a THREAD: started in this term of the lease */
+    double until;      /* monotonic end of validity; 0 = not held */
+    double from;       /* monotonic start of validity (a lease taken anew waits) */
+    char *key, *last_key, *field;
+    struct daebus_task *task; /* the owner: one of these two */
+    struct daebus_thread *thread;
+} sched_lease;
+
+/* Is the owner of l allowed to run at now (lock held)? */
+static inline bool sched_lease_ok(const sched_lease *l, double now)
+{
+    return !l->on || (l->from <= now && l->until > now);
+}
+
 struct daebus_task {
     daebus__heap_entry he; /* first: the heap hands entries back */
     daebus_scheduler *s;
@@ -50,6 +74,8 @@ struct daebus_task {
     bool in_fn; /* the handler is executing */
     bool pend_late, pend_trigger;
     bool late_streak;
+    bool trig_run; /* the run being handed out was asked for by daebus_task_trigger() */
+    sched_lease lease;
     /* counters */
     uint64_t runs, failures, late_starts, skipped, triggers;
     double last_duration, max_duration, last_run_wall;
@@ -65,6 +91,7 @@ struct daebus_thread {
     int state;
     bool joinable;
     pthread_t tid;
+    sched_lease lease;
     struct daebus_thread *next;
 };
 
@@ -103,6 +130,16 @@ struct daebus_scheduler {
     size_t timers_waiting;
     uint64_t timers_fired, timers_cancelled, dispatch_errors;
     bool stragglers;
+    /* leader leases (sched_lease.c) */
+    double lease_ttl;
+    sched_lease **leases; /* the .single tasks and threads, from start to stop */
+    char *lease_hash;     /* daebus:<service>:leases */
+    size_t nleases;
+    struct daebus__redis_pub *lease_pub;
+    pthread_cond_t lease_cond; /* the lease thread: stop began */
+    pthread_t lease_tid;
+    bool lease_started, lease_stop, lease_redis_down;
+    uint64_t lease_acquired, lease_lost, lease_errors, single_refused;
 };
 
 static inline bool sched_valid_interval(double iv)
@@ -120,6 +157,24 @@ void daebus__sched_schedule_task_locked(daebus_scheduler *s, daebus_task *t, dou
 void daebus__sched_timer_unlink_locked(daebus_scheduler *s, sched_timer *tm);
 /* The timer thread: hands due entries of the heap to the pool until stop. */
 void *daebus__sched_timer_main(void *arg);
+
+/* sched_lease.c */
+/* At start (lock held): finds the .single tasks and threads, and when the app
+ * has a bus, connects their leases to Redis and starts the lease thread.
+ * Returns: 0, DAEBUS_EINVAL (bad combination of options), DAEBUS_ENOMEM,
+ * DAEBUS_EIO. */
+int daebus__sched_lease_start_locked(daebus_scheduler *s);
+/* At stop, after runs and threads finished (lock not held): stops the lease
+ * thread and releases the leases held (not those whose run or thread still
+ * runs: they expire on their own). */
+void daebus__sched_lease_stop(daebus_scheduler *s);
+/* Before a run of a .single task (lock not held): checks in Redis that this
+ * replica still holds the lease and the period has not run yet, renews the
+ * lease and records the run. interval: the task's; trig: a triggered run.
+ * Returns: true to run. */
+bool daebus__sched_lease_run_check(daebus_task *t, double interval, bool trig);
+/* Frees what the leases of s still hold (destroy, once nothing runs). */
+void daebus__sched_lease_destroy(daebus_scheduler *s);
 
 /* sched_threads.c */
 daebus_thread *daebus__sched_find_thread_locked(daebus_scheduler *s, const char *name);

@@ -26,6 +26,18 @@ static void run_done_locked(daebus_scheduler *s)
     pthread_cond_broadcast(&s->done_cond);
 }
 
+/* A .single task's run may start (lock held; dropped for the Redis check)? */
+static bool lease_gate_locked(daebus_task *t)
+{
+    daebus_scheduler *s = t->s;
+    double interval = t->interval;
+    bool trig = t->trig_run;
+    daebus__mutex_unlock(&s->lock);
+    bool ok = daebus__sched_lease_run_check(t, interval, trig);
+    daebus__mutex_lock(&s->lock);
+    return ok && s->state == ST_RUNNING;
+}
+
 /* Worker: runs the task, then again at once while a late or triggered run is
  * pending, so the same task never runs on two workers at once. */
 static void task_job(void *arg)
@@ -33,16 +45,19 @@ static void task_job(void *arg)
     daebus_task *t = arg;
     daebus_scheduler *s = t->s;
     daebus__mutex_lock(&s->lock);
+    double took = 0;
     for (;;) {
         if (s->state != ST_RUNNING)
             break;
+        if (t->lease.single && !lease_gate_locked(t))
+            goto next;
         t->in_fn = true;
         t->last_run_wall = daebus__now_wall();
         daebus__mutex_unlock(&s->lock);
 
         double t0 = daebus__now_mono();
         int rc = t->fn(t, t->user);
-        double took = daebus__now_mono() - t0;
+        took = daebus__now_mono() - t0;
         if (rc < 0)
             daebus_log(DAEBUS_LOG_ERROR, LOGC, "task \"%s\" failed: returned %d (%s: %s)", t->name,
                        rc, daebus_errname(rc), daebus_strerror(rc));
@@ -55,6 +70,14 @@ static void task_job(void *arg)
         t->last_duration = took;
         if (took > t->max_duration)
             t->max_duration = took;
+        if (!sched_lease_ok(&t->lease, daebus__now_mono()))
+            daebus_log(DAEBUS_LOG_ERROR, LOGC,
+                       "task \"%s\": the run took %.3f s and outlived this replica's lease: "
+                       "another replica may have started the task meanwhile (keep runs shorter "
+                       "than 0.8 * lease_ttl)",
+                       t->name, took);
+    next:
+        t->trig_run = !t->pend_late && t->pend_trigger;
         if (!t->pend_late && !t->pend_trigger) {
             t->late_streak = false;
             break;
@@ -93,10 +116,11 @@ static void task_drop(void *arg)
     daebus__mutex_unlock(&s->lock);
 }
 
-static void dispatch_locked(daebus_scheduler *s, daebus_task *t)
+static void dispatch_locked(daebus_scheduler *s, daebus_task *t, bool trig)
 {
     DAEBUS__ASSERT(!t->busy); /* never two runs of one task at once */
     t->busy = true;
+    t->trig_run = trig;
     s->inflight++;
     int rc = daebus__pool_submit(s->pool, task_job, task_drop, t);
     if (rc != 0) {
@@ -113,13 +137,15 @@ static void task_slot_locked(daebus_scheduler *s, daebus_task *t, double now)
 {
     t->last_slot = t->he.due;
     t->has_slot = true;
-    if (t->busy) {
+    if (!sched_lease_ok(&t->lease, now)) {
+        /* a .single task whose lease another replica holds: nothing to do here */
+    } else if (t->busy) {
         if (t->pend_late)
             t->skipped++; /* a late run is already waiting: coalesce */
         else
             t->pend_late = true;
     } else {
-        dispatch_locked(s, t);
+        dispatch_locked(s, t, false);
     }
     uint64_t j = t->k + 1;
     double next = t->anchor + (double)j * t->interval;
@@ -413,7 +439,7 @@ int daebus_task_trigger(daebus_task *t)
         if (t->busy)
             t->pend_trigger = true;
         else
-            dispatch_locked(s, t);
+            dispatch_locked(s, t, true);
     }
     daebus__mutex_unlock(&s->lock);
     if (rc == DAEBUS_ESTATE)
@@ -480,6 +506,8 @@ static void task_stats_locked(const daebus_task *t, double now, daebus_task_stat
     }
     out->paused = t->paused;
     out->running = t->in_fn;
+    out->single = t->lease.single;
+    out->leader = sched_lease_ok(&t->lease, now);
 }
 
 int daebus_task_get_stats(const daebus_task *t, daebus_task_stats *out)

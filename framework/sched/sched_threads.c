@@ -85,7 +85,9 @@ int daebus__sched_start_thread_locked(daebus_scheduler *s, daebus_thread *t)
 
 bool daebus_thread_is_running(const daebus_thread *t)
 {
-    return t && !atomic_load(&t->s->stopping);
+    if (!t || atomic_load(&t->s->stopping))
+        return false;
+    return !t->lease.single || daebus_thread_is_leader(t);
 }
 
 bool daebus_thread_sleep(daebus_thread *t, double seconds)
@@ -93,18 +95,21 @@ bool daebus_thread_sleep(daebus_thread *t, double seconds)
     if (!t)
         return false;
     daebus_scheduler *s = t->s;
+    const sched_lease *l = &t->lease;
     daebus__mutex_lock(&s->lock);
-    if (isfinite(seconds) && seconds > 0) {
-        daebus__deadline d = daebus__deadline_in(seconds);
-        while (s->state == ST_RUNNING) {
-            if (daebus__cond_wait_until(&s->thread_cond, &s->lock, d) == ETIMEDOUT)
+    if (seconds > 0) { /* infinite: until shutdown (or the lease ends) */
+        daebus__deadline d =
+            isfinite(seconds) ? daebus__deadline_in(seconds) : (daebus__deadline){0};
+        while (s->state == ST_RUNNING && sched_lease_ok(l, daebus__now_mono())) {
+            daebus__deadline w = d; /* wake at the lease's end too */
+            if (l->on && (w.at <= 0 || l->until < w.at))
+                w.at = l->until;
+            if (daebus__cond_wait_until(&s->thread_cond, &s->lock, w) == ETIMEDOUT &&
+                daebus__deadline_passed(d) && d.at > 0)
                 break;
         }
-    } else if (seconds > 0) { /* infinite: until shutdown */
-        while (s->state == ST_RUNNING)
-            daebus__cond_wait_until(&s->thread_cond, &s->lock, (daebus__deadline){0});
     }
-    bool running = s->state == ST_RUNNING;
+    bool running = s->state == ST_RUNNING && sched_lease_ok(l, daebus__now_mono());
     daebus__mutex_unlock(&s->lock);
     return running;
 }

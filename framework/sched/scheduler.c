@@ -61,6 +61,7 @@ static int load_handlers_locked(daebus_scheduler *s)
             t->interval = d->interval;
             t->run_at_start = d->opts.run_at_start;
         }
+        t->lease.single = d->opts.single;
     }
     n = daebus__app_handlers(s->app, DAEBUS_HANDLER_THREAD, &h);
     for (size_t i = 0; i < n; i++) {
@@ -71,6 +72,7 @@ static int load_handlers_locked(daebus_scheduler *s)
         t->fn = d->fn.thread;
         t->user = d->opts.user;
         t->auto_start = !d->opts.no_auto_start;
+        t->lease.single = d->opts.single;
     }
     return 0;
 }
@@ -105,6 +107,11 @@ static int sched_start(void *self)
     }
     s->state = ST_RUNNING;
     atomic_store(&s->stopping, 0);
+    if ((rc = daebus__sched_lease_start_locked(s)) != 0) {
+        daebus__mutex_unlock(&s->lock);
+        sched_stop(s);
+        return rc;
+    }
     double now = daebus__now_mono();
     for (daebus_task *t = s->tasks; t; t = t->next)
         daebus__sched_schedule_task_locked(s, t, now);
@@ -117,7 +124,8 @@ static int sched_start(void *self)
     }
     s->timer_started = true;
     for (daebus_thread *t = s->threads; t; t = t->next) {
-        if (t->auto_start && daebus__sched_start_thread_locked(s, t) != 0) {
+        bool by_lease = t->lease.single && t->lease.on; /* started by the lease thread */
+        if (t->auto_start && !by_lease && daebus__sched_start_thread_locked(s, t) != 0) {
             daebus__mutex_unlock(&s->lock);
             sched_stop(s);
             return DAEBUS_EIO;
@@ -194,6 +202,7 @@ static void sched_stop(void *self)
     atomic_store(&s->stopping, 1);
     pthread_cond_broadcast(&s->timer_cond);
     pthread_cond_broadcast(&s->thread_cond);
+    pthread_cond_broadcast(&s->lease_cond);
     daebus__mutex_unlock(&s->lock);
     if (s->timer_started) {
         pthread_join(s->timer_tid, NULL);
@@ -239,6 +248,9 @@ static void sched_stop(void *self)
     }
     for (daebus_thread *t = s->threads; t; t = t->next)
         daebus__sched_reap_thread_locked(t);
+    daebus__mutex_unlock(&s->lock);
+    daebus__sched_lease_stop(s); /* after the runs: another replica takes over now */
+    daebus__mutex_lock(&s->lock);
     bool drop_pool = s->inflight == 0;
     daebus__pool *pool = s->pool;
     if (drop_pool)
@@ -282,6 +294,11 @@ daebus_scheduler *daebus_scheduler_create(const daebus_scheduler_options *opts, 
         daebus_error_set(err, DAEBUS_EINVAL, "grace_period must be a finite number of seconds");
         return NULL;
     }
+    if (!isfinite(o.lease_ttl) || (o.lease_ttl > 0 && o.lease_ttl < 0.1)) {
+        daebus_error_set(err, DAEBUS_EINVAL,
+                         "lease_ttl must be a finite number of seconds, at least 0.1 (0 = 10)");
+        return NULL;
+    }
     daebus_scheduler *s = calloc(1, sizeof *s);
     if (!s) {
         daebus_error_set(err, DAEBUS_ENOMEM, "out of memory");
@@ -289,10 +306,12 @@ daebus_scheduler *daebus_scheduler_create(const daebus_scheduler_options *opts, 
     }
     s->workers = o.workers > 0 ? o.workers : 4;
     s->grace = o.grace_period > 0 ? o.grace_period : 5.0;
+    s->lease_ttl = o.lease_ttl > 0 ? o.lease_ttl : 10.0;
     s->next_timer_id = 1;
     daebus__heap_init(&s->heap);
     if (daebus__mutex_init(&s->lock) != 0 || daebus__cond_init(&s->timer_cond) != 0 ||
-        daebus__cond_init(&s->thread_cond) != 0 || daebus__cond_init(&s->done_cond) != 0) {
+        daebus__cond_init(&s->thread_cond) != 0 || daebus__cond_init(&s->done_cond) != 0 ||
+        daebus__cond_init(&s->lease_cond) != 0) {
         daebus_error_set(err, DAEBUS_ENOMEM, "cannot initialise the scheduler's locks");
         free(s);
         return NULL;
@@ -349,6 +368,7 @@ void daebus_scheduler_destroy(daebus_scheduler *s)
         free(tm);
     }
     daebus__heap_free(&s->heap);
+    daebus__sched_lease_destroy(s);
     for (daebus_task *t = s->tasks, *n; t; t = n) {
         n = t->next;
         free(t->name);
@@ -363,6 +383,7 @@ void daebus_scheduler_destroy(daebus_scheduler *s)
     pthread_cond_destroy(&s->timer_cond);
     pthread_cond_destroy(&s->thread_cond);
     pthread_cond_destroy(&s->done_cond);
+    pthread_cond_destroy(&s->lease_cond);
     free(s);
 }
 int daebus_scheduler_get_stats(daebus_scheduler *s, daebus_scheduler_stats *out)
@@ -386,6 +407,13 @@ int daebus_scheduler_get_stats(daebus_scheduler *s, daebus_scheduler_stats *out)
     out->timers_cancelled = s->timers_cancelled;
     out->dispatch_errors = s->dispatch_errors;
     out->workers = s->workers;
+    double now = daebus__now_mono();
+    for (size_t i = 0; i < s->nleases; i++)
+        out->leases_held += s->leases[i]->on && sched_lease_ok(s->leases[i], now);
+    out->lease_acquired = s->lease_acquired;
+    out->lease_lost = s->lease_lost;
+    out->lease_errors = s->lease_errors;
+    out->single_refused = s->single_refused;
     daebus__mutex_unlock(&s->lock);
     return 0;
 }

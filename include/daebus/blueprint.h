@@ -128,6 +128,7 @@ typedef struct daebus_handler_options {
     bool once;                      /* LISTEN: one replica of the service takes each message
                                        (a queue group); without it every replica gets every
                                        message (docs/replicas.md) */
+    bool single;                    /* BACKGROUND, THREAD: one replica at a time */
     void *user;                     /* passed to the handler as user */
     daebus_user_free_fn *user_free; /* called on user when the registration is dropped */
     int sentinel_;                  /* keeps the option list non-empty; ignore */

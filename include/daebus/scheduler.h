@@ -60,11 +60,14 @@ extern "C" {
 typedef struct daebus_scheduler_options {
     int workers;         /* worker threads running tasks and timers; <= 0 = 4 */
     double grace_period; /* seconds shutdown waits for runs and threads; <= 0 = 5 */
+    double lease_ttl;    /* seconds a leader lease of a .single task or thread lives in Redis
+                            without renewal (renewed every lease_ttl / 3); <= 0 = 10.
+                            A run of a .single task must be shorter than 0.8 * lease_ttl. */
 } daebus_scheduler_options;
 
 #define DAEBUS_SCHEDULER_OPTIONS_INIT                                                              \
     {                                                                                              \
-        0, 0.0                                                                                     \
+        0, 0.0, 0.0                                                                                \
     }
 
 /* Creates a scheduler. opts may be NULL (defaults).
@@ -143,7 +146,8 @@ DAEBUS_API double daebus_task_interval(const daebus_task *task);
  * (0 if none); max_duration: longest run, seconds; last_run_wall: Unix time
  * the last run started (0 if none); next_run_mono: CLOCK_MONOTONIC seconds of
  * the next slot (0 if none); next_run_in: seconds from now to the next slot
- * (-1 if none: paused/stopped); running: a run is in progress now. */
+ * (-1 if none: paused/stopped); running: a run is in progress now; single:
+ * registered with .single; leader: daebus_task_is_leader() now. */
 #define DAEBUS_TASK_STATS(X, F)                                                                    \
     F(const char *, name)                                                                          \
     F(double, interval)                                                                            \
@@ -161,7 +165,9 @@ DAEBUS_API double daebus_task_interval(const daebus_task *task);
     F(double, next_run_mono)                                                                       \
     F(double, next_run_in)                                                                         \
     F(bool, paused)                                                                                \
-    F(bool, running)
+    F(bool, running)                                                                               \
+    F(bool, single)                                                                                \
+    F(bool, leader)
 
 typedef struct daebus_task_stats {
     DAEBUS_TASK_STATS(DAEBUS_STATS_FIELD, DAEBUS_STATS_PLAIN_FIELD)
@@ -184,7 +190,9 @@ DAEBUS_API int daebus_scheduler_foreach_task(daebus_scheduler *s, daebus_task_st
 /* Scheduler totals, for the metrics endpoint. */
 /* The scheduler's figures (X, F: see DAEBUS_STATS_FIELD in app.h).
  * threads: THREAD handlers known; runs, failures, late_starts, skipped: all
- * tasks; timers_pending: one-shot timers waiting; workers: pool size. */
+ * tasks; timers_pending: one-shot timers waiting; workers: pool size;
+ * leases_held .. single_refused: the leader leases of .single tasks and
+ * threads (docs/replicas.md). */
 #define DAEBUS_SCHEDULER_STATS(X, F)                                                               \
     X(size_t, tasks, "daebus_scheduler_tasks", "", "gauge", "Periodic tasks known.")               \
     X(size_t, tasks_running, "daebus_scheduler_tasks_running", "", "gauge",                        \
@@ -204,7 +212,17 @@ DAEBUS_API int daebus_scheduler_foreach_task(daebus_scheduler *s, daebus_task_st
     F(uint64_t, timers_cancelled)                                                                  \
     X(uint64_t, dispatch_errors, "daebus_scheduler_dispatch_errors_total", "", "counter",          \
       "Runs that could not be handed to the worker pool.")                                         \
-    F(int, workers)
+    F(int, workers)                                                                                \
+    X(size_t, leases_held, "daebus_scheduler_leases_held", "", "gauge",                            \
+      "Leader leases of .single tasks and threads this replica holds now.")                        \
+    X(uint64_t, lease_acquired, "daebus_scheduler_lease_acquired_total", "", "counter",            \
+      "Leader leases taken.")                                                                      \
+    X(uint64_t, lease_lost, "daebus_scheduler_lease_lost_total", "", "counter",                    \
+      "Leader leases lost (not renewed in time, or taken by another replica).")                    \
+    X(uint64_t, lease_errors, "daebus_scheduler_lease_errors_total", "", "counter",                \
+      "Lease commands that failed (Redis unreachable).")                                           \
+    X(uint64_t, single_refused, "daebus_scheduler_single_refused_total", "", "counter",            \
+      "Runs of .single tasks not started: lease not held or the period already ran.")
 
 typedef struct daebus_scheduler_stats {
     DAEBUS_SCHEDULER_STATS(DAEBUS_STATS_FIELD, DAEBUS_STATS_PLAIN_FIELD)
@@ -242,12 +260,16 @@ DAEBUS_API bool daebus_scheduler_cancel(daebus_scheduler *s, daebus_timer_id id)
 /* ---- THREAD handlers ---- */
 
 /* Returns: true while the scheduler runs; false once shutdown began (the
- * thread should then return). Thread: callable from any thread. */
+ * thread should then return). For a .single thread, also false once this
+ * replica's leader lease is no longer valid (the thread should return; it is
+ * started again when the lease is taken again).
+ * Thread: callable from any thread. */
 DAEBUS_API bool daebus_thread_is_running(const daebus_thread *thread);
 
 /* Sleeps up to seconds, waking at once when shutdown begins (a condition
- * variable, not polling). Returns: true if the whole time elapsed and the
- * scheduler still runs, false if it is shutting down. 
+ * variable, not polling) and, for a .single thread, when its leader lease
+ * ends. Returns: true if the whole time elapsed and the scheduler still runs
+ * (and the lease is still valid), false if the thread should return.
  * Thread: only inside its handler. */
 DAEBUS_API bool daebus_thread_sleep(daebus_thread *thread, double seconds);
 
@@ -265,6 +287,42 @@ DAEBUS_API int daebus_scheduler_start_thread(daebus_scheduler *s, const char *na
 
 /* Returns: true if the named THREAD handler is running now. Thread: callable from any thread. */
 DAEBUS_API bool daebus_scheduler_is_thread_alive(daebus_scheduler *s, const char *name);
+
+/* ---- leader leases: .single tasks and threads ----
+ *
+ * BACKGROUND(fn, "name", 5.0, .single = true) and THREAD(fn, "name",
+ * .single = true) run on one replica of the service at a time: the replica
+ * holding a lease in Redis (daebus:<service>:lease:task:<name>, or
+ * lease:thread:<name>) with a TTL of options.lease_ttl, renewed every
+ * lease_ttl / 3. A replica treats its lease as valid only until the time it
+ * sent the last successful renewal plus 0.8 * lease_ttl, so it stops
+ * (no new run starts; a THREAD's daebus_thread_is_running() turns false)
+ * before Redis can let another replica take it, even when it is cut off from
+ * Redis. Each run of a .single task is also checked and recorded in Redis
+ * (the run's start, Redis time), so no two runs of the task are less than
+ * 3/4 of an interval apart across replicas, and a replica that takes the
+ * lease over continues on the last holder's schedule. A run cannot be
+ * stopped once started: it must be shorter than 0.8 * lease_ttl (one that
+ * outlives its lease is logged). Without a bus attached to the app (no
+ * cluster), .single tasks and threads run as ordinary ones (a warning at
+ * start); with Redis unreachable, no replica holds the lease and they do not
+ * run until it returns. A .single THREAD cannot be .no_auto_start. A
+ * triggered run (daebus_task_trigger) of a .single task runs only on the
+ * holder and counts as the period's run. docs/replicas.md has the details. */
+
+/* Returns: true if task runs on this replica now: it is not .single, or the
+ * lease is off (no bus), or this replica holds a valid lease for it.
+ * Thread: callable from any thread. */
+DAEBUS_API bool daebus_task_is_leader(const daebus_task *task);
+
+/* The same for a THREAD handler. Thread: callable from any thread. */
+DAEBUS_API bool daebus_thread_is_leader(const daebus_thread *thread);
+
+/* Makes a task added with daebus_scheduler_add_task() .single (or not), as
+ * the option does for BACKGROUND. Only before the scheduler starts.
+ * Returns: 0, DAEBUS_EINVAL (NULL, or a blueprint's task: use the option),
+ * DAEBUS_ESTATE (the scheduler runs). Thread: before the app runs. */
+DAEBUS_API int daebus_task_set_single(daebus_task *task, bool single);
 
 #ifdef __cplusplus
 }
