@@ -64,8 +64,15 @@
  * daebus_rooms_origin_allowed() from its connect handler when it relies on
  * same_origin).
  *
- * State is process-wide (one set of rooms per process) and protected by one
- * mutex; messages to other clients are sent after the mutex is released.
+ * Replicas. The state (rooms, members, history, usernames) lives in Redis
+ * under "daebus:<service>:rooms:" (docs/replicas.md lists the keys), changed
+ * by one Lua script per request through the bus (daebus_bus_redis), so every
+ * replica of the service sees the same rooms and the bounds hold across
+ * them; messages reach members on any replica through the WebSocket
+ * component. The blueprint therefore needs the bus component: without one,
+ * or while Redis is unreachable, every rooms request is answered {"error":
+ * "Rooms unavailable ...", "status": "error"} (GET /api/rooms: 503) and
+ * nothing else changes.
  * Thread: every function here is thread-safe.
  */
 #ifndef DAEBUS_BP_ROOMS_H
@@ -139,6 +146,8 @@ void daebus_rooms_get_options(daebus_rooms_options *out);
  * Thread: the connect handler's. */
 bool daebus_rooms_origin_allowed(daebus_ws_request *req);
 
+/* Figures of the whole service (every replica), read from Redis; zero
+ * while Redis is unreachable, except refused (this process's). */
 typedef struct daebus_rooms_stats {
     size_t users;                      /* registered clients */
     size_t rooms;                      /* rooms that exist */
@@ -157,8 +166,9 @@ void daebus_rooms_get_stats(daebus_rooms_stats *out);
  * registration. The blueprint's own disconnect handler calls it. Thread: any. */
 void daebus_rooms_client_gone(daebus_ws *ws, const char *client_id);
 
-/* Drops every room and user (tests, end of main); the options stay.
- * Thread: any. */
+/* Forgets the app the rooms ran in (end of main); the options stay. The
+ * shared state in Redis stays too: other replicas use it (a replica's own
+ * clients left it when the app stopped). Thread: any. */
 void daebus_rooms_reset(void);
 
 #ifdef __cplusplus
