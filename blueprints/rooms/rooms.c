@@ -534,6 +534,76 @@ DAEBUS_SOCKET(rooms_chat_message, "chat_message", .bp = &daebus_rooms_bp)
     return out;
 }
 
+/* ---- direct_message ---- */
+
+DAEBUS_SOCKET(rooms_direct_message, "direct_message", .bp = &daebus_rooms_bp)
+{
+    daebus_rooms_options o;
+    daebus_rooms_get_options(&o);
+    const cJSON *data = req_data(req);
+    char *to, *message, err[96];
+    daebus__rooms_field_rc trc = daebus__rooms_get_field(data, "to", o.max_name_bytes, false, &to);
+    daebus__rooms_field_rc mrc =
+        daebus__rooms_get_field(data, "message", o.max_message_bytes, false, &message);
+    if (trc != DAEBUS__ROOMS_FIELD_OK || mrc != DAEBUS__ROOMS_FIELD_OK) {
+        free(to);
+        free(message);
+        if (mrc == DAEBUS__ROOMS_FIELD_TOO_LONG) {
+            snprintf(err, sizeof err, "Message is too long (max %zu bytes)", o.max_message_bytes);
+            return refuse(client_id, err);
+        }
+        return error_reply("Recipient and message are required");
+    }
+    const char *args[] = {client_id, to};
+    cJSON *failure, *r = run(daebus_ws_request_app(req), DAEBUS__ROOMS_DIRECT, 2, args, &failure);
+    const char *sender = cJSON_GetStringValue(cJSON_GetArrayItem(r, 0));
+    const char *target = cJSON_GetStringValue(cJSON_GetArrayItem(r, 1));
+    daebus_ws *ws = req_ws(req);
+    if (!failure && !target && daebus_ws_is_client_connected(ws, to))
+        target = to; /* a client id */
+    if (failure || !sender || !target) {
+        if (!failure && !sender)
+            failure = error_reply("Register a username first");
+        else if (!failure) {
+            snprintf(err, sizeof err, "User %.64s not connected", to);
+            failure = error_reply(err);
+        }
+        cJSON_Delete(r);
+        free(to);
+        free(message);
+        return failure;
+    }
+    char ts_text[40], id[200];
+    snprintf(ts_text, sizeof ts_text, "%.6f", now_wall());
+    double ts = strtod(ts_text, NULL);
+    static atomic_ullong dm_seq;
+    snprintf(id, sizeof id, "dm_%s_%llu_%.8s_%.40s", ts_text,
+             (unsigned long long)atomic_fetch_add(&dm_seq, 1) + 1, client_id,
+             daebus_app_instance_id(daebus_ws_request_app(req)));
+    cJSON *dm = cJSON_CreateObject();
+    cJSON_AddStringToObject(dm, "id", id);
+    cJSON_AddStringToObject(dm, "from", sender);
+    cJSON_AddStringToObject(dm, "from_client_id", client_id);
+    cJSON_AddStringToObject(dm, "to", to);
+    cJSON_AddStringToObject(dm, "text", message);
+    cJSON_AddNumberToObject(dm, "timestamp", ts);
+    int rc = daebus_ws_send_to_client(ws, target, dm, "direct_message");
+    cJSON_Delete(dm);
+    cJSON_Delete(r);
+    free(message);
+    if (rc < 0) {
+        snprintf(err, sizeof err, "User %.64s not reachable (%s)", to, daebus_strerror(rc));
+        free(to);
+        return error_reply(err);
+    }
+    free(to);
+    cJSON *out = cJSON_CreateObject();
+    cJSON_AddStringToObject(out, "status", "sent");
+    cJSON_AddStringToObject(out, "message_id", id);
+    cJSON_AddNumberToObject(out, "timestamp", ts);
+    return out;
+}
+
 /* ---- HTTP ---- */
 
 DAEBUS_ROUTE(rooms_list_route, "/api/rooms", .bp = &daebus_rooms_bp)

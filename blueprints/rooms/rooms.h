@@ -35,6 +35,13 @@
  *                 get new_message {"id", "room", "sender", "text",
  *                 "timestamp"}; reply {"status": "sent", "message_id",
  *                 "timestamp"}; "Message is too long (max N bytes)"
+ *   direct_message {"to", "message"}: "to" is a registered username (ASCII
+ *                 case ignored) or a client id, connected to any replica; it
+ *                 gets direct_message {"id", "from", "from_client_id", "to",
+ *                 "text", "timestamp"}; reply {"status": "sent",
+ *                 "message_id", "timestamp"}; refused: "Register a username
+ *                 first", "User <to> not connected", "Recipient and message
+ *                 are required", "Message is too long (max N bytes)"
  *   disconnect    the client leaves every room (room_update "left" to the
  *                 others) and its registration is dropped.
  * HTTP: GET /api/rooms[?after=name&limit=n] -> {"count", "total", "rooms":

@@ -195,8 +195,14 @@ static const char page_lua[] =
                 "if #names > n then nxt = names[n] end\n"
                 "return {redis.call('ZCARD', p..'list'), rows, nxt}\n";
 
+/* ARGV: p, cid, to -> {sender | nil, client id the name "to" is registered by | nil} */
+static const char direct_lua[] =
+    LUA_PRELUDE "local sender = redis.call('HGET', p..'users', ARGV[2])\n"
+                "local to = redis.call('HGET', p..'names', string.lower(ARGV[3]))\n"
+                "return {sender, to}\n";
+
 static const char *const scripts[DAEBUS__ROOMS_NSCRIPTS] = {
-    join_lua, leave_lua, chat_lua, gone_lua, register_lua, page_lua,
+    join_lua, leave_lua, chat_lua, gone_lua, register_lua, page_lua, direct_lua,
 };
 
 /* "daebus:<service>:rooms:" into buf. */
