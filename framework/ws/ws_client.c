@@ -15,6 +15,7 @@
 
 #include "clock.h"
 #include "daebus/log.h"
+#include "ws_cluster.h"
 #include "ws_io.h"
 #include "ws_message.h"
 
@@ -184,6 +185,17 @@ int daebus_ws_set_client_data(daebus_ws *ws, const char *client_id, const char *
                    "set_client_data: '%s' is a built-in metadata key; use another key", key);
         return DAEBUS_EINVAL;
     }
+    int rc = daebus__ws_set_data_local(ws, client_id, key, value);
+    if (rc == DAEBUS_ENOENT && ws->cluster)
+        return daebus__ws_dir_set_data(ws, client_id, key, value, false);
+    if (rc == 0 && ws->cluster)
+        daebus__ws_dir_set_data(ws, client_id, key, value, true); /* Redis away: resync */
+    return rc;
+}
+
+int daebus__ws_set_data_local(daebus_ws *ws, const char *client_id, const char *key,
+                              const cJSON *value)
+{
     ws_client *c = daebus__ws_client_find(ws, client_id);
     if (!c)
         return DAEBUS_ENOENT;
@@ -207,7 +219,7 @@ cJSON *daebus_ws_get_client_data(daebus_ws *ws, const char *client_id, const cha
         return NULL;
     ws_client *c = daebus__ws_client_find(ws, client_id);
     if (!c)
-        return NULL;
+        return ws && client_id && ws->cluster ? daebus__ws_dir_get_data(ws, client_id, key) : NULL;
     pthread_mutex_lock(&c->lock);
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->user_data, key);
     cJSON *copy = v ? cJSON_Duplicate(v, true) : NULL;
@@ -265,6 +277,8 @@ bool daebus_ws_is_client_connected(daebus_ws *ws, const char *client_id)
     ws_client *c = ws_registry_find(ws->reg, client_id);
     bool r = c && snap_keeps(c, WS_SNAP_CONNECTED);
     pthread_mutex_unlock(&ws->reg_lock);
+    if (!c && ws->cluster)
+        return daebus__ws_dir_has(ws, client_id);
     return r;
 }
 
