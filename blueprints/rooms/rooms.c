@@ -42,6 +42,8 @@ static daebus_rooms_options cfg = {
 };
 /* The app the blueprint runs in (set at start): the rooms are per process. */
 static _Atomic(daebus_app *) the_app;
+/* daebus_rooms_register() put the departure on the "client left" hook. */
+static atomic_bool hooked;
 
 #define error_reply daebus__rooms_error_reply
 #define refuse      daebus__rooms_refuse
@@ -295,8 +297,37 @@ void daebus_rooms_client_gone(daebus_ws *ws, const char *client_id)
 
 DAEBUS_SOCKET_DISCONNECT(rooms_on_disconnect, .bp = &daebus_rooms_bp)
 {
-    daebus_rooms_client_gone(req_ws(req), client_id);
+    /* With the "client left" hook the departure comes once per client in
+     * the cluster through it (right after this handler); without it, here. */
+    if (!atomic_load(&hooked))
+        daebus_rooms_client_gone(req_ws(req), client_id);
     return NULL;
+}
+
+static void rooms_departed(daebus_ws *ws, const char *client_id, const cJSON *metadata,
+                           bool replica_died, void *user)
+{
+    (void)metadata;
+    (void)user;
+    if (replica_died)
+        daebus_log(DAEBUS_LOG_INFO, "rooms", "client %s left with its replica", client_id);
+    daebus_rooms_client_gone(ws, client_id);
+}
+
+int daebus_rooms_register(daebus_app *app)
+{
+    daebus_ws *ws = daebus_app_websocket(app);
+    if (!ws) {
+        daebus_log(DAEBUS_LOG_ERROR, "rooms",
+                   "daebus_rooms_register: attach the WebSocket component first");
+        return DAEBUS_EORDER;
+    }
+    int rc = daebus_ws_on_client_departed(ws, rooms_departed, NULL);
+    if (rc == 0)
+        rc = daebus_app_register_blueprint(app, &daebus_rooms_bp);
+    if (rc == 0)
+        atomic_store(&hooked, true);
+    return rc;
 }
 
 /* ---- register / list_rooms ---- */

@@ -4,7 +4,13 @@
  *   daebus_rooms_options ro = DAEBUS_ROOMS_OPTIONS_INIT;   // optional
  *   ro.max_rooms = 200;
  *   daebus_rooms_configure(&ro);
- *   daebus_app_register_blueprint(app, &daebus_rooms_bp);
+ *   daebus_rooms_register(app);   // after attaching the WebSocket component
+ *
+ * daebus_rooms_register() registers the blueprint and puts the departures on
+ * the WebSocket component's "client left" path, which also covers the clients
+ * of a replica that died (docs/replicas.md). daebus_app_register_blueprint()
+ * alone works as before for one process (departures from the disconnect
+ * handler) but leaves a dead replica's clients in their rooms.
  *
  * The WebSocket protocol of the Daebus guide's complete chat example, message
  * for message (client -> server {"type", "data", "request_id"}; replies are
@@ -133,6 +139,13 @@ typedef struct daebus_rooms_options {
 /* The blueprint: SOCKET register/list_rooms/join_room/leave_room/chat_message,
  * connect, disconnect, and GET /api/rooms. */
 DAEBUS_BLUEPRINT_DECLARE(daebus_rooms_bp);
+
+/* Registers daebus_rooms_bp into app and daebus_rooms_client_gone() as a
+ * "client left" hook of app's WebSocket component (attach it first).
+ * Returns: 0, DAEBUS_EORDER (no WebSocket component), or the code of
+ * daebus_ws_on_client_departed() / daebus_app_register_blueprint().
+ * Thread: before the app runs. */
+int daebus_rooms_register(daebus_app *app);
 
 /* Sets the bounds (opts NULL = every default). Rooms and messages that exist
  * already are trimmed to the new history bounds at their next message.
