@@ -142,13 +142,15 @@ static double num_at(const cJSON *a, int i)
     return cJSON_IsNumber(v) ? v->valuedouble : 0;
 }
 
-/* Sends {"type": type, "data": data} to the client ids of the array ids. */
-static void send_to(daebus_ws *ws, const cJSON *ids, const char *type, const cJSON *data)
+/* Sends {"type": type, "data": data} to the client ids of the array ids.
+ * Returns: what daebus_ws_broadcast_to_clients() returned (DAEBUS_ECONN: the
+ * members on other replicas were not reached), 0 for nobody. */
+static int send_to(daebus_ws *ws, const cJSON *ids, const char *type, const cJSON *data)
 {
-    int n = cJSON_GetArraySize(ids);
+    int n = cJSON_GetArraySize(ids), rc = 0;
     const char **v = ws && n > 0 ? malloc((size_t)n * sizeof *v) : NULL;
     if (!v)
-        return;
+        return n > 0 ? DAEBUS_ENOMEM : 0;
     size_t k = 0;
     const cJSON *id;
     cJSON_ArrayForEach(id, ids)
@@ -157,8 +159,9 @@ static void send_to(daebus_ws *ws, const cJSON *ids, const char *type, const cJS
             v[k++] = id->valuestring;
     }
     if (k > 0)
-        daebus_ws_broadcast_to_clients(ws, v, k, data, type, NULL);
+        rc = daebus_ws_broadcast_to_clients(ws, v, k, data, type, NULL);
     free(v);
+    return rc;
 }
 
 /* room_update {"user", "action", "room", "members"} to the ids. */
@@ -552,13 +555,16 @@ DAEBUS_SOCKET(rooms_chat_message, "chat_message", .bp = &daebus_rooms_bp)
     cJSON_AddStringToObject(copy, "sender", str_at(r, 2));
     cJSON_AddStringToObject(copy, "text", message);
     cJSON_AddNumberToObject(copy, "timestamp", ts);
-    send_to(req_ws(req), cJSON_GetArrayItem(r, 3), "new_message", copy);
+    int sent = send_to(req_ws(req), cJSON_GetArrayItem(r, 3), "new_message", copy);
     cJSON_Delete(copy);
     DAEBUS_LOG_DEBUGF("rooms", "message in %s: %zu bytes", room_name, strlen(message));
     cJSON *out = cJSON_CreateObject();
     cJSON_AddStringToObject(out, "status", "sent");
     cJSON_AddStringToObject(out, "message_id", id);
     cJSON_AddNumberToObject(out, "timestamp", ts);
+    if (sent == DAEBUS_ECONN) /* kept in the history; members elsewhere may miss it */
+        cJSON_AddStringToObject(out, "warning",
+                                "Members on other replicas were not reached (Redis unreachable)");
     cJSON_Delete(r);
     free(room_name);
     free(message);

@@ -40,7 +40,9 @@
  *   chat_message  {"room", "message"}: membership checked; the other members
  *                 get new_message {"id", "room", "sender", "text",
  *                 "timestamp"}; reply {"status": "sent", "message_id",
- *                 "timestamp"}; "Message is too long (max N bytes)"
+ *                 "timestamp"} (+ "warning" when members on other replicas
+ *                 could not be reached: Redis unreachable after the message
+ *                 was stored); "Message is too long (max N bytes)"
  *   direct_message {"to", "message"}: "to" is a registered username (ASCII
  *                 case ignored) or a client id, connected to any replica; it
  *                 gets direct_message {"id", "from", "from_client_id", "to",
