@@ -6,10 +6,12 @@ connected straight to one replica's port, as a load balancer would spread them.
 Usage: bp_cluster_client.py SCENARIO REDIS_URL PORTS [ARGS...]
   PORTS: comma-separated HTTP ports of the replicas
   rooms | admin          the functional scenarios
+  down | back            Redis is away (clear errors) / back (rooms work)
   kill PID               the replica on the last port (PID) is killed with -9
-  stress N SECONDS       N clients chat in rooms for SECONDS (the test kills a
-                         replica and restarts Redis meanwhile); every message
-                         to a live member must arrive exactly once
+  stress N SECONDS FILE  N clients chat in rooms for SECONDS (FILE is written
+                         when the traffic starts: the test then kills a
+                         replica and restarts Redis); every message to a live
+                         member must arrive exactly once
 Exit 0 when every check passed; otherwise prints what failed and exits 1.
 """
 import asyncio
@@ -18,6 +20,7 @@ import os
 import signal
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 
@@ -267,8 +270,12 @@ async def admin():
     st, p = caller.request("notify_user", {"user_id": bob.client_id, "message": "by id"})
     await bob.expect("notification", lambda d: d.get("message") == "by id")
 
+    # the others are silent for 3.5 s, alice speaks 1 s (5 heartbeats: the
+    # activity of a client of another replica is refreshed once per
+    # heartbeat) before the query
     await asyncio.sleep(2.5)
     await alice.call("list_rooms", {})
+    await asyncio.sleep(1.0)
     st, p = caller.request("find_inactive_clients", {"threshold_seconds": 2})
     check(st == "success" and set(p["clients"]) == ids - {alice.client_id},
           f"inactive over every replica: {p}")
@@ -407,16 +414,26 @@ async def stress():
             c.pushes.remove(reply)
             d = reply.get("data") or {}
             if d.get("status") == "sent" and "warning" not in d:
-                sent[d["message_id"]] = (c.room, c)
+                sent[d["message_id"]] = (c.room, c, time.monotonic() - t_start)
             elif d.get("status") == "sent":
                 stats["warned"] += 1
             else:
                 stats["refused"] += 1
             await asyncio.sleep(1.0 + (hash(c.name) % 100) / 100.0)
 
+    t_start = time.monotonic()
     readers = [asyncio.ensure_future(reader(c)) for c in clients]
+    if len(ARGS) > 2:  # tells the test the traffic started
+        with open(ARGS[2], "w") as f:
+            f.write("started\n")
     await asyncio.gather(*(talker(c) for c in clients))
-    await asyncio.sleep(2.0)  # deliveries in flight
+    # deliveries in flight: until nothing arrived for a second (at most 20 s)
+    quiet, last, end = 0, -1, time.monotonic() + 20
+    while quiet < 8 and time.monotonic() < end:
+        await asyncio.sleep(0.5)
+        total = sum(len(c.pushes) for c in clients)
+        quiet = quiet + 1 if total == last else 0
+        last = total
     live = [c for c in clients if not getattr(c, "dead", False)]
     got = {c: {} for c in live}
     for c in live:
@@ -424,7 +441,8 @@ async def stress():
             if m.get("type") == "new_message":
                 got[c][m["data"]["id"]] = got[c].get(m["data"]["id"], 0) + 1
     expected = missing = dup = 0
-    for mid, (room, sender) in sent.items():
+    where = {}  # (second sent, sender port, receiver port) -> missing deliveries
+    for mid, (room, sender, at) in sent.items():
         for c in members[room]:
             if c is sender or c not in got:
                 continue
@@ -432,6 +450,12 @@ async def stress():
             k = got[c].get(mid, 0)
             missing += k == 0
             dup += k > 1
+            if k != 1:
+                key = (int(at), sender.port, c.port)
+                where[key] = where.get(key, 0) + 1
+    if where:
+        print("  deliveries missing or duplicated by (second, sender port, receiver port):",
+              sorted(where.items()))
     for c in clients:
         await c.ws.close()
     for r in readers:
@@ -446,8 +470,43 @@ async def stress():
     check(missing == 0, f"{missing} of {expected} deliveries missing")
 
 
+async def redis_down():
+    """Redis is away: clear errors from every replica, nothing else."""
+    unavailable = {"error": "Rooms unavailable (Redis unreachable); try again", "status": "error"}
+    for p in PORTS:
+        c = await Client.open(p)
+        r = await c.call("register", {"username": f"u{p}"})
+        check(r == unavailable, f"register on {p} without Redis: {r}")
+        for t, d in (("join_room", {"room": "x"}), ("list_rooms", {}),
+                     ("chat_message", {"room": "x", "message": "m"}),
+                     ("leave_room", {"room": "x"}), ("direct_message", {"to": "a", "message": "m"})):
+            r = await c.call(t, d)
+            check(r == unavailable, f"{t} on {p} without Redis: {r}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{p}/api/rooms", timeout=TIMEOUT)
+            raise Failure("/api/rooms answered 200 without Redis")
+        except urllib.error.HTTPError as e:
+            body = json.loads(e.read())
+            check(e.code == 503 and body.get("status") == "unavailable", f"/api/rooms: {body}")
+        await c.close()
+
+
+async def redis_back():
+    """Redis is back: the rooms work again across replicas."""
+    a = await Client.open(PORTS[0], "back_a")
+    b = await Client.open(PORTS[1], "back_b")
+    await a.call("join_room", {"room": "again"})
+    r = await b.call("join_room", {"room": "again"})
+    check(r.get("members") == 2, f"join after Redis came back: {r}")
+    r = await b.call("chat_message", {"room": "again", "message": "hi"})
+    await a.expect("new_message", lambda d: d.get("id") == r.get("message_id"))
+    await a.close()
+    await b.close()
+
+
 def main():
-    fn = {"rooms": rooms, "admin": admin, "kill": kill, "stress": stress}[SCENARIO]
+    fn = {"rooms": rooms, "admin": admin, "kill": kill, "stress": stress, "down": redis_down,
+          "back": redis_back}[SCENARIO]
     try:
         asyncio.run(asyncio.wait_for(fn(), 120))
     except Failure as e:

@@ -12,7 +12,10 @@
  *     replica; /health and /metrics cluster figures; shutdown of one named
  *     replica reaches only its clients;
  *   - a replica killed with -9: its room members' departures are announced
- *     once each to the members on the others within 3 heartbeats. */
+ *     once each to the members on the others within 3 heartbeats;
+ *   - Redis killed: every rooms request on every replica gets a clear error
+ *     (GET /api/rooms 503), no replica crashes; Redis back: rooms work again;
+ *   - shutdown with scope "all" stops every replica (status 0). */
 #include "bp_cluster.h"
 
 static int init(void)
@@ -34,6 +37,8 @@ static void test_admin_across_replicas(void)
     while (bp_rep[2].pid > 0 && waitpid(bp_rep[2].pid, &st, WNOHANG) == 0 && ts_now() < end)
         ts_sleep_ms(20);
     CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    if (!WIFEXITED(st))
+        bp_reap(2, SIGKILL); /* still running: the scenario failed early */
     bp_rep[2].pid = -1;
     CU_ASSERT_EQUAL(bp_up(), 0); /* it comes back; the others see 3 again */
 }
@@ -75,6 +80,19 @@ static void test_kill9_departures(void)
     CU_ASSERT_EQUAL(bp_up(), 0);
 }
 
+static void test_redis_away_and_back(void)
+{
+    ts_redis_kill(&bp_redis);
+    CU_ASSERT_EQUAL(bp_python_run("down", NULL), 0);
+    for (int i = 0; i < BP_REPLICAS; i++) { /* nothing crashed */
+        int st;
+        CU_ASSERT(bp_rep[i].pid > 0 && waitpid(bp_rep[i].pid, &st, WNOHANG) == 0);
+    }
+    CU_ASSERT_EQUAL_FATAL(ts_redis_restart(&bp_redis), 0);
+    TS_WAIT_UNTIL(bp_all_see(BP_REPLICAS), 20);
+    CU_ASSERT_EQUAL(bp_python_run("back", NULL), 0);
+}
+
 int main(void)
 {
     CU_initialize_registry();
@@ -82,6 +100,7 @@ int main(void)
     CU_add_test(s, "rooms across 3 replicas", test_rooms_across_replicas);
     CU_add_test(s, "admin and health across 3 replicas", test_admin_across_replicas);
     CU_add_test(s, "a replica killed: departures once", test_kill9_departures);
+    CU_add_test(s, "Redis away: clear errors; back: rooms work", test_redis_away_and_back);
     CU_add_test(s, "shutdown scope all", test_shutdown_all);
     return ts_run_cunit();
 }
