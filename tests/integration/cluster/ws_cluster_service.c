@@ -221,7 +221,7 @@ int main(int argc, char **argv)
     daebus_app_configure(app, argc, argv);
     daebus_http_attach(daebus_http_create(NULL, NULL), app);
     daebus_ws_options wo = DAEBUS_WS_OPTIONS_INIT;
-    wo.max_clients = 700;
+    wo.max_clients = 400;
     wo.id_generator = id_from_query;
     wo.ping_interval = -1;
     wo.idle_timeout = -1;
