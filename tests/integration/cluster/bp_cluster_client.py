@@ -129,7 +129,9 @@ class Caller:
         self.ps.subscribe(self.channel)
         self.ps.get_message(timeout=1.0)
 
-    def request(self, action, payload=None):
+    def request(self, action, payload=None, only_one=False):
+        """only_one: after the reply, listen 0.3 s more: no second final reply
+        (one replica takes each request)."""
         rid = str(uuid.uuid4())
         self.r.publish(SERVICE, json.dumps({"action": action, "payload": payload or {},
                                             "reply_to": self.channel, "request_id": rid,
@@ -142,6 +144,13 @@ class Caller:
             reply = json.loads(m["data"])
             if reply.get("request_id") != rid or reply.get("final") is False:
                 continue
+            end = time.monotonic() + (0.3 if only_one else 0)
+            while time.monotonic() < end:
+                m = self.ps.get_message(timeout=0.05)
+                if m and m["type"] == "message":
+                    again = json.loads(m["data"])
+                    check(again.get("request_id") != rid or again.get("final") is False,
+                          f"{action}: a second final reply {again}")
             return reply["status"], reply["payload"]
         raise Failure(f"no reply to {action}")
 
@@ -248,7 +257,7 @@ async def admin():
     anon = await Client.open(p3)
     ids = {c.client_id for c in (alice, bob, carol, anon)}
 
-    st, p = caller.request("get_connected_clients")
+    st, p = caller.request("get_connected_clients", only_one=True)
     check(st == "success" and p["count"] == 4 and set(p["clients"]) == ids,
           f"get_connected_clients sees every replica's clients: {p}")
     check(p["clients"][bob.client_id]["username"] == "bob" and
@@ -263,7 +272,7 @@ async def admin():
     check(b"\ndaebus_cluster_ws_clients 4\n" in metrics and b"\ndaebus_instances 3\n" in metrics,
           "cluster gauges in /metrics")
 
-    st, p = caller.request("notify_user", {"user_id": "carol", "message": "hi"})
+    st, p = caller.request("notify_user", {"user_id": "carol", "message": "hi"}, only_one=True)
     check(st == "success" and p["delivered"] and p["client_id"] == carol.client_id, f"notify: {p}")
     d = await carol.expect("notification")
     check(d.get("message") == "hi", f"notification: {d}")
@@ -281,7 +290,8 @@ async def admin():
           f"inactive over every replica: {p}")
 
     # kick a client of replica 3 (whichever replica takes the request)
-    st, p = caller.request("kick_client", {"client_id": anon.client_id, "reason": "testing"})
+    st, p = caller.request("kick_client", {"client_id": anon.client_id, "reason": "testing"},
+                           only_one=True)
     check(st == "success" and p == {"success": True, "client_id": anon.client_id}, f"kick: {p}")
     d = await anon.expect("disconnect_notice")
     check(d.get("reason") == "testing", f"notice: {d}")
