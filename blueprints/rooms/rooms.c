@@ -356,6 +356,15 @@ DAEBUS_SOCKET_REGISTER(rooms_register, .bp = &daebus_rooms_bp)
     snprintf(max, sizeof max, "%zu", o.list_max);
     const char *args[] = {client_id, name, max};
     cJSON *failure, *r = run(daebus_ws_request_app(req), DAEBUS__ROOMS_REGISTER, 3, args, &failure);
+    if (!failure && strcmp(str_at(r, 0), "taken") == 0 && ws &&
+        !daebus_ws_is_client_connected(ws, str_at(r, 1))) {
+        /* The holder is gone but its departure was never written (Redis was
+         * away then): it leaves now, and the name is free. */
+        daebus_log(DAEBUS_LOG_INFO, "rooms", "name of departed client %s released", str_at(r, 1));
+        daebus_rooms_client_gone(ws, str_at(r, 1));
+        cJSON_Delete(r);
+        r = run(daebus_ws_request_app(req), DAEBUS__ROOMS_REGISTER, 3, args, &failure);
+    }
     if (failure || strcmp(str_at(r, 0), "ok") != 0) {
         free(name);
         cJSON_Delete(r);

@@ -156,12 +156,13 @@ static const char gone_lua[] = LUA_PRELUDE
     "end\n"
     "return {name, notes}\n";
 
-/* ARGV: p, cid, name, list_max -> {"ok", total, {names (list_max + 1 at most)}} | {"taken"} */
+/* ARGV: p, cid, name, list_max -> {"ok", total, {names (list_max + 1 at most)}}
+ *   | {"taken", holder} */
 static const char register_lua[] =
     LUA_PRELUDE "local cid, name = ARGV[2], ARGV[3]\n"
                 "local lk = string.lower(name)\n"
                 "local holder = redis.call('HGET', p..'names', lk)\n"
-                "if holder and holder ~= cid then return {'taken'} end\n"
+                "if holder and holder ~= cid then return {'taken', holder} end\n"
                 "local old = redis.call('HGET', p..'users', cid)\n"
                 "if old and redis.call('HGET', p..'names', string.lower(old)) == cid then\n"
                 "  redis.call('HDEL', p..'names', string.lower(old))\n"

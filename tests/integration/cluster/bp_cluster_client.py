@@ -6,7 +6,9 @@ connected straight to one replica's port, as a load balancer would spread them.
 Usage: bp_cluster_client.py SCENARIO REDIS_URL PORTS [ARGS...]
   PORTS: comma-separated HTTP ports of the replicas
   rooms | admin          the functional scenarios
-  down | back            Redis is away (clear errors) / back (rooms work)
+  away DIR               Redis killed and restarted by the test (files in DIR
+                         say when): clear errors while away, a name of a
+                         client that left meanwhile free again, rooms work
   kill PID               the replica on the last port (PID) is killed with -9
   stress N SECONDS FILE  N clients chat in rooms for SECONDS (FILE is written
                          when the traffic starts: the test then kills a
@@ -480,6 +482,50 @@ async def stress():
     check(missing == 0, f"{missing} of {expected} deliveries missing")
 
 
+async def wait_file(path, timeout=30):
+    end = time.monotonic() + timeout
+    while not os.path.exists(path):
+        check(time.monotonic() < end, f"the test did not write {path}")
+        await asyncio.sleep(0.02)
+
+
+def touch(path):
+    with open(path, "w") as f:
+        f.write("1\n")
+
+
+async def redis_away():
+    """With the test: DIR/1 written here (clients set up), the test kills
+    Redis and writes DIR/2; the checks while it is away, DIR/3 here; the test
+    restarts Redis and writes DIR/4; the checks once it is back."""
+    d = ARGS[0]
+    watcher = await Client.open(PORTS[0], "watcher")
+    stale = await Client.open(PORTS[1], "stale1")
+    for c in (watcher, stale):
+        await c.call("join_room", {"room": "s"})
+    touch(f"{d}/1")
+    await wait_file(f"{d}/2")
+    await redis_down()
+    await stale.close()  # its departure cannot be written now
+    await asyncio.sleep(0.3)
+    touch(f"{d}/3")
+    await wait_file(f"{d}/4")
+    deadline = time.monotonic() + TIMEOUT
+    while True:  # the replicas reconnect (backoff)
+        c = await Client.open(PORTS[2])
+        r = await c.call("register", {"username": "stale1"})
+        if r.get("status") == "registered" or time.monotonic() > deadline:
+            break
+        await c.close()
+        await asyncio.sleep(0.2)
+    check(r.get("status") == "registered", f"the departed client's name is free: {r}")
+    d = await watcher.expect("room_update", is_left("stale1", "s"))
+    check(d.get("members") == 1, f"the departed client left its room: {d}")
+    await c.close()
+    await watcher.close()
+    await redis_back()
+
+
 async def redis_down():
     """Redis is away: clear errors from every replica, nothing else."""
     unavailable = {"error": "Rooms unavailable (Redis unreachable); try again", "status": "error"}
@@ -515,8 +561,8 @@ async def redis_back():
 
 
 def main():
-    fn = {"rooms": rooms, "admin": admin, "kill": kill, "stress": stress, "down": redis_down,
-          "back": redis_back}[SCENARIO]
+    fn = {"rooms": rooms, "admin": admin, "kill": kill, "stress": stress,
+          "away": redis_away}[SCENARIO]
     try:
         asyncio.run(asyncio.wait_for(fn(), 120))
     except Failure as e:
