@@ -37,7 +37,7 @@ static int view_is(int i, int n, int skip)
     int ok = wsc_num(o, "rc") == 0 && wsc_num(o, "count") == n - (skip >= 0) &&
              cJSON_GetArraySize(ids) == n - (skip >= 0);
     for (int k = 0; ok && k < n; k++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "a%d", k);
         int found = 0;
         const cJSON *e;
@@ -223,7 +223,7 @@ static void test_each_message_once(void)
     record = wsc_holder_stop();
     CU_ASSERT_FATAL(record != NULL);
     for (int i = 0; i < NCLIENTS; i++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "a%d", i);
         CU_ASSERT(wsc_got(record, id, "a", 1) == 1);
         CU_ASSERT(wsc_got(record, id, "a", 2) == 1);
@@ -237,6 +237,15 @@ static void test_each_message_once(void)
     const cJSON *closed =
         cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(record, "a5"), "closed");
     CU_ASSERT(cJSON_IsNumber(closed) && closed->valueint == 4001);
+}
+
+static void test_graceful_stop(void)
+{
+    /* Every client is gone (the holder stopped): the directory empties, and
+     * each replica leaves cleanly. */
+    for (int i = 0; i < 3; i++)
+        CU_ASSERT(wsc_stop(i) == 0);
+    CU_ASSERT(wsc_directory_keys() == 0);
 }
 
 int main(void)
@@ -253,5 +262,6 @@ int main(void)
     CU_add_test(s, "is_client_connected, disconnect_client, departed once",
                 test_connected_and_disconnect);
     CU_add_test(s, "every message reached its clients exactly once", test_each_message_once);
+    CU_add_test(s, "graceful stops leave an empty directory", test_graceful_stop);
     return ts_run_cunit();
 }
