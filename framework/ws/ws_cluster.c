@@ -376,10 +376,19 @@ void daebus__ws_cluster_stop(daebus_ws *ws)
     pthread_mutex_unlock(&cl->lock);
     if (cl->thread_started)
         pthread_join(cl->thread, NULL);
+    cl->thread_started = 0;
     daebus__ws_dir_leave(cl);
     daebus__redis_sub_stop(cl->sub);
+    /* Kept until destroy: a late call from another component's thread fails
+     * with DAEBUS_ECONN instead of touching freed memory. */
+    atomic_store(&cl->up, 0);
+    daebus__redis_pub_close(cl->pub);
+}
+
+void daebus__ws_cluster_free(daebus_ws *ws)
+{
+    cluster_free(ws->cluster);
     ws->cluster = NULL;
-    cluster_free(cl);
 }
 
 /* ---- departed ---- */

@@ -62,8 +62,12 @@ typedef struct ws_cluster {
  * DAEBUS_ENOMEM. Thread: the app's owning thread (component start). */
 int daebus__ws_cluster_start(daebus_ws *ws);
 /* Removes this replica's directory entries, stops the thread, closes the
- * connections. Thread: as start (after the graceful shutdown). */
+ * connections (later cross-replica calls fail with DAEBUS_ECONN).
+ * Thread: as start (after the graceful shutdown). */
 void daebus__ws_cluster_stop(daebus_ws *ws);
+/* Frees what start made (accepts a component never in cluster mode).
+ * Thread: the component's destroy. */
+void daebus__ws_cluster_free(daebus_ws *ws);
 /* Publishes header (a JSON object: "k" the kind, "o" this instance, ...)
  * followed by '\n' and f's bytes (f may be NULL) on channel.
  * Returns: receivers (>= 0), DAEBUS_ECONN (counted), DAEBUS_ENOMEM. */

@@ -30,7 +30,8 @@ static wsc_proc wsc_procs[WSC_MAX];
 static pid_t wsc_holder = -1;
 static const double wsc_heartbeat = 0.2;
 
-static void wsc_start(int i)
+/* Starts replica i (no_bus: a single process without a bus). */
+static void wsc_start_opt(int i, bool no_bus)
 {
     wsc_proc p = {-1, ts_free_port()};
     char portbuf[16];
@@ -44,10 +45,17 @@ static void wsc_start(int i)
             close(fd);
         }
         setenv("WSC_HEARTBEAT", "0.2", 1);
+        if (no_bus)
+            setenv("WSC_NO_BUS", "1", 1);
         execl(wsc_binary, wsc_binary, "--port", portbuf, "--redis", wsc_redis.url, (char *)NULL);
         _exit(127);
     }
     wsc_procs[i] = p;
+}
+
+static void wsc_start(int i)
+{
+    wsc_start_opt(i, false);
 }
 
 static void wsc_reap(pid_t *pid, int sig)
