@@ -210,26 +210,21 @@ int daebus__ws_dcmd_run(ws_cluster *cl, ws_dcmd *cmds, int n, redisReply **repli
     return status;
 }
 
-/* ---- metadata ---- */
-
-/* The fixed metadata of c (c->lock held): what does not change while it is
- * connected. */
-static cJSON *fixed_meta_locked(const ws_client *c)
+/* Runs the k commands of cmds (freed) and drops their replies.
+ * Returns: as daebus__ws_dcmd_run. */
+static int run_discard(ws_cluster *cl, ws_dcmd *cmds, int k)
 {
-    cJSON *m = cJSON_CreateObject();
-    if (!m)
-        return NULL;
-    cJSON_AddStringToObject(m, "client_id", c->id);
-    cJSON_AddNumberToObject(m, "connected_at", c->connected_at);
-    cJSON_AddStringToObject(m, "path", c->path ? c->path : "/");
-    cJSON *ra = cJSON_AddArrayToObject(m, "remote_address");
-    if (ra) {
-        cJSON_AddItemToArray(ra, cJSON_CreateString(c->remote_addr));
-        cJSON_AddItemToArray(ra, cJSON_CreateNumber(c->remote_port));
-    }
-    cJSON_AddBoolToObject(m, "secure", c->secure);
-    return m;
+    redisReply **r = k ? calloc((size_t)k, sizeof *r) : NULL;
+    int rc = !k ? 0 : r ? daebus__ws_dcmd_run(cl, cmds, k, r) : DAEBUS_ENOMEM;
+    if (k && rc == 0)
+        daebus__ws_replies_free(r, k);
+    for (int i = 0; i < k; i++)
+        daebus__ws_dcmd_free(&cmds[i]); /* a no-op once run */
+    free(r);
+    return rc;
 }
+
+/* ---- metadata ---- */
 
 static double field_num(const redisReply *v)
 {
@@ -301,7 +296,7 @@ static void announce_cmd(ws_cluster *cl, ws_client *c, ws_dcmd *cmd)
     daebus__ws_dcmd_str(cmd, "instance");
     daebus__ws_dcmd_str(cmd, cl->self);
     pthread_mutex_lock(&c->lock);
-    cJSON *fixed = fixed_meta_locked(c);
+    cJSON *fixed = daebus__ws_client_fixed_metadata(c);
     char *meta = fixed ? cJSON_PrintUnformatted(fixed) : NULL;
     cJSON_Delete(fixed);
     daebus__ws_dcmd_str(cmd, "meta");
@@ -406,13 +401,7 @@ void daebus__ws_dir_flush(ws_cluster *cl)
         daebus__ws_dcmd_num(cmd, (double)out);
     }
     daebus__ws_snapshot_release(cs, n);
-    redisReply **r = k ? calloc((size_t)k, sizeof *r) : NULL;
-    if (k && r && daebus__ws_dcmd_run(cl, cmds, k, r) == 0)
-        daebus__ws_replies_free(r, k);
-    else
-        for (int i = 0; i < k; i++)
-            daebus__ws_dcmd_free(&cmds[i]);
-    free(r);
+    run_discard(cl, cmds, k);
     free(cmds);
 }
 
@@ -441,13 +430,7 @@ static int drop_strays(ws_cluster *cl, bool keep_local)
         if (id)
             remove_cmd(cl, id, cl->self, &cmds[k++]);
     }
-    redisReply **rr = k ? calloc((size_t)k, sizeof *rr) : NULL;
-    if (k && rr && (rc = daebus__ws_dcmd_run(cl, cmds, k, rr)) == 0)
-        daebus__ws_replies_free(rr, k);
-    else
-        for (int i = 0; i < k; i++)
-            daebus__ws_dcmd_free(&cmds[i]);
-    free(rr);
+    rc = cmds || !n ? run_discard(cl, cmds, k) : DAEBUS_ENOMEM;
     free(cmds);
     freeReplyObject(r);
     return rc;
@@ -554,9 +537,7 @@ void daebus__ws_dir_alive(ws_cluster *cl)
     daebus__ws_dcmd_str(&cmd, "PX");
     double ms = cl->heartbeat * 2500;
     daebus__ws_dcmd_num(&cmd, (double)(long long)(ms < 100 ? 100 : ms));
-    redisReply *r = NULL;
-    if (daebus__ws_dcmd_run(cl, &cmd, 1, &r) == 0)
-        freeReplyObject(r);
+    run_discard(cl, &cmd, 1);
 }
 
 void daebus__ws_dir_reap(ws_cluster *cl)
@@ -614,7 +595,5 @@ void daebus__ws_dir_leave(ws_cluster *cl)
     daebus__ws_dcmd_str(&cmds[1], cl->self);
     daebus__ws_dcmd_str(&cmds[2], "DEL");
     daebus__ws_dcmd_cat(&cmds[2], cl->key_alive, cl->self);
-    redisReply *r[3] = {NULL, NULL, NULL};
-    if (daebus__ws_dcmd_run(cl, cmds, 3, r) == 0)
-        daebus__ws_replies_free(r, 3);
+    run_discard(cl, cmds, 3);
 }
