@@ -247,6 +247,7 @@ static void tick(ws_cluster *cl)
 {
     if (!atomic_load(&cl->up))
         return;
+    daebus__ws_dir_load_scripts(cl);
     daebus__ws_dir_alive(cl);
     if (atomic_exchange(&cl->resync, 0) && daebus__ws_dir_resync(cl) != 0)
         atomic_store(&cl->resync, 1);

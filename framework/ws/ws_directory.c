@@ -167,13 +167,61 @@ void daebus__ws_dcmd_num(ws_dcmd *c, double v)
     daebus__ws_dcmd_take(c, strdup(buf), (size_t)n);
 }
 
-void daebus__ws_dcmd_eval(ws_dcmd *c, int script, int nkeys)
+_Static_assert(WS_LUA_COUNT <= 9, "ws_cluster.sha holds 9 scripts");
+
+void daebus__ws_dcmd_eval(ws_cluster *cl, ws_dcmd *c, int script, int nkeys)
 {
     char buf[16];
     int n = snprintf(buf, sizeof buf, "%d", nkeys);
-    daebus__ws_dcmd_str(c, "EVAL");
-    daebus__ws_dcmd_str(c, lua[script]);
+    if (atomic_load(&cl->have_sha)) {
+        daebus__ws_dcmd_str(c, "EVALSHA");
+        daebus__ws_dcmd_arg(c, cl->sha[script], 40);
+        c->script = script + 1;
+    } else {
+        daebus__ws_dcmd_str(c, "EVAL");
+        daebus__ws_dcmd_str(c, lua[script]);
+    }
     daebus__ws_dcmd_take(c, strdup(buf), (size_t)n);
+}
+
+void daebus__ws_dir_load_scripts(ws_cluster *cl)
+{
+    if (atomic_load(&cl->have_sha))
+        return;
+    ws_dcmd cmds[WS_LUA_COUNT] = {{0}};
+    redisReply *r[WS_LUA_COUNT] = {0};
+    for (int i = 0; i < WS_LUA_COUNT; i++) {
+        daebus__ws_dcmd_str(&cmds[i], "SCRIPT");
+        daebus__ws_dcmd_str(&cmds[i], "LOAD");
+        daebus__ws_dcmd_str(&cmds[i], lua[i]);
+    }
+    if (daebus__ws_dcmd_run(cl, cmds, WS_LUA_COUNT, r) != 0)
+        return;
+    int ok = 1;
+    for (int i = 0; i < WS_LUA_COUNT; i++) {
+        ok = ok && r[i]->type == REDIS_REPLY_STRING && r[i]->len == 40;
+        if (ok)
+            memcpy(cl->sha[i], r[i]->str, 41);
+    }
+    daebus__ws_replies_free(r, WS_LUA_COUNT);
+    if (ok)
+        atomic_store(&cl->have_sha, 1);
+}
+
+/* Redis lost its script cache (a restart, SCRIPT FLUSH): runs the EVALSHA
+ * cmd again as EVAL (which caches the script again); *reply is replaced. */
+static void eval_again(ws_cluster *cl, ws_dcmd *cmd, redisReply **reply)
+{
+    cmd->argv[0] = "EVAL";
+    cmd->lens[0] = 4;
+    cmd->argv[1] = lua[cmd->script - 1];
+    cmd->lens[1] = strlen(lua[cmd->script - 1]);
+    daebus__redis_cmd rc = {cmd->argc, cmd->argv, cmd->lens};
+    redisReply *r = NULL;
+    if (daebus__ws_cluster_run(cl, &rc, 1, &r) == 0) {
+        freeReplyObject(*reply);
+        *reply = r;
+    }
 }
 
 void daebus__ws_dcmd_free(ws_dcmd *c)
@@ -204,6 +252,10 @@ int daebus__ws_dcmd_run(ws_cluster *cl, ws_dcmd *cmds, int n, redisReply **repli
     }
     if (status == 0 && n > 0)
         status = daebus__ws_cluster_run(cl, rc, n, replies);
+    for (int i = 0; status == 0 && i < n; i++)
+        if (cmds[i].script && replies[i]->type == REDIS_REPLY_ERROR &&
+            strncmp(replies[i]->str, "NOSCRIPT", 8) == 0)
+            eval_again(cl, &cmds[i], &replies[i]);
     for (int i = 0; i < n; i++)
         daebus__ws_dcmd_free(&cmds[i]);
     free(rc);
@@ -285,7 +337,7 @@ cJSON *daebus__ws_dir_metadata(const redisReply *hash, const char *id)
 /* The ANNOUNCE command of c: everything the directory holds of it. */
 static void announce_cmd(ws_cluster *cl, ws_client *c, ws_dcmd *cmd)
 {
-    daebus__ws_dcmd_eval(cmd, WS_LUA_ANNOUNCE, 4);
+    daebus__ws_dcmd_eval(cl, cmd, WS_LUA_ANNOUNCE, 4);
     daebus__ws_dcmd_str(cmd, cl->key_clients);
     daebus__ws_dcmd_cat(cmd, cl->key_client, c->id);
     daebus__ws_dcmd_cat(cmd, cl->key_inst, cl->self);
@@ -345,7 +397,7 @@ int daebus__ws_dir_announce(daebus_ws *ws, ws_client *c)
 
 static void remove_cmd(ws_cluster *cl, const char *id, const char *owner, ws_dcmd *cmd)
 {
-    daebus__ws_dcmd_eval(cmd, WS_LUA_REMOVE, 3);
+    daebus__ws_dcmd_eval(cl, cmd, WS_LUA_REMOVE, 3);
     daebus__ws_dcmd_str(cmd, cl->key_clients);
     daebus__ws_dcmd_cat(cmd, cl->key_client, id);
     daebus__ws_dcmd_cat(cmd, cl->key_inst, owner);
@@ -388,7 +440,7 @@ void daebus__ws_dir_flush(ws_cluster *cl)
         if (!changed)
             continue;
         ws_dcmd *cmd = &cmds[k++];
-        daebus__ws_dcmd_eval(cmd, WS_LUA_TOUCH, 2);
+        daebus__ws_dcmd_eval(cl, cmd, WS_LUA_TOUCH, 2);
         daebus__ws_dcmd_str(cmd, cl->key_clients);
         daebus__ws_dcmd_cat(cmd, cl->key_client, c->id);
         daebus__ws_dcmd_str(cmd, c->id);
@@ -556,7 +608,7 @@ void daebus__ws_dir_reap(ws_cluster *cl)
         const char *d = insts->element[i]->str;
         if (!d || strcmp(d, cl->self) == 0)
             continue;
-        daebus__ws_dcmd_eval(&cmds[k], WS_LUA_CLAIM, 2);
+        daebus__ws_dcmd_eval(cl, &cmds[k], WS_LUA_CLAIM, 2);
         daebus__ws_dcmd_cat(&cmds[k], cl->key_alive, d);
         daebus__ws_dcmd_cat(&cmds[k], cl->key_reap, d);
         daebus__ws_dcmd_str(&cmds[k], cl->self);
