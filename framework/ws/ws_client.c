@@ -132,14 +132,13 @@ void daebus__ws_snapshot_release(ws_client **cs, size_t n)
 
 /* ---- metadata ---- */
 
-static cJSON *metadata_locked(const ws_client *c, double now)
+cJSON *daebus__ws_client_fixed_metadata(const ws_client *c)
 {
     cJSON *m = cJSON_CreateObject();
     if (!m)
         return NULL;
     cJSON_AddStringToObject(m, "client_id", c->id);
     cJSON_AddNumberToObject(m, "connected_at", c->connected_at);
-    cJSON_AddNumberToObject(m, "last_activity", c->last_activity);
     cJSON_AddStringToObject(m, "path", c->path ? c->path : "/");
     cJSON *ra = cJSON_AddArrayToObject(m, "remote_address");
     if (ra) {
@@ -147,6 +146,15 @@ static cJSON *metadata_locked(const ws_client *c, double now)
         cJSON_AddItemToArray(ra, cJSON_CreateNumber(c->remote_port));
     }
     cJSON_AddBoolToObject(m, "secure", c->secure);
+    return m;
+}
+
+static cJSON *metadata_locked(const ws_client *c, double now)
+{
+    cJSON *m = daebus__ws_client_fixed_metadata(c);
+    if (!m)
+        return NULL;
+    cJSON_AddNumberToObject(m, "last_activity", c->last_activity);
     cJSON_AddNumberToObject(m, "messages_received", (double)c->msgs_in);
     cJSON_AddNumberToObject(m, "messages_sent", (double)c->msgs_out);
     cJSON_AddNumberToObject(m, "uptime_seconds", now - c->connected_at);

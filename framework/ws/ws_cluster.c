@@ -247,6 +247,7 @@ static void tick(ws_cluster *cl)
 {
     if (!atomic_load(&cl->up))
         return;
+    daebus__ws_dir_load_scripts(cl);
     daebus__ws_dir_alive(cl);
     if (atomic_exchange(&cl->resync, 0) && daebus__ws_dir_resync(cl) != 0)
         atomic_store(&cl->resync, 1);
@@ -376,10 +377,19 @@ void daebus__ws_cluster_stop(daebus_ws *ws)
     pthread_mutex_unlock(&cl->lock);
     if (cl->thread_started)
         pthread_join(cl->thread, NULL);
+    cl->thread_started = 0;
     daebus__ws_dir_leave(cl);
     daebus__redis_sub_stop(cl->sub);
+    /* Kept until destroy: a late call from another component's thread fails
+     * with DAEBUS_ECONN instead of touching freed memory. */
+    atomic_store(&cl->up, 0);
+    daebus__redis_pub_close(cl->pub);
+}
+
+void daebus__ws_cluster_free(daebus_ws *ws)
+{
+    cluster_free(ws->cluster);
     ws->cluster = NULL;
-    cluster_free(cl);
 }
 
 /* ---- departed ---- */

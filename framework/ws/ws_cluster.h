@@ -32,18 +32,20 @@ typedef struct ws_cluster {
     daebus__redis_pub *pub;
     daebus__redis_sub *sub;
     char *service, *self;
-    char *chan_all;    /* daebus:<svc>:ws */
-    char *chan_prefix; /* daebus:<svc>:ws: (+ instance id = a replica's channel) */
-    char *chan_self;   /* daebus:<svc>:ws:<self> */
-    char *key_clients; /* daebus:<svc>:ws:clients */
-    char *key_client;  /* daebus:<svc>:ws:client: (+ id) */
-    char *key_inst;    /* daebus:<svc>:ws:inst: (+ instance) */
-    char *key_insts;   /* daebus:<svc>:ws:instances */
-    char *key_reap;    /* daebus:<svc>:ws:reap: (+ instance) */
-    char *key_alive;   /* daebus:<svc>:ws:alive: (+ instance; TTL 2.5 heartbeats) */
-    double heartbeat;  /* of the cluster view, seconds (cluster thread) */
-    atomic_int up;     /* the subscriber is connected and subscribed */
-    atomic_int resync; /* announce every local client again at the next tick */
+    char *chan_all;      /* daebus:<svc>:ws */
+    char *chan_prefix;   /* daebus:<svc>:ws: (+ instance id = a replica's channel) */
+    char *chan_self;     /* daebus:<svc>:ws:<self> */
+    char *key_clients;   /* daebus:<svc>:ws:clients */
+    char *key_client;    /* daebus:<svc>:ws:client: (+ id) */
+    char *key_inst;      /* daebus:<svc>:ws:inst: (+ instance) */
+    char *key_insts;     /* daebus:<svc>:ws:instances */
+    char *key_reap;      /* daebus:<svc>:ws:reap: (+ instance) */
+    char *key_alive;     /* daebus:<svc>:ws:alive: (+ instance; TTL 2.5 heartbeats) */
+    double heartbeat;    /* of the cluster view, seconds (cluster thread) */
+    atomic_int up;       /* the subscriber is connected and subscribed */
+    atomic_int resync;   /* announce every local client again at the next tick */
+    atomic_int have_sha; /* sha[] written (once, by the cluster thread) */
+    char sha[9][41];     /* SHA1 of each directory script (WS_LUA_COUNT) */
     /* the cluster thread */
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -62,8 +64,12 @@ typedef struct ws_cluster {
  * DAEBUS_ENOMEM. Thread: the app's owning thread (component start). */
 int daebus__ws_cluster_start(daebus_ws *ws);
 /* Removes this replica's directory entries, stops the thread, closes the
- * connections. Thread: as start (after the graceful shutdown). */
+ * connections (later cross-replica calls fail with DAEBUS_ECONN).
+ * Thread: as start (after the graceful shutdown). */
 void daebus__ws_cluster_stop(daebus_ws *ws);
+/* Frees what start made (accepts a component never in cluster mode).
+ * Thread: the component's destroy. */
+void daebus__ws_cluster_free(daebus_ws *ws);
 /* Publishes header (a JSON object: "k" the kind, "o" this instance, ...)
  * followed by '\n' and f's bytes (f may be NULL) on channel.
  * Returns: receivers (>= 0), DAEBUS_ECONN (counted), DAEBUS_ENOMEM. */
@@ -130,6 +136,7 @@ bool daebus__ws_dir_has(daebus_ws *ws, const char *id);
  * An allocation failure marks it (oom) and later arguments are ignored. */
 typedef struct ws_dcmd {
     int argc, cap, nown, owncap, oom;
+    int script; /* WS_LUA_* + 1 of an EVALSHA (retried as EVAL on NOSCRIPT), else 0 */
     const char **argv;
     size_t *lens;
     char **own;
@@ -151,9 +158,13 @@ void daebus__ws_dcmd_free(ws_dcmd *c);
  * DAEBUS_ENOMEM, DAEBUS_ECONN. */
 int daebus__ws_dcmd_run(ws_cluster *cl, ws_dcmd *cmds, int n, redisReply **replies);
 void daebus__ws_replies_free(redisReply **replies, int n);
-/* An EVAL of one of the directory's scripts (WS_LUA_*) with nkeys keys to
- * come: the caller appends keys then arguments. */
-void daebus__ws_dcmd_eval(ws_dcmd *c, int script, int nkeys);
+/* An EVALSHA (EVAL until the scripts are loaded) of one of the directory's
+ * scripts (WS_LUA_*) with nkeys keys to come: the caller appends keys then
+ * arguments. */
+void daebus__ws_dcmd_eval(ws_cluster *cl, ws_dcmd *c, int script, int nkeys);
+/* Cluster thread: loads the scripts (SCRIPT LOAD) once, so that later
+ * commands send their SHA1 instead of their text. */
+void daebus__ws_dir_load_scripts(ws_cluster *cl);
 enum {
     WS_LUA_ANNOUNCE = 0,
     WS_LUA_REMOVE,

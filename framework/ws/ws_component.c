@@ -136,6 +136,7 @@ static void ws_destroy_op(void *self)
     daebus_ws *ws = self;
     if (!ws)
         return;
+    daebus__ws_cluster_free(ws);
     /* Entries left (never started, or stragglers) are freed with the table. */
     ws_client **cs;
     size_t n = daebus__ws_snapshot(ws, &cs, WS_SNAP_ALL);

@@ -33,7 +33,7 @@ static int send_one(ws_cluster *cl, const char *id, cJSON *h, const ws_frame *f)
     if (!len)
         return DAEBUS_ENOMEM;
     ws_dcmd cmd = {0};
-    daebus__ws_dcmd_eval(&cmd, WS_LUA_SEND1, 1);
+    daebus__ws_dcmd_eval(cl, &cmd, WS_LUA_SEND1, 1);
     daebus__ws_dcmd_str(&cmd, cl->key_clients);
     daebus__ws_dcmd_str(&cmd, id);
     daebus__ws_dcmd_str(&cmd, cl->self);
@@ -195,7 +195,7 @@ int daebus__ws_dir_disconnect(daebus_ws *ws, const char *id, int code, const cha
 static redisReply *remote_view(ws_cluster *cl, int *rc)
 {
     ws_dcmd cmd = {0};
-    daebus__ws_dcmd_eval(&cmd, WS_LUA_VIEW, 1);
+    daebus__ws_dcmd_eval(cl, &cmd, WS_LUA_VIEW, 1);
     daebus__ws_dcmd_str(&cmd, cl->key_clients);
     daebus__ws_dcmd_str(&cmd, cl->key_alive);
     daebus__ws_dcmd_str(&cmd, cl->self);
@@ -296,7 +296,7 @@ int daebus__ws_dir_set_data(daebus_ws *ws, const char *id, const char *key, cons
         return DAEBUS_ENOMEM;
     }
     ws_dcmd cmd = {0};
-    daebus__ws_dcmd_eval(&cmd, WS_LUA_SETDATA, 2);
+    daebus__ws_dcmd_eval(cl, &cmd, WS_LUA_SETDATA, 2);
     daebus__ws_dcmd_str(&cmd, cl->key_clients);
     daebus__ws_dcmd_cat(&cmd, cl->key_client, id);
     daebus__ws_dcmd_str(&cmd, id);
@@ -326,7 +326,7 @@ int daebus__ws_dir_set_data(daebus_ws *ws, const char *id, const char *key, cons
 static redisReply *remote_hash(ws_cluster *cl, const char *id, int *rc)
 {
     ws_dcmd cmd = {0};
-    daebus__ws_dcmd_eval(&cmd, WS_LUA_META, 2);
+    daebus__ws_dcmd_eval(cl, &cmd, WS_LUA_META, 2);
     daebus__ws_dcmd_str(&cmd, cl->key_clients);
     daebus__ws_dcmd_cat(&cmd, cl->key_client, id);
     daebus__ws_dcmd_str(&cmd, id);

@@ -167,13 +167,61 @@ void daebus__ws_dcmd_num(ws_dcmd *c, double v)
     daebus__ws_dcmd_take(c, strdup(buf), (size_t)n);
 }
 
-void daebus__ws_dcmd_eval(ws_dcmd *c, int script, int nkeys)
+_Static_assert(WS_LUA_COUNT <= 9, "ws_cluster.sha holds 9 scripts");
+
+void daebus__ws_dcmd_eval(ws_cluster *cl, ws_dcmd *c, int script, int nkeys)
 {
     char buf[16];
     int n = snprintf(buf, sizeof buf, "%d", nkeys);
-    daebus__ws_dcmd_str(c, "EVAL");
-    daebus__ws_dcmd_str(c, lua[script]);
+    if (atomic_load(&cl->have_sha)) {
+        daebus__ws_dcmd_str(c, "EVALSHA");
+        daebus__ws_dcmd_arg(c, cl->sha[script], 40);
+        c->script = script + 1;
+    } else {
+        daebus__ws_dcmd_str(c, "EVAL");
+        daebus__ws_dcmd_str(c, lua[script]);
+    }
     daebus__ws_dcmd_take(c, strdup(buf), (size_t)n);
+}
+
+void daebus__ws_dir_load_scripts(ws_cluster *cl)
+{
+    if (atomic_load(&cl->have_sha))
+        return;
+    ws_dcmd cmds[WS_LUA_COUNT] = {{0}};
+    redisReply *r[WS_LUA_COUNT] = {0};
+    for (int i = 0; i < WS_LUA_COUNT; i++) {
+        daebus__ws_dcmd_str(&cmds[i], "SCRIPT");
+        daebus__ws_dcmd_str(&cmds[i], "LOAD");
+        daebus__ws_dcmd_str(&cmds[i], lua[i]);
+    }
+    if (daebus__ws_dcmd_run(cl, cmds, WS_LUA_COUNT, r) != 0)
+        return;
+    int ok = 1;
+    for (int i = 0; i < WS_LUA_COUNT; i++) {
+        ok = ok && r[i]->type == REDIS_REPLY_STRING && r[i]->len == 40;
+        if (ok)
+            memcpy(cl->sha[i], r[i]->str, 41);
+    }
+    daebus__ws_replies_free(r, WS_LUA_COUNT);
+    if (ok)
+        atomic_store(&cl->have_sha, 1);
+}
+
+/* Redis lost its script cache (a restart, SCRIPT FLUSH): runs the EVALSHA
+ * cmd again as EVAL (which caches the script again); *reply is replaced. */
+static void eval_again(ws_cluster *cl, ws_dcmd *cmd, redisReply **reply)
+{
+    cmd->argv[0] = "EVAL";
+    cmd->lens[0] = 4;
+    cmd->argv[1] = lua[cmd->script - 1];
+    cmd->lens[1] = strlen(lua[cmd->script - 1]);
+    daebus__redis_cmd rc = {cmd->argc, cmd->argv, cmd->lens};
+    redisReply *r = NULL;
+    if (daebus__ws_cluster_run(cl, &rc, 1, &r) == 0) {
+        freeReplyObject(*reply);
+        *reply = r;
+    }
 }
 
 void daebus__ws_dcmd_free(ws_dcmd *c)
@@ -204,32 +252,31 @@ int daebus__ws_dcmd_run(ws_cluster *cl, ws_dcmd *cmds, int n, redisReply **repli
     }
     if (status == 0 && n > 0)
         status = daebus__ws_cluster_run(cl, rc, n, replies);
+    for (int i = 0; status == 0 && i < n; i++)
+        if (cmds[i].script && replies[i]->type == REDIS_REPLY_ERROR &&
+            strncmp(replies[i]->str, "NOSCRIPT", 8) == 0)
+            eval_again(cl, &cmds[i], &replies[i]);
     for (int i = 0; i < n; i++)
         daebus__ws_dcmd_free(&cmds[i]);
     free(rc);
     return status;
 }
 
-/* ---- metadata ---- */
-
-/* The fixed metadata of c (c->lock held): what does not change while it is
- * connected. */
-static cJSON *fixed_meta_locked(const ws_client *c)
+/* Runs the k commands of cmds (freed) and drops their replies.
+ * Returns: as daebus__ws_dcmd_run. */
+static int run_discard(ws_cluster *cl, ws_dcmd *cmds, int k)
 {
-    cJSON *m = cJSON_CreateObject();
-    if (!m)
-        return NULL;
-    cJSON_AddStringToObject(m, "client_id", c->id);
-    cJSON_AddNumberToObject(m, "connected_at", c->connected_at);
-    cJSON_AddStringToObject(m, "path", c->path ? c->path : "/");
-    cJSON *ra = cJSON_AddArrayToObject(m, "remote_address");
-    if (ra) {
-        cJSON_AddItemToArray(ra, cJSON_CreateString(c->remote_addr));
-        cJSON_AddItemToArray(ra, cJSON_CreateNumber(c->remote_port));
-    }
-    cJSON_AddBoolToObject(m, "secure", c->secure);
-    return m;
+    redisReply **r = k ? calloc((size_t)k, sizeof *r) : NULL;
+    int rc = !k ? 0 : r ? daebus__ws_dcmd_run(cl, cmds, k, r) : DAEBUS_ENOMEM;
+    if (k && rc == 0)
+        daebus__ws_replies_free(r, k);
+    for (int i = 0; i < k; i++)
+        daebus__ws_dcmd_free(&cmds[i]); /* a no-op once run */
+    free(r);
+    return rc;
 }
+
+/* ---- metadata ---- */
 
 static double field_num(const redisReply *v)
 {
@@ -290,7 +337,7 @@ cJSON *daebus__ws_dir_metadata(const redisReply *hash, const char *id)
 /* The ANNOUNCE command of c: everything the directory holds of it. */
 static void announce_cmd(ws_cluster *cl, ws_client *c, ws_dcmd *cmd)
 {
-    daebus__ws_dcmd_eval(cmd, WS_LUA_ANNOUNCE, 4);
+    daebus__ws_dcmd_eval(cl, cmd, WS_LUA_ANNOUNCE, 4);
     daebus__ws_dcmd_str(cmd, cl->key_clients);
     daebus__ws_dcmd_cat(cmd, cl->key_client, c->id);
     daebus__ws_dcmd_cat(cmd, cl->key_inst, cl->self);
@@ -301,7 +348,7 @@ static void announce_cmd(ws_cluster *cl, ws_client *c, ws_dcmd *cmd)
     daebus__ws_dcmd_str(cmd, "instance");
     daebus__ws_dcmd_str(cmd, cl->self);
     pthread_mutex_lock(&c->lock);
-    cJSON *fixed = fixed_meta_locked(c);
+    cJSON *fixed = daebus__ws_client_fixed_metadata(c);
     char *meta = fixed ? cJSON_PrintUnformatted(fixed) : NULL;
     cJSON_Delete(fixed);
     daebus__ws_dcmd_str(cmd, "meta");
@@ -350,7 +397,7 @@ int daebus__ws_dir_announce(daebus_ws *ws, ws_client *c)
 
 static void remove_cmd(ws_cluster *cl, const char *id, const char *owner, ws_dcmd *cmd)
 {
-    daebus__ws_dcmd_eval(cmd, WS_LUA_REMOVE, 3);
+    daebus__ws_dcmd_eval(cl, cmd, WS_LUA_REMOVE, 3);
     daebus__ws_dcmd_str(cmd, cl->key_clients);
     daebus__ws_dcmd_cat(cmd, cl->key_client, id);
     daebus__ws_dcmd_cat(cmd, cl->key_inst, owner);
@@ -393,7 +440,7 @@ void daebus__ws_dir_flush(ws_cluster *cl)
         if (!changed)
             continue;
         ws_dcmd *cmd = &cmds[k++];
-        daebus__ws_dcmd_eval(cmd, WS_LUA_TOUCH, 2);
+        daebus__ws_dcmd_eval(cl, cmd, WS_LUA_TOUCH, 2);
         daebus__ws_dcmd_str(cmd, cl->key_clients);
         daebus__ws_dcmd_cat(cmd, cl->key_client, c->id);
         daebus__ws_dcmd_str(cmd, c->id);
@@ -406,13 +453,7 @@ void daebus__ws_dir_flush(ws_cluster *cl)
         daebus__ws_dcmd_num(cmd, (double)out);
     }
     daebus__ws_snapshot_release(cs, n);
-    redisReply **r = k ? calloc((size_t)k, sizeof *r) : NULL;
-    if (k && r && daebus__ws_dcmd_run(cl, cmds, k, r) == 0)
-        daebus__ws_replies_free(r, k);
-    else
-        for (int i = 0; i < k; i++)
-            daebus__ws_dcmd_free(&cmds[i]);
-    free(r);
+    run_discard(cl, cmds, k);
     free(cmds);
 }
 
@@ -441,13 +482,7 @@ static int drop_strays(ws_cluster *cl, bool keep_local)
         if (id)
             remove_cmd(cl, id, cl->self, &cmds[k++]);
     }
-    redisReply **rr = k ? calloc((size_t)k, sizeof *rr) : NULL;
-    if (k && rr && (rc = daebus__ws_dcmd_run(cl, cmds, k, rr)) == 0)
-        daebus__ws_replies_free(rr, k);
-    else
-        for (int i = 0; i < k; i++)
-            daebus__ws_dcmd_free(&cmds[i]);
-    free(rr);
+    rc = cmds || !n ? run_discard(cl, cmds, k) : DAEBUS_ENOMEM;
     free(cmds);
     freeReplyObject(r);
     return rc;
@@ -554,9 +589,7 @@ void daebus__ws_dir_alive(ws_cluster *cl)
     daebus__ws_dcmd_str(&cmd, "PX");
     double ms = cl->heartbeat * 2500;
     daebus__ws_dcmd_num(&cmd, (double)(long long)(ms < 100 ? 100 : ms));
-    redisReply *r = NULL;
-    if (daebus__ws_dcmd_run(cl, &cmd, 1, &r) == 0)
-        freeReplyObject(r);
+    run_discard(cl, &cmd, 1);
 }
 
 void daebus__ws_dir_reap(ws_cluster *cl)
@@ -575,7 +608,7 @@ void daebus__ws_dir_reap(ws_cluster *cl)
         const char *d = insts->element[i]->str;
         if (!d || strcmp(d, cl->self) == 0)
             continue;
-        daebus__ws_dcmd_eval(&cmds[k], WS_LUA_CLAIM, 2);
+        daebus__ws_dcmd_eval(cl, &cmds[k], WS_LUA_CLAIM, 2);
         daebus__ws_dcmd_cat(&cmds[k], cl->key_alive, d);
         daebus__ws_dcmd_cat(&cmds[k], cl->key_reap, d);
         daebus__ws_dcmd_str(&cmds[k], cl->self);
@@ -614,7 +647,5 @@ void daebus__ws_dir_leave(ws_cluster *cl)
     daebus__ws_dcmd_str(&cmds[1], cl->self);
     daebus__ws_dcmd_str(&cmds[2], "DEL");
     daebus__ws_dcmd_cat(&cmds[2], cl->key_alive, cl->self);
-    redisReply *r[3] = {NULL, NULL, NULL};
-    if (daebus__ws_dcmd_run(cl, cmds, 3, r) == 0)
-        daebus__ws_replies_free(r, 3);
+    run_discard(cl, cmds, 3);
 }

@@ -37,7 +37,7 @@ static int view_is(int i, int n, int skip)
     int ok = wsc_num(o, "rc") == 0 && wsc_num(o, "count") == n - (skip >= 0) &&
              cJSON_GetArraySize(ids) == n - (skip >= 0);
     for (int k = 0; ok && k < n; k++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "a%d", k);
         int found = 0;
         const cJSON *e;
@@ -223,7 +223,7 @@ static void test_each_message_once(void)
     record = wsc_holder_stop();
     CU_ASSERT_FATAL(record != NULL);
     for (int i = 0; i < NCLIENTS; i++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "a%d", i);
         CU_ASSERT(wsc_got(record, id, "a", 1) == 1);
         CU_ASSERT(wsc_got(record, id, "a", 2) == 1);
@@ -237,6 +237,38 @@ static void test_each_message_once(void)
     const cJSON *closed =
         cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(record, "a5"), "closed");
     CU_ASSERT(cJSON_IsNumber(closed) && closed->valueint == 4001);
+}
+
+static void test_graceful_stop(void)
+{
+    /* Every client is gone (the holder stopped): the directory empties, and
+     * each replica leaves cleanly. */
+    for (int i = 0; i < 3; i++)
+        CU_ASSERT(wsc_stop(i) == 0);
+    CU_ASSERT(wsc_directory_keys() == 0);
+}
+
+static void test_single_process(void)
+{
+    /* Without a bus: one process; the departed path still runs (not died),
+     * the cluster views are the local ones. */
+    wsc_start_opt(3, true);
+    TS_WAIT_UNTIL(wsc_answers(3), 15);
+    CU_ASSERT_FATAL(wsc_answers(3));
+    cJSON *o = wsc_op(3, "{\"op\":\"stats\"}");
+    CU_ASSERT(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(o, "cluster")));
+    cJSON_Delete(o);
+    wsc_procs[0] = wsc_procs[3]; /* the holder connects to replica 0's port */
+    CU_ASSERT_FATAL(wsc_holder_start(2, 1, "s") == 0);
+    CU_ASSERT(wsc_view_count(3) == 2);
+    CU_ASSERT(wsc_op_num(3, "rc", "{\"op\":\"all\",\"seq\":1}") == 2);
+    cJSON_Delete(wsc_holder_stop());
+    wsc_procs[0].pid = -1;
+    TS_WAIT_UNTIL(wsc_departed_count(3, 0) == 2, 5);
+    CU_ASSERT(wsc_departed_count(3, 0) == 2);
+    CU_ASSERT(wsc_departed_count(3, 1) == 0);
+    CU_ASSERT(wsc_view_count(3) == 0);
+    CU_ASSERT(wsc_stop(3) == 0);
 }
 
 int main(void)
@@ -253,5 +285,7 @@ int main(void)
     CU_add_test(s, "is_client_connected, disconnect_client, departed once",
                 test_connected_and_disconnect);
     CU_add_test(s, "every message reached its clients exactly once", test_each_message_once);
+    CU_add_test(s, "graceful stops leave an empty directory", test_graceful_stop);
+    CU_add_test(s, "one process without a bus: departed runs, local views", test_single_process);
     return ts_run_cunit();
 }

@@ -217,6 +217,13 @@ static void test_each_message_once(void)
     CU_ASSERT(bad == 0);
 }
 
+static void test_graceful_stop(void)
+{
+    for (int i = 0; i < 2; i++)
+        CU_ASSERT(wsc_stop(i) == 0);
+    CU_ASSERT(wsc_directory_keys() == 0);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -228,5 +235,6 @@ int main(void)
     CU_add_test(s, "Redis killed and restarted: ECONN while away, views whole after",
                 test_redis_outage);
     CU_add_test(s, "every message to a live client delivered exactly once", test_each_message_once);
+    CU_add_test(s, "graceful stops leave an empty directory", test_graceful_stop);
     return ts_run_cunit();
 }

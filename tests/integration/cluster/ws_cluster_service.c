@@ -15,7 +15,8 @@
  *   by_filter {key, value}     cluster_clients_by_filter
  *   connected {id}             is_client_connected
  *   stats                      the ws stats; departed: the departed calls seen here
- * Heartbeat: WSC_HEARTBEAT seconds (default 0.2); --port and --redis as usual. */
+ * Heartbeat: WSC_HEARTBEAT seconds (default 0.2); WSC_NO_BUS set: no bus (one
+ * process, no cluster mode); --port and --redis as usual. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -231,7 +232,8 @@ int main(int argc, char **argv)
     daebus_bus_options bo = DAEBUS_BUS_OPTIONS_INIT;
     const char *hb = getenv("WSC_HEARTBEAT");
     bo.heartbeat = hb ? atof(hb) : 0.2;
-    daebus_bus_attach(daebus_bus_create(&bo, NULL), app);
+    if (!getenv("WSC_NO_BUS")) /* one process: no bus, no cluster mode */
+        daebus_bus_attach(daebus_bus_create(&bo, NULL), app);
     int status = daebus_app_run(app);
     daebus_app_destroy(app);
     cJSON_Delete(departed_log);

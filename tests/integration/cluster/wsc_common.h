@@ -30,7 +30,8 @@ static wsc_proc wsc_procs[WSC_MAX];
 static pid_t wsc_holder = -1;
 static const double wsc_heartbeat = 0.2;
 
-static void wsc_start(int i)
+/* Starts replica i (no_bus: a single process without a bus). */
+static void wsc_start_opt(int i, bool no_bus)
 {
     wsc_proc p = {-1, ts_free_port()};
     char portbuf[16];
@@ -44,10 +45,17 @@ static void wsc_start(int i)
             close(fd);
         }
         setenv("WSC_HEARTBEAT", "0.2", 1);
+        if (no_bus)
+            setenv("WSC_NO_BUS", "1", 1);
         execl(wsc_binary, wsc_binary, "--port", portbuf, "--redis", wsc_redis.url, (char *)NULL);
         _exit(127);
     }
     wsc_procs[i] = p;
+}
+
+static void wsc_start(int i)
+{
+    wsc_start_opt(i, false);
 }
 
 static void wsc_reap(pid_t *pid, int sig)
@@ -64,6 +72,53 @@ static void wsc_reap(pid_t *pid, int sig)
         waitpid(*pid, &st, 0);
     }
     *pid = -1;
+}
+
+/* Stops replica i with SIGTERM. Returns: its exit status, or -1 when it did
+ * not exit within 10 s or died of a signal (an ASan report aborts it). */
+static int wsc_stop(int i)
+{
+    pid_t pid = wsc_procs[i].pid;
+    if (pid <= 0)
+        return -1;
+    kill(pid, SIGTERM);
+    double end = ts_now() + 10;
+    int st = 0;
+    pid_t r;
+    while ((r = waitpid(pid, &st, WNOHANG)) == 0 && ts_now() < end)
+        ts_sleep_ms(10);
+    if (r != pid) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+    }
+    wsc_procs[i].pid = -1;
+    return r == pid && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Keys of the service's WebSocket directory left in Redis (reap claims,
+ * which expire on their own, aside). Returns: their number, or -1. */
+static int wsc_directory_keys(void)
+{
+    char port[16];
+    snprintf(port, sizeof port, "%d", wsc_redis.port);
+    char cmd[200];
+    snprintf(
+        cmd, sizeof cmd,
+        "redis-cli -p %s --raw KEYS 'daebus:wsc_test:ws:*' | grep ':ws:' | grep -vc ':ws:reap:'",
+        port);
+    FILE *f = popen(cmd, "r");
+    int n = -1;
+    if (f) {
+        if (fscanf(f, "%d", &n) != 1)
+            n = -1;
+        pclose(f);
+    }
+    if (n != 0) {
+        snprintf(cmd, sizeof cmd, "redis-cli -p %s --raw KEYS 'daebus:wsc_test:ws:*'", port);
+        if (system(cmd) != 0)
+            n = -1;
+    }
+    return n;
 }
 
 /* POST /op to replica i with body; returns the parsed answer or NULL. */
@@ -209,7 +264,7 @@ static int wsc_cleanup(void)
     unlink(wsc_ready);
     unlink(wsc_result);
     rmdir(wsc_dir);
-    if (CU_get_number_of_tests_failed() == 0)
+    if (CU_get_number_of_tests_failed() == 0 && !getenv("WSC_KEEP_LOG"))
         unlink(wsc_log);
     else
         printf("\n  service log kept: %s\n", wsc_log);
