@@ -15,6 +15,7 @@
 #include "ws_client.h"
 #include "ws_cluster.h"
 #include "ws_io.h"
+#include "ws_parse.h"
 
 int daebus_ws_disconnect_client(daebus_ws *ws, const char *client_id, int code, const char *reason)
 {
@@ -91,9 +92,16 @@ static int notify_shutdown(daebus_ws *ws, const cJSON *message)
         cJSON_AddBoolToObject(def, "reconnect", true);
         message = def;
     }
-    int n = daebus_ws_broadcast_to_all(ws, message, "server_shutdown");
+    /* This replica's clients only: a graceful shutdown is local (websocket.h),
+     * and broadcast_to_all reaches every replica's clients in cluster mode. */
+    size_t len = 0;
+    char *text = daebus__ws_envelope("server_shutdown", message, NULL, &len);
+    ws_frame *f = text ? daebus__ws_frame_text_take(text, len) : NULL;
+    int n = f ? daebus__ws_broadcast_local(ws, f) : 0;
+    if (f)
+        daebus__ws_frame_unref(f);
     cJSON_Delete(def);
-    return n > 0 ? n : 0;
+    return n;
 }
 
 int daebus_ws_graceful_shutdown(daebus_ws *ws, double timeout, const cJSON *message)
