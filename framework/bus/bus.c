@@ -151,6 +151,7 @@ static int make_transport(daebus_bus *bus)
         .poll_ms = o->health_interval < 1 ? 50 : 500,
         .on_message = daebus__bus_on_message,
         .on_state = on_state,
+        .on_tick = daebus__bus_on_tick,
         .user = bus,
     };
     bus->pool = daebus__pool_create("bus", daebus_app_max_workers(bus->app), o->max_queue);
@@ -245,6 +246,7 @@ static void bus_stop(void *self)
     daebus__cluster_stop(
         atomic_load(&bus->cluster)); /* a graceful stop leaves every list at once */
     daebus__redis_sub_stop(bus->sub);
+    daebus__bus_defer_drop_all(bus); /* not taken: never claimed */
     if (bus->pool) {
         size_t dropped = daebus__pool_shutdown(bus->pool, drain);
         if (dropped)

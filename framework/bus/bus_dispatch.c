@@ -68,13 +68,15 @@ static const daebus__handler *find_handler(const daebus__handler *h, size_t n, c
 
 static void submit(daebus_bus *bus, daebus_bus_request *r, daebus__job_fn *fn)
 {
+    if (r->claim.mode == DAEBUS__GATE_CLAIM) {
+        daebus__bus_submit_claimed(bus, &r->claim, fn, daebus__bus_drop_request, r, true, false);
+        return;
+    }
     int rc = daebus__pool_submit(bus->pool, fn, daebus__bus_drop_request, r);
     if (rc == 0)
         return;
     if (rc == DAEBUS_EFULL)
         daebus__bus_overloaded(bus, r);
-    else if (r->claim.mode == DAEBUS__GATE_CLAIM)
-        daebus__bus_claim_final(r); /* not taken: another replica may */
     else
         daebus__bus_auto_error(r, "Service shutting down; action '%s' was not run");
     daebus_bus_request_release(r);
@@ -121,7 +123,7 @@ static void reply_unparsed(daebus_bus *bus, const daebus__bus_claim *cl, const c
     bool prefixed = strncmp(why, "invalid JSON", 12) == 0 || strncmp(why, "invalid UTF-8", 13) == 0;
     snprintf(text, sizeof text, "%s%s", prefixed ? "" : "invalid JSON: ", why);
     if (id)
-        daebus__bus_error_once(bus, cl, reply, id, text);
+        daebus__bus_error_once(bus, cl, reply, id, text, false);
     cJSON_Delete(id);
 }
 
@@ -150,7 +152,7 @@ static void on_service_message(daebus_bus *bus, const daebus__bus_claim *cl, con
             char text[200];
             snprintf(text, sizeof text, "Unknown action '%.*s'", daebus__utf8_prec(env.action, 150),
                      env.action);
-            daebus__bus_error_once(bus, cl, env.reply_to, env.request_id, text);
+            daebus__bus_error_once(bus, cl, env.reply_to, env.request_id, text, true);
         }
         DAEBUS_LOG_DEBUGF(LOGC, "no handler for action '%.*s'", daebus__utf8_prec(env.action, 100),
                           env.action);
@@ -221,7 +223,7 @@ static void on_too_large(daebus_bus *bus, const daebus__bus_claim *cl, const dae
     snprintf(text, sizeof text, "Message too large (%zu bytes; limit %zu)", m->cut_len,
              bus->opts.max_message_size);
     if (id)
-        daebus__bus_error_once(bus, cl, reply, id, text);
+        daebus__bus_error_once(bus, cl, reply, id, text, false);
     cJSON_Delete(id);
 }
 

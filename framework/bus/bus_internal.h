@@ -41,6 +41,13 @@ typedef struct daebus__bus_claim {
     char scope[24]; /* "" (service channel) or "l:<hash of the channel>" */
 } daebus__bus_claim;
 
+/* Claims made later (bus_claim.c), in due order. */
+typedef struct daebus__bus_deferred daebus__bus_deferred;
+typedef struct daebus__bus_defer_list {
+    daebus__bus_deferred *head, **tail;
+    size_t n;
+} daebus__bus_defer_list;
+
 struct daebus_bus {
     daebus__component base;
     daebus_bus_options opts;
@@ -69,7 +76,8 @@ struct daebus_bus {
     bool gated;
     char cluster_channel[DAEBUS__CLUSTER_CHANNEL_MAX];
     daebus__bus_pos svc_pos;
-    daebus__bus_pos *listen_pos; /* one per entry of listens */
+    daebus__bus_pos *listen_pos;     /* one per entry of listens */
+    daebus__bus_defer_list later[2]; /* not preferred; last resort (subscriber thread) */
 
     pthread_mutex_t state_lock;
     pthread_cond_t state_cond; /* connected changed; live requests changed */
@@ -147,12 +155,23 @@ bool daebus__bus_gate(daebus_bus *bus, daebus__bus_pos *p, const char *channel,
 bool daebus__bus_take(daebus_bus *bus, const daebus__bus_claim *cl);
 /* An error reply made without a request object (malformed, unknown action,
  * too large): sent at once when solo, else by a worker after winning the
- * claim. Ownership: request_id is copied. Thread: the subscriber thread. */
+ * claim (weak: claimed late, so that a replica able to do better wins).
+ * Ownership: request_id is copied. Thread: the subscriber thread. */
 void daebus__bus_error_once(daebus_bus *bus, const daebus__bus_claim *cl, const char *channel,
-                            const cJSON *request_id, const char *text);
-/* A full worker queue: answered "overloaded" when solo; left to another
- * replica (not claimed, not answered) in claim mode. */
+                            const cJSON *request_id, const char *text, bool weak);
+/* A full worker queue of a solo replica: answered "overloaded". */
 void daebus__bus_overloaded(daebus_bus *bus, daebus_bus_request *r);
+/* Runs fn(arg) on the pool for a claimed message (cl: its claim, inside
+ * arg): at once when this replica is the preferred one (fn claims), else
+ * after a claim made later on this thread. drop(arg) when it never runs.
+ * request: arg is a daebus_bus_request. Thread: the subscriber thread. */
+void daebus__bus_submit_claimed(daebus_bus *bus, daebus__bus_claim *cl, daebus__job_fn *fn,
+                                daebus__job_fn *drop, void *arg, bool request, bool weak);
+/* The subscriber's tick: runs the deferred claims that are due. Returns: ms
+ * to the next one, or -1. */
+int daebus__bus_on_tick(void *user, bool idle);
+/* Drops every deferred claim (after the subscriber stopped). */
+void daebus__bus_defer_drop_all(daebus_bus *bus);
 
 /* ---- bus_dispatch.c ---- */
 

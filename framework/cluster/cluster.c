@@ -251,6 +251,23 @@ static bool alone_in(const daebus__cluster *c, const redisReply *r)
            r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, c->id) == 0;
 }
 
+/* This instance's rank among the ids of the ZRANGE reply r, by name (the
+ * same order on every instance): size << 32 | rank, 0 when it is absent. */
+static unsigned long long rank_in(const daebus__cluster *c, const redisReply *r)
+{
+    unsigned long long rank = 0, size = 0;
+    bool found = false;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        if (r->element[i]->type != REDIS_REPLY_STRING)
+            continue;
+        int cmp = strcmp(r->element[i]->str, c->id);
+        size++;
+        rank += cmp < 0;
+        found = found || cmp == 0;
+    }
+    return found && size < 0xffffffffu ? size << 32 | rank : 0;
+}
+
 /* Prunes the ended windows and reads the live instances. With exactly once,
  * a marker published first on the same connection tells the subscriber where
  * in its stream this read happened: from that marker on, an instance that
@@ -273,8 +290,10 @@ static int read_view(daebus__cluster *c, long long now, cJSON **out)
     if (rc != 0)
         return rc;
     const redisReply *ids = r[k - 1];
-    if (c->exactly_once)
+    if (c->exactly_once) {
+        atomic_store(&c->order, rank_in(c, ids));
         atomic_store(&c->results[n % DAEBUS__CLUSTER_RING], n << 1 | (alone_in(c, ids) ? 1u : 0u));
+    }
     cJSON *arr = ids->type == REDIS_REPLY_ARRAY ? read_hashes(c, ids, &rc) : NULL;
     for (int i = 0; i < k; i++)
         freeReplyObject(r[i]);

@@ -89,6 +89,8 @@ typedef struct daebus__cluster_ticket {
     unsigned long long
         serial;          /* this instance's count of epochs: positions restart when it changes */
     long long anchor_ms; /* send time (monotonic ms) of the last own join or marker before it */
+    unsigned rank, size; /* this instance among the size of the last view, by name (size 0:
+                            unknown); a preference, never a condition of safety */
 } daebus__cluster_ticket;
 
 /* A message of the cluster channel. Returns: true when it is this
@@ -109,6 +111,16 @@ daebus__gate daebus__cluster_gate(daebus__cluster *c, daebus__cluster_ticket *t)
  * the epoch's key lost). Thread: callable from any thread. */
 int daebus__cluster_claim(daebus__cluster *c, const daebus__cluster_ticket *t, const char *scope,
                           unsigned long long pos);
+
+/* Several claims in one pipeline (rc of each: as daebus__cluster_claim).
+ * Thread: callable from any thread. */
+typedef struct daebus__cluster_claim_req {
+    const daebus__cluster_ticket *t;
+    const char *scope; /* NULL or "" for the service channel */
+    unsigned long long pos;
+    int rc; /* out */
+} daebus__cluster_claim_req;
+void daebus__cluster_claim_many(daebus__cluster *c, daebus__cluster_claim_req *q, size_t n);
 
 /* Stops taking messages (the gate ignores, claims return DAEBUS_ESTATE) and
  * waits up to timeout seconds for the claims in flight. Accepts NULL. */

@@ -120,6 +120,15 @@ void daebus__cluster_on_link(daebus__cluster *c, bool up)
     }
 }
 
+static bool alone(daebus__cluster *c, long long now);
+
+/* The solo gauge between messages: refreshed by joins and markers too. */
+static void refresh_solo(daebus__cluster *c)
+{
+    bool solo = c->gate.handling && atomic_load(&c->taking) && alone(c, daebus__cluster_now_ms());
+    atomic_store(&c->solo, solo ? 1 : 0);
+}
+
 static bool on_join(daebus__cluster *c, const char *data, const char *id, unsigned long long gen,
                     long long sent_ms)
 {
@@ -127,6 +136,7 @@ static bool on_join(daebus__cluster *c, const char *data, const char *id, unsign
     g->joins++;
     g->serial++;
     atomic_store(&c->epoch, daebus__cluster_epoch_of(data));
+    atomic_store(&c->solo, 0);
     if (strcmp(id, c->id) != 0 || gen < g->need || g->handling)
         return false;
     g->handling = true;
@@ -150,6 +160,7 @@ static void on_marker(daebus__cluster *c, unsigned long long n, long long sent_m
     g->mark[0] = (daebus__cluster_mark){n, g->joins, daebus__cluster_now_ms(), true};
     g->anchor_ms = max_ll(g->anchor_ms, sent_ms);
     atomic_store(&c->marker_seen, n);
+    refresh_solo(c); /* the read before this marker's */
     if (n <= 2)
         wake_all(c); /* daebus__cluster_wait_ready */
 }
@@ -210,6 +221,9 @@ daebus__gate daebus__cluster_gate(daebus__cluster *c, daebus__cluster_ticket *t)
     t->epoch = atomic_load(&c->epoch);
     t->serial = g->serial;
     t->anchor_ms = g->anchor_ms;
+    unsigned long long order = atomic_load(&c->order);
+    t->size = (unsigned)(order >> 32);
+    t->rank = (unsigned)(order & 0xffffffffu);
     bool solo = alone(c, now);
     atomic_store(&c->solo, solo ? 1 : 0);
     return solo ? DAEBUS__GATE_SOLO : DAEBUS__GATE_CLAIM;
@@ -231,56 +245,106 @@ static void claim_failed(daebus__cluster *c, const char *why)
                          why);
 }
 
-/* Sends the claim: EXISTS of the epoch's key, then SET NX. Returns: 1, 0 or
- * a negative code. */
-static int send_claim(daebus__cluster *c, const daebus__cluster_ticket *t, const char *scope,
-                      unsigned long long pos)
+/* One claim's commands: EXISTS of the epoch's key, then SET NX. */
+typedef struct claim_cmds {
+    char key[700], fence[600];
+    const char *argv[8];
+    size_t len[8];
+} claim_cmds;
+
+static void build_claim(daebus__cluster *c, const daebus__cluster_claim_req *q, const char *ttl,
+                        claim_cmds *m, daebus__redis_cmd *cmds)
 {
-    char key[700], fence[600], ttl[24];
-    snprintf(key, sizeof key, "daebus:%s:claim:%s%s%016llx:%llu", c->service, scope ? scope : "",
-             scope ? ":" : "", (unsigned long long)t->epoch, pos);
-    daebus__cluster_fence_key(c, t->epoch, fence, sizeof fence);
-    snprintf(ttl, sizeof ttl, "%lld", c->claim_ttl_ms);
-    daebus__cluster_cmd b[2];
-    daebus__cluster_cmd_set(&b[0], 2, (const char *[]){"EXISTS", fence});
-    daebus__cluster_cmd_set(&b[1], 6, (const char *[]){"SET", key, c->id, "NX", "PX", ttl});
-    redisReply *r[2] = {NULL, NULL};
-    int rc = daebus__cluster_run(c, b, 2, r);
-    if (rc != 0) {
-        claim_failed(c, daebus_strerror(rc));
-        return DAEBUS_ECONN;
+    const char *scope = q->scope && q->scope[0] ? q->scope : NULL;
+    snprintf(m->key, sizeof m->key, "daebus:%s:claim:%s%s%016llx:%llu", c->service,
+             scope ? scope : "", scope ? ":" : "", (unsigned long long)q->t->epoch, q->pos);
+    daebus__cluster_fence_key(c, q->t->epoch, m->fence, sizeof m->fence);
+    const char *a[8] = {"EXISTS", m->fence, "SET", m->key, c->id, "NX", "PX", ttl};
+    for (int i = 0; i < 8; i++) {
+        m->argv[i] = a[i];
+        m->len[i] = strlen(a[i]);
     }
-    bool fenced = r[0]->type == REDIS_REPLY_INTEGER && r[0]->integer == 1;
-    bool won = r[1]->type == REDIS_REPLY_STATUS;
-    freeReplyObject(r[0]);
-    freeReplyObject(r[1]);
-    if (!fenced) {
+    cmds[0] = (daebus__redis_cmd){2, m->argv, m->len};
+    cmds[1] = (daebus__redis_cmd){6, m->argv + 2, m->len + 2};
+}
+
+/* The result of one claim from its two replies. */
+static int claim_result(daebus__cluster *c, const redisReply *exists, const redisReply *set)
+{
+    if (exists->type != REDIS_REPLY_INTEGER || exists->integer != 1) {
         /* Redis lost the epoch (a restart, an eviction): a new join opens another. */
         claim_failed(c, "the epoch's key is gone from Redis");
         daebus__cluster_request_join(c);
         return DAEBUS_ECONN;
     }
+    if (set->type == REDIS_REPLY_ERROR) {
+        claim_failed(c, set->str);
+        return DAEBUS_ECONN;
+    }
+    bool won = set->type == REDIS_REPLY_STATUS;
     atomic_fetch_add(won ? &c->won : &c->lost, 1);
     return won ? 1 : 0;
+}
+
+#define CLAIM_CHUNK 64
+
+/* Sends the claims q[0..n-1] (n <= CLAIM_CHUNK, each with rc still 1) as
+ * one pipeline and sets their rc. */
+static void send_claims(daebus__cluster *c, daebus__cluster_claim_req **q, size_t n)
+{
+    char ttl[24];
+    snprintf(ttl, sizeof ttl, "%lld", c->claim_ttl_ms);
+    claim_cmds *m = malloc(n * sizeof *m);
+    daebus__redis_cmd cmds[2 * CLAIM_CHUNK];
+    redisReply *r[2 * CLAIM_CHUNK] = {NULL};
+    int rc = m ? 0 : DAEBUS_ENOMEM;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        build_claim(c, q[i], ttl, &m[i], &cmds[2 * i]);
+    if (rc == 0)
+        rc = daebus__redis_pub_pipeline(c->pub, cmds, (int)(2 * n), r);
+    for (size_t i = 0; i < n; i++) {
+        if (rc != 0)
+            claim_failed(c, daebus_strerror(rc));
+        q[i]->rc = rc != 0 ? DAEBUS_ECONN : claim_result(c, r[2 * i], r[2 * i + 1]);
+    }
+    for (size_t i = 0; rc == 0 && i < 2 * n; i++)
+        freeReplyObject(r[i]);
+    free(m);
+}
+
+void daebus__cluster_claim_many(daebus__cluster *c, daebus__cluster_claim_req *q, size_t n)
+{
+    atomic_fetch_add(&c->inflight, 1);
+    bool taking = atomic_load(&c->taking);
+    long long now = daebus__cluster_now_ms();
+    daebus__cluster_claim_req *batch[CLAIM_CHUNK];
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!taking) {
+            q[i].rc = DAEBUS_ESTATE;
+        } else if (now - q[i].t->anchor_ms > c->late_ms) {
+            /* The claims of the others may have expired: claiming now could win twice. */
+            claim_failed(c, "too late: the message waited longer than the claims live");
+            q[i].rc = DAEBUS_ETIMEDOUT;
+        } else {
+            q[i].rc = 1;
+            batch[k++] = &q[i];
+        }
+        if (k == CLAIM_CHUNK || (i + 1 == n && k)) {
+            send_claims(c, batch, k);
+            k = 0;
+        }
+    }
+    if (atomic_fetch_sub(&c->inflight, 1) == 1 && !atomic_load(&c->taking))
+        wake_all(c);
 }
 
 int daebus__cluster_claim(daebus__cluster *c, const daebus__cluster_ticket *t, const char *scope,
                           unsigned long long pos)
 {
-    atomic_fetch_add(&c->inflight, 1);
-    int rc;
-    if (!atomic_load(&c->taking)) {
-        rc = DAEBUS_ESTATE;
-    } else if (daebus__cluster_now_ms() - t->anchor_ms > c->late_ms) {
-        /* The claims of the others may have expired: claiming now could win twice. */
-        claim_failed(c, "too late: the message waited longer than the claims live");
-        rc = DAEBUS_ETIMEDOUT;
-    } else {
-        rc = send_claim(c, t, scope, pos);
-    }
-    if (atomic_fetch_sub(&c->inflight, 1) == 1 && !atomic_load(&c->taking))
-        wake_all(c);
-    return rc;
+    daebus__cluster_claim_req q = {t, scope, pos, 0};
+    daebus__cluster_claim_many(c, &q, 1);
+    return q.rc;
 }
 
 /* ---- the owner's side ---- */

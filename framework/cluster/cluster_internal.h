@@ -67,6 +67,7 @@ struct daebus__cluster {
     atomic_ullong join_sent;     /* heartbeat: the last join generation published */
     atomic_llong announce_ok_ms; /* heartbeat: before the last announce that succeeded */
     atomic_ullong results[DAEBUS__CLUSTER_RING]; /* heartbeat: n << 1 | solo of view read n */
+    atomic_ullong order;       /* heartbeat: size << 32 | rank of this instance in the view */
     atomic_ullong epoch;       /* subscriber thread: the current epoch (0: none) */
     atomic_ullong marker_seen; /* subscriber thread: last own marker seen */
     atomic_int handling;       /* subscriber thread: a copy of gate.handling */
