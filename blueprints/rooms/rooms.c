@@ -99,8 +99,6 @@ void daebus_rooms_get_options(daebus_rooms_options *out)
     pthread_mutex_unlock(&lock);
 }
 
-/* ---- WebSocket plumbing ---- */
-
 /* ---- Redis and WebSocket plumbing ---- */
 
 static daebus_ws *req_ws(daebus_ws_request *req)
@@ -118,6 +116,8 @@ static cJSON *store_failed(int rc)
 {
     if (rc == DAEBUS_ESTATE)
         return error_reply("Rooms unavailable: the service has no running bus");
+    if (rc == DAEBUS_EREPLY) /* e.g. Redis out of memory (maxmemory) */
+        return error_reply("Rooms unavailable (Redis refused the change); try again later");
     return error_reply("Rooms unavailable (Redis unreachable); try again");
 }
 
@@ -279,12 +279,20 @@ void daebus_rooms_client_gone(daebus_ws *ws, const char *client_id)
     const char *args[] = {client_id};
     cJSON *failure, *r = run(atomic_load(&the_app), DAEBUS__ROOMS_GONE, 1, args, &failure);
     if (failure) {
-        /* Redis unreachable: the membership stays until the client's id is
-         * handled again (logged by the bus). */
+        /* Redis unreachable: the membership stays until the client's name is
+         * asked for again (rooms_register). One line a second at most: a
+         * replica stopping while Redis is away sees all its clients leave. */
+        static atomic_llong logged_at;
+        static atomic_ullong quiet;
+        long long now = (long long)time(NULL), prev = atomic_load(&logged_at);
         cJSON_Delete(failure);
-        daebus_log(DAEBUS_LOG_WARNING, "rooms",
-                   "client %s left but its rooms could not be updated (Redis unreachable)",
-                   client_id);
+        if (now != prev && atomic_compare_exchange_strong(&logged_at, &prev, now))
+            daebus_log(DAEBUS_LOG_WARNING, "rooms",
+                       "client %s left but its rooms could not be updated (Redis unreachable; "
+                       "%llu more since the last line)",
+                       client_id, (unsigned long long)atomic_exchange(&quiet, 0));
+        else
+            atomic_fetch_add(&quiet, 1);
         return;
     }
     const char *name = str_at(r, 0);

@@ -359,7 +359,11 @@ async def kill():
                 check(n == 1, f"{c.name}: {who} left {room} announced {n} times")
     last = [m["data"] for m in x1.pushes if m.get("type") == "room_update"][-1]
     check(last["members"] == 2, f"members after the departures: {last}")
-    check(took <= 3 * heartbeat + 1.0, f"departures took {took:.2f} s (3 heartbeats = "
+    # 3 heartbeats for the component to notice, the rest for the departure
+    # script, the cross-replica send and this client, with slack for a loaded
+    # machine (measured: about 0.5 s with a 0.2 s heartbeat; 2.1 s once under
+    # a load average of 30 on 2 cores)
+    check(took <= 3 * heartbeat + 2.0, f"departures took {took:.2f} s (3 heartbeats = "
           f"{3 * heartbeat:.2f} s)")
     print(f"  departures of the killed replica's 2 members announced after {took * 1000:.0f} ms")
     r = await x1.call("join_room", {"room": "k"})
