@@ -384,6 +384,8 @@ int daebus_bus_get_stats(const daebus_bus *cbus, struct daebus_bus_stats *out)
     out->listener_messages = atomic_load(&bus->listener_messages);
     out->broadcasts = atomic_load(&bus->broadcasts);
     out->reconnects = atomic_load(&bus->reconnects);
+    out->store_commands = atomic_load(&bus->store_commands);
+    out->store_errors = atomic_load(&bus->store_errors);
     out->connected = atomic_load(&bus->connected);
     daebus__cluster_claim_stats cs;
     daebus__cluster_claim_stats_get(atomic_load(&bus->cluster), &cs);

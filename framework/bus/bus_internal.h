@@ -5,6 +5,7 @@
  *   bus_dispatch.c the subscriber side: a message becomes a request for a
  *                  handler on the worker pool (or an error reply at once)
  *   bus_request.c  the request object, its reference count and its replies
+ *   bus_store.c    daebus_bus_redis*: Redis commands on the publisher pool
  *
  * The bus is a protocol layer on the Redis transport (framework/redis/): it
  * owns one subscriber (redis_sub.h) and one publisher pool (redis_pub.h).
@@ -65,9 +66,10 @@ struct daebus_bus {
      * threads may read it (daebus_app_instances) while the bus starts. */
     _Atomic(daebus__cluster *) cluster;
     atomic_int stopping;
-    daebus__ratelimit big_log;  /* "message too large" lines (subscriber thread only) */
-    daebus__ratelimit bad_log;  /* "malformed message" lines (subscriber thread only) */
-    daebus__ratelimit full_log; /* "worker queue full" lines */
+    daebus__ratelimit big_log;   /* "message too large" lines (subscriber thread only) */
+    daebus__ratelimit bad_log;   /* "malformed message" lines (subscriber thread only) */
+    daebus__ratelimit full_log;  /* "worker queue full" lines */
+    daebus__ratelimit store_log; /* bus_store.c: failed commands (any thread) */
 
     /* Exactly once (bus_claim.c): the service channel and LISTEN .once
      * channels are claimed when gated; positions are subscriber-thread only. */
@@ -87,7 +89,8 @@ struct daebus_bus {
     daebus_caller *caller;
 
     atomic_ullong requests_received, requests_handled, errors, unknown_actions, malformed,
-        too_large, overloads, replies_sent, listener_messages, broadcasts, reconnects;
+        too_large, overloads, replies_sent, listener_messages, broadcasts, reconnects,
+        store_commands, store_errors;
 };
 
 struct daebus_bus_request {
