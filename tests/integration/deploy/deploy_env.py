@@ -109,18 +109,22 @@ class Deployment:
                                   "warning"], os.path.join(self.dir, "redis.log"))
         wait_until(lambda: port_open(self.redis_port), READY_S, "redis-server listening")
 
-    def start_replica(self):
-        i = len(self.replicas)
-        port = free_port()
-        log = os.path.join(self.dir, f"replica{i}.log")
+    def start_replica(self, again=None):
+        """A new replica on a free port, or `again` (a stopped one) restarted on its port."""
+        i = again["index"] if again else len(self.replicas)
+        port = again["port"] if again else free_port()
+        log = os.path.join(self.dir, f"replica{i}{'-again' if again else ''}.log")
         env = dict(os.environ, **self.chat_env)
         proc = self._spawn([self.chat, "--port", str(port), "--redis", self.redis_url], log, env)
         r = {"index": i, "port": port, "proc": proc, "log": log, "url": f"http://127.0.0.1:{port}"}
-        self.replicas.append(r)
+        if again:
+            self.replicas[i] = r
+        else:
+            self.replicas.append(r)
         return r
 
-    def wait_replicas_ready(self):
-        for r in self.replicas:
+    def wait_replicas_ready(self, which=None):
+        for r in which or self.replicas:
             def ready(r=r):
                 if r["proc"].poll() is not None:
                     raise RuntimeError(f"replica {r['index']} exited {r['proc'].returncode}:\n" + self.tail(r["log"]))

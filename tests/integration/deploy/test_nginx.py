@@ -20,6 +20,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -158,6 +159,71 @@ async def wss_foreign_origin_refused():
         check(e.status_code == 403, f"foreign Origin answered {e.status_code}, want 403")
 
 
+async def graceful_stop_and_restart():
+    """A rolling restart of one replica behind nginx: its WebSocket client gets
+    server_shutdown and close 1001 through nginx (the others' clients nothing),
+    GETs through nginx never fail meanwhile, and once it is back nginx sends it
+    requests again (after fail_timeout at most)."""
+    ctx = d.tls_context()
+    conns, where = [], []
+    for _ in range(3):
+        before = [d.ws_clients(r) for r in d.replicas]
+        ws, _ = await open_ws(d.https_url)
+        after = [d.ws_clients(r) for r in d.replicas]
+        conns.append(ws)
+        where.append([a - b for a, b in zip(after, before)].index(1))
+    check(sorted(where) == [0, 1, 2], f"3 wss:// connections landed on replicas {where}")
+    victim = d.replicas[1]
+    mine = conns[where.index(1)]
+    others = [c for i, c in enumerate(conns) if where[i] != 1]
+    statuses = []
+    stop_gets = threading.Event()
+
+    def get_loop():
+        while not stop_gets.is_set():
+            statuses.append(http_get(d.https_url + "/health/live", context=ctx)[0])
+
+    t = threading.Thread(target=get_loop)
+    t.start()
+    try:
+        await asyncio.sleep(0.2)
+        victim["proc"].send_signal(signal.SIGTERM)
+        got = []
+        try:
+            while True:
+                got.append(json.loads(await asyncio.wait_for(mine.recv(), TIMEOUT)).get("type"))
+        except websockets.exceptions.ConnectionClosed as e:
+            code = e.rcvd.code if e.rcvd else None
+        check("server_shutdown" in got, f"the stopped replica's client got {got}, no server_shutdown")
+        check(code == 1001, f"the stopped replica's client was closed with {code}, want 1001")
+        rc = await asyncio.get_running_loop().run_in_executor(None, victim["proc"].wait, TIMEOUT)
+        check(rc == 0, f"the stopped replica exited {rc}")
+        await asyncio.sleep(0.3)
+    finally:
+        stop_gets.set()
+        t.join()
+    bad = [s for s in statuses if s != 200]
+    check(len(statuses) > 10 and not bad, f"GET through nginx during the stop: {len(bad)} of {len(statuses)} failed: {bad[:5]}")
+    for ws in others:
+        try:
+            m = await asyncio.wait_for(ws.recv(), 0.3)
+            check(json.loads(m).get("type") != "server_shutdown", "another replica's client got server_shutdown")
+        except asyncio.TimeoutError:
+            pass
+        await ws.close()
+    # Back in the rotation.
+    again = d.start_replica(again=victim)
+    d.wait_replicas_ready([again])
+    t0 = time.monotonic()
+    ids = set()
+    while again["instance_id"] not in ids and time.monotonic() - t0 < 10:
+        ids.add(d.health(d.https_url, context=ctx)["instance_id"])
+        time.sleep(0.05)
+    check(again["instance_id"] in ids, "the restarted replica got no request through nginx within 10 s")
+    print(f"test_nginx: {len(statuses)} GETs during the stop, all 200; the restarted replica got requests "
+          f"again after {time.monotonic() - t0:.2f} s", flush=True)
+
+
 def replica_killed():
     victim = d.replicas[2]
     victim["proc"].send_signal(signal.SIGKILL)
@@ -186,6 +252,7 @@ def main():
         case(body_limit)
         case(wss_each_replica)
         case(wss_foreign_origin_refused)
+        case(graceful_stop_and_restart)
         case(replica_killed)
         ok = True
     finally:
