@@ -12,6 +12,8 @@
 #   --http LISTEN          plain-HTTP listener, e.g. 80 or 127.0.0.1:8080
 #   --http-mode MODE       redirect (to the TLS listener; the default with --https) or proxy
 #                          (serve plain HTTP too; the default without --https)
+#   --balance METHOD       round-robin (the default) or least-conn (each connection to the
+#                          replica holding the fewest: evens out long-lived WebSockets)
 #   --name NAME            the upstream's name (default: daebus)
 #   --max-body SIZE        client_max_body_size (default: 1m, the HTTP max_body_size)
 #   --standalone DIR       print a whole nginx.conf for `nginx -p DIR -c DIR/nginx.conf`:
@@ -30,6 +32,7 @@ usage() {
 die() { echo "nginx-conf.sh: $*" >&2; exit 2; }
 
 upstreams=() server_name=localhost https="" http="" mode="" cert="" key="" name=daebus max_body=1m standalone=""
+balance=round-robin
 while (($#)); do
   opt=$1
   case "$opt" in
@@ -45,6 +48,7 @@ while (($#)); do
     --cert) cert=$2 ;;
     --key) key=$2 ;;
     --name) name=$2 ;;
+    --balance) balance=$2 ;;
     --max-body) max_body=$2 ;;
     --standalone) standalone=$2 ;;
     *) die "unknown option '$opt' (--help)" ;;
@@ -60,6 +64,7 @@ fi
 [[ $mode == redirect || $mode == proxy ]] || die "--http-mode is redirect or proxy"
 [[ $mode == proxy || -n $https ]] || die "--http-mode redirect needs --https"
 [[ $name =~ ^[A-Za-z0-9_]+$ ]] || die "--name: letters, digits and _ only"
+[[ $balance == round-robin || $balance == least-conn ]] || die "--balance is round-robin or least-conn"
 hostport='^([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$'
 for u in "${upstreams[@]}"; do
   [[ $u =~ $hostport ]] || die "--upstream '$u' is not HOST:PORT"
@@ -101,6 +106,7 @@ map \$http_upgrade \$${name}_connection {
 
 upstream $name {
 EOF
+  [[ $balance == least-conn ]] && printf '    least_conn;\n'
   for u in "${upstreams[@]}"; do
     printf '    server %s max_fails=1 fail_timeout=5s;\n' "$u"
   done

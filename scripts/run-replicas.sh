@@ -1,7 +1,7 @@
 # Sourced by scripts/run.sh for `make run REPLICAS=N` (N >= 2), once Redis
 # answers: starts N replicas of the service on free ports, nginx in front of
 # them on DAEBUS_HTTP_PORT (8080 by default; plain HTTP, the configuration
-# scripts/nginx-conf.sh prints, round robin, WebSocket upgrades proxied), and
+# scripts/nginx-conf.sh prints, least_conn, WebSocket upgrades proxied), and
 # prints the address to open in two browser tabs.
 #
 # Like the single service: every child runs in a session of its own, so only
@@ -123,7 +123,8 @@ for i in "${!replica_pids[@]}"; do
 done
 
 # ---- nginx in front ----
-conf_args=(--standalone "$rundir/nginx" --http "$front" --http-mode proxy --name daebus_run)
+# least_conn: a second tab's WebSocket goes to the replica without the first one.
+conf_args=(--standalone "$rundir/nginx" --http "$front" --http-mode proxy --name daebus_run --balance least-conn)
 for p in "${replica_ports[@]}"; do conf_args+=(--upstream "127.0.0.1:$p"); done
 mkdir -p "$rundir/nginx"
 bash "$src_dir/scripts/nginx-conf.sh" "${conf_args[@]}" >"$rundir/nginx/nginx.conf"
