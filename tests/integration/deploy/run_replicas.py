@@ -4,7 +4,8 @@ with no Redis reachable it starts a private redis-server, two chat_service
 replicas and nginx in front of them on DAEBUS_HTTP_PORT, and prints the
 address to open. Through that address /health answers from both replicas in
 turn and two WebSocket clients land on different replicas (the page's own
-Origin passes the same-origin check behind nginx). Then the run is stopped
+Origin passes the same-origin check behind nginx) and chat in one room (a
+message crosses from one replica to the other). Then the run is stopped
 the way `timeout make run` stops it (SIGTERM to the script and to its process
 group) and, in a second round, the way a terminal's Ctrl-C does (SIGINT to the
 group): each replica stops once, gracefully, before Redis goes away; the
@@ -76,6 +77,23 @@ def pids_with_env(entry):
     return found
 
 
+async def call(ws, type_, data):
+    rid = f"{type_}-{time.monotonic()}"
+    await ws.send(json.dumps({"type": type_, "data": data, "request_id": rid}))
+    while True:
+        m = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+        if m.get("request_id") == rid:
+            check(m.get("type") == "response", f"{type_} answered {m}")
+            return m["data"]
+
+
+async def push(ws, type_):
+    while True:
+        m = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+        if m.get("type") == type_:
+            return m["data"]
+
+
 async def two_ws_clients(front, replica_urls):
     url = f"ws://localhost:{front}/ws"
     origin = f"http://localhost:{front}"
@@ -90,6 +108,19 @@ async def two_ws_clients(front, replica_urls):
         for u in replica_urls:
             per.append(json.loads(http_get(u + "/health")[2])["checks"]["websocket"]["clients"])
         check(per == [1, 1], f"two WebSocket clients landed {per} on the two replicas, want one each")
+        # What the two tabs do: a room and a message from one replica to the other.
+        alice, bob = conns
+        for ws, name in ((alice, "alice"), (bob, "bob")):
+            r = await call(ws, "register", {"username": name})
+            check(r.get("status") == "registered", f"register {name}: {r}")
+            r = await call(ws, "join_room", {"room": "lobby"})
+            check(r.get("status") == "joined" and r.get("members") == (1 if name == "alice" else 2),
+                  f"join_room {name}: {r}")
+        r = await call(alice, "chat_message", {"room": "lobby", "message": "hello across replicas"})
+        check(r.get("status") == "sent", f"chat_message: {r}")
+        m = await push(bob, "new_message")
+        check(m.get("text") == "hello across replicas" and m.get("sender") == "alice",
+              f"bob (on the other replica) got {m}")
     finally:
         for ws in conns:
             await ws.close()
