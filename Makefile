@@ -1,10 +1,12 @@
 # Thin wrapper over CMake. The two set-up commands of the README:
 #   make run    installs what is missing, builds what it runs (the library,
 #               the chat example, daebus-call), starts the chat example
+#               (REPLICAS=2: two replicas of it behind nginx)
 #   make test   installs what is missing, builds, runs every test
 BUILD ?= build
 JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
+REPLICAS ?= 1
 
 .PHONY: all deps deps-test build run test bench soak format clean
 
@@ -25,7 +27,7 @@ build: deps
 run: deps
 	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
 	cmake --build $(BUILD) -j $(JOBS) --target chat_service daebus-call
-	exec bash scripts/run.sh $(BUILD)
+	exec env REPLICAS=$(REPLICAS) bash scripts/run.sh $(BUILD)
 
 test: deps-test
 	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)

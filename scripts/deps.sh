@@ -4,8 +4,10 @@
 # Idempotent: a second run installs nothing. Needs root only when something is missing.
 set -euo pipefail
 
+# nginx and openssl: the load balancer and throw-away TLS certificate of the
+# deployment tests and of `make run REPLICAS=2` (each starts its own nginx).
 base=(build-essential cmake pkg-config libcivetweb-dev libcjson-dev libhiredis-dev uuid-dev libcunit1-dev
-      redis-server)
+      redis-server nginx openssl)
 want=("${base[@]}")
 for profile in "${@:-run}"; do
   case "$profile" in
@@ -48,3 +50,9 @@ if ! apt-get install -y --no-install-recommends "${missing[@]}"; then
   apt-get update
   apt-get install -y --no-install-recommends "${missing[@]}"
 fi
+# Debian's nginx package starts the system nginx (port 80) where services may
+# start; the tests and `make run` never use it: stop the one just installed.
+if [[ " ${missing[*]} " == *" nginx "* && -s /run/nginx.pid ]]; then
+  /usr/sbin/nginx -s quit 2>/dev/null && echo "deps: stopped the system nginx the package started (not used here)"
+fi
+exit 0

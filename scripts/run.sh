@@ -11,8 +11,17 @@
 # SIGTERM and ignores the rest (`timeout make run` delivers two: one from
 # timeout to the process group, one from make to its child). The script then
 # waits for the service and exits with its status (0 after a graceful stop).
+#
+# REPLICAS=N (N >= 2; `make run REPLICAS=2`): N replicas of the service on
+# free ports behind nginx on DAEBUS_HTTP_PORT instead (scripts/run-replicas.sh).
 set -euo pipefail
 build=${1:-build}
+replicas=${REPLICAS:-1}
+if ! [[ $replicas =~ ^[0-9]+$ ]] || ((replicas < 1 || replicas > 16)); then
+  echo "run: REPLICAS='$replicas' is not a number of replicas (1 to 16)" >&2
+  exit 2
+fi
+src_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin="$build/bin/chat_service"
 [[ -x "$bin" ]] || bin="$build/bin/hello_service"
 url=${DAEBUS_REDIS_URL:-redis://127.0.0.1:6379}
@@ -50,6 +59,9 @@ if ! redis-cli -h "$host" -p "$port" ping >/dev/null 2>&1; then
   echo "run: no Redis at $url; started a private redis-server on port $port"
   echo "run: for daebus-call in another terminal, paste this line there first:"
   echo "export DAEBUS_REDIS_URL=$DAEBUS_REDIS_URL"
+fi
+if ((replicas > 1)); then
+  source "$src_dir/scripts/run-replicas.sh" # exits
 fi
 export DAEBUS_HTTP_PORT=${DAEBUS_HTTP_PORT:-8080}
 echo "run: starting $bin on http://localhost:$DAEBUS_HTTP_PORT/ (Ctrl-C to stop)"
