@@ -592,6 +592,10 @@ static void test_run_outliving_lease_logged(void)
     ts_redis_kill(&redis); /* no renewal reaches Redis during the run */
     TS_WAIT_UNTIL(atomic_load(&slow_done), 5);
     ts_sleep_ms(100);
+    daebus_scheduler_stats st;
+    CU_ASSERT_EQUAL(daebus_scheduler_get_stats(svc.sched, &st), 0);
+    CU_ASSERT(st.lease_lost >= 1);
+    ts_service_stop(&svc); /* nothing logs to fd any more */
     daebus_log_set_fd(2);
     close(fd);
     CU_ASSERT_FATAL(ts_redis_restart(&redis) == 0);
@@ -602,10 +606,6 @@ static void test_run_outliving_lease_logged(void)
     if (text)
         fputs(text, stderr);
     free(text);
-    daebus_scheduler_stats st;
-    CU_ASSERT_EQUAL(daebus_scheduler_get_stats(svc.sched, &st), 0);
-    CU_ASSERT(st.lease_lost >= 1);
-    ts_service_stop(&svc);
 }
 
 /* ---- replicas ---- */
