@@ -324,7 +324,7 @@ static int collect_locked(daebus_scheduler *s, size_t n)
     for (size_t i = 0; i < s->nleases; i++) {
         sched_lease *l = s->leases[i];
         l->until = l->from = 0;
-        l->held = l->stuck_logged = false;
+        l->held = l->stuck_logged = l->term_started = false;
         if (!l->key)
             l->key = make_key(service, owner_kind(l), owner_name(l), "");
         if (!l->last_key)
