@@ -431,6 +431,21 @@ static void test_without_bus_runs_locally(void)
     ts_service_stop(&svc);
 }
 
+DAEBUS_BLUEPRINT(bad_bp, "bad");
+
+THREAD(bad_thread, "bad_thread", .single = true, .no_auto_start = true, .bp = &bad_bp)
+{
+    (void)thread;
+    (void)user;
+}
+
+static void test_single_no_auto_start_refused(void)
+{
+    ts_service svc;
+    ts_service_options o = {.service = "lease_bad", .sched = true, .blueprints = {&bad_bp}};
+    CU_ASSERT_NOT_EQUAL(ts_service_start(&svc, &o), 0); /* start refused, logged */
+}
+
 static long long redis_exists(const char *key)
 {
     redisContext *c = redisConnect("127.0.0.1", redis.port);
@@ -762,6 +777,7 @@ int main(void)
         return 1;
     CU_pSuite s = CU_add_suite("lease", init, cleanup);
     CU_add_test(s, "without a bus a .single task runs locally", test_without_bus_runs_locally);
+    CU_add_test(s, ".single with .no_auto_start is refused", test_single_no_auto_start_refused);
     CU_add_test(s, "with a bus: lease taken, counted, released", test_with_bus_takes_and_releases);
     CU_add_test(s, "a run-time task made .single", test_run_time_task);
     CU_add_test(s, "a run that outlives its lease is logged", test_run_outliving_lease_logged);
