@@ -324,7 +324,7 @@ static int collect_locked(daebus_scheduler *s, size_t n)
     for (size_t i = 0; i < s->nleases; i++) {
         sched_lease *l = s->leases[i];
         l->until = l->from = 0;
-        l->held = l->stuck_logged = false;
+        l->held = l->stuck_logged = l->term_started = false;
         if (!l->key)
             l->key = make_key(service, owner_kind(l), owner_name(l), "");
         if (!l->last_key)
@@ -352,12 +352,14 @@ static int open_pool_locked(daebus_scheduler *s)
         daebus_log(DAEBUS_LOG_ERROR, LOGC, "leases: %s", err.message);
         return DAEBUS_EINVAL;
     }
-    double step = s->lease_ttl / 3.0;
+    /* A command may take up to half a TTL (a loaded host answers late; safety
+     * does not depend on it: validity counts from when a command was sent). */
+    double half = s->lease_ttl / 2.0, step = s->lease_ttl / 3.0;
     daebus__redis_pub_opts o = {
         .url = &url,
         .connections = 2,
-        .connect_timeout = step < 1.0 ? step : 1.0,
-        .command_timeout = step < 2.0 ? step : 2.0,
+        .connect_timeout = half < 1.0 ? half : 1.0,
+        .command_timeout = half < 2.0 ? half : 2.0,
         .retry_after = step / 2.0,
         .log_component = LOGC,
     };

@@ -306,7 +306,9 @@ DAEBUS_API bool daebus_scheduler_is_thread_alive(daebus_scheduler *s, const char
  * outlives its lease is logged). Without a bus attached to the app (no
  * cluster), .single tasks and threads run as ordinary ones (a warning at
  * start); with Redis unreachable, no replica holds the lease and they do not
- * run until it returns. A .single THREAD cannot be .no_auto_start. A
+ * run until it returns. A lease taken while Redis has no trace of it (the
+ * first start, or Redis lost its data) is used only lease_ttl later, when any
+ * earlier holder has stopped. A .single THREAD cannot be .no_auto_start. A
  * triggered run (daebus_task_trigger) of a .single task runs only on the
  * holder and counts as the period's run. docs/replicas.md has the details. */
 
