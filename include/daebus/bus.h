@@ -302,7 +302,8 @@ typedef struct daebus_redis_cmd {
  * is dropped) is the caller's to free with cJSON_Delete(), set on 0 and on
  * DAEBUS_EREPLY ({"error": text}), NULL otherwise.
  * Returns: 0; DAEBUS_EREPLY (Redis answered with an error: logged, at most one
- * line a second, and counted in store_errors); DAEBUS_ECONN (Redis
+ * line a second, and counted in store_errors, except NOSCRIPT, the normal
+ * answer of EVALSHA after Redis lost its script cache); DAEBUS_ECONN (Redis
  * unreachable or the connection broke: the command may or may not have run;
  * counted in store_errors); DAEBUS_ESTATE (the bus is not running);
  * DAEBUS_EINVAL (bus NULL, argc < 1, argv NULL or holding NULL);
