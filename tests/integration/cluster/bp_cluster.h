@@ -16,8 +16,10 @@
 #include "daebus/daebus.h"
 #include "testsupport.h"
 
-#define BP_REPLICAS  3
+#define BP_REPLICAS 3
+#ifndef BP_HEARTBEAT
 #define BP_HEARTBEAT "0.2"
+#endif
 
 typedef struct bp_replica {
     pid_t pid;
