@@ -9,10 +9,6 @@
  * member of its room that stayed connected exactly once. Messages refused
  * while Redis was away, sent with a warning, or lost with their sender's
  * replica are reported. */
-/* A heartbeat of 0.5 s: on a loaded machine (load average 15-30 on 2 cores
- * measured while this was written) a replica's cluster thread can stall
- * past a 0.2 s heartbeat's window, and the others then take it for dead. */
-#define BP_HEARTBEAT "0.5"
 #include "bp_cluster.h"
 
 static int nclients = 300;
