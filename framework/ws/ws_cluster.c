@@ -204,6 +204,8 @@ static void on_state(void *user, const daebus__redis_event *ev)
 {
     ws_cluster *cl = user;
     if (ev->state == DAEBUS__REDIS_UP) {
+        if (ev->reconnect) /* no reaping for a while: ws_directory.c */
+            atomic_store(&cl->up_since, daebus__now_mono());
         atomic_store(&cl->up, 1);
         atomic_store(&cl->resync, 1);
         daebus_log(DAEBUS_LOG_INFO, LOGC,
@@ -248,7 +250,7 @@ static void tick(ws_cluster *cl)
     if (!atomic_load(&cl->up))
         return;
     daebus__ws_dir_load_scripts(cl);
-    daebus__ws_dir_alive(cl);
+    daebus__ws_dir_alive(cl, true);
     if (atomic_exchange(&cl->resync, 0) && daebus__ws_dir_resync(cl) != 0)
         atomic_store(&cl->resync, 1);
     daebus__ws_dir_flush(cl);
@@ -316,7 +318,7 @@ static int open_connections(ws_cluster *cl)
     daebus__redis_sub_opts so = {.url = &cl->url,
                                  .connect_timeout = 2.0,
                                  .reconnect_initial = 0.05,
-                                 .reconnect_max = 1.0,
+                                 .reconnect_max = DAEBUS__WS_RECONNECT_MAX,
                                  .health_idle = 2.0,
                                  .health_timeout = 2.0,
                                  .on_message = on_message,

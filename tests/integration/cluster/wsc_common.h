@@ -28,7 +28,11 @@ static ts_redis wsc_redis;
 static char wsc_binary[1024], wsc_script[1024], wsc_log[256], wsc_dir[256];
 static wsc_proc wsc_procs[WSC_MAX];
 static pid_t wsc_holder = -1;
-static const double wsc_heartbeat = 0.2;
+/* The replicas' heartbeat: 3 heartbeats (1.5 s) is what a replica's death may
+ * take to show; shorter ones make a replica stalled by a loaded machine look
+ * dead. */
+#define WSC_HEARTBEAT "0.5"
+static const double wsc_heartbeat = 0.5;
 
 /* Starts replica i (no_bus: a single process without a bus). */
 static void wsc_start_opt(int i, bool no_bus)
@@ -44,7 +48,7 @@ static void wsc_start_opt(int i, bool no_bus)
             dup2(fd, 2);
             close(fd);
         }
-        setenv("WSC_HEARTBEAT", "0.2", 1);
+        setenv("WSC_HEARTBEAT", WSC_HEARTBEAT, 1);
         if (no_bus)
             setenv("WSC_NO_BUS", "1", 1);
         execl(wsc_binary, wsc_binary, "--port", portbuf, "--redis", wsc_redis.url, (char *)NULL);
