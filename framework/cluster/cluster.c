@@ -399,7 +399,7 @@ static void *heartbeat_main(void *arg)
 {
     daebus__cluster *c = arg;
     daebus__sigpipe_block_thread();
-    double half = c->heartbeat / 2, retry = 0.05;
+    double half = c->heartbeat / 2, retry = 0.025;
     daebus__deadline next = daebus__deadline_in(half);
     for (unsigned long n = 0;;) {
         tick(c, n % 2 == 0);
