@@ -349,7 +349,10 @@ static void tick(daebus__cluster *c, bool beat)
     cJSON *view = NULL;
     int rc = redis_time_ms(c, &now);
     bool join = c->exactly_once && atomic_load(&c->join_wanted) > atomic_load(&c->join_sent);
-    bool announced = rc == 0 && (beat || join || c->link != LINK_UP);
+    /* With exactly once, every tick: an instance whose announces fail for 2
+     * heartbeats stops handling (cluster_gate.c), so one late tick must not
+     * be enough to get there. */
+    bool announced = rc == 0 && (beat || join || c->exactly_once || c->link != LINK_UP);
     if (announced)
         rc = announce(c, now, t0);
     if (rc == 0)

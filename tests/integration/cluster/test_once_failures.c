@@ -1,7 +1,7 @@
 /* test_once_failures.c - exactly once while replicas die and Redis restarts
  * (docs/replicas.md, "Actions exactly once").
  *
- * Real once_service replicas on a private redis-server, heartbeat 0.5 s:
+ * Real once_service replicas on a private redis-server, heartbeat 1 s:
  * - a replica stopped gracefully while it runs slow requests finishes what it
  *   took: every request answered once;
  * - a replica killed with -9 under load: no request is answered twice or run
@@ -16,7 +16,7 @@
 #include <string.h>
 #include "once_fixture.h"
 
-#define HB     "0.5"
+#define HB     "1"
 #define WINDOW 32
 #define N      8000
 
