@@ -349,7 +349,10 @@ static void tick(daebus__cluster *c, bool beat)
     cJSON *view = NULL;
     int rc = redis_time_ms(c, &now);
     bool join = c->exactly_once && atomic_load(&c->join_wanted) > atomic_load(&c->join_sent);
-    bool announced = rc == 0 && (beat || join || c->link != LINK_UP);
+    /* With exactly once, every tick: an instance whose announces fail for 2
+     * heartbeats stops handling (cluster_gate.c), so one late tick must not
+     * be enough to get there. */
+    bool announced = rc == 0 && (beat || join || c->exactly_once || c->link != LINK_UP);
     if (announced)
         rc = announce(c, now, t0);
     if (rc == 0)
@@ -399,7 +402,7 @@ static void *heartbeat_main(void *arg)
 {
     daebus__cluster *c = arg;
     daebus__sigpipe_block_thread();
-    double half = c->heartbeat / 2, retry = 0.05;
+    double half = c->heartbeat / 2, retry = 0.025;
     daebus__deadline next = daebus__deadline_in(half);
     for (unsigned long n = 0;;) {
         tick(c, n % 2 == 0);

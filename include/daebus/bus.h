@@ -110,7 +110,8 @@ typedef struct daebus_bus_options {
  * published (progress included); broadcasts: successful
  * daebus_bus_broadcast() calls; store_commands / store_errors: commands of
  * daebus_bus_redis*() and the calls that failed; connected: 1 = subscriber
- * connected and subscribed. Replicas (docs/replicas.md, "Actions exactly once"): each
+ * connected and subscribed, and joined (it takes requests: see below).
+ * Replicas (docs/replicas.md, "Actions exactly once"): each
  * message of the service channel or of a LISTEN .once channel is taken by one
  * replica; claims_won/lost/failed count this replica's claims,
  * ignored_joining the messages it let pass while joining or leaving, and solo
