@@ -131,7 +131,9 @@ class Caller:
         self.ps.subscribe(self.channel)
         self.ps.get_message(timeout=1.0)
 
-    READ_ONLY = ("get_connected_clients", "find_inactive_clients", "get_instances")
+    # asked again after a time-out; notify_user too (a second notification
+    # would not fail the checks below)
+    READ_ONLY = ("get_connected_clients", "find_inactive_clients", "get_instances", "notify_user")
 
     def request(self, action, payload=None, only_one=False):
         """only_one: after the reply, listen 0.3 s more: no second final reply
