@@ -68,7 +68,8 @@ void daebus__cluster_gate_init(daebus__cluster *c)
 {
     long long hb = (long long)(c->heartbeat * 1000 + 0.5);
     /* Claims live long enough for every instance to make its own (a late one
-     * is refused, see claim_late), the epoch's key for many heartbeats. */
+     * is refused: daebus__cluster_claim_many), the epoch's key for many
+     * heartbeats. */
     c->claim_ttl_ms = max_ll(5000, 3 * hb);
     c->late_ms = c->claim_ttl_ms * 4 / 5;
     c->fence_ttl_ms = max_ll(30000, 10 * c->window_ms);
