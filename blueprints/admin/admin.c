@@ -67,30 +67,32 @@ static cJSON *client_info(cJSON *meta)
     return info;
 }
 
+/* A filter that selects nothing and collects each client's info: the
+ * cluster-wide metadata of every client in one pass. */
+static bool collect_info(const char *client_id, const cJSON *meta, void *user)
+{
+    cJSON *copy = cJSON_Duplicate(meta, 1);
+    if (copy) {
+        cJSON_AddItemToObject(user, client_id, client_info(copy));
+        cJSON_Delete(copy);
+    }
+    return false;
+}
+
 DAEBUS_ACTION(admin_get_connected_clients, "get_connected_clients", .bp = &daebus_admin_bp)
 {
     daebus_ws *ws = need_ws(req);
     if (!ws)
         return 0;
-    cJSON *ids = NULL;
-    int rc = daebus_ws_cluster_clients(ws, &ids);
-    if (rc < 0)
+    cJSON *clients = cJSON_CreateObject(), *none = NULL;
+    int rc = daebus_ws_cluster_clients_by_filter(ws, collect_info, clients, &none);
+    cJSON_Delete(none);
+    if (rc < 0) {
+        cJSON_Delete(clients);
         return view_failed(req, rc);
-    cJSON *clients = cJSON_CreateObject();
-    int count = 0;
-    const cJSON *id;
-    cJSON_ArrayForEach(id, ids)
-    {
-        cJSON *meta = NULL;
-        if (daebus_ws_cluster_client_metadata(ws, id->valuestring, &meta) < 0 || !meta)
-            continue; /* left meanwhile */
-        cJSON_AddItemToObject(clients, id->valuestring, client_info(meta));
-        cJSON_Delete(meta);
-        count++;
     }
-    cJSON_Delete(ids);
     cJSON *out = cJSON_CreateObject();
-    cJSON_AddNumberToObject(out, "count", count);
+    cJSON_AddNumberToObject(out, "count", cJSON_GetArraySize(clients));
     cJSON_AddItemToObject(out, "clients", clients);
     return daebus_bus_reply_take(req, out);
 }

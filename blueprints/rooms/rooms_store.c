@@ -14,10 +14,14 @@
  * the client (its replica's "client left" path, or the cluster's when the
  * replica died). A script runs atomically, so the bounds (rooms, rooms per
  * client, history) hold with any number of replicas. The scripts name keys
- * from the prefix they get: one Redis server, not Redis Cluster.
+ * from the prefix they get: one Redis server, not Redis Cluster. They are
+ * loaded once (SCRIPT LOAD) and run by SHA1 (EVALSHA); after a Redis restart
+ * emptied the script cache (NOSCRIPT) they are loaded again.
  */
 #include "rooms/rooms_store.h"
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,6 +216,41 @@ static void prefix(daebus_app *app, char *buf, size_t cap)
     snprintf(buf, cap, "daebus:%s:rooms:", daebus_app_service(app));
 }
 
+/* The SHA1 of each script as Redis named it (SCRIPT LOAD), "" until loaded. */
+static char shas[DAEBUS__ROOMS_NSCRIPTS][48];
+static pthread_mutex_t sha_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Copies the script's SHA1 into out, loading the script when unknown or
+ * when reload is set (Redis lost its script cache). Returns: 0 or a code. */
+static int script_sha(daebus_bus *bus, int script, bool reload, char out[48])
+{
+    pthread_mutex_lock(&sha_lock);
+    memcpy(out, shas[script], 48);
+    pthread_mutex_unlock(&sha_lock);
+    if (out[0] && !reload)
+        return 0;
+    const char *argv[] = {"SCRIPT", "LOAD", scripts[script]};
+    cJSON *r = NULL;
+    int rc = daebus_bus_redis(bus, 3, argv, NULL, &r);
+    const char *sha = cJSON_GetStringValue(r);
+    if (rc == 0 && (!sha || strlen(sha) >= 48))
+        rc = DAEBUS_EREPLY;
+    if (rc == 0) {
+        snprintf(out, 48, "%s", sha);
+        pthread_mutex_lock(&sha_lock);
+        memcpy(shas[script], out, 48);
+        pthread_mutex_unlock(&sha_lock);
+    }
+    cJSON_Delete(r);
+    return rc;
+}
+
+static bool is_noscript(int rc, const cJSON *reply)
+{
+    const char *e = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(reply, "error"));
+    return rc == DAEBUS_EREPLY && e && strncmp(e, "NOSCRIPT", 8) == 0;
+}
+
 int daebus__rooms_eval(daebus_app *app, int script, int nargs, const char **args, cJSON **reply)
 {
     *reply = NULL;
@@ -220,12 +259,23 @@ int daebus__rooms_eval(daebus_app *app, int script, int nargs, const char **args
         return DAEBUS_ESTATE;
     if (script < 0 || script >= DAEBUS__ROOMS_NSCRIPTS || nargs < 0 || nargs > 12)
         return DAEBUS_EINVAL;
-    char p[300];
+    char p[300], sha[48];
     prefix(app, p, sizeof p);
-    const char *argv[16] = {"EVAL", scripts[script], "0", p};
+    const char *argv[16] = {"EVALSHA", sha, "0", p};
     for (int i = 0; i < nargs; i++)
         argv[4 + i] = args[i];
-    int rc = daebus_bus_redis(bus, 4 + nargs, argv, NULL, reply);
+    /* EVALSHA: the script's text goes to Redis once, not with every request;
+     * after a Redis restart (NOSCRIPT) it is loaded again. */
+    int rc = script_sha(bus, script, false, sha);
+    if (rc == 0)
+        rc = daebus_bus_redis(bus, 4 + nargs, argv, NULL, reply);
+    if (is_noscript(rc, *reply)) {
+        cJSON_Delete(*reply);
+        *reply = NULL;
+        rc = script_sha(bus, script, true, sha);
+        if (rc == 0)
+            rc = daebus_bus_redis(bus, 4 + nargs, argv, NULL, reply);
+    }
     if (rc == 0 && !cJSON_IsArray(*reply))
         rc = DAEBUS_EREPLY;
     if (rc != 0) {

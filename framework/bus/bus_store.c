@@ -128,7 +128,11 @@ static int run(daebus_bus *bus, const daebus_redis_cmd *cmds, size_t n, cJSON **
         }
     }
     if (rc == 0 && first_error) {
-        note_failure(bus, cmds[first_at].argv[0], first_error, DAEBUS_EREPLY);
+        /* NOSCRIPT is EVALSHA's normal answer after Redis lost its script
+         * cache (the caller loads the script again): neither logged nor
+         * counted. */
+        if (strncmp(first_error, "NOSCRIPT", 8) != 0)
+            note_failure(bus, cmds[first_at].argv[0], first_error, DAEBUS_EREPLY);
         rc = DAEBUS_EREPLY;
     }
     for (size_t i = 0; replies && i < n; i++)

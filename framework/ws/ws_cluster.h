@@ -53,6 +53,7 @@ typedef struct ws_cluster {
     atomic_int have_sha;     /* sha[] written (once, by the cluster thread) */
     char sha[9][41];         /* SHA1 of each directory script (WS_LUA_COUNT) */
     /* the cluster thread */
+    pthread_mutex_t dir_lock; /* a resync against a client's removal (ws_directory.c) */
     pthread_mutex_t lock;
     pthread_cond_t cond;
     int stop;

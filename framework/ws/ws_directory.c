@@ -412,11 +412,12 @@ void daebus__ws_dir_remove(daebus_ws *ws, ws_client *c)
         return; /* the resync after Redis returns drops it */
     ws_dcmd cmd = {0};
     remove_cmd(cl, c->id, cl->self, &cmd);
-    redisReply *r = NULL;
-    if (daebus__ws_dcmd_run(cl, &cmd, 1, &r) == 0)
-        freeReplyObject(r);
-    else
+    /* After a resync that may have announced c again (c is GONE by now:
+     * a resync that starts later leaves it out). */
+    pthread_mutex_lock(&cl->dir_lock);
+    if (run_discard(cl, &cmd, 1) != 0)
         atomic_store(&cl->resync, 1);
+    pthread_mutex_unlock(&cl->dir_lock);
 }
 
 /* ---- the cluster thread: flush, resync, reap ---- */
@@ -457,6 +458,8 @@ void daebus__ws_dir_flush(ws_cluster *cl)
     free(cmds);
 }
 
+static int resync_locked(ws_cluster *cl);
+
 /* Drops the entries of this replica that are not local any more (they left
  * while Redis was away), or all of them (keep_local false).
  * Returns: 0 or a negative code. */
@@ -475,10 +478,15 @@ static int drop_strays(ws_cluster *cl, bool keep_local)
     for (size_t i = 0; cmds && i < n; i++) {
         const char *id = r->element[i]->str;
         ws_client *c = id && keep_local ? daebus__ws_client_find(cl->ws, id) : NULL;
+        int state = WS_GONE;
         if (c) {
+            pthread_mutex_lock(&c->lock);
+            state = c->state;
+            pthread_mutex_unlock(&c->lock);
             daebus__ws_client_unref(c);
-            continue;
         }
+        if (state != WS_GONE)
+            continue;
         if (id)
             remove_cmd(cl, id, cl->self, &cmds[k++]);
     }
@@ -489,6 +497,15 @@ static int drop_strays(ws_cluster *cl, bool keep_local)
 }
 
 int daebus__ws_dir_resync(ws_cluster *cl)
+{
+    pthread_mutex_lock(&cl->dir_lock);
+    int rc = resync_locked(cl);
+    pthread_mutex_unlock(&cl->dir_lock);
+    return rc;
+}
+
+/* The resync (cl->dir_lock held: a client's removal waits for it). */
+static int resync_locked(ws_cluster *cl)
 {
     ws_client **cs;
     size_t n = daebus__ws_snapshot(cl->ws, &cs, WS_SNAP_CONNECTED);

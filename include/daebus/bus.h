@@ -110,7 +110,8 @@ typedef struct daebus_bus_options {
  * published (progress included); broadcasts: successful
  * daebus_bus_broadcast() calls; store_commands / store_errors: commands of
  * daebus_bus_redis*() and the calls that failed; connected: 1 = subscriber
- * connected and subscribed. Replicas (docs/replicas.md, "Actions exactly once"): each
+ * connected and subscribed, and joined (it takes requests: see below).
+ * Replicas (docs/replicas.md, "Actions exactly once"): each
  * message of the service channel or of a LISTEN .once channel is taken by one
  * replica; claims_won/lost/failed count this replica's claims,
  * ignored_joining the messages it let pass while joining or leaving, and solo
@@ -302,7 +303,8 @@ typedef struct daebus_redis_cmd {
  * is dropped) is the caller's to free with cJSON_Delete(), set on 0 and on
  * DAEBUS_EREPLY ({"error": text}), NULL otherwise.
  * Returns: 0; DAEBUS_EREPLY (Redis answered with an error: logged, at most one
- * line a second, and counted in store_errors); DAEBUS_ECONN (Redis
+ * line a second, and counted in store_errors, except NOSCRIPT, the normal
+ * answer of EVALSHA after Redis lost its script cache); DAEBUS_ECONN (Redis
  * unreachable or the connection broke: the command may or may not have run;
  * counted in store_errors); DAEBUS_ESTATE (the bus is not running);
  * DAEBUS_EINVAL (bus NULL, argc < 1, argv NULL or holding NULL);

@@ -117,9 +117,15 @@ static void test_error_reply(void)
                     DAEBUS_EREPLY);
     CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(r, "error")->valuestring, "MINE failed");
     cJSON_Delete(r);
+    /* NOSCRIPT, EVALSHA's normal answer for an unknown script: an error
+     * reply, neither logged nor counted */
+    CU_ASSERT_EQUAL(cmd(&r, "EVALSHA", "0123456789012345678901234567890123456789", "0", NULL),
+                    DAEBUS_EREPLY);
+    CU_ASSERT(strncmp(cJSON_GetObjectItem(r, "error")->valuestring, "NOSCRIPT", 8) == 0);
+    cJSON_Delete(r);
     daebus_bus_get_stats(svc.bus, &after);
     CU_ASSERT_EQUAL(after.store_errors - before.store_errors, 3);
-    CU_ASSERT_EQUAL(after.store_commands - before.store_commands, 3);
+    CU_ASSERT_EQUAL(after.store_commands - before.store_commands, 4);
 }
 
 static void test_pipeline(void)

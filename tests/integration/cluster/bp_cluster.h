@@ -16,8 +16,12 @@
 #include "daebus/daebus.h"
 #include "testsupport.h"
 
-#define BP_REPLICAS  3
-#define BP_HEARTBEAT "0.2"
+#define BP_REPLICAS 3
+/* 1 s, the default: on a loaded machine (load average 15-50 on 2 cores
+ * measured while these tests were written) a replica's threads stalled past
+ * the window of a 0.2 s and once of a 0.5 s heartbeat, and the others then
+ * took it for dead. */
+#define BP_HEARTBEAT "1"
 
 typedef struct bp_replica {
     pid_t pid;

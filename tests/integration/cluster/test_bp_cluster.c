@@ -1,7 +1,7 @@
 /* test_bp_cluster.c - the rooms, admin and health blueprints across replicas.
  *
  * Three chat_service replicas (the real example) on one private Redis,
- * heartbeat 200 ms; python-websockets clients on different replicas' ports
+ * heartbeat 1 s; python-websockets clients on different replicas' ports
  * and a redis-py caller (bp_cluster_client.py):
  *   - rooms: join, chat, history, leave and room updates seen by the members
  *     on every replica, each push once; usernames unique across replicas;
@@ -122,7 +122,7 @@ static void test_redis_away_and_back(void)
      * (re-subscribed within a few heartbeats): cross-replica pushes sent
      * before that are lost with pub/sub */
     TS_WAIT_UNTIL(bp_all_see(BP_REPLICAS), 20);
-    ts_sleep_ms(1000);
+    ts_sleep_ms(3000); /* 3 heartbeats */
     step(dir, "4");
     int st = -1;
     waitpid(py, &st, 0);
