@@ -3,11 +3,15 @@
  *   #include "admin/admin.h"
  *   daebus_app_register_blueprint(app, &daebus_admin_bp);
  *
- * Bus actions (call them with daebus-call or any Daebus caller):
+ * Bus actions (call them with daebus-call or any Daebus caller). With
+ * replicas (docs/replicas.md) one replica takes each request and answers for
+ * the whole service: the client views and sends cover the clients of every
+ * replica.
  *   get_connected_clients  {} -> {"count", "clients": {id: {"connected_at",
  *                          "last_activity", "remote_address",
  *                          "messages_received", "messages_sent",
- *                          "is_authenticated", "username"}}}
+ *                          "is_authenticated", "username", "instance_id"
+ *                          (the replica holding it; with the bus)}}}
  *   find_inactive_clients  {"threshold_seconds": s | "threshold_minutes": m}
  *                          (default 30 minutes) -> {"count", "clients": [ids],
  *                          "threshold_seconds"}
@@ -28,10 +32,23 @@
  *                          "heartbeat", "self", "stale"}]}: the live
  *                          instances of the service (docs/replicas.md);
  *                          needs only the bus
- *   shutdown               {"message"?, "timeout"?} -> replies
- *                          {"shutdown_initiated": true}, then sends every
- *                          client server_shutdown with the message, waits up
- *                          to timeout seconds (default 2) and stops the app
+ *   shutdown               {"message"?, "timeout"?, "scope"?, "instance_id"?}
+ *                          -> replies {"shutdown_initiated": true, "scope",
+ *                          "instance_id", "timeout"}, then the replicas it
+ *                          names send each of their clients server_shutdown
+ *                          with the message, wait up to timeout seconds
+ *                          (default 2, at most 60) and stop:
+ *                          scope "instance" (the default): one replica, the
+ *                          one that took the request, or the live instance
+ *                          instance_id names (error "Instance <id> is not a
+ *                          live instance of this service");
+ *                          scope "all": every replica of the service, through
+ *                          the control channel below.
+ *                          The clients reconnect to the replicas left (a load
+ *                          balancer sends them there).
+ *
+ * Errors of the cluster-wide views while Redis is unreachable: {"error":
+ * "Client list unavailable (...)"}.
  *
  * "is_authenticated"/"username" come from the client data key "username"
  * (set by the rooms blueprint's register, or by your own handlers with
@@ -50,8 +67,14 @@
 extern "C" {
 #endif
 
-/* The blueprint: the five actions above. */
+/* The blueprint: the six actions above and a LISTEN on the control channel. */
 DAEBUS_BLUEPRINT_DECLARE(daebus_admin_bp);
+
+/* The channel a shutdown of other replicas travels on: {"service",
+ * "command": "shutdown", "target": "all" | instance id, "from", "timeout",
+ * "message"?, ...}. Every replica with this blueprint listens and acts on
+ * the messages naming its own service. */
+#define DAEBUS_ADMIN_CONTROL_CHANNEL "daebus:admin:control"
 
 #define DAEBUS_ADMIN_DEFAULT_INACTIVE_SECONDS 1800.0
 #define DAEBUS_ADMIN_DEFAULT_KICK_REASON      "Disconnected by administrator"

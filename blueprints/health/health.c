@@ -214,8 +214,25 @@ static int live_instances(daebus_app *app, bool *stale)
     return n;
 }
 
+/* Returns: the clients of every replica (this one's alone without the bus),
+ * or -1 without a WebSocket component or while Redis is unreachable. */
+static long cluster_clients(daebus_app *app)
+{
+    daebus_ws *ws = daebus_app_websocket(app);
+    size_t n = 0;
+    if (!ws || daebus_ws_cluster_client_count(ws, &n) < 0)
+        return -1;
+    return (long)n;
+}
+
 static void instance_metrics(sbuf *b, daebus_app *app)
 {
+    long clients = cluster_clients(app);
+    if (clients >= 0) {
+        metric_head(b, "daebus_cluster_ws_clients", "gauge",
+                    "WebSocket clients of every replica of the service.");
+        metric_sample(b, "daebus_cluster_ws_clients", "", false, 0, (unsigned long long)clients);
+    }
     bool stale;
     int n = live_instances(app, &stale);
     if (n < 0)
@@ -259,6 +276,22 @@ int daebus_health_metrics_text(daebus_app *app, char **out, size_t *len)
 
 /* ---- health ---- */
 
+/* checks.cluster: the whole service as this replica sees it, beside the
+ * per-replica figures: {"instances", "clients"} (clients null while Redis
+ * is unreachable). Only with the bus (the live-instance view). */
+static void add_cluster(daebus_app *app, cJSON *checks, int instances)
+{
+    if (instances < 0)
+        return;
+    cJSON *c = cJSON_AddObjectToObject(checks, "cluster");
+    cJSON_AddNumberToObject(c, "instances", instances);
+    long clients = cluster_clients(app);
+    if (clients >= 0)
+        cJSON_AddNumberToObject(c, "clients", (double)clients);
+    else if (daebus_app_websocket(app))
+        cJSON_AddNullToObject(c, "clients");
+}
+
 /* Builds the checks object; returns whether the service is ready. */
 static bool add_checks(daebus_app *app, cJSON *checks)
 {
@@ -293,6 +326,7 @@ static bool add_checks(daebus_app *app, cJSON *checks)
         cJSON_AddNumberToObject(w, "clients",
                                 (double)daebus_ws_get_client_count(daebus_app_websocket(app)));
     }
+    add_cluster(app, checks, n);
     daebus_scheduler *s = daebus_app_scheduler(app);
     if (s) {
         daebus_scheduler_stats st;

@@ -8,7 +8,10 @@
  *                   "version", "uptime_seconds", "live": true, "ready": bool,
  *                   "checks": {...}}; with a bus, checks.instances is
  *                   {"status": "up" | "stale", "count": live instances of the
- *                   service} (docs/replicas.md)
+ *                   service} (docs/replicas.md) and checks.cluster is
+ *                   {"instances", "clients"}: the whole service beside this
+ *                   replica's own figures (clients: WebSocket clients of
+ *                   every replica; null while Redis is unreachable)
  *                   - always 200 while the process serves HTTP (liveness);
  *                   "ready" is false (and status "degraded") while Redis is
  *                   unreachable.
@@ -18,8 +21,9 @@
  *                   scheduler counters of the app serving the request, taken
  *                   from daebus_*_get_stats(), and with a bus the gauges
  *                   daebus_instance_info{instance_id}, daebus_instances and
- *                   daebus_instances_stale; components that are not attached
- *                   are left out.
+ *                   daebus_instances_stale, and with a WebSocket component
+ *                   daebus_cluster_ws_clients (every replica's clients);
+ *                   components that are not attached are left out.
  *
  * To mount the routes under a prefix, set it before registering:
  * daebus_health_bp.prefix = "/ops"; (then /ops/health, /ops/metrics).

@@ -4,7 +4,13 @@
  *   daebus_rooms_options ro = DAEBUS_ROOMS_OPTIONS_INIT;   // optional
  *   ro.max_rooms = 200;
  *   daebus_rooms_configure(&ro);
- *   daebus_app_register_blueprint(app, &daebus_rooms_bp);
+ *   daebus_rooms_register(app);   // after attaching the WebSocket component
+ *
+ * daebus_rooms_register() registers the blueprint and puts the departures on
+ * the WebSocket component's "client left" path, which also covers the clients
+ * of a replica that died (docs/replicas.md). daebus_app_register_blueprint()
+ * alone works as before for one process (departures from the disconnect
+ * handler) but leaves a dead replica's clients in their rooms.
  *
  * The WebSocket protocol of the Daebus guide's complete chat example, message
  * for message (client -> server {"type", "data", "request_id"}; replies are
@@ -34,7 +40,16 @@
  *   chat_message  {"room", "message"}: membership checked; the other members
  *                 get new_message {"id", "room", "sender", "text",
  *                 "timestamp"}; reply {"status": "sent", "message_id",
- *                 "timestamp"}; "Message is too long (max N bytes)"
+ *                 "timestamp"} (+ "warning" when members on other replicas
+ *                 could not be reached: Redis unreachable after the message
+ *                 was stored); "Message is too long (max N bytes)"
+ *   direct_message {"to", "message"}: "to" is a registered username (ASCII
+ *                 case ignored) or a client id, connected to any replica; it
+ *                 gets direct_message {"id", "from", "from_client_id", "to",
+ *                 "text", "timestamp"}; reply {"status": "sent",
+ *                 "message_id", "timestamp"}; refused: "Register a username
+ *                 first", "User <to> not connected", "Recipient and message
+ *                 are required", "Message is too long (max N bytes)"
  *   disconnect    the client leaves every room (room_update "left" to the
  *                 others) and its registration is dropped.
  * HTTP: GET /api/rooms[?after=name&limit=n] -> {"count", "total", "rooms":
@@ -64,8 +79,15 @@
  * daebus_rooms_origin_allowed() from its connect handler when it relies on
  * same_origin).
  *
- * State is process-wide (one set of rooms per process) and protected by one
- * mutex; messages to other clients are sent after the mutex is released.
+ * Replicas. The state (rooms, members, history, usernames) lives in Redis
+ * under "daebus:<service>:rooms:" (docs/replicas.md lists the keys), changed
+ * by one Lua script per request through the bus (daebus_bus_redis), so every
+ * replica of the service sees the same rooms and the bounds hold across
+ * them; messages reach members on any replica through the WebSocket
+ * component. The blueprint therefore needs the bus component: without one,
+ * or while Redis is unreachable, every rooms request is answered {"error":
+ * "Rooms unavailable ...", "status": "error"} (GET /api/rooms: 503) and
+ * nothing else changes.
  * Thread: every function here is thread-safe.
  */
 #ifndef DAEBUS_BP_ROOMS_H
@@ -120,6 +142,13 @@ typedef struct daebus_rooms_options {
  * connect, disconnect, and GET /api/rooms. */
 DAEBUS_BLUEPRINT_DECLARE(daebus_rooms_bp);
 
+/* Registers daebus_rooms_bp into app and daebus_rooms_client_gone() as a
+ * "client left" hook of app's WebSocket component (attach it first).
+ * Returns: 0, DAEBUS_EORDER (no WebSocket component), or the code of
+ * daebus_ws_on_client_departed() / daebus_app_register_blueprint().
+ * Thread: before the app runs. */
+int daebus_rooms_register(daebus_app *app);
+
 /* Sets the bounds (opts NULL = every default). Rooms and messages that exist
  * already are trimmed to the new history bounds at their next message.
  * Ownership: opts is copied.
@@ -139,6 +168,8 @@ void daebus_rooms_get_options(daebus_rooms_options *out);
  * Thread: the connect handler's. */
 bool daebus_rooms_origin_allowed(daebus_ws_request *req);
 
+/* Figures of the whole service (every replica), read from Redis; zero
+ * while Redis is unreachable, except refused (this process's). */
 typedef struct daebus_rooms_stats {
     size_t users;                      /* registered clients */
     size_t rooms;                      /* rooms that exist */
@@ -157,8 +188,9 @@ void daebus_rooms_get_stats(daebus_rooms_stats *out);
  * registration. The blueprint's own disconnect handler calls it. Thread: any. */
 void daebus_rooms_client_gone(daebus_ws *ws, const char *client_id);
 
-/* Drops every room and user (tests, end of main); the options stay.
- * Thread: any. */
+/* Forgets the app the rooms ran in (end of main); the options stay. The
+ * shared state in Redis stays too: other replicas use it (a replica's own
+ * clients left it when the app stopped). Thread: any. */
 void daebus_rooms_reset(void);
 
 #ifdef __cplusplus

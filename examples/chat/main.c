@@ -1,13 +1,17 @@
 /* chat_service - the Daebus guide's complete chat example in C, with a browser page.
  *
  * WebSocket (same port as HTTP, paths / and /ws): register, join_room,
- * leave_room, chat_message, room_update/new_message pushes - the rooms
- * blueprint. Bus actions for operators: get_connected_clients,
+ * leave_room, chat_message, direct_message, room_update/new_message pushes -
+ * the rooms blueprint. Replicas: start several on one Redis (same --service)
+ * behind a load balancer; rooms, direct messages and the admin actions span
+ * them all (docs/replicas.md). Bus actions for operators: get_connected_clients,
  * find_inactive_clients, kick_client, notify_user, shutdown - the admin
  * blueprint. GET /health, /metrics - the health blueprint. GET /api/rooms.
  * GET / serves the chat page from the static directory. Every
- * CHAT_STATUS_INTERVAL seconds (default 60) a system_status message goes to
- * every WebSocket client and to the Redis channel "system_status".
+ * CHAT_STATUS_INTERVAL seconds (default 60) each replica sends a
+ * system_status message to its own WebSocket clients and to the Redis
+ * channel "system_status" (its instance_id, its connections, and the
+ * service's rooms, users and cluster_connections).
  *
  * Flags: the standard ones (--port, --redis, --service, --log-level ...)
  * plus --status-interval SECONDS and --static DIR (env CHAT_STATUS_INTERVAL,
@@ -16,7 +20,8 @@
  * WebSocket rate limit (--rate-limit N per --rate-window SECONDS, 60 per 10
  * s) and the rooms' bounds (--max-rooms, --max-rooms-per-client,
  * --max-name-bytes, --max-message-bytes, --history-messages,
- * --history-bytes, --history-total-bytes; CHAT_* variables). All are
+ * --history-bytes, --history-total-bytes; CHAT_* variables) and the replica
+ * heartbeat (--heartbeat, CHAT_HEARTBEAT). All are
  * declared with daebus_app_add_option() so that --help lists them.
  */
 #include <errno.h>
@@ -80,6 +85,28 @@ static double load1(void)
     return l;
 }
 
+/* Sends m as system_status to this replica's own clients (each replica runs
+ * the task for its clients; a broadcast_to_all would reach every replica's).
+ * Returns: the clients it was queued for, or a negative code. */
+static int send_to_local_clients(daebus_ws *ws, const cJSON *m)
+{
+    cJSON *ids = ws ? daebus_ws_get_clients(ws) : NULL;
+    int n = cJSON_GetArraySize(ids), rc = 0;
+    const char **v = n > 0 ? malloc((size_t)n * sizeof *v) : NULL;
+    if (v) {
+        int k = 0;
+        const cJSON *id;
+        cJSON_ArrayForEach(id, ids)
+        {
+            v[k++] = id->valuestring;
+        }
+        rc = daebus_ws_broadcast_to_clients(ws, v, (size_t)k, m, "system_status", NULL);
+    }
+    free(v);
+    cJSON_Delete(ids);
+    return rc;
+}
+
 static int system_status(daebus_task *task, void *user)
 {
     (void)user;
@@ -87,18 +114,25 @@ static int system_status(daebus_task *task, void *user)
     daebus_ws *ws = daebus_app_websocket(app);
     daebus_rooms_stats rs;
     daebus_rooms_get_stats(&rs);
+    size_t cluster = 0;
+    if (ws && daebus_ws_cluster_client_count(ws, &cluster) < 0)
+        cluster = daebus_ws_get_client_count(ws);
 
+    /* This replica's figures, and the service's (rooms, users, every
+     * replica's connections). */
     cJSON *m = cJSON_CreateObject();
     cJSON_AddStringToObject(m, "service", daebus_app_service(app));
+    cJSON_AddStringToObject(m, "instance_id", daebus_app_instance_id(app));
     cJSON_AddNumberToObject(m, "cpu", load1());
     cJSON_AddNumberToObject(m, "memory_mb", round(rss_mb() * 10) / 10);
     cJSON_AddNumberToObject(m, "active_users", (double)rs.users);
     cJSON_AddNumberToObject(m, "rooms", (double)rs.rooms);
     cJSON_AddNumberToObject(m, "connections", ws ? (double)daebus_ws_get_client_count(ws) : 0);
+    cJSON_AddNumberToObject(m, "cluster_connections", (double)cluster);
     cJSON_AddNumberToObject(m, "messages_total", (double)rs.messages_total);
     cJSON_AddNumberToObject(m, "timestamp", now_wall());
 
-    int recipients = ws ? daebus_ws_broadcast_to_all(ws, m, "system_status") : 0;
+    int recipients = send_to_local_clients(ws, m);
     daebus_bus *bus = daebus_app_bus(app);
     int subscribers = bus ? daebus_bus_broadcast(bus, "system_status", m) : 0;
     cJSON_Delete(m);
@@ -166,6 +200,12 @@ static const num_option num_options[] = {
       "history bytes kept over all rooms", "N"},
      1024,
      1e12},
+    {{"heartbeat", "CHAT_HEARTBEAT", "1",
+      "seconds between two announces of this replica in Redis (a dead replica's clients leave "
+      "the rooms within 3 of them)",
+      "SECONDS"},
+     0.05,
+     60},
 };
 #define NUM_OPTIONS (sizeof num_options / sizeof num_options[0])
 
@@ -211,7 +251,8 @@ static int status_interval(daebus_app *app, double *out)
 /* What a public chat needs, from the options: the rooms' bounds, the
  * WebSocket rate limit and the Origin policy. Returns 0, or -1 after printing
  * what is wrong. */
-static int chat_limits(daebus_app *app, daebus_rooms_options *ro, daebus_ws_options *wo)
+static int chat_limits(daebus_app *app, daebus_rooms_options *ro, daebus_ws_options *wo,
+                       daebus_bus_options *bo)
 {
     double v[NUM_OPTIONS];
     for (size_t i = 0; i < NUM_OPTIONS; i++)
@@ -227,6 +268,7 @@ static int chat_limits(daebus_app *app, daebus_rooms_options *ro, daebus_ws_opti
     ro->history_messages = (size_t)v[6];
     ro->history_bytes = (size_t)v[7];
     ro->history_total_bytes = (size_t)v[8];
+    bo->heartbeat = v[9];
     /* A frame holds one message as JSON: up to 6 bytes per byte of text
      * (\u00XX escapes) plus the envelope. */
     size_t frame = 6 * ro->max_message_bytes + 4096;
@@ -298,7 +340,8 @@ int main(int argc, char **argv)
     double interval;
     daebus_rooms_options ro = DAEBUS_ROOMS_OPTIONS_INIT;
     daebus_ws_options wo = DAEBUS_WS_OPTIONS_INIT;
-    if (status_interval(app, &interval) != 0 || chat_limits(app, &ro, &wo) != 0 ||
+    daebus_bus_options bo = DAEBUS_BUS_OPTIONS_INIT;
+    if (status_interval(app, &interval) != 0 || chat_limits(app, &ro, &wo, &bo) != 0 ||
         daebus_rooms_configure(&ro) != 0) {
         daebus_app_destroy(app);
         return 2;
@@ -322,7 +365,7 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = daebus_ws_attach(daebus_ws_create(&wo, NULL), app);
     if (rc == 0)
-        rc = daebus_bus_attach(daebus_bus_create(NULL, NULL), app);
+        rc = daebus_bus_attach(daebus_bus_create(&bo, NULL), app);
     if (rc == 0)
         rc = daebus_scheduler_attach(sched, app);
     else
@@ -331,7 +374,7 @@ int main(int argc, char **argv)
         rc =
             daebus_scheduler_add_task(sched, "system_status", interval, system_status, NULL, false);
     if (rc == 0)
-        rc = daebus_app_register_blueprint(app, &daebus_rooms_bp);
+        rc = daebus_rooms_register(app); /* + its "client left" hook */
     if (rc == 0)
         rc = daebus_app_register_blueprint(app, &daebus_admin_bp);
     if (rc == 0)

@@ -199,15 +199,23 @@ double daebus_app_shutdown_timeout(const daebus_app *app)
 
 /* ---- life cycle ---- */
 
+/* Stops the components in reverse attach order, the bus last: what stops
+ * before it (WebSocket clients leaving, their disconnect handlers, HTTP
+ * handlers in flight) may still use Redis through it (shared state of
+ * replicas: docs/replicas.md). */
 static void stop_components(daebus_app *app)
 {
-    for (size_t i = app->ncomponents; i-- > 0;) {
-        daebus__component *c = app->components[i];
-        if (c->started && c->ops->stop) {
-            daebus_log(DAEBUS_LOG_DEBUG, "app", "stopping %s", c->ops->name);
-            c->ops->stop(c->self);
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = app->ncomponents; i-- > 0;) {
+            daebus__component *c = app->components[i];
+            if ((c->ops->kind == DAEBUS__COMP_BUS) != (pass == 1))
+                continue;
+            if (c->started && c->ops->stop) {
+                daebus_log(DAEBUS_LOG_DEBUG, "app", "stopping %s", c->ops->name);
+                c->ops->stop(c->self);
+            }
+            c->started = 0;
         }
-        c->started = 0;
     }
 }
 

@@ -4,7 +4,8 @@
  * (ws_io.h, ws_client.h, ws_request.h, ws_message.h, ws_conn.h); this one
  * holds only the types they share and the lock order.
  *
- * Locks, outermost first: ws->reg_lock (registry, client states), c->lock
+ * Locks, outermost first: (cluster mode) the cluster's dir_lock
+ * (ws_cluster.h), ws->reg_lock (registry, client states), c->lock
  * (one client's queue and metadata), ws->wlock (writer ready/blocked lists).
  * Socket writes happen with none of them held: a writer owns a client by its
  * `writing` flag; the close handler waits for that flag to drop before
@@ -108,7 +109,19 @@ typedef struct ws_client {
     int frag_opcode;
     char subproto[96];
     struct ws_client *next_ready;
+    /* cluster mode (ws_directory.c): what the directory in Redis last got;
+     * read and written by the cluster thread only */
+    double dir_activity;
+    uint64_t dir_in, dir_out;
 } ws_client;
+
+/* A registered "client left" handler (daebus_ws_on_client_departed). */
+typedef struct ws_departed {
+    daebus_ws_departed_fn *fn;
+    void *user;
+} ws_departed;
+
+struct ws_cluster;
 
 struct daebus_ws {
     daebus__component comp;
@@ -155,7 +168,13 @@ struct daebus_ws {
     int nwriters;
     pthread_t maint;
     int maint_started;
+    /* across replicas (ws_cluster.c, ws_directory.c); cluster NULL: one process */
+    daebus_ws_cluster_mode cluster_mode;
+    _Atomic(struct ws_cluster *) cluster; /* set once started: HTTP routes may call in meanwhile */
+    ws_departed *departed;                /* set before the app runs */
+    size_t ndeparted;
     /* stats */
+    atomic_uint_fast64_t st_cluster_pub, st_cluster_recv, st_cluster_err, st_cluster_reaped;
     atomic_uint_fast64_t st_connects, st_rejected, st_disc[5], st_in, st_out, st_bytes_in,
         st_bytes_out, st_handler_errors, st_rate_limited, st_qhw, st_clients_hw;
 };

@@ -13,7 +13,9 @@
 #include "clock.h"
 #include "daebus/log.h"
 #include "ws_client.h"
+#include "ws_cluster.h"
 #include "ws_io.h"
+#include "ws_parse.h"
 
 int daebus_ws_disconnect_client(daebus_ws *ws, const char *client_id, int code, const char *reason)
 {
@@ -30,8 +32,19 @@ int daebus_ws_disconnect_client(daebus_ws *ws, const char *client_id, int code, 
     }
     ws_client *c = daebus__ws_client_find(ws, client_id);
     if (!c)
-        return DAEBUS_ENOENT;
+        return ws->cluster ? daebus__ws_dir_disconnect(ws, client_id, code, reason) : DAEBUS_ENOENT;
     int rc = daebus__ws_begin_close(c, code, reason, WS_BY_SERVER);
+    daebus__ws_client_unref(c);
+    return rc;
+}
+
+int daebus__ws_disconnect_local(daebus_ws *ws, const char *id, int code, const char *reason)
+{
+    ws_client *c = daebus__ws_client_find(ws, id);
+    if (!c)
+        return DAEBUS_ENOENT;
+    int rc =
+        daebus__ws_begin_close(c, code, reason ? reason : "Server closed connection", WS_BY_SERVER);
     daebus__ws_client_unref(c);
     return rc;
 }
@@ -79,9 +92,16 @@ static int notify_shutdown(daebus_ws *ws, const cJSON *message)
         cJSON_AddBoolToObject(def, "reconnect", true);
         message = def;
     }
-    int n = daebus_ws_broadcast_to_all(ws, message, "server_shutdown");
+    /* This replica's clients only: a graceful shutdown is local (websocket.h),
+     * and broadcast_to_all reaches every replica's clients in cluster mode. */
+    size_t len = 0;
+    char *text = daebus__ws_envelope("server_shutdown", message, NULL, &len);
+    ws_frame *f = text ? daebus__ws_frame_text_take(text, len) : NULL;
+    int n = f ? daebus__ws_broadcast_local(ws, f) : 0;
+    if (f)
+        daebus__ws_frame_unref(f);
     cJSON_Delete(def);
-    return n > 0 ? n : 0;
+    return n;
 }
 
 int daebus_ws_graceful_shutdown(daebus_ws *ws, double timeout, const cJSON *message)

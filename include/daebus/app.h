@@ -11,7 +11,9 @@
  *
  * Components (http, websocket, bus, scheduler) are attached once each;
  * websocket needs http attached first. They start in attach order and stop in
- * reverse order. daebus_app_run() returns the process exit status: 0 after a
+ * reverse order, except the bus, which stops last (what stops before it -
+ * WebSocket clients leaving, their disconnect handlers - may still use Redis
+ * through it). daebus_app_run() returns the process exit status: 0 after a
  * clean stop, 1 when start-up failed.
  *
  * Thread: the app's owning thread.
@@ -126,7 +128,7 @@ DAEBUS_API int daebus_app_register_blueprint(daebus_app *app, daebus_blueprint *
 
 /* Runs the service: starts components in attach order, runs ON_START hooks,
  * logs readiness, blocks until SIGINT/SIGTERM (unless no_signals) or
- * daebus_app_stop(), then stops components in reverse order.
+ * daebus_app_stop(), then stops components in reverse order (the bus last).
  * A second signal during shutdown exits the process at once (status 1).
  * Returns: 0 after a clean stop; 1 if start-up failed.
  * Call it once. Thread: the app's owning thread. */

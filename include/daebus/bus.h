@@ -30,6 +30,11 @@
  * Any number of progress messages (final:false) may precede the final reply.
  * Calls after the final reply return DAEBUS_ESTATE and send nothing.
  *
+ * Replicas: several processes of one service on one Redis are replicas;
+ * each request of the service channel is handled by exactly one of them, and
+ * LISTEN(..., .once = true) makes a queue group (docs/replicas.md). Callers
+ * change nothing.
+ *
  * Connection loss: the subscriber reconnects with capped exponential backoff
  * and subscribes again (once per channel), logging one line per state change;
  * publishers reconnect lazily on their next use. HTTP/WebSocket are unaffected.
@@ -98,13 +103,21 @@ typedef struct daebus_bus_options {
         0, 0, 0, 0.0, 0.0, 0.0, 0.0, false, 0.0, 0.0                                               \
     }
 
-/* Counters for metrics. All monotonic except connected. */
+/* Counters for metrics. All monotonic except connected and solo. */
 /* The counters (X, F: see DAEBUS_STATS_FIELD in app.h). errors: error
  * replies sent (all causes); too_large: messages over max_message_size
  * (replies to daebus_bus_caller() included); replies_sent: every reply
  * published (progress included); broadcasts: successful
- * daebus_bus_broadcast() calls; connected: 1 = subscriber connected and
- * subscribed. */
+ * daebus_bus_broadcast() calls; store_commands / store_errors: commands of
+ * daebus_bus_redis*() and the calls that failed; connected: 1 = subscriber
+ * connected and subscribed, and joined (it takes requests: see below).
+ * Replicas (docs/replicas.md, "Actions exactly once"): each
+ * message of the service channel or of a LISTEN .once channel is taken by one
+ * replica; claims_won/lost/failed count this replica's claims,
+ * ignored_joining the messages it let pass while joining or leaving, and solo
+ * is 1 while it is provably alone and takes every message without a claim
+ * (overloads also counts messages left to another replica because the
+ * worker queue was full). */
 #define DAEBUS_BUS_STATS(X, F)                                                                     \
     X(uint64_t, requests_received, "daebus_bus_requests_received_total", "", "counter",            \
       "Service-channel messages with an action.")                                                  \
@@ -126,8 +139,22 @@ typedef struct daebus_bus_options {
     X(uint64_t, broadcasts, "daebus_bus_broadcasts_total", "", "counter", "Broadcasts published.") \
     X(uint64_t, reconnects, "daebus_bus_reconnects_total", "", "counter",                          \
       "Redis subscriber reconnections.")                                                           \
+    X(uint64_t, store_commands, "daebus_bus_store_commands_total", "", "counter",                  \
+      "Commands run with daebus_bus_redis() and daebus_bus_redis_pipeline().")                     \
+    X(uint64_t, store_errors, "daebus_bus_store_errors_total", "", "counter",                      \
+      "Those calls that failed: Redis unreachable or an error reply.")                             \
     X(int, connected, "daebus_bus_connected", "", "gauge",                                         \
-      "1 while the Redis subscriber is connected.")
+      "1 while the Redis subscriber is connected.")                                                \
+    X(uint64_t, claims_won, "daebus_bus_claims_won_total", "", "counter",                          \
+      "Claims won: messages this replica took among several.")                                     \
+    X(uint64_t, claims_lost, "daebus_bus_claims_lost_total", "", "counter",                        \
+      "Claims lost: messages another replica took.")                                               \
+    X(uint64_t, claims_failed, "daebus_bus_claims_failed_total", "", "counter",                    \
+      "Claims that failed (Redis error, epoch lost, too late): messages not handled here.")        \
+    X(uint64_t, ignored_joining, "daebus_bus_ignored_joining_total", "", "counter",                \
+      "Messages ignored while joining the replicas, rejoining or leaving.")                        \
+    X(int, solo, "daebus_bus_solo", "", "gauge",                                                   \
+      "1 while this replica is alone and handles without claims, 0 while it claims.")
 
 struct daebus_bus_stats {
     DAEBUS_BUS_STATS(DAEBUS_STATS_FIELD, DAEBUS_STATS_PLAIN_FIELD)
@@ -242,6 +269,67 @@ DAEBUS_API int daebus_bus_progress_take(daebus_bus_request *req, cJSON *payload,
  * Thread: callable from any thread. */
 DAEBUS_API void daebus_bus_request_retain(daebus_bus_request *req);
 DAEBUS_API void daebus_bus_request_release(daebus_bus_request *req);
+
+/* ---- Redis commands for shared state (framework/bus/bus_store.c) ----
+ *
+ * Replicas of a service share state in the Redis the bus talks to (the rooms
+ * blueprint keeps its rooms there). These calls run any Redis command on the
+ * bus's publisher pool (the connections replies and broadcasts use), so
+ * blueprints and user code need no connection of their own. Keep keys under
+ * "daebus:<service>:" (docs/replicas.md lists the framework's own) and keep
+ * commands short: a call holds one pool connection until Redis answered.
+ *
+ * Replies are converted to cJSON: a bulk or status string -> string (a bulk
+ * string is text: it ends at its first NUL byte; store binary data encoded),
+ * an integer -> number (exact up to 2^53), an array -> array (nested),
+ * nil -> null. A Redis error reply (WRONGTYPE, a Lua error, ...) is the only
+ * object: {"error": "<Redis's text>"}.
+ */
+
+/* One command of daebus_bus_redis_pipeline(): argc arguments; lens NULL = each
+ * argv[i] is a NUL-terminated string, else lens[i] bytes (binary-safe). */
+typedef struct daebus_redis_cmd {
+    int argc;
+    const char **argv;
+    const size_t *lens;
+} daebus_redis_cmd;
+
+/* Runs one Redis command (argv[0] is its name: "HSET", "EVAL", ...) and waits
+ * for its reply (at most the bus's command_timeout).
+ * lens NULL = every argv[i] is NUL-terminated, else lens[i] bytes each.
+ * Thread: callable from any thread.
+ * (While the app runs; blocks the calling thread for one round trip.)
+ * Ownership: argv and lens are borrowed; *reply (reply may be NULL: the reply
+ * is dropped) is the caller's to free with cJSON_Delete(), set on 0 and on
+ * DAEBUS_EREPLY ({"error": text}), NULL otherwise.
+ * Returns: 0; DAEBUS_EREPLY (Redis answered with an error: logged, at most one
+ * line a second, and counted in store_errors, except NOSCRIPT, the normal
+ * answer of EVALSHA after Redis lost its script cache); DAEBUS_ECONN (Redis
+ * unreachable or the connection broke: the command may or may not have run;
+ * counted in store_errors); DAEBUS_ESTATE (the bus is not running);
+ * DAEBUS_EINVAL (bus NULL, argc < 1, argv NULL or holding NULL);
+ * DAEBUS_ENOMEM. */
+DAEBUS_API int daebus_bus_redis(daebus_bus *bus, int argc, const char **argv, const size_t *lens,
+                                cJSON **reply);
+
+/* Sends the n commands (1..DAEBUS_BUS_PIPELINE_MAX) in one write on one
+ * connection and reads their n replies: one round trip. Not atomic (another
+ * client's commands may run between them: use MULTI/EXEC inside the pipeline,
+ * or one EVAL, for that).
+ * Thread: callable from any thread.
+ * (While the app runs; blocks for one round trip.)
+ * Ownership: cmds are borrowed; replies (may be NULL) has n slots that get
+ * the n converted replies, each the caller's to free (a command Redis refused
+ * gets {"error": text}); on any other return every slot is NULL.
+ * Returns: 0 (every command answered, none with an error); DAEBUS_EREPLY
+ * (every command answered, at least one with an error: see its slot; logged
+ * and counted as above); DAEBUS_ECONN (no reply kept: some commands may have
+ * run); DAEBUS_ESTATE; DAEBUS_EINVAL (n outside 1..DAEBUS_BUS_PIPELINE_MAX, a
+ * bad command); DAEBUS_ENOMEM. */
+DAEBUS_API int daebus_bus_redis_pipeline(daebus_bus *bus, const daebus_redis_cmd *cmds, size_t n,
+                                         cJSON **replies);
+
+#define DAEBUS_BUS_PIPELINE_MAX 1024
 
 #ifdef __cplusplus
 }

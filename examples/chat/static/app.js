@@ -2,8 +2,8 @@
  *
  * Speaks the Daebus WebSocket protocol: the page sends {type, data, request_id}
  * and gets {type: "response", data, request_id} back, plus server pushes
- * (new_message, room_update, notification, disconnect_notice, system_status,
- * server_shutdown). It reconnects with capped exponential backoff and then
+ * (new_message, room_update, direct_message, notification, disconnect_notice,
+ * system_status, server_shutdown). "/msg user text" sends a direct message. It reconnects with capped exponential backoff and then
  * registers again and re-joins its rooms. A kick (disconnect_notice) stops the
  * automatic reconnection until the user asks for it.
  */
@@ -206,6 +206,13 @@
           refreshAllRooms();
         }
         return;
+      case 'direct_message':
+        if (state.current)
+          addToRoom(state.current, {sender: d.from + ' (private)', text: d.text,
+                                    timestamp: d.timestamp});
+        else
+          showNotice('Private message from ' + d.from + ': ' + d.text, 'info');
+        return;
       case 'notification':
       case 'message':
         showNotice('Notification: ' + (d.message || JSON.stringify(d)), 'info');
@@ -231,7 +238,8 @@
     const parts = [];
     if (d.active_users !== undefined) parts.push(d.active_users + ' users');
     if (d.rooms !== undefined) parts.push(d.rooms + ' rooms');
-    if (d.connections !== undefined) parts.push(d.connections + ' connections');
+    if (d.cluster_connections !== undefined) parts.push(d.cluster_connections + ' connections');
+    else if (d.connections !== undefined) parts.push(d.connections + ' connections');
     if (d.memory_mb !== undefined) parts.push(d.memory_mb + ' MB');
     el.textContent = 'Server: ' + parts.join(', ') + ' (' + fmtTime(d.timestamp) + ')';
     el.hidden = false;
@@ -273,6 +281,13 @@
 
   async function send(text) {
     const room = state.current;
+    const dm = /^\/msg\s+(\S+)\s+([\s\S]+)$/.exec(text);
+    if (dm) { // a private message to a user, on whichever server holds it
+      const res = await request('direct_message', {to: dm[1], message: dm[2]});
+      addToRoom(room, {sender: state.username + ' \u2192 ' + dm[1] + ' (private)', text: dm[2],
+                       timestamp: res.timestamp});
+      return res;
+    }
     const res = await request('chat_message', {room, message: text});
     addToRoom(room, {id: res.message_id, room, sender: state.username, text, timestamp: res.timestamp});
     return res;
