@@ -7,6 +7,10 @@
  * - a replica killed with -9 under load: no request is answered twice or run
  *   twice; the requests it had not taken are answered by the others; the
  *   ones it took may time out (at most the requests in flight);
+ * - two replicas frozen (SIGSTOP) past their window: the third goes solo and
+ *   answers what is published meanwhile; when the frozen ones resume (their
+ *   heartbeat may announce before their subscriber reads the backlog) they
+ *   run none of it again;
  * - Redis killed and restarted on the same port under load: nothing runs
  *   twice across the outage, and once the replicas are back every request is
  *   answered exactly once (redis-py and the C caller). */
@@ -118,6 +122,30 @@ static void test_kill9(void)
     CU_ASSERT(once_all_ready(10));
 }
 
+static void test_frozen_resume(void)
+{
+    CU_ASSERT_FATAL(once_all_ready(10));
+    kill(once_procs[1].pid, SIGSTOP);
+    kill(once_procs[2].pid, SIGSTOP);
+    TS_WAIT_UNTIL(once_metric(0, "daebus_bus_solo") == 1, 6);
+    CU_ASSERT_EQUAL_FATAL(once_metric(0, "daebus_bus_solo"), 1);
+    pid_t py = once_python("req", ONCE_SERVICE, 300, "z", 300, 5);
+    TS_WAIT_UNTIL(once_metric(0, "daebus_bus_requests_handled_total") >= 300, 10);
+    kill(once_procs[1].pid, SIGCONT);
+    kill(once_procs[2].pid, SIGCONT);
+    cJSON *pr = once_python_wait(py, 30);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(pr);
+    CU_ASSERT_EQUAL(cJSON_GetObjectItem(pr, "answered")->valueint, 300);
+    CU_ASSERT_EQUAL(cJSON_GetObjectItem(pr, "dups")->valueint, 0);
+    CU_ASSERT(once_all_ready(10)); /* they joined again */
+    ts_sleep_ms(500);
+    CU_ASSERT_EQUAL(twice('a', "z"), 0);
+    once_runs *r = once_runs_load();
+    CU_ASSERT_EQUAL(once_runs_prefix(r, 'a', "z-"), 300);
+    once_runs_free(r);
+    cJSON_Delete(pr);
+}
+
 static void test_redis_restart(void)
 {
     once_load l;
@@ -159,6 +187,7 @@ int main(void)
     CU_pSuite s = CU_add_suite("once failures", init, cleanup);
     CU_add_test(s, "graceful stop: finishes what it took", test_graceful_stop_finishes);
     CU_add_test(s, "kill -9 under load: nothing twice", test_kill9);
+    CU_add_test(s, "frozen replicas resume: nothing twice", test_frozen_resume);
     CU_add_test(s, "Redis restart under load", test_redis_restart);
     return ts_run_cunit();
 }
