@@ -7,6 +7,7 @@
  *   GET  /stats           {"rss_kb", "ws": {...}, "http": {...}}
  *   SOCKET "echo"         answers with the message's data
  *   ACTION "echo"         replies with the payload
+ *   and the replica benchmarks' routes (perf_replica.h)
  *
  * Usage: perf_service [standard flags: --port N --redis URL ...]
  *        env PERF_MAX_CLIENTS (default 1024)
@@ -21,6 +22,7 @@
 
 #include "daebus/daebus.h"
 #include "perf_common.h"
+#include "perf_replica.h"
 
 static daebus_ws *g_ws;
 static daebus_http *g_http;
@@ -173,7 +175,7 @@ int main(int argc, char **argv)
     g_ws = daebus_ws_create(&wo, NULL);
     daebus_bus *bus = g_bus = daebus_bus_create(NULL, NULL);
     if (!http || daebus_http_attach(http, app) != 0 || !g_ws || daebus_ws_attach(g_ws, app) != 0 ||
-        !bus || daebus_bus_attach(bus, app) != 0) {
+        !bus || daebus_bus_attach(bus, app) != 0 || perf_replica_setup(app, g_ws) != 0) {
         fprintf(stderr, "perf_service: set-up failed\n");
         return 1;
     }

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "daebus/daebus.h"
 #include "perf_common.h"
 #include "testsupport.h"
 /* Reads the service's log; notes when the ready line arrives, then keeps
@@ -40,6 +41,13 @@ static void *reader_main(void *arg)
 /* Starts perf_service; returns 0 once it logged its ready line. */
 int perf_svc_start(perf_svc *s, const char *path, const char *redis_url, int max_clients, bool raw)
 {
+    perf_svc_opts o = {
+        .path = path, .redis_url = redis_url, .max_clients = max_clients, .raw = raw};
+    return perf_svc_start_opts(s, &o);
+}
+
+int perf_svc_start_opts(perf_svc *s, const perf_svc_opts *o)
+{
     memset(s, 0, sizeof *s);
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
@@ -49,7 +57,7 @@ int perf_svc_start(perf_svc *s, const char *path, const char *redis_url, int max
         return -1;
     char port[16], mc[16];
     snprintf(port, sizeof port, "%d", s->port);
-    snprintf(mc, sizeof mc, "%d", max_clients);
+    snprintf(mc, sizeof mc, "%d", o->max_clients);
     s->t_fork = perf_now();
     s->pid = fork();
     if (s->pid == 0) {
@@ -57,10 +65,16 @@ int perf_svc_start(perf_svc *s, const char *path, const char *redis_url, int max
         close(pfd[0]);
         close(pfd[1]);
         setenv("PERF_MAX_CLIENTS", mc, 1);
-        if (raw)
+        if (o->raw)
             setenv("PERF_RAW", "1", 1);
-        execl(path, path, "--port", port, "--redis", redis_url, "--log-level", "info",
-              (char *)NULL);
+        if (o->relay)
+            setenv("PERF_RELAY", o->relay, 1);
+        if (o->service)
+            execl(o->path, o->path, "--port", port, "--redis", o->redis_url, "--log-level", "info",
+                  "--service", o->service, (char *)NULL);
+        else
+            execl(o->path, o->path, "--port", port, "--redis", o->redis_url, "--log-level", "info",
+                  (char *)NULL);
         _exit(127);
     }
     close(pfd[1]);
@@ -82,6 +96,35 @@ int perf_svc_stop(perf_svc *s)
     waitpid(s->pid, &st, 0);
     pthread_join(s->reader, NULL);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+int perf_svc_post(int port, const char *path, const char *body, cJSON **out)
+{
+    ts_http_response r;
+    memset(&r, 0, sizeof r);
+    if (ts_http(port, "POST", path, "Content-Type: application/json\r\n", body, strlen(body), &r) !=
+        0)
+        return -1;
+    if (out)
+        *out = r.body ? cJSON_Parse(r.body) : NULL;
+    int status = r.status;
+    ts_http_free(&r);
+    return status;
+}
+
+double perf_svc_stat(int port, const char *section, const char *name)
+{
+    ts_http_response r;
+    memset(&r, 0, sizeof r);
+    if (ts_http(port, "GET", "/stats", NULL, NULL, 0, &r) != 0)
+        return -1;
+    cJSON *o = r.body ? cJSON_Parse(r.body) : NULL;
+    const cJSON *v =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(o, section), name);
+    double d = cJSON_IsNumber(v) ? v->valuedouble : -1;
+    cJSON_Delete(o);
+    ts_http_free(&r);
+    return d;
 }
 
 int perf_svc_default_path(char *buf, size_t len)
