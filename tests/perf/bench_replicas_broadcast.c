@@ -40,7 +40,7 @@ static int connect_set(perf_ws_proc *procs, const int *ports, int n)
     perf_ws_cmd cmd;
     memset(&cmd, 0, sizeof cmd);
     cmd.mode = PERF_WS_SINK;
-    cmd.seconds = 30;
+    cmd.seconds = 10; /* give up on a client that misses messages */
     cmd.expect = MESSAGES;
     cmd.rounds = ROUNDS;
     snprintf(cmd.path, sizeof cmd.path, "/ws");

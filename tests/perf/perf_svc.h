@@ -44,6 +44,11 @@ int perf_svc_stop(perf_svc *s);
 struct cJSON;
 int perf_svc_post(int port, const char *path, const char *body, struct cJSON **out);
 
+/* POSTs n JSON bodies to path on one keep-alive connection, all written
+ * before any answer is read (HTTP pipelining; the last request closes the
+ * connection). Returns the number of 200 answers, or -1. */
+int perf_svc_post_pipelined(int port, const char *path, char *const *bodies, int n);
+
 /* A number of GET /stats of perf_service: section "ws"/"http"/"bus", or -1. */
 double perf_svc_stat(int port, const char *section, const char *name);
 
