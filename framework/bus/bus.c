@@ -23,10 +23,13 @@
 
 /* ---- connection state (the transport's subscriber thread) ---- */
 
-static void set_connected(daebus_bus *bus, int v)
+/* subscribed: the subscriber's state; connected (the public gauge): it
+ * takes messages, which with exactly once waits for the join to come back. */
+static void set_connected(daebus_bus *bus, int subscribed, int connected)
 {
     pthread_mutex_lock(&bus->state_lock);
-    atomic_store(&bus->connected, v);
+    atomic_store(&bus->subscribed, subscribed);
+    atomic_store(&bus->connected, connected);
     pthread_cond_broadcast(&bus->state_cond);
     pthread_mutex_unlock(&bus->state_lock);
 }
@@ -34,6 +37,10 @@ static void set_connected(daebus_bus *bus, int v)
 static void on_state(void *user, const daebus__redis_event *ev)
 {
     daebus_bus *bus = user;
+    /* Exactly once: a fresh subscription joins again (others may have gone
+     * solo meanwhile); a lost one stops handling at once. */
+    if (ev->state == DAEBUS__REDIS_UP || ev->state == DAEBUS__REDIS_DOWN)
+        daebus__cluster_on_link(atomic_load(&bus->cluster), ev->state == DAEBUS__REDIS_UP);
     switch (ev->state) {
     case DAEBUS__REDIS_UP:
         if (ev->reconnect) {
@@ -44,7 +51,7 @@ static void on_state(void *user, const daebus__redis_event *ev)
             DAEBUS_LOG_INFOF(LOGC, "connected to %s; subscribed to %zu channel(s)", bus->where,
                              ev->nchannels);
         }
-        set_connected(bus, 1);
+        set_connected(bus, 1, !bus->gated);
         break;
     case DAEBUS__REDIS_RETRY:
         if (!ev->reconnect)
@@ -55,12 +62,12 @@ static void on_state(void *user, const daebus__redis_event *ev)
                               ev->next_try);
         break;
     case DAEBUS__REDIS_DOWN:
-        set_connected(bus, 0);
+        set_connected(bus, 0, 0);
         DAEBUS_LOG_WARNF(LOGC, "lost connection to Redis at %s (%s); reconnecting", bus->where,
                          ev->why);
         break;
     case DAEBUS__REDIS_STOPPED:
-        set_connected(bus, 0);
+        set_connected(bus, 0, 0);
         break;
     }
 }
@@ -76,9 +83,15 @@ static void wait_state(daebus_bus *bus, int (*pred)(daebus_bus *), double second
             break;
 }
 
-static int is_connected(daebus_bus *bus)
+static int is_subscribed(daebus_bus *bus)
 {
-    return atomic_load(&bus->connected);
+    return atomic_load(&bus->subscribed);
+}
+
+void daebus__bus_joined(daebus_bus *bus)
+{
+    if (atomic_load(&bus->subscribed))
+        set_connected(bus, 1, 1);
 }
 
 static int no_live_request(daebus_bus *bus)
@@ -86,10 +99,29 @@ static int no_live_request(daebus_bus *bus)
     return bus->live == 0;
 }
 
-/* Subscribes the service channel and every LISTEN channel. Returns: 0 or
+/* Is any message handled by one replica only (the service channel, a
+ * LISTEN .once)? Then the cluster channel is read too (bus_claim.c). */
+static bool needs_gate(const daebus_bus *bus)
+{
+    bool gated = !bus->opts.no_service_channel;
+    for (size_t i = 0; i < bus->nlistens; i++)
+        gated = gated || bus->listens[i].desc->opts.once;
+    return gated;
+}
+
+/* Subscribes the service channel, every LISTEN channel and, when gated, the
+ * cluster channel (one connection: one order for all). Returns: 0 or
  * DAEBUS_ENOMEM. */
 static int add_channels(daebus_bus *bus)
 {
+    bus->gated = needs_gate(bus);
+    daebus__cluster_channel(bus->service, bus->cluster_channel, sizeof bus->cluster_channel);
+    free(bus->listen_pos);
+    bus->listen_pos = calloc(bus->nlistens ? bus->nlistens : 1, sizeof *bus->listen_pos);
+    if (!bus->listen_pos)
+        return DAEBUS_ENOMEM;
+    if (bus->gated && daebus__redis_sub_subscribe(bus->sub, bus->cluster_channel) < 0)
+        return DAEBUS_ENOMEM;
     if (!bus->opts.no_service_channel && daebus__redis_sub_subscribe(bus->sub, bus->service) < 0)
         return DAEBUS_ENOMEM;
     for (size_t i = 0; i < bus->nlistens; i++) {
@@ -119,6 +151,7 @@ static int make_transport(daebus_bus *bus)
         .poll_ms = o->health_interval < 1 ? 50 : 500,
         .on_message = daebus__bus_on_message,
         .on_state = on_state,
+        .on_tick = daebus__bus_on_tick,
         .user = bus,
     };
     bus->pool = daebus__pool_create("bus", daebus_app_max_workers(bus->app), o->max_queue);
@@ -136,8 +169,12 @@ static int start_cluster(daebus_bus *bus)
 {
     daebus__cluster_destroy(atomic_exchange(&bus->cluster, NULL));
     int port = daebus__app_http_bound_port(bus->app);
-    daebus__cluster_opts co = {bus->pub, bus->service, daebus_app_instance_id(bus->app),
-                               port > 0 ? port : 0, bus->opts.heartbeat};
+    daebus__cluster_opts co = {bus->pub,
+                               bus->service,
+                               daebus_app_instance_id(bus->app),
+                               port > 0 ? port : 0,
+                               bus->opts.heartbeat,
+                               bus->gated};
     daebus__cluster *c = daebus__cluster_start(&co);
     atomic_store(&bus->cluster, c);
     return c ? 0 : DAEBUS_ENOMEM;
@@ -178,14 +215,23 @@ static int bus_start(void *self)
     } else {
         /* Normally ready on return; if Redis is down the thread keeps trying. */
         pthread_mutex_lock(&bus->state_lock);
-        wait_state(bus, is_connected, bus->opts.connect_timeout + 0.5);
+        wait_state(bus, is_subscribed, bus->opts.connect_timeout + 0.5);
         pthread_mutex_unlock(&bus->state_lock);
     }
     /* After the subscriber's first connection: the instance's own comes second. */
     rc = start_cluster(bus);
-    if (rc != 0)
+    if (rc != 0) {
         bus_stop(bus);
-    return rc;
+        return rc;
+    }
+    /* "Running" means taking requests: the join came back (bounded). */
+    if (bus->gated && atomic_load(&bus->subscribed) &&
+        !daebus__cluster_wait_ready(atomic_load(&bus->cluster), 2.0))
+        DAEBUS_LOG_WARNF(LOGC,
+                         "not yet joined the other replicas of '%s' after 2 s: requests "
+                         "are handled once joined",
+                         bus->service);
+    return 0;
 }
 
 static void bus_stop(void *self)
@@ -193,9 +239,14 @@ static void bus_stop(void *self)
     daebus_bus *bus = self;
     double drain = daebus_app_shutdown_timeout(bus->app);
     atomic_store(&bus->stopping, 1);
+    /* Stop taking (claims in flight end) before leaving the lists: no other
+     * replica goes solo while this one may still win a claim. What it took,
+     * the pool drains below. */
+    daebus__cluster_leave(atomic_load(&bus->cluster), bus->opts.command_timeout + 0.5);
     daebus__cluster_stop(
         atomic_load(&bus->cluster)); /* a graceful stop leaves every list at once */
     daebus__redis_sub_stop(bus->sub);
+    daebus__bus_defer_drop_all(bus); /* not taken: never claimed */
     if (bus->pool) {
         size_t dropped = daebus__pool_shutdown(bus->pool, drain);
         if (dropped)
@@ -221,6 +272,8 @@ static void bus_stop(void *self)
     bus->pool = NULL;
     daebus__redis_sub_destroy(bus->sub);
     bus->sub = NULL;
+    free(bus->listen_pos);
+    bus->listen_pos = NULL;
 }
 
 static void bus_destroy_op(void *self)
@@ -331,6 +384,13 @@ int daebus_bus_get_stats(const daebus_bus *cbus, struct daebus_bus_stats *out)
     out->broadcasts = atomic_load(&bus->broadcasts);
     out->reconnects = atomic_load(&bus->reconnects);
     out->connected = atomic_load(&bus->connected);
+    daebus__cluster_claim_stats cs;
+    daebus__cluster_claim_stats_get(atomic_load(&bus->cluster), &cs);
+    out->claims_won = cs.won;
+    out->claims_lost = cs.lost;
+    out->claims_failed = cs.failed;
+    out->ignored_joining = cs.ignored;
+    out->solo = cs.solo;
     return 0;
 }
 

@@ -68,18 +68,17 @@ static const daebus__handler *find_handler(const daebus__handler *h, size_t n, c
 
 static void submit(daebus_bus *bus, daebus_bus_request *r, daebus__job_fn *fn)
 {
+    if (r->claim.mode == DAEBUS__GATE_CLAIM) {
+        daebus__bus_submit_claimed(bus, &r->claim, fn, daebus__bus_drop_request, r, true, false);
+        return;
+    }
     int rc = daebus__pool_submit(bus->pool, fn, daebus__bus_drop_request, r);
     if (rc == 0)
         return;
-    if (rc == DAEBUS_EFULL) {
-        atomic_fetch_add(&bus->overloads, 1);
-        DAEBUS_LOG_WARNF(LOGC, "worker queue full: refusing a message on '%s'", r->channel);
-        if (r->is_action && r->reply_channel && daebus__bus_claim_final(r))
-            daebus__bus_send_error(bus, r->reply_channel, r->env.request_id,
-                                   "Service overloaded, try again later");
-    } else {
+    if (rc == DAEBUS_EFULL)
+        daebus__bus_overloaded(bus, r);
+    else
         daebus__bus_auto_error(r, "Service shutting down; action '%s' was not run");
-    }
     daebus_bus_request_release(r);
 }
 
@@ -112,7 +111,8 @@ static int parse_message(const char *data, size_t len, daebus__bus_envelope *env
 /* A request that did not parse: the caller would wait for its time-out, so
  * it gets an error reply if reply_to and request_id can be read (and are
  * well-formed UTF-8 themselves: the reply echoes the id). */
-static void reply_unparsed(daebus_bus *bus, const char *data, size_t len, const char *why)
+static void reply_unparsed(daebus_bus *bus, const daebus__bus_claim *cl, const char *data,
+                           size_t len, const char *why)
 {
     char reply[512], rid[256];
     if (daebus__bus_scan_reply(data, len, reply, sizeof reply, rid, sizeof rid) != 0 ||
@@ -123,18 +123,19 @@ static void reply_unparsed(daebus_bus *bus, const char *data, size_t len, const 
     bool prefixed = strncmp(why, "invalid JSON", 12) == 0 || strncmp(why, "invalid UTF-8", 13) == 0;
     snprintf(text, sizeof text, "%s%s", prefixed ? "" : "invalid JSON: ", why);
     if (id)
-        daebus__bus_send_error(bus, reply, id, text);
+        daebus__bus_error_once(bus, cl, reply, id, text, false);
     cJSON_Delete(id);
 }
 
-static void on_service_message(daebus_bus *bus, const char *channel, const char *data, size_t len)
+static void on_service_message(daebus_bus *bus, const daebus__bus_claim *cl, const char *channel,
+                               const char *data, size_t len)
 {
     daebus__bus_envelope env;
     char why[96];
     char rc_buf[512];
     if (parse_message(data, len, &env, why, sizeof why) != 0) {
         note_malformed(bus, "malformed message on", channel, why, data, len);
-        reply_unparsed(bus, data, len, why);
+        reply_unparsed(bus, cl, data, len, why);
         return;
     }
     const char *reply = reply_channel(bus, &env, channel, rc_buf, sizeof rc_buf);
@@ -151,7 +152,7 @@ static void on_service_message(daebus_bus *bus, const char *channel, const char 
             char text[200];
             snprintf(text, sizeof text, "Unknown action '%.*s'", daebus__utf8_prec(env.action, 150),
                      env.action);
-            daebus__bus_send_error(bus, env.reply_to, env.request_id, text);
+            daebus__bus_error_once(bus, cl, env.reply_to, env.request_id, text, true);
         }
         DAEBUS_LOG_DEBUGF(LOGC, "no handler for action '%.*s'", daebus__utf8_prec(env.action, 100),
                           env.action);
@@ -165,13 +166,15 @@ static void on_service_message(daebus_bus *bus, const char *channel, const char 
         return;
     }
     r->is_action = 1;
+    r->claim = *cl;
     r->afn = h->desc->fn.action;
     r->user = h->desc->opts.user;
     submit(bus, r, daebus__bus_run_action);
 }
 
-static void on_listen_message(daebus_bus *bus, const daebus__handler *h, const char *channel,
-                              const char *data, size_t len)
+static void on_listen_message(daebus_bus *bus, const daebus__handler *h,
+                              const daebus__bus_claim *cl, const char *channel, const char *data,
+                              size_t len)
 {
     daebus__bus_envelope env;
     char why[96];
@@ -186,6 +189,7 @@ static void on_listen_message(daebus_bus *bus, const daebus__handler *h, const c
         daebus__bus_envelope_free(&env);
         return;
     }
+    r->claim = *cl;
     r->lfn = h->desc->fn.listen;
     r->user = h->desc->opts.user;
     atomic_fetch_add(&bus->listener_messages, 1);
@@ -197,7 +201,7 @@ static void on_listen_message(daebus_bus *bus, const daebus__handler *h, const c
  * counted, logged at most once a second, never parsed; a request on the
  * service channel whose reply_to and request_id can be read from those
  * bytes gets an error reply. */
-static void on_too_large(daebus_bus *bus, const daebus__redis_msg *m)
+static void on_too_large(daebus_bus *bus, const daebus__bus_claim *cl, const daebus__redis_msg *m)
 {
     atomic_fetch_add(&bus->too_large, 1);
     long missed = daebus__ratelimit_pass(&bus->big_log, daebus__now_mono(), 1.0);
@@ -219,22 +223,38 @@ static void on_too_large(daebus_bus *bus, const daebus__redis_msg *m)
     snprintf(text, sizeof text, "Message too large (%zu bytes; limit %zu)", m->cut_len,
              bus->opts.max_message_size);
     if (id)
-        daebus__bus_send_error(bus, reply, id, text);
+        daebus__bus_error_once(bus, cl, reply, id, text, false);
     cJSON_Delete(id);
 }
 
+/* Every message of a claimed channel goes through the gate first, in
+ * arrival order (cut ones included): its position names it in the claims. */
 void daebus__bus_on_message(void *user, const daebus__redis_msg *m)
 {
     daebus_bus *bus = user;
-    if (m->cut_len) {
-        on_too_large(bus, m);
+    daebus__bus_claim cl = {.mode = DAEBUS__GATE_SOLO};
+    if (bus->gated && strcmp(m->channel, bus->cluster_channel) == 0) {
+        if (!m->cut_len && daebus__cluster_on_message(atomic_load(&bus->cluster), m->data, m->len))
+            daebus__bus_joined(bus);
         return;
     }
     if (!bus->opts.no_service_channel && strcmp(m->channel, bus->service) == 0) {
-        on_service_message(bus, m->channel, m->data, m->len);
+        if (!daebus__bus_gate(bus, &bus->svc_pos, NULL, &cl))
+            return;
+        if (m->cut_len)
+            on_too_large(bus, &cl, m);
+        else
+            on_service_message(bus, &cl, m->channel, m->data, m->len);
         return;
     }
     const daebus__handler *h = find_handler(bus->listens, bus->nlistens, m->channel);
-    if (h)
-        on_listen_message(bus, h, m->channel, m->data, m->len);
+    if (!h)
+        return;
+    if (h->desc->opts.once &&
+        !daebus__bus_gate(bus, &bus->listen_pos[h - bus->listens], m->channel, &cl))
+        return;
+    if (m->cut_len)
+        on_too_large(bus, &cl, m);
+    else
+        on_listen_message(bus, h, &cl, m->channel, m->data, m->len);
 }

@@ -25,6 +25,28 @@
 
 #define DAEBUS__BUS_LOGC "bus"
 
+/* A position counter of a claimed channel: messages since the epoch serial
+ * (subscriber thread only). */
+typedef struct daebus__bus_pos {
+    unsigned long long serial, next;
+} daebus__bus_pos;
+
+/* How a message is taken (bus_claim.c): without a claim (SOLO: alone, or a
+ * LISTEN without .once) or after winning its claim (CLAIM). */
+typedef struct daebus__bus_claim {
+    daebus__gate mode;
+    daebus__cluster_ticket t;
+    unsigned long long pos;
+    char scope[24]; /* "" (service channel) or "l:<hash of the channel>" */
+} daebus__bus_claim;
+
+/* Claims made later (bus_claim.c), in due order. */
+typedef struct daebus__bus_deferred daebus__bus_deferred;
+typedef struct daebus__bus_defer_list {
+    daebus__bus_deferred *head, **tail;
+    size_t n;
+} daebus__bus_defer_list;
+
 struct daebus_bus {
     daebus__component base;
     daebus_bus_options opts;
@@ -43,13 +65,23 @@ struct daebus_bus {
      * threads may read it (daebus_app_instances) while the bus starts. */
     _Atomic(daebus__cluster *) cluster;
     atomic_int stopping;
-    daebus__ratelimit big_log; /* "message too large" lines (subscriber thread only) */
-    daebus__ratelimit bad_log; /* "malformed message" lines (subscriber thread only) */
+    daebus__ratelimit big_log;  /* "message too large" lines (subscriber thread only) */
+    daebus__ratelimit bad_log;  /* "malformed message" lines (subscriber thread only) */
+    daebus__ratelimit full_log; /* "worker queue full" lines */
+
+    /* Exactly once (bus_claim.c): the service channel and LISTEN .once
+     * channels are claimed when gated; positions are subscriber-thread only. */
+    bool gated;
+    char cluster_channel[DAEBUS__CLUSTER_CHANNEL_MAX];
+    daebus__bus_pos svc_pos;
+    daebus__bus_pos *listen_pos;     /* one per entry of listens */
+    daebus__bus_defer_list later[2]; /* not preferred; last resort (subscriber thread) */
 
     pthread_mutex_t state_lock;
     pthread_cond_t state_cond; /* connected changed; live requests changed */
-    atomic_int connected;
-    size_t live; /* requests not yet freed (under state_lock) */
+    atomic_int subscribed;     /* the subscriber is up */
+    atomic_int connected;      /* ... and takes messages (joined, when gated) */
+    size_t live;               /* requests not yet freed (under state_lock) */
 
     pthread_mutex_t caller_lock;
     daebus_caller *caller;
@@ -69,6 +101,7 @@ struct daebus_bus_request {
     daebus_listen_fn *lfn;
     void *user;
     int handler_rc;
+    daebus__bus_claim claim;
     pthread_mutex_t lock;
     int final_sent;
 };
@@ -77,6 +110,8 @@ struct daebus_bus_request {
 
 /* Returns: the bus's instance in the cluster (NULL before start). */
 daebus__cluster *daebus__bus_cluster(const daebus_bus *bus);
+/* This instance's join came back: it takes messages (subscriber thread). */
+void daebus__bus_joined(daebus_bus *bus);
 
 /* ---- bus_request.c ---- */
 
@@ -104,6 +139,36 @@ void daebus__bus_drop_request(void *arg);
 /* Replies to a bus caller that were refused as too large (bus.c adds those of
  * the bus's own caller to its too_large counter). Thread: any. */
 unsigned long long daebus__caller_too_large(const daebus_caller *c);
+
+/* ---- bus_claim.c ---- */
+
+/* Asks the cluster's gate about a message of a claimed channel (subscriber
+ * thread, arrival order); channel is NULL for the service channel. Returns:
+ * false to ignore it, else true with cl filled. */
+bool daebus__bus_gate(daebus_bus *bus, daebus__bus_pos *p, const char *channel,
+                      daebus__bus_claim *cl);
+/* Takes the message of cl: true without a claim (SOLO) or when its claim
+ * was won. Thread: a worker. */
+bool daebus__bus_take(daebus_bus *bus, const daebus__bus_claim *cl);
+/* An error reply made without a request object (malformed, unknown action,
+ * too large): sent at once when solo, else by a worker after winning the
+ * claim (weak: claimed late, so that a replica able to do better wins).
+ * Ownership: request_id is copied. Thread: the subscriber thread. */
+void daebus__bus_error_once(daebus_bus *bus, const daebus__bus_claim *cl, const char *channel,
+                            const cJSON *request_id, const char *text, bool weak);
+/* A full worker queue of a solo replica: answered "overloaded". */
+void daebus__bus_overloaded(daebus_bus *bus, daebus_bus_request *r);
+/* Runs fn(arg) on the pool for a claimed message (cl: its claim, inside
+ * arg): at once when this replica is the preferred one (fn claims), else
+ * after a claim made later on this thread. drop(arg) when it never runs.
+ * request: arg is a daebus_bus_request. Thread: the subscriber thread. */
+void daebus__bus_submit_claimed(daebus_bus *bus, daebus__bus_claim *cl, daebus__job_fn *fn,
+                                daebus__job_fn *drop, void *arg, bool request, bool weak);
+/* The subscriber's tick: runs the deferred claims that are due. Returns: ms
+ * to the next one, or -1. */
+int daebus__bus_on_tick(void *user, bool idle);
+/* Drops every deferred claim (after the subscriber stopped). */
+void daebus__bus_defer_drop_all(daebus_bus *bus);
 
 /* ---- bus_dispatch.c ---- */
 

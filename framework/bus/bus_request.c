@@ -137,9 +137,21 @@ void daebus_bus_request_release(daebus_bus_request *r)
     request_free(r);
 }
 
+/* A claimed request another replica took: released without a word. */
+static bool not_taken(daebus_bus_request *r)
+{
+    if (daebus__bus_take(r->bus, &r->claim))
+        return false;
+    daebus__bus_claim_final(r);
+    daebus_bus_request_release(r);
+    return true;
+}
+
 void daebus__bus_run_action(void *arg)
 {
     daebus_bus_request *r = arg;
+    if (not_taken(r))
+        return;
     int rc = r->afn(r, r->env.payload, r->user);
     r->handler_rc = rc;
     atomic_fetch_add(&r->bus->requests_handled, 1);
@@ -154,6 +166,8 @@ void daebus__bus_run_action(void *arg)
 void daebus__bus_run_listen(void *arg)
 {
     daebus_bus_request *r = arg;
+    if (not_taken(r))
+        return;
     int rc = r->lfn(r, r->env.root, r->user);
     if (rc < 0)
         DAEBUS_LOG_WARNF(LOGC, "listener on '%s' failed: returned %d (%s: %s)", r->channel, rc,
@@ -164,7 +178,10 @@ void daebus__bus_run_listen(void *arg)
 void daebus__bus_drop_request(void *arg)
 {
     daebus_bus_request *r = arg;
-    daebus__bus_auto_error(r, "Service shutting down; action '%s' was not run");
+    if (r->claim.mode == DAEBUS__GATE_CLAIM)
+        daebus__bus_claim_final(r); /* never claimed: not this replica's to answer */
+    else
+        daebus__bus_auto_error(r, "Service shutting down; action '%s' was not run");
     daebus_bus_request_release(r);
 }
 

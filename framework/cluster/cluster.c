@@ -9,32 +9,13 @@
 #include "daebus/log.h"
 #include "check.h"
 #include "clock.h"
-#include "cluster.h"
+#include "cluster_internal.h"
 
-#define LOGC       "cluster"
+#define LOGC       DAEBUS__CLUSTER_LOGC
 #define MAX_LISTED 1024 /* members read per refresh */
-#define MAX_PIPE   16   /* commands per pipeline */
+#define MAX_PIPE   DAEBUS__CLUSTER_MAX_PIPE
 
-typedef enum { LINK_UNKNOWN = 0, LINK_UP, LINK_DOWN } link_state;
-
-struct daebus__cluster {
-    daebus__redis_pub *pub;
-    char *service, *id;
-    char host[72];
-    char key[512], set_key[512];
-    int pid, http_port;
-    double heartbeat;
-    long long window_ms, set_ttl_ms, started_ms;
-
-    pthread_t thread;
-    bool thread_started;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool stopping;   /* under lock */
-    cJSON *view;     /* under lock: the last view read */
-    bool stale;      /* under lock */
-    link_state link; /* heartbeat thread only */
-};
+typedef daebus__cluster_cmd cmdbuf;
 
 /* ---- ids ---- */
 
@@ -79,15 +60,7 @@ void daebus__cluster_make_id(char *buf, size_t len)
 
 /* ---- Redis commands ---- */
 
-/* A pipeline of up to MAX_ARGS-argument commands built from C strings. */
-#define MAX_ARGS 16
-typedef struct cmdbuf {
-    const char *argv[MAX_ARGS];
-    size_t len[MAX_ARGS];
-    daebus__redis_cmd cmd;
-} cmdbuf;
-
-static void cmd_set(cmdbuf *b, int argc, const char *const *args)
+void daebus__cluster_cmd_set(daebus__cluster_cmd *b, int argc, const char *const *args)
 {
     for (int i = 0; i < argc; i++) {
         b->argv[i] = args[i];
@@ -96,9 +69,7 @@ static void cmd_set(cmdbuf *b, int argc, const char *const *args)
     b->cmd = (daebus__redis_cmd){argc, b->argv, b->len};
 }
 
-/* Runs the n commands; returns 0 or a negative code. Replies freed unless
- * keep is set. An error reply of Redis counts as a failure. */
-static int run(daebus__cluster *c, cmdbuf *b, int n, redisReply **keep)
+int daebus__cluster_run(daebus__cluster *c, daebus__cluster_cmd *b, int n, redisReply **keep)
 {
     daebus__redis_cmd cmds[MAX_PIPE] = {{0, NULL, NULL}};
     redisReply *r[MAX_PIPE] = {NULL};
@@ -121,13 +92,18 @@ static int run(daebus__cluster *c, cmdbuf *b, int n, redisReply **keep)
     return rc;
 }
 
+long long daebus__cluster_now_ms(void)
+{
+    return (long long)(daebus__now_mono() * 1000.0);
+}
+
 /* Redis's clock in ms (one clock for every host). Returns: 0 or a code. */
 static int redis_time_ms(daebus__cluster *c, long long *out)
 {
     cmdbuf b;
-    cmd_set(&b, 1, (const char *[]){"TIME"});
+    daebus__cluster_cmd_set(&b, 1, (const char *[]){"TIME"});
     redisReply *r = NULL;
-    int rc = run(c, &b, 1, &r);
+    int rc = daebus__cluster_run(c, &b, 1, &r);
     if (rc != 0)
         return rc;
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
@@ -141,9 +117,35 @@ static int redis_time_ms(daebus__cluster *c, long long *out)
 
 /* ---- announce ---- */
 
-static int announce(daebus__cluster *c, long long now)
+/* The join this tick publishes (generation 0: none), with its payload and the
+ * key of the epoch it opens. */
+typedef struct join_msg {
+    unsigned long long gen;
+    char payload[160];
+    char fence[600];
+} join_msg;
+
+static void make_join(daebus__cluster *c, join_msg *j, long long sent_ms)
+{
+    j->gen = 0;
+    if (!c->exactly_once)
+        return;
+    unsigned long long want = atomic_load(&c->join_wanted);
+    if (want <= atomic_load(&c->join_sent))
+        return;
+    j->gen = want;
+    snprintf(j->payload, sizeof j->payload, "join %s %llu %lld", c->id, want, sent_ms);
+    daebus__cluster_fence_key(c, daebus__cluster_epoch_of(j->payload), j->fence, sizeof j->fence);
+}
+
+/* Announces this instance; with a join wanted, opens its epoch (the epoch's
+ * key) and publishes the join on the same connection, after the announce:
+ * whoever sees the join can read the announce. t0: monotonic ms taken before
+ * now was read from Redis. */
+static int announce(daebus__cluster *c, long long now, long long t0)
 {
     char pid[24], started[32], seen[32], port[16], hb[24], win[24], score[32], ttl[24];
+    char fttl[24], cur[600];
     snprintf(pid, sizeof pid, "%d", c->pid);
     snprintf(started, sizeof started, "%lld", c->started_ms);
     snprintf(seen, sizeof seen, "%lld", now);
@@ -152,14 +154,34 @@ static int announce(daebus__cluster *c, long long now)
     snprintf(win, sizeof win, "%lld", c->window_ms);
     snprintf(score, sizeof score, "%lld", now + c->window_ms);
     snprintf(ttl, sizeof ttl, "%lld", c->set_ttl_ms);
-    cmdbuf b[4];
-    cmd_set(&b[0], 16,
-            (const char *[]){"HSET", c->key, "id", c->id, "host", c->host, "pid", pid, "started_at",
-                             started, "last_seen", seen, "http_port", port, "heartbeat_ms", hb});
-    cmd_set(&b[1], 3, (const char *[]){"PEXPIRE", c->key, win});
-    cmd_set(&b[2], 4, (const char *[]){"ZADD", c->set_key, score, c->id});
-    cmd_set(&b[3], 3, (const char *[]){"PEXPIRE", c->set_key, ttl});
-    return run(c, b, 4, NULL);
+    snprintf(fttl, sizeof fttl, "%lld", c->fence_ttl_ms);
+    cmdbuf b[7];
+    int n = 4;
+    daebus__cluster_cmd_set(&b[0], 16,
+                            (const char *[]){"HSET", c->key, "id", c->id, "host", c->host, "pid",
+                                             pid, "started_at", started, "last_seen", seen,
+                                             "http_port", port, "heartbeat_ms", hb});
+    daebus__cluster_cmd_set(&b[1], 3, (const char *[]){"PEXPIRE", c->key, win});
+    daebus__cluster_cmd_set(&b[2], 4, (const char *[]){"ZADD", c->set_key, score, c->id});
+    daebus__cluster_cmd_set(&b[3], 3, (const char *[]){"PEXPIRE", c->set_key, ttl});
+    unsigned long long epoch = atomic_load(&c->epoch);
+    if (c->exactly_once && epoch) { /* keeps the current epoch's key alive (never recreates it) */
+        daebus__cluster_fence_key(c, epoch, cur, sizeof cur);
+        daebus__cluster_cmd_set(&b[n++], 3, (const char *[]){"PEXPIRE", cur, fttl});
+    }
+    join_msg j;
+    make_join(c, &j, daebus__cluster_now_ms());
+    if (j.gen) {
+        daebus__cluster_cmd_set(&b[n++], 5, (const char *[]){"SET", j.fence, c->id, "PX", fttl});
+        daebus__cluster_cmd_set(&b[n++], 3, (const char *[]){"PUBLISH", c->channel, j.payload});
+    }
+    int rc = daebus__cluster_run(c, b, n, NULL);
+    if (rc == 0) {
+        atomic_store(&c->announce_ok_ms, t0);
+        if (j.gen)
+            atomic_store(&c->join_sent, j.gen);
+    }
+    return rc;
 }
 
 /* ---- the view ---- */
@@ -209,9 +231,9 @@ static cJSON *read_hashes(daebus__cluster *c, const redisReply *ids, int *rc)
         for (int j = 0; j < k; j++) {
             snprintf(keys[j], sizeof keys[j], "daebus:%s:instance:%s", c->service,
                      ids->element[i + (size_t)j]->str);
-            cmd_set(&b[j], 2, (const char *[]){"HGETALL", keys[j]});
+            daebus__cluster_cmd_set(&b[j], 2, (const char *[]){"HGETALL", keys[j]});
         }
-        *rc = run(c, b, k, h);
+        *rc = daebus__cluster_run(c, b, k, h);
         for (int j = 0; *rc == 0 && j < k; j++) {
             cJSON *e = entry_from(c, h[j]);
             freeReplyObject(h[j]);
@@ -222,21 +244,64 @@ static cJSON *read_hashes(daebus__cluster *c, const redisReply *ids, int *rc)
     return arr;
 }
 
-/* Prunes the ended windows and reads the live instances. */
+/* Is the ZRANGE reply r this instance alone? */
+static bool alone_in(const daebus__cluster *c, const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+           r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, c->id) == 0;
+}
+
+/* This instance's rank among the ids of the ZRANGE reply r, by name (the
+ * same order on every instance): size << 32 | rank, 0 when it is absent. */
+static unsigned long long rank_in(const daebus__cluster *c, const redisReply *r)
+{
+    unsigned long long rank = 0, size = 0;
+    bool found = false;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        if (r->element[i]->type != REDIS_REPLY_STRING)
+            continue;
+        int cmp = strcmp(r->element[i]->str, c->id);
+        size++;
+        rank += cmp < 0;
+        found = found || cmp == 0;
+    }
+    return found && size < 0xffffffffu ? size << 32 | rank : 0;
+}
+
+/* Prunes the ended windows and reads the live instances. With exactly once,
+ * a marker published first on the same connection tells the subscriber where
+ * in its stream this read happened: from that marker on, an instance that
+ * read itself alone handles without claims (cluster_gate.c). */
 static int read_view(daebus__cluster *c, long long now, cJSON **out)
 {
-    char bound[32];
+    char bound[32], marker[160];
     snprintf(bound, sizeof bound, "(%lld", now);
-    cmdbuf b[2];
-    cmd_set(&b[0], 4, (const char *[]){"ZREMRANGEBYSCORE", c->set_key, "-inf", bound});
-    cmd_set(&b[1], 4, (const char *[]){"ZRANGE", c->set_key, "0", "-1"});
-    redisReply *r[2] = {NULL, NULL};
-    int rc = run(c, b, 2, r);
+    unsigned long long n = ++c->marker_n;
+    snprintf(marker, sizeof marker, "view %s %llu %lld", c->id, n, daebus__cluster_now_ms());
+    cmdbuf b[3];
+    int k = 0;
+    if (c->exactly_once)
+        daebus__cluster_cmd_set(&b[k++], 3, (const char *[]){"PUBLISH", c->channel, marker});
+    daebus__cluster_cmd_set(&b[k++], 4,
+                            (const char *[]){"ZREMRANGEBYSCORE", c->set_key, "-inf", bound});
+    daebus__cluster_cmd_set(&b[k++], 4, (const char *[]){"ZRANGE", c->set_key, "0", "-1"});
+    redisReply *r[3] = {NULL, NULL, NULL};
+    int rc = daebus__cluster_run(c, b, k, r);
     if (rc != 0)
         return rc;
-    cJSON *arr = r[1]->type == REDIS_REPLY_ARRAY ? read_hashes(c, r[1], &rc) : NULL;
-    freeReplyObject(r[0]);
-    freeReplyObject(r[1]);
+    const redisReply *ids = r[k - 1];
+    if (c->exactly_once) {
+        atomic_store(&c->order, rank_in(c, ids));
+        atomic_store(&c->results[n % DAEBUS__CLUSTER_RING], n << 1 | (alone_in(c, ids) ? 1u : 0u));
+    }
+    cJSON *arr = ids->type == REDIS_REPLY_ARRAY ? read_hashes(c, ids, &rc) : NULL;
+    for (int i = 0; i < k; i++)
+        freeReplyObject(r[i]);
+    if (c->exactly_once) {
+        pthread_mutex_lock(&c->lock); /* daebus__cluster_wait_ready may wait for a first result */
+        pthread_cond_broadcast(&c->cond);
+        pthread_mutex_unlock(&c->lock);
+    }
     if (rc != 0 || !arr) {
         cJSON_Delete(arr);
         return rc ? rc : DAEBUS_ENOMEM;
@@ -250,7 +315,7 @@ static int read_view(daebus__cluster *c, long long now, cJSON **out)
 /* One log line per change of the link to Redis. */
 static void link_changed(daebus__cluster *c, bool ok, int count)
 {
-    link_state now = ok ? LINK_UP : LINK_DOWN;
+    daebus__cluster_link now = ok ? LINK_UP : LINK_DOWN;
     if (now == c->link)
         return;
     if (ok && c->link == LINK_DOWN)
@@ -280,12 +345,13 @@ static bool has_self(const cJSON *view)
 /* One tick: announce (when beat is set) and refresh the view. */
 static void tick(daebus__cluster *c, bool beat)
 {
-    long long now = 0;
+    long long now = 0, t0 = daebus__cluster_now_ms();
     cJSON *view = NULL;
     int rc = redis_time_ms(c, &now);
-    bool announced = rc == 0 && (beat || c->link != LINK_UP);
+    bool join = c->exactly_once && atomic_load(&c->join_wanted) > atomic_load(&c->join_sent);
+    bool announced = rc == 0 && (beat || join || c->link != LINK_UP);
     if (announced)
-        rc = announce(c, now);
+        rc = announce(c, now, t0);
     if (rc == 0)
         rc = read_view(c, now, &view);
     /* Not in the view although the link held: Redis lost the keys (a restart
@@ -293,7 +359,7 @@ static void tick(daebus__cluster *c, bool beat)
     if (rc == 0 && !announced && !has_self(view)) {
         cJSON_Delete(view);
         view = NULL;
-        rc = announce(c, now);
+        rc = announce(c, now, t0);
         if (rc == 0)
             rc = read_view(c, now, &view);
     }
@@ -308,24 +374,45 @@ static void tick(daebus__cluster *c, bool beat)
     link_changed(c, rc == 0, count);
 }
 
+/* Waits until the next tick is due: the schedule's, a new join asked for,
+ * or a join still pending (retried after retry seconds). Returns: false when
+ * stopping. */
+static bool wait_tick(daebus__cluster *c, daebus__deadline next, double retry)
+{
+    unsigned long long asked = atomic_load(&c->join_wanted);
+    bool pending = c->exactly_once && asked > atomic_load(&c->join_sent);
+    daebus__deadline until = next;
+    if (pending && daebus__deadline_left(next) > retry)
+        until = daebus__deadline_in(retry);
+    pthread_mutex_lock(&c->lock);
+    while (!c->stopping && !daebus__deadline_passed(until) && atomic_load(&c->join_wanted) == asked)
+        daebus__cond_wait_until(&c->cond, &c->lock, until);
+    bool stop = c->stopping;
+    pthread_mutex_unlock(&c->lock);
+    return !stop;
+}
+
+/* A tick every half heartbeat (an announce every other one), and more at once
+ * while a join is asked for (it announces and joins; a failed one is retried
+ * after 50 ms, doubling up to half a heartbeat). */
 static void *heartbeat_main(void *arg)
 {
     daebus__cluster *c = arg;
     daebus__sigpipe_block_thread();
-    double half = c->heartbeat / 2;
-    daebus__deadline next = daebus__deadline_in(0);
-    for (unsigned long n = 0;; n++) {
+    double half = c->heartbeat / 2, retry = 0.05;
+    daebus__deadline next = daebus__deadline_in(half);
+    for (unsigned long n = 0;;) {
         tick(c, n % 2 == 0);
+        bool pending = atomic_load(&c->join_wanted) > atomic_load(&c->join_sent);
+        retry = pending ? (retry * 2 < half ? retry * 2 : half) : 0.025;
+        if (!wait_tick(c, next, retry))
+            break;
+        if (!daebus__deadline_passed(next))
+            continue; /* a join: the schedule stays */
+        n++;
         next.at += half;
         if (daebus__deadline_passed(next))
             next = daebus__deadline_in(half);
-        pthread_mutex_lock(&c->lock);
-        while (!c->stopping && !daebus__deadline_passed(next))
-            daebus__cond_wait_until(&c->cond, &c->lock, next);
-        bool stop = c->stopping;
-        pthread_mutex_unlock(&c->lock);
-        if (stop)
-            break;
     }
     return NULL;
 }
@@ -368,6 +455,9 @@ static int init_fields(daebus__cluster *c, const daebus__cluster_opts *o)
     c->started_ms = (long long)(daebus__now_wall() * 1000);
     snprintf(c->key, sizeof c->key, "daebus:%s:instance:%s", c->service, c->id);
     snprintf(c->set_key, sizeof c->set_key, "daebus:%s:instances", c->service);
+    daebus__cluster_channel(c->service, c->channel, sizeof c->channel);
+    c->exactly_once = o->exactly_once;
+    daebus__cluster_gate_init(c);
     c->view = self_entry(c);
     c->stale = true;
     return c->view ? 0 : DAEBUS_ENOMEM;
@@ -394,6 +484,7 @@ void daebus__cluster_stop(daebus__cluster *c)
 {
     if (!c || !c->thread_started)
         return;
+    atomic_store(&c->taking, 0);
     pthread_mutex_lock(&c->lock);
     c->stopping = true;
     pthread_cond_broadcast(&c->cond);
@@ -401,9 +492,9 @@ void daebus__cluster_stop(daebus__cluster *c)
     pthread_join(c->thread, NULL);
     c->thread_started = false;
     cmdbuf b[2];
-    cmd_set(&b[0], 2, (const char *[]){"DEL", c->key});
-    cmd_set(&b[1], 3, (const char *[]){"ZREM", c->set_key, c->id});
-    if (run(c, b, 2, NULL) != 0)
+    daebus__cluster_cmd_set(&b[0], 2, (const char *[]){"DEL", c->key});
+    daebus__cluster_cmd_set(&b[1], 3, (const char *[]){"ZREM", c->set_key, c->id});
+    if (daebus__cluster_run(c, b, 2, NULL) != 0)
         DAEBUS_LOG_DEBUGF(LOGC, "instance %s: keys not deleted (they expire)", c->id);
     pthread_mutex_lock(&c->lock);
     cJSON_Delete(c->view);

@@ -17,6 +17,7 @@
 #define DAEBUS_CLUSTER_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <cjson/cJSON.h>
 #include "redis_pub.h"
 
@@ -28,6 +29,8 @@ typedef struct daebus__cluster_opts {
     const char *instance_id; /* copied */
     int http_port;           /* the port this instance serves HTTP on; 0 = none */
     double heartbeat;        /* seconds; <= 0 = 1 */
+    bool exactly_once;       /* the owner gates a subscriber with daebus__cluster_gate: the
+                                heartbeat publishes joins and markers on the cluster channel */
 } daebus__cluster_opts;
 
 /* Creates the cluster view and starts the heartbeat thread (the first
@@ -55,5 +58,83 @@ cJSON *daebus__cluster_instances(daebus__cluster *c);
  * DAEBUS__INSTANCE_ID_MAX bytes. */
 #define DAEBUS__INSTANCE_ID_MAX 96
 void daebus__cluster_make_id(char *buf, size_t len);
+
+/* ---- exactly once (cluster_gate.c; docs/replicas.md "Actions exactly once") ----
+ *
+ * The owner of a subscriber (the bus) subscribes the cluster channel on the
+ * same connection as the channels whose messages must be handled by one
+ * instance only ("claimed" channels), feeds it the cluster channel's
+ * messages and the connection's ups and downs, and asks the gate about each
+ * message of a claimed channel, in arrival order. The gate says whether
+ * to ignore it (joining, leaving), handle it without a claim (solo: provably
+ * alone) or claim it first. A claim names the message by the epoch it
+ * arrived in (the last join on the cluster channel before it) and its
+ * position on its channel since that join: every instance that handles
+ * messages saw the same join at the same place of the same stream, so they
+ * all give one message one name. */
+
+/* "daebus:<service>:cluster" into buf (at least DAEBUS__CLUSTER_CHANNEL_MAX). */
+#define DAEBUS__CLUSTER_CHANNEL_MAX 600
+void daebus__cluster_channel(const char *service, char *buf, size_t len);
+
+typedef enum daebus__gate {
+    DAEBUS__GATE_IGNORE = 0, /* not handled here (joining, leaving, announces failing) */
+    DAEBUS__GATE_SOLO,       /* alone: handle without a claim */
+    DAEBUS__GATE_CLAIM       /* claim, handle only when won */
+} daebus__gate;
+
+/* What a claim needs to know of its message, filled by the gate. */
+typedef struct daebus__cluster_ticket {
+    uint64_t epoch; /* the epoch it arrived in */
+    unsigned long long
+        serial;          /* this instance's count of epochs: positions restart when it changes */
+    long long anchor_ms; /* send time (monotonic ms) of the last own join or marker before it */
+    unsigned rank, size; /* this instance among the size of the last view, by name (size 0:
+                            unknown); a preference, never a condition of safety */
+} daebus__cluster_ticket;
+
+/* A message of the cluster channel. Returns: true when it is this
+ * instance's own join coming back (it handles messages from here on).
+ * Thread: the subscriber thread. */
+bool daebus__cluster_on_message(daebus__cluster *c, const char *data, size_t len);
+/* The subscriber connection is up (subscribed again) or down. Thread: the
+ * subscriber thread. */
+void daebus__cluster_on_link(daebus__cluster *c, bool up);
+/* For a message of a claimed channel, in arrival order. c may be NULL (not
+ * started yet: ignore). Thread: the subscriber thread. */
+daebus__gate daebus__cluster_gate(daebus__cluster *c, daebus__cluster_ticket *t);
+
+/* Claims the message at position pos of a claimed channel (scope: NULL for
+ * the service channel, else a short tag of the channel). Returns: 1 won (handle
+ * it), 0 lost (another instance has it), DAEBUS_ESTATE (leaving: not taken),
+ * DAEBUS_ETIMEDOUT (too late to claim safely), DAEBUS_ECONN (Redis error or
+ * the epoch's key lost). Thread: callable from any thread. */
+int daebus__cluster_claim(daebus__cluster *c, const daebus__cluster_ticket *t, const char *scope,
+                          unsigned long long pos);
+
+/* Several claims in one pipeline (rc of each: as daebus__cluster_claim).
+ * Thread: callable from any thread. */
+typedef struct daebus__cluster_claim_req {
+    const daebus__cluster_ticket *t;
+    const char *scope; /* NULL or "" for the service channel */
+    unsigned long long pos;
+    int rc; /* out */
+} daebus__cluster_claim_req;
+void daebus__cluster_claim_many(daebus__cluster *c, daebus__cluster_claim_req *q, size_t n);
+
+/* Stops taking messages (the gate ignores, claims return DAEBUS_ESTATE) and
+ * waits up to timeout seconds for the claims in flight. Accepts NULL. */
+void daebus__cluster_leave(daebus__cluster *c, double timeout);
+
+/* Waits up to timeout seconds until this instance handles messages (its join
+ * came back and a first view was read). Returns: true when it does. */
+bool daebus__cluster_wait_ready(daebus__cluster *c, double timeout);
+
+typedef struct daebus__cluster_claim_stats {
+    uint64_t won, lost, failed, ignored;
+    int solo;
+} daebus__cluster_claim_stats;
+/* Accepts NULL (all zero). Thread: callable from any thread. */
+void daebus__cluster_claim_stats_get(daebus__cluster *c, daebus__cluster_claim_stats *out);
 
 #endif

@@ -125,6 +125,9 @@ typedef struct daebus_handler_options {
     unsigned methods;               /* ROUTE: DAEBUS_GET | DAEBUS_POST ... (0 = GET) */
     bool run_at_start;              /* BACKGROUND: first run at start, not after one interval */
     bool no_auto_start;             /* THREAD: do not start with the app */
+    bool once;                      /* LISTEN: one replica of the service takes each message
+                                       (a queue group); without it every replica gets every
+                                       message (docs/replicas.md) */
     void *user;                     /* passed to the handler as user */
     daebus_user_free_fn *user_free; /* called on user when the registration is dropped */
     int sentinel_;                  /* keeps the option list non-empty; ignore */

@@ -98,13 +98,19 @@ typedef struct daebus_bus_options {
         0, 0, 0, 0.0, 0.0, 0.0, 0.0, false, 0.0, 0.0                                               \
     }
 
-/* Counters for metrics. All monotonic except connected. */
+/* Counters for metrics. All monotonic except connected and solo. */
 /* The counters (X, F: see DAEBUS_STATS_FIELD in app.h). errors: error
  * replies sent (all causes); too_large: messages over max_message_size
  * (replies to daebus_bus_caller() included); replies_sent: every reply
  * published (progress included); broadcasts: successful
  * daebus_bus_broadcast() calls; connected: 1 = subscriber connected and
- * subscribed. */
+ * subscribed. Replicas (docs/replicas.md, "Actions exactly once"): each
+ * message of the service channel or of a LISTEN .once channel is taken by one
+ * replica; claims_won/lost/failed count this replica's claims,
+ * ignored_joining the messages it let pass while joining or leaving, and solo
+ * is 1 while it is provably alone and takes every message without a claim
+ * (overloads also counts messages left to another replica because the
+ * worker queue was full). */
 #define DAEBUS_BUS_STATS(X, F)                                                                     \
     X(uint64_t, requests_received, "daebus_bus_requests_received_total", "", "counter",            \
       "Service-channel messages with an action.")                                                  \
@@ -127,7 +133,17 @@ typedef struct daebus_bus_options {
     X(uint64_t, reconnects, "daebus_bus_reconnects_total", "", "counter",                          \
       "Redis subscriber reconnections.")                                                           \
     X(int, connected, "daebus_bus_connected", "", "gauge",                                         \
-      "1 while the Redis subscriber is connected.")
+      "1 while the Redis subscriber is connected.")                                                \
+    X(uint64_t, claims_won, "daebus_bus_claims_won_total", "", "counter",                          \
+      "Claims won: messages this replica took among several.")                                     \
+    X(uint64_t, claims_lost, "daebus_bus_claims_lost_total", "", "counter",                        \
+      "Claims lost: messages another replica took.")                                               \
+    X(uint64_t, claims_failed, "daebus_bus_claims_failed_total", "", "counter",                    \
+      "Claims that failed (Redis error, epoch lost, too late): messages not handled here.")        \
+    X(uint64_t, ignored_joining, "daebus_bus_ignored_joining_total", "", "counter",                \
+      "Messages ignored while joining the replicas, rejoining or leaving.")                        \
+    X(int, solo, "daebus_bus_solo", "", "gauge",                                                   \
+      "1 while this replica is alone and handles without claims, 0 while it claims.")
 
 struct daebus_bus_stats {
     DAEBUS_BUS_STATS(DAEBUS_STATS_FIELD, DAEBUS_STATS_PLAIN_FIELD)

@@ -561,7 +561,8 @@ static void test_slow_big_message_is_traffic(void)
     CU_ASSERT_FATAL(poll(&p, 1, 15000) == 1);
     int c = accept(lfd, NULL, NULL);
     CU_ASSERT_FATAL(c >= 0);
-    /* SUBSCRIBE busmem busmem.events: confirm both. */
+    /* SUBSCRIBE daebus:busmem:cluster busmem busmem.events: confirm the three
+     * (the cluster channel: docs/replicas.md, "Actions exactly once"). */
     char buf[4096] = "";
     size_t got = 0;
     while (!strstr(buf, EVENTS) && got < sizeof buf - 1) {
@@ -575,8 +576,9 @@ static void test_slow_big_message_is_traffic(void)
         buf[got] = '\0';
     }
     CU_ASSERT_PTR_NOT_NULL_FATAL(strstr(buf, EVENTS));
-    const char *ok = "*3\r\n$9\r\nsubscribe\r\n$6\r\n" SVC "\r\n:1\r\n"
-                     "*3\r\n$9\r\nsubscribe\r\n$13\r\n" EVENTS "\r\n:2\r\n";
+    const char *ok = "*3\r\n$9\r\nsubscribe\r\n$21\r\ndaebus:" SVC ":cluster\r\n:1\r\n"
+                     "*3\r\n$9\r\nsubscribe\r\n$6\r\n" SVC "\r\n:2\r\n"
+                     "*3\r\n$9\r\nsubscribe\r\n$13\r\n" EVENTS "\r\n:3\r\n";
     CU_ASSERT_EQUAL(send_all(c, ok, strlen(ok)), 0);
     ts_sleep_ms(100);
     size_t len;

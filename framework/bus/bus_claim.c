@@ -1,0 +1,274 @@
+/* bus_claim.c - exactly once for the bus: which replica takes a message.
+ *
+ * The service channel (and each LISTEN .once channel) is "claimed": the
+ * subscriber thread asks the cluster's gate (framework/cluster/cluster_gate.c)
+ * about each of its messages in arrival order and numbers them per channel
+ * since the last join; a worker then claims the message by that number
+ * before it runs a handler or sends an error reply, unless the gate said
+ * solo. docs/replicas.md ("Actions exactly once") has the reasoning.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "daebus/log.h"
+#include "bus_internal.h"
+#include "clock.h"
+#include "hash.h"
+
+#define LOGC DAEBUS__BUS_LOGC
+
+bool daebus__bus_gate(daebus_bus *bus, daebus__bus_pos *p, const char *channel,
+                      daebus__bus_claim *cl)
+{
+    cl->mode = daebus__cluster_gate(atomic_load(&bus->cluster), &cl->t);
+    if (cl->mode == DAEBUS__GATE_IGNORE)
+        return false;
+    if (p->serial != cl->t.serial) { /* a join: every position starts again */
+        p->serial = cl->t.serial;
+        p->next = 0;
+    }
+    cl->pos = p->next++;
+    cl->scope[0] = '\0';
+    if (channel && cl->mode == DAEBUS__GATE_CLAIM)
+        snprintf(cl->scope, sizeof cl->scope, "l:%016llx",
+                 (unsigned long long)daebus__hash_str(channel));
+    return true;
+}
+
+bool daebus__bus_take(daebus_bus *bus, const daebus__bus_claim *cl)
+{
+    if (cl->mode != DAEBUS__GATE_CLAIM)
+        return true;
+    daebus__cluster *c = atomic_load(&bus->cluster);
+    return c && daebus__cluster_claim(c, &cl->t, cl->scope[0] ? cl->scope : NULL, cl->pos) == 1;
+}
+
+/* ---- error replies made without a request ---- */
+
+typedef struct error_job {
+    daebus_bus *bus;
+    daebus__bus_claim claim;
+    cJSON *request_id;
+    char *channel;
+    char text[200];
+} error_job;
+
+static void error_job_free(void *arg)
+{
+    error_job *j = arg;
+    cJSON_Delete(j->request_id);
+    free(j->channel);
+    free(j);
+}
+
+static void error_job_run(void *arg)
+{
+    error_job *j = arg;
+    if (daebus__bus_take(j->bus, &j->claim))
+        daebus__bus_send_error(j->bus, j->channel, j->request_id, j->text);
+    error_job_free(j);
+}
+
+void daebus__bus_error_once(daebus_bus *bus, const daebus__bus_claim *cl, const char *channel,
+                            const cJSON *request_id, const char *text, bool weak)
+{
+    if (cl->mode != DAEBUS__GATE_CLAIM) {
+        daebus__bus_send_error(bus, channel, request_id, text);
+        return;
+    }
+    error_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return;
+    j->bus = bus;
+    j->claim = *cl;
+    j->request_id = cJSON_Duplicate(request_id, 1);
+    j->channel = strdup(channel);
+    snprintf(j->text, sizeof j->text, "%s", text);
+    if (!j->channel || !j->request_id) {
+        error_job_free(j);
+        return;
+    }
+    daebus__bus_submit_claimed(bus, &j->claim, error_job_run, error_job_free, j, false, weak);
+}
+
+/* The reply of a solo replica whose queue is full. */
+static void answer_overloaded(daebus_bus *bus, daebus_bus_request *r)
+{
+    if (r->is_action && r->reply_channel && daebus__bus_claim_final(r))
+        daebus__bus_send_error(bus, r->reply_channel, r->env.request_id,
+                               "Service overloaded, try again later");
+}
+
+static void note_full(daebus_bus *bus, const char *what)
+{
+    atomic_fetch_add(&bus->overloads, 1);
+    long missed = daebus__ratelimit_pass(&bus->full_log, daebus__now_mono(), 1.0);
+    if (missed > 0)
+        DAEBUS_LOG_WARNF(LOGC, "worker queue full: %s (%ld more since the last such line)", what,
+                         missed);
+    else if (missed == 0)
+        DAEBUS_LOG_WARNF(LOGC, "worker queue full: %s", what);
+}
+
+void daebus__bus_overloaded(daebus_bus *bus, daebus_bus_request *r)
+{
+    note_full(bus, "refusing a message");
+    answer_overloaded(bus, r);
+}
+
+/* ---- claims made later ----
+ *
+ * A replica claims at once the messages whose position falls on its rank in
+ * its view (pos % size == rank: the replicas share the work round robin) and
+ * the others DEFER_S later, many in one pipeline from this thread: the
+ * preferred replica usually wins alone, and the others' claims, needed only
+ * when it died, left or is full, stay off the critical path. What is weak
+ * (an unknown action: a replica that knows it should answer; a full queue)
+ * waits 2 x DEFER_S. A replica whose queue is full does not claim before
+ * then; one that wins a claim and finds its queue full answers
+ * "overloaded" (every replica is full then). Subscriber thread only. */
+
+#define DEFER_S 0.02
+#define BATCH   64
+
+struct daebus__bus_deferred {
+    double due;
+    daebus__job_fn *fn, *drop;
+    void *arg;
+    daebus__bus_claim *claim; /* inside arg */
+    bool request;             /* arg is a daebus_bus_request */
+    daebus__bus_deferred *next;
+};
+
+static bool preferred(const daebus__bus_claim *cl)
+{
+    return cl->t.size <= 1 || cl->pos % cl->t.size == cl->t.rank;
+}
+
+static bool queue_full(daebus_bus *bus)
+{
+    return daebus__pool_pending(bus->pool) >= bus->opts.max_queue;
+}
+
+static void defer(daebus_bus *bus, daebus__bus_deferred *d, bool weak)
+{
+    daebus__bus_defer_list *l = &bus->later[weak ? 1 : 0];
+    if (bus->later[0].n + bus->later[1].n >= bus->opts.max_queue) {
+        note_full(bus, "a claim left to another replica");
+        d->drop(d->arg);
+        free(d);
+        return;
+    }
+    d->due = daebus__now_mono() + DEFER_S;
+    d->next = NULL;
+    if (!l->tail)
+        l->tail = &l->head;
+    *l->tail = d;
+    l->tail = &d->next;
+    l->n++;
+}
+
+void daebus__bus_submit_claimed(daebus_bus *bus, daebus__bus_claim *cl, daebus__job_fn *fn,
+                                daebus__job_fn *drop, void *arg, bool request, bool weak)
+{
+    if (!weak && preferred(cl)) {
+        int rc = daebus__pool_submit(bus->pool, fn, drop, arg);
+        if (rc == 0)
+            return;
+        if (rc != DAEBUS_EFULL) {
+            drop(arg);
+            return;
+        }
+        weak = true;
+    }
+    daebus__bus_deferred *d = malloc(sizeof *d);
+    if (!d) {
+        drop(arg);
+        return;
+    }
+    *d = (daebus__bus_deferred){0, fn, drop, arg, cl, request, NULL};
+    defer(bus, d, weak);
+}
+
+/* A deferred message whose claim was just made. */
+static void after_claim(daebus_bus *bus, daebus__bus_deferred *d, int rc)
+{
+    if (rc != 1) {
+        d->drop(d->arg); /* another replica has it (or no one may: at most once) */
+    } else {
+        d->claim->mode = DAEBUS__GATE_SOLO; /* won: the worker claims no more */
+        int src = daebus__pool_submit(bus->pool, d->fn, d->drop, d->arg);
+        if (src == DAEBUS_EFULL && d->request) {
+            daebus_bus_request *r = d->arg;
+            note_full(bus, "a request this replica claimed answered \"overloaded\"");
+            answer_overloaded(bus, r);
+            daebus__bus_claim_final(r);
+            daebus_bus_request_release(r);
+        } else if (src != 0) {
+            d->drop(d->arg);
+        }
+    }
+    free(d);
+}
+
+/* Takes the due entries of list k (a full queue sends the others back, weak)
+ * and claims them in one pipeline. Returns: the entries taken. */
+static size_t run_due(daebus_bus *bus, int k, double now)
+{
+    daebus__bus_defer_list *l = &bus->later[k];
+    daebus__bus_deferred *due[BATCH];
+    daebus__cluster_claim_req q[BATCH];
+    size_t n = 0;
+    while (l->head && l->head->due <= now && n < BATCH) {
+        daebus__bus_deferred *d = l->head;
+        l->head = d->next;
+        if (!l->head)
+            l->tail = &l->head;
+        l->n--;
+        if (k == 0 && queue_full(bus)) {
+            defer(bus, d, true);
+            continue;
+        }
+        q[n] = (daebus__cluster_claim_req){&d->claim->t, d->claim->scope, d->claim->pos, 0};
+        due[n++] = d;
+    }
+    daebus__cluster *c = atomic_load(&bus->cluster);
+    if (n && c)
+        daebus__cluster_claim_many(c, q, n);
+    for (size_t i = 0; i < n; i++)
+        after_claim(bus, due[i], c ? q[i].rc : DAEBUS_ESTATE);
+    return n;
+}
+
+int daebus__bus_on_tick(void *user, bool idle)
+{
+    (void)idle;
+    daebus_bus *bus = user;
+    double now = daebus__now_mono(), next = 0;
+    for (int k = 0; k < 2; k++) {
+        daebus__bus_defer_list *l = &bus->later[k];
+        while (run_due(bus, k, now) == BATCH) {
+        }
+        if (l->head && (next == 0 || l->head->due < next))
+            next = l->head->due;
+    }
+    if (next == 0)
+        return -1;
+    int ms = (int)((next - now) * 1000) + 1;
+    return ms < 1 ? 1 : ms;
+}
+
+void daebus__bus_defer_drop_all(daebus_bus *bus)
+{
+    for (int k = 0; k < 2; k++) {
+        daebus__bus_defer_list *l = &bus->later[k];
+        while (l->head) {
+            daebus__bus_deferred *d = l->head;
+            l->head = d->next;
+            d->drop(d->arg);
+            free(d);
+        }
+        l->tail = &l->head;
+        l->n = 0;
+    }
+}

@@ -1,0 +1,387 @@
+/* cluster_gate.c - exactly once across the instances of a service (see cluster.h).
+ *
+ * Every instance's subscriber reads the service channel (and LISTEN .once
+ * channels) and the cluster channel "daebus:<service>:cluster" on ONE
+ * connection, so Redis gives each the same messages in the same order. On
+ * the cluster channel the heartbeat thread publishes:
+ *
+ *   join <id> <gen> <ms>  after an announce, on the same connection: an
+ *                         instance (re)joining. Every instance that sees it
+ *                         starts a new epoch there: positions on every
+ *                         claimed channel count from 0 again. The joining
+ *                         instance ignores claimed messages until its own
+ *                         join comes back; from there on it saw exactly what
+ *                         the others saw since that join.
+ *   view <id> <n> <ms>    before a view read, on the same connection: the
+ *                         place in the stream where read n happened.
+ *
+ * A message of a claimed channel is named (epoch, channel, position): the
+ * same name on every instance that handles it. A claim is
+ * SET daebus:<service>:claim:[<scope>:]<epoch>:<position> <id> NX PX <ttl>,
+ * pipelined after an EXISTS of the epoch's key (created by the join, kept
+ * alive by every heartbeat, lost with a Redis restart): a claim reaching a
+ * Redis that lost the epoch is not trusted (the keys of the claims made
+ * before are gone too).
+ *
+ * Solo: from its own marker n on, an instance whose read n showed only itself
+ * handles without claims until a join arrives (any instance that handles must
+ * have joined: before the marker, its announce made the read see it; after
+ * it, its join is in the stream). Each instance stops handling when its own
+ * announces have failed for 2 heartbeats (the others drop it after its
+ * 2.5-heartbeat window, and may go solo) and after every subscriber
+ * reconnection, and joins again. docs/replicas.md has the whole reasoning.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "daebus/log.h"
+#include "check.h"
+#include "clock.h"
+#include "cluster_internal.h"
+#include "hash.h"
+
+#define LOGC DAEBUS__CLUSTER_LOGC
+
+void daebus__cluster_channel(const char *service, char *buf, size_t len)
+{
+    snprintf(buf, len, "daebus:%s:cluster", service);
+}
+
+unsigned long long daebus__cluster_epoch_of(const char *join_payload)
+{
+    unsigned long long e = daebus__hash_str(join_payload);
+    return e ? e : 1;
+}
+
+void daebus__cluster_fence_key(const daebus__cluster *c, unsigned long long epoch, char *buf,
+                               size_t len)
+{
+    snprintf(buf, len, "daebus:%s:epoch:%016llx", c->service, epoch);
+}
+
+static long long max_ll(long long a, long long b)
+{
+    return a > b ? a : b;
+}
+
+void daebus__cluster_gate_init(daebus__cluster *c)
+{
+    long long hb = (long long)(c->heartbeat * 1000 + 0.5);
+    /* Claims live long enough for every instance to make its own (a late one
+     * is refused, see claim_late), the epoch's key for many heartbeats. */
+    c->claim_ttl_ms = max_ll(5000, 3 * hb);
+    c->late_ms = c->claim_ttl_ms * 4 / 5;
+    c->fence_ttl_ms = max_ll(30000, 10 * c->window_ms);
+    c->solo_fresh_ms = hb * 3 / 2;
+    c->announce_limit_ms = 2 * hb;
+    atomic_init(&c->join_wanted, 1); /* the first join, published by the first tick */
+    atomic_init(&c->taking, 1);
+    c->gate.need = 1;
+}
+
+static void wake_all(daebus__cluster *c)
+{
+    pthread_mutex_lock(&c->lock);
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+}
+
+void daebus__cluster_request_join(daebus__cluster *c)
+{
+    unsigned long long w = atomic_load(&c->join_wanted);
+    if (w > atomic_load(&c->join_sent))
+        return; /* one is pending */
+    if (atomic_compare_exchange_strong(&c->join_wanted, &w, w + 1))
+        wake_all(c);
+}
+
+/* Stops handling until a join asked for now comes back (subscriber thread). */
+static void rejoin(daebus__cluster *c)
+{
+    c->gate.handling = false;
+    atomic_store(&c->handling, 0);
+    atomic_store(&c->solo, 0);
+    c->gate.need = atomic_fetch_add(&c->join_wanted, 1) + 1;
+    wake_all(c);
+}
+
+/* ---- the subscriber's side ---- */
+
+void daebus__cluster_on_link(daebus__cluster *c, bool up)
+{
+    if (!c || !c->exactly_once)
+        return;
+    if (up) {
+        rejoin(c); /* the others may have gone solo meanwhile */
+    } else {
+        c->gate.handling = false;
+        atomic_store(&c->handling, 0);
+        atomic_store(&c->solo, 0);
+    }
+}
+
+static bool on_join(daebus__cluster *c, const char *data, const char *id, unsigned long long gen,
+                    long long sent_ms)
+{
+    daebus__cluster_gate_state *g = &c->gate;
+    g->joins++;
+    g->serial++;
+    atomic_store(&c->epoch, daebus__cluster_epoch_of(data));
+    if (strcmp(id, c->id) != 0 || gen < g->need || g->handling)
+        return false;
+    g->handling = true;
+    g->echo_ok_ms = sent_ms;
+    g->anchor_ms = max_ll(g->anchor_ms, sent_ms);
+    atomic_store(&c->handling, 1);
+    bool again = g->ever;
+    g->ever = true;
+    if (again)
+        DAEBUS_LOG_INFOF(LOGC, "instance %s joined its cluster again: handling messages", c->id);
+    else
+        DAEBUS_LOG_DEBUGF(LOGC, "instance %s joined its cluster", c->id);
+    wake_all(c);
+    return true;
+}
+
+static void on_marker(daebus__cluster *c, unsigned long long n, long long sent_ms)
+{
+    daebus__cluster_gate_state *g = &c->gate;
+    g->mark[1] = g->mark[0];
+    g->mark[0] = (daebus__cluster_mark){n, g->joins, daebus__cluster_now_ms(), true};
+    g->anchor_ms = max_ll(g->anchor_ms, sent_ms);
+    atomic_store(&c->marker_seen, n);
+    if (n <= 2)
+        wake_all(c); /* daebus__cluster_wait_ready */
+}
+
+bool daebus__cluster_on_message(daebus__cluster *c, const char *data, size_t len)
+{
+    if (!c || !c->exactly_once || len >= 200)
+        return false;
+    char kind[8], id[DAEBUS__INSTANCE_ID_MAX];
+    unsigned long long n = 0;
+    long long ms = 0;
+    if (sscanf(data, "%7s %95s %llu %lld", kind, id, &n, &ms) != 4)
+        return false;
+    if (strcmp(kind, "join") == 0)
+        return on_join(c, data, id, n, ms);
+    if (strcmp(kind, "view") == 0 && strcmp(id, c->id) == 0)
+        on_marker(c, n, ms);
+    return false;
+}
+
+/* Does an own marker seen with a known result make this instance alone? The
+ * latest marker whose read is known decides; a join since that marker, or a
+ * marker too old (the heartbeat stalls), means claims. */
+static bool alone(daebus__cluster *c, long long now)
+{
+    const daebus__cluster_gate_state *g = &c->gate;
+    for (int k = 0; k < 2; k++) {
+        const daebus__cluster_mark *m = &g->mark[k];
+        if (!m->set)
+            return false;
+        unsigned long long r = atomic_load(&c->results[m->n % DAEBUS__CLUSTER_RING]);
+        if (r >> 1 != m->n)
+            continue; /* read n not finished yet: the one before decides */
+        return (r & 1) && m->joins == g->joins && now - m->at_ms <= c->solo_fresh_ms;
+    }
+    return false;
+}
+
+daebus__gate daebus__cluster_gate(daebus__cluster *c, daebus__cluster_ticket *t)
+{
+    if (!c || !c->exactly_once)
+        return DAEBUS__GATE_IGNORE;
+    daebus__cluster_gate_state *g = &c->gate;
+    if (!g->handling || !atomic_load(&c->taking)) {
+        atomic_fetch_add(&c->ignored, 1);
+        return DAEBUS__GATE_IGNORE;
+    }
+    long long now = daebus__cluster_now_ms();
+    if (now - max_ll(atomic_load(&c->announce_ok_ms), g->echo_ok_ms) > c->announce_limit_ms) {
+        DAEBUS_LOG_WARNF(LOGC,
+                         "instance %s: no announce has reached Redis for %lld ms: it stops "
+                         "handling messages (the others may drop it) and joins again",
+                         c->id, c->announce_limit_ms);
+        rejoin(c);
+        atomic_fetch_add(&c->ignored, 1);
+        return DAEBUS__GATE_IGNORE;
+    }
+    t->epoch = atomic_load(&c->epoch);
+    t->serial = g->serial;
+    t->anchor_ms = g->anchor_ms;
+    unsigned long long order = atomic_load(&c->order);
+    t->size = (unsigned)(order >> 32);
+    t->rank = (unsigned)(order & 0xffffffffu);
+    bool solo = alone(c, now);
+    atomic_store(&c->solo, solo ? 1 : 0);
+    return solo ? DAEBUS__GATE_SOLO : DAEBUS__GATE_CLAIM;
+}
+
+/* ---- claims (any thread) ---- */
+
+static void claim_failed(daebus__cluster *c, const char *why)
+{
+    atomic_fetch_add(&c->failed, 1);
+    long missed = daebus__ratelimit_pass(&c->fail_log, daebus__now_mono(), 1.0);
+    if (missed > 0)
+        DAEBUS_LOG_WARNF(LOGC,
+                         "claim failed (%s): the message is not handled here (at most once); "
+                         "%ld more since the last such line",
+                         why, missed);
+    else if (missed == 0)
+        DAEBUS_LOG_WARNF(LOGC, "claim failed (%s): the message is not handled here (at most once)",
+                         why);
+}
+
+/* One claim's commands: EXISTS of the epoch's key, then SET NX. */
+typedef struct claim_cmds {
+    char key[700], fence[600];
+    const char *argv[8];
+    size_t len[8];
+} claim_cmds;
+
+static void build_claim(daebus__cluster *c, const daebus__cluster_claim_req *q, const char *ttl,
+                        claim_cmds *m, daebus__redis_cmd *cmds)
+{
+    const char *scope = q->scope && q->scope[0] ? q->scope : NULL;
+    snprintf(m->key, sizeof m->key, "daebus:%s:claim:%s%s%016llx:%llu", c->service,
+             scope ? scope : "", scope ? ":" : "", (unsigned long long)q->t->epoch, q->pos);
+    daebus__cluster_fence_key(c, q->t->epoch, m->fence, sizeof m->fence);
+    const char *a[8] = {"EXISTS", m->fence, "SET", m->key, c->id, "NX", "PX", ttl};
+    for (int i = 0; i < 8; i++) {
+        m->argv[i] = a[i];
+        m->len[i] = strlen(a[i]);
+    }
+    cmds[0] = (daebus__redis_cmd){2, m->argv, m->len};
+    cmds[1] = (daebus__redis_cmd){6, m->argv + 2, m->len + 2};
+}
+
+/* The result of one claim from its two replies. */
+static int claim_result(daebus__cluster *c, const redisReply *exists, const redisReply *set)
+{
+    if (exists->type != REDIS_REPLY_INTEGER || exists->integer != 1) {
+        /* Redis lost the epoch (a restart, an eviction): a new join opens another. */
+        claim_failed(c, "the epoch's key is gone from Redis");
+        daebus__cluster_request_join(c);
+        return DAEBUS_ECONN;
+    }
+    if (set->type == REDIS_REPLY_ERROR) {
+        claim_failed(c, set->str);
+        return DAEBUS_ECONN;
+    }
+    bool won = set->type == REDIS_REPLY_STATUS;
+    atomic_fetch_add(won ? &c->won : &c->lost, 1);
+    return won ? 1 : 0;
+}
+
+#define CLAIM_CHUNK 64
+
+/* Sends the claims q[0..n-1] (n <= CLAIM_CHUNK, each with rc still 1) as
+ * one pipeline and sets their rc. */
+static void send_claims(daebus__cluster *c, daebus__cluster_claim_req **q, size_t n)
+{
+    char ttl[24];
+    snprintf(ttl, sizeof ttl, "%lld", c->claim_ttl_ms);
+    claim_cmds *m = malloc(n * sizeof *m);
+    daebus__redis_cmd cmds[2 * CLAIM_CHUNK];
+    redisReply *r[2 * CLAIM_CHUNK] = {NULL};
+    int rc = m ? 0 : DAEBUS_ENOMEM;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        build_claim(c, q[i], ttl, &m[i], &cmds[2 * i]);
+    if (rc == 0)
+        rc = daebus__redis_pub_pipeline(c->pub, cmds, (int)(2 * n), r);
+    for (size_t i = 0; i < n; i++) {
+        if (rc != 0)
+            claim_failed(c, daebus_strerror(rc));
+        q[i]->rc = rc != 0 ? DAEBUS_ECONN : claim_result(c, r[2 * i], r[2 * i + 1]);
+    }
+    for (size_t i = 0; rc == 0 && i < 2 * n; i++)
+        freeReplyObject(r[i]);
+    free(m);
+}
+
+void daebus__cluster_claim_many(daebus__cluster *c, daebus__cluster_claim_req *q, size_t n)
+{
+    atomic_fetch_add(&c->inflight, 1);
+    bool taking = atomic_load(&c->taking);
+    long long now = daebus__cluster_now_ms();
+    daebus__cluster_claim_req *batch[CLAIM_CHUNK];
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!taking) {
+            q[i].rc = DAEBUS_ESTATE;
+        } else if (now - q[i].t->anchor_ms > c->late_ms) {
+            /* The claims of the others may have expired: claiming now could win twice. */
+            claim_failed(c, "too late: the message waited longer than the claims live");
+            q[i].rc = DAEBUS_ETIMEDOUT;
+        } else {
+            q[i].rc = 1;
+            batch[k++] = &q[i];
+        }
+        if (k == CLAIM_CHUNK || (i + 1 == n && k)) {
+            send_claims(c, batch, k);
+            k = 0;
+        }
+    }
+    if (atomic_fetch_sub(&c->inflight, 1) == 1 && !atomic_load(&c->taking))
+        wake_all(c);
+}
+
+int daebus__cluster_claim(daebus__cluster *c, const daebus__cluster_ticket *t, const char *scope,
+                          unsigned long long pos)
+{
+    daebus__cluster_claim_req q = {t, scope, pos, 0};
+    daebus__cluster_claim_many(c, &q, 1);
+    return q.rc;
+}
+
+/* ---- the owner's side ---- */
+
+void daebus__cluster_leave(daebus__cluster *c, double timeout)
+{
+    if (!c)
+        return;
+    atomic_store(&c->taking, 0);
+    atomic_store(&c->solo, 0);
+    daebus__deadline d = daebus__deadline_in(timeout);
+    pthread_mutex_lock(&c->lock);
+    while (atomic_load(&c->inflight) > 0)
+        if (daebus__cond_wait_until(&c->cond, &c->lock, d) != 0)
+            break;
+    pthread_mutex_unlock(&c->lock);
+}
+
+static bool ready(daebus__cluster *c)
+{
+    if (!atomic_load(&c->handling))
+        return false;
+    unsigned long long n = atomic_load(&c->marker_seen);
+    return n && atomic_load(&c->results[n % DAEBUS__CLUSTER_RING]) >> 1 == n;
+}
+
+bool daebus__cluster_wait_ready(daebus__cluster *c, double timeout)
+{
+    if (!c || !c->exactly_once)
+        return false;
+    daebus__deadline d = daebus__deadline_in(timeout);
+    pthread_mutex_lock(&c->lock);
+    while (!ready(c) && !c->stopping)
+        if (daebus__cond_wait_until(&c->cond, &c->lock, d) != 0)
+            break;
+    bool ok = ready(c);
+    pthread_mutex_unlock(&c->lock);
+    return ok;
+}
+
+void daebus__cluster_claim_stats_get(daebus__cluster *c, daebus__cluster_claim_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!c)
+        return;
+    out->won = atomic_load(&c->won);
+    out->lost = atomic_load(&c->lost);
+    out->failed = atomic_load(&c->failed);
+    out->ignored = atomic_load(&c->ignored);
+    out->solo = atomic_load(&c->solo);
+}

@@ -1,0 +1,120 @@
+/* cluster_internal.h - the cluster's state, shared by its files (internal).
+ *
+ *   cluster.c      ids, life cycle, the heartbeat thread: announces, joins,
+ *                  view reads with their markers
+ *   cluster_gate.c exactly once: the join protocol as the subscriber sees it,
+ *                  epochs, solo or claim mode, claims, leaving
+ *
+ * Thread: see cluster.h; each field says who writes it.
+ */
+#ifndef DAEBUS_CLUSTER_INTERNAL_H
+#define DAEBUS_CLUSTER_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include "cluster.h"
+#include "ratelimit.h"
+
+#define DAEBUS__CLUSTER_LOGC "cluster"
+#define DAEBUS__CLUSTER_RING 8 /* view results kept (marker n at n % RING) */
+
+typedef enum { LINK_UNKNOWN = 0, LINK_UP, LINK_DOWN } daebus__cluster_link;
+
+/* Sub-thread-only state of the gate: which own markers and joins it saw, in
+ * the order of its one Redis connection. */
+typedef struct daebus__cluster_mark {
+    unsigned long long n;     /* marker number */
+    unsigned long long joins; /* joins seen before it */
+    long long at_ms;          /* when it arrived (mono ms) */
+    bool set;
+} daebus__cluster_mark;
+
+typedef struct daebus__cluster_gate_state {
+    bool handling;                /* own join echo seen since the last link change */
+    bool ever;                    /* handled messages before */
+    unsigned long long need;      /* the own join generation that ends the wait */
+    unsigned long long serial;    /* epochs seen (any join) */
+    unsigned long long joins;     /* join messages seen (any instance) */
+    long long echo_ok_ms;         /* send time of the own join last echoed */
+    long long anchor_ms;          /* send time of the own join or marker last seen */
+    daebus__cluster_mark mark[2]; /* [0] latest own marker, [1] the one before */
+} daebus__cluster_gate_state;
+
+struct daebus__cluster {
+    daebus__redis_pub *pub;
+    char *service, *id;
+    char host[72];
+    char key[512], set_key[512], channel[512];
+    int pid, http_port;
+    double heartbeat;
+    bool exactly_once; /* the owner gates messages (cluster_gate.c): joins and markers */
+    long long window_ms, set_ttl_ms, started_ms;
+
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool stopping;               /* under lock */
+    cJSON *view;                 /* under lock: the last view read */
+    bool stale;                  /* under lock */
+    daebus__cluster_link link;   /* heartbeat thread only */
+    unsigned long long marker_n; /* heartbeat thread only: markers published */
+
+    /* exactly once (cluster_gate.c); times are monotonic ms */
+    long long claim_ttl_ms, late_ms, fence_ttl_ms, solo_fresh_ms, announce_limit_ms;
+    atomic_ullong join_wanted;   /* any thread: the join generation wanted */
+    atomic_ullong join_sent;     /* heartbeat: the last join generation published */
+    atomic_llong announce_ok_ms; /* heartbeat: before the last announce that succeeded */
+    atomic_ullong results[DAEBUS__CLUSTER_RING]; /* heartbeat: n << 1 | solo of view read n */
+    atomic_ullong order;       /* heartbeat: size << 32 | rank of this instance in the view */
+    atomic_ullong epoch;       /* subscriber thread: the current epoch (0: none) */
+    atomic_ullong marker_seen; /* subscriber thread: last own marker seen */
+    atomic_int handling;       /* subscriber thread: a copy of gate.handling */
+    atomic_int taking;         /* 1 until daebus__cluster_leave */
+    atomic_int inflight;       /* claims being made */
+    atomic_int solo;           /* gauge: the last gate said solo */
+    atomic_ullong won, lost, failed, ignored;
+    daebus__ratelimit fail_log, gate_log;
+    daebus__cluster_gate_state gate; /* subscriber thread only */
+};
+
+/* ---- Redis commands (cluster.c) ---- */
+
+#define DAEBUS__CLUSTER_MAX_ARGS 16
+#define DAEBUS__CLUSTER_MAX_PIPE 16
+
+/* One command of up to MAX_ARGS arguments given as C strings. */
+typedef struct daebus__cluster_cmd {
+    const char *argv[DAEBUS__CLUSTER_MAX_ARGS];
+    size_t len[DAEBUS__CLUSTER_MAX_ARGS];
+    daebus__redis_cmd cmd;
+} daebus__cluster_cmd;
+
+void daebus__cluster_cmd_set(daebus__cluster_cmd *b, int argc, const char *const *args);
+
+/* Runs the n commands as one pipeline; returns 0 or a negative code.
+ * Replies freed unless keep is set. An error reply of Redis counts as a
+ * failure. */
+int daebus__cluster_run(daebus__cluster *c, daebus__cluster_cmd *b, int n, redisReply **keep);
+
+/* Monotonic milliseconds. */
+long long daebus__cluster_now_ms(void);
+
+/* ---- the gate (cluster_gate.c) ---- */
+
+/* Initialises the exactly-once fields (at create). */
+void daebus__cluster_gate_init(daebus__cluster *c);
+
+/* "daebus:<service>:epoch:<16 hex digits>" of epoch into buf. */
+void daebus__cluster_fence_key(const daebus__cluster *c, unsigned long long epoch, char *buf,
+                               size_t len);
+
+/* The epoch a join opens: a hash of its payload, never 0. */
+unsigned long long daebus__cluster_epoch_of(const char *join_payload);
+
+/* Asks the heartbeat thread for a join (generation + 1) unless one is
+ * pending already. Thread: any. */
+void daebus__cluster_request_join(daebus__cluster *c);
+
+#endif
