@@ -15,6 +15,7 @@
 
 #include "clock.h"
 #include "daebus/log.h"
+#include "ws_cluster.h"
 #include "ws_io.h"
 #include "ws_message.h"
 
@@ -131,14 +132,13 @@ void daebus__ws_snapshot_release(ws_client **cs, size_t n)
 
 /* ---- metadata ---- */
 
-static cJSON *metadata_locked(const ws_client *c, double now)
+cJSON *daebus__ws_client_fixed_metadata(const ws_client *c)
 {
     cJSON *m = cJSON_CreateObject();
     if (!m)
         return NULL;
     cJSON_AddStringToObject(m, "client_id", c->id);
     cJSON_AddNumberToObject(m, "connected_at", c->connected_at);
-    cJSON_AddNumberToObject(m, "last_activity", c->last_activity);
     cJSON_AddStringToObject(m, "path", c->path ? c->path : "/");
     cJSON *ra = cJSON_AddArrayToObject(m, "remote_address");
     if (ra) {
@@ -146,6 +146,15 @@ static cJSON *metadata_locked(const ws_client *c, double now)
         cJSON_AddItemToArray(ra, cJSON_CreateNumber(c->remote_port));
     }
     cJSON_AddBoolToObject(m, "secure", c->secure);
+    return m;
+}
+
+static cJSON *metadata_locked(const ws_client *c, double now)
+{
+    cJSON *m = daebus__ws_client_fixed_metadata(c);
+    if (!m)
+        return NULL;
+    cJSON_AddNumberToObject(m, "last_activity", c->last_activity);
     cJSON_AddNumberToObject(m, "messages_received", (double)c->msgs_in);
     cJSON_AddNumberToObject(m, "messages_sent", (double)c->msgs_out);
     cJSON_AddNumberToObject(m, "uptime_seconds", now - c->connected_at);
@@ -184,6 +193,17 @@ int daebus_ws_set_client_data(daebus_ws *ws, const char *client_id, const char *
                    "set_client_data: '%s' is a built-in metadata key; use another key", key);
         return DAEBUS_EINVAL;
     }
+    int rc = daebus__ws_set_data_local(ws, client_id, key, value);
+    if (rc == DAEBUS_ENOENT && ws->cluster)
+        return daebus__ws_dir_set_data(ws, client_id, key, value, false);
+    if (rc == 0 && ws->cluster)
+        daebus__ws_dir_set_data(ws, client_id, key, value, true); /* Redis away: resync */
+    return rc;
+}
+
+int daebus__ws_set_data_local(daebus_ws *ws, const char *client_id, const char *key,
+                              const cJSON *value)
+{
     ws_client *c = daebus__ws_client_find(ws, client_id);
     if (!c)
         return DAEBUS_ENOENT;
@@ -207,7 +227,7 @@ cJSON *daebus_ws_get_client_data(daebus_ws *ws, const char *client_id, const cha
         return NULL;
     ws_client *c = daebus__ws_client_find(ws, client_id);
     if (!c)
-        return NULL;
+        return ws && client_id && ws->cluster ? daebus__ws_dir_get_data(ws, client_id, key) : NULL;
     pthread_mutex_lock(&c->lock);
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->user_data, key);
     cJSON *copy = v ? cJSON_Duplicate(v, true) : NULL;
@@ -265,6 +285,8 @@ bool daebus_ws_is_client_connected(daebus_ws *ws, const char *client_id)
     ws_client *c = ws_registry_find(ws->reg, client_id);
     bool r = c && snap_keeps(c, WS_SNAP_CONNECTED);
     pthread_mutex_unlock(&ws->reg_lock);
+    if (!c && ws->cluster)
+        return daebus__ws_dir_has(ws, client_id);
     return r;
 }
 

@@ -30,6 +30,10 @@ enum { WS_SNAP_ALL = 0, WS_SNAP_CONNECTED /* OPEN or CLOSING */, WS_SNAP_OPEN };
 size_t daebus__ws_snapshot(daebus_ws *ws, ws_client ***out, int which);
 void daebus__ws_snapshot_release(ws_client **cs, size_t n);
 
+/* Returns: the part of c's metadata that does not change while it is
+ * connected (client_id, connected_at, path, remote_address, secure), or
+ * NULL. c->lock held, or c not shared yet. Ownership: the caller frees it. */
+cJSON *daebus__ws_client_fixed_metadata(const ws_client *c);
 /* Returns: c's metadata (built-in keys and client data), or NULL when out of
  * memory. Ownership: the caller frees it. */
 cJSON *daebus__ws_client_metadata(ws_client *c);

@@ -18,6 +18,7 @@
 #include "daebus/log.h"
 #include "textlist.h"
 #include "ws_client.h"
+#include "ws_cluster.h"
 #include "ws_conn.h"
 #include "ws_io.h"
 
@@ -51,6 +52,11 @@ static int check_options(const daebus_ws_options *o, daebus_error *err)
         daebus_error_set(err, DAEBUS_EINVAL, "websocket options: negative limits are not allowed");
         return DAEBUS_EINVAL;
     }
+    if (o->cluster < DAEBUS_WS_CLUSTER_AUTO || o->cluster > DAEBUS_WS_CLUSTER_ON) {
+        daebus_error_set(err, DAEBUS_EINVAL,
+                         "websocket options: cluster must be DAEBUS_WS_CLUSTER_AUTO, _OFF or _ON");
+        return DAEBUS_EINVAL;
+    }
     if (o->max_json_depth < 0 || o->max_json_depth > MAX_JSON_DEPTH) {
         daebus_error_set(err, DAEBUS_EINVAL,
                          "websocket options: max_json_depth must be 0..%d (parsing recurses on "
@@ -81,6 +87,7 @@ static void apply_options(daebus_ws *ws, const daebus_ws_options *o)
     ws->rl_max = o->rate_limit_max;
     ws->rl_window = o->rate_limit_window > 0 ? o->rate_limit_window : 60.0;
     ws->rl_disconnect_after = o->rate_limit_disconnect_after;
+    ws->cluster_mode = o->cluster;
 }
 
 static void init_locks(daebus_ws *ws)
@@ -129,6 +136,7 @@ static void ws_destroy_op(void *self)
     daebus_ws *ws = self;
     if (!ws)
         return;
+    daebus__ws_cluster_free(ws);
     /* Entries left (never started, or stragglers) are freed with the table. */
     ws_client **cs;
     size_t n = daebus__ws_snapshot(ws, &cs, WS_SNAP_ALL);
@@ -138,6 +146,7 @@ static void ws_destroy_op(void *self)
     ws_registry_destroy(ws->reg);
     free(ws->allowed_origins);
     free(ws->paths);
+    free(ws->departed);
     pthread_mutex_destroy(&ws->rl_lock);
     pthread_mutex_destroy(&ws->reg_lock);
     pthread_cond_destroy(&ws->reg_cond);
@@ -248,6 +257,12 @@ static int ws_start(void *self)
         atomic_store(&ws->running, 0);
         return rc;
     }
+    rc = daebus__ws_cluster_start(ws);
+    if (rc) {
+        atomic_store(&ws->running, 0);
+        daebus__ws_io_stop(ws);
+        return rc;
+    }
     daebus__ws_conn_install(ws, ctx);
     daebus_log(DAEBUS_LOG_INFO, "websocket",
                "serving WebSocket on port %d, paths %s (upgrades elsewhere: 404; max %d clients, "
@@ -263,6 +278,7 @@ static void ws_stop(void *self)
         daebus_ws_graceful_shutdown(ws, ws->shutdown_timeout, NULL);
     atomic_store(&ws->refusing, 1);
     atomic_store(&ws->running, 0);
+    daebus__ws_cluster_stop(ws);
     daebus__ws_io_stop(ws);
 }
 
@@ -297,5 +313,9 @@ int daebus_ws_get_stats(daebus_ws *ws, daebus_ws_stats *out)
     out->handler_errors = atomic_load(&ws->st_handler_errors);
     out->rate_limited = atomic_load(&ws->st_rate_limited);
     out->queue_depth_high_water = atomic_load(&ws->st_qhw);
+    out->cluster_published = atomic_load(&ws->st_cluster_pub);
+    out->cluster_received = atomic_load(&ws->st_cluster_recv);
+    out->cluster_errors = atomic_load(&ws->st_cluster_err);
+    out->cluster_reaped = atomic_load(&ws->st_cluster_reaped);
     return 0;
 }

@@ -26,6 +26,7 @@
 #include "textlist.h"
 #include "utf8.h"
 #include "ws_client.h"
+#include "ws_cluster.h"
 #include "ws_io.h"
 #include "ws_message.h"
 #include "ws_parse.h"
@@ -150,8 +151,18 @@ static char *custom_id(daebus_ws *ws, const daebus_ws_conn_info *info)
     return id;
 }
 
-/* Gives c its id and its registry entry: a default id that collides is
- * drawn again (twice), a custom one is not.
+/* Takes c's registry entry back (not yet announced to anyone). */
+static void unregister_client(daebus_ws *ws, ws_client *c)
+{
+    pthread_mutex_lock(&ws->reg_lock);
+    ws_registry_remove(ws->reg, c->id);
+    pthread_mutex_unlock(&ws->reg_lock);
+    daebus__ws_client_unref(c); /* the registry's reference */
+}
+
+/* Gives c its id and its registry entry (and, in cluster mode, its
+ * directory entry: the id is then unique in the cluster): a default id that
+ * collides is drawn again (twice), a custom one is not.
  * Returns: 0, DAEBUS_EEXIST, DAEBUS_ENOMEM. */
 static int register_client(daebus_ws *ws, ws_client *c, const daebus_ws_conn_info *info)
 {
@@ -168,6 +179,8 @@ static int register_client(daebus_ws *ws, ws_client *c, const daebus_ws_conn_inf
         if (rc == 0)
             daebus__ws_client_ref(c); /* the registry's reference */
         pthread_mutex_unlock(&ws->reg_lock);
+        if (rc == 0 && (rc = daebus__ws_dir_announce(ws, c)) != 0)
+            unregister_client(ws, c); /* in use on another replica */
         if (rc != DAEBUS_EEXIST || custom)
             break;
         free(c->id);
@@ -207,6 +220,7 @@ static int reject_client(daebus_ws *ws, ws_client *c, const struct mg_connection
     pthread_mutex_lock(&ws->reg_lock);
     ws_registry_remove(ws->reg, c->id);
     pthread_mutex_unlock(&ws->reg_lock);
+    daebus__ws_dir_remove(ws, c);
     daebus_log(DAEBUS_LOG_INFO, "websocket", "connection %s from %s rejected: %s", c->id,
                c->remote_addr, reason ? reason : "Connection rejected");
     daebus__ws_client_unref(c); /* registry */
@@ -330,6 +344,19 @@ static void run_disconnect_handler(daebus_ws *ws, ws_client *c)
     cJSON_Delete(empty);
 }
 
+/* The cluster's "client left" path: out of the directory, then the
+ * departed handlers (with the metadata it had). */
+static void run_departed(daebus_ws *ws, ws_client *c)
+{
+    cJSON *m = c->accepted && ws->ndeparted ? daebus__ws_client_metadata(c) : NULL;
+    if (m)
+        cJSON_AddStringToObject(m, "instance_id", daebus_app_instance_id(ws->app));
+    daebus__ws_dir_remove(ws, c);
+    if (c->accepted && ws->ndeparted)
+        daebus__ws_departed_run(ws, c->id, m, false);
+    cJSON_Delete(m);
+}
+
 static void on_close(const struct mg_connection *conn, void *cbdata)
 {
     daebus_ws *ws = cbdata;
@@ -358,6 +385,7 @@ static void on_close(const struct mg_connection *conn, void *cbdata)
     atomic_fetch_add(&ws->st_disc[reason], 1);
     daebus_log(DAEBUS_LOG_DEBUG, "websocket", "client %s disconnected", c->id);
     run_disconnect_handler(ws, c);
+    run_departed(ws, c);
     /* The slot goes with the registry entry, under one lock: once the client
      * count says a client is gone, its slot is free for the next upgrade. */
     pthread_mutex_lock(&ws->reg_lock);

@@ -108,7 +108,19 @@ typedef struct ws_client {
     int frag_opcode;
     char subproto[96];
     struct ws_client *next_ready;
+    /* cluster mode (ws_directory.c): what the directory in Redis last got;
+     * read and written by the cluster thread only */
+    double dir_activity;
+    uint64_t dir_in, dir_out;
 } ws_client;
+
+/* A registered "client left" handler (daebus_ws_on_client_departed). */
+typedef struct ws_departed {
+    daebus_ws_departed_fn *fn;
+    void *user;
+} ws_departed;
+
+struct ws_cluster;
 
 struct daebus_ws {
     daebus__component comp;
@@ -155,7 +167,13 @@ struct daebus_ws {
     int nwriters;
     pthread_t maint;
     int maint_started;
+    /* across replicas (ws_cluster.c, ws_directory.c); cluster NULL: one process */
+    daebus_ws_cluster_mode cluster_mode;
+    struct ws_cluster *cluster;
+    ws_departed *departed; /* set before the app runs */
+    size_t ndeparted;
     /* stats */
+    atomic_uint_fast64_t st_cluster_pub, st_cluster_recv, st_cluster_err, st_cluster_reaped;
     atomic_uint_fast64_t st_connects, st_rejected, st_disc[5], st_in, st_out, st_bytes_in,
         st_bytes_out, st_handler_errors, st_rate_limited, st_qhw, st_clients_hw;
 };

@@ -3,14 +3,19 @@
  * A message is serialised once into a shared frame and queued for each
  * recipient (ws_io.c); no framework lock is held while filters run or while
  * sockets are written. A frame larger than queue_max_bytes is refused before
- * any recipient sees it.
+ * any recipient sees it. In cluster mode the recipients of other replicas get
+ * the same frame through Redis (ws_dir_ops.c); nothing here touches Redis
+ * when every recipient is local, except broadcast_to_all's one PUBLISH.
  */
 #include "ws_internal.h"
 
 #include "ws_client.h"
+#include "ws_cluster.h"
 #include "ws_io.h"
 #include "ws_parse.h"
 #include "ws_request.h"
+
+#include <stdlib.h>
 
 static ws_frame *make_frame(const cJSON *data, const char *type)
 {
@@ -30,6 +35,41 @@ static bool too_big(daebus_ws *ws, ws_frame *f, const char *what)
     return true;
 }
 
+int daebus__ws_send_local(daebus_ws *ws, const char *id, ws_frame *f)
+{
+    ws_client *c = daebus__ws_client_find(ws, id);
+    if (!c)
+        return DAEBUS_ENOENT;
+    int rc = daebus__ws_enqueue(c, f, false);
+    daebus__ws_client_unref(c);
+    return rc;
+}
+
+int daebus__ws_broadcast_local(daebus_ws *ws, ws_frame *f)
+{
+    ws_client **cs;
+    size_t n = daebus__ws_snapshot(ws, &cs, WS_SNAP_OPEN);
+    int count = 0;
+    for (size_t i = 0; i < n; i++)
+        count += daebus__ws_enqueue(cs[i], f, false) == 0;
+    daebus__ws_snapshot_release(cs, n);
+    return count;
+}
+
+/* send_to_client for a client that is not local. */
+static int send_remote(daebus_ws *ws, const char *client_id, const cJSON *data, const char *type)
+{
+    ws_frame *f = make_frame(data, type ? type : "message");
+    if (!f)
+        return DAEBUS_ENOMEM;
+    if (too_big(ws, f, "send_to_client"))
+        return DAEBUS_ETOOBIG;
+    bool done = false;
+    int rc = daebus__ws_dir_send(ws, &client_id, 1, &done, f, NULL);
+    daebus__ws_frame_unref(f);
+    return rc < 0 ? rc : rc ? 0 : DAEBUS_ENOENT;
+}
+
 int daebus_ws_send_to_client(daebus_ws *ws, const char *client_id, const cJSON *data,
                              const char *type)
 {
@@ -37,7 +77,7 @@ int daebus_ws_send_to_client(daebus_ws *ws, const char *client_id, const cJSON *
         return DAEBUS_EINVAL;
     ws_client *c = daebus__ws_client_find(ws, client_id);
     if (!c)
-        return DAEBUS_ENOENT;
+        return ws->cluster ? send_remote(ws, client_id, data, type) : DAEBUS_ENOENT;
     ws_frame *f = make_frame(data, type ? type : "message");
     int rc = f ? daebus__ws_enqueue(c, f, false) : DAEBUS_ENOMEM;
     if (rc == DAEBUS_ETOOBIG)
@@ -68,8 +108,20 @@ static int broadcast(daebus_ws *ws, daebus_ws_filter_fn *fn, void *user, const c
             count++;
     }
     daebus__ws_snapshot_release(cs, n);
+    /* The other replicas: everyone (one PUBLISH), or those fn accepts. */
+    int rc = 0;
+    if (ws->cluster && !fn) {
+        cJSON *h = cJSON_CreateObject();
+        cJSON_AddStringToObject(h, "k", "all");
+        rc = h ? daebus__ws_cluster_publish(ws->cluster, ws->cluster->chan_all, h, f)
+               : DAEBUS_ENOMEM;
+        cJSON_Delete(h);
+    } else if (ws->cluster) {
+        rc = daebus__ws_dir_send_filter(ws, fn, user, f);
+        count += rc > 0 ? rc : 0;
+    }
     daebus__ws_frame_unref(f);
-    return count;
+    return rc < 0 ? rc : count;
 }
 
 int daebus_ws_broadcast_to_all(daebus_ws *ws, const cJSON *data, const char *type)
@@ -101,15 +153,24 @@ int daebus_ws_broadcast_to_clients(daebus_ws *ws, const char *const *client_ids,
         return DAEBUS_ETOOBIG;
     }
     int count = 0;
+    bool *local = ws->cluster && n ? calloc(n, sizeof *local) : NULL;
     for (size_t i = 0; i < n; i++) {
         ws_client *c = daebus__ws_client_find(ws, client_ids[i]);
         bool ok = c && daebus__ws_enqueue(c, f, false) == 0;
         if (c)
             daebus__ws_client_unref(c);
+        if (local)
+            local[i] = c != NULL;
         if (results)
             results[i] = ok;
         count += ok;
     }
+    int rc = ws->cluster && n && !local ? DAEBUS_ENOMEM : 0;
+    if (local) {
+        rc = daebus__ws_dir_send(ws, client_ids, n, local, f, results);
+        count += rc > 0 ? rc : 0;
+        free(local);
+    }
     daebus__ws_frame_unref(f);
-    return count;
+    return rc < 0 ? rc : count;
 }

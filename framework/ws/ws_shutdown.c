@@ -13,6 +13,7 @@
 #include "clock.h"
 #include "daebus/log.h"
 #include "ws_client.h"
+#include "ws_cluster.h"
 #include "ws_io.h"
 
 int daebus_ws_disconnect_client(daebus_ws *ws, const char *client_id, int code, const char *reason)
@@ -30,8 +31,19 @@ int daebus_ws_disconnect_client(daebus_ws *ws, const char *client_id, int code, 
     }
     ws_client *c = daebus__ws_client_find(ws, client_id);
     if (!c)
-        return DAEBUS_ENOENT;
+        return ws->cluster ? daebus__ws_dir_disconnect(ws, client_id, code, reason) : DAEBUS_ENOENT;
     int rc = daebus__ws_begin_close(c, code, reason, WS_BY_SERVER);
+    daebus__ws_client_unref(c);
+    return rc;
+}
+
+int daebus__ws_disconnect_local(daebus_ws *ws, const char *id, int code, const char *reason)
+{
+    ws_client *c = daebus__ws_client_find(ws, id);
+    if (!c)
+        return DAEBUS_ENOENT;
+    int rc =
+        daebus__ws_begin_close(c, code, reason ? reason : "Server closed connection", WS_BY_SERVER);
     daebus__ws_client_unref(c);
     return rc;
 }

@@ -99,6 +99,21 @@ typedef bool daebus_ws_filter_fn(const char *client_id, const cJSON *metadata, v
 
 /* ---- options ---- */
 
+/* Cluster mode: the clients of every replica of the service (same service
+ * name, same Redis) form one set. send_to_client, the broadcasts,
+ * disconnect_client, set/get_client_data and is_client_connected then reach a
+ * client on whichever replica holds it, and the daebus_ws_cluster_* views
+ * below see every replica's clients. The component opens Redis connections
+ * of its own (daebus_app_redis_url). AUTO: on when the app has a bus attached
+ * (it announces the instance, daebus_app_instances()); OFF: one process even
+ * with a bus; ON: as AUTO (a bus is still needed for the live-instance view;
+ * without one, start fails with DAEBUS_ESTATE). */
+typedef enum daebus_ws_cluster_mode {
+    DAEBUS_WS_CLUSTER_AUTO = 0,
+    DAEBUS_WS_CLUSTER_OFF,
+    DAEBUS_WS_CLUSTER_ON
+} daebus_ws_cluster_mode;
+
 typedef struct daebus_ws_options {
     const char *paths;       /* comma-separated upgrade paths, matched exactly; upgrades
                                 elsewhere get HTTP 404; NULL = "/,/ws" */
@@ -132,11 +147,13 @@ typedef struct daebus_ws_options {
     int max_json_depth; /* arrays/objects nested deeper: {"type":"error","error":"JSON nested
                            too deeply (max N levels)"}; 0 = 100; at most 512 (cJSON recurses on
                            CivetWeb's small worker stacks) */
-    double max_pings_per_second; /* control frames (pings and pongs) one client may send: a
+    double max_pings_per_second;    /* control frames (pings and pongs) one client may send: a
                                     token bucket of this rate with bursts of as many; over it
                                     the client is closed with 1008 "Too many pings" (its
                                     socket is shut if it keeps on while closing); 0 = 10;
                                     < 0 = no limit. Pongs are queued like any frame */
+    daebus_ws_cluster_mode cluster; /* across replicas (docs/replicas.md, "WebSocket across
+                                       replicas"): AUTO (0) = on when a bus is attached */
 } daebus_ws_options;
 
 /* Upgrades past max_clients that may be in their 1013 close at once. */
@@ -157,7 +174,12 @@ typedef struct daebus_ws_options {
  *   disconnect_all, shutdown), idle (heartbeat time-out), slow (outbound
  *   queue over its limit, "slow consumer"), protocol (1007, 1009, rate-limit
  *   and ping-limit disconnects);
- * messages_in: data messages received; messages_out: data frames written. */
+ * messages_in: data messages received; messages_out: data frames written;
+ * cluster_published: messages this replica published for other replicas
+ *   (one per broadcast, one per replica holding recipients); cluster_received:
+ *   such messages it received; cluster_errors: cross-replica operations that
+ *   returned DAEBUS_ECONN (Redis unreachable); cluster_reaped: clients of dead
+ *   replicas this replica removed from the directory (departed ran for each). */
 #define DAEBUS_WS_STATS(X, F)                                                                      \
     X(uint64_t, clients, "daebus_ws_clients", "", "gauge", "WebSocket clients connected.")         \
     X(uint64_t, clients_high_water, "daebus_ws_clients_high_water", "", "gauge",                   \
@@ -189,7 +211,15 @@ typedef struct daebus_ws_options {
     X(uint64_t, rate_limited, "daebus_ws_rate_limited_total", "", "counter",                       \
       "Messages refused by the rate limiter.")                                                     \
     X(uint64_t, queue_depth_high_water, "daebus_ws_queue_depth_high_water", "", "gauge",           \
-      "Most frames queued for one client.")
+      "Most frames queued for one client.")                                                        \
+    X(uint64_t, cluster_published, "daebus_ws_cluster_published_total", "", "counter",             \
+      "WebSocket messages published to other replicas.")                                           \
+    X(uint64_t, cluster_received, "daebus_ws_cluster_received_total", "", "counter",               \
+      "WebSocket messages received from other replicas.")                                          \
+    X(uint64_t, cluster_errors, "daebus_ws_cluster_errors_total", "", "counter",                   \
+      "Cross-replica WebSocket operations that failed (Redis unreachable).")                       \
+    X(uint64_t, cluster_reaped, "daebus_ws_cluster_reaped_total", "", "counter",                   \
+      "Clients of dead replicas removed by this replica.")
 
 typedef struct daebus_ws_stats {
     DAEBUS_WS_STATS(DAEBUS_STATS_FIELD, DAEBUS_STATS_PLAIN_FIELD)
@@ -383,6 +413,84 @@ DAEBUS_API int daebus_ws_disconnect_all_clients(daebus_ws *ws, int code, const c
  * connection, the handler's own included, to end.
  * Thread: callable from any thread. */
 DAEBUS_API int daebus_ws_graceful_shutdown(daebus_ws *ws, double timeout, const cJSON *message);
+
+/* ---- across replicas (cluster mode; docs/replicas.md) ----
+ *
+ * What the calls above mean in cluster mode:
+ *   - send_to_client, broadcast_to_clients, disconnect_client: a client of
+ *     another replica is reached through Redis (one PUBLISH per replica that
+ *     holds recipients; the frame is serialised once here and queued as is
+ *     there). A remote recipient counts as queued once its replica was
+ *     reached; whether that replica's queue took it is not reported back.
+ *   - broadcast_to_all: the local clients, plus one PUBLISH for the other
+ *     replicas. Returns the number of local clients it was queued for.
+ *   - broadcast_to_filter: fn runs here over the whole cluster's metadata.
+ *   - set_client_data / get_client_data / is_client_connected: any client of
+ *     the cluster.
+ *   - With Redis unreachable, the local part is done and the call returns
+ *     DAEBUS_ECONN (counted in cluster_errors); set_client_data on a local
+ *     client still succeeds (written to Redis when it returns).
+ * The local views (get_clients, get_client_count, get_client_metadata,
+ * get_clients_by_filter) and disconnect_all_clients / graceful_shutdown stay
+ * local: they are the way to reach this instance only (the admin blueprint's
+ * shutdown of one replica). Outside cluster mode every function below
+ * returns the local view.
+ */
+
+/* Stores the number of clients connected to every live replica in *out.
+ * Returns: 0, DAEBUS_EINVAL, DAEBUS_ECONN (Redis unreachable; *out is then
+ * the local count).
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_ws_cluster_client_count(daebus_ws *ws, size_t *out);
+
+/* Stores a JSON array of the client ids of every live replica in *ids_out
+ * (no order promised).
+ * Ownership: the caller frees *ids_out with cJSON_Delete (NULL on error).
+ * Returns: 0, DAEBUS_EINVAL, DAEBUS_ENOMEM, DAEBUS_ECONN.
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_ws_cluster_clients(daebus_ws *ws, cJSON **ids_out);
+
+/* Stores a client's metadata, wherever it is connected, in *out: the object
+ * daebus_ws_get_client_metadata() gives (user data included) plus
+ * "instance_id". "last_activity" of a client of another replica is refreshed
+ * at least once per heartbeat; its "messages_received" / "messages_sent"
+ * likewise.
+ * Ownership: the caller frees *out with cJSON_Delete (NULL on error).
+ * Returns: 0, DAEBUS_ENOENT (no such client), DAEBUS_EINVAL, DAEBUS_ENOMEM,
+ * DAEBUS_ECONN.
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_ws_cluster_client_metadata(daebus_ws *ws, const char *client_id, cJSON **out);
+
+/* Stores a JSON array of the ids of every client of the cluster whose
+ * (id, metadata) fn accepts in *ids_out; metadata as
+ * daebus_ws_cluster_client_metadata() gives it. fn runs on the calling thread
+ * with no framework lock held.
+ * Ownership: metadata is borrowed for the call; the caller frees *ids_out.
+ * Returns: 0, DAEBUS_EINVAL, DAEBUS_ENOMEM, DAEBUS_ECONN.
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_ws_cluster_clients_by_filter(daebus_ws *ws, daebus_ws_filter_fn *fn,
+                                                   void *user, cJSON **ids_out);
+
+/* The cluster's "client left" path. metadata: the client's last metadata
+ * (with "instance_id"); replica_died: the replica that held the client died
+ * and this one removed it. Ownership: client_id and metadata are borrowed for
+ * the call. */
+typedef void daebus_ws_departed_fn(daebus_ws *ws, const char *client_id, const cJSON *metadata,
+                                   bool replica_died, void *user);
+
+/* Registers fn (several may be; each is called, in registration order).
+ * Called once per client in the whole cluster: on the replica that held the
+ * client, on its CivetWeb thread, after its SOCKET_DISCONNECT handler
+ * (replica_died false); or, when that replica died, on exactly one surviving
+ * replica, on its cluster thread, within 3 heartbeats (replica_died true).
+ * Also called outside cluster mode (after SOCKET_DISCONNECT).
+ * Returns: 0, DAEBUS_EINVAL, DAEBUS_ENOMEM, DAEBUS_ESTATE (running).
+ * Thread: before the app runs. */
+DAEBUS_API int daebus_ws_on_client_departed(daebus_ws *ws, daebus_ws_departed_fn *fn, void *user);
+
+/* Returns: true when the component runs in cluster mode.
+ * Thread: callable from any thread. */
+DAEBUS_API bool daebus_ws_is_cluster(const daebus_ws *ws);
 
 /* ---- metrics ---- */
 

@@ -1,0 +1,196 @@
+/* ws_cluster.h - WebSocket clients across the replicas of a service (internal).
+ *
+ * ws_cluster.c: the transport. In cluster mode the component has Redis
+ * connections of its own (a publisher pool and a subscriber), subscribed to
+ * daebus:<svc>:ws (broadcasts to all) and daebus:<svc>:ws:<instance>
+ * (messages for this replica's clients), and a cluster thread that, every
+ * half heartbeat, writes the clients' activity to the directory, removes the
+ * clients of dead replicas (one survivor per dead replica) and, after Redis
+ * came back, announces every local client again.
+ *
+ * ws_directory.c: the directory in Redis (client id -> instance, each
+ * client's metadata and user data), the cluster-wide views and the
+ * cross-replica sends. docs/replicas.md lists the keys, channels and message
+ * format.
+ *
+ * Every function is a no-op (or the local answer) when ws->cluster is NULL.
+ * Thread: any thread unless a line says otherwise.
+ */
+#ifndef DAEBUS_WS_CLUSTER_H
+#define DAEBUS_WS_CLUSTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <hiredis/hiredis.h>
+#include "redis_pub.h"
+#include "redis_sub.h"
+#include "ws_internal.h"
+
+typedef struct ws_cluster {
+    daebus_ws *ws;
+    daebus__redis_url url;
+    daebus__redis_pub *pub;
+    daebus__redis_sub *sub;
+    char *service, *self;
+    char *chan_all;      /* daebus:<svc>:ws */
+    char *chan_prefix;   /* daebus:<svc>:ws: (+ instance id = a replica's channel) */
+    char *chan_self;     /* daebus:<svc>:ws:<self> */
+    char *key_clients;   /* daebus:<svc>:ws:clients */
+    char *key_client;    /* daebus:<svc>:ws:client: (+ id) */
+    char *key_inst;      /* daebus:<svc>:ws:inst: (+ instance) */
+    char *key_insts;     /* daebus:<svc>:ws:instances */
+    char *key_reap;      /* daebus:<svc>:ws:reap: (+ instance) */
+    char *key_alive;     /* daebus:<svc>:ws:alive: (+ instance; TTL 2.5 heartbeats) */
+    double heartbeat;    /* of the cluster view, seconds (cluster thread) */
+    atomic_int up;       /* the subscriber is connected and subscribed */
+    atomic_int resync;   /* announce every local client again at the next tick */
+    atomic_int have_sha; /* sha[] written (once, by the cluster thread) */
+    char sha[9][41];     /* SHA1 of each directory script (WS_LUA_COUNT) */
+    /* the cluster thread */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int stop;
+    pthread_t thread;
+    int thread_started;
+    daebus__ratelimit log_rl;
+} ws_cluster;
+
+/* ---- ws_cluster.c ---- */
+
+/* Starts cluster mode when ws->cluster_mode and the app ask for it: the
+ * connections, the subscriptions and the cluster thread (Redis may be down:
+ * then the subscriber keeps trying). Returns: 0 (cluster mode or not),
+ * DAEBUS_ESTATE (ON without a bus), DAEBUS_EINVAL (bad Redis URL),
+ * DAEBUS_ENOMEM. Thread: the app's owning thread (component start). */
+int daebus__ws_cluster_start(daebus_ws *ws);
+/* Removes this replica's directory entries, stops the thread, closes the
+ * connections (later cross-replica calls fail with DAEBUS_ECONN).
+ * Thread: as start (after the graceful shutdown). */
+void daebus__ws_cluster_stop(daebus_ws *ws);
+/* Frees what start made (accepts a component never in cluster mode).
+ * Thread: the component's destroy. */
+void daebus__ws_cluster_free(daebus_ws *ws);
+/* Publishes header (a JSON object: "k" the kind, "o" this instance, ...)
+ * followed by '\n' and f's bytes (f may be NULL) on channel.
+ * Returns: receivers (>= 0), DAEBUS_ECONN (counted), DAEBUS_ENOMEM. */
+int daebus__ws_cluster_publish(ws_cluster *cl, const char *channel, cJSON *header,
+                               const ws_frame *f);
+/* Builds one published message (header, '\n', frame bytes) into *out.
+ * Returns: its length, or 0 when out of memory. Ownership: free *out. */
+size_t daebus__ws_cluster_message(ws_cluster *cl, cJSON *header, const ws_frame *f, char **out);
+/* Runs a pipeline on the publisher pool; fails fast while the subscriber is
+ * down. Returns: 0 (replies set) or DAEBUS_ECONN (counted, logged at most
+ * once a second). */
+int daebus__ws_cluster_run(ws_cluster *cl, const daebus__redis_cmd *cmds, int n,
+                           redisReply **replies);
+/* Counts (and rate-limits the log line of) a cross-replica operation that
+ * failed. Returns: DAEBUS_ECONN. */
+int daebus__ws_cluster_fail(ws_cluster *cl, const char *what);
+/* Runs every departed handler for one client. */
+void daebus__ws_departed_run(daebus_ws *ws, const char *id, const cJSON *metadata, bool died);
+
+/* ---- ws_directory.c ---- */
+
+/* Enters c (its id set) in the directory. Returns: 0, DAEBUS_EEXIST (a live
+ * replica holds a client with that id), or 0 with a resync planned when
+ * Redis cannot be reached (the id is then unique on this replica only).
+ * Thread: c's CivetWeb thread (the connect callback). */
+int daebus__ws_dir_announce(daebus_ws *ws, ws_client *c);
+/* Removes c from the directory (the close callback). */
+void daebus__ws_dir_remove(daebus_ws *ws, ws_client *c);
+/* Cluster thread: writes what changed of the local clients' activity. */
+void daebus__ws_dir_flush(ws_cluster *cl);
+/* Cluster thread: announces every local client again and drops entries of
+ * this replica that are no longer local. Returns: 0 or DAEBUS_ECONN. */
+int daebus__ws_dir_resync(ws_cluster *cl);
+/* Cluster thread: refreshes this replica's alive key. */
+void daebus__ws_dir_alive(ws_cluster *cl);
+/* Cluster thread: removes the clients of dead replicas (those with entries
+ * whose alive key expired), one survivor per dead replica. */
+void daebus__ws_dir_reap(ws_cluster *cl);
+/* Removes this replica's entries (graceful stop). */
+void daebus__ws_dir_leave(ws_cluster *cl);
+/* Cross-replica part of a send to ids that are not local (ids[i] with
+ * done[i] false); reached (may be NULL) gets true for each remote id whose
+ * replica was reached. Returns: recipients reached (>= 0) or DAEBUS_ECONN. */
+int daebus__ws_dir_send(daebus_ws *ws, const char *const *ids, size_t n, const bool *done,
+                        const ws_frame *f, bool *reached);
+/* The same for a disconnect. Returns: 0, DAEBUS_ENOENT, DAEBUS_ECONN. */
+int daebus__ws_dir_disconnect(daebus_ws *ws, const char *id, int code, const char *reason);
+/* Cluster-wide broadcast through the remote clients fn accepts: their ids,
+ * grouped per replica, get f. Returns: recipients or DAEBUS_ECONN. */
+int daebus__ws_dir_send_filter(daebus_ws *ws, daebus_ws_filter_fn *fn, void *user,
+                               const ws_frame *f);
+/* set_client_data for a client of another replica (or the Redis copy of a
+ * local one: local true). Returns: 0, DAEBUS_ENOENT, DAEBUS_ECONN. */
+int daebus__ws_dir_set_data(daebus_ws *ws, const char *id, const char *key, const cJSON *value,
+                            bool local);
+/* get_client_data of a client of another replica. Returns: a copy or NULL. */
+cJSON *daebus__ws_dir_get_data(daebus_ws *ws, const char *id, const char *key);
+/* Is id connected to a live replica? */
+bool daebus__ws_dir_has(daebus_ws *ws, const char *id);
+
+/* ---- Redis commands of the directory (ws_directory.c) ---- */
+
+/* One command being built: arguments borrowed or owned (freed with it).
+ * An allocation failure marks it (oom) and later arguments are ignored. */
+typedef struct ws_dcmd {
+    int argc, cap, nown, owncap, oom;
+    int script; /* WS_LUA_* + 1 of an EVALSHA (retried as EVAL on NOSCRIPT), else 0 */
+    const char **argv;
+    size_t *lens;
+    char **own;
+} ws_dcmd;
+
+/* Appends s[0..len) (borrowed: it outlives the command). */
+void daebus__ws_dcmd_arg(ws_dcmd *c, const char *s, size_t len);
+/* Appends the NUL-terminated s (borrowed). */
+void daebus__ws_dcmd_str(ws_dcmd *c, const char *s);
+/* Appends a + b (copied). */
+void daebus__ws_dcmd_cat(ws_dcmd *c, const char *a, const char *b);
+/* Appends s, taken (malloc'd; NULL marks the command oom). */
+void daebus__ws_dcmd_take(ws_dcmd *c, char *s, size_t len);
+/* Appends v as text. */
+void daebus__ws_dcmd_num(ws_dcmd *c, double v);
+void daebus__ws_dcmd_free(ws_dcmd *c);
+/* Runs the n commands as one pipeline (daebus__ws_cluster_run) and frees
+ * them. Returns: 0 with replies[0..n) set (free with daebus__ws_replies_free),
+ * DAEBUS_ENOMEM, DAEBUS_ECONN. */
+int daebus__ws_dcmd_run(ws_cluster *cl, ws_dcmd *cmds, int n, redisReply **replies);
+void daebus__ws_replies_free(redisReply **replies, int n);
+/* An EVALSHA (EVAL until the scripts are loaded) of one of the directory's
+ * scripts (WS_LUA_*) with nkeys keys to come: the caller appends keys then
+ * arguments. */
+void daebus__ws_dcmd_eval(ws_cluster *cl, ws_dcmd *c, int script, int nkeys);
+/* Cluster thread: loads the scripts (SCRIPT LOAD) once, so that later
+ * commands send their SHA1 instead of their text. */
+void daebus__ws_dir_load_scripts(ws_cluster *cl);
+enum {
+    WS_LUA_ANNOUNCE = 0,
+    WS_LUA_REMOVE,
+    WS_LUA_TOUCH,
+    WS_LUA_SEND1,
+    WS_LUA_VIEW,
+    WS_LUA_META,
+    WS_LUA_SETDATA,
+    WS_LUA_CLAIM,
+    WS_LUA_COUNT
+};
+/* Builds the cluster-wide metadata of a client from its directory hash
+ * (an array reply of field, value pairs). Returns: NULL when out of memory. */
+cJSON *daebus__ws_dir_metadata(const redisReply *hash, const char *id);
+
+/* ---- local parts used by the receiving side (ws_send.c, ws_client.c) ---- */
+
+/* Queues f for the local client id. Returns: as daebus__ws_enqueue, or
+ * DAEBUS_ENOENT. */
+int daebus__ws_send_local(daebus_ws *ws, const char *id, ws_frame *f);
+/* Queues f for every open local client. Returns: how many. */
+int daebus__ws_broadcast_local(daebus_ws *ws, ws_frame *f);
+/* Stores value under key in the local client's user data.
+ * Returns: 0, DAEBUS_ENOENT, DAEBUS_ENOMEM. */
+int daebus__ws_set_data_local(daebus_ws *ws, const char *id, const char *key, const cJSON *value);
+/* Starts closing the local client id. Returns: 0 or DAEBUS_ENOENT. */
+int daebus__ws_disconnect_local(daebus_ws *ws, const char *id, int code, const char *reason);
+
+#endif
