@@ -11,6 +11,9 @@
  * actions every request is handled once ("handled_per_request" 1.0), without
  * it every replica handles every request (3.0; the caller takes the first
  * reply).
+ * Then one more 16-in-flight round per service, profiled: CPU time of the
+ * caller, the replicas and Redis per action (/proc) and the Redis commands
+ * per action (INFO commandstats).
  *
  * Usage: bench_replicas_actions [seconds per round (default 3; env BENCH_SECONDS)] */
 #include <pthread.h>
@@ -20,6 +23,7 @@
 
 #include "daebus/daebus.h"
 #include "perf_common.h"
+#include "perf_probe.h"
 #include "perf_svc.h"
 #include "testsupport.h"
 
@@ -169,6 +173,36 @@ static void report(const service *s)
     perf_emit(BENCH, s->label, "handled_per_request", s->sent ? h / (double)s->sent : 0, "x");
 }
 
+/* Where the time goes: one more 16-in-flight round of service s with the CPU
+ * time of every process and the Redis commands per action. */
+static void profile(service *s, daebus_caller *c, cJSON *payload, double seconds,
+                    const ts_redis *redis, long *errors)
+{
+    double cpu0[5] = {0}, cpu1[5] = {0};
+    perf_redis_reset_stats(redis->port);
+    cpu0[0] = perf_cpu_seconds(0);
+    cpu0[1] = perf_cpu_seconds(redis->pid);
+    for (int i = 0; i < s->n; i++)
+        cpu0[2 + i] = perf_cpu_seconds(s->rep[i].pid);
+    long done = 0;
+    double rate = run_window(c, s->name, payload, seconds, errors, &done);
+    cpu1[0] = perf_cpu_seconds(0);
+    cpu1[1] = perf_cpu_seconds(redis->pid);
+    for (int i = 0; i < s->n; i++)
+        cpu1[2 + i] = perf_cpu_seconds(s->rep[i].pid);
+    s->sent += done;
+    if (done <= 0)
+        return;
+    double reps = 0;
+    for (int i = 0; i < s->n; i++)
+        reps += cpu1[2 + i] - cpu0[2 + i];
+    perf_emit(BENCH, s->label, "profile_actions_per_s_16", rate, "1/s");
+    perf_emit(BENCH, s->label, "cpu_us_per_action_caller", (cpu1[0] - cpu0[0]) / done * 1e6, "us");
+    perf_emit(BENCH, s->label, "cpu_us_per_action_replicas", reps / done * 1e6, "us");
+    perf_emit(BENCH, s->label, "cpu_us_per_action_redis", (cpu1[1] - cpu0[1]) / done * 1e6, "us");
+    perf_redis_emit_stats(redis->port, BENCH, s->label, "action", (double)done);
+}
+
 int main(int argc, char **argv)
 {
     double seconds = argc > 1 ? atof(argv[1]) : perf_env_seconds("BENCH_SECONDS", 3);
@@ -225,6 +259,8 @@ int main(int argc, char **argv)
             if (r > sv[s].best_rate16)
                 sv[s].best_rate16 = r;
         }
+    for (int k = 0; k < 2; k++)
+        profile(&sv[k], caller, payload, seconds, &redis, &errors);
     cJSON_Delete(payload);
     /* the last replies of the other replicas (without exactly-once) are counted too */
     ts_sleep_ms(200);
