@@ -9,6 +9,8 @@
  * messages. Deliveries are counted at the clients; the rate is deliveries over
  * the time from the POST to the last client's last message. Rounds alternate
  * one/two (3 of each, on the same connections); the best of each is kept.
+ * Then one more round of each, profiled: CPU time per delivery of every
+ * process (/proc) and Redis commands per broadcast (INFO commandstats).
  *
  * The clients run in separate processes (perf_wsload.c), two per client set.
  *
@@ -19,6 +21,7 @@
 
 #include "daebus/daebus.h"
 #include "perf_common.h"
+#include "perf_probe.h"
 #include "perf_svc.h"
 #include "perf_wsload.h"
 #include "testsupport.h"
@@ -31,6 +34,7 @@
 typedef struct outcome {
     double rate, to_last;
     long delivered;
+    double proc_first[PROCS], proc_last[PROCS]; /* per client process, from the POST */
 } outcome;
 
 /* Connects the set: client process p goes to ports[p]. Returns the number
@@ -42,7 +46,7 @@ static int connect_set(perf_ws_proc *procs, const int *ports, int n)
     cmd.mode = PERF_WS_SINK;
     cmd.seconds = 10; /* give up on a client that misses messages */
     cmd.expect = MESSAGES;
-    cmd.rounds = ROUNDS;
+    cmd.rounds = ROUNDS + 1; /* and the profiled one */
     snprintf(cmd.path, sizeof cmd.path, "/ws");
     int connected = 0;
     for (int p = 0; p < PROCS; p++) {
@@ -90,6 +94,8 @@ static int run_round(perf_ws_proc *procs, int port, int n, outcome *out, long *e
         perf_ws_result r;
         if (perf_ws_result_wait(&procs[p], &r, NULL, NULL) != 0)
             return -1;
+        out->proc_first[p] = r.t_first - t0;
+        out->proc_last[p] = r.t_last - t0;
         delivered += r.count;
         complete += r.complete;
         *errors += r.errors;
@@ -114,6 +120,42 @@ static void emit(const char *kase, int n, const outcome *o)
     perf_emit(BENCH, kase, m, o->rate, "1/s");
     snprintf(m, sizeof m, "time_to_last_%d", n);
     perf_emit(BENCH, kase, m, o->to_last * 1e3, "ms");
+}
+
+/* Where the time goes: one more round with the CPU time of every process
+ * (replicas, Redis, client processes) per delivery and the Redis commands per
+ * broadcast. */
+static void profile(const char *kase, perf_ws_proc *procs, perf_svc *reps, int nrep, int n,
+                    const ts_redis *redis, long *errors)
+{
+    pid_t pids[2 + PROCS + 2];
+    int np = 0;
+    pids[np++] = redis->pid;
+    for (int p = 0; p < PROCS; p++)
+        pids[np++] = procs[p].pid;
+    for (int i = 0; i < nrep; i++)
+        pids[np++] = reps[i].pid;
+    double cpu0[8], cpu1[8];
+    perf_redis_reset_stats(redis->port);
+    for (int i = 0; i < np; i++)
+        cpu0[i] = perf_cpu_seconds(pids[i]);
+    outcome o;
+    if (run_round(procs, reps[0].port, n, &o, errors) != 0 || o.delivered <= 0)
+        return;
+    for (int i = 0; i < np; i++)
+        cpu1[i] = perf_cpu_seconds(pids[i]);
+    double d = (double)o.delivered, clients = 0;
+    for (int p = 0; p < PROCS; p++)
+        clients += cpu1[1 + p] - cpu0[1 + p];
+    perf_emit(BENCH, kase, "profile_deliveries_per_s", o.rate, "1/s");
+    perf_emit(BENCH, kase, "cpu_us_per_delivery_redis", (cpu1[0] - cpu0[0]) / d * 1e6, "us");
+    perf_emit(BENCH, kase, "cpu_us_per_delivery_clients", clients / d * 1e6, "us");
+    for (int i = 0; i < nrep; i++) {
+        char m[64];
+        snprintf(m, sizeof m, "cpu_us_per_delivery_replica_%d", i);
+        perf_emit(BENCH, kase, m, (cpu1[1 + PROCS + i] - cpu0[1 + PROCS + i]) / d * 1e6, "us");
+    }
+    perf_redis_emit_stats(redis->port, BENCH, kase, "broadcast", MESSAGES);
 }
 
 int main(int argc, char **argv)
@@ -161,11 +203,21 @@ int main(int argc, char **argv)
             best_one = r;
         if (run_round(set_two, two[0].port, n, &r, &errors) != 0)
             goto out_two;
-        fprintf(stderr, BENCH ": round %d two replicas %.0f/s %.0f ms\n", k, r.rate,
-                r.to_last * 1e3);
+        fprintf(stderr,
+                BENCH ": round %d two replicas %.0f/s %.0f ms (clients of A: %.0f-%.0f ms, "
+                      "of B: %.0f-%.0f ms)\n",
+                k, r.rate, r.to_last * 1e3, r.proc_first[0] * 1e3, r.proc_last[0] * 1e3,
+                r.proc_first[1] * 1e3, r.proc_last[1] * 1e3);
         if (r.rate > best_two.rate)
             best_two = r;
     }
+    profile("one_replica", set_one, &one, 1, n, &redis, &errors);
+    /* the first set's clients close after their last round: not during the next profile */
+    double until = perf_now() + 15;
+    while (perf_svc_stat(one.port, "ws", "clients") > 0 && perf_now() < until)
+        ts_sleep_ms(20);
+    ts_sleep_ms(1000); /* and their directory entries are gone */
+    profile("two_replicas", set_two, two, 2, n, &redis, &errors);
     emit("one_replica", n, &best_one);
     emit("two_replicas", n, &best_two);
     char m[64];

@@ -12,7 +12,9 @@
  *   local:  POST /send to B itself (no hop at all; for reference).
  * The latency is the client's receive time minus "t", so the HTTP request that
  * triggers a send is outside the figure. Rounds alternate raw/daebus/local
- * (3 of each); the best p50 of each is kept, as bench_bus does.
+ * (3 of each); the best p50 of each is kept, as bench_bus does. Then 500
+ * sends of each case, profiled: CPU time of A, B and Redis per send (/proc;
+ * the HTTP trigger included) and Redis commands per send (INFO commandstats).
  *
  * Usage: bench_replicas_send [seconds per round (default 2; env BENCH_SECONDS)] */
 #include <pthread.h>
@@ -24,6 +26,7 @@
 
 #include "daebus/daebus.h"
 #include "perf_common.h"
+#include "perf_probe.h"
 #include "perf_svc.h"
 #include "testsupport.h"
 #include "wsc.h"
@@ -153,6 +156,36 @@ static bool warm_up(reader *r, const target *t, int k)
     return false;
 }
 
+/* Where the time goes: PROFILE_SENDS sends of case k with the CPU time of
+ * A, B and Redis per send and the Redis commands per send. */
+#define PROFILE_SENDS 500
+static void profile(reader *r, const target *t, int k, const perf_svc *a, const perf_svc *b,
+                    const ts_redis *redis, long *errors)
+{
+    pid_t pids[3] = {a->pid, b->pid, redis->pid};
+    double c0[3], c1[3];
+    perf_redis_reset_stats(redis->port);
+    for (int i = 0; i < 3; i++)
+        c0[i] = perf_cpu_seconds(pids[i]);
+    int done = 0;
+    for (int i = 0; i < PROFILE_SENDS; i++)
+        if (one_send(r, t, k) >= 0)
+            done++;
+        else
+            (*errors)++;
+    for (int i = 0; i < 3; i++)
+        c1[i] = perf_cpu_seconds(pids[i]);
+    if (!done)
+        return;
+    static const char *const who[3] = {"a", "b", "redis"};
+    for (int i = 0; i < 3; i++) {
+        char m[64];
+        snprintf(m, sizeof m, "cpu_us_per_send_%s", who[i]);
+        perf_emit(BENCH, case_names[k], m, (c1[i] - c0[i]) / done * 1e6, "us");
+    }
+    perf_redis_emit_stats(redis->port, BENCH, case_names[k], "send", done);
+}
+
 int main(int argc, char **argv)
 {
     double seconds = argc > 1 ? atof(argv[1]) : perf_env_seconds("BENCH_SECONDS", 2);
@@ -216,6 +249,9 @@ int main(int argc, char **argv)
                 perf_samples_free(&l);
             }
         }
+    for (int k = 0; k < NCASES; k++)
+        if (ok[k])
+            profile(&r, &t, k, &a, &b, &redis, &errors);
     for (int k = 0; k < NCASES; k++) {
         if (!ok[k])
             continue;
