@@ -109,7 +109,9 @@ static void make_argv(char **argv, const char *name, const char *first, char *re
     argv[n++] = (char *)name;
     if (first)
         argv[n++] = (char *)first;
-    for (char *t = rest ? strtok(rest, " ") : NULL; t && n < MAX_ARGS - 1; t = strtok(NULL, " "))
+    char *save = NULL;
+    for (char *t = rest ? strtok_r(rest, " ", &save) : NULL; t && n < MAX_ARGS - 1;
+         t = strtok_r(NULL, " ", &save))
         argv[n++] = t;
     argv[n] = NULL;
 }

@@ -66,7 +66,8 @@ long perf_redis_emit_stats(int port, const char *bench, const char *kase, const 
     long total = 0;
     char metric[128];
     /* lines "cmdstat_<name>:calls=<n>,usec=..." */
-    for (char *line = strtok(r->str, "\r\n"); line; line = strtok(NULL, "\r\n")) {
+    char *save = NULL;
+    for (char *line = strtok_r(r->str, "\r\n", &save); line; line = strtok_r(NULL, "\r\n", &save)) {
         char name[64];
         long calls;
         if (sscanf(line, "cmdstat_%63[^:]:calls=%ld", name, &calls) != 2)

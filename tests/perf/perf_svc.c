@@ -133,7 +133,8 @@ int perf_svc_post_pipelined(int port, const char *path, char *const *bodies, int
         cap += strlen(bodies[i]) + strlen(path) + 160;
     char *req = malloc(cap + 1), *w = req;
     for (int i = 0; req && i < n; i++)
-        w += sprintf(w,
+        w +=
+            snprintf(w, cap + 1 - (size_t)(w - req),
                      "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      "%sContent-Length: %zu\r\n\r\n%s",
                      path, i == n - 1 ? "Connection: close\r\n" : "", strlen(bodies[i]), bodies[i]);
