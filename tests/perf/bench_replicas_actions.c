@@ -228,8 +228,11 @@ int main(int argc, char **argv)
     cJSON *payload = cJSON_CreateObject();
     cJSON_AddNumberToObject(payload, "n", 1);
     cJSON_AddStringToObject(payload, "text", "hello");
-    /* the replicas see each other (heartbeat 1 s); warm-up of every connection */
+    /* the replicas see each other (heartbeat 1 s); sizing: what 4 idle replicas
+     * (a bus each) cost Redis */
     ts_sleep_ms(1500);
+    perf_emit(BENCH, "sizing", "redis_commands_per_s_per_idle_replica",
+              perf_redis_rate(redis.port, 3.0) / 4, "1/s");
     for (int s = 0; s < 2; s++) {
         perf_samples w = {0};
         long e = 0;

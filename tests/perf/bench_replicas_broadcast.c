@@ -191,8 +191,19 @@ int main(int argc, char **argv)
     ts_sleep_ms(1500);
     int one_ports[PROCS] = {one.port, one.port}, two_ports[PROCS] = {two[0].port, two[1].port};
     perf_ws_proc *set_one = procs, *set_two = procs + PROCS;
+    /* sizing: Redis memory and commands/s for the idle replicas, then with 2N idle clients */
+    double mem0 = perf_redis_info_number(redis.port, "used_memory");
+    double idle0 = perf_redis_rate(redis.port, 2.0);
     if (connect_set(set_one, one_ports, n) != n || connect_set(set_two, two_ports, n) != n)
         errors++;
+    ts_sleep_ms(1000); /* the first activity refresh of the new clients */
+    double mem1 = perf_redis_info_number(redis.port, "used_memory");
+    double idle1 = perf_redis_rate(redis.port, 2.0);
+    perf_emit(BENCH, "sizing", "redis_commands_per_s_3_replicas_no_clients", idle0, "1/s");
+    char sm[64];
+    snprintf(sm, sizeof sm, "redis_commands_per_s_3_replicas_%d_idle_clients", 2 * n);
+    perf_emit(BENCH, "sizing", sm, idle1, "1/s");
+    perf_emit(BENCH, "sizing", "redis_bytes_per_client", (mem1 - mem0) / (2.0 * n), "B");
     outcome best_one = {0}, best_two = {0}, r;
     for (int k = 0; k < ROUNDS; k++) {
         if (run_round(set_one, one.port, n, &r, &errors) != 0)

@@ -84,3 +84,31 @@ long perf_redis_emit_stats(int port, const char *bench, const char *kase, const 
     freeReplyObject(r);
     return total;
 }
+
+double perf_redis_info_number(int port, const char *field)
+{
+    redisReply *r = redis_command(port, "INFO");
+    double v = -1;
+    if (r && r->type == REDIS_REPLY_STRING) {
+        size_t fl = strlen(field);
+        for (const char *p = r->str; (p = strstr(p, field)) != NULL; p += fl)
+            if ((p == r->str || p[-1] == '\n') && p[fl] == ':') {
+                v = atof(p + fl + 1);
+                break;
+            }
+    }
+    if (r)
+        freeReplyObject(r);
+    return v;
+}
+
+double perf_redis_rate(int port, double seconds)
+{
+    /* total_commands_processed counts the probe's own INFO: one per reading */
+    double a = perf_redis_info_number(port, "total_commands_processed");
+    double t0 = perf_now();
+    usleep((useconds_t)(seconds * 1e6));
+    double b = perf_redis_info_number(port, "total_commands_processed");
+    double dt = perf_now() - t0;
+    return a >= 0 && b >= 0 && dt > 0 ? (b - a - 1) / dt : -1;
+}

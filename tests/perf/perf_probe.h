@@ -18,4 +18,10 @@ int perf_redis_reset_stats(int port);
 long perf_redis_emit_stats(int port, const char *bench, const char *kase, const char *what,
                            double per);
 
+/* A numeric field of INFO (e.g. "used_memory"), or -1. */
+double perf_redis_info_number(int port, const char *field);
+
+/* Redis commands per second over `seconds` of whatever runs now (sleeps). */
+double perf_redis_rate(int port, double seconds);
+
 #endif
