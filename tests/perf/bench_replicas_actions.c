@@ -15,6 +15,10 @@
  * caller, the replicas and Redis per action (/proc) and the Redis commands
  * per action (INFO commandstats).
  *
+ * Also printed: the p50 of a bare Redis round trip (PING) in the same run, to
+ * read the difference in round trips. BENCH_ACTIONS_TWO=1 adds a service of
+ * two replicas.
+ *
  * Usage: bench_replicas_actions [seconds per round (default 3; env BENCH_SECONDS)] */
 #include <pthread.h>
 #include <stdio.h>
@@ -214,11 +218,18 @@ int main(int argc, char **argv)
         return 1;
     int rc = 1;
     long errors = 0;
-    service sv[2] = {{.name = "perf_act_one", .label = "one_replica", .n = 1},
-                     {.name = "perf_act_three", .label = "three_replicas", .n = 3}};
+    service sv[3] = {{.name = "perf_act_one", .label = "one_replica", .n = 1},
+                     {.name = "perf_act_three", .label = "three_replicas", .n = 3},
+                     {.name = "perf_act_two", .label = "two_replicas", .n = 2}};
+    /* BENCH_ACTIONS_TWO=1: a service of two replicas as well (where the cost grows) */
+    int nsv = getenv("BENCH_ACTIONS_TWO") ? 3 : 2;
     daebus_caller *caller = NULL;
-    if (start_service(&sv[0], path, redis.url) != 0 || start_service(&sv[1], path, redis.url) != 0)
-        goto out;
+    int started = 0; /* services whose replicas need stopping */
+    for (; started < nsv; started++)
+        if (start_service(&sv[started], path, redis.url) != 0) {
+            started++; /* its first replicas did start (sv.n of them) */
+            goto out;
+        }
     daebus_error err = {0};
     caller = daebus_caller_create(redis.url, NULL, &err);
     if (!caller) {
@@ -232,15 +243,15 @@ int main(int argc, char **argv)
      * (a bus each) cost Redis */
     ts_sleep_ms(1500);
     perf_emit(BENCH, "sizing", "redis_commands_per_s_per_idle_replica",
-              perf_redis_rate(redis.port, 3.0) / 4, "1/s");
-    for (int s = 0; s < 2; s++) {
+              perf_redis_rate(redis.port, 3.0) / (nsv == 3 ? 6 : 4), "1/s");
+    for (int s = 0; s < nsv; s++) {
         perf_samples w = {0};
         long e = 0;
         run_one(caller, sv[s].name, payload, 0.3, &w, &e, &sv[s].sent);
         perf_samples_free(&w);
     }
     for (int round = 0; round < ROUNDS; round++)
-        for (int s = 0; s < 2; s++) {
+        for (int s = 0; s < nsv; s++) {
             perf_samples l = {0};
             long before = 0;
             run_one(caller, sv[s].name, payload, seconds, &l, &errors, &before);
@@ -256,19 +267,20 @@ int main(int argc, char **argv)
             perf_samples_free(&l);
         }
     for (int round = 0; round < ROUNDS; round++)
-        for (int s = 0; s < 2; s++) {
+        for (int s = 0; s < nsv; s++) {
             double r = run_window(caller, sv[s].name, payload, seconds, &errors, &sv[s].sent);
             fprintf(stderr, BENCH ": round %d %-14s 16 in flight %.0f/s\n", round, sv[s].label, r);
             if (r > sv[s].best_rate16)
                 sv[s].best_rate16 = r;
         }
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < nsv; k++)
         profile(&sv[k], caller, payload, seconds, &redis, &errors);
     cJSON_Delete(payload);
     /* the last replies of the other replicas (without exactly-once) are counted too */
     ts_sleep_ms(200);
-    report(&sv[0]);
-    report(&sv[1]);
+    for (int k = 0; k < nsv; k++)
+        report(&sv[k]);
+    perf_emit(BENCH, "redis", "ping_p50", perf_redis_ping_p50(redis.port, 2000) * 1e6, "us");
     perf_emit(BENCH, "all", "errors", (double)errors, "count");
     perf_ratio(BENCH, "p50_1_three_vs_one", sv[1].best_p50 / sv[0].best_p50, 1.3, "<=");
     perf_ratio(BENCH, "actions_per_s_16_three_vs_one", sv[1].best_rate16 / sv[0].best_rate16, 0.8,
@@ -276,7 +288,7 @@ int main(int argc, char **argv)
     rc = errors ? 1 : 0;
 out:
     daebus_caller_destroy(caller);
-    for (int s = 0; s < 2; s++)
+    for (int s = 0; s < started; s++)
         for (int i = 0; i < sv[s].n; i++)
             perf_svc_stop(&sv[s].rep[i]);
     ts_redis_stop(&redis);

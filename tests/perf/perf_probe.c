@@ -112,3 +112,27 @@ double perf_redis_rate(int port, double seconds)
     double dt = perf_now() - t0;
     return a >= 0 && b >= 0 && dt > 0 ? (b - a - 1) / dt : -1;
 }
+
+double perf_redis_ping_p50(int port, int n)
+{
+    struct timeval tv = {5, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    if (!c || c->err) {
+        if (c)
+            redisFree(c);
+        return -1;
+    }
+    perf_samples s = {0};
+    for (int i = 0; i < n; i++) {
+        double t = perf_now();
+        redisReply *r = redisCommand(c, "PING");
+        if (!r)
+            break;
+        perf_samples_add(&s, perf_now() - t);
+        freeReplyObject(r);
+    }
+    redisFree(c);
+    double p = s.n ? perf_percentile(s.v, s.n, 50) : -1;
+    perf_samples_free(&s);
+    return p;
+}

@@ -24,4 +24,7 @@ double perf_redis_info_number(int port, const char *field);
 /* Redis commands per second over `seconds` of whatever runs now (sleeps). */
 double perf_redis_rate(int port, double seconds);
 
+/* p50 in seconds of n PING round trips on one connection, or -1. */
+double perf_redis_ping_p50(int port, int n);
+
 #endif

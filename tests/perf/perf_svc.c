@@ -98,6 +98,8 @@ int perf_svc_start_opts(perf_svc *s, const perf_svc_opts *o)
 int perf_svc_stop(perf_svc *s)
 {
     int st = -1;
+    if (s->pid <= 0)
+        return -1;
     kill(s->pid, SIGTERM);
     waitpid(s->pid, &st, 0);
     pthread_join(s->reader, NULL);
