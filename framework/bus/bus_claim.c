@@ -124,11 +124,12 @@ void daebus__bus_overloaded(daebus_bus *bus, daebus_bus_request *r)
  * preferred replica usually wins alone, and the others' claims, needed only
  * when it died, left or is full, stay off the critical path. What is weak
  * (an unknown action: a replica that knows it should answer; a full queue)
- * waits 2 x DEFER_S. A replica whose queue is full does not claim before
- * then; one that wins a claim and finds its queue full answers
- * "overloaded" (every replica is full then). Subscriber thread only. */
+ * waits WEAK_S. A replica whose queue is full does not claim before then;
+ * one that wins a claim and finds its queue full answers "overloaded"
+ * (every replica is full then). Subscriber thread only. */
 
-#define DEFER_S 0.02
+#define DEFER_S 0.02 /* the others' claims */
+#define WEAK_S  0.1  /* weak claims */
 #define BATCH   64
 
 struct daebus__bus_deferred {
@@ -150,16 +151,18 @@ static bool queue_full(daebus_bus *bus)
     return daebus__pool_pending(bus->pool) >= bus->opts.max_queue;
 }
 
-static void defer(daebus_bus *bus, daebus__bus_deferred *d, bool weak)
+/* Queues d for a claim in seconds (weak: on the last-resort list). */
+static void defer(daebus_bus *bus, daebus__bus_deferred *d, bool weak, double seconds)
 {
     daebus__bus_defer_list *l = &bus->later[weak ? 1 : 0];
-    if (bus->later[0].n + bus->later[1].n >= bus->opts.max_queue) {
+    size_t cap = bus->opts.max_queue * 4 > 4096 ? bus->opts.max_queue * 4 : 4096;
+    if (bus->later[0].n + bus->later[1].n >= cap) {
         note_full(bus, "a claim left to another replica");
         d->drop(d->arg);
         free(d);
         return;
     }
-    d->due = daebus__now_mono() + DEFER_S;
+    d->due = daebus__now_mono() + seconds;
     d->next = NULL;
     if (!l->tail)
         l->tail = &l->head;
@@ -187,7 +190,7 @@ void daebus__bus_submit_claimed(daebus_bus *bus, daebus__bus_claim *cl, daebus__
         return;
     }
     *d = (daebus__bus_deferred){0, fn, drop, arg, cl, request, NULL};
-    defer(bus, d, weak);
+    defer(bus, d, weak, weak ? WEAK_S : DEFER_S);
 }
 
 /* A deferred message whose claim was just made. */
@@ -226,7 +229,7 @@ static size_t run_due(daebus_bus *bus, int k, double now)
             l->tail = &l->head;
         l->n--;
         if (k == 0 && queue_full(bus)) {
-            defer(bus, d, true);
+            defer(bus, d, true, WEAK_S - DEFER_S);
             continue;
         }
         q[n] = (daebus__cluster_claim_req){&d->claim->t, d->claim->scope, d->claim->pos, 0};

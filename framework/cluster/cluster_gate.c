@@ -120,6 +120,15 @@ void daebus__cluster_on_link(daebus__cluster *c, bool up)
     }
 }
 
+static bool alone(daebus__cluster *c, long long now);
+
+/* The solo gauge between messages: refreshed by joins and markers too. */
+static void refresh_solo(daebus__cluster *c)
+{
+    bool solo = c->gate.handling && atomic_load(&c->taking) && alone(c, daebus__cluster_now_ms());
+    atomic_store(&c->solo, solo ? 1 : 0);
+}
+
 static bool on_join(daebus__cluster *c, const char *data, const char *id, unsigned long long gen,
                     long long sent_ms)
 {
@@ -127,6 +136,7 @@ static bool on_join(daebus__cluster *c, const char *data, const char *id, unsign
     g->joins++;
     g->serial++;
     atomic_store(&c->epoch, daebus__cluster_epoch_of(data));
+    atomic_store(&c->solo, 0);
     if (strcmp(id, c->id) != 0 || gen < g->need || g->handling)
         return false;
     g->handling = true;
@@ -150,6 +160,7 @@ static void on_marker(daebus__cluster *c, unsigned long long n, long long sent_m
     g->mark[0] = (daebus__cluster_mark){n, g->joins, daebus__cluster_now_ms(), true};
     g->anchor_ms = max_ll(g->anchor_ms, sent_ms);
     atomic_store(&c->marker_seen, n);
+    refresh_solo(c); /* the read before this marker's */
     if (n <= 2)
         wake_all(c); /* daebus__cluster_wait_ready */
 }

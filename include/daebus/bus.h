@@ -30,6 +30,11 @@
  * Any number of progress messages (final:false) may precede the final reply.
  * Calls after the final reply return DAEBUS_ESTATE and send nothing.
  *
+ * Replicas: several processes of one service on one Redis are replicas;
+ * each request of the service channel is handled by exactly one of them, and
+ * LISTEN(..., .once = true) makes a queue group (docs/replicas.md). Callers
+ * change nothing.
+ *
  * Connection loss: the subscriber reconnects with capped exponential backoff
  * and subscribes again (once per channel), logging one line per state change;
  * publishers reconnect lazily on their next use. HTTP/WebSocket are unaffected.

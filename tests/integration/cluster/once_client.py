@@ -10,10 +10,15 @@ usage: once_client.py PORT SERVICE MODE N PREFIX [WINDOW] [TIMEOUT]
              PREFIX-i, then N more identical ones (id PREFIX-same).
   MODE pub:  N messages {"id": PREFIX-i} published to the channel SERVICE
              (used for LISTEN channels).
-Prints one JSON line: {"sent", "answered", "dups", "errors", "unanswered":
-[ids...], "subscribers": [counts seen by PUBLISH]}.
+  MODE unknown, malformed: as req, for an action nobody has, or cut JSON
+             whose reply_to and request_id can still be read: one error
+             reply each.
+  $ONCE_SLEEP_MS: requests ask the handler to sleep that long.
+Prints one JSON line: {"sent", "answered", "dups", "errors", "overloaded",
+"unanswered": [ids...], "subscribers": [counts seen by PUBLISH]}.
 """
 import json
+import os
 import sys
 import threading
 import time
@@ -26,7 +31,8 @@ port, service, mode, n, prefix = (int(sys.argv[1]), sys.argv[2], sys.argv[3], in
 window = int(sys.argv[6]) if len(sys.argv) > 6 else 32
 timeout = float(sys.argv[7]) if len(sys.argv) > 7 else 5.0
 r = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
-out = {"sent": 0, "answered": 0, "dups": 0, "errors": 0, "unanswered": [], "subscribers": []}
+out = {"sent": 0, "answered": 0, "dups": 0, "errors": 0, "overloaded": 0, "unanswered": [],
+       "subscribers": []}
 
 
 def note_receivers(count):
@@ -49,6 +55,21 @@ def publish_only():
     for i in range(n):
         note_receivers(r.publish(service, json.dumps({"id": "%s-%d" % (prefix, i)})))
         out["sent"] += 1
+
+
+sleep_ms = int(os.environ.get("ONCE_SLEEP_MS", "0"))
+
+
+def request_text(pid, reply_to, rid):
+    payload = {"id": pid}
+    if sleep_ms:
+        payload["sleep_ms"] = sleep_ms
+    msg = {"action": "nope" if mode == "unknown" else "work", "payload": payload,
+           "reply_to": reply_to, "request_id": rid, "service": service}
+    text = json.dumps(msg)
+    if mode == "malformed":  # reply_to and request_id first, then a cut payload
+        text = json.dumps({"reply_to": reply_to, "request_id": rid})[:-1] + ', "action": "work", "payload": {'
+    return text
 
 
 def requests():
@@ -74,9 +95,7 @@ def requests():
                 ids[rid] = pid
                 finals[rid] = 0
                 sent_at[rid] = time.time()
-            msg = {"action": "work", "payload": {"id": pid}, "reply_to": reply_to,
-                   "request_id": rid, "service": service}
-            note_receivers(pub.publish(service, json.dumps(msg)))
+            note_receivers(pub.publish(service, request_text(pid, reply_to, rid)))
             out["sent"] += 1
         done_sending.set()
 
@@ -101,6 +120,8 @@ def requests():
                 out["answered"] += 1
                 if resp.get("status") != "success":
                     out["errors"] += 1
+                    if "overloaded" in str(resp.get("payload")):
+                        out["overloaded"] += 1
                 last_progress = now
             else:
                 out["dups"] += 1
@@ -114,5 +135,6 @@ def requests():
     out["unanswered"] = sorted(ids[k] for k, v in finals.items() if v == 0)
 
 
-{"req": requests, "ff": fire_and_forget, "pub": publish_only}[mode]()
+{"req": requests, "unknown": requests, "malformed": requests, "ff": fire_and_forget,
+ "pub": publish_only}[mode]()
 print(json.dumps(out))

@@ -7,7 +7,8 @@
  *   ACTION work {"id": X[, "sleep_ms": N]}  "a X"  replies {"id": X, "pid": P}
  *   LISTEN once_test.queue (.once)           "q X"  (the message's "id")
  *   LISTEN once_test.all                     "b X"
- * The heartbeat comes from ONCE_HEARTBEAT (seconds; default 0.5); the port and
+ * The heartbeat comes from ONCE_HEARTBEAT (seconds; default 0.5), the worker
+ * pool from ONCE_WORKERS and ONCE_QUEUE (default 10 and 1024); the port and
  * Redis from --port and --redis. */
 #include <fcntl.h>
 #include <stdio.h>
@@ -67,6 +68,8 @@ int main(int argc, char **argv)
     log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     daebus_app_options ao = DAEBUS_APP_OPTIONS_INIT;
     ao.service = "once_test";
+    const char *workers = getenv("ONCE_WORKERS"), *queue = getenv("ONCE_QUEUE");
+    ao.max_workers = workers ? atoi(workers) : 0;
     daebus_app *app = daebus_app_create(&ao, NULL);
     if (!app)
         return 1;
@@ -76,6 +79,7 @@ int main(int argc, char **argv)
     daebus_bus_options bo = DAEBUS_BUS_OPTIONS_INIT;
     const char *hb = getenv("ONCE_HEARTBEAT");
     bo.heartbeat = hb ? atof(hb) : 0.5;
+    bo.max_queue = queue ? (size_t)atoi(queue) : 0;
     daebus_bus_attach(daebus_bus_create(&bo, NULL), app);
     int status = daebus_app_run(app);
     daebus_app_destroy(app);

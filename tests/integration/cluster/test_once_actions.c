@@ -9,7 +9,12 @@
  *   gracefully: one reply per request_id, one handler run per request;
  *   fire-and-forget requests (no request_id), identical ones included, run
  *   once each;
- * - LISTEN .once: one run per message; LISTEN without it: one per replica. */
+ * - LISTEN .once: one run per message; LISTEN without it: one per replica;
+ * - error replies made without a handler (unknown action, malformed JSON):
+ *   one per request;
+ * - a full worker queue: a replica in claim mode leaves the request to one
+ *   with room (no "overloaded" while one has room); with every replica full,
+ *   one of them answers "overloaded"; a solo replica answers it at once. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,6 +156,87 @@ static void test_listen_once_and_all(void)
     cJSON_Delete(br);
 }
 
+static int jint(const cJSON *o, const char *k)
+{
+    return cJSON_GetObjectItem(o, k) ? cJSON_GetObjectItem(o, k)->valueint : -1;
+}
+
+static void test_error_replies_once(void)
+{
+    pid_t u = once_python("unknown", ONCE_SERVICE, 200, "u", 32, 5);
+    pid_t m = once_python("malformed", ONCE_SERVICE, 200, "m", 32, 5);
+    cJSON *ur = once_python_wait(u, 30), *mr = once_python_wait(m, 30);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ur);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mr);
+    CU_ASSERT_EQUAL(jint(ur, "answered"), 200);
+    CU_ASSERT_EQUAL(jint(ur, "errors"), 200);
+    CU_ASSERT_EQUAL(jint(ur, "dups"), 0);
+    CU_ASSERT_EQUAL(jint(mr, "answered"), 200);
+    CU_ASSERT_EQUAL(jint(mr, "errors"), 200);
+    CU_ASSERT_EQUAL(jint(mr, "dups"), 0);
+    cJSON_Delete(ur);
+    cJSON_Delete(mr);
+}
+
+/* Requests that sleep 50 ms each, 40 in flight, through the python caller. */
+static cJSON *slow_burst(int n, const char *prefix)
+{
+    setenv("ONCE_SLEEP_MS", "50", 1);
+    pid_t p = once_python("req", ONCE_SERVICE, n, prefix, 40, 10);
+    unsetenv("ONCE_SLEEP_MS");
+    return once_python_wait(p, 60);
+}
+
+static void test_full_queue(void)
+{
+    /* Replicas 1, 2, 3 (10 workers each) and 4: one worker, a queue of one. */
+    setenv("ONCE_WORKERS", "1", 1);
+    setenv("ONCE_QUEUE", "1", 1);
+    once_start(4, HB);
+    CU_ASSERT_FATAL(once_all_ready(10));
+    cJSON *r = slow_burst(200, "o");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(jint(r, "answered"), 200);
+    CU_ASSERT_EQUAL(jint(r, "overloaded"), 0); /* the others had room */
+    CU_ASSERT_EQUAL(jint(r, "dups"), 0);
+    /* The busy replica claims its share late (its one worker is busy): the
+     * others take most of it. */
+    CU_ASSERT(once_metric(4, "daebus_bus_requests_handled_total") < 50);
+    CU_ASSERT_TRUE(each_ran('a', "o", 200, 1));
+    cJSON_Delete(r);
+    /* Only tiny replicas: every queue full, one answer each. */
+    once_start(5, HB);
+    for (int i = 1; i <= 3; i++)
+        once_reap(i, SIGTERM);
+    CU_ASSERT_FATAL(once_all_ready(10));
+    TS_WAIT_UNTIL(once_metric(4, "daebus_bus_solo") == 0 && once_metric(5, "daebus_bus_solo") == 0,
+                  5);
+    r = slow_burst(100, "o2");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(jint(r, "answered"), 100);
+    CU_ASSERT(jint(r, "overloaded") > 0);
+    CU_ASSERT_EQUAL(jint(r, "dups"), 0);
+    CU_ASSERT_EQUAL(jint(r, "errors"), jint(r, "overloaded"));
+    printf("\n  two replicas with one worker each: %d of 100 answered \"overloaded\", once each",
+           jint(r, "overloaded"));
+    cJSON_Delete(r);
+    /* Alone: "overloaded" at once, without claims. */
+    once_reap(5, SIGTERM);
+    TS_WAIT_UNTIL(once_metric(4, "daebus_bus_solo") == 1, 5);
+    CU_ASSERT_EQUAL(once_metric(4, "daebus_bus_solo"), 1);
+    double won = once_metric(4, "daebus_bus_claims_won_total"),
+           lost = once_metric(4, "daebus_bus_claims_lost_total");
+    r = slow_burst(50, "o3");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(jint(r, "answered"), 50);
+    CU_ASSERT(jint(r, "overloaded") > 0);
+    CU_ASSERT_EQUAL(once_metric(4, "daebus_bus_claims_won_total"), won);
+    CU_ASSERT_EQUAL(once_metric(4, "daebus_bus_claims_lost_total"), lost);
+    cJSON_Delete(r);
+    unsetenv("ONCE_WORKERS");
+    unsetenv("ONCE_QUEUE");
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -159,5 +245,7 @@ int main(void)
     CU_add_test(s, "solo: no claim; a second replica joins under load", test_solo_then_join);
     CU_add_test(s, "10,000 requests, a replica joins, one leaves", test_ten_thousand);
     CU_add_test(s, "LISTEN with and without .once", test_listen_once_and_all);
+    CU_add_test(s, "unknown action, malformed: one error reply", test_error_replies_once);
+    CU_add_test(s, "full worker queues", test_full_queue);
     return ts_run_cunit();
 }
