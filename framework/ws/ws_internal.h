@@ -169,8 +169,8 @@ struct daebus_ws {
     int maint_started;
     /* across replicas (ws_cluster.c, ws_directory.c); cluster NULL: one process */
     daebus_ws_cluster_mode cluster_mode;
-    struct ws_cluster *cluster;
-    ws_departed *departed; /* set before the app runs */
+    _Atomic(struct ws_cluster *) cluster; /* set once started: HTTP routes may call in meanwhile */
+    ws_departed *departed;                /* set before the app runs */
     size_t ndeparted;
     /* stats */
     atomic_uint_fast64_t st_cluster_pub, st_cluster_recv, st_cluster_err, st_cluster_reaped;
