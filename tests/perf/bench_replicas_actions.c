@@ -17,13 +17,16 @@
  *
  * Also printed: the p50 of a bare Redis round trip (PING) in the same run, to
  * read the difference in round trips. BENCH_ACTIONS_TWO=1 adds a service of
- * two replicas.
+ * two replicas. BENCH_PERF=<dir>: `perf record -g` of each service's replicas
+ * during its profiled round, into <dir>/<service>.data.
  *
  * Usage: bench_replicas_actions [seconds per round (default 3; env BENCH_SECONDS)] */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "daebus/daebus.h"
 #include "perf_common.h"
@@ -188,8 +191,26 @@ static void profile(service *s, daebus_caller *c, cJSON *payload, double seconds
     cpu0[1] = perf_cpu_seconds(redis->pid);
     for (int i = 0; i < s->n; i++)
         cpu0[2 + i] = perf_cpu_seconds(s->rep[i].pid);
+    /* BENCH_PERF=<dir>: perf record of the replicas during this round */
+    const char *perf_dir = getenv("BENCH_PERF");
+    pid_t rec = -1;
+    if (perf_dir) {
+        char cmd[512], pids[64] = "";
+        for (int i = 0; i < s->n; i++)
+            snprintf(pids + strlen(pids), sizeof pids - strlen(pids), "%s%d", i ? "," : "",
+                     (int)s->rep[i].pid);
+        snprintf(cmd, sizeof cmd, "perf record -q -F 999 -g -o %s/%s.data -p %s -- sleep %g",
+                 perf_dir, s->name, pids, seconds);
+        rec = fork();
+        if (rec == 0) {
+            execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+            _exit(127);
+        }
+    }
     long done = 0;
     double rate = run_window(c, s->name, payload, seconds, errors, &done);
+    if (rec > 0)
+        waitpid(rec, NULL, 0);
     cpu1[0] = perf_cpu_seconds(0);
     cpu1[1] = perf_cpu_seconds(redis->pid);
     for (int i = 0; i < s->n; i++)
