@@ -8,7 +8,7 @@
  * daebus_ws_broadcast_to_all() 100 times; every client must get the 100
  * messages. Deliveries are counted at the clients; the rate is deliveries over
  * the time from the POST to the last client's last message. Rounds alternate
- * one/two (3 of each, on the same connections); the best of each is kept.
+ * one/two (5 of each, on the same connections); the best of each is kept.
  * Then one more round of each, profiled: CPU time per delivery of every
  * process (/proc) and Redis commands per broadcast (INFO commandstats).
  *
@@ -28,7 +28,7 @@
 
 #define PROCS    2 /* client processes per set */
 #define MESSAGES 100
-#define ROUNDS   3
+#define ROUNDS   5
 #define BENCH    "replicas_broadcast"
 
 typedef struct outcome {
