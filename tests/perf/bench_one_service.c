@@ -11,6 +11,8 @@
  *              route both builds have: one broadcast_to_all each), pipelined on
  *              one connection; deliveries over the time from the first POST to
  *              the last delivery, best of 3.
+ * With each: the CPU time of the service and its Redis per operation over all
+ * its rounds (/proc), steadier than a rate on a busy machine.
  *
  * Usage: bench_one_service [perf_service path (default: next to this program)]
  *        [N clients (default 1000)]; env BENCH_SECONDS (default 3) */
@@ -20,6 +22,7 @@
 
 #include "daebus/daebus.h"
 #include "perf_common.h"
+#include "perf_probe.h"
 #include "perf_svc.h"
 #include "perf_wsload.h"
 #include "testsupport.h"
@@ -118,6 +121,18 @@ static double run_round(perf_ws_proc *procs, int port, int n, bool sink, double 
     return t_last > t0 ? (double)count / (t_last - t0) : 0;
 }
 
+/* CPU seconds of the service and its Redis (the clients are the same harness
+ * for both builds). */
+static double cpu_of(const perf_svc *s, const ts_redis *redis)
+{
+    return perf_cpu_seconds(s->pid) + perf_cpu_seconds(redis->pid);
+}
+
+static void emit_cpu(const char *metric, double cpu, double ops)
+{
+    perf_emit(BENCH, "daebus", metric, ops > 0 ? cpu / ops * 1e6 : 0, "us");
+}
+
 int main(int argc, char **argv)
 {
     char path[512];
@@ -144,24 +159,30 @@ int main(int argc, char **argv)
         fprintf(stderr, BENCH ": %s did not start\n", path);
         goto out;
     }
-    double best = 0, r;
+    double best = 0, r, ops = 0, cpu0 = cpu_of(&s, &redis);
     for (int k = 0; k < 2; k++) {
         r = wrk_rps(s.port, seconds);
         if (r < 0)
             errors++;
         best = r > best ? r : best;
+        ops += r > 0 ? r * seconds : 0;
     }
     perf_emit(BENCH, "daebus", "req_per_s", best, "req/s");
+    emit_cpu("cpu_us_per_req", cpu_of(&s, &redis) - cpu0, ops);
     char m[64];
     if (connect_set(procs, s.port, n, PERF_WS_ECHO, seconds, 2) != n)
         errors++;
-    best = 0;
+    best = ops = 0;
+    cpu0 = cpu_of(&s, &redis);
     for (int k = 0; k < 2; k++) {
         r = run_round(procs, s.port, n, false, seconds, &errors);
         best = r > best ? r : best;
+        ops += r > 0 ? r * seconds : 0;
     }
     snprintf(m, sizeof m, "round_trips_per_s_%d", n);
     perf_emit(BENCH, "daebus", m, best, "1/s");
+    snprintf(m, sizeof m, "cpu_us_per_round_trip_%d", n);
+    emit_cpu(m, cpu_of(&s, &redis) - cpu0, ops);
     /* the echo connections close; the broadcast set connects afresh */
     double until = perf_now() + 15;
     while (perf_svc_stat(s.port, "ws", "clients") > 0 && perf_now() < until)
@@ -169,12 +190,21 @@ int main(int argc, char **argv)
     if (connect_set(procs, s.port, n, PERF_WS_SINK, 10, 3) != n)
         errors++;
     best = 0;
+    cpu0 = cpu_of(&s, &redis);
+    double redis0 = perf_cpu_seconds(redis.pid);
+    perf_redis_reset_stats(redis.port);
     for (int k = 0; k < 3; k++) {
         r = run_round(procs, s.port, n, true, 0, &errors);
         best = r > best ? r : best;
     }
     snprintf(m, sizeof m, "deliveries_per_s_%d", n);
     perf_emit(BENCH, "daebus", m, best, "1/s");
+    snprintf(m, sizeof m, "cpu_us_per_delivery_%d", n);
+    emit_cpu(m, cpu_of(&s, &redis) - cpu0, 3.0 * MESSAGES * n);
+    snprintf(m, sizeof m, "cpu_us_per_delivery_%d_redis", n);
+    emit_cpu(m, perf_cpu_seconds(redis.pid) - redis0, 3.0 * MESSAGES * n);
+    if (getenv("BENCH_REDIS_STATS"))
+        perf_redis_emit_stats(redis.port, BENCH, "daebus", "broadcast", 3.0 * MESSAGES);
     perf_emit(BENCH, "all", "errors", (double)errors, "count");
     rc = errors ? 1 : 0;
     for (int p = 0; p < PROCS; p++)

@@ -8,10 +8,11 @@
  * each build's perf_service: HTTP + WebSocket + bus in one process, the
  * single instance of a real service) of both builds one after the other (base first in even rounds, this build first in
  * odd ones), reads their JSON lines and keeps every "daebus" throughput figure
- * (req_per_s*, round_trips_per_s*, deliveries_per_s*). Printed per figure:
+ * (req_per_s*, round_trips_per_s*, deliveries_per_s*, cpu_us_per_*). Printed per figure:
  * best and median of each build, and the ratios this/base of the best and of
  * the medians (target >= 0.95 on the best, as every other benchmark here
- * compares best rounds); also this/base of each benchmark's own ratio to raw
+ * compares best rounds; for bench_one_service's CPU time per operation,
+ * lower is better: target <= 1.05); also this/base of each benchmark's own ratio to raw
  * CivetWeb (which takes out some of the machine's drift between runs).
  *
  * Usage: bench_vs_base BASE_BIN_DIR [rounds (default 3; env BENCH_BASE_ROUNDS)]
@@ -48,7 +49,8 @@ static bool kept(const char *kase, const char *metric)
         return true;
     return strcmp(kase, "daebus") == 0 &&
            (strncmp(metric, "req_per_s", 9) == 0 || strncmp(metric, "round_trips_per_s", 17) == 0 ||
-            strncmp(metric, "deliveries_per_s", 16) == 0);
+            strncmp(metric, "deliveries_per_s", 16) == 0 ||
+            strncmp(metric, "cpu_us_per_", 11) == 0);
 }
 
 static void record(int build, const char *line)
@@ -139,8 +141,9 @@ static void report(void)
         figure *f = &figs[i];
         if (!f->n[BUILD_NEW] || !f->n[BUILD_OLD])
             continue;
-        /* bench_bus-style ratios where lower is better are not among these */
-        double bn = best_of(f, BUILD_NEW, false), bo = best_of(f, BUILD_OLD, false);
+        /* CPU per operation: lower is better */
+        bool cpu = strncmp(f->metric, "cpu_us_per_", 11) == 0;
+        double bn = best_of(f, BUILD_NEW, cpu), bo = best_of(f, BUILD_OLD, cpu);
         double mn = median_of(f, BUILD_NEW), mo = median_of(f, BUILD_OLD);
         if (strcmp(f->kase, "ratio") == 0) {
             snprintf(m, sizeof m, "%s_%s_vs_raw_median", f->bench, f->metric);
@@ -150,16 +153,17 @@ static void report(void)
             perf_emit(BENCH, "ratio_info", m, mo > 0 ? mn / mo : 0, "x");
             continue;
         }
+        const char *unit = cpu ? "us" : "1/s";
         snprintf(m, sizeof m, "%s_%s_best", f->bench, f->metric);
-        perf_emit(BENCH, "this", m, bn, "1/s");
-        perf_emit(BENCH, "base", m, bo, "1/s");
+        perf_emit(BENCH, "this", m, bn, unit);
+        perf_emit(BENCH, "base", m, bo, unit);
         snprintf(m, sizeof m, "%s_%s_median", f->bench, f->metric);
-        perf_emit(BENCH, "this", m, mn, "1/s");
-        perf_emit(BENCH, "base", m, mo, "1/s");
+        perf_emit(BENCH, "this", m, mn, unit);
+        perf_emit(BENCH, "base", m, mo, unit);
         snprintf(m, sizeof m, "%s_%s_this_over_base_median", f->bench, f->metric);
         perf_emit(BENCH, "ratio_info", m, mo > 0 ? mn / mo : 0, "x");
         snprintf(m, sizeof m, "%s_%s_this_over_base", f->bench, f->metric);
-        perf_ratio(BENCH, m, bo > 0 ? bn / bo : 0, 0.95, ">=");
+        perf_ratio(BENCH, m, bo > 0 ? bn / bo : 0, cpu ? 1.05 : 0.95, cpu ? "<=" : ">=");
     }
 }
 

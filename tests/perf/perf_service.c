@@ -11,7 +11,8 @@
  *
  * Usage: perf_service [standard flags: --port N --redis URL ...]
  *        env PERF_MAX_CLIENTS (default 1024)
- *        env PERF_RAW=1: a raw CivetWeb WebSocket echo server instead (baseline) */
+ *        env PERF_RAW=1: a raw CivetWeb WebSocket echo server instead (baseline)
+ *        env PERF_WS_CLUSTER=off: daebus_ws_options.cluster = DAEBUS_WS_CLUSTER_OFF */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -172,6 +173,10 @@ int main(int argc, char **argv)
     daebus_http *http = g_http = daebus_http_create(&ho, NULL);
     daebus_ws_options wo = DAEBUS_WS_OPTIONS_INIT;
     wo.max_clients = max_clients;
+    /* PERF_WS_CLUSTER=off: one process even with a bus (what cluster mode costs alone) */
+    const char *wc = getenv("PERF_WS_CLUSTER");
+    if (wc && strcmp(wc, "off") == 0)
+        wo.cluster = DAEBUS_WS_CLUSTER_OFF;
     g_ws = daebus_ws_create(&wo, NULL);
     daebus_bus *bus = g_bus = daebus_bus_create(NULL, NULL);
     if (!http || daebus_http_attach(http, app) != 0 || !g_ws || daebus_ws_attach(g_ws, app) != 0 ||
