@@ -116,6 +116,7 @@ static int add_channels(daebus_bus *bus)
 {
     bus->gated = needs_gate(bus);
     daebus__cluster_channel(bus->service, bus->cluster_channel, sizeof bus->cluster_channel);
+    bus->svc_pos = (daebus__bus_pos){0, 0};
     free(bus->listen_pos);
     bus->listen_pos = calloc(bus->nlistens ? bus->nlistens : 1, sizeof *bus->listen_pos);
     if (!bus->listen_pos)

@@ -138,6 +138,32 @@ static void make_join(daebus__cluster *c, join_msg *j, long long sent_ms)
     daebus__cluster_fence_key(c, daebus__cluster_epoch_of(j->payload), j->fence, sizeof j->fence);
 }
 
+/* An announce that started at t0 reached Redis. It keeps this instance
+ * handling only if it came back within the limit of the one before (or
+ * came with a join): past it, the others may have dropped this instance
+ * and gone solo meanwhile, unseen by the gate if no message arrived. Then
+ * the proof stays old, so the gate and claims refuse until a join comes
+ * back (asked for here). */
+static void announced_at(daebus__cluster *c, long long t0, bool join)
+{
+    if (!c->exactly_once) {
+        atomic_store(&c->announce_ok_ms, t0);
+        return;
+    }
+    long long prev = atomic_load(&c->announce_ok_ms), echo = atomic_load(&c->echo_ok_ms);
+    if (echo > prev)
+        prev = echo;
+    if (join || prev == 0 || daebus__cluster_now_ms() - prev <= c->announce_limit_ms) {
+        atomic_store(&c->announce_ok_ms, t0);
+        return;
+    }
+    DAEBUS_LOG_WARNF(LOGC,
+                     "instance %s: %lld ms without an announce reaching Redis: it joins again "
+                     "before it handles more messages",
+                     c->id, daebus__cluster_now_ms() - prev);
+    daebus__cluster_request_join(c);
+}
+
 /* Announces this instance; with a join wanted, opens its epoch (the epoch's
  * key) and publishes the join on the same connection, after the announce:
  * whoever sees the join can read the announce. t0: monotonic ms taken before
@@ -177,9 +203,9 @@ static int announce(daebus__cluster *c, long long now, long long t0)
     }
     int rc = daebus__cluster_run(c, b, n, NULL);
     if (rc == 0) {
-        atomic_store(&c->announce_ok_ms, t0);
         if (j.gen)
             atomic_store(&c->join_sent, j.gen);
+        announced_at(c, t0, j.gen != 0);
     }
     return rc;
 }
@@ -349,7 +375,10 @@ static void tick(daebus__cluster *c, bool beat)
     cJSON *view = NULL;
     int rc = redis_time_ms(c, &now);
     bool join = c->exactly_once && atomic_load(&c->join_wanted) > atomic_load(&c->join_sent);
-    bool announced = rc == 0 && (beat || join || c->link != LINK_UP);
+    /* With exactly once, every tick: an instance whose announces fail for 2
+     * heartbeats stops handling (cluster_gate.c), so one late tick must not
+     * be enough to get there. */
+    bool announced = rc == 0 && (beat || join || c->exactly_once || c->link != LINK_UP);
     if (announced)
         rc = announce(c, now, t0);
     if (rc == 0)
@@ -399,7 +428,7 @@ static void *heartbeat_main(void *arg)
 {
     daebus__cluster *c = arg;
     daebus__sigpipe_block_thread();
-    double half = c->heartbeat / 2, retry = 0.05;
+    double half = c->heartbeat / 2, retry = 0.025;
     daebus__deadline next = daebus__deadline_in(half);
     for (unsigned long n = 0;;) {
         tick(c, n % 2 == 0);

@@ -68,7 +68,8 @@ void daebus__cluster_gate_init(daebus__cluster *c)
 {
     long long hb = (long long)(c->heartbeat * 1000 + 0.5);
     /* Claims live long enough for every instance to make its own (a late one
-     * is refused, see claim_late), the epoch's key for many heartbeats. */
+     * is refused: daebus__cluster_claim_many), the epoch's key for many
+     * heartbeats. */
     c->claim_ttl_ms = max_ll(5000, 3 * hb);
     c->late_ms = c->claim_ttl_ms * 4 / 5;
     c->fence_ttl_ms = max_ll(30000, 10 * c->window_ms);
@@ -122,6 +123,15 @@ void daebus__cluster_on_link(daebus__cluster *c, bool up)
 
 static bool alone(daebus__cluster *c, long long now);
 
+/* Has an announce of this instance (or its join) reached Redis in the last 2
+ * heartbeats? The others drop it 2.5 heartbeats after the last one, and may
+ * go solo: past that, it neither takes nor claims anything. */
+static bool announced(daebus__cluster *c, long long now)
+{
+    long long last = max_ll(atomic_load(&c->announce_ok_ms), atomic_load(&c->echo_ok_ms));
+    return now - last <= c->announce_limit_ms;
+}
+
 /* The solo gauge between messages: refreshed by joins and markers too. */
 static void refresh_solo(daebus__cluster *c)
 {
@@ -137,10 +147,14 @@ static bool on_join(daebus__cluster *c, const char *data, const char *id, unsign
     g->serial++;
     atomic_store(&c->epoch, daebus__cluster_epoch_of(data));
     atomic_store(&c->solo, 0);
-    if (strcmp(id, c->id) != 0 || gen < g->need || g->handling)
+    if (strcmp(id, c->id) != 0)
+        return false;
+    /* An own join: its announce reached Redis before every message after it. */
+    if (sent_ms > atomic_load(&c->echo_ok_ms))
+        atomic_store(&c->echo_ok_ms, sent_ms);
+    if (gen < g->need || g->handling)
         return false;
     g->handling = true;
-    g->echo_ok_ms = sent_ms;
     g->anchor_ms = max_ll(g->anchor_ms, sent_ms);
     atomic_store(&c->handling, 1);
     bool again = g->ever;
@@ -209,7 +223,7 @@ daebus__gate daebus__cluster_gate(daebus__cluster *c, daebus__cluster_ticket *t)
         return DAEBUS__GATE_IGNORE;
     }
     long long now = daebus__cluster_now_ms();
-    if (now - max_ll(atomic_load(&c->announce_ok_ms), g->echo_ok_ms) > c->announce_limit_ms) {
+    if (!announced(c, now)) {
         DAEBUS_LOG_WARNF(LOGC,
                          "instance %s: no announce has reached Redis for %lld ms: it stops "
                          "handling messages (the others may drop it) and joins again",
@@ -321,6 +335,10 @@ void daebus__cluster_claim_many(daebus__cluster *c, daebus__cluster_claim_req *q
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         if (!taking) {
+            q[i].rc = DAEBUS_ESTATE;
+        } else if (!announced(c, now)) {
+            /* Queued before the gate saw it: the others may be solo by now. */
+            claim_failed(c, "this instance's announces have not reached Redis for 2 heartbeats");
             q[i].rc = DAEBUS_ESTATE;
         } else if (now - q[i].t->anchor_ms > c->late_ms) {
             /* The claims of the others may have expired: claiming now could win twice. */

@@ -36,7 +36,6 @@ typedef struct daebus__cluster_gate_state {
     unsigned long long need;      /* the own join generation that ends the wait */
     unsigned long long serial;    /* epochs seen (any join) */
     unsigned long long joins;     /* join messages seen (any instance) */
-    long long echo_ok_ms;         /* send time of the own join last echoed */
     long long anchor_ms;          /* send time of the own join or marker last seen */
     daebus__cluster_mark mark[2]; /* [0] latest own marker, [1] the one before */
 } daebus__cluster_gate_state;
@@ -66,6 +65,7 @@ struct daebus__cluster {
     atomic_ullong join_wanted;   /* any thread: the join generation wanted */
     atomic_ullong join_sent;     /* heartbeat: the last join generation published */
     atomic_llong announce_ok_ms; /* heartbeat: before the last announce that succeeded */
+    atomic_llong echo_ok_ms;     /* subscriber thread: send time of the own join last echoed */
     atomic_ullong results[DAEBUS__CLUSTER_RING]; /* heartbeat: n << 1 | solo of view read n */
     atomic_ullong order;       /* heartbeat: size << 32 | rank of this instance in the view */
     atomic_ullong epoch;       /* subscriber thread: the current epoch (0: none) */

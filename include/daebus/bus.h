@@ -109,7 +109,7 @@ typedef struct daebus_bus_options {
  * (replies to daebus_bus_caller() included); replies_sent: every reply
  * published (progress included); broadcasts: successful
  * daebus_bus_broadcast() calls; connected: 1 = subscriber connected and
- * subscribed. Replicas (docs/replicas.md, "Actions exactly once"): each
+ * subscribed, and joined (it takes requests: see below). Replicas (docs/replicas.md, "Actions exactly once"): each
  * message of the service channel or of a LISTEN .once channel is taken by one
  * replica; claims_won/lost/failed count this replica's claims,
  * ignored_joining the messages it let pass while joining or leaving, and solo

@@ -214,6 +214,19 @@ void once_runs_free(once_runs *r)
     free(r);
 }
 
+int once_pid_runs(pid_t pid, char kind, const char *prefix)
+{
+    char path[400], key[300];
+    snprintf(path, sizeof path, "%s/%ld.log", logdir, (long)pid);
+    snprintf(key, sizeof key, "%c %s", kind, prefix);
+    char *text = ts_read_file(path, NULL);
+    int n = 0;
+    for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        n += strncmp(p, key, strlen(key)) == 0;
+    free(text);
+    return n;
+}
+
 /* ---- foreign callers ---- */
 
 static void out_path(pid_t pid, char *buf, size_t len)

@@ -53,6 +53,8 @@ int once_runs_prefix(const once_runs *r, char kind, const char *prefix);
 /* Ids of kind with prefix run more than once (printed, at most 5). */
 int once_runs_twice(const once_runs *r, char kind, const char *prefix);
 void once_runs_free(once_runs *r);
+/* Lines of kind with prefix in the log of one replica (by pid). */
+int once_pid_runs(pid_t pid, char kind, const char *prefix);
 
 /* once_client.py in the background (mode req/ff/pub; target: the service or
  * a channel), its JSON line into a file. Returns: its pid. */

@@ -1,7 +1,7 @@
 /* test_once_actions.c - actions and LISTEN .once exactly once across replicas
  * (docs/replicas.md, "Actions exactly once").
  *
- * Real once_service replicas on a private redis-server, heartbeat 0.5 s:
+ * Real once_service replicas on a private redis-server, heartbeat 1 s:
  * - one replica alone answers without a claim; a second one joining under
  *   load runs no request twice;
  * - three replicas, 10,000 requests from a redis-py caller, the C caller and
@@ -21,7 +21,7 @@
 #include <string.h>
 #include "once_fixture.h"
 
-#define HB "0.5"
+#define HB "1"
 
 static int init(void)
 {

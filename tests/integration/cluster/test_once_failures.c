@@ -1,10 +1,16 @@
 /* test_once_failures.c - exactly once while replicas die and Redis restarts
  * (docs/replicas.md, "Actions exactly once").
  *
- * Real once_service replicas on a private redis-server, heartbeat 0.5 s:
+ * Real once_service replicas on a private redis-server, heartbeat 1 s:
+ * - a replica stopped gracefully while it runs slow requests finishes what it
+ *   took: every request answered once;
  * - a replica killed with -9 under load: no request is answered twice or run
  *   twice; the requests it had not taken are answered by the others; the
  *   ones it took may time out (at most the requests in flight);
+ * - two replicas frozen (SIGSTOP) past their window: the third goes solo and
+ *   answers what is published meanwhile; when the frozen ones resume (their
+ *   heartbeat may announce before their subscriber reads the backlog) they
+ *   run none of it again;
  * - Redis killed and restarted on the same port under load: nothing runs
  *   twice across the outage, and once the replicas are back every request is
  *   answered exactly once (redis-py and the C caller). */
@@ -14,7 +20,7 @@
 #include <string.h>
 #include "once_fixture.h"
 
-#define HB     "0.5"
+#define HB     "1"
 #define WINDOW 32
 #define N      8000
 
@@ -38,10 +44,47 @@ static int twice(char kind, const char *prefix)
     return n;
 }
 
-static void test_kill9(void)
+static int jint(const cJSON *o, const char *k)
+{
+    return cJSON_GetObjectItem(o, k) ? cJSON_GetObjectItem(o, k)->valueint : -1;
+}
+
+static void test_graceful_stop_finishes(void)
 {
     for (int i = 0; i < 3; i++)
         once_start(i, HB);
+    CU_ASSERT_FATAL(once_all_ready(10));
+    setenv("ONCE_SLEEP_MS", "300", 1);
+    pid_t py = once_python("req", ONCE_SERVICE, 60, "g", 60, 10);
+    unsetenv("ONCE_SLEEP_MS");
+    /* Each replica has taken its share of the 60 requests (300 ms each). */
+    TS_WAIT_UNTIL(once_metric(0, "daebus_bus_requests_received_total") >= 60, 5);
+    ts_sleep_ms(100);
+    pid_t stopped = once_procs[0].pid;
+    int before = once_pid_runs(stopped, 'a', "g-");
+    once_reap(0, SIGTERM);
+    cJSON *pr = once_python_wait(py, 30);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(pr);
+    CU_ASSERT_EQUAL(jint(pr, "answered"), 60);
+    CU_ASSERT_EQUAL(jint(pr, "errors"), 0);
+    CU_ASSERT_EQUAL(jint(pr, "dups"), 0);
+    CU_ASSERT_EQUAL(twice('a', "g"), 0);
+    once_runs *r = once_runs_load();
+    CU_ASSERT_EQUAL(once_runs_prefix(r, 'a', "g-"), 60);
+    once_runs_free(r);
+    /* The stopped one ran requests after the stop began: the ones it had taken. */
+    int after = once_pid_runs(stopped, 'a', "g-");
+    CU_ASSERT(after > before);
+    printf("\n  graceful stop with slow requests in flight: the stopping replica finished %d "
+           "(%d before the stop)",
+           after, before);
+    cJSON_Delete(pr);
+    once_start(0, HB);
+    CU_ASSERT(once_all_ready(10));
+}
+
+static void test_kill9(void)
+{
     CU_ASSERT_FATAL(once_all_ready(10));
     pid_t py = once_python("req", ONCE_SERVICE, N, "k", WINDOW, 3);
     once_load l;
@@ -77,6 +120,30 @@ static void test_kill9(void)
     cJSON_Delete(pr);
     once_start(0, HB); /* three again for the next test */
     CU_ASSERT(once_all_ready(10));
+}
+
+static void test_frozen_resume(void)
+{
+    CU_ASSERT_FATAL(once_all_ready(10));
+    kill(once_procs[1].pid, SIGSTOP);
+    kill(once_procs[2].pid, SIGSTOP);
+    TS_WAIT_UNTIL(once_metric(0, "daebus_bus_solo") == 1, 6);
+    CU_ASSERT_EQUAL_FATAL(once_metric(0, "daebus_bus_solo"), 1);
+    pid_t py = once_python("req", ONCE_SERVICE, 300, "z", 300, 5);
+    TS_WAIT_UNTIL(once_metric(0, "daebus_bus_requests_handled_total") >= 300, 10);
+    kill(once_procs[1].pid, SIGCONT);
+    kill(once_procs[2].pid, SIGCONT);
+    cJSON *pr = once_python_wait(py, 30);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(pr);
+    CU_ASSERT_EQUAL(cJSON_GetObjectItem(pr, "answered")->valueint, 300);
+    CU_ASSERT_EQUAL(cJSON_GetObjectItem(pr, "dups")->valueint, 0);
+    CU_ASSERT(once_all_ready(10)); /* they joined again */
+    ts_sleep_ms(500);
+    CU_ASSERT_EQUAL(twice('a', "z"), 0);
+    once_runs *r = once_runs_load();
+    CU_ASSERT_EQUAL(once_runs_prefix(r, 'a', "z-"), 300);
+    once_runs_free(r);
+    cJSON_Delete(pr);
 }
 
 static void test_redis_restart(void)
@@ -118,7 +185,9 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("once failures", init, cleanup);
+    CU_add_test(s, "graceful stop: finishes what it took", test_graceful_stop_finishes);
     CU_add_test(s, "kill -9 under load: nothing twice", test_kill9);
+    CU_add_test(s, "frozen replicas resume: nothing twice", test_frozen_resume);
     CU_add_test(s, "Redis restart under load", test_redis_restart);
     return ts_run_cunit();
 }
