@@ -23,7 +23,8 @@
 #include "ws_client.h"
 #include "ws_io.h"
 
-#define LOGC "websocket"
+#define LOGC            "websocket"
+#define CONNECT_TIMEOUT 2.0
 
 /* ---- names ---- */
 
@@ -204,13 +205,15 @@ static void on_state(void *user, const daebus__redis_event *ev)
 {
     ws_cluster *cl = user;
     if (ev->state == DAEBUS__REDIS_UP) {
+        if (ev->reconnect) /* no reaping for a while: ws_directory.c */
+            atomic_store(&cl->up_since, daebus__now_mono());
         atomic_store(&cl->up, 1);
         atomic_store(&cl->resync, 1);
         daebus_log(DAEBUS_LOG_INFO, LOGC,
                    "cluster: connected to Redis%s; announcing this replica's clients",
                    ev->reconnect ? " again" : "");
         pthread_mutex_lock(&cl->lock);
-        pthread_cond_signal(&cl->cond);
+        pthread_cond_broadcast(&cl->cond); /* the cluster thread, wait_up */
         pthread_mutex_unlock(&cl->lock);
     } else if (ev->state == DAEBUS__REDIS_DOWN ||
                (ev->state == DAEBUS__REDIS_RETRY && atomic_load(&cl->up))) {
@@ -248,7 +251,7 @@ static void tick(ws_cluster *cl)
     if (!atomic_load(&cl->up))
         return;
     daebus__ws_dir_load_scripts(cl);
-    daebus__ws_dir_alive(cl);
+    daebus__ws_dir_alive(cl, true);
     if (atomic_exchange(&cl->resync, 0) && daebus__ws_dir_resync(cl) != 0)
         atomic_store(&cl->resync, 1);
     daebus__ws_dir_flush(cl);
@@ -286,6 +289,7 @@ static void cluster_free(ws_cluster *cl)
     daebus__redis_pub_destroy(cl->pub);
     free_names(cl);
     pthread_mutex_destroy(&cl->lock);
+    pthread_mutex_destroy(&cl->dir_lock);
     pthread_cond_destroy(&cl->cond);
     free(cl);
 }
@@ -308,15 +312,15 @@ static int open_connections(ws_cluster *cl)
 {
     daebus__redis_pub_opts po = {.url = &cl->url,
                                  .connections = 2,
-                                 .connect_timeout = 2.0,
+                                 .connect_timeout = CONNECT_TIMEOUT,
                                  .command_timeout = 2.0,
                                  .retry_after = 0.5,
                                  .log_component = LOGC};
     cl->pub = daebus__redis_pub_create(&po);
     daebus__redis_sub_opts so = {.url = &cl->url,
-                                 .connect_timeout = 2.0,
+                                 .connect_timeout = CONNECT_TIMEOUT,
                                  .reconnect_initial = 0.05,
-                                 .reconnect_max = 1.0,
+                                 .reconnect_max = DAEBUS__WS_RECONNECT_MAX,
                                  .health_idle = 2.0,
                                  .health_timeout = 2.0,
                                  .on_message = on_message,
@@ -335,6 +339,19 @@ static int open_connections(ws_cluster *cl)
     return rc;
 }
 
+/* Waits (at most the connect time-out) for the subscriber's first
+ * connection, as the bus does at its start, so that the app is ready with
+ * its cross-replica operations working; with Redis away it starts anyway
+ * (they fail with DAEBUS_ECONN until Redis comes). */
+static void wait_up(ws_cluster *cl)
+{
+    daebus__deadline d = daebus__deadline_in(CONNECT_TIMEOUT);
+    pthread_mutex_lock(&cl->lock);
+    while (!atomic_load(&cl->up) && !daebus__deadline_passed(d))
+        daebus__cond_wait_until(&cl->cond, &cl->lock, d);
+    pthread_mutex_unlock(&cl->lock);
+}
+
 int daebus__ws_cluster_start(daebus_ws *ws)
 {
     int want = wanted(ws);
@@ -345,6 +362,7 @@ int daebus__ws_cluster_start(daebus_ws *ws)
         return DAEBUS_ENOMEM;
     cl->ws = ws;
     pthread_mutex_init(&cl->lock, NULL);
+    pthread_mutex_init(&cl->dir_lock, NULL);
     daebus__cond_init(&cl->cond);
     daebus_error err = {0};
     int rc = daebus__redis_url_parse(daebus_app_redis_url(ws->app), &cl->url, &err);
@@ -363,6 +381,7 @@ int daebus__ws_cluster_start(daebus_ws *ws)
     ws->cluster = cl;
     daebus_log(DAEBUS_LOG_INFO, LOGC, "cluster mode: clients shared with the replicas of '%s' (%s)",
                cl->service, cl->chan_self);
+    wait_up(cl);
     return 0;
 }
 

@@ -26,27 +26,34 @@
 #include "redis_sub.h"
 #include "ws_internal.h"
 
+/* The subscriber's longest reconnect backoff (seconds). */
+#define DAEBUS__WS_RECONNECT_MAX 1.0
+
 typedef struct ws_cluster {
     daebus_ws *ws;
     daebus__redis_url url;
     daebus__redis_pub *pub;
     daebus__redis_sub *sub;
     char *service, *self;
-    char *chan_all;      /* daebus:<svc>:ws */
-    char *chan_prefix;   /* daebus:<svc>:ws: (+ instance id = a replica's channel) */
-    char *chan_self;     /* daebus:<svc>:ws:<self> */
-    char *key_clients;   /* daebus:<svc>:ws:clients */
-    char *key_client;    /* daebus:<svc>:ws:client: (+ id) */
-    char *key_inst;      /* daebus:<svc>:ws:inst: (+ instance) */
-    char *key_insts;     /* daebus:<svc>:ws:instances */
-    char *key_reap;      /* daebus:<svc>:ws:reap: (+ instance) */
-    char *key_alive;     /* daebus:<svc>:ws:alive: (+ instance; TTL 2.5 heartbeats) */
-    double heartbeat;    /* of the cluster view, seconds (cluster thread) */
-    atomic_int up;       /* the subscriber is connected and subscribed */
-    atomic_int resync;   /* announce every local client again at the next tick */
-    atomic_int have_sha; /* sha[] written (once, by the cluster thread) */
-    char sha[9][41];     /* SHA1 of each directory script (WS_LUA_COUNT) */
+    char *chan_all;          /* daebus:<svc>:ws */
+    char *chan_prefix;       /* daebus:<svc>:ws: (+ instance id = a replica's channel) */
+    char *chan_self;         /* daebus:<svc>:ws:<self> */
+    char *key_clients;       /* daebus:<svc>:ws:clients */
+    char *key_client;        /* daebus:<svc>:ws:client: (+ id) */
+    char *key_inst;          /* daebus:<svc>:ws:inst: (+ instance) */
+    char *key_insts;         /* daebus:<svc>:ws:instances */
+    char *key_reap;          /* daebus:<svc>:ws:reap: (+ instance) */
+    char *key_alive;         /* daebus:<svc>:ws:alive: (+ instance; TTL 2.5 heartbeats) */
+    double heartbeat;        /* of the cluster view, seconds (cluster thread) */
+    double alive_at;         /* monotonic time of the last alive refresh (cluster thread) */
+    int announced;           /* a resync succeeded once (cluster thread) */
+    _Atomic double up_since; /* monotonic time the subscriber came up */
+    atomic_int up;           /* the subscriber is connected and subscribed */
+    atomic_int resync;       /* announce every local client again at the next tick */
+    atomic_int have_sha;     /* sha[] written (once, by the cluster thread) */
+    char sha[9][41];         /* SHA1 of each directory script (WS_LUA_COUNT) */
     /* the cluster thread */
+    pthread_mutex_t dir_lock; /* a resync against a client's removal (ws_directory.c) */
     pthread_mutex_t lock;
     pthread_cond_t cond;
     int stop;
@@ -103,8 +110,9 @@ void daebus__ws_dir_flush(ws_cluster *cl);
 /* Cluster thread: announces every local client again and drops entries of
  * this replica that are no longer local. Returns: 0 or DAEBUS_ECONN. */
 int daebus__ws_dir_resync(ws_cluster *cl);
-/* Cluster thread: refreshes this replica's alive key. */
-void daebus__ws_dir_alive(ws_cluster *cl);
+/* Cluster thread: refreshes this replica's alive key when half a heartbeat
+ * passed since the last refresh (force: now). */
+void daebus__ws_dir_alive(ws_cluster *cl, bool force);
 /* Cluster thread: removes the clients of dead replicas (those with entries
  * whose alive key expired), one survivor per dead replica. */
 void daebus__ws_dir_reap(ws_cluster *cl);

@@ -412,11 +412,12 @@ void daebus__ws_dir_remove(daebus_ws *ws, ws_client *c)
         return; /* the resync after Redis returns drops it */
     ws_dcmd cmd = {0};
     remove_cmd(cl, c->id, cl->self, &cmd);
-    redisReply *r = NULL;
-    if (daebus__ws_dcmd_run(cl, &cmd, 1, &r) == 0)
-        freeReplyObject(r);
-    else
+    /* After a resync that may have announced c again (c is GONE by now:
+     * a resync that starts later leaves it out). */
+    pthread_mutex_lock(&cl->dir_lock);
+    if (run_discard(cl, &cmd, 1) != 0)
         atomic_store(&cl->resync, 1);
+    pthread_mutex_unlock(&cl->dir_lock);
 }
 
 /* ---- the cluster thread: flush, resync, reap ---- */
@@ -457,6 +458,8 @@ void daebus__ws_dir_flush(ws_cluster *cl)
     free(cmds);
 }
 
+static int resync_locked(ws_cluster *cl);
+
 /* Drops the entries of this replica that are not local any more (they left
  * while Redis was away), or all of them (keep_local false).
  * Returns: 0 or a negative code. */
@@ -475,10 +478,15 @@ static int drop_strays(ws_cluster *cl, bool keep_local)
     for (size_t i = 0; cmds && i < n; i++) {
         const char *id = r->element[i]->str;
         ws_client *c = id && keep_local ? daebus__ws_client_find(cl->ws, id) : NULL;
+        int state = WS_GONE;
         if (c) {
+            pthread_mutex_lock(&c->lock);
+            state = c->state;
+            pthread_mutex_unlock(&c->lock);
             daebus__ws_client_unref(c);
-            continue;
         }
+        if (state != WS_GONE)
+            continue;
         if (id)
             remove_cmd(cl, id, cl->self, &cmds[k++]);
     }
@@ -490,20 +498,32 @@ static int drop_strays(ws_cluster *cl, bool keep_local)
 
 int daebus__ws_dir_resync(ws_cluster *cl)
 {
+    pthread_mutex_lock(&cl->dir_lock);
+    int rc = resync_locked(cl);
+    pthread_mutex_unlock(&cl->dir_lock);
+    return rc;
+}
+
+/* The resync (cl->dir_lock held: a client's removal waits for it). */
+static int resync_locked(ws_cluster *cl)
+{
     ws_client **cs;
     size_t n = daebus__ws_snapshot(cl->ws, &cs, WS_SNAP_CONNECTED);
-    ws_dcmd *cmds = calloc(n + 1, sizeof *cmds);
-    redisReply **r = calloc(n + 1, sizeof *r);
+    ws_dcmd *cmds = calloc(n + 2, sizeof *cmds);
+    redisReply **r = calloc(n + 2, sizeof *r);
     int rc = cmds && r ? 0 : DAEBUS_ENOMEM;
     for (size_t i = 0; rc == 0 && i < n; i++)
         announce_cmd(cl, cs[i], &cmds[i]);
     /* This replica is a member even with no client (it reaps, it is reaped);
-     * its alive key was written just before (tick). */
+     * its alive key was written just before (tick). A claim on it left by a
+     * survivor that took it for dead goes. */
     if (rc == 0) {
         daebus__ws_dcmd_str(&cmds[n], "SADD");
         daebus__ws_dcmd_str(&cmds[n], cl->key_insts);
         daebus__ws_dcmd_str(&cmds[n], cl->self);
-        rc = daebus__ws_dcmd_run(cl, cmds, (int)n + 1, r);
+        daebus__ws_dcmd_str(&cmds[n + 1], "DEL");
+        daebus__ws_dcmd_cat(&cmds[n + 1], cl->key_reap, cl->self);
+        rc = daebus__ws_dcmd_run(cl, cmds, (int)n + 2, r);
     }
     for (size_t i = 0; rc == 0 && i < n; i++)
         if (r[i]->type == REDIS_REPLY_STRING)
@@ -512,14 +532,16 @@ int daebus__ws_dir_resync(ws_cluster *cl)
                        "(connected while Redis was away); the directory keeps that one",
                        cs[i]->id, r[i]->str);
     if (rc == 0)
-        daebus__ws_replies_free(r, (int)n + 1);
+        daebus__ws_replies_free(r, (int)n + 2);
     daebus__ws_snapshot_release(cs, n);
     free(cmds);
     free(r);
     if (rc == 0)
         rc = drop_strays(cl, true);
-    if (rc == 0)
+    if (rc == 0) {
+        cl->announced = 1;
         daebus_log(DAEBUS_LOG_INFO, LOGC, "cluster: %zu local clients announced", n);
+    }
     return rc;
 }
 
@@ -569,6 +591,7 @@ static void reap_one(ws_cluster *cl, const char *d)
         atomic_fetch_add(&cl->ws->st_cluster_reaped, 1);
         daebus__ws_departed_run(cl->ws, id, m, true);
         cJSON_Delete(m);
+        daebus__ws_dir_alive(cl, false); /* slow handlers must not make us look dead */
     }
     if (rc == 0) {
         daebus__ws_replies_free(r, 3 * (int)n + 2);
@@ -580,20 +603,49 @@ static void reap_one(ws_cluster *cl, const char *d)
     freeReplyObject(ids);
 }
 
-void daebus__ws_dir_alive(ws_cluster *cl)
+void daebus__ws_dir_alive(ws_cluster *cl, bool force)
 {
-    ws_dcmd cmd = {0};
-    daebus__ws_dcmd_str(&cmd, "SET");
-    daebus__ws_dcmd_cat(&cmd, cl->key_alive, cl->self);
-    daebus__ws_dcmd_str(&cmd, "1");
-    daebus__ws_dcmd_str(&cmd, "PX");
+    double now = daebus__now_mono();
+    if (!force && now - cl->alive_at < cl->heartbeat / 2)
+        return;
+    cl->alive_at = now;
+    ws_dcmd cmds[2] = {{0}};
+    daebus__ws_dcmd_str(&cmds[0], "SET");
+    daebus__ws_dcmd_cat(&cmds[0], cl->key_alive, cl->self);
+    daebus__ws_dcmd_str(&cmds[0], "1");
+    daebus__ws_dcmd_str(&cmds[0], "PX");
     double ms = cl->heartbeat * 2500;
-    daebus__ws_dcmd_num(&cmd, (double)(long long)(ms < 100 ? 100 : ms));
-    run_discard(cl, &cmd, 1);
+    daebus__ws_dcmd_num(&cmds[0], (double)(long long)(ms < 100 ? 100 : ms));
+    /* Still a member? A replica stalled past its alive key's TTL was reaped
+     * by a survivor although it lives: it enters its clients again. */
+    daebus__ws_dcmd_str(&cmds[1], "SISMEMBER");
+    daebus__ws_dcmd_str(&cmds[1], cl->key_insts);
+    daebus__ws_dcmd_str(&cmds[1], cl->self);
+    redisReply *r[2] = {NULL, NULL};
+    if (daebus__ws_dcmd_run(cl, cmds, 2, r) != 0)
+        return;
+    if (r[1]->type == REDIS_REPLY_INTEGER && r[1]->integer == 0 && !atomic_load(&cl->resync)) {
+        if (cl->announced)
+            daebus_log(DAEBUS_LOG_WARNING, LOGC,
+                       "cluster: this replica was taken for dead (stalled for more than its "
+                       "alive key's TTL, %.1f s): announcing its clients again",
+                       2.5 * cl->heartbeat);
+        atomic_store(&cl->resync, 1);
+    }
+    daebus__ws_replies_free(r, 2);
 }
 
 void daebus__ws_dir_reap(ws_cluster *cl)
 {
+    /* Right after Redis came back, another replica may not have refreshed
+     * its alive key yet (a restart that kept the data but not the expired
+     * keys): no reaping until every replica had time to reconnect (its
+     * backoff is at most RECONNECT_MAX) and to tick. */
+    double grace = 3 * cl->heartbeat;
+    if (grace < DAEBUS__WS_RECONNECT_MAX + 2 * cl->heartbeat)
+        grace = DAEBUS__WS_RECONNECT_MAX + 2 * cl->heartbeat;
+    if (daebus__now_mono() - atomic_load(&cl->up_since) < grace)
+        return;
     ws_dcmd cmd = {0};
     daebus__ws_dcmd_str(&cmd, "SMEMBERS");
     daebus__ws_dcmd_str(&cmd, cl->key_insts);

@@ -4,7 +4,8 @@
  * (ws_io.h, ws_client.h, ws_request.h, ws_message.h, ws_conn.h); this one
  * holds only the types they share and the lock order.
  *
- * Locks, outermost first: ws->reg_lock (registry, client states), c->lock
+ * Locks, outermost first: (cluster mode) the cluster's dir_lock
+ * (ws_cluster.h), ws->reg_lock (registry, client states), c->lock
  * (one client's queue and metadata), ws->wlock (writer ready/blocked lists).
  * Socket writes happen with none of them held: a writer owns a client by its
  * `writing` flag; the close handler waits for that flag to drop before

@@ -102,6 +102,8 @@ static int broadcast(daebus_ws *ws, daebus_ws_filter_fn *fn, void *user, const c
     int count = 0;
     for (size_t i = 0; i < n; i++) {
         cJSON *m = fn ? daebus__ws_client_metadata(cs[i]) : NULL;
+        if (m && ws->cluster) /* as the other replicas' clients have it */
+            cJSON_AddStringToObject(m, "instance_id", daebus_app_instance_id(ws->app));
         bool wanted = !fn || (m && fn(cs[i]->id, m, user));
         cJSON_Delete(m);
         if (wanted && daebus__ws_enqueue(cs[i], f, false) == 0)

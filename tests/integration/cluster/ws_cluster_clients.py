@@ -48,7 +48,14 @@ async def hold(ready, result, n, ports, prefix):
 
     async def one(i):
         async with sem:
-            return await open_client(ports[i % len(ports)], ids[i])
+            deadline = asyncio.get_running_loop().time() + TIMEOUT
+            while True:  # a replica still starting answers 503
+                try:
+                    return await open_client(ports[i % len(ports)], ids[i])
+                except websockets.exceptions.InvalidStatusCode as e:
+                    if e.status_code != 503 or asyncio.get_running_loop().time() > deadline:
+                        raise
+                    await asyncio.sleep(0.05)
 
     conns = await asyncio.gather(*(one(i) for i in range(n)))
     recs = {cid: {"got": {}, "closed": None} for cid in ids}

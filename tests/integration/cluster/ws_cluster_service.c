@@ -22,6 +22,7 @@
 #include <string.h>
 #include "daebus/daebus.h"
 
+static daebus_app *app;
 static daebus_ws *ws;
 static pthread_mutex_t dep_lock = PTHREAD_MUTEX_INITIALIZER;
 static cJSON *departed_log;
@@ -140,6 +141,9 @@ static void op_stats(cJSON *out)
     cJSON_AddNumberToObject(out, "cluster_errors", (double)st.cluster_errors);
     cJSON_AddNumberToObject(out, "cluster_reaped", (double)st.cluster_reaped);
     cJSON_AddBoolToObject(out, "cluster", daebus_ws_is_cluster(ws));
+    cJSON *inst = NULL; /* the bus starts after the ws component: > 0 = all started */
+    cJSON_AddNumberToObject(out, "instances", daebus_app_instances(app, &inst));
+    cJSON_Delete(inst);
     pthread_mutex_lock(&dep_lock);
     cJSON_AddItemToObject(out, "departed", cJSON_Duplicate(departed_log, true));
     pthread_mutex_unlock(&dep_lock);
@@ -216,7 +220,7 @@ int main(int argc, char **argv)
     departed_log = cJSON_CreateArray();
     daebus_app_options ao = DAEBUS_APP_OPTIONS_INIT;
     ao.service = "wsc_test";
-    daebus_app *app = daebus_app_create(&ao, NULL);
+    app = daebus_app_create(&ao, NULL);
     if (!app)
         return 1;
     daebus_app_configure(app, argc, argv);

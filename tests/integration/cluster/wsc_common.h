@@ -28,7 +28,11 @@ static ts_redis wsc_redis;
 static char wsc_binary[1024], wsc_script[1024], wsc_log[256], wsc_dir[256];
 static wsc_proc wsc_procs[WSC_MAX];
 static pid_t wsc_holder = -1;
-static const double wsc_heartbeat = 0.2;
+/* The replicas' heartbeat (the default): 3 heartbeats (3 s) is what a death may
+ * take to show; shorter ones make a replica stalled by a loaded machine look
+ * dead. */
+#define WSC_HEARTBEAT "1"
+static const double wsc_heartbeat = 1.0;
 
 /* Starts replica i (no_bus: a single process without a bus). */
 static void wsc_start_opt(int i, bool no_bus)
@@ -38,13 +42,15 @@ static void wsc_start_opt(int i, bool no_bus)
     snprintf(portbuf, sizeof portbuf, "%d", p.port);
     p.pid = fork();
     if (p.pid == 0) {
-        int fd = open(wsc_log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        char log[300]; /* one log per replica: a log line does not say its process */
+        snprintf(log, sizeof log, "%s.%d", wsc_log, i);
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {
             dup2(fd, 1);
             dup2(fd, 2);
             close(fd);
         }
-        setenv("WSC_HEARTBEAT", "0.2", 1);
+        setenv("WSC_HEARTBEAT", WSC_HEARTBEAT, 1);
         if (no_bus)
             setenv("WSC_NO_BUS", "1", 1);
         execl(wsc_binary, wsc_binary, "--port", portbuf, "--redis", wsc_redis.url, (char *)NULL);
@@ -170,9 +176,36 @@ static int wsc_view_count(int i)
     return n == ids ? n : -2;
 }
 
+/* Is replica i started (its bus too: it starts last) and does its view answer? */
 static int wsc_answers(int i)
 {
-    return wsc_view_count(i) >= 0;
+    cJSON *o = wsc_op(i, "{\"op\":\"stats\"}");
+    double started = wsc_num(o, "instances");
+    cJSON_Delete(o);
+    return started >= 1 && wsc_view_count(i) >= 0;
+}
+
+/* Says why replica i does not answer (after a failed wait). */
+static void wsc_explain(int i)
+{
+    cJSON *o = wsc_op(i, "{\"op\":\"view\"}");
+    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+    printf("\n  replica %d (port %d, pid %d): view answered %s\n", i, wsc_procs[i].port,
+           (int)wsc_procs[i].pid, s ? s : "nothing");
+    free(s);
+    cJSON_Delete(o);
+    o = wsc_op(i, "{\"op\":\"stats\"}");
+    printf("  its cluster_errors: %.0f\n", wsc_num(o, "cluster_errors"));
+    cJSON_Delete(o);
+    if (getenv("WSC_GDB")) {
+        char cmd[200];
+        snprintf(cmd, sizeof cmd,
+                 "gdb -p %d -batch -ex 'thread apply all bt 12' 2>/dev/null | grep -E "
+                 "'^Thread|daebus|redis' | grep -v 'civetweb-worker' > /tmp/wsc_gdb_%d.txt",
+                 (int)wsc_procs[i].pid, (int)wsc_procs[i].pid);
+        if (system(cmd) != 0)
+            printf("  gdb failed\n");
+    }
 }
 
 /* The departed calls replica i saw: died is 1, 0, or -1 (both). */
@@ -264,10 +297,14 @@ static int wsc_cleanup(void)
     unlink(wsc_ready);
     unlink(wsc_result);
     rmdir(wsc_dir);
-    if (CU_get_number_of_tests_failed() == 0 && !getenv("WSC_KEEP_LOG"))
-        unlink(wsc_log);
-    else
-        printf("\n  service log kept: %s\n", wsc_log);
+    for (int i = 0; i < WSC_MAX; i++) {
+        char log[300];
+        snprintf(log, sizeof log, "%s.%d", wsc_log, i);
+        if (CU_get_number_of_tests_failed() == 0 && !getenv("WSC_KEEP_LOG"))
+            unlink(log);
+        else if (access(log, F_OK) == 0)
+            printf("\n  service log kept: %s\n", log);
+    }
     return 0;
 }
 
