@@ -10,14 +10,19 @@
  * the time from the POST to the last client's last message. Rounds alternate
  * one/two (5 of each, on the same connections); the best of each is kept.
  * Then one more round of each, profiled: CPU time per delivery of every
- * process (/proc) and Redis commands per broadcast (INFO commandstats).
+ * process (/proc) and Redis commands per broadcast (INFO commandstats);
+ * BENCH_PERF=<dir>: the replicas' system calls and context switches during it
+ * (perf stat, into <dir>/<case>.stat).
  *
  * The clients run in separate processes (perf_wsload.c), two per client set.
  *
  * Usage: bench_replicas_broadcast [N (default 1000)] */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "daebus/daebus.h"
 #include "perf_common.h"
@@ -35,6 +40,7 @@ typedef struct outcome {
     double rate, to_last;
     long delivered;
     double proc_first[PROCS], proc_last[PROCS]; /* per client process, from the POST */
+    double burst;                               /* the POST: 100 broadcast_to_all calls on A */
 } outcome;
 
 /* Connects the set: client process p goes to ports[p]. Returns the number
@@ -84,6 +90,7 @@ static int run_round(perf_ws_proc *procs, int port, int n, outcome *out, long *e
     snprintf(body, sizeof body, "{\"n\":%d}", MESSAGES);
     double t0 = perf_now();
     int status = perf_svc_post(port, "/burst", body, NULL);
+    out->burst = perf_now() - t0;
     if (status != 200) {
         fprintf(stderr, BENCH ": POST /burst answered %d\n", status);
         (*errors)++;
@@ -136,11 +143,35 @@ static void profile(const char *kase, perf_ws_proc *procs, perf_svc *reps, int n
     for (int i = 0; i < nrep; i++)
         pids[np++] = reps[i].pid;
     double cpu0[8], cpu1[8];
+    /* BENCH_PERF=<dir>: system calls of the replicas during this round (perf stat) */
+    const char *perf_dir = getenv("BENCH_PERF");
+    pid_t rec = -1;
+    if (perf_dir) {
+        char cmd[512], list[64] = "";
+        for (int i = 0; i < nrep; i++)
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%d", i ? "," : "",
+                     (int)reps[i].pid);
+        snprintf(
+            cmd, sizeof cmd,
+            "exec perf stat -x, -e raw_syscalls:sys_enter,context-switches -o %s/%s.stat -p %s",
+            perf_dir, kase, list);
+        rec = fork();
+        if (rec == 0) {
+            execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+            _exit(127);
+        }
+        ts_sleep_ms(200);
+    }
     perf_redis_reset_stats(redis->port);
     for (int i = 0; i < np; i++)
         cpu0[i] = perf_cpu_seconds(pids[i]);
     outcome o;
-    if (run_round(procs, reps[0].port, n, &o, errors) != 0 || o.delivered <= 0)
+    int rr = run_round(procs, reps[0].port, n, &o, errors);
+    if (rec > 0) {
+        kill(rec, SIGINT);
+        waitpid(rec, NULL, 0);
+    }
+    if (rr != 0 || o.delivered <= 0)
         return;
     for (int i = 0; i < np; i++)
         cpu1[i] = perf_cpu_seconds(pids[i]);
@@ -148,6 +179,7 @@ static void profile(const char *kase, perf_ws_proc *procs, perf_svc *reps, int n
     for (int p = 0; p < PROCS; p++)
         clients += cpu1[1 + p] - cpu0[1 + p];
     perf_emit(BENCH, kase, "profile_deliveries_per_s", o.rate, "1/s");
+    perf_emit(BENCH, kase, "profile_broadcast_calls_ms", o.burst * 1e3, "ms");
     perf_emit(BENCH, kase, "cpu_us_per_delivery_redis", (cpu1[0] - cpu0[0]) / d * 1e6, "us");
     perf_emit(BENCH, kase, "cpu_us_per_delivery_clients", clients / d * 1e6, "us");
     for (int i = 0; i < nrep; i++) {
@@ -208,17 +240,17 @@ int main(int argc, char **argv)
     for (int k = 0; k < ROUNDS; k++) {
         if (run_round(set_one, one.port, n, &r, &errors) != 0)
             goto out_two;
-        fprintf(stderr, BENCH ": round %d one replica  %.0f/s %.0f ms\n", k, r.rate,
-                r.to_last * 1e3);
+        fprintf(stderr, BENCH ": round %d one replica  %.0f/s %.0f ms (calls %.0f ms)\n", k, r.rate,
+                r.to_last * 1e3, r.burst * 1e3);
         if (r.rate > best_one.rate)
             best_one = r;
         if (run_round(set_two, two[0].port, n, &r, &errors) != 0)
             goto out_two;
         fprintf(stderr,
-                BENCH ": round %d two replicas %.0f/s %.0f ms (clients of A: %.0f-%.0f ms, "
-                      "of B: %.0f-%.0f ms)\n",
-                k, r.rate, r.to_last * 1e3, r.proc_first[0] * 1e3, r.proc_last[0] * 1e3,
-                r.proc_first[1] * 1e3, r.proc_last[1] * 1e3);
+                BENCH ": round %d two replicas %.0f/s %.0f ms (calls %.0f ms; clients of A: "
+                      "%.0f-%.0f ms, of B: %.0f-%.0f ms)\n",
+                k, r.rate, r.to_last * 1e3, r.burst * 1e3, r.proc_first[0] * 1e3,
+                r.proc_last[0] * 1e3, r.proc_first[1] * 1e3, r.proc_last[1] * 1e3);
         if (r.rate > best_two.rate)
             best_two = r;
     }
