@@ -7,10 +7,13 @@
  *   GET  /stats           {"rss_kb", "ws": {...}, "http": {...}}
  *   SOCKET "echo"         answers with the message's data
  *   ACTION "echo"         replies with the payload
+ *   and the replica benchmarks' routes (perf_replica.h)
  *
  * Usage: perf_service [standard flags: --port N --redis URL ...]
  *        env PERF_MAX_CLIENTS (default 1024)
- *        env PERF_RAW=1: a raw CivetWeb WebSocket echo server instead (baseline) */
+ *        env PERF_RAW=1: a raw CivetWeb WebSocket echo server instead (baseline)
+ *        env PERF_WS_CLUSTER=off: daebus_ws_options.cluster = DAEBUS_WS_CLUSTER_OFF
+ *        env PERF_HEARTBEAT=<seconds>: daebus_bus_options.heartbeat */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -21,6 +24,7 @@
 
 #include "daebus/daebus.h"
 #include "perf_common.h"
+#include "perf_replica.h"
 
 static daebus_ws *g_ws;
 static daebus_http *g_http;
@@ -170,10 +174,19 @@ int main(int argc, char **argv)
     daebus_http *http = g_http = daebus_http_create(&ho, NULL);
     daebus_ws_options wo = DAEBUS_WS_OPTIONS_INIT;
     wo.max_clients = max_clients;
+    /* PERF_WS_CLUSTER=off: one process even with a bus (what cluster mode costs alone) */
+    const char *wc = getenv("PERF_WS_CLUSTER");
+    if (wc && strcmp(wc, "off") == 0)
+        wo.cluster = DAEBUS_WS_CLUSTER_OFF;
     g_ws = daebus_ws_create(&wo, NULL);
-    daebus_bus *bus = g_bus = daebus_bus_create(NULL, NULL);
+    /* PERF_HEARTBEAT=<seconds>: the bus's heartbeat (the cluster's refresh period) */
+    daebus_bus_options bo = DAEBUS_BUS_OPTIONS_INIT;
+    const char *hb = getenv("PERF_HEARTBEAT");
+    if (hb)
+        bo.heartbeat = atof(hb);
+    daebus_bus *bus = g_bus = daebus_bus_create(&bo, NULL);
     if (!http || daebus_http_attach(http, app) != 0 || !g_ws || daebus_ws_attach(g_ws, app) != 0 ||
-        !bus || daebus_bus_attach(bus, app) != 0) {
+        !bus || daebus_bus_attach(bus, app) != 0 || perf_replica_setup(app, g_ws) != 0) {
         fprintf(stderr, "perf_service: set-up failed\n");
         return 1;
     }
