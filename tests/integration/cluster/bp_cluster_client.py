@@ -10,6 +10,8 @@ Usage: bp_cluster_client.py SCENARIO REDIS_URL PORTS [ARGS...]
                          say when): clear errors while away, a name of a
                          client that left meanwhile free again, rooms work
   kill PID               the replica on the last port (PID) is killed with -9
+  unreached PID          the replica on the second port (PID) is stopped and its
+                         WebSocket subscriber cut: a chat to its members warns
   stress N SECONDS FILE  N clients chat in rooms for SECONDS (FILE is written
                          when the traffic starts: the test then kills a
                          replica and restarts Redis); every message to a live
@@ -390,6 +392,55 @@ async def kill():
         await c.close()
 
 
+async def unreached():
+    """A member whose replica's WebSocket subscriber is away (as while a
+    replica reconnects after a Redis restart) misses a cross-replica push:
+    the sender's "sent" must carry the warning. The replica on the second
+    port (PID) is stopped, its subscriber's connection killed, and resumed."""
+    p1, p2, _ = PORTS
+    pid = int(ARGS[0])
+    r = redis.Redis.from_url(REDIS_URL)
+    alice = await Client.open(p1, "u_alice")
+    bob = await Client.open(p2, "u_bob")
+    for c in (alice, bob):
+        await c.call("join_room", {"room": "unreached"})
+    await alice.drain(0.2)
+    inst = r.hget(f"daebus:{SERVICE}:ws:clients", bob.client_id)
+    check(inst is not None, "bob is not in the directory")
+    chan = f"daebus:{SERVICE}:ws:{inst.decode()}"
+
+    def subscribers(ch):
+        return r.pubsub_numsub(ch)[0][1]
+
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for c in r.client_list():  # the WebSocket subscribers: 2 channels each
+            if c.get("cmd") == "subscribe" and c.get("sub") == "2":
+                r.client_kill_filter(_id=c["id"])
+        deadline = time.monotonic() + TIMEOUT
+        while subscribers(chan) > 0 or subscribers(f"daebus:{SERVICE}:ws") < 1:
+            check(time.monotonic() < deadline, "the subscribers did not come back")
+            await asyncio.sleep(0.02)
+        # alice's replica is subscribed again, bob's is not
+        lost = await alice.call("chat_message", {"room": "unreached", "message": "lost"})
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    check(lost.get("status") == "sent" and "warning" in lost,
+          f"a member on another replica not reached, yet no warning: {lost}")
+    deadline = time.monotonic() + TIMEOUT
+    while subscribers(chan) < 1:
+        check(time.monotonic() < deadline, "bob's replica did not subscribe again")
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)  # its clients announced again
+    ok = await alice.call("chat_message", {"room": "unreached", "message": "back"})
+    check(ok.get("status") == "sent" and "warning" not in ok, f"after the return: {ok}")
+    await bob.expect("new_message", lambda d: d.get("id") == ok["message_id"])
+    check(bob.count("new_message", lambda d: d.get("id") == lost["message_id"]) == 0,
+          "the message sent with a warning arrived after all")
+    for c in (alice, bob):
+        await c.close()
+
+
 async def stress():
     """N clients in rooms of ~30 on every replica chat while the test kills a
     replica and restarts Redis. A message counts when its sender got "sent"
@@ -586,7 +637,7 @@ async def redis_back():
 
 def main():
     fn = {"rooms": rooms, "admin": admin, "kill": kill, "stress": stress,
-          "away": redis_away}[SCENARIO]
+          "away": redis_away, "unreached": unreached}[SCENARIO]
     try:
         asyncio.run(asyncio.wait_for(fn(), 120))
     except Failure as e:
