@@ -143,14 +143,22 @@ static double num_at(const cJSON *a, int i)
 }
 
 /* Sends {"type": type, "data": data} to the client ids of the array ids.
+ * *missed (if not NULL): set when a recipient was not reached, e.g. its
+ * replica's subscriber is away (reconnecting after a Redis restart: the
+ * publish finds no subscriber and the push is lost, without an error).
  * Returns: what daebus_ws_broadcast_to_clients() returned (DAEBUS_ECONN: the
  * members on other replicas were not reached), 0 for nobody. */
-static int send_to(daebus_ws *ws, const cJSON *ids, const char *type, const cJSON *data)
+static int send_to(daebus_ws *ws, const cJSON *ids, const char *type, const cJSON *data,
+                   bool *missed)
 {
     int n = cJSON_GetArraySize(ids), rc = 0;
     const char **v = ws && n > 0 ? malloc((size_t)n * sizeof *v) : NULL;
-    if (!v)
+    bool *ok = missed && n > 0 ? calloc((size_t)n, sizeof *ok) : NULL;
+    if (!v || (missed && n > 0 && !ok)) {
+        free(v);
+        free(ok);
         return n > 0 ? DAEBUS_ENOMEM : 0;
+    }
     size_t k = 0;
     const cJSON *id;
     cJSON_ArrayForEach(id, ids)
@@ -159,8 +167,12 @@ static int send_to(daebus_ws *ws, const cJSON *ids, const char *type, const cJSO
             v[k++] = id->valuestring;
     }
     if (k > 0)
-        rc = daebus_ws_broadcast_to_clients(ws, v, k, data, type, NULL);
+        rc = daebus_ws_broadcast_to_clients(ws, v, k, data, type, ok);
+    for (size_t i = 0; ok && i < k; i++)
+        if (!ok[i])
+            *missed = true;
     free(v);
+    free(ok);
     return rc;
 }
 
@@ -175,7 +187,7 @@ static void send_update(daebus_ws *ws, const cJSON *ids, const char *user, const
     cJSON_AddStringToObject(upd, "action", action);
     cJSON_AddStringToObject(upd, "room", room);
     cJSON_AddNumberToObject(upd, "members", members);
-    send_to(ws, ids, "room_update", upd);
+    send_to(ws, ids, "room_update", upd, NULL);
     cJSON_Delete(upd);
 }
 
@@ -572,7 +584,8 @@ DAEBUS_SOCKET(rooms_chat_message, "chat_message", .bp = &daebus_rooms_bp)
     cJSON_AddStringToObject(copy, "sender", str_at(r, 2));
     cJSON_AddStringToObject(copy, "text", message);
     cJSON_AddNumberToObject(copy, "timestamp", ts);
-    int sent = send_to(req_ws(req), cJSON_GetArrayItem(r, 3), "new_message", copy);
+    bool missed = false;
+    int sent = send_to(req_ws(req), cJSON_GetArrayItem(r, 3), "new_message", copy, &missed);
     cJSON_Delete(copy);
     DAEBUS_LOG_DEBUGF("rooms", "message in %s: %zu bytes", room_name, strlen(message));
     cJSON *out = cJSON_CreateObject();
@@ -582,6 +595,8 @@ DAEBUS_SOCKET(rooms_chat_message, "chat_message", .bp = &daebus_rooms_bp)
     if (sent == DAEBUS_ECONN) /* kept in the history; members elsewhere may miss it */
         cJSON_AddStringToObject(out, "warning",
                                 "Members on other replicas were not reached (Redis unreachable)");
+    else if (missed || sent < 0)
+        cJSON_AddStringToObject(out, "warning", "Some members were not reached");
     cJSON_Delete(r);
     free(room_name);
     free(message);

@@ -40,9 +40,10 @@
  *   chat_message  {"room", "message"}: membership checked; the other members
  *                 get new_message {"id", "room", "sender", "text",
  *                 "timestamp"}; reply {"status": "sent", "message_id",
- *                 "timestamp"} (+ "warning" when members on other replicas
- *                 could not be reached: Redis unreachable after the message
- *                 was stored); "Message is too long (max N bytes)"
+ *                 "timestamp"} (+ "warning" when a member could not be
+ *                 reached: Redis unreachable after the message was stored,
+ *                 or its replica dead or not subscribed again yet after a
+ *                 Redis restart); "Message is too long (max N bytes)"
  *   direct_message {"to", "message"}: "to" is a registered username (ASCII
  *                 case ignored) or a client id, connected to any replica; it
  *                 gets direct_message {"id", "from", "from_client_id", "to",

@@ -10,6 +10,8 @@ Usage: bp_cluster_client.py SCENARIO REDIS_URL PORTS [ARGS...]
                          say when): clear errors while away, a name of a
                          client that left meanwhile free again, rooms work
   kill PID               the replica on the last port (PID) is killed with -9
+  unreached PID          the replica on the second port (PID) is stopped and its
+                         WebSocket subscriber cut: a chat to its members warns
   stress N SECONDS FILE  N clients chat in rooms for SECONDS (FILE is written
                          when the traffic starts: the test then kills a
                          replica and restarts Redis); every message to a live
@@ -390,11 +392,64 @@ async def kill():
         await c.close()
 
 
+async def unreached():
+    """A member whose replica's WebSocket subscriber is away (as while a
+    replica reconnects after a Redis restart) misses a cross-replica push:
+    the sender's "sent" must carry the warning. The replica on the second
+    port (PID) is stopped, its subscriber's connection killed, and resumed."""
+    p1, p2, _ = PORTS
+    pid = int(ARGS[0])
+    r = redis.Redis.from_url(REDIS_URL)
+    alice = await Client.open(p1, "u_alice")
+    bob = await Client.open(p2, "u_bob")
+    for c in (alice, bob):
+        await c.call("join_room", {"room": "unreached"})
+    await alice.drain(0.2)
+    inst = r.hget(f"daebus:{SERVICE}:ws:clients", bob.client_id)
+    inst_a = r.hget(f"daebus:{SERVICE}:ws:clients", alice.client_id)
+    check(inst is not None and inst_a is not None, "alice or bob not in the directory")
+    chan = f"daebus:{SERVICE}:ws:{inst.decode()}"
+    chan_a = f"daebus:{SERVICE}:ws:{inst_a.decode()}"
+
+    def subscribers(ch):
+        return r.pubsub_numsub(ch)[0][1]
+
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for c in r.client_list():  # the WebSocket subscribers: 2 channels each
+            if c.get("cmd") == "subscribe" and c.get("sub") == "2":
+                r.client_kill_filter(_id=c["id"])
+        deadline = time.monotonic() + TIMEOUT
+        while subscribers(chan) > 0 or subscribers(chan_a) < 1:
+            check(time.monotonic() < deadline, "alice's replica did not subscribe again")
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)  # alice's replica knows it is up again; bob's is not
+        lost = await alice.call("chat_message", {"room": "unreached", "message": "lost"})
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    check(lost.get("status") == "sent" and "warning" in lost,
+          f"a member on another replica not reached, yet no warning: {lost}")
+    deadline = time.monotonic() + TIMEOUT
+    while subscribers(chan) < 1:
+        check(time.monotonic() < deadline, "bob's replica did not subscribe again")
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)  # its clients announced again
+    ok = await alice.call("chat_message", {"room": "unreached", "message": "back"})
+    check(ok.get("status") == "sent" and "warning" not in ok, f"after the return: {ok}")
+    await bob.expect("new_message", lambda d: d.get("id") == ok["message_id"])
+    check(bob.count("new_message", lambda d: d.get("id") == lost["message_id"]) == 0,
+          "the message sent with a warning arrived after all")
+    for c in (alice, bob):
+        await c.close()
+
+
 async def stress():
     """N clients in rooms of ~30 on every replica chat while the test kills a
     replica and restarts Redis. A message counts when its sender got "sent"
     without a warning; each counted message must reach every member of its
-    room that stayed connected exactly once."""
+    room that stayed connected exactly once, and a message sent with a
+    warning (a member not reached: its replica dead, or its subscriber not
+    back yet after the Redis restart) at most once."""
     n, seconds = int(ARGS[0]), float(ARGS[1])
     nrooms = max(1, n // 30)
     clients = []
@@ -409,7 +464,8 @@ async def stress():
     for c in clients:  # everyone joined: forget the join updates
         await c.drain(0.01)
         c.pushes.clear()
-    sent = {}  # message id -> (room, sender)
+    sent = {}  # message id -> (room, sender, second)
+    warned = {}  # the same for the messages "sent" with a warning
     stats = {"refused": 0, "warned": 0, "lost_senders": 0}
 
     async def reader(c):
@@ -447,8 +503,9 @@ async def stress():
             d = reply.get("data") or {}
             if d.get("status") == "sent" and "warning" not in d:
                 sent[d["message_id"]] = (c.room, c, time.monotonic() - t_start)
-            elif d.get("status") == "sent":
+            elif d.get("status") == "sent":  # some members may miss it, none twice
                 stats["warned"] += 1
+                warned[d["message_id"]] = (c.room, c, time.monotonic() - t_start)
             else:
                 stats["refused"] += 1
             await asyncio.sleep(1.0 + (hash(c.name) % 100) / 100.0)
@@ -483,6 +540,12 @@ async def stress():
             missing += k == 0
             dup += k > 1
             if k != 1:
+                key = (int(at), sender.port, c.port)
+                where[key] = where.get(key, 0) + 1
+    for mid, (room, sender, at) in warned.items():
+        for c in members[room]:
+            if c is not sender and c in got and got[c].get(mid, 0) > 1:
+                dup += 1
                 key = (int(at), sender.port, c.port)
                 where[key] = where.get(key, 0) + 1
     if where:
@@ -586,7 +649,7 @@ async def redis_back():
 
 def main():
     fn = {"rooms": rooms, "admin": admin, "kill": kill, "stress": stress,
-          "away": redis_away}[SCENARIO]
+          "away": redis_away, "unreached": unreached}[SCENARIO]
     try:
         asyncio.run(asyncio.wait_for(fn(), 120))
     except Failure as e:

@@ -11,6 +11,8 @@
  *     over every replica's clients; kick_client of a client of another
  *     replica; /health and /metrics cluster figures; shutdown of one named
  *     replica reaches only its clients;
+ *   - a member on a replica whose WebSocket subscriber is away (stopped,
+ *     its connection killed) misses a chat: the sender gets a warning;
  *   - a replica killed with -9: its room members' departures are announced
  *     once each to the members on the others within 3 heartbeats;
  *   - Redis killed: every rooms request on every replica gets a clear error
@@ -29,6 +31,16 @@ static int init(void)
 static void test_rooms_across_replicas(void)
 {
     CU_ASSERT_EQUAL(bp_python_run("rooms", NULL), 0);
+}
+
+/* A member on a replica whose WebSocket subscriber is away (replica 2
+ * stopped, its subscriber's connection killed) is not reached: "sent" with a
+ * warning. */
+static void test_unreached_member_warns(void)
+{
+    char args[32];
+    snprintf(args, sizeof args, "%d", (int)bp_rep[1].pid);
+    CU_ASSERT_EQUAL(bp_python_run("unreached", args), 0);
 }
 
 static void test_admin_across_replicas(void)
@@ -142,6 +154,7 @@ int main(void)
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("bp_cluster", init, bp_cleanup);
     CU_add_test(s, "rooms across 3 replicas", test_rooms_across_replicas);
+    CU_add_test(s, "a member not reached: the sender is warned", test_unreached_member_warns);
     CU_add_test(s, "admin and health across 3 replicas", test_admin_across_replicas);
     CU_add_test(s, "a replica killed: departures once", test_kill9_departures);
     CU_add_test(s, "Redis away: clear errors; back: rooms work", test_redis_away_and_back);
