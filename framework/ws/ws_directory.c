@@ -356,6 +356,7 @@ static void announce_cmd(ws_cluster *cl, ws_client *c, ws_dcmd *cmd)
     c->dir_activity = c->last_activity;
     c->dir_in = c->msgs_in;
     c->dir_out = c->msgs_out;
+    c->dir_out_mono = daebus__now_mono();
     daebus__ws_dcmd_str(cmd, "last_activity");
     daebus__ws_dcmd_num(cmd, c->last_activity);
     daebus__ws_dcmd_str(cmd, "messages_received");
@@ -427,18 +428,26 @@ void daebus__ws_dir_flush(ws_cluster *cl)
     ws_client **cs;
     size_t n = daebus__ws_snapshot(cl->ws, &cs, WS_SNAP_OPEN);
     ws_dcmd *cmds = n ? calloc(n, sizeof *cmds) : NULL;
+    double now = daebus__now_mono();
     int k = 0;
     for (size_t i = 0; cmds && i < n; i++) {
         ws_client *c = cs[i];
         pthread_mutex_lock(&c->lock);
         double la = c->last_activity;
         uint64_t in = c->msgs_in, out = c->msgs_out;
-        bool changed = la != c->dir_activity || in != c->dir_in || out != c->dir_out;
-        c->dir_activity = la;
-        c->dir_in = in;
-        c->dir_out = out;
+        /* A client that only receives (broadcasts) changes messages_sent at
+         * every tick: written at most every 5 heartbeats, or a broadcast to
+         * N idle clients would cost N scripts per tick (bench_vs_base). */
+        bool acted = la != c->dir_activity || in != c->dir_in;
+        bool sent = out != c->dir_out && now - c->dir_out_mono >= 5 * cl->heartbeat;
+        if (acted || sent) {
+            c->dir_activity = la;
+            c->dir_in = in;
+            c->dir_out = out;
+            c->dir_out_mono = now;
+        }
         pthread_mutex_unlock(&c->lock);
-        if (!changed)
+        if (!acted && !sent)
             continue;
         ws_dcmd *cmd = &cmds[k++];
         daebus__ws_dcmd_eval(cl, cmd, WS_LUA_TOUCH, 2);

@@ -113,6 +113,7 @@ typedef struct ws_client {
      * read and written by the cluster thread only */
     double dir_activity;
     uint64_t dir_in, dir_out;
+    double dir_out_mono; /* when messages_sent alone was last written (ws_directory.c) */
 } ws_client;
 
 /* A registered "client left" handler (daebus_ws_on_client_departed). */
