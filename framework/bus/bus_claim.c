@@ -128,22 +128,36 @@ void daebus__bus_overloaded(daebus_bus *bus, daebus_bus_request *r)
  * one that wins a claim and finds its queue full answers "overloaded"
  * (every replica is full then). Subscriber thread only. */
 
-#define DEFER_S 0.02 /* the others' claims */
-#define WEAK_S  0.1  /* weak claims */
-#define BATCH   64
+#define DEFER_S 0.03  /* the others' claims */
+#define WEAK_S  0.1   /* weak claims */
+#define SLACK_S 0.015 /* claimed with the first due: up to SLACK_S early */
+#define BATCH   128
 
 struct daebus__bus_deferred {
     double due;
-    daebus__job_fn *fn, *drop;
+    daebus__job_fn *fn, *drop; /* NULL: an unread message (below) */
     void *arg;
-    daebus__bus_claim *claim; /* inside arg */
+    daebus__bus_claim *claim; /* inside arg, or &unread */
     bool request;             /* arg is a daebus_bus_request */
     daebus__bus_deferred *next;
+    /* An unread message: its bytes, parsed only when its claim is won. */
+    daebus__bus_claim unread;
+    int listen; /* -1: the service channel, else its entry in listens */
+    size_t len;
+    char data[];
 };
 
-static bool preferred(const daebus__bus_claim *cl)
+bool daebus__bus_preferred(const daebus__bus_claim *cl)
 {
     return cl->t.size <= 1 || cl->pos % cl->t.size == cl->t.rank;
+}
+
+/* A deferred entry that will not run. */
+static void discard(daebus__bus_deferred *d)
+{
+    if (d->drop)
+        d->drop(d->arg);
+    free(d);
 }
 
 static bool queue_full(daebus_bus *bus)
@@ -158,8 +172,7 @@ static void defer(daebus_bus *bus, daebus__bus_deferred *d, bool weak, double se
     size_t cap = bus->opts.max_queue * 4 > 4096 ? bus->opts.max_queue * 4 : 4096;
     if (bus->later[0].n + bus->later[1].n >= cap) {
         note_full(bus, "a claim left to another replica");
-        d->drop(d->arg);
-        free(d);
+        discard(d);
         return;
     }
     d->due = daebus__now_mono() + seconds;
@@ -174,7 +187,7 @@ static void defer(daebus_bus *bus, daebus__bus_deferred *d, bool weak, double se
 void daebus__bus_submit_claimed(daebus_bus *bus, daebus__bus_claim *cl, daebus__job_fn *fn,
                                 daebus__job_fn *drop, void *arg, bool request, bool weak)
 {
-    if (!weak && preferred(cl)) {
+    if (!weak && daebus__bus_preferred(cl)) {
         int rc = daebus__pool_submit(bus->pool, fn, drop, arg);
         if (rc == 0)
             return;
@@ -193,11 +206,28 @@ void daebus__bus_submit_claimed(daebus_bus *bus, daebus__bus_claim *cl, daebus__
     defer(bus, d, weak, weak ? WEAK_S : DEFER_S);
 }
 
+void daebus__bus_defer_unread(daebus_bus *bus, const daebus__bus_claim *cl, int listen,
+                              const char *data, size_t len, bool weak)
+{
+    daebus__bus_deferred *d = malloc(sizeof *d + len + 1);
+    if (!d)
+        return;
+    *d = (daebus__bus_deferred){.claim = &d->unread, .unread = *cl, .listen = listen, .len = len};
+    d->unread.counted = true;
+    memcpy(d->data, data, len);
+    d->data[len] = '\0';
+    defer(bus, d, weak, weak ? WEAK_S : DEFER_S);
+}
+
 /* A deferred message whose claim was just made. */
 static void after_claim(daebus_bus *bus, daebus__bus_deferred *d, int rc)
 {
     if (rc != 1) {
-        d->drop(d->arg); /* another replica has it (or no one may: at most once) */
+        if (d->drop)
+            d->drop(d->arg); /* another replica has it (or no one may: at most once) */
+    } else if (!d->fn) {
+        d->unread.mode = DAEBUS__GATE_SOLO; /* won: handled as a solo replica does */
+        daebus__bus_take_unread(bus, &d->unread, d->listen, d->data, d->len);
     } else {
         d->claim->mode = DAEBUS__GATE_SOLO; /* won: the worker claims no more */
         int src = daebus__pool_submit(bus->pool, d->fn, d->drop, d->arg);
@@ -215,14 +245,19 @@ static void after_claim(daebus_bus *bus, daebus__bus_deferred *d, int rc)
 }
 
 /* Takes the due entries of list k (a full queue sends the others back, weak)
- * and claims them in one pipeline. Returns: the entries taken. */
+ * and claims them in one pipeline. Once the first is due, the entries due
+ * within the next SLACK_S go with it: under a steady flow the tick runs after
+ * every message, and claiming only what is due then would send one claim per
+ * pipeline. Returns: the entries taken. */
 static size_t run_due(daebus_bus *bus, int k, double now)
 {
     daebus__bus_defer_list *l = &bus->later[k];
     daebus__bus_deferred *due[BATCH];
     daebus__cluster_claim_req q[BATCH];
     size_t n = 0;
-    while (l->head && l->head->due <= now && n < BATCH) {
+    if (!l->head || l->head->due > now)
+        return 0;
+    while (l->head && l->head->due <= now + SLACK_S && n < BATCH) {
         daebus__bus_deferred *d = l->head;
         l->head = d->next;
         if (!l->head)
@@ -268,8 +303,7 @@ void daebus__bus_defer_drop_all(daebus_bus *bus)
         while (l->head) {
             daebus__bus_deferred *d = l->head;
             l->head = d->next;
-            d->drop(d->arg);
-            free(d);
+            discard(d);
         }
         l->tail = &l->head;
         l->n = 0;

@@ -144,10 +144,12 @@ static void on_service_message(daebus_bus *bus, const daebus__bus_claim *cl, con
         daebus__bus_envelope_free(&env);
         return;
     }
-    atomic_fetch_add(&bus->requests_received, 1);
+    if (!cl->counted)
+        atomic_fetch_add(&bus->requests_received, 1);
     const daebus__handler *h = find_handler(bus->actions, bus->nactions, env.action);
     if (!h) {
-        atomic_fetch_add(&bus->unknown_actions, 1);
+        if (!cl->counted)
+            atomic_fetch_add(&bus->unknown_actions, 1);
         if (env.reply_to && env.request_id) {
             char text[200];
             snprintf(text, sizeof text, "Unknown action '%.*s'", daebus__utf8_prec(env.action, 150),
@@ -192,8 +194,46 @@ static void on_listen_message(daebus_bus *bus, const daebus__handler *h,
     r->claim = *cl;
     r->lfn = h->desc->fn.listen;
     r->user = h->desc->opts.user;
-    atomic_fetch_add(&bus->listener_messages, 1);
+    if (!cl->counted)
+        atomic_fetch_add(&bus->listener_messages, 1);
     submit(bus, r, daebus__bus_run_listen);
+}
+
+/* A message of a claimed channel this replica is not preferred for: kept
+ * unread and claimed later, counted as if read (requests_received counts
+ * every replica's copy). A request whose action cannot be read without
+ * parsing takes the full path. Returns: false when not kept. */
+static bool keep_unread(daebus_bus *bus, const daebus__bus_claim *cl, const daebus__handler *h,
+                        const daebus__redis_msg *m)
+{
+    if (cl->mode != DAEBUS__GATE_CLAIM || m->cut_len || daebus__bus_preferred(cl))
+        return false;
+    bool weak = false;
+    if (h) {
+        atomic_fetch_add(&bus->listener_messages, 1);
+    } else {
+        char action[256];
+        if (daebus__bus_scan_action(m->data, m->len, action, sizeof action) != 0)
+            return false;
+        atomic_fetch_add(&bus->requests_received, 1);
+        /* Unknown here: claimed late, so that a replica that knows it answers. */
+        weak = !find_handler(bus->actions, bus->nactions, action);
+        if (weak)
+            atomic_fetch_add(&bus->unknown_actions, 1);
+    }
+    daebus__bus_defer_unread(bus, cl, h ? (int)(h - bus->listens) : -1, m->data, m->len, weak);
+    return true;
+}
+
+void daebus__bus_take_unread(daebus_bus *bus, const daebus__bus_claim *cl, int listen,
+                             const char *data, size_t len)
+{
+    if (listen < 0) {
+        on_service_message(bus, cl, bus->service, data, len);
+    } else {
+        const daebus__handler *h = &bus->listens[listen];
+        on_listen_message(bus, h, cl, h->key, data, len);
+    }
 }
 
 /* A message over max_message_size, of which the transport's size guard
@@ -239,7 +279,7 @@ void daebus__bus_on_message(void *user, const daebus__redis_msg *m)
         return;
     }
     if (!bus->opts.no_service_channel && strcmp(m->channel, bus->service) == 0) {
-        if (!daebus__bus_gate(bus, &bus->svc_pos, NULL, &cl))
+        if (!daebus__bus_gate(bus, &bus->svc_pos, NULL, &cl) || keep_unread(bus, &cl, NULL, m))
             return;
         if (m->cut_len)
             on_too_large(bus, &cl, m);
@@ -251,7 +291,8 @@ void daebus__bus_on_message(void *user, const daebus__redis_msg *m)
     if (!h)
         return;
     if (h->desc->opts.once &&
-        !daebus__bus_gate(bus, &bus->listen_pos[h - bus->listens], m->channel, &cl))
+        (!daebus__bus_gate(bus, &bus->listen_pos[h - bus->listens], m->channel, &cl) ||
+         keep_unread(bus, &cl, h, m)))
         return;
     if (m->cut_len)
         on_too_large(bus, &cl, m);

@@ -39,6 +39,7 @@ typedef struct daebus__bus_claim {
     daebus__cluster_ticket t;
     unsigned long long pos;
     char scope[24]; /* "" (service channel) or "l:<hash of the channel>" */
+    bool counted;   /* a late claim's message: its copy was counted on arrival */
 } daebus__bus_claim;
 
 /* Claims made later (bus_claim.c), in due order. */
@@ -167,6 +168,14 @@ void daebus__bus_overloaded(daebus_bus *bus, daebus_bus_request *r);
  * request: arg is a daebus_bus_request. Thread: the subscriber thread. */
 void daebus__bus_submit_claimed(daebus_bus *bus, daebus__bus_claim *cl, daebus__job_fn *fn,
                                 daebus__job_fn *drop, void *arg, bool request, bool weak);
+/* Is this replica the preferred one for cl (it claims at once)? */
+bool daebus__bus_preferred(const daebus__bus_claim *cl);
+/* Keeps a copy of a message this replica is not preferred for, unread (not
+ * parsed), and claims it later (weak: WEAK_S, else DEFER_S); only a won
+ * claim reads it (daebus__bus_take_unread). listen: -1 for the service
+ * channel, else the entry of listens. Thread: the subscriber thread. */
+void daebus__bus_defer_unread(daebus_bus *bus, const daebus__bus_claim *cl, int listen,
+                              const char *data, size_t len, bool weak);
 /* The subscriber's tick: runs the deferred claims that are due. Returns: ms
  * to the next one, or -1. */
 int daebus__bus_on_tick(void *user, bool idle);
@@ -175,6 +184,10 @@ void daebus__bus_defer_drop_all(daebus_bus *bus);
 
 /* ---- bus_dispatch.c ---- */
 
+/* A message kept unread whose claim this replica won (cl: solo now): read
+ * and handled as a solo replica does. Thread: the subscriber thread. */
+void daebus__bus_take_unread(daebus_bus *bus, const daebus__bus_claim *cl, int listen,
+                             const char *data, size_t len);
 /* The subscriber's message callback (user: the bus). */
 void daebus__bus_on_message(void *user, const daebus__redis_msg *msg);
 

@@ -228,14 +228,39 @@ static bool plain_string(const char *data, size_t len, size_t i, size_t *end)
     return plain;
 }
 
-/* Forward scan of data for the top-level plain string members reply_to and
- * request_id; fills those not yet found (*got_reply, *got_id). */
-static void scan_forward(const char *data, size_t len, char *reply_to, size_t rlen,
-                         char *request_id, size_t idlen, bool *got_reply, bool *got_id)
+/* A top-level plain string member looked for by scan_forward. */
+typedef struct scan_want {
+    const char *key;
+    size_t klen;
+    char *dst;
+    size_t cap;
+    bool got;
+} scan_want;
+
+/* The value of the member key (klen bytes) still wanted, or NULL. */
+static scan_want *wanted(scan_want *w, int nw, const char *key, size_t klen)
+{
+    for (int k = 0; k < nw; k++)
+        if (!w[k].got && w[k].klen == klen && memcmp(w[k].key, key, klen) == 0)
+            return &w[k];
+    return NULL;
+}
+
+static bool all_got(const scan_want *w, int nw)
+{
+    for (int k = 0; k < nw; k++)
+        if (!w[k].got)
+            return false;
+    return true;
+}
+
+/* Forward scan of data for the top-level plain string members of w; fills
+ * those not yet found (got). */
+static void scan_forward(const char *data, size_t len, scan_want *w, int nw)
 {
     int depth = 0;
     size_t i = 0;
-    while (data && i < len && !(*got_reply && *got_id)) {
+    while (data && i < len && !all_got(w, nw)) {
         char c = data[i];
         if (c == '{' || c == '[') {
             depth++;
@@ -246,13 +271,10 @@ static void scan_forward(const char *data, size_t len, char *reply_to, size_t rl
             bool plain = plain_string(data, len, i + 1, &kend);
             if (kend >= len)
                 break;
-            const char *key = data + i + 1;
-            size_t klen = kend - i - 1;
+            scan_want *x = wanted(w, nw, data + i + 1, kend - i - 1);
             i = kend;
-            bool is_reply = klen == 8 && memcmp(key, "reply_to", 8) == 0 && !*got_reply;
-            bool is_id = klen == 10 && memcmp(key, "request_id", 10) == 0 && !*got_id;
             size_t v = skip_space(data, len, kend + 1);
-            if (depth != 1 || !plain || !(is_reply || is_id) || v >= len || data[v] != ':')
+            if (depth != 1 || !plain || !x || v >= len || data[v] != ':')
                 goto next;
             v = skip_space(data, len, v + 1);
             if (v >= len || data[v] != '"')
@@ -263,15 +285,10 @@ static void scan_forward(const char *data, size_t len, char *reply_to, size_t rl
                 break;
             i = vend;
             size_t vlen = vend - v - 1;
-            char *dst = is_reply ? reply_to : request_id;
-            size_t cap = is_reply ? rlen : idlen;
-            if (vplain && vlen > 0 && vlen < cap) {
-                memcpy(dst, data + v + 1, vlen);
-                dst[vlen] = '\0';
-                if (is_reply)
-                    *got_reply = true;
-                else
-                    *got_id = true;
+            if (vplain && vlen > 0 && vlen < x->cap) {
+                memcpy(x->dst, data + v + 1, vlen);
+                x->dst[vlen] = '\0';
+                x->got = true;
             }
         }
     next:
@@ -282,9 +299,17 @@ static void scan_forward(const char *data, size_t len, char *reply_to, size_t rl
 int daebus__bus_scan_reply(const char *data, size_t len, char *reply_to, size_t rlen,
                            char *request_id, size_t idlen)
 {
-    bool got_reply = false, got_id = false;
-    scan_forward(data, len, reply_to, rlen, request_id, idlen, &got_reply, &got_id);
-    return got_reply && got_id ? 0 : -1;
+    scan_want w[2] = {{"reply_to", 8, reply_to, rlen, false},
+                      {"request_id", 10, request_id, idlen, false}};
+    scan_forward(data, len, w, 2);
+    return w[0].got && w[1].got ? 0 : -1;
+}
+
+int daebus__bus_scan_action(const char *data, size_t len, char *action, size_t alen)
+{
+    scan_want w = {"action", 6, action, alen, false};
+    scan_forward(data, len, &w, 1);
+    return w.got ? 0 : -1;
 }
 
 /* ---- the same, backwards from the end of a cut message ---- */
@@ -378,10 +403,11 @@ static void scan_backward(const char *d, size_t n, char *reply_to, size_t rlen, 
 int daebus__bus_scan_reply_cut(const char *head, size_t hlen, const char *tail, size_t tlen,
                                char *reply_to, size_t rlen, char *request_id, size_t idlen)
 {
-    bool got_reply = false, got_id = false;
+    scan_want w[2] = {{"reply_to", 8, reply_to, rlen, false},
+                      {"request_id", 10, request_id, idlen, false}};
     reply_to[0] = request_id[0] = '\0';
-    scan_forward(head, hlen, reply_to, rlen, request_id, idlen, &got_reply, &got_id);
-    if (tail && !(got_reply && got_id))
-        scan_backward(tail, tlen, reply_to, rlen, request_id, idlen, &got_reply, &got_id);
-    return got_reply && got_id ? 0 : -1;
+    scan_forward(head, hlen, w, 2);
+    if (tail && !(w[0].got && w[1].got))
+        scan_backward(tail, tlen, reply_to, rlen, request_id, idlen, &w[0].got, &w[1].got);
+    return w[0].got && w[1].got ? 0 : -1;
 }

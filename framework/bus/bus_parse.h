@@ -48,6 +48,13 @@ int daebus__bus_check_utf8(const char *data, size_t len, char *errbuf, size_t er
 int daebus__bus_scan_reply(const char *data, size_t len, char *reply_to, size_t rlen,
                            char *request_id, size_t idlen);
 
+/* The top-level member "action" when its value is a plain non-empty string
+ * (no escapes): a cheap look at a message without parsing it (a replica
+ * that only claims it later). Copies it, NUL-terminated, into action (alen
+ * bytes). Returns: 0 if read and fitting, else -1 (absent, not plain, too
+ * long, or the text is not JSON enough to tell). */
+int daebus__bus_scan_action(const char *data, size_t len, char *action, size_t alen);
+
 /* For a message refused unparsed because of its size, of which only its
  * first bytes (head) and its last bytes (tail) are kept: reads the
  * top-level "reply_to" and "request_id" plain string members forwards from

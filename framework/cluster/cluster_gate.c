@@ -259,15 +259,18 @@ static void claim_failed(daebus__cluster *c, const char *why)
                          why);
 }
 
-/* One claim's commands: EXISTS of the epoch's key, then SET NX. */
+/* One claim's commands: SET NX, after an EXISTS of the epoch's key when the
+ * claim before it in the pipeline had another epoch (or none). */
 typedef struct claim_cmds {
     char key[700], fence[600];
     const char *argv[8];
     size_t len[8];
 } claim_cmds;
 
-static void build_claim(daebus__cluster *c, const daebus__cluster_claim_req *q, const char *ttl,
-                        claim_cmds *m, daebus__redis_cmd *cmds)
+/* Appends q's commands to cmds (at *nc; fence: whether an EXISTS goes first)
+ * and returns the index of the SET. */
+static int build_claim(daebus__cluster *c, const daebus__cluster_claim_req *q, const char *ttl,
+                       bool fence, claim_cmds *m, daebus__redis_cmd *cmds, int *nc)
 {
     const char *scope = q->scope && q->scope[0] ? q->scope : NULL;
     snprintf(m->key, sizeof m->key, "daebus:%s:claim:%s%s%016llx:%llu", c->service,
@@ -278,11 +281,13 @@ static void build_claim(daebus__cluster *c, const daebus__cluster_claim_req *q, 
         m->argv[i] = a[i];
         m->len[i] = strlen(a[i]);
     }
-    cmds[0] = (daebus__redis_cmd){2, m->argv, m->len};
-    cmds[1] = (daebus__redis_cmd){6, m->argv + 2, m->len + 2};
+    if (fence)
+        cmds[(*nc)++] = (daebus__redis_cmd){2, m->argv, m->len};
+    cmds[*nc] = (daebus__redis_cmd){6, m->argv + 2, m->len + 2};
+    return (*nc)++;
 }
 
-/* The result of one claim from its two replies. */
+/* The result of one claim from its epoch's EXISTS and its SET. */
 static int claim_result(daebus__cluster *c, const redisReply *exists, const redisReply *set)
 {
     if (exists->type != REDIS_REPLY_INTEGER || exists->integer != 1) {
@@ -300,10 +305,13 @@ static int claim_result(daebus__cluster *c, const redisReply *exists, const redi
     return won ? 1 : 0;
 }
 
-#define CLAIM_CHUNK 64
+#define CLAIM_CHUNK 128
 
 /* Sends the claims q[0..n-1] (n <= CLAIM_CHUNK, each with rc still 1) as
- * one pipeline and sets their rc. */
+ * one pipeline and sets their rc. The epoch's EXISTS is sent once before the
+ * claims of that epoch, not once per claim: the SETs after it run on the
+ * same connection, so on the same Redis (a restart in between breaks the
+ * connection, and every claim of the pipeline fails). */
 static void send_claims(daebus__cluster *c, daebus__cluster_claim_req **q, size_t n)
 {
     char ttl[24];
@@ -311,17 +319,21 @@ static void send_claims(daebus__cluster *c, daebus__cluster_claim_req **q, size_
     claim_cmds *m = malloc(n * sizeof *m);
     daebus__redis_cmd cmds[2 * CLAIM_CHUNK];
     redisReply *r[2 * CLAIM_CHUNK] = {NULL};
+    int fence_at[CLAIM_CHUNK], set_at[CLAIM_CHUNK], nc = 0;
     int rc = m ? 0 : DAEBUS_ENOMEM;
-    for (size_t i = 0; rc == 0 && i < n; i++)
-        build_claim(c, q[i], ttl, &m[i], &cmds[2 * i]);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        bool fence = i == 0 || q[i]->t->epoch != q[i - 1]->t->epoch;
+        set_at[i] = build_claim(c, q[i], ttl, fence, &m[i], cmds, &nc);
+        fence_at[i] = fence ? set_at[i] - 1 : fence_at[i - 1];
+    }
     if (rc == 0)
-        rc = daebus__redis_pub_pipeline(c->pub, cmds, (int)(2 * n), r);
+        rc = daebus__redis_pub_pipeline(c->pub, cmds, nc, r);
     for (size_t i = 0; i < n; i++) {
         if (rc != 0)
             claim_failed(c, daebus_strerror(rc));
-        q[i]->rc = rc != 0 ? DAEBUS_ECONN : claim_result(c, r[2 * i], r[2 * i + 1]);
+        q[i]->rc = rc != 0 ? DAEBUS_ECONN : claim_result(c, r[fence_at[i]], r[set_at[i]]);
     }
-    for (size_t i = 0; rc == 0 && i < 2 * n; i++)
+    for (int i = 0; rc == 0 && i < nc; i++)
         freeReplyObject(r[i]);
     free(m);
 }
