@@ -169,13 +169,23 @@ static int make_transport(daebus_bus *bus)
 static int start_cluster(daebus_bus *bus)
 {
     daebus__cluster_destroy(atomic_exchange(&bus->cluster, NULL));
+    if (bus->gated && !bus->line) {
+        /* The preferred replica's claims (NULL: they go on the pool). */
+        const daebus_bus_options *o = &bus->opts;
+        daebus__redis_pub_opts lo = {&bus->url,          1,    o->connect_timeout,
+                                     o->command_timeout, 0.25, LOGC};
+        bus->line = daebus__redis_line_create(&lo);
+        if (atomic_load(&bus->subscribed))
+            daebus__redis_line_repair(bus->line);
+    }
     int port = daebus__app_http_bound_port(bus->app);
     daebus__cluster_opts co = {bus->pub,
                                bus->service,
                                daebus_app_instance_id(bus->app),
                                port > 0 ? port : 0,
                                bus->opts.heartbeat,
-                               bus->gated};
+                               bus->gated,
+                               bus->line};
     daebus__cluster *c = daebus__cluster_start(&co);
     atomic_store(&bus->cluster, c);
     return c ? 0 : DAEBUS_ENOMEM;
@@ -271,6 +281,8 @@ static void bus_stop(void *self)
     daebus__redis_pub_close(bus->pub);
     daebus__pool_destroy(bus->pool);
     bus->pool = NULL;
+    daebus__redis_line_destroy(bus->line); /* no claim after the pool */
+    bus->line = NULL;
     daebus__redis_sub_destroy(bus->sub);
     bus->sub = NULL;
     free(bus->listen_pos);

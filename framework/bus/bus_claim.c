@@ -35,12 +35,28 @@ bool daebus__bus_gate(daebus_bus *bus, daebus__bus_pos *p, const char *channel,
     return true;
 }
 
-bool daebus__bus_take(daebus_bus *bus, const daebus__bus_claim *cl)
+bool daebus__bus_take(daebus_bus *bus, daebus__bus_claim *cl)
 {
     if (cl->mode != DAEBUS__GATE_CLAIM)
         return true;
     daebus__cluster *c = atomic_load(&bus->cluster);
-    return c && daebus__cluster_claim(c, &cl->t, cl->scope[0] ? cl->scope : NULL, cl->pos) == 1;
+    if (!c)
+        return false;
+    unsigned long long ticket = cl->ticket;
+    cl->ticket = 0;
+    if (ticket)
+        return daebus__cluster_claim_finish(c, ticket) == 1;
+    int rc = daebus__cluster_claim(c, &cl->t, cl->scope[0] ? cl->scope : NULL, cl->pos);
+    daebus__cluster_claim_repair(c); /* the line was down, perhaps */
+    return rc == 1;
+}
+
+void daebus__bus_abandon(daebus_bus *bus, daebus__bus_claim *cl)
+{
+    daebus__cluster *c = atomic_load(&bus->cluster);
+    if (cl->mode == DAEBUS__GATE_CLAIM && cl->ticket && c)
+        daebus__cluster_claim_finish(c, cl->ticket);
+    cl->ticket = 0;
 }
 
 /* ---- error replies made without a request ---- */
@@ -56,6 +72,7 @@ typedef struct error_job {
 static void error_job_free(void *arg)
 {
     error_job *j = arg;
+    daebus__bus_abandon(j->bus, &j->claim);
     cJSON_Delete(j->request_id);
     free(j->channel);
     free(j);
@@ -187,15 +204,22 @@ static void defer(daebus_bus *bus, daebus__bus_deferred *d, bool weak, double se
 void daebus__bus_submit_claimed(daebus_bus *bus, daebus__bus_claim *cl, daebus__job_fn *fn,
                                 daebus__job_fn *drop, void *arg, bool request, bool weak)
 {
-    if (!weak && daebus__bus_preferred(cl)) {
+    if (!weak && daebus__bus_preferred(cl) && !queue_full(bus)) {
+        /* The claim goes now; its answer comes while the worker picks the
+         * job up, and the worker waits for it before anything else. */
+        daebus__cluster *c = atomic_load(&bus->cluster);
+        cl->ticket =
+            c ? daebus__cluster_claim_start(c, &cl->t, cl->scope[0] ? cl->scope : NULL, cl->pos)
+              : 0;
         int rc = daebus__pool_submit(bus->pool, fn, drop, arg);
         if (rc == 0)
             return;
-        if (rc != DAEBUS_EFULL) {
+        if (rc != DAEBUS_EFULL || cl->ticket) {
+            /* Full since the look (rare) or shutting down: a claim sent is
+             * finished by its drop. */
             drop(arg);
             return;
         }
-        weak = true;
     }
     daebus__bus_deferred *d = malloc(sizeof *d);
     if (!d) {

@@ -20,6 +20,7 @@
 #include "bus_parse.h"
 #include "cluster.h"
 #include "component.h"
+#include "redis_line.h"
 #include "redis_pub.h"
 #include "redis_sub.h"
 #include "worker_pool.h"
@@ -38,8 +39,9 @@ typedef struct daebus__bus_claim {
     daebus__gate mode;
     daebus__cluster_ticket t;
     unsigned long long pos;
-    char scope[24]; /* "" (service channel) or "l:<hash of the channel>" */
-    bool counted;   /* a late claim's message: its copy was counted on arrival */
+    char scope[24];            /* "" (service channel) or "l:<hash of the channel>" */
+    bool counted;              /* a late claim's message: its copy was counted on arrival */
+    unsigned long long ticket; /* > 0: its claim was sent (daebus__cluster_claim_start) */
 } daebus__bus_claim;
 
 /* Claims made later (bus_claim.c), in due order. */
@@ -62,6 +64,7 @@ struct daebus_bus {
 
     daebus__pool *pool;
     daebus__redis_pub *pub;
+    daebus__redis_line *line; /* the preferred replica's claims, sent apart (gated only) */
     daebus__redis_sub *sub;
     /* This instance in Redis; stopped with the bus, freed with it. Atomic: HTTP
      * threads may read it (daebus_app_instances) while the bus starts. */
@@ -152,8 +155,11 @@ unsigned long long daebus__caller_too_large(const daebus_caller *c);
 bool daebus__bus_gate(daebus_bus *bus, daebus__bus_pos *p, const char *channel,
                       daebus__bus_claim *cl);
 /* Takes the message of cl: true without a claim (SOLO) or when its claim
- * was won. Thread: a worker. */
-bool daebus__bus_take(daebus_bus *bus, const daebus__bus_claim *cl);
+ * (sent already, or made now) was won. Thread: a worker. */
+bool daebus__bus_take(daebus_bus *bus, daebus__bus_claim *cl);
+/* A message that will not run: the answer of its claim, if sent, is read
+ * (and the message is not handled). Thread: any. */
+void daebus__bus_abandon(daebus_bus *bus, daebus__bus_claim *cl);
 /* An error reply made without a request object (malformed, unknown action,
  * too large): sent at once when solo, else by a worker after winning the
  * claim (weak: claimed late, so that a replica able to do better wins).

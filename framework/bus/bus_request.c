@@ -178,9 +178,10 @@ void daebus__bus_run_listen(void *arg)
 void daebus__bus_drop_request(void *arg)
 {
     daebus_bus_request *r = arg;
-    if (r->claim.mode == DAEBUS__GATE_CLAIM)
-        daebus__bus_claim_final(r); /* never claimed: not this replica's to answer */
-    else
+    if (r->claim.mode == DAEBUS__GATE_CLAIM) {
+        daebus__bus_abandon(r->bus, &r->claim);
+        daebus__bus_claim_final(r); /* not taken: not this replica's to answer */
+    } else
         daebus__bus_auto_error(r, "Service shutting down; action '%s' was not run");
     daebus_bus_request_release(r);
 }

@@ -471,6 +471,7 @@ static cJSON *self_entry(const daebus__cluster *c)
 static int init_fields(daebus__cluster *c, const daebus__cluster_opts *o)
 {
     c->pub = o->pub;
+    c->line = o->line;
     c->service = strdup(o->service);
     c->id = strdup(o->instance_id);
     if (!c->service || !c->id)

@@ -19,18 +19,21 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <cjson/cJSON.h>
+#include "redis_line.h"
 #include "redis_pub.h"
 
 typedef struct daebus__cluster daebus__cluster;
 
 typedef struct daebus__cluster_opts {
-    daebus__redis_pub *pub;  /* borrowed: open until daebus__cluster_stop returns */
-    const char *service;     /* copied */
-    const char *instance_id; /* copied */
-    int http_port;           /* the port this instance serves HTTP on; 0 = none */
-    double heartbeat;        /* seconds; <= 0 = 1 */
-    bool exactly_once;       /* the owner gates a subscriber with daebus__cluster_gate: the
+    daebus__redis_pub *pub;   /* borrowed: open until daebus__cluster_stop returns */
+    const char *service;      /* copied */
+    const char *instance_id;  /* copied */
+    int http_port;            /* the port this instance serves HTTP on; 0 = none */
+    double heartbeat;         /* seconds; <= 0 = 1 */
+    bool exactly_once;        /* the owner gates a subscriber with daebus__cluster_gate: the
                                 heartbeat publishes joins and markers on the cluster channel */
+    daebus__redis_line *line; /* borrowed, may be NULL: claims sent apart
+                                 (daebus__cluster_claim_start), open while claims are made */
 } daebus__cluster_opts;
 
 /* Creates the cluster view and starts the heartbeat thread (the first
@@ -121,6 +124,21 @@ typedef struct daebus__cluster_claim_req {
     int rc; /* out */
 } daebus__cluster_claim_req;
 void daebus__cluster_claim_many(daebus__cluster *c, daebus__cluster_claim_req *q, size_t n);
+
+/* Sends the claim of (t, scope, pos) on the line without waiting for Redis:
+ * the same checks as daebus__cluster_claim first. Returns: a ticket for
+ * daebus__cluster_claim_finish, or 0 when nothing was sent (no line, line
+ * down, or a check refused it: claim with daebus__cluster_claim, which says
+ * why). Thread: callable from any thread. */
+unsigned long long daebus__cluster_claim_start(daebus__cluster *c, const daebus__cluster_ticket *t,
+                                               const char *scope, unsigned long long pos);
+/* The result of a claim started (ticket > 0): as daebus__cluster_claim.
+ * Every ticket is finished once (a won claim that is then not handled is a
+ * message lost). Thread: callable from any thread. */
+int daebus__cluster_claim_finish(daebus__cluster *c, unsigned long long ticket);
+/* Connects the claim line if it is down (bounded; at most every 0.25 s).
+ * Thread: callable from any thread. */
+void daebus__cluster_claim_repair(daebus__cluster *c);
 
 /* Stops taking messages (the gate ignores, claims return DAEBUS_ESTATE) and
  * waits up to timeout seconds for the claims in flight. Accepts NULL. */

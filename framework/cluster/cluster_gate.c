@@ -338,25 +338,41 @@ static void send_claims(daebus__cluster *c, daebus__cluster_claim_req **q, size_
     free(m);
 }
 
+/* May a claim be made now? Returns: 0, or the rc of a claim refused (said). */
+static int may_claim(daebus__cluster *c, const daebus__cluster_ticket *t, long long now, bool quiet)
+{
+    if (!atomic_load(&c->taking))
+        return DAEBUS_ESTATE;
+    if (!announced(c, now)) {
+        /* Queued before the gate saw it: the others may be solo by now. */
+        if (!quiet)
+            claim_failed(c, "this instance's announces have not reached Redis for 2 heartbeats");
+        return DAEBUS_ESTATE;
+    }
+    if (now - t->anchor_ms > c->late_ms) {
+        /* The claims of the others may have expired: claiming now could win twice. */
+        if (!quiet)
+            claim_failed(c, "too late: the message waited longer than the claims live");
+        return DAEBUS_ETIMEDOUT;
+    }
+    return 0;
+}
+
+static void end_inflight(daebus__cluster *c)
+{
+    if (atomic_fetch_sub(&c->inflight, 1) == 1 && !atomic_load(&c->taking))
+        wake_all(c);
+}
+
 void daebus__cluster_claim_many(daebus__cluster *c, daebus__cluster_claim_req *q, size_t n)
 {
     atomic_fetch_add(&c->inflight, 1);
-    bool taking = atomic_load(&c->taking);
     long long now = daebus__cluster_now_ms();
     daebus__cluster_claim_req *batch[CLAIM_CHUNK];
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!taking) {
-            q[i].rc = DAEBUS_ESTATE;
-        } else if (!announced(c, now)) {
-            /* Queued before the gate saw it: the others may be solo by now. */
-            claim_failed(c, "this instance's announces have not reached Redis for 2 heartbeats");
-            q[i].rc = DAEBUS_ESTATE;
-        } else if (now - q[i].t->anchor_ms > c->late_ms) {
-            /* The claims of the others may have expired: claiming now could win twice. */
-            claim_failed(c, "too late: the message waited longer than the claims live");
-            q[i].rc = DAEBUS_ETIMEDOUT;
-        } else {
+        q[i].rc = may_claim(c, q[i].t, now, false);
+        if (q[i].rc == 0) {
             q[i].rc = 1;
             batch[k++] = &q[i];
         }
@@ -365,8 +381,47 @@ void daebus__cluster_claim_many(daebus__cluster *c, daebus__cluster_claim_req *q
             k = 0;
         }
     }
-    if (atomic_fetch_sub(&c->inflight, 1) == 1 && !atomic_load(&c->taking))
-        wake_all(c);
+    end_inflight(c);
+}
+
+unsigned long long daebus__cluster_claim_start(daebus__cluster *c, const daebus__cluster_ticket *t,
+                                               const char *scope, unsigned long long pos)
+{
+    if (!c || !c->line)
+        return 0;
+    atomic_fetch_add(&c->inflight, 1);
+    unsigned long long ticket = 0;
+    if (may_claim(c, t, daebus__cluster_now_ms(), true) == 0) {
+        char ttl[24];
+        snprintf(ttl, sizeof ttl, "%lld", c->claim_ttl_ms);
+        claim_cmds m;
+        daebus__redis_cmd cmds[2];
+        int nc = 0;
+        daebus__cluster_claim_req q = {t, scope, pos, 0};
+        build_claim(c, &q, ttl, true, &m, cmds, &nc);
+        ticket = daebus__redis_line_send(c->line, cmds, nc);
+    }
+    end_inflight(c);
+    return ticket;
+}
+
+int daebus__cluster_claim_finish(daebus__cluster *c, unsigned long long ticket)
+{
+    redisReply *r[2] = {NULL, NULL};
+    if (daebus__redis_line_wait(c->line, ticket, r, 2) != 0) {
+        claim_failed(c, "the connection of the claim was lost before its answer");
+        return DAEBUS_ECONN;
+    }
+    int rc = claim_result(c, r[0], r[1]);
+    freeReplyObject(r[0]);
+    freeReplyObject(r[1]);
+    return rc;
+}
+
+void daebus__cluster_claim_repair(daebus__cluster *c)
+{
+    if (c)
+        daebus__redis_line_repair(c->line);
 }
 
 int daebus__cluster_claim(daebus__cluster *c, const daebus__cluster_ticket *t, const char *scope,
@@ -391,6 +446,9 @@ void daebus__cluster_leave(daebus__cluster *c, double timeout)
         if (daebus__cond_wait_until(&c->cond, &c->lock, d) != 0)
             break;
     pthread_mutex_unlock(&c->lock);
+    /* The claims sent apart are answered before this instance leaves the
+     * lists (their results wait for the workers that finish them). */
+    daebus__redis_line_wait(c->line, daebus__redis_line_last(c->line), NULL, 0);
 }
 
 static bool ready(daebus__cluster *c)

@@ -42,6 +42,7 @@ typedef struct daebus__cluster_gate_state {
 
 struct daebus__cluster {
     daebus__redis_pub *pub;
+    daebus__redis_line *line; /* claims sent apart (cluster_gate.c); may be NULL */
     char *service, *id;
     char host[72];
     char key[512], set_key[512], channel[512];
