@@ -425,6 +425,23 @@ static void test_bus_scan_reply(void)
     CU_ASSERT_EQUAL(daebus__bus_scan_reply(m, strlen(m) - 3, reply, 16, id, 16), -1);
 }
 
+/* The action a non-preferred replica reads without parsing (bus_dispatch.c). */
+static void test_bus_scan_action(void)
+{
+    char a[8];
+    const char *m = "{\"payload\":{\"action\":\"inner\"},\"action\" : \"echo\",\"x\":1}";
+    CU_ASSERT_EQUAL(daebus__bus_scan_action(m, strlen(m), a, sizeof a), 0);
+    CU_ASSERT_STRING_EQUAL(a, "echo"); /* the top-level one, not the payload's */
+    /* escapes, not a string, empty, too long, absent, nested only: not read */
+    const char *no[] = {"{\"action\":\"e\\u0063ho\"}", "{\"action\":5}",
+                        "{\"action\":\"\"}",           "{\"action\":\"0123456789\"}",
+                        "{\"reply_to\":\"c\"}",        "{\"p\":{\"action\":\"echo\"}}",
+                        "[\"action\",\"echo\"]",       ""};
+    for (size_t i = 0; i < sizeof no / sizeof *no; i++)
+        CU_ASSERT_EQUAL(daebus__bus_scan_action(no[i], strlen(no[i]), a, sizeof a), -1);
+    CU_ASSERT_EQUAL(daebus__bus_scan_action(NULL, 3, a, sizeof a), -1);
+}
+
 int main(void)
 {
     daebus_log_set_level(DAEBUS_LOG_ERROR);
@@ -442,5 +459,6 @@ int main(void)
     CU_add_test(s, "parse errors", test_parse_errors);
     CU_add_test(s, "bus request keeps NUL", test_bus_request_nul);
     CU_add_test(s, "bus reply scan", test_bus_scan_reply);
+    CU_add_test(s, "bus action scan", test_bus_scan_action);
     return ts_run_cunit();
 }

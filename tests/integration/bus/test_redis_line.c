@@ -1,0 +1,182 @@
+/* The claim line (framework/redis/redis_line.h) against a private
+ * redis-server: commands sent now and answered later, tickets waited for
+ * out of order (the replies read for others are kept for them), a ticket
+ * taken once, four threads sending and waiting at once (each reply goes to
+ * its own ticket), nothing sent while the line is down, Redis killed (the
+ * tickets not answered fail, sends fail at once) and back (repair). */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include "daebus/daebus.h"
+#include "redis_line.h"
+#include "testsupport.h"
+
+static ts_redis redis;
+static daebus__redis_url url;
+
+static daebus__redis_line *line_new(void)
+{
+    daebus__redis_pub_opts o = {&url, 1, 2.0, 2.0, 0.0, "test"};
+    return daebus__redis_line_create(&o);
+}
+
+static unsigned long long send1(daebus__redis_line *l, const char *a0, const char *a1)
+{
+    const char *argv[2] = {a0, a1};
+    size_t len[2] = {strlen(a0), a1 ? strlen(a1) : 0};
+    daebus__redis_cmd c = {a1 ? 2 : 1, argv, len};
+    return daebus__redis_line_send(l, &c, 1);
+}
+
+/* The integer reply of ticket t, or -1. */
+static long long wait_int(daebus__redis_line *l, unsigned long long t)
+{
+    redisReply *r = NULL;
+    if (daebus__redis_line_wait(l, t, &r, 1) != 0)
+        return -1;
+    long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    freeReplyObject(r);
+    return v;
+}
+
+static void test_out_of_order(void)
+{
+    daebus__redis_line *l = line_new();
+    CU_ASSERT_EQUAL(send1(l, "PING", NULL), 0); /* down until repaired: nothing sent */
+    daebus__redis_line_repair(l);
+    unsigned long long t[5];
+    for (int i = 0; i < 5; i++)
+        t[i] = send1(l, "INCR", "line:a");
+    CU_ASSERT(t[0] > 0 && t[4] == t[0] + 4);
+    CU_ASSERT_EQUAL(daebus__redis_line_last(l), t[4]);
+    CU_ASSERT_EQUAL(wait_int(l, t[3]), 4); /* reads 1..4, keeps 1..3 */
+    CU_ASSERT_EQUAL(wait_int(l, t[0]), 1);
+    CU_ASSERT_EQUAL(wait_int(l, t[4]), 5);
+    CU_ASSERT_EQUAL(wait_int(l, t[2]), 3);
+    CU_ASSERT_EQUAL(wait_int(l, t[1]), 2);
+    CU_ASSERT_EQUAL(wait_int(l, t[1]), -1); /* taken once */
+    /* two commands, one ticket */
+    const char *a[2][2] = {{"INCR", "line:b"}, {"INCR", "line:b"}};
+    size_t n[2] = {4, 6};
+    daebus__redis_cmd c[2] = {{2, a[0], n}, {2, a[1], n}};
+    unsigned long long u = daebus__redis_line_send(l, c, 2);
+    redisReply *r[2] = {NULL, NULL};
+    CU_ASSERT_EQUAL_FATAL(daebus__redis_line_wait(l, u, r, 2), 0);
+    CU_ASSERT(r[0]->integer == 1 && r[1]->integer == 2);
+    freeReplyObject(r[0]);
+    freeReplyObject(r[1]);
+    daebus__redis_line_destroy(l);
+}
+
+typedef struct worker {
+    daebus__redis_line *l;
+    long long seen[500];
+    int bad;
+} worker;
+
+static void *hammer(void *arg)
+{
+    worker *w = arg;
+    for (int i = 0; i < 500; i += 5) {
+        unsigned long long t[5];
+        for (int k = 0; k < 5; k++)
+            t[k] = send1(w->l, "INCR", "line:c");
+        for (int k = 4; k >= 0; k--) /* newest first: another thread may read for us */
+            if ((w->seen[i + k] = wait_int(w->l, t[k])) <= 0)
+                w->bad++;
+    }
+    return NULL;
+}
+
+static int cmp_ll(const void *a, const void *b)
+{
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void test_threads(void)
+{
+    daebus__redis_line *l = line_new();
+    daebus__redis_line_repair(l);
+    static worker w[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (worker){.l = l};
+        pthread_create(&th[i], NULL, hammer, &w[i]);
+    }
+    long long *all = malloc(2000 * sizeof *all);
+    int bad = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        bad += w[i].bad;
+        memcpy(all + 500 * i, w[i].seen, sizeof w[i].seen);
+        for (int k = 1; k < 500; k++) /* one thread's INCRs answer in its order */
+            if (w[i].seen[k] <= w[i].seen[k - 1])
+                bad++;
+    }
+    qsort(all, 2000, sizeof *all, cmp_ll);
+    for (int k = 0; k < 2000; k++) /* every reply once: 1..2000 */
+        if (all[k] != k + 1)
+            bad++;
+    CU_ASSERT_EQUAL(bad, 0);
+    free(all);
+    daebus__redis_line_destroy(l);
+}
+
+static void test_redis_killed(void)
+{
+    daebus__redis_line *l = line_new();
+    daebus__redis_line_repair(l);
+    unsigned long long ok = send1(l, "INCR", "line:d");
+    CU_ASSERT_EQUAL(wait_int(l, ok), 1);
+    ts_redis_kill(&redis);
+    ts_sleep_ms(100);
+    /* The first send may still reach the socket; its answer never comes. */
+    unsigned long long t = send1(l, "INCR", "line:d");
+    if (t)
+        CU_ASSERT_EQUAL(wait_int(l, t), -1);
+    CU_ASSERT_EQUAL(send1(l, "INCR", "line:d"), 0); /* down: at once */
+    daebus__redis_line_repair(l);                   /* Redis away: still down */
+    CU_ASSERT_EQUAL(send1(l, "INCR", "line:d"), 0);
+    CU_ASSERT_EQUAL_FATAL(ts_redis_restart(&redis), 0);
+    daebus__redis_line_repair(l);
+    unsigned long long u = send1(l, "PING", NULL);
+    CU_ASSERT(u > 0);
+    redisReply *r = NULL;
+    CU_ASSERT_EQUAL_FATAL(daebus__redis_line_wait(l, u, &r, 1), 0);
+    CU_ASSERT(r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0);
+    freeReplyObject(r);
+    /* closed: sends fail, the line stays usable for waits already answered */
+    unsigned long long v = send1(l, "PING", NULL);
+    CU_ASSERT_EQUAL(daebus__redis_line_wait(l, v, NULL, 1), 0);
+    daebus__redis_line_close(l);
+    CU_ASSERT_EQUAL(send1(l, "PING", NULL), 0);
+    CU_ASSERT_EQUAL(daebus__redis_line_wait(l, v, &r, 1), 0);
+    freeReplyObject(r);
+    daebus__redis_line_destroy(l);
+}
+
+static int init(void)
+{
+    daebus_error e = {0};
+    if (ts_redis_start(&redis, NULL) != 0)
+        return -1;
+    return daebus__redis_url_parse(redis.url, &url, &e);
+}
+
+static int cleanup(void)
+{
+    ts_redis_stop(&redis);
+    return 0;
+}
+
+int main(void)
+{
+    daebus_log_set_level(DAEBUS_LOG_ERROR);
+    CU_initialize_registry();
+    CU_pSuite s = CU_add_suite("redis line", init, cleanup);
+    CU_add_test(s, "tickets out of order", test_out_of_order);
+    CU_add_test(s, "four threads", test_threads);
+    CU_add_test(s, "Redis killed and back", test_redis_killed);
+    return ts_run_cunit();
+}
