@@ -86,7 +86,7 @@ static void error_job_run(void *arg)
     error_job_free(j);
 }
 
-void daebus__bus_error_once(daebus_bus *bus, const daebus__bus_claim *cl, const char *channel,
+void daebus__bus_error_once(daebus_bus *bus, daebus__bus_claim *cl, const char *channel,
                             const cJSON *request_id, const char *text, bool weak)
 {
     if (cl->mode != DAEBUS__GATE_CLAIM) {
@@ -98,6 +98,7 @@ void daebus__bus_error_once(daebus_bus *bus, const daebus__bus_claim *cl, const 
         return;
     j->bus = bus;
     j->claim = *cl;
+    cl->ticket = 0; /* the job finishes it */
     j->request_id = cJSON_Duplicate(request_id, 1);
     j->channel = strdup(channel);
     snprintf(j->text, sizeof j->text, "%s", text);
@@ -201,16 +202,24 @@ static void defer(daebus_bus *bus, daebus__bus_deferred *d, bool weak, double se
     l->n++;
 }
 
+bool daebus__bus_claim_early(daebus_bus *bus, daebus__bus_claim *cl)
+{
+    daebus__cluster *c = atomic_load(&bus->cluster);
+    if (cl->ticket || cl->mode != DAEBUS__GATE_CLAIM || !c || !daebus__bus_preferred(cl) ||
+        queue_full(bus))
+        return cl->ticket != 0;
+    cl->ticket = daebus__cluster_claim_start(c, &cl->t, cl->scope[0] ? cl->scope : NULL, cl->pos);
+    return cl->ticket != 0;
+}
+
 void daebus__bus_submit_claimed(daebus_bus *bus, daebus__bus_claim *cl, daebus__job_fn *fn,
                                 daebus__job_fn *drop, void *arg, bool request, bool weak)
 {
-    if (!weak && daebus__bus_preferred(cl) && !queue_full(bus)) {
-        /* The claim goes now; its answer comes while the worker picks the
-         * job up, and the worker waits for it before anything else. */
-        daebus__cluster *c = atomic_load(&bus->cluster);
-        cl->ticket =
-            c ? daebus__cluster_claim_start(c, &cl->t, cl->scope[0] ? cl->scope : NULL, cl->pos)
-              : 0;
+    if (cl->ticket || (!weak && daebus__bus_preferred(cl) && !queue_full(bus))) {
+        /* The claim goes now (unless it went before the message was
+         * parsed); its answer comes while the worker picks the job up, and
+         * the worker waits for it before anything else. */
+        daebus__bus_claim_early(bus, cl);
         int rc = daebus__pool_submit(bus->pool, fn, drop, arg);
         if (rc == 0)
             return;

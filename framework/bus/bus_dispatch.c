@@ -111,7 +111,7 @@ static int parse_message(const char *data, size_t len, daebus__bus_envelope *env
 /* A request that did not parse: the caller would wait for its time-out, so
  * it gets an error reply if reply_to and request_id can be read (and are
  * well-formed UTF-8 themselves: the reply echoes the id). */
-static void reply_unparsed(daebus_bus *bus, const daebus__bus_claim *cl, const char *data,
+static void reply_unparsed(daebus_bus *bus, daebus__bus_claim *cl, const char *data,
                            size_t len, const char *why)
 {
     char reply[512], rid[256];
@@ -127,7 +127,7 @@ static void reply_unparsed(daebus_bus *bus, const daebus__bus_claim *cl, const c
     cJSON_Delete(id);
 }
 
-static void on_service_message(daebus_bus *bus, const daebus__bus_claim *cl, const char *channel,
+static void on_service_message(daebus_bus *bus, daebus__bus_claim *cl, const char *channel,
                                const char *data, size_t len)
 {
     daebus__bus_envelope env;
@@ -169,13 +169,14 @@ static void on_service_message(daebus_bus *bus, const daebus__bus_claim *cl, con
     }
     r->is_action = 1;
     r->claim = *cl;
+    cl->ticket = 0; /* the request finishes it */
     r->afn = h->desc->fn.action;
     r->user = h->desc->opts.user;
     submit(bus, r, daebus__bus_run_action);
 }
 
 static void on_listen_message(daebus_bus *bus, const daebus__handler *h,
-                              const daebus__bus_claim *cl, const char *channel, const char *data,
+                              daebus__bus_claim *cl, const char *channel, const char *data,
                               size_t len)
 {
     daebus__bus_envelope env;
@@ -192,6 +193,7 @@ static void on_listen_message(daebus_bus *bus, const daebus__handler *h,
         return;
     }
     r->claim = *cl;
+    cl->ticket = 0; /* the request finishes it */
     r->lfn = h->desc->fn.listen;
     r->user = h->desc->opts.user;
     if (!cl->counted)
@@ -225,7 +227,7 @@ static bool keep_unread(daebus_bus *bus, const daebus__bus_claim *cl, const daeb
     return true;
 }
 
-void daebus__bus_take_unread(daebus_bus *bus, const daebus__bus_claim *cl, int listen,
+void daebus__bus_take_unread(daebus_bus *bus, daebus__bus_claim *cl, int listen,
                              const char *data, size_t len)
 {
     if (listen < 0) {
@@ -241,7 +243,7 @@ void daebus__bus_take_unread(daebus_bus *bus, const daebus__bus_claim *cl, int l
  * counted, logged at most once a second, never parsed; a request on the
  * service channel whose reply_to and request_id can be read from those
  * bytes gets an error reply. */
-static void on_too_large(daebus_bus *bus, const daebus__bus_claim *cl, const daebus__redis_msg *m)
+static void on_too_large(daebus_bus *bus, daebus__bus_claim *cl, const daebus__redis_msg *m)
 {
     atomic_fetch_add(&bus->too_large, 1);
     long missed = daebus__ratelimit_pass(&bus->big_log, daebus__now_mono(), 1.0);
@@ -267,6 +269,23 @@ static void on_too_large(daebus_bus *bus, const daebus__bus_claim *cl, const dae
     cJSON_Delete(id);
 }
 
+/* The preferred replica's claim goes before the message is parsed, so that
+ * its round trip overlaps the parse and the hand-off to the worker: for a
+ * known action (read without parsing; an unknown one is claimed late) or a
+ * LISTEN .once message. A ticket that no job took is finished by the caller
+ * (daebus__bus_abandon). */
+static void claim_early(daebus_bus *bus, daebus__bus_claim *cl, const daebus__handler *h,
+                        const daebus__redis_msg *m)
+{
+    if (cl->mode != DAEBUS__GATE_CLAIM || m->cut_len)
+        return;
+    char action[256];
+    if (!h && (daebus__bus_scan_action(m->data, m->len, action, sizeof action) != 0 ||
+               !find_handler(bus->actions, bus->nactions, action)))
+        return;
+    daebus__bus_claim_early(bus, cl);
+}
+
 /* Every message of a claimed channel goes through the gate first, in
  * arrival order (cut ones included): its position names it in the claims. */
 void daebus__bus_on_message(void *user, const daebus__redis_msg *m)
@@ -281,10 +300,12 @@ void daebus__bus_on_message(void *user, const daebus__redis_msg *m)
     if (!bus->opts.no_service_channel && strcmp(m->channel, bus->service) == 0) {
         if (!daebus__bus_gate(bus, &bus->svc_pos, NULL, &cl) || keep_unread(bus, &cl, NULL, m))
             return;
+        claim_early(bus, &cl, NULL, m);
         if (m->cut_len)
             on_too_large(bus, &cl, m);
         else
             on_service_message(bus, &cl, m->channel, m->data, m->len);
+        daebus__bus_abandon(bus, &cl);
         return;
     }
     const daebus__handler *h = find_handler(bus->listens, bus->nlistens, m->channel);
@@ -294,8 +315,10 @@ void daebus__bus_on_message(void *user, const daebus__redis_msg *m)
         (!daebus__bus_gate(bus, &bus->listen_pos[h - bus->listens], m->channel, &cl) ||
          keep_unread(bus, &cl, h, m)))
         return;
+    claim_early(bus, &cl, h, m);
     if (m->cut_len)
         on_too_large(bus, &cl, m);
     else
         on_listen_message(bus, h, &cl, m->channel, m->data, m->len);
+    daebus__bus_abandon(bus, &cl);
 }

@@ -164,7 +164,7 @@ void daebus__bus_abandon(daebus_bus *bus, daebus__bus_claim *cl);
  * too large): sent at once when solo, else by a worker after winning the
  * claim (weak: claimed late, so that a replica able to do better wins).
  * Ownership: request_id is copied. Thread: the subscriber thread. */
-void daebus__bus_error_once(daebus_bus *bus, const daebus__bus_claim *cl, const char *channel,
+void daebus__bus_error_once(daebus_bus *bus, daebus__bus_claim *cl, const char *channel,
                             const cJSON *request_id, const char *text, bool weak);
 /* A full worker queue of a solo replica: answered "overloaded". */
 void daebus__bus_overloaded(daebus_bus *bus, daebus_bus_request *r);
@@ -176,6 +176,11 @@ void daebus__bus_submit_claimed(daebus_bus *bus, daebus__bus_claim *cl, daebus__
                                 daebus__job_fn *drop, void *arg, bool request, bool weak);
 /* Is this replica the preferred one for cl (it claims at once)? */
 bool daebus__bus_preferred(const daebus__bus_claim *cl);
+/* Sends the claim of cl now (cl->ticket) when this replica is the preferred
+ * one and its queue has room; a job that takes cl then finishes it (its
+ * worker waits for the answer), else daebus__bus_abandon. Returns: whether
+ * cl has a ticket. Thread: the subscriber thread. */
+bool daebus__bus_claim_early(daebus_bus *bus, daebus__bus_claim *cl);
 /* Keeps a copy of a message this replica is not preferred for, unread (not
  * parsed), and claims it later (weak: WEAK_S, else DEFER_S); only a won
  * claim reads it (daebus__bus_take_unread). listen: -1 for the service
@@ -192,7 +197,7 @@ void daebus__bus_defer_drop_all(daebus_bus *bus);
 
 /* A message kept unread whose claim this replica won (cl: solo now): read
  * and handled as a solo replica does. Thread: the subscriber thread. */
-void daebus__bus_take_unread(daebus_bus *bus, const daebus__bus_claim *cl, int listen,
+void daebus__bus_take_unread(daebus_bus *bus, daebus__bus_claim *cl, int listen,
                              const char *data, size_t len);
 /* The subscriber's message callback (user: the bus). */
 void daebus__bus_on_message(void *user, const daebus__redis_msg *msg);
