@@ -111,8 +111,8 @@ static int parse_message(const char *data, size_t len, daebus__bus_envelope *env
 /* A request that did not parse: the caller would wait for its time-out, so
  * it gets an error reply if reply_to and request_id can be read (and are
  * well-formed UTF-8 themselves: the reply echoes the id). */
-static void reply_unparsed(daebus_bus *bus, daebus__bus_claim *cl, const char *data,
-                           size_t len, const char *why)
+static void reply_unparsed(daebus_bus *bus, daebus__bus_claim *cl, const char *data, size_t len,
+                           const char *why)
 {
     char reply[512], rid[256];
     if (daebus__bus_scan_reply(data, len, reply, sizeof reply, rid, sizeof rid) != 0 ||
@@ -175,9 +175,8 @@ static void on_service_message(daebus_bus *bus, daebus__bus_claim *cl, const cha
     submit(bus, r, daebus__bus_run_action);
 }
 
-static void on_listen_message(daebus_bus *bus, const daebus__handler *h,
-                              daebus__bus_claim *cl, const char *channel, const char *data,
-                              size_t len)
+static void on_listen_message(daebus_bus *bus, const daebus__handler *h, daebus__bus_claim *cl,
+                              const char *channel, const char *data, size_t len)
 {
     daebus__bus_envelope env;
     char why[96];
@@ -227,8 +226,8 @@ static bool keep_unread(daebus_bus *bus, const daebus__bus_claim *cl, const daeb
     return true;
 }
 
-void daebus__bus_take_unread(daebus_bus *bus, daebus__bus_claim *cl, int listen,
-                             const char *data, size_t len)
+void daebus__bus_take_unread(daebus_bus *bus, daebus__bus_claim *cl, int listen, const char *data,
+                             size_t len)
 {
     if (listen < 0) {
         on_service_message(bus, cl, bus->service, data, len);

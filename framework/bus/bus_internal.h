@@ -197,8 +197,8 @@ void daebus__bus_defer_drop_all(daebus_bus *bus);
 
 /* A message kept unread whose claim this replica won (cl: solo now): read
  * and handled as a solo replica does. Thread: the subscriber thread. */
-void daebus__bus_take_unread(daebus_bus *bus, daebus__bus_claim *cl, int listen,
-                             const char *data, size_t len);
+void daebus__bus_take_unread(daebus_bus *bus, daebus__bus_claim *cl, int listen, const char *data,
+                             size_t len);
 /* The subscriber's message callback (user: the bus). */
 void daebus__bus_on_message(void *user, const daebus__redis_msg *msg);
 
