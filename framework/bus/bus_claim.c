@@ -205,8 +205,10 @@ static void defer(daebus_bus *bus, daebus__bus_deferred *d, bool weak, double se
 bool daebus__bus_claim_early(daebus_bus *bus, daebus__bus_claim *cl)
 {
     daebus__cluster *c = atomic_load(&bus->cluster);
+    /* A deep queue takes its claims on the workers: the line keeps the
+     * answers of its last RING tickets only. */
     if (cl->ticket || cl->mode != DAEBUS__GATE_CLAIM || !c || !daebus__bus_preferred(cl) ||
-        queue_full(bus))
+        queue_full(bus) || daebus__pool_pending(bus->pool) >= DAEBUS__REDIS_LINE_RING / 2)
         return cl->ticket != 0;
     cl->ticket = daebus__cluster_claim_start(c, &cl->t, cl->scope[0] ? cl->scope : NULL, cl->pos);
     return cl->ticket != 0;

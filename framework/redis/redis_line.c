@@ -7,6 +7,7 @@
  * itself is shared (a write and a read may run at once, as on any socket).
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -16,7 +17,7 @@
 #include "clock.h"
 #include "redis_line.h"
 
-#define RING 4096
+#define RING DAEBUS__REDIS_LINE_RING
 
 typedef struct line_slot {
     unsigned long long ticket;
@@ -142,6 +143,18 @@ static int write_all(int fd, const char *buf, size_t len)
     return 0;
 }
 
+/* With nothing to read, a readable connection was closed by the server (a
+ * Redis restart while the line was idle): dropped before a send goes into it
+ * (lock held). */
+static void check_idle(daebus__redis_line *l)
+{
+    if (!l->ctx || l->reading || l->answered != l->sent)
+        return;
+    struct pollfd p = {.fd = l->ctx->fd, .events = POLLIN};
+    if (poll(&p, 1, 0) != 0)
+        drop_ctx(l);
+}
+
 unsigned long long daebus__redis_line_send(daebus__redis_line *l, const daebus__redis_cmd *cmds,
                                            int n)
 {
@@ -153,6 +166,7 @@ unsigned long long daebus__redis_line_send(daebus__redis_line *l, const daebus__
         return 0;
     unsigned long long t = 0;
     pthread_mutex_lock(&l->lock);
+    check_idle(l);
     if (!l->closed && l->ctx && l->sent - l->answered < RING - 1) {
         if (write_all(l->ctx->fd, buf, (size_t)len) == 0) {
             t = ++l->sent;

@@ -9,8 +9,9 @@
  * replies). The exactly-once claims use it to overlap a claim's round trip
  * with the hand-off of its message to a worker.
  *
- * Sending never connects: while the line is down daebus__redis_line_send
- * returns 0 at once (the caller then uses another path) and
+ * Sending never connects: while the line is down (or found closed by the
+ * server while idle: checked before each send with nothing pending)
+ * daebus__redis_line_send returns 0 at once (the caller then uses another path) and
  * daebus__redis_line_repair (a blocking connect, at most one try per
  * retry_after) brings it back. A read error or time-out breaks the line: the
  * tickets not yet answered fail.
@@ -24,7 +25,8 @@
 #include "redis_conn.h"
 #include "redis_pub.h"
 
-#define DAEBUS__REDIS_LINE_MAX_REPLIES 4 /* commands of one ticket */
+#define DAEBUS__REDIS_LINE_MAX_REPLIES 4    /* commands of one ticket */
+#define DAEBUS__REDIS_LINE_RING        4096 /* tickets whose replies are kept */
 
 typedef struct daebus__redis_line daebus__redis_line;
 

@@ -3,7 +3,8 @@
  * out of order (the replies read for others are kept for them), a ticket
  * taken once, four threads sending and waiting at once (each reply goes to
  * its own ticket), nothing sent while the line is down, Redis killed (the
- * tickets not answered fail, sends fail at once) and back (repair). */
+ * tickets not answered fail, sends fail at once) and back (repair), Redis
+ * restarted while the line was idle (found closed before a send). */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,6 +157,25 @@ static void test_redis_killed(void)
     daebus__redis_line_destroy(l);
 }
 
+/* Redis restarted while the line was idle: the next send finds the line
+ * closed and sends nothing (a claim sent into the dead connection would be
+ * lost); repaired, it works on the new server. */
+static void test_restart_while_idle(void)
+{
+    daebus__redis_line *l = line_new();
+    daebus__redis_line_repair(l);
+    CU_ASSERT_EQUAL(wait_int(l, send1(l, "INCR", "line:e")), 1);
+    ts_redis_kill(&redis);
+    CU_ASSERT_EQUAL_FATAL(ts_redis_restart(&redis), 0);
+    ts_sleep_ms(50);
+    CU_ASSERT_EQUAL(send1(l, "INCR", "line:e"), 0);
+    daebus__redis_line_repair(l);
+    unsigned long long t = send1(l, "INCR", "line:e");
+    CU_ASSERT(t > 0);
+    CU_ASSERT(wait_int(l, t) >= 1);
+    daebus__redis_line_destroy(l);
+}
+
 static int init(void)
 {
     daebus_error e = {0};
@@ -178,5 +198,6 @@ int main(void)
     CU_add_test(s, "tickets out of order", test_out_of_order);
     CU_add_test(s, "four threads", test_threads);
     CU_add_test(s, "Redis killed and back", test_redis_killed);
+    CU_add_test(s, "Redis restarted while idle", test_restart_while_idle);
     return ts_run_cunit();
 }
