@@ -217,7 +217,9 @@ bool daebus__bus_claim_early(daebus_bus *bus, daebus__bus_claim *cl)
 void daebus__bus_submit_claimed(daebus_bus *bus, daebus__bus_claim *cl, daebus__job_fn *fn,
                                 daebus__job_fn *drop, void *arg, bool request, bool weak)
 {
-    if (cl->ticket || (!weak && daebus__bus_preferred(cl) && !queue_full(bus))) {
+    if (!cl->ticket && !weak && daebus__bus_preferred(cl) && queue_full(bus))
+        weak = true; /* claimed after the replicas with room */
+    if (cl->ticket || (!weak && daebus__bus_preferred(cl))) {
         /* The claim goes now (unless it went before the message was
          * parsed); its answer comes while the worker picks the job up, and
          * the worker waits for it before anything else. */
@@ -231,6 +233,7 @@ void daebus__bus_submit_claimed(daebus_bus *bus, daebus__bus_claim *cl, daebus__
             drop(arg);
             return;
         }
+        weak = true;
     }
     daebus__bus_deferred *d = malloc(sizeof *d);
     if (!d) {
