@@ -149,6 +149,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(sscanf(why, "invalid UTF-8 at byte %zu", &at) == 1 && at < size);
         FUZZ_CHECK(daebus__utf8_valid(buf, at) && daebus__utf8_char(buf + at, size - at) == 0);
     }
+    /* The action read unparsed (a replica that claims the message later):
+     * plain, bounded, terminated. */
+    char action[16];
+    if (daebus__bus_scan_action(buf, size, action, sizeof action) == 0)
+        FUZZ_CHECK(fuzz_terminated(action, sizeof action) && action[0] && !strpbrk(action, "\"\\"));
     daebus__bus_envelope env;
     int rc = daebus__bus_parse_request(buf, size, &env, why, sizeof why);
     FUZZ_CHECK(fuzz_terminated(why, sizeof why));
