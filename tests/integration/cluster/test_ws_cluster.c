@@ -255,6 +255,34 @@ static void test_connected_and_disconnect(void)
               DAEBUS_ENOENT);
 }
 
+/* Do replica 0's cluster metadata of replica 1's clients (a1, a4, a7) say
+ * what their local metadata says of the messages sent to them? */
+static int activity_agrees(void)
+{
+    int ok = 1;
+    for (int k = 1; ok && k < NCLIENTS; k += 3) {
+        cJSON *r = wsc_op(0, "{\"op\":\"meta\",\"id\":\"a%d\"}", k);
+        cJSON *l = wsc_op(1, "{\"op\":\"local_meta\",\"id\":\"a%d\"}", k);
+        const cJSON *rs = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(r, "meta"), "messages_sent");
+        const cJSON *ls = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(l, "meta"), "messages_sent");
+        ok = cJSON_IsNumber(rs) && cJSON_IsNumber(ls) && rs->valuedouble == ls->valuedouble &&
+             ls->valuedouble > BURST;
+        cJSON_Delete(r);
+        cJSON_Delete(l);
+    }
+    return ok;
+}
+
+static void test_activity_in_directory(void)
+{
+    /* A client that only receives has messages_sent written at most every 5
+     * heartbeats, every changed client of a replica in one script call. */
+    TS_WAIT_UNTIL(activity_agrees(), 5 * wsc_heartbeat + 5);
+    CU_ASSERT(activity_agrees());
+}
+
 static void test_each_message_once(void)
 {
     ts_sleep_ms(300); /* frames in flight */
@@ -327,6 +355,7 @@ int main(void)
     CU_add_test(s, "an id in use on another replica is refused", test_id_collision);
     CU_add_test(s, "is_client_connected, disconnect_client, departed once",
                 test_connected_and_disconnect);
+    CU_add_test(s, "the directory gets the clients' activity", test_activity_in_directory);
     CU_add_test(s, "every message reached its clients exactly once", test_each_message_once);
     CU_add_test(s, "graceful stops leave an empty directory", test_graceful_stop);
     CU_add_test(s, "one process without a bus: departed runs, local views", test_single_process);
