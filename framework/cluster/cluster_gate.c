@@ -75,7 +75,9 @@ void daebus__cluster_gate_init(daebus__cluster *c)
     c->fence_ttl_ms = max_ll(30000, 10 * c->window_ms);
     c->solo_fresh_ms = hb * 3 / 2;
     c->announce_limit_ms = 2 * hb;
-    atomic_init(&c->join_wanted, 1); /* the first join, published by the first tick */
+    /* The first join runs with the subscription (daebus__cluster_join_cmds);
+     * without it, daebus__cluster_on_link asks the heartbeat for one. */
+    atomic_init(&c->join_wanted, 0);
     atomic_init(&c->taking, 1);
     c->gate.need = 1;
 }
@@ -108,19 +110,6 @@ static void rejoin(daebus__cluster *c)
 
 /* ---- the subscriber's side ---- */
 
-void daebus__cluster_on_link(daebus__cluster *c, bool up)
-{
-    if (!c || !c->exactly_once)
-        return;
-    if (up) {
-        rejoin(c); /* the others may have gone solo meanwhile */
-    } else {
-        c->gate.handling = false;
-        atomic_store(&c->handling, 0);
-        atomic_store(&c->solo, 0);
-    }
-}
-
 static bool alone(daebus__cluster *c, long long now);
 
 /* Has an announce of this instance (or its join) reached Redis in the last 2
@@ -139,21 +128,24 @@ static void refresh_solo(daebus__cluster *c)
     atomic_store(&c->solo, solo ? 1 : 0);
 }
 
-static bool on_join(daebus__cluster *c, const char *data, const char *id, unsigned long long gen,
-                    long long sent_ms)
+/* A join at this place of the stream: a new epoch for everyone. */
+static void new_epoch(daebus__cluster *c, const char *payload)
 {
     daebus__cluster_gate_state *g = &c->gate;
     g->joins++;
     g->serial++;
-    atomic_store(&c->epoch, daebus__cluster_epoch_of(data));
+    atomic_store(&c->epoch, daebus__cluster_epoch_of(payload));
     atomic_store(&c->solo, 0);
-    if (strcmp(id, c->id) != 0)
-        return false;
-    /* An own join: its announce reached Redis before every message after it. */
+}
+
+/* This instance's own join, sent at sent_ms, is at this place: it handles
+ * from here on. */
+static void start_handling(daebus__cluster *c, long long sent_ms)
+{
+    daebus__cluster_gate_state *g = &c->gate;
+    /* Its announce reached Redis before every message after it. */
     if (sent_ms > atomic_load(&c->echo_ok_ms))
         atomic_store(&c->echo_ok_ms, sent_ms);
-    if (gen < g->need || g->handling)
-        return false;
     g->handling = true;
     g->anchor_ms = max_ll(g->anchor_ms, sent_ms);
     atomic_store(&c->handling, 1);
@@ -164,7 +156,90 @@ static bool on_join(daebus__cluster *c, const char *data, const char *id, unsign
     else
         DAEBUS_LOG_DEBUGF(LOGC, "instance %s joined its cluster", c->id);
     wake_all(c);
+}
+
+static bool on_join(daebus__cluster *c, const char *data, const char *id, unsigned long long gen,
+                    long long sent_ms)
+{
+    daebus__cluster_gate_state *g = &c->gate;
+    new_epoch(c, data);
+    if (strcmp(id, c->id) != 0)
+        return false;
+    if (sent_ms > atomic_load(&c->echo_ok_ms))
+        atomic_store(&c->echo_ok_ms, sent_ms);
+    if (gen < g->need || g->handling)
+        return false;
+    start_handling(c, sent_ms);
     return true;
+}
+
+void daebus__cluster_on_link(daebus__cluster *c, bool up, bool atomic)
+{
+    if (!c || !c->exactly_once)
+        return;
+    daebus__cluster_gate_state *g = &c->gate;
+    if (up && atomic) {
+        /* The join ran with the subscription: it opens this stream. */
+        g->need = g->sub_join.gen;
+        g->handling = false;
+        new_epoch(c, g->sub_join.payload);
+        start_handling(c, g->sub_join.sent_ms);
+    } else if (up) {
+        rejoin(c); /* the others may have gone solo meanwhile */
+    } else {
+        g->handling = false;
+        atomic_store(&c->handling, 0);
+        atomic_store(&c->solo, 0);
+    }
+}
+
+/* Has an announce of this instance reached Redis within the last heartbeat?
+ * Waits for one up to a heartbeat (at most 2 s): the heartbeat thread
+ * announces every half heartbeat and wakes the waiters after each view read. */
+static bool announce_fresh(daebus__cluster *c)
+{
+    long long hb = (long long)(c->heartbeat * 1000 + 0.5);
+    daebus__deadline d = daebus__deadline_in(c->heartbeat < 2 ? c->heartbeat : 2);
+    pthread_mutex_lock(&c->lock);
+    bool fresh;
+    while (!(fresh = daebus__cluster_now_ms() - atomic_load(&c->announce_ok_ms) <= hb) &&
+           !c->stopping)
+        if (daebus__cond_wait_until(&c->cond, &c->lock, d) != 0)
+            break;
+    pthread_mutex_unlock(&c->lock);
+    return fresh || daebus__cluster_now_ms() - atomic_load(&c->announce_ok_ms) <= hb;
+}
+
+int daebus__cluster_join_cmds(daebus__cluster *c, daebus__redis_atomic *a, const char **why)
+{
+    if (!c || !c->exactly_once)
+        return 0;
+    (void)why;
+    if (!announce_fresh(c)) {
+        /* A plain subscription: daebus__cluster_on_link asks the heartbeat
+         * for a join, and claimed messages wait for it (the old way). */
+        DAEBUS_LOG_WARNF(LOGC,
+                         "instance %s subscribes before its announce reached Redis: it "
+                         "handles messages of claimed channels once its join comes back",
+                         c->id);
+        return 0;
+    }
+    daebus__cluster_sub_join *j = &c->gate.sub_join;
+    j->gen = atomic_load(&c->join_wanted);
+    j->sent_ms = daebus__cluster_now_ms();
+    snprintf(j->payload, sizeof j->payload, "join %s %llu %lld", c->id, j->gen, j->sent_ms);
+    daebus__cluster_fence_key(c, daebus__cluster_epoch_of(j->payload), j->fence, sizeof j->fence);
+    snprintf(j->ttl, sizeof j->ttl, "%lld", c->fence_ttl_ms);
+    daebus__cluster_cmd_set(&j->set, 5, (const char *[]){"SET", j->fence, c->id, "PX", j->ttl});
+    daebus__cluster_cmd_set(&j->publish, 3, (const char *[]){"PUBLISH", c->channel, j->payload});
+    *a = (daebus__redis_atomic){.nbefore = 1, .nafter = 1, .last = c->channel};
+    a->before[0] = j->set.cmd;
+    a->after[0] = j->publish.cmd;
+    /* A join asked for before is made by this one. */
+    unsigned long long sent = atomic_load(&c->join_sent);
+    while (sent < j->gen && !atomic_compare_exchange_weak(&c->join_sent, &sent, j->gen)) {
+    }
+    return 1;
 }
 
 static void on_marker(daebus__cluster *c, unsigned long long n, long long sent_ms)

@@ -21,6 +21,18 @@
 
 typedef enum { LINK_UNKNOWN = 0, LINK_UP, LINK_DOWN } daebus__cluster_link;
 
+/* ---- Redis commands (cluster.c) ---- */
+
+#define DAEBUS__CLUSTER_MAX_ARGS 16
+#define DAEBUS__CLUSTER_MAX_PIPE 16
+
+/* One command of up to MAX_ARGS arguments given as C strings. */
+typedef struct daebus__cluster_cmd {
+    const char *argv[DAEBUS__CLUSTER_MAX_ARGS];
+    size_t len[DAEBUS__CLUSTER_MAX_ARGS];
+    daebus__redis_cmd cmd;
+} daebus__cluster_cmd;
+
 /* Sub-thread-only state of the gate: which own markers and joins it saw, in
  * the order of its one Redis connection. */
 typedef struct daebus__cluster_mark {
@@ -30,6 +42,14 @@ typedef struct daebus__cluster_mark {
     bool set;
 } daebus__cluster_mark;
 
+/* The join of the subscription being made (daebus__cluster_join_cmds). */
+typedef struct daebus__cluster_sub_join {
+    unsigned long long gen;
+    long long sent_ms;
+    char payload[160], fence[600], ttl[24];
+    daebus__cluster_cmd set, publish;
+} daebus__cluster_sub_join;
+
 typedef struct daebus__cluster_gate_state {
     bool handling;                /* own join echo seen since the last link change */
     bool ever;                    /* handled messages before */
@@ -38,6 +58,7 @@ typedef struct daebus__cluster_gate_state {
     unsigned long long joins;     /* join messages seen (any instance) */
     long long anchor_ms;          /* send time of the own join or marker last seen */
     daebus__cluster_mark mark[2]; /* [0] latest own marker, [1] the one before */
+    daebus__cluster_sub_join sub_join;
 } daebus__cluster_gate_state;
 
 struct daebus__cluster {
@@ -78,18 +99,6 @@ struct daebus__cluster {
     daebus__ratelimit fail_log, gate_log;
     daebus__cluster_gate_state gate; /* subscriber thread only */
 };
-
-/* ---- Redis commands (cluster.c) ---- */
-
-#define DAEBUS__CLUSTER_MAX_ARGS 16
-#define DAEBUS__CLUSTER_MAX_PIPE 16
-
-/* One command of up to MAX_ARGS arguments given as C strings. */
-typedef struct daebus__cluster_cmd {
-    const char *argv[DAEBUS__CLUSTER_MAX_ARGS];
-    size_t len[DAEBUS__CLUSTER_MAX_ARGS];
-    daebus__redis_cmd cmd;
-} daebus__cluster_cmd;
 
 void daebus__cluster_cmd_set(daebus__cluster_cmd *b, int argc, const char *const *args);
 
