@@ -41,7 +41,7 @@ static void on_state(void *user, const daebus__redis_event *ev)
      * solo meanwhile); a lost one stops handling at once. */
     if (ev->state == DAEBUS__REDIS_UP || ev->state == DAEBUS__REDIS_DOWN)
         daebus__cluster_on_link(atomic_load(&bus->cluster), ev->state == DAEBUS__REDIS_UP,
-                                ev->atomic);
+                                ev->after, ev->nafter);
     switch (ev->state) {
     case DAEBUS__REDIS_UP:
         if (ev->reconnect) {

@@ -98,11 +98,13 @@ typedef struct daebus__cluster_ticket {
  * instance's own join coming back (it handles messages from here on).
  * Thread: the subscriber thread. */
 bool daebus__cluster_on_message(daebus__cluster *c, const char *data, size_t len);
-/* The subscriber connection is up (subscribed again) or down. atomic: the
- * subscription ran daebus__cluster_join_cmds's commands (this instance
- * handles from the first message on); else it waits for a join of its own
- * published by the heartbeat. Thread: the subscriber thread. */
-void daebus__cluster_on_link(daebus__cluster *c, bool up, bool atomic);
+/* The subscriber connection is up (subscribed again) or down. after: the
+ * replies of daebus__cluster_join_cmds's after[] commands when the
+ * subscription ran them (this instance handles from the first message on),
+ * else NULL: it waits for a join of its own published by the heartbeat.
+ * Thread: the subscriber thread. */
+void daebus__cluster_on_link(daebus__cluster *c, bool up, const redisReply *const *after,
+                             int nafter);
 /* The owner's subscriber hook (redis_sub.h, on_subscribe): the commands run
  * in one MULTI/EXEC with the subscription. The epoch's key, the claimed
  * channels' SUBSCRIBEs, this instance's join, and the cluster channel's

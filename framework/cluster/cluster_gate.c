@@ -173,18 +173,29 @@ static bool on_join(daebus__cluster *c, const char *data, const char *id, unsign
     return true;
 }
 
-void daebus__cluster_on_link(daebus__cluster *c, bool up, bool atomic)
+void daebus__cluster_on_link(daebus__cluster *c, bool up, const redisReply *const *after,
+                             int nafter)
 {
     if (!c || !c->exactly_once)
         return;
     daebus__cluster_gate_state *g = &c->gate;
-    if (up && atomic) {
+    if (up && after && nafter == 2) {
         /* The join ran with the subscription: it opens this stream. */
         g->need = g->sub_join.gen;
         g->handling = false;
         new_epoch(c, g->sub_join.payload);
+        /* Not stale entries pruned: one of them means claims (the next
+         * marker's read decides again). Stale members never mean solo. */
+        bool alone = daebus__cluster_alone_in(c, after[1]);
+        g->join_read = (daebus__cluster_join_read){alone, g->joins, daebus__cluster_now_ms()};
+        unsigned long long order = daebus__cluster_rank_in(c, after[1]);
+        if (order)
+            atomic_store(&c->order, order);
+        atomic_store(&c->join_read, 1);
         start_handling(c, g->sub_join.sent_ms);
+        refresh_solo(c);
     } else if (up) {
+        atomic_store(&c->join_read, 0);
         rejoin(c); /* the others may have gone solo meanwhile */
     } else {
         g->handling = false;
@@ -232,9 +243,11 @@ int daebus__cluster_join_cmds(daebus__cluster *c, daebus__redis_atomic *a, const
     snprintf(j->ttl, sizeof j->ttl, "%lld", c->fence_ttl_ms);
     daebus__cluster_cmd_set(&j->set, 5, (const char *[]){"SET", j->fence, c->id, "PX", j->ttl});
     daebus__cluster_cmd_set(&j->publish, 3, (const char *[]){"PUBLISH", c->channel, j->payload});
-    *a = (daebus__redis_atomic){.nbefore = 1, .nafter = 1, .last = c->channel};
+    daebus__cluster_cmd_set(&j->read, 4, (const char *[]){"ZRANGE", c->set_key, "0", "-1"});
+    *a = (daebus__redis_atomic){.nbefore = 1, .nafter = 2, .last = c->channel};
     a->before[0] = j->set.cmd;
     a->after[0] = j->publish.cmd;
+    a->after[1] = j->read.cmd; /* the live set exactly at the join */
     /* A join asked for before is made by this one. */
     unsigned long long sent = atomic_load(&c->join_sent);
     while (sent < j->gen && !atomic_compare_exchange_weak(&c->join_sent, &sent, j->gen)) {
@@ -270,22 +283,24 @@ bool daebus__cluster_on_message(daebus__cluster *c, const char *data, size_t len
     return false;
 }
 
-/* Does an own marker seen with a known result make this instance alone? The
- * latest marker whose read is known decides; a join since that marker, or a
- * marker too old (the heartbeat stalls), means claims. */
+/* Is this instance alone? The latest own marker since the last join whose
+ * read is known decides; without one, the read made with the own join (if
+ * that join was the last); a marker too old (the heartbeat stalls) or a
+ * join of another instance means claims. */
 static bool alone(daebus__cluster *c, long long now)
 {
     const daebus__cluster_gate_state *g = &c->gate;
     for (int k = 0; k < 2; k++) {
         const daebus__cluster_mark *m = &g->mark[k];
-        if (!m->set)
-            return false;
+        if (!m->set || m->joins != g->joins)
+            break; /* from before the last join */
         unsigned long long r = atomic_load(&c->results[m->n % DAEBUS__CLUSTER_RING]);
         if (r >> 1 != m->n)
             continue; /* read n not finished yet: the one before decides */
-        return (r & 1) && m->joins == g->joins && now - m->at_ms <= c->solo_fresh_ms;
+        return (r & 1) && now - m->at_ms <= c->solo_fresh_ms;
     }
-    return false;
+    const daebus__cluster_join_read *j = &g->join_read;
+    return j->alone && j->joins == g->joins && now - j->at_ms <= c->solo_fresh_ms;
 }
 
 daebus__gate daebus__cluster_gate(daebus__cluster *c, daebus__cluster_ticket *t)
@@ -460,6 +475,8 @@ static bool ready(daebus__cluster *c)
 {
     if (!atomic_load(&c->handling))
         return false;
+    if (atomic_load(&c->join_read))
+        return true; /* it knows whether it is alone from the join on */
     unsigned long long n = atomic_load(&c->marker_seen);
     return n && atomic_load(&c->results[n % DAEBUS__CLUSTER_RING]) >> 1 == n;
 }

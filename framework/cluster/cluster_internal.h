@@ -47,8 +47,16 @@ typedef struct daebus__cluster_sub_join {
     unsigned long long gen;
     long long sent_ms;
     char payload[160], fence[600], ttl[24];
-    daebus__cluster_cmd set, publish;
+    daebus__cluster_cmd set, publish, read;
 } daebus__cluster_sub_join;
+
+/* The live set as read in the MULTI/EXEC of the own join: alone there, the
+ * instance is solo from its join on (until a marker or a join says more). */
+typedef struct daebus__cluster_join_read {
+    bool alone;
+    unsigned long long joins; /* joins seen, the own one included */
+    long long at_ms;          /* when it arrived (mono ms) */
+} daebus__cluster_join_read;
 
 typedef struct daebus__cluster_gate_state {
     bool handling;                /* own join echo seen since the last link change */
@@ -59,6 +67,7 @@ typedef struct daebus__cluster_gate_state {
     long long anchor_ms;          /* send time of the own join or marker last seen */
     daebus__cluster_mark mark[2]; /* [0] latest own marker, [1] the one before */
     daebus__cluster_sub_join sub_join;
+    daebus__cluster_join_read join_read;
 } daebus__cluster_gate_state;
 
 struct daebus__cluster {
@@ -92,6 +101,7 @@ struct daebus__cluster {
     atomic_ullong epoch;       /* subscriber thread: the current epoch (0: none) */
     atomic_ullong marker_seen; /* subscriber thread: last own marker seen */
     atomic_int handling;       /* subscriber thread: a copy of gate.handling */
+    atomic_int join_read;      /* subscriber thread: the own join came with a read of the set */
     atomic_int taking;         /* 1 until daebus__cluster_leave */
     atomic_int inflight;       /* claims being made */
     atomic_int solo;           /* gauge: the last gate said solo */
@@ -106,6 +116,12 @@ void daebus__cluster_cmd_set(daebus__cluster_cmd *b, int argc, const char *const
  * Replies freed unless keep is set. An error reply of Redis counts as a
  * failure. */
 int daebus__cluster_run(daebus__cluster *c, daebus__cluster_cmd *b, int n, redisReply **keep);
+
+/* Does the ZRANGE reply r of the live set hold this instance alone? */
+bool daebus__cluster_alone_in(const daebus__cluster *c, const redisReply *r);
+/* This instance's rank among the ids of the ZRANGE reply r, by name (the
+ * same order on every instance): size << 32 | rank, 0 when it is absent. */
+unsigned long long daebus__cluster_rank_in(const daebus__cluster *c, const redisReply *r);
 
 /* Monotonic milliseconds. */
 long long daebus__cluster_now_ms(void);

@@ -48,8 +48,10 @@ struct daebus__redis_sub {
     daebus__redis_guard guard;
     daebus__backoff backoff;
     bool ever_up, failing;
-    bool atomic;    /* the last subscription was atomic (the UP event says so) */
-    bool no_atomic; /* Redis refused SUBSCRIBE inside MULTI: plain from now on */
+    bool atomic;          /* the last subscription was atomic (the UP event says so) */
+    redisReply *exec;     /* its EXEC reply, until the UP event is out */
+    int after_at, nafter; /* where the after[] replies are in it */
+    bool no_atomic;       /* Redis refused SUBSCRIBE inside MULTI: plain from now on */
     double last_rx, ping_at;
     int next_ms;
 };
@@ -196,7 +198,16 @@ static void sleep_or_wake(daebus__redis_sub *s, double seconds)
 static void emit(daebus__redis_sub *s, daebus__redis_state st, bool again, double next_try,
                  const char *why, size_t n)
 {
-    daebus__redis_event ev = {st, again, next_try, why, n, st == DAEBUS__REDIS_UP && s->atomic};
+    bool atomic = st == DAEBUS__REDIS_UP && s->atomic && s->exec;
+    daebus__redis_event ev = {st,
+                              again,
+                              next_try,
+                              why,
+                              n,
+                              atomic,
+                              atomic ? (const redisReply *const *)s->exec->element + s->after_at
+                                     : NULL,
+                              atomic ? s->nafter : 0};
     if (s->o.on_state)
         s->o.on_state(s->o.user, &ev);
 }
@@ -340,8 +351,14 @@ static int subscribe_atomic(daebus__redis_sub *s, redisContext *c, const char **
     if (read_until(s, c, until, &r, err) < 0)
         return -1;
     long confirmed = refused ? -1 : exec_result(s, r, k, err);
-    freeReplyObject(r);
-    return confirmed == (long)n ? 0 : -1;
+    if (confirmed != (long)n) {
+        freeReplyObject(r);
+        return -1;
+    }
+    s->exec = r; /* the after[] replies go out with the UP event */
+    s->nafter = a->nafter;
+    s->after_at = k - a->nafter - (a->last ? 1 : 0);
+    return 0;
 }
 
 /* Takes a copy of the channel set as SUBSCRIBE arguments and drops the
@@ -446,6 +463,9 @@ static void connect_stage(daebus__redis_sub *s)
     if (sub_connect(s, &e) == 0) {
         daebus__backoff_reset(&s->backoff);
         emit(s, DAEBUS__REDIS_UP, s->ever_up, 0, NULL, daebus__redis_sub_count(s));
+        if (s->exec)
+            freeReplyObject(s->exec);
+        s->exec = NULL;
         s->ever_up = true;
         s->failing = false;
         return;
@@ -584,6 +604,9 @@ int daebus__redis_sub_start(daebus__redis_sub *s, bool connect_now, daebus_error
         if (rc != 0)
             return rc;
         s->ever_up = true;
+        if (s->exec) /* no UP event for this one */
+            freeReplyObject(s->exec);
+        s->exec = NULL;
     }
     if (pthread_create(&s->thread, NULL, sub_main, s) != 0)
         return daebus_error_set(err, DAEBUS_ENOMEM, "redis subscriber: cannot start its thread");

@@ -57,6 +57,10 @@ typedef struct daebus__redis_event {
     const char *why;
     size_t nchannels; /* channels subscribed (UP) */
     bool atomic;      /* UP: subscribed atomically with the on_subscribe hook's commands */
+    /* UP, atomic: the replies of the hook's after[] commands (borrowed for
+     * the callback). */
+    const redisReply *const *after;
+    int nafter;
 } daebus__redis_event;
 
 typedef void daebus__redis_msg_fn(void *user, const daebus__redis_msg *msg);
