@@ -3,15 +3,19 @@
  * Every instance's subscriber reads the service channel (and LISTEN .once
  * channels) and the cluster channel "daebus:<service>:cluster" on ONE
  * connection, so Redis gives each the same messages in the same order. On
- * the cluster channel the heartbeat thread publishes:
+ * the cluster channel:
  *
- *   join <id> <gen> <ms>  after an announce, on the same connection: an
- *                         instance (re)joining. Every instance that sees it
- *                         starts a new epoch there: positions on every
- *                         claimed channel count from 0 again. The joining
- *                         instance ignores claimed messages until its own
- *                         join comes back; from there on it saw exactly what
- *                         the others saw since that join.
+ *   join <id> <gen> <ms>  an instance (re)joining. Normally published inside
+ *                         the MULTI/EXEC of its subscription, after the
+ *                         claimed channels' SUBSCRIBEs and before the
+ *                         cluster channel's (daebus__cluster_join_cmds): it
+ *                         sits exactly where the joiner's stream begins, so
+ *                         the joiner handles from its first message. Else
+ *                         (announces lapsed, a plain subscription) the
+ *                         heartbeat publishes it after an announce and the
+ *                         joiner ignores claimed messages until it comes
+ *                         back. Every instance that sees a join starts a new
+ *                         epoch there: positions count from 0 again.
  *   view <id> <n> <ms>    before a view read, on the same connection: the
  *                         place in the stream where read n happened.
  *
@@ -23,13 +27,13 @@
  * Redis that lost the epoch is not trusted (the keys of the claims made
  * before are gone too).
  *
- * Solo: from its own marker n on, an instance whose read n showed only itself
- * handles without claims until a join arrives (any instance that handles must
- * have joined: before the marker, its announce made the read see it; after
- * it, its join is in the stream). Each instance stops handling when its own
- * announces have failed for 2 heartbeats (the others drop it after its
- * 2.5-heartbeat window, and may go solo) and after every subscriber
- * reconnection, and joins again. docs/replicas.md has the whole reasoning.
+ * Solo: from its own marker n on (or its own join, read with it), an
+ * instance whose read showed only itself handles without claims until a
+ * join arrives (any instance that handles must have joined: before the read,
+ * its announce made the read see it; after it, its join is in the stream).
+ * Each instance stops handling when its own announces have failed for 2
+ * heartbeats (the others drop it after its 2.5-heartbeat window, and may go
+ * solo) and joins again. docs/replicas.md has the whole reasoning.
  */
 #include <stdio.h>
 #include <stdlib.h>
