@@ -40,7 +40,8 @@ static void on_state(void *user, const daebus__redis_event *ev)
     /* Exactly once: a fresh subscription joins again (others may have gone
      * solo meanwhile); a lost one stops handling at once. */
     if (ev->state == DAEBUS__REDIS_UP || ev->state == DAEBUS__REDIS_DOWN)
-        daebus__cluster_on_link(atomic_load(&bus->cluster), ev->state == DAEBUS__REDIS_UP);
+        daebus__cluster_on_link(atomic_load(&bus->cluster), ev->state == DAEBUS__REDIS_UP,
+                                ev->after, ev->nafter);
     switch (ev->state) {
     case DAEBUS__REDIS_UP:
         if (ev->reconnect) {
@@ -51,7 +52,7 @@ static void on_state(void *user, const daebus__redis_event *ev)
             DAEBUS_LOG_INFOF(LOGC, "connected to %s; subscribed to %zu channel(s)", bus->where,
                              ev->nchannels);
         }
-        set_connected(bus, 1, !bus->gated);
+        set_connected(bus, 1, !bus->gated || ev->atomic);
         break;
     case DAEBUS__REDIS_RETRY:
         if (!ev->reconnect)
@@ -135,6 +136,14 @@ static int add_channels(daebus_bus *bus)
     return 0;
 }
 
+/* Exactly once: every subscription joins the cluster in the same
+ * MULTI/EXEC (daebus__cluster_join_cmds). */
+static int on_subscribe(void *user, daebus__redis_atomic *a, const char **why)
+{
+    daebus_bus *bus = user;
+    return bus->gated ? daebus__cluster_join_cmds(atomic_load(&bus->cluster), a, why) : 0;
+}
+
 /* Creates the worker pool, the publisher pool and the subscriber. */
 static int make_transport(daebus_bus *bus)
 {
@@ -153,6 +162,7 @@ static int make_transport(daebus_bus *bus)
         .on_message = daebus__bus_on_message,
         .on_state = on_state,
         .on_tick = daebus__bus_on_tick,
+        .on_subscribe = on_subscribe,
         .user = bus,
     };
     bus->pool = daebus__pool_create("bus", daebus_app_max_workers(bus->app), o->max_queue);
@@ -218,6 +228,13 @@ static int bus_start(void *self)
         bus_stop(bus);
         return rc;
     }
+    /* The instance announces itself before it subscribes: its subscription
+     * joins the cluster at once (daebus__cluster_join_cmds). */
+    rc = start_cluster(bus);
+    if (rc != 0) {
+        bus_stop(bus);
+        return rc;
+    }
     if (daebus__redis_sub_count(bus->sub) == 0) {
         DAEBUS_LOG_INFOF(LOGC, "no channel to subscribe to; publishing only");
     } else if (daebus__redis_sub_start(bus->sub, false, &e) != 0) {
@@ -228,12 +245,6 @@ static int bus_start(void *self)
         pthread_mutex_lock(&bus->state_lock);
         wait_state(bus, is_subscribed, bus->opts.connect_timeout + 0.5);
         pthread_mutex_unlock(&bus->state_lock);
-    }
-    /* After the subscriber's first connection: the instance's own comes second. */
-    rc = start_cluster(bus);
-    if (rc != 0) {
-        bus_stop(bus);
-        return rc;
     }
     /* "Running" means taking requests: the join came back (bounded). */
     if (bus->gated && atomic_load(&bus->subscribed) &&

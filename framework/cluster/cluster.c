@@ -271,7 +271,7 @@ static cJSON *read_hashes(daebus__cluster *c, const redisReply *ids, int *rc)
 }
 
 /* Is the ZRANGE reply r this instance alone? */
-static bool alone_in(const daebus__cluster *c, const redisReply *r)
+bool daebus__cluster_alone_in(const daebus__cluster *c, const redisReply *r)
 {
     return r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
            r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, c->id) == 0;
@@ -279,7 +279,7 @@ static bool alone_in(const daebus__cluster *c, const redisReply *r)
 
 /* This instance's rank among the ids of the ZRANGE reply r, by name (the
  * same order on every instance): size << 32 | rank, 0 when it is absent. */
-static unsigned long long rank_in(const daebus__cluster *c, const redisReply *r)
+unsigned long long daebus__cluster_rank_in(const daebus__cluster *c, const redisReply *r)
 {
     unsigned long long rank = 0, size = 0;
     bool found = false;
@@ -317,8 +317,9 @@ static int read_view(daebus__cluster *c, long long now, cJSON **out)
         return rc;
     const redisReply *ids = r[k - 1];
     if (c->exactly_once) {
-        atomic_store(&c->order, rank_in(c, ids));
-        atomic_store(&c->results[n % DAEBUS__CLUSTER_RING], n << 1 | (alone_in(c, ids) ? 1u : 0u));
+        atomic_store(&c->order, daebus__cluster_rank_in(c, ids));
+        atomic_store(&c->results[n % DAEBUS__CLUSTER_RING],
+                     n << 1 | (daebus__cluster_alone_in(c, ids) ? 1u : 0u));
     }
     cJSON *arr = ids->type == REDIS_REPLY_ARRAY ? read_hashes(c, ids, &rc) : NULL;
     for (int i = 0; i < k; i++)

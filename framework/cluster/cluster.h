@@ -21,6 +21,7 @@
 #include <cjson/cJSON.h>
 #include "redis_line.h"
 #include "redis_pub.h"
+#include "redis_sub.h"
 
 typedef struct daebus__cluster daebus__cluster;
 
@@ -100,9 +101,24 @@ typedef struct daebus__cluster_ticket {
  * instance's own join coming back (it handles messages from here on).
  * Thread: the subscriber thread. */
 bool daebus__cluster_on_message(daebus__cluster *c, const char *data, size_t len);
-/* The subscriber connection is up (subscribed again) or down. Thread: the
- * subscriber thread. */
-void daebus__cluster_on_link(daebus__cluster *c, bool up);
+/* The subscriber connection is up (subscribed again) or down. after: the
+ * replies of daebus__cluster_join_cmds's after[] commands when the
+ * subscription ran them (this instance handles from the first message on),
+ * else NULL: it waits for a join of its own published by the heartbeat.
+ * Thread: the subscriber thread. */
+void daebus__cluster_on_link(daebus__cluster *c, bool up, const redisReply *const *after,
+                             int nafter);
+/* The owner's subscriber hook (redis_sub.h, on_subscribe): the commands run
+ * in one MULTI/EXEC with the subscription. The epoch's key, the claimed
+ * channels' SUBSCRIBEs, this instance's join, and the cluster channel's
+ * SUBSCRIBE last: the join opens an epoch exactly where the connection's
+ * stream begins, for this instance and every other, so nothing is ignored
+ * while joining. Waits up to a heartbeat (2 s at most) for this instance's
+ * announce to be fresh (the others must see it when they see the join).
+ * Returns: 1 with a filled, 0 for a plain subscription (no exactly once, or
+ * no announce yet: then claimed messages wait for a join the heartbeat
+ * publishes). Thread: the subscriber thread. */
+int daebus__cluster_join_cmds(daebus__cluster *c, daebus__redis_atomic *a, const char **why);
 /* For a message of a claimed channel, in arrival order. c may be NULL (not
  * started yet: ignore). Thread: the subscriber thread. */
 daebus__gate daebus__cluster_gate(daebus__cluster *c, daebus__cluster_ticket *t);

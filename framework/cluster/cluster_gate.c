@@ -3,15 +3,19 @@
  * Every instance's subscriber reads the service channel (and LISTEN .once
  * channels) and the cluster channel "daebus:<service>:cluster" on ONE
  * connection, so Redis gives each the same messages in the same order. On
- * the cluster channel the heartbeat thread publishes:
+ * the cluster channel:
  *
- *   join <id> <gen> <ms>  after an announce, on the same connection: an
- *                         instance (re)joining. Every instance that sees it
- *                         starts a new epoch there: positions on every
- *                         claimed channel count from 0 again. The joining
- *                         instance ignores claimed messages until its own
- *                         join comes back; from there on it saw exactly what
- *                         the others saw since that join.
+ *   join <id> <gen> <ms>  an instance (re)joining. Normally published inside
+ *                         the MULTI/EXEC of its subscription, after the
+ *                         claimed channels' SUBSCRIBEs and before the
+ *                         cluster channel's (daebus__cluster_join_cmds): it
+ *                         sits exactly where the joiner's stream begins, so
+ *                         the joiner handles from its first message. Else
+ *                         (announces lapsed, a plain subscription) the
+ *                         heartbeat publishes it after an announce and the
+ *                         joiner ignores claimed messages until it comes
+ *                         back. Every instance that sees a join starts a new
+ *                         epoch there: positions count from 0 again.
  *   view <id> <n> <ms>    before a view read, on the same connection: the
  *                         place in the stream where read n happened.
  *
@@ -23,13 +27,13 @@
  * Redis that lost the epoch is not trusted (the keys of the claims made
  * before are gone too).
  *
- * Solo: from its own marker n on, an instance whose read n showed only itself
- * handles without claims until a join arrives (any instance that handles must
- * have joined: before the marker, its announce made the read see it; after
- * it, its join is in the stream). Each instance stops handling when its own
- * announces have failed for 2 heartbeats (the others drop it after its
- * 2.5-heartbeat window, and may go solo) and after every subscriber
- * reconnection, and joins again. docs/replicas.md has the whole reasoning.
+ * Solo: from its own marker n on (or its own join, read with it), an
+ * instance whose read showed only itself handles without claims until a
+ * join arrives (any instance that handles must have joined: before the read,
+ * its announce made the read see it; after it, its join is in the stream).
+ * Each instance stops handling when its own announces have failed for 2
+ * heartbeats (the others drop it after its 2.5-heartbeat window, and may go
+ * solo) and joins again. docs/replicas.md has the whole reasoning.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,7 +79,9 @@ void daebus__cluster_gate_init(daebus__cluster *c)
     c->fence_ttl_ms = max_ll(30000, 10 * c->window_ms);
     c->solo_fresh_ms = hb * 3 / 2;
     c->announce_limit_ms = 2 * hb;
-    atomic_init(&c->join_wanted, 1); /* the first join, published by the first tick */
+    /* The first join runs with the subscription (daebus__cluster_join_cmds);
+     * without it, daebus__cluster_on_link asks the heartbeat for one. */
+    atomic_init(&c->join_wanted, 0);
     atomic_init(&c->taking, 1);
     c->gate.need = 1;
 }
@@ -108,19 +114,6 @@ static void rejoin(daebus__cluster *c)
 
 /* ---- the subscriber's side ---- */
 
-void daebus__cluster_on_link(daebus__cluster *c, bool up)
-{
-    if (!c || !c->exactly_once)
-        return;
-    if (up) {
-        rejoin(c); /* the others may have gone solo meanwhile */
-    } else {
-        c->gate.handling = false;
-        atomic_store(&c->handling, 0);
-        atomic_store(&c->solo, 0);
-    }
-}
-
 static bool alone(daebus__cluster *c, long long now);
 
 /* Has an announce of this instance (or its join) reached Redis in the last 2
@@ -139,21 +132,24 @@ static void refresh_solo(daebus__cluster *c)
     atomic_store(&c->solo, solo ? 1 : 0);
 }
 
-static bool on_join(daebus__cluster *c, const char *data, const char *id, unsigned long long gen,
-                    long long sent_ms)
+/* A join at this place of the stream: a new epoch for everyone. */
+static void new_epoch(daebus__cluster *c, const char *payload)
 {
     daebus__cluster_gate_state *g = &c->gate;
     g->joins++;
     g->serial++;
-    atomic_store(&c->epoch, daebus__cluster_epoch_of(data));
+    atomic_store(&c->epoch, daebus__cluster_epoch_of(payload));
     atomic_store(&c->solo, 0);
-    if (strcmp(id, c->id) != 0)
-        return false;
-    /* An own join: its announce reached Redis before every message after it. */
+}
+
+/* This instance's own join, sent at sent_ms, is at this place: it handles
+ * from here on. */
+static void start_handling(daebus__cluster *c, long long sent_ms)
+{
+    daebus__cluster_gate_state *g = &c->gate;
+    /* Its announce reached Redis before every message after it. */
     if (sent_ms > atomic_load(&c->echo_ok_ms))
         atomic_store(&c->echo_ok_ms, sent_ms);
-    if (gen < g->need || g->handling)
-        return false;
     g->handling = true;
     g->anchor_ms = max_ll(g->anchor_ms, sent_ms);
     atomic_store(&c->handling, 1);
@@ -164,7 +160,103 @@ static bool on_join(daebus__cluster *c, const char *data, const char *id, unsign
     else
         DAEBUS_LOG_DEBUGF(LOGC, "instance %s joined its cluster", c->id);
     wake_all(c);
+}
+
+static bool on_join(daebus__cluster *c, const char *data, const char *id, unsigned long long gen,
+                    long long sent_ms)
+{
+    daebus__cluster_gate_state *g = &c->gate;
+    new_epoch(c, data);
+    if (strcmp(id, c->id) != 0)
+        return false;
+    if (sent_ms > atomic_load(&c->echo_ok_ms))
+        atomic_store(&c->echo_ok_ms, sent_ms);
+    if (gen < g->need || g->handling)
+        return false;
+    start_handling(c, sent_ms);
     return true;
+}
+
+void daebus__cluster_on_link(daebus__cluster *c, bool up, const redisReply *const *after,
+                             int nafter)
+{
+    if (!c || !c->exactly_once)
+        return;
+    daebus__cluster_gate_state *g = &c->gate;
+    if (up && after && nafter == 2) {
+        /* The join ran with the subscription: it opens this stream. */
+        g->need = g->sub_join.gen;
+        g->handling = false;
+        new_epoch(c, g->sub_join.payload);
+        /* Not stale entries pruned: one of them means claims (the next
+         * marker's read decides again). Stale members never mean solo. */
+        bool alone = daebus__cluster_alone_in(c, after[1]);
+        g->join_read = (daebus__cluster_join_read){alone, g->joins, daebus__cluster_now_ms()};
+        unsigned long long order = daebus__cluster_rank_in(c, after[1]);
+        if (order)
+            atomic_store(&c->order, order);
+        atomic_store(&c->join_read, 1);
+        start_handling(c, g->sub_join.sent_ms);
+        refresh_solo(c);
+    } else if (up) {
+        atomic_store(&c->join_read, 0);
+        rejoin(c); /* the others may have gone solo meanwhile */
+    } else {
+        g->handling = false;
+        atomic_store(&c->handling, 0);
+        atomic_store(&c->solo, 0);
+    }
+}
+
+/* Has an announce of this instance reached Redis within the last heartbeat?
+ * Waits for one up to a heartbeat (at most 2 s): the heartbeat thread
+ * announces every half heartbeat and wakes the waiters after each view read. */
+static bool announce_fresh(daebus__cluster *c)
+{
+    long long hb = (long long)(c->heartbeat * 1000 + 0.5);
+    daebus__deadline d = daebus__deadline_in(c->heartbeat < 2 ? c->heartbeat : 2);
+    pthread_mutex_lock(&c->lock);
+    bool fresh;
+    while (!(fresh = daebus__cluster_now_ms() - atomic_load(&c->announce_ok_ms) <= hb) &&
+           !c->stopping)
+        if (daebus__cond_wait_until(&c->cond, &c->lock, d) != 0)
+            break;
+    pthread_mutex_unlock(&c->lock);
+    return fresh || daebus__cluster_now_ms() - atomic_load(&c->announce_ok_ms) <= hb;
+}
+
+int daebus__cluster_join_cmds(daebus__cluster *c, daebus__redis_atomic *a, const char **why)
+{
+    if (!c || !c->exactly_once)
+        return 0;
+    (void)why;
+    if (!announce_fresh(c)) {
+        /* A plain subscription: daebus__cluster_on_link asks the heartbeat
+         * for a join, and claimed messages wait for it (the old way). */
+        DAEBUS_LOG_WARNF(LOGC,
+                         "instance %s subscribes before its announce reached Redis: it "
+                         "handles messages of claimed channels once its join comes back",
+                         c->id);
+        return 0;
+    }
+    daebus__cluster_sub_join *j = &c->gate.sub_join;
+    j->gen = atomic_load(&c->join_wanted);
+    j->sent_ms = daebus__cluster_now_ms();
+    snprintf(j->payload, sizeof j->payload, "join %s %llu %lld", c->id, j->gen, j->sent_ms);
+    daebus__cluster_fence_key(c, daebus__cluster_epoch_of(j->payload), j->fence, sizeof j->fence);
+    snprintf(j->ttl, sizeof j->ttl, "%lld", c->fence_ttl_ms);
+    daebus__cluster_cmd_set(&j->set, 5, (const char *[]){"SET", j->fence, c->id, "PX", j->ttl});
+    daebus__cluster_cmd_set(&j->publish, 3, (const char *[]){"PUBLISH", c->channel, j->payload});
+    daebus__cluster_cmd_set(&j->read, 4, (const char *[]){"ZRANGE", c->set_key, "0", "-1"});
+    *a = (daebus__redis_atomic){.nbefore = 1, .nafter = 2, .last = c->channel};
+    a->before[0] = j->set.cmd;
+    a->after[0] = j->publish.cmd;
+    a->after[1] = j->read.cmd; /* the live set exactly at the join */
+    /* A join asked for before is made by this one. */
+    unsigned long long sent = atomic_load(&c->join_sent);
+    while (sent < j->gen && !atomic_compare_exchange_weak(&c->join_sent, &sent, j->gen)) {
+    }
+    return 1;
 }
 
 static void on_marker(daebus__cluster *c, unsigned long long n, long long sent_ms)
@@ -195,22 +287,24 @@ bool daebus__cluster_on_message(daebus__cluster *c, const char *data, size_t len
     return false;
 }
 
-/* Does an own marker seen with a known result make this instance alone? The
- * latest marker whose read is known decides; a join since that marker, or a
- * marker too old (the heartbeat stalls), means claims. */
+/* Is this instance alone? The latest own marker since the last join whose
+ * read is known decides; without one, the read made with the own join (if
+ * that join was the last); a marker too old (the heartbeat stalls) or a
+ * join of another instance means claims. */
 static bool alone(daebus__cluster *c, long long now)
 {
     const daebus__cluster_gate_state *g = &c->gate;
     for (int k = 0; k < 2; k++) {
         const daebus__cluster_mark *m = &g->mark[k];
-        if (!m->set)
-            return false;
+        if (!m->set || m->joins != g->joins)
+            break; /* from before the last join */
         unsigned long long r = atomic_load(&c->results[m->n % DAEBUS__CLUSTER_RING]);
         if (r >> 1 != m->n)
             continue; /* read n not finished yet: the one before decides */
-        return (r & 1) && m->joins == g->joins && now - m->at_ms <= c->solo_fresh_ms;
+        return (r & 1) && now - m->at_ms <= c->solo_fresh_ms;
     }
-    return false;
+    const daebus__cluster_join_read *j = &g->join_read;
+    return j->alone && j->joins == g->joins && now - j->at_ms <= c->solo_fresh_ms;
 }
 
 daebus__gate daebus__cluster_gate(daebus__cluster *c, daebus__cluster_ticket *t)
@@ -455,6 +549,8 @@ static bool ready(daebus__cluster *c)
 {
     if (!atomic_load(&c->handling))
         return false;
+    if (atomic_load(&c->join_read))
+        return true; /* it knows whether it is alone from the join on */
     unsigned long long n = atomic_load(&c->marker_seen);
     return n && atomic_load(&c->results[n % DAEBUS__CLUSTER_RING]) >> 1 == n;
 }

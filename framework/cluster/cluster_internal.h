@@ -21,6 +21,18 @@
 
 typedef enum { LINK_UNKNOWN = 0, LINK_UP, LINK_DOWN } daebus__cluster_link;
 
+/* ---- Redis commands (cluster.c) ---- */
+
+#define DAEBUS__CLUSTER_MAX_ARGS 16
+#define DAEBUS__CLUSTER_MAX_PIPE 16
+
+/* One command of up to MAX_ARGS arguments given as C strings. */
+typedef struct daebus__cluster_cmd {
+    const char *argv[DAEBUS__CLUSTER_MAX_ARGS];
+    size_t len[DAEBUS__CLUSTER_MAX_ARGS];
+    daebus__redis_cmd cmd;
+} daebus__cluster_cmd;
+
 /* Sub-thread-only state of the gate: which own markers and joins it saw, in
  * the order of its one Redis connection. */
 typedef struct daebus__cluster_mark {
@@ -30,6 +42,22 @@ typedef struct daebus__cluster_mark {
     bool set;
 } daebus__cluster_mark;
 
+/* The join of the subscription being made (daebus__cluster_join_cmds). */
+typedef struct daebus__cluster_sub_join {
+    unsigned long long gen;
+    long long sent_ms;
+    char payload[160], fence[600], ttl[24];
+    daebus__cluster_cmd set, publish, read;
+} daebus__cluster_sub_join;
+
+/* The live set as read in the MULTI/EXEC of the own join: alone there, the
+ * instance is solo from its join on (until a marker or a join says more). */
+typedef struct daebus__cluster_join_read {
+    bool alone;
+    unsigned long long joins; /* joins seen, the own one included */
+    long long at_ms;          /* when it arrived (mono ms) */
+} daebus__cluster_join_read;
+
 typedef struct daebus__cluster_gate_state {
     bool handling;                /* own join echo seen since the last link change */
     bool ever;                    /* handled messages before */
@@ -38,6 +66,8 @@ typedef struct daebus__cluster_gate_state {
     unsigned long long joins;     /* join messages seen (any instance) */
     long long anchor_ms;          /* send time of the own join or marker last seen */
     daebus__cluster_mark mark[2]; /* [0] latest own marker, [1] the one before */
+    daebus__cluster_sub_join sub_join;
+    daebus__cluster_join_read join_read;
 } daebus__cluster_gate_state;
 
 struct daebus__cluster {
@@ -72,6 +102,7 @@ struct daebus__cluster {
     atomic_ullong epoch;       /* subscriber thread: the current epoch (0: none) */
     atomic_ullong marker_seen; /* subscriber thread: last own marker seen */
     atomic_int handling;       /* subscriber thread: a copy of gate.handling */
+    atomic_int join_read;      /* subscriber thread: the own join came with a read of the set */
     atomic_int taking;         /* 1 until daebus__cluster_leave */
     atomic_int inflight;       /* claims being made */
     atomic_int solo;           /* gauge: the last gate said solo */
@@ -80,24 +111,18 @@ struct daebus__cluster {
     daebus__cluster_gate_state gate; /* subscriber thread only */
 };
 
-/* ---- Redis commands (cluster.c) ---- */
-
-#define DAEBUS__CLUSTER_MAX_ARGS 16
-#define DAEBUS__CLUSTER_MAX_PIPE 16
-
-/* One command of up to MAX_ARGS arguments given as C strings. */
-typedef struct daebus__cluster_cmd {
-    const char *argv[DAEBUS__CLUSTER_MAX_ARGS];
-    size_t len[DAEBUS__CLUSTER_MAX_ARGS];
-    daebus__redis_cmd cmd;
-} daebus__cluster_cmd;
-
 void daebus__cluster_cmd_set(daebus__cluster_cmd *b, int argc, const char *const *args);
 
 /* Runs the n commands as one pipeline; returns 0 or a negative code.
  * Replies freed unless keep is set. An error reply of Redis counts as a
  * failure. */
 int daebus__cluster_run(daebus__cluster *c, daebus__cluster_cmd *b, int n, redisReply **keep);
+
+/* Does the ZRANGE reply r of the live set hold this instance alone? */
+bool daebus__cluster_alone_in(const daebus__cluster *c, const redisReply *r);
+/* This instance's rank among the ids of the ZRANGE reply r, by name (the
+ * same order on every instance): size << 32 | rank, 0 when it is absent. */
+unsigned long long daebus__cluster_rank_in(const daebus__cluster *c, const redisReply *r);
 
 /* Monotonic milliseconds. */
 long long daebus__cluster_now_ms(void);

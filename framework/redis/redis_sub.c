@@ -48,6 +48,10 @@ struct daebus__redis_sub {
     daebus__redis_guard guard;
     daebus__backoff backoff;
     bool ever_up, failing;
+    bool atomic;          /* the last subscription was atomic (the UP event says so) */
+    redisReply *exec;     /* its EXEC reply, until the UP event is out */
+    int after_at, nafter; /* where the after[] replies are in it */
+    bool no_atomic;       /* Redis refused SUBSCRIBE inside MULTI: plain from now on */
     double last_rx, ping_at;
     int next_ms;
 };
@@ -194,7 +198,16 @@ static void sleep_or_wake(daebus__redis_sub *s, double seconds)
 static void emit(daebus__redis_sub *s, daebus__redis_state st, bool again, double next_try,
                  const char *why, size_t n)
 {
-    daebus__redis_event ev = {st, again, next_try, why, n};
+    bool atomic = st == DAEBUS__REDIS_UP && s->atomic && s->exec;
+    daebus__redis_event ev = {st,
+                              again,
+                              next_try,
+                              why,
+                              n,
+                              atomic,
+                              atomic ? (const redisReply *const *)s->exec->element + s->after_at
+                                     : NULL,
+                              atomic ? s->nafter : 0};
     if (s->o.on_state)
         s->o.on_state(s->o.user, &ev);
 }
@@ -205,6 +218,28 @@ static int is_kind(const redisReply *r, const char *kind)
 {
     return r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
            r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, kind) == 0;
+}
+
+/* Reads one reply within the deadline (set changes wait until connected).
+ * Returns: 1 with *r set, or -1 (err filled). */
+static int read_until(daebus__redis_sub *s, redisContext *c, daebus__deadline until, redisReply **r,
+                      daebus_error *err)
+{
+    for (;;) {
+        *r = NULL;
+        int rc = daebus__redis_read(c, r, 50, s->wake[0]);
+        if (rc == 1 && !atomic_load(&s->stopping))
+            return 1;
+        if (rc < 0 || daebus__deadline_passed(until) || atomic_load(&s->stopping)) {
+            daebus_error_set(err, DAEBUS_ECONN, "redis %s: SUBSCRIBE: %s", s->where,
+                             c->err ? c->errstr : "no confirmation");
+            if (*r) /* a reply read just before the deadline or the stop */
+                freeReplyObject(*r);
+            *r = NULL;
+            return -1;
+        }
+        drain_wake(s);
+    }
 }
 
 /* Sends SUBSCRIBE for the n channels of argv[1..n] and waits for every
@@ -220,18 +255,8 @@ static int subscribe_confirmed(daebus__redis_sub *s, redisContext *c, const char
     daebus__deadline until = daebus__deadline_in(s->o.connect_timeout);
     while (confirmed < n) {
         redisReply *r = NULL;
-        int rc = daebus__redis_read(c, &r, 50, s->wake[0]);
-        if (rc < 0 || daebus__deadline_passed(until) || atomic_load(&s->stopping)) {
-            daebus_error_set(err, DAEBUS_ECONN, "redis %s: SUBSCRIBE: %s", s->where,
-                             c->err ? c->errstr : "no confirmation");
-            if (r) /* a reply read just before the deadline or the stop */
-                freeReplyObject(r);
+        if (read_until(s, c, until, &r, err) < 0)
             return -1;
-        }
-        if (rc == 0) {
-            drain_wake(s); /* set changes are sent once connected */
-            continue;
-        }
         int refused = r->type == REDIS_REPLY_ERROR;
         if (refused)
             daebus_error_set(err, DAEBUS_ECONN, "redis %s: SUBSCRIBE refused: %.*s", s->where,
@@ -242,6 +267,97 @@ static int subscribe_confirmed(daebus__redis_sub *s, redisContext *c, const char
         if (refused)
             return -1;
     }
+    return 0;
+}
+
+/* The k commands of an atomic subscription, MULTI and EXEC around them. */
+static int append_atomic(redisContext *c, const char **argv, size_t n,
+                         const daebus__redis_atomic *a, int *k)
+{
+    int bad = redisAppendCommand(c, "MULTI") != REDIS_OK;
+    *k = 0;
+    for (int i = 0; i < a->nbefore; i++, ++*k)
+        bad |= redisAppendCommandArgv(c, a->before[i].argc, a->before[i].argv,
+                                      a->before[i].argvlen) != REDIS_OK;
+    for (size_t i = 1; i <= n; i++) {
+        if (a->last && strcmp(argv[i], a->last) == 0)
+            continue;
+        bad |= redisAppendCommand(c, "SUBSCRIBE %s", argv[i]) != REDIS_OK;
+        ++*k;
+    }
+    for (int i = 0; i < a->nafter; i++, ++*k)
+        bad |= redisAppendCommandArgv(c, a->after[i].argc, a->after[i].argv, a->after[i].argvlen) !=
+               REDIS_OK;
+    if (a->last) {
+        bad |= redisAppendCommand(c, "SUBSCRIBE %s", a->last) != REDIS_OK;
+        ++*k;
+    }
+    bad |= redisAppendCommand(c, "EXEC") != REDIS_OK;
+    return bad ? -1 : 0;
+}
+
+/* Checks EXEC's reply: k results, every SUBSCRIBE confirmed, no error.
+ * Returns: the channels confirmed, or -1 (err filled). */
+static long exec_result(daebus__redis_sub *s, const redisReply *r, int k, daebus_error *err)
+{
+    if (r->type != REDIS_REPLY_ARRAY || (int)r->elements != k) {
+        daebus_error_set(err, DAEBUS_ECONN, "redis %s: MULTI/EXEC with SUBSCRIBE failed: %.*s",
+                         s->where,
+                         r->type == REDIS_REPLY_ERROR ? daebus__utf8_prec(r->str, 120) : 14,
+                         r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        return -1;
+    }
+    long confirmed = 0;
+    for (int i = 0; i < k; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type == REDIS_REPLY_ERROR) {
+            daebus_error_set(err, DAEBUS_ECONN,
+                             "redis %s: a command of the subscription failed: %.*s", s->where,
+                             daebus__utf8_prec(e->str, 120), e->str);
+            return -1;
+        }
+        confirmed += is_kind(e, "subscribe");
+    }
+    return confirmed;
+}
+
+/* Subscribes to the n channels of argv[1..n] in one MULTI/EXEC with the
+ * hook's commands (redis_sub.h). Returns: 0, or -1 (err filled). */
+static int subscribe_atomic(daebus__redis_sub *s, redisContext *c, const char **argv, size_t n,
+                            const daebus__redis_atomic *a, daebus_error *err)
+{
+    int k = 0;
+    if (append_atomic(c, argv, n, a, &k) != 0) {
+        daebus_error_set(err, DAEBUS_ENOMEM, "SUBSCRIBE: out of memory");
+        return -1;
+    }
+    daebus__deadline until = daebus__deadline_in(s->o.connect_timeout);
+    bool refused = false;
+    redisReply *r = NULL;
+    /* MULTI's +OK, k times +QUEUED (or an error), then EXEC's array. */
+    for (int i = 0; i < k + 1; i++) {
+        if (read_until(s, c, until, &r, err) < 0)
+            return -1;
+        if (r->type == REDIS_REPLY_ERROR && !refused) {
+            refused = true;
+            if (strstr(r->str, "SUBSCRIBE") || strstr(r->str, "subscribe"))
+                s->no_atomic = true;
+            daebus_error_set(err, DAEBUS_ECONN, "redis %s: refused in MULTI: %.*s%s", s->where,
+                             daebus__utf8_prec(r->str, 120), r->str,
+                             s->no_atomic ? " (the next connections subscribe plainly)" : "");
+        }
+        freeReplyObject(r);
+    }
+    if (read_until(s, c, until, &r, err) < 0)
+        return -1;
+    long confirmed = refused ? -1 : exec_result(s, r, k, err);
+    if (confirmed != (long)n) {
+        freeReplyObject(r);
+        return -1;
+    }
+    s->exec = r; /* the after[] replies go out with the UP event */
+    s->nafter = a->nafter;
+    s->after_at = k - a->nafter - (a->last ? 1 : 0);
     return 0;
 }
 
@@ -297,9 +413,20 @@ static int sub_connect(daebus__redis_sub *s, daebus_error *err)
     long ticket = 0;
     const char **argv = snapshot(s, &n, &ticket);
     int rc = 0;
+    daebus__redis_atomic a = {0};
+    const char *why = NULL;
+    int hook = argv && n && s->o.on_subscribe && !s->no_atomic
+                   ? s->o.on_subscribe(s->o.user, &a, &why)
+                   : 0;
+    s->atomic = hook > 0;
     if (!argv)
         rc = daebus_error_set(err, DAEBUS_ENOMEM, "SUBSCRIBE: out of memory");
-    else if (n && subscribe_confirmed(s, c, argv, n, err) != 0)
+    else if (hook < 0)
+        rc = daebus_error_set(err, DAEBUS_ECONN, "redis %s: %s", s->where,
+                              why ? why : "not ready to subscribe");
+    else if (hook > 0 && subscribe_atomic(s, c, argv, n, &a, err) != 0)
+        rc = err && err->code ? err->code : DAEBUS_ECONN;
+    else if (hook == 0 && n && subscribe_confirmed(s, c, argv, n, err) != 0)
         rc = err && err->code ? err->code : DAEBUS_ECONN;
     free_snapshot(argv, n);
     if (rc != 0) {
@@ -336,6 +463,9 @@ static void connect_stage(daebus__redis_sub *s)
     if (sub_connect(s, &e) == 0) {
         daebus__backoff_reset(&s->backoff);
         emit(s, DAEBUS__REDIS_UP, s->ever_up, 0, NULL, daebus__redis_sub_count(s));
+        if (s->exec)
+            freeReplyObject(s->exec);
+        s->exec = NULL;
         s->ever_up = true;
         s->failing = false;
         return;
@@ -474,6 +604,9 @@ int daebus__redis_sub_start(daebus__redis_sub *s, bool connect_now, daebus_error
         if (rc != 0)
             return rc;
         s->ever_up = true;
+        if (s->exec) /* no UP event for this one */
+            freeReplyObject(s->exec);
+        s->exec = NULL;
     }
     if (pthread_create(&s->thread, NULL, sub_main, s) != 0)
         return daebus_error_set(err, DAEBUS_ENOMEM, "redis subscriber: cannot start its thread");

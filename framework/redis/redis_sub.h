@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include "redis_conn.h"
+#include "redis_pub.h"
 
 typedef struct daebus__redis_sub daebus__redis_sub;
 
@@ -55,6 +56,11 @@ typedef struct daebus__redis_event {
     double next_try;
     const char *why;
     size_t nchannels; /* channels subscribed (UP) */
+    bool atomic;      /* UP: subscribed atomically with the on_subscribe hook's commands */
+    /* UP, atomic: the replies of the hook's after[] commands (borrowed for
+     * the callback). */
+    const redisReply *const *after;
+    int nafter;
 } daebus__redis_event;
 
 typedef void daebus__redis_msg_fn(void *user, const daebus__redis_msg *msg);
@@ -63,6 +69,28 @@ typedef void daebus__redis_state_fn(void *user, const daebus__redis_event *ev);
  * message (time-out or wake-up). Returns: the longest wait of the next read
  * in ms, or < 0 for the subscriber's poll_ms. */
 typedef int daebus__redis_tick_fn(void *user, bool idle);
+
+/* Atomic subscription. Each connection asks on_subscribe for commands; given
+ * some, the channel set is subscribed inside one MULTI/EXEC, one SUBSCRIBE
+ * per channel, in this order: before[], the set's channels (but last), after[],
+ * then last. No command of another client runs among them, so what after[]
+ * publishes has exactly the subscribed channels' messages behind it.
+ * after[] must not publish to a channel subscribed before it (a message to
+ * itself inside EXEC spoils the reply's shape): subscribing that channel as
+ * last skips the connection's own publication. The strings are the hook's,
+ * read before the next event. A Redis that refuses SUBSCRIBE inside MULTI
+ * fails that attempt with a clear why; later connections subscribe plainly. */
+#define DAEBUS__REDIS_ATOMIC_MAX 4
+typedef struct daebus__redis_atomic {
+    daebus__redis_cmd before[DAEBUS__REDIS_ATOMIC_MAX];
+    int nbefore;
+    daebus__redis_cmd after[DAEBUS__REDIS_ATOMIC_MAX];
+    int nafter;
+    const char *last; /* NULL or a channel of the set */
+} daebus__redis_atomic;
+/* Returns: 1 with a filled, 0 for a plain SUBSCRIBE, < 0 to fail this
+ * attempt (retried with backoff; why: the hook's text, may be NULL). */
+typedef int daebus__redis_atomic_fn(void *user, daebus__redis_atomic *a, const char **why);
 
 typedef struct daebus__redis_sub_opts {
     const daebus__redis_url *url; /* copied */
@@ -74,8 +102,9 @@ typedef struct daebus__redis_sub_opts {
     size_t max_message;           /* size guard; 0 = none */
     int poll_ms;                  /* longest read wait; 0 = 500 */
     daebus__redis_msg_fn *on_message;
-    daebus__redis_state_fn *on_state; /* may be NULL */
-    daebus__redis_tick_fn *on_tick;   /* may be NULL */
+    daebus__redis_state_fn *on_state;      /* may be NULL */
+    daebus__redis_tick_fn *on_tick;        /* may be NULL */
+    daebus__redis_atomic_fn *on_subscribe; /* may be NULL */
     void *user;
 } daebus__redis_sub_opts;
 

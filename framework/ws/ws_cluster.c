@@ -7,7 +7,8 @@
  * every receiving replica queues it for its clients as is. The subscriber's
  * state decides whether cross-replica operations are tried: while it is down
  * they fail fast with DAEBUS_ECONN (counted); when it is up again every local
- * client is announced again (resync). The cluster thread runs every half
+ * client is announced again (resync). Broadcasts to all go through the
+ * publisher queue (ws_cluster_pub.c). The cluster thread runs every half
  * heartbeat: resync when asked, activity flush, reaping of dead replicas.
  */
 #include "ws_cluster.h"
@@ -88,7 +89,8 @@ int daebus__ws_cluster_fail(ws_cluster *cl, const char *what)
 
 /* ---- publishing ---- */
 
-size_t daebus__ws_cluster_message(ws_cluster *cl, cJSON *header, const ws_frame *f, char **out)
+size_t daebus__ws_cluster_message(ws_cluster *cl, cJSON *header, const ws_frame *f, size_t at,
+                                  char **out)
 {
     *out = NULL;
     cJSON_AddStringToObject(header, "o", cl->self);
@@ -96,8 +98,9 @@ size_t daebus__ws_cluster_message(ws_cluster *cl, cJSON *header, const ws_frame 
     if (!h)
         return 0;
     size_t hl = strlen(h), fl = f ? f->len : 0;
-    char *m = malloc(hl + 1 + fl + 1);
-    if (m) {
+    char *buf = malloc(at + hl + 1 + fl + 1);
+    if (buf) {
+        char *m = buf + at;
         memcpy(m, h, hl);
         m[hl] = '\n';
         if (fl)
@@ -105,25 +108,8 @@ size_t daebus__ws_cluster_message(ws_cluster *cl, cJSON *header, const ws_frame 
         m[hl + 1 + fl] = '\0';
     }
     free(h);
-    *out = m;
-    return m ? hl + 1 + fl : 0;
-}
-
-int daebus__ws_cluster_publish(ws_cluster *cl, const char *channel, cJSON *header,
-                               const ws_frame *f)
-{
-    if (!atomic_load(&cl->up))
-        return daebus__ws_cluster_fail(cl, "publish to the other replicas");
-    char *m;
-    size_t len = daebus__ws_cluster_message(cl, header, f, &m);
-    if (!len)
-        return DAEBUS_ENOMEM;
-    int rc = daebus__redis_publish(cl->pub, channel, m, len);
-    free(m);
-    if (rc < 0)
-        return daebus__ws_cluster_fail(cl, "publish to the other replicas");
-    atomic_fetch_add(&cl->ws->st_cluster_pub, 1);
-    return rc;
+    *out = buf;
+    return buf ? hl + 1 + fl : 0;
 }
 
 int daebus__ws_cluster_run(ws_cluster *cl, const daebus__redis_cmd *cmds, int n,
@@ -282,6 +268,7 @@ static void cluster_free(ws_cluster *cl)
 {
     if (!cl)
         return;
+    daebus__ws_cluster_pub_free(cl);
     if (cl->sub) {
         daebus__redis_sub_stop(cl->sub);
         daebus__redis_sub_destroy(cl->sub);
@@ -374,6 +361,8 @@ int daebus__ws_cluster_start(daebus_ws *ws)
     rc = make_names(cl, daebus_app_service(ws->app), daebus_app_instance_id(ws->app));
     if (rc == 0)
         rc = open_connections(cl);
+    if (rc == 0)
+        rc = daebus__ws_cluster_pub_start(cl);
     if (rc) {
         cluster_free(cl);
         return rc;
@@ -397,6 +386,7 @@ void daebus__ws_cluster_stop(daebus_ws *ws)
     if (cl->thread_started)
         pthread_join(cl->thread, NULL);
     cl->thread_started = 0;
+    daebus__ws_cluster_pub_stop(cl); /* what was queued is published first */
     daebus__ws_dir_leave(cl);
     daebus__redis_sub_stop(cl->sub);
     /* Kept until destroy: a late call from another component's thread fails

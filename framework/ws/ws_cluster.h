@@ -8,6 +8,10 @@
  * clients of dead replicas (one survivor per dead replica) and, after Redis
  * came back, announces every local client again.
  *
+ * ws_cluster_pub.c: the publisher queue: broadcast_to_all's PUBLISH is queued
+ * and sent, in order and pipelined, by a publisher thread of the cluster
+ * (the calling thread does not wait for Redis).
+ *
  * ws_directory.c: the directory in Redis (client id -> instance, each
  * client's metadata and user data), the cluster-wide views and the
  * cross-replica sends. docs/replicas.md lists the keys, channels and message
@@ -28,6 +32,8 @@
 
 /* The subscriber's longest reconnect backoff (seconds). */
 #define DAEBUS__WS_RECONNECT_MAX 1.0
+
+typedef struct ws_pubmsg ws_pubmsg;
 
 typedef struct ws_cluster {
     daebus_ws *ws;
@@ -60,6 +66,16 @@ typedef struct ws_cluster {
     pthread_t thread;
     int thread_started;
     daebus__ratelimit log_rl;
+    /* the publisher queue (ws_cluster_pub.c), q_lock held */
+    pthread_mutex_t q_lock;
+    pthread_cond_t q_cond; /* the publisher thread: work or stop */
+    pthread_cond_t q_room; /* callers: room, or their messages sent */
+    ws_pubmsg *q_head, *q_tail;
+    size_t q_count, q_bytes;
+    uint64_t q_queued, q_done; /* messages queued, and sent or failed, ever */
+    int q_stop;
+    int q_init, q_started; /* the owner's thread (start, stop) */
+    pthread_t q_thread;
 } ws_cluster;
 
 /* ---- ws_cluster.c ---- */
@@ -77,14 +93,11 @@ void daebus__ws_cluster_stop(daebus_ws *ws);
 /* Frees what start made (accepts a component never in cluster mode).
  * Thread: the component's destroy. */
 void daebus__ws_cluster_free(daebus_ws *ws);
-/* Publishes header (a JSON object: "k" the kind, "o" this instance, ...)
- * followed by '\n' and f's bytes (f may be NULL) on channel.
- * Returns: receivers (>= 0), DAEBUS_ECONN (counted), DAEBUS_ENOMEM. */
-int daebus__ws_cluster_publish(ws_cluster *cl, const char *channel, cJSON *header,
-                               const ws_frame *f);
-/* Builds one published message (header, '\n', frame bytes) into *out.
- * Returns: its length, or 0 when out of memory. Ownership: free *out. */
-size_t daebus__ws_cluster_message(ws_cluster *cl, cJSON *header, const ws_frame *f, char **out);
+/* Builds one published message (header, '\n', frame bytes) at *out + at
+ * (the first at bytes are the caller's). Returns: the message's length, or
+ * 0 when out of memory. Ownership: free *out. */
+size_t daebus__ws_cluster_message(ws_cluster *cl, cJSON *header, const ws_frame *f, size_t at,
+                                  char **out);
 /* Runs a pipeline on the publisher pool; fails fast while the subscriber is
  * down. Returns: 0 (replies set) or DAEBUS_ECONN (counted, logged at most
  * once a second). */
@@ -95,6 +108,29 @@ int daebus__ws_cluster_run(ws_cluster *cl, const daebus__redis_cmd *cmds, int n,
 int daebus__ws_cluster_fail(ws_cluster *cl, const char *what);
 /* Runs every departed handler for one client. */
 void daebus__ws_departed_run(daebus_ws *ws, const char *id, const cJSON *metadata, bool died);
+
+/* ---- ws_cluster_pub.c ---- */
+
+/* Starts the publisher thread. Returns: 0 or DAEBUS_ENOMEM.
+ * Thread: the owner's (cluster start). */
+int daebus__ws_cluster_pub_start(ws_cluster *cl);
+/* Sends what is queued, then stops the thread (later messages are refused).
+ * Thread: the owner's (cluster stop). */
+void daebus__ws_cluster_pub_stop(ws_cluster *cl);
+/* Stops (if needed) and frees the queue (accepts one never started). */
+void daebus__ws_cluster_pub_free(ws_cluster *cl);
+/* Queues header (a JSON object: "k" the kind, "o" this instance, ...)
+ * followed by '\n' and f's bytes (f may be NULL) for channel (the
+ * cluster's: it outlives the message), published in queue order without
+ * waiting. Returns: 0 queued, DAEBUS_ECONN (the subscriber is down, the
+ * queue stopped or full for 2 s: counted), DAEBUS_ENOMEM. A queued message
+ * whose PUBLISH fails later is counted and logged. */
+int daebus__ws_cluster_publish_async(ws_cluster *cl, const char *channel, cJSON *header,
+                                     const ws_frame *f);
+/* Waits until every message queued before the call was sent (or failed):
+ * called before a cross-replica send that waits for Redis, so that it
+ * follows the broadcasts queued before it. */
+void daebus__ws_cluster_drain(ws_cluster *cl);
 
 /* ---- ws_directory.c ---- */
 

@@ -29,7 +29,7 @@ static cJSON *header(const char *kind)
 static int send_one(ws_cluster *cl, const char *id, cJSON *h, const ws_frame *f)
 {
     char *m;
-    size_t len = daebus__ws_cluster_message(cl, h, f, &m);
+    size_t len = daebus__ws_cluster_message(cl, h, f, 0, &m);
     if (!len)
         return DAEBUS_ENOMEM;
     ws_dcmd cmd = {0};
@@ -40,6 +40,7 @@ static int send_one(ws_cluster *cl, const char *id, cJSON *h, const ws_frame *f)
     daebus__ws_dcmd_str(&cmd, cl->chan_prefix);
     daebus__ws_dcmd_take(&cmd, m, len);
     redisReply *r = NULL;
+    daebus__ws_cluster_drain(cl); /* after this thread's queued broadcasts */
     int rc = daebus__ws_dcmd_run(cl, &cmd, 1, &r);
     if (rc)
         return rc;
@@ -96,13 +97,15 @@ static int publish_grouped(ws_cluster *cl, const char *const *ids, const char **
             }
         }
         char *m = NULL;
-        size_t len = a ? daebus__ws_cluster_message(cl, h, f, &m) : 0;
+        size_t len = a ? daebus__ws_cluster_message(cl, h, f, 0, &m) : 0;
         cJSON_Delete(h);
         daebus__ws_dcmd_str(&cmds[k], "PUBLISH");
         daebus__ws_dcmd_cat(&cmds[k], cl->chan_prefix, o);
         daebus__ws_dcmd_take(&cmds[k++], m, len);
     }
     redisReply **r = k ? calloc((size_t)k, sizeof *r) : NULL;
+    if (rc == 0 && k)
+        daebus__ws_cluster_drain(cl); /* after this thread's queued broadcasts */
     if (rc == 0 && k)
         rc = r ? daebus__ws_dcmd_run(cl, cmds, k, r) : DAEBUS_ENOMEM;
     int total = 0;
@@ -287,7 +290,7 @@ int daebus__ws_dir_set_data(daebus_ws *ws, const char *id, const char *key, cons
         cJSON_AddStringToObject(h, "id", id);
         cJSON_AddStringToObject(h, "key", key);
         cJSON_AddItemToObject(h, "value", cJSON_Duplicate(value, true));
-        len = daebus__ws_cluster_message(cl, h, NULL, &m);
+        len = daebus__ws_cluster_message(cl, h, NULL, 0, &m);
     }
     cJSON_Delete(h);
     if (!v || (!local && !len)) {
@@ -309,6 +312,8 @@ int daebus__ws_dir_set_data(daebus_ws *ws, const char *id, const char *key, cons
         daebus__ws_dcmd_str(&cmd, "");
     daebus__ws_dcmd_str(&cmd, cl->self);
     redisReply *r = NULL;
+    if (!local)
+        daebus__ws_cluster_drain(cl); /* after this thread's queued broadcasts */
     int rc = daebus__ws_dcmd_run(cl, &cmd, 1, &r);
     if (rc) {
         if (local)

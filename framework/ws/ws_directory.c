@@ -30,6 +30,8 @@
 
 #define LOGC     "websocket"
 #define REAP_TTL "30"
+/* Clients per TOUCH script call (a call holds Redis for its length). */
+#define TOUCH_BATCH 200
 
 /* ---- scripts ---- */
 
@@ -52,10 +54,18 @@ static const char *const lua[WS_LUA_COUNT] = {
     "end\n"
     "redis.call('SREM', KEYS[3], ARGV[1])\n"
     "return 1",
-    /* TOUCH  KEYS clients, client:<id>; ARGV id, self, field, value, ... */
-    "if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end\n"
-    "redis.call('HSET', KEYS[2], unpack(ARGV, 3))\n"
-    "return 1",
+    /* TOUCH  KEYS clients; ARGV self, client-key prefix, then per client:
+     * id, last_activity, messages_received, messages_sent (each written only
+     * while this replica holds the id). Returns: how many were written. */
+    "local n = 0\n"
+    "for i = 3, #ARGV, 4 do\n"
+    "  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[1] then\n"
+    "    redis.call('HSET', ARGV[2] .. ARGV[i], 'last_activity', ARGV[i + 1],\n"
+    "               'messages_received', ARGV[i + 2], 'messages_sent', ARGV[i + 3])\n"
+    "    n = n + 1\n"
+    "  end\n"
+    "end\n"
+    "return n",
     /* SEND1  KEYS clients; ARGV id, self, channel prefix, message
      * Returns: receivers, -1 no such client, -2 ours (gone meanwhile). */
     "local o = redis.call('HGET', KEYS[1], ARGV[1])\n"
@@ -423,47 +433,60 @@ void daebus__ws_dir_remove(daebus_ws *ws, ws_client *c)
 
 /* ---- the cluster thread: flush, resync, reap ---- */
 
+/* Has c's activity changed since the directory got it? Then *cmd (a TOUCH
+ * being built, started when empty) gets c's figures. */
+static void touch_if_changed(ws_cluster *cl, ws_client *c, double now, ws_dcmd *cmd)
+{
+    pthread_mutex_lock(&c->lock);
+    double la = c->last_activity;
+    uint64_t in = c->msgs_in, out = c->msgs_out;
+    /* A client that only receives (broadcasts) changes messages_sent at
+     * every tick: written at most every 5 heartbeats, or a broadcast to N
+     * idle clients would cost N writes per tick (bench_vs_base). */
+    bool acted = la != c->dir_activity || in != c->dir_in;
+    bool sent = out != c->dir_out && now - c->dir_out_mono >= 5 * cl->heartbeat;
+    if (acted || sent) {
+        c->dir_activity = la;
+        c->dir_in = in;
+        c->dir_out = out;
+        c->dir_out_mono = now;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (!acted && !sent)
+        return;
+    if (!cmd->argc) {
+        daebus__ws_dcmd_eval(cl, cmd, WS_LUA_TOUCH, 1);
+        daebus__ws_dcmd_str(cmd, cl->key_clients);
+        daebus__ws_dcmd_str(cmd, cl->self);
+        daebus__ws_dcmd_str(cmd, cl->key_client);
+    }
+    daebus__ws_dcmd_str(cmd, c->id); /* c is referenced until the command ran */
+    daebus__ws_dcmd_num(cmd, la);
+    daebus__ws_dcmd_num(cmd, (double)in);
+    daebus__ws_dcmd_num(cmd, (double)out);
+}
+
 void daebus__ws_dir_flush(ws_cluster *cl)
 {
     ws_client **cs;
     size_t n = daebus__ws_snapshot(cl->ws, &cs, WS_SNAP_OPEN);
-    ws_dcmd *cmds = n ? calloc(n, sizeof *cmds) : NULL;
+    /* One script call per TOUCH_BATCH changed clients (not one per client). */
+    size_t ncmd = (n + TOUCH_BATCH - 1) / TOUCH_BATCH;
+    ws_dcmd *cmds = ncmd ? calloc(ncmd, sizeof *cmds) : NULL;
     double now = daebus__now_mono();
-    int k = 0;
+    int k = 0, in_cmd = 0;
     for (size_t i = 0; cmds && i < n; i++) {
-        ws_client *c = cs[i];
-        pthread_mutex_lock(&c->lock);
-        double la = c->last_activity;
-        uint64_t in = c->msgs_in, out = c->msgs_out;
-        /* A client that only receives (broadcasts) changes messages_sent at
-         * every tick: written at most every 5 heartbeats, or a broadcast to
-         * N idle clients would cost N scripts per tick (bench_vs_base). */
-        bool acted = la != c->dir_activity || in != c->dir_in;
-        bool sent = out != c->dir_out && now - c->dir_out_mono >= 5 * cl->heartbeat;
-        if (acted || sent) {
-            c->dir_activity = la;
-            c->dir_in = in;
-            c->dir_out = out;
-            c->dir_out_mono = now;
+        int before = cmds[k].argc;
+        touch_if_changed(cl, cs[i], now, &cmds[k]);
+        if (cmds[k].argc != before && ++in_cmd == TOUCH_BATCH) {
+            k++;
+            in_cmd = 0;
         }
-        pthread_mutex_unlock(&c->lock);
-        if (!acted && !sent)
-            continue;
-        ws_dcmd *cmd = &cmds[k++];
-        daebus__ws_dcmd_eval(cl, cmd, WS_LUA_TOUCH, 2);
-        daebus__ws_dcmd_str(cmd, cl->key_clients);
-        daebus__ws_dcmd_cat(cmd, cl->key_client, c->id);
-        daebus__ws_dcmd_str(cmd, c->id);
-        daebus__ws_dcmd_str(cmd, cl->self);
-        daebus__ws_dcmd_str(cmd, "last_activity");
-        daebus__ws_dcmd_num(cmd, la);
-        daebus__ws_dcmd_str(cmd, "messages_received");
-        daebus__ws_dcmd_num(cmd, (double)in);
-        daebus__ws_dcmd_str(cmd, "messages_sent");
-        daebus__ws_dcmd_num(cmd, (double)out);
     }
-    daebus__ws_snapshot_release(cs, n);
+    if (cmds && in_cmd)
+        k++;
     run_discard(cl, cmds, k);
+    daebus__ws_snapshot_release(cs, n);
     free(cmds);
 }
 

@@ -5,7 +5,9 @@
  * sockets are written. A frame larger than queue_max_bytes is refused before
  * any recipient sees it. In cluster mode the recipients of other replicas get
  * the same frame through Redis (ws_dir_ops.c); nothing here touches Redis
- * when every recipient is local, except broadcast_to_all's one PUBLISH.
+ * when every recipient is local, except broadcast_to_all's one PUBLISH, which
+ * is queued and sent by the cluster's publisher thread (ws_cluster_pub.c):
+ * the calling thread does not wait for it.
  */
 #include "ws_internal.h"
 
@@ -115,7 +117,7 @@ static int broadcast(daebus_ws *ws, daebus_ws_filter_fn *fn, void *user, const c
     if (ws->cluster && !fn) {
         cJSON *h = cJSON_CreateObject();
         cJSON_AddStringToObject(h, "k", "all");
-        rc = h ? daebus__ws_cluster_publish(ws->cluster, ws->cluster->chan_all, h, f)
+        rc = h ? daebus__ws_cluster_publish_async(ws->cluster, ws->cluster->chan_all, h, f)
                : DAEBUS_ENOMEM;
         cJSON_Delete(h);
     } else if (ws->cluster) {

@@ -423,7 +423,12 @@ DAEBUS_API int daebus_ws_graceful_shutdown(daebus_ws *ws, double timeout, const 
  *     there). A remote recipient counts as queued once its replica was
  *     reached; whether that replica's queue took it is not reported back.
  *   - broadcast_to_all: the local clients, plus one PUBLISH for the other
- *     replicas. Returns the number of local clients it was queued for.
+ *     replicas, queued (sent by the component's publisher thread in call
+ *     order; the call does not wait for Redis). Returns the number of local
+ *     clients it was queued for; DAEBUS_ECONN when Redis is known to be
+ *     away at the call. A queued PUBLISH that fails later is counted in
+ *     cluster_errors and logged. The calls above that reach other replicas
+ *     first wait for the broadcasts queued before them (order kept).
  *   - broadcast_to_filter: fn runs here over the whole cluster's metadata.
  *   - set_client_data / get_client_data / is_client_connected: any client of
  *     the cluster.

@@ -15,7 +15,9 @@
  * its rounds (/proc), steadier than a rate on a busy machine.
  *
  * Usage: bench_one_service [perf_service path (default: next to this program)]
- *        [N clients (default 1000)]; env BENCH_SECONDS (default 3) */
+ *        [N clients (default 1000)]; env BENCH_SECONDS (default 3),
+ *        BENCH_ONE_BROADCAST_ONLY=ROUNDS: only the broadcast part, ROUNDS rounds
+ *        (to profile it: perf record of the service during them) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,7 +161,12 @@ int main(int argc, char **argv)
         fprintf(stderr, BENCH ": %s did not start\n", path);
         goto out;
     }
+    const char *only = getenv("BENCH_ONE_BROADCAST_ONLY");
+    int bcast_rounds = only && atoi(only) > 0 ? atoi(only) : 3;
     double best = 0, r, ops = 0, cpu0 = cpu_of(&s, &redis);
+    char m[64];
+    if (only)
+        goto broadcast;
     for (int k = 0; k < 2; k++) {
         r = wrk_rps(s.port, seconds);
         if (r < 0)
@@ -169,7 +176,6 @@ int main(int argc, char **argv)
     }
     perf_emit(BENCH, "daebus", "req_per_s", best, "req/s");
     emit_cpu("cpu_us_per_req", cpu_of(&s, &redis) - cpu0, ops);
-    char m[64];
     if (connect_set(procs, s.port, n, PERF_WS_ECHO, seconds, 2) != n)
         errors++;
     best = ops = 0;
@@ -187,24 +193,26 @@ int main(int argc, char **argv)
     double until = perf_now() + 15;
     while (perf_svc_stat(s.port, "ws", "clients") > 0 && perf_now() < until)
         ts_sleep_ms(20);
-    if (connect_set(procs, s.port, n, PERF_WS_SINK, 10, 3) != n)
+broadcast:
+    if (connect_set(procs, s.port, n, PERF_WS_SINK, 10, bcast_rounds) != n)
         errors++;
     best = 0;
     cpu0 = cpu_of(&s, &redis);
     double redis0 = perf_cpu_seconds(redis.pid);
     perf_redis_reset_stats(redis.port);
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < bcast_rounds; k++) {
         r = run_round(procs, s.port, n, true, 0, &errors);
         best = r > best ? r : best;
     }
+    double sent = (double)bcast_rounds * MESSAGES;
     snprintf(m, sizeof m, "deliveries_per_s_%d", n);
     perf_emit(BENCH, "daebus", m, best, "1/s");
     snprintf(m, sizeof m, "cpu_us_per_delivery_%d", n);
-    emit_cpu(m, cpu_of(&s, &redis) - cpu0, 3.0 * MESSAGES * n);
+    emit_cpu(m, cpu_of(&s, &redis) - cpu0, sent * n);
     snprintf(m, sizeof m, "cpu_us_per_delivery_%d_redis", n);
-    emit_cpu(m, perf_cpu_seconds(redis.pid) - redis0, 3.0 * MESSAGES * n);
+    emit_cpu(m, perf_cpu_seconds(redis.pid) - redis0, sent * n);
     if (getenv("BENCH_REDIS_STATS"))
-        perf_redis_emit_stats(redis.port, BENCH, "daebus", "broadcast", 3.0 * MESSAGES);
+        perf_redis_emit_stats(redis.port, BENCH, "daebus", "broadcast", sent);
     perf_emit(BENCH, "all", "errors", (double)errors, "count");
     rc = errors ? 1 : 0;
     for (int p = 0; p < PROCS; p++)

@@ -416,8 +416,10 @@ async def unreached():
 
     os.kill(pid, signal.SIGSTOP)
     try:
-        for c in r.client_list():  # the WebSocket subscribers: 2 channels each
-            if c.get("cmd") == "subscribe" and c.get("sub") == "2":
+        # the WebSocket subscribers: 2 channels each (last command "ping" when
+        # their health check ran: an idle subscriber pings after 2 s)
+        for c in r.client_list():
+            if c.get("cmd") in ("subscribe", "ping") and c.get("sub") == "2":
                 r.client_kill_filter(_id=c["id"])
         deadline = time.monotonic() + TIMEOUT
         while subscribers(chan) > 0 or subscribers(chan_a) < 1:

@@ -4,7 +4,8 @@
  * python-websockets clients a0..a8 (ai on replica i % 3). Each call of the
  * WebSocket API is driven on a chosen replica (POST /op) and reaches its
  * clients on every replica exactly once: broadcast_to_all (one PUBLISH per
- * call), send_to_client, broadcast_to_clients (one PUBLISH per replica that
+ * call, queued: the calls of one thread, and a send after them, arrive in
+ * order; the call returns at once while Redis is frozen), send_to_client, broadcast_to_clients (one PUBLISH per replica that
  * holds recipients), broadcast_to_filter over the cluster-wide metadata,
  * disconnect_client (the departed path runs once, on the holder);
  * set_client_data is visible from every replica; the cluster views agree on
@@ -97,8 +98,43 @@ static void test_broadcast_to_all(void)
 {
     double before = published(0);
     CU_ASSERT(wsc_op_num(0, "rc", "{\"op\":\"all\",\"seq\":1}") == 3); /* its local clients */
-    CU_ASSERT(published(0) - before == 1);                             /* one PUBLISH */
+    /* One PUBLISH, sent by the publisher thread just after the call. */
+    TS_WAIT_UNTIL(published(0) - before >= 1, 5);
+    ts_sleep_ms(100);
+    CU_ASSERT(published(0) - before == 1);
     CU_ASSERT(wsc_op_num(2, "rc", "{\"op\":\"all\",\"seq\":2}") == 3);
+}
+
+#define BURST 200
+
+static void test_broadcast_order(void)
+{
+    /* 200 broadcasts then a direct send to a1 (replica 1), back to back on
+     * one thread of replica 0: queued without waiting for Redis, they reach
+     * every replica's clients in that order (checked at the end). */
+    double before = published(0);
+    cJSON *o = wsc_op(0, "{\"op\":\"burst\",\"n\":%d,\"id\":\"a1\"}", BURST);
+    CU_ASSERT(wsc_num(o, "rc") == 0);
+    cJSON_Delete(o);
+    TS_WAIT_UNTIL(published(0) - before >= BURST + 1, 10);
+    CU_ASSERT(published(0) - before == BURST + 1);
+}
+
+static void test_broadcast_redis_frozen(void)
+{
+    /* Redis stopped (SIGSTOP): broadcast_to_all returns at once with its
+     * local count (it used to wait for the PUBLISH, up to the 2 s command
+     * time-out, then return DAEBUS_ECONN); the other replicas' clients get
+     * the broadcast once Redis runs again (checked at the end). */
+    kill(wsc_redis.pid, SIGSTOP);
+    double t0 = ts_now();
+    double rc = wsc_op_num(1, "rc", "{\"op\":\"all\",\"seq\":3}");
+    double took = ts_now() - t0;
+    ts_sleep_ms(200);
+    kill(wsc_redis.pid, SIGCONT);
+    printf("\n  broadcast_to_all with Redis frozen: %.3f s\n", took);
+    CU_ASSERT(rc == 3);
+    CU_ASSERT(took < 1.5);
 }
 
 static void test_send_to_client(void)
@@ -219,6 +255,34 @@ static void test_connected_and_disconnect(void)
               DAEBUS_ENOENT);
 }
 
+/* Do replica 0's cluster metadata of replica 1's clients (a1, a4, a7) say
+ * what their local metadata says of the messages sent to them? */
+static int activity_agrees(void)
+{
+    int ok = 1;
+    for (int k = 1; ok && k < NCLIENTS; k += 3) {
+        cJSON *r = wsc_op(0, "{\"op\":\"meta\",\"id\":\"a%d\"}", k);
+        cJSON *l = wsc_op(1, "{\"op\":\"local_meta\",\"id\":\"a%d\"}", k);
+        const cJSON *rs = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(r, "meta"), "messages_sent");
+        const cJSON *ls = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(l, "meta"), "messages_sent");
+        ok = cJSON_IsNumber(rs) && cJSON_IsNumber(ls) && rs->valuedouble == ls->valuedouble &&
+             ls->valuedouble > BURST;
+        cJSON_Delete(r);
+        cJSON_Delete(l);
+    }
+    return ok;
+}
+
+static void test_activity_in_directory(void)
+{
+    /* A client that only receives has messages_sent written at most every 5
+     * heartbeats, every changed client of a replica in one script call. */
+    TS_WAIT_UNTIL(activity_agrees(), 5 * wsc_heartbeat + 5);
+    CU_ASSERT(activity_agrees());
+}
+
 static void test_each_message_once(void)
 {
     ts_sleep_ms(300); /* frames in flight */
@@ -229,6 +293,8 @@ static void test_each_message_once(void)
         snprintf(id, sizeof id, "a%d", i);
         CU_ASSERT(wsc_got(record, id, "a", 1) == 1);
         CU_ASSERT(wsc_got(record, id, "a", 2) == 1);
+        CU_ASSERT(wsc_got(record, id, "a", 3) == 1);
+        CU_ASSERT(wsc_in_order(record, id, BURST, i == 1));
         CU_ASSERT(wsc_got(record, id, "d", 1) == 1);
         CU_ASSERT(wsc_got(record, id, "c", 1) == (i <= 4 ? 1 : 0));
         CU_ASSERT(wsc_got(record, id, "f", 1) == (i == 0 || i == 4 ? 1 : 0));
@@ -280,12 +346,16 @@ int main(void)
     CU_pSuite s = CU_add_suite("ws_cluster", init, cleanup);
     CU_add_test(s, "three replicas: the cluster views agree", test_start_and_views);
     CU_add_test(s, "broadcast_to_all: every client once, one PUBLISH", test_broadcast_to_all);
+    CU_add_test(s, "broadcasts then a send from one thread arrive in order", test_broadcast_order);
+    CU_add_test(s, "broadcast_to_all does not wait for Redis (frozen)",
+                test_broadcast_redis_frozen);
     CU_add_test(s, "send_to_client wherever the client is", test_send_to_client);
     CU_add_test(s, "broadcast_to_clients: one PUBLISH per replica", test_broadcast_to_clients);
     CU_add_test(s, "set_client_data visible everywhere; filters", test_client_data_and_filters);
     CU_add_test(s, "an id in use on another replica is refused", test_id_collision);
     CU_add_test(s, "is_client_connected, disconnect_client, departed once",
                 test_connected_and_disconnect);
+    CU_add_test(s, "the directory gets the clients' activity", test_activity_in_directory);
     CU_add_test(s, "every message reached its clients exactly once", test_each_message_once);
     CU_add_test(s, "graceful stops leave an empty directory", test_graceful_stop);
     CU_add_test(s, "one process without a bus: departed runs, local views", test_single_process);

@@ -162,8 +162,12 @@ static void test_replica_killed(void)
 static void test_redis_outage(void)
 {
     double errs0 = wsc_op_num(0, "cluster_errors", "{\"op\":\"stats\"}");
+    int lost0 = wsc_log_count(0, "cluster: Redis lost");
     ts_redis_kill(&wsc_redis);
-    /* Local part done, cross-replica part refused. */
+    /* Once replica 0 knows Redis is gone (its subscriber saw the connection
+     * close; a broadcast queued before that fails in the publisher thread,
+     * counted): local part done, cross-replica part refused. */
+    TS_WAIT_UNTIL(wsc_log_count(0, "cluster: Redis lost") > lost0, 5);
     CU_ASSERT(wsc_op_num(0, "rc", "{\"op\":\"all\",\"seq\":6}") == DAEBUS_ECONN);
     CU_ASSERT(send_all(0, "[\"l1\"]", 3, DAEBUS_ECONN) == 1); /* on replica 1 */
     CU_ASSERT(send_all(0, "[\"l0\"]", 3, 0) == 1);            /* local */

@@ -5,8 +5,10 @@
       opens N clients, client i on port PORTS[i % len] with id PREFIX<i>
       (?id=...), writes READY ({"clients": {id: port}}) once every one got its
       connect reply, counts every "t" message each client receives by
-      "<kind>:<seq>", and on SIGUSR1 writes RESULT
-      ({id: {"got": {"a:1": 1, ...}, "closed": code or null}}) and exits.
+      "<kind>:<seq>" (and keeps the order of those of kinds "b" and "bd"),
+      and on SIGUSR1 writes RESULT
+      ({id: {"got": {"a:1": 1, ...}, "order": ["b:1", ...], "closed": code or null}})
+      and exits.
   ws_cluster_clients.py collide PORT ID
       connects with ?id=ID and expects HTTP 409 (id in use). Exit 0 = as expected.
 """
@@ -35,6 +37,8 @@ async def reader(ws, rec):
             if m.get("type") == "t":
                 key = f'{m["data"]["kind"]}:{int(m["data"]["seq"])}'
                 rec["got"][key] = rec["got"].get(key, 0) + 1
+                if m["data"]["kind"] in ("b", "bd"):
+                    rec["order"].append(key)
     except websockets.exceptions.ConnectionClosed:
         pass
     rec["closed"] = ws.close_code if ws.close_code is not None else 1006
@@ -58,7 +62,7 @@ async def hold(ready, result, n, ports, prefix):
                     await asyncio.sleep(0.05)
 
     conns = await asyncio.gather(*(one(i) for i in range(n)))
-    recs = {cid: {"got": {}, "closed": None} for cid in ids}
+    recs = {cid: {"got": {}, "order": [], "closed": None} for cid in ids}
     tasks = [asyncio.create_task(reader(ws, recs[cid])) for ws, cid in zip(conns, ids)]
     with open(ready + ".tmp", "w") as f:
         json.dump({"clients": {cid: ports[i % len(ports)] for i, cid in enumerate(ids)}}, f)

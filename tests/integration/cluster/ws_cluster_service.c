@@ -6,6 +6,10 @@
  * WebSocket API on this replica and answers what it returned:
  *   send {ids, seq, kind}      send_to_client per id (type "t", data {seq, kind})
  *   all {seq}                  broadcast_to_all
+ *   burst {n, id}              broadcast_to_all n times (kind "b", seq 1..n), then
+ *                              send_to_client id (kind "bd", seq n + 1); answers
+ *                              rc (the last non-negative rc or the first error)
+ *                              and seconds (how long the calls took)
  *   clients {ids, seq}         broadcast_to_clients
  *   filter {key, value, seq}   broadcast_to_filter (user data key == value)
  *   disconnect {id, code}      disconnect_client
@@ -18,6 +22,7 @@
  * Heartbeat: WSC_HEARTBEAT seconds (default 0.2); WSC_NO_BUS set: no bus (one
  * process, no cluster mode); --port and --redis as usual. */
 #include <pthread.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include "daebus/daebus.h"
@@ -120,6 +125,34 @@ static void op_clients(const cJSON *body, cJSON *out)
     free(ids);
 }
 
+/* broadcast_to_all n times then a direct send from this one thread: the
+ * replicas' clients must see them in this order. */
+static void op_burst(const cJSON *body, cJSON *out)
+{
+    int n = (int)num(body, "n"), rc = 0;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 1; i <= n && rc >= 0; i++) {
+        cJSON *d = cJSON_CreateObject();
+        cJSON_AddNumberToObject(d, "seq", i);
+        cJSON_AddStringToObject(d, "kind", "b");
+        rc = daebus_ws_broadcast_to_all(ws, d, "t");
+        cJSON_Delete(d);
+    }
+    const char *id = str(body, "id");
+    if (rc >= 0 && id) {
+        cJSON *d = cJSON_CreateObject();
+        cJSON_AddNumberToObject(d, "seq", n + 1);
+        cJSON_AddStringToObject(d, "kind", "bd");
+        rc = daebus_ws_send_to_client(ws, id, d, "t");
+        cJSON_Delete(d);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    cJSON_AddNumberToObject(out, "rc", rc);
+    cJSON_AddNumberToObject(out, "seconds",
+                            (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
+}
+
 static void op_view(cJSON *out)
 {
     size_t count = 0;
@@ -182,6 +215,8 @@ ROUTE(op_route, "/op", .methods = DAEBUS_POST)
         cJSON *d = payload(body, "a");
         cJSON_AddNumberToObject(out, "rc", daebus_ws_broadcast_to_all(ws, d, "t"));
         cJSON_Delete(d);
+    } else if (!strcmp(op, "burst")) {
+        op_burst(body, out);
     } else if (!strcmp(op, "clients")) {
         op_clients(body, out);
     } else if (!strcmp(op, "filter")) {

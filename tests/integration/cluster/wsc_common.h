@@ -273,6 +273,39 @@ static int wsc_got(const cJSON *rec, const char *id, const char *kind, int seq)
     return cJSON_IsNumber(v) ? v->valueint : 0;
 }
 
+/* How many lines of replica i's log contain text. */
+__attribute__((unused)) static int wsc_log_count(int i, const char *text)
+{
+    char log[300], line[2048];
+    snprintf(log, sizeof log, "%s.%d", wsc_log, i);
+    FILE *f = fopen(log, "r");
+    int n = 0;
+    while (f && fgets(line, sizeof line, f))
+        n += strstr(line, text) != NULL;
+    if (f)
+        fclose(f);
+    return n;
+}
+
+/* The order in which client id got the messages of kinds "b" and "bd" (the
+ * holder's "order"): 1 when it is b:1 .. b:n, then bd:n+1 when direct. */
+__attribute__((unused)) static int wsc_in_order(const cJSON *rec, const char *id, int n,
+                                                bool direct)
+{
+    const cJSON *o =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(rec, id), "order");
+    if (cJSON_GetArraySize(o) != n + (direct ? 1 : 0))
+        return 0;
+    for (int k = 0; k < n + (direct ? 1 : 0); k++) {
+        char want[32];
+        snprintf(want, sizeof want, "%s:%d", k < n ? "b" : "bd", k + 1);
+        const cJSON *e = cJSON_GetArrayItem(o, k);
+        if (!cJSON_IsString(e) || strcmp(e->valuestring, want) != 0)
+            return 0;
+    }
+    return 1;
+}
+
 static int wsc_init(const char *name)
 {
     const char *bin = getenv("DAEBUS_BINARY_DIR");
