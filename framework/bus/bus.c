@@ -52,7 +52,7 @@ static void on_state(void *user, const daebus__redis_event *ev)
             DAEBUS_LOG_INFOF(LOGC, "connected to %s; subscribed to %zu channel(s)", bus->where,
                              ev->nchannels);
         }
-        set_connected(bus, 1, !bus->gated || ev->atomic);
+        set_connected(bus, 1, !bus->gated || ev->after);
         break;
     case DAEBUS__REDIS_RETRY:
         if (!ev->reconnect)
@@ -138,10 +138,10 @@ static int add_channels(daebus_bus *bus)
 
 /* Exactly once: every subscription joins the cluster in the same
  * MULTI/EXEC (daebus__cluster_join_cmds). */
-static int on_subscribe(void *user, daebus__redis_atomic *a, const char **why)
+static bool on_subscribe(void *user, daebus__redis_atomic *a)
 {
     daebus_bus *bus = user;
-    return bus->gated ? daebus__cluster_join_cmds(atomic_load(&bus->cluster), a, why) : 0;
+    return bus->gated && daebus__cluster_join_cmds(atomic_load(&bus->cluster), a);
 }
 
 /* Creates the worker pool, the publisher pool and the subscriber. */

@@ -115,10 +115,10 @@ void daebus__cluster_on_link(daebus__cluster *c, bool up, const redisReply *cons
  * stream begins, for this instance and every other, so nothing is ignored
  * while joining. Waits up to a heartbeat (2 s at most) for this instance's
  * announce to be fresh (the others must see it when they see the join).
- * Returns: 1 with a filled, 0 for a plain subscription (no exactly once, or
+ * Returns: true with a filled, false for a plain subscription (no exactly once, or
  * no announce yet: then claimed messages wait for a join the heartbeat
  * publishes). Thread: the subscriber thread. */
-int daebus__cluster_join_cmds(daebus__cluster *c, daebus__redis_atomic *a, const char **why);
+bool daebus__cluster_join_cmds(daebus__cluster *c, daebus__redis_atomic *a);
 /* For a message of a claimed channel, in arrival order. c may be NULL (not
  * started yet: ignore). Thread: the subscriber thread. */
 daebus__gate daebus__cluster_gate(daebus__cluster *c, daebus__cluster_ticket *t);

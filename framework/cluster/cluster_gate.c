@@ -225,11 +225,10 @@ static bool announce_fresh(daebus__cluster *c)
     return fresh || daebus__cluster_now_ms() - atomic_load(&c->announce_ok_ms) <= hb;
 }
 
-int daebus__cluster_join_cmds(daebus__cluster *c, daebus__redis_atomic *a, const char **why)
+bool daebus__cluster_join_cmds(daebus__cluster *c, daebus__redis_atomic *a)
 {
     if (!c || !c->exactly_once)
-        return 0;
-    (void)why;
+        return false;
     if (!announce_fresh(c)) {
         /* A plain subscription: daebus__cluster_on_link asks the heartbeat
          * for a join, and claimed messages wait for it (the old way). */
@@ -237,7 +236,7 @@ int daebus__cluster_join_cmds(daebus__cluster *c, daebus__redis_atomic *a, const
                          "instance %s subscribes before its announce reached Redis: it "
                          "handles messages of claimed channels once its join comes back",
                          c->id);
-        return 0;
+        return false;
     }
     daebus__cluster_sub_join *j = &c->gate.sub_join;
     j->gen = atomic_load(&c->join_wanted);
@@ -256,7 +255,7 @@ int daebus__cluster_join_cmds(daebus__cluster *c, daebus__redis_atomic *a, const
     unsigned long long sent = atomic_load(&c->join_sent);
     while (sent < j->gen && !atomic_compare_exchange_weak(&c->join_sent, &sent, j->gen)) {
     }
-    return 1;
+    return true;
 }
 
 static void on_marker(daebus__cluster *c, unsigned long long n, long long sent_ms)

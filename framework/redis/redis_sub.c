@@ -48,8 +48,7 @@ struct daebus__redis_sub {
     daebus__redis_guard guard;
     daebus__backoff backoff;
     bool ever_up, failing;
-    bool atomic;          /* the last subscription was atomic (the UP event says so) */
-    redisReply *exec;     /* its EXEC reply, until the UP event is out */
+    redisReply *exec;     /* an atomic subscription's EXEC reply, until the UP event is out */
     int after_at, nafter; /* where the after[] replies are in it */
     bool no_atomic;       /* Redis refused SUBSCRIBE inside MULTI: plain from now on */
     double last_rx, ping_at;
@@ -198,13 +197,12 @@ static void sleep_or_wake(daebus__redis_sub *s, double seconds)
 static void emit(daebus__redis_sub *s, daebus__redis_state st, bool again, double next_try,
                  const char *why, size_t n)
 {
-    bool atomic = st == DAEBUS__REDIS_UP && s->atomic && s->exec;
+    bool atomic = st == DAEBUS__REDIS_UP && s->exec;
     daebus__redis_event ev = {st,
                               again,
                               next_try,
                               why,
                               n,
-                              atomic,
                               atomic ? (const redisReply *const *)s->exec->element + s->after_at
                                      : NULL,
                               atomic ? s->nafter : 0};
@@ -414,19 +412,13 @@ static int sub_connect(daebus__redis_sub *s, daebus_error *err)
     const char **argv = snapshot(s, &n, &ticket);
     int rc = 0;
     daebus__redis_atomic a = {0};
-    const char *why = NULL;
-    int hook = argv && n && s->o.on_subscribe && !s->no_atomic
-                   ? s->o.on_subscribe(s->o.user, &a, &why)
-                   : 0;
-    s->atomic = hook > 0;
+    bool atomic =
+        argv && n && s->o.on_subscribe && !s->no_atomic && s->o.on_subscribe(s->o.user, &a);
     if (!argv)
         rc = daebus_error_set(err, DAEBUS_ENOMEM, "SUBSCRIBE: out of memory");
-    else if (hook < 0)
-        rc = daebus_error_set(err, DAEBUS_ECONN, "redis %s: %s", s->where,
-                              why ? why : "not ready to subscribe");
-    else if (hook > 0 && subscribe_atomic(s, c, argv, n, &a, err) != 0)
+    else if (atomic && subscribe_atomic(s, c, argv, n, &a, err) != 0)
         rc = err && err->code ? err->code : DAEBUS_ECONN;
-    else if (hook == 0 && n && subscribe_confirmed(s, c, argv, n, err) != 0)
+    else if (!atomic && n && subscribe_confirmed(s, c, argv, n, err) != 0)
         rc = err && err->code ? err->code : DAEBUS_ECONN;
     free_snapshot(argv, n);
     if (rc != 0) {

@@ -56,9 +56,8 @@ typedef struct daebus__redis_event {
     double next_try;
     const char *why;
     size_t nchannels; /* channels subscribed (UP) */
-    bool atomic;      /* UP: subscribed atomically with the on_subscribe hook's commands */
-    /* UP, atomic: the replies of the hook's after[] commands (borrowed for
-     * the callback). */
+    /* UP after an atomic subscription (on_subscribe): the replies of the
+     * hook's after[] commands (borrowed for the callback); else NULL. */
     const redisReply *const *after;
     int nafter;
 } daebus__redis_event;
@@ -88,9 +87,8 @@ typedef struct daebus__redis_atomic {
     int nafter;
     const char *last; /* NULL or a channel of the set */
 } daebus__redis_atomic;
-/* Returns: 1 with a filled, 0 for a plain SUBSCRIBE, < 0 to fail this
- * attempt (retried with backoff; why: the hook's text, may be NULL). */
-typedef int daebus__redis_atomic_fn(void *user, daebus__redis_atomic *a, const char **why);
+/* Returns: true with a filled, false for a plain SUBSCRIBE. */
+typedef bool daebus__redis_atomic_fn(void *user, daebus__redis_atomic *a);
 
 typedef struct daebus__redis_sub_opts {
     const daebus__redis_url *url; /* copied */
