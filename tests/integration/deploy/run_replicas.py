@@ -126,6 +126,17 @@ async def two_ws_clients(front, replica_urls):
             await ws.close()
 
 
+def nginx_errors(rundir):
+    """The error log of this run's nginx (the last 4 KB), or why it cannot be read."""
+    for name in ("nginx/error.log", "error.log"):
+        try:
+            with open(os.path.join(rundir, name), errors="replace") as f:
+                return f.read()[-4096:]
+        except OSError:
+            pass
+    return f"(no error.log under {rundir})"
+
+
 def one_round(rnd, how):
     front = free_port()
     dead = free_port()  # nothing listens there: the script starts its own Redis
@@ -179,7 +190,12 @@ def one_round(rnd, how):
         set(seen) == ids or fail(f"/health through nginx answered from {seen}, want both of {ids}")
         status, _, body = http_get(f"http://localhost:{front}/")
         status == 200 and b"<html" in body.lower() or fail(f"GET / through nginx: {status}")
-        asyncio.run(two_ws_clients(front, urls))
+        try:
+            asyncio.run(two_ws_clients(front, urls))
+        except Failure:
+            raise
+        except Exception as e:  # a refused or closed upgrade: show what the processes said
+            fail(f"two WebSocket clients through nginx: {e!r}\n--- nginx error log\n{nginx_errors(rundir)}")
 
         # Stop it.
         if how == "SIGTERM":  # what `timeout make run` delivers
