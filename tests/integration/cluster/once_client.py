@@ -14,6 +14,7 @@ usage: once_client.py PORT SERVICE MODE N PREFIX [WINDOW] [TIMEOUT]
              whose reply_to and request_id can still be read: one error
              reply each.
   $ONCE_SLEEP_MS: requests ask the handler to sleep that long.
+  $ONCE_RATE: at most that many requests per second (MODE req).
 Prints one JSON line: {"sent", "answered", "dups", "errors", "overloaded",
 "unanswered": [ids...], "subscribers": [counts seen by PUBLISH]}.
 """
@@ -87,7 +88,11 @@ def requests():
 
     def sender():
         pub = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
+        rate = float(os.environ.get("ONCE_RATE", "0"))
+        start = time.time()
         for i in range(n):
+            if rate > 0:
+                time.sleep(max(0.0, start + i / rate - time.time()))
             inflight.acquire()
             rid = str(uuid.uuid4())
             pid = "%s-%d" % (prefix, i)

@@ -123,6 +123,26 @@ int once_all_ready(double seconds)
     return 1;
 }
 
+int once_primary(int skip)
+{
+    int which = -1, count = 0;
+    for (int i = 0; i < ONCE_MAX_PROCS; i++)
+        if (i != skip && once_procs[i].pid > 0 && once_metric(i, "daebus_bus_primary") == 1) {
+            which = i;
+            count++;
+        }
+    return count == 1 ? which : -1;
+}
+
+int once_primary_wait(double seconds, int skip)
+{
+    double end = ts_now() + seconds;
+    int p;
+    while ((p = once_primary(skip)) < 0 && ts_now() < end)
+        ts_sleep_ms(20);
+    return p;
+}
+
 /* ---- runs ---- */
 
 struct once_runs {
@@ -333,7 +353,11 @@ static void load_done(daebus_caller *c, int status, const cJSON *payload, const 
 static void *load_main(void *arg)
 {
     once_load *l = arg;
+    double start = ts_now();
     for (int i = 0; i < l->n; i++) {
+        double due = l->rate > 0 ? start + i / l->rate : 0;
+        while (ts_now() < due)
+            ts_sleep_ms(1);
         pthread_mutex_lock(&l->lock);
         while (atomic_load(&l->inflight) >= l->window)
             pthread_cond_wait(&l->cond, &l->lock);
@@ -357,8 +381,15 @@ static void *load_main(void *arg)
 
 int once_load_start(once_load *l, int n, const char *prefix, int window, double timeout)
 {
+    return once_load_start_paced(l, n, prefix, window, timeout, 0);
+}
+
+int once_load_start_paced(once_load *l, int n, const char *prefix, int window, double timeout,
+                          double rate)
+{
     memset(l, 0, sizeof *l);
     l->n = n;
+    l->rate = rate;
     l->window = window;
     l->timeout = timeout;
     snprintf(l->prefix, sizeof l->prefix, "%s", prefix);

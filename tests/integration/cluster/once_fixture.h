@@ -43,6 +43,15 @@ int once_all_ready(double seconds);
  * a space); -1 when absent. */
 double once_metric(int i, const char *name);
 
+/* The index of the one started replica whose daebus_bus_primary gauge is 1
+ * (the service channel's primary, docs/replicas.md), skipping replica skip
+ * (-1: none; a frozen replica would not answer /metrics); -1 when none or
+ * several are. */
+int once_primary(int skip);
+/* Waits up to seconds until exactly one replica is the primary. Returns: its
+ * index, or -1. */
+int once_primary_wait(double seconds, int skip);
+
 /* Handler runs recorded by every replica so far (once_service.c's logs). */
 typedef struct once_runs once_runs;
 once_runs *once_runs_load(void);
@@ -57,7 +66,8 @@ void once_runs_free(once_runs *r);
 int once_pid_runs(pid_t pid, char kind, const char *prefix);
 
 /* once_client.py in the background (mode req/ff/pub; target: the service or
- * a channel), its JSON line into a file. Returns: its pid. */
+ * a channel), its JSON line into a file ($ONCE_RATE paces its requests).
+ * Returns: its pid. */
 pid_t once_python(const char *mode, const char *target, int n, const char *prefix, int window,
                   double timeout);
 /* Waits for it (up to seconds) and parses its line. Ownership: the caller
@@ -75,13 +85,17 @@ typedef struct once_load {
     daebus_caller *caller;
     int n, window;
     char prefix[32];
-    double timeout;
+    double timeout, rate;
     atomic_int ok, failed, done, inflight;
     pthread_mutex_t lock;
     pthread_cond_t cond;
     pthread_t thread;
 } once_load;
 int once_load_start(once_load *l, int n, const char *prefix, int window, double timeout);
+/* The same, at most rate requests per second (a steady load of known
+ * length: n / rate seconds). */
+int once_load_start_paced(once_load *l, int n, const char *prefix, int window, double timeout,
+                          double rate);
 void once_load_join(once_load *l);
 
 #endif
