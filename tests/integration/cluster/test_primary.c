@@ -233,9 +233,9 @@ static void test_primary_kill9(void)
 {
     CU_ASSERT_FATAL(once_all_ready(10));
     int p = primary_or_0(5);
-    pid_t py = python_req(1500, "k1", WINDOW, 3, 300);
+    pid_t py = python_req(1500, "k1", WINDOW, 5, 300);
     once_load l;
-    CU_ASSERT_EQUAL_FATAL(once_load_start_paced(&l, 1500, "k2", WINDOW, 3, 300), 0);
+    CU_ASSERT_EQUAL_FATAL(once_load_start_paced(&l, 1500, "k2", WINDOW, 5, 300), 0);
     ts_sleep_ms(1500);
     int before = atomic_load(&l.done);
     once_reap(p, SIGKILL);
