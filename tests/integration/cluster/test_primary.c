@@ -277,8 +277,10 @@ static void test_joiner(void)
     ts_sleep_ms(1000);
     once_start(j, HB); /* joins under the load */
     CU_ASSERT(once_all_ready(10));
+    int at_ready = atomic_load(&l.done);
     once_load_join(&l);
     ts_sleep_ms(300);
+    CU_ASSERT(at_ready <= 1200); /* it took part for 300 requests at least (1 s) */
     CU_ASSERT_EQUAL(atomic_load(&l.ok), 1500);
     CU_ASSERT_EQUAL(twice("j1"), 0);
     once_runs *r = once_runs_load();
@@ -287,15 +289,14 @@ static void test_joiner(void)
     double got = once_metric(j, "daebus_bus_requests_received_total"),
            covered = once_metric(j, "daebus_bus_covered_total"),
            lost = once_metric(j, "daebus_bus_claims_lost_total");
-    CU_ASSERT(got > 100); /* it joined while requests came */
     /* It learnt who takes the requests without claiming them: it dropped
      * them as covered, and lost (almost) no claim. */
-    CU_ASSERT(covered >= got / 2);
+    CU_ASSERT(covered >= 100);
     CU_ASSERT(lost >= 0 && lost <= 5);
     CU_ASSERT_EQUAL(once_primary(-1), p);
-    printf("\n  a replica joined under load: received %.0f, covered %.0f, claims lost %.0f; "
-           "primary still %d",
-           got, covered, lost, once_primary(-1));
+    printf("\n  a replica joined under load after %d of 1500 requests: received %.0f, covered "
+           "%.0f, claims lost %.0f; primary still %d",
+           at_ready, got, covered, lost, once_primary(-1));
 }
 
 /* ---- the primary's connections other than its subscriber ---- */
