@@ -417,6 +417,10 @@ int daebus_bus_get_stats(const daebus_bus *cbus, struct daebus_bus_stats *out)
     out->claims_failed = cs.failed;
     out->ignored_joining = cs.ignored;
     out->solo = cs.solo;
+    out->primary = cs.primary;
+    out->primary_taken = cs.primary_taken;
+    out->covered = atomic_load(&bus->covered);
+    out->takeovers = cs.takeovers;
     return 0;
 }
 

@@ -32,16 +32,30 @@ bool daebus__bus_gate(daebus_bus *bus, daebus__bus_pos *p, const char *channel,
     if (channel && cl->mode == DAEBUS__GATE_CLAIM)
         snprintf(cl->scope, sizeof cl->scope, "l:%016llx",
                  (unsigned long long)daebus__hash_str(channel));
+    if (!channel) {
+        /* The service channel has a primary (bus_primary.c), when one is known. */
+        bool primary = cl->mode == DAEBUS__GATE_CLAIM && cl->t.is_primary;
+        bus->prim.backup = cl->mode == DAEBUS__GATE_CLAIM && cl->t.primary && !primary;
+        if (primary) {
+            cl->mode = DAEBUS__GATE_PRIMARY;
+            daebus__bus_primary_gated(bus, cl);
+        }
+    }
     return true;
 }
 
 bool daebus__bus_take(daebus_bus *bus, daebus__bus_claim *cl)
 {
-    if (cl->mode != DAEBUS__GATE_CLAIM)
+    if (cl->mode != DAEBUS__GATE_CLAIM && cl->mode != DAEBUS__GATE_PRIMARY)
         return true;
     daebus__cluster *c = atomic_load(&bus->cluster);
     if (!c)
         return false;
+    if (cl->mode == DAEBUS__GATE_PRIMARY) {
+        unsigned long long marker = cl->ticket;
+        cl->ticket = 0;
+        return daebus__cluster_progress_take(c, &cl->t, marker, cl->pos) == 1;
+    }
     unsigned long long ticket = cl->ticket;
     cl->ticket = 0;
     if (ticket)
@@ -89,7 +103,7 @@ static void error_job_run(void *arg)
 void daebus__bus_error_once(daebus_bus *bus, daebus__bus_claim *cl, const char *channel,
                             const cJSON *request_id, const char *text, bool weak)
 {
-    if (cl->mode != DAEBUS__GATE_CLAIM) {
+    if (cl->mode == DAEBUS__GATE_SOLO) {
         daebus__bus_send_error(bus, channel, request_id, text);
         return;
     }
@@ -167,6 +181,8 @@ struct daebus__bus_deferred {
 
 bool daebus__bus_preferred(const daebus__bus_claim *cl)
 {
+    if (cl->t.primary && !cl->scope[0])
+        return false; /* the service channel's claims come after its primary's choice */
     return cl->t.size <= 1 || cl->pos % cl->t.size == cl->t.rank;
 }
 
@@ -217,6 +233,9 @@ bool daebus__bus_claim_early(daebus_bus *bus, daebus__bus_claim *cl)
 void daebus__bus_submit_claimed(daebus_bus *bus, daebus__bus_claim *cl, daebus__job_fn *fn,
                                 daebus__job_fn *drop, void *arg, bool request, bool weak)
 {
+    if (cl->mode == DAEBUS__GATE_PRIMARY &&
+        daebus__bus_primary_hold(bus, cl, fn, drop, arg, request, weak))
+        return;
     if (!cl->ticket && !weak && daebus__bus_preferred(cl) && queue_full(bus))
         weak = true; /* claimed after the replicas with room */
     if (cl->ticket || (!weak && daebus__bus_preferred(cl))) {
@@ -244,17 +263,33 @@ void daebus__bus_submit_claimed(daebus_bus *bus, daebus__bus_claim *cl, daebus__
     defer(bus, d, weak, weak ? WEAK_S : DEFER_S);
 }
 
-void daebus__bus_defer_unread(daebus_bus *bus, const daebus__bus_claim *cl, int listen,
-                              const char *data, size_t len, bool weak)
+static daebus__bus_deferred *unread_copy(const daebus__bus_claim *cl, int listen, const char *data,
+                                         size_t len)
 {
     daebus__bus_deferred *d = malloc(sizeof *d + len + 1);
     if (!d)
-        return;
+        return NULL;
     *d = (daebus__bus_deferred){.claim = &d->unread, .unread = *cl, .listen = listen, .len = len};
     d->unread.counted = true;
     memcpy(d->data, data, len);
     d->data[len] = '\0';
-    defer(bus, d, weak, weak ? WEAK_S : DEFER_S);
+    return d;
+}
+
+void daebus__bus_defer_unread(daebus_bus *bus, const daebus__bus_claim *cl, int listen,
+                              const char *data, size_t len, bool weak)
+{
+    daebus__bus_deferred *d = unread_copy(cl, listen, data, len);
+    if (d)
+        defer(bus, d, weak, weak ? WEAK_S : DEFER_S);
+}
+
+void daebus__bus_claim_unread_now(daebus_bus *bus, const daebus__bus_claim *cl, const char *data,
+                                  size_t len)
+{
+    daebus__bus_deferred *d = unread_copy(cl, -1, data, len);
+    if (d)
+        defer(bus, d, false, 0);
 }
 
 /* A deferred message whose claim was just made. */
@@ -295,13 +330,17 @@ static size_t run_due(daebus_bus *bus, int k, double now)
     size_t n = 0;
     if (!l->head || l->head->due > now)
         return 0;
+    /* No more claims at once than the queue has room for: each one won is
+     * a job (a full replica's wins are answered "overloaded"). */
+    size_t pending = daebus__pool_pending(bus->pool);
+    size_t room = bus->opts.max_queue > pending ? bus->opts.max_queue - pending : 0;
     while (l->head && l->head->due <= now + SLACK_S && n < BATCH) {
         daebus__bus_deferred *d = l->head;
         l->head = d->next;
         if (!l->head)
             l->tail = &l->head;
         l->n--;
-        if (k == 0 && queue_full(bus)) {
+        if (k == 0 && n >= room) {
             defer(bus, d, true, WEAK_S - DEFER_S);
             continue;
         }
@@ -309,6 +348,8 @@ static size_t run_due(daebus_bus *bus, int k, double now)
         due[n++] = d;
     }
     daebus__cluster *c = atomic_load(&bus->cluster);
+    if (n)
+        daebus__bus_primary_flush(bus); /* what the primary holds goes first: it is covered */
     if (n && c)
         daebus__cluster_claim_many(c, q, n);
     for (size_t i = 0; i < n; i++)
@@ -318,9 +359,9 @@ static size_t run_due(daebus_bus *bus, int k, double now)
 
 int daebus__bus_on_tick(void *user, bool idle)
 {
-    (void)idle;
     daebus_bus *bus = user;
-    double now = daebus__now_mono(), next = 0;
+    int pms = daebus__bus_primary_tick(bus, idle);
+    double now = daebus__now_mono(), next = pms >= 0 ? now + pms / 1000.0 : 0;
     for (int k = 0; k < 2; k++) {
         daebus__bus_defer_list *l = &bus->later[k];
         while (run_due(bus, k, now) == BATCH) {
@@ -336,6 +377,7 @@ int daebus__bus_on_tick(void *user, bool idle)
 
 void daebus__bus_defer_drop_all(daebus_bus *bus)
 {
+    daebus__bus_primary_drop_all(bus);
     for (int k = 0; k < 2; k++) {
         daebus__bus_defer_list *l = &bus->later[k];
         while (l->head) {

@@ -68,7 +68,7 @@ static const daebus__handler *find_handler(const daebus__handler *h, size_t n, c
 
 static void submit(daebus_bus *bus, daebus_bus_request *r, daebus__job_fn *fn)
 {
-    if (r->claim.mode == DAEBUS__GATE_CLAIM) {
+    if (r->claim.mode == DAEBUS__GATE_CLAIM || r->claim.mode == DAEBUS__GATE_PRIMARY) {
         daebus__bus_submit_claimed(bus, &r->claim, fn, daebus__bus_drop_request, r, true, false);
         return;
     }
@@ -207,6 +207,15 @@ static void on_listen_message(daebus_bus *bus, const daebus__handler *h, daebus_
 static bool keep_unread(daebus_bus *bus, const daebus__bus_claim *cl, const daebus__handler *h,
                         const daebus__redis_msg *m)
 {
+    if (cl->mode == DAEBUS__GATE_CLAIM && !h && cl->t.primary) {
+        /* A backup: the primary has it unless its markers leave it out. A
+         * message over the limit is the primary's alone (its "too large"
+         * reply is lost if the primary dies). */
+        atomic_fetch_add(&bus->requests_received, 1);
+        if (!m->cut_len)
+            daebus__bus_primary_keep(bus, cl, m->data, m->len);
+        return true;
+    }
     if (cl->mode != DAEBUS__GATE_CLAIM || m->cut_len || daebus__bus_preferred(cl))
         return false;
     bool weak = false;
@@ -291,9 +300,20 @@ void daebus__bus_on_message(void *user, const daebus__redis_msg *m)
 {
     daebus_bus *bus = user;
     daebus__bus_claim cl = {.mode = DAEBUS__GATE_SOLO};
+    bus->prim.more = m->more;
     if (bus->gated && strcmp(m->channel, bus->cluster_channel) == 0) {
-        if (!m->cut_len && daebus__cluster_on_message(atomic_load(&bus->cluster), m->data, m->len))
+        if (m->cut_len)
+            return;
+        /* A join or a change of primary ends the batch: its marker goes first. */
+        if (strncmp(m->data, "progress ", 9) != 0)
+            daebus__bus_primary_flush(bus);
+        daebus__cluster_progress p;
+        daebus__cluster_ev ev =
+            daebus__cluster_on_message(atomic_load(&bus->cluster), m->data, m->len, &p);
+        if (ev == DAEBUS__CLUSTER_EV_JOINED)
             daebus__bus_joined(bus);
+        else if (ev == DAEBUS__CLUSTER_EV_PROGRESS)
+            daebus__bus_on_progress(bus, &p);
         return;
     }
     if (!bus->opts.no_service_channel && strcmp(m->channel, bus->service) == 0) {

@@ -51,6 +51,32 @@ typedef struct daebus__bus_defer_list {
     size_t n;
 } daebus__bus_defer_list;
 
+/* The primary's side and the backups' side (bus_primary.c). */
+#define DAEBUS__BUS_HELD 64
+typedef struct daebus__bus_held {
+    daebus__job_fn *fn, *drop;
+    void *arg;
+    daebus__bus_claim *claim; /* inside arg */
+    bool request;             /* arg is a daebus_bus_request */
+} daebus__bus_held;
+typedef struct daebus__bus_kept daebus__bus_kept;
+typedef struct daebus__bus_primary {
+    /* the primary: the batch read since its last marker */
+    daebus__bus_held held[DAEBUS__BUS_HELD];
+    int nheld;
+    unsigned long long skip[DAEBUS__CLUSTER_SKIPS];
+    int nskip;
+    bool dirty;     /* positions gated as primary since the last marker */
+    uint64_t epoch; /* ... in this epoch */
+    unsigned long long upto;
+    bool more; /* the last message read had another right behind it */
+    /* a backup: messages kept unread until a marker covers them or W passes */
+    daebus__bus_kept *head, **tail;
+    size_t n;
+    bool backup; /* the last message of the service channel was kept so */
+    int pace;    /* the subscriber's pacing set (ms) */
+} daebus__bus_primary;
+
 struct daebus_bus {
     daebus__component base;
     daebus_bus_options opts;
@@ -82,6 +108,7 @@ struct daebus_bus {
     daebus__bus_pos svc_pos;
     daebus__bus_pos *listen_pos;     /* one per entry of listens */
     daebus__bus_defer_list later[2]; /* not preferred; last resort (subscriber thread) */
+    daebus__bus_primary prim;        /* subscriber thread */
 
     pthread_mutex_t state_lock;
     pthread_cond_t state_cond; /* connected changed; live requests changed */
@@ -94,7 +121,7 @@ struct daebus_bus {
 
     atomic_ullong requests_received, requests_handled, errors, unknown_actions, malformed,
         too_large, overloads, replies_sent, listener_messages, broadcasts, reconnects,
-        store_commands, store_errors;
+        store_commands, store_errors, covered;
 };
 
 struct daebus_bus_request {
@@ -192,6 +219,35 @@ void daebus__bus_defer_unread(daebus_bus *bus, const daebus__bus_claim *cl, int 
 int daebus__bus_on_tick(void *user, bool idle);
 /* Drops every deferred claim (after the subscriber stopped). */
 void daebus__bus_defer_drop_all(daebus_bus *bus);
+
+/* Claims a message of the service channel kept unread at once (a primary
+ * skipped it, or it stayed uncovered past the window). Thread: the
+ * subscriber thread. */
+void daebus__bus_claim_unread_now(daebus_bus *bus, const daebus__bus_claim *cl, const char *data,
+                                  size_t len);
+
+/* ---- bus_primary.c ---- */
+
+/* A message of the service channel gated PRIMARY: noted for the next marker. */
+void daebus__bus_primary_gated(daebus_bus *bus, const daebus__bus_claim *cl);
+/* The job of a message gated PRIMARY: held until its batch's marker is sent
+ * (false: skipped instead: the worker queue is deep or weak; cl is CLAIM
+ * now and the caller claims it the usual way). */
+bool daebus__bus_primary_hold(daebus_bus *bus, daebus__bus_claim *cl, daebus__job_fn *fn,
+                              daebus__job_fn *drop, void *arg, bool request, bool weak);
+/* Sends the marker of the batch read and hands its jobs to the workers. */
+void daebus__bus_primary_flush(daebus_bus *bus);
+/* A backup keeps m (see daebus__bus_claim_unread_now). */
+void daebus__bus_primary_keep(daebus_bus *bus, const daebus__bus_claim *cl, const char *data,
+                              size_t len);
+/* A progress marker read: drops what it covers, claims what it skipped. */
+void daebus__bus_on_progress(daebus_bus *bus, const daebus__cluster_progress *p);
+/* The subscriber's tick for the primary protocol. Returns: ms to the next
+ * thing due, or -1. */
+int daebus__bus_primary_tick(daebus_bus *bus, bool idle);
+/* Drops what backups kept (after the subscriber stopped); a held batch is
+ * flushed first (it was taken). */
+void daebus__bus_primary_drop_all(daebus_bus *bus);
 
 /* ---- bus_dispatch.c ---- */
 

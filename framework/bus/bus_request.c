@@ -178,7 +178,8 @@ void daebus__bus_run_listen(void *arg)
 void daebus__bus_drop_request(void *arg)
 {
     daebus_bus_request *r = arg;
-    if (r->claim.mode == DAEBUS__GATE_CLAIM) {
+    if (r->claim.mode == DAEBUS__GATE_CLAIM ||
+        (r->claim.mode == DAEBUS__GATE_PRIMARY && !daebus__bus_take(r->bus, &r->claim))) {
         daebus__bus_abandon(r->bus, &r->claim);
         daebus__bus_claim_final(r); /* not taken: not this replica's to answer */
     } else

@@ -84,7 +84,9 @@ void daebus__cluster_channel(const char *service, char *buf, size_t len);
 typedef enum daebus__gate {
     DAEBUS__GATE_IGNORE = 0, /* not handled here (joining, leaving, announces failing) */
     DAEBUS__GATE_SOLO,       /* alone: handle without a claim */
-    DAEBUS__GATE_CLAIM       /* claim, handle only when won */
+    DAEBUS__GATE_CLAIM,      /* claim, handle only when won */
+    DAEBUS__GATE_PRIMARY     /* the service channel's primary: handle once its progress
+                                marker is acknowledged in time (cluster_primary.c) */
 } daebus__gate;
 
 /* What a claim needs to know of its message, filled by the gate. */
@@ -95,12 +97,35 @@ typedef struct daebus__cluster_ticket {
     long long anchor_ms; /* send time (monotonic ms) of the last own join or marker before it */
     unsigned rank, size; /* this instance among the size of the last view, by name (size 0:
                             unknown); a preference, never a condition of safety */
+    uint64_t primary;    /* hash of the primary's id at this message (0: none;
+                            DAEBUS__CLUSTER_PRIMARY_UNKNOWN: not known here) */
+    bool is_primary;     /* ... which is this instance */
 } daebus__cluster_ticket;
 
-/* A message of the cluster channel. Returns: true when it is this
- * instance's own join coming back (it handles messages from here on).
+/* A progress marker of a primary (cluster_primary.c): the messages of the
+ * service channel it was primary for, in epoch, at positions < upto, are
+ * its own, except the skipped ones (left to claims). */
+#define DAEBUS__CLUSTER_SKIPS           32
+#define DAEBUS__CLUSTER_PRIMARY_UNKNOWN UINT64_MAX
+typedef struct daebus__cluster_progress {
+    uint64_t primary; /* hash of the sender's id */
+    bool own;         /* sent by this instance */
+    uint64_t epoch;
+    unsigned long long upto;
+    int nskip;
+    unsigned long long skip[DAEBUS__CLUSTER_SKIPS];
+} daebus__cluster_progress;
+
+typedef enum daebus__cluster_ev {
+    DAEBUS__CLUSTER_EV_NONE = 0,
+    DAEBUS__CLUSTER_EV_JOINED,  /* this instance's own join came back: it handles from here on */
+    DAEBUS__CLUSTER_EV_PROGRESS /* a primary's progress marker (p filled) */
+} daebus__cluster_ev;
+
+/* A message of the cluster channel (p: filled for a progress marker).
  * Thread: the subscriber thread. */
-bool daebus__cluster_on_message(daebus__cluster *c, const char *data, size_t len);
+daebus__cluster_ev daebus__cluster_on_message(daebus__cluster *c, const char *data, size_t len,
+                                              daebus__cluster_progress *p);
 /* The subscriber connection is up (subscribed again) or down. after: the
  * replies of daebus__cluster_join_cmds's after[] commands when the
  * subscription ran them (this instance handles from the first message on),
@@ -164,9 +189,41 @@ void daebus__cluster_leave(daebus__cluster *c, double timeout);
  * came back and a first view was read). Returns: true when it does. */
 bool daebus__cluster_wait_ready(daebus__cluster *c, double timeout);
 
+/* ---- the primary (cluster_primary.c; docs/replicas.md "The primary") ----
+ *
+ * One instance of a service may be its primary: it takes the messages of
+ * the service channel without a claim each, publishing a progress marker
+ * per read batch; the others keep those messages unread and drop what the
+ * markers cover. What stays uncovered for the window (daebus__cluster_window_ms)
+ * a backup takes over: it makes itself primary and claims it. */
+
+/* The take-over window W in ms: max(1 s, 1.5 heartbeats). */
+long long daebus__cluster_window_ms(const daebus__cluster *c);
+/* Publishes "progress <id> <epoch> <upto> <ms> [skips]" on the claim line.
+ * Returns: its ticket, 0 when not sent (then claim). Thread: the subscriber
+ * thread. */
+unsigned long long daebus__cluster_progress_send(daebus__cluster *c, uint64_t epoch,
+                                                 unsigned long long upto,
+                                                 const unsigned long long *skip, int nskip);
+/* A marker without a batch, so that the primary's anchor stays fresh while
+ * idle: at most every W/4, synchronous. Thread: the subscriber thread. */
+void daebus__cluster_progress_idle(daebus__cluster *c);
+/* A worker's decision for a message gated PRIMARY whose marker went with
+ * ticket: 1 take it (the marker reached Redis in time), else the result of
+ * a claim of it (as daebus__cluster_claim). Thread: callable from any thread. */
+int daebus__cluster_progress_take(daebus__cluster *c, const daebus__cluster_ticket *t,
+                                  unsigned long long ticket, unsigned long long pos);
+/* The subscriber's tick: with no primary known, the first instance by name
+ * offers itself (at most once a heartbeat). Thread: the subscriber thread. */
+void daebus__cluster_primary_tick(daebus__cluster *c);
+/* Messages were left uncovered past the window: this instance makes itself
+ * primary (at most once a window). Thread: the subscriber thread. */
+void daebus__cluster_take_over(daebus__cluster *c);
+
 typedef struct daebus__cluster_claim_stats {
     uint64_t won, lost, failed, ignored;
-    int solo;
+    uint64_t primary_taken, takeovers;
+    int solo, primary;
 } daebus__cluster_claim_stats;
 /* Accepts NULL (all zero). Thread: callable from any thread. */
 void daebus__cluster_claim_stats_get(daebus__cluster *c, daebus__cluster_claim_stats *out);

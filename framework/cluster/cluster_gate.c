@@ -84,6 +84,7 @@ void daebus__cluster_gate_init(daebus__cluster *c)
     atomic_init(&c->join_wanted, 0);
     atomic_init(&c->taking, 1);
     c->gate.need = 1;
+    daebus__cluster_primary_init(c);
 }
 
 static void wake_all(daebus__cluster *c)
@@ -183,7 +184,7 @@ void daebus__cluster_on_link(daebus__cluster *c, bool up, const redisReply *cons
     if (!c || !c->exactly_once)
         return;
     daebus__cluster_gate_state *g = &c->gate;
-    if (up && after && nafter == 2) {
+    if (up && after && nafter == 3) {
         /* The join ran with the subscription: it opens this stream. */
         g->need = g->sub_join.gen;
         g->handling = false;
@@ -196,10 +197,12 @@ void daebus__cluster_on_link(daebus__cluster *c, bool up, const redisReply *cons
         if (order)
             atomic_store(&c->order, order);
         atomic_store(&c->join_read, 1);
+        daebus__cluster_primary_joined(c, after[2]);
         start_handling(c, g->sub_join.sent_ms);
         refresh_solo(c);
     } else if (up) {
         atomic_store(&c->join_read, 0);
+        daebus__cluster_primary_unknown(c);
         rejoin(c); /* the others may have gone solo meanwhile */
     } else {
         g->handling = false;
@@ -247,10 +250,12 @@ bool daebus__cluster_join_cmds(daebus__cluster *c, daebus__redis_atomic *a)
     daebus__cluster_cmd_set(&j->set, 5, (const char *[]){"SET", j->fence, c->id, "PX", j->ttl});
     daebus__cluster_cmd_set(&j->publish, 3, (const char *[]){"PUBLISH", c->channel, j->payload});
     daebus__cluster_cmd_set(&j->read, 4, (const char *[]){"ZRANGE", c->set_key, "0", "-1"});
-    *a = (daebus__redis_atomic){.nbefore = 1, .nafter = 2, .last = c->channel};
+    daebus__cluster_primary_read_cmd(c, &j->primary);
+    *a = (daebus__redis_atomic){.nbefore = 1, .nafter = 3, .last = c->channel};
     a->before[0] = j->set.cmd;
     a->after[0] = j->publish.cmd;
-    a->after[1] = j->read.cmd; /* the live set exactly at the join */
+    a->after[1] = j->read.cmd;    /* the live set exactly at the join */
+    a->after[2] = j->primary.cmd; /* the primary exactly at the join */
     /* A join asked for before is made by this one. */
     unsigned long long sent = atomic_load(&c->join_sent);
     while (sent < j->gen && !atomic_compare_exchange_weak(&c->join_sent, &sent, j->gen)) {
@@ -270,20 +275,24 @@ static void on_marker(daebus__cluster *c, unsigned long long n, long long sent_m
         wake_all(c); /* daebus__cluster_wait_ready */
 }
 
-bool daebus__cluster_on_message(daebus__cluster *c, const char *data, size_t len)
+daebus__cluster_ev daebus__cluster_on_message(daebus__cluster *c, const char *data, size_t len,
+                                              daebus__cluster_progress *p)
 {
-    if (!c || !c->exactly_once || len >= 200)
-        return false;
+    if (!c || !c->exactly_once || len >= 1024)
+        return DAEBUS__CLUSTER_EV_NONE;
+    if (strncmp(data, "pr", 2) == 0)
+        return daebus__cluster_primary_message(c, data, p) ? DAEBUS__CLUSTER_EV_PROGRESS
+                                                           : DAEBUS__CLUSTER_EV_NONE;
     char kind[8], id[DAEBUS__INSTANCE_ID_MAX];
     unsigned long long n = 0;
     long long ms = 0;
-    if (sscanf(data, "%7s %95s %llu %lld", kind, id, &n, &ms) != 4)
-        return false;
+    if (len >= 200 || sscanf(data, "%7s %95s %llu %lld", kind, id, &n, &ms) != 4)
+        return DAEBUS__CLUSTER_EV_NONE;
     if (strcmp(kind, "join") == 0)
-        return on_join(c, data, id, n, ms);
+        return on_join(c, data, id, n, ms) ? DAEBUS__CLUSTER_EV_JOINED : DAEBUS__CLUSTER_EV_NONE;
     if (strcmp(kind, "view") == 0 && strcmp(id, c->id) == 0)
         on_marker(c, n, ms);
-    return false;
+    return DAEBUS__CLUSTER_EV_NONE;
 }
 
 /* Is this instance alone? The latest own marker since the last join whose
@@ -331,6 +340,8 @@ daebus__gate daebus__cluster_gate(daebus__cluster *c, daebus__cluster_ticket *t)
     unsigned long long order = atomic_load(&c->order);
     t->size = (unsigned)(order >> 32);
     t->rank = (unsigned)(order & 0xffffffffu);
+    t->primary = g->prim.hash;
+    t->is_primary = atomic_load(&c->is_primary) != 0;
     bool solo = alone(c, now);
     atomic_store(&c->solo, solo ? 1 : 0);
     return solo ? DAEBUS__GATE_SOLO : DAEBUS__GATE_CLAIM;
@@ -531,6 +542,9 @@ void daebus__cluster_leave(daebus__cluster *c, double timeout)
 {
     if (!c)
         return;
+    /* The stream names no primary before this one stops taking: what comes
+     * after is claimed by the others at once, not after a window. */
+    daebus__cluster_primary_leave(c, timeout / 2);
     atomic_store(&c->taking, 0);
     atomic_store(&c->solo, 0);
     daebus__deadline d = daebus__deadline_in(timeout);
@@ -578,4 +592,7 @@ void daebus__cluster_claim_stats_get(daebus__cluster *c, daebus__cluster_claim_s
     out->failed = atomic_load(&c->failed);
     out->ignored = atomic_load(&c->ignored);
     out->solo = atomic_load(&c->solo);
+    out->primary = atomic_load(&c->is_primary);
+    out->primary_taken = atomic_load(&c->primary_taken);
+    out->takeovers = atomic_load(&c->takeovers);
 }

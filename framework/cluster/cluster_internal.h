@@ -47,7 +47,7 @@ typedef struct daebus__cluster_sub_join {
     unsigned long long gen;
     long long sent_ms;
     char payload[160], fence[600], ttl[24];
-    daebus__cluster_cmd set, publish, read;
+    daebus__cluster_cmd set, publish, read, primary;
 } daebus__cluster_sub_join;
 
 /* The live set as read in the MULTI/EXEC of the own join: alone there, the
@@ -57,6 +57,16 @@ typedef struct daebus__cluster_join_read {
     unsigned long long joins; /* joins seen, the own one included */
     long long at_ms;          /* when it arrived (mono ms) */
 } daebus__cluster_join_read;
+
+/* Who the primary is at this place of the stream (cluster_primary.c). */
+typedef struct daebus__cluster_primary_state {
+    char id[DAEBUS__INSTANCE_ID_MAX]; /* "" when none is known */
+    bool unknown;                     /* subscribed plainly: no event read yet */
+    uint64_t hash;                    /* of id; 0 when none */
+    long long offered_ms;             /* the last offer or take-over sent (mono ms) */
+    long long idle_ms;                /* the last marker sent */
+    unsigned long long idle_ticket;   /* the last idle marker's ticket on the claim line */
+} daebus__cluster_primary_state;
 
 typedef struct daebus__cluster_gate_state {
     bool handling;                /* own join echo seen since the last link change */
@@ -68,6 +78,7 @@ typedef struct daebus__cluster_gate_state {
     daebus__cluster_mark mark[2]; /* [0] latest own marker, [1] the one before */
     daebus__cluster_sub_join sub_join;
     daebus__cluster_join_read join_read;
+    daebus__cluster_primary_state prim;
 } daebus__cluster_gate_state;
 
 struct daebus__cluster {
@@ -75,7 +86,7 @@ struct daebus__cluster {
     daebus__redis_line *line; /* claims sent apart (cluster_gate.c); may be NULL */
     char *service, *id;
     char host[72];
-    char key[512], set_key[512], channel[512];
+    char key[512], set_key[512], channel[512], primary_key[512];
     int pid, http_port;
     double heartbeat;
     bool exactly_once; /* the owner gates messages (cluster_gate.c): joins and markers */
@@ -93,6 +104,7 @@ struct daebus__cluster {
 
     /* exactly once (cluster_gate.c); times are monotonic ms */
     long long claim_ttl_ms, late_ms, fence_ttl_ms, solo_fresh_ms, announce_limit_ms;
+    long long window_ms_take;    /* W: uncovered this long, a backup takes over */
     atomic_ullong join_wanted;   /* any thread: the join generation wanted */
     atomic_ullong join_sent;     /* heartbeat: the last join generation published */
     atomic_llong announce_ok_ms; /* heartbeat: before the last announce that succeeded */
@@ -107,6 +119,10 @@ struct daebus__cluster {
     atomic_int inflight;       /* claims being made */
     atomic_int solo;           /* gauge: the last gate said solo */
     atomic_ullong won, lost, failed, ignored;
+    atomic_int is_primary;                  /* subscriber thread: the stream names this instance */
+    atomic_ullong primary_taken, takeovers; /* counters */
+    atomic_ullong primary_gen;              /* any thread: primary events published */
+    atomic_int stepping_down;               /* the owner: a graceful stop began */
     daebus__ratelimit fail_log, gate_log;
     daebus__cluster_gate_state gate; /* subscriber thread only */
 };
@@ -142,5 +158,23 @@ unsigned long long daebus__cluster_epoch_of(const char *join_payload);
 /* Asks the heartbeat thread for a join (generation + 1) unless one is
  * pending already. Thread: any. */
 void daebus__cluster_request_join(daebus__cluster *c);
+
+/* ---- the primary (cluster_primary.c) ---- */
+
+void daebus__cluster_primary_init(daebus__cluster *c);
+/* A "primary <id|-> <gen> <ms>" or "progress ..." message. Returns: true
+ * when p was filled (a progress marker). Subscriber thread. */
+bool daebus__cluster_primary_message(daebus__cluster *c, const char *data,
+                                     daebus__cluster_progress *p);
+/* A plain subscription: the primary is unknown until an event names it
+ * (meanwhile every message waits for a marker, as a backup's). */
+void daebus__cluster_primary_unknown(daebus__cluster *c);
+/* The primary as read with the own join (GET of the primary key). */
+void daebus__cluster_primary_joined(daebus__cluster *c, const redisReply *key);
+/* Steps down (a graceful stop) when this instance is the primary: publishes
+ * "primary -" and waits up to timeout s for its subscriber to read it. */
+void daebus__cluster_primary_leave(daebus__cluster *c, double timeout);
+/* The GET of the primary key for the join's MULTI/EXEC. */
+void daebus__cluster_primary_read_cmd(daebus__cluster *c, daebus__cluster_cmd *cmd);
 
 #endif

@@ -235,12 +235,9 @@ static void read_next(daebus__redis_line *l)
     drop_ctx(l);
 }
 
-int daebus__redis_line_wait(daebus__redis_line *l, unsigned long long ticket, redisReply **replies,
-                            int n)
+/* Until ticket is answered or failed (lock held). */
+static void wait_answer(daebus__redis_line *l, unsigned long long ticket)
 {
-    if (!l || ticket == 0)
-        return DAEBUS_ECONN;
-    pthread_mutex_lock(&l->lock);
     while (ticket <= l->sent && l->answered < ticket) {
         if (l->reading)
             pthread_cond_wait(&l->cond, &l->lock);
@@ -249,6 +246,30 @@ int daebus__redis_line_wait(daebus__redis_line *l, unsigned long long ticket, re
         else
             drop_ctx(l);
     }
+}
+
+int daebus__redis_line_wait_shared(daebus__redis_line *l, unsigned long long ticket)
+{
+    if (!l || ticket == 0)
+        return DAEBUS_ECONN;
+    pthread_mutex_lock(&l->lock);
+    wait_answer(l, ticket);
+    line_slot *s = &l->ring[ticket % RING];
+    int rc = s->ticket == ticket && s->ok ? 0 : DAEBUS_ECONN;
+    for (int i = 0; rc == 0 && i < s->n; i++)
+        if (!s->r[i] || s->r[i]->type == REDIS_REPLY_ERROR)
+            rc = DAEBUS_ECONN;
+    pthread_mutex_unlock(&l->lock);
+    return rc;
+}
+
+int daebus__redis_line_wait(daebus__redis_line *l, unsigned long long ticket, redisReply **replies,
+                            int n)
+{
+    if (!l || ticket == 0)
+        return DAEBUS_ECONN;
+    pthread_mutex_lock(&l->lock);
+    wait_answer(l, ticket);
     line_slot *s = &l->ring[ticket % RING];
     int rc = s->ticket == ticket && s->ok && s->n == n ? 0 : DAEBUS_ECONN;
     if (rc == 0 && replies) {
@@ -258,6 +279,16 @@ int daebus__redis_line_wait(daebus__redis_line *l, unsigned long long ticket, re
     }
     pthread_mutex_unlock(&l->lock);
     return rc;
+}
+
+bool daebus__redis_line_answered(daebus__redis_line *l, unsigned long long ticket)
+{
+    if (!l)
+        return true;
+    pthread_mutex_lock(&l->lock);
+    bool done = l->answered >= ticket;
+    pthread_mutex_unlock(&l->lock);
+    return done;
 }
 
 unsigned long long daebus__redis_line_last(daebus__redis_line *l)

@@ -50,6 +50,15 @@ unsigned long long daebus__redis_line_send(daebus__redis_line *l, const daebus__
 int daebus__redis_line_wait(daebus__redis_line *l, unsigned long long ticket, redisReply **replies,
                             int n);
 
+/* Waits for the replies of ticket, leaving them in place: any number of
+ * threads may wait for one ticket (they are freed when its slot is reused).
+ * Returns: 0 when answered without an error reply, else DAEBUS_ECONN. */
+int daebus__redis_line_wait_shared(daebus__redis_line *l, unsigned long long ticket);
+
+/* Has ticket been answered (or failed)? Never reads: a ticket nobody waits
+ * for is answered when a later one is waited for. */
+bool daebus__redis_line_answered(daebus__redis_line *l, unsigned long long ticket);
+
 /* The last ticket sent (0: none). */
 unsigned long long daebus__redis_line_last(daebus__redis_line *l);
 

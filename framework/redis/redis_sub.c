@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 #include "clock.h"
 #include "redis_sub.h"
@@ -41,6 +42,7 @@ struct daebus__redis_sub {
     int thread_started;
     atomic_int stopping;
     atomic_int connected;
+    atomic_int pace_ms;
     int wake[2];
 
     /* subscriber thread only */
@@ -169,6 +171,25 @@ static void confirm(daebus__redis_sub *s, long upto)
 }
 
 /* ---- waking ---- */
+
+void daebus__redis_sub_pace(daebus__redis_sub *s, int ms)
+{
+    atomic_store(&s->pace_ms, ms);
+}
+
+/* Bytes read from the socket and not yet parsed into replies. */
+static bool buffered(const daebus__redis_sub *s)
+{
+    return s->ctx && s->ctx->reader->pos < s->ctx->reader->len;
+}
+
+bool daebus__redis_sub_drained(const daebus__redis_sub *s)
+{
+    if (!s->ctx || buffered(s))
+        return false;
+    int n = 0;
+    return ioctl(s->ctx->fd, FIONREAD, &n) == 0 && n == 0;
+}
 
 void daebus__redis_sub_wake(daebus__redis_sub *s)
 {
@@ -485,7 +506,7 @@ static void dispatch(daebus__redis_sub *s, const redisReply *r)
         r->element[2]->type == REDIS_REPLY_STRING) {
         const daebus__redis_guard *g = &s->guard;
         daebus__redis_msg m = {
-            r->element[1]->str, r->element[2]->str, r->element[2]->len, 0, NULL, 0};
+            r->element[1]->str, r->element[2]->str, r->element[2]->len, 0, NULL, 0, buffered(s)};
         if (s->o.max_message && g->cut_len) {
             m.cut_len = g->cut_len;
             m.tail = g->tail;
@@ -504,6 +525,9 @@ static void dispatch(daebus__redis_sub *s, const redisReply *r)
 static void read_stage(daebus__redis_sub *s)
 {
     send_ops(s);
+    int pace = atomic_load(&s->pace_ms);
+    if (pace > 0 && !buffered(s))
+        sleep_or_wake(s, pace / 1000.0);
     redisReply *r = NULL;
     int rc = daebus__redis_read(s->ctx, &r, s->next_ms, s->wake[0]);
     double now = daebus__now_mono();

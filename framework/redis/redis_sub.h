@@ -38,6 +38,7 @@ typedef struct daebus__redis_msg {
     size_t cut_len;   /* 0, or the real length of a message over max_message */
     const char *tail; /* cut: its last tail_len bytes */
     size_t tail_len;
+    bool more; /* more bytes were read with it: another message follows at once */
 } daebus__redis_msg;
 
 typedef enum daebus__redis_state {
@@ -127,6 +128,12 @@ size_t daebus__redis_sub_count(daebus__redis_sub *s);
 int daebus__redis_sub_start(daebus__redis_sub *s, bool connect_now, daebus_error *err);
 /* Wakes the thread (its tick runs soon). */
 void daebus__redis_sub_wake(daebus__redis_sub *s);
+/* Reads at most every ms milliseconds (0: at once): a reader that only keeps
+ * messages for later reads them in batches, at a fraction of the cost. */
+void daebus__redis_sub_pace(daebus__redis_sub *s, int ms);
+/* Subscriber thread only (on_message, on_tick): has the connection nothing
+ * left to read right now (no byte buffered, none waiting in the socket)? */
+bool daebus__redis_sub_drained(const daebus__redis_sub *s);
 bool daebus__redis_sub_connected(const daebus__redis_sub *s);
 /* "redis://host:port/db" without the password, for log lines. */
 const char *daebus__redis_sub_where(const daebus__redis_sub *s);

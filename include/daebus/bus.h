@@ -114,8 +114,10 @@ typedef struct daebus_bus_options {
  * Replicas (docs/replicas.md, "Actions exactly once"): each
  * message of the service channel or of a LISTEN .once channel is taken by one
  * replica; claims_won/lost/failed count this replica's claims,
- * ignored_joining the messages it let pass while joining or leaving, and solo
- * is 1 while it is provably alone and takes every message without a claim
+ * ignored_joining the messages it let pass while joining or leaving, solo
+ * is 1 while it is provably alone and takes every message without a claim,
+ * primary 1 while it is the service channel's primary (docs/replicas.md,
+ * "The primary": primary_taken, covered and takeovers count its work)
  * (overloads also counts messages left to another replica because the
  * worker queue was full). */
 #define DAEBUS_BUS_STATS(X, F)                                                                     \
@@ -154,7 +156,15 @@ typedef struct daebus_bus_options {
     X(uint64_t, ignored_joining, "daebus_bus_ignored_joining_total", "", "counter",                \
       "Messages ignored while joining the replicas, rejoining or leaving.")                        \
     X(int, solo, "daebus_bus_solo", "", "gauge",                                                   \
-      "1 while this replica is alone and handles without claims, 0 while it claims.")
+      "1 while this replica is alone and handles without claims, 0 while it claims.")              \
+    X(int, primary, "daebus_bus_primary", "", "gauge",                                             \
+      "1 while this replica is the primary: it takes service requests without claims.")            \
+    X(uint64_t, primary_taken, "daebus_bus_primary_taken_total", "", "counter",                    \
+      "Requests this replica took as the primary, without a claim.")                               \
+    X(uint64_t, covered, "daebus_bus_covered_total", "", "counter",                                \
+      "Requests this replica left to the primary (its progress covered them).")                    \
+    X(uint64_t, takeovers, "daebus_bus_takeovers_total", "", "counter",                            \
+      "Times this replica made itself primary: requests left uncovered past the window.")
 
 struct daebus_bus_stats {
     DAEBUS_BUS_STATS(DAEBUS_STATS_FIELD, DAEBUS_STATS_PLAIN_FIELD)

@@ -1,0 +1,251 @@
+/* bus_primary.c - the bus's side of the service channel's primary
+ * (framework/cluster/cluster_primary.c has the protocol and its reasoning).
+ *
+ * The primary holds the jobs of a read batch, sends one progress marker for
+ * the batch on the claim line and then hands the jobs to the workers; each
+ * worker runs its message once the marker is acknowledged in time
+ * (daebus__cluster_progress_take). A deep worker queue (or an action
+ * unknown here) makes it skip a message instead: the marker lists it and
+ * every replica claims it.
+ *
+ * A backup keeps each message unread, in arrival order, and drops it when
+ * a marker of the message's primary covers it; skipped ones it claims at
+ * once; one still uncovered W after it was read, with the connection
+ * drained (a marker already published has been read), makes it take over
+ * and claim. It reads in batches (paced) meanwhile: it only copies bytes.
+ * Subscriber thread only.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "daebus/log.h"
+#include "bus_internal.h"
+#include "clock.h"
+
+#define LOGC DAEBUS__BUS_LOGC
+
+#define PACE_MS 5 /* a backup's reads */
+
+struct daebus__bus_kept {
+    daebus__bus_kept *next;
+    daebus__bus_claim cl;
+    long long due_ms; /* W after it was read */
+    size_t len;
+    char data[];
+};
+
+static long long now_ms(void)
+{
+    return (long long)(daebus__now_mono() * 1000.0);
+}
+
+static daebus__cluster *cluster_of(daebus_bus *bus)
+{
+    return atomic_load(&bus->cluster);
+}
+
+void daebus__bus_primary_gated(daebus_bus *bus, const daebus__bus_claim *cl)
+{
+    daebus__bus_primary *p = &bus->prim;
+    p->dirty = true;
+    p->epoch = cl->t.epoch;
+    p->upto = cl->pos + 1;
+}
+
+/* Does the primary leave a message to claims? When its queue (with the
+ * batch held) is a round of workers deep, or full. */
+static bool busy(daebus_bus *bus)
+{
+    int workers = daebus_app_max_workers(bus->app);
+    size_t limit = (size_t)(workers > 0 ? workers : 1);
+    if (bus->opts.max_queue < limit)
+        limit = bus->opts.max_queue;
+    return daebus__pool_pending(bus->pool) + (size_t)bus->prim.nheld >= limit;
+}
+
+bool daebus__bus_primary_hold(daebus_bus *bus, daebus__bus_claim *cl, daebus__job_fn *fn,
+                              daebus__job_fn *drop, void *arg, bool request, bool weak)
+{
+    daebus__bus_primary *p = &bus->prim;
+    if (weak || busy(bus)) {
+        if (p->nskip == DAEBUS__CLUSTER_SKIPS) {
+            /* A marker for what came before this one: it goes in the next list. */
+            unsigned long long upto = p->upto;
+            p->upto = cl->pos;
+            daebus__bus_primary_flush(bus);
+            p->upto = upto;
+            p->dirty = true;
+        }
+        p->skip[p->nskip++] = cl->pos;
+        cl->mode = DAEBUS__GATE_CLAIM;
+        return false;
+    }
+    if (p->nheld == DAEBUS__BUS_HELD)
+        daebus__bus_primary_flush(bus);
+    p->held[p->nheld++] = (daebus__bus_held){fn, drop, arg, cl, request};
+    return true;
+}
+
+void daebus__bus_primary_flush(daebus_bus *bus)
+{
+    daebus__bus_primary *p = &bus->prim;
+    if (!p->dirty && !p->nheld)
+        return;
+    daebus__cluster *c = cluster_of(bus);
+    unsigned long long ticket =
+        p->dirty && c ? daebus__cluster_progress_send(c, p->epoch, p->upto, p->skip, p->nskip) : 0;
+    for (int i = 0; i < p->nheld; i++) {
+        daebus__bus_held *h = &p->held[i];
+        h->claim->ticket = ticket;
+        if (!ticket)
+            h->claim->mode = DAEBUS__GATE_CLAIM; /* no marker: its worker claims it */
+        int rc = daebus__pool_submit(bus->pool, h->fn, h->drop, h->arg);
+        if (rc == DAEBUS_EFULL) {
+            /* Filled since the look (claims won meanwhile): claimed late,
+             * like any message of a full replica. The marker covered it, so
+             * no other replica claims it: this one wins, runs it or answers
+             * "overloaded". */
+            h->claim->mode = DAEBUS__GATE_CLAIM;
+            h->claim->ticket = 0;
+            daebus__bus_submit_claimed(bus, h->claim, h->fn, h->drop, h->arg, h->request, true);
+        } else if (rc != 0) {
+            h->claim->mode = DAEBUS__GATE_CLAIM; /* stopping: not run, not answered */
+            h->claim->ticket = 0;
+            h->drop(h->arg);
+        }
+    }
+    p->nheld = 0;
+    p->nskip = 0;
+    p->dirty = false;
+}
+
+void daebus__bus_primary_keep(daebus_bus *bus, const daebus__bus_claim *cl, const char *data,
+                              size_t len)
+{
+    daebus__bus_primary *p = &bus->prim;
+    size_t cap = bus->opts.max_queue * 4 > 4096 ? bus->opts.max_queue * 4 : 4096;
+    if (p->n >= cap) {
+        /* Claiming before the window could run a message twice: left to the
+         * primary (lost if it is gone). */
+        atomic_fetch_add(&bus->overloads, 1);
+        long missed = daebus__ratelimit_pass(&bus->full_log, daebus__now_mono(), 1.0);
+        if (missed >= 0)
+            DAEBUS_LOG_WARNF(LOGC,
+                             "%zu requests wait for the primary's progress: a request is left to "
+                             "the primary alone",
+                             p->n);
+        return;
+    }
+    daebus__bus_kept *k = malloc(sizeof *k + len + 1);
+    if (!k)
+        return;
+    k->next = NULL;
+    k->cl = *cl;
+    k->cl.counted = true;
+    k->due_ms = now_ms() + daebus__cluster_window_ms(cluster_of(bus));
+    k->len = len;
+    memcpy(k->data, data, len);
+    k->data[len] = '\0';
+    if (!p->tail)
+        p->tail = &p->head;
+    *p->tail = k;
+    p->tail = &k->next;
+    p->n++;
+}
+
+static bool skipped(const daebus__cluster_progress *pr, unsigned long long pos)
+{
+    for (int i = 0; i < pr->nskip; i++)
+        if (pr->skip[i] == pos)
+            return true;
+    return false;
+}
+
+void daebus__bus_on_progress(daebus_bus *bus, const daebus__cluster_progress *pr)
+{
+    daebus__bus_primary *p = &bus->prim;
+    daebus__bus_kept **at = &p->head;
+    if (pr->own)
+        return; /* what this instance kept, it kept before it was primary */
+    while (*at) {
+        daebus__bus_kept *k = *at;
+        bool unknown = k->cl.t.primary == DAEBUS__CLUSTER_PRIMARY_UNKNOWN;
+        if ((!unknown && k->cl.t.primary != pr->primary) || k->cl.t.epoch != pr->epoch) {
+            at = &k->next; /* another primary's, or another epoch's */
+            continue;
+        }
+        if (k->cl.pos >= pr->upto) {
+            if (unknown) {
+                at = &k->next; /* another sender's marker may cover it */
+                continue;
+            }
+            break; /* the ones of this primary after it are later still */
+        }
+        *at = k->next;
+        p->n--;
+        if (skipped(pr, k->cl.pos))
+            daebus__bus_claim_unread_now(bus, &k->cl, k->data, k->len);
+        else
+            atomic_fetch_add(&bus->covered, 1);
+        free(k);
+    }
+    if (!*at)
+        p->tail = at; /* the last one may have gone */
+}
+
+/* Messages uncovered past the window: take over and claim them (those due
+ * by now; the later ones keep their chance to be covered). */
+static void take_over(daebus_bus *bus, long long now)
+{
+    daebus__bus_primary *p = &bus->prim;
+    daebus__cluster_take_over(cluster_of(bus));
+    while (p->head && p->head->due_ms <= now) {
+        daebus__bus_kept *k = p->head;
+        p->head = k->next;
+        p->n--;
+        daebus__bus_claim_unread_now(bus, &k->cl, k->data, k->len);
+        free(k);
+    }
+    if (!p->head)
+        p->tail = &p->head;
+}
+
+int daebus__bus_primary_tick(daebus_bus *bus, bool idle)
+{
+    daebus__bus_primary *p = &bus->prim;
+    daebus__cluster *c = cluster_of(bus);
+    if (!c)
+        return -1;
+    if (p->nheld || p->dirty) {
+        if (!p->more || idle)
+            daebus__bus_primary_flush(bus);
+    }
+    int pace = p->backup ? PACE_MS : 0;
+    if (pace != p->pace) {
+        p->pace = pace;
+        daebus__redis_sub_pace(bus->sub, pace);
+    }
+    daebus__cluster_primary_tick(c);
+    long long w = daebus__cluster_window_ms(c);
+    if (idle)
+        daebus__cluster_progress_idle(c);
+    long long now = now_ms();
+    if (p->head && p->head->due_ms <= now && daebus__redis_sub_drained(bus->sub))
+        take_over(bus, now);
+    long long next = w / 4;
+    if (p->head && p->head->due_ms - now < next)
+        next = p->head->due_ms - now;
+    return next < 1 ? 1 : (int)next;
+}
+
+void daebus__bus_primary_drop_all(daebus_bus *bus)
+{
+    daebus__bus_primary *p = &bus->prim;
+    daebus__bus_primary_flush(bus);
+    while (p->head) {
+        daebus__bus_kept *k = p->head;
+        p->head = k->next;
+        free(k);
+    }
+    p->tail = &p->head;
+    p->n = 0;
+}
