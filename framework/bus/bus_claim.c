@@ -37,8 +37,11 @@ bool daebus__bus_gate(daebus_bus *bus, daebus__bus_pos *p, const char *channel,
         bool primary = cl->mode == DAEBUS__GATE_CLAIM && cl->t.is_primary;
         bus->prim.backup = cl->mode == DAEBUS__GATE_CLAIM && cl->t.primary && !primary;
         if (primary) {
-            cl->mode = DAEBUS__GATE_PRIMARY;
             daebus__bus_primary_gated(bus, cl);
+            /* A primary whose queue is deep leaves it to the others before
+             * any marker can cover it (it claims it late itself). */
+            if (!daebus__bus_primary_skip_busy(bus, cl))
+                cl->mode = DAEBUS__GATE_PRIMARY;
         }
     }
     return true;

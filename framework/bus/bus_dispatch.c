@@ -207,7 +207,7 @@ static void on_listen_message(daebus_bus *bus, const daebus__handler *h, daebus_
 static bool keep_unread(daebus_bus *bus, const daebus__bus_claim *cl, const daebus__handler *h,
                         const daebus__redis_msg *m)
 {
-    if (cl->mode == DAEBUS__GATE_CLAIM && !h && cl->t.primary) {
+    if (cl->mode == DAEBUS__GATE_CLAIM && !h && cl->t.primary && !cl->t.is_primary) {
         /* A backup: the primary has it unless its markers leave it out. A
          * message over the limit is the primary's alone (its "too large"
          * reply is lost if the primary dies). */
@@ -294,6 +294,14 @@ static void claim_early(daebus_bus *bus, daebus__bus_claim *cl, const daebus__ha
     daebus__bus_claim_early(bus, cl);
 }
 
+/* Can the action of a raw request be read, and does this replica have it? */
+static bool known_action(daebus_bus *bus, const daebus__redis_msg *m)
+{
+    char action[256];
+    return !m->cut_len && daebus__bus_scan_action(m->data, m->len, action, sizeof action) == 0 &&
+           find_handler(bus->actions, bus->nactions, action);
+}
+
 /* Every message of a claimed channel goes through the gate first, in
  * arrival order (cut ones included): its position names it in the claims. */
 void daebus__bus_on_message(void *user, const daebus__redis_msg *m)
@@ -319,12 +327,19 @@ void daebus__bus_on_message(void *user, const daebus__redis_msg *m)
     if (!bus->opts.no_service_channel && strcmp(m->channel, bus->service) == 0) {
         if (!daebus__bus_gate(bus, &bus->svc_pos, NULL, &cl) || keep_unread(bus, &cl, NULL, m))
             return;
+        /* Early only for an action known here (an unknown one is skipped:
+         * claimed by whoever knows it, never covered). */
+        bool early = cl.mode == DAEBUS__GATE_PRIMARY && !m->more && known_action(bus, m);
+        if (early)
+            daebus__bus_primary_early(bus, true); /* its round trip overlaps the parse */
         claim_early(bus, &cl, NULL, m);
         if (m->cut_len)
             on_too_large(bus, &cl, m);
         else
             on_service_message(bus, &cl, m->channel, m->data, m->len);
         daebus__bus_abandon(bus, &cl);
+        if (early)
+            daebus__bus_primary_early(bus, false);
         return;
     }
     const daebus__handler *h = find_handler(bus->listens, bus->nlistens, m->channel);

@@ -69,7 +69,9 @@ typedef struct daebus__bus_primary {
     bool dirty;     /* positions gated as primary since the last marker */
     uint64_t epoch; /* ... in this epoch */
     unsigned long long upto;
-    bool more; /* the last message read had another right behind it */
+    bool more;  /* the last message read had another right behind it */
+    bool early; /* the message being read had its marker sent before its parse */
+    unsigned long long early_ticket;
     /* a backup: messages kept unread until a marker covers them or W passes */
     daebus__bus_kept *head, **tail;
     size_t n;
@@ -235,8 +237,15 @@ void daebus__bus_primary_gated(daebus_bus *bus, const daebus__bus_claim *cl);
  * now and the caller claims it the usual way). */
 bool daebus__bus_primary_hold(daebus_bus *bus, daebus__bus_claim *cl, daebus__job_fn *fn,
                               daebus__job_fn *drop, void *arg, bool request, bool weak);
+/* A message gated as primary while the worker queue is a round deep: listed
+ * as skipped in the next marker (true; it is claimed as when no primary is
+ * known), else false. */
+bool daebus__bus_primary_skip_busy(daebus_bus *bus, const daebus__bus_claim *cl);
 /* Sends the marker of the batch read and hands its jobs to the workers. */
 void daebus__bus_primary_flush(daebus_bus *bus);
+/* The last message of a batch, gated PRIMARY: on, before it is parsed, sends
+ * the batch's marker (its job goes to a worker at once); off after it. */
+void daebus__bus_primary_early(daebus_bus *bus, bool on);
 /* A backup keeps m (see daebus__bus_claim_unread_now). */
 void daebus__bus_primary_keep(daebus_bus *bus, const daebus__bus_claim *cl, const char *data,
                               size_t len);

@@ -2,7 +2,9 @@
  * (framework/cluster/cluster_primary.c has the protocol and its reasoning).
  *
  * The primary holds the jobs of a read batch, sends one progress marker for
- * the batch on the claim line and then hands the jobs to the workers; each
+ * the batch on the claim line (before the batch's last message is parsed,
+ * so that its round trip overlaps the parse) and then hands the jobs to the
+ * workers; each
  * worker runs its message once the marker is acknowledged in time
  * (daebus__cluster_progress_take). A deep worker queue (or an action
  * unknown here) makes it skip a message instead: the marker lists it and
@@ -62,37 +64,65 @@ static bool busy(daebus_bus *bus)
     return daebus__pool_pending(bus->pool) + (size_t)bus->prim.nheld >= limit;
 }
 
+static void release_held(daebus_bus *bus, unsigned long long ticket);
+
+/* Adds pos to the skips of the next marker (a full list: a marker for what
+ * came before pos goes first). */
+static void add_skip(daebus_bus *bus, unsigned long long pos)
+{
+    daebus__bus_primary *p = &bus->prim;
+    if (p->nskip == DAEBUS__CLUSTER_SKIPS) {
+        unsigned long long upto = p->upto;
+        p->upto = pos;
+        daebus__bus_primary_flush(bus);
+        p->upto = upto;
+        p->dirty = true;
+    }
+    p->skip[p->nskip++] = pos;
+}
+
+bool daebus__bus_primary_skip_busy(daebus_bus *bus, const daebus__bus_claim *cl)
+{
+    if (!busy(bus))
+        return false;
+    add_skip(bus, cl->pos);
+    return true;
+}
+
 bool daebus__bus_primary_hold(daebus_bus *bus, daebus__bus_claim *cl, daebus__job_fn *fn,
                               daebus__job_fn *drop, void *arg, bool request, bool weak)
 {
     daebus__bus_primary *p = &bus->prim;
-    if (weak || busy(bus)) {
-        if (p->nskip == DAEBUS__CLUSTER_SKIPS) {
-            /* A marker for what came before this one: it goes in the next list. */
-            unsigned long long upto = p->upto;
-            p->upto = cl->pos;
-            daebus__bus_primary_flush(bus);
-            p->upto = upto;
-            p->dirty = true;
-        }
-        p->skip[p->nskip++] = cl->pos;
+    if (weak && !p->early) {
+        add_skip(bus, cl->pos);
         cl->mode = DAEBUS__GATE_CLAIM;
         return false;
     }
     if (p->nheld == DAEBUS__BUS_HELD)
         daebus__bus_primary_flush(bus);
     p->held[p->nheld++] = (daebus__bus_held){fn, drop, arg, cl, request};
+    if (p->early)
+        release_held(bus, p->early_ticket); /* its marker went before the parse */
     return true;
 }
 
-void daebus__bus_primary_flush(daebus_bus *bus)
+/* Sends the marker of what was gated (dirty). Returns: its ticket, 0 when
+ * not sent (then claims). */
+static unsigned long long send_marker(daebus_bus *bus)
 {
     daebus__bus_primary *p = &bus->prim;
-    if (!p->dirty && !p->nheld)
-        return;
     daebus__cluster *c = cluster_of(bus);
     unsigned long long ticket =
         p->dirty && c ? daebus__cluster_progress_send(c, p->epoch, p->upto, p->skip, p->nskip) : 0;
+    p->nskip = 0;
+    p->dirty = false;
+    return ticket;
+}
+
+/* Hands the held jobs to the workers: their marker went with ticket. */
+static void release_held(daebus_bus *bus, unsigned long long ticket)
+{
+    daebus__bus_primary *p = &bus->prim;
     for (int i = 0; i < p->nheld; i++) {
         daebus__bus_held *h = &p->held[i];
         h->claim->ticket = ticket;
@@ -114,8 +144,23 @@ void daebus__bus_primary_flush(daebus_bus *bus)
         }
     }
     p->nheld = 0;
-    p->nskip = 0;
-    p->dirty = false;
+}
+
+void daebus__bus_primary_flush(daebus_bus *bus)
+{
+    daebus__bus_primary *p = &bus->prim;
+    if (p->dirty || p->nheld)
+        release_held(bus, send_marker(bus));
+}
+
+void daebus__bus_primary_early(daebus_bus *bus, bool on)
+{
+    daebus__bus_primary *p = &bus->prim;
+    p->early = on;
+    if (on) {
+        p->early_ticket = send_marker(bus);
+        release_held(bus, p->early_ticket);
+    }
 }
 
 void daebus__bus_primary_keep(daebus_bus *bus, const daebus__bus_claim *cl, const char *data,

@@ -184,7 +184,20 @@ void daebus__cluster_on_link(daebus__cluster *c, bool up, const redisReply *cons
     if (!c || !c->exactly_once)
         return;
     daebus__cluster_gate_state *g = &c->gate;
-    if (up && after && nafter == 3) {
+    if (up && after && nafter == 3 && !daebus__cluster_rank_in(c, after[1])) {
+        /* Its announce is not in the live set at its join (Redis restarted
+         * and lost it): the others' view reads could miss it and go solo.
+         * It handles once a join published after an announce comes back. */
+        DAEBUS_LOG_WARNF(LOGC,
+                         "instance %s joined before its announce reached this Redis (a "
+                         "restart?): it handles messages once its next join comes back",
+                         c->id);
+        atomic_store(&c->join_read, 0);
+        daebus__cluster_primary_joined(c, after[2]);
+        g->handling = false;
+        new_epoch(c, g->sub_join.payload);
+        rejoin(c);
+    } else if (up && after && nafter == 3) {
         /* The join ran with the subscription: it opens this stream. */
         g->need = g->sub_join.gen;
         g->handling = false;

@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "daebus/log.h"
+#include "clock.h"
 #include "cluster_internal.h"
 #include "hash.h"
 
@@ -230,14 +231,28 @@ int daebus__cluster_progress_take(daebus__cluster *c, const daebus__cluster_tick
 {
     if (!c)
         return DAEBUS_ESTATE;
-    if (ticket && daebus__redis_line_wait_shared(c->line, ticket) == 0 &&
-        daebus__cluster_now_ms() - t->anchor_ms <= c->window_ms_take * 3 / 4) {
+    int wrc = ticket ? daebus__redis_line_wait_shared(c->line, ticket) : DAEBUS_ECONN;
+    long long late = daebus__cluster_now_ms() - t->anchor_ms;
+    if (wrc == 0 && late <= c->window_ms_take * 3 / 4) {
         atomic_fetch_add(&c->primary_taken, 1);
         return 1;
     }
     /* The marker is late or lost: a backup may have taken the message over. */
     int rc = daebus__cluster_claim(c, t, NULL, pos);
     daebus__cluster_claim_repair(c);
+    long missed = daebus__ratelimit_pass(&c->fail_log, daebus__now_mono(), 1.0);
+    if (missed >= 0)
+        DAEBUS_LOG_WARNF(LOGC,
+                         "instance %s: a request taken as the primary was claimed instead (%s, "
+                         "%lld ms after its anchor): %s",
+                         c->id,
+                         !ticket ? "no marker sent"
+                         : wrc   ? "marker not answered"
+                                 : "late",
+                         late,
+                         rc == 1   ? "won"
+                         : rc == 0 ? "lost"
+                                   : daebus_strerror(rc));
     return rc;
 }
 
