@@ -69,6 +69,29 @@ static void test_out_of_order(void)
     daebus__redis_line_destroy(l);
 }
 
+/* Shared waits (the primary's markers): several waiters per ticket, the
+ * replies left in place; an error reply fails the wait; "answered" never
+ * reads. */
+static void test_shared_waits(void)
+{
+    daebus__redis_line *l = line_new();
+    daebus__redis_line_repair(l);
+    unsigned long long a = send1(l, "INCR", "line:s"), b = send1(l, "INCR", "line:s");
+    unsigned long long bad = send1(l, "NOSUCHCOMMAND", NULL);
+    CU_ASSERT_FATAL(a > 0 && b == a + 1 && bad == b + 1);
+    CU_ASSERT_FALSE(daebus__redis_line_answered(l, a)); /* nobody has read yet */
+    CU_ASSERT_EQUAL(daebus__redis_line_wait_shared(l, b), 0);
+    CU_ASSERT_TRUE(daebus__redis_line_answered(l, a));
+    CU_ASSERT_TRUE(daebus__redis_line_answered(l, b));
+    CU_ASSERT_FALSE(daebus__redis_line_answered(l, bad));
+    CU_ASSERT_EQUAL(daebus__redis_line_wait_shared(l, b), 0); /* again: still there */
+    CU_ASSERT_EQUAL(daebus__redis_line_wait_shared(l, a), 0);
+    CU_ASSERT_EQUAL(wait_int(l, b), 2); /* a taking wait after shared ones */
+    CU_ASSERT_EQUAL(daebus__redis_line_wait_shared(l, bad), DAEBUS_ECONN); /* error reply */
+    CU_ASSERT_EQUAL(daebus__redis_line_wait_shared(l, 0), DAEBUS_ECONN);
+    daebus__redis_line_destroy(l);
+}
+
 typedef struct worker {
     daebus__redis_line *l;
     long long seen[500];
@@ -196,6 +219,7 @@ int main(void)
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("redis line", init, cleanup);
     CU_add_test(s, "tickets out of order", test_out_of_order);
+    CU_add_test(s, "shared waits", test_shared_waits);
     CU_add_test(s, "four threads", test_threads);
     CU_add_test(s, "Redis killed and back", test_redis_killed);
     CU_add_test(s, "Redis restarted while idle", test_restart_while_idle);
