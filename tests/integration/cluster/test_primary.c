@@ -88,6 +88,21 @@ static int lost_ran_at_most_once(const cJSON *o)
     return bad == 0;
 }
 
+/* No request of the two callers (ra: "<family>1", the C caller "<family>2",
+ * rb: "<family>3") answered twice or run twice; a lost one of ra ran at most
+ * once. */
+static void assert_nothing_twice(const cJSON *ra, const cJSON *rb, const char *family)
+{
+    CU_ASSERT_EQUAL(jint(ra, "dups"), 0);
+    CU_ASSERT_EQUAL(jint(rb, "dups"), 0);
+    for (int k = 1; k <= 3; k++) {
+        char prefix[16];
+        snprintf(prefix, sizeof prefix, "%s%d", family, k);
+        CU_ASSERT_EQUAL(twice(prefix), 0);
+    }
+    CU_ASSERT_TRUE(lost_ran_at_most_once(ra));
+}
+
 /* redis-py requests at most rate per second (0: as fast as the window lets). */
 static pid_t python_req(int n, const char *prefix, int window, double timeout, double rate)
 {
@@ -200,13 +215,7 @@ static void test_frozen_primary(void)
     ts_sleep_ms(500); /* a late second run would be in the logs by now */
     CU_ASSERT_PTR_NOT_NULL_FATAL(ra);
     CU_ASSERT_PTR_NOT_NULL_FATAL(rb);
-    /* Nothing answered or run twice. */
-    CU_ASSERT_EQUAL(jint(ra, "dups"), 0);
-    CU_ASSERT_EQUAL(jint(rb, "dups"), 0);
-    CU_ASSERT_EQUAL(twice("f1"), 0);
-    CU_ASSERT_EQUAL(twice("f2"), 0);
-    CU_ASSERT_EQUAL(twice("f3"), 0);
-    CU_ASSERT_TRUE(lost_ran_at_most_once(ra));
+    assert_nothing_twice(ra, rb, "f"); /* answered or run */
     /* Published from 1.5 s into the freeze on: every one answered, once. */
     CU_ASSERT_EQUAL(jint(rb, "answered"), 600);
     CU_ASSERT_EQUAL(lost_of(rb), 0);
@@ -414,12 +423,7 @@ static void test_publishers_cut(void)
     ts_sleep_ms(500); /* a late second run would be in the logs by now */
     CU_ASSERT_PTR_NOT_NULL_FATAL(ra);
     CU_ASSERT_PTR_NOT_NULL_FATAL(rb);
-    CU_ASSERT_EQUAL(jint(ra, "dups"), 0);
-    CU_ASSERT_EQUAL(jint(rb, "dups"), 0);
-    CU_ASSERT_EQUAL(twice("c1"), 0);
-    CU_ASSERT_EQUAL(twice("c2"), 0);
-    CU_ASSERT_EQUAL(twice("c3"), 0);
-    CU_ASSERT_TRUE(lost_ran_at_most_once(ra));
+    assert_nothing_twice(ra, rb, "c");
     CU_ASSERT_EQUAL(jint(ra, "answered") + lost_of(ra), 1500);
     CU_ASSERT_EQUAL(jint(rb, "answered"), 600);
     once_runs *r = once_runs_load();
