@@ -52,7 +52,11 @@ static void on_state(void *user, const daebus__redis_event *ev)
             DAEBUS_LOG_INFOF(LOGC, "connected to %s; subscribed to %zu channel(s)", bus->where,
                              ev->nchannels);
         }
-        set_connected(bus, 1, !bus->gated || ev->after);
+        /* Joined with the subscription, unless its announce was missing
+         * (then when its next join comes back: daebus__bus_joined). */
+        set_connected(bus, 1,
+                      !bus->gated ||
+                          (ev->after && daebus__cluster_handles(atomic_load(&bus->cluster))));
         break;
     case DAEBUS__REDIS_RETRY:
         if (!ev->reconnect)

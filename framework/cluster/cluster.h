@@ -185,6 +185,10 @@ void daebus__cluster_claim_repair(daebus__cluster *c);
  * waits up to timeout seconds for the claims in flight. Accepts NULL. */
 void daebus__cluster_leave(daebus__cluster *c, double timeout);
 
+/* Does this instance handle messages now (its join came back)? Accepts
+ * NULL (false). Thread: callable from any thread. */
+bool daebus__cluster_handles(daebus__cluster *c);
+
 /* Waits up to timeout seconds until this instance handles messages (its join
  * came back and a first view was read). Returns: true when it does. */
 bool daebus__cluster_wait_ready(daebus__cluster *c, double timeout);

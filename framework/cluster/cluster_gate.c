@@ -581,6 +581,11 @@ static bool ready(daebus__cluster *c)
     return n && atomic_load(&c->results[n % DAEBUS__CLUSTER_RING]) >> 1 == n;
 }
 
+bool daebus__cluster_handles(daebus__cluster *c)
+{
+    return c && atomic_load(&c->handling);
+}
+
 bool daebus__cluster_wait_ready(daebus__cluster *c, double timeout)
 {
     if (!c || !c->exactly_once)
