@@ -329,7 +329,8 @@ void daebus__bus_on_message(void *user, const daebus__redis_msg *m)
             return;
         /* Early only for an action known here (an unknown one is skipped:
          * claimed by whoever knows it, never covered). */
-        bool early = cl.mode == DAEBUS__GATE_PRIMARY && !m->more && known_action(bus, m);
+        bool early = cl.mode == DAEBUS__GATE_PRIMARY && !m->more && known_action(bus, m) &&
+                     !daebus__bus_primary_paced(bus);
         if (early)
             daebus__bus_primary_early(bus, true); /* its round trip overlaps the parse */
         claim_early(bus, &cl, NULL, m);

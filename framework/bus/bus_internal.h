@@ -72,6 +72,7 @@ typedef struct daebus__bus_primary {
     bool more;  /* the last message read had another right behind it */
     bool early; /* the message being read had its marker sent before its parse */
     unsigned long long early_ticket;
+    double marked_at; /* the last marker sent (mono s) */
     /* a backup: messages kept unread until a marker covers them or W passes */
     daebus__bus_kept *head, **tail;
     size_t n;
@@ -241,6 +242,8 @@ bool daebus__bus_primary_hold(daebus_bus *bus, daebus__bus_claim *cl, daebus__jo
  * as skipped in the next marker (true; it is claimed as when no primary is
  * known), else false. */
 bool daebus__bus_primary_skip_busy(daebus_bus *bus, const daebus__bus_claim *cl);
+/* Under load, is the next marker held back (one per short gap)? */
+bool daebus__bus_primary_paced(daebus_bus *bus);
 /* Sends the marker of the batch read and hands its jobs to the workers. */
 void daebus__bus_primary_flush(daebus_bus *bus);
 /* The last message of a batch, gated PRIMARY: on, before it is parsed, sends

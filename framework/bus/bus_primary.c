@@ -25,7 +25,8 @@
 
 #define LOGC DAEBUS__BUS_LOGC
 
-#define PACE_MS 5 /* a backup's reads */
+#define PACE_MS    5      /* a backup's reads */
+#define MARK_GAP_S 0.0003 /* the primary's markers under load */
 
 struct daebus__bus_kept {
     daebus__bus_kept *next;
@@ -116,6 +117,8 @@ static unsigned long long send_marker(daebus_bus *bus)
         p->dirty && c ? daebus__cluster_progress_send(c, p->epoch, p->upto, p->skip, p->nskip) : 0;
     p->nskip = 0;
     p->dirty = false;
+    if (ticket)
+        p->marked_at = daebus__now_mono();
     return ticket;
 }
 
@@ -144,6 +147,14 @@ static void release_held(daebus_bus *bus, unsigned long long ticket)
         }
     }
     p->nheld = 0;
+}
+
+bool daebus__bus_primary_paced(daebus_bus *bus)
+{
+    /* Under load (workers busy) at most one marker per MARK_GAP_S: the
+     * requests wait for CPU anyway, and each marker costs every replica. */
+    bool busy = daebus__pool_active(bus->pool) > 0 || daebus__pool_pending(bus->pool) > 0;
+    return busy && daebus__now_mono() - bus->prim.marked_at < MARK_GAP_S;
 }
 
 void daebus__bus_primary_flush(daebus_bus *bus)
@@ -260,8 +271,10 @@ int daebus__bus_primary_tick(daebus_bus *bus, bool idle)
     daebus__cluster *c = cluster_of(bus);
     if (!c)
         return -1;
+    bool waiting = false;
     if (p->nheld || p->dirty) {
-        if (!p->more || idle)
+        waiting = daebus__bus_primary_paced(bus);
+        if ((!p->more || idle) && !waiting)
             daebus__bus_primary_flush(bus);
     }
     int pace = p->backup ? PACE_MS : 0;
@@ -276,7 +289,7 @@ int daebus__bus_primary_tick(daebus_bus *bus, bool idle)
     long long now = now_ms();
     if (p->head && p->head->due_ms <= now && daebus__redis_sub_drained(bus->sub))
         take_over(bus, now);
-    long long next = w / 4;
+    long long next = waiting ? 1 : w / 4;
     if (p->head && p->head->due_ms - now < next)
         next = p->head->due_ms - now;
     return next < 1 ? 1 : (int)next;
