@@ -234,8 +234,9 @@ void daebus__bus_claim_unread_now(daebus_bus *bus, const daebus__bus_claim *cl, 
 /* A message of the service channel gated PRIMARY: noted for the next marker. */
 void daebus__bus_primary_gated(daebus_bus *bus, const daebus__bus_claim *cl);
 /* The job of a message gated PRIMARY: held until its batch's marker is sent
- * (false: skipped instead: the worker queue is deep or weak; cl is CLAIM
- * now and the caller claims it the usual way). */
+ * (false: skipped instead, weak (an unknown action); cl is CLAIM now and the
+ * caller claims it the usual way; a deep queue is skipped at the gate:
+ * daebus__bus_primary_skip_busy). */
 bool daebus__bus_primary_hold(daebus_bus *bus, daebus__bus_claim *cl, daebus__job_fn *fn,
                               daebus__job_fn *drop, void *arg, bool request, bool weak);
 /* A message gated as primary while the worker queue is a round deep: listed
@@ -249,7 +250,8 @@ void daebus__bus_primary_flush(daebus_bus *bus);
 /* The last message of a batch, gated PRIMARY: on, before it is parsed, sends
  * the batch's marker (its job goes to a worker at once); off after it. */
 void daebus__bus_primary_early(daebus_bus *bus, bool on);
-/* A backup keeps m (see daebus__bus_claim_unread_now). */
+/* A backup keeps a message of the service channel unread until a marker of
+ * its primary covers it or the window passes (then it is claimed). */
 void daebus__bus_primary_keep(daebus_bus *bus, const daebus__bus_claim *cl, const char *data,
                               size_t len);
 /* A progress marker read: drops what it covers, claims what it skipped. */
@@ -257,8 +259,8 @@ void daebus__bus_on_progress(daebus_bus *bus, const daebus__cluster_progress *p)
 /* The subscriber's tick for the primary protocol. Returns: ms to the next
  * thing due, or -1. */
 int daebus__bus_primary_tick(daebus_bus *bus, bool idle);
-/* Drops what backups kept (after the subscriber stopped); a held batch is
- * flushed first (it was taken). */
+/* Drops what the backup kept (after the subscriber stopped); a held batch
+ * is flushed first (it was taken). */
 void daebus__bus_primary_drop_all(daebus_bus *bus);
 
 /* ---- bus_dispatch.c ---- */

@@ -3,9 +3,9 @@
  *
  * The primary holds the jobs of a read batch, sends one progress marker for
  * the batch on the claim line (before the batch's last message is parsed,
- * so that its round trip overlaps the parse) and then hands the jobs to the
- * workers; each
- * worker runs its message once the marker is acknowledged in time
+ * so that its round trip overlaps the parse; under load at most one per
+ * MARK_GAP_S) and then hands the jobs to the workers; each worker runs its
+ * message once the marker is acknowledged in time
  * (daebus__cluster_progress_take). A deep worker queue (or an action
  * unknown here) makes it skip a message instead: the marker lists it and
  * every replica claims it.

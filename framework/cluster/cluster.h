@@ -210,7 +210,8 @@ unsigned long long daebus__cluster_progress_send(daebus__cluster *c, uint64_t ep
                                                  unsigned long long upto,
                                                  const unsigned long long *skip, int nskip);
 /* A marker without a batch, so that the primary's anchor stays fresh while
- * idle: at most every W/4, synchronous. Thread: the subscriber thread. */
+ * idle: at most every W/4, on the claim line, one unanswered at a time.
+ * Thread: the subscriber thread. */
 void daebus__cluster_progress_idle(daebus__cluster *c);
 /* A worker's decision for a message gated PRIMARY whose marker went with
  * ticket: 1 take it (the marker reached Redis in time), else the result of
