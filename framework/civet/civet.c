@@ -24,6 +24,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,8 +209,8 @@ const char *daebus__civet_dropped_target(const struct mg_connection *conn)
  *    ("match") or whose peer is unknown because it was reset or is closing
  *    ("maybe": getpeername fails with ENOTCONN after an RST, so the socket
  *    sought may be one of these).
- * 3. Two descriptors count once when fstat gives the same inode (dup'ed
- *    descriptors of one socket). The socket sought is in the counted set
+ * 3. Two descriptors count once when they hold the same socket (same socket
+ *    cookie, or inode on kernels without cookies: dup'ed descriptors). The socket sought is in the counted set
  *    (1, 2); when the set holds exactly one socket, that is it. When it holds
  *    more (the same peer port reaching two local addresses of this host, or
  *    other reset connections on the port), the answer is -1: the caller
@@ -295,6 +296,25 @@ static int classify(int fd, const target *t)
     return on_port(fd, t) ? FD_MAYBE : FD_OTHER;
 }
 
+/* A socket's identity, the same through every descriptor of it. The kernel's
+ * socket cookie is read with getsockopt, which (unlike fstat) does not touch
+ * the descriptor table's bookkeeping that ThreadSanitizer models: another
+ * thread may close any descriptor of the scan but ours (see below), and a
+ * descriptor closed or reused mid-scan only ever reads as "other". */
+static bool socket_identity(int fd, uint64_t *id)
+{
+#ifdef SO_COOKIE
+    socklen_t l = sizeof *id;
+    if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, id, &l) == 0 && l == sizeof *id)
+        return true;
+#endif
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return false;
+    *id = (uint64_t)st.st_ino;
+    return true;
+}
+
 int daebus__civet_find_socket(const daebus__civet_peer *p)
 {
     target t;
@@ -304,20 +324,19 @@ int daebus__civet_find_socket(const daebus__civet_peer *p)
     if (!d)
         return -1;
     int found = -1, dfd = dirfd(d);
-    ino_t ino = 0;
+    uint64_t ident = 0, id = 0;
     bool ambiguous = false;
     struct dirent *e;
     while (!ambiguous && (e = readdir(d)) != NULL) {
         if (e->d_name[0] < '0' || e->d_name[0] > '9')
             continue;
         int fd = atoi(e->d_name);
-        struct stat st;
-        if (fd == dfd || classify(fd, &t) == FD_OTHER || fstat(fd, &st) != 0)
+        if (fd == dfd || classify(fd, &t) == FD_OTHER || !socket_identity(fd, &id))
             continue;
         if (found < 0) {
             found = fd;
-            ino = st.st_ino;
-        } else if (st.st_ino != ino) {
+            ident = id;
+        } else if (id != ident) {
             ambiguous = true;
         }
     }
