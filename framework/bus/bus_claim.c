@@ -363,8 +363,8 @@ static size_t run_due(daebus_bus *bus, int k, double now)
 int daebus__bus_on_tick(void *user, bool idle)
 {
     daebus_bus *bus = user;
-    int pms = daebus__bus_primary_tick(bus, idle);
-    double now = daebus__now_mono(), next = pms >= 0 ? now + pms / 1000.0 : 0;
+    int pus = daebus__bus_primary_tick(bus, idle);
+    double now = daebus__now_mono(), next = pus >= 0 ? now + pus / 1e6 : 0;
     for (int k = 0; k < 2; k++) {
         daebus__bus_defer_list *l = &bus->later[k];
         while (run_due(bus, k, now) == BATCH) {
@@ -374,8 +374,8 @@ int daebus__bus_on_tick(void *user, bool idle)
     }
     if (next == 0)
         return -1;
-    int ms = (int)((next - now) * 1000) + 1;
-    return ms < 1 ? 1 : ms;
+    double us = (next - now) * 1e6 + 1;
+    return us < 1 ? 1 : us > 2e9 ? 2000000000 : (int)us;
 }
 
 void daebus__bus_defer_drop_all(daebus_bus *bus)

@@ -115,6 +115,7 @@ struct daebus_bus {
 
     pthread_mutex_t state_lock;
     pthread_cond_t state_cond; /* connected changed; live requests changed */
+    atomic_size_t batched;     /* the primary's jobs inside batch jobs not yet run */
     atomic_int subscribed;     /* the subscriber is up */
     atomic_int connected;      /* ... and takes messages (joined, when gated) */
     size_t live;               /* requests not yet freed (under state_lock) */
@@ -256,8 +257,8 @@ void daebus__bus_primary_keep(daebus_bus *bus, const daebus__bus_claim *cl, cons
                               size_t len);
 /* A progress marker read: drops what it covers, claims what it skipped. */
 void daebus__bus_on_progress(daebus_bus *bus, const daebus__cluster_progress *p);
-/* The subscriber's tick for the primary protocol. Returns: ms to the next
- * thing due, or -1. */
+/* The subscriber's tick for the primary protocol. Returns: microseconds to
+ * the next thing due, or -1. */
 int daebus__bus_primary_tick(daebus_bus *bus, bool idle);
 /* Drops what the backup kept (after the subscriber stopped); a held batch
  * is flushed first (it was taken). */

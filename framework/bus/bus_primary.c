@@ -62,7 +62,8 @@ static bool busy(daebus_bus *bus)
     size_t limit = (size_t)(workers > 0 ? workers : 1);
     if (bus->opts.max_queue < limit)
         limit = bus->opts.max_queue;
-    return daebus__pool_pending(bus->pool) + (size_t)bus->prim.nheld >= limit;
+    return daebus__pool_pending(bus->pool) + atomic_load(&bus->batched) + (size_t)bus->prim.nheld >=
+           limit;
 }
 
 static void release_held(daebus_bus *bus, unsigned long long ticket);
@@ -122,30 +123,97 @@ static unsigned long long send_marker(daebus_bus *bus)
     return ticket;
 }
 
+/* A held job not run: stopping, so neither answered. */
+static void drop_held(daebus__bus_held *h)
+{
+    h->claim->mode = DAEBUS__GATE_CLAIM;
+    h->claim->ticket = 0;
+    h->drop(h->arg);
+}
+
+/* The jobs of a batch after the first, inside one pool job: one worker
+ * waits for the marker, then hands the others out. Each job would
+ * otherwise wake a worker that at once sleeps again on the marker's answer
+ * (two wake-ups per request instead of one). */
+typedef struct held_batch {
+    daebus_bus *bus;
+    unsigned long long ticket;
+    int n;
+    daebus__bus_held h[];
+} held_batch;
+
+static void batch_run(void *arg)
+{
+    held_batch *b = arg;
+    daebus_bus *bus = b->bus;
+    daebus__cluster_progress_wait(cluster_of(bus), b->ticket);
+    atomic_fetch_sub(&bus->batched, (size_t)b->n);
+    int here[DAEBUS__BUS_HELD], nhere = 0;
+    for (int i = 1; i < b->n; i++) {
+        /* Refused (the queue filled since the primary looked, or the
+         * pool drains for a graceful stop): the marker covered it, so this
+         * replica runs it, here, after the first. */
+        if (daebus__pool_submit(bus->pool, b->h[i].fn, b->h[i].drop, b->h[i].arg) != 0)
+            here[nhere++] = i;
+    }
+    b->h[0].fn(b->h[0].arg);
+    for (int k = 0; k < nhere; k++)
+        b->h[here[k]].fn(b->h[here[k]].arg);
+    free(b);
+}
+
+static void batch_drop(void *arg)
+{
+    held_batch *b = arg;
+    atomic_fetch_sub(&b->bus->batched, (size_t)b->n);
+    for (int i = 0; i < b->n; i++)
+        drop_held(&b->h[i]);
+    free(b);
+}
+
+/* Hands one held job to the workers (or, full, to a late claim). */
+static void submit_held(daebus_bus *bus, daebus__bus_held *h)
+{
+    int rc = daebus__pool_submit(bus->pool, h->fn, h->drop, h->arg);
+    if (rc == DAEBUS_EFULL) {
+        /* Filled since the look (claims won meanwhile): claimed late,
+         * like any message of a full replica. The marker covered it, so
+         * no other replica claims it: this one wins, runs it or answers
+         * "overloaded". */
+        h->claim->mode = DAEBUS__GATE_CLAIM;
+        h->claim->ticket = 0;
+        daebus__bus_submit_claimed(bus, h->claim, h->fn, h->drop, h->arg, h->request, true);
+    } else if (rc != 0) {
+        drop_held(h);
+    }
+}
+
 /* Hands the held jobs to the workers: their marker went with ticket. */
 static void release_held(daebus_bus *bus, unsigned long long ticket)
 {
     daebus__bus_primary *p = &bus->prim;
     for (int i = 0; i < p->nheld; i++) {
-        daebus__bus_held *h = &p->held[i];
-        h->claim->ticket = ticket;
+        p->held[i].claim->ticket = ticket;
         if (!ticket)
-            h->claim->mode = DAEBUS__GATE_CLAIM; /* no marker: its worker claims it */
-        int rc = daebus__pool_submit(bus->pool, h->fn, h->drop, h->arg);
-        if (rc == DAEBUS_EFULL) {
-            /* Filled since the look (claims won meanwhile): claimed late,
-             * like any message of a full replica. The marker covered it, so
-             * no other replica claims it: this one wins, runs it or answers
-             * "overloaded". */
-            h->claim->mode = DAEBUS__GATE_CLAIM;
-            h->claim->ticket = 0;
-            daebus__bus_submit_claimed(bus, h->claim, h->fn, h->drop, h->arg, h->request, true);
-        } else if (rc != 0) {
-            h->claim->mode = DAEBUS__GATE_CLAIM; /* stopping: not run, not answered */
-            h->claim->ticket = 0;
-            h->drop(h->arg);
+            p->held[i].claim->mode = DAEBUS__GATE_CLAIM; /* no marker: its worker claims it */
+    }
+    held_batch *b = NULL;
+    if (ticket && p->nheld > 1 &&
+        (b = malloc(sizeof *b + (size_t)p->nheld * sizeof b->h[0])) != NULL) {
+        b->bus = bus;
+        b->ticket = ticket;
+        b->n = p->nheld;
+        memcpy(b->h, p->held, (size_t)p->nheld * sizeof b->h[0]);
+        atomic_fetch_add(&bus->batched, (size_t)b->n);
+        int rc = daebus__pool_submit(bus->pool, batch_run, batch_drop, b);
+        if (rc != 0) {
+            atomic_fetch_sub(&bus->batched, (size_t)b->n);
+            free(b);
+            b = NULL; /* one by one, as below */
         }
     }
+    for (int i = 0; !b && i < p->nheld; i++)
+        submit_held(bus, &p->held[i]);
     p->nheld = 0;
 }
 
@@ -289,9 +357,15 @@ int daebus__bus_primary_tick(daebus_bus *bus, bool idle)
     long long now = now_ms();
     if (p->head && p->head->due_ms <= now && daebus__redis_sub_drained(bus->sub))
         take_over(bus, now);
-    long long next = waiting ? 1 : w / 4;
-    if (p->head && p->head->due_ms - now < next)
-        next = p->head->due_ms - now;
+    long long next = w / 4 * 1000;
+    if (p->head && (p->head->due_ms - now) * 1000 < next)
+        next = (p->head->due_ms - now) * 1000;
+    if (waiting) {
+        /* the held batch goes when the gap ends, not at the next ms */
+        long long gap = (long long)((p->marked_at + MARK_GAP_S - daebus__now_mono()) * 1e6) + 1;
+        if (gap < next)
+            next = gap;
+    }
     return next < 1 ? 1 : (int)next;
 }
 

@@ -325,7 +325,7 @@ static int on_tick(void *user, bool idle)
         c->next_scan = nearest < now + 0.1 ? nearest : now + 0.1;
     }
     double wait = c->next_scan - daebus__now_mono();
-    return wait <= 0 ? 0 : wait > 0.2 ? 200 : (int)(wait * 1000) + 1;
+    return wait <= 0 ? 0 : wait > 0.2 ? 200000 : (int)(wait * 1e6) + 1;
 }
 
 /* ---- public API ---- */

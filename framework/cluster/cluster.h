@@ -218,6 +218,9 @@ void daebus__cluster_progress_idle(daebus__cluster *c);
  * a claim of it (as daebus__cluster_claim). Thread: callable from any thread. */
 int daebus__cluster_progress_take(daebus__cluster *c, const daebus__cluster_ticket *t,
                                   unsigned long long ticket, unsigned long long pos);
+/* Waits until the marker sent with ticket is answered (or failed); the
+ * takes of its messages then decide at once. Thread: any. */
+void daebus__cluster_progress_wait(daebus__cluster *c, unsigned long long ticket);
 /* The subscriber's tick: with no primary known, the first instance by name
  * offers itself (at most once a heartbeat). Thread: the subscriber thread. */
 void daebus__cluster_primary_tick(daebus__cluster *c);

@@ -256,6 +256,12 @@ int daebus__cluster_progress_take(daebus__cluster *c, const daebus__cluster_tick
     return rc;
 }
 
+void daebus__cluster_progress_wait(daebus__cluster *c, unsigned long long ticket)
+{
+    if (c && ticket)
+        daebus__redis_line_wait_shared(c->line, ticket);
+}
+
 /* "progress <id> <epoch> <upto> <ms> [skips]" into p. */
 static bool parse_progress(const char *data, char *id, daebus__cluster_progress *p)
 {

@@ -5,6 +5,7 @@
  * wait with a time-out and be woken through a pipe without killing the
  * context (a hiredis read time-out marks the context as failed).
  */
+#define _GNU_SOURCE /* ppoll */
 #include <errno.h>
 #include <malloc.h>
 #include <poll.h>
@@ -273,7 +274,7 @@ void daebus__backoff_reset(daebus__backoff *b)
 
 /* ---- reading ---- */
 
-int daebus__redis_read(redisContext *c, redisReply **out, int timeout_ms, int wake_fd)
+int daebus__redis_read(redisContext *c, redisReply **out, long timeout_us, int wake_fd)
 {
     void *reply = NULL;
     daebus__redis_guard *g = guard_of(c);
@@ -301,7 +302,9 @@ int daebus__redis_read(redisContext *c, redisReply **out, int timeout_ms, int wa
             return DAEBUS_ECONN;
     }
     struct pollfd p[2] = {{.fd = c->fd, .events = POLLIN}, {.fd = wake_fd, .events = POLLIN}};
-    int n = poll(p, wake_fd >= 0 ? 2 : 1, timeout_ms);
+    /* Microseconds: a primary's paced marker is due in a fraction of a ms. */
+    struct timespec ts = {timeout_us / 1000000, (timeout_us % 1000000) * 1000};
+    int n = ppoll(p, wake_fd >= 0 ? 2 : 1, timeout_us < 0 ? NULL : &ts, NULL);
     if (n < 0)
         return errno == EINTR ? 0 : DAEBUS_ECONN;
     if (n == 0)

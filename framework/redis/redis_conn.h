@@ -22,10 +22,10 @@ redisContext *daebus__redis_connect(const daebus__redis_url *url, double connect
                                     double command_timeout, daebus_error *err);
 
 /* Waits for one reply: returns 1 with *out set (free with freeReplyObject),
- * 0 when timeout_ms passed or wake_fd became readable (wake_fd -1 = none),
+ * 0 when timeout_us (microseconds) passed or wake_fd became readable (wake_fd -1 = none),
  * DAEBUS_ECONN when the connection failed (the context is then dead).
  * With a size guard attached (below), the guard describes the reply returned. */
-int daebus__redis_read(redisContext *c, redisReply **out, int timeout_ms, int wake_fd);
+int daebus__redis_read(redisContext *c, redisReply **out, long timeout_us, int wake_fd);
 
 /* ---- size guard of a subscriber connection ----
  *

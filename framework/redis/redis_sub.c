@@ -54,7 +54,7 @@ struct daebus__redis_sub {
     int after_at, nafter; /* where the after[] replies are in it */
     bool no_atomic;       /* Redis refused SUBSCRIBE inside MULTI: plain from now on */
     double last_rx, ping_at;
-    int next_ms;
+    long next_us;
 };
 
 /* ---- the channel set (any thread) ---- */
@@ -246,7 +246,7 @@ static int read_until(daebus__redis_sub *s, redisContext *c, daebus__deadline un
 {
     for (;;) {
         *r = NULL;
-        int rc = daebus__redis_read(c, r, 50, s->wake[0]);
+        int rc = daebus__redis_read(c, r, 50000, s->wake[0]);
         if (rc == 1 && !atomic_load(&s->stopping))
             return 1;
         if (rc < 0 || daebus__deadline_passed(until) || atomic_load(&s->stopping)) {
@@ -449,7 +449,7 @@ static int sub_connect(daebus__redis_sub *s, daebus_error *err)
     s->ctx = c;
     s->last_rx = daebus__now_mono();
     s->ping_at = 0;
-    s->next_ms = s->o.poll_ms;
+    s->next_us = s->o.poll_ms * 1000L;
     atomic_store(&s->connected, 1);
     confirm(s, ticket);
     return 0;
@@ -529,7 +529,7 @@ static void read_stage(daebus__redis_sub *s)
     if (pace > 0 && !buffered(s))
         sleep_or_wake(s, pace / 1000.0);
     redisReply *r = NULL;
-    int rc = daebus__redis_read(s->ctx, &r, s->next_ms, s->wake[0]);
+    int rc = daebus__redis_read(s->ctx, &r, s->next_us, s->wake[0]);
     double now = daebus__now_mono();
     if (rc == 1 || (s->o.max_message && s->guard.got_bytes)) {
         /* A big message still arriving is traffic too (its PONG queues behind it). */
@@ -553,8 +553,8 @@ static void read_stage(daebus__redis_sub *s)
         dispatch(s, r);
         freeReplyObject(r);
     }
-    int ms = s->o.on_tick ? s->o.on_tick(s->o.user, rc == 0) : -1;
-    s->next_ms = ms < 0 ? s->o.poll_ms : ms;
+    int us = s->o.on_tick ? s->o.on_tick(s->o.user, rc == 0) : -1;
+    s->next_us = us < 0 ? s->o.poll_ms * 1000L : us;
 }
 
 static void *sub_main(void *arg)

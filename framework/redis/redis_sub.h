@@ -67,7 +67,7 @@ typedef void daebus__redis_msg_fn(void *user, const daebus__redis_msg *msg);
 typedef void daebus__redis_state_fn(void *user, const daebus__redis_event *ev);
 /* Called after every read while connected; idle: the read returned no
  * message (time-out or wake-up). Returns: the longest wait of the next read
- * in ms, or < 0 for the subscriber's poll_ms. */
+ * in microseconds, or < 0 for the subscriber's poll_ms. */
 typedef int daebus__redis_tick_fn(void *user, bool idle);
 
 /* Atomic subscription. Each connection asks on_subscribe for commands; given
