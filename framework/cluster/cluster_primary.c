@@ -28,6 +28,7 @@
  * before any backup's deadline (W/4 of margin for delivery): no message
  * runs on both. docs/replicas.md ("The primary") has the cases.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -262,17 +263,39 @@ void daebus__cluster_progress_wait(daebus__cluster *c, unsigned long long ticket
         daebus__redis_line_wait_shared(c->line, ticket);
 }
 
-/* "progress <id> <epoch> <upto> <ms> [skips]" into p. */
-static bool parse_progress(const char *data, char *id, daebus__cluster_progress *p)
+/* One number after a space; *s moves past it. */
+static bool field(const char **s, int base, unsigned long long *v)
 {
-    unsigned long long epoch = 0;
-    long long ms = 0;
-    int used = 0;
-    if (sscanf(data, "progress %95s %llx %llu %lld%n", id, &epoch, &p->upto, &ms, &used) != 4)
+    char *end = NULL;
+    if (**s != ' ' || (*s)[1] == ' ' || (*s)[1] == '-')
         return false;
+    errno = 0;
+    *v = strtoull(*s + 1, &end, base);
+    if (end == *s + 1 || errno)
+        return false;
+    *s = end;
+    return true;
+}
+
+/* "progress <id> <epoch> <upto> <ms> [skips]" into p and *ms (by hand: the
+ * primary reads one per batch, its own included). */
+static bool parse_progress(const char *data, char *id, daebus__cluster_progress *p, long long *ms)
+{
+    if (strncmp(data, "progress ", 9) != 0)
+        return false;
+    const char *s = data + 9;
+    size_t n = strcspn(s, " ");
+    unsigned long long epoch = 0, msu = 0;
+    if (n == 0 || n >= DAEBUS__INSTANCE_ID_MAX)
+        return false;
+    memcpy(id, s, n);
+    id[n] = '\0';
+    s += n;
+    if (!field(&s, 16, &epoch) || !field(&s, 10, &p->upto) || !field(&s, 10, &msu))
+        return false;
+    *ms = (long long)msu;
     p->epoch = epoch;
     p->nskip = 0;
-    const char *s = data + used;
     while (*s == ' ' || *s == ',') {
         char *end = NULL;
         unsigned long long v = strtoull(s + 1, &end, 10);
@@ -299,14 +322,11 @@ bool daebus__cluster_primary_message(daebus__cluster *c, const char *data,
             g->anchor_ms = ms; /* sent before every message after it */
         return false;
     }
-    if (!parse_progress(data, id, p))
+    if (!parse_progress(data, id, p, &ms))
         return false;
     p->primary = id_hash(id);
     p->own = strcmp(id, c->id) == 0;
-    if (p->own) {
-        sscanf(data, "progress %*s %*s %*s %lld", &ms);
-        if (ms > g->anchor_ms)
-            g->anchor_ms = ms;
-    }
+    if (p->own && ms > g->anchor_ms)
+        g->anchor_ms = ms;
     return true;
 }
