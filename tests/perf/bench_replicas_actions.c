@@ -5,7 +5,7 @@
  * Four perf_service processes on one private redis-server: service
  * "perf_act_one" (one replica) and service "perf_act_three" (three replicas);
  * a daebus_caller in this process calls their ACTION "echo". Rounds alternate
- * one/three (3 of each for one in flight, 3 of each for 16); the best of each
+ * one/three (3 of each for one in flight, 6 of half the length for 16); the best of each
  * is kept, as bench_bus does. After each service's rounds the replicas' bus
  * counters (GET /stats: requests_handled) are summed: with exactly-once
  * actions every request is handled once ("handled_per_request" 1.0), without
@@ -36,6 +36,10 @@
 
 #define WINDOW 16
 #define ROUNDS 3
+/* 16 in flight: more, shorter rounds (this machine's neighbours only ever
+ * slow a round down, so the best of more rounds is nearer the undisturbed
+ * rate); the median of the rounds' ratios is printed beside it */
+#define ROUNDS16 6
 #define BENCH  "replicas_actions"
 
 /* ---- 16 in flight: asynchronous requests, each answer issues the next ---- */
@@ -287,13 +291,18 @@ int main(int argc, char **argv)
             }
             perf_samples_free(&l);
         }
-    for (int round = 0; round < ROUNDS; round++)
+    double pair[ROUNDS16];
+    for (int round = 0; round < ROUNDS16; round++) {
+        double rate[3] = {0};
         for (int s = 0; s < nsv; s++) {
-            double r = run_window(caller, sv[s].name, payload, seconds, &errors, &sv[s].sent);
+            double r = run_window(caller, sv[s].name, payload, seconds / 2, &errors, &sv[s].sent);
+            rate[s] = r;
             fprintf(stderr, BENCH ": round %d %-14s 16 in flight %.0f/s\n", round, sv[s].label, r);
             if (r > sv[s].best_rate16)
                 sv[s].best_rate16 = r;
         }
+        pair[round] = rate[0] > 0 ? rate[1] / rate[0] : 0;
+    }
     for (int k = 0; k < nsv; k++)
         profile(&sv[k], caller, payload, seconds, &redis, &errors);
     cJSON_Delete(payload);
@@ -303,6 +312,8 @@ int main(int argc, char **argv)
         report(&sv[k]);
     perf_emit(BENCH, "redis", "ping_p50", perf_redis_ping_p50(redis.port, 2000) * 1e6, "us");
     perf_emit(BENCH, "all", "errors", (double)errors, "count");
+    perf_emit(BENCH, "three_vs_one", "actions_per_s_16_median_of_round_ratios",
+              perf_percentile(pair, ROUNDS16, 50), "ratio");
     perf_ratio(BENCH, "p50_1_three_vs_one", sv[1].best_p50 / sv[0].best_p50, 1.3, "<=");
     perf_ratio(BENCH, "actions_per_s_16_three_vs_one", sv[1].best_rate16 / sv[0].best_rate16, 0.8,
                ">=");
