@@ -596,14 +596,18 @@ async def redis_away():
     touch(f"{d}/3")
     await wait_file(f"{d}/4")
     deadline = time.monotonic() + TIMEOUT
+    tries = []  # every answer, for the failure message
     while True:  # the replicas reconnect (backoff)
         c = await Client.open(PORTS[2])
         r = await c.call("register", {"username": "stale1"})
+        tries.append((round(TIMEOUT - (deadline - time.monotonic()), 2), c.client_id, r))
         if r.get("status") == "registered" or time.monotonic() > deadline:
             break
         await c.close()
         await asyncio.sleep(0.2)
-    check(r.get("status") == "registered", f"the departed client's name is free: {r}")
+    check(r.get("status") == "registered",
+          f"the departed client's name is free: {r}; stale1 was {stale.client_id}; "
+          f"attempts (s, client, answer): {tries[:5]}")
     # ... and it left its room. (The watcher is told so too, unless the
     # WebSocket component took the watcher's own replica for dead after the
     # outage - its alive key expired while Redis was away - and the watcher
