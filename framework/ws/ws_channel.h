@@ -34,4 +34,60 @@ bool daebus__ws_channel_glob(const char *patterns, const char *name);
  * (err set), DAEBUS_ENOMEM. */
 int daebus__ws_channel_auth_options(daebus_ws *ws, const daebus_ws_options *o, daebus_error *err);
 
+/* ---- ws_channel.c ---- */
+
+/* One channel message to deliver. The place history fills: has_offset,
+ * offset and epoch go into the frame as "offset" and "epoch". */
+typedef struct ws_chmsg {
+    const char *channel;
+    const char *data; /* the data, as JSON text (data_len bytes) */
+    size_t data_len;
+    bool has_offset;
+    uint64_t offset;
+    const char *epoch;
+} ws_chmsg;
+
+/* Makes the table (create). Returns: 0 or DAEBUS_ENOMEM. */
+int daebus__ws_channel_init(daebus_ws *ws);
+/* Frees it (destroy; accepts a component whose init failed). */
+void daebus__ws_channel_free(daebus_ws *ws);
+/* Ends c's subscriptions (here and in the cluster-wide lists). Thread: the
+ * close callback (c's state is GONE already) or a rejected connect. */
+void daebus__ws_channel_client_gone(daebus_ws *ws, ws_client *c);
+/* Returns: the frame {"type":"channel_message","channel":C,"data":D[,
+ * "offset":N,"epoch":E]} with one reference, or NULL (out of memory). */
+ws_frame *daebus__ws_channel_frame(const ws_chmsg *m);
+/* Queues f for every local subscriber of channel, one delivery at a time
+ * (ch_deliver_lock). Returns: how many took it. */
+int daebus__ws_channel_deliver(daebus_ws *ws, const char *channel, ws_frame *f);
+
+/* ---- ws_channel_cluster.c (each a no-op / local answer outside cluster mode) ---- */
+
+/* Writes (add) or removes a subscription of the cluster-wide lists.
+ * Returns: 0, DAEBUS_ECONN (the local table holds it anyway). */
+int daebus__ws_channel_cluster_note(daebus_ws *ws, const char *client_id, const char *channel,
+                                    bool add);
+/* Removes a departed client's subscriptions from the cluster-wide lists. */
+void daebus__ws_channel_cluster_forget(daebus_ws *ws, const char *client_id,
+                                       const char *const *channels, size_t n);
+/* The same for a client of a dead replica (its channels read from Redis).
+ * Thread: the cluster thread (reaping). */
+void daebus__ws_channel_reaped(daebus_ws *ws, const char *client_id);
+/* Publishes m through Redis (the publisher queue). Returns: 0, DAEBUS_ECONN,
+ * DAEBUS_ENOMEM. */
+int daebus__ws_channel_cluster_publish(daebus_ws *ws, const ws_chmsg *m);
+/* A channel message back from Redis (header h, data body[0..len)): delivered
+ * to the local subscribers. Thread: the subscriber thread. */
+void daebus__ws_channel_recv(daebus_ws *ws, const cJSON *h, const char *body, size_t len);
+/* Cluster-wide views. Returns: 0, DAEBUS_ENOENT, DAEBUS_ENOMEM, DAEBUS_ECONN. */
+int daebus__ws_channel_cluster_subscribers(daebus_ws *ws, const char *channel, cJSON **ids_out);
+int daebus__ws_channel_cluster_of(daebus_ws *ws, const char *client_id, cJSON **out);
+
+/* ---- ws_channel_frames.c ---- */
+
+/* Handles m when it is a channel frame (subscribe, unsubscribe, broadcast)
+ * and channels are on. Returns: true when handled (answered).
+ * Thread: c's CivetWeb thread. */
+bool daebus__ws_channel_frame_run(daebus_ws *ws, ws_client *c, const ws_message *m);
+
 #endif

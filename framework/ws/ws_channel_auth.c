@@ -102,7 +102,8 @@ static void default_refusal(int op, const char *name, const char *action, char *
                               op == DAEBUS_WS_AUTH_SUBSCRIBE ? "subscribe to" : "publish on", name);
 }
 
-/* Asks the hook (no lock held). Returns: its verdict. */
+/* Asks the hook (no lock held). Returns: its verdict; a refusal without a
+ * (valid UTF-8) reason gets the default text. */
 static bool ask_hook(daebus_ws *ws, const daebus_ws_auth_request *q, char *reason,
                      size_t reason_len)
 {
@@ -113,7 +114,7 @@ static bool ask_hook(daebus_ws *ws, const daebus_ws_auth_request *q, char *reaso
         if (buf[0] && daebus__utf8_valid(buf, strlen(buf)))
             set_reason(reason, reason_len, buf);
         else
-            set_reason(reason, reason_len, "Not allowed");
+            default_refusal(q->op, q->name, q->action, reason, reason_len);
     }
     return ok;
 }

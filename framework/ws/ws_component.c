@@ -97,7 +97,6 @@ static void init_locks(daebus_ws *ws)
     pthread_mutex_init(&ws->reg_lock, NULL);
     daebus__cond_init(&ws->reg_cond);
     pthread_mutex_init(&ws->wlock, NULL);
-    pthread_mutex_init(&ws->ch_lock, NULL);
     daebus__cond_init(&ws->wcond);
     daebus__cond_init(&ws->mcond);
 }
@@ -130,6 +129,11 @@ daebus_ws *daebus_ws_create(const daebus_ws_options *opts, daebus_error *err)
     init_locks(ws);
     ws->comp.ops = &ws_ops;
     ws->comp.self = ws;
+    if (daebus__ws_channel_init(ws)) {
+        ws_destroy_op(ws);
+        daebus_error_set(err, DAEBUS_ENOMEM, "websocket: out of memory");
+        return NULL;
+    }
     if (daebus__ws_channel_auth_options(ws, &o, err)) {
         ws_destroy_op(ws);
         return NULL;
@@ -155,7 +159,7 @@ static void ws_destroy_op(void *self)
     free(ws->departed);
     free(ws->ch_subscribe);
     free(ws->ch_publish);
-    pthread_mutex_destroy(&ws->ch_lock);
+    daebus__ws_channel_free(ws);
     pthread_mutex_destroy(&ws->rl_lock);
     pthread_mutex_destroy(&ws->reg_lock);
     pthread_cond_destroy(&ws->reg_cond);

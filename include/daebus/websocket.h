@@ -569,6 +569,53 @@ DAEBUS_API int daebus_ws_authorize(daebus_ws *ws, const char *client_id, int op,
  * Thread: callable from any thread. */
 DAEBUS_API int daebus_ws_channel_check_name(const char *channel, daebus_error *err);
 
+/* Subscribes a client of this replica to channel (also from its
+ * SOCKET_CONNECT handler). Subscribing again is a no-op. The subscription ends
+ * with the connection. No authorisation is asked: the server decides.
+ * Returns: 0, DAEBUS_ENOENT (no such client here, or it is leaving),
+ * DAEBUS_EINVAL (bad name), DAEBUS_ENOMEM, DAEBUS_ECONN (cluster mode: the
+ * subscription holds, but Redis could not record it in the cluster-wide list).
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_ws_channel_subscribe(daebus_ws *ws, const char *client_id,
+                                           const char *channel);
+
+/* Ends a subscription of a client of this replica.
+ * Returns: 0, DAEBUS_ENOENT (it was not subscribed), DAEBUS_EINVAL,
+ * DAEBUS_ECONN (ended here; the cluster-wide list kept it).
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_ws_channel_unsubscribe(daebus_ws *ws, const char *client_id,
+                                             const char *channel);
+
+/* Publishes data on channel: every subscriber gets
+ * {"type":"channel_message","channel":C,"data":data}, once, in publish order
+ * (serialised once per replica). One process: queued for the local
+ * subscribers before return, in call order. Cluster mode: one PUBLISH queued
+ * for Redis (the call does not wait); every replica, this one included,
+ * delivers when Redis hands it back, so that all subscribers see one order;
+ * a message published while Redis is away is refused (DAEBUS_ECONN), not
+ * delivered anywhere.
+ * Ownership: data is borrowed (serialised before return).
+ * Returns: 0, DAEBUS_EINVAL (bad name, data NULL), DAEBUS_ETOOBIG (larger than
+ * queue_max_bytes), DAEBUS_ENOMEM, DAEBUS_ECONN.
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_ws_channel_publish(daebus_ws *ws, const char *channel, const cJSON *data);
+
+/* Stores a JSON array of the ids of channel's subscribers in *ids_out: those
+ * of every replica in cluster mode (read from Redis; a dead replica's clients
+ * leave it when it is reaped), the local ones otherwise.
+ * Ownership: the caller frees *ids_out with cJSON_Delete (NULL on error).
+ * Returns: 0, DAEBUS_EINVAL, DAEBUS_ENOMEM, DAEBUS_ECONN.
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_ws_channel_subscribers(daebus_ws *ws, const char *channel, cJSON **ids_out);
+
+/* Stores a JSON array of the channels client_id is subscribed to in *out (a
+ * client of another replica in cluster mode: read from Redis).
+ * Ownership: the caller frees *out with cJSON_Delete (NULL on error).
+ * Returns: 0, DAEBUS_ENOENT (no such client), DAEBUS_EINVAL, DAEBUS_ENOMEM,
+ * DAEBUS_ECONN.
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_ws_channel_client_channels(daebus_ws *ws, const char *client_id, cJSON **out);
+
 /* ---- metrics ---- */
 
 /* Fills out with the counters. Returns: 0 or DAEBUS_EINVAL. */

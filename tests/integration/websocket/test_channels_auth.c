@@ -148,10 +148,11 @@ static void test_hook(void)
     CU_ASSERT_EQUAL(
         daebus_ws_authorize(ws, "c7", DAEBUS_WS_AUTH_PUBLISH, "other", NULL, reason, sizeof reason),
         DAEBUS_EAUTH);
-    CU_ASSERT_STRING_EQUAL(reason, "Not allowed");
+    CU_ASSERT_STRING_EQUAL(reason, "Not allowed to publish on channel 'other'");
     CU_ASSERT_EQUAL(daebus_ws_authorize(ws, "c7", DAEBUS_WS_AUTH_CALL, "billing", "drop", reason,
                                         sizeof reason),
                     DAEBUS_EAUTH);
+    CU_ASSERT_STRING_EQUAL(reason, "Not allowed to call billing.drop");
     CU_ASSERT_EQUAL(s.op, DAEBUS_WS_AUTH_CALL);
     CU_ASSERT_STRING_EQUAL(s.name, "billing");
     CU_ASSERT_STRING_EQUAL(s.action, "drop");
