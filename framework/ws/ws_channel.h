@@ -85,6 +85,14 @@ int daebus__ws_channel_cluster_of(daebus_ws *ws, const char *client_id, cJSON **
 
 /* ---- ws_channel_frames.c ---- */
 
+enum { WS_CH_NONE = -2, WS_CH_BAD = -1, WS_CH_SUBSCRIBE = 0, WS_CH_UNSUBSCRIBE, WS_CH_BROADCAST };
+
+/* Reads a client message as a channel frame (pure: the fuzz target drives
+ * it). Returns: WS_CH_NONE (another type), WS_CH_BAD (why says what is wrong:
+ * no / non-string / invalid channel, a broadcast without data), or the kind
+ * with *channel (inside m) set. */
+int daebus__ws_channel_frame_parse(const ws_message *m, const char **channel, char *why,
+                                   size_t why_len);
 /* Handles m when it is a channel frame (subscribe, unsubscribe, broadcast)
  * and channels are on. Returns: true when handled (answered).
  * Thread: c's CivetWeb thread. */

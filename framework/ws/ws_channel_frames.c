@@ -17,9 +17,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "utf8.h"
 #include "ws_request.h"
-
-enum { FR_SUBSCRIBE = 0, FR_UNSUBSCRIBE, FR_BROADCAST };
 
 static int frame_kind(const char *type)
 {
@@ -30,21 +29,31 @@ static int frame_kind(const char *type)
     return -1;
 }
 
-/* The frame's channel, checked. Returns: it, or NULL with why filled. */
-static const char *frame_channel(const ws_message *m, char *why, size_t why_len)
+int daebus__ws_channel_frame_parse(const ws_message *m, const char **channel, char *why,
+                                   size_t why_len)
 {
+    *channel = NULL;
+    int kind = frame_kind(m->type);
+    if (kind < 0)
+        return WS_CH_NONE;
     const cJSON *ch = cJSON_GetObjectItemCaseSensitive(m->root, "channel");
     if (!ch || cJSON_IsNull(ch)) {
-        snprintf(why, why_len, "Missing \"channel\": a %s frame needs a channel name", m->type);
-        return NULL;
+        daebus__utf8_snprintf(why, why_len, "Missing \"channel\": a %s frame needs a channel name",
+                              m->type);
+        return WS_CH_BAD;
     }
     if (!cJSON_IsString(ch)) {
         snprintf(why, why_len, "\"channel\" must be a string");
-        return NULL;
+        return WS_CH_BAD;
     }
     if (daebus__ws_channel_name_error(ch->valuestring, strlen(ch->valuestring), why, why_len))
-        return NULL;
-    return ch->valuestring;
+        return WS_CH_BAD;
+    if (kind == WS_CH_BROADCAST && !cJSON_GetObjectItemCaseSensitive(m->root, "data")) {
+        snprintf(why, why_len, "Missing \"data\": a broadcast frame needs the data to publish");
+        return WS_CH_BAD;
+    }
+    *channel = ch->valuestring;
+    return kind;
 }
 
 /* Queues the success answer {"channel":C[,extra...]}. extra is taken. */
@@ -92,11 +101,6 @@ static void on_subscribe(daebus_ws *ws, ws_client *c, const ws_message *m, const
 static void on_broadcast(daebus_ws *ws, ws_client *c, const ws_message *m, const char *channel)
 {
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(m->root, "data");
-    if (!data) {
-        daebus__ws_send_error(c, "Missing \"data\": a broadcast frame needs the data to publish",
-                              -1, m->request_id);
-        return;
-    }
     int rc = daebus_ws_channel_publish(ws, channel, data);
     if (rc)
         daebus__ws_send_error(c, publish_error(rc), -1, m->request_id);
@@ -106,16 +110,18 @@ static void on_broadcast(daebus_ws *ws, ws_client *c, const ws_message *m, const
 
 bool daebus__ws_channel_frame_run(daebus_ws *ws, ws_client *c, const ws_message *m)
 {
-    int kind = ws->channels ? frame_kind(m->type) : -1;
-    if (kind < 0)
+    if (!ws->channels)
         return false;
     char why[256];
-    const char *channel = frame_channel(m, why, sizeof why);
-    if (!channel) {
+    const char *channel;
+    int kind = daebus__ws_channel_frame_parse(m, &channel, why, sizeof why);
+    if (kind == WS_CH_NONE)
+        return false;
+    if (kind == WS_CH_BAD) {
         daebus__ws_send_error(c, why, -1, m->request_id);
         return true;
     }
-    if (kind == FR_UNSUBSCRIBE) {
+    if (kind == WS_CH_UNSUBSCRIBE) {
         /* Leaving is always allowed; leaving a channel one is not in is a no-op. */
         int rc = daebus_ws_channel_unsubscribe(ws, c->id, channel);
         cJSON *extra = cJSON_CreateObject();
@@ -124,12 +130,12 @@ bool daebus__ws_channel_frame_run(daebus_ws *ws, ws_client *c, const ws_message 
         answer(c, m, channel, extra);
         return true;
     }
-    int op = kind == FR_SUBSCRIBE ? DAEBUS_WS_AUTH_SUBSCRIBE : DAEBUS_WS_AUTH_PUBLISH;
+    int op = kind == WS_CH_SUBSCRIBE ? DAEBUS_WS_AUTH_SUBSCRIBE : DAEBUS_WS_AUTH_PUBLISH;
     if (daebus_ws_authorize(ws, c->id, op, channel, NULL, why, sizeof why)) {
         daebus__ws_send_error(c, why, -1, m->request_id);
         return true;
     }
-    if (kind == FR_SUBSCRIBE)
+    if (kind == WS_CH_SUBSCRIBE)
         on_subscribe(ws, c, m, channel);
     else
         on_broadcast(ws, c, m, channel);
