@@ -25,6 +25,7 @@
 #include "ws_request.h"
 
 typedef struct ws_chan {
+    char *name;
     ws_client **subs; /* referenced */
     size_t n, cap;
 } ws_chan;
@@ -62,22 +63,32 @@ static bool csubs_has(const ws_csubs *cs, const char *name)
     return false;
 }
 
-/* Entries of c and name, made when missing. Returns: 0, DAEBUS_ENOMEM. */
-static int entries(struct ws_chtable *t, ws_client *c, const char *name, ws_chan **ch,
-                   ws_csubs **cs)
+/* The entry of channel name, made when missing. Returns: NULL when out of memory. */
+static ws_chan *chan_entry(struct ws_chtable *t, const char *name)
 {
-    *ch = daebus__hash_find(t->chans, name);
-    if (!*ch && (!(*ch = calloc(1, sizeof **ch)) || daebus__hash_insert(t->chans, name, *ch))) {
-        free(*ch);
-        return DAEBUS_ENOMEM;
-    }
-    *cs = daebus__hash_find(t->clients, c->id);
-    if (!*cs && (!(*cs = calloc(1, sizeof **cs)) || daebus__hash_insert(t->clients, c->id, *cs))) {
-        free(*cs);
-        *cs = NULL;
-        return DAEBUS_ENOMEM;
-    }
-    return 0;
+    ws_chan *ch = daebus__hash_find(t->chans, name);
+    if (ch)
+        return ch;
+    ch = calloc(1, sizeof *ch);
+    if (ch && (ch->name = strdup(name)) && daebus__hash_insert(t->chans, name, ch) == 0)
+        return ch;
+    if (ch)
+        free(ch->name);
+    free(ch);
+    return NULL;
+}
+
+/* The entry of client c, made when missing. Returns: NULL when out of memory. */
+static ws_csubs *client_entry(struct ws_chtable *t, const ws_client *c)
+{
+    ws_csubs *cs = daebus__hash_find(t->clients, c->id);
+    if (cs)
+        return cs;
+    cs = calloc(1, sizeof *cs);
+    if (cs && daebus__hash_insert(t->clients, c->id, cs) == 0)
+        return cs;
+    free(cs);
+    return NULL;
 }
 
 static void drop_empty_chan(struct ws_chtable *t, const char *name, ws_chan *ch)
@@ -85,6 +96,7 @@ static void drop_empty_chan(struct ws_chtable *t, const char *name, ws_chan *ch)
     if (ch && ch->n == 0) {
         daebus__hash_remove(t->chans, name);
         free(ch->subs);
+        free(ch->name);
         free(ch);
     }
 }
@@ -92,16 +104,20 @@ static void drop_empty_chan(struct ws_chtable *t, const char *name, ws_chan *ch)
 /* Adds c to name. Returns: 0, DAEBUS_EEXIST (already), DAEBUS_ENOMEM. */
 static int table_add(struct ws_chtable *t, ws_client *c, const char *name)
 {
-    ws_chan *ch;
-    ws_csubs *cs;
     if (csubs_has(daebus__hash_find(t->clients, c->id), name))
         return DAEBUS_EEXIST;
-    int rc = entries(t, c, name, &ch, &cs);
-    char *copy = rc ? NULL : strdup(name);
+    ws_chan *ch = chan_entry(t, name);
+    ws_csubs *cs = ch ? client_entry(t, c) : NULL;
+    char *copy = cs ? strdup(name) : NULL;
     if (!copy || grow((void **)&ch->subs, &ch->cap, ch->n + 1, sizeof *ch->subs) ||
         grow((void **)&cs->names, &cs->cap, cs->n + 1, sizeof *cs->names)) {
         free(copy);
         drop_empty_chan(t, name, ch);
+        if (cs && cs->n == 0) {
+            daebus__hash_remove(t->clients, c->id);
+            free(cs->names);
+            free(cs);
+        }
         return DAEBUS_ENOMEM;
     }
     daebus__ws_client_ref(c);
@@ -203,6 +219,35 @@ void daebus__ws_channel_client_gone(daebus_ws *ws, ws_client *c)
     free(cs);
     for (size_t i = 0; i < n; i++)
         daebus__ws_client_unref(c);
+}
+
+cJSON *daebus__ws_channel_pairs(daebus_ws *ws)
+{
+    cJSON *all = cJSON_CreateArray();
+    pthread_mutex_lock(&ws->ch_lock);
+    size_t n = daebus__hash_count(ws->chans->chans);
+    void **vals = n ? malloc(n * sizeof *vals) : NULL;
+    n = vals ? daebus__hash_values(ws->chans->chans, vals, n) : 0;
+    for (size_t i = 0; all && i < n; i++) {
+        const ws_chan *ch = vals[i];
+        for (size_t k = 0; k < ch->n; k++) {
+            cJSON *pair = cJSON_CreateArray();
+            cJSON_AddItemToArray(all, pair);
+            cJSON_AddItemToArray(pair, cJSON_CreateString(ch->subs[k]->id));
+            cJSON_AddItemToArray(pair, cJSON_CreateString(ch->name));
+        }
+    }
+    pthread_mutex_unlock(&ws->ch_lock);
+    free(vals);
+    return all;
+}
+
+bool daebus__ws_channel_has(daebus_ws *ws, const char *client_id, const char *channel)
+{
+    pthread_mutex_lock(&ws->ch_lock);
+    bool has = csubs_has(daebus__hash_find(ws->chans->clients, client_id), channel);
+    pthread_mutex_unlock(&ws->ch_lock);
+    return has;
 }
 
 /* ---- delivery ---- */

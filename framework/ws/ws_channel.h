@@ -61,12 +61,23 @@ ws_frame *daebus__ws_channel_frame(const ws_chmsg *m);
  * (ch_deliver_lock). Returns: how many took it. */
 int daebus__ws_channel_deliver(daebus_ws *ws, const char *channel, ws_frame *f);
 
+/* Returns: every local subscription as [client id, channel] pairs (a JSON
+ * array), or NULL when out of memory. Ownership: the caller frees it. */
+cJSON *daebus__ws_channel_pairs(daebus_ws *ws);
+/* Returns: true if the local client_id is subscribed to channel. */
+bool daebus__ws_channel_has(daebus_ws *ws, const char *client_id, const char *channel);
+
 /* ---- ws_channel_cluster.c (each a no-op / local answer outside cluster mode) ---- */
 
 /* Writes (add) or removes a subscription of the cluster-wide lists.
  * Returns: 0, DAEBUS_ECONN (the local table holds it anyway). */
 int daebus__ws_channel_cluster_note(daebus_ws *ws, const char *client_id, const char *channel,
                                     bool add);
+/* Writes every local subscription to the cluster-wide lists again (after
+ * Redis came back, with the directory's resync). Returns: 0, DAEBUS_ECONN,
+ * DAEBUS_ENOMEM. Thread: the cluster thread. */
+struct ws_cluster;
+int daebus__ws_channel_resync(struct ws_cluster *cl);
 /* Removes a departed client's subscriptions from the cluster-wide lists. */
 void daebus__ws_channel_cluster_forget(daebus_ws *ws, const char *client_id,
                                        const char *const *channels, size_t n);

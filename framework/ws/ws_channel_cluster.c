@@ -50,13 +50,10 @@ static int run(ws_cluster *cl, ws_dcmd *cmds, int n)
     return rc;
 }
 
-int daebus__ws_channel_cluster_note(daebus_ws *ws, const char *client_id, const char *channel,
-                                    bool add)
+/* Fills cmds[0..2) with the writes of one subscription (add) or its removal. */
+static void note_cmds(const ws_cluster *cl, ws_dcmd *cmds, const char *client_id,
+                      const char *channel, bool add)
 {
-    ws_cluster *cl = atomic_load(&ws->cluster);
-    if (!cl)
-        return 0;
-    ws_dcmd cmds[2] = {{0}, {0}};
     daebus__ws_dcmd_str(&cmds[0], add ? "HSET" : "HDEL");
     cmd_key(&cmds[0], cl, KEY_CHAN, channel);
     daebus__ws_dcmd_str(&cmds[0], client_id);
@@ -65,7 +62,63 @@ int daebus__ws_channel_cluster_note(daebus_ws *ws, const char *client_id, const 
     daebus__ws_dcmd_str(&cmds[1], add ? "SADD" : "SREM");
     cmd_key(&cmds[1], cl, KEY_CLIENT, client_id);
     daebus__ws_dcmd_str(&cmds[1], channel);
+}
+
+int daebus__ws_channel_cluster_note(daebus_ws *ws, const char *client_id, const char *channel,
+                                    bool add)
+{
+    ws_cluster *cl = atomic_load(&ws->cluster);
+    if (!cl)
+        return 0;
+    ws_dcmd cmds[2] = {{0}, {0}};
+    note_cmds(cl, cmds, client_id, channel, add);
     return run(cl, cmds, 2);
+}
+
+/* Writes (add) or removes the subscriptions of pairs ([id, channel] arrays)
+ * in one pipeline. Returns: 0, DAEBUS_ECONN, DAEBUS_ENOMEM. */
+static int note_pairs(ws_cluster *cl, const cJSON *pairs, bool add)
+{
+    int n = cJSON_GetArraySize(pairs);
+    if (n == 0)
+        return 0;
+    ws_dcmd *cmds = calloc(2 * (size_t)n, sizeof *cmds);
+    redisReply **r = calloc(2 * (size_t)n, sizeof *r);
+    int rc = cmds && r ? 0 : DAEBUS_ENOMEM;
+    const cJSON *p;
+    int i = 0;
+    cJSON_ArrayForEach(p, pairs)
+    {
+        if (rc == 0)
+            note_cmds(cl, &cmds[2 * i++], cJSON_GetArrayItem(p, 0)->valuestring,
+                      cJSON_GetArrayItem(p, 1)->valuestring, add);
+    }
+    if (rc == 0 && (rc = daebus__ws_dcmd_run(cl, cmds, 2 * n, r)) == 0)
+        daebus__ws_replies_free(r, 2 * n);
+    free(cmds);
+    free(r);
+    return rc;
+}
+
+int daebus__ws_channel_resync(ws_cluster *cl)
+{
+    cJSON *pairs = daebus__ws_channel_pairs(cl->ws);
+    int rc = pairs ? note_pairs(cl, pairs, true) : DAEBUS_ENOMEM;
+    /* A subscription that ended meanwhile may have been removed from Redis
+     * before it was written again: remove it again. */
+    cJSON *gone = rc == 0 ? cJSON_CreateArray() : NULL;
+    const cJSON *from = gone ? pairs : NULL, *p;
+    cJSON_ArrayForEach(p, from)
+    {
+        if (!daebus__ws_channel_has(cl->ws, cJSON_GetArrayItem(p, 0)->valuestring,
+                                    cJSON_GetArrayItem(p, 1)->valuestring))
+            cJSON_AddItemToArray(gone, cJSON_Duplicate(p, true));
+    }
+    if (gone)
+        rc = note_pairs(cl, gone, false);
+    cJSON_Delete(gone);
+    cJSON_Delete(pairs);
+    return rc;
 }
 
 /* HDELs client_id from each channel's list and DELs its set, in one pipeline. */

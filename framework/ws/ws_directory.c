@@ -571,6 +571,8 @@ static int resync_locked(ws_cluster *cl)
     free(r);
     if (rc == 0)
         rc = drop_strays(cl, true);
+    if (rc == 0)
+        rc = daebus__ws_channel_resync(cl); /* the subscriber lists */
     if (rc == 0) {
         cl->announced = 1;
         daebus_log(DAEBUS_LOG_INFO, LOGC, "cluster: %zu local clients announced", n);

@@ -275,10 +275,48 @@ async def case_kill(p1, p2, pid2):
     await k1.close()
 
 
+def wait_file(path, timeout=30):
+    end = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert time.monotonic() < end, f"no {path}"
+        time.sleep(0.01)
+
+
+async def case_restart(p1, p2):
+    """Redis restarts (the test does it, driven by files in CHAN_DIR): a publish
+    while it is away is refused (ECONN); once it is back the subscriber lists are
+    written again (resync) and delivery goes on, once each."""
+    d = os.environ["CHAN_DIR"]
+    r1, r2 = await Client(p1, "r1").open(), await Client(p2, "r2").open()
+    ok(await r1.ask({"type": "subscribe", "channel": "order:r"}, "s1"), "s1")
+    ok(await r2.ask({"type": "subscribe", "channel": "order:r"}, "s2"), "s2")
+    assert op(p1, op="publish", channel="order:r", data={"p": "r", "seq": 1})["rc"] == 0
+    for c in (r1, r2):
+        await wait_for(lambda: len(c.messages) == 1, f"{c.cid} before")
+    open(f"{d}/ready", "w").close()
+    await asyncio.get_event_loop().run_in_executor(None, wait_file, f"{d}/down")
+    await wait_for(lambda: op(p1, op="publish", channel="order:r",
+                              data={"p": "lost", "seq": 0})["rc"] == -9, "ECONN while away")
+    assert op(p1, op="subscribers", channel="order:r")["rc"] == -9
+    open(f"{d}/checked", "w").close()
+    await asyncio.get_event_loop().run_in_executor(None, wait_file, f"{d}/up")
+    for p in (p1, p2):
+        await wait_for(lambda: sorted(op(p, op="subscribers", channel="order:r").get("list", []))
+                       == ["r1", "r2"], "lists written again", timeout=20)
+    assert op(p2, op="publish", channel="order:r", data={"p": "r", "seq": 2})["rc"] == 0
+    for c in (r1, r2):
+        await wait_for(lambda: len(c.messages) >= 2, f"{c.cid} after")
+    await asyncio.sleep(0.3)
+    for c in (r1, r2):
+        assert seqs(c) == [("r", 1), ("r", 2)], (c.cid, seqs(c))
+    await r1.close()
+    await r2.close()
+
+
 def main():
     case, ports = sys.argv[1], [int(x) for x in sys.argv[2:]]
     fn = {"local": case_local, "auth": case_auth, "rate": case_rate, "cluster": case_cluster,
-          "kill": case_kill}[case]
+          "kill": case_kill, "restart": case_restart}[case]
     try:
         asyncio.get_event_loop().run_until_complete(asyncio.wait_for(fn(*ports), 60))
     except Exception as e:  # the test prints why

@@ -7,7 +7,8 @@
  *     on broadcast frames;
  *   - two replicas on one Redis: 500 messages from two publishers on two
  *     replicas reach the four subscribers once each, in one order; the
- *     cluster-wide subscriber list, also after a replica is killed -9. */
+ *     cluster-wide subscriber list, also after a replica is killed -9 and
+ *     after Redis restarted (publishes refused while it is away). */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -123,6 +124,55 @@ static void test_one_process(void)
     CU_ASSERT_EQUAL(stop(&p), 0);
 }
 
+static bool file_in(const char *dir, const char *name)
+{
+    char p[300];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return access(p, F_OK) == 0;
+}
+
+static void touch_in(const char *dir, const char *name)
+{
+    char p[300];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    if (f)
+        fclose(f);
+}
+
+/* Redis restarts under subscribed clients (channels_clients.py restart). */
+static void restart_case(const proc *a, const proc *b)
+{
+    char dir[] = "/tmp/test_channels_XXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    setenv("CHAN_DIR", dir, 1);
+    char args[1200];
+    snprintf(args, sizeof args, "/usr/bin/python3 %s restart %d %d", script, a->port, b->port);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", args, (char *)NULL);
+        _exit(127);
+    }
+    TS_WAIT_UNTIL(file_in(dir, "ready"), 30);
+    CU_ASSERT_TRUE(file_in(dir, "ready"));
+    ts_redis_kill(&redis);
+    touch_in(dir, "down");
+    TS_WAIT_UNTIL(file_in(dir, "checked"), 30);
+    CU_ASSERT_TRUE(file_in(dir, "checked"));
+    CU_ASSERT_EQUAL(ts_redis_restart(&redis), 0);
+    touch_in(dir, "up");
+    int st = 0;
+    waitpid(pid, &st, 0);
+    CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    const char *names[] = {"ready", "down", "checked", "up"};
+    for (int i = 0; i < 4; i++) {
+        char p[300];
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        unlink(p);
+    }
+    rmdir(dir);
+}
+
 static void test_replicas(void)
 {
     proc a = start(true, 1), b = start(true, 2);
@@ -134,6 +184,7 @@ static void test_replicas(void)
     double t0 = ts_now();
     CU_ASSERT_EQUAL(py(args), 0);
     printf("\n  cluster case (500 messages, 4 subscribers, 2 replicas): %.2f s\n", ts_now() - t0);
+    restart_case(&a, &b);
     snprintf(args, sizeof args, "kill %d %d %d", a.port, b.port, (int)b.pid);
     CU_ASSERT_EQUAL(py(args), 0);
     int st;
