@@ -122,6 +122,9 @@ int daebus__ws_channel_resync(ws_cluster *cl)
 }
 
 /* HDELs client_id from each channel's list and DELs its set, in one pipeline. */
+static int read_list(ws_cluster *cl, const char *cmdname, const char *kind, const char *name,
+                     cJSON **out);
+
 static void forget(ws_cluster *cl, const char *client_id, const char *const *channels, size_t n)
 {
     ws_dcmd *cmds = calloc(n + 1, sizeof *cmds);
@@ -155,25 +158,17 @@ void daebus__ws_channel_cluster_forget(daebus_ws *ws, const char *client_id,
 void daebus__ws_channel_reaped(daebus_ws *ws, const char *client_id)
 {
     ws_cluster *cl = atomic_load(&ws->cluster);
-    if (!cl)
+    cJSON *list = NULL;
+    if (!cl || read_list(cl, "SMEMBERS", KEY_CLIENT, client_id, &list) != 0)
         return;
-    ws_dcmd cmd = {0};
-    redisReply *r = NULL;
-    daebus__ws_dcmd_str(&cmd, "SMEMBERS");
-    cmd_key(&cmd, cl, KEY_CLIENT, client_id);
-    if (daebus__ws_dcmd_run(cl, &cmd, 1, &r) != 0)
-        return;
-    if (r->type == REDIS_REPLY_ARRAY) {
-        const char **names = calloc(r->elements + 1, sizeof *names);
-        size_t n = 0;
-        for (size_t i = 0; names && i < r->elements; i++)
-            if (r->element[i]->str)
-                names[n++] = r->element[i]->str;
-        if (names)
-            forget(cl, client_id, names, n);
-        free(names);
-    }
-    freeReplyObject(r);
+    int n = cJSON_GetArraySize(list);
+    const char **names = calloc((size_t)n + 1, sizeof *names);
+    for (int i = 0; names && i < n; i++)
+        names[i] = cJSON_GetArrayItem(list, i)->valuestring;
+    if (names)
+        forget(cl, client_id, names, (size_t)n);
+    free(names);
+    cJSON_Delete(list);
 }
 
 int daebus__ws_channel_cluster_publish(daebus_ws *ws, const ws_chmsg *m)
@@ -212,44 +207,35 @@ void daebus__ws_channel_recv(daebus_ws *ws, const cJSON *h, const char *body, si
     daebus__ws_frame_unref(f);
 }
 
-/* The strings of an array reply (the even ones when pairs) as a JSON array. */
-static cJSON *strings(const redisReply *r, size_t step)
+/* Runs cmdname on daebus:<svc>:<kind><name> (HKEYS, SMEMBERS) and stores the
+ * strings of its array reply as a JSON array in *out.
+ * Returns: 0, DAEBUS_ENOMEM, DAEBUS_ECONN. */
+static int read_list(ws_cluster *cl, const char *cmdname, const char *kind, const char *name,
+                     cJSON **out)
 {
-    cJSON *a = cJSON_CreateArray();
-    for (size_t i = 0; a && i < r->elements; i += step)
+    ws_dcmd cmd = {0};
+    redisReply *r = NULL;
+    daebus__ws_dcmd_str(&cmd, cmdname);
+    cmd_key(&cmd, cl, kind, name);
+    int rc = daebus__ws_dcmd_run(cl, &cmd, 1, &r);
+    if (rc)
+        return rc;
+    *out = cJSON_CreateArray();
+    for (size_t i = 0; *out && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
         if (r->element[i]->str)
-            cJSON_AddItemToArray(a, cJSON_CreateString(r->element[i]->str));
-    return a;
+            cJSON_AddItemToArray(*out, cJSON_CreateString(r->element[i]->str));
+    freeReplyObject(r);
+    return *out ? 0 : DAEBUS_ENOMEM;
 }
 
 int daebus__ws_channel_cluster_subscribers(daebus_ws *ws, const char *channel, cJSON **ids_out)
 {
-    ws_cluster *cl = atomic_load(&ws->cluster);
-    ws_dcmd cmd = {0};
-    redisReply *r = NULL;
-    daebus__ws_dcmd_str(&cmd, "HKEYS");
-    cmd_key(&cmd, cl, KEY_CHAN, channel);
-    int rc = daebus__ws_dcmd_run(cl, &cmd, 1, &r);
-    if (rc)
-        return rc;
-    *ids_out = r->type == REDIS_REPLY_ARRAY ? strings(r, 1) : cJSON_CreateArray();
-    freeReplyObject(r);
-    return *ids_out ? 0 : DAEBUS_ENOMEM;
+    return read_list(atomic_load(&ws->cluster), "HKEYS", KEY_CHAN, channel, ids_out);
 }
 
 int daebus__ws_channel_cluster_of(daebus_ws *ws, const char *client_id, cJSON **out)
 {
-    ws_cluster *cl = atomic_load(&ws->cluster);
     if (!daebus__ws_dir_has(ws, client_id))
         return DAEBUS_ENOENT;
-    ws_dcmd cmd = {0};
-    redisReply *r = NULL;
-    daebus__ws_dcmd_str(&cmd, "SMEMBERS");
-    cmd_key(&cmd, cl, KEY_CLIENT, client_id);
-    int rc = daebus__ws_dcmd_run(cl, &cmd, 1, &r);
-    if (rc)
-        return rc;
-    *out = r->type == REDIS_REPLY_ARRAY ? strings(r, 1) : cJSON_CreateArray();
-    freeReplyObject(r);
-    return *out ? 0 : DAEBUS_ENOMEM;
+    return read_list(atomic_load(&ws->cluster), "SMEMBERS", KEY_CLIENT, client_id, out);
 }
