@@ -126,14 +126,16 @@ static int table_add(struct ws_chtable *t, ws_client *c, const char *name)
     return 0;
 }
 
-/* Takes c out of channel name's subscribers. Returns: c (its reference,
- * for the caller to drop with no lock held), or NULL. */
-static ws_client *chan_take(struct ws_chtable *t, const char *name, const char *id)
+/* Takes the client who (or, who NULL, the one with that id) out of channel
+ * name's subscribers. Returns: it (its reference, for the caller to drop
+ * with no lock held), or NULL. */
+static ws_client *chan_take(struct ws_chtable *t, const char *name, const char *id,
+                            const ws_client *who)
 {
     ws_chan *ch = daebus__hash_find(t->chans, name);
     for (size_t i = 0; ch && i < ch->n; i++) {
         ws_client *c = ch->subs[i];
-        if (strcmp(c->id, id) == 0) {
+        if (who ? c == who : strcmp(c->id, id) == 0) {
             memmove(ch->subs + i, ch->subs + i + 1, (ch->n - i - 1) * sizeof *ch->subs);
             ch->n--;
             drop_empty_chan(t, name, ch);
@@ -158,7 +160,7 @@ static ws_client *table_remove(struct ws_chtable *t, const char *id, const char 
             free(cs->names);
             free(cs);
         }
-        return chan_take(t, name, id);
+        return chan_take(t, name, id, NULL);
     }
     return NULL;
 }
@@ -208,7 +210,7 @@ void daebus__ws_channel_client_gone(daebus_ws *ws, ws_client *c)
     ws_csubs *cs = daebus__hash_remove(ws->chans->clients, c->id);
     size_t n = 0;
     for (size_t i = 0; cs && i < cs->n; i++)
-        n += chan_take(ws->chans, cs->names[i], c->id) != NULL;
+        n += chan_take(ws->chans, cs->names[i], c->id, c) != NULL;
     pthread_mutex_unlock(&ws->ch_lock);
     if (!cs)
         return;

@@ -218,11 +218,12 @@ static int reject_client(daebus_ws *ws, ws_client *c, const struct mg_connection
 {
     daebus__civet_ws_set_subprotocol(conn, NULL); /* it points into c */
     mg_set_user_connection_data(conn, NULL);
+    /* Its subscriptions go while its id is still its own (no subscription after). */
+    daebus__ws_client_set_state(c, WS_GONE);
+    daebus__ws_channel_client_gone(ws, c);
     pthread_mutex_lock(&ws->reg_lock);
     ws_registry_remove(ws->reg, c->id);
     pthread_mutex_unlock(&ws->reg_lock);
-    daebus__ws_client_set_state(c, WS_GONE); /* no subscription after the cleanup below */
-    daebus__ws_channel_client_gone(ws, c);
     daebus__ws_dir_remove(ws, c);
     daebus_log(DAEBUS_LOG_INFO, "websocket", "connection %s from %s rejected: %s", c->id,
                c->remote_addr, reason ? reason : "Connection rejected");

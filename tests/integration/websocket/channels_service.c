@@ -13,6 +13,7 @@
  *   subscribers {channel}               -> rc, ids
  *   channels {id}                       -> rc, channels
  *   rate {max}                          enable (max > 0) or disable rate limiting
+ * Every answer also says "cluster": daebus_ws_is_cluster() (cluster mode started).
  * Heartbeat: CHAN_HEARTBEAT seconds (default 1). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,6 +104,7 @@ ROUTE(op_route, "/op", .methods = DAEBUS_POST)
             daebus_ws_disable_rate_limiting(ws);
     }
     cJSON_AddNumberToObject(out, "rc", rc);
+    cJSON_AddBoolToObject(out, "cluster", daebus_ws_is_cluster(ws));
     if (list)
         cJSON_AddItemToObject(out, "list", list);
     return daebus_http_send_json_take(res, 200, out);

@@ -23,6 +23,7 @@
 typedef struct proc {
     pid_t pid;
     int port;
+    bool bus;
 } proc;
 
 static ts_redis redis;
@@ -30,7 +31,7 @@ static char binary[1024], script[1024];
 
 static proc start(bool bus, int i)
 {
-    proc p = {-1, ts_free_port()};
+    proc p = {-1, ts_free_port(), bus};
     char port[16];
     snprintf(port, sizeof port, "%d", p.port);
     p.pid = fork();
@@ -51,7 +52,9 @@ static proc start(bool bus, int i)
     return p;
 }
 
-/* The rc of POST /op {"op":"subscribers","channel":"x"} (-1000: no answer). */
+/* The rc of POST /op {"op":"subscribers","channel":"x"} (-1000: no answer;
+ * -1001: a replica with a bus whose cluster mode has not started yet, which
+ * would answer from its local table). */
 static int answers(const proc *p)
 {
     const char *body = "{\"op\":\"subscribers\",\"channel\":\"x\"}";
@@ -63,6 +66,8 @@ static int answers(const proc *p)
     ts_http_free(&r);
     const cJSON *rc = cJSON_GetObjectItemCaseSensitive(o, "rc");
     int v = cJSON_IsNumber(rc) ? rc->valueint : -1000;
+    if (v == 0 && p->bus && !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "cluster")))
+        v = -1001;
     cJSON_Delete(o);
     return v;
 }
