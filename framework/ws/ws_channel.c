@@ -188,12 +188,36 @@ int daebus__ws_channel_init(daebus_ws *ws)
     return 0;
 }
 
+static bool same_value(void *value, void *ctx)
+{
+    return value == ctx;
+}
+
 void daebus__ws_channel_free(daebus_ws *ws)
 {
     struct ws_chtable *t = ws->chans;
     if (!t)
         return;
-    /* Every client left through its close callback: the table is empty. */
+    /* Every client left through its close callback, unless the component
+     * never ran its stop: then the entries left go here. */
+    void *v;
+    while (daebus__hash_values(t->clients, &v, 1) == 1) {
+        ws_csubs *cs = v;
+        for (size_t i = 0; i < cs->n; i++)
+            free(cs->names[i]);
+        daebus__hash_take_if(t->clients, same_value, NULL, v);
+        free(cs->names);
+        free(cs);
+    }
+    while (daebus__hash_values(t->chans, &v, 1) == 1) {
+        ws_chan *ch = v;
+        for (size_t i = 0; i < ch->n; i++)
+            daebus__ws_client_unref(ch->subs[i]);
+        daebus__hash_remove(t->chans, ch->name);
+        free(ch->subs);
+        free(ch->name);
+        free(ch);
+    }
     daebus__hash_destroy(t->chans);
     daebus__hash_destroy(t->clients);
     free(t);
