@@ -123,7 +123,8 @@ typedef struct daebus_ws_auth_request {
 /* The authorisation hook: returns true to allow. It decides alone: return
  * q->rules_allow to follow the pattern rules, or override them. To refuse,
  * return false and write a reason (NUL-terminated, at most reason_len bytes)
- * into reason; the client's error frame carries it ("" = "Not allowed").
+ * into reason; the client's error frame carries it (none, or not UTF-8: the
+ * default text, "Not allowed to subscribe to channel '<name>'" and the like).
  * Runs on the client's own CivetWeb thread (frames) or the gateway's calling
  * thread, with no framework lock held: it may call this API, but must not
  * block for long (that client's messages wait).
@@ -572,7 +573,8 @@ DAEBUS_API int daebus_ws_channel_check_name(const char *channel, daebus_error *e
 /* Subscribes a client of this replica to channel (also from its
  * SOCKET_CONNECT handler). Subscribing again is a no-op. The subscription ends
  * with the connection. No authorisation is asked: the server decides.
- * Returns: 0, DAEBUS_ENOENT (no such client here, or it is leaving),
+ * Returns: 0, DAEBUS_ENOENT (no such client here, or it is leaving; a client
+ * of another replica is subscribed on its own replica),
  * DAEBUS_EINVAL (bad name), DAEBUS_ENOMEM, DAEBUS_ECONN (cluster mode: the
  * subscription holds, but Redis could not record it in the cluster-wide list).
  * Thread: callable from any thread. */
