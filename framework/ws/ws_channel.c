@@ -344,8 +344,14 @@ int daebus_ws_channel_subscribe(daebus_ws *ws, const char *client_id, const char
         pthread_mutex_unlock(&ws->ch_lock);
     }
     pthread_mutex_unlock(&ws->reg_lock);
-    if (rc == 0)
+    if (rc == 0) {
         rc = daebus__ws_channel_cluster_note(ws, client_id, channel, true);
+        /* The client may have left meanwhile, its cleanup's removal from Redis
+         * running before this write: remove it again (the cleanup always
+         * follows the table's removal, which is checked after the write). */
+        if (!daebus__ws_channel_has(ws, client_id, channel))
+            daebus__ws_channel_cluster_note(ws, client_id, channel, false);
+    }
     daebus__ws_client_unref(c);
     return rc == DAEBUS_EEXIST ? 0 : rc;
 }
