@@ -333,7 +333,8 @@ int daebus_ws_channel_subscribe(daebus_ws *ws, const char *client_id, const char
         return DAEBUS_EINVAL;
     ws_client *c = daebus__ws_client_find(ws, client_id);
     if (!c)
-        return DAEBUS_ENOENT;
+        return atomic_load(&ws->cluster) ? daebus__ws_channel_remote(ws, client_id, channel, true)
+                                         : DAEBUS_ENOENT;
     /* The state is read under reg_lock and the entry made under it: the close
      * callback's cleanup (after the state became GONE) cannot miss it. */
     pthread_mutex_lock(&ws->reg_lock);
@@ -363,6 +364,12 @@ int daebus_ws_channel_unsubscribe(daebus_ws *ws, const char *client_id, const ch
     pthread_mutex_lock(&ws->ch_lock);
     ws_client *c = table_remove(ws->chans, client_id, channel);
     pthread_mutex_unlock(&ws->ch_lock);
+    if (!c && atomic_load(&ws->cluster)) { /* a client of another replica? */
+        ws_client *local = daebus__ws_client_find(ws, client_id);
+        daebus__ws_client_unref(local);
+        if (!local)
+            return daebus__ws_channel_remote(ws, client_id, channel, false);
+    }
     if (!c)
         return DAEBUS_ENOENT;
     daebus__ws_client_unref(c);

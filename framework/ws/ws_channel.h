@@ -87,6 +87,13 @@ void daebus__ws_channel_reaped(daebus_ws *ws, const char *client_id);
 /* Publishes m through Redis (the publisher queue). Returns: 0, DAEBUS_ECONN,
  * DAEBUS_ENOMEM. */
 int daebus__ws_channel_cluster_publish(daebus_ws *ws, const ws_chmsg *m);
+/* Asks the replica holding client_id (not local) to subscribe it to channel
+ * (add) or to end that subscription. Returns: 0, DAEBUS_ENOENT (no such
+ * client), DAEBUS_ECONN, DAEBUS_ENOMEM. */
+int daebus__ws_channel_remote(daebus_ws *ws, const char *client_id, const char *channel, bool add);
+/* Applies such a request from another replica (header h: "id", "c", "add").
+ * Thread: the subscriber thread. */
+void daebus__ws_channel_remote_apply(daebus_ws *ws, const cJSON *h);
 /* A channel message back from Redis (header h, data body[0..len)): delivered
  * to the local subscribers. Thread: the subscriber thread. */
 void daebus__ws_channel_recv(daebus_ws *ws, const cJSON *h, const char *body, size_t len);

@@ -169,6 +169,8 @@ static void dispatch(ws_cluster *cl, const cJSON *h, const char *body, size_t bl
             }
         }
         daebus__ws_frame_unref(f);
+    } else if (strcmp(kind, "chs") == 0) {
+        daebus__ws_channel_remote_apply(ws, h);
     } else if (strcmp(kind, "disc") == 0) {
         recv_disconnect(ws, ids, h);
     } else if (strcmp(kind, "data") == 0) {

@@ -570,20 +570,23 @@ DAEBUS_API int daebus_ws_authorize(daebus_ws *ws, const char *client_id, int op,
  * Thread: callable from any thread. */
 DAEBUS_API int daebus_ws_channel_check_name(const char *channel, daebus_error *err);
 
-/* Subscribes a client of this replica to channel (also from its
- * SOCKET_CONNECT handler). Subscribing again is a no-op. The subscription ends
- * with the connection. No authorisation is asked: the server decides.
- * Returns: 0, DAEBUS_ENOENT (no such client here, or it is leaving; a client
- * of another replica is subscribed on its own replica),
- * DAEBUS_EINVAL (bad name), DAEBUS_ENOMEM, DAEBUS_ECONN (cluster mode: the
- * subscription holds, but Redis could not record it in the cluster-wide list).
+/* Subscribes a client to channel (also from its SOCKET_CONNECT handler).
+ * Subscribing again is a no-op. The subscription ends with the connection.
+ * No authorisation is asked: the server decides. In cluster mode a client of
+ * another replica is subscribed by its replica (one message through Redis,
+ * applied before any channel message published after this call returns).
+ * Returns: 0 (for a remote client: its replica was reached), DAEBUS_ENOENT
+ * (no such client, or it is leaving), DAEBUS_EINVAL (bad name), DAEBUS_ENOMEM,
+ * DAEBUS_ECONN (Redis unreachable; a local client's subscription holds, but
+ * is missing from the cluster-wide list until Redis returns).
  * Thread: callable from any thread. */
 DAEBUS_API int daebus_ws_channel_subscribe(daebus_ws *ws, const char *client_id,
                                            const char *channel);
 
-/* Ends a subscription of a client of this replica.
- * Returns: 0, DAEBUS_ENOENT (it was not subscribed), DAEBUS_EINVAL,
- * DAEBUS_ECONN (ended here; the cluster-wide list kept it).
+/* Ends a subscription (a client of another replica: by its replica).
+ * Returns: 0, DAEBUS_ENOENT (a local client that was not subscribed, or no
+ * such client), DAEBUS_EINVAL, DAEBUS_ECONN (ended here; the cluster-wide list
+ * kept it).
  * Thread: callable from any thread. */
 DAEBUS_API int daebus_ws_channel_unsubscribe(daebus_ws *ws, const char *client_id,
                                              const char *channel);

@@ -249,6 +249,21 @@ async def case_cluster(p1, p2):
     await asyncio.sleep(0.3)
     for c in cs:
         assert len(c.messages) == 501 and seqs(c)[-1] == ("f", 1), c.cid
+    # the server API on a client of the other replica: subscribe, deliver, unsubscribe
+    a2 = cs[2]
+    assert op(p1, op="subscribe", id="a2", channel="order:y")["rc"] == 0
+    assert op(p1, op="subscribe", id="ghost", channel="order:y")["rc"] == -4  # ENOENT
+    await wait_for(lambda: op(p2, op="channels", id="a2")["list"] == ["order:x", "order:y"] or
+                   sorted(op(p2, op="channels", id="a2")["list"]) == ["order:x", "order:y"],
+                   "a2 subscribed from replica 1")
+    assert op(p1, op="subscribers", channel="order:y")["list"] == ["a2"]
+    assert op(p1, op="publish", channel="order:y", data={"p": "y", "seq": 1})["rc"] == 0
+    await wait_for(lambda: len(a2.messages) == 502, "a2: order:y")
+    assert a2.messages[-1]["channel"] == "order:y", a2.messages[-1]
+    assert op(p1, op="unsubscribe", id="a2", channel="order:y")["rc"] == 0
+    await wait_for(lambda: op(p1, op="subscribers", channel="order:y")["list"] == [],
+                   "a2 unsubscribed from replica 1")
+    assert op(p2, op="channels", id="a2")["list"] == ["order:x"]
     # a client that leaves leaves the cluster-wide list
     await cs[3].close()
     await wait_for(lambda: sorted(op(p1, op="subscribers", channel="order:x")["list"]) ==
