@@ -4,17 +4,18 @@
  *   ACTION     get_metrics        -> {"uptime": "12.34 seconds", "requests": n}
  *   LISTEN     "system"           logs the events other services broadcast
  *   ROUTE      GET /metrics       the same JSON as get_metrics, over HTTP
- *   SOCKET     subscribe / unsubscribe: WebSocket clients that want pushes
+ *   SOCKET     get_metrics        the same JSON to a WebSocket client
+ *   channel    "metrics"          WebSocket clients subscribe to it (built-in frames)
  *   BACKGROUND metrics_reporter   every METRICS_INTERVAL seconds (default 60):
  *                                 {"type": "metrics_update", ...} to the Redis
- *                                 channel "system" and to subscribed clients
+ *                                 channel "system" and on the WebSocket channel
+ *                                 "metrics" (its subscribers)
  *   ON_START   announces the service on "system"
  *
  * Flags: the standard ones; env METRICS_INTERVAL sets the report period.
  */
 #include <errno.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,49 +76,22 @@ LISTEN(handle_system_event, "system")
     return 0;
 }
 
-/* ---- WebSocket subscribers ---- */
+/* ---- WebSocket: the channel "metrics" ----
+ *
+ * Clients subscribe with the built-in frame {"type":"subscribe","channel":"metrics"}
+ * (channels are on, and the option channel_subscribe lets browsers subscribe to this
+ * one channel only); the report reaches them as
+ * {"type":"channel_message","channel":"metrics","data":{...}}. The framework ends a
+ * client's subscriptions with its connection. */
 
-static pthread_mutex_t subs_lock = PTHREAD_MUTEX_INITIALIZER;
-static cJSON *subscribers; /* array of client ids */
+#define METRICS_CHANNEL "metrics"
 
-static bool unsubscribe_id(const char *client_id)
+/* The current numbers at once (for a dashboard's first paint). */
+SOCKET(ws_get_metrics, "get_metrics")
 {
-    bool found = false;
-    pthread_mutex_lock(&subs_lock);
-    int n = cJSON_GetArraySize(subscribers);
-    for (int i = 0; i < n; i++) {
-        if (strcmp(cJSON_GetArrayItem(subscribers, i)->valuestring, client_id) == 0) {
-            cJSON_DeleteItemFromArray(subscribers, i);
-            found = true;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&subs_lock);
-    return found;
-}
-
-SOCKET(ws_subscribe, "subscribe")
-{
-    unsubscribe_id(client_id); /* no duplicates */
-    pthread_mutex_lock(&subs_lock);
-    cJSON_AddItemToArray(subscribers, cJSON_CreateString(client_id));
-    pthread_mutex_unlock(&subs_lock);
-    cJSON *o = metrics_snapshot(false);
-    cJSON_AddBoolToObject(o, "subscribed", 1);
-    return o;
-}
-
-SOCKET(ws_unsubscribe, "unsubscribe")
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddBoolToObject(o, "unsubscribed", unsubscribe_id(client_id));
-    return o;
-}
-
-SOCKET_DISCONNECT(ws_gone)
-{
-    unsubscribe_id(client_id);
-    return NULL;
+    (void)req;
+    (void)client_id;
+    return metrics_snapshot(false);
 }
 
 /* ---- background report ---- */
@@ -132,32 +106,12 @@ static int metrics_reporter(daebus_task *task, void *user)
     cJSON_AddNumberToObject(m, "timestamp", now_wall());
 
     int receivers = daebus_bus_broadcast(daebus_app_bus(app), "system", m);
-
-    pthread_mutex_lock(&subs_lock);
-    int n = cJSON_GetArraySize(subscribers);
-    const char **ids = n > 0 ? calloc((size_t)n, sizeof *ids) : NULL;
-    char **copies = n > 0 ? calloc((size_t)n, sizeof *copies) : NULL;
-    int k = 0;
-    for (int i = 0; ids && copies && i < n; i++) {
-        copies[k] = strdup(cJSON_GetArrayItem(subscribers, i)->valuestring);
-        if (copies[k]) {
-            ids[k] = copies[k];
-            k++;
-        }
-    }
-    pthread_mutex_unlock(&subs_lock);
-    int clients = 0;
-    if (k > 0)
-        clients = daebus_ws_broadcast_to_clients(daebus_app_websocket(app), ids, (size_t)k, m,
-                                                 "metrics_update", NULL);
-    for (int i = 0; i < k; i++)
-        free(copies[i]);
-    free(copies);
-    free(ids);
+    int rc = daebus_ws_channel_publish(daebus_app_websocket(app), METRICS_CHANNEL, m);
     cJSON_Delete(m);
     daebus_log(DAEBUS_LOG_INFO, "metrics",
-               "metrics broadcast completed (%d Redis receivers, %d WebSocket clients)",
-               receivers < 0 ? 0 : receivers, clients < 0 ? 0 : clients);
+               "metrics broadcast completed (%d Redis receivers; WebSocket channel '%s': %s)",
+               receivers < 0 ? 0 : receivers, METRICS_CHANNEL,
+               rc == 0 ? "published" : daebus_strerror(rc));
     return receivers < 0 ? receivers : 0;
 }
 
@@ -188,17 +142,19 @@ int main(int argc, char **argv)
         }
     }
     start_time = now_mono();
-    subscribers = cJSON_CreateArray();
 
     daebus_app_options o = DAEBUS_APP_OPTIONS_INIT;
     o.service = "metrics_service";
     daebus_app *app = daebus_app_create(&o, NULL);
-    if (!app || !subscribers)
+    if (!app)
         return 1;
     daebus_app_configure(app, argc, argv);
 
     daebus_http *http = daebus_http_create(NULL, NULL);
-    daebus_ws *ws = daebus_ws_create(NULL, NULL);
+    daebus_ws_options wo = DAEBUS_WS_OPTIONS_INIT;
+    wo.channels = true;                     /* the built-in subscribe / unsubscribe frames */
+    wo.channel_subscribe = METRICS_CHANNEL; /* closed by default: open this channel only */
+    daebus_ws *ws = daebus_ws_create(&wo, NULL);
     daebus_bus *bus = daebus_bus_create(NULL, NULL);
     daebus_scheduler *sched = daebus_scheduler_create(NULL, NULL);
     int rc = http && ws && bus && sched ? 0 : -1;
@@ -219,6 +175,5 @@ int main(int argc, char **argv)
     daebus_ws_destroy(ws);
     daebus_http_destroy(http);
     daebus_app_destroy(app);
-    cJSON_Delete(subscribers);
     return status;
 }

@@ -21,6 +21,7 @@
 
 #include "clock.h"
 #include "daebus/log.h"
+#include "ws_channel.h"
 #include "ws_client.h"
 #include "ws_io.h"
 
@@ -143,6 +144,12 @@ static void dispatch(ws_cluster *cl, const cJSON *h, const char *body, size_t bl
     const cJSON *k = cJSON_GetObjectItemCaseSensitive(h, "k");
     const cJSON *o = cJSON_GetObjectItemCaseSensitive(h, "o");
     const cJSON *ids = cJSON_GetObjectItemCaseSensitive(h, "ids");
+    if (cJSON_IsString(k) && cJSON_IsString(o) && strcmp(k->valuestring, "ch") == 0) {
+        /* A channel message: every replica delivers it, its publisher included. */
+        atomic_fetch_add(&ws->st_cluster_recv, 1);
+        daebus__ws_channel_recv(ws, h, body, blen);
+        return;
+    }
     if (!cJSON_IsString(k) || !cJSON_IsString(o) || strcmp(o->valuestring, cl->self) == 0)
         return; /* our own broadcast, or not ours to read */
     atomic_fetch_add(&ws->st_cluster_recv, 1);
@@ -162,6 +169,8 @@ static void dispatch(ws_cluster *cl, const cJSON *h, const char *body, size_t bl
             }
         }
         daebus__ws_frame_unref(f);
+    } else if (strcmp(kind, "chs") == 0) {
+        daebus__ws_channel_remote_apply(ws, h);
     } else if (strcmp(kind, "disc") == 0) {
         recv_disconnect(ws, ids, h);
     } else if (strcmp(kind, "data") == 0) {

@@ -159,6 +159,10 @@ void daebus__ws_dir_leave(ws_cluster *cl);
  * replica was reached. Returns: recipients reached (>= 0) or DAEBUS_ECONN. */
 int daebus__ws_dir_send(daebus_ws *ws, const char *const *ids, size_t n, const bool *done,
                         const ws_frame *f, bool *reached);
+/* Sends header h (a JSON object with "k"; "o" is added) to the replica that
+ * holds client id (another one). Returns: 1 (reached), 0 (no such client on
+ * another live replica), DAEBUS_ECONN, DAEBUS_ENOMEM. */
+int daebus__ws_dir_control(daebus_ws *ws, const char *id, cJSON *h);
 /* The same for a disconnect. Returns: 0, DAEBUS_ENOENT, DAEBUS_ECONN. */
 int daebus__ws_dir_disconnect(daebus_ws *ws, const char *id, int code, const char *reason);
 /* Cluster-wide broadcast through the remote clients fn accepts: their ids,

@@ -25,6 +25,7 @@
 #include "daebus/log.h"
 #include "textlist.h"
 #include "utf8.h"
+#include "ws_channel.h"
 #include "ws_client.h"
 #include "ws_cluster.h"
 #include "ws_io.h"
@@ -217,6 +218,9 @@ static int reject_client(daebus_ws *ws, ws_client *c, const struct mg_connection
 {
     daebus__civet_ws_set_subprotocol(conn, NULL); /* it points into c */
     mg_set_user_connection_data(conn, NULL);
+    /* Its subscriptions go while its id is still its own (no subscription after). */
+    daebus__ws_client_set_state(c, WS_GONE);
+    daebus__ws_channel_client_gone(ws, c);
     pthread_mutex_lock(&ws->reg_lock);
     ws_registry_remove(ws->reg, c->id);
     pthread_mutex_unlock(&ws->reg_lock);
@@ -385,6 +389,7 @@ static void on_close(const struct mg_connection *conn, void *cbdata)
     atomic_fetch_add(&ws->st_disc[reason], 1);
     daebus_log(DAEBUS_LOG_DEBUG, "websocket", "client %s disconnected", c->id);
     run_disconnect_handler(ws, c);
+    daebus__ws_channel_client_gone(ws, c);
     run_departed(ws, c);
     /* The slot goes with the registry entry, under one lock: once the client
      * count says a client is gone, its slot is free for the next upgrade. */

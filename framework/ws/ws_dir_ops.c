@@ -174,6 +174,12 @@ int daebus__ws_dir_send(daebus_ws *ws, const char *const *ids, size_t n, const b
     return rc;
 }
 
+int daebus__ws_dir_control(daebus_ws *ws, const char *id, cJSON *h)
+{
+    ws_cluster *cl = ws->cluster;
+    return cl ? send_one(cl, id, h, NULL) : 0;
+}
+
 int daebus__ws_dir_disconnect(daebus_ws *ws, const char *id, int code, const char *reason)
 {
     ws_cluster *cl = ws->cluster;

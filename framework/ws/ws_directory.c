@@ -26,6 +26,7 @@
 
 #include "clock.h"
 #include "daebus/log.h"
+#include "ws_channel.h"
 #include "ws_client.h"
 
 #define LOGC     "websocket"
@@ -570,6 +571,8 @@ static int resync_locked(ws_cluster *cl)
     free(r);
     if (rc == 0)
         rc = drop_strays(cl, true);
+    if (rc == 0)
+        rc = daebus__ws_channel_resync(cl); /* the subscriber lists */
     if (rc == 0) {
         cl->announced = 1;
         daebus_log(DAEBUS_LOG_INFO, LOGC, "cluster: %zu local clients announced", n);
@@ -621,6 +624,7 @@ static void reap_one(ws_cluster *cl, const char *d)
         cJSON *m = daebus__ws_dir_metadata(r[3 * i + 1], id);
         gone++;
         atomic_fetch_add(&cl->ws->st_cluster_reaped, 1);
+        daebus__ws_channel_reaped(cl->ws, id);
         daebus__ws_departed_run(cl->ws, id, m, true);
         cJSON_Delete(m);
         daebus__ws_dir_alive(cl, false); /* slow handlers must not make us look dead */

@@ -6,7 +6,9 @@
  *
  * Locks, outermost first: (cluster mode) the cluster's dir_lock
  * (ws_cluster.h), ws->reg_lock (registry, client states), c->lock
- * (one client's queue and metadata), ws->wlock (writer ready/blocked lists).
+ * (one client's queue and metadata), ws->wlock (writer ready/blocked lists);
+ * ws->ch_deliver_lock (channel deliveries) is taken before c->lock, and
+ * ws->ch_lock (the channel table) is a leaf, taken after reg_lock at most.
  * Socket writes happen with none of them held: a writer owns a client by its
  * `writing` flag; the close handler waits for that flag to drop before
  * CivetWeb closes the socket.
@@ -174,6 +176,14 @@ struct daebus_ws {
     _Atomic(struct ws_cluster *) cluster; /* set once started: HTTP routes may call in meanwhile */
     ws_departed *departed;                /* set before the app runs */
     size_t ndeparted;
+    /* channels (ws_channel*.c); options immutable after create */
+    bool channels;
+    char *ch_subscribe, *ch_publish; /* comma-separated glob patterns, NULL = none */
+    daebus_ws_authorize_fn *authorize;
+    void *authorize_user;
+    struct ws_chtable *chans; /* the subscription table, under ch_lock (a leaf) */
+    pthread_mutex_t ch_lock;
+    pthread_mutex_t ch_deliver_lock; /* one local delivery at a time: outside c->lock */
     /* stats */
     atomic_uint_fast64_t st_cluster_pub, st_cluster_recv, st_cluster_err, st_cluster_reaped;
     atomic_uint_fast64_t st_connects, st_rejected, st_disc[5], st_in, st_out, st_bytes_in,

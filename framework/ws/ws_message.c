@@ -23,6 +23,7 @@
 #include "clock.h"
 #include "daebus/log.h"
 #include "utf8.h"
+#include "ws_channel.h"
 #include "ws_io.h"
 #include "ws_parse.h"
 #include "json.h"
@@ -99,6 +100,10 @@ static void run_message(daebus_ws *ws, ws_client *c, const char *buf, size_t len
     ws_message m;
     if (!parse_message(ws, c, buf, len, binary, &m))
         return;
+    if (daebus__ws_channel_frame_run(ws, c, &m)) { /* before SOCKET handlers (channels on) */
+        daebus__ws_message_free(&m);
+        return;
+    }
     const daebus_handler_desc *d = find_handler(ws, m.type);
     if (!d) {
         char msg[300];

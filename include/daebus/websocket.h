@@ -97,6 +97,41 @@ typedef char *daebus_ws_id_fn(const daebus_ws_conn_info *info, void *user);
  * framework lock held, on the calling thread. Returns: true to select. */
 typedef bool daebus_ws_filter_fn(const char *client_id, const cJSON *metadata, void *user);
 
+/* ---- authorisation (channels, the action gateway) ---- */
+
+/* What a client asks for. */
+typedef enum daebus_ws_auth_op {
+    DAEBUS_WS_AUTH_SUBSCRIBE = 1, /* a "subscribe" frame: name is the channel */
+    DAEBUS_WS_AUTH_PUBLISH = 2,   /* a "broadcast" frame: name is the channel */
+    DAEBUS_WS_AUTH_CALL = 3       /* the action gateway: name is the service, action the action */
+} daebus_ws_auth_op;
+
+/* One question to the authorisation hook. Borrowed: valid during the call. */
+typedef struct daebus_ws_auth_request {
+    daebus_ws_auth_op op;
+    const char *client_id;
+    const cJSON *metadata; /* the client's metadata, its user data included (as
+                              daebus_ws_get_client_metadata() gives it); NULL when the
+                              client is gone */
+    const char *name;      /* the channel (SUBSCRIBE, PUBLISH) or the service (CALL) */
+    const char *action;    /* CALL: the action; NULL for channels */
+    bool rules_allow;      /* what the pattern rules say (channel_subscribe /
+                              channel_publish); for CALL: true (the gateway checked its
+                              own allow-list before asking) */
+} daebus_ws_auth_request;
+
+/* The authorisation hook: returns true to allow. It decides alone: return
+ * q->rules_allow to follow the pattern rules, or override them. To refuse,
+ * return false and write a reason (NUL-terminated, at most reason_len bytes)
+ * into reason; the client's error frame carries it (none, or not UTF-8: the
+ * default text, "Not allowed to subscribe to channel '<name>'" and the like).
+ * Runs on the client's own CivetWeb thread (frames) or the gateway's calling
+ * thread, with no framework lock held: it may call this API, but must not
+ * block for long (that client's messages wait).
+ * Ownership: q and everything in it are borrowed for the call. */
+typedef bool daebus_ws_authorize_fn(daebus_ws *ws, const daebus_ws_auth_request *q, char *reason,
+                                    size_t reason_len, void *user);
+
 /* ---- options ---- */
 
 /* Cluster mode: the clients of every replica of the service (same service
@@ -154,6 +189,15 @@ typedef struct daebus_ws_options {
                                     < 0 = no limit. Pongs are queued like any frame */
     daebus_ws_cluster_mode cluster; /* across replicas (docs/replicas.md, "WebSocket across
                                        replicas"): AUTO (0) = on when a bus is attached */
+    /* Channels (docs/channels.md; see "channels" below). */
+    bool channels; /* handle the built-in client frames "subscribe", "unsubscribe" and
+                      "broadcast" (before any SOCKET handler of those names, which is then
+                      never reached); false: the server API works, the frames do not */
+    const char *channel_subscribe;     /* comma-separated glob patterns ("news:*,room:?") of the
+                                      channels clients may subscribe to; NULL = none */
+    const char *channel_publish;       /* likewise for "broadcast" frames; NULL = none */
+    daebus_ws_authorize_fn *authorize; /* the authorisation hook; NULL = the patterns decide */
+    void *authorize_user;
 } daebus_ws_options;
 
 /* Upgrades past max_clients that may be in their 1013 close at once. */
@@ -496,6 +540,86 @@ DAEBUS_API int daebus_ws_on_client_departed(daebus_ws *ws, daebus_ws_departed_fn
 /* Returns: true when the component runs in cluster mode.
  * Thread: callable from any thread. */
 DAEBUS_API bool daebus_ws_is_cluster(const daebus_ws *ws);
+
+/* ---- channels (docs/channels.md) ----
+ *
+ * A channel is a name clients subscribe to; a message published on it goes
+ * to every subscriber as {"type":"channel_message","channel":C,"data":D}.
+ * Names: 1..DAEBUS_WS_CHANNEL_MAX bytes of UTF-8 without control characters.
+ * In cluster mode subscribers of every replica get every message once, in
+ * the one order Redis gave the publishes of that channel.
+ */
+
+#define DAEBUS_WS_CHANNEL_MAX 200
+
+/* Asks the authorisation of op on name for a client of this replica: the
+ * pattern rules (SUBSCRIBE, PUBLISH), then the hook (options.authorize),
+ * which has the last word. Closed by default: no rule and no hook refuse
+ * SUBSCRIBE and PUBLISH; CALL (the action gateway, which checks its own
+ * allow-list first) is allowed unless a hook refuses it. action: the action of
+ * a CALL, NULL otherwise. reason (may be NULL) gets the refusal's text.
+ * Returns: 0 (allowed), DAEBUS_EAUTH (refused), DAEBUS_EINVAL (bad
+ * argument or channel name: reason says why).
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_ws_authorize(daebus_ws *ws, const char *client_id, int op, const char *name,
+                                   const char *action, char *reason, size_t reason_len);
+
+/* Checks a channel name. Returns: 0, or DAEBUS_EINVAL with the reason in err
+ * (may be NULL): empty, longer than DAEBUS_WS_CHANNEL_MAX bytes, not UTF-8,
+ * a control character.
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_ws_channel_check_name(const char *channel, daebus_error *err);
+
+/* Subscribes a client to channel (also from its SOCKET_CONNECT handler).
+ * Subscribing again is a no-op. The subscription ends with the connection.
+ * No authorisation is asked: the server decides. In cluster mode a client of
+ * another replica is subscribed by its replica (one message through Redis,
+ * applied before any channel message published after this call returns).
+ * Returns: 0 (for a remote client: its replica was reached), DAEBUS_ENOENT
+ * (no such client, or it is leaving), DAEBUS_EINVAL (bad name), DAEBUS_ENOMEM,
+ * DAEBUS_ECONN (Redis unreachable; a local client's subscription holds, but
+ * is missing from the cluster-wide list until Redis returns).
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_ws_channel_subscribe(daebus_ws *ws, const char *client_id,
+                                           const char *channel);
+
+/* Ends a subscription (a client of another replica: by its replica).
+ * Returns: 0, DAEBUS_ENOENT (a local client that was not subscribed, or no
+ * such client), DAEBUS_EINVAL, DAEBUS_ECONN (ended here; the cluster-wide list
+ * kept it).
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_ws_channel_unsubscribe(daebus_ws *ws, const char *client_id,
+                                             const char *channel);
+
+/* Publishes data on channel: every subscriber gets
+ * {"type":"channel_message","channel":C,"data":data}, once, in publish order
+ * (serialised once per replica). One process: queued for the local
+ * subscribers before return, in call order. Cluster mode: one PUBLISH queued
+ * for Redis (the call does not wait); every replica, this one included,
+ * delivers when Redis hands it back, so that all subscribers see one order;
+ * a message published while Redis is away is refused (DAEBUS_ECONN), not
+ * delivered anywhere.
+ * Ownership: data is borrowed (serialised before return).
+ * Returns: 0, DAEBUS_EINVAL (bad name, data NULL), DAEBUS_ETOOBIG (larger than
+ * queue_max_bytes), DAEBUS_ENOMEM, DAEBUS_ECONN.
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_ws_channel_publish(daebus_ws *ws, const char *channel, const cJSON *data);
+
+/* Stores a JSON array of the ids of channel's subscribers in *ids_out: those
+ * of every replica in cluster mode (read from Redis; a dead replica's clients
+ * leave it when it is reaped), the local ones otherwise.
+ * Ownership: the caller frees *ids_out with cJSON_Delete (NULL on error).
+ * Returns: 0, DAEBUS_EINVAL, DAEBUS_ENOMEM, DAEBUS_ECONN.
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_ws_channel_subscribers(daebus_ws *ws, const char *channel, cJSON **ids_out);
+
+/* Stores a JSON array of the channels client_id is subscribed to in *out (a
+ * client of another replica in cluster mode: read from Redis).
+ * Ownership: the caller frees *out with cJSON_Delete (NULL on error).
+ * Returns: 0, DAEBUS_ENOENT (no such client), DAEBUS_EINVAL, DAEBUS_ENOMEM,
+ * DAEBUS_ECONN.
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_ws_channel_client_channels(daebus_ws *ws, const char *client_id, cJSON **out);
 
 /* ---- metrics ---- */
 

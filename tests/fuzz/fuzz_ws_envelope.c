@@ -5,11 +5,16 @@
  * one) and the close payload reader; checks that whatever parses survives a
  * round trip through the server's envelope builders, and that every frame
  * built from a message of well-formed UTF-8 is well-formed UTF-8 (error texts
- * that quote a cut message type included).
+ * that quote a cut message type included). Channel frames (subscribe,
+ * unsubscribe, broadcast): a bad one gets a well-formed reason; a good one's
+ * channel passes the name check and the authorisation's rules, and its
+ * delivery frame reads back with the same channel and data.
  */
 #include "fuzz_common.h"
 #include "http_parse.h"
 #include "utf8.h"
+#include "ws_channel.h"
+#include "ws_io.h"
 #include "ws_parse.h"
 #include "json.h"
 
@@ -86,6 +91,81 @@ static void check_envelope(const ws_message *m)
     free(text);
 }
 
+/* The delivery frame of a channel message reads back as built. */
+static void check_delivery(const ws_message *m, const char *channel)
+{
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(m->root, "data");
+    cJSON *null = cJSON_CreateNull();
+    char *text = cJSON_PrintUnformatted(data ? data : null);
+    FUZZ_CHECK(text != NULL);
+    ws_chmsg cm = {.channel = channel, .data = text, .data_len = strlen(text)};
+    cm.has_offset = strlen(channel) % 2 == 1; /* the place history fills */
+    cm.offset = strlen(channel);
+    cm.epoch = "e1";
+    ws_frame *f = daebus__ws_channel_frame(&cm);
+    FUZZ_CHECK(f != NULL);
+    check_frame(f->data, f->len);
+    ws_message back;
+    FUZZ_CHECK(daebus__ws_parse_message(f->data, f->len, &back) == WS_PARSE_OK);
+    FUZZ_CHECK(strcmp(back.type, "channel_message") == 0);
+    const cJSON *ch = cJSON_GetObjectItemCaseSensitive(back.root, "channel");
+    FUZZ_CHECK(cJSON_IsString(ch) && strcmp(ch->valuestring, channel) == 0);
+    if (!data || fuzz_json_finite(data))
+        FUZZ_CHECK(fuzz_json_equal_value(back.data, data ? data : null));
+    const cJSON *off = cJSON_GetObjectItemCaseSensitive(back.root, "offset");
+    FUZZ_CHECK(cm.has_offset ? cJSON_IsNumber(off) && off->valuedouble == (double)cm.offset
+                             : off == NULL);
+    daebus__ws_message_free(&back);
+    daebus__ws_frame_unref(f);
+    free(text);
+    cJSON_Delete(null);
+}
+
+/* A component with rules, no hook: subscribe to "news:*" and "[a-c]?", publish nowhere. */
+static daebus_ws *rules_ws(void)
+{
+    static daebus_ws *ws;
+    if (!ws) {
+        daebus_ws_options wo = DAEBUS_WS_OPTIONS_INIT;
+        wo.channels = true;
+        wo.channel_subscribe = "news:*, [a-c]?";
+        ws = daebus_ws_create(&wo, NULL);
+        FUZZ_CHECK(ws != NULL);
+    }
+    return ws;
+}
+
+static void check_channel_frame(const ws_message *m)
+{
+    char why[256] = "";
+    const char *channel;
+    int kind = daebus__ws_channel_frame_parse(m, &channel, why, sizeof why);
+    if (kind == WS_CH_NONE)
+        return;
+    size_t len = 0;
+    if (kind == WS_CH_BAD) {
+        FUZZ_CHECK(channel == NULL && why[0]);
+        char *t = daebus__ws_error_envelope_rid(why, -1, m->request_id, &len);
+        FUZZ_CHECK(t != NULL);
+        check_frame(t, len);
+        free(t);
+        return;
+    }
+    FUZZ_CHECK(channel && daebus_ws_channel_check_name(channel, NULL) == 0);
+    FUZZ_CHECK(daebus__utf8_valid(channel, strlen(channel)));
+    FUZZ_CHECK(daebus__ws_channel_glob("*", channel) && !daebus__ws_channel_glob(NULL, channel));
+    /* closed by default: publishing is refused, subscribing follows the rules */
+    char reason[256];
+    daebus_ws *ws = rules_ws();
+    FUZZ_CHECK(daebus_ws_authorize(ws, "c", DAEBUS_WS_AUTH_PUBLISH, channel, NULL, reason,
+                                   sizeof reason) == DAEBUS_EAUTH);
+    FUZZ_CHECK(daebus__utf8_valid(reason, strlen(reason)));
+    bool rule = daebus__ws_channel_glob("news:*, [a-c]?", channel);
+    FUZZ_CHECK((daebus_ws_authorize(ws, "c", DAEBUS_WS_AUTH_SUBSCRIBE, channel, NULL, reason,
+                                    sizeof reason) == 0) == rule);
+    check_delivery(m, channel);
+}
+
 static void check_close(const uint8_t *data, size_t size)
 {
     /* Any reason of well-formed UTF-8 (a handler's reject text) is cut to a
@@ -149,6 +229,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (shallow)
             FUZZ_CHECK(fuzz_json_depth(m.root) <= MAX_DEPTH);
         check_envelope(&m);
+        check_channel_frame(&m);
         break;
     case WS_PARSE_NO_TYPE:
         FUZZ_CHECK(m.root && cJSON_IsObject(m.root) && m.type == NULL);

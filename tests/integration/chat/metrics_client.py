@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Checks metrics_service's pushes: usage metrics_client.py HTTP_PORT REDIS_URL.
 
-A WebSocket client subscribes and must get metrics_update pushes; a Redis
+A WebSocket client subscribes to the channel "metrics" (the built-in frame) and must
+get metrics_update reports as channel messages; another channel is refused
+(closed by default); a Redis
 subscriber on "system" must get {"type": "metrics_update"} broadcasts.
 Exit 0 when both arrived, 1 otherwise (with the reason).
 """
@@ -21,21 +23,27 @@ async def main():
     ps = r.pubsub()
     ps.subscribe("system")
     async with websockets.connect(f"ws://127.0.0.1:{PORT}/", open_timeout=10) as ws:
-        await ws.send(json.dumps({"type": "subscribe", "data": {}, "request_id": 1}))
-        got_reply = got_push = False
+        await ws.send(json.dumps({"type": "subscribe", "channel": "other", "request_id": 0}))
+        await ws.send(json.dumps({"type": "subscribe", "channel": "metrics", "request_id": 1}))
+        got_refusal = got_reply = got_push = False
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and not (got_reply and got_push):
+        while time.monotonic() < deadline and not (got_refusal and got_reply and got_push):
             m = json.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
-            if m.get("type") == "response" and m.get("request_id") == 1:
-                if m["data"].get("subscribed") is not True:
+            if m.get("request_id") == 0:
+                if m.get("type") != "error" or m.get("success") is not False:
+                    raise SystemExit(f"subscribe to another channel: {m}")
+                got_refusal = True
+            elif m.get("type") == "response" and m.get("request_id") == 1:
+                if m.get("success") is not True or m["data"].get("channel") != "metrics":
                     raise SystemExit(f"subscribe reply: {m}")
                 got_reply = True
-            elif m.get("type") == "metrics_update":
-                if "uptime" not in m["data"] or "requests" not in m["data"]:
+            elif m.get("type") == "channel_message" and m.get("channel") == "metrics":
+                d = m["data"]
+                if d.get("type") != "metrics_update" or "uptime" not in d or "requests" not in d:
                     raise SystemExit(f"metrics_update: {m}")
                 got_push = True
         if not (got_reply and got_push):
-            raise SystemExit(f"WebSocket: reply={got_reply} push={got_push}")
+            raise SystemExit(f"WebSocket: refusal={got_refusal} reply={got_reply} push={got_push}")
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         m = ps.get_message(timeout=0.2)

@@ -1,0 +1,455 @@
+/* ws_channel.c - channels: the local subscription table, delivery, the server API.
+ *
+ * The table (ws->chans, under ws->ch_lock, a leaf lock) maps a channel to its
+ * local subscribers (each holding a reference on its client) and a client id
+ * to its channels. A client's subscriptions go with its connection
+ * (daebus__ws_channel_client_gone, from the close callback). Delivery
+ * serialises the message once into a shared frame and queues it for every
+ * local subscriber; ws->ch_deliver_lock (outside c->lock) makes concurrent
+ * deliveries of one replica reach every subscriber in one order. In cluster
+ * mode a publish goes through Redis and every replica delivers when it comes
+ * back (ws_channel_cluster.c).
+ */
+#include "ws_channel.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <civetweb.h>
+
+#include "hash.h"
+#include "ws_client.h"
+#include "ws_cluster.h"
+#include "ws_io.h"
+#include "ws_request.h"
+
+typedef struct ws_chan {
+    char *name;
+    ws_client **subs; /* referenced */
+    size_t n, cap;
+} ws_chan;
+
+typedef struct ws_csubs {
+    char **names;
+    size_t n, cap;
+} ws_csubs;
+
+struct ws_chtable {
+    daebus__hash *chans;   /* channel -> ws_chan */
+    daebus__hash *clients; /* client id -> ws_csubs */
+};
+
+/* ---- the table (ch_lock held) ---- */
+
+static int grow(void **arr, size_t *cap, size_t need, size_t size)
+{
+    if (need <= *cap)
+        return 0;
+    size_t n = *cap ? *cap * 2 : 4;
+    void *p = realloc(*arr, n * size);
+    if (!p)
+        return DAEBUS_ENOMEM;
+    *arr = p;
+    *cap = n;
+    return 0;
+}
+
+static bool csubs_has(const ws_csubs *cs, const char *name)
+{
+    for (size_t i = 0; cs && i < cs->n; i++)
+        if (strcmp(cs->names[i], name) == 0)
+            return true;
+    return false;
+}
+
+/* The entry of channel name, made when missing. Returns: NULL when out of memory. */
+static ws_chan *chan_entry(struct ws_chtable *t, const char *name)
+{
+    ws_chan *ch = daebus__hash_find(t->chans, name);
+    if (ch)
+        return ch;
+    ch = calloc(1, sizeof *ch);
+    if (ch && (ch->name = strdup(name)) && daebus__hash_insert(t->chans, name, ch) == 0)
+        return ch;
+    if (ch)
+        free(ch->name);
+    free(ch);
+    return NULL;
+}
+
+/* The entry of client c, made when missing. Returns: NULL when out of memory. */
+static ws_csubs *client_entry(struct ws_chtable *t, const ws_client *c)
+{
+    ws_csubs *cs = daebus__hash_find(t->clients, c->id);
+    if (cs)
+        return cs;
+    cs = calloc(1, sizeof *cs);
+    if (cs && daebus__hash_insert(t->clients, c->id, cs) == 0)
+        return cs;
+    free(cs);
+    return NULL;
+}
+
+static void drop_empty_chan(struct ws_chtable *t, const char *name, ws_chan *ch)
+{
+    if (ch && ch->n == 0) {
+        daebus__hash_remove(t->chans, name);
+        free(ch->subs);
+        free(ch->name);
+        free(ch);
+    }
+}
+
+/* Adds c to name. Returns: 0, DAEBUS_EEXIST (already), DAEBUS_ENOMEM. */
+static int table_add(struct ws_chtable *t, ws_client *c, const char *name)
+{
+    if (csubs_has(daebus__hash_find(t->clients, c->id), name))
+        return DAEBUS_EEXIST;
+    ws_chan *ch = chan_entry(t, name);
+    ws_csubs *cs = ch ? client_entry(t, c) : NULL;
+    char *copy = cs ? strdup(name) : NULL;
+    if (!copy || grow((void **)&ch->subs, &ch->cap, ch->n + 1, sizeof *ch->subs) ||
+        grow((void **)&cs->names, &cs->cap, cs->n + 1, sizeof *cs->names)) {
+        free(copy);
+        drop_empty_chan(t, name, ch);
+        if (cs && cs->n == 0) {
+            daebus__hash_remove(t->clients, c->id);
+            free(cs->names);
+            free(cs);
+        }
+        return DAEBUS_ENOMEM;
+    }
+    daebus__ws_client_ref(c);
+    ch->subs[ch->n++] = c;
+    cs->names[cs->n++] = copy;
+    return 0;
+}
+
+/* Takes the client who (or, who NULL, the one with that id) out of channel
+ * name's subscribers. Returns: it (its reference, for the caller to drop
+ * with no lock held), or NULL. */
+static ws_client *chan_take(struct ws_chtable *t, const char *name, const char *id,
+                            const ws_client *who)
+{
+    ws_chan *ch = daebus__hash_find(t->chans, name);
+    for (size_t i = 0; ch && i < ch->n; i++) {
+        ws_client *c = ch->subs[i];
+        if (who ? c == who : strcmp(c->id, id) == 0) {
+            memmove(ch->subs + i, ch->subs + i + 1, (ch->n - i - 1) * sizeof *ch->subs);
+            ch->n--;
+            drop_empty_chan(t, name, ch);
+            return c;
+        }
+    }
+    return NULL;
+}
+
+/* Removes the subscription of id to name. Returns: the client's reference
+ * (drop it with no lock held), or NULL when id was not subscribed. */
+static ws_client *table_remove(struct ws_chtable *t, const char *id, const char *name)
+{
+    ws_csubs *cs = daebus__hash_find(t->clients, id);
+    for (size_t i = 0; cs && i < cs->n; i++) {
+        if (strcmp(cs->names[i], name) != 0)
+            continue;
+        free(cs->names[i]);
+        cs->names[i] = cs->names[--cs->n];
+        if (cs->n == 0) {
+            daebus__hash_remove(t->clients, id);
+            free(cs->names);
+            free(cs);
+        }
+        return chan_take(t, name, id, NULL);
+    }
+    return NULL;
+}
+
+/* ---- life cycle ---- */
+
+int daebus__ws_channel_init(daebus_ws *ws)
+{
+    struct ws_chtable *t = calloc(1, sizeof *t);
+    if (t) {
+        t->chans = daebus__hash_create(64);
+        t->clients = daebus__hash_create(64);
+    }
+    if (!t || !t->chans || !t->clients) {
+        if (t) {
+            daebus__hash_destroy(t->chans);
+            daebus__hash_destroy(t->clients);
+        }
+        free(t);
+        return DAEBUS_ENOMEM;
+    }
+    ws->chans = t;
+    pthread_mutex_init(&ws->ch_lock, NULL);
+    pthread_mutex_init(&ws->ch_deliver_lock, NULL);
+    return 0;
+}
+
+static bool same_value(void *value, void *ctx)
+{
+    return value == ctx;
+}
+
+void daebus__ws_channel_free(daebus_ws *ws)
+{
+    struct ws_chtable *t = ws->chans;
+    if (!t)
+        return;
+    /* Every client left through its close callback, unless the component
+     * never ran its stop: then the entries left go here. */
+    void *v;
+    while (daebus__hash_values(t->clients, &v, 1) == 1) {
+        ws_csubs *cs = v;
+        for (size_t i = 0; i < cs->n; i++)
+            free(cs->names[i]);
+        daebus__hash_take_if(t->clients, same_value, NULL, v);
+        free(cs->names);
+        free(cs);
+    }
+    while (daebus__hash_values(t->chans, &v, 1) == 1) {
+        ws_chan *ch = v;
+        for (size_t i = 0; i < ch->n; i++)
+            daebus__ws_client_unref(ch->subs[i]);
+        daebus__hash_remove(t->chans, ch->name);
+        free(ch->subs);
+        free(ch->name);
+        free(ch);
+    }
+    daebus__hash_destroy(t->chans);
+    daebus__hash_destroy(t->clients);
+    free(t);
+    ws->chans = NULL;
+    pthread_mutex_destroy(&ws->ch_lock);
+    pthread_mutex_destroy(&ws->ch_deliver_lock);
+}
+
+void daebus__ws_channel_client_gone(daebus_ws *ws, ws_client *c)
+{
+    if (!ws->chans)
+        return;
+    pthread_mutex_lock(&ws->ch_lock);
+    ws_csubs *cs = daebus__hash_remove(ws->chans->clients, c->id);
+    size_t n = 0;
+    for (size_t i = 0; cs && i < cs->n; i++)
+        n += chan_take(ws->chans, cs->names[i], c->id, c) != NULL;
+    pthread_mutex_unlock(&ws->ch_lock);
+    if (!cs)
+        return;
+    daebus__ws_channel_cluster_forget(ws, c->id, (const char *const *)cs->names, cs->n);
+    for (size_t i = 0; i < cs->n; i++)
+        free(cs->names[i]);
+    free(cs->names);
+    free(cs);
+    for (size_t i = 0; i < n; i++)
+        daebus__ws_client_unref(c);
+}
+
+cJSON *daebus__ws_channel_pairs(daebus_ws *ws)
+{
+    cJSON *all = cJSON_CreateArray();
+    pthread_mutex_lock(&ws->ch_lock);
+    size_t n = daebus__hash_count(ws->chans->chans);
+    void **vals = n ? malloc(n * sizeof *vals) : NULL;
+    n = vals ? daebus__hash_values(ws->chans->chans, vals, n) : 0;
+    for (size_t i = 0; all && i < n; i++) {
+        const ws_chan *ch = vals[i];
+        for (size_t k = 0; k < ch->n; k++) {
+            cJSON *pair = cJSON_CreateArray();
+            cJSON_AddItemToArray(all, pair);
+            cJSON_AddItemToArray(pair, cJSON_CreateString(ch->subs[k]->id));
+            cJSON_AddItemToArray(pair, cJSON_CreateString(ch->name));
+        }
+    }
+    pthread_mutex_unlock(&ws->ch_lock);
+    free(vals);
+    return all;
+}
+
+bool daebus__ws_channel_has(daebus_ws *ws, const char *client_id, const char *channel)
+{
+    pthread_mutex_lock(&ws->ch_lock);
+    bool has = csubs_has(daebus__hash_find(ws->chans->clients, client_id), channel);
+    pthread_mutex_unlock(&ws->ch_lock);
+    return has;
+}
+
+/* ---- delivery ---- */
+
+ws_frame *daebus__ws_channel_frame(const ws_chmsg *m)
+{
+    cJSON *name = cJSON_CreateString(m->channel);
+    char *ch = name ? cJSON_PrintUnformatted(name) : NULL;
+    cJSON_Delete(name);
+    if (!ch)
+        return NULL;
+    char extra[128] = "";
+    if (m->has_offset) /* history (docs/channels.md): the epoch is a plain id, no escaping */
+        snprintf(extra, sizeof extra, ",\"offset\":%llu,\"epoch\":\"%.64s\"",
+                 (unsigned long long)m->offset, m->epoch ? m->epoch : "");
+    static const char head[] = "{\"type\":\"channel_message\",\"channel\":";
+    size_t len = sizeof head - 1 + strlen(ch) + 8 + m->data_len + strlen(extra) + 1;
+    char *s = malloc(len + 1);
+    if (s)
+        snprintf(s, len + 1, "%s%s,\"data\":%.*s%s}", head, ch, (int)m->data_len, m->data, extra);
+    free(ch);
+    return s ? daebus__ws_frame_text_take(s, strlen(s)) : NULL;
+}
+
+int daebus__ws_channel_deliver(daebus_ws *ws, const char *channel, ws_frame *f)
+{
+    if (!ws->chans)
+        return 0;
+    pthread_mutex_lock(&ws->ch_deliver_lock);
+    pthread_mutex_lock(&ws->ch_lock);
+    ws_chan *ch = daebus__hash_find(ws->chans->chans, channel);
+    size_t n = ch ? ch->n : 0;
+    ws_client **subs = n ? malloc(n * sizeof *subs) : NULL;
+    if (subs) {
+        memcpy(subs, ch->subs, n * sizeof *subs);
+        for (size_t i = 0; i < n; i++)
+            daebus__ws_client_ref(subs[i]);
+    } else {
+        n = 0;
+    }
+    pthread_mutex_unlock(&ws->ch_lock);
+    int count = 0;
+    for (size_t i = 0; i < n; i++)
+        count += daebus__ws_enqueue(subs[i], f, false) == 0;
+    pthread_mutex_unlock(&ws->ch_deliver_lock);
+    for (size_t i = 0; i < n; i++)
+        daebus__ws_client_unref(subs[i]);
+    free(subs);
+    return count;
+}
+
+/* ---- the server API ---- */
+
+int daebus_ws_channel_subscribe(daebus_ws *ws, const char *client_id, const char *channel)
+{
+    if (!ws || !client_id || daebus_ws_channel_check_name(channel, NULL))
+        return DAEBUS_EINVAL;
+    ws_client *c = daebus__ws_client_find(ws, client_id);
+    if (!c)
+        return atomic_load(&ws->cluster) ? daebus__ws_channel_remote(ws, client_id, channel, true)
+                                         : DAEBUS_ENOENT;
+    /* The state is read under reg_lock and the entry made under it: the close
+     * callback's cleanup (after the state became GONE) cannot miss it. */
+    pthread_mutex_lock(&ws->reg_lock);
+    int rc = c->state == WS_PENDING || c->state == WS_OPEN ? 0 : DAEBUS_ENOENT;
+    if (rc == 0) {
+        pthread_mutex_lock(&ws->ch_lock);
+        rc = table_add(ws->chans, c, channel);
+        pthread_mutex_unlock(&ws->ch_lock);
+    }
+    pthread_mutex_unlock(&ws->reg_lock);
+    if (rc == 0) {
+        rc = daebus__ws_channel_cluster_note(ws, client_id, channel, true);
+        /* The client may have left meanwhile, its cleanup's removal from Redis
+         * running before this write: remove it again (the cleanup always
+         * follows the table's removal, which is checked after the write). */
+        if (!daebus__ws_channel_has(ws, client_id, channel))
+            daebus__ws_channel_cluster_note(ws, client_id, channel, false);
+    }
+    daebus__ws_client_unref(c);
+    return rc == DAEBUS_EEXIST ? 0 : rc;
+}
+
+int daebus_ws_channel_unsubscribe(daebus_ws *ws, const char *client_id, const char *channel)
+{
+    if (!ws || !client_id || daebus_ws_channel_check_name(channel, NULL))
+        return DAEBUS_EINVAL;
+    pthread_mutex_lock(&ws->ch_lock);
+    ws_client *c = table_remove(ws->chans, client_id, channel);
+    pthread_mutex_unlock(&ws->ch_lock);
+    if (!c && atomic_load(&ws->cluster)) { /* a client of another replica? */
+        ws_client *local = daebus__ws_client_find(ws, client_id);
+        daebus__ws_client_unref(local);
+        if (!local)
+            return daebus__ws_channel_remote(ws, client_id, channel, false);
+    }
+    if (!c)
+        return DAEBUS_ENOENT;
+    daebus__ws_client_unref(c);
+    return daebus__ws_channel_cluster_note(ws, client_id, channel, false);
+}
+
+int daebus_ws_channel_publish(daebus_ws *ws, const char *channel, const cJSON *data)
+{
+    if (!ws || !data || daebus_ws_channel_check_name(channel, NULL))
+        return DAEBUS_EINVAL;
+    char *text = cJSON_PrintUnformatted(data);
+    if (!text)
+        return DAEBUS_ENOMEM;
+    ws_chmsg m = {.channel = channel, .data = text, .data_len = strlen(text)};
+    int rc;
+    if (m.data_len + strlen(channel) + 64 > ws->queue_max_bytes) {
+        daebus__ws_log_too_big(ws, "a channel message", channel, m.data_len);
+        rc = DAEBUS_ETOOBIG;
+    } else if (atomic_load(&ws->cluster)) {
+        rc = daebus__ws_channel_cluster_publish(ws, &m);
+    } else {
+        ws_frame *f = daebus__ws_channel_frame(&m);
+        rc = f ? 0 : DAEBUS_ENOMEM;
+        if (f)
+            daebus__ws_channel_deliver(ws, channel, f);
+        daebus__ws_frame_unref(f);
+    }
+    free(text);
+    return rc;
+}
+
+/* The local subscribers of channel, as a JSON array. */
+static cJSON *local_subscribers(daebus_ws *ws, const char *channel)
+{
+    cJSON *ids = cJSON_CreateArray();
+    pthread_mutex_lock(&ws->ch_lock);
+    ws_chan *ch = daebus__hash_find(ws->chans->chans, channel);
+    for (size_t i = 0; ids && ch && i < ch->n; i++)
+        cJSON_AddItemToArray(ids, cJSON_CreateString(ch->subs[i]->id));
+    pthread_mutex_unlock(&ws->ch_lock);
+    return ids;
+}
+
+int daebus_ws_channel_subscribers(daebus_ws *ws, const char *channel, cJSON **ids_out)
+{
+    if (ids_out)
+        *ids_out = NULL;
+    if (!ws || !ids_out || daebus_ws_channel_check_name(channel, NULL))
+        return DAEBUS_EINVAL;
+    if (atomic_load(&ws->cluster))
+        return daebus__ws_channel_cluster_subscribers(ws, channel, ids_out);
+    *ids_out = local_subscribers(ws, channel);
+    return *ids_out ? 0 : DAEBUS_ENOMEM;
+}
+
+/* The channels of a local client (a JSON array); *found: it has some. */
+static cJSON *local_channels(daebus_ws *ws, const char *client_id, bool *found)
+{
+    cJSON *names = cJSON_CreateArray();
+    pthread_mutex_lock(&ws->ch_lock);
+    ws_csubs *cs = daebus__hash_find(ws->chans->clients, client_id);
+    for (size_t i = 0; names && cs && i < cs->n; i++)
+        cJSON_AddItemToArray(names, cJSON_CreateString(cs->names[i]));
+    pthread_mutex_unlock(&ws->ch_lock);
+    *found = cs != NULL;
+    return names;
+}
+
+int daebus_ws_channel_client_channels(daebus_ws *ws, const char *client_id, cJSON **out)
+{
+    if (out)
+        *out = NULL;
+    if (!ws || !client_id || !out)
+        return DAEBUS_EINVAL;
+    bool found = false;
+    ws_client *c = daebus__ws_client_find(ws, client_id);
+    if (c || !atomic_load(&ws->cluster)) {
+        *out = c ? local_channels(ws, client_id, &found) : NULL;
+        daebus__ws_client_unref(c);
+        return c ? (*out ? 0 : DAEBUS_ENOMEM) : DAEBUS_ENOENT;
+    }
+    return daebus__ws_channel_cluster_of(ws, client_id, out);
+}

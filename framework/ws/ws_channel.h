@@ -1,0 +1,119 @@
+/* ws_channel.h - channels of the WebSocket layer (internal).
+ *
+ * ws_channel_auth.c: channel names, pattern rules and the authorisation hook.
+ * ws_channel.c: the local subscription table (channel -> clients, client ->
+ * channels), publish and local delivery, the server API.
+ * ws_channel_cluster.c: cluster mode: publishes through Redis (every replica,
+ * the publisher included, delivers when the message comes back, so that every
+ * subscriber sees Redis's one order) and the cluster-wide subscriber lists.
+ * ws_channel_frames.c: the client frames subscribe / unsubscribe / broadcast.
+ *
+ * ws->ch_lock guards the table; it is a leaf: nothing else is locked while it
+ * is held (deliveries collect referenced clients under it, then queue with it
+ * released).
+ * Thread: any thread unless a line says otherwise.
+ */
+#ifndef DAEBUS_WS_CHANNEL_H
+#define DAEBUS_WS_CHANNEL_H
+
+#include "ws_internal.h"
+#include "ws_parse.h"
+
+#define DAEBUS__WS_STR2(x) #x
+#define DAEBUS__WS_STR(x)  DAEBUS__WS_STR2(x)
+
+/* ---- ws_channel_auth.c ---- */
+
+/* Checks name[0..len) as a channel name. Returns: 0, or DAEBUS_EINVAL with
+ * the reason in why (may be NULL). */
+int daebus__ws_channel_name_error(const char *name, size_t len, char *why, size_t why_len);
+/* Returns: true if a glob pattern of the comma-separated list (may be NULL)
+ * matches name. */
+bool daebus__ws_channel_glob(const char *patterns, const char *name);
+/* Copies the channel options into ws (create). Returns: 0, DAEBUS_EINVAL
+ * (err set), DAEBUS_ENOMEM. */
+int daebus__ws_channel_auth_options(daebus_ws *ws, const daebus_ws_options *o, daebus_error *err);
+
+/* ---- ws_channel.c ---- */
+
+/* One channel message to deliver. The place history fills: has_offset,
+ * offset and epoch go into the frame as "offset" and "epoch". */
+typedef struct ws_chmsg {
+    const char *channel;
+    const char *data; /* the data, as JSON text (data_len bytes) */
+    size_t data_len;
+    bool has_offset;
+    uint64_t offset;
+    const char *epoch;
+} ws_chmsg;
+
+/* Makes the table (create). Returns: 0 or DAEBUS_ENOMEM. */
+int daebus__ws_channel_init(daebus_ws *ws);
+/* Frees it (destroy; accepts a component whose init failed). */
+void daebus__ws_channel_free(daebus_ws *ws);
+/* Ends c's subscriptions (here and in the cluster-wide lists). Thread: the
+ * close callback (c's state is GONE already) or a rejected connect. */
+void daebus__ws_channel_client_gone(daebus_ws *ws, ws_client *c);
+/* Returns: the frame {"type":"channel_message","channel":C,"data":D[,
+ * "offset":N,"epoch":E]} with one reference, or NULL (out of memory). */
+ws_frame *daebus__ws_channel_frame(const ws_chmsg *m);
+/* Queues f for every local subscriber of channel, one delivery at a time
+ * (ch_deliver_lock). Returns: how many took it. */
+int daebus__ws_channel_deliver(daebus_ws *ws, const char *channel, ws_frame *f);
+
+/* Returns: every local subscription as [client id, channel] pairs (a JSON
+ * array), or NULL when out of memory. Ownership: the caller frees it. */
+cJSON *daebus__ws_channel_pairs(daebus_ws *ws);
+/* Returns: true if the local client_id is subscribed to channel. */
+bool daebus__ws_channel_has(daebus_ws *ws, const char *client_id, const char *channel);
+
+/* ---- ws_channel_cluster.c (each a no-op / local answer outside cluster mode) ---- */
+
+/* Writes (add) or removes a subscription of the cluster-wide lists.
+ * Returns: 0, DAEBUS_ECONN (the local table holds it anyway). */
+int daebus__ws_channel_cluster_note(daebus_ws *ws, const char *client_id, const char *channel,
+                                    bool add);
+/* Writes every local subscription to the cluster-wide lists again (after
+ * Redis came back, with the directory's resync). Returns: 0, DAEBUS_ECONN,
+ * DAEBUS_ENOMEM. Thread: the cluster thread. */
+struct ws_cluster;
+int daebus__ws_channel_resync(struct ws_cluster *cl);
+/* Removes a departed client's subscriptions from the cluster-wide lists. */
+void daebus__ws_channel_cluster_forget(daebus_ws *ws, const char *client_id,
+                                       const char *const *channels, size_t n);
+/* The same for a client of a dead replica (its channels read from Redis).
+ * Thread: the cluster thread (reaping). */
+void daebus__ws_channel_reaped(daebus_ws *ws, const char *client_id);
+/* Publishes m through Redis (the publisher queue). Returns: 0, DAEBUS_ECONN,
+ * DAEBUS_ENOMEM. */
+int daebus__ws_channel_cluster_publish(daebus_ws *ws, const ws_chmsg *m);
+/* Asks the replica holding client_id (not local) to subscribe it to channel
+ * (add) or to end that subscription. Returns: 0, DAEBUS_ENOENT (no such
+ * client), DAEBUS_ECONN, DAEBUS_ENOMEM. */
+int daebus__ws_channel_remote(daebus_ws *ws, const char *client_id, const char *channel, bool add);
+/* Applies such a request from another replica (header h: "id", "c", "add").
+ * Thread: the subscriber thread. */
+void daebus__ws_channel_remote_apply(daebus_ws *ws, const cJSON *h);
+/* A channel message back from Redis (header h, data body[0..len)): delivered
+ * to the local subscribers. Thread: the subscriber thread. */
+void daebus__ws_channel_recv(daebus_ws *ws, const cJSON *h, const char *body, size_t len);
+/* Cluster-wide views. Returns: 0, DAEBUS_ENOENT, DAEBUS_ENOMEM, DAEBUS_ECONN. */
+int daebus__ws_channel_cluster_subscribers(daebus_ws *ws, const char *channel, cJSON **ids_out);
+int daebus__ws_channel_cluster_of(daebus_ws *ws, const char *client_id, cJSON **out);
+
+/* ---- ws_channel_frames.c ---- */
+
+enum { WS_CH_NONE = -2, WS_CH_BAD = -1, WS_CH_SUBSCRIBE = 0, WS_CH_UNSUBSCRIBE, WS_CH_BROADCAST };
+
+/* Reads a client message as a channel frame (pure: the fuzz target drives
+ * it). Returns: WS_CH_NONE (another type), WS_CH_BAD (why says what is wrong:
+ * no / non-string / invalid channel, a broadcast without data), or the kind
+ * with *channel (inside m) set. */
+int daebus__ws_channel_frame_parse(const ws_message *m, const char **channel, char *why,
+                                   size_t why_len);
+/* Handles m when it is a channel frame (subscribe, unsubscribe, broadcast)
+ * and channels are on. Returns: true when handled (answered).
+ * Thread: c's CivetWeb thread. */
+bool daebus__ws_channel_frame_run(daebus_ws *ws, ws_client *c, const ws_message *m);
+
+#endif
