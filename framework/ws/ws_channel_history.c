@@ -18,11 +18,11 @@
 #include "utf8.h"
 #include "ws_channel_history_lua.h"
 
-#define LOGC      "ws.history"
-#define SVC_MAX   128
-#define KEY_MAX   (16 + SVC_MAX + DAEBUS__CHIST_NAME_MAX)
-#define PUB_ARGC  14
-#define READ_ARGC 11
+#define LOGC       "ws.history"
+#define SVC_MAX    128
+#define KEY_MAX    (16 + SVC_MAX + DAEBUS__CHIST_NAME_MAX)
+#define CALL_ARGC  12
+#define PREFIX_MAX (DAEBUS__CHIST_HEAD_MAX + 2 * DAEBUS__CHIST_NAME_MAX + 32)
 
 struct daebus__chist {
     daebus__redis_pub *pub;
@@ -30,17 +30,20 @@ struct daebus__chist {
     pthread_mutex_t sha_lock;
     char sha[41]; /* "" until loaded */
     atomic_ullong published, failed, loads;
+    unsigned long long seed; /* for new epochs */
+    atomic_ullong epochs;
     atomic_int down; /* the last call found Redis unreachable */
     daebus__ratelimit log_rl;
 };
 
 /* The keys and arguments of one script call. */
 typedef struct chist_call {
-    char keys[3][KEY_MAX];
+    char keys[2][KEY_MAX];
     char epoch[24];
-    char num[3][24];
-    const char *argv[PUB_ARGC];
-    size_t lens[PUB_ARGC];
+    char num[2][24];
+    char prefix[PREFIX_MAX];
+    const char *argv[CALL_ARGC];
+    size_t lens[CALL_ARGC];
     int argc;
 } chist_call;
 
@@ -55,6 +58,25 @@ int daebus__chist_name_check(const char *channel)
         if ((unsigned char)channel[i] < 0x20 || channel[i] == 0x7f)
             return DAEBUS_EINVAL;
     return 0;
+}
+
+/* 64 random bits from /dev/urandom (the clock and the pid when it cannot be read). */
+static unsigned long long random64(void)
+{
+    unsigned long long v = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (read(fd, &v, sizeof v) != (ssize_t)sizeof v)
+            v = 0;
+        close(fd);
+    }
+    if (!v) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        v = ((unsigned long long)ts.tv_sec << 32) ^ (unsigned long long)ts.tv_nsec ^
+            ((unsigned long long)getpid() << 20);
+    }
+    return v;
 }
 
 daebus__chist *daebus__chist_create(const daebus__chist_opts *opts, daebus_error *err)
@@ -75,6 +97,7 @@ daebus__chist *daebus__chist_create(const daebus__chist_opts *opts, daebus_error
     h->pub = opts->pub;
     snprintf(h->service, sizeof h->service, "%s", opts->service);
     pthread_mutex_init(&h->sha_lock, NULL);
+    h->seed = random64();
     return h;
 }
 
@@ -93,24 +116,15 @@ void daebus__chist_get_stats(daebus__chist *h, daebus__chist_stats *out)
     out->script_loads = atomic_load(&h->loads);
 }
 
-/* A fresh epoch: 16 hex digits from /dev/urandom (the clock and the pid when
- * it cannot be read), offered to the script for a channel that has none. */
-static void new_epoch(char out[24])
+/* A fresh epoch offered to the script (used only when the channel needs
+ * one): 16 hex digits, the store's random seed mixed with a counter
+ * (splitmix64), so no system call per publish. */
+static void new_epoch(daebus__chist *h, char out[24])
 {
-    unsigned long long v = 0;
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        if (read(fd, &v, sizeof v) != (ssize_t)sizeof v)
-            v = 0;
-        close(fd);
-    }
-    if (!v) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        v = ((unsigned long long)ts.tv_sec << 32) ^ (unsigned long long)ts.tv_nsec ^
-            ((unsigned long long)getpid() << 20);
-    }
-    snprintf(out, 24, "%016llx", v);
+    unsigned long long z = h->seed + 0x9e3779b97f4a7c15ULL * (atomic_fetch_add(&h->epochs, 1) + 1);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    snprintf(out, 24, "%016llx", z ^ (z >> 31));
 }
 
 /* One log line per change between reachable and unreachable. */
@@ -174,17 +188,17 @@ static void sarg(chist_call *c, const char *s)
 /* The head of every call: EVALSHA sha 3 keys... mode epoch. */
 static void call_begin(daebus__chist *h, chist_call *c, const char *channel, const char *mode)
 {
-    static const char *const suffix[3] = {"epoch", "off", "hist"};
+    static const char *const suffix[2] = {"epoch", "hist"};
     c->argc = 0;
     sarg(c, "EVALSHA");
     arg(c, h->sha, 40);
-    sarg(c, "3");
-    for (int i = 0; i < 3; i++) {
+    sarg(c, "2");
+    for (int i = 0; i < 2; i++) {
         snprintf(c->keys[i], KEY_MAX, "daebus:%s:ch:%s:%s", h->service, channel, suffix[i]);
         sarg(c, c->keys[i]);
     }
     sarg(c, mode);
-    new_epoch(c->epoch);
+    new_epoch(h, c->epoch);
     sarg(c, c->epoch);
 }
 
@@ -238,23 +252,37 @@ static int pub_check(const daebus__chist_pub *p)
         return DAEBUS_EINVAL;
     if (p->bounds.max_age < 0 || p->bounds.max_age > 1e9)
         return DAEBUS_EINVAL;
-    if (p->redis_channel && !p->redis_channel[0])
+    if ((p->redis_channel && !p->redis_channel[0]) ||
+        (p->head && strlen(p->head) > DAEBUS__CHIST_HEAD_MAX))
         return DAEBUS_EINVAL;
     return p->len > DAEBUS__CHIST_DATA_MAX ? DAEBUS_ETOOBIG : 0;
+}
+
+/* The envelope up to the offset: {<head>"channel":"<name>","offset": (a
+ * checked name has no control byte: only '"' and '\\' need escaping). */
+static size_t envelope_prefix(char *out, const char *head, const char *channel)
+{
+    size_t n = (size_t)snprintf(out, PREFIX_MAX, "{%s\"channel\":\"", head ? head : "");
+    for (const char *s = channel; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            out[n++] = '\\';
+        out[n++] = *s;
+    }
+    memcpy(out + n, "\",\"offset\":", 11);
+    return n + 11;
 }
 
 static void pub_call(daebus__chist *h, chist_call *c, const daebus__chist_pub *p)
 {
     call_begin(h, c, p->channel, "p");
     sarg(c, p->redis_channel ? p->redis_channel : "");
-    sarg(c, p->channel);
     arg(c, p->data, p->len);
     snprintf(c->num[0], sizeof c->num[0], "%u",
              p->bounds.max_count ? p->bounds.max_count : DAEBUS__CHIST_DEFAULT_COUNT);
     sarg(c, c->num[0]);
     snprintf(c->num[1], sizeof c->num[1], "%.0f", p->bounds.max_age * 1000.0);
     sarg(c, c->num[1]);
-    sarg(c, p->head ? p->head : "");
+    arg(c, c->prefix, envelope_prefix(c->prefix, p->head, p->channel));
 }
 
 /* Reads an offset and an epoch (two string elements of r from at).
@@ -355,7 +383,8 @@ static int read_entries(const redisReply *list, unsigned long long since, daebus
         if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
             e->element[0]->type != REDIS_REPLY_STRING || e->element[1]->type != REDIS_REPLY_ARRAY)
             return DAEBUS_EREPLY;
-        unsigned long long off = strtoull(e->element[0]->str, NULL, 10);
+        const char *dash = strchr(e->element[0]->str, '-'); /* ids are "0-<offset>" */
+        unsigned long long off = dash ? strtoull(dash + 1, NULL, 10) : 0;
         if (off != since + 1 + i) /* offsets are contiguous: a hole is a broken history */
             return DAEBUS_EREPLY;
         const redisReply *f = e->element[1];

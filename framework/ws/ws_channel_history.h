@@ -30,6 +30,7 @@
 #define DAEBUS__CHIST_DEFAULT_COUNT 1000        /* max_count when 0 is given */
 #define DAEBUS__CHIST_LIMIT_MAX     10000       /* messages of one since() call */
 #define DAEBUS__CHIST_BATCH_MAX     256         /* publishes of one batch */
+#define DAEBUS__CHIST_HEAD_MAX      512         /* bytes of an envelope head */
 
 typedef struct daebus__chist daebus__chist;
 

@@ -1,0 +1,181 @@
+/* bench_channel_history - publishes/s into one channel with history
+ * (daebus__chist_publish_batch: one EVALSHA per message, WINDOW messages
+ * pipelined per round trip) vs a raw hiredis loop pipelining WINDOW pairs of
+ * `XADD <key> MAXLEN ~ 1000 * d <data>` + `PUBLISH <channel> <data>` on one
+ * connection (the floor: no offset, no epoch, no envelope).
+ *
+ * One private redis-server (ts_redis_start); one subscriber connection reads
+ * the Redis channel in both cases, as a replica would. The cases alternate,
+ * ROUNDS times each; the best round of each counts.
+ *
+ * Usage: bench_channel_history [seconds per round (default 3; env BENCH_SECONDS)] */
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "perf_common.h"
+#include "testsupport.h"
+#include "ws_channel_history.h"
+
+#define WINDOW    16
+#define ROUNDS    2
+#define MAX_COUNT 1000
+#define CHANNEL   "bench:out"
+#define DATA      "{\"user\":\"alice\",\"text\":\"hello everybody, this is a chat message\",\"n\":12}"
+
+static ts_redis redis;
+static atomic_ullong received;
+static atomic_int stop_sub;
+
+static redisContext *raw_connect(void)
+{
+    struct timeval tv = {5, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", redis.port, tv);
+    if (!c || c->err) {
+        if (c)
+            redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, tv);
+    return c;
+}
+
+/* The subscriber: counts what arrives on CHANNEL (a replica's share of the work). */
+static void *sub_main(void *arg)
+{
+    redisContext *c = arg;
+    struct timeval tv = {60, 0};
+    redisSetTimeout(c, tv);
+    while (!atomic_load(&stop_sub)) { /* main publishes once more after setting stop_sub */
+        redisReply *r = NULL;
+        if (redisGetReply(c, (void **)&r) != REDIS_OK)
+            break;
+        atomic_fetch_add(&received, 1);
+        freeReplyObject(r);
+    }
+    return NULL;
+}
+
+static double run_raw(double seconds)
+{
+    redisContext *c = raw_connect();
+    if (!c)
+        return -1;
+    unsigned long long n = 0;
+    double t0 = perf_now(), end = t0 + seconds;
+    while (perf_now() < end) {
+        for (int i = 0; i < WINDOW; i++) {
+            redisAppendCommand(c, "XADD bench:raw:hist MAXLEN ~ %d * d %s", MAX_COUNT, DATA);
+            redisAppendCommand(c, "PUBLISH %s %s", CHANNEL, DATA);
+        }
+        for (int i = 0; i < 2 * WINDOW; i++) {
+            redisReply *r = NULL;
+            if (redisGetReply(c, (void **)&r) != REDIS_OK) {
+                redisFree(c);
+                return -1;
+            }
+            freeReplyObject(r);
+        }
+        n += WINDOW;
+    }
+    double rate = (double)n / (perf_now() - t0);
+    redisFree(c);
+    return rate;
+}
+
+static double run_history(daebus__chist *h, double seconds)
+{
+    daebus__chist_pub p[WINDOW];
+    daebus__chist_pos pos[WINDOW];
+    int rcs[WINDOW];
+    for (int i = 0; i < WINDOW; i++)
+        p[i] = (daebus__chist_pub){.channel = "bench",
+                                   .data = DATA,
+                                   .len = strlen(DATA),
+                                   .redis_channel = CHANNEL,
+                                   .head = "\"k\":\"c\",",
+                                   .bounds = {.max_count = MAX_COUNT}};
+    unsigned long long n = 0, last = 0;
+    double t0 = perf_now(), end = t0 + seconds;
+    while (perf_now() < end) {
+        if (daebus__chist_publish_batch(h, p, WINDOW, pos, rcs) != 0)
+            return -1;
+        if (pos[0].offset != last + 1 && last != 0)
+            return -1; /* offsets must follow each other */
+        last = pos[WINDOW - 1].offset;
+        n += WINDOW;
+    }
+    return (double)n / (perf_now() - t0);
+}
+
+/* Redis's own CPU per command (INFO commandstats), on stderr. */
+static void print_cost(void)
+{
+    redisContext *c = raw_connect();
+    redisReply *r = c ? redisCommand(c, "INFO commandstats") : NULL;
+    if (r && r->type == REDIS_REPLY_STRING) {
+        for (char *line = strtok(r->str, "\r\n"); line; line = strtok(NULL, "\r\n"))
+            if (strstr(line, "evalsha") || strstr(line, "xadd") || strstr(line, "publish"))
+                fprintf(stderr, "bench_channel_history: redis %s\n", line);
+    }
+    if (r)
+        freeReplyObject(r);
+    if (c)
+        redisFree(c);
+}
+
+int main(int argc, char **argv)
+{
+    double seconds = argc > 1 ? atof(argv[1]) : perf_env_seconds("BENCH_SECONDS", 3);
+    if (seconds <= 0)
+        seconds = 3;
+    if (ts_redis_start(&redis, NULL) != 0)
+        return 1;
+    daebus__redis_url url;
+    daebus__redis_url_parse(redis.url, &url, NULL);
+    daebus__redis_pub_opts po = {.url = &url, .connections = 1};
+    daebus__redis_pub *pool = daebus__redis_pub_create(&po);
+    daebus__chist_opts ho = {.pub = pool, .service = "bench"};
+    daebus__chist *h = daebus__chist_create(&ho, NULL);
+    redisContext *sc = raw_connect();
+    int status = 1;
+    if (pool && h && sc) {
+        redisReply *r = redisCommand(sc, "SUBSCRIBE %s", CHANNEL);
+        freeReplyObject(r);
+        pthread_t sub;
+        pthread_create(&sub, NULL, sub_main, sc);
+        double best_raw = 0, best_hist = 0;
+        for (int round = 0; round < ROUNDS; round++) {
+            double raw = run_raw(seconds), hist = run_history(h, seconds);
+            fprintf(stderr, "bench_channel_history: round %d: raw %.0f/s, history %.0f/s\n",
+                    round + 1, raw, hist);
+            best_raw = raw > best_raw ? raw : best_raw;
+            best_hist = hist > best_hist ? hist : best_hist;
+        }
+        atomic_store(&stop_sub, 1);
+        redisContext *c = raw_connect();
+        if (c) {
+            freeReplyObject(redisCommand(c, "PUBLISH %s stop", CHANNEL));
+            redisFree(c);
+        }
+        pthread_join(sub, NULL);
+        if (best_raw > 0 && best_hist > 0) {
+            perf_emit("channel_history", "raw_xadd_publish", "publishes_per_s", best_raw, "msg/s");
+            perf_emit("channel_history", "daebus_history", "publishes_per_s", best_hist, "msg/s");
+            perf_ratio("channel_history", "publishes_per_s", best_hist / best_raw, 0.5, ">=");
+            status = 0;
+        }
+        print_cost();
+        fprintf(stderr, "bench_channel_history: the subscriber received %llu messages\n",
+                (unsigned long long)atomic_load(&received));
+    }
+    if (sc)
+        redisFree(sc);
+    daebus__chist_destroy(h);
+    daebus__redis_pub_destroy(pool);
+    ts_redis_stop(&redis);
+    return status;
+}
