@@ -2,12 +2,13 @@
  * with EVALSHA on the caller's publisher pool (see ws_channel_history.h). */
 #include "ws_channel_history.h"
 
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 #include <hiredis/hiredis.h>
@@ -60,23 +61,17 @@ int daebus__chist_name_check(const char *channel)
     return 0;
 }
 
-/* 64 random bits from /dev/urandom (the clock and the pid when it cannot be read). */
-static unsigned long long random64(void)
+/* The seed of the store's epochs: getrandom(2), or when that fails the
+ * wall clock, the pid and the store's address mixed. */
+static unsigned long long epoch_seed(const void *h)
 {
     unsigned long long v = 0;
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        if (read(fd, &v, sizeof v) != (ssize_t)sizeof v)
-            v = 0;
-        close(fd);
-    }
-    if (!v) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        v = ((unsigned long long)ts.tv_sec << 32) ^ (unsigned long long)ts.tv_nsec ^
-            ((unsigned long long)getpid() << 20);
-    }
-    return v;
+    if (getrandom(&v, sizeof v, GRND_NONBLOCK) == (ssize_t)sizeof v && v)
+        return v;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (unsigned long long)ts.tv_nsec * 0x100000001b3ULL ^ (unsigned long long)ts.tv_sec ^
+           (unsigned long long)(uintptr_t)h ^ (unsigned long long)getpid() << 40;
 }
 
 daebus__chist *daebus__chist_create(const daebus__chist_opts *opts, daebus_error *err)
@@ -97,7 +92,7 @@ daebus__chist *daebus__chist_create(const daebus__chist_opts *opts, daebus_error
     h->pub = opts->pub;
     snprintf(h->service, sizeof h->service, "%s", opts->service);
     pthread_mutex_init(&h->sha_lock, NULL);
-    h->seed = random64();
+    h->seed = epoch_seed(h);
     return h;
 }
 

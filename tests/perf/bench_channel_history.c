@@ -125,10 +125,12 @@ static void print_cost(void)
 {
     redisContext *c = raw_connect();
     redisReply *r = c ? redisCommand(c, "INFO commandstats") : NULL;
-    if (r && r->type == REDIS_REPLY_STRING) {
-        for (char *line = strtok(r->str, "\r\n"); line; line = strtok(NULL, "\r\n"))
-            if (strstr(line, "evalsha") || strstr(line, "xadd") || strstr(line, "publish"))
-                fprintf(stderr, "bench_channel_history: redis %s\n", line);
+    static const char *const names[] = {"cmdstat_evalsha:", "cmdstat_xadd:", "cmdstat_publish:"};
+    for (int i = 0; r && r->type == REDIS_REPLY_STRING && i < 3; i++) {
+        const char *line = strstr(r->str, names[i]);
+        if (line)
+            fprintf(stderr, "bench_channel_history: redis %.*s\n", (int)strcspn(line, "\r\n"),
+                    line);
     }
     if (r)
         freeReplyObject(r);
