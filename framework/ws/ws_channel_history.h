@@ -1,17 +1,22 @@
 /* ws_channel_history.h - the history of a channel in Redis (internal).
  *
- * One Lua script (loaded once with SCRIPT LOAD, run with EVALSHA; reloaded
- * and retried once on NOSCRIPT) keeps three keys per channel C of service S:
- *   daebus:S:ch:C:epoch  the epoch: a random id, made when missing
- *   daebus:S:ch:C:off    the last offset given (a counter)
- *   daebus:S:ch:C:hist   a stream: one entry per message, id "<offset>-0",
- *                        fields d (the data) and t (Redis time, ms)
- * A publish is ONE round trip: the script makes the epoch if needed, INCRs
- * the offset, XADDs the message (MAXLEN ~ max_count), trims by age (XTRIM
- * MINID at the first young entry) and PUBLISHes an envelope:
- *   {<head>"channel":C,"offset":N,"epoch":"E"}\n<data>
+ * One Lua script (loaded once with SCRIPT LOAD, run with EVALSHA; a NOSCRIPT
+ * answer runs that call again as EVAL) keeps two keys per channel C of
+ * service S:
+ *   daebus:S:ch:C:hist   a stream: one entry per message, id "0-<offset>"
+ *                        (XADD 0-*: the offset is the stream's own id
+ *                        sequence, so no separate counter can disagree),
+ *                        fields d (the data) and, with an age bound, t
+ *                        (Redis time, ms)
+ *   daebus:S:ch:C:epoch  the epoch: 16 hex digits, "+" appended while no
+ *                        offset was given under it
+ * A publish is ONE round trip: XADD (MAXLEN ~ max_count), GET the epoch
+ * (made when missing or when the stream was lost), trim by age (XTRIM MINID
+ * at the first young entry) when bounded, and PUBLISH an envelope:
+ *   {<head>"channel":"C","offset":N,"epoch":"E"}\n<data>
  * where <head> is the caller's JSON members, each followed by a comma (or
- * ""). docs/channels/history.md gives the epoch rules and the limits.
+ * ""), and <data> the message bytes. docs/channels/history.md gives the
+ * epoch rules and the limits.
  *
  * Thread: every function is callable from any thread, except create and
  * destroy (the owner's, once no other thread uses the store).
@@ -88,10 +93,11 @@ daebus__chist *daebus__chist_create(const daebus__chist_opts *opts, daebus_error
 void daebus__chist_destroy(daebus__chist *h);
 
 /* Publishes one message with history in one round trip (the first call of
- * the store, and the first after Redis lost its scripts, adds a SCRIPT LOAD).
+ * the store adds a SCRIPT LOAD; after Redis lost its scripts, the call is
+ * run once more as EVAL).
  * Returns: 0 with *out (may be NULL) set to the message's offset and epoch;
- * DAEBUS_EINVAL (bad name, NULL data, head with a quote imbalance is not
- * checked), DAEBUS_ETOOBIG (data over DATA_MAX), DAEBUS_ECONN (Redis
+ * DAEBUS_EINVAL (bad name, NULL data, empty redis_channel, head over
+ * HEAD_MAX (its JSON is not checked), bad bounds), DAEBUS_ETOOBIG (data over DATA_MAX), DAEBUS_ECONN (Redis
  * unreachable: nothing published), DAEBUS_EREPLY (Redis refused, e.g. OOM),
  * DAEBUS_ECLOSED (pool closed). */
 int daebus__chist_publish(daebus__chist *h, const daebus__chist_pub *p, daebus__chist_pos *out);
@@ -104,9 +110,12 @@ int daebus__chist_publish_batch(daebus__chist *h, const daebus__chist_pub *p, in
                                 daebus__chist_pos *out, int *rcs);
 
 /* Reads the messages after offset since of epoch (limit 1..LIMIT_MAX; 0 =
- * LIMIT_MAX) in one round trip. *res is always initialised: recovered false
- * means nothing is returned and the client reloads its state. A channel with
- * no epoch yet gets one (so a client may start from "now").
+ * LIMIT_MAX) in one round trip. *res is always initialised (zeroed on
+ * failure): recovered false means nothing is returned and the client reloads
+ * its state. A channel with no epoch yet gets one (so a client may start
+ * from "now").
+ * Ownership: res->msgs and the data they point to belong to *res until
+ * daebus__chist_result_free(res), which the caller calls once after a 0.
  * Returns: 0, DAEBUS_EINVAL, DAEBUS_ECONN, DAEBUS_EREPLY, DAEBUS_ECLOSED,
  * DAEBUS_ENOMEM. */
 int daebus__chist_since(daebus__chist *h, const char *channel, unsigned long long since,
@@ -123,7 +132,7 @@ int daebus__chist_position(daebus__chist *h, const char *channel, daebus__chist_
 typedef struct daebus__chist_stats {
     unsigned long long published;    /* publishes that succeeded */
     unsigned long long failed;       /* publishes and reads that failed */
-    unsigned long long script_loads; /* SCRIPT LOADs (1 + one per NOSCRIPT) */
+    unsigned long long script_loads; /* the SCRIPT LOAD, plus one EVAL per NOSCRIPT */
 } daebus__chist_stats;
 void daebus__chist_get_stats(daebus__chist *h, daebus__chist_stats *out);
 
