@@ -43,8 +43,10 @@ typedef struct chist_call {
     char epoch[24];
     char num[2][24];
     char prefix[PREFIX_MAX];
-    const char *argv[CALL_ARGC];
-    size_t lens[CALL_ARGC];
+    const char **argv; /* argv_s, or allocated for many messages */
+    size_t *lens;
+    const char *argv_s[CALL_ARGC];
+    size_t lens_s[CALL_ARGC];
     int argc;
 } chist_call;
 
@@ -184,6 +186,10 @@ static void sarg(chist_call *c, const char *s)
 static void call_begin(daebus__chist *h, chist_call *c, const char *channel, const char *mode)
 {
     static const char *const suffix[2] = {"epoch", "hist"};
+    if (!c->argv) {
+        c->argv = c->argv_s;
+        c->lens = c->lens_s;
+    }
     c->argc = 0;
     sarg(c, "EVALSHA");
     arg(c, h->sha, 40);
@@ -241,16 +247,28 @@ static int run_calls(daebus__chist *h, chist_call *calls, int n, redisReply **re
     return rc;
 }
 
-static int pub_check(const daebus__chist_pub *p)
+/* Checks the channel, Redis channel, head and bounds of p (not its data). */
+static int pub_check_common(const daebus__chist_pub *p)
 {
-    if (!p || daebus__chist_name_check(p->channel) != 0 || !p->data)
+    if (!p || daebus__chist_name_check(p->channel) != 0)
         return DAEBUS_EINVAL;
     if (p->bounds.max_age < 0 || p->bounds.max_age > 1e9)
         return DAEBUS_EINVAL;
     if ((p->redis_channel && !p->redis_channel[0]) ||
         (p->head && strlen(p->head) > DAEBUS__CHIST_HEAD_MAX))
         return DAEBUS_EINVAL;
-    return p->len > DAEBUS__CHIST_DATA_MAX ? DAEBUS_ETOOBIG : 0;
+    return 0;
+}
+
+static int data_check(const char *data, size_t len)
+{
+    return !data ? DAEBUS_EINVAL : len > DAEBUS__CHIST_DATA_MAX ? DAEBUS_ETOOBIG : 0;
+}
+
+static int pub_check(const daebus__chist_pub *p)
+{
+    int rc = pub_check_common(p);
+    return rc ? rc : data_check(p->data, p->len);
 }
 
 /* The envelope up to the offset: {<head>"channel":"<name>","offset": (a
@@ -267,17 +285,20 @@ static size_t envelope_prefix(char *out, const char *head, const char *channel)
     return n + 11;
 }
 
-static void pub_call(daebus__chist *h, chist_call *c, const daebus__chist_pub *p)
+/* A publish call of n messages (data[i], lens[i]) of p's channel. */
+static void pub_call(daebus__chist *h, chist_call *c, const daebus__chist_pub *p,
+                     const char *const *data, const size_t *lens, int n)
 {
     call_begin(h, c, p->channel, "p");
     sarg(c, p->redis_channel ? p->redis_channel : "");
-    arg(c, p->data, p->len);
     snprintf(c->num[0], sizeof c->num[0], "%u",
              p->bounds.max_count ? p->bounds.max_count : DAEBUS__CHIST_DEFAULT_COUNT);
     sarg(c, c->num[0]);
     snprintf(c->num[1], sizeof c->num[1], "%.0f", p->bounds.max_age * 1000.0);
     sarg(c, c->num[1]);
     arg(c, c->prefix, envelope_prefix(c->prefix, p->head, p->channel));
+    for (int i = 0; i < n; i++)
+        arg(c, data[i], lens[i]);
 }
 
 /* Reads an offset and an epoch (two string elements of r from at).
@@ -321,7 +342,7 @@ int daebus__chist_publish_batch(daebus__chist *h, const daebus__chist_pub *p, in
         rcs[i] = pub_check(&p[i]);
         slot[i] = rcs[i] == 0 ? k : -1;
         if (rcs[i] == 0)
-            pub_call(h, &calls[k++], &p[i]);
+            pub_call(h, &calls[k++], &p[i], &p[i].data, &p[i].len, 1);
     }
     int rc = k > 0 ? run_calls(h, calls, k, replies) : 0, first = 0;
     for (int i = 0; i < n; i++) {
@@ -350,6 +371,40 @@ int daebus__chist_publish(daebus__chist *h, const daebus__chist_pub *p, daebus__
 {
     int rc = 0;
     return daebus__chist_publish_batch(h, p, 1, out, &rc);
+}
+
+int daebus__chist_publish_many(daebus__chist *h, const daebus__chist_pub *p,
+                               const char *const *data, const size_t *lens, int n,
+                               daebus__chist_pos *first)
+{
+    if (!h || !data || !lens || n < 1 || n > DAEBUS__CHIST_BATCH_MAX)
+        return DAEBUS_EINVAL;
+    int rc = pub_check_common(p);
+    for (int i = 0; rc == 0 && i < n; i++)
+        rc = data_check(data[i], lens[i]);
+    if (rc != 0)
+        return rc;
+    chist_call *c = calloc(1, sizeof *c);
+    const char **argv = calloc((size_t)(CALL_ARGC + n), sizeof *argv);
+    size_t *alens = calloc((size_t)(CALL_ARGC + n), sizeof *alens);
+    redisReply *r = NULL;
+    rc = c && argv && alens ? 0 : DAEBUS_ENOMEM;
+    if (rc == 0) {
+        c->argv = argv;
+        c->lens = alens;
+        pub_call(h, c, p, data, lens, n);
+        rc = run_calls(h, c, 1, &r);
+    }
+    if (rc == 0)
+        rc = r->type == REDIS_REPLY_ERROR ? DAEBUS_EREPLY : read_pos(r, 0, first);
+    if (r)
+        freeReplyObject(r);
+    free(c);
+    free(argv);
+    free(alens);
+    if (rc == 0)
+        atomic_fetch_add(&h->published, (unsigned long long)n);
+    return note(h, rc, "publish");
 }
 
 void daebus__chist_result_free(daebus__chist_result *res)
@@ -436,7 +491,7 @@ int daebus__chist_since(daebus__chist *h, const char *channel, unsigned long lon
     if (!h || daebus__chist_name_check(channel) != 0 || !epoch ||
         strlen(epoch) > DAEBUS__CHIST_EPOCH_MAX || limit > DAEBUS__CHIST_LIMIT_MAX)
         return DAEBUS_EINVAL;
-    chist_call c;
+    chist_call c = {0};
     call_begin(h, &c, channel, "s");
     snprintf(c.num[0], sizeof c.num[0], "%llu", since);
     sarg(&c, c.num[0]);
@@ -460,7 +515,7 @@ int daebus__chist_position(daebus__chist *h, const char *channel, daebus__chist_
 {
     if (!h || !out || daebus__chist_name_check(channel) != 0)
         return DAEBUS_EINVAL;
-    chist_call c;
+    chist_call c = {0};
     call_begin(h, &c, channel, "c");
     redisReply *r = NULL;
     int rc = run_read(h, &c, &r);

@@ -109,6 +109,18 @@ int daebus__chist_publish(daebus__chist *h, const daebus__chist_pub *p, daebus__
 int daebus__chist_publish_batch(daebus__chist *h, const daebus__chist_pub *p, int n,
                                 daebus__chist_pos *out, int *rcs);
 
+/* n messages (1..BATCH_MAX; data[i] of lens[i] bytes) of ONE channel in ONE
+ * EVALSHA: p gives the channel, Redis channel, head and bounds (p->data and
+ * p->len are not used). The messages get the offsets first->offset,
+ * first->offset + 1, ... (nothing comes between them), all under
+ * first->epoch, and are PUBLISHed in that order. All or nothing: on an error
+ * no message was added, except DAEBUS_ECONN after the send (Redis may have
+ * run the script; the caller cannot know).
+ * Returns: as daebus__chist_publish. */
+int daebus__chist_publish_many(daebus__chist *h, const daebus__chist_pub *p,
+                               const char *const *data, const size_t *lens, int n,
+                               daebus__chist_pos *first);
+
 /* Reads the messages after offset since of epoch (limit 1..LIMIT_MAX; 0 =
  * LIMIT_MAX) in one round trip. *res is always initialised (zeroed on
  * failure): recovered false means nothing is returned and the client reloads

@@ -4,9 +4,12 @@
  * KEYS: 1 the epoch, 2 the stream. ARGV[1] the mode ('p' publish, 's' since,
  * 'c' current position), ARGV[2] a fresh random epoch (hex) used when one is
  * needed.
- *   'p': ARGV[3] Redis channel ('' = no PUBLISH), [4] data, [5] max count,
- *        [6] max age in ms (0 = none), [7] the envelope up to the offset
- *        ('{<head>"channel":"C","offset":'). Returns {offset, epoch}.
+ *   'p': ARGV[3] Redis channel ('' = no PUBLISH), [4] max count, [5] max
+ *        age in ms (0 = none), [6] the envelope up to the offset
+ *        ('{<head>"channel":"C","offset":'), [7..] the messages (one or
+ *        more, added and published in order). Returns {first offset, epoch}:
+ *        the messages have offsets first, first + 1, ... (one script: no
+ *        other publish comes between them).
  *   's': ARGV[3] since, [4] epoch, [5] limit.
  *        Returns {recovered 0/1, offset, epoch, entries (when recovered)}.
  *   'c': returns {1, offset, epoch}.
@@ -28,14 +31,19 @@ static const char chist_lua[] =
     "-- the common publish first, with no function made: no age bound, an epoch\n"
     "-- without '+', not the first offset (anything else goes on below)\n"
     "local added\n"
-    "if ARGV[1] == 'p' and ARGV[6] == '0' then\n"
-    "  added = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '0-*', 'd', ARGV[4])\n"
+    "if ARGV[1] == 'p' and ARGV[5] == '0' then\n"
+    "  added = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '0-*', 'd', ARGV[7])\n"
     "  local off = string.sub(added, 3)\n"
     "  local ep = redis.call('GET', KEYS[1])\n"
     "  if off ~= '1' and ep and string.byte(ep, -1) ~= 43 then\n"
-    "    if ARGV[3] ~= '' then\n"
-    "      redis.call('PUBLISH', ARGV[3], ARGV[7] .. off .. ',\"epoch\":\"' .. ep .. '\"}\\n' .. "
-    "ARGV[4])\n"
+    "    local tail = ',\"epoch\":\"' .. ep .. '\"}\\n'\n"
+    "    if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[6] .. off .. tail .. ARGV[7]) "
+    "end\n"
+    "    for i = 8, #ARGV do\n"
+    "      local o = string.sub(redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '0-*', 'd', "
+    "ARGV[i]), 3)\n"
+    "      if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[6] .. o .. tail .. ARGV[i]) "
+    "end\n"
     "    end\n"
     "    return {off, ep}\n"
     "  end\n"
@@ -83,22 +91,28 @@ static const char chist_lua[] =
     "  redis.call('XTRIM', KEYS[2], 'MINID', sid(lo))\n"
     "end\n"
     "local function publish()\n"
-    "  local age, now = tonumber(ARGV[6]), 0\n"
-    "  local r = added\n"
-    "  if not r then\n"
+    "  local age, now = tonumber(ARGV[5]), 0\n"
+    "  local function add(data)\n"
+    "    if age == 0 then return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '0-*', 'd', "
+    "data) end\n"
+    "    return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '0-*', 'd', data, 't', now)\n"
+    "  end\n"
+    "  if age > 0 then\n"
     "    local t = redis.call('TIME')\n"
     "    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "    r = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '0-*', 'd', ARGV[4], 't', now)\n"
-    "    if type(r) == 'table' and r.err then return r end\n"
     "  end\n"
-    "  local off = seq(r)\n"
-    "  local ep = epoch(off == 1)\n"
-    "  if age > 0 then trim_age(now, age, off) end\n"
+    "  local first = seq(added or add(ARGV[7]))\n"
+    "  local ep = epoch(first == 1)\n"
+    "  local last = first\n"
+    "  for i = 8, #ARGV do last = seq(add(ARGV[i])) end\n"
+    "  if age > 0 then trim_age(now, age, last) end\n"
     "  if ARGV[3] ~= '' then\n"
-    "    redis.call('PUBLISH', ARGV[3], ARGV[7] .. str(off) .. ',\"epoch\":\"' .. ep .. '\"}\\n' "
-    ".. ARGV[4])\n"
+    "    for i = 7, #ARGV do\n"
+    "      redis.call('PUBLISH', ARGV[3], ARGV[6] .. str(first + i - 7) .. ',\"epoch\":\"' .. ep "
+    ".. '\"}\\n' .. ARGV[i])\n"
+    "    end\n"
     "  end\n"
-    "  return {str(off), ep}\n"
+    "  return {str(first), ep}\n"
     "end\n"
     "local function since()\n"
     "  local off, ep = position()\n"

@@ -373,6 +373,56 @@ static void test_one_round_trip(void)
         CU_ASSERT_EQUAL(outs[i].offset, outs[0].offset + (unsigned long long)i);
 }
 
+/* Many messages of one channel in one EVALSHA: contiguous offsets, each
+ * published in order; the first publish of a channel and an age bound take
+ * the script's other path; a bad message refuses the whole call. */
+static void test_publish_many(void)
+{
+    redisContext *sub = rc_connect();
+    CU_ASSERT_FATAL(sub && !sub->err);
+    freeReplyObject(redisCommand(sub, "SUBSCRIBE " REDIS_OUT));
+    const char *data[5] = {"a", "bb", "ccc", "dddd", "eeeee"};
+    size_t lens[5] = {1, 2, 3, 4, 5};
+    daebus__chist_pub p = {.channel = "many", .redis_channel = REDIS_OUT};
+    daebus__chist_pos first, second;
+    cmd_drop("CONFIG RESETSTAT");
+    CU_ASSERT_EQUAL_FATAL(daebus__chist_publish_many(hist, &p, data, lens, 5, &first), 0);
+    CU_ASSERT_EQUAL(first.offset, 1); /* a new channel: the script's other path */
+    CU_ASSERT_EQUAL_FATAL(daebus__chist_publish_many(hist, &p, data, lens, 5, &second), 0);
+    CU_ASSERT_EQUAL(second.offset, 6);
+    CU_ASSERT_STRING_EQUAL(second.epoch, first.epoch);
+    redisReply *r = cmd("INFO commandstats");
+    CU_ASSERT(r && stat_calls(r->str, "evalsha") == 2 && stat_calls(r->str, "xadd") == 10 &&
+              stat_calls(r->str, "publish") == 10);
+    freeReplyObject(r);
+    int bad = 0;
+    for (int i = 0; i < 10; i++) {
+        CU_ASSERT_EQUAL_FATAL(redisGetReply(sub, (void **)&r), REDIS_OK);
+        char want[128];
+        snprintf(want, sizeof want, "{\"channel\":\"many\",\"offset\":%d,\"epoch\":\"%s\"}\n%s",
+                 i + 1, first.epoch, data[i % 5]);
+        if (r->elements != 3 || strcmp(r->element[2]->str, want) != 0)
+            bad++;
+        freeReplyObject(r);
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    redisFree(sub);
+    daebus__chist_result res;
+    CU_ASSERT_EQUAL(daebus__chist_since(hist, "many", 3, first.epoch, 0, &res), 0);
+    CU_ASSERT(res.recovered && res.n == 7 && res.msgs[0].offset == 4 && res.msgs[0].len == 4);
+    daebus__chist_result_free(&res);
+    /* with an age bound */
+    p.bounds.max_age = 60;
+    CU_ASSERT_EQUAL(daebus__chist_publish_many(hist, &p, data, lens, 3, &second), 0);
+    CU_ASSERT_EQUAL(second.offset, 11);
+    /* a NULL message: nothing added */
+    const char *holed[2] = {"x", NULL};
+    CU_ASSERT_EQUAL(daebus__chist_publish_many(hist, &p, holed, lens, 2, &second), DAEBUS_EINVAL);
+    CU_ASSERT_EQUAL(daebus__chist_position(hist, "many", &second), 0);
+    CU_ASSERT_EQUAL(second.offset, 13);
+    CU_ASSERT_EQUAL(daebus__chist_publish_many(hist, &p, data, lens, 0, &second), DAEBUS_EINVAL);
+}
+
 /* --- script cache lost, Redis restarted, Redis down ------------------------ */
 
 static void test_script_flush_reloads(void)
@@ -468,6 +518,7 @@ int main(void)
     CU_add_test(s, "FLUSHALL: a new epoch", test_flushall_new_epoch);
     CU_add_test(s, "partial loss: no offset reused", test_partial_loss_no_reuse);
     CU_add_test(s, "one EVALSHA per publish", test_one_round_trip);
+    CU_add_test(s, "many messages in one EVALSHA", test_publish_many);
     CU_add_test(s, "script cache flushed: reloaded", test_script_flush_reloads);
     CU_add_test(s, "Redis down, restarted: ECONN, new epoch", test_restart_and_down);
     CU_add_test(s, "bad input refused", test_bad_input);
