@@ -9,7 +9,9 @@
  * the Redis channel in every case, as a replica would. The three cases
  * rotate, ROUNDS times each; the best round of each counts. Printed: each
  * case's rate, both ratios to raw (target >= 0.5), the client's CPU per
- * message and Redis's CPU per command (stderr).
+ * message and Redis's CPU per command (stderr); and the p50 of
+ * daebus__chist_since reading 1,000 messages back (the store's share of a
+ * recovery).
  *
  * Usage: bench_channel_history [seconds per round (default 3; env BENCH_SECONDS)] */
 #include <hiredis/hiredis.h>
@@ -25,11 +27,13 @@
 #include "testsupport.h"
 #include "ws_channel_history.h"
 
-#define WINDOW    16
-#define ROUNDS    3
-#define MAX_COUNT 1000
-#define CHANNEL   "bench:out"
-#define DATA      "{\"user\":\"alice\",\"text\":\"hello everybody, this is a chat message\",\"n\":12}"
+#define WINDOW     16
+#define ROUNDS     3
+#define MAX_COUNT  1000
+#define RECOVER    1000 /* messages read back by one since() */
+#define SINCE_RUNS 200
+#define CHANNEL    "bench:out"
+#define DATA       "{\"user\":\"alice\",\"text\":\"hello everybody, this is a chat message\",\"n\":12}"
 
 static ts_redis redis;
 static atomic_ullong received;
@@ -132,6 +136,41 @@ static double run_history(daebus__chist *h, double seconds, bool many)
     return (double)n / (perf_now() - t0);
 }
 
+/* The store's share of a recovery: daebus__chist_since of RECOVER messages
+ * (of DATA) from one connection, SINCE_RUNS times. Returns the p50 in ms. */
+static double run_since(daebus__chist *h)
+{
+    daebus__chist_pub p = {.channel = "recover", .bounds = {.max_count = 2 * RECOVER}};
+    const char *data[WINDOW];
+    size_t lens[WINDOW];
+    for (int i = 0; i < WINDOW; i++) {
+        data[i] = DATA;
+        lens[i] = strlen(DATA);
+    }
+    daebus__chist_pos first;
+    for (int i = 0; i < RECOVER / WINDOW + 1; i++)
+        if (daebus__chist_publish_many(h, &p, data, lens, WINDOW, &first) != 0)
+            return -1;
+    perf_samples ms = {0};
+    unsigned long long since = first.offset + WINDOW - 1 - RECOVER;
+    for (int i = 0; i < SINCE_RUNS; i++) {
+        daebus__chist_result res;
+        double t0 = perf_now();
+        int rc = daebus__chist_since(h, "recover", since, first.epoch, 0, &res);
+        double t = (perf_now() - t0) * 1e3;
+        bool ok = rc == 0 && res.recovered && res.n == RECOVER;
+        daebus__chist_result_free(&res);
+        if (!ok) {
+            perf_samples_free(&ms);
+            return -1;
+        }
+        perf_samples_add(&ms, t);
+    }
+    double p50 = perf_percentile(ms.v, ms.n, 50);
+    perf_samples_free(&ms);
+    return p50;
+}
+
 /* Redis's own CPU per command (INFO commandstats), on stderr. */
 static void print_cost(void)
 {
@@ -202,6 +241,11 @@ int main(int argc, char **argv)
             perf_ratio("channel_history", "publishes_per_s_many", best[2] / best[0], 0.5, ">=");
             status = 0;
         }
+        double p50 = run_since(h);
+        if (p50 >= 0)
+            perf_emit("channel_history", "since_1000", "p50", p50, "ms");
+        else
+            status = 1;
         print_cost();
         fprintf(stderr, "bench_channel_history: the subscriber received %llu messages\n",
                 (unsigned long long)atomic_load(&received));
