@@ -491,6 +491,14 @@ static void test_bad_input(void)
     CU_ASSERT_EQUAL(daebus__chist_since(hist, "ok", 0, "e", DAEBUS__CHIST_LIMIT_MAX + 1, &res),
                     DAEBUS_EINVAL);
     CU_ASSERT_EQUAL(daebus__chist_position(hist, NULL, &pos), DAEBUS_EINVAL);
+    /* a client's nonsense position: answered, not recovered */
+    CU_ASSERT_EQUAL(pub("ok", "x", 0, &pos), 0);
+    CU_ASSERT_EQUAL(daebus__chist_since(hist, "ok", ~0ULL, pos.epoch, 0, &res), 0);
+    CU_ASSERT(!res.recovered && res.n == 0);
+    daebus__chist_result_free(&res);
+    CU_ASSERT_EQUAL(daebus__chist_since(hist, "ok", 0, "\"'}\n\xff", 0, &res), 0);
+    CU_ASSERT(!res.recovered && res.n == 0 && strcmp(res.now.epoch, pos.epoch) == 0);
+    daebus__chist_result_free(&res);
     /* a batch: the bad one refused, the others published */
     daebus__chist_pub b[3] = {{.channel = "bt", .data = "1", .len = 1},
                               {.channel = "", .data = "2", .len = 1},
