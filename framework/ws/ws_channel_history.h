@@ -97,9 +97,11 @@ void daebus__chist_destroy(daebus__chist *h);
  * run once more as EVAL).
  * Returns: 0 with *out (may be NULL) set to the message's offset and epoch;
  * DAEBUS_EINVAL (bad name, NULL data, empty redis_channel, head over
- * HEAD_MAX (its JSON is not checked), bad bounds), DAEBUS_ETOOBIG (data over DATA_MAX), DAEBUS_ECONN (Redis
- * unreachable: nothing published), DAEBUS_EREPLY (Redis refused, e.g. OOM),
- * DAEBUS_ECLOSED (pool closed). */
+ * HEAD_MAX (its JSON is not checked), bad bounds), DAEBUS_ETOOBIG (data over
+ * DATA_MAX), DAEBUS_ECONN (Redis unreachable: nothing published; or the
+ * connection broke after the send: Redis may have run it), DAEBUS_EREPLY
+ * (Redis refused, e.g. OOM: nothing published), DAEBUS_ECLOSED (pool
+ * closed). */
 int daebus__chist_publish(daebus__chist *h, const daebus__chist_pub *p, daebus__chist_pos *out);
 
 /* The same for n publishes (1..BATCH_MAX) pipelined on one connection: one
