@@ -18,6 +18,7 @@
 #include "ws_request.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 static ws_frame *make_frame(const cJSON *data, const char *type)
 {
@@ -84,6 +85,24 @@ int daebus_ws_send_to_client(daebus_ws *ws, const char *client_id, const cJSON *
     int rc = f ? daebus__ws_enqueue(c, f, false) : DAEBUS_ENOMEM;
     if (rc == DAEBUS_ETOOBIG)
         daebus__ws_log_too_big(ws, "send_to_client", client_id, f->len);
+    daebus__ws_frame_unref(f);
+    daebus__ws_client_unref(c);
+    return rc;
+}
+
+int daebus_ws_send_frame(daebus_ws *ws, const char *client_id, const cJSON *frame)
+{
+    if (!ws || !client_id || !cJSON_IsObject(frame) ||
+        !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(frame, "type")))
+        return DAEBUS_EINVAL;
+    ws_client *c = daebus__ws_client_find(ws, client_id);
+    if (!c)
+        return DAEBUS_ENOENT;
+    char *s = cJSON_PrintUnformatted(frame);
+    ws_frame *f = s ? daebus__ws_frame_text_take(s, strlen(s)) : NULL;
+    int rc = f ? daebus__ws_enqueue(c, f, false) : DAEBUS_ENOMEM;
+    if (rc == DAEBUS_ETOOBIG)
+        daebus__ws_log_too_big(ws, "send_frame", client_id, f->len);
     daebus__ws_frame_unref(f);
     daebus__ws_client_unref(c);
     return rc;
