@@ -17,6 +17,7 @@
 #include "clock.h"
 #include "daebus/log.h"
 #include "textlist.h"
+#include "ws_channel.h"
 #include "ws_client.h"
 #include "ws_cluster.h"
 #include "ws_conn.h"
@@ -96,6 +97,7 @@ static void init_locks(daebus_ws *ws)
     pthread_mutex_init(&ws->reg_lock, NULL);
     daebus__cond_init(&ws->reg_cond);
     pthread_mutex_init(&ws->wlock, NULL);
+    pthread_mutex_init(&ws->ch_lock, NULL);
     daebus__cond_init(&ws->wcond);
     daebus__cond_init(&ws->mcond);
 }
@@ -128,6 +130,10 @@ daebus_ws *daebus_ws_create(const daebus_ws_options *opts, daebus_error *err)
     init_locks(ws);
     ws->comp.ops = &ws_ops;
     ws->comp.self = ws;
+    if (daebus__ws_channel_auth_options(ws, &o, err)) {
+        ws_destroy_op(ws);
+        return NULL;
+    }
     return ws;
 }
 
@@ -147,6 +153,9 @@ static void ws_destroy_op(void *self)
     free(ws->allowed_origins);
     free(ws->paths);
     free(ws->departed);
+    free(ws->ch_subscribe);
+    free(ws->ch_publish);
+    pthread_mutex_destroy(&ws->ch_lock);
     pthread_mutex_destroy(&ws->rl_lock);
     pthread_mutex_destroy(&ws->reg_lock);
     pthread_cond_destroy(&ws->reg_cond);

@@ -174,6 +174,13 @@ struct daebus_ws {
     _Atomic(struct ws_cluster *) cluster; /* set once started: HTTP routes may call in meanwhile */
     ws_departed *departed;                /* set before the app runs */
     size_t ndeparted;
+    /* channels (ws_channel*.c); options immutable after create */
+    bool channels;
+    char *ch_subscribe, *ch_publish; /* comma-separated glob patterns, NULL = none */
+    daebus_ws_authorize_fn *authorize;
+    void *authorize_user;
+    struct ws_chtable *chans; /* the subscription table, under ch_lock (a leaf) */
+    pthread_mutex_t ch_lock;
     /* stats */
     atomic_uint_fast64_t st_cluster_pub, st_cluster_recv, st_cluster_err, st_cluster_reaped;
     atomic_uint_fast64_t st_connects, st_rejected, st_disc[5], st_in, st_out, st_bytes_in,

@@ -97,6 +97,40 @@ typedef char *daebus_ws_id_fn(const daebus_ws_conn_info *info, void *user);
  * framework lock held, on the calling thread. Returns: true to select. */
 typedef bool daebus_ws_filter_fn(const char *client_id, const cJSON *metadata, void *user);
 
+/* ---- authorisation (channels, the action gateway) ---- */
+
+/* What a client asks for. */
+typedef enum daebus_ws_auth_op {
+    DAEBUS_WS_AUTH_SUBSCRIBE = 1, /* a "subscribe" frame: name is the channel */
+    DAEBUS_WS_AUTH_PUBLISH = 2,   /* a "broadcast" frame: name is the channel */
+    DAEBUS_WS_AUTH_CALL = 3       /* the action gateway: name is the service, action the action */
+} daebus_ws_auth_op;
+
+/* One question to the authorisation hook. Borrowed: valid during the call. */
+typedef struct daebus_ws_auth_request {
+    daebus_ws_auth_op op;
+    const char *client_id;
+    const cJSON *metadata; /* the client's metadata, its user data included (as
+                              daebus_ws_get_client_metadata() gives it); NULL when the
+                              client is gone */
+    const char *name;      /* the channel (SUBSCRIBE, PUBLISH) or the service (CALL) */
+    const char *action;    /* CALL: the action; NULL for channels */
+    bool rules_allow;      /* what the pattern rules say (channel_subscribe /
+                              channel_publish); for CALL: true (the gateway checked its
+                              own allow-list before asking) */
+} daebus_ws_auth_request;
+
+/* The authorisation hook: returns true to allow. It decides alone: return
+ * q->rules_allow to follow the pattern rules, or override them. To refuse,
+ * return false and write a reason (NUL-terminated, at most reason_len bytes)
+ * into reason; the client's error frame carries it ("" = "Not allowed").
+ * Runs on the client's own CivetWeb thread (frames) or the gateway's calling
+ * thread, with no framework lock held: it may call this API, but must not
+ * block for long (that client's messages wait).
+ * Ownership: q and everything in it are borrowed for the call. */
+typedef bool daebus_ws_authorize_fn(daebus_ws *ws, const daebus_ws_auth_request *q, char *reason,
+                                    size_t reason_len, void *user);
+
 /* ---- options ---- */
 
 /* Cluster mode: the clients of every replica of the service (same service
@@ -154,6 +188,15 @@ typedef struct daebus_ws_options {
                                     < 0 = no limit. Pongs are queued like any frame */
     daebus_ws_cluster_mode cluster; /* across replicas (docs/replicas.md, "WebSocket across
                                        replicas"): AUTO (0) = on when a bus is attached */
+    /* Channels (docs/channels.md; see "channels" below). */
+    bool channels; /* handle the built-in client frames "subscribe", "unsubscribe" and
+                      "broadcast" (before any SOCKET handler of those names, which is then
+                      never reached); false: the server API works, the frames do not */
+    const char *channel_subscribe;     /* comma-separated glob patterns ("news:*,room:?") of the
+                                      channels clients may subscribe to; NULL = none */
+    const char *channel_publish;       /* likewise for "broadcast" frames; NULL = none */
+    daebus_ws_authorize_fn *authorize; /* the authorisation hook; NULL = the patterns decide */
+    void *authorize_user;
 } daebus_ws_options;
 
 /* Upgrades past max_clients that may be in their 1013 close at once. */
@@ -507,6 +550,35 @@ DAEBUS_API int daebus_ws_on_client_departed(daebus_ws *ws, daebus_ws_departed_fn
 /* Returns: true when the component runs in cluster mode.
  * Thread: callable from any thread. */
 DAEBUS_API bool daebus_ws_is_cluster(const daebus_ws *ws);
+
+/* ---- channels (docs/channels.md) ----
+ *
+ * A channel is a name clients subscribe to; a message published on it goes
+ * to every subscriber as {"type":"channel_message","channel":C,"data":D}.
+ * Names: 1..DAEBUS_WS_CHANNEL_MAX bytes of UTF-8 without control characters.
+ * In cluster mode subscribers of every replica get every message once, in
+ * the one order Redis gave the publishes of that channel.
+ */
+
+#define DAEBUS_WS_CHANNEL_MAX 200
+
+/* Asks the authorisation of op on name for a client of this replica: the
+ * pattern rules (SUBSCRIBE, PUBLISH), then the hook (options.authorize),
+ * which has the last word. Closed by default: no rule and no hook refuse
+ * SUBSCRIBE and PUBLISH; CALL (the action gateway, which checks its own
+ * allow-list first) is allowed unless a hook refuses it. action: the action of
+ * a CALL, NULL otherwise. reason (may be NULL) gets the refusal's text.
+ * Returns: 0 (allowed), DAEBUS_EAUTH (refused), DAEBUS_EINVAL (bad
+ * argument or channel name: reason says why).
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_ws_authorize(daebus_ws *ws, const char *client_id, int op, const char *name,
+                                   const char *action, char *reason, size_t reason_len);
+
+/* Checks a channel name. Returns: 0, or DAEBUS_EINVAL with the reason in err
+ * (may be NULL): empty, longer than DAEBUS_WS_CHANNEL_MAX bytes, not UTF-8,
+ * a control character.
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_ws_channel_check_name(const char *channel, daebus_error *err);
 
 /* ---- metrics ---- */
 
