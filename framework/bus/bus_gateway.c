@@ -42,8 +42,6 @@ struct daebus__gateway {
     char *allow; /* NULL: nothing callable */
     double timeout;
     int max_in_flight;
-    daebus_gateway_authorize_fn *authorize;
-    void *authorize_user;
     pthread_mutex_t lock;
     daebus__hash *clients; /* client id -> int * (calls in flight, > 0) */
     atomic_ullong calls, refused, failed, timeouts, orphaned, in_flight;
@@ -257,20 +255,16 @@ static bool allowed(const daebus__gateway *gw, const char *service, const char *
     return daebus__list_has(gw->allow, buf, ls + 2, false);
 }
 
-/* The authorise hook's verdict; reason filled on refusal. */
-static bool authorised(daebus__gateway *gw, daebus_ws_request *req, const char *client_id,
-                       const gw_frame *fr, char *reason, size_t cap)
+/* The WebSocket component's authorisation (DAEBUS_WS_AUTH_CALL: its hook
+ * decides; none: allowed, the allow-list having let the call through). */
+static bool authorised(daebus_ws_request *req, const char *client_id, const gw_frame *fr,
+                       char *reason, size_t cap)
 {
-    if (!gw->authorize)
-        return true;
-    cJSON *meta = daebus_ws_request_metadata(req);
-    reason[0] = '\0';
-    bool ok =
-        gw->authorize(client_id, meta, fr->service, fr->action, reason, cap, gw->authorize_user);
-    cJSON_Delete(meta);
-    if (!ok && !reason[0])
-        snprintf(reason, cap, "Not authorised");
-    return ok;
+    int rc = daebus_ws_authorize(daebus_ws_request_ws(req), client_id, DAEBUS_WS_AUTH_CALL,
+                                 fr->service, fr->action, reason, cap);
+    if (rc != 0 && !reason[0])
+        snprintf(reason, cap, "Not allowed");
+    return rc == 0;
 }
 
 /* Sends the call. Returns: 0, or a negative code with err filled. */
@@ -320,7 +314,7 @@ static const char *try_publish(daebus__gateway *gw, daebus_ws_request *req, cons
                  daebus__utf8_prec(fr->action, 100), fr->action);
         return err;
     }
-    if (!authorised(gw, req, client_id, fr, err, cap))
+    if (!authorised(req, client_id, fr, err, cap))
         return err;
     int rc = flight_take(gw, client_id);
     if (rc != 0) {
@@ -398,8 +392,6 @@ static daebus__gateway *gateway_new(daebus_app *app, const daebus_gateway_option
     gw->bus = daebus_app_bus(app);
     gw->timeout = o->timeout > 0 ? o->timeout : DEFAULT_TIMEOUT;
     gw->max_in_flight = o->max_in_flight > 0 ? o->max_in_flight : DEFAULT_MAX_IN_FLIGHT;
-    gw->authorize = o->authorize;
-    gw->authorize_user = o->authorize_user;
     const char *p = o->allow, *item;
     size_t len;
     bool any = p && daebus__list_next(&p, &item, &len);
@@ -436,9 +428,8 @@ int daebus_gateway_enable(daebus_app *app, const daebus_gateway_options *opts)
         return rc;
     }
     gw->bus->gateway = gw;
-    daebus_log(DAEBUS_LOG_INFO, LOGC, "on: %s callable; %g s per call, %d in flight per client%s",
-               gw->allow ? gw->allow : "nothing", gw->timeout, gw->max_in_flight,
-               gw->authorize ? "; authorise hook set" : "");
+    daebus_log(DAEBUS_LOG_INFO, LOGC, "on: %s callable; %g s per call, %d in flight per client",
+               gw->allow ? gw->allow : "nothing", gw->timeout, gw->max_in_flight);
     return 0;
 }
 

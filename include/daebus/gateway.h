@@ -18,8 +18,10 @@
  *
  * Checks, in order, each refusal answered with success:false and not sent:
  * the frame's shape (channel, data, data.action strings; data.payload an
- * object when given), the allow-list, the authorise hook, the client's calls
- * in flight. Docs: docs/channels/gateway.md.
+ * object when given), the allow-list, the WebSocket component's authorisation
+ * (daebus_ws_authorize() with DAEBUS_WS_AUTH_CALL: the hook of
+ * daebus_ws_options.authorize sees the client, service and action; its reason
+ * is the error text), the client's calls in flight. Docs: docs/channels/gateway.md.
  * Thread: callable from any thread.
  */
 #ifndef DAEBUS_GATEWAY_H
@@ -34,17 +36,6 @@
 extern "C" {
 #endif
 
-/* Authorisation of one call, after the allow-list let it through: the
- * client's id and metadata (as daebus_ws_get_client_metadata(), user data
- * included), the service and action. Return true to allow; false to refuse,
- * with a reason written to reason (cap bytes; left empty: "Not authorised").
- * Ownership: every argument is borrowed for the call.
- * Thread: only inside its handler.
- * (It runs on the client's CivetWeb thread, before the call is sent.) */
-typedef bool daebus_gateway_authorize_fn(const char *client_id, const cJSON *metadata,
-                                         const char *service, const char *action, char *reason,
-                                         size_t cap, void *user);
-
 typedef struct daebus_gateway_options {
     /* Comma-separated entries "service" (all its actions), "service.*" (the
      * same) or "service.action". NULL or empty: nothing is callable. */
@@ -52,13 +43,11 @@ typedef struct daebus_gateway_options {
     double timeout;    /* seconds one call may take; 0 = 10 */
     int max_in_flight; /* calls one client may have unanswered at once; 0 = 8. The next
                           one gets "Too many calls in flight (max N)" and is not sent */
-    daebus_gateway_authorize_fn *authorize; /* NULL: the allow-list alone decides */
-    void *authorize_user;
 } daebus_gateway_options;
 
 #define DAEBUS_GATEWAY_OPTIONS_INIT                                                                \
     {                                                                                              \
-        NULL, 0.0, 0, NULL, NULL                                                                   \
+        NULL, 0.0, 0                                                                               \
     }
 
 /* Turns the gateway on: registers the SOCKET handler of "publish" (a

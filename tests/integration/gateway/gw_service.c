@@ -79,15 +79,14 @@ static int act_ok(daebus_bus_request *req, const cJSON *payload, void *user)
 
 /* ---- front ---- */
 
-static bool admins_only(const char *client_id, const cJSON *meta, const char *service,
-                        const char *action, char *reason, size_t cap, void *user)
+static bool admins_only(daebus_ws *ws, const daebus_ws_auth_request *q, char *reason, size_t cap,
+                        void *user)
 {
-    (void)client_id;
-    (void)service;
+    (void)ws;
     (void)user;
-    if (strcmp(action, "admin_only") != 0)
-        return true;
-    const cJSON *role = cJSON_GetObjectItemCaseSensitive(meta, "role");
+    if (q->op != DAEBUS_WS_AUTH_CALL || strcmp(q->action, "admin_only") != 0)
+        return q->rules_allow;
+    const cJSON *role = cJSON_GetObjectItemCaseSensitive(q->metadata, "role");
     if (cJSON_IsString(role) && strcmp(role->valuestring, "admin") == 0)
         return true;
     snprintf(reason, cap, "admins only");
@@ -121,9 +120,11 @@ static int stats_route(daebus_http_request *req, daebus_http_response *res, void
 
 static int run_front(daebus_app *app, daebus_blueprint *bp)
 {
+    daebus_ws_options wo = DAEBUS_WS_OPTIONS_INIT;
+    wo.authorize = admins_only; /* the gateway asks it with DAEBUS_WS_AUTH_CALL */
     int rc = daebus_http_attach(daebus_http_create(NULL, NULL), app);
     if (rc == 0)
-        rc = daebus_ws_attach(daebus_ws_create(NULL, NULL), app);
+        rc = daebus_ws_attach(daebus_ws_create(&wo, NULL), app);
     if (rc == 0)
         rc = daebus_bus_attach(daebus_bus_create(NULL, NULL), app);
     daebus_blueprint_add_action(bp, "ping", act_ok, NULL);
@@ -134,7 +135,6 @@ static int run_front(daebus_app *app, daebus_blueprint *bp)
     go.allow = "gw_target, gw_front.ping, gw_absent";
     go.timeout = 1.0;
     go.max_in_flight = 3;
-    go.authorize = admins_only;
     if (rc == 0)
         rc = daebus_gateway_enable(app, &go);
     /* A second enable is refused. */
