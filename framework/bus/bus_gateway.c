@@ -25,6 +25,7 @@
 #include "daebus/gateway.h"
 #include "daebus/log.h"
 #include "daebus/websocket.h"
+#include "bus_gateway_parse.h"
 #include "bus_internal.h"
 #include "hash.h"
 #include "textlist.h"
@@ -57,19 +58,6 @@ typedef struct gw_call {
 
 /* ---- answers ---- */
 
-/* {"type": type[, "request_id": rid]}; NULL on allocation failure. */
-static cJSON *frame_new(const char *type, const cJSON *rid)
-{
-    cJSON *f = cJSON_CreateObject();
-    if (f && !cJSON_AddStringToObject(f, "type", type)) {
-        cJSON_Delete(f);
-        return NULL;
-    }
-    if (f && rid)
-        cJSON_AddItemToObject(f, "request_id", cJSON_Duplicate(rid, true));
-    return f;
-}
-
 /* Queues frame (taken) for client_id. Returns: as daebus_ws_send_frame. */
 static int send_take(daebus__gateway *gw, const char *client_id, cJSON *frame)
 {
@@ -79,18 +67,10 @@ static int send_take(daebus__gateway *gw, const char *client_id, cJSON *frame)
     return rc;
 }
 
-/* {"type":"response","request_id":R,"success":false,"error":text[,"data":data]} */
 static int send_failure(daebus__gateway *gw, const char *client_id, const cJSON *rid,
                         const char *text, const cJSON *data)
 {
-    cJSON *f = frame_new("response", rid);
-    if (f) {
-        cJSON_AddBoolToObject(f, "success", false);
-        cJSON_AddStringToObject(f, "error", text);
-        if (data)
-            cJSON_AddItemToObject(f, "data", cJSON_Duplicate(data, true));
-    }
-    return send_take(gw, client_id, f);
+    return send_take(gw, client_id, daebus__gateway_failure(rid, text, data));
 }
 
 /* ---- calls in flight per client ---- */
@@ -135,7 +115,7 @@ static void call_progress(daebus_caller *caller, const cJSON *payload, void *use
 {
     (void)caller;
     gw_call *call = user;
-    cJSON *f = frame_new("progress", call->rid);
+    cJSON *f = daebus__gateway_frame("progress", call->rid);
     if (f)
         cJSON_AddItemToObject(f, "data", cJSON_Duplicate(payload, true));
     send_take(call->gw, call->client_id, f);
@@ -148,19 +128,21 @@ static void failure_text(const gw_call *call, int status, const char *message, c
 {
     switch (status) {
     case DAEBUS_EREPLY:
-        snprintf(buf, cap, "%s", message && *message ? message : "Unknown error");
+        daebus__utf8_snprintf(buf, cap, "%s", message && *message ? message : "Unknown error");
         break;
     case DAEBUS_ETIMEDOUT:
-        snprintf(buf, cap, "Action '%s' timed out after %g s", call->target, call->gw->timeout);
+        daebus__utf8_snprintf(buf, cap, "Action '%s' timed out after %g s", call->target,
+                              call->gw->timeout);
         break;
     case DAEBUS_ENOLISTENER:
-        snprintf(buf, cap, "No service is answering '%s'", call->target);
+        daebus__utf8_snprintf(buf, cap, "No service is answering '%s'", call->target);
         break;
     case DAEBUS_ETOOBIG:
-        snprintf(buf, cap, "Reply of '%s' too large", call->target);
+        daebus__utf8_snprintf(buf, cap, "Reply of '%s' too large", call->target);
         break;
     default:
-        snprintf(buf, cap, "Action '%s' failed: %s", call->target, daebus_strerror(status));
+        daebus__utf8_snprintf(buf, cap, "Action '%s' failed: %s", call->target,
+                              daebus_strerror(status));
         break;
     }
 }
@@ -173,7 +155,7 @@ static void call_done(daebus_caller *caller, int status, const cJSON *payload, c
     daebus__gateway *gw = call->gw;
     int rc = 0;
     if (status == 0) {
-        cJSON *f = frame_new("response", call->rid);
+        cJSON *f = daebus__gateway_frame("response", call->rid);
         if (f) {
             cJSON_AddBoolToObject(f, "success", true);
             cJSON_AddItemToObject(f, "data",
@@ -201,63 +183,9 @@ static void call_done(daebus_caller *caller, int status, const cJSON *payload, c
 
 /* ---- the "publish" frame ---- */
 
-/* The parts of a publish frame. */
-typedef struct gw_frame {
-    const cJSON *rid;
-    const char *service, *action;
-    const cJSON *payload; /* NULL: {} */
-} gw_frame;
-
-/* Reads the frame; on a bad one writes the reason to err. */
-static bool parse_frame(daebus_ws_request *req, gw_frame *out, char *err, size_t cap)
-{
-    const cJSON *root = daebus_ws_request_message(req);
-    const cJSON *data = cJSON_GetObjectItemCaseSensitive(root, "data");
-    const cJSON *rid = cJSON_GetObjectItemCaseSensitive(data, "request_id");
-    out->rid = rid && !cJSON_IsNull(rid) ? rid : daebus_ws_request_request_id(req);
-    const cJSON *ch = cJSON_GetObjectItemCaseSensitive(root, "channel");
-    const cJSON *act = cJSON_GetObjectItemCaseSensitive(data, "action");
-    out->payload = cJSON_GetObjectItemCaseSensitive(data, "payload");
-    if (!cJSON_IsString(ch) || !*ch->valuestring)
-        snprintf(err, cap, "publish needs \"channel\": the service name (a string)");
-    else if (!cJSON_IsObject(data))
-        snprintf(err, cap, "publish needs \"data\": an object with \"action\" and \"payload\"");
-    else if (!cJSON_IsString(act) || !*act->valuestring)
-        snprintf(err, cap, "publish needs \"data.action\": the action name (a string)");
-    else if (out->payload && !cJSON_IsNull(out->payload) && !cJSON_IsObject(out->payload))
-        snprintf(err, cap, "\"data.payload\" must be an object");
-    else {
-        out->service = ch->valuestring;
-        out->action = act->valuestring;
-        if (cJSON_IsNull(out->payload))
-            out->payload = NULL;
-        return true;
-    }
-    return false;
-}
-
-/* Is service.action on the allow-list? */
-static bool allowed(const daebus__gateway *gw, const char *service, const char *action)
-{
-    if (!gw->allow)
-        return false;
-    char buf[2 * TEXT_MAX];
-    size_t ls = strlen(service), la = strlen(action);
-    if (ls + la + 3 > sizeof buf)
-        return false;
-    memcpy(buf, service, ls);
-    buf[ls] = '.';
-    memcpy(buf + ls + 1, action, la + 1);
-    if (daebus__list_has(gw->allow, buf, ls + 1 + la, false) ||
-        daebus__list_has(gw->allow, service, ls, false))
-        return true;
-    buf[ls + 1] = '*';
-    return daebus__list_has(gw->allow, buf, ls + 2, false);
-}
-
 /* The WebSocket component's authorisation (DAEBUS_WS_AUTH_CALL: its hook
  * decides; none: allowed, the allow-list having let the call through). */
-static bool authorised(daebus_ws_request *req, const char *client_id, const gw_frame *fr,
+static bool authorised(daebus_ws_request *req, const char *client_id, const daebus__gw_frame *fr,
                        char *reason, size_t cap)
 {
     int rc = daebus_ws_authorize(daebus_ws_request_ws(req), client_id, DAEBUS_WS_AUTH_CALL,
@@ -268,8 +196,8 @@ static bool authorised(daebus_ws_request *req, const char *client_id, const gw_f
 }
 
 /* Sends the call. Returns: 0, or a negative code with err filled. */
-static int start_call(daebus__gateway *gw, const char *client_id, const gw_frame *fr, char *err,
-                      size_t cap)
+static int start_call(daebus__gateway *gw, const char *client_id, const daebus__gw_frame *fr,
+                      char *err, size_t cap)
 {
     daebus_caller *caller = daebus_bus_caller(gw->bus);
     if (!caller) {
@@ -294,7 +222,8 @@ static int start_call(daebus__gateway *gw, const char *client_id, const gw_frame
     int rc = daebus_caller_request_async(caller, fr->service, fr->action, fr->payload, gw->timeout,
                                          call_done, call_progress, call, NULL);
     if (rc != 0) {
-        snprintf(err, cap, "Action '%.200s' not sent: %s", call->target, daebus_strerror(rc));
+        daebus__utf8_snprintf(err, cap, "Action '%s' not sent: %s", call->target,
+                              daebus_strerror(rc));
         cJSON_Delete(call->rid);
         free(call->target);
         free(call);
@@ -304,14 +233,12 @@ static int start_call(daebus__gateway *gw, const char *client_id, const gw_frame
 
 /* Checks the frame and sends the call; returns the refusal text or NULL. */
 static const char *try_publish(daebus__gateway *gw, daebus_ws_request *req, const char *client_id,
-                               gw_frame *fr, char *err, size_t cap)
+                               daebus__gw_frame *fr, char *err, size_t cap)
 {
-    if (!parse_frame(req, fr, err, cap))
+    if (!daebus__gateway_parse(daebus_ws_request_message(req), fr, err, cap))
         return err;
-    if (!allowed(gw, fr->service, fr->action)) {
-        snprintf(err, cap, "Action '%.*s.%.*s' is not allowed through the gateway",
-                 daebus__utf8_prec(fr->service, 100), fr->service,
-                 daebus__utf8_prec(fr->action, 100), fr->action);
+    if (!daebus__gateway_allowed(gw->allow, fr->service, fr->action)) {
+        daebus__gateway_not_allowed(err, cap, fr->service, fr->action);
         return err;
     }
     if (!authorised(req, client_id, fr, err, cap))
@@ -335,7 +262,7 @@ static const char *try_publish(daebus__gateway *gw, daebus_ws_request *req, cons
 static cJSON *on_publish(daebus_ws_request *req, const char *client_id, void *user)
 {
     daebus__gateway *gw = user;
-    gw_frame fr = {0};
+    daebus__gw_frame fr = {0};
     char err[TEXT_MAX];
     const char *refusal = try_publish(gw, req, client_id, &fr, err, sizeof err);
     if (refusal) {
