@@ -162,6 +162,13 @@ static void call_done(daebus_caller *caller, int status, const cJSON *payload, c
                                   payload ? cJSON_Duplicate(payload, true) : cJSON_CreateObject());
         }
         rc = send_take(gw, call->client_id, f);
+        if (rc == DAEBUS_ETOOBIG) { /* over the client's queue limit: say so instead */
+            char text[TEXT_MAX];
+            daebus__utf8_snprintf(text, sizeof text, "Reply of '%s' too large for the WebSocket",
+                                  call->target);
+            atomic_fetch_add(&gw->failed, 1);
+            rc = send_failure(gw, call->client_id, call->rid, text, NULL);
+        }
     } else {
         char text[TEXT_MAX + 100];
         failure_text(call, status, message, text, sizeof text);

@@ -102,7 +102,7 @@ test('unknown action => success:false with the service error', async () => {
   const ws = await open();
   const r = await sendAction(ws, 'gw_target', 'nope', {});
   assert.strictEqual(r.success, false);
-  assert.match(r.error, /nope/);
+  assert.strictEqual(r.error, "Unknown action 'nope'");
   ws.close();
 });
 
@@ -113,6 +113,16 @@ test('no service listening => success:false at once', async () => {
   assert.strictEqual(r.success, false);
   assert.strictEqual(r.error, "No service is answering 'gw_absent.x'");
   assert.ok(Date.now() - t0 < 900, 'answered before the time-out');
+  ws.close();
+});
+
+test('reply over the WebSocket queue limit => clear error response', async () => {
+  const ws = await open();
+  const small = await sendAction(ws, 'gw_target', 'big', { bytes: 1000 });
+  assert.strictEqual(small.data.text.length, 1000);
+  const r = await sendAction(ws, 'gw_target', 'big', { bytes: 100000 });
+  assert.strictEqual(r.success, false);
+  assert.strictEqual(r.error, "Reply of 'gw_target.big' too large for the WebSocket");
   ws.close();
 });
 

@@ -7,8 +7,10 @@
  *   progress {"n"}   n progress replies {"step": i} (pct i/n), then {"steps": n}
  *   admin_only {}    replies {"ok": true} (the front's authorise hook refuses it
  *                    to clients without the user data "role": "admin")
+ *   big {"bytes": n} replies {"text": n times "x"}
  * GW_MODE=front: service "gw_front" with HTTP + WebSocket + bus and the gateway:
- *   allow "gw_target, gw_front.ping, gw_absent", 1 s per call, 3 calls in flight per client;
+ *   allow "gw_target, gw_front.ping, gw_absent", 1 s per call, 3 calls in flight per client,
+ *   WebSocket queue limit 64 KiB;
  *   actions ping (allowed) and secret (not on the allow-list);
  *   SOCKET "become_admin" sets the user data role = admin;
  *   GET /gw/stats answers daebus_gateway_get_stats().
@@ -68,6 +70,21 @@ static int act_progress(daebus_bus_request *req, const cJSON *payload, void *use
     return daebus_bus_reply_take(req, r);
 }
 
+static int act_big(daebus_bus_request *req, const cJSON *payload, void *user)
+{
+    (void)user;
+    int n = num(payload, "bytes", 1000);
+    char *text = malloc((size_t)n + 1);
+    if (!text)
+        return -1;
+    memset(text, 'x', (size_t)n);
+    text[n] = '\0';
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "text", text);
+    free(text);
+    return daebus_bus_reply_take(req, r);
+}
+
 static int act_ok(daebus_bus_request *req, const cJSON *payload, void *user)
 {
     (void)payload;
@@ -122,6 +139,7 @@ static int run_front(daebus_app *app, daebus_blueprint *bp)
 {
     daebus_ws_options wo = DAEBUS_WS_OPTIONS_INIT;
     wo.authorize = admins_only; /* the gateway asks it with DAEBUS_WS_AUTH_CALL */
+    wo.queue_max_bytes = 64 * 1024;
     int rc = daebus_http_attach(daebus_http_create(NULL, NULL), app);
     if (rc == 0)
         rc = daebus_ws_attach(daebus_ws_create(&wo, NULL), app);
@@ -164,6 +182,7 @@ int main(int argc, char **argv)
         daebus_blueprint_add_action(bp, "slow", act_slow, NULL);
         daebus_blueprint_add_action(bp, "progress", act_progress, NULL);
         daebus_blueprint_add_action(bp, "admin_only", act_ok, NULL);
+        daebus_blueprint_add_action(bp, "big", act_big, NULL);
     }
     if (rc == 0)
         rc = daebus_app_register_blueprint(app, bp);
