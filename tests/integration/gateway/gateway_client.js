@@ -166,6 +166,7 @@ test('time-out => clear error response', async () => {
 test('at most 3 calls in flight per client', async () => {
   const ws = await open();
   const other = await open();
+  const before = await stats();
   const ids = [];
   for (let i = 0; i < 4; i++) ids.push(send(ws, 'gw_target', 'slow', { ms: 500 }));
   // another client is not limited by this one's calls
@@ -182,6 +183,10 @@ test('at most 3 calls in flight per client', async () => {
   // answered ones no longer count
   const again = await sendAction(ws, 'gw_target', 'echo', {});
   assert.strictEqual(again.success, true);
+  // 3 slow + the other client's echo + again: the refused 4th was never sent
+  const after = await stats();
+  assert.strictEqual(after.calls - before.calls, 5);
+  assert.strictEqual(after.refused - before.refused, 1);
   ws.close();
   other.close();
 });
