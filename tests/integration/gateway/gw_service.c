@@ -9,7 +9,7 @@
  *                    to clients without the user data "role": "admin")
  *   big {"bytes": n} replies {"text": n times "x"}
  * GW_MODE=front: service "gw_front" with HTTP + WebSocket + bus and the gateway:
- *   allow "gw_target, gw_front.ping, gw_absent", 1 s per call, 3 calls in flight per client,
+ *   allow "gw_target, gw_front.ping, gw_absent.*", 1 s per call, 3 calls in flight per client,
  *   WebSocket queue limit 64 KiB;
  *   actions ping (allowed) and secret (not on the allow-list);
  *   SOCKET "become_admin" sets the user data role = admin;
@@ -150,7 +150,7 @@ static int run_front(daebus_app *app, daebus_blueprint *bp)
     daebus_blueprint_add_socket(bp, "become_admin", become_admin, NULL);
     daebus_blueprint_add_route(bp, "/gw/stats", stats_route, NULL);
     daebus_gateway_options go = DAEBUS_GATEWAY_OPTIONS_INIT;
-    go.allow = "gw_target, gw_front.ping, gw_absent";
+    go.allow = "gw_target, gw_front.ping, gw_absent.*";
     go.timeout = 1.0;
     go.max_in_flight = 3;
     if (rc == 0)
