@@ -40,7 +40,7 @@
  * slow a round down, so the best of more rounds is nearer the undisturbed
  * rate); the median of the rounds' ratios is printed beside it */
 #define ROUNDS16 6
-#define BENCH  "replicas_actions"
+#define BENCH    "replicas_actions"
 
 /* ---- 16 in flight: asynchronous requests, each answer issues the next ---- */
 
