@@ -1,10 +1,13 @@
 // gateway_client.js - the TypeScript client's frames (daebus-client 0.1) against
 // the action gateway, from a real node client (npm ws). Usage:
 //   node gateway_client.js WS_URL HTTP_URL
-// Exit 0 when every case passed; prints one line per case.
+// Exit 0 when every case passed; prints one line per case. REDIS_PORT and
+// WORK_DIR (set by run_gateway_test.sh): the Redis restart case stops that
+// redis-server and starts a new one on the same port (pid file in WORK_DIR).
 'use strict';
 const WebSocket = require('ws');
 const assert = require('assert');
+const { execFileSync } = require('child_process');
 
 const [wsUrl, httpUrl] = process.argv.slice(2);
 let seq = 0;
@@ -250,6 +253,51 @@ test('client gone before its reply: reply dropped, nothing left in flight', asyn
   const ws = await open();
   const r = await sendAction(ws, 'gw_target', 'echo', {});
   assert.strictEqual(r.success, true);
+  ws.close();
+});
+
+test('round trips measured (300 sequential calls)', async () => {
+  const ws = await open(['daebus-v1']);
+  const times = [];
+  for (let i = 0; i < 300; i++) {
+    const t0 = process.hrtime.bigint();
+    const r = await sendAction(ws, 'gw_target', 'echo', { i });
+    times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    assert.strictEqual(r.data.echo.i, i);
+  }
+  times.sort((a, b) => a - b);
+  const p = (q) => times[Math.floor(q * (times.length - 1))].toFixed(3);
+  console.log(`     gateway round trip: p50 ${p(0.5)} ms, p99 ${p(0.99)} ms`);
+  ws.close();
+});
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+test('Redis restart: pending call answered with an error, calls work again after', async () => {
+  const port = process.env.REDIS_PORT, dir = process.env.WORK_DIR;
+  assert.ok(port && dir, 'REDIS_PORT and WORK_DIR');
+  const ws = await open();
+  const id = send(ws, 'gw_target', 'slow', { ms: 700 });
+  await sleep(100);
+  try { execFileSync('redis-cli', ['-p', port, 'shutdown', 'nosave']); } catch (e) { /* it closes */ }
+  const r = await waitFrame(ws, (f) => f.request_id === id, 3000);
+  assert.strictEqual(r.success, false);
+  assert.match(r.error, /^Action 'gw_target.slow' (failed|timed out)/);
+  // while Redis is away: refused at once or failed, never silent
+  const down = await sendAction(ws, 'gw_target', 'echo', {}, 3000);
+  assert.strictEqual(down.success, false);
+  assert.ok(down.error.length > 0);
+  console.log(`     Redis gone: pending call "${r.error}"; new call "${down.error}"`);
+  execFileSync('redis-server', ['--port', port, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+    '--dir', dir, '--daemonize', 'yes', '--pidfile', dir + '/redis2.pid', '--loglevel', 'warning']);
+  let ok = null;
+  for (let i = 0; i < 100 && !ok; i++) {
+    const a = await sendAction(ws, 'gw_target', 'echo', { back: true }, 3000);
+    if (a.success) ok = a; else await sleep(100);
+  }
+  assert.ok(ok, 'calls work again after Redis came back');
+  assert.deepStrictEqual(ok.data.echo, { back: true });
+  assert.strictEqual((await stats()).in_flight, 0);
   ws.close();
 });
 

@@ -4,7 +4,8 @@
 # A private redis-server, gw_service as two processes (GW_MODE=target: the
 # called service; GW_MODE=front: WebSocket + gateway), a node client with npm
 # ws (installed once into WORK_DIR/node) sending the TypeScript client's
-# frames (gateway_client.js); then chat_service and chat_gateway_client.js
+# frames (gateway_client.js; its last case restarts redis-server on the same
+# port); then chat_service and chat_gateway_client.js
 # (list_rooms through the gateway = GET /api/rooms). Every service must stop
 # on SIGTERM with status 0 and no sanitizer report. Exit 0 pass, 1 fail.
 set -uo pipefail
@@ -15,6 +16,7 @@ pids=()
 
 cleanup() {
   for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  [[ -f "$tmp/redis2.pid" ]] && kill -KILL "$(cat "$tmp/redis2.pid")" 2>/dev/null
   wait 2>/dev/null
   rm -rf "$tmp"
 }
@@ -70,7 +72,7 @@ fport=$(free_port)
 GW_MODE=front start gw_front "$tmp/front.log" "$gw" --redis "$redis_url" --port "$fport"
 front_pid=$last_pid
 
-NODE_PATH="$nodedir/node_modules" timeout 60 node "$src/gateway_client.js" \
+REDIS_PORT=$rport WORK_DIR=$tmp NODE_PATH="$nodedir/node_modules" timeout 60 node "$src/gateway_client.js" \
   "ws://127.0.0.1:$fport/ws" "http://127.0.0.1:$fport"
 rc=$?
 if [[ $rc -ne 0 ]]; then
