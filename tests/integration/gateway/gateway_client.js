@@ -256,7 +256,7 @@ test('client gone before its reply: reply dropped, nothing left in flight', asyn
   ws.close();
 });
 
-test('round trips measured (300 sequential calls)', async () => {
+test('round trips measured (300 sequential calls), one answer each', async () => {
   const ws = await open(['daebus-v1']);
   const times = [];
   for (let i = 0; i < 300; i++) {
@@ -265,6 +265,13 @@ test('round trips measured (300 sequential calls)', async () => {
     times.push(Number(process.hrtime.bigint() - t0) / 1e6);
     assert.strictEqual(r.data.echo.i, i);
   }
+  // one answer per call (two replicas of gw_target: each call taken once)
+  const answers = ws.frames.filter((f) => f.type === 'response');
+  assert.strictEqual(answers.length, 300);
+  assert.strictEqual(new Set(answers.map((f) => f.request_id)).size, 300);
+  const by = {};
+  for (const f of answers) by[f.data.instance] = (by[f.data.instance] || 0) + 1;
+  console.log(`     calls per gw_target replica: ${JSON.stringify(Object.values(by))}`);
   times.sort((a, b) => a - b);
   const p = (q) => times[Math.floor(q * (times.length - 1))].toFixed(3);
   console.log(`     gateway round trip: p50 ${p(0.5)} ms, p99 ${p(0.99)} ms`);

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The action gateway end to end. Usage:
 #   run_gateway_test.sh GW_SERVICE CHAT_SERVICE|"" WORK_DIR SOURCE_DIR
-# A private redis-server, gw_service as two processes (GW_MODE=target: the
-# called service; GW_MODE=front: WebSocket + gateway), a node client with npm
+# A private redis-server, gw_service as three processes (GW_MODE=target: two
+# replicas of the called service; GW_MODE=front: WebSocket + gateway), a node client with npm
 # ws (installed once into WORK_DIR/node) sending the TypeScript client's
 # frames (gateway_client.js; its last case restarts redis-server on the same
 # port); then chat_service and chat_gateway_client.js
@@ -66,8 +66,11 @@ stop() {
   if grep -q "Sanitizer" "$2"; then fail "$3: sanitizer report: $(grep -A 30 Sanitizer "$2" | head -60)"; fi
 }
 
+# Two replicas of the called service: each call is taken by exactly one.
 GW_MODE=target start gw_target "$tmp/target.log" "$gw" --redis "$redis_url"
 target_pid=$last_pid
+GW_MODE=target start gw_target "$tmp/target2.log" "$gw" --redis "$redis_url"
+target2_pid=$last_pid
 fport=$(free_port)
 GW_MODE=front start gw_front "$tmp/front.log" "$gw" --redis "$redis_url" --port "$fport"
 front_pid=$last_pid
@@ -77,11 +80,12 @@ REDIS_PORT=$rport WORK_DIR=$tmp NODE_PATH="$nodedir/node_modules" timeout 60 nod
 rc=$?
 if [[ $rc -ne 0 ]]; then
   echo "---- gw_front log (tail) ----" >&2; tail -n 30 "$tmp/front.log" >&2
-  echo "---- gw_target log (tail) ----" >&2; tail -n 30 "$tmp/target.log" >&2
+  echo "---- gw_target logs (tail) ----" >&2; tail -n 20 "$tmp/target.log" "$tmp/target2.log" >&2
   exit 1
 fi
 stop "$front_pid" "$tmp/front.log" gw_front
 stop "$target_pid" "$tmp/target.log" gw_target
+stop "$target2_pid" "$tmp/target2.log" "gw_target (replica 2)"
 
 if [[ -n "$chat" ]]; then
   cport=$(free_port)
