@@ -675,32 +675,47 @@ DAEBUS_SOCKET(rooms_direct_message, "direct_message", .bp = &daebus_rooms_bp)
 
 /* ---- HTTP ---- */
 
-DAEBUS_ROUTE(rooms_list_route, "/api/rooms", .bp = &daebus_rooms_bp)
+int daebus_rooms_list(daebus_app *app, const char *after, size_t limit, cJSON **out)
 {
-    const char *after = daebus_http_request_query(req, "after");
-    const char *limit_text = daebus_http_request_query(req, "limit");
+    if (!app || !out)
+        return DAEBUS_EINVAL;
     daebus_rooms_options o;
     daebus_rooms_get_options(&o);
-    size_t limit = o.list_max;
+    if (limit == 0 || limit > o.list_max)
+        limit = o.list_max;
+    cJSON *failure,
+        *page = room_page(app, after && *after ? after : NULL, limit, PAGE_FULL, &failure);
+    if (failure) {
+        *out = failure;
+        return DAEBUS_ECONN;
+    }
+    cJSON *list = page_rows(page, PAGE_FULL);
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddNumberToObject(r, "count", (double)cJSON_GetArraySize(list));
+    cJSON_AddNumberToObject(r, "total", num_at(page, 0));
+    cJSON_AddItemToObject(r, "rooms", list);
+    add_next_after(r, cJSON_GetStringValue(cJSON_GetArrayItem(page, 2)));
+    cJSON_Delete(page);
+    *out = r;
+    return 0;
+}
+
+DAEBUS_ROUTE(rooms_list_route, "/api/rooms", .bp = &daebus_rooms_bp)
+{
+    const char *limit_text = daebus_http_request_query(req, "limit");
+    size_t limit = 0;
     if (limit_text) {
         char *end = NULL;
         unsigned long long v = strtoull(limit_text, &end, 10);
-        if (end != limit_text && !*end && v > 0 && v < limit)
+        if (end != limit_text && !*end && v > 0 && v <= SIZE_MAX)
             limit = (size_t)v;
     }
-    cJSON *failure, *page = room_page(daebus_http_request_app(req), after && *after ? after : NULL,
-                                      limit, PAGE_FULL, &failure);
-    if (failure) {
-        cJSON_AddStringToObject(failure, "status", "unavailable");
-        return daebus_http_send_json_take(res, 503, failure);
+    cJSON *out;
+    if (daebus_rooms_list(daebus_http_request_app(req), daebus_http_request_query(req, "after"),
+                          limit, &out) != 0) {
+        cJSON_AddStringToObject(out, "status", "unavailable");
+        return daebus_http_send_json_take(res, 503, out);
     }
-    cJSON *list = page_rows(page, PAGE_FULL);
-    cJSON *out = cJSON_CreateObject();
-    cJSON_AddNumberToObject(out, "count", (double)cJSON_GetArraySize(list));
-    cJSON_AddNumberToObject(out, "total", num_at(page, 0));
-    cJSON_AddItemToObject(out, "rooms", list);
-    add_next_after(out, cJSON_GetStringValue(cJSON_GetArrayItem(page, 2)));
-    cJSON_Delete(page);
     return daebus_http_send_json_take(res, 200, out);
 }
 

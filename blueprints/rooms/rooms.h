@@ -157,6 +157,15 @@ int daebus_rooms_register(daebus_app *app);
  * changed). Thread: any; normally before daebus_app_run(). */
 int daebus_rooms_configure(const daebus_rooms_options *opts);
 
+/* The page GET /api/rooms answers: {"count", "total", "rooms": [{"name",
+ * "members", "message_count", "created_at"}], "next_after"}, at most limit
+ * rooms (0 or over list_max: list_max) sorted by name after `after` (NULL or
+ * "": from the start). The chat example's list_rooms action answers it too.
+ * Ownership: *out is the caller's (cJSON_Delete) on every return but EINVAL.
+ * Returns: 0; DAEBUS_ECONN with *out the failure {"error": "Rooms unavailable
+ * ..."} (Redis unreachable, no bus); DAEBUS_EINVAL. Thread: any (app running). */
+int daebus_rooms_list(daebus_app *app, const char *after, size_t limit, cJSON **out);
+
 /* Fills *out with the bounds in force (defaults resolved). Thread: any. */
 void daebus_rooms_get_options(daebus_rooms_options *out);
 

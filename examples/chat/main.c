@@ -6,7 +6,11 @@
  * behind a load balancer; rooms, direct messages and the admin actions span
  * them all (docs/replicas.md). Bus actions for operators: get_connected_clients,
  * find_inactive_clients, kick_client, notify_user, shutdown - the admin
- * blueprint. GET /health, /metrics - the health blueprint. GET /api/rooms.
+ * blueprint. GET /health, /metrics - the health blueprint. GET /api/rooms,
+ * and the read-only bus action list_rooms ({"after", "limit"} optional) with
+ * the same data, which browsers may call through the action gateway (the
+ * TypeScript client's "publish" frame, docs/channels/gateway.md): the
+ * gateway is on with only <service>.list_rooms allowed.
  * GET / serves the chat page from the static directory. Every
  * CHAT_STATUS_INTERVAL seconds (default 60) each replica sends a
  * system_status message to its own WebSocket clients and to the Redis
@@ -248,6 +252,42 @@ static int status_interval(daebus_app *app, double *out)
     return 0;
 }
 
+/* ---- list_rooms: GET /api/rooms as a bus action (gateway-callable) ---- */
+
+DAEBUS_ACTION(list_rooms, "list_rooms")
+{
+    const cJSON *after = cJSON_GetObjectItemCaseSensitive(payload, "after");
+    const cJSON *limit = cJSON_GetObjectItemCaseSensitive(payload, "limit");
+    if ((after && !cJSON_IsString(after) && !cJSON_IsNull(after)) ||
+        (limit && !cJSON_IsNumber(limit)))
+        return daebus_bus_reply_error(req, "after must be a string and limit a number");
+    double n = cJSON_IsNumber(limit) ? limit->valuedouble : 0;
+    cJSON *out;
+    int rc = daebus_rooms_list(daebus_bus_request_app(req), cJSON_GetStringValue(after),
+                               n >= 1 && n < 1e9 ? (size_t)n : 0, &out);
+    if (rc == DAEBUS_EINVAL)
+        return daebus_bus_reply_error(req, "Rooms unavailable");
+    if (rc != 0) {
+        const char *e = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(out, "error"));
+        rc = daebus_bus_reply_error(req, "%s", e ? e : "Rooms unavailable");
+        cJSON_Delete(out);
+        return rc;
+    }
+    return daebus_bus_reply_take(req, out);
+}
+
+/* The action gateway: browsers may call list_rooms, nothing else. */
+static int enable_gateway(daebus_app *app)
+{
+    char allow[300];
+    snprintf(allow, sizeof allow, "%s.list_rooms", daebus_app_service(app));
+    daebus_gateway_options go = DAEBUS_GATEWAY_OPTIONS_INIT;
+    go.allow = allow; /* copied */
+    go.timeout = 5.0;
+    go.max_in_flight = 4;
+    return daebus_gateway_enable(app, &go);
+}
+
 /* What a public chat needs, from the options: the rooms' bounds, the
  * WebSocket rate limit and the Origin policy. Returns 0, or -1 after printing
  * what is wrong. */
@@ -375,6 +415,8 @@ int main(int argc, char **argv)
             daebus_scheduler_add_task(sched, "system_status", interval, system_status, NULL, false);
     if (rc == 0)
         rc = daebus_rooms_register(app); /* + its "client left" hook */
+    if (rc == 0)
+        rc = enable_gateway(app);
     if (rc == 0)
         rc = daebus_app_register_blueprint(app, &daebus_admin_bp);
     if (rc == 0)

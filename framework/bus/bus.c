@@ -309,6 +309,7 @@ static void bus_destroy_op(void *self)
     daebus_bus *bus = self;
     daebus__cluster_destroy(atomic_load(&bus->cluster));
     daebus__redis_pub_destroy(bus->pub);
+    daebus__gateway_free(bus->gateway); /* after the caller: no call is left */
     pthread_mutex_destroy(&bus->state_lock);
     pthread_cond_destroy(&bus->state_cond);
     pthread_mutex_destroy(&bus->caller_lock);

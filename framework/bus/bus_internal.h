@@ -80,6 +80,8 @@ typedef struct daebus__bus_primary {
     int pace;    /* the subscriber's pacing set (ms) */
 } daebus__bus_primary;
 
+typedef struct daebus__gateway daebus__gateway;
+
 struct daebus_bus {
     daebus__component base;
     daebus_bus_options opts;
@@ -122,6 +124,7 @@ struct daebus_bus {
 
     pthread_mutex_t caller_lock;
     daebus_caller *caller;
+    daebus__gateway *gateway; /* bus_gateway.c; NULL: off */
 
     atomic_ullong requests_received, requests_handled, errors, unknown_actions, malformed,
         too_large, overloads, replies_sent, listener_messages, broadcasts, reconnects,
@@ -171,6 +174,11 @@ void daebus__bus_auto_error(daebus_bus_request *r, const char *fmt_action);
 void daebus__bus_run_action(void *arg);
 void daebus__bus_run_listen(void *arg);
 void daebus__bus_drop_request(void *arg);
+
+/* ---- bus_gateway.c ---- */
+
+/* Frees the gateway (NULL accepted). Call after the bus's caller is gone. */
+void daebus__gateway_free(daebus__gateway *gw);
 
 /* ---- caller.c ---- */
 

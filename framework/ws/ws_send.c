@@ -18,6 +18,7 @@
 #include "ws_request.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 static ws_frame *make_frame(const cJSON *data, const char *type)
 {
@@ -72,6 +73,19 @@ static int send_remote(daebus_ws *ws, const char *client_id, const cJSON *data, 
     return rc < 0 ? rc : rc ? 0 : DAEBUS_ENOENT;
 }
 
+/* Queues f (NULL: allocation failed) for the local client c; both
+ * references are dropped. what names the call in the too-big log line.
+ * Returns: as daebus__ws_enqueue, or DAEBUS_ENOMEM. */
+static int enqueue_for(daebus_ws *ws, ws_client *c, ws_frame *f, const char *what)
+{
+    int rc = f ? daebus__ws_enqueue(c, f, false) : DAEBUS_ENOMEM;
+    if (rc == DAEBUS_ETOOBIG)
+        daebus__ws_log_too_big(ws, what, c->id, f->len);
+    daebus__ws_frame_unref(f);
+    daebus__ws_client_unref(c);
+    return rc;
+}
+
 int daebus_ws_send_to_client(daebus_ws *ws, const char *client_id, const cJSON *data,
                              const char *type)
 {
@@ -80,13 +94,19 @@ int daebus_ws_send_to_client(daebus_ws *ws, const char *client_id, const cJSON *
     ws_client *c = daebus__ws_client_find(ws, client_id);
     if (!c)
         return ws->cluster ? send_remote(ws, client_id, data, type) : DAEBUS_ENOENT;
-    ws_frame *f = make_frame(data, type ? type : "message");
-    int rc = f ? daebus__ws_enqueue(c, f, false) : DAEBUS_ENOMEM;
-    if (rc == DAEBUS_ETOOBIG)
-        daebus__ws_log_too_big(ws, "send_to_client", client_id, f->len);
-    daebus__ws_frame_unref(f);
-    daebus__ws_client_unref(c);
-    return rc;
+    return enqueue_for(ws, c, make_frame(data, type ? type : "message"), "send_to_client");
+}
+
+int daebus_ws_send_frame(daebus_ws *ws, const char *client_id, const cJSON *frame)
+{
+    if (!ws || !client_id || !cJSON_IsObject(frame) ||
+        !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(frame, "type")))
+        return DAEBUS_EINVAL;
+    ws_client *c = daebus__ws_client_find(ws, client_id);
+    if (!c)
+        return DAEBUS_ENOENT;
+    char *s = cJSON_PrintUnformatted(frame);
+    return enqueue_for(ws, c, s ? daebus__ws_frame_text_take(s, strlen(s)) : NULL, "send_frame");
 }
 
 /* Queues {"type": type, "data": data} for every open client fn accepts

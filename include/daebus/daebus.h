@@ -33,6 +33,7 @@
 #include "daebus/websocket.h"
 #include "daebus/bus.h"
 #include "daebus/caller.h"
+#include "daebus/gateway.h"
 #include "daebus/scheduler.h"
 #include "daebus/json.h"
 

@@ -403,6 +403,17 @@ DAEBUS_API cJSON *daebus_ws_get_clients_by_filter(daebus_ws *ws, daebus_ws_filte
  * not sent, logged, the client stays connected), DAEBUS_EINVAL, DAEBUS_ENOMEM. */
 DAEBUS_API int daebus_ws_send_to_client(daebus_ws *ws, const char *client_id, const cJSON *data,
                                         const char *type);
+/* Queues frame, a JSON object with a string "type", as it is (every key at
+ * the top level) for a client connected to THIS replica: the answer to a
+ * message it sent here, e.g. {"type":"response","request_id":R,
+ * "success":true,"data":D} (the TypeScript client's correlated answers).
+ * Never looked up on other replicas, even in cluster mode.
+ * Ownership: frame is borrowed (serialised before return).
+ * Returns: 0 when queued; DAEBUS_ENOENT (not a client of this replica, or
+ * closing), DAEBUS_EINVAL (frame not an object with a string "type"),
+ * DAEBUS_EFULL, DAEBUS_ETOOBIG, DAEBUS_ENOMEM (as daebus_ws_send_to_client).
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_ws_send_frame(daebus_ws *ws, const char *client_id, const cJSON *frame);
 /* Queues {"type": type, "data": data} for every connected client (the sender
  * included), serialised once. type NULL = "broadcast".
  * Returns: the number of clients it was queued for (>= 0), or DAEBUS_EINVAL /

@@ -11,6 +11,7 @@
  * delivery frame reads back with the same channel and data.
  */
 #include "fuzz_common.h"
+#include "bus_gateway_parse.h"
 #include "http_parse.h"
 #include "utf8.h"
 #include "ws_channel.h"
@@ -166,6 +167,54 @@ static void check_channel_frame(const ws_message *m)
     check_delivery(m, channel);
 }
 
+/* The gateway's reading of a "publish" message: a call it accepts names a
+ * non-empty service and action and an object payload (or none); a refusal
+ * has a reason; both answers are frames of well-formed UTF-8 (names quoted
+ * cut) carrying the message's request id. */
+static void check_publish(const ws_message *m)
+{
+    daebus__gw_frame fr;
+    char err[300];
+    bool ok = daebus__gateway_parse(m->root, &fr, err, sizeof err);
+    FUZZ_CHECK(!fr.rid || cJSON_IsString(fr.rid) || cJSON_IsNumber(fr.rid));
+    const char *text = err;
+    if (ok) {
+        FUZZ_CHECK(fr.service && fr.service[0] && fr.action && fr.action[0]);
+        FUZZ_CHECK(!fr.payload || cJSON_IsObject(fr.payload));
+        /* Nothing is callable without an allow-list; the exact entry,
+         * "service" and "service.*" allow it, others do not. */
+        FUZZ_CHECK(!daebus__gateway_allowed(NULL, fr.service, fr.action));
+        char allow[700];
+        snprintf(allow, sizeof allow, "x.y,%s.%s", fr.service, fr.action);
+        size_t n = strlen(fr.service) + strlen(fr.action) + 1;
+        bool fits = n < 590 && !strpbrk(fr.service, ", \t") && !strpbrk(fr.action, ", \t");
+        if (fits && n + 4 < sizeof allow)
+            FUZZ_CHECK(daebus__gateway_allowed(allow, fr.service, fr.action));
+        FUZZ_CHECK(!daebus__gateway_allowed("other_service.other_action", fr.service, fr.action) ||
+                   strcmp(fr.service, "other_service") == 0 ||
+                   strcmp(fr.service, "other_service.other_action") == 0);
+        daebus__gateway_not_allowed(err, sizeof err, fr.service, fr.action);
+        if (input_utf8)
+            FUZZ_CHECK(daebus__utf8_valid(err, strlen(err)));
+    } else {
+        FUZZ_CHECK(err[0]);
+    }
+    cJSON *f = daebus__gateway_failure(fr.rid, text, ok ? fr.payload : NULL);
+    FUZZ_CHECK(f != NULL);
+    char *s = cJSON_PrintUnformatted(f);
+    FUZZ_CHECK(s != NULL);
+    check_frame(s, strlen(s));
+    ws_message back;
+    FUZZ_CHECK(daebus__ws_parse_message(s, strlen(s), &back) == WS_PARSE_OK);
+    FUZZ_CHECK(strcmp(back.type, "response") == 0);
+    FUZZ_CHECK((back.request_id == NULL) == (fr.rid == NULL));
+    if (fr.rid && fuzz_json_finite(fr.rid))
+        FUZZ_CHECK(fuzz_json_equal_value(back.request_id, fr.rid));
+    daebus__ws_message_free(&back);
+    free(s);
+    cJSON_Delete(f);
+}
+
 static void check_close(const uint8_t *data, size_t size)
 {
     /* Any reason of well-formed UTF-8 (a handler's reject text) is cut to a
@@ -230,6 +279,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FUZZ_CHECK(fuzz_json_depth(m.root) <= MAX_DEPTH);
         check_envelope(&m);
         check_channel_frame(&m);
+        if (strcmp(m.type, "publish") == 0)
+            check_publish(&m);
         break;
     case WS_PARSE_NO_TYPE:
         FUZZ_CHECK(m.root && cJSON_IsObject(m.root) && m.type == NULL);
