@@ -35,9 +35,21 @@ typedef struct ws_csubs {
     size_t n, cap;
 } ws_csubs;
 
+/* A subscription catching up (recovery): its live messages are held here
+ * until the history was sent (ws_channel.h, daebus__ws_channel_hold). */
+struct ws_chhold {
+    const ws_client *c; /* identity only (the caller holds a reference) */
+    char *channel;
+    ws_frame **f; /* referenced */
+    uint64_t *off;
+    size_t n, cap;
+    struct ws_chhold *next;
+};
+
 struct ws_chtable {
     daebus__hash *chans;   /* channel -> ws_chan */
     daebus__hash *clients; /* client id -> ws_csubs */
+    ws_chhold *holds;      /* subscriptions catching up */
 };
 
 /* ---- the table (ch_lock held) ---- */
@@ -298,22 +310,88 @@ ws_frame *daebus__ws_channel_frame(const ws_chmsg *m)
     return s ? daebus__ws_frame_text_take(s, strlen(s)) : NULL;
 }
 
-int daebus__ws_channel_deliver(daebus_ws *ws, const char *channel, ws_frame *f)
+/* The hold of (c, channel), or NULL. ch_lock held. */
+static ws_chhold *hold_of(const struct ws_chtable *t, const ws_client *c, const char *channel)
+{
+    for (ws_chhold *h = t->holds; h; h = h->next)
+        if (h->c == c && strcmp(h->channel, channel) == 0)
+            return h;
+    return NULL;
+}
+
+/* Keeps f for a held subscription. Returns: true when held (not to be
+ * queued now; a message that cannot be kept is lost as on a full queue).
+ * ch_lock held. */
+static bool hold_keep(struct ws_chtable *t, const ws_client *c, const char *channel, ws_frame *f,
+                      uint64_t off)
+{
+    ws_chhold *h = t->holds ? hold_of(t, c, channel) : NULL;
+    if (!h)
+        return false;
+    size_t cap = h->cap;
+    if (grow((void **)&h->f, &cap, h->n + 1, sizeof *h->f) == 0 &&
+        grow((void **)&h->off, &h->cap, h->n + 1, sizeof *h->off) == 0) {
+        atomic_fetch_add(&f->refs, 1);
+        h->f[h->n] = f;
+        h->off[h->n++] = off;
+    }
+    return true;
+}
+
+ws_chhold *daebus__ws_channel_hold(daebus_ws *ws, ws_client *c, const char *channel)
+{
+    ws_chhold *h = calloc(1, sizeof *h);
+    if (!h || !(h->channel = strdup(channel))) {
+        free(h);
+        return NULL;
+    }
+    h->c = c;
+    pthread_mutex_lock(&ws->ch_lock);
+    h->next = ws->chans->holds;
+    ws->chans->holds = h;
+    pthread_mutex_unlock(&ws->ch_lock);
+    return h;
+}
+
+void daebus__ws_channel_release(daebus_ws *ws, ws_client *c, ws_chhold *h, uint64_t after)
+{
+    if (!h)
+        return;
+    pthread_mutex_lock(&ws->ch_deliver_lock); /* no delivery between the held ones and the next */
+    pthread_mutex_lock(&ws->ch_lock);
+    for (ws_chhold **p = &ws->chans->holds; *p; p = &(*p)->next)
+        if (*p == h) {
+            *p = h->next;
+            break;
+        }
+    pthread_mutex_unlock(&ws->ch_lock);
+    for (size_t i = 0; i < h->n; i++)
+        if (h->off[i] == 0 || h->off[i] > after)
+            daebus__ws_enqueue(c, h->f[i], false);
+    pthread_mutex_unlock(&ws->ch_deliver_lock);
+    for (size_t i = 0; i < h->n; i++)
+        daebus__ws_frame_unref(h->f[i]);
+    free(h->f);
+    free(h->off);
+    free(h->channel);
+    free(h);
+}
+
+int daebus__ws_channel_deliver(daebus_ws *ws, const char *channel, ws_frame *f, uint64_t off)
 {
     if (!ws->chans)
         return 0;
     pthread_mutex_lock(&ws->ch_deliver_lock);
     pthread_mutex_lock(&ws->ch_lock);
     ws_chan *ch = daebus__hash_find(ws->chans->chans, channel);
-    size_t n = ch ? ch->n : 0;
+    size_t n = ch ? ch->n : 0, kept = 0;
     ws_client **subs = n ? malloc(n * sizeof *subs) : NULL;
     if (subs) {
-        memcpy(subs, ch->subs, n * sizeof *subs);
         for (size_t i = 0; i < n; i++)
-            daebus__ws_client_ref(subs[i]);
-    } else {
-        n = 0;
+            if (!hold_keep(ws->chans, ch->subs[i], channel, f, off))
+                daebus__ws_client_ref(subs[kept++] = ch->subs[i]);
     }
+    n = kept;
     pthread_mutex_unlock(&ws->ch_lock);
     int count = 0;
     for (size_t i = 0; i < n; i++)
@@ -388,13 +466,15 @@ int daebus_ws_channel_publish(daebus_ws *ws, const char *channel, const cJSON *d
     if (m.data_len + strlen(channel) + 64 > ws->queue_max_bytes) {
         daebus__ws_log_too_big(ws, "a channel message", channel, m.data_len);
         rc = DAEBUS_ETOOBIG;
+    } else if (daebus__ws_channel_history_of(ws, channel)) {
+        rc = daebus__ws_channel_history_publish(ws, &m);
     } else if (atomic_load(&ws->cluster)) {
         rc = daebus__ws_channel_cluster_publish(ws, &m);
     } else {
         ws_frame *f = daebus__ws_channel_frame(&m);
         rc = f ? 0 : DAEBUS_ENOMEM;
         if (f)
-            daebus__ws_channel_deliver(ws, channel, f);
+            daebus__ws_channel_deliver(ws, channel, f, 0);
         daebus__ws_frame_unref(f);
     }
     free(text);

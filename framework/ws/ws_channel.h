@@ -57,9 +57,18 @@ void daebus__ws_channel_client_gone(daebus_ws *ws, ws_client *c);
 /* Returns: the frame {"type":"channel_message","channel":C,"data":D[,
  * "offset":N,"epoch":E]} with one reference, or NULL (out of memory). */
 ws_frame *daebus__ws_channel_frame(const ws_chmsg *m);
-/* Queues f for every local subscriber of channel, one delivery at a time
- * (ch_deliver_lock). Returns: how many took it. */
-int daebus__ws_channel_deliver(daebus_ws *ws, const char *channel, ws_frame *f);
+/* Queues f (history offset off, 0 = none) for every local subscriber of
+ * channel, one delivery at a time (ch_deliver_lock); a held subscription
+ * (below) keeps it instead. Returns: how many took it. */
+int daebus__ws_channel_deliver(daebus_ws *ws, const char *channel, ws_frame *f, uint64_t off);
+/* Recovery: holds the live messages of channel for c (call before
+ * subscribing c) until release. Returns: the hold, or NULL (out of memory).
+ * Thread: c's CivetWeb thread. */
+typedef struct ws_chhold ws_chhold;
+ws_chhold *daebus__ws_channel_hold(daebus_ws *ws, ws_client *c, const char *channel);
+/* Ends the hold (accepts NULL): queues for c the held messages with an
+ * offset above after (or none), before any later delivery, and frees it. */
+void daebus__ws_channel_release(daebus_ws *ws, ws_client *c, ws_chhold *h, uint64_t after);
 
 /* Returns: every local subscription as [client id, channel] pairs (a JSON
  * array), or NULL when out of memory. Ownership: the caller frees it. */
@@ -100,6 +109,38 @@ void daebus__ws_channel_recv(daebus_ws *ws, const cJSON *h, const char *body, si
 /* Cluster-wide views. Returns: 0, DAEBUS_ENOENT, DAEBUS_ENOMEM, DAEBUS_ECONN. */
 int daebus__ws_channel_cluster_subscribers(daebus_ws *ws, const char *channel, cJSON **ids_out);
 int daebus__ws_channel_cluster_of(daebus_ws *ws, const char *client_id, cJSON **out);
+
+/* ---- ws_channel_recover.c ---- */
+
+struct daebus__chist;
+/* Returns: the history store when channel keeps a history (cluster mode and
+ * a channel_history pattern matches), else NULL. */
+struct daebus__chist *daebus__ws_channel_history_of(daebus_ws *ws, const char *channel);
+/* Publishes m through the history store (one round trip; the caller waits).
+ * Returns: 0, DAEBUS_ECONN (Redis away or refused), DAEBUS_ETOOBIG,
+ * DAEBUS_EINVAL, DAEBUS_ENOMEM. */
+int daebus__ws_channel_history_publish(daebus_ws *ws, const ws_chmsg *m);
+/* Reads "since" of a subscribe frame. Returns: 0 (none), 1 (*since and
+ * *epoch set; epoch inside root), -1 (malformed: why says it). */
+int daebus__ws_channel_since_parse(const cJSON *root, uint64_t *since, const char **epoch,
+                                   char *why, size_t why_len);
+/* What a subscribe replays. */
+typedef struct ws_chreplay {
+    struct daebus__chist_result *res;
+    size_t n;
+    bool recovered;
+    uint64_t since;
+} ws_chreplay;
+/* Fills the subscribe answer extra: "recovered" (with since), "offset" and
+ * "epoch" (a history channel: its position); reads the history into *rp
+ * (zeroed by the caller). Thread: c's CivetWeb thread. */
+void daebus__ws_channel_replay_read(daebus_ws *ws, const char *channel, bool has_since,
+                                    uint64_t since, const char *epoch, cJSON *extra,
+                                    ws_chreplay *rp);
+/* Queues the history of *rp for c, then ends the hold (see release) and
+ * frees *rp. Call after queuing the answer. */
+void daebus__ws_channel_replay_send(daebus_ws *ws, ws_client *c, const char *channel,
+                                    ws_chreplay *rp, ws_chhold *hold);
 
 /* ---- ws_channel_frames.c ---- */
 

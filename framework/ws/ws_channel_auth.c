@@ -152,8 +152,8 @@ int daebus_ws_authorize(daebus_ws *ws, const char *client_id, int op, const char
 
 int daebus__ws_channel_auth_options(daebus_ws *ws, const daebus_ws_options *o, daebus_error *err)
 {
-    const char *lists[2] = {o->channel_subscribe, o->channel_publish};
-    for (int i = 0; i < 2; i++) {
+    const char *lists[3] = {o->channel_subscribe, o->channel_publish, o->channel_history};
+    for (int i = 0; i < 3; i++) {
         const char *p = lists[i], *item;
         size_t len;
         while (p && daebus__list_next(&p, &item, &len))
@@ -169,7 +169,16 @@ int daebus__ws_channel_auth_options(daebus_ws *ws, const daebus_ws_options *o, d
     ws->authorize_user = o->authorize_user;
     ws->ch_subscribe = o->channel_subscribe ? strdup(o->channel_subscribe) : NULL;
     ws->ch_publish = o->channel_publish ? strdup(o->channel_publish) : NULL;
-    if ((o->channel_subscribe && !ws->ch_subscribe) || (o->channel_publish && !ws->ch_publish)) {
+    if (o->channel_history_age < 0 || o->channel_history_age > 1e9) {
+        daebus_error_set(err, DAEBUS_EINVAL,
+                         "websocket options: channel_history_age must be 0..1e9 seconds");
+        return DAEBUS_EINVAL;
+    }
+    ws->ch_history = o->channel_history ? strdup(o->channel_history) : NULL;
+    ws->ch_hist_count = o->channel_history_count;
+    ws->ch_hist_age = o->channel_history_age;
+    if ((o->channel_subscribe && !ws->ch_subscribe) || (o->channel_publish && !ws->ch_publish) ||
+        (o->channel_history && !ws->ch_history)) {
         daebus_error_set(err, DAEBUS_ENOMEM, "websocket: out of memory");
         return DAEBUS_ENOMEM;
     }

@@ -190,11 +190,13 @@ int daebus__ws_channel_cluster_publish(daebus_ws *ws, const ws_chmsg *m)
 
 void daebus__ws_channel_recv(daebus_ws *ws, const cJSON *h, const char *body, size_t len)
 {
-    const cJSON *c = cJSON_GetObjectItemCaseSensitive(h, "c");
+    /* A history publish (ws_channel_recover.c) names them "channel", "offset", "epoch". */
+    bool hist = !cJSON_GetObjectItemCaseSensitive(h, "c");
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(h, hist ? "channel" : "c");
     if (!cJSON_IsString(c) || daebus_ws_channel_check_name(c->valuestring, NULL))
         return;
-    const cJSON *off = cJSON_GetObjectItemCaseSensitive(h, "off");
-    const cJSON *ep = cJSON_GetObjectItemCaseSensitive(h, "ep");
+    const cJSON *off = cJSON_GetObjectItemCaseSensitive(h, hist ? "offset" : "off");
+    const cJSON *ep = cJSON_GetObjectItemCaseSensitive(h, hist ? "epoch" : "ep");
     ws_chmsg m = {.channel = c->valuestring, .data = body, .data_len = len};
     if (cJSON_IsNumber(off) && cJSON_IsString(ep)) { /* history, when a store adds them */
         m.has_offset = true;
@@ -203,7 +205,7 @@ void daebus__ws_channel_recv(daebus_ws *ws, const cJSON *h, const char *body, si
     }
     ws_frame *f = daebus__ws_channel_frame(&m);
     if (f)
-        daebus__ws_channel_deliver(ws, m.channel, f);
+        daebus__ws_channel_deliver(ws, m.channel, f, m.has_offset ? m.offset : 0);
     daebus__ws_frame_unref(f);
 }
 

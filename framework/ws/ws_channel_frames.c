@@ -85,17 +85,34 @@ static const char *publish_error(int rc)
 
 static void on_subscribe(daebus_ws *ws, ws_client *c, const ws_message *m, const char *channel)
 {
+    char why[128];
+    uint64_t since = 0;
+    const char *epoch = NULL;
+    int has_since = daebus__ws_channel_since_parse(m->root, &since, &epoch, why, sizeof why);
+    if (has_since < 0) {
+        daebus__ws_send_error(c, why, -1, m->request_id);
+        return;
+    }
+    /* Recovery: the live messages are held from before the subscription. */
+    ws_chhold *hold = NULL;
+    if (has_since && daebus__ws_channel_history_of(ws, channel) &&
+        !(hold = daebus__ws_channel_hold(ws, c, channel))) {
+        daebus__ws_send_error(c, "Out of memory", -1, m->request_id);
+        return;
+    }
     int rc = daebus_ws_channel_subscribe(ws, c->id, channel);
     if (rc && rc != DAEBUS_ECONN) { /* ECONN: held here, missing from the cluster-wide list */
+        daebus__ws_channel_release(ws, c, hold, 0);
         daebus__ws_send_error(c, rc == DAEBUS_ENOMEM ? "Out of memory" : "Subscribe failed", -1,
                               m->request_id);
         return;
     }
     cJSON *extra = cJSON_CreateObject();
-    /* "since" asks for recovery: without a history store nothing is recovered. */
-    if (extra && cJSON_GetObjectItemCaseSensitive(m->root, "since"))
-        cJSON_AddBoolToObject(extra, "recovered", false);
+    ws_chreplay rp = {0};
+    if (extra) /* without a history store, "since" recovers nothing */
+        daebus__ws_channel_replay_read(ws, channel, has_since, since, epoch, extra, &rp);
     answer(c, m, channel, extra);
+    daebus__ws_channel_replay_send(ws, c, channel, &rp, hold);
 }
 
 static void on_broadcast(daebus_ws *ws, ws_client *c, const ws_message *m, const char *channel)

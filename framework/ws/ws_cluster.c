@@ -22,6 +22,7 @@
 #include "clock.h"
 #include "daebus/log.h"
 #include "ws_channel.h"
+#include "ws_channel_history.h"
 #include "ws_client.h"
 #include "ws_io.h"
 
@@ -282,6 +283,7 @@ static void cluster_free(ws_cluster *cl)
         daebus__redis_sub_stop(cl->sub);
         daebus__redis_sub_destroy(cl->sub);
     }
+    daebus__chist_destroy(cl->hist);
     daebus__redis_pub_destroy(cl->pub);
     free_names(cl);
     pthread_mutex_destroy(&cl->lock);
@@ -323,6 +325,12 @@ static int open_connections(ws_cluster *cl)
                                  .on_state = on_state,
                                  .user = cl};
     cl->sub = daebus__redis_sub_create(&so);
+    if (cl->pub && cl->ws->ch_history) {
+        daebus__chist_opts ho = {.pub = cl->pub, .service = cl->service};
+        daebus_error herr = {0};
+        if (!(cl->hist = daebus__chist_create(&ho, &herr)))
+            return DAEBUS_ENOMEM;
+    }
     if (!cl->pub || !cl->sub || daebus__redis_sub_subscribe(cl->sub, cl->chan_all) < 0 ||
         daebus__redis_sub_subscribe(cl->sub, cl->chan_self) < 0)
         return DAEBUS_ENOMEM;
@@ -351,6 +359,10 @@ static void wait_up(ws_cluster *cl)
 int daebus__ws_cluster_start(daebus_ws *ws)
 {
     int want = wanted(ws);
+    if (want == 0 && ws->ch_history)
+        daebus_log(DAEBUS_LOG_WARNING, LOGC,
+                   "start: channel_history is set but cluster mode is off: no history is kept "
+                   "(a subscribe with \"since\" answers \"recovered\": false)");
     if (want <= 0)
         return want;
     ws_cluster *cl = calloc(1, sizeof *cl);

@@ -40,6 +40,7 @@ typedef struct ws_cluster {
     daebus__redis_url url;
     daebus__redis_pub *pub;
     daebus__redis_sub *sub;
+    struct daebus__chist *hist; /* the channels' history store (ws->ch_history set), on pub */
     char *service, *self;
     char *chan_all;          /* daebus:<svc>:ws */
     char *chan_prefix;       /* daebus:<svc>:ws: (+ instance id = a replica's channel) */

@@ -158,6 +158,7 @@ static void ws_destroy_op(void *self)
     free(ws->paths);
     free(ws->departed);
     free(ws->ch_subscribe);
+    free(ws->ch_history);
     free(ws->ch_publish);
     daebus__ws_channel_free(ws);
     pthread_mutex_destroy(&ws->rl_lock);

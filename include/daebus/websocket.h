@@ -196,6 +196,11 @@ typedef struct daebus_ws_options {
     const char *channel_subscribe;     /* comma-separated glob patterns ("news:*,room:?") of the
                                       channels clients may subscribe to; NULL = none */
     const char *channel_publish;       /* likewise for "broadcast" frames; NULL = none */
+    const char *channel_history;       /* comma-separated glob patterns of the channels that keep
+                                      a history in Redis (cluster mode only; docs/channels.md
+                                      "Recovery"); NULL = none */
+    unsigned channel_history_count;    /* messages kept per history channel, about; 0 = 1000 */
+    double channel_history_age;        /* seconds a history message is kept; 0 = no bound */
     daebus_ws_authorize_fn *authorize; /* the authorisation hook; NULL = the patterns decide */
     void *authorize_user;
 } daebus_ws_options;
