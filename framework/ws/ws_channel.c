@@ -43,6 +43,8 @@ struct ws_chhold {
     ws_frame **f; /* referenced */
     uint64_t *off;
     size_t n, cap;
+    bool filter;    /* released: drops live messages up to after (sent from the history) */
+    uint64_t after; /* until the first live one above it */
     struct ws_chhold *next;
 };
 
@@ -51,6 +53,8 @@ struct ws_chtable {
     daebus__hash *clients; /* client id -> ws_csubs */
     ws_chhold *holds;      /* subscriptions catching up */
 };
+
+static void holds_drop(struct ws_chtable *t, const ws_client *c);
 
 /* ---- the table (ch_lock held) ---- */
 
@@ -230,6 +234,7 @@ void daebus__ws_channel_free(daebus_ws *ws)
         free(ch->name);
         free(ch);
     }
+    holds_drop(t, NULL);
     daebus__hash_destroy(t->chans);
     daebus__hash_destroy(t->clients);
     free(t);
@@ -243,6 +248,7 @@ void daebus__ws_channel_client_gone(daebus_ws *ws, ws_client *c)
     if (!ws->chans)
         return;
     pthread_mutex_lock(&ws->ch_lock);
+    holds_drop(ws->chans, c);
     ws_csubs *cs = daebus__hash_remove(ws->chans->clients, c->id);
     size_t n = 0;
     for (size_t i = 0; cs && i < cs->n; i++)
@@ -319,6 +325,49 @@ static ws_chhold *hold_of(const struct ws_chtable *t, const ws_client *c, const 
     return NULL;
 }
 
+static void hold_unlink(struct ws_chtable *t, ws_chhold *h)
+{
+    for (ws_chhold **p = &t->holds; *p; p = &(*p)->next)
+        if (*p == h) {
+            *p = h->next;
+            return;
+        }
+}
+
+static void hold_free(ws_chhold *h)
+{
+    for (size_t i = 0; i < h->n; i++)
+        daebus__ws_frame_unref(h->f[i]);
+    free(h->f);
+    free(h->off);
+    free(h->channel);
+    free(h);
+}
+
+/* Frees c's released holds (its active ones belong to their recovery). ch_lock held. */
+static void holds_drop(struct ws_chtable *t, const ws_client *c)
+{
+    for (ws_chhold **p = &t->holds; *p;) {
+        ws_chhold *h = *p;
+        if ((!c || h->c == c) && (!c || h->filter)) {
+            *p = h->next;
+            hold_free(h);
+        } else {
+            p = &h->next;
+        }
+    }
+}
+
+/* Returns: true if c is in channel's subscribers. ch_lock held. */
+static bool chan_has(const struct ws_chtable *t, const char *channel, const ws_client *c)
+{
+    const ws_chan *ch = daebus__hash_find(t->chans, channel);
+    for (size_t i = 0; ch && i < ch->n; i++)
+        if (ch->subs[i] == c)
+            return true;
+    return false;
+}
+
 /* Keeps f for a held subscription. Returns: true when held (not to be
  * queued now; a message that cannot be kept is lost as on a full queue).
  * ch_lock held. */
@@ -328,6 +377,13 @@ static bool hold_keep(struct ws_chtable *t, const ws_client *c, const char *chan
     ws_chhold *h = t->holds ? hold_of(t, c, channel) : NULL;
     if (!h)
         return false;
+    if (h->filter) {
+        if (off && off <= h->after)
+            return true; /* read from the history already: a duplicate */
+        hold_unlink(t, h);
+        hold_free(h);
+        return false;
+    }
     size_t cap = h->cap;
     if (grow((void **)&h->f, &cap, h->n + 1, sizeof *h->f) == 0 &&
         grow((void **)&h->off, &h->cap, h->n + 1, sizeof *h->off) == 0) {
@@ -358,23 +414,30 @@ void daebus__ws_channel_release(daebus_ws *ws, ws_client *c, ws_chhold *h, uint6
     if (!h)
         return;
     pthread_mutex_lock(&ws->ch_deliver_lock); /* no delivery between the held ones and the next */
-    pthread_mutex_lock(&ws->ch_lock);
-    for (ws_chhold **p = &ws->chans->holds; *p; p = &(*p)->next)
-        if (*p == h) {
-            *p = h->next;
-            break;
-        }
-    pthread_mutex_unlock(&ws->ch_lock);
+    bool sent_above = false;
     for (size_t i = 0; i < h->n; i++)
-        if (h->off[i] == 0 || h->off[i] > after)
+        if (h->off[i] == 0 || h->off[i] > after) {
             daebus__ws_enqueue(c, h->f[i], false);
+            sent_above = sent_above || h->off[i] > after;
+        }
+    pthread_mutex_lock(&ws->ch_lock);
+    /* A message read from the history may still come live (its PUBLISH not
+     * yet received here): while none above after came, the hold stays as a
+     * filter (ended by the first one above, or by the client's end). */
+    bool keep = after && !sent_above && chan_has(ws->chans, h->channel, c);
+    if (keep) {
+        for (size_t i = 0; i < h->n; i++)
+            daebus__ws_frame_unref(h->f[i]);
+        h->n = 0;
+        h->filter = true;
+        h->after = after;
+    } else {
+        hold_unlink(ws->chans, h);
+    }
+    pthread_mutex_unlock(&ws->ch_lock);
     pthread_mutex_unlock(&ws->ch_deliver_lock);
-    for (size_t i = 0; i < h->n; i++)
-        daebus__ws_frame_unref(h->f[i]);
-    free(h->f);
-    free(h->off);
-    free(h->channel);
-    free(h);
+    if (!keep)
+        hold_free(h);
 }
 
 int daebus__ws_channel_deliver(daebus_ws *ws, const char *channel, ws_frame *f, uint64_t off)

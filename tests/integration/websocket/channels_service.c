@@ -14,7 +14,9 @@
  *   channels {id}                       -> rc, channels
  *   rate {max}                          enable (max > 0) or disable rate limiting
  * Every answer also says "cluster": daebus_ws_is_cluster() (cluster mode started).
- * Heartbeat: CHAN_HEARTBEAT seconds (default 1). */
+ * Heartbeat: CHAN_HEARTBEAT seconds (default 1). History: channels matching
+ * CHAN_HISTORY (e.g. "hist:*") keep CHAN_HIST_COUNT messages (0 = default);
+ * clients may subscribe to "hist:*". */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,7 +150,11 @@ int main(int argc, char **argv)
     wo.ping_interval = -1;
     wo.idle_timeout = -1;
     wo.channels = true;
-    wo.channel_subscribe = "news:*,open:*,order:*";
+    wo.channel_subscribe = "news:*,open:*,order:*,hist:*";
+    /* history (test_channels_recovery.c): CHAN_HISTORY patterns, CHAN_HIST_COUNT */
+    wo.channel_history = getenv("CHAN_HISTORY");
+    wo.channel_history_count =
+        getenv("CHAN_HIST_COUNT") ? (unsigned)atoi(getenv("CHAN_HIST_COUNT")) : 0;
     wo.channel_publish = "open:*,order:*";
     wo.authorize = authorize;
     ws = daebus_ws_create(&wo, NULL);

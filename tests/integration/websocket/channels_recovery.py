@@ -1,0 +1,188 @@
+#!/usr/bin/python3
+"""Real WebSocket clients (python3-websockets) for test_channels_recovery.c.
+
+  channels_recovery.py CASE PORT_A PORT_B REDIS_PORT [FILE]
+Cases: recover, trimmed, steady, epoch_pre (writes the position to FILE),
+epoch_post (reads it: Redis restarted meanwhile). Each asserts what it checks
+and exits 0 on success. The service is channels_service.c with
+CHAN_HISTORY="hist:*" on two replicas of one Redis.
+"""
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from channels_clients import Client, T, ok, op, wait_for  # noqa: E402
+
+
+class RClient(Client):
+    """Also records the order of answers and messages."""
+
+    async def reader(self):
+        self.events = []
+        try:
+            async for raw in self.ws:
+                f = json.loads(raw)
+                self.events.append(f)
+                if f.get("type") == "channel_message":
+                    self.messages.append(f)
+                elif "request_id" in f:
+                    self.answers[f["request_id"]] = f
+        except Exception:  # noqa: BLE001 - the socket is killed on purpose
+            pass
+
+    def kill(self):
+        """The socket dies: no close frame."""
+        self.ws.transport.abort()
+
+
+def offsets(c, channel):
+    return [m["offset"] for m in c.messages if m["channel"] == channel]
+
+
+def check_run(c, channel, first, last):
+    got = offsets(c, channel)
+    dup = [(i, o) for i, o in enumerate(got) if i and o <= got[i - 1]]
+    if dup:
+        i = dup[0][0]
+        ev = [e for e in c.events if e.get("channel") == channel]
+        print(c.cid, [json.dumps(e) for e in ev[max(0, i - 2):i + 3]], file=sys.stderr)
+    assert got == list(range(first, last + 1)), (c.cid, dup[:5], len(got), first, last)
+
+
+async def subscribe(c, channel, rid, since=None):
+    f = {"type": "subscribe", "channel": channel}
+    if since is not None:
+        f["since"] = since
+    r = await c.ask(f, rid)
+    ok(r, rid)
+    return r["data"]
+
+
+async def case_recover(pa, pb, rport):
+    ch = "hist:rec"
+    x = await RClient(pa, "rx").open()
+    d = await subscribe(x, ch, "s1")
+    assert isinstance(d["offset"], int) and isinstance(d["epoch"], str), d
+    assert op(pa, op="publish_many", channel=ch, n=5, tag="pre")["rc"] == 0
+    await wait_for(lambda: len(x.messages) == 5, "5 live messages")
+    m = x.messages[-1]
+    assert m["offset"] == d["offset"] + 5 and m["epoch"] == d["epoch"], (d, m)
+    since = {"offset": m["offset"], "epoch": m["epoch"]}
+    x.kill()
+    # 200 messages published while it is away (the other replica publishes)
+    assert op(pb, op="publish_many", channel=ch, n=200, tag="gap")["rc"] == 0
+    y = await RClient(pb, "rx2").open()
+    # live publishes race with the recovery
+    t = threading.Thread(target=lambda: op(pa, op="publish_many", channel=ch, n=50, tag="live"))
+    t.start()
+    d2 = await subscribe(y, ch, "s2", since)
+    t.join()
+    assert d2["recovered"] is True and d2["epoch"] == since["epoch"], d2
+    await wait_for(lambda: len(y.messages) >= 250, "200 missed + 50 live", 20)
+    await asyncio.sleep(0.2)
+    check_run(y, ch, since["offset"] + 1, since["offset"] + 250)
+    got = [(m["data"]["p"], m["data"]["seq"]) for m in y.messages]
+    assert got == [("gap", i) for i in range(1, 201)] + [("live", i) for i in range(1, 51)], got
+    # the answer comes before the replayed messages
+    kinds = [e.get("type") for e in y.events if e.get("request_id") == "s2" or
+             e.get("type") == "channel_message"]
+    assert kinds[0] == "response", kinds[:3]
+    # a malformed since: a clear error, nothing subscribed
+    r = await y.ask({"type": "subscribe", "channel": "hist:other", "since": {"offset": "x"}}, "s3")
+    assert r["type"] == "error" and "since" in r["error"], r
+    await y.close()
+
+
+async def case_trimmed(pa, pb, rport):
+    ch = "hist:trim"
+    x = await RClient(pa, "tx").open()
+    d = await subscribe(x, ch, "t1")
+    assert op(pa, op="publish_many", channel=ch, n=50, tag="a")["rc"] == 0
+    subprocess.run(["redis-cli", "-p", str(rport), "XTRIM", f"daebus:chan_test:ch:{ch}:hist",
+                    "MAXLEN", "10"], check=True, capture_output=True)
+    y = await RClient(pb, "ty").open()
+    d2 = await subscribe(y, ch, "t2", {"offset": d["offset"], "epoch": d["epoch"]})
+    assert d2["recovered"] is False and d2["offset"] == d["offset"] + 50, d2
+    assert op(pa, op="publish_many", channel=ch, n=3, tag="b")["rc"] == 0
+    await wait_for(lambda: len(y.messages) == 3, "live after a failed recovery")
+    await asyncio.sleep(0.2)
+    assert [m["data"]["p"] for m in y.messages] == ["b"] * 3, y.messages  # no history sent
+    # a wrong epoch: not recovered either
+    d3 = await subscribe(y, "hist:trim2", "t3", {"offset": 0, "epoch": "nope"})
+    assert d3["recovered"] is False, d3
+    await x.close()
+    await y.close()
+
+
+async def case_steady(pa, pb, rport):
+    ch = "hist:steady"
+    n = 600
+    base = await RClient(pb, "sb").open()
+    d = await subscribe(base, ch, "b1")
+    since = {"offset": d["offset"], "epoch": d["epoch"]}
+    t = threading.Thread(target=lambda: op(pa, op="publish_many", channel=ch, n=n, tag="s"))
+    t.start()
+    late = []
+    for i, port in enumerate((pb, pa, pb, pa)):
+        await wait_for(lambda: len(base.messages) >= (i + 1) * n // 6, "the stream runs")
+        c = await RClient(port, f"sl{i}").open()
+        dd = await subscribe(c, ch, "l", since)
+        assert dd["recovered"] is True, dd
+        late.append(c)
+    t.join()
+    for c in [base] + late:
+        await wait_for(lambda: len(c.messages) >= n, f"{c.cid}: {n} messages", 20)
+    await asyncio.sleep(0.2)
+    for c in [base] + late:
+        check_run(c, ch, since["offset"] + 1, since["offset"] + n)
+    for c in [base] + late:
+        await c.close()
+
+
+async def case_epoch_pre(pa, pb, rport, path):
+    ch = "hist:ep"
+    x = await RClient(pa, "ex").open()
+    d = await subscribe(x, ch, "e1")
+    assert op(pa, op="publish_many", channel=ch, n=5, tag="a")["rc"] == 0
+    await wait_for(lambda: len(x.messages) == 5, "5 messages")
+    with open(path, "w") as f:
+        json.dump({"offset": x.messages[-1]["offset"], "epoch": d["epoch"]}, f)
+    await x.close()
+
+
+async def case_epoch_post(pa, pb, rport, path):
+    ch = "hist:ep"
+    with open(path) as f:
+        since = json.load(f)
+    end = time.monotonic() + 20  # until both replicas publish again
+    while op(pa, op="publish", channel=ch, data={"p": "b", "seq": 0})["rc"] != 0:
+        assert time.monotonic() < end, "no publish after the restart"
+        await asyncio.sleep(0.1)
+    y = await RClient(pb, "ey").open()
+    d = await subscribe(y, ch, "e2", since)
+    assert d["recovered"] is False and d["epoch"] != since["epoch"], (d, since)
+    assert op(pa, op="publish", channel=ch, data={"p": "c", "seq": 1})["rc"] == 0
+    await wait_for(lambda: len(y.messages) == 1, "live after the restart")
+    assert y.messages[0]["epoch"] == d["epoch"], y.messages
+    await y.close()
+
+
+def main():
+    case, pa, pb, rport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    fn = globals()["case_" + case]
+    args = (pa, pb, rport) + tuple(sys.argv[5:])
+    try:
+        asyncio.run(asyncio.wait_for(fn(*args), 50))
+    except AssertionError as e:
+        print(f"{case}: FAILED: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(f"{case}: ok")
+
+
+if __name__ == "__main__":
+    main()
