@@ -44,7 +44,8 @@ struct ws_chhold {
     uint64_t *off;
     size_t n, cap;
     bool filter;    /* released: drops live messages up to after (sent from the history) */
-    uint64_t after; /* until the first live one above it */
+    uint64_t after; /* of epoch, until the first live one above it (or of another epoch) */
+    char epoch[48];
     struct ws_chhold *next;
 };
 
@@ -372,13 +373,13 @@ static bool chan_has(const struct ws_chtable *t, const char *channel, const ws_c
  * queued now; a message that cannot be kept is lost as on a full queue).
  * ch_lock held. */
 static bool hold_keep(struct ws_chtable *t, const ws_client *c, const char *channel, ws_frame *f,
-                      uint64_t off)
+                      uint64_t off, const char *epoch)
 {
     ws_chhold *h = t->holds ? hold_of(t, c, channel) : NULL;
     if (!h)
         return false;
     if (h->filter) {
-        if (off && off <= h->after)
+        if (off && off <= h->after && epoch && strcmp(epoch, h->epoch) == 0)
             return true; /* read from the history already: a duplicate */
         hold_unlink(t, h);
         hold_free(h);
@@ -409,7 +410,8 @@ ws_chhold *daebus__ws_channel_hold(daebus_ws *ws, ws_client *c, const char *chan
     return h;
 }
 
-void daebus__ws_channel_release(daebus_ws *ws, ws_client *c, ws_chhold *h, uint64_t after)
+void daebus__ws_channel_release(daebus_ws *ws, ws_client *c, ws_chhold *h, uint64_t after,
+                                const char *epoch)
 {
     if (!h)
         return;
@@ -424,13 +426,14 @@ void daebus__ws_channel_release(daebus_ws *ws, ws_client *c, ws_chhold *h, uint6
     /* A message read from the history may still come live (its PUBLISH not
      * yet received here): while none above after came, the hold stays as a
      * filter (ended by the first one above, or by the client's end). */
-    bool keep = after && !sent_above && chan_has(ws->chans, h->channel, c);
+    bool keep = after && epoch && !sent_above && chan_has(ws->chans, h->channel, c);
     if (keep) {
         for (size_t i = 0; i < h->n; i++)
             daebus__ws_frame_unref(h->f[i]);
         h->n = 0;
         h->filter = true;
         h->after = after;
+        snprintf(h->epoch, sizeof h->epoch, "%s", epoch);
     } else {
         hold_unlink(ws->chans, h);
     }
@@ -440,7 +443,8 @@ void daebus__ws_channel_release(daebus_ws *ws, ws_client *c, ws_chhold *h, uint6
         hold_free(h);
 }
 
-int daebus__ws_channel_deliver(daebus_ws *ws, const char *channel, ws_frame *f, uint64_t off)
+int daebus__ws_channel_deliver(daebus_ws *ws, const char *channel, ws_frame *f, uint64_t off,
+                               const char *epoch)
 {
     if (!ws->chans)
         return 0;
@@ -451,7 +455,7 @@ int daebus__ws_channel_deliver(daebus_ws *ws, const char *channel, ws_frame *f, 
     ws_client **subs = n ? malloc(n * sizeof *subs) : NULL;
     if (subs) {
         for (size_t i = 0; i < n; i++)
-            if (!hold_keep(ws->chans, ch->subs[i], channel, f, off))
+            if (!hold_keep(ws->chans, ch->subs[i], channel, f, off, epoch))
                 daebus__ws_client_ref(subs[kept++] = ch->subs[i]);
     }
     n = kept;
@@ -537,7 +541,7 @@ int daebus_ws_channel_publish(daebus_ws *ws, const char *channel, const cJSON *d
         ws_frame *f = daebus__ws_channel_frame(&m);
         rc = f ? 0 : DAEBUS_ENOMEM;
         if (f)
-            daebus__ws_channel_deliver(ws, channel, f, 0);
+            daebus__ws_channel_deliver(ws, channel, f, 0, NULL);
         daebus__ws_frame_unref(f);
     }
     free(text);

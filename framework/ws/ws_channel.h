@@ -57,18 +57,23 @@ void daebus__ws_channel_client_gone(daebus_ws *ws, ws_client *c);
 /* Returns: the frame {"type":"channel_message","channel":C,"data":D[,
  * "offset":N,"epoch":E]} with one reference, or NULL (out of memory). */
 ws_frame *daebus__ws_channel_frame(const ws_chmsg *m);
-/* Queues f (history offset off, 0 = none) for every local subscriber of
- * channel, one delivery at a time (ch_deliver_lock); a held subscription
- * (below) keeps it instead. Returns: how many took it. */
-int daebus__ws_channel_deliver(daebus_ws *ws, const char *channel, ws_frame *f, uint64_t off);
+/* Queues f (history offset off of epoch; 0 and NULL = none) for every local
+ * subscriber of channel, one delivery at a time (ch_deliver_lock); a held
+ * subscription (below) keeps it instead. Returns: how many took it. */
+int daebus__ws_channel_deliver(daebus_ws *ws, const char *channel, ws_frame *f, uint64_t off,
+                               const char *epoch);
 /* Recovery: holds the live messages of channel for c (call before
  * subscribing c) until release. Returns: the hold, or NULL (out of memory).
  * Thread: c's CivetWeb thread. */
 typedef struct ws_chhold ws_chhold;
 ws_chhold *daebus__ws_channel_hold(daebus_ws *ws, ws_client *c, const char *channel);
 /* Ends the hold (accepts NULL): queues for c the held messages with an
- * offset above after (or none), before any later delivery, and frees it. */
-void daebus__ws_channel_release(daebus_ws *ws, ws_client *c, ws_chhold *h, uint64_t after);
+ * offset above after (or none), before any later delivery. With after > 0
+ * (the last offset sent from the history, of epoch) and none of them above
+ * it, it stays as a filter dropping the live messages up to after of that
+ * epoch until the first other one (or c's end). */
+void daebus__ws_channel_release(daebus_ws *ws, ws_client *c, ws_chhold *h, uint64_t after,
+                                const char *epoch);
 
 /* Returns: every local subscription as [client id, channel] pairs (a JSON
  * array), or NULL when out of memory. Ownership: the caller frees it. */

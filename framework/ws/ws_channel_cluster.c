@@ -205,7 +205,7 @@ void daebus__ws_channel_recv(daebus_ws *ws, const cJSON *h, const char *body, si
     }
     ws_frame *f = daebus__ws_channel_frame(&m);
     if (f)
-        daebus__ws_channel_deliver(ws, m.channel, f, m.has_offset ? m.offset : 0);
+        daebus__ws_channel_deliver(ws, m.channel, f, m.has_offset ? m.offset : 0, m.epoch);
     daebus__ws_frame_unref(f);
 }
 

@@ -102,7 +102,7 @@ static void on_subscribe(daebus_ws *ws, ws_client *c, const ws_message *m, const
     }
     int rc = daebus_ws_channel_subscribe(ws, c->id, channel);
     if (rc && rc != DAEBUS_ECONN) { /* ECONN: held here, missing from the cluster-wide list */
-        daebus__ws_channel_release(ws, c, hold, 0);
+        daebus__ws_channel_release(ws, c, hold, 0, NULL);
         daebus__ws_send_error(c, rc == DAEBUS_ENOMEM ? "Out of memory" : "Subscribe failed", -1,
                               m->request_id);
         return;

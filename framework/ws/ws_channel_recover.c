@@ -157,6 +157,7 @@ void daebus__ws_channel_replay_send(daebus_ws *ws, ws_client *c, const char *cha
                                     ws_chreplay *rp, ws_chhold *hold)
 {
     uint64_t last = rp->since;
+    const char *epoch = rp->recovered && rp->n ? rp->res[rp->n - 1].now.epoch : NULL;
     for (size_t i = 0; rp->recovered && i < rp->n; i++) {
         const daebus__chist_result *r = &rp->res[i];
         for (size_t j = 0; j < r->n; j++) {
@@ -173,6 +174,6 @@ void daebus__ws_channel_replay_send(daebus_ws *ws, ws_client *c, const char *cha
             last = m.offset;
         }
     }
-    daebus__ws_channel_release(ws, c, hold, rp->recovered ? last : 0);
+    daebus__ws_channel_release(ws, c, hold, rp->recovered ? last : 0, epoch);
     replay_free(rp);
 }
