@@ -3,7 +3,8 @@
 
   channels_recovery.py CASE PORT_A PORT_B REDIS_PORT [FILE]
 Cases: recover, trimmed, steady, epoch_pre (writes the position to FILE),
-epoch_post (reads it: Redis restarted meanwhile). Each asserts what it checks
+epoch_post (reads it: Redis restarted meanwhile), nobus (PORT_A: one process
+without a bus). Each asserts what it checks
 and exits 0 on success. The service is channels_service.c with
 CHAN_HISTORY="hist:*" on two replicas of one Redis.
 """
@@ -170,6 +171,18 @@ async def case_epoch_post(pa, pb, rport, path):
     await wait_for(lambda: len(y.messages) == 1, "live after the restart")
     assert y.messages[0]["epoch"] == d["epoch"], y.messages
     await y.close()
+
+
+async def case_nobus(pa, pb, rport):
+    """pa: one process without a bus: history channels are history-less."""
+    ch = "hist:solo"
+    x = await RClient(pa, "nx").open()
+    d = await subscribe(x, ch, "n1", {"offset": 0, "epoch": "e"})
+    assert d == {"channel": ch, "recovered": False}, d
+    assert op(pa, op="publish_many", channel=ch, n=3, tag="n")["rc"] == 0
+    await wait_for(lambda: len(x.messages) == 3, "3 messages")
+    assert all("offset" not in m for m in x.messages), x.messages
+    await x.close()
 
 
 def main():

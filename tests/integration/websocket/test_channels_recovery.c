@@ -9,7 +9,8 @@
  *   - a trimmed history, a wrong epoch: "recovered": false, no history sent;
  *   - Redis restarted (no persistence): a new epoch, "recovered": false;
  *   - subscribes with "since" on both replicas during a steady stream of
- *     publishes: every client gets every offset once, in order. */
+ *     publishes: every client gets every offset once, in order;
+ *   - one process without a bus: history channels are history-less. */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -30,7 +31,7 @@ static ts_redis redis;
 static char binary[1024], script[1024];
 static proc a, b;
 
-static proc start(int i)
+static proc start(int i, bool bus)
 {
     proc p = {-1, ts_free_port()};
     char port[16];
@@ -46,14 +47,16 @@ static proc start(int i)
             close(fd);
         }
         setenv("CHAN_HISTORY", "hist:*", 1);
+        if (!bus)
+            setenv("CHAN_NO_BUS", "1", 1);
         execl(binary, binary, "--port", port, "--redis", redis.url, (char *)NULL);
         _exit(127);
     }
     return p;
 }
 
-/* true when p answers POST /op in cluster mode. */
-static bool ready(const proc *p)
+/* true when p answers POST /op (in cluster mode when cluster). */
+static bool ready(const proc *p, bool cluster)
 {
     const char *body = "{\"op\":\"subscribers\",\"channel\":\"x\"}";
     ts_http_response r;
@@ -62,7 +65,7 @@ static bool ready(const proc *p)
         return false;
     cJSON *o = r.status == 200 ? cJSON_Parse(r.body) : NULL;
     ts_http_free(&r);
-    bool ok = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "cluster"));
+    bool ok = o && (!cluster || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "cluster")));
     cJSON_Delete(o);
     return ok;
 }
@@ -123,6 +126,24 @@ static void test_epoch(void)
     unlink(path);
 }
 
+/* One process without a bus: the history channels are history-less. */
+static void test_no_bus(void)
+{
+    proc one = start(3, false);
+    TS_WAIT_UNTIL(ready(&one, false), 20);
+    proc keep = a;
+    a = one;
+    CU_ASSERT_EQUAL(py("nobus", NULL), 0);
+    a = keep;
+    CU_ASSERT_EQUAL(stop(&one), 0);
+}
+
+static void test_stop(void)
+{
+    CU_ASSERT_EQUAL(stop(&a), 0);
+    CU_ASSERT_EQUAL(stop(&b), 0);
+}
+
 int main(void)
 {
     const char *src = getenv("DAEBUS_SOURCE_DIR"), *bin = getenv("DAEBUS_BINARY_DIR");
@@ -131,17 +152,19 @@ int main(void)
              src ? src : ".");
     if (ts_redis_start(&redis, NULL) != 0)
         return 1;
-    a = start(1);
-    b = start(2);
-    TS_WAIT_UNTIL(ready(&a) && ready(&b), 30);
+    a = start(1, true);
+    b = start(2, true);
+    TS_WAIT_UNTIL(ready(&a, true) && ready(&b, true), 30);
     int rc = 1;
-    if (ready(&a) && ready(&b)) {
+    if (ready(&a, true) && ready(&b, true)) {
         CU_initialize_registry();
         CU_pSuite s = CU_add_suite("channel recovery", NULL, NULL);
         CU_add_test(s, "a dropped client recovers 200 messages on the other replica", test_recover);
         CU_add_test(s, "trimmed history, wrong epoch: not recovered", test_trimmed);
         CU_add_test(s, "subscribes during a steady stream: no gap, no duplicate", test_steady);
         CU_add_test(s, "Redis restarted: a new epoch, not recovered", test_epoch);
+        CU_add_test(s, "without a bus: history-less", test_no_bus);
+        CU_add_test(s, "the replicas stop cleanly", test_stop);
         rc = ts_run_cunit();
     }
     stop(&a);
