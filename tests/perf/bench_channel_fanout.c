@@ -8,8 +8,10 @@
  * daebus_ws_channel_publish() calls); every client must get the 100 messages.
  * Deliveries are counted at the clients; the rate is deliveries over the time
  * from the POST to the last client's last message. Rounds alternate
- * broadcast/channel (5 of each, on the same connections); the best of each is
- * kept; the ratio channel / broadcast is the target (>= 0.8).
+ * broadcast/channel (9 pairs, on the same connections); the best of each is
+ * reported; the target (>= 0.8) is the median over the pairs of channel /
+ * broadcast (a pair runs back to back, so a load spike from elsewhere on the
+ * machine moves both of its rounds).
  * Then the latency of one channel publish to its delivery: one client (wsc)
  * on replica B, publishes on A one at a time, 200 samples ("t" in the message
  * is A's monotonic clock at the publish; same machine): p50 and p99.
@@ -30,7 +32,7 @@
 
 #define PROCS    2 /* client processes, one per replica */
 #define MESSAGES 100
-#define ROUNDS   5
+#define ROUNDS   9
 #define SAMPLES  200
 #define CHANNEL  "bench:fan"
 #define BENCH    "channel_fanout"
@@ -183,23 +185,28 @@ int main(int argc, char **argv)
     if (connect_set(procs, ports, n) != n)
         errors++;
     ts_sleep_ms(1000);
-    double best_b = 0, best_c = 0;
+    double best_b = 0, best_c = 0, ratios[ROUNDS];
+    int nr = 0;
     for (int k = 0; k < ROUNDS; k++) {
         double b = run_round(procs, rep[0].port, "/burst", n, &errors);
         double c = run_round(procs, rep[0].port, "/chburst", n, &errors);
         fprintf(stderr, BENCH ": round %d broadcast_to_all %.0f/s, channel %.0f/s\n", k, b, c);
         best_b = b > best_b ? b : best_b;
         best_c = c > best_c ? c : best_c;
+        if (b > 0 && c > 0)
+            ratios[nr++] = c / b;
     }
     char m[64];
     snprintf(m, sizeof m, "deliveries_per_s_%d", n);
     perf_emit(BENCH, "broadcast_to_all", m, best_b, "1/s");
     perf_emit(BENCH, "channel", m, best_c, "1/s");
     snprintf(m, sizeof m, "deliveries_per_s_%d_channel_vs_broadcast", n);
-    if (best_b > 0 && best_c > 0)
-        perf_ratio(BENCH, m, best_c / best_b, 0.80, ">=");
-    else
+    if (nr == ROUNDS) {
+        qsort(ratios, (size_t)nr, sizeof ratios[0], cmp_double);
+        perf_ratio(BENCH, m, ratios[nr / 2], 0.80, ">=");
+    } else {
         errors++;
+    }
     /* the sink clients close after their last round: not during the latency */
     double until = perf_now() + 15;
     while (perf_svc_stat(rep[0].port, "ws", "clients") +
