@@ -53,6 +53,36 @@ ROUTE(perf_burst, "/burst", .methods = DAEBUS_POST)
     return daebus_http_send_json_take(res, rc >= 0 ? 200 : 500, status_body(rc, queued));
 }
 
+/* PERF_CHANNEL=<name> (bench_channel_fanout): every client is subscribed to
+ * that channel as it connects; no welcome frame. */
+SOCKET_CONNECT(perf_channel_join)
+{
+    const char *ch = getenv("PERF_CHANNEL");
+    if (ch && *ch)
+        daebus_ws_channel_subscribe(daebus_ws_request_ws(req), client_id, ch);
+    return NULL;
+}
+
+/* POST /chburst {"n", "channel"}: n channel publishes of the /burst payload
+ * plus "t" (perf_now() at the publish). */
+ROUTE(perf_chburst, "/chburst", .methods = DAEBUS_POST)
+{
+    const cJSON *p = daebus_http_request_payload(req);
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(p, "n");
+    const char *ch = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(p, "channel"));
+    int count = cJSON_IsNumber(n) ? n->valueint : 100, rc = ch ? 0 : -1, done = 0;
+    for (int i = 0; i < count && rc == 0; i++) {
+        cJSON *d = cJSON_CreateObject();
+        cJSON_AddNumberToObject(d, "seq", i);
+        cJSON_AddStringToObject(d, "text", "hello everyone");
+        cJSON_AddNumberToObject(d, "t", perf_now());
+        rc = daebus_ws_channel_publish(r_ws, ch, d);
+        done += rc == 0;
+        cJSON_Delete(d);
+    }
+    return daebus_http_send_json_take(res, rc == 0 ? 200 : 500, status_body(rc, done));
+}
+
 /* The payload's "data" (a copy) with "t" set to now. */
 static cJSON *stamped_data(const cJSON *payload)
 {

@@ -13,7 +13,9 @@
  *        env PERF_MAX_CLIENTS (default 1024)
  *        env PERF_RAW=1: a raw CivetWeb WebSocket echo server instead (baseline)
  *        env PERF_WS_CLUSTER=off: daebus_ws_options.cluster = DAEBUS_WS_CLUSTER_OFF
- *        env PERF_HEARTBEAT=<seconds>: daebus_bus_options.heartbeat */
+ *        env PERF_HEARTBEAT=<seconds>: daebus_bus_options.heartbeat
+ *        env PERF_CHANNEL=<name>: channels on; each client is subscribed to <name> on connect
+ *        (perf_replica.c, with POST /chburst for bench_channel_fanout) */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -178,6 +180,9 @@ int main(int argc, char **argv)
     const char *wc = getenv("PERF_WS_CLUSTER");
     if (wc && strcmp(wc, "off") == 0)
         wo.cluster = DAEBUS_WS_CLUSTER_OFF;
+    /* PERF_CHANNEL=<name>: channels on (clients are subscribed by the server) */
+    const char *pc = getenv("PERF_CHANNEL");
+    wo.channels = pc && *pc;
     g_ws = daebus_ws_create(&wo, NULL);
     /* PERF_HEARTBEAT=<seconds>: the bus's heartbeat (the cluster's refresh period) */
     daebus_bus_options bo = DAEBUS_BUS_OPTIONS_INIT;
