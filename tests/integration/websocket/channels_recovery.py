@@ -81,7 +81,10 @@ async def case_recover(pa, pb, rport):
     # live publishes race with the recovery
     t = threading.Thread(target=lambda: op(pa, op="publish_many", channel=ch, n=50, tag="live"))
     t.start()
+    t0 = time.monotonic()
     d2 = await subscribe(y, ch, "s2", since)
+    await wait_for(lambda: len(y.messages) >= 200, "200 missed", 20)
+    print(f"recover: answer + 200 missed messages in {(time.monotonic() - t0) * 1000:.1f} ms")
     t.join()
     assert d2["recovered"] is True and d2["epoch"] == since["epoch"], d2
     await wait_for(lambda: len(y.messages) >= 250, "200 missed + 50 live", 20)
