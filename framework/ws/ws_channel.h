@@ -60,6 +60,9 @@ ws_frame *daebus__ws_channel_frame(const ws_chmsg *m);
 /* Queues f for every local subscriber of channel, one delivery at a time
  * (ch_deliver_lock). Returns: how many took it. */
 int daebus__ws_channel_deliver(daebus_ws *ws, const char *channel, ws_frame *f);
+/* The same, skipping the local subscriber skip_id (may be NULL). */
+int daebus__ws_channel_deliver_except(daebus_ws *ws, const char *channel, ws_frame *f,
+                                      const char *skip_id);
 
 /* Returns: every local subscription as [client id, channel] pairs (a JSON
  * array), or NULL when out of memory. Ownership: the caller frees it. */

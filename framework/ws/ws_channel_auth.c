@@ -152,8 +152,8 @@ int daebus_ws_authorize(daebus_ws *ws, const char *client_id, int op, const char
 
 int daebus__ws_channel_auth_options(daebus_ws *ws, const daebus_ws_options *o, daebus_error *err)
 {
-    const char *lists[2] = {o->channel_subscribe, o->channel_publish};
-    for (int i = 0; i < 2; i++) {
+    const char *lists[3] = {o->channel_subscribe, o->channel_publish, o->channel_presence};
+    for (int i = 0; i < 3; i++) {
         const char *p = lists[i], *item;
         size_t len;
         while (p && daebus__list_next(&p, &item, &len))
@@ -169,7 +169,9 @@ int daebus__ws_channel_auth_options(daebus_ws *ws, const daebus_ws_options *o, d
     ws->authorize_user = o->authorize_user;
     ws->ch_subscribe = o->channel_subscribe ? strdup(o->channel_subscribe) : NULL;
     ws->ch_publish = o->channel_publish ? strdup(o->channel_publish) : NULL;
-    if ((o->channel_subscribe && !ws->ch_subscribe) || (o->channel_publish && !ws->ch_publish)) {
+    ws->ch_presence = o->channel_presence ? strdup(o->channel_presence) : NULL;
+    if ((o->channel_subscribe && !ws->ch_subscribe) || (o->channel_publish && !ws->ch_publish) ||
+        (o->channel_presence && !ws->ch_presence)) {
         daebus_error_set(err, DAEBUS_ENOMEM, "websocket: out of memory");
         return DAEBUS_ENOMEM;
     }

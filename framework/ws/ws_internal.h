@@ -179,6 +179,7 @@ struct daebus_ws {
     /* channels (ws_channel*.c); options immutable after create */
     bool channels;
     char *ch_subscribe, *ch_publish; /* comma-separated glob patterns, NULL = none */
+    char *ch_presence;               /* the channels with presence (glob patterns) */
     daebus_ws_authorize_fn *authorize;
     void *authorize_user;
     struct ws_chtable *chans; /* the subscription table, under ch_lock (a leaf) */
