@@ -73,8 +73,8 @@ static ws_frame *event_frame(const char *channel, const char *event, const char 
 }
 
 /* Sends one event (info: a join's, borrowed; NULL for a leave). */
-static void send_event(daebus_ws *ws, const char *channel, const char *event,
-                       const char *client_id, const cJSON *info)
+static void send_event(daebus_ws *ws, const char *channel, const char *event, const char *client_id,
+                       const cJSON *info)
 {
     ws_cluster *cl = atomic_load(&ws->cluster);
     if (!cl) {
@@ -199,8 +199,7 @@ static int cluster_members(ws_cluster *cl, const cJSON *ids, cJSON *members)
     if (rc == 0 && (rc = daebus__ws_dcmd_run(cl, cmds, n, r)) == 0) {
         for (int i = 0; i < n; i++) {
             const char *s = r[i] && r[i]->type == REDIS_REPLY_STRING ? r[i]->str : NULL;
-            add_member(members, cJSON_GetArrayItem(ids, i)->valuestring,
-                       s ? cJSON_Parse(s) : NULL);
+            add_member(members, cJSON_GetArrayItem(ids, i)->valuestring, s ? cJSON_Parse(s) : NULL);
         }
         daebus__ws_replies_free(r, n);
     }
