@@ -117,6 +117,18 @@ void daebus__ws_presence_join(daebus_ws *ws, ws_client *c, const char *channel)
     if (info)
         send_event(ws, channel, "join", c->id, info);
     cJSON_Delete(info);
+    /* The subscription may have ended meanwhile (another thread), its leave
+     * sent before this join: the others get a last leave (and, the client
+     * gone, its info goes again). */
+    if (!daebus__ws_channel_has(ws, c->id, channel)) {
+        const char *one[1] = {channel};
+        ws_client *still = daebus__ws_client_find(ws, c->id);
+        if (still)
+            daebus__ws_presence_leave(ws, c->id, channel);
+        else
+            daebus__ws_presence_gone(ws, c->id, one, 1);
+        daebus__ws_client_unref(still);
+    }
 }
 
 void daebus__ws_presence_leave(daebus_ws *ws, const char *client_id, const char *channel)
