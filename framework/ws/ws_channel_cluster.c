@@ -105,6 +105,8 @@ int daebus__ws_channel_resync(ws_cluster *cl)
 {
     cJSON *pairs = daebus__ws_channel_pairs(cl->ws);
     int rc = pairs ? note_pairs(cl, pairs, true) : DAEBUS_ENOMEM;
+    if (rc == 0)
+        rc = daebus__ws_presence_resync(cl->ws, pairs);
     /* A subscription that ended meanwhile may have been removed from Redis
      * before it was written again: remove it again. */
     cJSON *gone = rc == 0 ? cJSON_CreateArray() : NULL;

@@ -97,23 +97,33 @@ static void send_event(daebus_ws *ws, const char *channel, const char *event, co
     daebus__ws_frame_unref(body);
 }
 
+/* Writes the info of client_id (SET daebus:<svc>:ws:pi:<id>). Returns: 0,
+ * DAEBUS_ECONN, DAEBUS_ENOMEM. */
+static int store_info(ws_cluster *cl, const char *client_id, const cJSON *info)
+{
+    char *text = cJSON_PrintUnformatted(info);
+    if (!text)
+        return DAEBUS_ENOMEM;
+    ws_dcmd cmd = {0};
+    redisReply *r = NULL;
+    daebus__ws_dcmd_str(&cmd, "SET");
+    info_key(&cmd, cl, client_id);
+    daebus__ws_dcmd_str(&cmd, text);
+    int rc = daebus__ws_dcmd_run(cl, &cmd, 1, &r);
+    if (rc == 0)
+        daebus__ws_replies_free(&r, 1);
+    free(text);
+    return rc;
+}
+
 void daebus__ws_presence_join(daebus_ws *ws, ws_client *c, const char *channel)
 {
     if (!daebus__ws_presence_on(ws, channel))
         return;
     cJSON *info = local_info(ws, c->id);
     ws_cluster *cl = atomic_load(&ws->cluster);
-    char *text = cl && info ? cJSON_PrintUnformatted(info) : NULL;
-    if (text) { /* the info for the member list, before anyone hears of the join */
-        ws_dcmd cmd = {0};
-        redisReply *r = NULL;
-        daebus__ws_dcmd_str(&cmd, "SET");
-        info_key(&cmd, cl, c->id);
-        daebus__ws_dcmd_str(&cmd, text);
-        if (daebus__ws_dcmd_run(cl, &cmd, 1, &r) == 0)
-            daebus__ws_replies_free(&r, 1);
-    }
-    free(text);
+    if (cl && info) /* the info for the member list, before anyone hears of the join */
+        store_info(cl, c->id, info);
     if (info)
         send_event(ws, channel, "join", c->id, info);
     cJSON_Delete(info);
@@ -129,6 +139,23 @@ void daebus__ws_presence_join(daebus_ws *ws, ws_client *c, const char *channel)
             daebus__ws_presence_gone(ws, c->id, one, 1);
         daebus__ws_client_unref(still);
     }
+}
+
+int daebus__ws_presence_resync(daebus_ws *ws, const cJSON *pairs)
+{
+    ws_cluster *cl = atomic_load(&ws->cluster);
+    const cJSON *p;
+    int rc = 0;
+    cJSON_ArrayForEach(p, pairs)
+    {
+        const char *id = cJSON_GetArrayItem(p, 0)->valuestring;
+        if (rc || !cl || !daebus__ws_presence_on(ws, cJSON_GetArrayItem(p, 1)->valuestring))
+            continue;
+        cJSON *info = local_info(ws, id);
+        rc = info ? store_info(cl, id, info) : DAEBUS_ENOMEM;
+        cJSON_Delete(info);
+    }
+    return rc;
 }
 
 void daebus__ws_presence_leave(daebus_ws *ws, const char *client_id, const char *channel)

@@ -26,6 +26,10 @@ void daebus__ws_presence_leave(daebus_ws *ws, const char *client_id, const char 
  * reaped): a leave event for each with presence; its info is removed. */
 void daebus__ws_presence_gone(daebus_ws *ws, const char *client_id, const char *const *channels,
                               size_t n);
+/* Writes the info of every local client in pairs ([client id, channel]
+ * arrays) subscribed to a channel with presence again (Redis came back).
+ * Returns: 0, DAEBUS_ECONN, DAEBUS_ENOMEM. Thread: the cluster thread. */
+int daebus__ws_presence_resync(daebus_ws *ws, const cJSON *pairs);
 /* A presence event back from Redis (header h: "c", "ev", "id"; the join's
  * info in body[0..len)). Thread: the subscriber thread. */
 void daebus__ws_presence_recv(daebus_ws *ws, const cJSON *h, const char *body, size_t len);

@@ -3,6 +3,7 @@
 
   presence_clients.py local PORT
   presence_clients.py cluster PORT1 PORT2 PID2
+  presence_clients.py restart PORT   (with CHAN_DIR: files ready / up with the test)
 Each case asserts what it checks and exits 0 on success (1 with a message
 otherwise). The service is channels_service.c: presence on "room:*", none on
 "quiet:*"; "&name=N" is the client's user data "name" (its presence info).
@@ -180,11 +181,40 @@ async def case_cluster(p1, p2, pid2):
         pass
 
 
+def wait_file(path):
+    end = time.monotonic() + 30
+    while not os.path.exists(path):
+        assert time.monotonic() < end, f"no {path}"
+        time.sleep(0.02)
+
+
+async def case_restart(port):
+    """Redis restarts: the member list and the info come back (the resync)."""
+    d = os.environ["CHAN_DIR"]
+    e = await Client(port, "e").open()
+    await e.sub("room:r")
+    want = {"e": {"name": "N-e"}}
+    r = op(port, op="presence", channel="room:r")
+    assert r["rc"] == 0 and members(r["list"]) == want, r
+    open(f"{d}/ready", "w").close()
+    await asyncio.get_event_loop().run_in_executor(None, wait_file, f"{d}/up")
+    end = time.monotonic() + 15
+    while True:
+        r = op(port, op="presence", channel="room:r")
+        if r["rc"] == 0 and members(r["list"]) == want:
+            break
+        assert time.monotonic() < end, f"after the restart: {r}"
+        await asyncio.sleep(0.1)
+    await e.close()
+
+
 def main():
     case = sys.argv[1]
     try:
         if case == "local":
             asyncio.run(case_local(int(sys.argv[2])))
+        elif case == "restart":
+            asyncio.run(case_restart(int(sys.argv[2])))
         else:
             asyncio.run(case_cluster(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
     except AssertionError as e:

@@ -7,7 +7,7 @@
  *     client itself; the list cluster-wide (API and "presence" frame, only
  *     for subscribers); leave on unsubscribe and disconnect; one leave when a
  *     replica is killed -9; no events on a channel without presence; the
- *     info keys gone afterwards. */
+ *     info keys gone afterwards; after a Redis restart the info is back. */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -125,6 +125,44 @@ static void test_one_process(void)
     CU_ASSERT_EQUAL(stop(&p), 0);
 }
 
+static void touch_in(const char *dir, const char *name)
+{
+    char p[300];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    if (f)
+        fclose(f);
+}
+
+/* Redis restarts under a member: its info comes back (presence_clients.py restart). */
+static void restart_case(const proc *a)
+{
+    char dir[] = "/tmp/test_channel_presence_XXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    setenv("CHAN_DIR", dir, 1);
+    char args[1200], ready[300];
+    snprintf(args, sizeof args, "/usr/bin/python3 %s restart %d", script, a->port);
+    snprintf(ready, sizeof ready, "%s/ready", dir);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", args, (char *)NULL);
+        _exit(127);
+    }
+    TS_WAIT_UNTIL(access(ready, F_OK) == 0, 30);
+    CU_ASSERT_EQUAL(access(ready, F_OK), 0);
+    ts_redis_kill(&redis);
+    CU_ASSERT_EQUAL(ts_redis_restart(&redis), 0);
+    touch_in(dir, "up");
+    int st = 0;
+    waitpid(pid, &st, 0);
+    CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    unlink(ready);
+    char up[300];
+    snprintf(up, sizeof up, "%s/up", dir);
+    unlink(up);
+    rmdir(dir);
+}
+
 static void test_replicas(void)
 {
     proc a = start(true, 1), b = start(true, 2);
@@ -137,6 +175,7 @@ static void test_replicas(void)
     CU_ASSERT_EQUAL(py(args), 0);
     printf("\n  presence across replicas (kill -9 included): %.2f s\n", ts_now() - t0);
     stop(&b); /* killed -9 by the case already: reaps it */
+    restart_case(&a);
     CU_ASSERT_EQUAL(stop(&a), 0);
     /* the lists and the info keys are gone with their clients */
     TS_WAIT_UNTIL(keys("ch*") == 0 && keys("pi:*") == 0, 10);
