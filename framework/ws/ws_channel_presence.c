@@ -116,6 +116,25 @@ static int store_info(ws_cluster *cl, const char *client_id, const cJSON *info)
     return rc;
 }
 
+/* Deletes the info of client_id. */
+static void drop_info(ws_cluster *cl, const char *client_id)
+{
+    ws_dcmd cmd = {0};
+    redisReply *r = NULL;
+    daebus__ws_dcmd_str(&cmd, "DEL");
+    info_key(&cmd, cl, client_id);
+    if (daebus__ws_dcmd_run(cl, &cmd, 1, &r) == 0)
+        daebus__ws_replies_free(&r, 1);
+}
+
+/* Returns: true if client_id is a local client. */
+static bool is_local(daebus_ws *ws, const char *client_id)
+{
+    ws_client *c = daebus__ws_client_find(ws, client_id);
+    daebus__ws_client_unref(c);
+    return c != NULL;
+}
+
 void daebus__ws_presence_join(daebus_ws *ws, ws_client *c, const char *channel)
 {
     if (!daebus__ws_presence_on(ws, channel))
@@ -132,12 +151,10 @@ void daebus__ws_presence_join(daebus_ws *ws, ws_client *c, const char *channel)
      * gone, its info goes again). */
     if (!daebus__ws_channel_has(ws, c->id, channel)) {
         const char *one[1] = {channel};
-        ws_client *still = daebus__ws_client_find(ws, c->id);
-        if (still)
+        if (is_local(ws, c->id))
             daebus__ws_presence_leave(ws, c->id, channel);
         else
             daebus__ws_presence_gone(ws, c->id, one, 1);
-        daebus__ws_client_unref(still);
     }
 }
 
@@ -151,9 +168,13 @@ int daebus__ws_presence_resync(daebus_ws *ws, const cJSON *pairs)
         const char *id = cJSON_GetArrayItem(p, 0)->valuestring;
         if (rc || !cl || !daebus__ws_presence_on(ws, cJSON_GetArrayItem(p, 1)->valuestring))
             continue;
+        if (!is_local(ws, id))
+            continue; /* gone meanwhile: its cleanup deleted the info */
         cJSON *info = local_info(ws, id);
         rc = info ? store_info(cl, id, info) : DAEBUS_ENOMEM;
         cJSON_Delete(info);
+        if (rc == 0 && !is_local(ws, id)) /* gone while it was written */
+            drop_info(cl, id);
     }
     return rc;
 }
@@ -172,14 +193,8 @@ void daebus__ws_presence_gone(daebus_ws *ws, const char *client_id, const char *
     for (size_t i = 0; i < n; i++)
         daebus__ws_presence_leave(ws, client_id, channels[i]);
     ws_cluster *cl = atomic_load(&ws->cluster);
-    if (cl) {
-        ws_dcmd cmd = {0};
-        redisReply *r = NULL;
-        daebus__ws_dcmd_str(&cmd, "DEL");
-        info_key(&cmd, cl, client_id);
-        if (daebus__ws_dcmd_run(cl, &cmd, 1, &r) == 0)
-            daebus__ws_replies_free(&r, 1);
-    }
+    if (cl)
+        drop_info(cl, client_id);
 }
 
 void daebus__ws_presence_recv(daebus_ws *ws, const cJSON *h, const char *body, size_t len)
