@@ -156,6 +156,13 @@ async def case_cluster(p1, p2, pid2):
     assert r["data"]["was_subscribed"] is True, r
     await once([a, b], "room:1", "leave", "c")
     assert not c.seen("room:1", "leave", "c")
+    # order: 20 quick join / leave of d (replica 2) reach a (replica 1) in order
+    for _ in range(20):
+        await d.ws.send(json.dumps({"type": "subscribe", "channel": "room:1"}))
+        await d.ws.send(json.dumps({"type": "unsubscribe", "channel": "room:1"}))
+    await until(lambda: len(a.seen("room:1", "leave", "d")) == 20, "a sees 20 leaves of d")
+    seq = [e["event"] for e in a.events if e["client_id"] == "d"]
+    assert seq == ["join", "leave"] * 20, seq
     # leave on disconnect
     for x in (a, b):
         x.events.clear()
