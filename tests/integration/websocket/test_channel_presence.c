@@ -4,8 +4,8 @@
  * (python3-websockets, presence_clients.py).
  *   - one process without a bus: join / leave to the others, the list;
  *   - two replicas: join / leave seen across replicas, once each, not by the
- *     client itself, in order (20 quick join / leave); the list cluster-wide (API and "presence" frame, only
- *     for subscribers); leave on unsubscribe and disconnect; one leave when a
+ *     client itself, in order (20 quick join / leave); the list
+ *     cluster-wide (API and "presence" frame, only for subscribers); leave on unsubscribe and disconnect; one leave when a
  *     replica is killed -9; no events on a channel without presence; the
  *     info keys gone afterwards; after a Redis restart the info is back. */
 #include <fcntl.h>
