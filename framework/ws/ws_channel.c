@@ -11,6 +11,7 @@
  * back (ws_channel_cluster.c).
  */
 #include "ws_channel.h"
+#include "ws_channel_presence.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -258,6 +259,7 @@ void daebus__ws_channel_client_gone(daebus_ws *ws, ws_client *c)
     if (!cs)
         return;
     daebus__ws_channel_cluster_forget(ws, c->id, (const char *const *)cs->names, cs->n);
+    daebus__ws_presence_gone(ws, c->id, (const char *const *)cs->names, cs->n);
     for (size_t i = 0; i < cs->n; i++)
         free(cs->names[i]);
     free(cs->names);
@@ -446,6 +448,12 @@ void daebus__ws_channel_release(daebus_ws *ws, ws_client *c, ws_chhold *h, uint6
 int daebus__ws_channel_deliver(daebus_ws *ws, const char *channel, ws_frame *f, uint64_t off,
                                const char *epoch)
 {
+    return daebus__ws_channel_deliver_except(ws, channel, f, off, epoch, NULL);
+}
+
+int daebus__ws_channel_deliver_except(daebus_ws *ws, const char *channel, ws_frame *f, uint64_t off,
+                                      const char *epoch, const char *skip_id)
+{
     if (!ws->chans)
         return 0;
     pthread_mutex_lock(&ws->ch_deliver_lock);
@@ -462,7 +470,8 @@ int daebus__ws_channel_deliver(daebus_ws *ws, const char *channel, ws_frame *f, 
     pthread_mutex_unlock(&ws->ch_lock);
     int count = 0;
     for (size_t i = 0; i < n; i++)
-        count += daebus__ws_enqueue(subs[i], f, false) == 0;
+        if (!skip_id || strcmp(subs[i]->id, skip_id) != 0)
+            count += daebus__ws_enqueue(subs[i], f, false) == 0;
     pthread_mutex_unlock(&ws->ch_deliver_lock);
     for (size_t i = 0; i < n; i++)
         daebus__ws_client_unref(subs[i]);
@@ -492,6 +501,7 @@ int daebus_ws_channel_subscribe(daebus_ws *ws, const char *client_id, const char
     pthread_mutex_unlock(&ws->reg_lock);
     if (rc == 0) {
         rc = daebus__ws_channel_cluster_note(ws, client_id, channel, true);
+        daebus__ws_presence_join(ws, c, channel);
         /* The client may have left meanwhile, its cleanup's removal from Redis
          * running before this write: remove it again (the cleanup always
          * follows the table's removal, which is checked after the write). */
@@ -518,7 +528,9 @@ int daebus_ws_channel_unsubscribe(daebus_ws *ws, const char *client_id, const ch
     if (!c)
         return DAEBUS_ENOENT;
     daebus__ws_client_unref(c);
-    return daebus__ws_channel_cluster_note(ws, client_id, channel, false);
+    int rc = daebus__ws_channel_cluster_note(ws, client_id, channel, false);
+    daebus__ws_presence_leave(ws, client_id, channel);
+    return rc;
 }
 
 int daebus_ws_channel_publish(daebus_ws *ws, const char *channel, const cJSON *data)

@@ -74,6 +74,9 @@ ws_chhold *daebus__ws_channel_hold(daebus_ws *ws, ws_client *c, const char *chan
  * epoch until the first other one (or c's end). */
 void daebus__ws_channel_release(daebus_ws *ws, ws_client *c, ws_chhold *h, uint64_t after,
                                 const char *epoch);
+/* The same, skipping the local subscriber skip_id (may be NULL). */
+int daebus__ws_channel_deliver_except(daebus_ws *ws, const char *channel, ws_frame *f, uint64_t off,
+                                      const char *epoch, const char *skip_id);
 
 /* Returns: every local subscription as [client id, channel] pairs (a JSON
  * array), or NULL when out of memory. Ownership: the caller frees it. */

@@ -152,8 +152,9 @@ int daebus_ws_authorize(daebus_ws *ws, const char *client_id, int op, const char
 
 int daebus__ws_channel_auth_options(daebus_ws *ws, const daebus_ws_options *o, daebus_error *err)
 {
-    const char *lists[3] = {o->channel_subscribe, o->channel_publish, o->channel_history};
-    for (int i = 0; i < 3; i++) {
+    const char *lists[4] = {o->channel_subscribe, o->channel_publish, o->channel_history,
+                            o->channel_presence};
+    for (int i = 0; i < 4; i++) {
         const char *p = lists[i], *item;
         size_t len;
         while (p && daebus__list_next(&p, &item, &len))
@@ -177,8 +178,9 @@ int daebus__ws_channel_auth_options(daebus_ws *ws, const daebus_ws_options *o, d
     ws->ch_history = o->channel_history ? strdup(o->channel_history) : NULL;
     ws->ch_hist_count = o->channel_history_count;
     ws->ch_hist_age = o->channel_history_age;
+    ws->ch_presence = o->channel_presence ? strdup(o->channel_presence) : NULL;
     if ((o->channel_subscribe && !ws->ch_subscribe) || (o->channel_publish && !ws->ch_publish) ||
-        (o->channel_history && !ws->ch_history)) {
+        (o->channel_history && !ws->ch_history) || (o->channel_presence && !ws->ch_presence)) {
         daebus_error_set(err, DAEBUS_ENOMEM, "websocket: out of memory");
         return DAEBUS_ENOMEM;
     }

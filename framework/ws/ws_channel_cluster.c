@@ -13,6 +13,7 @@
  * client's channels (to clean up after a client whose replica died).
  */
 #include "ws_channel.h"
+#include "ws_channel_presence.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,6 +105,8 @@ int daebus__ws_channel_resync(ws_cluster *cl)
 {
     cJSON *pairs = daebus__ws_channel_pairs(cl->ws);
     int rc = pairs ? note_pairs(cl, pairs, true) : DAEBUS_ENOMEM;
+    if (rc == 0)
+        rc = daebus__ws_presence_resync(cl->ws, pairs);
     /* A subscription that ended meanwhile may have been removed from Redis
      * before it was written again: remove it again. */
     cJSON *gone = rc == 0 ? cJSON_CreateArray() : NULL;
@@ -165,8 +168,10 @@ void daebus__ws_channel_reaped(daebus_ws *ws, const char *client_id)
     const char **names = calloc((size_t)n + 1, sizeof *names);
     for (int i = 0; names && i < n; i++)
         names[i] = cJSON_GetArrayItem(list, i)->valuestring;
-    if (names)
+    if (names) {
         forget(cl, client_id, names, (size_t)n);
+        daebus__ws_presence_gone(ws, client_id, names, (size_t)n);
+    }
     free(names);
     cJSON_Delete(list);
 }

@@ -13,6 +13,7 @@
  * messages). Subscribe and broadcast ask daebus_ws_authorize() first.
  */
 #include "ws_channel.h"
+#include "ws_channel_presence.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -129,6 +130,8 @@ bool daebus__ws_channel_frame_run(daebus_ws *ws, ws_client *c, const ws_message 
 {
     if (!ws->channels)
         return false;
+    if (daebus__ws_presence_frame(ws, c, m))
+        return true;
     char why[256];
     const char *channel;
     int kind = daebus__ws_channel_frame_parse(m, &channel, why, sizeof why);

@@ -23,6 +23,7 @@
 #include "daebus/log.h"
 #include "ws_channel.h"
 #include "ws_channel_history.h"
+#include "ws_channel_presence.h"
 #include "ws_client.h"
 #include "ws_io.h"
 
@@ -149,6 +150,10 @@ static void dispatch(ws_cluster *cl, const cJSON *h, const char *body, size_t bl
         /* A channel message: every replica delivers it, its publisher included. */
         atomic_fetch_add(&ws->st_cluster_recv, 1);
         daebus__ws_channel_recv(ws, h, body, blen);
+        return;
+    }
+    if (cJSON_IsString(k) && cJSON_IsString(o) && strcmp(k->valuestring, "chp") == 0) {
+        daebus__ws_presence_recv(ws, h, body, blen); /* likewise: a presence event */
         return;
     }
     if (!cJSON_IsString(k) || !cJSON_IsString(o) || strcmp(o->valuestring, cl->self) == 0)

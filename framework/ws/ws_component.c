@@ -160,6 +160,7 @@ static void ws_destroy_op(void *self)
     free(ws->ch_subscribe);
     free(ws->ch_history);
     free(ws->ch_publish);
+    free(ws->ch_presence);
     daebus__ws_channel_free(ws);
     pthread_mutex_destroy(&ws->rl_lock);
     pthread_mutex_destroy(&ws->reg_lock);

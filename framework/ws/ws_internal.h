@@ -182,6 +182,7 @@ struct daebus_ws {
     char *ch_history;                /* channels with a history (patterns), NULL = none */
     unsigned ch_hist_count;          /* their bounds */
     double ch_hist_age;
+    char *ch_presence; /* the channels with presence (glob patterns) */
     daebus_ws_authorize_fn *authorize;
     void *authorize_user;
     struct ws_chtable *chans; /* the subscription table, under ch_lock (a leaf) */

@@ -201,6 +201,9 @@ typedef struct daebus_ws_options {
                                       "Recovery"); NULL = none */
     unsigned channel_history_count;    /* messages kept per history channel, about; 0 = 1000 */
     double channel_history_age;        /* seconds a history message is kept; 0 = no bound */
+    const char *channel_presence;      /* glob patterns of the channels with presence (join /
+                                          leave events, the "presence" frame,
+                                          daebus_ws_channel_presence); NULL = none */
     daebus_ws_authorize_fn *authorize; /* the authorisation hook; NULL = the patterns decide */
     void *authorize_user;
 } daebus_ws_options;
@@ -636,6 +639,17 @@ DAEBUS_API int daebus_ws_channel_subscribers(daebus_ws *ws, const char *channel,
  * DAEBUS_ECONN.
  * Thread: callable from any thread. */
 DAEBUS_API int daebus_ws_channel_client_channels(daebus_ws *ws, const char *client_id, cJSON **out);
+
+/* Stores the members of a channel with presence (options.channel_presence)
+ * in *members_out: a JSON array of {"client_id": id, "info": {...}}, info
+ * being the client's user data (daebus_ws_set_client_data) when it
+ * subscribed ({} when none); those of every replica in cluster mode (read
+ * from Redis), the local ones otherwise (info: the user data now).
+ * Ownership: the caller frees *members_out with cJSON_Delete (NULL on error).
+ * Returns: 0, DAEBUS_EINVAL (bad name, or the channel has no presence),
+ * DAEBUS_ENOMEM, DAEBUS_ECONN.
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_ws_channel_presence(daebus_ws *ws, const char *channel, cJSON **members_out);
 
 /* ---- metrics ---- */
 

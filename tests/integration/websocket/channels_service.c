@@ -13,6 +13,9 @@
  *   subscribers {channel}               -> rc, ids
  *   channels {id}                       -> rc, channels
  *   rate {max}                          enable (max > 0) or disable rate limiting
+ *   presence {channel}                  daebus_ws_channel_presence -> rc, members
+ * Presence (docs/channels/presence.md) is on for "room:*"; "&name=N" stores
+ * the user data "name" (the presence info).
  * Every answer also says "cluster": daebus_ws_is_cluster() (cluster mode started).
  * Heartbeat: CHAN_HEARTBEAT seconds (default 1). History: channels matching
  * CHAN_HISTORY (e.g. "hist:*") keep CHAN_HIST_COUNT messages (0 = default);
@@ -98,6 +101,8 @@ ROUTE(op_route, "/op", .methods = DAEBUS_POST)
         rc = daebus_ws_channel_subscribers(ws, ch, &list);
     } else if (!strcmp(op, "channels")) {
         rc = daebus_ws_channel_client_channels(ws, id, &list);
+    } else if (!strcmp(op, "presence")) {
+        rc = daebus_ws_channel_presence(ws, ch, &list);
     } else if (!strcmp(op, "rate")) {
         rc = 0;
         if (num(body, "max") > 0)
@@ -119,6 +124,14 @@ SOCKET_CONNECT(on_connect)
         cJSON *v = cJSON_CreateString("vip");
         daebus_ws_set_client_data(daebus_ws_request_ws(req), client_id, "role", v);
         cJSON_Delete(v);
+    }
+    const char *name = q ? strstr(q, "name=") : NULL;
+    if (name) {
+        char *n = strndup(name + 5, strcspn(name + 5, "&"));
+        cJSON *v = cJSON_CreateString(n);
+        daebus_ws_set_client_data(daebus_ws_request_ws(req), client_id, "name", v);
+        cJSON_Delete(v);
+        free(n);
     }
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "client_id", client_id);
@@ -150,7 +163,8 @@ int main(int argc, char **argv)
     wo.ping_interval = -1;
     wo.idle_timeout = -1;
     wo.channels = true;
-    wo.channel_subscribe = "news:*,open:*,order:*,hist:*";
+    wo.channel_subscribe = "news:*,open:*,order:*,hist:*,room:*,quiet:*";
+    wo.channel_presence = "room:*";
     /* history (test_channels_recovery.c): CHAN_HISTORY patterns, CHAN_HIST_COUNT */
     wo.channel_history = getenv("CHAN_HISTORY");
     wo.channel_history_count =
