@@ -15,7 +15,9 @@
  *        env PERF_WS_CLUSTER=off: daebus_ws_options.cluster = DAEBUS_WS_CLUSTER_OFF
  *        env PERF_HEARTBEAT=<seconds>: daebus_bus_options.heartbeat
  *        env PERF_CHANNEL=<name>: channels on; each client is subscribed to <name> on connect
- *        (perf_replica.c, with POST /chburst for bench_channel_fanout) */
+ *        (perf_replica.c, with POST /chburst for bench_channel_fanout)
+ *        env PERF_CHANNEL_HISTORY=<patterns>: channels on; those channels keep a history and
+ *        clients may subscribe to them (bench_channel_recovery); outbound queue 4,096 messages */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -183,6 +185,15 @@ int main(int argc, char **argv)
     /* PERF_CHANNEL=<name>: channels on (clients are subscribed by the server) */
     const char *pc = getenv("PERF_CHANNEL");
     wo.channels = pc && *pc;
+    /* PERF_CHANNEL_HISTORY=<patterns>: history channels clients subscribe to themselves; the
+     * queue holds a replay of 1,000 messages plus the answer */
+    const char *ph = getenv("PERF_CHANNEL_HISTORY");
+    if (ph && *ph) {
+        wo.channels = true;
+        wo.channel_history = ph;
+        wo.channel_subscribe = ph;
+        wo.queue_max_messages = 4096;
+    }
     g_ws = daebus_ws_create(&wo, NULL);
     /* PERF_HEARTBEAT=<seconds>: the bus's heartbeat (the cluster's refresh period) */
     daebus_bus_options bo = DAEBUS_BUS_OPTIONS_INIT;
