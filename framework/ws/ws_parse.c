@@ -202,37 +202,63 @@ static cJSON *literal_at(const char *buf, size_t len, size_t i)
     return NULL;
 }
 
-cJSON *daebus__ws_scan_request_id(const char *buf, size_t len)
+/* The literal of key in the outermost object (parent NULL) or in its object
+ * member parent, scanned without recursion; NULL when none. */
+static cJSON *scan_key(const char *buf, size_t len, const char *key, const char *parent)
 {
-    static const char key[] = "\"request_id\"";
-    if (!buf)
-        return NULL;
+    size_t klen = strlen(key), plen = parent ? strlen(parent) : 0;
     size_t i = skip_space(buf, len, 0);
     if (i >= len || buf[i] != '{')
         return NULL;
     int depth = 0;
+    bool after_parent = false; /* the last depth-1 key is parent */
+    bool in_parent = false;    /* inside its object */
     while (i < len) {
         char ch = buf[i];
         if (ch == '"') {
             size_t end = skip_string(buf, len, i);
             if (end > len)
                 return NULL;
-            if (depth == 1 && end - i == sizeof key - 1 && memcmp(buf + i, key, end - i) == 0) {
-                size_t j = skip_space(buf, len, end);
-                if (j < len && buf[j] == ':') {
-                    cJSON *v = literal_at(buf, len, skip_space(buf, len, j + 1));
-                    if (v)
-                        return v;
-                }
+            size_t j = skip_space(buf, len, end);
+            bool is_key = j < len && buf[j] == ':';
+            int want = parent ? 2 : 1;
+            if (is_key && depth == 1)
+                after_parent =
+                    parent && end - i == plen + 2 && memcmp(buf + i + 1, parent, plen) == 0;
+            if (is_key && depth == want && (!parent || in_parent) && end - i == klen + 2 &&
+                memcmp(buf + i + 1, key, klen) == 0) {
+                cJSON *v = literal_at(buf, len, skip_space(buf, len, j + 1));
+                if (v)
+                    return v;
             }
             i = end;
             continue;
         }
-        if (ch == '{' || ch == '[')
+        if (ch == '{' || ch == '[') {
+            if (depth == 1) /* the value of the last depth-1 key */
+                in_parent = ch == '{' && after_parent;
             depth++;
-        else if ((ch == '}' || ch == ']') && --depth <= 0)
-            return NULL; /* the outermost object ended */
+        } else if (ch == '}' || ch == ']') {
+            if (--depth <= 0)
+                return NULL; /* the outermost object ended */
+            if (depth == 1)
+                in_parent = false;
+        }
         i++;
     }
     return NULL;
+}
+
+cJSON *daebus__ws_scan_request_id(const char *buf, size_t len)
+{
+    if (!buf)
+        return NULL;
+    cJSON *rid = scan_key(buf, len, "request_id", NULL);
+    if (rid)
+        return rid;
+    /* The TypeScript client's "publish" frame carries its id in data. */
+    cJSON *type = scan_key(buf, len, "type", NULL);
+    bool publish = cJSON_IsString(type) && strcmp(type->valuestring, "publish") == 0;
+    cJSON_Delete(type);
+    return publish ? scan_key(buf, len, "request_id", "data") : NULL;
 }

@@ -67,6 +67,8 @@ char *daebus__ws_handler_error_envelope(const char *message, const cJSON *rid, s
  * JSON, nested too deeply, not yet parsed): scans buf[0..len) without
  * recursion for a key "request_id" of the outermost object followed by a
  * string or number literal. A string must be valid UTF-8 once unescaped.
+ * Without one, a message of type "publish" (the TypeScript client's gateway
+ * frame) gives the "request_id" of its "data" object.
  * Ownership: returns a new item (cJSON_Delete()), or NULL when none is found. */
 cJSON *daebus__ws_scan_request_id(const char *buf, size_t len);
 

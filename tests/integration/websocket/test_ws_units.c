@@ -150,9 +150,18 @@ static void test_scan_request_id(void)
         {"{\"request_id\":\"a\\\"b\\u00e9\"} trailing", "\"a\\\"b\xc3\xa9\""},
         {"  {\"x\":\"\\\"request_id\\\":1\",\"request_id\":\"ok\"", "\"ok\""},
         {"{\"data\":{\"request_id\":\"inner\"}", NULL}, /* only nested */
-        {"{\"x\":\"request_id\",\"y\":1", NULL},        /* a value, not a key */
-        {"[{\"request_id\":1}]", NULL},                 /* not an object */
-        {"{\"request_id\":null,", NULL},                /* neither string nor number */
+        /* a "publish" frame (TypeScript client): its data's id */
+        {"{\"type\":\"publish\",\"data\":{\"a\":{\"request_id\":1},\"request_id\":\"req_1\"",
+         "\"req_1\""},
+        {"{\"data\":{\"request_id\":7},\"type\":\"publish\",", "7"},
+        {"{\"type\":\"publish\",\"x\":{\"request_id\":1},\"data\":[{\"request_id\":2}]", NULL},
+        {"{\"type\":\"publish\",\"data\":{\"b\":[1,{\"request_id\":3}]}", NULL},
+        {"{\"type\":\"other\",\"data\":{\"request_id\":\"inner\"}", NULL},
+        {"{\"type\":\"publish\",\"data\":{\"request_id\":\"in\"},\"request_id\":\"top\"",
+         "\"top\""},
+        {"{\"x\":\"request_id\",\"y\":1", NULL}, /* a value, not a key */
+        {"[{\"request_id\":1}]", NULL},          /* not an object */
+        {"{\"request_id\":null,", NULL},         /* neither string nor number */
         {"{\"request_id\":{\"a\":1}", NULL},
         {"{\"request_id\":\"unterminated", NULL},
         {"{\"request_id\":\"\xff\xfe\"", NULL}, /* not UTF-8 */
