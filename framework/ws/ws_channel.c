@@ -11,6 +11,7 @@
  * back (ws_channel_cluster.c).
  */
 #include "ws_channel.h"
+#include "daebus/json.h"
 #include "ws_channel_presence.h"
 
 #include <stdio.h>
@@ -302,7 +303,7 @@ bool daebus__ws_channel_has(daebus_ws *ws, const char *client_id, const char *ch
 ws_frame *daebus__ws_channel_frame(const ws_chmsg *m)
 {
     cJSON *name = cJSON_CreateString(m->channel);
-    char *ch = name ? cJSON_PrintUnformatted(name) : NULL;
+    char *ch = name ? daebus_json_print(name, NULL) : NULL;
     cJSON_Delete(name);
     if (!ch)
         return NULL;
@@ -537,7 +538,7 @@ int daebus_ws_channel_publish(daebus_ws *ws, const char *channel, const cJSON *d
 {
     if (!ws || !data || daebus_ws_channel_check_name(channel, NULL))
         return DAEBUS_EINVAL;
-    char *text = cJSON_PrintUnformatted(data);
+    char *text = daebus_json_print(data, NULL);
     if (!text)
         return DAEBUS_ENOMEM;
     ws_chmsg m = {.channel = channel, .data = text, .data_len = strlen(text)};

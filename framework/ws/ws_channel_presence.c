@@ -13,6 +13,7 @@
  * daebus:<svc>:ws:pi:<X> next to the core's lists.
  */
 #include "ws_channel_presence.h"
+#include "daebus/json.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,7 +68,7 @@ static ws_frame *event_frame(const char *channel, const char *event, const char 
         cJSON_Delete(o);
         return NULL;
     }
-    char *s = cJSON_PrintUnformatted(o);
+    char *s = daebus_json_print(o, NULL);
     cJSON_Delete(o);
     return s ? daebus__ws_frame_text_take(s, strlen(s)) : NULL;
 }
@@ -85,7 +86,7 @@ static void send_event(daebus_ws *ws, const char *channel, const char *event, co
         return;
     }
     cJSON *h = cJSON_CreateObject();
-    char *text = info ? cJSON_PrintUnformatted(info) : NULL;
+    char *text = info ? daebus_json_print(info, NULL) : NULL;
     ws_frame *body = text ? daebus__ws_frame_new(0, text, strlen(text)) : NULL;
     if (h && (!info || body) && cJSON_AddStringToObject(h, "k", "chp") &&
         cJSON_AddStringToObject(h, "c", channel) && cJSON_AddStringToObject(h, "ev", event) &&
@@ -101,7 +102,7 @@ static void send_event(daebus_ws *ws, const char *channel, const char *event, co
  * DAEBUS_ECONN, DAEBUS_ENOMEM. */
 static int store_info(ws_cluster *cl, const char *client_id, const cJSON *info)
 {
-    char *text = cJSON_PrintUnformatted(info);
+    char *text = daebus_json_print(info, NULL);
     if (!text)
         return DAEBUS_ENOMEM;
     ws_dcmd cmd = {0};

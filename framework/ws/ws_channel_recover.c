@@ -11,6 +11,7 @@
  * hold end, so a later delivery comes after them all.
  */
 #include "ws_channel.h"
+#include "daebus/json.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +37,7 @@ static char *envelope_head(const ws_cluster *cl)
     cJSON *h = cJSON_CreateObject();
     char *s = NULL;
     if (h && cJSON_AddStringToObject(h, "k", "ch") && cJSON_AddStringToObject(h, "o", cl->self))
-        s = cJSON_PrintUnformatted(h);
+        s = daebus_json_print(h, NULL);
     cJSON_Delete(h);
     size_t n = s ? strlen(s) : 0;
     if (n >= 2) { /* {...} -> ..., */

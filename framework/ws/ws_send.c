@@ -105,8 +105,11 @@ int daebus_ws_send_frame(daebus_ws *ws, const char *client_id, const cJSON *fram
     ws_client *c = daebus__ws_client_find(ws, client_id);
     if (!c)
         return DAEBUS_ENOENT;
-    char *s = cJSON_PrintUnformatted(frame);
-    return enqueue_for(ws, c, s ? daebus__ws_frame_text_take(s, strlen(s)) : NULL, "send_frame");
+    /* The framework's printer: an escaped NUL read as C0 80 goes back as
+     * \u0000 (cJSON's would send the two bytes: not UTF-8). */
+    size_t n = 0;
+    char *s = daebus_json_print(frame, &n);
+    return enqueue_for(ws, c, s ? daebus__ws_frame_text_take(s, n) : NULL, "send_frame");
 }
 
 /* Queues {"type": type, "data": data} for every open client fn accepts

@@ -201,7 +201,7 @@ static void check_publish(const ws_message *m)
     }
     cJSON *f = daebus__gateway_failure(fr.rid, text, ok ? fr.payload : NULL);
     FUZZ_CHECK(f != NULL);
-    char *s = cJSON_PrintUnformatted(f);
+    char *s = daebus_json_print(f, NULL); /* as daebus_ws_send_frame */
     FUZZ_CHECK(s != NULL);
     check_frame(s, strlen(s));
     ws_message back;
