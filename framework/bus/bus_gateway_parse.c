@@ -13,6 +13,22 @@ static const cJSON *rid_of(const cJSON *v)
     return cJSON_IsString(v) || cJSON_IsNumber(v) ? v : NULL;
 }
 
+/* A service or action name: 1-200 bytes of UTF-8 without control
+ * characters (an escaped NUL is read as C0 80, which is not UTF-8: refused,
+ * so that no answer quotes it). */
+static bool good_name(const cJSON *s)
+{
+    if (!cJSON_IsString(s))
+        return false;
+    size_t n = strlen(s->valuestring);
+    if (n == 0 || n > 200 || !daebus__utf8_valid(s->valuestring, n))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s->valuestring[i] < 0x20 || s->valuestring[i] == 0x7f)
+            return false;
+    return true;
+}
+
 bool daebus__gateway_parse(const cJSON *root, daebus__gw_frame *out, char *err, size_t cap)
 {
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(root, "data");
@@ -25,10 +41,16 @@ bool daebus__gateway_parse(const cJSON *root, daebus__gw_frame *out, char *err, 
     const char *why = NULL;
     if (!cJSON_IsString(ch) || !*ch->valuestring)
         why = "publish needs \"channel\": the service name (a string)";
+    else if (!good_name(ch))
+        why =
+            "\"channel\" must be a service name of 1-200 bytes of UTF-8 without control characters";
     else if (!cJSON_IsObject(data))
         why = "publish needs \"data\": an object with \"action\" and \"payload\"";
     else if (!cJSON_IsString(act) || !*act->valuestring)
         why = "publish needs \"data.action\": the action name (a string)";
+    else if (!good_name(act))
+        why = "\"data.action\" must be an action name of 1-200 bytes of UTF-8 without control "
+              "characters";
     else if (payload && !cJSON_IsNull(payload) && !cJSON_IsObject(payload))
         why = "\"data.payload\" must be an object";
     if (why) {
