@@ -1,0 +1,173 @@
+/* channels_fixture.c - channels_service processes for the channel tests
+ * (see channels_fixture.h). */
+#include "channels_fixture.h"
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "daebus/daebus.h"
+
+static char test_name[64] = "test_channels";
+static char binary[1024], script[1024];
+
+void chan_fixture_init(const char *test, const char *script_name)
+{
+    const char *src = getenv("DAEBUS_SOURCE_DIR"), *bin = getenv("DAEBUS_BINARY_DIR");
+    snprintf(test_name, sizeof test_name, "%s", test);
+    snprintf(binary, sizeof binary, "%s/tests/channels_service", bin ? bin : ".");
+    snprintf(script, sizeof script, "%s/tests/integration/websocket/%s", src ? src : ".",
+             script_name);
+}
+
+chan_proc chan_start(const ts_redis *redis, bool bus, int i)
+{
+    chan_proc p = {-1, ts_free_port(), bus};
+    char port[16];
+    snprintf(port, sizeof port, "%d", p.port);
+    p.pid = fork();
+    if (p.pid == 0) {
+        char log[128];
+        snprintf(log, sizeof log, "/tmp/%s.%d.%d.log", test_name, (int)getppid(), i);
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        if (!bus)
+            setenv("CHAN_NO_BUS", "1", 1);
+        execl(binary, binary, "--port", port, "--redis", redis->url, (char *)NULL);
+        _exit(127);
+    }
+    return p;
+}
+
+int chan_answers(const chan_proc *p)
+{
+    const char *body = "{\"op\":\"subscribers\",\"channel\":\"x\"}";
+    ts_http_response r;
+    if (ts_http(p->port, "POST", "/op", "Content-Type: application/json\r\n", body, strlen(body),
+                &r) != 0)
+        return -1000;
+    cJSON *o = r.status == 200 ? cJSON_Parse(r.body) : NULL;
+    ts_http_free(&r);
+    const cJSON *rc = cJSON_GetObjectItemCaseSensitive(o, "rc");
+    int v = cJSON_IsNumber(rc) ? rc->valueint : -1000;
+    if (v == 0 && p->bus && !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "cluster")))
+        v = -1001;
+    cJSON_Delete(o);
+    return v;
+}
+
+int chan_stop(chan_proc *p)
+{
+    if (p->pid <= 0)
+        return -1;
+    kill(p->pid, SIGTERM);
+    int st = 0;
+    pid_t r = 0;
+    double end = ts_now() + 10;
+    while ((r = waitpid(p->pid, &st, WNOHANG)) == 0 && ts_now() < end)
+        ts_sleep_ms(10);
+    if (r != p->pid) {
+        kill(p->pid, SIGKILL);
+        waitpid(p->pid, &st, 0);
+    }
+    p->pid = -1;
+    return r > 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* "/usr/bin/python3 <script> <args>" into cmd; false when it does not fit. */
+static bool py_command(char *cmd, size_t size, const char *fmt, va_list ap)
+{
+    int n = snprintf(cmd, size, "/usr/bin/python3 %s ", script);
+    if (n < 0 || (size_t)n >= size)
+        return false;
+    int m = vsnprintf(cmd + n, size - (size_t)n, fmt, ap);
+    return m >= 0 && (size_t)m < size - (size_t)n;
+}
+
+int chan_py(const char *fmt, ...)
+{
+    char cmd[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    bool fits = py_command(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    if (!fits)
+        return -1;
+    int r = system(cmd);
+    return r == -1 ? -1 : WEXITSTATUS(r);
+}
+
+pid_t chan_py_spawn(const char *fmt, ...)
+{
+    char cmd[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    bool fits = py_command(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    if (!fits)
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+int chan_py_wait(pid_t pid)
+{
+    int st = 0;
+    if (pid <= 0 || waitpid(pid, &st, 0) != pid)
+        return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int chan_keys(const ts_redis *redis, const char *pattern)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "redis-cli -p %d --raw KEYS 'daebus:chan_test:ws:%s' | grep -c .",
+             redis->port, pattern);
+    FILE *f = popen(cmd, "r");
+    int n = -1;
+    if (f) {
+        if (fscanf(f, "%d", &n) != 1)
+            n = -1;
+        pclose(f);
+    }
+    return n;
+}
+
+static void path_in(char *p, size_t size, const char *dir, const char *name)
+{
+    snprintf(p, size, "%s/%s", dir, name);
+}
+
+bool chan_file_in(const char *dir, const char *name)
+{
+    char p[300];
+    path_in(p, sizeof p, dir, name);
+    return access(p, F_OK) == 0;
+}
+
+void chan_touch(const char *dir, const char *name)
+{
+    char p[300];
+    path_in(p, sizeof p, dir, name);
+    FILE *f = fopen(p, "w");
+    if (f)
+        fclose(f);
+}
+
+void chan_unlink(const char *dir, const char *name)
+{
+    char p[300];
+    path_in(p, sizeof p, dir, name);
+    unlink(p);
+}
