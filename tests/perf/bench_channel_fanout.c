@@ -111,14 +111,10 @@ int main(int argc, char **argv)
     int n = argc > 1 ? atoi(argv[1]) : 1000;
     if (n < PROCS)
         n = 1000;
-    perf_raise_nofile();
     perf_ws_proc procs[PROCS];
-    for (int p = 0; p < PROCS; p++)
-        if (perf_ws_spawn(&procs[p]) != 0)
-            return 1;
     char path[512];
     ts_redis redis;
-    if (perf_svc_default_path(path, sizeof path) != 0 || ts_redis_start(&redis, NULL) != 0)
+    if (perf_ws_bench_setup(procs, PROCS, path, sizeof path, &redis) != 0)
         return 1;
     setenv("PERF_CHANNEL", CHANNEL, 1); /* the replicas inherit it */
     long errors = 0;
@@ -126,14 +122,8 @@ int main(int argc, char **argv)
     perf_svc rep[2];
     perf_svc_opts so = {.path = path, .redis_url = redis.url, .max_clients = n / 2 + 16};
     so.service = "perf_chan";
-    if (perf_svc_start_opts(&rep[0], &so) != 0) {
-        fprintf(stderr, BENCH ": replica start failed\n");
+    if (perf_svc_start_replicas(rep, 2, &so, BENCH) != 0)
         goto out_redis;
-    }
-    if (perf_svc_start_opts(&rep[1], &so) != 0) {
-        fprintf(stderr, BENCH ": replica start failed\n");
-        goto out_one;
-    }
     ts_sleep_ms(1500); /* the replicas see each other (heartbeat 1 s) */
     int ports[PROCS] = {rep[0].port, rep[1].port};
     if (connect_set(procs, ports, n) != n)
@@ -174,7 +164,6 @@ int main(int argc, char **argv)
     for (int p = 0; p < PROCS; p++)
         perf_ws_end(&procs[p]);
     perf_svc_stop(&rep[1]);
-out_one:
     perf_svc_stop(&rep[0]);
 out_redis:
     ts_redis_stop(&redis);

@@ -176,14 +176,8 @@ int main(int argc, char **argv)
     perf_svc rep[2];
     perf_svc_opts so = {.path = path, .redis_url = redis.url, .max_clients = 64};
     so.service = "perf_recover";
-    if (perf_svc_start_opts(&rep[0], &so) != 0) {
-        fprintf(stderr, BENCH ": replica start failed\n");
+    if (perf_svc_start_replicas(rep, 2, &so, BENCH) != 0)
         goto out_redis;
-    }
-    if (perf_svc_start_opts(&rep[1], &so) != 0) {
-        fprintf(stderr, BENCH ": replica start failed\n");
-        goto out_one;
-    }
     ts_sleep_ms(1500); /* the replicas see each other (heartbeat 1 s) */
     int ports[2] = {rep[0].port, rep[1].port};
     if (sample(ports[0], ports[1], 10) < 0) /* warm-up: scripts loaded, connections made */
@@ -193,7 +187,6 @@ int main(int argc, char **argv)
     perf_emit(BENCH, "all", "errors", (double)errors, "count");
     rc = errors ? 1 : 0;
     perf_svc_stop(&rep[1]);
-out_one:
     perf_svc_stop(&rep[0]);
 out_redis:
     ts_redis_stop(&redis);

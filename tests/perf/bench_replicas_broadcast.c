@@ -133,30 +133,22 @@ int main(int argc, char **argv)
     int n = argc > 1 ? atoi(argv[1]) : 1000;
     if (n < PROCS)
         n = 1000;
-    perf_raise_nofile();
     perf_ws_proc procs[2 * PROCS];
-    for (int p = 0; p < 2 * PROCS; p++)
-        if (perf_ws_spawn(&procs[p]) != 0)
-            return 1;
     char path[512];
     ts_redis redis;
-    if (perf_svc_default_path(path, sizeof path) != 0 || ts_redis_start(&redis, NULL) != 0)
+    if (perf_ws_bench_setup(procs, 2 * PROCS, path, sizeof path, &redis) != 0)
         return 1;
     long errors = 0;
     int rc = 1;
     perf_svc one, two[2];
     perf_svc_opts so = {.path = path, .redis_url = redis.url, .max_clients = n + 16};
     so.service = "perf_bc_one";
-    if (perf_svc_start_opts(&one, &so) != 0) {
-        fprintf(stderr, BENCH ": replica start failed\n");
+    if (perf_svc_start_replicas(&one, 1, &so, BENCH) != 0)
         goto out_redis;
-    }
     so.service = "perf_bc_two";
     so.max_clients = n / 2 + 16;
-    if (perf_svc_start_opts(&two[0], &so) != 0 || perf_svc_start_opts(&two[1], &so) != 0) {
-        fprintf(stderr, BENCH ": replica start failed\n");
+    if (perf_svc_start_replicas(two, 2, &so, BENCH) != 0)
         goto out_one;
-    }
     /* let the replicas see each other (heartbeat 1 s) */
     ts_sleep_ms(1500);
     int one_ports[PROCS] = {one.port, one.port}, two_ports[PROCS] = {two[0].port, two[1].port};

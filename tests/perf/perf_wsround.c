@@ -7,7 +7,17 @@
 
 #include "perf_common.h"
 #include "perf_svc.h"
-#include "testsupport.h"
+
+int perf_ws_bench_setup(perf_ws_proc *procs, int nprocs, char *path, size_t len, ts_redis *redis)
+{
+    perf_raise_nofile();
+    for (int p = 0; p < nprocs; p++)
+        if (perf_ws_spawn(&procs[p]) != 0)
+            return -1;
+    if (perf_svc_default_path(path, len) != 0 || ts_redis_start(redis, NULL) != 0)
+        return -1;
+    return 0;
+}
 
 /* The clients the replicas of ports count, each port once. */
 static double registered(const int *ports, int nprocs)

@@ -11,9 +11,16 @@
 #ifndef DAEBUS_PERF_WSROUND_H
 #define DAEBUS_PERF_WSROUND_H
 
+#include <stddef.h>
 #include "perf_wsload.h"
+#include "testsupport.h"
 
 #define PERF_WS_MAX_SET 8 /* client processes in one set */
+
+/* A burst benchmark's start: the open-files limit raised, nprocs client
+ * processes forked (before any service, see perf_wsload.h), perf_service's
+ * path into path, a private redis-server. Returns 0 or -1. */
+int perf_ws_bench_setup(perf_ws_proc *procs, int nprocs, char *path, size_t len, ts_redis *redis);
 
 /* Connects n clients with cmd (its mode, seconds, expect, rounds and path;
  * port and nclients are set here): process p gets ports[p] and n / nprocs

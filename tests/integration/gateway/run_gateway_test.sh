@@ -10,7 +10,6 @@
 # on SIGTERM with status 0 and no sanitizer report. Exit 0 pass, 1 fail.
 set -uo pipefail
 gw=$1 chat=$2 work=$3 src=$4
-mkdir -p "$work"
 source "$(dirname "${BASH_SOURCE[0]}")/../../support/node/node_test.sh"
 nt_init "gateway test" daebus-gateway
 nt_node_ws "$work" "$src/package.json"

@@ -46,6 +46,13 @@ chan_proc chan_start(const ts_redis *redis, bool bus, int i)
     return p;
 }
 
+void chan_start_two(const ts_redis *redis, int i, chan_proc *a, chan_proc *b)
+{
+    *a = chan_start(redis, true, i);
+    *b = chan_start(redis, true, i + 1);
+    TS_WAIT_UNTIL(chan_answers(a) == 0 && chan_answers(b) == 0, 30);
+}
+
 int chan_answers(const chan_proc *p)
 {
     const char *body = "{\"op\":\"subscribers\",\"channel\":\"x\"}";
@@ -81,37 +88,15 @@ int chan_stop(chan_proc *p)
     return r > 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-/* "/usr/bin/python3 <script> <args>" into cmd; false when it does not fit. */
-static bool py_command(char *cmd, size_t size, const char *fmt, va_list ap)
-{
-    int n = snprintf(cmd, size, "/usr/bin/python3 %s ", script);
-    if (n < 0 || (size_t)n >= size)
-        return false;
-    int m = vsnprintf(cmd + n, size - (size_t)n, fmt, ap);
-    return m >= 0 && (size_t)m < size - (size_t)n;
-}
-
-int chan_py(const char *fmt, ...)
+/* Forks /bin/sh -c "/usr/bin/python3 <script> <args>"; the child's pid or -1. */
+static pid_t py_vspawn(const char *fmt, va_list ap)
 {
     char cmd[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    bool fits = py_command(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    if (!fits)
+    int n = snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s ", script);
+    if (n < 0 || (size_t)n >= sizeof cmd)
         return -1;
-    int r = system(cmd);
-    return r == -1 ? -1 : WEXITSTATUS(r);
-}
-
-pid_t chan_py_spawn(const char *fmt, ...)
-{
-    char cmd[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    bool fits = py_command(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    if (!fits)
+    int m = vsnprintf(cmd + n, sizeof cmd - (size_t)n, fmt, ap);
+    if (m < 0 || (size_t)m >= sizeof cmd - (size_t)n)
         return -1;
     pid_t pid = fork();
     if (pid == 0) {
@@ -119,6 +104,24 @@ pid_t chan_py_spawn(const char *fmt, ...)
         _exit(127);
     }
     return pid;
+}
+
+pid_t chan_py_spawn(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pid_t pid = py_vspawn(fmt, ap);
+    va_end(ap);
+    return pid;
+}
+
+int chan_py(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pid_t pid = py_vspawn(fmt, ap);
+    va_end(ap);
+    return chan_py_wait(pid);
 }
 
 int chan_py_wait(pid_t pid)

@@ -38,6 +38,11 @@ void chan_fixture_init(const char *test, const char *script);
  * see chan_answers(). */
 chan_proc chan_start(const ts_redis *redis, bool bus, int i);
 
+/* Starts two replicas with a bus, a (log index i) and b (i + 1), and waits
+ * up to 30 s until both answer 0 (chan_answers(): in cluster mode). The
+ * caller checks chan_answers() after it. */
+void chan_start_two(const ts_redis *redis, int i, chan_proc *a, chan_proc *b);
+
 /* The rc of POST /op {"op":"subscribers","channel":"x"} to p (-1000: no
  * answer; -1001: a replica with a bus whose cluster mode has not started
  * yet, which would answer from its local table). */
@@ -47,12 +52,13 @@ int chan_answers(const chan_proc *p);
  * hung or not running). p->pid is -1 afterwards. */
 int chan_stop(chan_proc *p);
 
-/* Runs /usr/bin/python3 <script> <printf(fmt, ...)>; returns its exit status
- * (-1: could not run it). */
+/* Runs /usr/bin/python3 <script> <printf(fmt, ...)> (through /bin/sh -c);
+ * returns its exit status (-1: could not run it, or killed by a signal). */
 int chan_py(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* The same in the background: returns the child's pid (-1: fork failed);
- * chan_py_wait() returns its exit status (-1: killed or not run). */
+ * chan_py_wait() returns its exit status (-1: killed or not run). chan_py()
+ * is the two in one. */
 pid_t chan_py_spawn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int chan_py_wait(pid_t pid);
 

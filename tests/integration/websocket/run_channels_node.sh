@@ -7,7 +7,6 @@
 # SIGTERM with status 0 and no sanitizer report. Exit 0 pass, 1 fail.
 set -uo pipefail
 svc=$1 work=$2 pkg=$3 client=$4
-mkdir -p "$work"
 source "$(dirname "${BASH_SOURCE[0]}")/../../support/node/node_test.sh"
 nt_init "channels node test" daebus-chnode
 nt_node_ws "$work" "$pkg"

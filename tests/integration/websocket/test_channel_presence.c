@@ -45,8 +45,8 @@ static void restart_case(const chan_proc *a)
 
 static void test_replicas(void)
 {
-    chan_proc a = chan_start(&redis, true, 1), b = chan_start(&redis, true, 2);
-    TS_WAIT_UNTIL(chan_answers(&a) == 0 && chan_answers(&b) == 0, 30);
+    chan_proc a, b;
+    chan_start_two(&redis, 1, &a, &b);
     CU_ASSERT_EQUAL_FATAL(chan_answers(&a), 0);
     CU_ASSERT_EQUAL_FATAL(chan_answers(&b), 0);
     double t0 = ts_now();

@@ -79,9 +79,7 @@ int main(void)
     setenv("CHAN_HISTORY", "hist:*", 1); /* every replica: history on hist:* */
     if (ts_redis_start(&redis, NULL) != 0)
         return 1;
-    a = chan_start(&redis, true, 1);
-    b = chan_start(&redis, true, 2);
-    TS_WAIT_UNTIL(chan_answers(&a) == 0 && chan_answers(&b) == 0, 30);
+    chan_start_two(&redis, 1, &a, &b);
     int rc = 1;
     if (chan_answers(&a) == 0 && chan_answers(&b) == 0) {
         CU_initialize_registry();

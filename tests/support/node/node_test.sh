@@ -35,7 +35,7 @@ fail() { echo "FAILED: $nt_label: $*" >&2; exit 1; }
 nt_node_ws() {
   command -v node >/dev/null || fail "node not found (scripts/deps.sh browser installs nodejs npm)"
   local nodedir="$1/node"
-  mkdir -p "$nodedir"
+  mkdir -p "$nodedir" || fail "cannot create $nodedir"
   if ! cmp -s "$2" "$nodedir/package.json" || [[ ! -f "$nodedir/node_modules/ws/package.json" ]]; then
     command -v npm >/dev/null || fail "npm not found (scripts/deps.sh browser installs nodejs npm)"
     cp "$2" "$nodedir/package.json"
