@@ -25,14 +25,13 @@ void chan_fixture_init(const char *test, const char *script_name)
 
 chan_proc chan_start(const ts_redis *redis, bool bus, int i)
 {
-    chan_proc p = {-1, ts_free_port(), bus};
+    chan_proc p = {-1, ts_free_port(), bus, ""};
     char port[16];
     snprintf(port, sizeof port, "%d", p.port);
+    snprintf(p.log, sizeof p.log, "/tmp/%s.%d.%d.log", test_name, (int)getpid(), i);
     p.pid = fork();
     if (p.pid == 0) {
-        char log[128];
-        snprintf(log, sizeof log, "/tmp/%s.%d.%d.log", test_name, (int)getppid(), i);
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fd = open(p.log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fd >= 0) {
             dup2(fd, 1);
             dup2(fd, 2);
@@ -70,6 +69,19 @@ int chan_answers(const chan_proc *p)
     return v;
 }
 
+/* true when log holds a sanitizer report (then copied to stderr). */
+static bool sanitizer_report(const char *log)
+{
+    char *text = ts_read_file(log, NULL);
+    char *at = text ? strstr(text, "Sanitizer") : NULL;
+    while (at && at > text && at[-1] != '\n')
+        at--; /* from the start of its line */
+    if (at)
+        fprintf(stderr, "%s: %s\n", log, at);
+    free(text);
+    return at != NULL;
+}
+
 int chan_stop(chan_proc *p)
 {
     if (p->pid <= 0)
@@ -85,7 +97,8 @@ int chan_stop(chan_proc *p)
         waitpid(p->pid, &st, 0);
     }
     p->pid = -1;
-    return r > 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    int code = r > 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return code == 0 && sanitizer_report(p->log) ? -2 : code;
 }
 
 /* Forks /bin/sh -c "/usr/bin/python3 <script> <args>"; the child's pid or -1. */

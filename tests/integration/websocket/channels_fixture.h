@@ -22,9 +22,10 @@
 #include "testsupport.h"
 
 typedef struct chan_proc {
-    pid_t pid; /* -1: not running (stopped or reaped) */
-    int port;  /* its HTTP / WebSocket port */
-    bool bus;  /* started with a bus (cluster mode) */
+    pid_t pid;     /* -1: not running (stopped or reaped) */
+    int port;      /* its HTTP / WebSocket port */
+    bool bus;      /* started with a bus (cluster mode) */
+    char log[128]; /* its stdout and stderr */
 } chan_proc;
 
 /* Remembers the test's name (for the replicas' log files
@@ -49,7 +50,8 @@ void chan_start_two(const ts_redis *redis, int i, chan_proc *a, chan_proc *b);
 int chan_answers(const chan_proc *p);
 
 /* SIGTERM, then SIGKILL after 10 s; returns the exit status (-1: killed,
- * hung or not running). p->pid is -1 afterwards. */
+ * hung or not running; -2: exited 0 but its log holds a sanitizer report,
+ * copied to stderr). p->pid is -1 afterwards. */
 int chan_stop(chan_proc *p);
 
 /* Runs /usr/bin/python3 <script> <printf(fmt, ...)> (through /bin/sh -c);
