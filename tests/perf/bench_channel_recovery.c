@@ -5,8 +5,9 @@
  * bench channel with history (PERF_CHANNEL_HISTORY). One sample: a WebSocket
  * client (wsc) connects to replica A, subscribes to the channel and keeps the
  * position {offset, epoch} of the answer, disconnects; replica A publishes M
- * messages on the channel (POST /chburst, daebus_ws_channel_publish: each is
- * in Redis when the POST answers); the client connects to replica B and sends
+ * messages on the channel (POST /chburst, daebus_ws_channel_publish: queued,
+ * so the bench then waits until A's position reads N+M: every one is in
+ * Redis); the client connects to replica B and sends
  * {"type":"subscribe","channel":C,"since":{"offset":N,"epoch":E}}. The sample
  * is the time from sending that subscribe to receiving the M-th missed
  * message. Every sample is checked: the answer says recovered with offset
@@ -119,6 +120,14 @@ static double sample(int port_a, int port_b, int m)
     snprintf(body, sizeof body, "{\"n\":%d,\"channel\":\"%s\"}", m, CHANNEL);
     if (perf_svc_post(port_a, "/chburst", body, NULL) != 200) {
         fprintf(stderr, BENCH ": POST /chburst failed\n");
+        return -1;
+    }
+    long now = -1; /* the publishes are queued: wait until Redis ran them all */
+    double end = perf_now() + 10;
+    while (perf_now() < end && (position(port_a, &now, sub, sizeof sub) != 0 || now < from + m))
+        ts_sleep_ms(1);
+    if (now != from + m) {
+        fprintf(stderr, BENCH ": the history reached offset %ld, not %ld\n", now, from + m);
         return -1;
     }
     wsc c;
