@@ -138,11 +138,10 @@ static int send_group(ws_cluster *cl, ws_pubmsg *run, int n, int *rc)
     return ok;
 }
 
-void daebus__ws_hpub_send(ws_cluster *cl, ws_pubmsg *run, int n)
+/* Sends one group of n <= BATCH_MAX, counts and logs the outcome. */
+static void send_counted(ws_cluster *cl, ws_pubmsg *run, int n)
 {
     struct ws_hpub *hp = cl->hpub;
-    if (n > DAEBUS__CHIST_BATCH_MAX)
-        n = DAEBUS__CHIST_BATCH_MAX; /* the publisher's batches are no longer */
     int rc = DAEBUS_ECONN, ok = 0;
     if (atomic_load(&cl->up)) /* else as the plain ones: fail fast while Redis is away */
         ok = send_group(cl, run, n, &rc);
@@ -166,6 +165,17 @@ void daebus__ws_hpub_send(ws_cluster *cl, ws_pubmsg *run, int n)
                    "again)",
                    n - ok, run->data, daebus_strerror(rc),
                    rc == DAEBUS_ECONN ? ": Redis may have run them" : "");
+}
+
+void daebus__ws_hpub_send(ws_cluster *cl, ws_pubmsg *run, int n)
+{
+    while (run && n > 0) { /* the publisher's batches are no longer than one group, but */
+        int k = n < DAEBUS__CHIST_BATCH_MAX ? n : DAEBUS__CHIST_BATCH_MAX;
+        send_counted(cl, run, k);
+        for (int i = 0; i < k; i++)
+            run = run->next;
+        n -= k;
+    }
 }
 
 void daebus__ws_hpub_get_stats(daebus_ws *ws, daebus__ws_hpub_stats *out)

@@ -39,8 +39,8 @@ void daebus__ws_hpub_free(ws_cluster *cl);
  * most); DAEBUS_ENOMEM. */
 int daebus__ws_hpub_enqueue(ws_cluster *cl, const ws_chmsg *m);
 
-/* Sends the n queued history publishes from run on (one group, one round
- * trip; n <= DAEBUS__CHIST_BATCH_MAX). Thread: the publisher thread. */
+/* Sends the n queued history publishes from run on: one group (one round
+ * trip) per DAEBUS__CHIST_BATCH_MAX. Thread: the publisher thread. */
 void daebus__ws_hpub_send(ws_cluster *cl, ws_pubmsg *run, int n);
 
 /* Counters since the cluster started (zero outside cluster mode). */
