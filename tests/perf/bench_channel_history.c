@@ -191,6 +191,8 @@ static double run_api(daebus_ws *ws, double seconds)
         ts_sleep_ms(1);
     }
     double rate = (double)n / (perf_now() - t0);
+    fprintf(stderr, "bench_channel_history: api: %llu publishes in %llu groups (round trips)\n", n,
+            (unsigned long long)(s.groups - s0.groups));
     return s.failed == s0.failed ? rate : -1;
 }
 

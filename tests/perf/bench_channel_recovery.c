@@ -68,6 +68,11 @@ static int position(int port, long *offset, char *epoch, size_t len)
     if (wsc_send_text(&c, "{\"type\":\"subscribe\",\"channel\":\"" CHANNEL
                           "\",\"request_id\":\"p\"}") == 0) {
         cJSON *f = recv_json(&c);
+        /* live messages may come before the answer of a subscribe without since */
+        for (int i = 0; f && str_is(f, "type", "channel_message") && i < 100000; i++) {
+            cJSON_Delete(f);
+            f = recv_json(&c);
+        }
         const cJSON *d = cJSON_GetObjectItemCaseSensitive(f, "data");
         const char *e = str_of(d, "epoch");
         if (e && num_of(d, "offset") >= 0 && str_is(f, "type", "response")) {
