@@ -124,9 +124,9 @@ struct daebus__chist;
 /* Returns: the history store when channel keeps a history (cluster mode and
  * a channel_history pattern matches), else NULL. */
 struct daebus__chist *daebus__ws_channel_history_of(daebus_ws *ws, const char *channel);
-/* Publishes m through the history store (one round trip; the caller waits).
- * Returns: 0, DAEBUS_ECONN (Redis away or refused), DAEBUS_ETOOBIG,
- * DAEBUS_EINVAL, DAEBUS_ENOMEM. */
+/* Queues m for the history store (ws_channel_hpub.h: the caller does not
+ * wait for Redis). Returns: 0 (queued), DAEBUS_ECONN (Redis away, stopping),
+ * DAEBUS_EFULL (queue full for 2 s), DAEBUS_ENOMEM. */
 int daebus__ws_channel_history_publish(daebus_ws *ws, const ws_chmsg *m);
 /* Reads "since" of a subscribe frame. Returns: 0 (none), 1 (*since and
  * *epoch set; epoch inside root), -1 (malformed: why says it). */

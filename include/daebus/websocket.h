@@ -617,10 +617,13 @@ DAEBUS_API int daebus_ws_channel_unsubscribe(daebus_ws *ws, const char *client_i
  * for Redis (the call does not wait); every replica, this one included,
  * delivers when Redis hands it back, so that all subscribers see one order;
  * a message published while Redis is away is refused (DAEBUS_ECONN), not
- * delivered anywhere.
+ * delivered anywhere. A channel with history (channel_history) is queued
+ * the same way (0 = queued: its offset comes when Redis runs it; a failure
+ * there is counted in cluster_errors, docs/channels/history.md).
  * Ownership: data is borrowed (serialised before return).
  * Returns: 0, DAEBUS_EINVAL (bad name, data NULL), DAEBUS_ETOOBIG (larger than
- * queue_max_bytes), DAEBUS_ENOMEM, DAEBUS_ECONN.
+ * queue_max_bytes), DAEBUS_ENOMEM, DAEBUS_ECONN, DAEBUS_EFULL (a history
+ * channel's publish found the cluster's publisher queue full for 2 s).
  * Thread: callable from any thread. */
 DAEBUS_API int daebus_ws_channel_publish(daebus_ws *ws, const char *channel, const cJSON *data);
 
