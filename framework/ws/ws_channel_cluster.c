@@ -247,13 +247,14 @@ int daebus__ws_channel_cluster_of(daebus_ws *ws, const char *client_id, cJSON **
     return read_list(atomic_load(&ws->cluster), "SMEMBERS", KEY_CLIENT, client_id, out);
 }
 
-int daebus__ws_channel_remote(daebus_ws *ws, const char *client_id, const char *channel, bool add)
+int daebus__ws_channel_remote(daebus_ws *ws, const char *client_id, const char *channel, bool add,
+                              const char *type)
 {
     cJSON *h = cJSON_CreateObject();
     int rc = DAEBUS_ENOMEM;
     if (h && cJSON_AddStringToObject(h, "k", "chs") &&
         cJSON_AddStringToObject(h, "id", client_id) && cJSON_AddStringToObject(h, "c", channel) &&
-        cJSON_AddBoolToObject(h, "add", add))
+        cJSON_AddBoolToObject(h, "add", add) && (!type || cJSON_AddStringToObject(h, "t", type)))
         rc = daebus__ws_dir_control(ws, client_id, h);
     cJSON_Delete(h);
     return rc < 0 ? rc : rc ? 0 : DAEBUS_ENOENT;
@@ -267,8 +268,11 @@ void daebus__ws_channel_remote_apply(daebus_ws *ws, const cJSON *h)
         return;
     /* Local calls: the table, then the cluster-wide lists (a round trip on
      * the publisher pool, not on this subscriber connection). */
-    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(h, "add")))
-        daebus_ws_channel_subscribe(ws, id->valuestring, c->valuestring);
-    else
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(h, "add"))) {
+        daebus_ws_subscription s = {
+            .type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(h, "t"))};
+        daebus_ws_channel_subscribe_ex(ws, id->valuestring, c->valuestring, &s, NULL);
+    } else {
         daebus_ws_channel_unsubscribe(ws, id->valuestring, c->valuestring);
+    }
 }
