@@ -37,6 +37,8 @@ typedef struct ws_chan {
     char *name;
     ws_sub *subs;
     size_t n, cap;
+    uint64_t last_off;   /* history: the last offset delivered here (ws_channel_catchup.c) */
+    char last_epoch[48]; /* and its epoch ("": none yet) */
 } ws_chan;
 
 typedef struct ws_csubs {
@@ -563,8 +565,34 @@ int daebus__ws_channel_deliver_except(daebus_ws *ws, const char *channel, ws_fra
     if (!ws->chans)
         return 0;
     pthread_mutex_lock(&ws->ch_deliver_lock);
+    int count = daebus__ws_channel_deliver_held(ws, channel, f, off, epoch, skip_id);
+    pthread_mutex_unlock(&ws->ch_deliver_lock);
+    return count;
+}
+
+bool daebus__ws_channel_last(daebus_ws *ws, const char *channel, uint64_t *off, char *epoch,
+                             size_t cap)
+{
+    pthread_mutex_lock(&ws->ch_lock);
+    const ws_chan *ch = daebus__hash_find(ws->chans->chans, channel);
+    bool known = ch && ch->last_epoch[0];
+    if (known) {
+        *off = ch->last_off;
+        snprintf(epoch, cap, "%s", ch->last_epoch);
+    }
+    pthread_mutex_unlock(&ws->ch_lock);
+    return known;
+}
+
+int daebus__ws_channel_deliver_held(daebus_ws *ws, const char *channel, ws_frame *f, uint64_t off,
+                                    const char *epoch, const char *skip_id)
+{
     pthread_mutex_lock(&ws->ch_lock);
     ws_chan *ch = daebus__hash_find(ws->chans->chans, channel);
+    if (ch && off && epoch) {
+        ch->last_off = off;
+        snprintf(ch->last_epoch, sizeof ch->last_epoch, "%s", epoch);
+    }
     size_t n = ch ? ch->n : 0, kept = 0;
     ws_client **subs = n ? malloc(n * sizeof *subs) : NULL;
     ws_frame **fs = subs ? malloc(n * sizeof *fs) : NULL;
@@ -582,7 +610,6 @@ int daebus__ws_channel_deliver_except(daebus_ws *ws, const char *channel, ws_fra
     for (size_t i = 0; i < n; i++)
         if (!skip_id || strcmp(subs[i]->id, skip_id) != 0)
             count += daebus__ws_enqueue(subs[i], fs[i], false) == 0;
-    pthread_mutex_unlock(&ws->ch_deliver_lock);
     for (size_t i = 0; i < n; i++)
         daebus__ws_client_unref(subs[i]);
     typed_frames_free(&tf);
@@ -698,12 +725,20 @@ int daebus_ws_channel_unsubscribe(daebus_ws *ws, const char *client_id, const ch
 
 int daebus_ws_channel_publish(daebus_ws *ws, const char *channel, const cJSON *data)
 {
-    if (!ws || !data || daebus_ws_channel_check_name(channel, NULL))
+    return daebus_ws_channel_publish_except(ws, channel, data, NULL);
+}
+
+int daebus_ws_channel_publish_except(daebus_ws *ws, const char *channel, const cJSON *data,
+                                     const char *except_client_id)
+{
+    if (!ws || !data || daebus_ws_channel_check_name(channel, NULL) ||
+        (except_client_id && strlen(except_client_id) > DAEBUS_WS_CHANNEL_MAX))
         return DAEBUS_EINVAL;
     char *text = daebus_json_print(data, NULL);
     if (!text)
         return DAEBUS_ENOMEM;
-    ws_chmsg m = {.channel = channel, .data = text, .data_len = strlen(text)};
+    ws_chmsg m = {
+        .channel = channel, .data = text, .data_len = strlen(text), .except = except_client_id};
     int rc;
     if (m.data_len + strlen(channel) + 64 > ws->queue_max_bytes) {
         daebus__ws_log_too_big(ws, "a channel message", channel, m.data_len);
@@ -716,7 +751,7 @@ int daebus_ws_channel_publish(daebus_ws *ws, const char *channel, const cJSON *d
         ws_frame *f = daebus__ws_channel_frame(&m);
         rc = f ? 0 : DAEBUS_ENOMEM;
         if (f)
-            daebus__ws_channel_deliver(ws, channel, f, 0, NULL);
+            daebus__ws_channel_deliver_except(ws, channel, f, 0, NULL, except_client_id);
         daebus__ws_frame_unref(f);
     }
     free(text);

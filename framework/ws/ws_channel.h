@@ -45,7 +45,8 @@ typedef struct ws_chmsg {
     bool has_offset;
     uint64_t offset;
     const char *epoch;
-    const char *type; /* the frame's "type"; NULL: "channel_message" */
+    const char *type;   /* the frame's "type"; NULL: "channel_message" */
+    const char *except; /* a client not to deliver to (the sender); NULL: none */
 } ws_chmsg;
 
 /* Makes the table (create). Returns: 0 or DAEBUS_ENOMEM. */
@@ -87,6 +88,23 @@ void daebus__ws_channel_release(daebus_ws *ws, ws_client *c, ws_chhold *h, uint6
 /* The same, skipping the local subscriber skip_id (may be NULL). */
 int daebus__ws_channel_deliver_except(daebus_ws *ws, const char *channel, ws_frame *f, uint64_t off,
                                       const char *epoch, const char *skip_id);
+/* The same with ws->ch_deliver_lock held by the caller. A history message
+ * (off > 0) becomes the channel's last position here. */
+int daebus__ws_channel_deliver_held(daebus_ws *ws, const char *channel, ws_frame *f, uint64_t off,
+                                    const char *epoch, const char *skip_id);
+/* The last history position delivered on channel here. Returns: false when
+ * none is known (no local subscriber, or no history message since). */
+bool daebus__ws_channel_last(daebus_ws *ws, const char *channel, uint64_t *off, char *epoch,
+                             size_t cap);
+
+/* ---- ws_channel_catchup.c ---- */
+
+/* Delivers a history message that came back from Redis (m has an offset):
+ * a message this replica delivered already is dropped; when messages before
+ * it are missing here (this replica's subscriber was away: the PUBLISHes
+ * were lost for it), they are read from the history and delivered first.
+ * Thread: the subscriber thread. */
+void daebus__ws_channel_deliver_history(daebus_ws *ws, const ws_chmsg *m, ws_frame *f);
 
 /* Returns: every local subscription as [client id, channel] pairs (a JSON
  * array), or NULL when out of memory. Ownership: the caller frees it. */

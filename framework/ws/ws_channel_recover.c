@@ -32,11 +32,12 @@ daebus__chist *daebus__ws_channel_history_of(daebus_ws *ws, const char *channel)
 
 /* The head of the history envelope: the core's header members, each
  * followed by a comma ("k":"ch","o":"<self>",). Returns: malloc'd, or NULL. */
-static char *envelope_head(const ws_cluster *cl)
+static char *envelope_head(const ws_cluster *cl, const char *except)
 {
     cJSON *h = cJSON_CreateObject();
     char *s = NULL;
-    if (h && cJSON_AddStringToObject(h, "k", "ch") && cJSON_AddStringToObject(h, "o", cl->self))
+    if (h && cJSON_AddStringToObject(h, "k", "ch") && cJSON_AddStringToObject(h, "o", cl->self) &&
+        (!except || cJSON_AddStringToObject(h, "x", except)))
         s = daebus_json_print(h, NULL);
     cJSON_Delete(h);
     size_t n = s ? strlen(s) : 0;
@@ -53,7 +54,7 @@ int daebus__ws_channel_history_publish(daebus_ws *ws, const ws_chmsg *m)
     ws_cluster *cl = atomic_load(&ws->cluster);
     if (!atomic_load(&cl->up)) /* as the core: nothing while this replica cannot receive */
         return daebus__ws_cluster_fail(cl, "a history publish");
-    char *head = envelope_head(cl);
+    char *head = envelope_head(cl, m->except);
     if (!head)
         return DAEBUS_ENOMEM;
     daebus__chist_pub p = {.channel = m->channel,

@@ -666,6 +666,15 @@ DAEBUS_API int daebus_ws_channel_unsubscribe(daebus_ws *ws, const char *client_i
  * Thread: callable from any thread. */
 DAEBUS_API int daebus_ws_channel_publish(daebus_ws *ws, const char *channel, const cJSON *data);
 
+/* daebus_ws_channel_publish to every subscriber but except_client_id (may be
+ * NULL; e.g. the sender of a chat message, who has its answer already),
+ * on whichever replica it is. A client that recovers with "since" gets the
+ * message from the history all the same.
+ * Ownership: data is borrowed. Returns: as daebus_ws_channel_publish.
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_ws_channel_publish_except(daebus_ws *ws, const char *channel,
+                                                const cJSON *data, const char *except_client_id);
+
 /* Stores a JSON array of the ids of channel's subscribers in *ids_out: those
  * of every replica in cluster mode (read from Redis; a dead replica's clients
  * leave it when it is reaped), the local ones otherwise.
