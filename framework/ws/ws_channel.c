@@ -39,6 +39,8 @@ typedef struct ws_chan {
     size_t n, cap;
     uint64_t last_off;   /* history: the last offset delivered here (ws_channel_catchup.c) */
     char last_epoch[48]; /* and its epoch ("": none yet) */
+    bool seeded;         /* last_off was read from Redis, not delivered: offsets up to it
+                            may still arrive live (then delivered, not dropped) */
 } ws_chan;
 
 typedef struct ws_csubs {
@@ -571,7 +573,7 @@ int daebus__ws_channel_deliver_except(daebus_ws *ws, const char *channel, ws_fra
 }
 
 bool daebus__ws_channel_last(daebus_ws *ws, const char *channel, uint64_t *off, char *epoch,
-                             size_t cap)
+                             size_t cap, bool *seeded)
 {
     pthread_mutex_lock(&ws->ch_lock);
     const ws_chan *ch = daebus__hash_find(ws->chans->chans, channel);
@@ -579,9 +581,22 @@ bool daebus__ws_channel_last(daebus_ws *ws, const char *channel, uint64_t *off, 
     if (known) {
         *off = ch->last_off;
         snprintf(epoch, cap, "%s", ch->last_epoch);
+        *seeded = ch->seeded;
     }
     pthread_mutex_unlock(&ws->ch_lock);
     return known;
+}
+
+void daebus__ws_channel_seed(daebus_ws *ws, const char *channel, uint64_t off, const char *epoch)
+{
+    pthread_mutex_lock(&ws->ch_lock);
+    ws_chan *ch = daebus__hash_find(ws->chans->chans, channel);
+    if (ch && !ch->last_epoch[0] && epoch && *epoch) {
+        ch->last_off = off;
+        snprintf(ch->last_epoch, sizeof ch->last_epoch, "%s", epoch);
+        ch->seeded = true;
+    }
+    pthread_mutex_unlock(&ws->ch_lock);
 }
 
 int daebus__ws_channel_deliver_held(daebus_ws *ws, const char *channel, ws_frame *f, uint64_t off,
@@ -589,9 +604,10 @@ int daebus__ws_channel_deliver_held(daebus_ws *ws, const char *channel, ws_frame
 {
     pthread_mutex_lock(&ws->ch_lock);
     ws_chan *ch = daebus__hash_find(ws->chans->chans, channel);
-    if (ch && off && epoch) {
+    if (ch && off && epoch && (off > ch->last_off || strcmp(epoch, ch->last_epoch) != 0)) {
         ch->last_off = off;
         snprintf(ch->last_epoch, sizeof ch->last_epoch, "%s", epoch);
+        ch->seeded = false;
     }
     size_t n = ch ? ch->n : 0, kept = 0;
     ws_client **subs = n ? malloc(n * sizeof *subs) : NULL;

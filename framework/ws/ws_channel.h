@@ -92,10 +92,14 @@ int daebus__ws_channel_deliver_except(daebus_ws *ws, const char *channel, ws_fra
  * (off > 0) becomes the channel's last position here. */
 int daebus__ws_channel_deliver_held(daebus_ws *ws, const char *channel, ws_frame *f, uint64_t off,
                                     const char *epoch, const char *skip_id);
-/* The last history position delivered on channel here. Returns: false when
- * none is known (no local subscriber, or no history message since). */
+/* The last history position delivered on channel here (*seeded: read from
+ * Redis at a subscribe, none delivered since). Returns: false when none is
+ * known (no local subscriber, or no position since). */
 bool daebus__ws_channel_last(daebus_ws *ws, const char *channel, uint64_t *off, char *epoch,
-                             size_t cap);
+                             size_t cap, bool *seeded);
+/* Sets channel's position read from Redis (a subscribe's), when it has none:
+ * the first message after it that does not arrive shows as a gap. */
+void daebus__ws_channel_seed(daebus_ws *ws, const char *channel, uint64_t off, const char *epoch);
 
 /* ---- ws_channel_catchup.c ---- */
 

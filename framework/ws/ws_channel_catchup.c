@@ -67,9 +67,10 @@ void daebus__ws_channel_deliver_history(daebus_ws *ws, const ws_chmsg *m, ws_fra
     pthread_mutex_lock(&ws->ch_deliver_lock);
     uint64_t last = 0;
     char ep[48];
-    bool known = daebus__ws_channel_last(ws, m->channel, &last, ep, sizeof ep);
+    bool seeded = false;
+    bool known = daebus__ws_channel_last(ws, m->channel, &last, ep, sizeof ep, &seeded);
     bool same = known && strcmp(ep, m->epoch) == 0;
-    if (same && m->offset <= last) { /* delivered here already (read by a catch-up) */
+    if (same && m->offset <= last && !seeded) { /* delivered here already (by a catch-up) */
         pthread_mutex_unlock(&ws->ch_deliver_lock);
         return;
     }
@@ -77,7 +78,7 @@ void daebus__ws_channel_deliver_history(daebus_ws *ws, const ws_chmsg *m, ws_fra
      * changed (the history was lost: Redis restarted), 1 .. offset-1 of the
      * new one (published before this replica's subscriber came back). */
     uint64_t from = same ? last : 0;
-    if (known && m->offset > from + 1) {
+    if (known && m->offset > from + 1 && !(same && seeded && m->offset <= last)) {
         bool lost = false;
         unsigned long long n = catch_up(ws, m->channel, from, m->epoch, m->offset, &lost);
         static daebus__ratelimit rl;

@@ -150,6 +150,7 @@ void daebus__ws_channel_replay_read(daebus_ws *ws, const char *channel, bool has
     if (!have_now)
         have_now = daebus__chist_position(h, channel, &now) == 0;
     if (have_now) {
+        daebus__ws_channel_seed(ws, channel, now.offset, now.epoch);
         cJSON_AddNumberToObject(extra, "offset", (double)now.offset);
         cJSON_AddStringToObject(extra, "epoch", now.epoch);
     }
