@@ -6,6 +6,7 @@
 #include "daebus/json.h"
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,8 +68,9 @@ void daebus__ws_hpub_free(ws_cluster *cl)
 int daebus__ws_hpub_enqueue(ws_cluster *cl, const ws_chmsg *m)
 {
     struct ws_hpub *hp = cl->hpub;
-    size_t nl = strlen(m->channel);
-    size_t len = nl + 1 + m->data_len;
+    /* data: channel '\0' except ('' = none) '\0' the message */
+    size_t nl = strlen(m->channel), xl = m->except ? strlen(m->except) : 0;
+    size_t len = nl + 1 + xl + 1 + m->data_len;
     ws_pubmsg *q = malloc(offsetof(ws_pubmsg, data) + len + 1);
     if (!q)
         return DAEBUS_ENOMEM;
@@ -76,7 +78,8 @@ int daebus__ws_hpub_enqueue(ws_cluster *cl, const ws_chmsg *m)
     q->channel = NULL; /* a history publish */
     q->len = len;
     memcpy(q->data, m->channel, nl + 1);
-    memcpy(q->data + nl + 1, m->data, m->data_len);
+    memcpy(q->data + nl + 1, m->except ? m->except : "", xl + 1);
+    memcpy(q->data + nl + 1 + xl + 1, m->data, m->data_len);
     q->data[len] = '\0';
     int rc = daebus__ws_cluster_enqueue(cl, q);
     if (rc == 0) {
@@ -98,12 +101,33 @@ int daebus__ws_hpub_enqueue(ws_cluster *cl, const ws_chmsg *m)
 
 /* ---- the publisher thread ---- */
 
-/* The channel name and the data of a queued history publish. */
+/* The client not to deliver to ("": none) of a queued history publish. */
+static const char *msg_except(const ws_pubmsg *m)
+{
+    return m->data + strlen(m->data) + 1;
+}
+
+/* The data of a queued history publish. */
 static const char *msg_data(const ws_pubmsg *m, size_t *len)
 {
-    size_t nl = strlen(m->data);
-    *len = m->len - nl - 1;
-    return m->data + nl + 1;
+    size_t skip = strlen(m->data) + 1 + strlen(msg_except(m)) + 1;
+    *len = m->len - skip;
+    return m->data + skip;
+}
+
+/* The envelope head of a message with a client left out: the common head
+ * plus "x":<id>,. Returns: malloc'd, or NULL. */
+static char *head_except(const char *head, const char *except)
+{
+    cJSON *x = cJSON_CreateString(except);
+    char *id = x ? daebus_json_print(x, NULL) : NULL;
+    cJSON_Delete(x);
+    size_t n = id ? strlen(head) + strlen(id) + 8 : 0;
+    char *s = n ? malloc(n) : NULL;
+    if (s)
+        snprintf(s, n, "%s\"x\":%s,", head, id);
+    free(id);
+    return s;
 }
 
 /* Sends the group (one round trip). Returns: how many Redis ran; *rc is
@@ -115,26 +139,37 @@ static int send_group(ws_cluster *cl, ws_pubmsg *run, int n, int *rc)
     size_t lens[DAEBUS__CHIST_BATCH_MAX];
     daebus__chist_pub p[DAEBUS__CHIST_BATCH_MAX];
     int rcs[DAEBUS__CHIST_BATCH_MAX];
-    bool one_channel = true;
+    char *heads[DAEBUS__CHIST_BATCH_MAX];
+    bool one_channel = true, nomem = false;
     int i = 0;
     for (ws_pubmsg *m = run; m && i < n; m = m->next, i++) {
+        const char *x = msg_except(m);
         data[i] = msg_data(m, &lens[i]);
+        heads[i] = *x ? head_except(cl->hpub->head, x) : NULL;
+        nomem = nomem || (*x && !heads[i]);
         p[i] = (daebus__chist_pub){.channel = m->data,
                                    .data = data[i],
                                    .len = lens[i],
                                    .redis_channel = cl->chan_all,
-                                   .head = cl->hpub->head,
+                                   .head = heads[i] ? heads[i] : cl->hpub->head,
                                    .bounds = {ws->ch_hist_count, ws->ch_hist_age}};
-        one_channel = one_channel && strcmp(m->data, run->data) == 0;
+        /* one script for all: one channel and one head */
+        one_channel =
+            one_channel && strcmp(m->data, run->data) == 0 && strcmp(x, msg_except(run)) == 0;
     }
-    if (one_channel) {
-        *rc = daebus__chist_publish_many(cl->hist, &p[0], data, lens, n, NULL);
-        return *rc == 0 ? n : 0;
-    }
-    *rc = daebus__chist_publish_batch(cl->hist, p, n, NULL, rcs);
     int ok = 0;
-    for (i = 0; i < n; i++)
-        ok += rcs[i] == 0;
+    if (nomem || i < 1) {
+        *rc = DAEBUS_ENOMEM;
+    } else if (one_channel) {
+        *rc = daebus__chist_publish_many(cl->hist, &p[0], data, lens, n, NULL);
+        ok = *rc == 0 ? n : 0;
+    } else {
+        *rc = daebus__chist_publish_batch(cl->hist, p, n, NULL, rcs);
+        for (int k = 0; k < n; k++)
+            ok += rcs[k] == 0;
+    }
+    for (int k = 0; k < i; k++)
+        free(heads[k]);
     return ok;
 }
 

@@ -115,6 +115,7 @@ void daebus__ws_channel_replay_read(daebus_ws *ws, const char *channel, bool has
     if (!have_now)
         have_now = daebus__chist_position(h, channel, &now) == 0;
     if (have_now) {
+        daebus__ws_channel_seed(ws, channel, now.offset, now.epoch);
         cJSON_AddNumberToObject(extra, "offset", (double)now.offset);
         cJSON_AddStringToObject(extra, "epoch", now.epoch);
     }
@@ -125,6 +126,9 @@ void daebus__ws_channel_replay_send(daebus_ws *ws, ws_client *c, const char *cha
 {
     uint64_t last = rp->since;
     const char *epoch = rp->recovered && rp->n ? rp->res[rp->n - 1].now.epoch : NULL;
+    char type[DAEBUS_WS_SUB_TYPE_MAX + 1] = "";
+    if (rp->recovered && rp->n)
+        daebus__ws_channel_type_of(ws, c, channel, type, sizeof type);
     for (size_t i = 0; rp->recovered && i < rp->n; i++) {
         const daebus__chist_result *r = &rp->res[i];
         for (size_t j = 0; j < r->n; j++) {
@@ -133,7 +137,8 @@ void daebus__ws_channel_replay_send(daebus_ws *ws, ws_client *c, const char *cha
                           .data_len = r->msgs[j].len,
                           .has_offset = true,
                           .offset = r->msgs[j].offset,
-                          .epoch = r->now.epoch};
+                          .epoch = r->now.epoch,
+                          .type = type[0] ? type : NULL};
             ws_frame *f = daebus__ws_channel_frame(&m);
             if (f)
                 daebus__ws_enqueue(c, f, false);
