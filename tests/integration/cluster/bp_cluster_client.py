@@ -11,7 +11,12 @@ Usage: bp_cluster_client.py SCENARIO REDIS_URL PORTS [ARGS...]
                          client that left meanwhile free again, rooms work
   kill PID               the replica on the last port (PID) is killed with -9
   unreached PID          the replica on the second port (PID) is stopped and its
-                         WebSocket subscriber cut: a chat to its members warns
+                         WebSocket subscriber cut: its members get what they
+                         missed from the room channel's history
+  channels               rooms on channels: a member dropped without a close
+                         frame rejoins another replica with "since" and gets
+                         exactly the missed messages; the TypeScript client's
+                         frames on room:<name> (who may subscribe, delivery)
   stress N SECONDS FILE  N clients chat in rooms for SECONDS (FILE is written
                          when the traffic starts: the test then kills a
                          replica and restarts Redis); every message to a live
@@ -85,6 +90,24 @@ class Client:
                 check(msg["type"] == "response", f"{type_} answered {msg}")
                 return msg["data"]
             self.pushes.append(msg)
+
+    async def frame(self, msg):
+        """Sends a frame of its own (a channel frame) with a request_id and
+        returns the whole answer (response or error)."""
+        self.seq += 1
+        msg = dict(msg, request_id=f"f-{self.seq}")
+        await self.ws.send(json.dumps(msg))
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            left = deadline - time.monotonic()
+            check(left > 0, f"no answer to {msg}")
+            got = json.loads(await asyncio.wait_for(self.ws.recv(), left))
+            if got.get("type") in ("response", "error") and got.get("request_id") == msg["request_id"]:
+                return got
+            self.pushes.append(got)
+
+    def frames(self, type_):
+        return [m for m in self.pushes if m.get("type") == type_]
 
     async def drain(self, wait):
         """Reads pushes for wait seconds."""
@@ -664,9 +687,100 @@ async def redis_back():
     await b.close()
 
 
+async def register_retry(c, name):
+    """register until the name is free (the replica that held the dropped
+    client's connection frees it when it sees the drop)."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        r = await c.call("register", {"username": name})
+        if r.get("status") == "registered":
+            c.name = name
+            return
+        check(time.monotonic() < deadline, f"register {name} again: {r}")
+        await asyncio.sleep(0.1)
+
+
+async def channels():
+    """Rooms on channels (docs/channels.md): room:<name> with history."""
+    p1, p2, p3 = PORTS
+    alice = await Client.open(p1, "ch_alice")
+    bob = await Client.open(p2, "ch_bob")
+    r = await alice.call("join_room", {"room": "rec"})
+    check(isinstance(r.get("offset"), int) and isinstance(r.get("epoch"), str) and
+          "recovered" not in r, f"join reply of a room with history: {r}")
+    await bob.call("join_room", {"room": "rec"})
+    first = await alice.call("chat_message", {"room": "rec", "message": "m0"})
+    await bob.expect("new_message", lambda d: d.get("id") == first["message_id"])
+    f0 = bob.frames("new_message")[-1]
+    check(f0.get("channel") == "room:rec" and isinstance(f0.get("offset"), int) and
+          f0.get("epoch") == r["epoch"], f"new_message frame: {f0}")
+    await alice.drain(0.2)
+    check(alice.count("new_message") == 0, "the sender got its own message")
+
+    # bob's connection dies without a close frame; 200 messages meanwhile
+    since = {"offset": f0["offset"], "epoch": f0["epoch"]}
+    bob.ws.transport.abort()
+    ids = []
+    for i in range(200):
+        s_ = await alice.call("chat_message", {"room": "rec", "message": f"missed {i}"})
+        check(s_.get("status") == "sent" and "warning" not in s_, f"chat {i}: {s_}")
+        ids.append(s_["message_id"])
+    # bob comes back on replica 3 and recovers
+    bob2 = await Client.open(p3)
+    await register_retry(bob2, "ch_bob")
+    r = await bob2.call("join_room", {"room": "rec", "since": since})
+    check(r.get("status") == "joined" and r.get("recovered") is True, f"rejoin with since: {r}")
+    got = bob2.frames("new_message")
+    check([m["data"]["id"] for m in got] == ids,
+          f"recovered {len(got)} messages, want exactly the 200 missed in order")
+    check([m["offset"] for m in got] == list(range(since["offset"] + 1, since["offset"] + 201)),
+          "offsets of the recovered messages")
+    check(r.get("offset") == since["offset"] + 200, f"position in the reply: {r}")
+    live = await alice.call("chat_message", {"room": "rec", "message": "live"})
+    await bob2.expect("new_message", lambda d: d.get("id") == live["message_id"])
+    await bob2.drain(0.3)
+    check([m["data"]["id"] for m in bob2.frames("new_message")] == ids + [live["message_id"]],
+          "after the recovered ones: the live one, once, nothing twice")
+
+    # an epoch that is not the room's: not recovered, the reply's history instead
+    carol = await Client.open(p2, "ch_carol")
+    r = await carol.call("join_room", {"room": "rec", "since": {"offset": 3, "epoch": "0bad"}})
+    check(r.get("recovered") is False and len(r.get("history", [])) > 0, f"bad epoch: {r}")
+    await carol.drain(0.2)
+    check(carol.count("new_message") == 0, "a join without recovery replayed messages")
+    r = await carol.call("join_room", {"room": "rec2", "since": {"offset": -1, "epoch": "x"}})
+    check(r.get("status") == "error" and "since" in r.get("error", ""), f"malformed since: {r}")
+
+    # the TypeScript client's frames on room:<name>
+    dave = await Client.open(p1)
+    a = await dave.frame({"type": "subscribe", "channel": "room:rec"})
+    check(a.get("type") == "error" and "Register" in a.get("error", ""), f"unregistered: {a}")
+    await register_retry(dave, "ch_dave")
+    a = await dave.frame({"type": "subscribe", "channel": "room:rec"})
+    check(a.get("type") == "error" and "Join the room" in a.get("error", ""), f"non-member: {a}")
+    m = await alice.call("chat_message", {"room": "rec", "message": "not for dave"})
+    await dave.call("join_room", {"room": "rec"})
+    a = await dave.frame({"type": "subscribe", "channel": "room:rec"})
+    check(a.get("type") == "response" and a.get("success") is True, f"member subscribes: {a}")
+    m2 = await alice.call("chat_message", {"room": "rec", "message": "to the channel"})
+    await dave.drain(0.3)
+    cm = [x for x in dave.frames("channel_message") if x.get("channel") == "room:rec"]
+    check(len(cm) == 1 and cm[0]["data"].get("id") == m2["message_id"],
+          f"a channel subscriber gets channel_message frames: {dave.pushes[-3:]}")
+    check(not any(x["data"].get("id") in (m["message_id"], m2["message_id"])
+                  for x in dave.frames("new_message")), "dave got a message twice or too early")
+    a = await dave.frame({"type": "broadcast", "channel": "room:rec", "data": {"text": "x"}})
+    check(a.get("type") == "error" and "chat_message" in a.get("error", ""), f"broadcast: {a}")
+    await dave.call("join_room", {"room": "rec"})  # new_message frames again
+    m3 = await alice.call("chat_message", {"room": "rec", "message": "typed again"})
+    await dave.expect("new_message", lambda d: d.get("id") == m3["message_id"])
+    for c in (alice, bob2, carol, dave):
+        await c.close()
+
+
 def main():
     fn = {"rooms": rooms, "admin": admin, "kill": kill, "stress": stress,
-          "away": redis_away, "unreached": unreached}[SCENARIO]
+          "away": redis_away, "unreached": unreached, "channels": channels}[SCENARIO]
     try:
         asyncio.run(asyncio.wait_for(fn(), 120))
     except Failure as e:

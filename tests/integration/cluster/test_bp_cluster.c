@@ -44,6 +44,15 @@ static void test_missed_message_caught_up(void)
     CU_ASSERT_EQUAL(bp_python_run("unreached", args), 0);
 }
 
+/* The rooms on channels (issue 16): recovery with "since" on another
+ * replica after a drop without a close frame (200 missed messages, exactly
+ * once, in order), a bad epoch, the TypeScript client's frames on
+ * room:<name> (who may subscribe, what a subscriber gets). */
+static void test_rooms_on_channels(void)
+{
+    CU_ASSERT_EQUAL(bp_python_run("channels", NULL), 0);
+}
+
 static void test_admin_across_replicas(void)
 {
     CU_ASSERT_EQUAL(bp_python_run("admin", NULL), 0);
@@ -157,6 +166,7 @@ int main(void)
     CU_add_test(s, "rooms across 3 replicas", test_rooms_across_replicas);
     CU_add_test(s, "a replica that missed a message catches up from the history",
                 test_missed_message_caught_up);
+    CU_add_test(s, "rooms on channels: recovery, frames", test_rooms_on_channels);
     CU_add_test(s, "admin and health across 3 replicas", test_admin_across_replicas);
     CU_add_test(s, "a replica killed: departures once", test_kill9_departures);
     CU_add_test(s, "Redis away: clear errors; back: rooms work", test_redis_away_and_back);
