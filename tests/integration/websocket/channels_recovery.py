@@ -2,7 +2,8 @@
 """Real WebSocket clients (python3-websockets) for test_channels_recovery.c.
 
   channels_recovery.py CASE PORT_A PORT_B REDIS_PORT [FILE]
-Cases: recover, trimmed, steady, epoch_pre (writes the position to FILE),
+Cases: recover, trimmed, steady, catchup (FILE: replica B's pid),
+epoch_pre (writes the position to FILE),
 epoch_post (reads it: Redis restarted meanwhile), nobus (PORT_A: one process
 without a bus). Each asserts what it checks
 and exits 0 on success. The service is channels_service.c with
@@ -171,6 +172,48 @@ async def case_epoch_post(pa, pb, rport, path):
     await wait_for(lambda: len(y.messages) == 1, "live after the restart")
     assert y.messages[0]["epoch"] == d["epoch"], y.messages
     await y.close()
+
+
+async def case_catchup(pa, pb, rport, pid_b):
+    """Replica B's Redis subscriber is away (B stopped, every pub/sub
+    connection killed) while A publishes: B's client gets the missed messages
+    from the history before the next one, once each, in order."""
+    import signal
+    import redis
+    ch, pid_b = "hist:cu", int(pid_b)
+    r = redis.Redis(port=rport)
+    ws_chan = "daebus:chan_test:ws"
+    x = await RClient(pb, "cx").open()
+    await subscribe(x, ch, "c1")
+    assert op(pa, op="publish_many", channel=ch, n=3, tag="before")["rc"] == 0
+    await wait_for(lambda: len(x.messages) == 3, "3 messages before")
+    os.kill(pid_b, signal.SIGSTOP)
+    try:
+        r.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        end = time.monotonic() + 5  # A subscribes again; B cannot (stopped)
+        while r.pubsub_numsub(ws_chan)[0][1] < 1:
+            assert time.monotonic() < end, "replica A did not subscribe again"
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        assert op(pa, op="publish_many", channel=ch, n=5, tag="missed")["rc"] == 0
+    finally:
+        os.kill(pid_b, signal.SIGCONT)
+    end = time.monotonic() + 10
+    while r.pubsub_numsub(ws_chan)[0][1] < 2:
+        assert time.monotonic() < end, "replica B did not subscribe again"
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
+    assert len(x.messages) == 3, ("B delivered the missed ones without a gap seen", x.messages)
+    assert op(pa, op="publish_many", channel=ch, n=1, tag="next")["rc"] == 0
+    await wait_for(lambda: len(x.messages) >= 9, "the 5 missed and the next one", 10)
+    await asyncio.sleep(0.3)
+    got = [(m["data"]["p"], m["data"]["seq"]) for m in x.messages]
+    want = [("before", i) for i in range(1, 4)] + [("missed", i) for i in range(1, 6)] + \
+        [("next", 1)]
+    assert got == want, got
+    first = x.messages[0]["offset"]
+    check_run(x, ch, first, first + 8)
+    await x.close()
 
 
 async def case_nobus(pa, pb, rport):

@@ -7,6 +7,8 @@
  *     in order, then the live ones (published during the recovery), no gap,
  *     no duplicate, "recovered": true, the answer first;
  *   - a trimmed history, a wrong epoch: "recovered": false, no history sent;
+ *   - replica B's Redis subscriber away while A publishes: B's client gets
+ *     the missed messages from the history before the next one;
  *   - Redis restarted (no persistence): a new epoch, "recovered": false;
  *   - subscribes with "since" on both replicas during a steady stream of
  *     publishes: every client gets every offset once, in order;
@@ -41,6 +43,15 @@ static void test_trimmed(void)
 static void test_steady(void)
 {
     CU_ASSERT_EQUAL(py("steady", NULL), 0);
+}
+
+/* Replica B's subscriber away while A publishes: B catches up from the
+ * history (ws_channel_catchup.c). */
+static void test_catchup(void)
+{
+    char pid[24];
+    snprintf(pid, sizeof pid, "%d", (int)b.pid);
+    CU_ASSERT_EQUAL(py("catchup", pid), 0);
 }
 
 static void test_epoch(void)
@@ -87,6 +98,7 @@ int main(void)
         CU_add_test(s, "a dropped client recovers 200 messages on the other replica", test_recover);
         CU_add_test(s, "trimmed history, wrong epoch: not recovered", test_trimmed);
         CU_add_test(s, "subscribes during a steady stream: no gap, no duplicate", test_steady);
+        CU_add_test(s, "a replica that missed messages catches up", test_catchup);
         CU_add_test(s, "Redis restarted: a new epoch, not recovered", test_epoch);
         CU_add_test(s, "without a bus: history-less", test_no_bus);
         CU_add_test(s, "the replicas stop cleanly", test_stop);
