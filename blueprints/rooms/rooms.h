@@ -175,8 +175,9 @@ DAEBUS_BLUEPRINT_DECLARE(daebus_rooms_bp);
 int daebus_rooms_register(daebus_app *app);
 
 /* Sets what the rooms need in WebSocket options (before daebus_ws_create):
- * channels on, a history for "room:*" (unless channel_history is set:
- * then add "room:*" to it yourself), and daebus_rooms_authorize as the hook
+ * channels on, a history and presence for "room:*" (unless channel_history
+ * or channel_presence is set: then add "room:*" to it yourself), and
+ * daebus_rooms_authorize as the hook
  * (unless authorize is set: then call it from yours for "room:*" channels).
  * Without it the rooms work, but new_message frames carry no offset and
  * "since" recovers nothing. Thread: before the app runs. */

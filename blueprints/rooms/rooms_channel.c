@@ -28,6 +28,8 @@ void daebus_rooms_ws_options(daebus_ws_options *wo)
     wo->channels = true;
     if (!wo->channel_history)
         wo->channel_history = ROOM_PREFIX "*";
+    if (!wo->channel_presence) /* who is in a room, for channel subscribers */
+        wo->channel_presence = ROOM_PREFIX "*";
     if (!wo->authorize) {
         wo->authorize = daebus_rooms_authorize;
         wo->authorize_user = NULL;

@@ -769,6 +769,25 @@ async def channels():
           f"a channel subscriber gets channel_message frames: {dave.pushes[-3:]}")
     check(not any(x["data"].get("id") in (m["message_id"], m2["message_id"])
                   for x in dave.frames("new_message")), "dave got a message twice or too early")
+    # presence: the room's members with their usernames; a join seen by a channel subscriber
+    a = await dave.frame({"type": "presence", "channel": "room:rec"})
+    names = sorted(m["info"].get("username") for m in a.get("data", {}).get("members", []))
+    check(a.get("type") == "response" and names == ["ch_alice", "ch_bob", "ch_carol", "ch_dave"],
+          f"presence of room:rec: {a}")
+    erin = await Client.open(p3, "ch_erin")
+    await erin.call("join_room", {"room": "rec"})
+    deadline = time.monotonic() + TIMEOUT
+
+    def erin_events():
+        return [x for x in dave.frames("channel_presence") if x.get("client_id") == erin.client_id]
+
+    while not erin_events():
+        check(time.monotonic() < deadline, f"no presence join of erin: {dave.pushes[-3:]}")
+        await dave.drain(0.1)
+    pe = erin_events()
+    check(len(pe) == 1 and pe[0].get("event") == "join" and
+          pe[0].get("info", {}).get("username") == "ch_erin", f"presence join: {pe}")
+    await erin.close()
     a = await dave.frame({"type": "broadcast", "channel": "room:rec", "data": {"text": "x"}})
     check(a.get("type") == "error" and "chat_message" in a.get("error", ""), f"broadcast: {a}")
     await dave.call("join_room", {"room": "rec"})  # new_message frames again
