@@ -1,0 +1,138 @@
+// Browser test of the chat page's reconnection with channel recovery (see
+// run_browser_test.sh). alice's page talks to the service through a small TCP
+// proxy; bob's page talks to it directly. The proxy cuts alice's connections
+// (no WebSocket close frame: the sockets are reset) and refuses new ones for
+// about 3 s while bob sends 12 messages. Then it lets connections through
+// again: alice's page reconnects by itself, registers again, re-joins #lobby
+// with "since" and must show every missed message exactly once, in order,
+// after its earlier ones, then live ones - without reloading the page.
+'use strict';
+
+const net = require('net');
+const os = require('os');
+const common = require('./browser_common.js');
+
+const {STEP, say, join, expectMessage} = common;
+const url = new URL(process.env.CHAT_URL);
+const shotDir = process.env.SHOT_DIR || os.tmpdir();
+const log = common.logger('browser reconnect');
+const MISSED = 12;
+const DROP_MS = 3000;
+
+// A TCP proxy to the service. drop() resets every open connection (both
+// sides: the browser sees the connection die without a close frame) and
+// resets new ones until restore().
+function startProxy(port, host) {
+  const pairs = new Set();
+  let dropped = false;
+  const kill = (sock) => { if (sock.resetAndDestroy) sock.resetAndDestroy(); else sock.destroy(); };
+  const server = net.createServer((client) => {
+    if (dropped) { kill(client); return; }
+    const upstream = net.connect(port, host);
+    const pair = {client, upstream};
+    pairs.add(pair);
+    const end = () => { pairs.delete(pair); client.destroy(); upstream.destroy(); };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({
+    port: server.address().port,
+    drop() {
+      dropped = true;
+      for (const {client, upstream} of pairs) { kill(client); kill(upstream); }
+      pairs.clear();
+    },
+    restore() { dropped = false; },
+    close() { server.close(); for (const {client, upstream} of pairs) { client.destroy(); upstream.destroy(); } },
+  })));
+}
+
+// The texts of the chat messages alice's page shows in #lobby, in order.
+const shownTexts = (page) => page.$$eval('#messages li.message .text', (els) => els.map((e) => e.textContent));
+
+async function scenario(context, proxy) {
+  const viaProxy = `http://127.0.0.1:${proxy.port}/`;
+  const alice = await common.openUser(context, viaProxy, 'alice');
+  await join(alice, 'lobby');
+  const bob = await common.openUser(context, url.href, 'bob');
+  await join(bob, 'lobby');
+  await alice.locator('#messages li.event', {hasText: 'bob joined #lobby'}).waitFor({timeout: STEP});
+  await say(alice, 'a-1 before the drop');
+  await expectMessage(bob, 'a-1 before the drop', 'bob');
+  await say(bob, 'b-1 before the drop');
+  await expectMessage(alice, 'b-1 before the drop', 'alice');
+  log('alice (through the proxy) and bob chat in #lobby');
+
+  const mark = 'loaded-' + Math.random();
+  await alice.evaluate((m) => { window.daebusTestMark = m; }, mark);
+
+  const t0 = Date.now();
+  proxy.drop();
+  await alice.waitForSelector('#status.reconnecting', {timeout: STEP});
+  log('alice\'s connection dropped; her page says: ' + await alice.textContent('#status'));
+  // bob sees alice leave: the server noticed the dead connection.
+  await bob.locator('#messages li.event', {hasText: 'alice left #lobby'}).waitFor({timeout: STEP});
+  const missed = [];
+  for (let i = 1; i <= MISSED; i++) {
+    const text = `missed-${String(i).padStart(2, '0')} from bob`;
+    missed.push(text);
+    await say(bob, text);
+  }
+  const wait = DROP_MS - (Date.now() - t0);
+  if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+  const shownDuringDrop = await shownTexts(alice);
+  if (shownDuringDrop.some((t) => t.startsWith('missed-')))
+    throw new Error('alice saw a message while cut off: ' + JSON.stringify(shownDuringDrop));
+  proxy.restore();
+  log(`connections restored after ${Date.now() - t0} ms; bob sent ${MISSED} messages meanwhile`);
+
+  await alice.waitForSelector('#status.open', {timeout: 30000});
+  await expectMessage(alice, missed[MISSED - 1], 'alice');
+  log(`alice reconnected and shows the last missed message ${Date.now() - t0} ms after the drop`);
+
+  await bob.locator('#messages li.event', {hasText: 'alice joined #lobby'}).waitFor({timeout: STEP});
+  const live = ['live-1 after the drop', 'live-2 after the drop'];
+  for (const text of live) {
+    await say(bob, text);
+    await expectMessage(alice, text, 'alice');
+  }
+  await say(alice, 'a-2 after the drop');
+  await expectMessage(bob, 'a-2 after the drop', 'bob');
+
+  const want = ['a-1 before the drop', 'b-1 before the drop', ...missed, ...live, 'a-2 after the drop'];
+  const got = await shownTexts(alice);
+  if (JSON.stringify(got) !== JSON.stringify(want))
+    throw new Error('alice\'s page shows ' + JSON.stringify(got) + ', want ' + JSON.stringify(want));
+  log('alice shows every missed message once, in order, then the live ones');
+
+  const st = await alice.evaluate(() => ({
+    mark: window.daebusTestMark,
+    recoveries: window.daebusChat.recoveries,
+    gap: document.querySelectorAll('#messages li.event.gap').length,
+    pos: window.daebusChat.rooms.get('lobby').pos,
+    navigations: performance.getEntriesByType('navigation').length,
+  }));
+  if (st.mark !== mark) throw new Error('alice\'s page was reloaded (mark ' + st.mark + ')');
+  const rec = st.recoveries.filter((r) => r.room === 'lobby');
+  if (rec.length !== 1 || !rec[0].since || rec[0].recovered !== true)
+    throw new Error('want one re-join of #lobby with since, recovered: ' + JSON.stringify(st.recoveries));
+  if (st.gap !== 0) throw new Error('alice\'s page shows a "messages may be missing" note');
+  log('no reload, one re-join with since ' + JSON.stringify(rec[0].since) + ' recovered; now at ' +
+      JSON.stringify(st.pos));
+}
+
+async function main() {
+  const proxy = await startProxy(Number(url.port), url.hostname);
+  try {
+    await common.withContext(shotDir, (context) => scenario(context, proxy));
+  } finally {
+    proxy.close();
+  }
+}
+
+main().then(() => process.exit(0), (e) => {
+  console.error('FAILED: browser reconnect test: ' + (e && e.stack ? e.stack : e));
+  process.exit(1);
+});
