@@ -19,9 +19,11 @@ const log = common.logger('browser reconnect');
 const MISSED = 12;
 const DROP_MS = 3000;
 
-// A TCP proxy to the service. drop() resets every open connection (both
-// sides: the browser sees the connection die without a close frame) and
-// resets new ones until restore().
+// A TCP proxy to the service. drop(holdMs) resets the browser side of every
+// open connection (the page sees it die without a close frame) and resets
+// new ones until restore(). The service side is reset at once, or with
+// holdMs kept open (what reaches it is dropped) for that long, as when the
+// server has not noticed yet that a client went away.
 function startProxy(port, host) {
   const pairs = new Set();
   let dropped = false;
@@ -29,9 +31,13 @@ function startProxy(port, host) {
   const server = net.createServer((client) => {
     if (dropped) { kill(client); return; }
     const upstream = net.connect(port, host);
-    const pair = {client, upstream};
+    const pair = {client, upstream, held: false};
     pairs.add(pair);
-    const end = () => { pairs.delete(pair); client.destroy(); upstream.destroy(); };
+    const end = () => {
+      pairs.delete(pair);
+      client.destroy();
+      if (!pair.held) upstream.destroy();
+    };
     client.on('error', end).on('close', end);
     upstream.on('error', end).on('close', end);
     client.pipe(upstream);
@@ -39,9 +45,21 @@ function startProxy(port, host) {
   });
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({
     port: server.address().port,
-    drop() {
+    drop(holdMs) {
       dropped = true;
-      for (const {client, upstream} of pairs) { kill(client); kill(upstream); }
+      for (const pair of pairs) {
+        const {client, upstream} = pair;
+        if (holdMs) {
+          pair.held = true;
+          upstream.unpipe(client);
+          client.unpipe(upstream);
+          upstream.on('data', () => {});
+          setTimeout(() => kill(upstream), holdMs);
+        } else {
+          kill(upstream);
+        }
+        kill(client);
+      }
       pairs.clear();
     },
     restore() { dropped = false; },
@@ -68,40 +86,16 @@ async function scenario(context, proxy) {
   const mark = 'loaded-' + Math.random();
   await alice.evaluate((m) => { window.daebusTestMark = m; }, mark);
 
-  const t0 = Date.now();
-  proxy.drop();
-  await alice.waitForSelector('#status.reconnecting', {timeout: STEP});
-  log('alice\'s connection dropped; her page says: ' + await alice.textContent('#status'));
-  // bob sees alice leave: the server noticed the dead connection.
-  await bob.locator('#messages li.event', {hasText: 'alice left #lobby'}).waitFor({timeout: STEP});
-  const missed = [];
-  for (let i = 1; i <= MISSED; i++) {
-    const text = `missed-${String(i).padStart(2, '0')} from bob`;
-    missed.push(text);
-    await say(bob, text);
-  }
-  const wait = DROP_MS - (Date.now() - t0);
-  if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-  const shownDuringDrop = await shownTexts(alice);
-  if (shownDuringDrop.some((t) => t.startsWith('missed-')))
-    throw new Error('alice saw a message while cut off: ' + JSON.stringify(shownDuringDrop));
-  proxy.restore();
-  log(`connections restored after ${Date.now() - t0} ms; bob sent ${MISSED} messages meanwhile`);
+  // 1: the connection dies; the service notices at once (alice leaves #lobby).
+  const want = ['a-1 before the drop', 'b-1 before the drop'];
+  want.push(...await cutOff(alice, bob, proxy, 'missed', 0));
+  // 2: the service notices only 4 s later, after the page is back: the name
+  // is still taken for a while and bob's messages go to the dead connection.
+  want.push(...await cutOff(alice, bob, proxy, 'lost', 4000));
+  const retries = await alice.evaluate(() => window.daebusChat.registerRetries);
+  if (!(retries > 0)) throw new Error('alice\'s page never retried register (name still taken): ' + retries);
+  log(`alice's page retried register ${retries} times while the name was still held`);
 
-  await alice.waitForSelector('#status.open', {timeout: 30000});
-  await expectMessage(alice, missed[MISSED - 1], 'alice');
-  log(`alice reconnected and shows the last missed message ${Date.now() - t0} ms after the drop`);
-
-  await bob.locator('#messages li.event', {hasText: 'alice joined #lobby'}).waitFor({timeout: STEP});
-  const live = ['live-1 after the drop', 'live-2 after the drop'];
-  for (const text of live) {
-    await say(bob, text);
-    await expectMessage(alice, text, 'alice');
-  }
-  await say(alice, 'a-2 after the drop');
-  await expectMessage(bob, 'a-2 after the drop', 'bob');
-
-  const want = ['a-1 before the drop', 'b-1 before the drop', ...missed, ...live, 'a-2 after the drop'];
   const got = await shownTexts(alice);
   if (JSON.stringify(got) !== JSON.stringify(want))
     throw new Error('alice\'s page shows ' + JSON.stringify(got) + ', want ' + JSON.stringify(want));
@@ -116,11 +110,50 @@ async function scenario(context, proxy) {
   }));
   if (st.mark !== mark) throw new Error('alice\'s page was reloaded (mark ' + st.mark + ')');
   const rec = st.recoveries.filter((r) => r.room === 'lobby');
-  if (rec.length !== 1 || !rec[0].since || rec[0].recovered !== true)
-    throw new Error('want one re-join of #lobby with since, recovered: ' + JSON.stringify(st.recoveries));
+  if (rec.length !== 2 || rec.some((r) => !r.since || r.recovered !== true))
+    throw new Error('want two re-joins of #lobby with since, recovered: ' + JSON.stringify(st.recoveries));
   if (st.gap !== 0) throw new Error('alice\'s page shows a "messages may be missing" note');
-  log('no reload, one re-join with since ' + JSON.stringify(rec[0].since) + ' recovered; now at ' +
-      JSON.stringify(st.pos));
+  log('no reload; re-joins with since ' + rec.map((r) => JSON.stringify(r.since)).join(', ') +
+      ', recovered; now at ' + JSON.stringify(st.pos));
+}
+
+// Cuts alice off for DROP_MS (the service side after holdMs) while bob sends
+// MISSED messages, then lets her back, and bob and alice chat again. Returns
+// the texts alice must now show after what she showed before.
+async function cutOff(alice, bob, proxy, tag, holdMs) {
+  const t0 = Date.now();
+  proxy.drop(holdMs);
+  await alice.waitForSelector('#status.reconnecting', {timeout: STEP});
+  log(`${tag}: alice's connection dropped; her page says: ` + await alice.textContent('#status'));
+  if (!holdMs) // bob sees alice leave: the server noticed the dead connection.
+    await bob.locator('#messages li.event', {hasText: 'alice left #lobby'}).nth(0).waitFor({timeout: STEP});
+  const missed = [];
+  for (let i = 1; i <= MISSED; i++) {
+    const text = `${tag}-${String(i).padStart(2, '0')} from bob`;
+    missed.push(text);
+    await say(bob, text);
+  }
+  const wait = DROP_MS - (Date.now() - t0);
+  if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+  const shownDuringDrop = await shownTexts(alice);
+  if (shownDuringDrop.some((t) => t.startsWith(tag + '-')))
+    throw new Error('alice saw a message while cut off: ' + JSON.stringify(shownDuringDrop));
+  proxy.restore();
+  log(`${tag}: connections restored after ${Date.now() - t0} ms; bob sent ${MISSED} messages meanwhile`);
+
+  await alice.waitForSelector('#status.open', {timeout: 45000});
+  await expectMessage(alice, missed[MISSED - 1], 'alice');
+  log(`${tag}: alice reconnected and shows the last missed message ${Date.now() - t0} ms after the drop`);
+
+  const live = [`${tag}: live-1 after the drop`, `${tag}: live-2 after the drop`];
+  for (const text of live) {
+    await say(bob, text);
+    await expectMessage(alice, text, 'alice');
+  }
+  const mine = `${tag}: alice is back`;
+  await say(alice, mine);
+  await expectMessage(bob, mine, 'bob');
+  return [...missed, ...live, mine];
 }
 
 async function main() {

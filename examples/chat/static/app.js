@@ -40,6 +40,7 @@
     reconnectTimer: null,
     kicked: false,
     recoveries: [],          // {room, since, recovered}: one per re-join (for the browser test)
+    registerRetries: 0,      // register refused with "already taken" after a reconnection
   };
 
   /* ---- UI helpers ---- */
@@ -336,6 +337,7 @@
         return await register(name);
       } catch (e) {
         if (!/already taken/.test(e.message) || Date.now() >= until || state.socket !== s) throw e;
+        state.registerRetries++;
         setStatus('reconnecting: waiting for the name ' + name, 'connecting reconnecting');
         await new Promise((r) => setTimeout(r, REGISTER_RETRY_MS));
       }
