@@ -464,9 +464,16 @@
         try {
           await registerAgain(s, state.username);
           setStatus('connected', 'open');
-          for (const room of Array.from(state.rooms.keys())) await rejoin(room);
+          const failed = [];
+          for (const room of Array.from(state.rooms.keys())) {
+            // One room refused (e.g. the server's limits changed) does not
+            // keep the page out of the others.
+            try { await rejoin(room); } catch (e) { if (state.socket !== s) throw e; failed.push('#' + room + ': ' + e.message); }
+          }
           renderRooms();
+          if (failed.length) showNotice('Could not re-join ' + failed.join('; '), 'bad');
         } catch (e) {
+          if (state.socket === s) setStatus('connected, not signed in', 'closed');
           showNotice('Could not restore the session: ' + e.message, 'bad');
         }
       }
