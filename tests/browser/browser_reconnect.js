@@ -21,15 +21,22 @@ const DROP_MS = 3000;
 
 // A TCP proxy to the service. drop(holdMs) resets the browser side of every
 // open connection (the page sees it die without a close frame) and resets
-// new ones until restore(). The service side is reset at once, or with
-// holdMs kept open (what reaches it is dropped) for that long, as when the
-// server has not noticed yet that a client went away.
+// new ones until restore(). The service side is reset at once, or, with
+// holdMs, kept open (what reaches it is dropped) until holdMs after the first
+// connection let through again: the server has not noticed yet that the
+// client went away when the page is back.
 function startProxy(port, host) {
   const pairs = new Set();
   let dropped = false;
+  let held = [];
   const kill = (sock) => { if (sock.resetAndDestroy) sock.resetAndDestroy(); else sock.destroy(); };
   const server = net.createServer((client) => {
     if (dropped) { kill(client); return; }
+    if (held.length) {
+      const release = held;
+      held = [];
+      setTimeout(() => release.forEach(({upstream}) => kill(upstream)), release[0].holdMs);
+    }
     const upstream = net.connect(port, host);
     const pair = {client, upstream, held: false};
     pairs.add(pair);
@@ -54,7 +61,7 @@ function startProxy(port, host) {
           upstream.unpipe(client);
           client.unpipe(upstream);
           upstream.on('data', () => {});
-          setTimeout(() => kill(upstream), holdMs);
+          held.push({upstream, holdMs});
         } else {
           kill(upstream);
         }
@@ -63,7 +70,11 @@ function startProxy(port, host) {
       pairs.clear();
     },
     restore() { dropped = false; },
-    close() { server.close(); for (const {client, upstream} of pairs) { client.destroy(); upstream.destroy(); } },
+    close() {
+      server.close();
+      for (const {client, upstream} of pairs) { client.destroy(); upstream.destroy(); }
+      for (const {upstream} of held) upstream.destroy();
+    },
   })));
 }
 
@@ -89,9 +100,9 @@ async function scenario(context, proxy) {
   // 1: the connection dies; the service notices at once (alice leaves #lobby).
   const want = ['a-1 before the drop', 'b-1 before the drop'];
   want.push(...await cutOff(alice, bob, proxy, 'missed', 0));
-  // 2: the service notices only 4 s later, after the page is back: the name
-  // is still taken for a while and bob's messages go to the dead connection.
-  want.push(...await cutOff(alice, bob, proxy, 'lost', 4000));
+  // 2: the service notices only 2 s after the page is back: the name is
+  // still taken for a while and bob's messages go to the dead connection.
+  want.push(...await cutOff(alice, bob, proxy, 'lost', 2000));
   const retries = await alice.evaluate(() => window.daebusChat.registerRetries);
   if (!(retries > 0)) throw new Error('alice\'s page never retried register (name still taken): ' + retries);
   log(`alice's page retried register ${retries} times while the name was still held`);
