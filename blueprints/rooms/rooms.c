@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "rooms/rooms_channel.h"
 #include "rooms/rooms_check.h"
 #include "rooms/rooms_store.h"
 
@@ -247,6 +248,11 @@ static cJSON *page_rows(const cJSON *page, int detail)
 }
 
 /* ---- start: the app, the "client left" path ---- */
+
+daebus_app *daebus__rooms_app(void)
+{
+    return atomic_load(&the_app);
+}
 
 DAEBUS_ON_START(rooms_on_start, .bp = &daebus_rooms_bp)
 {
@@ -476,6 +482,10 @@ DAEBUS_SOCKET(rooms_join, "join_room", .bp = &daebus_rooms_bp)
     if (rc != DAEBUS__ROOMS_FIELD_OK)
         return refuse(client_id,
                       daebus__rooms_name_error(rc, "Room name", o.max_name_bytes, err, sizeof err));
+    if (daebus__rooms_since_ok(req_data(req)) != 0) {
+        free(name);
+        return refuse(client_id, "since must be {\"offset\": <integer >= 0>, \"epoch\": <string>}");
+    }
     char now[40], max_rooms[24], per_client[24], jh[24], jb[24];
     snprintf(now, sizeof now, "%.6f", now_wall());
     snprintf(max_rooms, sizeof max_rooms, "%zu", o.max_rooms);
@@ -505,6 +515,9 @@ DAEBUS_SOCKET(rooms_join, "join_room", .bp = &daebus_rooms_bp)
     cJSON_AddStringToObject(out, "room", name);
     cJSON_AddNumberToObject(out, "members", members);
     cJSON_AddItemToObject(out, "history", parse_history(cJSON_GetArrayItem(r, 4)));
+    /* The member follows the room's channel from here ("since": what it
+     * missed comes first); "recovered", "offset", "epoch" go into out. */
+    daebus__rooms_subscribe(req_ws(req), client_id, name, req_data(req), out);
     cJSON_Delete(r);
     free(name);
     return out;
@@ -526,6 +539,7 @@ DAEBUS_SOCKET(rooms_leave, "leave_room", .bp = &daebus_rooms_bp)
         return failure ? failure : error_reply("Not a member of this room");
     }
     send_update(req_ws(req), cJSON_GetArrayItem(r, 2), str_at(r, 3), "left", name, num_at(r, 1));
+    daebus__rooms_unsubscribe(req_ws(req), client_id, name);
     cJSON_Delete(r);
     cJSON *out = cJSON_CreateObject();
     cJSON_AddStringToObject(out, "status", "left");
@@ -584,19 +598,21 @@ DAEBUS_SOCKET(rooms_chat_message, "chat_message", .bp = &daebus_rooms_bp)
     cJSON_AddStringToObject(copy, "sender", str_at(r, 2));
     cJSON_AddStringToObject(copy, "text", message);
     cJSON_AddNumberToObject(copy, "timestamp", ts);
-    bool missed = false;
-    int sent = send_to(req_ws(req), cJSON_GetArrayItem(r, 3), "new_message", copy, &missed);
+    /* One publish on the room's channel: every member but the sender, on
+     * every replica, in the one order of the channel. */
+    int sent = daebus__rooms_publish(req_ws(req), room_name, copy, client_id);
     cJSON_Delete(copy);
     DAEBUS_LOG_DEBUGF("rooms", "message in %s: %zu bytes", room_name, strlen(message));
     cJSON *out = cJSON_CreateObject();
     cJSON_AddStringToObject(out, "status", "sent");
     cJSON_AddStringToObject(out, "message_id", id);
     cJSON_AddNumberToObject(out, "timestamp", ts);
-    if (sent == DAEBUS_ECONN) /* kept in the history; members elsewhere may miss it */
+    if (sent == DAEBUS_ECONN) /* kept in the room's history (join reply) */
         cJSON_AddStringToObject(out, "warning",
-                                "Members on other replicas were not reached (Redis unreachable)");
-    else if (missed || sent < 0)
-        cJSON_AddStringToObject(out, "warning", "Some members were not reached");
+                                "Members were not reached (Redis unreachable); the message is "
+                                "kept in the room's history");
+    else if (sent < 0)
+        cJSON_AddStringToObject(out, "warning", "Members were not reached");
     cJSON_Delete(r);
     free(room_name);
     free(message);

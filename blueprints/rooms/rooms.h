@@ -4,6 +4,9 @@
  *   daebus_rooms_options ro = DAEBUS_ROOMS_OPTIONS_INIT;   // optional
  *   ro.max_rooms = 200;
  *   daebus_rooms_configure(&ro);
+ *   daebus_ws_options wo = DAEBUS_WS_OPTIONS_INIT;
+ *   daebus_rooms_ws_options(&wo);  // the rooms' channels: history, frames, hook
+ *   ... daebus_ws_create(&wo, NULL), attach it, attach the bus ...
  *   daebus_rooms_register(app);   // after attaching the WebSocket component
  *
  * daebus_rooms_register() registers the blueprint and puts the departures on
@@ -27,11 +30,16 @@
  *                 [{"name", "members"}], "room_count": N, "next_after": name |
  *                 null}: the rooms sorted by name after "after", at most
  *                 min(limit, list_max) of them
- *   join_room     {"room"} creates the room if needed; the other members get
- *                 room_update {"user", "action": "joined", "room", "members"};
- *                 reply {"status": "joined", "room", "members", "history"}
- *                 (the last join_history messages, at most
- *                 DAEBUS_ROOMS_JOIN_BYTES of text). Refused past max_rooms
+ *   join_room     {"room", "since"?: {"offset", "epoch"}} creates the room if
+ *                 needed; the other members get room_update {"user",
+ *                 "action": "joined", "room", "members"}; reply {"status":
+ *                 "joined", "room", "members", "history"} (the last
+ *                 join_history messages, at most DAEBUS_ROOMS_JOIN_BYTES of
+ *                 text), with the room channel's "offset" and "epoch" when it
+ *                 keeps a history, and "recovered": true|false with "since":
+ *                 the messages after since come as new_message frames before
+ *                 the reply, then the live ones (see "Channels" below).
+ *                 Refused past max_rooms
  *                 ("Too many rooms (max N)") or max_rooms_per_client ("Too
  *                 many rooms for this client (max N): leave one first"), and
  *                 for names as in register ("Room name ...")
@@ -39,11 +47,11 @@
  *                 room_update "left"
  *   chat_message  {"room", "message"}: membership checked; the other members
  *                 get new_message {"id", "room", "sender", "text",
- *                 "timestamp"}; reply {"status": "sent", "message_id",
- *                 "timestamp"} (+ "warning" when a member could not be
- *                 reached: Redis unreachable after the message was stored,
- *                 or its replica dead or not subscribed again yet after a
- *                 Redis restart); "Message is too long (max N bytes)"
+ *                 "timestamp"} (the frame also has "channel": "room:<name>",
+ *                 and "offset", "epoch" with history); reply {"status":
+ *                 "sent", "message_id", "timestamp"} (+ "warning" when the
+ *                 members could not be reached: Redis unreachable after the
+ *                 message was stored); "Message is too long (max N bytes)"
  *   direct_message {"to", "message"}: "to" is a registered username (ASCII
  *                 case ignored) or a client id, connected to any replica; it
  *                 gets direct_message {"id", "from", "from_client_id", "to",
@@ -69,6 +77,22 @@
  * trimmed. Usernames are unique among connected clients (compared ignoring
  * ASCII case), and a username may not be another connected client's id, so
  * the admin blueprint's notify_user reaches only the user it names.
+ *
+ * Channels. Each room is the WebSocket channel "room:<name>"
+ * (docs/channels.md): join_room subscribes the member (its frames typed
+ * "new_message"), leave_room and the connection's end unsubscribe it, and a
+ * chat message is one publish on it to every member but the sender, on
+ * every replica, in one order. With daebus_rooms_ws_options() the channels
+ * keep a history in Redis (cluster mode): every new_message has an offset and
+ * an epoch, a client that reconnects joins with "since" and gets what it
+ * missed once, in order (the chat page does), and a replica whose Redis
+ * subscriber was away delivers the messages it missed before the next one.
+ * A registered member may also follow its room with the channel frames
+ * ({"type": "subscribe", "channel": "room:<name>"}: the TypeScript client's
+ * subscribeToChannel); its deliveries are then "channel_message" frames
+ * (join_room again makes them new_message). daebus_rooms_authorize decides:
+ * subscribing to room:<name> needs a registered member of that room;
+ * broadcast frames on room:* are refused (messages go through chat_message).
  *
  * Errors are replies of the form {"error": "<text>", "status": "error"} as in
  * the guide. The username is also stored as the WebSocket client data
@@ -113,7 +137,7 @@ extern "C" {
 #define DAEBUS_ROOMS_JOIN_HISTORY         20                    /* messages sent back on join */
 #define DAEBUS_ROOMS_LIST_MAX             100 /* rooms in one register/list_rooms/api reply */
 /* Upper bounds of the options (larger values are refused by configure). */
-#define DAEBUS_ROOMS_MAX_NAME_LIMIT 1024
+#define DAEBUS_ROOMS_MAX_NAME_LIMIT 195 /* "room:<name>" is a channel name (<= 200 bytes) */
 #define DAEBUS_ROOMS_MAX_TEXT_LIMIT (64u * 1024u)
 #define DAEBUS_ROOMS_LIST_LIMIT     1000
 /* Text bytes of history a join reply carries at most (newest messages first). */
@@ -149,6 +173,22 @@ DAEBUS_BLUEPRINT_DECLARE(daebus_rooms_bp);
  * daebus_ws_on_client_departed() / daebus_app_register_blueprint().
  * Thread: before the app runs. */
 int daebus_rooms_register(daebus_app *app);
+
+/* Sets what the rooms need in WebSocket options (before daebus_ws_create):
+ * channels on, a history for "room:*" (unless channel_history is set:
+ * then add "room:*" to it yourself), and daebus_rooms_authorize as the hook
+ * (unless authorize is set: then call it from yours for "room:*" channels).
+ * Without it the rooms work, but new_message frames carry no offset and
+ * "since" recovers nothing. Thread: before the app runs. */
+void daebus_rooms_ws_options(daebus_ws_options *wo);
+
+/* The authorisation hook of the rooms (daebus_ws_authorize_fn): a
+ * "subscribe" to "room:<name>" is allowed to a registered member of that
+ * room (one Redis round trip), "broadcast" on "room:*" is refused; anything
+ * else follows the pattern rules (q->rules_allow). Thread: callable from any
+ * thread. */
+bool daebus_rooms_authorize(daebus_ws *ws, const daebus_ws_auth_request *q, char *reason,
+                            size_t reason_len, void *user);
 
 /* Sets the bounds (opts NULL = every default). Rooms and messages that exist
  * already are trimmed to the new history bounds at their next message.

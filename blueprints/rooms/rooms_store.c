@@ -206,8 +206,13 @@ static const char direct_lua[] =
                 "local to = redis.call('HGET', p..'names', string.lower(ARGV[3]))\n"
                 "return {sender, to}\n";
 
+/* ARGV: p, cid, room -> {registered 0/1, member of room 0/1} */
+static const char member_lua[] =
+    LUA_PRELUDE "return {redis.call('HEXISTS', p..'users', ARGV[2]),\n"
+                "        redis.call('SISMEMBER', p..'members:'..ARGV[3], ARGV[2])}\n";
+
 static const char *const scripts[DAEBUS__ROOMS_NSCRIPTS] = {
-    join_lua, leave_lua, chat_lua, gone_lua, register_lua, page_lua, direct_lua,
+    join_lua, leave_lua, chat_lua, gone_lua, register_lua, page_lua, direct_lua, member_lua,
 };
 
 /* "daebus:<service>:rooms:" into buf. */

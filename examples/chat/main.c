@@ -386,6 +386,9 @@ int main(int argc, char **argv)
         daebus_app_destroy(app);
         return 2;
     }
+    /* The rooms are the channels room:<name>, with history (recovery after
+     * a dropped connection) and the rooms' authorisation hook. */
+    daebus_rooms_ws_options(&wo);
 
     char buf[PATH_MAX];
     const char *static_dir =

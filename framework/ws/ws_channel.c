@@ -26,10 +26,21 @@
 #include "ws_io.h"
 #include "ws_request.h"
 
+/* A local subscriber: the client (referenced) and the "type" of its frames
+ * (NULL: "channel_message"; daebus_ws_subscription). */
+typedef struct ws_sub {
+    ws_client *c;
+    char *type;
+} ws_sub;
+
 typedef struct ws_chan {
     char *name;
-    ws_client **subs; /* referenced */
+    ws_sub *subs;
     size_t n, cap;
+    uint64_t last_off;   /* history: the last offset delivered here (ws_channel_catchup.c) */
+    char last_epoch[48]; /* and its epoch ("": none yet) */
+    bool seeded;         /* last_off was read from Redis, not delivered: offsets up to it
+                            may still arrive live (then delivered, not dropped) */
 } ws_chan;
 
 typedef struct ws_csubs {
@@ -120,17 +131,39 @@ static void drop_empty_chan(struct ws_chtable *t, const char *name, ws_chan *ch)
     }
 }
 
-/* Adds c to name. Returns: 0, DAEBUS_EEXIST (already), DAEBUS_ENOMEM. */
-static int table_add(struct ws_chtable *t, ws_client *c, const char *name)
+/* Sets the frame type of c's subscription to ch (type NULL: the default).
+ * Returns: 0, DAEBUS_ENOMEM (the type stays). */
+static int sub_set_type(ws_chan *ch, const ws_client *c, const char *type)
 {
-    if (csubs_has(daebus__hash_find(t->clients, c->id), name))
-        return DAEBUS_EEXIST;
+    for (size_t i = 0; ch && i < ch->n; i++) {
+        if (ch->subs[i].c != c)
+            continue;
+        char *copy = type ? strdup(type) : NULL;
+        if (type && !copy)
+            return DAEBUS_ENOMEM;
+        free(ch->subs[i].type);
+        ch->subs[i].type = copy;
+    }
+    return 0;
+}
+
+/* Adds c to name with frames of type (NULL: the default). Returns: 0,
+ * DAEBUS_EEXIST (already; the type is set), DAEBUS_ENOMEM. */
+static int table_add(struct ws_chtable *t, ws_client *c, const char *name, const char *type)
+{
+    if (csubs_has(daebus__hash_find(t->clients, c->id), name)) {
+        int rc = sub_set_type(daebus__hash_find(t->chans, name), c, type);
+        return rc ? rc : DAEBUS_EEXIST;
+    }
     ws_chan *ch = chan_entry(t, name);
     ws_csubs *cs = ch ? client_entry(t, c) : NULL;
     char *copy = cs ? strdup(name) : NULL;
-    if (!copy || grow((void **)&ch->subs, &ch->cap, ch->n + 1, sizeof *ch->subs) ||
+    char *tcopy = copy && type ? strdup(type) : NULL;
+    if (!copy || (type && !tcopy) ||
+        grow((void **)&ch->subs, &ch->cap, ch->n + 1, sizeof *ch->subs) ||
         grow((void **)&cs->names, &cs->cap, cs->n + 1, sizeof *cs->names)) {
         free(copy);
+        free(tcopy);
         drop_empty_chan(t, name, ch);
         if (cs && cs->n == 0) {
             daebus__hash_remove(t->clients, c->id);
@@ -140,7 +173,7 @@ static int table_add(struct ws_chtable *t, ws_client *c, const char *name)
         return DAEBUS_ENOMEM;
     }
     daebus__ws_client_ref(c);
-    ch->subs[ch->n++] = c;
+    ch->subs[ch->n++] = (ws_sub){.c = c, .type = tcopy};
     cs->names[cs->n++] = copy;
     return 0;
 }
@@ -153,8 +186,9 @@ static ws_client *chan_take(struct ws_chtable *t, const char *name, const char *
 {
     ws_chan *ch = daebus__hash_find(t->chans, name);
     for (size_t i = 0; ch && i < ch->n; i++) {
-        ws_client *c = ch->subs[i];
+        ws_client *c = ch->subs[i].c;
         if (who ? c == who : strcmp(c->id, id) == 0) {
+            free(ch->subs[i].type);
             memmove(ch->subs + i, ch->subs + i + 1, (ch->n - i - 1) * sizeof *ch->subs);
             ch->n--;
             drop_empty_chan(t, name, ch);
@@ -230,8 +264,10 @@ void daebus__ws_channel_free(daebus_ws *ws)
     }
     while (daebus__hash_values(t->chans, &v, 1) == 1) {
         ws_chan *ch = v;
-        for (size_t i = 0; i < ch->n; i++)
-            daebus__ws_client_unref(ch->subs[i]);
+        for (size_t i = 0; i < ch->n; i++) {
+            daebus__ws_client_unref(ch->subs[i].c);
+            free(ch->subs[i].type);
+        }
         daebus__hash_remove(t->chans, ch->name);
         free(ch->subs);
         free(ch->name);
@@ -281,7 +317,7 @@ cJSON *daebus__ws_channel_pairs(daebus_ws *ws)
         for (size_t k = 0; k < ch->n; k++) {
             cJSON *pair = cJSON_CreateArray();
             cJSON_AddItemToArray(all, pair);
-            cJSON_AddItemToArray(pair, cJSON_CreateString(ch->subs[k]->id));
+            cJSON_AddItemToArray(pair, cJSON_CreateString(ch->subs[k].c->id));
             cJSON_AddItemToArray(pair, cJSON_CreateString(ch->name));
         }
     }
@@ -300,6 +336,15 @@ bool daebus__ws_channel_has(daebus_ws *ws, const char *client_id, const char *ch
 
 /* ---- delivery ---- */
 
+bool daebus__ws_channel_type_ok(const char *type)
+{
+    size_t n = 0;
+    for (; type[n]; n++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-", type[n]))
+            return false;
+    return n >= 1 && n <= DAEBUS_WS_SUB_TYPE_MAX;
+}
+
 ws_frame *daebus__ws_channel_frame(const ws_chmsg *m)
 {
     cJSON *name = cJSON_CreateString(m->channel);
@@ -311,13 +356,77 @@ ws_frame *daebus__ws_channel_frame(const ws_chmsg *m)
     if (m->has_offset) /* history (docs/channels.md): the epoch is a plain id, no escaping */
         snprintf(extra, sizeof extra, ",\"offset\":%llu,\"epoch\":\"%.64s\"",
                  (unsigned long long)m->offset, m->epoch ? m->epoch : "");
-    static const char head[] = "{\"type\":\"channel_message\",\"channel\":";
-    size_t len = sizeof head - 1 + strlen(ch) + 8 + m->data_len + strlen(extra) + 1;
+    /* A type is checked (daebus__ws_channel_type_ok): nothing to escape. */
+    const char *type = m->type ? m->type : "channel_message";
+    size_t len = 30 + strlen(type) + strlen(ch) + m->data_len + strlen(extra);
     char *s = malloc(len + 1);
     if (s)
-        snprintf(s, len + 1, "%s%s,\"data\":%.*s%s}", head, ch, (int)m->data_len, m->data, extra);
+        snprintf(s, len + 1, "{\"type\":\"%s\",\"channel\":%s,\"data\":%.*s%s}", type, ch,
+                 (int)m->data_len, m->data, extra);
     free(ch);
     return s ? daebus__ws_frame_text_take(s, strlen(s)) : NULL;
+}
+
+/* The frame f (a "channel_message") with the type of a subscription
+ * instead. Returns: a new reference (f's own when it cannot be made). */
+static ws_frame *frame_as(ws_frame *f, const char *type)
+{
+    static const char head[] = "{\"type\":\"channel_message\",";
+    size_t hl = sizeof head - 1;
+    char *s = NULL;
+    if (f->len > hl && memcmp(f->data, head, hl) == 0) {
+        size_t len = 11 + strlen(type) + (f->len - hl);
+        if ((s = malloc(len + 1)))
+            snprintf(s, len + 1, "{\"type\":\"%s\",%.*s", type, (int)(f->len - hl), f->data + hl);
+    }
+    ws_frame *v = s ? daebus__ws_frame_text_take(s, strlen(s)) : NULL;
+    if (!v)
+        atomic_fetch_add(&(v = f)->refs, 1);
+    return v;
+}
+
+/* The frames of one delivery, one per subscription type met (most channels
+ * have one). */
+typedef struct typed_frames {
+    const char **type; /* the subscriptions' own strings: used under ch_lock only */
+    ws_frame **f;      /* referenced */
+    size_t n, cap;
+} typed_frames;
+
+/* The frame for a subscriber of type (NULL: f itself). ch_lock held. */
+static ws_frame *frame_for(typed_frames *tf, ws_frame *f, const char *type)
+{
+    if (!type)
+        return f;
+    for (size_t i = 0; i < tf->n; i++)
+        if (strcmp(tf->type[i], type) == 0)
+            return tf->f[i];
+    size_t cap = tf->cap;
+    if (grow((void **)&tf->type, &cap, tf->n + 1, sizeof *tf->type) ||
+        grow((void **)&tf->f, &tf->cap, tf->n + 1, sizeof *tf->f))
+        return f; /* out of memory: the default frame rather than none */
+    tf->type[tf->n] = type;
+    return tf->f[tf->n++] = frame_as(f, type);
+}
+
+static void typed_frames_free(typed_frames *tf)
+{
+    for (size_t i = 0; i < tf->n; i++)
+        daebus__ws_frame_unref(tf->f[i]);
+    free(tf->type);
+    free(tf->f);
+}
+
+void daebus__ws_channel_type_of(daebus_ws *ws, const ws_client *c, const char *channel, char *buf,
+                                size_t cap)
+{
+    buf[0] = '\0';
+    pthread_mutex_lock(&ws->ch_lock);
+    const ws_chan *ch = daebus__hash_find(ws->chans->chans, channel);
+    for (size_t i = 0; ch && i < ch->n; i++)
+        if (ch->subs[i].c == c && ch->subs[i].type)
+            snprintf(buf, cap, "%s", ch->subs[i].type);
+    pthread_mutex_unlock(&ws->ch_lock);
 }
 
 /* The hold of (c, channel), or NULL. ch_lock held. */
@@ -367,7 +476,7 @@ static bool chan_has(const struct ws_chtable *t, const char *channel, const ws_c
 {
     const ws_chan *ch = daebus__hash_find(t->chans, channel);
     for (size_t i = 0; ch && i < ch->n; i++)
-        if (ch->subs[i] == c)
+        if (ch->subs[i].c == c)
             return true;
     return false;
 }
@@ -458,59 +567,155 @@ int daebus__ws_channel_deliver_except(daebus_ws *ws, const char *channel, ws_fra
     if (!ws->chans)
         return 0;
     pthread_mutex_lock(&ws->ch_deliver_lock);
+    int count = daebus__ws_channel_deliver_held(ws, channel, f, off, epoch, skip_id);
+    pthread_mutex_unlock(&ws->ch_deliver_lock);
+    return count;
+}
+
+bool daebus__ws_channel_last(daebus_ws *ws, const char *channel, uint64_t *off, char *epoch,
+                             size_t cap, bool *seeded)
+{
+    pthread_mutex_lock(&ws->ch_lock);
+    const ws_chan *ch = daebus__hash_find(ws->chans->chans, channel);
+    bool known = ch && ch->last_epoch[0];
+    if (known) {
+        *off = ch->last_off;
+        snprintf(epoch, cap, "%s", ch->last_epoch);
+        *seeded = ch->seeded;
+    }
+    pthread_mutex_unlock(&ws->ch_lock);
+    return known;
+}
+
+void daebus__ws_channel_seed(daebus_ws *ws, const char *channel, uint64_t off, const char *epoch)
+{
     pthread_mutex_lock(&ws->ch_lock);
     ws_chan *ch = daebus__hash_find(ws->chans->chans, channel);
+    if (ch && !ch->last_epoch[0] && epoch && *epoch) {
+        ch->last_off = off;
+        snprintf(ch->last_epoch, sizeof ch->last_epoch, "%s", epoch);
+        ch->seeded = true;
+    }
+    pthread_mutex_unlock(&ws->ch_lock);
+}
+
+int daebus__ws_channel_deliver_held(daebus_ws *ws, const char *channel, ws_frame *f, uint64_t off,
+                                    const char *epoch, const char *skip_id)
+{
+    pthread_mutex_lock(&ws->ch_lock);
+    ws_chan *ch = daebus__hash_find(ws->chans->chans, channel);
+    if (ch && off && epoch && (off > ch->last_off || strcmp(epoch, ch->last_epoch) != 0)) {
+        ch->last_off = off;
+        snprintf(ch->last_epoch, sizeof ch->last_epoch, "%s", epoch);
+        ch->seeded = false;
+    }
     size_t n = ch ? ch->n : 0, kept = 0;
     ws_client **subs = n ? malloc(n * sizeof *subs) : NULL;
-    if (subs) {
-        for (size_t i = 0; i < n; i++)
-            if (!hold_keep(ws->chans, ch->subs[i], channel, f, off, epoch))
-                daebus__ws_client_ref(subs[kept++] = ch->subs[i]);
+    ws_frame **fs = subs ? malloc(n * sizeof *fs) : NULL;
+    typed_frames tf = {0};
+    for (size_t i = 0; fs && i < n; i++) {
+        ws_frame *sf = frame_for(&tf, f, ch->subs[i].type);
+        if (!hold_keep(ws->chans, ch->subs[i].c, channel, sf, off, epoch)) {
+            daebus__ws_client_ref(subs[kept] = ch->subs[i].c);
+            fs[kept++] = sf;
+        }
     }
     n = kept;
     pthread_mutex_unlock(&ws->ch_lock);
     int count = 0;
     for (size_t i = 0; i < n; i++)
         if (!skip_id || strcmp(subs[i]->id, skip_id) != 0)
-            count += daebus__ws_enqueue(subs[i], f, false) == 0;
-    pthread_mutex_unlock(&ws->ch_deliver_lock);
+            count += daebus__ws_enqueue(subs[i], fs[i], false) == 0;
     for (size_t i = 0; i < n; i++)
         daebus__ws_client_unref(subs[i]);
+    typed_frames_free(&tf);
     free(subs);
+    free(fs);
     return count;
 }
 
 /* ---- the server API ---- */
 
-int daebus_ws_channel_subscribe(daebus_ws *ws, const char *client_id, const char *channel)
+/* Subscribes the local client c (frames of type, NULL: the default). */
+static int subscribe_local(daebus_ws *ws, ws_client *c, const char *channel, const char *type)
 {
-    if (!ws || !client_id || daebus_ws_channel_check_name(channel, NULL))
-        return DAEBUS_EINVAL;
-    ws_client *c = daebus__ws_client_find(ws, client_id);
-    if (!c)
-        return atomic_load(&ws->cluster) ? daebus__ws_channel_remote(ws, client_id, channel, true)
-                                         : DAEBUS_ENOENT;
     /* The state is read under reg_lock and the entry made under it: the close
      * callback's cleanup (after the state became GONE) cannot miss it. */
     pthread_mutex_lock(&ws->reg_lock);
     int rc = c->state == WS_PENDING || c->state == WS_OPEN ? 0 : DAEBUS_ENOENT;
     if (rc == 0) {
         pthread_mutex_lock(&ws->ch_lock);
-        rc = table_add(ws->chans, c, channel);
+        rc = table_add(ws->chans, c, channel, type);
         pthread_mutex_unlock(&ws->ch_lock);
     }
     pthread_mutex_unlock(&ws->reg_lock);
     if (rc == 0) {
-        rc = daebus__ws_channel_cluster_note(ws, client_id, channel, true);
+        rc = daebus__ws_channel_cluster_note(ws, c->id, channel, true);
         daebus__ws_presence_join(ws, c, channel);
         /* The client may have left meanwhile, its cleanup's removal from Redis
          * running before this write: remove it again (the cleanup always
          * follows the table's removal, which is checked after the write). */
-        if (!daebus__ws_channel_has(ws, client_id, channel))
-            daebus__ws_channel_cluster_note(ws, client_id, channel, false);
+        if (!daebus__ws_channel_has(ws, c->id, channel))
+            daebus__ws_channel_cluster_note(ws, c->id, channel, false);
     }
-    daebus__ws_client_unref(c);
     return rc == DAEBUS_EEXIST ? 0 : rc;
+}
+
+/* A server-side subscription with recovery: as a "subscribe" frame with
+ * "since" (ws_channel_frames.c), the answer's fields going to *info_out. */
+static int subscribe_recover(daebus_ws *ws, ws_client *c, const char *channel,
+                             const daebus_ws_subscription *s, cJSON **info_out)
+{
+    bool since = s && s->has_since;
+    ws_chhold *hold = NULL;
+    if (since && daebus__ws_channel_history_of(ws, channel) &&
+        !(hold = daebus__ws_channel_hold(ws, c, channel)))
+        return DAEBUS_ENOMEM;
+    int rc = subscribe_local(ws, c, channel, s ? s->type : NULL);
+    if (rc && rc != DAEBUS_ECONN) { /* ECONN: held here, missing from the cluster-wide list */
+        daebus__ws_channel_release(ws, c, hold, 0, NULL);
+        return rc;
+    }
+    cJSON *info = since || info_out ? cJSON_CreateObject() : NULL;
+    ws_chreplay rp = {0};
+    if (info)
+        daebus__ws_channel_replay_read(ws, channel, since, since ? s->since_offset : 0,
+                                       since ? s->since_epoch : NULL, info, &rp);
+    daebus__ws_channel_replay_send(ws, c, channel, &rp, hold);
+    if (info_out)
+        *info_out = info;
+    else
+        cJSON_Delete(info);
+    return rc;
+}
+
+int daebus_ws_channel_subscribe_ex(daebus_ws *ws, const char *client_id, const char *channel,
+                                   const daebus_ws_subscription *s, cJSON **info_out)
+{
+    if (info_out)
+        *info_out = NULL;
+    const char *type = s ? s->type : NULL;
+    bool since = s && s->has_since;
+    if (!ws || !client_id || daebus_ws_channel_check_name(channel, NULL) ||
+        (type && !daebus__ws_channel_type_ok(type)) || (since && !s->since_epoch))
+        return DAEBUS_EINVAL;
+    ws_client *c = daebus__ws_client_find(ws, client_id);
+    if (!c) {
+        if (!atomic_load(&ws->cluster))
+            return DAEBUS_ENOENT;
+        if (since) /* the history is replayed by the client's own replica */
+            return daebus__ws_dir_has(ws, client_id) ? DAEBUS_EINVAL : DAEBUS_ENOENT;
+        return daebus__ws_channel_remote(ws, client_id, channel, true, type);
+    }
+    int rc = since || info_out ? subscribe_recover(ws, c, channel, s, info_out)
+                               : subscribe_local(ws, c, channel, type);
+    daebus__ws_client_unref(c);
+    return rc;
+}
+
+int daebus_ws_channel_subscribe(daebus_ws *ws, const char *client_id, const char *channel)
+{
+    return daebus_ws_channel_subscribe_ex(ws, client_id, channel, NULL, NULL);
 }
 
 int daebus_ws_channel_unsubscribe(daebus_ws *ws, const char *client_id, const char *channel)
@@ -524,7 +729,7 @@ int daebus_ws_channel_unsubscribe(daebus_ws *ws, const char *client_id, const ch
         ws_client *local = daebus__ws_client_find(ws, client_id);
         daebus__ws_client_unref(local);
         if (!local)
-            return daebus__ws_channel_remote(ws, client_id, channel, false);
+            return daebus__ws_channel_remote(ws, client_id, channel, false, NULL);
     }
     if (!c)
         return DAEBUS_ENOENT;
@@ -536,12 +741,20 @@ int daebus_ws_channel_unsubscribe(daebus_ws *ws, const char *client_id, const ch
 
 int daebus_ws_channel_publish(daebus_ws *ws, const char *channel, const cJSON *data)
 {
-    if (!ws || !data || daebus_ws_channel_check_name(channel, NULL))
+    return daebus_ws_channel_publish_except(ws, channel, data, NULL);
+}
+
+int daebus_ws_channel_publish_except(daebus_ws *ws, const char *channel, const cJSON *data,
+                                     const char *except_client_id)
+{
+    if (!ws || !data || daebus_ws_channel_check_name(channel, NULL) ||
+        (except_client_id && strlen(except_client_id) > DAEBUS_WS_CHANNEL_MAX))
         return DAEBUS_EINVAL;
     char *text = daebus_json_print(data, NULL);
     if (!text)
         return DAEBUS_ENOMEM;
-    ws_chmsg m = {.channel = channel, .data = text, .data_len = strlen(text)};
+    ws_chmsg m = {
+        .channel = channel, .data = text, .data_len = strlen(text), .except = except_client_id};
     int rc;
     if (m.data_len + strlen(channel) + 64 > ws->queue_max_bytes) {
         daebus__ws_log_too_big(ws, "a channel message", channel, m.data_len);
@@ -554,7 +767,7 @@ int daebus_ws_channel_publish(daebus_ws *ws, const char *channel, const cJSON *d
         ws_frame *f = daebus__ws_channel_frame(&m);
         rc = f ? 0 : DAEBUS_ENOMEM;
         if (f)
-            daebus__ws_channel_deliver(ws, channel, f, 0, NULL);
+            daebus__ws_channel_deliver_except(ws, channel, f, 0, NULL, except_client_id);
         daebus__ws_frame_unref(f);
     }
     free(text);
@@ -568,7 +781,7 @@ static cJSON *local_subscribers(daebus_ws *ws, const char *channel)
     pthread_mutex_lock(&ws->ch_lock);
     ws_chan *ch = daebus__hash_find(ws->chans->chans, channel);
     for (size_t i = 0; ids && ch && i < ch->n; i++)
-        cJSON_AddItemToArray(ids, cJSON_CreateString(ch->subs[i]->id));
+        cJSON_AddItemToArray(ids, cJSON_CreateString(ch->subs[i].c->id));
     pthread_mutex_unlock(&ws->ch_lock);
     return ids;
 }

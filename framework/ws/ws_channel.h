@@ -45,6 +45,8 @@ typedef struct ws_chmsg {
     bool has_offset;
     uint64_t offset;
     const char *epoch;
+    const char *type;   /* the frame's "type"; NULL: "channel_message" */
+    const char *except; /* a client not to deliver to (the sender); NULL: none */
 } ws_chmsg;
 
 /* Makes the table (create). Returns: 0 or DAEBUS_ENOMEM. */
@@ -54,8 +56,17 @@ void daebus__ws_channel_free(daebus_ws *ws);
 /* Ends c's subscriptions (here and in the cluster-wide lists). Thread: the
  * close callback (c's state is GONE already) or a rejected connect. */
 void daebus__ws_channel_client_gone(daebus_ws *ws, ws_client *c);
-/* Returns: the frame {"type":"channel_message","channel":C,"data":D[,
- * "offset":N,"epoch":E]} with one reference, or NULL (out of memory). */
+/* Returns: true when type is a subscription's frame type
+ * (daebus_ws_subscription: 1..DAEBUS_WS_SUB_TYPE_MAX of [A-Za-z0-9_.:-]). */
+bool daebus__ws_channel_type_ok(const char *type);
+/* Copies into buf the frame type of c's subscription to channel ("": the
+ * default, or not subscribed). */
+void daebus__ws_channel_type_of(daebus_ws *ws, const ws_client *c, const char *channel, char *buf,
+                                size_t cap);
+/* Returns: the frame {"type":"channel_message" (or m->type),"channel":C,
+ * "data":D[,"offset":N,"epoch":E]} with one reference, or NULL (out of
+ * memory). Subscribers whose subscription has a type of its own get a copy
+ * with that type (daebus__ws_channel_deliver). */
 ws_frame *daebus__ws_channel_frame(const ws_chmsg *m);
 /* Queues f (history offset off of epoch; 0 and NULL = none) for every local
  * subscriber of channel, one delivery at a time (ch_deliver_lock); a held
@@ -77,6 +88,27 @@ void daebus__ws_channel_release(daebus_ws *ws, ws_client *c, ws_chhold *h, uint6
 /* The same, skipping the local subscriber skip_id (may be NULL). */
 int daebus__ws_channel_deliver_except(daebus_ws *ws, const char *channel, ws_frame *f, uint64_t off,
                                       const char *epoch, const char *skip_id);
+/* The same with ws->ch_deliver_lock held by the caller. A history message
+ * (off > 0) becomes the channel's last position here. */
+int daebus__ws_channel_deliver_held(daebus_ws *ws, const char *channel, ws_frame *f, uint64_t off,
+                                    const char *epoch, const char *skip_id);
+/* The last history position delivered on channel here (*seeded: read from
+ * Redis at a subscribe, none delivered since). Returns: false when none is
+ * known (no local subscriber, or no position since). */
+bool daebus__ws_channel_last(daebus_ws *ws, const char *channel, uint64_t *off, char *epoch,
+                             size_t cap, bool *seeded);
+/* Sets channel's position read from Redis (a subscribe's), when it has none:
+ * the first message after it that does not arrive shows as a gap. */
+void daebus__ws_channel_seed(daebus_ws *ws, const char *channel, uint64_t off, const char *epoch);
+
+/* ---- ws_channel_catchup.c ---- */
+
+/* Delivers a history message that came back from Redis (m has an offset):
+ * a message this replica delivered already is dropped; when messages before
+ * it are missing here (this replica's subscriber was away: the PUBLISHes
+ * were lost for it), they are read from the history and delivered first.
+ * Thread: the subscriber thread. */
+void daebus__ws_channel_deliver_history(daebus_ws *ws, const ws_chmsg *m, ws_frame *f);
 
 /* Returns: every local subscription as [client id, channel] pairs (a JSON
  * array), or NULL when out of memory. Ownership: the caller frees it. */
@@ -105,9 +137,11 @@ void daebus__ws_channel_reaped(daebus_ws *ws, const char *client_id);
  * DAEBUS_ENOMEM. */
 int daebus__ws_channel_cluster_publish(daebus_ws *ws, const ws_chmsg *m);
 /* Asks the replica holding client_id (not local) to subscribe it to channel
- * (add) or to end that subscription. Returns: 0, DAEBUS_ENOENT (no such
- * client), DAEBUS_ECONN, DAEBUS_ENOMEM. */
-int daebus__ws_channel_remote(daebus_ws *ws, const char *client_id, const char *channel, bool add);
+ * (add; type: its frames' type, NULL = the default) or to end that
+ * subscription. Returns: 0, DAEBUS_ENOENT (no such client), DAEBUS_ECONN,
+ * DAEBUS_ENOMEM. */
+int daebus__ws_channel_remote(daebus_ws *ws, const char *client_id, const char *channel, bool add,
+                              const char *type);
 /* Applies such a request from another replica (header h: "id", "c", "add").
  * Thread: the subscriber thread. */
 void daebus__ws_channel_remote_apply(daebus_ws *ws, const cJSON *h);
@@ -124,9 +158,9 @@ struct daebus__chist;
 /* Returns: the history store when channel keeps a history (cluster mode and
  * a channel_history pattern matches), else NULL. */
 struct daebus__chist *daebus__ws_channel_history_of(daebus_ws *ws, const char *channel);
-/* Publishes m through the history store (one round trip; the caller waits).
- * Returns: 0, DAEBUS_ECONN (Redis away or refused), DAEBUS_ETOOBIG,
- * DAEBUS_EINVAL, DAEBUS_ENOMEM. */
+/* Queues m for the history store (ws_channel_hpub.h: the caller does not
+ * wait for Redis). Returns: 0 (queued), DAEBUS_ECONN (Redis away, stopping),
+ * DAEBUS_EFULL (queue full for 2 s), DAEBUS_ENOMEM. */
 int daebus__ws_channel_history_publish(daebus_ws *ws, const ws_chmsg *m);
 /* Reads "since" of a subscribe frame. Returns: 0 (none), 1 (*since and
  * *epoch set; epoch inside root), -1 (malformed: why says it). */

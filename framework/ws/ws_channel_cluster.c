@@ -183,7 +183,8 @@ int daebus__ws_channel_cluster_publish(daebus_ws *ws, const ws_chmsg *m)
     ws_frame *body = daebus__ws_frame_new(0, m->data, m->data_len);
     int rc = DAEBUS_ENOMEM;
     if (h && body && cJSON_AddStringToObject(h, "k", "ch") &&
-        cJSON_AddStringToObject(h, "c", m->channel)) {
+        cJSON_AddStringToObject(h, "c", m->channel) &&
+        (!m->except || cJSON_AddStringToObject(h, "x", m->except))) {
         rc = daebus__ws_cluster_publish_async(cl, cl->chan_all, h, body);
         if (rc == 0)
             atomic_fetch_add(&ws->st_cluster_pub, 1);
@@ -202,15 +203,20 @@ void daebus__ws_channel_recv(daebus_ws *ws, const cJSON *h, const char *body, si
         return;
     const cJSON *off = cJSON_GetObjectItemCaseSensitive(h, hist ? "offset" : "off");
     const cJSON *ep = cJSON_GetObjectItemCaseSensitive(h, hist ? "epoch" : "ep");
-    ws_chmsg m = {.channel = c->valuestring, .data = body, .data_len = len};
-    if (cJSON_IsNumber(off) && cJSON_IsString(ep)) { /* history, when a store adds them */
+    ws_chmsg m = {.channel = c->valuestring,
+                  .data = body,
+                  .data_len = len,
+                  .except = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(h, "x"))};
+    if (cJSON_IsNumber(off) && off->valuedouble >= 1 && cJSON_IsString(ep)) { /* history */
         m.has_offset = true;
         m.offset = (uint64_t)off->valuedouble;
         m.epoch = ep->valuestring;
     }
     ws_frame *f = daebus__ws_channel_frame(&m);
-    if (f)
-        daebus__ws_channel_deliver(ws, m.channel, f, m.has_offset ? m.offset : 0, m.epoch);
+    if (f && m.has_offset)
+        daebus__ws_channel_deliver_history(ws, &m, f);
+    else if (f)
+        daebus__ws_channel_deliver_except(ws, m.channel, f, 0, NULL, m.except);
     daebus__ws_frame_unref(f);
 }
 
@@ -247,13 +253,14 @@ int daebus__ws_channel_cluster_of(daebus_ws *ws, const char *client_id, cJSON **
     return read_list(atomic_load(&ws->cluster), "SMEMBERS", KEY_CLIENT, client_id, out);
 }
 
-int daebus__ws_channel_remote(daebus_ws *ws, const char *client_id, const char *channel, bool add)
+int daebus__ws_channel_remote(daebus_ws *ws, const char *client_id, const char *channel, bool add,
+                              const char *type)
 {
     cJSON *h = cJSON_CreateObject();
     int rc = DAEBUS_ENOMEM;
     if (h && cJSON_AddStringToObject(h, "k", "chs") &&
         cJSON_AddStringToObject(h, "id", client_id) && cJSON_AddStringToObject(h, "c", channel) &&
-        cJSON_AddBoolToObject(h, "add", add))
+        cJSON_AddBoolToObject(h, "add", add) && (!type || cJSON_AddStringToObject(h, "t", type)))
         rc = daebus__ws_dir_control(ws, client_id, h);
     cJSON_Delete(h);
     return rc < 0 ? rc : rc ? 0 : DAEBUS_ENOENT;
@@ -267,8 +274,11 @@ void daebus__ws_channel_remote_apply(daebus_ws *ws, const cJSON *h)
         return;
     /* Local calls: the table, then the cluster-wide lists (a round trip on
      * the publisher pool, not on this subscriber connection). */
-    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(h, "add")))
-        daebus_ws_channel_subscribe(ws, id->valuestring, c->valuestring);
-    else
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(h, "add"))) {
+        daebus_ws_subscription s = {
+            .type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(h, "t"))};
+        daebus_ws_channel_subscribe_ex(ws, id->valuestring, c->valuestring, &s, NULL);
+    } else {
         daebus_ws_channel_unsubscribe(ws, id->valuestring, c->valuestring);
+    }
 }

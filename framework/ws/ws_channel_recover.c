@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "ws_channel_history.h"
+#include "ws_channel_hpub.h"
 #include "ws_client.h"
 #include "ws_cluster.h"
 #include "ws_io.h"
@@ -30,47 +31,12 @@ daebus__chist *daebus__ws_channel_history_of(daebus_ws *ws, const char *channel)
     return cl->hist;
 }
 
-/* The head of the history envelope: the core's header members, each
- * followed by a comma ("k":"ch","o":"<self>",). Returns: malloc'd, or NULL. */
-static char *envelope_head(const ws_cluster *cl)
-{
-    cJSON *h = cJSON_CreateObject();
-    char *s = NULL;
-    if (h && cJSON_AddStringToObject(h, "k", "ch") && cJSON_AddStringToObject(h, "o", cl->self))
-        s = daebus_json_print(h, NULL);
-    cJSON_Delete(h);
-    size_t n = s ? strlen(s) : 0;
-    if (n >= 2) { /* {...} -> ..., */
-        memmove(s, s + 1, n - 2);
-        s[n - 2] = ',';
-        s[n - 1] = '\0';
-    }
-    return s;
-}
-
 int daebus__ws_channel_history_publish(daebus_ws *ws, const ws_chmsg *m)
 {
     ws_cluster *cl = atomic_load(&ws->cluster);
     if (!atomic_load(&cl->up)) /* as the core: nothing while this replica cannot receive */
         return daebus__ws_cluster_fail(cl, "a history publish");
-    char *head = envelope_head(cl);
-    if (!head)
-        return DAEBUS_ENOMEM;
-    daebus__chist_pub p = {.channel = m->channel,
-                           .data = m->data,
-                           .len = m->data_len,
-                           .redis_channel = cl->chan_all,
-                           .head = head,
-                           .bounds = {ws->ch_hist_count, ws->ch_hist_age}};
-    int rc = daebus__chist_publish(cl->hist, &p, NULL);
-    free(head);
-    if (rc == 0) {
-        atomic_fetch_add(&ws->st_cluster_pub, 1);
-        return 0;
-    }
-    if (rc == DAEBUS_ECONN || rc == DAEBUS_ECLOSED || rc == DAEBUS_EREPLY)
-        return daebus__ws_cluster_fail(cl, "a history publish");
-    return rc;
+    return daebus__ws_hpub_enqueue(cl, m); /* the publisher thread groups them */
 }
 
 int daebus__ws_channel_since_parse(const cJSON *root, uint64_t *since, const char **epoch,
@@ -149,6 +115,7 @@ void daebus__ws_channel_replay_read(daebus_ws *ws, const char *channel, bool has
     if (!have_now)
         have_now = daebus__chist_position(h, channel, &now) == 0;
     if (have_now) {
+        daebus__ws_channel_seed(ws, channel, now.offset, now.epoch);
         cJSON_AddNumberToObject(extra, "offset", (double)now.offset);
         cJSON_AddStringToObject(extra, "epoch", now.epoch);
     }
@@ -159,6 +126,9 @@ void daebus__ws_channel_replay_send(daebus_ws *ws, ws_client *c, const char *cha
 {
     uint64_t last = rp->since;
     const char *epoch = rp->recovered && rp->n ? rp->res[rp->n - 1].now.epoch : NULL;
+    char type[DAEBUS_WS_SUB_TYPE_MAX + 1] = "";
+    if (rp->recovered && rp->n)
+        daebus__ws_channel_type_of(ws, c, channel, type, sizeof type);
     for (size_t i = 0; rp->recovered && i < rp->n; i++) {
         const daebus__chist_result *r = &rp->res[i];
         for (size_t j = 0; j < r->n; j++) {
@@ -167,7 +137,8 @@ void daebus__ws_channel_replay_send(daebus_ws *ws, ws_client *c, const char *cha
                           .data_len = r->msgs[j].len,
                           .has_offset = true,
                           .offset = r->msgs[j].offset,
-                          .epoch = r->now.epoch};
+                          .epoch = r->now.epoch,
+                          .type = type[0] ? type : NULL};
             ws_frame *f = daebus__ws_channel_frame(&m);
             if (f)
                 daebus__ws_enqueue(c, f, false);

@@ -23,6 +23,7 @@
 #include "daebus/log.h"
 #include "ws_channel.h"
 #include "ws_channel_history.h"
+#include "ws_channel_hpub.h"
 #include "ws_channel_presence.h"
 #include "ws_client.h"
 #include "ws_io.h"
@@ -284,6 +285,7 @@ static void cluster_free(ws_cluster *cl)
     if (!cl)
         return;
     daebus__ws_cluster_pub_free(cl);
+    daebus__ws_hpub_free(cl);
     if (cl->sub) {
         daebus__redis_sub_stop(cl->sub);
         daebus__redis_sub_destroy(cl->sub);
@@ -387,6 +389,8 @@ int daebus__ws_cluster_start(daebus_ws *ws)
     rc = make_names(cl, daebus_app_service(ws->app), daebus_app_instance_id(ws->app));
     if (rc == 0)
         rc = open_connections(cl);
+    if (rc == 0 && cl->hist)
+        rc = daebus__ws_hpub_init(cl);
     if (rc == 0)
         rc = daebus__ws_cluster_pub_start(cl);
     if (rc) {

@@ -33,7 +33,16 @@
 /* The subscriber's longest reconnect backoff (seconds). */
 #define DAEBUS__WS_RECONNECT_MAX 1.0
 
-typedef struct ws_pubmsg ws_pubmsg;
+/* One queued message of the publisher queue (ws_cluster_pub.c). A plain
+ * one is PUBLISHed as is; a history one (channel NULL) is a channel publish
+ * with history (ws_channel_hpub.c): the channel name, a NUL, then the data. */
+typedef struct ws_pubmsg {
+    struct ws_pubmsg *next;
+    const char *channel; /* plain: the cluster's Redis channel (outlives it); NULL: history */
+    size_t len;          /* bytes of data[] (without the terminating NUL) */
+    char data[];         /* plain: header, '\n', frame bytes */
+} ws_pubmsg;
+struct ws_hpub;
 
 typedef struct ws_cluster {
     daebus_ws *ws;
@@ -77,6 +86,7 @@ typedef struct ws_cluster {
     int q_stop;
     int q_init, q_started; /* the owner's thread (start, stop) */
     pthread_t q_thread;
+    struct ws_hpub *hpub; /* the history publishes' state (ws_channel_hpub.c), with hist */
 } ws_cluster;
 
 /* ---- ws_cluster.c ---- */
@@ -120,6 +130,11 @@ int daebus__ws_cluster_pub_start(ws_cluster *cl);
 void daebus__ws_cluster_pub_stop(ws_cluster *cl);
 /* Stops (if needed) and frees the queue (accepts one never started). */
 void daebus__ws_cluster_pub_free(ws_cluster *cl);
+/* Queues m (malloc'd, next NULL, len set) at the tail, waiting for room
+ * at most 2 s. Returns: 0 (queued: the queue owns m), DAEBUS_EFULL (full
+ * for 2 s) or DAEBUS_ECLOSED (stopping); m is freed on an error. Nothing is
+ * counted or logged (the caller does). */
+int daebus__ws_cluster_enqueue(ws_cluster *cl, ws_pubmsg *m);
 /* Queues header (a JSON object: "k" the kind, "o" this instance, ...)
  * followed by '\n' and f's bytes (f may be NULL) for channel (the
  * cluster's: it outlives the message), published in queue order without

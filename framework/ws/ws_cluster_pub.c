@@ -16,6 +16,11 @@
  * broadcast already returned its local count. The queue holds at most
  * QUEUE_MAX messages or QUEUE_MAX_BYTES: a caller finding it full waits for
  * room (at most QUEUE_WAIT seconds, then DAEBUS_ECONN, counted).
+ *
+ * The channel publishes with history (ws_channel_hpub.c) share the queue:
+ * a batch is sent run by run, consecutive plain messages as one pipeline,
+ * consecutive history publishes as one group (one round trip), so every
+ * message keeps its place in the one queue order.
  */
 #include "ws_cluster.h"
 
@@ -25,19 +30,13 @@
 
 #include "clock.h"
 #include "daebus/log.h"
+#include "ws_channel_hpub.h"
 
 #define LOGC            "websocket"
 #define QUEUE_MAX       4096
 #define QUEUE_MAX_BYTES ((size_t)64 << 20)
 #define QUEUE_WAIT      2.0
 #define BATCH_MAX       256
-
-struct ws_pubmsg {
-    struct ws_pubmsg *next;
-    const char *channel; /* the cluster's, outlives the message */
-    size_t len;
-    char data[]; /* header, '\n', frame bytes */
-};
 
 /* Sends one batch (the queue's lock not held). Returns: messages published. */
 static int send_batch(ws_cluster *cl, ws_pubmsg *batch, int n)
@@ -73,6 +72,25 @@ static int send_batch(ws_cluster *cl, ws_pubmsg *batch, int n)
     return ok;
 }
 
+/* Sends a batch run by run: the plain messages as one pipeline, the history
+ * publishes as one group each (the queue's lock not held). */
+static void send_runs(ws_cluster *cl, ws_pubmsg *batch, int n)
+{
+    while (batch && n > 0) {
+        bool hist = batch->channel == NULL;
+        ws_pubmsg *m = batch->next;
+        int k = 1;
+        for (; m && k < n && (m->channel == NULL) == hist; m = m->next)
+            k++;
+        if (hist)
+            daebus__ws_hpub_send(cl, batch, k);
+        else
+            send_batch(cl, batch, k);
+        batch = m;
+        n -= k;
+    }
+}
+
 static void *pub_main(void *arg)
 {
     ws_cluster *cl = arg;
@@ -97,7 +115,7 @@ static void *pub_main(void *arg)
             cl->q_tail = NULL;
         last->next = NULL;
         pthread_mutex_unlock(&cl->q_lock);
-        send_batch(cl, batch, n);
+        send_runs(cl, batch, n);
         while (batch) {
             ws_pubmsg *next = batch->next;
             free(batch);
@@ -166,6 +184,28 @@ static bool wait_room(ws_cluster *cl, size_t len)
     return !cl->q_stop;
 }
 
+int daebus__ws_cluster_enqueue(ws_cluster *cl, ws_pubmsg *m)
+{
+    pthread_mutex_lock(&cl->q_lock);
+    if (!wait_room(cl, m->len)) {
+        int rc = cl->q_stop ? DAEBUS_ECLOSED : DAEBUS_EFULL;
+        pthread_mutex_unlock(&cl->q_lock);
+        free(m);
+        return rc;
+    }
+    if (cl->q_tail)
+        cl->q_tail->next = m;
+    else
+        cl->q_head = m;
+    cl->q_tail = m;
+    cl->q_count++;
+    cl->q_bytes += m->len;
+    cl->q_queued++;
+    pthread_cond_signal(&cl->q_cond);
+    pthread_mutex_unlock(&cl->q_lock);
+    return 0;
+}
+
 int daebus__ws_cluster_publish_async(ws_cluster *cl, const char *channel, cJSON *header,
                                      const ws_frame *f)
 {
@@ -180,24 +220,11 @@ int daebus__ws_cluster_publish_async(ws_cluster *cl, const char *channel, cJSON 
     m->next = NULL;
     m->channel = channel;
     m->len = len;
-    pthread_mutex_lock(&cl->q_lock);
-    if (!wait_room(cl, len)) {
-        bool full = !cl->q_stop;
-        pthread_mutex_unlock(&cl->q_lock);
-        free(m);
-        return daebus__ws_cluster_fail(cl, full ? "broadcast to the other replicas (queue full)"
-                                                : "broadcast to the other replicas");
-    }
-    if (cl->q_tail)
-        cl->q_tail->next = m;
-    else
-        cl->q_head = m;
-    cl->q_tail = m;
-    cl->q_count++;
-    cl->q_bytes += len;
-    cl->q_queued++;
-    pthread_cond_signal(&cl->q_cond);
-    pthread_mutex_unlock(&cl->q_lock);
+    int rc = daebus__ws_cluster_enqueue(cl, m);
+    if (rc != 0)
+        return daebus__ws_cluster_fail(cl, rc == DAEBUS_EFULL
+                                               ? "broadcast to the other replicas (queue full)"
+                                               : "broadcast to the other replicas");
     return 0;
 }
 

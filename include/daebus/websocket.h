@@ -590,7 +590,9 @@ DAEBUS_API int daebus_ws_authorize(daebus_ws *ws, const char *client_id, int op,
 DAEBUS_API int daebus_ws_channel_check_name(const char *channel, daebus_error *err);
 
 /* Subscribes a client to channel (also from its SOCKET_CONNECT handler).
- * Subscribing again is a no-op. The subscription ends with the connection.
+ * Subscribing again keeps the one subscription (its frames' type becomes
+ * "channel_message" again: daebus_ws_channel_subscribe_ex). The subscription
+ * ends with the connection.
  * No authorisation is asked: the server decides. In cluster mode a client of
  * another replica is subscribed by its replica (one message through Redis,
  * applied before any channel message published after this call returns).
@@ -601,6 +603,46 @@ DAEBUS_API int daebus_ws_channel_check_name(const char *channel, daebus_error *e
  * Thread: callable from any thread. */
 DAEBUS_API int daebus_ws_channel_subscribe(daebus_ws *ws, const char *client_id,
                                            const char *channel);
+
+/* What a server-side subscription asks for (daebus_ws_channel_subscribe_ex). */
+typedef struct daebus_ws_subscription {
+    /* The "type" of the frames it delivers, instead of "channel_message"
+     * (the frame keeps "channel", "data" and, with history, "offset" and
+     * "epoch"): a channel can feed an existing protocol, e.g. the rooms
+     * blueprint's "new_message". 1..DAEBUS_WS_SUB_TYPE_MAX bytes of
+     * [A-Za-z0-9_.:-]; NULL = "channel_message". */
+    const char *type;
+    /* Recovery (a local client, a channel with history): the messages after
+     * since_offset of since_epoch are queued first, in order, then the live
+     * ones, without a gap or a duplicate (docs/channels/history.md). */
+    bool has_since;
+    uint64_t since_offset;
+    const char *since_epoch;
+} daebus_ws_subscription;
+
+#define DAEBUS_WS_SUB_TYPE_MAX 64
+#define DAEBUS_WS_SUBSCRIPTION_INIT                                                                \
+    {                                                                                              \
+        0                                                                                          \
+    }
+
+/* daebus_ws_channel_subscribe with options (s NULL = none). Subscribing a
+ * client that is subscribed already keeps one subscription and sets its type
+ * to s->type (daebus_ws_channel_subscribe and a client's "subscribe" frame
+ * set it back to "channel_message"). With
+ * has_since the history after since is queued for the client before the call
+ * returns (so before the reply of the handler that called it), then the live
+ * messages follow. info_out (may be NULL) gets {"recovered": bool (with
+ * has_since), "offset": N, "epoch": E (the channel's position, when it keeps
+ * a history and Redis answered)}, the fields a "subscribe" frame's answer has.
+ * Ownership: s is borrowed; *info_out is the caller's (cJSON_Delete), NULL on
+ * error.
+ * Returns: as daebus_ws_channel_subscribe; DAEBUS_EINVAL also for a bad type
+ * and for has_since with a client of another replica or without since_epoch.
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_ws_channel_subscribe_ex(daebus_ws *ws, const char *client_id,
+                                              const char *channel, const daebus_ws_subscription *s,
+                                              cJSON **info_out);
 
 /* Ends a subscription (a client of another replica: by its replica).
  * Returns: 0, DAEBUS_ENOENT (a local client that was not subscribed, or no
@@ -617,12 +659,24 @@ DAEBUS_API int daebus_ws_channel_unsubscribe(daebus_ws *ws, const char *client_i
  * for Redis (the call does not wait); every replica, this one included,
  * delivers when Redis hands it back, so that all subscribers see one order;
  * a message published while Redis is away is refused (DAEBUS_ECONN), not
- * delivered anywhere.
+ * delivered anywhere. A channel with history (channel_history) is queued
+ * the same way (0 = queued: its offset comes when Redis runs it; a failure
+ * there is counted in cluster_errors, docs/channels/history.md).
  * Ownership: data is borrowed (serialised before return).
  * Returns: 0, DAEBUS_EINVAL (bad name, data NULL), DAEBUS_ETOOBIG (larger than
- * queue_max_bytes), DAEBUS_ENOMEM, DAEBUS_ECONN.
+ * queue_max_bytes), DAEBUS_ENOMEM, DAEBUS_ECONN, DAEBUS_EFULL (a history
+ * channel's publish found the cluster's publisher queue full for 2 s).
  * Thread: callable from any thread. */
 DAEBUS_API int daebus_ws_channel_publish(daebus_ws *ws, const char *channel, const cJSON *data);
+
+/* daebus_ws_channel_publish to every subscriber but except_client_id (may be
+ * NULL; e.g. the sender of a chat message, who has its answer already),
+ * on whichever replica it is. A client that recovers with "since" gets the
+ * message from the history all the same.
+ * Ownership: data is borrowed. Returns: as daebus_ws_channel_publish.
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_ws_channel_publish_except(daebus_ws *ws, const char *channel,
+                                                const cJSON *data, const char *except_client_id);
 
 /* Stores a JSON array of the ids of channel's subscribers in *ids_out: those
  * of every replica in cluster mode (read from Redis; a dead replica's clients

@@ -26,7 +26,7 @@
 #include "daebus/daebus.h"
 #include "perf_common.h"
 #include "perf_svc.h"
-#include "perf_wsload.h"
+#include "perf_wsround.h"
 #include "testsupport.h"
 #include "wsc.h"
 
@@ -41,70 +41,24 @@
  * Returns the number connected. */
 static int connect_set(perf_ws_proc *procs, const int *ports, int n)
 {
-    perf_ws_cmd cmd;
-    memset(&cmd, 0, sizeof cmd);
-    cmd.mode = PERF_WS_SINK;
-    cmd.seconds = 10;
-    cmd.expect = MESSAGES;
-    cmd.rounds = 2 * ROUNDS;
-    snprintf(cmd.path, sizeof cmd.path, "/ws");
-    int connected = 0;
-    for (int p = 0; p < PROCS; p++) {
-        int c = 0;
-        cmd.port = ports[p];
-        cmd.nclients = n / PROCS + (p < n % PROCS);
-        if (perf_ws_connect(&procs[p], &cmd, &c) != 0)
-            return -1;
-        connected += c;
-    }
-    double until = perf_now() + 15, seen = 0;
-    while (perf_now() < until) {
-        seen = 0;
-        for (int p = 0; p < PROCS; p++)
-            seen += perf_svc_stat(ports[p], "ws", "clients");
-        if (seen >= connected)
-            break;
-        ts_sleep_ms(20);
-    }
-    if (connected != n || seen < connected)
-        fprintf(stderr, BENCH ": %d of %d clients connected, %.0f registered\n", connected, n,
-                seen);
-    return connected;
+    perf_ws_cmd cmd = {.mode = PERF_WS_SINK,
+                       .seconds = 10,
+                       .expect = MESSAGES,
+                       .rounds = 2 * ROUNDS,
+                       .path = "/ws"};
+    return perf_ws_connect_set(procs, PROCS, ports, n, &cmd, BENCH);
 }
 
 /* One round: the clients read, path (/burst or /chburst) goes to port.
  * Returns deliveries/s (0 on failure). */
 static double run_round(perf_ws_proc *procs, int port, const char *path, int n, long *errors)
 {
-    for (int p = 0; p < PROCS; p++)
-        perf_ws_go(&procs[p]);
-    ts_sleep_ms(20);
     char body[96];
     snprintf(body, sizeof body, "{\"n\":%d,\"channel\":\"%s\"}", MESSAGES, CHANNEL);
-    double t0 = perf_now();
-    int status = perf_svc_post(port, path, body, NULL);
-    if (status != 200) {
-        fprintf(stderr, BENCH ": POST %s answered %d\n", path, status);
-        (*errors)++;
-    }
-    double t_last = 0;
-    long delivered = 0, complete = 0;
-    for (int p = 0; p < PROCS; p++) {
-        perf_ws_result r;
-        if (perf_ws_result_wait(&procs[p], &r, NULL, NULL) != 0)
-            return 0;
-        delivered += r.count;
-        complete += r.complete;
-        *errors += r.errors;
-        if (r.t_last > t_last)
-            t_last = r.t_last;
-    }
-    if (complete != n) {
-        fprintf(stderr, BENCH ": %s: %ld of %d clients got every message (%ld of %ld)\n", path,
-                complete, n, delivered, (long)n * MESSAGES);
-        (*errors)++;
-    }
-    return t_last > t0 ? (double)delivered / (t_last - t0) : 0;
+    perf_ws_round r;
+    if (perf_ws_burst_round(procs, PROCS, port, path, body, n, MESSAGES, BENCH, &r, errors) != 0)
+        return 0;
+    return r.rate;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -157,14 +111,10 @@ int main(int argc, char **argv)
     int n = argc > 1 ? atoi(argv[1]) : 1000;
     if (n < PROCS)
         n = 1000;
-    perf_raise_nofile();
     perf_ws_proc procs[PROCS];
-    for (int p = 0; p < PROCS; p++)
-        if (perf_ws_spawn(&procs[p]) != 0)
-            return 1;
     char path[512];
     ts_redis redis;
-    if (perf_svc_default_path(path, sizeof path) != 0 || ts_redis_start(&redis, NULL) != 0)
+    if (perf_ws_bench_setup(procs, PROCS, path, sizeof path, &redis) != 0)
         return 1;
     setenv("PERF_CHANNEL", CHANNEL, 1); /* the replicas inherit it */
     long errors = 0;
@@ -172,14 +122,8 @@ int main(int argc, char **argv)
     perf_svc rep[2];
     perf_svc_opts so = {.path = path, .redis_url = redis.url, .max_clients = n / 2 + 16};
     so.service = "perf_chan";
-    if (perf_svc_start_opts(&rep[0], &so) != 0) {
-        fprintf(stderr, BENCH ": replica start failed\n");
+    if (perf_svc_start_replicas(rep, 2, &so, BENCH) != 0)
         goto out_redis;
-    }
-    if (perf_svc_start_opts(&rep[1], &so) != 0) {
-        fprintf(stderr, BENCH ": replica start failed\n");
-        goto out_one;
-    }
     ts_sleep_ms(1500); /* the replicas see each other (heartbeat 1 s) */
     int ports[PROCS] = {rep[0].port, rep[1].port};
     if (connect_set(procs, ports, n) != n)
@@ -220,7 +164,6 @@ int main(int argc, char **argv)
     for (int p = 0; p < PROCS; p++)
         perf_ws_end(&procs[p]);
     perf_svc_stop(&rep[1]);
-out_one:
     perf_svc_stop(&rep[0]);
 out_redis:
     ts_redis_stop(&redis);

@@ -3,7 +3,11 @@
  * daebus__chist_publish_batch, and as one EVALSHA carrying them all with
  * daebus__chist_publish_many) vs a raw hiredis loop pipelining WINDOW pairs of
  * `XADD <key> MAXLEN ~ 1000 * d <data>` + `PUBLISH <channel> <data>` on one
- * connection (the floor: no offset, no epoch, no envelope).
+ * connection (the floor: no offset, no epoch, no envelope). A fourth case,
+ * "api", is the whole path: daebus_ws_channel_publish from one thread on a
+ * history channel of a WebSocket component in cluster mode (its publisher
+ * thread groups the queued publishes, ws_channel_hpub.c), timed until the
+ * last one was run by Redis.
  *
  * One private redis-server (ts_redis_start); one subscriber connection reads
  * the Redis channel in every case, as a replica would. The three cases
@@ -23,9 +27,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daebus/websocket.h"
 #include "perf_common.h"
 #include "testsupport.h"
 #include "ws_channel_history.h"
+#include "ws_channel_hpub.h"
 
 #define WINDOW     16
 #define ROUNDS     3
@@ -136,6 +142,60 @@ static double run_history(daebus__chist *h, double seconds, bool many)
     return (double)n / (perf_now() - t0);
 }
 
+/* The WebSocket component of the "api" case: cluster mode, channel "api" with a history. */
+static int api_start(daebus_app **app, daebus_ws **ws)
+{
+    static daebus_ws_options wo = DAEBUS_WS_OPTIONS_INIT;
+    wo.channels = true;
+    wo.channel_history = "api";
+    wo.channel_history_count = MAX_COUNT;
+    wo.cluster = DAEBUS_WS_CLUSTER_ON;
+    ts_service_options o = {.service = "bench_api",
+                            .redis_url = redis.url,
+                            .log_level = DAEBUS_LOG_ERROR,
+                            .ws = true,
+                            .ws_options = &wo,
+                            .bus = true,
+                            .wait_bus = 5};
+    ts_service svc;
+    if (ts_service_start(&svc, &o) != 0)
+        return -1;
+    *app = svc.app;
+    *ws = svc.ws;
+    return 0;
+}
+
+/* daebus_ws_channel_publish in a loop for seconds; the clock stops when
+ * Redis ran the last one. Returns: messages/s, or -1 (a publish failed). */
+static double run_api(daebus_ws *ws, double seconds)
+{
+    cJSON *d = cJSON_Parse(DATA);
+    daebus__ws_hpub_stats s0, s;
+    daebus__ws_hpub_get_stats(ws, &s0);
+    unsigned long long n = 0;
+    double t0 = perf_now(), end = t0 + seconds;
+    while (perf_now() < end) {
+        for (int i = 0; i < WINDOW; i++) {
+            if (daebus_ws_channel_publish(ws, "api", d) != 0) {
+                cJSON_Delete(d);
+                return -1;
+            }
+        }
+        n += WINDOW;
+    }
+    cJSON_Delete(d);
+    for (;;) {
+        daebus__ws_hpub_get_stats(ws, &s);
+        if (s.published + s.failed >= s0.published + s0.failed + n)
+            break;
+        ts_sleep_ms(1);
+    }
+    double rate = (double)n / (perf_now() - t0);
+    fprintf(stderr, "bench_channel_history: api: %llu publishes in %llu groups (round trips)\n", n,
+            (unsigned long long)(s.groups - s0.groups));
+    return s.failed == s0.failed ? rate : -1;
+}
+
 /* The store's share of a recovery: daebus__chist_since of RECOVER messages
  * (of DATA) from one connection, SINCE_RUNS times. Returns the p50 in ms. */
 static double run_since(daebus__chist *h)
@@ -209,14 +269,20 @@ int main(int argc, char **argv)
         freeReplyObject(r);
         pthread_t sub;
         pthread_create(&sub, NULL, sub_main, sc);
-        double best[3] = {0, 0, 0}; /* raw, pipelined, many */
-        static const char *const names[3] = {"raw", "history pipelined", "history many"};
+        double best[4] = {0, 0, 0, 0}; /* raw, pipelined, many, api */
+        static const char *const names[4] = {"raw", "history pipelined", "history many",
+                                             "history api"};
+        daebus_app *app = NULL;
+        daebus_ws *ws = NULL;
+        bool api = api_start(&app, &ws) == 0;
         for (int round = 0; round < ROUNDS; round++) {
             /* the order rotates: no case always runs on a warmer machine */
-            for (int k = 0; k < 3; k++) {
-                int which = (k + round) % 3;
+            for (int k = 0; k < 4; k++) {
+                int which = (k + round) % 4;
                 double c0 = thread_cpu();
-                double rate = which == 0 ? run_raw(seconds) : run_history(h, seconds, which == 2);
+                double rate = which == 0   ? run_raw(seconds)
+                              : which == 3 ? (api ? run_api(ws, seconds) : -1)
+                                           : run_history(h, seconds, which == 2);
                 fprintf(stderr,
                         "bench_channel_history: round %d: %s %.0f msg/s (client CPU %.2f "
                         "us/msg)\n",
@@ -225,6 +291,8 @@ int main(int argc, char **argv)
                 best[which] = rate > best[which] ? rate : best[which];
             }
         }
+        if (app)
+            ts_app_stop(app);
         atomic_store(&stop_sub, 1);
         redisContext *c = raw_connect();
         if (c) {
@@ -232,13 +300,15 @@ int main(int argc, char **argv)
             redisFree(c);
         }
         pthread_join(sub, NULL);
-        if (best[0] > 0 && best[1] > 0 && best[2] > 0) {
+        if (best[0] > 0 && best[1] > 0 && best[2] > 0 && best[3] > 0) {
             perf_emit("channel_history", "raw_xadd_publish", "publishes_per_s", best[0], "msg/s");
             perf_emit("channel_history", "history_pipelined", "publishes_per_s", best[1], "msg/s");
             perf_emit("channel_history", "history_many", "publishes_per_s", best[2], "msg/s");
+            perf_emit("channel_history", "history_api", "publishes_per_s", best[3], "msg/s");
             perf_ratio("channel_history", "publishes_per_s_pipelined", best[1] / best[0], 0.5,
                        ">=");
             perf_ratio("channel_history", "publishes_per_s_many", best[2] / best[0], 0.5, ">=");
+            perf_ratio("channel_history", "publishes_per_s_api", best[3] / best[0], 0.5, ">=");
             status = 0;
         }
         double p50 = run_since(h);

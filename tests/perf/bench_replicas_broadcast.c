@@ -28,7 +28,7 @@
 #include "perf_common.h"
 #include "perf_probe.h"
 #include "perf_svc.h"
-#include "perf_wsload.h"
+#include "perf_wsround.h"
 #include "testsupport.h"
 
 #define PROCS    2 /* client processes per set */
@@ -36,88 +36,26 @@
 #define ROUNDS   5
 #define BENCH    "replicas_broadcast"
 
-typedef struct outcome {
-    double rate, to_last;
-    long delivered;
-    double proc_first[PROCS], proc_last[PROCS]; /* per client process, from the POST */
-    double burst;                               /* the POST: 100 broadcast_to_all calls on A */
-} outcome;
+typedef perf_ws_round outcome;
 
 /* Connects the set: client process p goes to ports[p]. Returns the number
  * connected once every replica counts its clients. */
 static int connect_set(perf_ws_proc *procs, const int *ports, int n)
 {
-    perf_ws_cmd cmd;
-    memset(&cmd, 0, sizeof cmd);
-    cmd.mode = PERF_WS_SINK;
-    cmd.seconds = 10; /* give up on a client that misses messages */
-    cmd.expect = MESSAGES;
-    cmd.rounds = ROUNDS + 1; /* and the profiled one */
-    snprintf(cmd.path, sizeof cmd.path, "/ws");
-    int connected = 0;
-    for (int p = 0; p < PROCS; p++) {
-        int c = 0;
-        cmd.port = ports[p];
-        cmd.nclients = n / PROCS + (p < n % PROCS);
-        if (perf_ws_connect(&procs[p], &cmd, &c) != 0)
-            return -1;
-        connected += c;
-    }
-    /* the replicas register a client just after the upgrade answer */
-    double until = perf_now() + 15, seen = 0;
-    while (perf_now() < until) {
-        seen = 0;
-        for (int p = 0; p < PROCS; p++)
-            if (p == 0 || ports[p] != ports[0])
-                seen += perf_svc_stat(ports[p], "ws", "clients");
-        if (seen >= connected)
-            break;
-        ts_sleep_ms(20);
-    }
-    if (connected != n || seen < connected)
-        fprintf(stderr, BENCH ": %d of %d clients connected, %.0f registered\n", connected, n,
-                seen);
-    return connected;
+    perf_ws_cmd cmd = {.mode = PERF_WS_SINK,
+                       .seconds = 10, /* give up on a client that misses messages */
+                       .expect = MESSAGES,
+                       .rounds = ROUNDS + 1, /* and the profiled one */
+                       .path = "/ws"};
+    return perf_ws_connect_set(procs, PROCS, ports, n, &cmd, BENCH);
 }
 
 /* One round: the set reads, /burst goes to port. */
 static int run_round(perf_ws_proc *procs, int port, int n, outcome *out, long *errors)
 {
-    for (int p = 0; p < PROCS; p++)
-        perf_ws_go(&procs[p]);
-    ts_sleep_ms(20);
     char body[64];
     snprintf(body, sizeof body, "{\"n\":%d}", MESSAGES);
-    double t0 = perf_now();
-    int status = perf_svc_post(port, "/burst", body, NULL);
-    out->burst = perf_now() - t0;
-    if (status != 200) {
-        fprintf(stderr, BENCH ": POST /burst answered %d\n", status);
-        (*errors)++;
-    }
-    double t_last = 0;
-    long delivered = 0, complete = 0;
-    for (int p = 0; p < PROCS; p++) {
-        perf_ws_result r;
-        if (perf_ws_result_wait(&procs[p], &r, NULL, NULL) != 0)
-            return -1;
-        out->proc_first[p] = r.t_first - t0;
-        out->proc_last[p] = r.t_last - t0;
-        delivered += r.count;
-        complete += r.complete;
-        *errors += r.errors;
-        if (r.t_last > t_last)
-            t_last = r.t_last;
-    }
-    if (complete != n) {
-        fprintf(stderr, BENCH ": %ld of %d clients got every message (%ld of %ld deliveries)\n",
-                complete, n, delivered, (long)n * MESSAGES);
-        (*errors)++;
-    }
-    out->delivered = delivered;
-    out->to_last = t_last - t0;
-    out->rate = out->to_last > 0 ? (double)delivered / out->to_last : 0;
-    return 0;
+    return perf_ws_burst_round(procs, PROCS, port, "/burst", body, n, MESSAGES, BENCH, out, errors);
 }
 
 static void emit(const char *kase, int n, const outcome *o)
@@ -179,7 +117,7 @@ static void profile(const char *kase, perf_ws_proc *procs, perf_svc *reps, int n
     for (int p = 0; p < PROCS; p++)
         clients += cpu1[1 + p] - cpu0[1 + p];
     perf_emit(BENCH, kase, "profile_deliveries_per_s", o.rate, "1/s");
-    perf_emit(BENCH, kase, "profile_broadcast_calls_ms", o.burst * 1e3, "ms");
+    perf_emit(BENCH, kase, "profile_broadcast_calls_ms", o.post * 1e3, "ms");
     perf_emit(BENCH, kase, "cpu_us_per_delivery_redis", (cpu1[0] - cpu0[0]) / d * 1e6, "us");
     perf_emit(BENCH, kase, "cpu_us_per_delivery_clients", clients / d * 1e6, "us");
     for (int i = 0; i < nrep; i++) {
@@ -195,30 +133,22 @@ int main(int argc, char **argv)
     int n = argc > 1 ? atoi(argv[1]) : 1000;
     if (n < PROCS)
         n = 1000;
-    perf_raise_nofile();
     perf_ws_proc procs[2 * PROCS];
-    for (int p = 0; p < 2 * PROCS; p++)
-        if (perf_ws_spawn(&procs[p]) != 0)
-            return 1;
     char path[512];
     ts_redis redis;
-    if (perf_svc_default_path(path, sizeof path) != 0 || ts_redis_start(&redis, NULL) != 0)
+    if (perf_ws_bench_setup(procs, 2 * PROCS, path, sizeof path, &redis) != 0)
         return 1;
     long errors = 0;
     int rc = 1;
     perf_svc one, two[2];
     perf_svc_opts so = {.path = path, .redis_url = redis.url, .max_clients = n + 16};
     so.service = "perf_bc_one";
-    if (perf_svc_start_opts(&one, &so) != 0) {
-        fprintf(stderr, BENCH ": replica start failed\n");
+    if (perf_svc_start_replicas(&one, 1, &so, BENCH) != 0)
         goto out_redis;
-    }
     so.service = "perf_bc_two";
     so.max_clients = n / 2 + 16;
-    if (perf_svc_start_opts(&two[0], &so) != 0 || perf_svc_start_opts(&two[1], &so) != 0) {
-        fprintf(stderr, BENCH ": replica start failed\n");
+    if (perf_svc_start_replicas(two, 2, &so, BENCH) != 0)
         goto out_one;
-    }
     /* let the replicas see each other (heartbeat 1 s) */
     ts_sleep_ms(1500);
     int one_ports[PROCS] = {one.port, one.port}, two_ports[PROCS] = {two[0].port, two[1].port};
@@ -241,7 +171,7 @@ int main(int argc, char **argv)
         if (run_round(set_one, one.port, n, &r, &errors) != 0)
             goto out_two;
         fprintf(stderr, BENCH ": round %d one replica  %.0f/s %.0f ms (calls %.0f ms)\n", k, r.rate,
-                r.to_last * 1e3, r.burst * 1e3);
+                r.to_last * 1e3, r.post * 1e3);
         if (r.rate > best_one.rate)
             best_one = r;
         if (run_round(set_two, two[0].port, n, &r, &errors) != 0)
@@ -249,7 +179,7 @@ int main(int argc, char **argv)
         fprintf(stderr,
                 BENCH ": round %d two replicas %.0f/s %.0f ms (calls %.0f ms; clients of A: "
                       "%.0f-%.0f ms, of B: %.0f-%.0f ms)\n",
-                k, r.rate, r.to_last * 1e3, r.burst * 1e3, r.proc_first[0] * 1e3,
+                k, r.rate, r.to_last * 1e3, r.post * 1e3, r.proc_first[0] * 1e3,
                 r.proc_last[0] * 1e3, r.proc_first[1] * 1e3, r.proc_last[1] * 1e3);
         if (r.rate > best_two.rate)
             best_two = r;

@@ -95,6 +95,19 @@ int perf_svc_start_opts(perf_svc *s, const perf_svc_opts *o)
 }
 
 /* SIGTERMs the service; returns its exit status (0 = clean stop). */
+int perf_svc_start_replicas(perf_svc *reps, int n, const perf_svc_opts *o, const char *bench)
+{
+    for (int i = 0; i < n; i++) {
+        if (perf_svc_start_opts(&reps[i], o) != 0) {
+            fprintf(stderr, "%s: replica start failed\n", bench);
+            while (i-- > 0)
+                perf_svc_stop(&reps[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int perf_svc_stop(perf_svc *s)
 {
     int st = -1;

@@ -36,6 +36,11 @@ typedef struct perf_svc_opts {
 
 int perf_svc_start_opts(perf_svc *s, const perf_svc_opts *o);
 
+/* n replicas of o's service: perf_svc_start_opts() each. Returns 0, or -1
+ * with "<bench>: replica start failed" on stderr and the ones started
+ * stopped. */
+int perf_svc_start_replicas(perf_svc *reps, int n, const perf_svc_opts *o, const char *bench);
+
 /* SIGTERMs the service; returns its exit status (0 = clean stop). */
 int perf_svc_stop(perf_svc *s);
 

@@ -2,35 +2,15 @@
 // action gateway, from a real node client (npm ws) with the TypeScript
 // client's frames. Usage: node chat_gateway_client.js WS_URL HTTP_URL
 'use strict';
-const WebSocket = require('ws');
 const assert = require('assert');
+const path = require('path');
+const wsc = require(path.join(__dirname, '../../support/node/ws_client.js'));
 
+const { waitFrame } = wsc;
 const [wsUrl, httpUrl] = process.argv.slice(2);
 let seq = 0;
 
-function open() {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(wsUrl, ['daebus-v1']);
-    ws.frames = [];
-    ws.waiters = [];
-    ws.on('message', (buf) => {
-      const f = JSON.parse(buf.toString());
-      ws.frames.push(f);
-      ws.waiters = ws.waiters.filter((w) => !w(f));
-    });
-    ws.once('open', () => resolve(ws));
-    ws.once('error', reject);
-  });
-}
-
-function waitFrame(ws, pred, ms = 5000) {
-  const seen = ws.frames.find(pred);
-  if (seen) return Promise.resolve(seen);
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error('no frame; got ' + JSON.stringify(ws.frames.slice(-5)))), ms);
-    ws.waiters.push((f) => { if (!pred(f)) return false; clearTimeout(t); resolve(f); return true; });
-  });
-}
+const open = () => wsc.open(wsUrl, ['daebus-v1']);
 
 async function message(ws, type, data) {
   const id = 'm' + ++seq;
@@ -40,12 +20,7 @@ async function message(ws, type, data) {
   return r.data;
 }
 
-async function sendAction(ws, action, payload) {
-  const id = `req_${Date.now()}_${++seq}`;
-  ws.send(JSON.stringify({ type: 'publish', channel: 'chat_service',
-    data: { action, payload, reply_channel: 'reply_' + id, request_id: id, timestamp: Date.now() } }));
-  return waitFrame(ws, (f) => f.type === 'response' && f.request_id === id);
-}
+const sendAction = (ws, action, payload) => wsc.sendAction(ws, 'chat_service', action, payload);
 
 async function rooms(query) {
   const r = await fetch(httpUrl + '/api/rooms' + (query || ''));

@@ -5,57 +5,14 @@
 // WORK_DIR (set by run_gateway_test.sh): the Redis restart case stops that
 // redis-server and starts a new one on the same port (pid file in WORK_DIR).
 'use strict';
-const WebSocket = require('ws');
 const assert = require('assert');
 const { execFileSync } = require('child_process');
+const path = require('path');
+const wsc = require(path.join(__dirname, '../../support/node/ws_client.js'));
 
+const { waitFrame, send, sendAction, requestId, sleep } = wsc;
 const [wsUrl, httpUrl] = process.argv.slice(2);
-let seq = 0;
-
-function open(protocols) {
-  return new Promise((resolve, reject) => {
-    const ws = protocols ? new WebSocket(wsUrl, protocols) : new WebSocket(wsUrl);
-    ws.frames = [];
-    ws.waiters = [];
-    ws.on('message', (buf) => {
-      const f = JSON.parse(buf.toString());
-      ws.frames.push(f);
-      ws.waiters = ws.waiters.filter((w) => !w(f));
-    });
-    ws.once('open', () => resolve(ws));
-    ws.once('error', reject);
-  });
-}
-
-// Resolves with the first frame (seen already or arriving) that pred accepts.
-function waitFrame(ws, pred, ms = 5000) {
-  const seen = ws.frames.find(pred);
-  if (seen) return Promise.resolve(seen);
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error('no frame in ' + ms + ' ms; got ' +
-      JSON.stringify(ws.frames.slice(-5)))), ms);
-    ws.waiters.push((f) => { if (!pred(f)) return false; clearTimeout(t); resolve(f); return true; });
-  });
-}
-
-// The TypeScript client's sendAction frame.
-function publishFrame(service, action, payload, id) {
-  return {
-    type: 'publish', channel: service,
-    data: { action, payload, reply_channel: 'reply_' + id, request_id: id, timestamp: Date.now() },
-  };
-}
-
-function send(ws, service, action, payload) {
-  const id = `req_${Date.now()}_${++seq}`;
-  ws.send(JSON.stringify(publishFrame(service, action, payload, id)));
-  return id;
-}
-
-async function sendAction(ws, service, action, payload, ms) {
-  const id = send(ws, service, action, payload);
-  return waitFrame(ws, (f) => f.type === 'response' && f.request_id === id, ms);
-}
+const open = (protocols) => wsc.open(wsUrl, protocols);
 
 async function stats() {
   const r = await fetch(httpUrl + '/gw/stats');
@@ -83,7 +40,7 @@ test('sendAction round trip to another service process', async () => {
   assert.ok(typeof r.data.instance === 'string' && r.data.instance.length > 0);
   assert.strictEqual(r.error, undefined);
   // payload omitted: {}
-  const id = `req_${Date.now()}_${++seq}`;
+  const id = requestId();
   ws.send(JSON.stringify({ type: 'publish', channel: 'gw_target', data: { action: 'echo', request_id: id } }));
   const r2 = await waitFrame(ws, (f) => f.request_id === id);
   assert.deepStrictEqual(r2.data.echo, {});
@@ -278,7 +235,6 @@ test('round trips measured (300 sequential calls), one answer each', async () =>
   ws.close();
 });
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 test('Redis restart: pending call answered with an error, calls work again after', async () => {
   const port = process.env.REDIS_PORT, dir = process.env.WORK_DIR;

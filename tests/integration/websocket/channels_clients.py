@@ -12,68 +12,30 @@ import os
 import signal
 import sys
 import threading
-import time
-import urllib.request
 
-import websockets
-
-T = 10
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from channels_base import T, BaseClient, op, wait_file, wait_for  # noqa: E402,F401
 
 
-def op(port, **body):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/op", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(req, timeout=T) as r:
-        return json.loads(r.read())
-
-
-class Client:
+class Client(BaseClient):
     def __init__(self, port, cid, role=None):
-        self.port, self.cid, self.role = port, cid, role
+        super().__init__(port, cid, f"&role={role}" if role else "")
+        self.role = role
         self.messages = []  # channel_message frames
-        self.answers = {}   # request_id -> frame
-        self.other = []
 
     async def open(self):
-        q = f"id={self.cid}" + (f"&role={self.role}" if self.role else "")
-        self.ws = await websockets.connect(f"ws://127.0.0.1:{self.port}/ws?{q}", ping_interval=None,
-                                           max_queue=None, open_timeout=T, close_timeout=1)
-        hello = json.loads(await asyncio.wait_for(self.ws.recv(), T))
-        assert hello["data"]["client_id"] == self.cid, hello
-        self.task = asyncio.ensure_future(self.reader())
-        return self
+        return await super().open(max_queue=None)
 
-    async def reader(self):
-        try:
-            async for raw in self.ws:
-                f = json.loads(raw)
-                if f.get("type") == "channel_message":
-                    self.messages.append(f)
-                elif "request_id" in f:
-                    self.answers[f["request_id"]] = f
-                else:
-                    self.other.append(f)
-        except websockets.ConnectionClosed:
-            pass
-
-    async def send(self, frame):
-        await self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
+    def frame(self, f):
+        if f.get("type") == "channel_message":
+            self.messages.append(f)
+        else:
+            super().frame(f)
 
     async def ask(self, frame, rid):
         frame["request_id"] = rid
         await self.send(frame)
         return await self.answer(rid)
-
-    async def answer(self, rid):
-        end = time.monotonic() + T
-        while rid not in self.answers:
-            assert time.monotonic() < end, f"{self.cid}: no answer to {rid}"
-            await asyncio.sleep(0.005)
-        return self.answers[rid]
-
-    async def close(self):
-        await self.ws.close()
-        await self.task
 
 
 def ok(a, rid):
@@ -83,13 +45,6 @@ def ok(a, rid):
 def refused(a, rid, text):
     assert a["type"] == "error" and a["success"] is False and a["request_id"] == rid, a
     assert text in a["error"], (text, a)
-
-
-async def wait_for(pred, what, timeout=T):
-    end = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < end, f"timed out: {what}"
-        await asyncio.sleep(0.01)
 
 
 def seqs(c, channel=None):
@@ -288,13 +243,6 @@ async def case_kill(p1, p2, pid2):
     assert op(p1, op="publish", channel="order:k", data={"p": "k", "seq": 1})["rc"] == 0
     await wait_for(lambda: len(k1.messages) == 1, "k1 delivery")
     await k1.close()
-
-
-def wait_file(path, timeout=30):
-    end = time.monotonic() + timeout
-    while not os.path.exists(path):
-        assert time.monotonic() < end, f"no {path}"
-        time.sleep(0.01)
 
 
 async def case_restart(p1, p2):

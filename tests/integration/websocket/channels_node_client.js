@@ -5,42 +5,19 @@
 // One client per replica, on the daebus-v1 subprotocol. Exit 0 when every case
 // passed; prints one line per case.
 'use strict';
-const WebSocket = require('ws');
 const assert = require('assert');
+const path = require('path');
+const wsc = require(path.join(__dirname, '../../support/node/ws_client.js'));
 
+const { waitFrame, requestId, sleep } = wsc;
 const [p1, p2] = process.argv.slice(2).map(Number);
 
-function open(port, id) {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws?id=${id}`, ['daebus-v1']);
-    ws.frames = [];
-    ws.waiters = [];
-    ws.on('message', (buf) => {
-      const f = JSON.parse(buf.toString());
-      ws.frames.push(f);
-      ws.waiters = ws.waiters.filter((w) => !w(f));
-    });
-    ws.once('open', () => resolve(ws));
-    ws.once('error', reject);
-  });
-}
+const open = (port, id) => wsc.open(`ws://127.0.0.1:${port}/ws?id=${id}`, ['daebus-v1']);
 
-// Resolves with the first frame (seen already or arriving) that pred accepts.
-function waitFrame(ws, pred, ms = 5000) {
-  const seen = ws.frames.find(pred);
-  if (seen) return Promise.resolve(seen);
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error('no frame in ' + ms + ' ms; got ' +
-      JSON.stringify(ws.frames.slice(-5)))), ms);
-    ws.waiters.push((f) => { if (!pred(f)) return false; clearTimeout(t); resolve(f); return true; });
-  });
-}
-
-let seq = 0;
 // Sends frame with a fresh request id (the TypeScript client's req_<time>_<n>);
 // resolves with the frame that carries that id back.
 function ask(ws, frame) {
-  const id = `req_${Date.now()}_${++seq}`;
+  const id = requestId();
   ws.send(JSON.stringify({ ...frame, request_id: id }));
   return waitFrame(ws, (f) => f.request_id === id).then((f) => ({ id, f }));
 }
@@ -61,7 +38,6 @@ function refused({ id, f }, text) {
 
 const messages = (ws, channel) => ws.frames.filter((f) => f.type === 'channel_message' &&
   f.channel === channel);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function op(port, body) {
   const r = await fetch(`http://127.0.0.1:${port}/op`, {

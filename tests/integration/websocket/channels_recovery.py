@@ -29,10 +29,7 @@ class RClient(Client):
             async for raw in self.ws:
                 f = json.loads(raw)
                 self.events.append(f)
-                if f.get("type") == "channel_message":
-                    self.messages.append(f)
-                elif "request_id" in f:
-                    self.answers[f["request_id"]] = f
+                self.frame(f)
         except Exception:  # noqa: BLE001 - the socket is killed on purpose
             pass
 

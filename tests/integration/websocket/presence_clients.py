@@ -14,81 +14,43 @@ import os
 import signal
 import sys
 import time
-import urllib.request
 
-import websockets
-
-T = 10
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from channels_base import BaseClient, op, wait_file, wait_for  # noqa: E402
 
 
-def op(port, **body):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/op", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(req, timeout=T) as r:
-        return json.loads(r.read())
-
-
-class Client:
+class Client(BaseClient):
     def __init__(self, port, cid):
-        self.port, self.cid = port, cid
-        self.events = []    # channel_presence frames
-        self.answers = {}
+        super().__init__(port, cid, f"&name=N-{cid}")
+        self.events = []  # channel_presence frames
         self.rid = 0
 
-    async def open(self):
-        self.ws = await websockets.connect(f"ws://127.0.0.1:{self.port}/ws?id={self.cid}&name=N-{self.cid}",
-                                           ping_interval=None, open_timeout=T, close_timeout=1)
-        hello = json.loads(await asyncio.wait_for(self.ws.recv(), T))
-        assert hello["data"]["client_id"] == self.cid, hello
-        self.task = asyncio.ensure_future(self.reader())
-        return self
-
-    async def reader(self):
-        try:
-            async for raw in self.ws:
-                f = json.loads(raw)
-                if f.get("type") == "channel_presence":
-                    self.events.append(f)
-                elif "request_id" in f:
-                    self.answers[f["request_id"]] = f
-        except websockets.ConnectionClosed:
-            pass
+    def frame(self, f):
+        if f.get("type") == "channel_presence":
+            self.events.append(f)
+        else:
+            super().frame(f)
 
     async def ask(self, frame):
         self.rid += 1
         rid = f"{self.cid}-{self.rid}"
         frame["request_id"] = rid
         await self.ws.send(json.dumps(frame))
-        end = time.monotonic() + T
-        while rid not in self.answers:
-            assert time.monotonic() < end, f"{self.cid}: no answer to {frame}"
-            await asyncio.sleep(0.005)
-        return self.answers[rid]
+        return await self.answer(rid, frame)
 
     async def sub(self, channel):
         a = await self.ask({"type": "subscribe", "channel": channel})
         assert a["success"] is True, a
-
-    async def close(self):
-        await self.ws.close()
-        await self.task
 
     def seen(self, channel, event, who):
         return [e for e in self.events
                 if e["channel"] == channel and e["event"] == event and e["client_id"] == who]
 
 
-async def until(cond, what, timeout=T):
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, f"timed out: {what}"
-        await asyncio.sleep(0.01)
-
-
 async def once(clients, channel, event, who):
     """Every client of clients gets the event exactly once (no duplicate later)."""
     for c in clients:
-        await until(lambda: c.seen(channel, event, who), f"{c.cid} sees {event} of {who}")
+        await wait_for(lambda: c.seen(channel, event, who), f"{c.cid} sees {event} of {who}")
     await asyncio.sleep(0.3)
     for c in clients:
         n = len(c.seen(channel, event, who))
@@ -160,7 +122,7 @@ async def case_cluster(p1, p2, pid2):
     for _ in range(20):
         await d.ws.send(json.dumps({"type": "subscribe", "channel": "room:1"}))
         await d.ws.send(json.dumps({"type": "unsubscribe", "channel": "room:1"}))
-    await until(lambda: len(a.seen("room:1", "leave", "d")) == 20, "a sees 20 leaves of d")
+    await wait_for(lambda: len(a.seen("room:1", "leave", "d")) == 20, "a sees 20 leaves of d")
     seq = [e["event"] for e in a.events if e["client_id"] == "d"]
     assert seq == ["join", "leave"] * 20, seq
     # leave on disconnect
@@ -172,7 +134,7 @@ async def case_cluster(p1, p2, pid2):
     await once([b, c], "room:1", "leave", "a")
     # kill -9 of b's replica: the survivor reaps b and d, c hears b leave once
     os.kill(pid2, signal.SIGKILL)
-    await until(lambda: c.seen("room:1", "leave", "b"), "c sees b leave after kill -9", 15)
+    await wait_for(lambda: c.seen("room:1", "leave", "b"), "c sees b leave after kill -9", 15)
     await asyncio.sleep(1.5)  # a few heartbeats more: no second leave
     n = len(c.seen("room:1", "leave", "b"))
     assert n == 1, f"leave of b seen {n} times"
@@ -186,13 +148,6 @@ async def case_cluster(p1, p2, pid2):
         await d.ws.close()
     except Exception:
         pass
-
-
-def wait_file(path):
-    end = time.monotonic() + 30
-    while not os.path.exists(path):
-        assert time.monotonic() < end, f"no {path}"
-        time.sleep(0.02)
 
 
 async def case_restart(port):

@@ -11,92 +11,21 @@
  *   - subscribes with "since" on both replicas during a steady stream of
  *     publishes: every client gets every offset once, in order;
  *   - one process without a bus: history channels are history-less. */
-#include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <CUnit/Basic.h>
-#include "daebus/daebus.h"
-#include "testsupport.h"
-
-typedef struct proc {
-    pid_t pid;
-    int port;
-} proc;
+#include "channels_fixture.h"
 
 static ts_redis redis;
-static char binary[1024], script[1024];
-static proc a, b;
-
-static proc start(int i, bool bus)
-{
-    proc p = {-1, ts_free_port()};
-    char port[16];
-    snprintf(port, sizeof port, "%d", p.port);
-    p.pid = fork();
-    if (p.pid == 0) {
-        char log[64];
-        snprintf(log, sizeof log, "/tmp/test_channels_recovery.%d.%d.log", (int)getppid(), i);
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        setenv("CHAN_HISTORY", "hist:*", 1);
-        if (!bus)
-            setenv("CHAN_NO_BUS", "1", 1);
-        execl(binary, binary, "--port", port, "--redis", redis.url, (char *)NULL);
-        _exit(127);
-    }
-    return p;
-}
-
-/* true when p answers POST /op (in cluster mode when cluster). */
-static bool ready(const proc *p, bool cluster)
-{
-    const char *body = "{\"op\":\"subscribers\",\"channel\":\"x\"}";
-    ts_http_response r;
-    if (ts_http(p->port, "POST", "/op", "Content-Type: application/json\r\n", body, strlen(body),
-                &r) != 0)
-        return false;
-    cJSON *o = r.status == 200 ? cJSON_Parse(r.body) : NULL;
-    ts_http_free(&r);
-    bool ok = o && (!cluster || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "cluster")));
-    cJSON_Delete(o);
-    return ok;
-}
-
-static int stop(proc *p)
-{
-    if (p->pid <= 0)
-        return -1;
-    kill(p->pid, SIGTERM);
-    int st = 0;
-    pid_t r = 0;
-    double end = ts_now() + 10;
-    while ((r = waitpid(p->pid, &st, WNOHANG)) == 0 && ts_now() < end)
-        ts_sleep_ms(10);
-    if (r != p->pid) {
-        kill(p->pid, SIGKILL);
-        waitpid(p->pid, &st, 0);
-    }
-    p->pid = -1;
-    return r > 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static chan_proc a, b;
 
 static int py(const char *kase, const char *extra)
 {
-    char cmd[1600];
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s %s %d %d %d %s", script, kase, a.port, b.port,
-             redis.port, extra ? extra : "");
     double t0 = ts_now();
-    int r = system(cmd);
+    int r = chan_py("%s %d %d %d %s", kase, a.port, b.port, redis.port, extra ? extra : "");
     printf("\n  %s: %.2f s", kase, ts_now() - t0);
-    return r == -1 ? -1 : WEXITSTATUS(r);
+    return r;
 }
 
 static void test_recover(void)
@@ -129,34 +58,30 @@ static void test_epoch(void)
 /* One process without a bus: the history channels are history-less. */
 static void test_no_bus(void)
 {
-    proc one = start(3, false);
-    TS_WAIT_UNTIL(ready(&one, false), 20);
-    proc keep = a;
+    chan_proc one = chan_start(&redis, false, 3);
+    TS_WAIT_UNTIL(chan_answers(&one) == 0, 20);
+    chan_proc keep = a;
     a = one;
     CU_ASSERT_EQUAL(py("nobus", NULL), 0);
     a = keep;
-    CU_ASSERT_EQUAL(stop(&one), 0);
+    CU_ASSERT_EQUAL(chan_stop(&one), 0);
 }
 
 static void test_stop(void)
 {
-    CU_ASSERT_EQUAL(stop(&a), 0);
-    CU_ASSERT_EQUAL(stop(&b), 0);
+    CU_ASSERT_EQUAL(chan_stop(&a), 0);
+    CU_ASSERT_EQUAL(chan_stop(&b), 0);
 }
 
 int main(void)
 {
-    const char *src = getenv("DAEBUS_SOURCE_DIR"), *bin = getenv("DAEBUS_BINARY_DIR");
-    snprintf(binary, sizeof binary, "%s/tests/channels_service", bin ? bin : ".");
-    snprintf(script, sizeof script, "%s/tests/integration/websocket/channels_recovery.py",
-             src ? src : ".");
+    chan_fixture_init("test_channels_recovery", "channels_recovery.py");
+    setenv("CHAN_HISTORY", "hist:*", 1); /* every replica: history on hist:* */
     if (ts_redis_start(&redis, NULL) != 0)
         return 1;
-    a = start(1, true);
-    b = start(2, true);
-    TS_WAIT_UNTIL(ready(&a, true) && ready(&b, true), 30);
+    chan_start_two(&redis, 1, &a, &b);
     int rc = 1;
-    if (ready(&a, true) && ready(&b, true)) {
+    if (chan_answers(&a) == 0 && chan_answers(&b) == 0) {
         CU_initialize_registry();
         CU_pSuite s = CU_add_suite("channel recovery", NULL, NULL);
         CU_add_test(s, "a dropped client recovers 200 messages on the other replica", test_recover);
@@ -167,8 +92,8 @@ int main(void)
         CU_add_test(s, "the replicas stop cleanly", test_stop);
         rc = ts_run_cunit();
     }
-    stop(&a);
-    stop(&b);
+    chan_stop(&a);
+    chan_stop(&b);
     ts_redis_stop(&redis);
     return rc;
 }
