@@ -8,13 +8,16 @@
 // after its earlier ones, then live ones - without reloading the page.
 'use strict';
 
+const {execFile} = require('child_process');
 const net = require('net');
 const os = require('os');
+const path = require('path');
 const common = require('./browser_common.js');
 
 const {STEP, say, join, expectMessage} = common;
 const url = new URL(process.env.CHAT_URL);
 const shotDir = process.env.SHOT_DIR || os.tmpdir();
+const redisUrl = process.env.REDIS_URL;
 const log = common.logger('browser reconnect');
 const MISSED = 12;
 const DROP_MS = 3000;
@@ -106,7 +109,13 @@ async function scenario(context, proxy) {
   const retries = await alice.evaluate(() => window.daebusChat.registerRetries);
   if (!(retries > 0)) throw new Error('alice\'s page never retried register (name still taken): ' + retries);
   log(`alice's page retried register ${retries} times while the name was still held`);
+  // 3: the room's history is lost meanwhile (its epoch key deleted, as by a
+  // Redis flush): no replay ("recovered": false); the page fills in from the
+  // join reply's history (the rooms' own store still has the messages) under
+  // a note that earlier messages may be missing.
+  want.push(...await cutOff(alice, bob, proxy, 'epoch', 0, () => redis(['DEL', EPOCH_KEY])));
 
+  await alice.screenshot({path: path.join(shotDir, 'reconnect-alice.png')});
   const got = await shownTexts(alice);
   if (JSON.stringify(got) !== JSON.stringify(want))
     throw new Error('alice\'s page shows ' + JSON.stringify(got) + ', want ' + JSON.stringify(want));
@@ -121,23 +130,42 @@ async function scenario(context, proxy) {
   }));
   if (st.mark !== mark) throw new Error('alice\'s page was reloaded (mark ' + st.mark + ')');
   const rec = st.recoveries.filter((r) => r.room === 'lobby');
-  if (rec.length !== 2 || rec.some((r) => !r.since || r.recovered !== true))
-    throw new Error('want two re-joins of #lobby with since, recovered: ' + JSON.stringify(st.recoveries));
-  if (st.gap !== 0) throw new Error('alice\'s page shows a "messages may be missing" note');
+  if (rec.length !== 3 || rec.some((r) => !r.since) || !rec[0].recovered || !rec[1].recovered ||
+      rec[2].recovered || rec[2].since.epoch === st.pos.epoch)
+    throw new Error('want three re-joins of #lobby with since, recovered, recovered, not recovered ' +
+                    '(new epoch): ' + JSON.stringify(st.recoveries) + ' now at ' + JSON.stringify(st.pos));
+  if (st.gap !== 1) throw new Error(`alice's page shows ${st.gap} "messages may be missing" notes, want 1`);
   log('no reload; re-joins with since ' + rec.map((r) => JSON.stringify(r.since)).join(', ') +
-      ', recovered; now at ' + JSON.stringify(st.pos));
+      ': recovered, recovered, not (a note); now at ' + JSON.stringify(st.pos));
+}
+
+// The epoch key of #lobby's channel history (docs/channels/history.md).
+const EPOCH_KEY = 'daebus:chat_service:ch:room:lobby:epoch';
+
+function redis(args) {
+  return new Promise((resolve, reject) => {
+    execFile('redis-cli', ['-u', redisUrl, ...args], {timeout: 10000}, (err, stdout) => {
+      if (err) reject(new Error('redis-cli ' + args.join(' ') + ': ' + err.message));
+      else resolve(stdout.trim());
+    });
+  });
 }
 
 // Cuts alice off for DROP_MS (the service side after holdMs) while bob sends
-// MISSED messages, then lets her back, and bob and alice chat again. Returns
-// the texts alice must now show after what she showed before.
-async function cutOff(alice, bob, proxy, tag, holdMs) {
+// MISSED messages (after meanwhile() if given), then lets her back, and bob
+// and alice chat again. Returns the texts alice must now show after what she
+// showed before.
+async function cutOff(alice, bob, proxy, tag, holdMs, meanwhile) {
   const t0 = Date.now();
   proxy.drop(holdMs);
+  if (meanwhile) {
+    const r = await meanwhile();
+    if (r !== '1') throw new Error(`${tag}: want 1 key deleted, redis-cli says ${r}`);
+  }
   await alice.waitForSelector('#status.reconnecting', {timeout: STEP});
   log(`${tag}: alice's connection dropped; her page says: ` + await alice.textContent('#status'));
   if (!holdMs) // bob sees alice leave: the server noticed the dead connection.
-    await bob.locator('#messages li.event', {hasText: 'alice left #lobby'}).nth(0).waitFor({timeout: STEP});
+    await bob.locator('#messages li.event', {hasText: 'alice left #lobby'}).last().waitFor({timeout: STEP});
   const missed = [];
   for (let i = 1; i <= MISSED; i++) {
     const text = `${tag}-${String(i).padStart(2, '0')} from bob`;
