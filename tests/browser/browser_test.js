@@ -4,26 +4,18 @@
 'use strict';
 
 const {execFile, spawn} = require('child_process');
-const fs = require('fs');
 const os = require('os');
 const path = require('path');
+const common = require('./browser_common.js');
 
+const {STEP, say, join, expectMessage} = common;
 const url = process.env.CHAT_URL;
 const caller = process.env.DAEBUS_CALL;
 const redisUrl = process.env.REDIS_URL;
 const shotDir = process.env.SHOT_DIR || os.tmpdir();
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
-const STEP = 15000; // ms per wait; generous for a loaded machine
 
-let chromium;
-try {
-  ({chromium} = require('playwright-core'));
-} catch (e) {
-  console.error('FAILED: cannot load playwright-core: ' + e.message);
-  process.exit(1);
-}
-
-function log(msg) { console.log('browser test: ' + msg); }
+const log = common.logger('browser test');
+const openUser = (context, name) => common.openUser(context, url, name);
 
 function daebusCall(args) {
   return new Promise((resolve) => {
@@ -33,67 +25,8 @@ function daebusCall(args) {
   });
 }
 
-async function openUser(context, name) {
-  const page = await context.newPage();
-  page.on('pageerror', (e) => console.error(`[${name}] page error: ${e.message}`));
-  page.on('console', (m) => { if (m.type() === 'error') console.error(`[${name}] console: ${m.text()}`); });
-  await page.goto(url);
-  await page.waitForSelector('#status.open', {timeout: STEP});
-  await page.fill('#username', name);
-  await page.click('#register-btn');
-  await page.waitForSelector('#chat:not([hidden])', {timeout: STEP});
-  const me = await page.textContent('#me');
-  if (me !== name) throw new Error(`${name}: page says signed in as '${me}'`);
-  return page;
-}
-
-async function join(page, room) {
-  await page.fill('#room-input', room);
-  await page.click('#join-btn');
-  await page.waitForFunction((r) => document.getElementById('room-title').textContent === '#' + r,
-                             room, {timeout: STEP});
-}
-
-async function say(page, text) {
-  await page.fill('#message-input', text);
-  await page.click('#send-btn');
-  // The sender's own copy appears once the server answered status "sent".
-  await page.locator('#messages li.message.mine .text', {hasText: text}).waitFor({timeout: STEP});
-}
-
-async function expectMessage(page, text, who) {
-  await page.locator('#messages li.message:not(.mine) .text', {hasText: text})
-    .waitFor({timeout: STEP})
-    .catch(() => { throw new Error(`${who} did not see the message '${text}'`); });
-}
-
 async function main() {
-  const profile = process.env.PROFILE_DIR || fs.mkdtempSync(path.join(os.tmpdir(), 'daebus-chromium-'));
-  let context;
-  try {
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-             '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-      viewport: {width: 1100, height: 700},
-      timeout: 60000,
-    });
-  } catch (e) {
-    console.error('SKIPPED: browser test: Chromium cannot start: ' + e.message.split('\n')[0]);
-    process.exit(77);
-  }
-
-  try {
-    await scenario(context);
-  } catch (e) {
-    // Leave pictures of every page behind for the post-mortem.
-    for (const [i, page] of context.pages().entries())
-      await page.screenshot({path: path.join(shotDir, `failure-page${i}.png`)}).catch(() => {});
-    throw e;
-  } finally {
-    await context.close();
-  }
+  await common.withContext(shotDir, scenario);
   await stopRestarted();
 }
 

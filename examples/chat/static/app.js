@@ -3,9 +3,21 @@
  * Speaks the Daebus WebSocket protocol: the page sends {type, data, request_id}
  * and gets {type: "response", data, request_id} back, plus server pushes
  * (new_message, room_update, direct_message, notification, disconnect_notice,
- * system_status, server_shutdown). "/msg user text" sends a direct message. It reconnects with capped exponential backoff and then
- * registers again and re-joins its rooms. A kick (disconnect_notice) stops the
- * automatic reconnection until the user asks for it.
+ * system_status, server_shutdown). "/msg user text" sends a direct message.
+ *
+ * Reconnection: when the connection drops (anything but a kick) the page says
+ * "reconnecting", retries with capped exponential backoff (0.5 s doubling to
+ * 5 s), registers again under the same name and re-joins every room it was in
+ * with "since" = the last {offset, epoch} it saw there (new_message frames of
+ * a room channel with history carry "channel", "offset" and "epoch"). The
+ * server then sends the missed messages as ordinary new_message frames; the
+ * page keeps its list, drops duplicates (same message id, or an offset not
+ * after the last one seen in the same epoch) and keeps the list in offset
+ * order. When the server cannot recover ("recovered": false: history trimmed
+ * or lost) the page fills in from the join reply's history and says that
+ * earlier messages may be missing. Against a server without offsets it does
+ * the same without "since". A kick (disconnect_notice) stops the automatic
+ * reconnection until the user asks for it.
  */
 (function () {
   'use strict';
@@ -19,14 +31,16 @@
     socket: null,
     clientId: null,
     username: null,
-    rooms: new Map(),        // room -> {messages: [], members: n}
+    rooms: new Map(),        // room -> {messages: [], ids: Set, pos: {offset, epoch}|null, members: n}
     current: null,           // room shown
     pending: new Map(),      // request_id -> {resolve, reject, timer}
     nextId: 1,
     backoff: 500,            // ms, doubles up to maxBackoff
-    maxBackoff: 10000,
+    maxBackoff: 5000,
     reconnectTimer: null,
     kicked: false,
+    recoveries: [],          // {room, since, recovered}: one per re-join (for the browser test)
+    registerRetries: 0,      // register refused with "already taken" after a reconnection
   };
 
   /* ---- UI helpers ---- */
@@ -62,7 +76,7 @@
   }
 
   function roomState(name) {
-    if (!state.rooms.has(name)) state.rooms.set(name, {messages: [], members: 0});
+    if (!state.rooms.has(name)) state.rooms.set(name, {messages: [], ids: new Set(), pos: null, members: 0});
     return state.rooms.get(name);
   }
 
@@ -95,7 +109,7 @@
   function messageItem(m) {
     const li = document.createElement('li');
     if (m.event) {
-      li.className = 'event';
+      li.className = 'event' + (m.gap ? ' gap' : '');
       li.textContent = m.event;
       return li;
     }
@@ -110,15 +124,62 @@
     return li;
   }
 
+  const MAX_KEPT = 200; // messages kept per room
+
+  function hasOffset(m) { return typeof m.offset === 'number' && m.epoch !== undefined; }
+
+  // Where m goes: at the end, unless entries of its epoch with a larger
+  // offset come after the last one with a smaller offset; then before the
+  // first of those. Entries without an offset (events, our own messages,
+  // history) keep their places.
+  function insertIndex(list, m) {
+    let at = list.length;
+    if (!hasOffset(m)) return at;
+    for (let j = list.length - 1; j >= 0; j--) {
+      const x = list[j];
+      if (!hasOffset(x) || x.epoch !== m.epoch) continue;
+      if (x.offset < m.offset) break;
+      at = j;
+    }
+    return at;
+  }
+
+  // Moves a room's last seen position forward to {offset, epoch}.
+  function notePosition(r, offset, epoch) {
+    if (typeof offset !== 'number' || epoch === undefined) return;
+    if (!r.pos || r.pos.epoch !== epoch || offset > r.pos.offset) r.pos = {offset, epoch};
+  }
+
+  // Adds a message (or an event) to a room once: a message whose id is known,
+  // or whose offset is not after the last one seen in the same epoch, is a
+  // duplicate (a replay overlapping what arrived live). Returns true if added.
   function addToRoom(room, m) {
     const r = roomState(room);
-    r.messages.push(m);
-    if (r.messages.length > 200) r.messages.splice(0, r.messages.length - 200);
-    if (room === state.current) {
-      const ol = $('messages');
-      ol.appendChild(messageItem(m));
-      ol.scrollTop = ol.scrollHeight;
+    if (m.id !== undefined && r.ids.has(m.id)) {
+      const known = r.messages.find((x) => x.id === m.id);
+      if (known && hasOffset(m) && !hasOffset(known)) { known.offset = m.offset; known.epoch = m.epoch; }
+      notePosition(r, m.offset, m.epoch);
+      return false;
     }
+    if (hasOffset(m) && r.pos && r.pos.epoch === m.epoch && m.offset <= r.pos.offset) return false;
+    const at = insertIndex(r.messages, m);
+    r.messages.splice(at, 0, m);
+    if (m.id !== undefined) r.ids.add(m.id);
+    notePosition(r, m.offset, m.epoch);
+    if (r.messages.length > MAX_KEPT) {
+      for (const old of r.messages.splice(0, r.messages.length - MAX_KEPT))
+        if (old.id !== undefined) r.ids.delete(old.id);
+    }
+    if (room === state.current) {
+      if (at === r.messages.length - 1) {
+        const ol = $('messages');
+        ol.appendChild(messageItem(m));
+        ol.scrollTop = ol.scrollHeight;
+      } else {
+        renderMessages();
+      }
+    }
+    return true;
   }
 
   function setSendEnabled(on) {
@@ -192,9 +253,17 @@
       case 'error':
         if (!settle(msg)) showNotice('Server error: ' + (d.error || msg.error), 'bad');
         return;
-      case 'new_message':
-        addToRoom(d.room, d);
+      case 'new_message': {
+        // A room channel with history numbers its messages: keep the
+        // position next to the message (offset, epoch).
+        const m = Object.assign({}, d);
+        if (typeof msg.offset === 'number' && msg.epoch !== undefined) {
+          m.offset = msg.offset;
+          m.epoch = msg.epoch;
+        }
+        if (typeof m.room === 'string') addToRoom(m.room, m);
         return;
+      }
       case 'room_update':
         if (state.rooms.has(d.room)) {
           const r = roomState(d.room);
@@ -257,15 +326,42 @@
 
   // Usernames are unique among connected clients: until the server notices
   // that our previous connection is gone (at once after a clean close, at
-  // worst its idle time-out) the name is still taken, so try again a while.
+  // worst its idle time-out) the name is still taken, so try again every
+  // second for up to 30 s.
+  const REGISTER_RETRY_MS = 1000, REGISTER_RETRY_FOR_MS = 30000;
+
   async function registerAgain(s, name) {
-    for (let delay = 500; ; delay = Math.min(delay * 2, 8000)) {
+    const until = Date.now() + REGISTER_RETRY_FOR_MS;
+    for (;;) {
       try {
         return await register(name);
       } catch (e) {
-        if (!/already taken/.test(e.message) || delay >= 8000 || state.socket !== s) throw e;
-        await new Promise((r) => setTimeout(r, delay));
+        if (!/already taken/.test(e.message) || Date.now() >= until || state.socket !== s) throw e;
+        state.registerRetries++;
+        setStatus('reconnecting: waiting for the name ' + name, 'connecting reconnecting');
+        await new Promise((r) => setTimeout(r, REGISTER_RETRY_MS));
       }
+    }
+  }
+
+  // Merges a join reply's history into a room: messages not shown yet go in,
+  // in the reply's order, before those that arrived live during the join
+  // (offsets after the reply's position).
+  function mergeHistory(room, res) {
+    const r = roomState(room);
+    const hist = Array.isArray(res.history) ? res.history : [];
+    const later = typeof res.offset === 'number'
+      ? r.messages.filter((m) => hasOffset(m) && m.epoch === res.epoch && m.offset > res.offset)
+      : [];
+    const keep = r.messages.filter((m) => !later.includes(m));
+    const seen = new Set(keep.filter((m) => m.id !== undefined).map((m) => m.id));
+    const fresh = hist.filter((m) => m && (m.id === undefined || !seen.has(m.id)));
+    r.messages = keep.concat(fresh, later);
+    r.ids = new Set(r.messages.filter((m) => m.id !== undefined).map((m) => m.id));
+    if (typeof res.offset === 'number') {
+      if (r.pos && r.pos.epoch !== res.epoch) r.pos = null; // history lost: a new numbering
+      notePosition(r, res.offset, res.epoch);
+      for (const m of later) notePosition(r, m.offset, m.epoch);
     }
   }
 
@@ -273,9 +369,30 @@
     const res = await request('join_room', {room});
     const r = roomState(room);
     r.members = res.members || 1;
-    r.messages = Array.isArray(res.history) ? res.history.slice() : [];
+    mergeHistory(room, res);
     showRoom(room);
     refreshAllRooms();
+    return res;
+  }
+
+  // Re-joins a room after a reconnection. With a known position the server
+  // replays what came after it (new_message frames, possibly before this
+  // reply) and answers "recovered": true; otherwise the page fills in from
+  // the reply's history and notes the possible gap.
+  async function rejoin(room) {
+    const r = roomState(room);
+    const since = r.pos ? {offset: r.pos.offset, epoch: r.pos.epoch} : null;
+    const res = await request('join_room', since ? {room, since} : {room});
+    r.members = res.members || r.members;
+    state.recoveries.push({room, since, recovered: res.recovered === true});
+    if (res.recovered === true) {
+      notePosition(r, res.offset, res.epoch);
+    } else {
+      // Before what arrived live during the join; mergeHistory keeps it last.
+      r.messages.push({event: 'Reconnected: earlier messages may be missing', gap: true});
+      mergeHistory(room, res);
+    }
+    if (room === state.current) renderMessages();
     return res;
   }
 
@@ -346,13 +463,17 @@
         // Reconnected: register again and re-join the rooms we were in.
         try {
           await registerAgain(s, state.username);
+          setStatus('connected', 'open');
+          const failed = [];
           for (const room of Array.from(state.rooms.keys())) {
-            const res = await request('join_room', {room});
-            const r = roomState(room);
-            r.members = res.members || r.members;
+            // One room refused (e.g. the server's limits changed) does not
+            // keep the page out of the others.
+            try { await rejoin(room); } catch (e) { if (state.socket !== s) throw e; failed.push('#' + room + ': ' + e.message); }
           }
           renderRooms();
+          if (failed.length) showNotice('Could not re-join ' + failed.join('; '), 'bad');
         } catch (e) {
+          if (state.socket === s) setStatus('connected, not signed in', 'closed');
           showNotice('Could not restore the session: ' + e.message, 'bad');
         }
       }
@@ -375,7 +496,7 @@
   function scheduleReconnect() {
     const delay = Math.round(state.backoff * (0.75 + Math.random() * 0.5));
     state.backoff = Math.min(state.backoff * 2, state.maxBackoff);
-    setStatus('reconnecting in ' + Math.ceil(delay / 1000) + ' s', 'closed');
+    setStatus('reconnecting in ' + Math.ceil(delay / 1000) + ' s', 'closed reconnecting');
     state.reconnectTimer = setTimeout(connect, delay);
   }
 
