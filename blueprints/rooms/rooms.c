@@ -493,10 +493,20 @@ DAEBUS_SOCKET(rooms_join, "join_room", .bp = &daebus_rooms_bp)
     snprintf(jh, sizeof jh, "%zu", o.join_history);
     snprintf(jb, sizeof jb, "%u", DAEBUS_ROOMS_JOIN_BYTES);
     const char *args[] = {client_id, name, now, max_rooms, per_client, jh, jb};
+    /* The channel first, then the store: a message sent between the two
+     * reaches the new member (the store's history in the reply may hold it
+     * too: clients tell them apart by id), none is lost. "since": what the
+     * client missed is queued now, before this handler's reply. */
+    bool following = daebus__rooms_following(req_ws(req), client_id, name);
+    cJSON *info = cJSON_CreateObject();
+    daebus__rooms_subscribe(req_ws(req), client_id, name, req_data(req), info);
     cJSON *failure, *r = run(daebus_ws_request_app(req), DAEBUS__ROOMS_JOIN, 7, args, &failure);
     if (failure || strcmp(str_at(r, 0), "ok") != 0) {
+        if (!following) /* not a member: no feed */
+            daebus__rooms_unsubscribe(req_ws(req), client_id, name);
         cJSON *out =
             failure ? failure : refuse(client_id, join_refusal(str_at(r, 0), &o, err, sizeof err));
+        cJSON_Delete(info);
         cJSON_Delete(r);
         free(name);
         return out;
@@ -515,9 +525,12 @@ DAEBUS_SOCKET(rooms_join, "join_room", .bp = &daebus_rooms_bp)
     cJSON_AddStringToObject(out, "room", name);
     cJSON_AddNumberToObject(out, "members", members);
     cJSON_AddItemToObject(out, "history", parse_history(cJSON_GetArrayItem(r, 4)));
-    /* The member follows the room's channel from here ("since": what it
-     * missed comes first); "recovered", "offset", "epoch" go into out. */
-    daebus__rooms_subscribe(req_ws(req), client_id, name, req_data(req), out);
+    const cJSON *item; /* the channel's "recovered", "offset", "epoch" */
+    cJSON_ArrayForEach(item, info)
+    {
+        cJSON_AddItemToObject(out, item->string, cJSON_Duplicate(item, true));
+    }
+    cJSON_Delete(info);
     cJSON_Delete(r);
     free(name);
     return out;

@@ -91,6 +91,23 @@ void daebus__rooms_subscribe(daebus_ws *ws, const char *client_id, const char *r
     cJSON_Delete(info);
 }
 
+bool daebus__rooms_following(daebus_ws *ws, const char *client_id, const char *room)
+{
+    char chan[DAEBUS_WS_CHANNEL_MAX + 1];
+    cJSON *list = NULL;
+    bool found = false;
+    if (daebus__rooms_channel_name(room, chan, sizeof chan) == 0 &&
+        daebus_ws_channel_client_channels(ws, client_id, &list) == 0) {
+        const cJSON *c;
+        cJSON_ArrayForEach(c, list)
+        {
+            found = found || (cJSON_IsString(c) && strcmp(c->valuestring, chan) == 0);
+        }
+    }
+    cJSON_Delete(list);
+    return found;
+}
+
 void daebus__rooms_unsubscribe(daebus_ws *ws, const char *client_id, const char *room)
 {
     char chan[DAEBUS_WS_CHANNEL_MAX + 1];

@@ -26,6 +26,9 @@ int daebus__rooms_since_ok(const cJSON *data);
 void daebus__rooms_subscribe(daebus_ws *ws, const char *client_id, const char *room,
                              const cJSON *data, cJSON *reply);
 
+/* Returns: true when client_id follows room's channel already. */
+bool daebus__rooms_following(daebus_ws *ws, const char *client_id, const char *room);
+
 /* Ends the subscription of client_id to room's channel. */
 void daebus__rooms_unsubscribe(daebus_ws *ws, const char *client_id, const char *room);
 

@@ -759,6 +759,9 @@ async def channels():
     a = await dave.frame({"type": "subscribe", "channel": "room:rec"})
     check(a.get("type") == "error" and "Join the room" in a.get("error", ""), f"non-member: {a}")
     m = await alice.call("chat_message", {"room": "rec", "message": "not for dave"})
+    # delivered (the publish is queued: wait until it went out) before dave joins
+    await carol.expect("new_message", lambda d: d.get("id") == m["message_id"])
+    await asyncio.sleep(0.2)
     await dave.call("join_room", {"room": "rec"})
     a = await dave.frame({"type": "subscribe", "channel": "room:rec"})
     check(a.get("type") == "response" and a.get("success") is True, f"member subscribes: {a}")
