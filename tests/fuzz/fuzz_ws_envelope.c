@@ -207,7 +207,10 @@ static void check_publish(const ws_message *m)
     ws_message back;
     FUZZ_CHECK(daebus__ws_parse_message(s, strlen(s), &back) == WS_PARSE_OK);
     FUZZ_CHECK(strcmp(back.type, "response") == 0);
-    FUZZ_CHECK((back.request_id == NULL) == (fr.rid == NULL));
+    /* A request id that is not a finite number (1e999) is written as null,
+     * as in every answer (check_envelope). */
+    if (!fr.rid || fuzz_json_finite(fr.rid))
+        FUZZ_CHECK((back.request_id == NULL) == (fr.rid == NULL));
     if (fr.rid && fuzz_json_finite(fr.rid))
         FUZZ_CHECK(fuzz_json_equal_value(back.request_id, fr.rid));
     daebus__ws_message_free(&back);
