@@ -18,6 +18,7 @@
 #include <hiredis/sds.h>
 #include "daebus/log.h"
 #include "redis_conn.h"
+#include "redis_sentinel.h"
 #include "utf8.h"
 
 /* ---- SIGPIPE ---- */
@@ -70,21 +71,21 @@ static int run_simple(redisContext *c, redisReply **rep, int argc, const char **
     return *rep ? 0 : -1;
 }
 
-static redisContext *connect_unguarded(const daebus__redis_url *url, double connect_timeout,
-                                       double command_timeout, daebus_error *err);
-
 redisContext *daebus__redis_connect(const daebus__redis_url *url, double connect_timeout,
                                     double command_timeout, daebus_error *err)
 {
     daebus__sigpipe_guard g;
     daebus__sigpipe_block(&g);
-    redisContext *c = connect_unguarded(url, connect_timeout, command_timeout, err);
+    redisContext *c =
+        url->n_sentinels > 0
+            ? daebus__redis_sentinel_connect(url, connect_timeout, command_timeout, err)
+            : daebus__redis_connect_direct(url, connect_timeout, command_timeout, err);
     daebus__sigpipe_restore(&g);
     return c;
 }
 
-static redisContext *connect_unguarded(const daebus__redis_url *url, double connect_timeout,
-                                       double command_timeout, daebus_error *err)
+redisContext *daebus__redis_connect_direct(const daebus__redis_url *url, double connect_timeout,
+                                           double command_timeout, daebus_error *err)
 {
     char where[320];
     daebus__redis_url_describe(url, where, sizeof where);

@@ -16,6 +16,8 @@
 #include "daebus/log.h"
 #include "clock.h"
 #include "redis_line.h"
+#include "redis_sentinel.h"
+#include "utf8.h"
 
 #define RING DAEBUS__REDIS_LINE_RING
 
@@ -224,6 +226,14 @@ static void read_next(daebus__redis_line *l)
         s->ok = true;
         l->answered = next;
         pthread_cond_broadcast(&l->cond);
+        for (int i = 0; i < n; i++)
+            if (daebus__redis_reply_demoted(got[i])) {
+                /* Written to a demoted master: reconnect through the sentinels. */
+                DAEBUS_LOG_WARNF(l->o.log_component, "claim line: %.*s; reconnecting",
+                                 daebus__utf8_prec(got[i]->str, 120), got[i]->str);
+                drop_ctx(l);
+                break;
+            }
         return;
     }
     for (int i = 0; i < n; i++)

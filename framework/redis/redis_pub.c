@@ -8,6 +8,7 @@
 #include "daebus/log.h"
 #include "clock.h"
 #include "redis_pub.h"
+#include "redis_sentinel.h"
 
 typedef struct pubconn {
     pthread_mutex_t lock;
@@ -140,6 +141,15 @@ static int run_pipeline(pubconn *pc, const daebus__redis_cmd *cmds, int n, redis
     return rc;
 }
 
+/* Returns: true when a reply says the server is no longer a usable master. */
+static bool demoted(redisReply **replies, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (daebus__redis_reply_demoted(replies[i]))
+            return true;
+    return false;
+}
+
 int daebus__redis_pub_pipeline(daebus__redis_pub *p, const daebus__redis_cmd *cmds, int n,
                                redisReply **replies)
 {
@@ -154,8 +164,8 @@ int daebus__redis_pub_pipeline(daebus__redis_pub *p, const daebus__redis_cmd *cm
         daebus__sigpipe_block(&g);
         rc = run_pipeline(pc, cmds, n, replies);
         daebus__sigpipe_restore(&g);
-        if (rc != 0)
-            drop(pc);
+        if (rc != 0 || demoted(replies, n))
+            drop(pc); /* a demoted master: the next use asks the sentinels again */
     }
     pthread_mutex_unlock(&pc->lock);
     return rc;

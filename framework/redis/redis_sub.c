@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include "clock.h"
 #include "redis_sub.h"
+#include "redis_sentinel.h"
 #include "utf8.h"
 
 typedef struct sub_op {
@@ -54,6 +55,7 @@ struct daebus__redis_sub {
     int after_at, nafter; /* where the after[] replies are in it */
     bool no_atomic;       /* Redis refused SUBSCRIBE inside MULTI: plain from now on */
     double last_rx, ping_at;
+    double role_at; /* Sentinel URLs: when the sentinels were last asked for the master */
     long next_us;
 };
 
@@ -449,6 +451,7 @@ static int sub_connect(daebus__redis_sub *s, daebus_error *err)
     s->ctx = c;
     s->last_rx = daebus__now_mono();
     s->ping_at = 0;
+    s->role_at = s->last_rx;
     s->next_us = s->o.poll_ms * 1000L;
     atomic_store(&s->connected, 1);
     confirm(s, ticket);
@@ -542,6 +545,22 @@ static void read_stage(daebus__redis_sub *s)
     } else if (rc == 0 && s->ping_at == 0 && now - s->last_rx > s->o.health_idle) {
         if (redisAppendCommand(s->ctx, "PING") == REDIS_OK)
             s->ping_at = now;
+    }
+    if (rc == 1 && daebus__redis_reply_demoted(r)) {
+        rc = DAEBUS_ECONN;
+        snprintf(s->ctx->errstr, sizeof s->ctx->errstr, "%.*s", daebus__utf8_prec(r->str, 100),
+                 r->str);
+        freeReplyObject(r);
+    } else if (rc >= 0 && s->url.n_sentinels && now - s->role_at > s->o.health_idle) {
+        /* PUBLISH works on a replica too: a subscriber left on a demoted
+         * master would hear only the publishers left there. */
+        s->role_at = now;
+        if (daebus__redis_sentinel_moved(&s->url, s->ctx)) {
+            if (rc == 1)
+                freeReplyObject(r);
+            rc = DAEBUS_ECONN;
+            snprintf(s->ctx->errstr, sizeof s->ctx->errstr, "the sentinels name another master");
+        }
     }
     if (rc < 0) {
         lost(s);

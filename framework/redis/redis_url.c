@@ -12,15 +12,22 @@
 /* ---- URL parsing ---- */
 
 /* Appends [p, end) to buf at *o (len bytes) with the value of each
- * "password=" parameter (after '?' or '&') replaced by "***". */
+ * "password=" and "sentinel_password=" parameter (after '?' or '&') replaced by "***". */
 static void put_masked(const char *p, const char *end, char *buf, size_t *o, size_t len)
 {
     while (p < end && *p && *o + 1 < len) {
         buf[(*o)++] = *p;
-        if ((*p == '?' || *p == '&') && strncmp(p + 1, "password=", 9) == 0) {
-            for (const char *q = "password=***"; *q && *o + 1 < len; q++)
+        size_t skip = 0;
+        if (*p == '?' || *p == '&')
+            skip = strncmp(p + 1, "password=", 9) == 0             ? 9
+                   : strncmp(p + 1, "sentinel_password=", 18) == 0 ? 18
+                                                                   : 0;
+        if (skip) {
+            for (const char *q = p + 1; q < p + 1 + skip && *o + 1 < len; q++)
                 buf[(*o)++] = *q;
-            p += 10;
+            for (const char *q = "***"; *q && *o + 1 < len; q++)
+                buf[(*o)++] = *q;
+            p += 1 + skip;
             while (p < end && *p && *p != '&')
                 p++;
             continue;
@@ -241,6 +248,120 @@ static int parse_tcp(const char *rest, daebus__redis_url *u, const char *shown, 
     return 0;
 }
 
+/* ---- redis-sentinel:// ---- */
+
+/* Query parameters of a Sentinel URL: sentinel_password=P only. */
+static int parse_sentinel_query(const char *q, daebus__redis_url *u, const char *url,
+                                daebus_error *err)
+{
+    while (*q) {
+        const char *end = strchr(q, '&');
+        size_t n = end ? (size_t)(end - q) : strlen(q);
+        if (strncmp(q, "sentinel_password=", 18) == 0) {
+            if (n == 18 || copy_decoded(u->sentinel_password, sizeof u->sentinel_password, q + 18,
+                                        n - 18, 1) != 0)
+                return bad_url(err, url,
+                               "bad sentinel_password parameter (empty, too long or bad "
+                               "%-escape)");
+        } else if (strncmp(q, "password=", 9) == 0) {
+            return bad_url(err, url,
+                           "the master's password goes before '@'; the sentinels' is "
+                           "sentinel_password=");
+        } else {
+            size_t name = strcspn(q, "=&");
+            return daebus_error_set(
+                err, DAEBUS_EINVAL, "redis URL '%.*s': unsupported query parameter '%.*s'",
+                daebus__utf8_prec(url, 64), url, (int)daebus__utf8_cut(q, name, 32), q);
+        }
+        q += n;
+        if (*q == '&')
+            q++;
+    }
+    return 0;
+}
+
+/* The comma-separated sentinels in [hp, end) into u->sentinels. */
+static int parse_sentinel_list(const char *hp, const char *end, daebus__redis_url *u,
+                               const char *shown, daebus_error *err)
+{
+    while (hp <= end) {
+        const char *comma = memchr(hp, ',', (size_t)(end - hp));
+        const char *stop = comma ? comma : end;
+        if (stop == hp)
+            return bad_url(err, shown, "empty sentinel address");
+        if (u->n_sentinels == DAEBUS__REDIS_MAX_SENTINELS)
+            return bad_url(err, shown, "more than 8 sentinels");
+        daebus__redis_url one;
+        memset(&one, 0, sizeof one);
+        one.port = 26379;
+        if (parse_host_port(hp, stop, &one, shown, err) != 0)
+            return DAEBUS_EINVAL;
+        daebus__redis_hostport *s = &u->sentinels[u->n_sentinels++];
+        if (strlen(one.host) >= sizeof s->host || strpbrk(one.host, ",/?@"))
+            return bad_url(err, shown, "bad sentinel host");
+        snprintf(s->host, sizeof s->host, "%s", one.host);
+        s->port = one.port;
+        if (!comma)
+            break;
+        hp = comma + 1;
+    }
+    return 0;
+}
+
+/* The master's name: letters, digits, '.', '_', '-' (1 to 127). */
+static int parse_master_name(const char *s, size_t n, daebus__redis_url *u, const char *shown,
+                             daebus_error *err)
+{
+    if (n == 0 || n >= sizeof u->master_name)
+        return bad_url(err, shown, "expected /<master-name> after the sentinels (1-127 chars)");
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return bad_url(err, shown, "master name: letters, digits, '.', '_' and '-' only");
+    }
+    memcpy(u->master_name, s, n);
+    u->master_name[n] = '\0';
+    return 0;
+}
+
+/* redis-sentinel://[[user]:password@]host:port[,host:port...]/master[/db][?sentinel_password=P] */
+static int parse_sentinel(const char *rest, daebus__redis_url *u, const char *shown,
+                          daebus_error *err)
+{
+    const char *at = strrchr(rest, '@');
+    const char *hp = rest;
+    if (at) {
+        if (parse_userinfo(rest, (size_t)(at - rest), u, shown, err) != 0)
+            return DAEBUS_EINVAL;
+        hp = at + 1;
+    }
+    const char *tail = hp + strcspn(hp, "/?");
+    if (parse_sentinel_list(hp, tail, u, shown, err) != 0)
+        return DAEBUS_EINVAL;
+    if (*tail != '/')
+        return bad_url(err, shown, "expected /<master-name> after the sentinels");
+    const char *name = tail + 1;
+    size_t nn = strcspn(name, "/?");
+    if (parse_master_name(name, nn, u, shown, err) != 0)
+        return DAEBUS_EINVAL;
+    tail = name + nn;
+    if (*tail == '/') {
+        const char *db = tail + 1;
+        size_t dn = strcspn(db, "?");
+        long v;
+        if (dn > 0 && parse_num(db, dn, 0, 1000000, &v) != 0)
+            return bad_url(err, shown, "database must be a number");
+        if (dn > 0)
+            u->db = (int)v;
+        tail = db + dn;
+    }
+    /* host/port: the first sentinel, until a connect asks for the master. */
+    snprintf(u->host, sizeof u->host, "%s", u->sentinels[0].host);
+    u->port = u->sentinels[0].port;
+    return *tail == '?' ? parse_sentinel_query(tail + 1, u, shown, err) : 0;
+}
+
 int daebus__redis_url_parse(const char *url, daebus__redis_url *out, daebus_error *err)
 {
     if (!url || !out)
@@ -257,22 +378,43 @@ int daebus__redis_url_parse(const char *url, daebus__redis_url *out, daebus_erro
     } else if (strncmp(url, "unix://", 7) == 0) {
         u.is_unix = true;
         rc = parse_unix(url + 7, &u, shown, err);
+    } else if (strncmp(url, "redis-sentinel://", 17) == 0) {
+        rc = parse_sentinel(url + 17, &u, shown, err);
     } else if (strncmp(url, "rediss://", 9) == 0) {
         rc = bad_url(err, shown,
                      "TLS (rediss://) is not supported; use redis:// (e.g. through a local TLS "
                      "tunnel) or unix://");
     } else {
         rc = bad_url(err, shown,
-                     "unsupported scheme (use redis://[:password@]host:port[/db] or unix:///path)");
+                     "unsupported scheme (use redis://[:password@]host:port[/db], unix:///path or "
+                     "redis-sentinel://host:port[,host:port...]/master-name[/db])");
     }
     if (rc == 0)
         *out = u;
     return rc;
 }
 
+/* redis-sentinel://[:***@]h1:p1,h2:p2/master/db */
+static void describe_sentinel(const daebus__redis_url *url, char *buf, size_t len)
+{
+    int o = snprintf(buf, len, "redis-sentinel://%s", url->password[0] ? ":***@" : "");
+    for (int i = 0; i < url->n_sentinels && o >= 0 && (size_t)o < len; i++) {
+        const daebus__redis_hostport *s = &url->sentinels[i];
+        bool v6 = strchr(s->host, ':') || s->host[0] == '[';
+        o += snprintf(buf + o, len - (size_t)o, "%s%s%s%s:%d", i ? "," : "", v6 ? "[" : "", s->host,
+                      v6 ? "]" : "", s->port);
+    }
+    if (o >= 0 && (size_t)o < len)
+        snprintf(buf + o, len - (size_t)o, "/%s/%d", url->master_name, url->db);
+}
+
 void daebus__redis_url_describe(const daebus__redis_url *url, char *buf, size_t len)
 {
-    if (url->is_unix)
+    if (!len)
+        return;
+    if (url->n_sentinels > 0)
+        describe_sentinel(url, buf, len);
+    else if (url->is_unix)
         snprintf(buf, len, "unix://%s%s", url->password[0] ? ":***@" : "", url->path);
     else
         snprintf(buf, len, "redis://%s%s:%d/%d", url->password[0] ? ":***@" : "", url->host,

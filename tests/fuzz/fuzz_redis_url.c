@@ -48,6 +48,19 @@ static void check_fields(const daebus__redis_url *u)
         FUZZ_CHECK(u->port >= 1 && u->port <= 65535);
         FUZZ_CHECK(!strpbrk(u->host, "/?@"));
     }
+    FUZZ_CHECK(u->n_sentinels >= 0 && u->n_sentinels <= DAEBUS__REDIS_MAX_SENTINELS);
+    FUZZ_CHECK(fuzz_terminated(u->sentinel_password, sizeof u->sentinel_password));
+    if (u->n_sentinels) {
+        FUZZ_CHECK(!u->is_unix && u->master_name[0]);
+        FUZZ_CHECK(fuzz_terminated(u->master_name, sizeof u->master_name));
+        FUZZ_CHECK(strspn(u->master_name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                          "0123456789._-") == strlen(u->master_name));
+        for (int i = 0; i < u->n_sentinels; i++) {
+            FUZZ_CHECK(fuzz_terminated(u->sentinels[i].host, sizeof u->sentinels[i].host));
+            FUZZ_CHECK(u->sentinels[i].host[0] && !strpbrk(u->sentinels[i].host, ",/?@"));
+            FUZZ_CHECK(u->sentinels[i].port >= 1 && u->sentinels[i].port <= 65535);
+        }
+    }
 }
 
 static void check_describe(const daebus__redis_url *u)
@@ -57,11 +70,13 @@ static void check_describe(const daebus__redis_url *u)
     FUZZ_CHECK(fuzz_terminated(small, sizeof small));
     daebus__redis_url_describe(u, full, sizeof full);
     FUZZ_CHECK(fuzz_terminated(full, sizeof full));
-    FUZZ_CHECK(strncmp(full, u->is_unix ? "unix://" : "redis://", u->is_unix ? 7 : 8) == 0);
+    const char *scheme = u->n_sentinels ? "redis-sentinel://" : u->is_unix ? "unix://" : "redis://";
+    FUZZ_CHECK(strncmp(full, scheme, strlen(scheme)) == 0);
     /* No secrets in logs: the description does not depend on the password,
      * only on whether there is one. */
     daebus__redis_url other = *u;
     snprintf(other.password, sizeof other.password, "%s", u->password[0] ? "x" : "");
+    snprintf(other.sentinel_password, sizeof other.sentinel_password, "y");
     char masked[700];
     daebus__redis_url_describe(&other, masked, sizeof masked);
     FUZZ_CHECK(strcmp(full, masked) == 0);
@@ -72,7 +87,10 @@ static void check_describe(const daebus__redis_url *u)
 /* Writes u back as a URL in one canonical form. */
 static void format_url(const daebus__redis_url *u, char *out, size_t cap)
 {
-    size_t o = put(out, 0, cap, u->is_unix ? "unix://" : "redis://");
+    size_t o = put(out, 0, cap,
+                   u->n_sentinels ? "redis-sentinel://"
+                   : u->is_unix   ? "unix://"
+                                  : "redis://");
     if (u->username[0] || u->password[0]) {
         o = put_encoded(out, o, cap, u->username);
         o = put(out, o, cap, ":");
@@ -80,7 +98,24 @@ static void format_url(const daebus__redis_url *u, char *out, size_t cap)
         o = put(out, o, cap, "@");
     }
     char num[32];
-    if (u->is_unix) {
+    if (u->n_sentinels) {
+        for (int i = 0; i < u->n_sentinels; i++) {
+            bool v6 = strchr(u->sentinels[i].host, ':') || u->sentinels[i].host[0] == '[';
+            o = put(out, o, cap, i ? "," : "");
+            o = put(out, o, cap, v6 ? "[" : "");
+            o = put(out, o, cap, u->sentinels[i].host);
+            snprintf(num, sizeof num, "%s:%d", v6 ? "]" : "", u->sentinels[i].port);
+            o = put(out, o, cap, num);
+        }
+        o = put(out, o, cap, "/");
+        o = put(out, o, cap, u->master_name);
+        snprintf(num, sizeof num, "/%d", u->db);
+        o = put(out, o, cap, num);
+        if (u->sentinel_password[0]) {
+            o = put(out, o, cap, "?sentinel_password=");
+            o = put_encoded(out, o, cap, u->sentinel_password);
+        }
+    } else if (u->is_unix) {
         o = put(out, o, cap, u->path);
         snprintf(num, sizeof num, "?db=%d", u->db);
         o = put(out, o, cap, num);
@@ -95,10 +130,22 @@ static void format_url(const daebus__redis_url *u, char *out, size_t cap)
     out[o] = '\0';
 }
 
+static bool same_sentinels(const daebus__redis_url *a, const daebus__redis_url *b)
+{
+    if (a->n_sentinels != b->n_sentinels || strcmp(a->master_name, b->master_name) != 0 ||
+        strcmp(a->sentinel_password, b->sentinel_password) != 0)
+        return false;
+    for (int i = 0; i < a->n_sentinels; i++)
+        if (strcmp(a->sentinels[i].host, b->sentinels[i].host) != 0 ||
+            a->sentinels[i].port != b->sentinels[i].port)
+            return false;
+    return true;
+}
+
 static bool same_url(const daebus__redis_url *a, const daebus__redis_url *b)
 {
-    return a->is_unix == b->is_unix && a->db == b->db && strcmp(a->username, b->username) == 0 &&
-           strcmp(a->password, b->password) == 0 &&
+    return same_sentinels(a, b) && a->is_unix == b->is_unix && a->db == b->db &&
+           strcmp(a->username, b->username) == 0 && strcmp(a->password, b->password) == 0 &&
            (a->is_unix ? strcmp(a->path, b->path) == 0
                        : strcmp(a->host, b->host) == 0 && a->port == b->port);
 }

@@ -290,6 +290,63 @@ static void test_redis_url(void)
     CU_ASSERT_EQUAL(daebus__redis_url_parse(NULL, &u, &e), DAEBUS_EINVAL);
 }
 
+/* redis-sentinel://: the sentinels in order, the master's name and db, the
+ * master's password before '@', the sentinels' as a parameter; both hidden. */
+static void test_sentinel_url(void)
+{
+    daebus__redis_url u;
+    daebus_error e = {0};
+    const char *url = "redis-sentinel://:m%40pw@10.0.0.1:26379,[::1]:26380,s3/mymaster/2"
+                      "?sentinel_password=sp";
+    CU_ASSERT_EQUAL(daebus__redis_url_parse(url, &u, &e), 0);
+    CU_ASSERT_EQUAL(u.n_sentinels, 3);
+    CU_ASSERT_STRING_EQUAL(u.sentinels[0].host, "10.0.0.1");
+    CU_ASSERT_EQUAL(u.sentinels[0].port, 26379);
+    CU_ASSERT_STRING_EQUAL(u.sentinels[1].host, "::1");
+    CU_ASSERT_EQUAL(u.sentinels[1].port, 26380);
+    CU_ASSERT_STRING_EQUAL(u.sentinels[2].host, "s3");
+    CU_ASSERT_EQUAL(u.sentinels[2].port, 26379); /* Sentinel's default port */
+    CU_ASSERT_STRING_EQUAL(u.master_name, "mymaster");
+    CU_ASSERT_EQUAL(u.db, 2);
+    CU_ASSERT_STRING_EQUAL(u.password, "m@pw");
+    CU_ASSERT_STRING_EQUAL(u.sentinel_password, "sp");
+    CU_ASSERT_FALSE(u.is_unix);
+    char d[200];
+    daebus__redis_url_describe(&u, d, sizeof d);
+    CU_ASSERT_STRING_EQUAL(d,
+                           "redis-sentinel://:***@10.0.0.1:26379,[::1]:26380,s3:26379/mymaster/2");
+    CU_ASSERT(redacts_to(url, 128,
+                         "redis-sentinel://***@10.0.0.1:26379,[::1]:26380,s3/mymaster/2"
+                         "?sentinel_password=***"));
+    CU_ASSERT(redacts_to("redis-sentinel://h/m?sentinel_password=x&a=1", 128,
+                         "redis-sentinel://h/m?sentinel_password=***&a=1"));
+    CU_ASSERT_EQUAL(daebus__redis_url_parse("redis-sentinel://h:1/m", &u, &e), 0);
+    CU_ASSERT_EQUAL(u.n_sentinels, 1);
+    CU_ASSERT_EQUAL(u.db, 0);
+    CU_ASSERT_STRING_EQUAL(u.password, "");
+    CU_ASSERT_EQUAL(daebus_redis_url_check("redis-sentinel://a,b,c,d,e,f,g,h/m", &e), 0);
+    const char *bad[] = {"redis-sentinel://h:1",
+                         "redis-sentinel://h:1/",
+                         "redis-sentinel://h:1,,h:2/m",
+                         "redis-sentinel://a,b,c,d,e,f,g,h,i/m",
+                         "redis-sentinel://h:0/m",
+                         "redis-sentinel://h:1/m x",
+                         "redis-sentinel://h:1/m/x",
+                         "redis-sentinel://h:1/m?db=1",
+                         "redis-sentinel://h:1/m?sentinel_password=",
+                         "redis-sentinel://[::1/m"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        e.message[0] = 0;
+        CU_ASSERT_EQUAL(daebus__redis_url_parse(bad[i], &u, &e), DAEBUS_EINVAL);
+        CU_ASSERT_TRUE(e.message[0] != 0);
+    }
+    /* The master's password given as a parameter: refused, and not quoted. */
+    CU_ASSERT_EQUAL(daebus__redis_url_parse("redis-sentinel://h/m?password=S3cr3t", &u, &e),
+                    DAEBUS_EINVAL);
+    CU_ASSERT_PTR_NULL(strstr(e.message, "S3cr3t"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.message, "before '@'"));
+}
+
 /* The transport's one reconnect policy: doubling, capped, reset on success. */
 static void test_backoff(void)
 {
@@ -316,6 +373,7 @@ int main(void)
     CU_add_test(s, "reply channel", test_reply_channel);
     CU_add_test(s, "build response", test_build_response);
     CU_add_test(s, "redis URL", test_redis_url);
+    CU_add_test(s, "redis-sentinel URL", test_sentinel_url);
     CU_add_test(s, "reconnect backoff", test_backoff);
     CU_add_test(s, "progress payload", test_progress_payload);
     CU_add_test(s, "parse response", test_parse_response);
