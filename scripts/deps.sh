@@ -12,7 +12,7 @@ want=("${base[@]}")
 for profile in "${@:-run}"; do
   case "$profile" in
     run) ;;
-    test) want+=(python3 python3-websockets python3-redis curl clang libclang-rt-14-dev clang-format) ;;
+    test) want+=(redis-sentinel python3 python3-websockets python3-redis curl clang libclang-rt-14-dev clang-format) ;;
     browser) want+=(chromium nodejs npm) ;;
     bench) want+=(wrk procps) ;;
     fuzz) want+=(clang libclang-rt-14-dev) ;;

@@ -38,13 +38,14 @@ static int set_value(daebus_config *cfg, const char *name, const char *value, co
         cfg->http_port = v == 0 ? DAEBUS_PORT_ANY : (int)v;
     } else if (strcmp(name, "redis") == 0) {
         if (!value || (strncmp(value, "redis://", 8) != 0 && strncmp(value, "unix://", 7) != 0 &&
-                       strncmp(value, "rediss://", 9) != 0)) {
+                       strncmp(value, "rediss://", 9) != 0 &&
+                       strncmp(value, "redis-sentinel://", 17) != 0)) {
             char shown[96]; /* without a password: the message may be logged */
             daebus__redis_url_redact(value, shown, sizeof shown);
             return daebus_error_set(
                 err, DAEBUS_EINVAL,
-                "%s: '%s' is not a Redis URL (redis://[:password@]host:port[/db] "
-                "or unix:///path)",
+                "%s: '%s' is not a Redis URL (redis://[:password@]host:port[/db], "
+                "unix:///path or redis-sentinel://host:port[,host:port...]/master-name[/db])",
                 src, shown);
         }
         cfg->redis_url = value;
