@@ -237,11 +237,18 @@ class Load:
                 self.ws_errors.append(f"{time.monotonic():.2f} chat_message: {r}")
                 await asyncio.sleep(0.2)
                 return
-            while True:
-                m = json.loads(await asyncio.wait_for(b.recv(), 5))
+            end = time.monotonic() + 3
+            while time.monotonic() < end:
+                try:
+                    m = json.loads(await asyncio.wait_for(b.recv(), max(end - time.monotonic(), 0.01)))
+                except asyncio.TimeoutError:
+                    break
                 if m.get("type") == "new_message" and text in json.dumps(m):
                     self.ws_ok.append(time.monotonic())
                     break
+            else:
+                self.ws_errors.append(f"{time.monotonic():.2f} {text} did not reach the other client")
+                return
             await asyncio.sleep(0.05)
 
 
