@@ -37,9 +37,9 @@ static int set_value(daebus_config *cfg, const char *name, const char *value, co
                                     src, value);
         cfg->http_port = v == 0 ? DAEBUS_PORT_ANY : (int)v;
     } else if (strcmp(name, "redis") == 0) {
-        if (!value || (strncmp(value, "redis://", 8) != 0 && strncmp(value, "unix://", 7) != 0 &&
-                       strncmp(value, "rediss://", 9) != 0 &&
-                       strncmp(value, "redis-sentinel://", 17) != 0)) {
+        if (!value ||
+            (strncmp(value, "redis://", 8) != 0 && strncmp(value, "unix://", 7) != 0 &&
+             strncmp(value, "rediss://", 9) != 0 && strncmp(value, "redis-sentinel://", 17) != 0)) {
             char shown[96]; /* without a password: the message may be logged */
             daebus__redis_url_redact(value, shown, sizeof shown);
             return daebus_error_set(

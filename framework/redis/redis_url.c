@@ -124,29 +124,66 @@ static int parse_userinfo(const char *s, size_t n, daebus__redis_url *u, const c
     return 0;
 }
 
-/* Query parameters (unix:// only): db=N, password=P. */
-static int parse_query(const char *q, daebus__redis_url *u, const char *url, daebus_error *err)
+static int unsupported_param(const char *q, size_t n, const char *url, daebus_error *err)
+{
+    return daebus_error_set(err, DAEBUS_EINVAL,
+                            "redis URL '%.*s': unsupported query parameter '%.*s'",
+                            daebus__utf8_prec(url, 64), url, (int)daebus__utf8_cut(q, n, 32), q);
+}
+
+/* One query parameter [q, q+n) of a unix:// URL: db=N, password=P. */
+static int unix_param(const char *q, size_t n, daebus__redis_url *u, const char *url,
+                      daebus_error *err)
+{
+    long v;
+    if (n > 3 && strncmp(q, "db=", 3) == 0 && parse_num(q + 3, n - 3, 0, 1000000, &v) == 0)
+        u->db = (int)v;
+    else if (n > 9 && strncmp(q, "password=", 9) == 0 &&
+             copy_decoded(u->password, sizeof u->password, q + 9, n - 9, 1) == 0)
+        return 0;
+    else if (strncmp(q, "password=", 9) == 0)
+        /* Not quoted: the value is the secret, and the message may be logged. */
+        return daebus_error_set(
+            err, DAEBUS_EINVAL,
+            "redis URL '%.*s': bad password parameter (empty, too long or bad %%-escape)",
+            daebus__utf8_prec(url, 64), url);
+    else
+        return unsupported_param(q, n, url, err);
+    return 0;
+}
+
+/* One query parameter [q, q+n) of a redis-sentinel:// URL: sentinel_password=P. */
+static int sentinel_param(const char *q, size_t n, daebus__redis_url *u, const char *url,
+                          daebus_error *err)
+{
+    if (strncmp(q, "sentinel_password=", 18) == 0) {
+        if (n == 18 ||
+            copy_decoded(u->sentinel_password, sizeof u->sentinel_password, q + 18, n - 18, 1) != 0)
+            return daebus_error_set(err, DAEBUS_EINVAL,
+                                    "redis URL '%.*s': bad sentinel_password parameter (empty, "
+                                    "too long or bad %%-escape)",
+                                    daebus__utf8_prec(url, 64), url);
+        return 0;
+    }
+    if (strncmp(q, "password=", 9) == 0)
+        return daebus_error_set(err, DAEBUS_EINVAL,
+                                "redis URL '%.*s': the master's password goes before '@'; the "
+                                "sentinels' is sentinel_password=",
+                                daebus__utf8_prec(url, 64), url);
+    return unsupported_param(q, n, url, err);
+}
+
+/* The query parameters after '?', each checked by param. */
+static int parse_query(const char *q, daebus__redis_url *u, const char *url, daebus_error *err,
+                       int (*param)(const char *, size_t, daebus__redis_url *, const char *,
+                                    daebus_error *))
 {
     while (*q) {
         const char *end = strchr(q, '&');
         size_t n = end ? (size_t)(end - q) : strlen(q);
-        long v;
-        if (n > 3 && strncmp(q, "db=", 3) == 0 && parse_num(q + 3, n - 3, 0, 1000000, &v) == 0) {
-            u->db = (int)v;
-        } else if (n > 9 && strncmp(q, "password=", 9) == 0 &&
-                   copy_decoded(u->password, sizeof u->password, q + 9, n - 9, 1) == 0) {
-            /* done */
-        } else if (strncmp(q, "password=", 9) == 0) {
-            /* Not quoted: the value is the secret, and the message may be logged. */
-            return daebus_error_set(
-                err, DAEBUS_EINVAL,
-                "redis URL '%.*s': bad password parameter (empty, too long or bad %%-escape)",
-                daebus__utf8_prec(url, 64), url);
-        } else {
-            return daebus_error_set(
-                err, DAEBUS_EINVAL, "redis URL '%.*s': unsupported query parameter '%.*s'",
-                daebus__utf8_prec(url, 64), url, (int)daebus__utf8_cut(q, n, 32), q);
-        }
+        int rc = param(q, n, u, url, err);
+        if (rc != 0)
+            return rc;
         q += n;
         if (*q == '&')
             q++;
@@ -178,7 +215,7 @@ static int parse_unix(const char *rest, daebus__redis_url *u, const char *shown,
     size_t n = q ? (size_t)(q - slash) : strlen(slash);
     if (n < 2 || copy_decoded(u->path, sizeof u->path, slash, n, 0) != 0)
         return bad_url(err, shown, "Unix socket path empty or too long");
-    if (q && parse_query(q + 1, u, shown, err) != 0)
+    if (q && parse_query(q + 1, u, shown, err, unix_param) != 0)
         return DAEBUS_EINVAL;
     return 0;
 }
@@ -220,65 +257,50 @@ static int parse_host_port(const char *hp, const char *tail, daebus__redis_url *
     return 0;
 }
 
+/* The userinfo before the last '@' of rest, if any, into u. Returns: what
+ * follows it, or NULL (err filled). */
+static const char *after_userinfo(const char *rest, daebus__redis_url *u, const char *shown,
+                                  daebus_error *err)
+{
+    const char *at = strrchr(rest, '@');
+    if (!at)
+        return rest;
+    return parse_userinfo(rest, (size_t)(at - rest), u, shown, err) == 0 ? at + 1 : NULL;
+}
+
+/* The db number at db (up to '?' or the end; empty = 0) into u. Returns: what
+ * follows it, or NULL (err filled). */
+static const char *parse_db(const char *db, daebus__redis_url *u, const char *shown,
+                            daebus_error *err)
+{
+    size_t dn = strcspn(db, "?");
+    long v;
+    if (dn > 0 && parse_num(db, dn, 0, 1000000, &v) != 0) {
+        bad_url(err, shown, "database must be a number");
+        return NULL;
+    }
+    if (dn > 0)
+        u->db = (int)v;
+    return db + dn;
+}
+
 /* redis://[[user]:password@]host[:port][/db] */
 static int parse_tcp(const char *rest, daebus__redis_url *u, const char *shown, daebus_error *err)
 {
-    const char *at = strrchr(rest, '@');
-    const char *hp = rest;
-    if (at) {
-        if (parse_userinfo(rest, (size_t)(at - rest), u, shown, err) != 0)
-            return DAEBUS_EINVAL;
-        hp = at + 1;
-    }
+    const char *hp = after_userinfo(rest, u, shown, err);
+    if (!hp)
+        return DAEBUS_EINVAL;
     const char *tail = hp + strcspn(hp, "/?");
     if (parse_host_port(hp, tail, u, shown, err) != 0)
         return DAEBUS_EINVAL;
-    if (*tail == '/') {
-        const char *db = tail + 1;
-        size_t dn = strcspn(db, "?");
-        long v;
-        if (dn > 0 && parse_num(db, dn, 0, 1000000, &v) != 0)
-            return bad_url(err, shown, "database must be a number");
-        if (dn > 0)
-            u->db = (int)v;
-        tail = db + dn;
-    }
+    if (*tail == '/' && !(tail = parse_db(tail + 1, u, shown, err)))
+        return DAEBUS_EINVAL;
     if (*tail == '?')
         return bad_url(err, shown, "query parameters are not supported");
     return 0;
 }
 
 /* ---- redis-sentinel:// ---- */
-
-/* Query parameters of a Sentinel URL: sentinel_password=P only. */
-static int parse_sentinel_query(const char *q, daebus__redis_url *u, const char *url,
-                                daebus_error *err)
-{
-    while (*q) {
-        const char *end = strchr(q, '&');
-        size_t n = end ? (size_t)(end - q) : strlen(q);
-        if (strncmp(q, "sentinel_password=", 18) == 0) {
-            if (n == 18 || copy_decoded(u->sentinel_password, sizeof u->sentinel_password, q + 18,
-                                        n - 18, 1) != 0)
-                return bad_url(err, url,
-                               "bad sentinel_password parameter (empty, too long or bad "
-                               "%-escape)");
-        } else if (strncmp(q, "password=", 9) == 0) {
-            return bad_url(err, url,
-                           "the master's password goes before '@'; the sentinels' is "
-                           "sentinel_password=");
-        } else {
-            size_t name = strcspn(q, "=&");
-            return daebus_error_set(
-                err, DAEBUS_EINVAL, "redis URL '%.*s': unsupported query parameter '%.*s'",
-                daebus__utf8_prec(url, 64), url, (int)daebus__utf8_cut(q, name, 32), q);
-        }
-        q += n;
-        if (*q == '&')
-            q++;
-    }
-    return 0;
-}
 
 /* The comma-separated sentinels in [hp, end) into u->sentinels. */
 static int parse_sentinel_list(const char *hp, const char *end, daebus__redis_url *u,
@@ -329,13 +351,9 @@ static int parse_master_name(const char *s, size_t n, daebus__redis_url *u, cons
 static int parse_sentinel(const char *rest, daebus__redis_url *u, const char *shown,
                           daebus_error *err)
 {
-    const char *at = strrchr(rest, '@');
-    const char *hp = rest;
-    if (at) {
-        if (parse_userinfo(rest, (size_t)(at - rest), u, shown, err) != 0)
-            return DAEBUS_EINVAL;
-        hp = at + 1;
-    }
+    const char *hp = after_userinfo(rest, u, shown, err);
+    if (!hp)
+        return DAEBUS_EINVAL;
     const char *tail = hp + strcspn(hp, "/?");
     if (parse_sentinel_list(hp, tail, u, shown, err) != 0)
         return DAEBUS_EINVAL;
@@ -346,20 +364,12 @@ static int parse_sentinel(const char *rest, daebus__redis_url *u, const char *sh
     if (parse_master_name(name, nn, u, shown, err) != 0)
         return DAEBUS_EINVAL;
     tail = name + nn;
-    if (*tail == '/') {
-        const char *db = tail + 1;
-        size_t dn = strcspn(db, "?");
-        long v;
-        if (dn > 0 && parse_num(db, dn, 0, 1000000, &v) != 0)
-            return bad_url(err, shown, "database must be a number");
-        if (dn > 0)
-            u->db = (int)v;
-        tail = db + dn;
-    }
+    if (*tail == '/' && !(tail = parse_db(tail + 1, u, shown, err)))
+        return DAEBUS_EINVAL;
     /* host/port: the first sentinel, until a connect asks for the master. */
     snprintf(u->host, sizeof u->host, "%s", u->sentinels[0].host);
     u->port = u->sentinels[0].port;
-    return *tail == '?' ? parse_sentinel_query(tail + 1, u, shown, err) : 0;
+    return *tail == '?' ? parse_query(tail + 1, u, shown, err, sentinel_param) : 0;
 }
 
 int daebus__redis_url_parse(const char *url, daebus__redis_url *out, daebus_error *err)
