@@ -37,6 +37,7 @@ struct daebus__redis_line {
     bool reading;      /* a waiter reads ctx outside the lock */
     bool connecting, closed;
     double last_try;
+    unsigned epoch;                    /* daebus__redis_sentinel_epoch() when ctx was made */
     unsigned long long sent, answered; /* tickets; answered <= sent */
     line_slot ring[RING];
 };
@@ -96,12 +97,14 @@ void daebus__redis_line_repair(daebus__redis_line *l)
     daebus_error e = {0};
     redisContext *c =
         daebus__redis_connect(&l->url, l->o.connect_timeout, l->o.command_timeout, &e);
+    unsigned epoch = daebus__redis_sentinel_epoch(); /* this connect may have moved it */
     if (!c)
         DAEBUS_LOG_DEBUGF(l->o.log_component, "claim line: %s", e.message);
     pthread_mutex_lock(&l->lock);
     l->connecting = false;
     if (c && !l->closed && !l->ctx) {
         l->ctx = c;
+        l->epoch = epoch;
         c = NULL;
     }
     pthread_mutex_unlock(&l->lock);
@@ -153,7 +156,8 @@ static void check_idle(daebus__redis_line *l)
     if (!l->ctx || l->reading || l->answered != l->sent)
         return;
     struct pollfd p = {.fd = l->ctx->fd, .events = POLLIN};
-    if (poll(&p, 1, 0) != 0)
+    /* Or the master moved (Sentinel): the line is on the old one. */
+    if (poll(&p, 1, 0) != 0 || (l->url.n_sentinels && l->epoch != daebus__redis_sentinel_epoch()))
         drop_ctx(l);
 }
 

@@ -14,6 +14,7 @@ typedef struct pubconn {
     pthread_mutex_t lock;
     redisContext *ctx;
     double last_fail; /* monotonic time of the last failed connect */
+    unsigned epoch;   /* daebus__redis_sentinel_epoch() when ctx was made */
 } pubconn;
 
 struct daebus__redis_pub {
@@ -65,8 +66,10 @@ int daebus__redis_pub_connect(daebus__redis_pub *p, daebus_error *err)
 {
     pubconn *pc = &p->conns[0];
     pthread_mutex_lock(&pc->lock);
-    if (!pc->ctx)
+    if (!pc->ctx) {
         pc->ctx = daebus__redis_connect(&p->url, p->o.connect_timeout, p->o.command_timeout, err);
+        pc->epoch = daebus__redis_sentinel_epoch();
+    }
     int rc = pc->ctx ? 0 : err && err->code ? err->code : DAEBUS_ECONN;
     pthread_mutex_unlock(&pc->lock);
     return rc;
@@ -75,7 +78,8 @@ int daebus__redis_pub_connect(daebus__redis_pub *p, daebus_error *err)
 /* Makes pc's connection usable if it can (lock held). */
 static void ensure(daebus__redis_pub *p, pubconn *pc)
 {
-    if (alive(pc->ctx))
+    unsigned epoch = daebus__redis_sentinel_epoch();
+    if (alive(pc->ctx) && (!p->url.n_sentinels || pc->epoch == epoch))
         return;
     if (pc->ctx)
         redisFree(pc->ctx);
@@ -86,6 +90,7 @@ static void ensure(daebus__redis_pub *p, pubconn *pc)
         return;
     daebus_error e = {0};
     pc->ctx = daebus__redis_connect(&p->url, p->o.connect_timeout, p->o.command_timeout, &e);
+    pc->epoch = daebus__redis_sentinel_epoch(); /* this connect may have moved it */
     if (!pc->ctx) {
         pc->last_fail = now;
         DAEBUS_LOG_DEBUGF(p->o.log_component, "publisher: %s", e.message);

@@ -8,6 +8,7 @@
  * master name, for the one log line per change.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +108,12 @@ static struct {
     char addr[280];
 } known[KNOWN];
 static daebus__ratelimit change_rl;
+static atomic_uint epoch;
+
+unsigned daebus__redis_sentinel_epoch(void)
+{
+    return atomic_load(&epoch);
+}
 
 /* Remembers addr as the master of name; logs a line when it changed. */
 static void note_master(const char *name, const master_addr *m)
@@ -132,6 +139,8 @@ static void note_master(const char *name, const master_addr *m)
     pthread_mutex_unlock(&known_lock);
     if (!changed)
         return;
+    if (was[0])
+        atomic_fetch_add(&epoch, 1);
     long quiet = daebus__ratelimit_pass(&change_rl, daebus__now_mono(), 1.0);
     if (quiet < 0)
         return;

@@ -36,6 +36,12 @@ redisContext *daebus__redis_sentinel_connect(const daebus__redis_url *url, doubl
  * DAEBUS__REDIS_SENTINEL_TIMEOUT per sentinel asked. */
 bool daebus__redis_sentinel_moved(const daebus__redis_url *url, const redisContext *c);
 
+/* A counter that grows each time a connect of this process finds that the
+ * master of a Sentinel URL changed. A connection made at an older value is
+ * on the old master: the pool, the claim line and the subscriber drop it
+ * before its next use, so one connection that notices a switch moves all. */
+unsigned daebus__redis_sentinel_epoch(void);
+
 /* Returns: true when r is an error reply saying the server cannot take the
  * command as a master now (READONLY: a demoted master; MASTERDOWN, LOADING):
  * the connection must be dropped and made again. */

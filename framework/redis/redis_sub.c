@@ -56,6 +56,7 @@ struct daebus__redis_sub {
     bool no_atomic;       /* Redis refused SUBSCRIBE inside MULTI: plain from now on */
     double last_rx, ping_at;
     double role_at; /* Sentinel URLs: when the sentinels were last asked for the master */
+    unsigned epoch; /* daebus__redis_sentinel_epoch() when ctx was made */
     long next_us;
 };
 
@@ -425,6 +426,7 @@ static void free_snapshot(const char **argv, size_t n)
 static int sub_connect(daebus__redis_sub *s, daebus_error *err)
 {
     redisContext *c = daebus__redis_connect(&s->url, s->o.connect_timeout, 0, err);
+    unsigned epoch = daebus__redis_sentinel_epoch(); /* this connect may have moved it */
     if (!c)
         return err && err->code ? err->code : DAEBUS_ECONN;
     /* Before the first message: nothing over the limit is ever copied or parsed. */
@@ -449,6 +451,7 @@ static int sub_connect(daebus__redis_sub *s, daebus_error *err)
         return rc;
     }
     s->ctx = c;
+    s->epoch = epoch;
     s->last_rx = daebus__now_mono();
     s->ping_at = 0;
     s->role_at = s->last_rx;
@@ -551,11 +554,15 @@ static void read_stage(daebus__redis_sub *s)
         snprintf(s->ctx->errstr, sizeof s->ctx->errstr, "%.*s", daebus__utf8_prec(r->str, 100),
                  r->str);
         freeReplyObject(r);
-    } else if (rc >= 0 && s->url.n_sentinels && now - s->role_at > s->o.health_idle) {
+    } else if (rc >= 0 && s->url.n_sentinels &&
+               (s->epoch != daebus__redis_sentinel_epoch() ||
+                now - s->role_at > s->o.health_idle)) {
         /* PUBLISH works on a replica too: a subscriber left on a demoted
-         * master would hear only the publishers left there. */
+         * master would hear only the publishers left there. Another
+         * connection of this process saw the switch, or the sentinels say so. */
         s->role_at = now;
-        if (daebus__redis_sentinel_moved(&s->url, s->ctx)) {
+        if (s->epoch != daebus__redis_sentinel_epoch() ||
+            daebus__redis_sentinel_moved(&s->url, s->ctx)) {
             if (rc == 1)
                 freeReplyObject(r);
             rc = DAEBUS_ECONN;
