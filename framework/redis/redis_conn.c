@@ -57,7 +57,7 @@ void daebus__sigpipe_block_thread(void)
 
 /* ---- connecting ---- */
 
-static struct timeval to_tv(double s)
+struct timeval daebus__redis_tv(double s)
 {
     struct timeval tv;
     tv.tv_sec = (time_t)s;
@@ -91,7 +91,7 @@ redisContext *daebus__redis_connect_direct(const daebus__redis_url *url, double 
     daebus__redis_url_describe(url, where, sizeof where);
     if (connect_timeout <= 0)
         connect_timeout = 2.0;
-    struct timeval tv = to_tv(connect_timeout);
+    struct timeval tv = daebus__redis_tv(connect_timeout);
     redisContext *c = url->is_unix ? redisConnectUnixWithTimeout(url->path, tv)
                                    : redisConnectWithTimeout(url->host, url->port, tv);
     if (!c) {
@@ -145,7 +145,7 @@ redisContext *daebus__redis_connect_direct(const daebus__redis_url *url, double 
         freeReplyObject(r);
     }
     if (command_timeout > 0)
-        redisSetTimeout(c, to_tv(command_timeout));
+        redisSetTimeout(c, daebus__redis_tv(command_timeout));
     else
         redisSetTimeout(c, (struct timeval){0, 0});
     return c;

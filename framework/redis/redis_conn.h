@@ -21,6 +21,9 @@
 redisContext *daebus__redis_connect(const daebus__redis_url *url, double connect_timeout,
                                     double command_timeout, daebus_error *err);
 
+/* s seconds as a struct timeval (hiredis time-outs). */
+struct timeval daebus__redis_tv(double s);
+
 /* Waits for one reply: returns 1 with *out set (free with freeReplyObject),
  * 0 when timeout_us (microseconds) passed or wake_fd became readable (wake_fd -1 = none),
  * DAEBUS_ECONN when the connection failed (the context is then dead).

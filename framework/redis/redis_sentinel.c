@@ -15,16 +15,9 @@
 #include "clock.h"
 #include "daebus/log.h"
 #include "ratelimit.h"
+#include "redis_conn.h"
 #include "redis_sentinel.h"
 #include "utf8.h"
-
-static struct timeval to_tv(double s)
-{
-    struct timeval tv;
-    tv.tv_sec = (time_t)s;
-    tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
-    return tv;
-}
 
 bool daebus__redis_reply_demoted(const redisReply *r)
 {
@@ -54,7 +47,7 @@ static void note_failure(char *buf, size_t len, const daebus__redis_hostport *s,
 static int ask_sentinel(const daebus__redis_url *url, const daebus__redis_hostport *s,
                         master_addr *out, char *why, size_t wlen)
 {
-    struct timeval tv = to_tv(DAEBUS__REDIS_SENTINEL_TIMEOUT);
+    struct timeval tv = daebus__redis_tv(DAEBUS__REDIS_SENTINEL_TIMEOUT);
     redisContext *c = redisConnectWithTimeout(s->host, s->port, tv);
     if (!c || c->err) {
         snprintf(why, wlen, "%s", c ? c->errstr : "out of memory");
@@ -191,12 +184,12 @@ static redisContext *connect_master(const daebus__redis_url *url, const master_a
         *code = e.code;
         return NULL;
     }
-    redisSetTimeout(c, to_tv(connect_timeout > 0 ? connect_timeout : 2.0));
+    redisSetTimeout(c, daebus__redis_tv(connect_timeout > 0 ? connect_timeout : 2.0));
     if (is_master(c, why, wlen) != 1) {
         redisFree(c);
         return NULL;
     }
-    redisSetTimeout(c, to_tv(command_timeout > 0 ? command_timeout : 0));
+    redisSetTimeout(c, daebus__redis_tv(command_timeout > 0 ? command_timeout : 0));
     return c;
 }
 
