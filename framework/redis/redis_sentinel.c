@@ -228,7 +228,8 @@ bool daebus__redis_sentinel_moved(const daebus__redis_url *url, const redisConte
 {
     if (!url->n_sentinels || !c || !c->tcp.host)
         return false;
-    for (int i = 0; i < url->n_sentinels; i++) {
+    /* At most two asked: the caller's thread (a subscriber's) waits meanwhile. */
+    for (int i = 0; i < url->n_sentinels && i < 2; i++) {
         master_addr m;
         char why[300];
         if (ask_sentinel(url, &url->sentinels[i], &m, why, sizeof why) == 0)

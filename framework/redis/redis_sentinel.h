@@ -32,8 +32,8 @@ redisContext *daebus__redis_sentinel_connect(const daebus__redis_url *url, doubl
 
 /* Returns: true when the sentinels name a master other than the address c is
  * connected to (the connection is on a demoted master: drop it); false when
- * it is the master, or no sentinel answered. Blocks up to
- * DAEBUS__REDIS_SENTINEL_TIMEOUT per sentinel asked. */
+ * it is the master, or neither of the first two sentinels answered. Blocks up
+ * to DAEBUS__REDIS_SENTINEL_TIMEOUT per sentinel asked. */
 bool daebus__redis_sentinel_moved(const daebus__redis_url *url, const redisContext *c);
 
 /* A counter that grows each time a connect of this process finds that the
