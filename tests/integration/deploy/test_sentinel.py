@@ -302,6 +302,12 @@ def main():
         print(f"test_sentinel: master :{c.master_port}, replica :{c.replica_port}, sentinels "
               f"{c.sentinel_ports} ready ({time.monotonic() - t_all:.1f} s)", flush=True)
 
+        # sentinel_password is sent to the sentinels (these have none: AUTH is refused, said, not hidden).
+        p = subprocess.run([CALL, SERVICE, "list_rooms", "{}", "--timeout", "5", "--redis",
+                            c.url() + "?sentinel_password=S3cr3t"], capture_output=True, text=True, timeout=30)
+        check(p.returncode == 2 and "AUTH" in p.stderr and "mymaster" in p.stderr and "S3cr3t" not in p.stderr,
+              f"a refused sentinel_password: rc {p.returncode}: {p.stderr[:300]}")
+
         port = free_port()
         svc_log = os.path.join(tmp, "service.log")
         svc = spawn([CHAT, "--port", str(port), "--redis", c.url(), "--service", SERVICE,
