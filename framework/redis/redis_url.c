@@ -319,9 +319,10 @@ static int parse_sentinel_list(const char *hp, const char *end, daebus__redis_ur
         if (parse_host_port(hp, stop, &one, shown, err) != 0)
             return DAEBUS_EINVAL;
         daebus__redis_hostport *s = &u->sentinels[u->n_sentinels++];
-        if (strlen(one.host) >= sizeof s->host || strpbrk(one.host, ",/?@"))
+        size_t hn = strlen(one.host);
+        if (hn >= sizeof s->host || strpbrk(one.host, ",/?@"))
             return bad_url(err, shown, "bad sentinel host");
-        snprintf(s->host, sizeof s->host, "%s", one.host);
+        memcpy(s->host, one.host, hn + 1);
         s->port = one.port;
         if (!comma)
             break;
