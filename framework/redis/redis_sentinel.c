@@ -83,7 +83,10 @@ static int ask_sentinel(const daebus__redis_url *url, const daebus__redis_hostpo
     out->port = atoi(r->element[1]->str);
     freeReplyObject(r);
     redisFree(c);
-    return out->port > 0 && out->port < 65536 ? 0 : -1;
+    if (out->port > 0 && out->port < 65536)
+        return 0;
+    snprintf(why, wlen, "named a bad port for master '%s'", url->master_name);
+    return -1;
 fail:
     if (r)
         freeReplyObject(r);
