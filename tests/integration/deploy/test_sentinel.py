@@ -126,8 +126,8 @@ class Cluster:
             return True
 
         wait_until(ready, 30, "3 sentinels that know each other and the replica")
-        info = redis.Redis(port=self.replica_port).info("replication")
-        check(info.get("master_link_status") == "up", f"replica not in sync: {info}")
+        wait_until(lambda: redis.Redis(port=self.replica_port, socket_timeout=1).info("replication")
+                   .get("master_link_status") == "up", 20, "the replica in sync with the master")
 
     def url(self):
         return "redis-sentinel://" + ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports) + "/mymaster"
