@@ -128,10 +128,9 @@ static bool await_msg(redisContext *l, const char *want, char *seen, size_t cap)
         if (!m)
             return false;
         bool hit = strstr(m, want) != NULL;
-        if (seen && strlen(seen) + strlen(m) + 2 < cap) {
-            strcat(seen, m);
-            strcat(seen, "\n");
-        }
+        size_t used = seen ? strlen(seen) : 0;
+        if (seen && used + strlen(m) + 2 < cap)
+            snprintf(seen + used, cap - used, "%s\n", m);
         free(m);
         if (hit)
             return true;
@@ -206,8 +205,8 @@ static void test_poison_dead_lettered(void)
     CU_ASSERT_EQUAL(dur_int(rc, "GET test:poison_runs"), 3);
     CU_ASSERT_EQUAL(dur_int(rc, "GET test:runs:w1"), 1);
     CU_ASSERT_EQUAL(spawns, 4); /* 3 aborted; the 4th dead-letters it */
-    CU_ASSERT(await_msg(l, "Request dead-lettered after 3 attempts", poison_seen,
-                        sizeof poison_seen));
+    CU_ASSERT(
+        await_msg(l, "Request dead-lettered after 3 attempts", poison_seen, sizeof poison_seen));
     /* The other request, taken with the poison, was answered. */
     CU_ASSERT(strstr(poison_seen, "\"request_id\":\"w1\"") != NULL ||
               await_msg(l, "\"request_id\":\"w1\"", poison_seen, sizeof poison_seen));
@@ -235,8 +234,9 @@ static void test_admin_list_and_requeue(void)
     /* A second dead letter by hand, for paging and "all". */
     const char *req = "{\"action\":\"work\",\"payload\":{\"id\":\"fk\"},\"reply_to\":\"dur:p\","
                       "\"request_id\":\"fk\",\"service\":\"dur_p\"}";
-    redisReply *x = redisCommand(rc, "XADD daebus:dur_p:dead * req %s reason manual attempts 5 "
-                                     "at 1",
+    redisReply *x = redisCommand(rc,
+                                 "XADD daebus:dur_p:dead * req %s reason manual attempts 5 "
+                                 "at 1",
                                  req);
     CU_ASSERT_PTR_NOT_NULL_FATAL(x);
     freeReplyObject(x);
@@ -309,8 +309,7 @@ int main(int argc, char **argv)
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("bus_durable_crash", init, cleanup);
     CU_add_test(s, "a replica killed -9: run again, attempt 2", test_killed_replica_retried);
-    CU_add_test(s, "poison: dead-lettered after 3, the other answered",
-                test_poison_dead_lettered);
+    CU_add_test(s, "poison: dead-lettered after 3, the other answered", test_poison_dead_lettered);
     CU_add_test(s, "admin: dead_letters paged, requeue_dead by id and all",
                 test_admin_list_and_requeue);
     return ts_run_cunit();
