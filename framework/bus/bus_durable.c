@@ -446,6 +446,11 @@ static bool read_new(daebus__durable *d, int n)
         return false;
     if (is_error(r, "NOGROUP")) { /* the stream was deleted: made again */
         freeReplyObject(r);
+        DAEBUS_LOG_WARNF(LOGC,
+                         "durable: the group of %s is gone (Redis restarted empty?); "
+                         "making it again",
+                         d->key);
+        d->down_logged = true;
         redisFree(d->c);
         d->c = NULL;
         return false;
