@@ -633,7 +633,9 @@ static int complete_cmd(daebus_bus *bus, const daebus__durable_job *j, const cha
                           ttl,
                           j->entry};
     snprintf(nrep, sizeof nrep, "%d", bus->opts.durable_wait_replicas);
-    snprintf(wait_ms, sizeof wait_ms, "%lld", (long long)(bus->opts.command_timeout * 1000));
+    snprintf(
+        wait_ms, sizeof wait_ms, "%lld",
+        (long long)(bus->opts.command_timeout * 500)); /* half: the read waits command_timeout */
     const char *wargv[] = {"WAIT", nrep, wait_ms};
     size_t lens[9], wlens[3];
     for (int i = 0; i < 9; i++)
