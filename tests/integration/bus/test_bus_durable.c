@@ -115,6 +115,8 @@ static void test_added_before_start(void)
     TS_WAIT_UNTIL(dur_int(rc, "XLEN daebus:dur_a:requests") == 0, 3);
     CU_ASSERT_EQUAL(dur_int(rc, "XLEN daebus:dur_a:requests"), 0);
     CU_ASSERT_EQUAL(dur_pending(rc, "dur_a"), 0);
+    /* The replies leave inside the completion script; the counters follow. */
+    TS_WAIT_UNTIL(stats(&s).durable_completed == 2, 3);
     struct daebus_bus_stats st = stats(&s);
     CU_ASSERT_EQUAL(st.durable_taken, 2);
     CU_ASSERT_EQUAL(st.durable_completed, 2);
@@ -204,6 +206,7 @@ static void test_burst_leaves_stream_empty(void)
     TS_WAIT_UNTIL(dur_int(rc, "XLEN daebus:dur_b:requests") == 0, 5);
     CU_ASSERT_EQUAL(dur_int(rc, "XLEN daebus:dur_b:requests"), 0);
     CU_ASSERT_EQUAL(dur_pending(rc, "dur_b"), 0);
+    TS_WAIT_UNTIL(stats(&s).durable_completed == N, 3);
     CU_ASSERT_EQUAL(stats(&s).durable_completed, N);
     CU_ASSERT_EQUAL(stats(&s).durable_retried, 0);
     ts_service_stop(&s);
