@@ -42,13 +42,12 @@
 #define HEALTH_IDLE    10.0
 #define HEALTH_TIMEOUT 5.0
 
-enum { FAIL_CONN = 1, FAIL_NOLISTENER = 2 };
-
 typedef struct pending {
     char id[40];
     double deadline;
-    int failed; /* FAIL_CONN: publish failed; FAIL_NOLISTENER: nobody subscribed */
-    char *why;  /* FAIL_NOLISTENER: the completion's message (malloc'd) */
+    int failed; /* 0, or the completion's status: DAEBUS_ECONN (publish or XADD failed),
+                   DAEBUS_ENOLISTENER (nobody subscribed), DAEBUS_EIO (XADD refused) */
+    char *why;  /* the completion's message when failed (malloc'd; NULL = default) */
     daebus_caller_done_fn *done;
     daebus_caller_progress_fn *progress;
     void *user;
@@ -80,6 +79,9 @@ struct daebus_caller {
     double next_scan;          /* next expiry scan (subscriber thread only) */
     size_t max_message;
     atomic_ullong too_large;
+    bool durable;      /* requests go to the service's stream (XADD), not PUBLISH */
+    int wait_replicas; /* durable: WAIT n after each XADD */
+    atomic_ullong queued;
 };
 
 /* ---- helpers ---- */
@@ -154,15 +156,15 @@ static void fail_list(daebus_caller *c, pending *list, int status, const char *w
         pending *n = list->next;
         int st = status;
         char msg[420];
-        if (list->failed == FAIL_NOLISTENER) { /* whichever pass takes it */
-            st = DAEBUS_ENOLISTENER;
+        if (list->failed && (list->why || status == 0)) { /* whichever pass takes it */
+            st = list->failed;
             daebus__utf8_snprintf(msg, sizeof msg, "%s",
-                                  list->why ? list->why : "no service is listening");
-        } else if (status == 0) { /* expiry pass: per-entry cause */
-            st = list->failed ? DAEBUS_ECONN : DAEBUS_ETIMEDOUT;
-            snprintf(msg, sizeof msg, "%s",
-                     list->failed ? "request could not be published (no connection to Redis)"
-                                  : "request timed out");
+                                  list->why ? list->why
+                                            : "request could not be published (no connection "
+                                              "to Redis)");
+        } else if (status == 0) { /* expiry pass */
+            st = DAEBUS_ETIMEDOUT;
+            snprintf(msg, sizeof msg, "%s", "request timed out");
         } else {
             daebus__utf8_snprintf(msg, sizeof msg, "%s", why);
         }
@@ -377,6 +379,8 @@ daebus_caller *daebus_caller_create(const char *redis_url, const daebus_caller_o
     c->default_timeout = opts && opts->default_timeout > 0 ? opts->default_timeout : 5.0;
     c->connect_timeout = opts && opts->connect_timeout > 0 ? opts->connect_timeout : 2.0;
     c->max_message = opts && opts->max_message_size ? opts->max_message_size : 1024 * 1024;
+    c->durable = opts && opts->durable;
+    c->wait_replicas = opts && opts->durable_wait_replicas > 0 ? opts->durable_wait_replicas : 0;
     if (opts && opts->reply_channel && *opts->reply_channel) {
         snprintf(c->channel, sizeof c->channel, "%s", opts->reply_channel);
     } else {
@@ -428,6 +432,11 @@ void daebus_caller_destroy(daebus_caller *c)
 const char *daebus_caller_reply_channel(const daebus_caller *c)
 {
     return c ? c->channel : NULL;
+}
+
+unsigned long long daebus_caller_queued(const daebus_caller *c)
+{
+    return c ? atomic_load(&((daebus_caller *)c)->queued) : 0;
 }
 
 bool daebus_caller_connected(const daebus_caller *c)
@@ -571,20 +580,25 @@ int daebus_caller_request_async(daebus_caller *c, const char *service, const cha
         return irc;
     }
     /* From here the reader thread owns p: only mark it, never free it. */
-    int rc = daebus__redis_publish(c->pub, service, text, strlen(text));
+    char why[600] = "";
+    int rc = c->durable ? daebus__caller_queue(c->pub, service, text, timeout, c->wait_replicas,
+                                               why, sizeof why)
+                        : daebus__redis_publish(c->pub, service, text, strlen(text));
     free(text);
-    if (rc <= 0) {
-        /* No connection, or PUBLISH reached no subscriber: nothing can answer,
-         * so the request fails now instead of at its time-out. */
-        char why[600];
+    if (rc == 0 && !c->durable) /* PUBLISH reached no subscriber */
         daebus__utf8_snprintf(why, sizeof why, "no service '%.*s' is listening on %s",
                               daebus__utf8_prec(service, 200), service,
                               daebus__redis_sub_where(c->sub));
+    if (c->durable && rc > 0)
+        atomic_fetch_add(&c->queued, 1);
+    if (rc < 0 || (rc == 0 && !c->durable)) {
+        /* No connection, XADD refused, or PUBLISH reached no subscriber:
+         * nothing can answer, so the request fails now, not at its time-out. */
         pthread_mutex_lock(&c->lock);
         /* Still in the table under its (unique) id: still p, not yet completed. */
         if (daebus__hash_find(c->pending, id) == p) {
-            p->failed = rc < 0 ? FAIL_CONN : FAIL_NOLISTENER;
-            if (rc == 0)
+            p->failed = rc == 0 ? DAEBUS_ENOLISTENER : rc == DAEBUS_EIO ? DAEBUS_EIO : DAEBUS_ECONN;
+            if (why[0])
                 p->why = strdup(why);
         }
         pthread_mutex_unlock(&c->lock);

@@ -53,11 +53,20 @@ typedef struct daebus_caller_options {
     size_t max_message_size;   /* bytes of one reply; 0 = 1 MiB (as the bus). A larger
                                   reply is refused unread and completes its request
                                   with DAEBUS_ETOOBIG */
+    bool durable;              /* every request of this caller is durable (docs/messaging/
+                                  choosing.md): XADD daebus:<service>:requests * req <the
+                                  request> deadline <ms since epoch: now + timeout> instead of
+                                  PUBLISH; the reply comes on the reply channel as for pub/sub.
+                                  An XADD lost with the connection is sent once more (same
+                                  request_id) after a reconnect. false = pub/sub */
+    int durable_wait_replicas; /* durable: WAIT n (bounded by the request's time-out) after
+                                  each XADD, so the request is on n Redis replicas before the
+                                  call returns; 0 = no WAIT */
 } daebus_caller_options;
 
 #define DAEBUS_CALLER_OPTIONS_INIT                                                                 \
     {                                                                                              \
-        0.0, 0.0, 0.0, NULL, 0                                                                     \
+        0.0, 0.0, 0.0, NULL, 0, false, 0                                                           \
     }
 
 /* Connects (publisher + subscriber), subscribes to the reply channel and
@@ -84,6 +93,10 @@ DAEBUS_API const char *daebus_caller_reply_channel(const daebus_caller *caller);
  * Thread: callable from any thread. */
 DAEBUS_API bool daebus_caller_connected(const daebus_caller *caller);
 
+/* Returns: the durable requests this caller queued (XADDs that Redis accepted).
+ * Thread: callable from any thread. */
+DAEBUS_API unsigned long long daebus_caller_queued(const daebus_caller *caller);
+
 /* Completion of an asynchronous request, called exactly once (shutdown
  * included) on the caller's reader thread (or, for requests still pending at
  * daebus_caller_destroy(), on the destroying thread).
@@ -94,6 +107,8 @@ DAEBUS_API bool daebus_caller_connected(const daebus_caller *caller);
  *     channel (PUBLISH counted 0), so nothing could answer; completed at
  *     once, not at the time-out; message is "no service 'x' is listening on
  *     redis://host:port/db" (a password shows as ***);
+ *   DAEBUS_EIO (durable): Redis refused the XADD (e.g. OOM, the stream key
+ *     holds another type); message "request could not be queued: <error>";
  *   DAEBUS_ETOOBIG: a reply (progress or final) larger than the caller's
  *     max_message_size arrived; it was not read; message "reply too large
  *     (N bytes; limit M)", payload NULL;
