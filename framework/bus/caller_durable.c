@@ -25,7 +25,9 @@ static int queue_once(daebus__redis_pub *pub, const char *key, const char *text,
     size_t xlen[] = {4, strlen(key), 1, 3, strlen(text), 8, strlen(deadline)};
     char nrep[16], ms[24];
     snprintf(nrep, sizeof nrep, "%d", wait_replicas);
-    snprintf(ms, sizeof ms, "%lld", (long long)(timeout * 1000.0) + 1);
+    /* Half the request's time-out at most (and 5 s): the rest is for the reply. */
+    double wait_s = timeout / 2 < 5.0 ? timeout / 2 : 5.0;
+    snprintf(ms, sizeof ms, "%lld", (long long)(wait_s * 1000.0) + 1);
     const char *wait[] = {"WAIT", nrep, ms};
     size_t wlen[] = {4, strlen(nrep), strlen(ms)};
     daebus__redis_cmd cmds[2] = {{7, xadd, xlen}, {3, wait, wlen}};
