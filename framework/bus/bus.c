@@ -250,6 +250,11 @@ static int bus_start(void *self)
         wait_state(bus, is_subscribed, bus->opts.connect_timeout + 0.5);
         pthread_mutex_unlock(&bus->state_lock);
     }
+    rc = daebus__durable_start(bus);
+    if (rc != 0) {
+        bus_stop(bus);
+        return rc;
+    }
     /* "Running" means taking requests: the join came back (bounded). */
     if (bus->gated && atomic_load(&bus->subscribed) &&
         !daebus__cluster_wait_ready(atomic_load(&bus->cluster), 2.0))
@@ -265,6 +270,7 @@ static void bus_stop(void *self)
     daebus_bus *bus = self;
     double drain = daebus_app_shutdown_timeout(bus->app);
     atomic_store(&bus->stopping, 1);
+    daebus__durable_stop(bus); /* takes no more; what it took drains below */
     /* Stop taking (claims in flight end) before leaving the lists: no other
      * replica goes solo while this one may still win a claim. What it took,
      * the pool drains below. */
@@ -308,6 +314,7 @@ static void bus_destroy_op(void *self)
 {
     daebus_bus *bus = self;
     daebus__cluster_destroy(atomic_load(&bus->cluster));
+    daebus__durable_free(bus);
     daebus__redis_pub_destroy(bus->pub);
     daebus__gateway_free(bus->gateway); /* after the caller: no call is left */
     pthread_mutex_destroy(&bus->state_lock);
@@ -426,6 +433,12 @@ int daebus_bus_get_stats(const daebus_bus *cbus, struct daebus_bus_stats *out)
     out->primary_taken = cs.primary_taken;
     out->covered = atomic_load(&bus->covered);
     out->takeovers = cs.takeovers;
+    out->durable_taken = atomic_load(&bus->durable_taken);
+    out->durable_completed = atomic_load(&bus->durable_completed);
+    out->durable_retried = atomic_load(&bus->durable_retried);
+    out->durable_expired = atomic_load(&bus->durable_expired);
+    out->durable_dead_lettered = atomic_load(&bus->durable_dead_lettered);
+    out->durable_duplicates = atomic_load(&bus->durable_duplicates);
     return 0;
 }
 

@@ -57,7 +57,7 @@ static void note_malformed(daebus_bus *bus, const char *what, const char *channe
                          len > 60 ? "..." : "", more_text(missed, mbuf, sizeof mbuf));
 }
 
-static const daebus__handler *find_handler(const daebus__handler *h, size_t n, const char *key)
+const daebus__handler *daebus__bus_find_handler(const daebus__handler *h, size_t n, const char *key)
 {
     /* Later registrations win: search from the end. */
     for (size_t i = n; i-- > 0;)
@@ -146,7 +146,7 @@ static void on_service_message(daebus_bus *bus, daebus__bus_claim *cl, const cha
     }
     if (!cl->counted)
         atomic_fetch_add(&bus->requests_received, 1);
-    const daebus__handler *h = find_handler(bus->actions, bus->nactions, env.action);
+    const daebus__handler *h = daebus__bus_find_handler(bus->actions, bus->nactions, env.action);
     if (!h) {
         if (!cl->counted)
             atomic_fetch_add(&bus->unknown_actions, 1);
@@ -227,7 +227,7 @@ static bool keep_unread(daebus_bus *bus, const daebus__bus_claim *cl, const daeb
             return false;
         atomic_fetch_add(&bus->requests_received, 1);
         /* Unknown here: claimed late, so that a replica that knows it answers. */
-        weak = !find_handler(bus->actions, bus->nactions, action);
+        weak = !daebus__bus_find_handler(bus->actions, bus->nactions, action);
         if (weak)
             atomic_fetch_add(&bus->unknown_actions, 1);
     }
@@ -289,7 +289,7 @@ static void claim_early(daebus_bus *bus, daebus__bus_claim *cl, const daebus__ha
         return;
     char action[256];
     if (!h && (daebus__bus_scan_action(m->data, m->len, action, sizeof action) != 0 ||
-               !find_handler(bus->actions, bus->nactions, action)))
+               !daebus__bus_find_handler(bus->actions, bus->nactions, action)))
         return;
     daebus__bus_claim_early(bus, cl);
 }
@@ -299,7 +299,7 @@ static bool known_action(daebus_bus *bus, const daebus__redis_msg *m)
 {
     char action[256];
     return !m->cut_len && daebus__bus_scan_action(m->data, m->len, action, sizeof action) == 0 &&
-           find_handler(bus->actions, bus->nactions, action);
+           daebus__bus_find_handler(bus->actions, bus->nactions, action);
 }
 
 /* Every message of a claimed channel goes through the gate first, in
@@ -343,7 +343,7 @@ void daebus__bus_on_message(void *user, const daebus__redis_msg *m)
             daebus__bus_primary_early(bus, false);
         return;
     }
-    const daebus__handler *h = find_handler(bus->listens, bus->nlistens, m->channel);
+    const daebus__handler *h = daebus__bus_find_handler(bus->listens, bus->nlistens, m->channel);
     if (!h)
         return;
     if (h->desc->opts.once &&

@@ -17,6 +17,7 @@
 #include <stdatomic.h>
 #include "daebus/bus.h"
 #include "daebus/caller.h"
+#include "bus_durable.h"
 #include "bus_parse.h"
 #include "cluster.h"
 #include "component.h"
@@ -129,6 +130,11 @@ struct daebus_bus {
     atomic_ullong requests_received, requests_handled, errors, unknown_actions, malformed,
         too_large, overloads, replies_sent, listener_messages, broadcasts, reconnects,
         store_commands, store_errors, covered;
+
+    /* Durable actions (bus_durable.c): the stream reader and its counters. */
+    daebus__durable *durable;
+    atomic_ullong durable_taken, durable_completed, durable_retried, durable_expired,
+        durable_dead_lettered, durable_duplicates;
 };
 
 struct daebus_bus_request {
@@ -145,6 +151,8 @@ struct daebus_bus_request {
     daebus__bus_claim claim;
     pthread_mutex_t lock;
     int final_sent;
+    int attempt;                 /* 1, or the delivery count of a durable request */
+    daebus__durable_job *durable; /* NULL: a pub/sub request */
 };
 
 /* ---- bus.c ---- */
@@ -291,6 +299,9 @@ void daebus__bus_primary_drop_all(daebus_bus *bus);
  * and handled as a solo replica does. Thread: the subscriber thread. */
 void daebus__bus_take_unread(daebus_bus *bus, daebus__bus_claim *cl, int listen, const char *data,
                              size_t len);
+/* The handler registered last for key, or NULL. */
+const daebus__handler *daebus__bus_find_handler(const daebus__handler *h, size_t n,
+                                                const char *key);
 /* The subscriber's message callback (user: the bus). */
 void daebus__bus_on_message(void *user, const daebus__redis_msg *msg);
 

@@ -86,6 +86,7 @@ daebus_bus_request *daebus__bus_request_new(daebus_bus *bus, daebus__bus_envelop
     r->bus = bus;
     r->env = *env;
     memset(env, 0, sizeof *env);
+    r->attempt = 1;
     pthread_mutex_init(&r->lock, NULL);
     live_add(bus, 1);
     return r;
@@ -95,6 +96,7 @@ static void request_free(daebus_bus_request *r)
 {
     daebus_bus *bus = r->bus;
     daebus__bus_envelope_free(&r->env);
+    daebus__durable_job_free(r->durable);
     free(r->channel);
     free(r->reply_channel);
     pthread_mutex_destroy(&r->lock);
@@ -118,6 +120,13 @@ void daebus__bus_auto_error(daebus_bus_request *r, const char *fmt_action)
         return;
     char text[300];
     daebus__utf8_snprintf(text, sizeof text, fmt_action, r->env.action ? r->env.action : "?");
+    if (r->durable) {
+        cJSON *p = cJSON_CreateObject();
+        if (p && cJSON_AddStringToObject(p, "error", text))
+            daebus__durable_finish(r, true, p);
+        cJSON_Delete(p);
+        return;
+    }
     daebus__bus_send_error(r->bus, r->reply_channel, r->env.request_id, text);
 }
 
@@ -134,6 +143,8 @@ void daebus_bus_request_release(daebus_bus_request *r)
     if (atomic_fetch_sub(&r->refs, 1) != 1)
         return;
     daebus__bus_auto_error(r, "Action '%s' sent no reply");
+    if (r->durable && !r->durable->finished)
+        daebus__durable_finish(r, false, NULL); /* no reply channel: completed silently */
     request_free(r);
 }
 
@@ -178,6 +189,12 @@ void daebus__bus_run_listen(void *arg)
 void daebus__bus_drop_request(void *arg)
 {
     daebus_bus_request *r = arg;
+    if (r->durable) { /* not run here: pending for another replica */
+        daebus__bus_claim_final(r);
+        daebus__durable_leave(r);
+        daebus_bus_request_release(r);
+        return;
+    }
     if (r->claim.mode == DAEBUS__GATE_CLAIM ||
         (r->claim.mode == DAEBUS__GATE_PRIMARY && !daebus__bus_take(r->bus, &r->claim))) {
         daebus__bus_abandon(r->bus, &r->claim);
@@ -225,6 +242,10 @@ daebus_bus *daebus_bus_request_bus(const daebus_bus_request *r)
 {
     return r ? r->bus : NULL;
 }
+int daebus_bus_request_attempt(const daebus_bus_request *r)
+{
+    return r ? r->attempt : 0;
+}
 bool daebus_bus_request_answered(const daebus_bus_request *r)
 {
     if (!r)
@@ -253,6 +274,8 @@ static int reply_common(daebus_bus_request *r, bool error, const cJSON *payload,
         DAEBUS_LOG_WARNF(LOGC, "progress after the final reply: ignored");
         return DAEBUS_ESTATE;
     }
+    if (final && r->durable)
+        return daebus__durable_finish(r, error, payload);
     if (!r->reply_channel)
         return 0; /* fire-and-forget: nothing to answer */
     return send_response(r->bus, r->reply_channel, error, payload, r->env.request_id, final);

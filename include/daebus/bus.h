@@ -96,11 +96,24 @@ typedef struct daebus_bus_options {
                                  Redis (docs/replicas.md); an instance that stops
                                  heartbeating leaves the others' lists within 3
                                  heartbeats; 0 = 1 */
+    /* Durable actions (docs/messaging/durable.md): the stream
+     * daebus:<service>:requests, read with the consumer group "daebus". */
+    int durable;               /* 0 = default: on (when the app has actions);
+                                  > 0 on; < 0 off */
+    double durable_visibility; /* seconds an entry taken by a replica may stay
+                                  unacknowledged before another replica takes it
+                                  again (keep it above the longest handler);
+                                  0 = 30 */
+    int durable_max_attempts;  /* deliveries before an entry is dead-lettered
+                                  (daebus:<service>:dead); 0 = 5 */
+    int durable_wait_replicas; /* > 0: WAIT for this many Redis replicas after
+                                  each completion (bounded by command_timeout);
+                                  0 = off */
 } daebus_bus_options;
 
 #define DAEBUS_BUS_OPTIONS_INIT                                                                    \
     {                                                                                              \
-        0, 0, 0, 0.0, 0.0, 0.0, 0.0, false, 0.0, 0.0                                               \
+        0, 0, 0, 0.0, 0.0, 0.0, 0.0, false, 0.0, 0.0, 0, 0.0, 0, 0                                 \
     }
 
 /* Counters for metrics. All monotonic except connected and solo. */
@@ -164,7 +177,19 @@ typedef struct daebus_bus_options {
     X(uint64_t, covered, "daebus_bus_covered_total", "", "counter",                                \
       "Requests this replica left to the primary (its progress covered them).")                    \
     X(uint64_t, takeovers, "daebus_bus_takeovers_total", "", "counter",                            \
-      "Times this replica made itself primary: requests left uncovered past the window.")
+      "Times this replica made itself primary: requests left uncovered past the window.")      \
+    X(uint64_t, durable_taken, "daebus_bus_durable_taken_total", "", "counter",                    \
+      "Durable requests taken from the stream to run here.")                                       \
+    X(uint64_t, durable_completed, "daebus_bus_durable_completed_total", "", "counter",            \
+      "Durable requests completed here (final reply, done record, entry deleted).")                \
+    X(uint64_t, durable_retried, "daebus_bus_durable_retried_total", "", "counter",                \
+      "Durable requests taken here again after a replica did not complete them (attempt > 1).")   \
+    X(uint64_t, durable_expired, "daebus_bus_durable_expired_total", "", "counter",                \
+      "Durable requests dropped unrun: their deadline had passed.")                                \
+    X(uint64_t, durable_dead_lettered, "daebus_bus_durable_dead_lettered_total", "", "counter",    \
+      "Durable requests moved to the dead-letter stream after too many attempts.")                 \
+    X(uint64_t, durable_duplicates, "daebus_bus_durable_duplicates_total", "", "counter",          \
+      "Durable requests not run because their request_id had completed already.")
 
 struct daebus_bus_stats {
     DAEBUS_BUS_STATS(DAEBUS_STATS_FIELD, DAEBUS_STATS_PLAIN_FIELD)
@@ -240,6 +265,14 @@ DAEBUS_API daebus_bus *daebus_bus_request_bus(const daebus_bus_request *req);
 /* Returns: true once a final reply was sent (or attempted).
  * Thread: callable from any thread. */
 DAEBUS_API bool daebus_bus_request_answered(const daebus_bus_request *req);
+
+/* The attempt of a durable request (docs/messaging/durable.md): 1 the first
+ * time it runs, 2 or more when a replica took it before and did not complete
+ * it (it crashed or stopped without draining): handlers with side effects use
+ * it (and the request_id) to stay idempotent. 1 for a pub/sub request or a
+ * LISTEN message; 0 when req is NULL.
+ * Thread: callable from any thread. */
+DAEBUS_API int daebus_bus_request_attempt(const daebus_bus_request *req);
 
 /* Final success reply: {"status":"success","payload":<payload>,"request_id":..,"final":true}.
  * payload NULL sends {}. A request without a reply channel drops the reply

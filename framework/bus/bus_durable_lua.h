@@ -1,0 +1,36 @@
+/* bus_durable_lua.h - the Lua scripts of durable actions (internal).
+ *
+ * Each script runs atomically in Redis, so a completion and a dead letter
+ * are all-or-nothing: a replica that dies half-way leaves the entry pending
+ * (taken again later), never answered twice.
+ */
+#ifndef DAEBUS_BUS_DURABLE_LUA_H
+#define DAEBUS_BUS_DURABLE_LUA_H
+
+/* Completion. KEYS[1] the done record, KEYS[2] the request stream;
+ * ARGV[1] reply channel ("" = none), ARGV[2] the final reply, ARGV[3] the done
+ * record's TTL (s), ARGV[4] the entry id. Returns 1 (completed now) or 0 (the
+ * done record existed: the entry is only acknowledged and deleted). */
+#define DAEBUS__DURABLE_LUA_COMPLETE                                                               \
+    "local done = redis.call('EXISTS', KEYS[1])\n"                                                 \
+    "if done == 0 then\n"                                                                          \
+    "  if ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], ARGV[2]) end\n"                        \
+    "  redis.call('SET', KEYS[1], '1', 'EX', ARGV[3])\n"                                           \
+    "end\n"                                                                                        \
+    "redis.call('XACK', KEYS[2], 'daebus', ARGV[4])\n"                                             \
+    "redis.call('XDEL', KEYS[2], ARGV[4])\n"                                                       \
+    "return 1 - done\n"
+
+/* Dead letter. KEYS[1] the dead-letter stream, KEYS[2] the request stream;
+ * ARGV[1] req, ARGV[2] reason, ARGV[3] attempts, ARGV[4] at (ms), ARGV[5] the
+ * entry id, ARGV[6] reply channel ("" = none), ARGV[7] the error reply.
+ * Returns 1. */
+#define DAEBUS__DURABLE_LUA_DEAD                                                                   \
+    "redis.call('XADD', KEYS[1], 'MAXLEN', '~', '10000', '*', 'req', ARGV[1], 'reason', ARGV[2], " \
+    "'attempts', ARGV[3], 'at', ARGV[4])\n"                                                        \
+    "redis.call('XACK', KEYS[2], 'daebus', ARGV[5])\n"                                             \
+    "redis.call('XDEL', KEYS[2], ARGV[5])\n"                                                       \
+    "if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end\n"                          \
+    "return 1\n"
+
+#endif
