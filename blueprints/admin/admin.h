@@ -47,6 +47,17 @@
  *                          The clients reconnect to the replicas left (a load
  *                          balancer sends them there).
  *
+ *   dead_letters           {"start"?, "count"?} -> {"entries": [{"id", "req",
+ *                          "reason", "attempts", "at"}], "count", "total",
+ *                          "next"}: the dead letters of the service's durable
+ *                          actions (docs/messaging/durable.md), a page at a time
+ *                          (count: 50, at most 500; next: the start of the next
+ *                          page or null); needs only the bus
+ *   requeue_dead           {"id"} | {"all": true}, "deadline_seconds"? (60) ->
+ *                          {"requeued": n}: back on the request stream with a
+ *                          fresh deadline, removed from the dead stream; errors
+ *                          "No dead letter <id>", "Give an id or all: true"
+ *
  * Errors of the cluster-wide views while Redis is unreachable: {"error":
  * "Client list unavailable (...)"}.
  *
@@ -67,7 +78,7 @@
 extern "C" {
 #endif
 
-/* The blueprint: the six actions above and a LISTEN on the control channel. */
+/* The blueprint: the eight actions above and a LISTEN on the control channel. */
 DAEBUS_BLUEPRINT_DECLARE(daebus_admin_bp);
 
 /* The channel a shutdown of other replicas travels on: {"service",

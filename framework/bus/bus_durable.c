@@ -35,9 +35,9 @@
 #include "redis_conn.h"
 #include "utf8.h"
 
-#define LOGC DAEBUS__BUS_LOGC
-#define DURABLE_BLOCK_MS 500
-#define DURABLE_MAX_BATCH 64
+#define LOGC                  DAEBUS__BUS_LOGC
+#define DURABLE_BLOCK_MS      500
+#define DURABLE_MAX_BATCH     64
 #define DURABLE_DONE_MARGIN_S 3600
 
 struct daebus__durable {
@@ -131,7 +131,8 @@ static bool link_up(daebus__durable *d)
         DAEBUS_LOG_ERRORF(LOGC, "durable: XGROUP CREATE %s refused: %s", d->key, r->str);
     if (r)
         freeReplyObject(r);
-    ok = ok && load_script(d, DAEBUS__DURABLE_LUA_COMPLETE, d->sha_complete, sizeof d->sha_complete);
+    ok =
+        ok && load_script(d, DAEBUS__DURABLE_LUA_COMPLETE, d->sha_complete, sizeof d->sha_complete);
     ok = ok && load_script(d, DAEBUS__DURABLE_LUA_DEAD, d->sha_dead, sizeof d->sha_dead);
     if (!ok) {
         if (d->c)
@@ -260,8 +261,8 @@ static void dead_letter(daebus__durable *d, const entry *e, const daebus__bus_en
     snprintf(at, sizeof at, "%lld", now_ms());
     char *msg = reply && env->request_id ? error_reply(env->request_id, text) : NULL;
     char *req = strndup(e->req, e->req_len);
-    const char *argv[] = {NULL, NULL, "2", d->dead_key, d->key, req ? req : "", reason, attempts,
-                          at,   e->id, msg ? reply : "", msg ? msg : ""};
+    const char *argv[] = {NULL,   NULL,     "2", d->dead_key, d->key,           req ? req : "",
+                          reason, attempts, at,  e->id,       msg ? reply : "", msg ? msg : ""};
     redisReply *r = run_script(d, d->sha_dead, DAEBUS__DURABLE_LUA_DEAD, 12, argv);
     if (r && !is_error(r, NULL)) {
         atomic_fetch_add(&bus->durable_dead_lettered, 1);

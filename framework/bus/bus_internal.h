@@ -6,6 +6,7 @@
  *                  handler on the worker pool (or an error reply at once)
  *   bus_request.c  the request object, its reference count and its replies
  *   bus_store.c    daebus_bus_redis*: Redis commands on the publisher pool
+ *   bus_durable.c  durable actions: the request stream's reader (bus_durable.h)
  *
  * The bus is a protocol layer on the Redis transport (framework/redis/): it
  * owns one subscriber (redis_sub.h) and one publisher pool (redis_pub.h).
@@ -151,7 +152,7 @@ struct daebus_bus_request {
     daebus__bus_claim claim;
     pthread_mutex_t lock;
     int final_sent;
-    int attempt;                 /* 1, or the delivery count of a durable request */
+    int attempt;                  /* 1, or the delivery count of a durable request */
     daebus__durable_job *durable; /* NULL: a pub/sub request */
 };
 

@@ -177,13 +177,13 @@ typedef struct daebus_bus_options {
     X(uint64_t, covered, "daebus_bus_covered_total", "", "counter",                                \
       "Requests this replica left to the primary (its progress covered them).")                    \
     X(uint64_t, takeovers, "daebus_bus_takeovers_total", "", "counter",                            \
-      "Times this replica made itself primary: requests left uncovered past the window.")      \
+      "Times this replica made itself primary: requests left uncovered past the window.")          \
     X(uint64_t, durable_taken, "daebus_bus_durable_taken_total", "", "counter",                    \
       "Durable requests taken from the stream to run here.")                                       \
     X(uint64_t, durable_completed, "daebus_bus_durable_completed_total", "", "counter",            \
       "Durable requests completed here (final reply, done record, entry deleted).")                \
     X(uint64_t, durable_retried, "daebus_bus_durable_retried_total", "", "counter",                \
-      "Durable requests taken here again after a replica did not complete them (attempt > 1).")   \
+      "Durable requests taken here again after a replica did not complete them (attempt > 1).")    \
     X(uint64_t, durable_expired, "daebus_bus_durable_expired_total", "", "counter",                \
       "Durable requests dropped unrun: their deadline had passed.")                                \
     X(uint64_t, durable_dead_lettered, "daebus_bus_durable_dead_lettered_total", "", "counter",    \

@@ -1,0 +1,240 @@
+/* Durable actions, the service side (framework/bus/bus_durable.c), in one
+ * process: requests added to daebus:<service>:requests with a raw hiredis
+ * client (the wire format of docs/protocol.md "Durable actions") before the
+ * service started are handled once it starts; an expired one is not run
+ * (counted); a request_id completed once is never run again; a handler
+ * returning an error completes its request (error reply, not retried); a
+ * burst leaves the stream empty (XLEN 0, nothing pending); progress goes out
+ * as plain PUBLISH; the counters reach /metrics. */
+#include <unistd.h>
+#include "durable_common.h"
+#include "health/health.h"
+
+static ts_redis redis;
+static redisContext *rc;
+
+/* ---- the service ---- */
+
+/* Counts its runs per request id in Redis, replies {"attempt": n}. */
+ACTION(dur_work, "work")
+{
+    const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(payload, "id"));
+    char key[160];
+    snprintf(key, sizeof key, "test:runs:%s", id ? id : "?");
+    const char *argv[] = {"INCR", key};
+    daebus_bus_redis(daebus_bus_request_bus(req), 2, argv, NULL, NULL);
+    daebus_bus_progress_take(req, cJSON_CreateString("working"), 50);
+    cJSON *out = cJSON_CreateObject();
+    cJSON_AddNumberToObject(out, "attempt", daebus_bus_request_attempt(req));
+    return daebus_bus_reply_take(req, out);
+}
+
+ACTION(dur_fail, "fail")
+{
+    const char *argv[] = {"INCR", "test:fail_runs"};
+    daebus_bus_redis(daebus_bus_request_bus(req), 2, argv, NULL, NULL);
+    (void)payload;
+    return DAEBUS_EIO;
+}
+
+static int start(ts_service *s, const char *svc, bool metrics)
+{
+    static daebus_bus_options bo = DAEBUS_BUS_OPTIONS_INIT;
+    bo.durable_visibility = 1;
+    ts_service_options o = {.service = svc,
+                            .redis_url = redis.url,
+                            .bus = true,
+                            .bus_options = &bo,
+                            .wait_bus = 5,
+                            .http = metrics,
+                            .max_workers = 4};
+    if (metrics)
+        o.blueprints[0] = &daebus_health_bp;
+    return ts_service_start(s, &o);
+}
+
+static struct daebus_bus_stats stats(ts_service *s)
+{
+    struct daebus_bus_stats st;
+    daebus_bus_get_stats(s->bus, &st);
+    return st;
+}
+
+/* The next final reply on l (progress skipped), malloc'd, or NULL. */
+static char *final_reply(redisContext *l)
+{
+    for (;;) {
+        char *m = raw_next(l);
+        if (!m || !strstr(m, "\"final\":false"))
+            return m;
+        free(m);
+    }
+}
+
+static int init(void)
+{
+    if (ts_redis_start(&redis, NULL) != 0)
+        return -1;
+    rc = raw_connect(redis.port);
+    return rc ? 0 : -1;
+}
+
+static int cleanup(void)
+{
+    redisFree(rc);
+    ts_redis_stop(&redis);
+    return 0;
+}
+
+/* ---- tests ---- */
+
+static void test_added_before_start(void)
+{
+    redisContext *l = dur_listen(redis.port, "dur:r1", 5);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    CU_ASSERT_EQUAL(dur_add(rc, "dur_a", "work", "a1", "dur:r1", 30000), 0);
+    CU_ASSERT_EQUAL(dur_add(rc, "dur_a", "work", "a2", "dur:r1", 30000), 0);
+    ts_sleep_ms(300); /* nobody reads yet */
+    CU_ASSERT_EQUAL(dur_int(rc, "EXISTS test:runs:a1"), 0);
+    ts_service s;
+    CU_ASSERT_EQUAL_FATAL(start(&s, "dur_a", true), 0);
+    int got = 0;
+    for (int i = 0; i < 2; i++) {
+        char *m = final_reply(l);
+        got += m && strstr(m, "\"attempt\":1") != NULL;
+        free(m);
+    }
+    CU_ASSERT_EQUAL(got, 2);
+    CU_ASSERT_EQUAL(dur_int(rc, "GET test:runs:a1"), 1);
+    CU_ASSERT_EQUAL(dur_int(rc, "GET test:runs:a2"), 1);
+    CU_ASSERT_EQUAL(dur_int(rc, "EXISTS daebus:dur_a:done:a1"), 1);
+    long long ttl = dur_int(rc, "TTL daebus:dur_a:done:a1");
+    CU_ASSERT(ttl > 3600 && ttl <= 3600 + 31);
+    TS_WAIT_UNTIL(dur_int(rc, "XLEN daebus:dur_a:requests") == 0, 3);
+    CU_ASSERT_EQUAL(dur_int(rc, "XLEN daebus:dur_a:requests"), 0);
+    CU_ASSERT_EQUAL(dur_pending(rc, "dur_a"), 0);
+    struct daebus_bus_stats st = stats(&s);
+    CU_ASSERT_EQUAL(st.durable_taken, 2);
+    CU_ASSERT_EQUAL(st.durable_completed, 2);
+    CU_ASSERT_EQUAL(st.durable_retried, 0);
+    ts_http_response h;
+    CU_ASSERT_EQUAL(ts_http(s.port, "GET", "/metrics", NULL, NULL, 0, &h), 0);
+    CU_ASSERT_PTR_NOT_NULL(h.body && strstr(h.body, "daebus_bus_durable_completed_total 2"));
+    ts_http_free(&h);
+    ts_service_stop(&s);
+    redisFree(l);
+}
+
+static void test_expired_not_run(void)
+{
+    ts_service s;
+    CU_ASSERT_EQUAL_FATAL(start(&s, "dur_e", false), 0);
+    CU_ASSERT_EQUAL(dur_add(rc, "dur_e", "work", "e1", "dur:r2", -1000), 0);
+    TS_WAIT_UNTIL(stats(&s).durable_expired == 1, 5);
+    CU_ASSERT_EQUAL(stats(&s).durable_expired, 1);
+    CU_ASSERT_EQUAL(stats(&s).durable_taken, 0);
+    CU_ASSERT_EQUAL(dur_int(rc, "EXISTS test:runs:e1"), 0);
+    CU_ASSERT_EQUAL(dur_int(rc, "XLEN daebus:dur_e:requests"), 0);
+    CU_ASSERT_EQUAL(dur_pending(rc, "dur_e"), 0);
+    ts_service_stop(&s);
+}
+
+static void test_completed_never_again(void)
+{
+    ts_service s;
+    CU_ASSERT_EQUAL_FATAL(start(&s, "dur_d", false), 0);
+    redisContext *l = dur_listen(redis.port, "dur:r3", 5);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    CU_ASSERT_EQUAL(dur_add(rc, "dur_d", "work", "d1", "dur:r3", 30000), 0);
+    char *m = final_reply(l);
+    CU_ASSERT_PTR_NOT_NULL(m && strstr(m, "\"attempt\":1"));
+    free(m);
+    /* The same request_id again (a caller retrying after a lost reply). */
+    CU_ASSERT_EQUAL(dur_add(rc, "dur_d", "work", "d1", "dur:r3", 30000), 0);
+    TS_WAIT_UNTIL(stats(&s).durable_duplicates == 1, 5);
+    CU_ASSERT_EQUAL(stats(&s).durable_duplicates, 1);
+    CU_ASSERT_EQUAL(dur_int(rc, "GET test:runs:d1"), 1);
+    CU_ASSERT_EQUAL(dur_int(rc, "XLEN daebus:dur_d:requests"), 0);
+    CU_ASSERT_EQUAL(dur_pending(rc, "dur_d"), 0);
+    ts_service_stop(&s);
+    redisFree(l);
+}
+
+static void test_error_completes(void)
+{
+    ts_service s;
+    CU_ASSERT_EQUAL_FATAL(start(&s, "dur_f", false), 0);
+    redisContext *l = dur_listen(redis.port, "dur:r4", 5);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    CU_ASSERT_EQUAL(dur_add(rc, "dur_f", "fail", "f1", "dur:r4", 30000), 0);
+    char *m = final_reply(l);
+    CU_ASSERT_PTR_NOT_NULL(m && strstr(m, "Internal error in action 'fail'"));
+    free(m);
+    ts_sleep_ms(2500); /* past the visibility time-out: not taken again */
+    CU_ASSERT_EQUAL(dur_int(rc, "GET test:fail_runs"), 1);
+    CU_ASSERT_EQUAL(stats(&s).durable_completed, 1);
+    CU_ASSERT_EQUAL(dur_pending(rc, "dur_f"), 0);
+    ts_service_stop(&s);
+    redisFree(l);
+}
+
+static void test_burst_leaves_stream_empty(void)
+{
+    enum { N = 400 };
+    redisContext *l = dur_listen(redis.port, "dur:r5", 10);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    ts_service s;
+    CU_ASSERT_EQUAL_FATAL(start(&s, "dur_b", false), 0);
+    for (int i = 0; i < N; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "b%d", i);
+        CU_ASSERT_EQUAL(dur_add(rc, "dur_b", "work", id, "dur:r5", 60000), 0);
+    }
+    int finals = 0;
+    for (int i = 0; i < N; i++) {
+        char *m = final_reply(l);
+        if (!m)
+            break;
+        finals++;
+        free(m);
+    }
+    CU_ASSERT_EQUAL(finals, N);
+    TS_WAIT_UNTIL(dur_int(rc, "XLEN daebus:dur_b:requests") == 0, 5);
+    CU_ASSERT_EQUAL(dur_int(rc, "XLEN daebus:dur_b:requests"), 0);
+    CU_ASSERT_EQUAL(dur_pending(rc, "dur_b"), 0);
+    CU_ASSERT_EQUAL(stats(&s).durable_completed, N);
+    CU_ASSERT_EQUAL(stats(&s).durable_retried, 0);
+    ts_service_stop(&s);
+    redisFree(l);
+}
+
+static void test_off_reads_nothing(void)
+{
+    daebus_bus_options bo = DAEBUS_BUS_OPTIONS_INIT;
+    bo.durable = -1;
+    ts_service_options o = {.service = "dur_off",
+                            .redis_url = redis.url,
+                            .bus = true,
+                            .bus_options = &bo,
+                            .wait_bus = 5};
+    ts_service s;
+    CU_ASSERT_EQUAL_FATAL(ts_service_start(&s, &o), 0);
+    CU_ASSERT_EQUAL(dur_add(rc, "dur_off", "work", "o1", "dur:r6", 30000), 0);
+    ts_sleep_ms(700);
+    CU_ASSERT_EQUAL(dur_int(rc, "EXISTS test:runs:o1"), 0);
+    CU_ASSERT_EQUAL(stats(&s).durable_taken, 0);
+    ts_service_stop(&s);
+}
+
+int main(void)
+{
+    CU_initialize_registry();
+    CU_pSuite s = CU_add_suite("bus_durable", init, cleanup);
+    CU_add_test(s, "added before any replica ran: handled at start", test_added_before_start);
+    CU_add_test(s, "deadline passed: not run, counted", test_expired_not_run);
+    CU_add_test(s, "a completed request_id is never run again", test_completed_never_again);
+    CU_add_test(s, "a handler error completes (not retried)", test_error_completes);
+    CU_add_test(s, "a burst of 400: XLEN back to 0", test_burst_leaves_stream_empty);
+    CU_add_test(s, "durable off: the stream is not read", test_off_reads_nothing);
+    return ts_run_cunit();
+}
