@@ -13,7 +13,10 @@
  *      deadline passed time out and never run;
  *   3. a poison request (its handler _exit(1)s) under a supervisor that
  *      restarts replicas: dead-lettered after durable_max_attempts, an error
- *      reply to its caller, every other request answered. */
+ *      reply to its caller, every other request answered. The replicas have
+ *      one worker each here: a request running beside the poison in the same
+ *      process dies with it and is retried with it, and could share its fate
+ *      (dead letters count crashed runs, whatever crashed them). */
 #include <hiredis/hiredis.h>
 #include <pthread.h>
 #include <signal.h>
@@ -38,12 +41,13 @@ static char logpath[512];
 
 typedef struct replica {
     pid_t pid;
-    const char *service, *max_attempts, *visibility;
+    const char *service, *max_attempts, *visibility, *workers;
 } replica;
 
 static replica procs[MAX_PROCS];
 
-static void start(int i, const char *service, const char *max_attempts, const char *visibility)
+static void start(int i, const char *service, const char *max_attempts, const char *visibility,
+                  const char *workers)
 {
     const char *bin = getenv("DAEBUS_BINARY_DIR");
     char path[512];
@@ -56,10 +60,11 @@ static void start(int i, const char *service, const char *max_attempts, const ch
         setenv("DUR_SERVICE", service, 1);
         setenv("DUR_MAX_ATTEMPTS", max_attempts, 1);
         setenv("DUR_VISIBILITY", visibility, 1);
+        setenv("DUR_WORKERS", workers, 1);
         execl(path, path, "--redis", redis.url, (char *)NULL);
         _exit(127);
     }
-    procs[i] = (replica){pid, service, max_attempts, visibility};
+    procs[i] = (replica){pid, service, max_attempts, visibility, workers};
 }
 
 static void reap(int i, int sig)
@@ -126,6 +131,31 @@ static long long consumers(const char *service)
     redisReply *r = redisCommand(c, "PUBSUB NUMSUB %s", service);
     long long n =
         r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 ? r->element[1]->integer : 0;
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    return n;
+}
+
+/* Entries taken and not yet acknowledged by the replica of pid (its consumer
+ * name is its instance id, "<host>-<pid>-<random>"). */
+static long long pending_of(const char *service, pid_t pid)
+{
+    char key[128], mark[32];
+    snprintf(key, sizeof key, "daebus:%s:requests", service);
+    snprintf(mark, sizeof mark, "-%ld-", (long)pid);
+    redisContext *c = raw();
+    if (!c)
+        return -1;
+    redisReply *r = redisCommand(c, "XPENDING %s daebus", key);
+    long long n = 0;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
+        r->element[3]->type == REDIS_REPLY_ARRAY)
+        for (size_t i = 0; i < r->element[3]->elements; i++) {
+            redisReply *e = r->element[3]->element[i];
+            if (e->elements == 2 && strstr(e->element[0]->str, mark))
+                n += atoll(e->element[1]->str);
+        }
     if (r)
         freeReplyObject(r);
     redisFree(c);
@@ -322,7 +352,7 @@ static void test_kill_replica(void)
 {
     const char *svc = "dur_test";
     for (int i = 0; i < 3; i++)
-        start(i, svc, "5", "2");
+        start(i, svc, "5", "2", "10");
     TS_WAIT_UNTIL(consumers(svc) >= 3, 15);
     CU_ASSERT_FATAL(consumers(svc) >= 3);
     CU_ASSERT_FATAL(counter_start() == 0);
@@ -337,9 +367,11 @@ static void test_kill_replica(void)
     (atomic_load(&l[0]->done) + atomic_load(&l[1]->done) + atomic_load(&l[2]->done) +              \
      atomic_load(&l[3]->done))
     TS_WAIT_UNTIL(DONE_ALL >= total / 3, 30);
+    TS_WAIT_UNTIL(pending_of(svc, procs[0].pid) >= 3, 10);
+    CU_ASSERT(pending_of(svc, procs[0].pid) >= 3);
     reap(0, SIGKILL);
     ts_sleep_ms(300);
-    start(0, svc, "5", "2");
+    start(0, svc, "5", "2", "10");
     int all = 1;
     for (int k = 0; k < NCALLERS; k++)
         all &= load_wait(l[k], 45);
@@ -401,7 +433,7 @@ static void test_late_replica(void)
     load *gone = load_start(svc, "{}", 20, 1.0);
     double t0 = ts_now();
     ts_sleep_ms(2000);
-    start(0, svc, "5", "2");
+    start(0, svc, "5", "2", "10");
     CU_ASSERT(load_wait(live, 15));
     CU_ASSERT(load_wait(gone, 15));
     CU_ASSERT_EQUAL(atomic_load(&live->ok), 40);
@@ -446,7 +478,8 @@ static void *supervisor(void *arg)
             if (procs[i].pid > 0 && waitpid(procs[i].pid, &st, WNOHANG) == procs[i].pid) {
                 procs[i].pid = -1;
                 ts_sleep_ms(100);
-                start(i, procs[i].service, procs[i].max_attempts, procs[i].visibility);
+                start(i, procs[i].service, procs[i].max_attempts, procs[i].visibility,
+                      procs[i].workers);
                 atomic_fetch_add(&restarts, 1);
             }
         }
@@ -475,7 +508,7 @@ static void test_poison(void)
 {
     const char *svc = "dur_poison";
     for (int i = 0; i < 2; i++)
-        start(i, svc, "3", "1");
+        start(i, svc, "3", "1", "1");
     TS_WAIT_UNTIL(consumers(svc) >= 2, 15);
     atomic_store(&supervise, 1);
     pthread_t sup;
