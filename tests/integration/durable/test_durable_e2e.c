@@ -20,6 +20,7 @@
 #include <hiredis/hiredis.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -561,6 +562,20 @@ static void test_poison(void)
     reap_all();
 }
 
+/* No replica reported a sanitizer error (ASan/UBSan builds) in its log. */
+static void test_logs_clean(void)
+{
+    reap_all();
+    size_t len = 0;
+    char *log = ts_read_file(logpath, &len);
+    CU_ASSERT_FATAL(log != NULL);
+    bool clean = !strstr(log, "Sanitizer") && !strstr(log, "runtime error:");
+    if (!clean)
+        fprintf(stderr, "sanitizer report in %s\n", logpath);
+    CU_ASSERT(clean);
+    free(log);
+}
+
 static int init(void)
 {
     snprintf(logpath, sizeof logpath, "/tmp/durable_e2e_%ld.log", (long)getpid());
@@ -591,5 +606,6 @@ int main(int argc, char **argv)
     CU_add_test(s, "three replicas, one killed -9", test_kill_replica);
     CU_add_test(s, "no replica for 2 s", test_late_replica);
     CU_add_test(s, "poison request dead-lettered", test_poison);
+    CU_add_test(s, "replica logs clean", test_logs_clean);
     return ts_run_cunit();
 }
