@@ -528,10 +528,11 @@ static char *request_text(daebus_caller *c, const char *service, const char *act
     return text;
 }
 
-int daebus_caller_request_async(daebus_caller *c, const char *service, const char *action,
-                                const cJSON *payload, double timeout, daebus_caller_done_fn *done,
-                                daebus_caller_progress_fn *progress, void *user,
-                                char *request_id_out)
+/* A request, pub/sub or durable (XADD to the service's stream). */
+static int send_request(daebus_caller *c, const char *service, const char *action,
+                        const cJSON *payload, double timeout, daebus_caller_done_fn *done,
+                        daebus_caller_progress_fn *progress, void *user, char *request_id_out,
+                        bool durable)
 {
     if (!c || !service || !*service || !action || !*action || !done) {
         DAEBUS_LOG_WARNF(LOGC, "request_async: caller, service, action and done are required");
@@ -581,17 +582,17 @@ int daebus_caller_request_async(daebus_caller *c, const char *service, const cha
     }
     /* From here the reader thread owns p: only mark it, never free it. */
     char why[600] = "";
-    int rc = c->durable ? daebus__caller_queue(c->pub, service, text, timeout, c->wait_replicas,
-                                               why, sizeof why)
-                        : daebus__redis_publish(c->pub, service, text, strlen(text));
+    int rc = durable ? daebus__caller_queue(c->pub, service, text, timeout, c->wait_replicas, why,
+                                            sizeof why)
+                     : daebus__redis_publish(c->pub, service, text, strlen(text));
     free(text);
-    if (rc == 0 && !c->durable) /* PUBLISH reached no subscriber */
+    if (rc == 0 && !durable) /* PUBLISH reached no subscriber */
         daebus__utf8_snprintf(why, sizeof why, "no service '%.*s' is listening on %s",
                               daebus__utf8_prec(service, 200), service,
                               daebus__redis_sub_where(c->sub));
-    if (c->durable && rc > 0)
+    if (durable && rc > 0)
         atomic_fetch_add(&c->queued, 1);
-    if (rc < 0 || (rc == 0 && !c->durable)) {
+    if (rc < 0 || (rc == 0 && !durable)) {
         /* No connection, XADD refused, or PUBLISH reached no subscriber:
          * nothing can answer, so the request fails now, not at its time-out. */
         pthread_mutex_lock(&c->lock);
@@ -608,6 +609,25 @@ int daebus_caller_request_async(daebus_caller *c, const char *service, const cha
             c->sub); /* the reader sleeps at most 200 ms: only short ones need it */
     }
     return 0;
+}
+
+int daebus_caller_request_async(daebus_caller *c, const char *service, const char *action,
+                                const cJSON *payload, double timeout, daebus_caller_done_fn *done,
+                                daebus_caller_progress_fn *progress, void *user,
+                                char *request_id_out)
+{
+    return send_request(c, service, action, payload, timeout, done, progress, user, request_id_out,
+                        c && c->durable);
+}
+
+int daebus_caller_request_durable_async(daebus_caller *c, const char *service, const char *action,
+                                        const cJSON *payload, double timeout,
+                                        daebus_caller_done_fn *done,
+                                        daebus_caller_progress_fn *progress, void *user,
+                                        char *request_id_out)
+{
+    return send_request(c, service, action, payload, timeout, done, progress, user, request_id_out,
+                        true);
 }
 
 /* ---- blocking form ---- */
@@ -644,10 +664,9 @@ static void waiter_progress(daebus_caller *c, const cJSON *payload, void *user)
         w->progress(c, payload, w->user);
 }
 
-int daebus_caller_request_progress(daebus_caller *c, const char *service, const char *action,
-                                   const cJSON *payload, double timeout,
-                                   daebus_caller_progress_fn *progress, void *user,
-                                   cJSON **reply_out, daebus_error *err)
+static int wait_request(daebus_caller *c, const char *service, const char *action,
+                        const cJSON *payload, double timeout, daebus_caller_progress_fn *progress,
+                        void *user, cJSON **reply_out, daebus_error *err, bool durable)
 {
     if (reply_out)
         *reply_out = NULL;
@@ -657,8 +676,8 @@ int daebus_caller_request_progress(daebus_caller *c, const char *service, const 
     pthread_cond_init(&w.cond, NULL);
     w.progress = progress;
     w.user = user;
-    int rc = daebus_caller_request_async(c, service, action, payload, timeout, waiter_done,
-                                         waiter_progress, &w, NULL);
+    int rc = send_request(c, service, action, payload, timeout, waiter_done, waiter_progress, &w,
+                          NULL, durable);
     if (rc != 0) {
         daebus_error_set(err, rc, "request %s.%s: %s", service ? service : "?",
                          action ? action : "?",
@@ -686,6 +705,22 @@ int daebus_caller_request_progress(daebus_caller *c, const char *service, const 
     pthread_mutex_destroy(&w.lock);
     pthread_cond_destroy(&w.cond);
     return rc;
+}
+
+int daebus_caller_request_progress(daebus_caller *c, const char *service, const char *action,
+                                   const cJSON *payload, double timeout,
+                                   daebus_caller_progress_fn *progress, void *user,
+                                   cJSON **reply_out, daebus_error *err)
+{
+    return wait_request(c, service, action, payload, timeout, progress, user, reply_out, err,
+                        c && c->durable);
+}
+
+int daebus_caller_request_durable(daebus_caller *c, const char *service, const char *action,
+                                  const cJSON *payload, double timeout, cJSON **reply_out,
+                                  daebus_error *err)
+{
+    return wait_request(c, service, action, payload, timeout, NULL, NULL, reply_out, err, true);
 }
 
 int daebus_caller_request(daebus_caller *c, const char *service, const char *action,

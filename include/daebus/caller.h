@@ -157,6 +157,25 @@ DAEBUS_API int daebus_caller_request_progress(daebus_caller *caller, const char 
                                               double timeout, daebus_caller_progress_fn *progress,
                                               void *user, cJSON **reply_out, daebus_error *err);
 
+/* The same as daebus_caller_request_async() / daebus_caller_request(), but
+ * durable whatever the caller's durable option (docs/messaging/choosing.md):
+ * XADD daebus:<service>:requests * req <request> deadline <ms since epoch:
+ * now + timeout>; the reply comes on the reply channel. Never
+ * DAEBUS_ENOLISTENER (the request waits for a replica until its deadline);
+ * DAEBUS_EIO when Redis refuses the XADD. durable_wait_replicas applies.
+ * Ownership: as daebus_caller_request_async() / daebus_caller_request().
+ * Returns: as daebus_caller_request_async() / daebus_caller_request().
+ * Thread: callable from any thread.
+ * (The blocking one never from a callback.) */
+DAEBUS_API int daebus_caller_request_durable_async(daebus_caller *caller, const char *service,
+                                                   const char *action, const cJSON *payload,
+                                                   double timeout, daebus_caller_done_fn *done,
+                                                   daebus_caller_progress_fn *progress, void *user,
+                                                   char *request_id_out);
+DAEBUS_API int daebus_caller_request_durable(daebus_caller *caller, const char *service,
+                                             const char *action, const cJSON *payload,
+                                             double timeout, cJSON **reply_out, daebus_error *err);
+
 /* Publishes payload (any JSON value, serialised compactly) on channel.
  * Ownership: borrowed. Returns: receivers (>= 0), DAEBUS_EINVAL, DAEBUS_ECONN.
  * Thread: callable from any thread.

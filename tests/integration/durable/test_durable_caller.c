@@ -5,6 +5,7 @@
  * an XADD Redis refuses, WAIT durable_wait_replicas, the queued counter and
  * daebus-call --durable. */
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -189,6 +190,106 @@ static void test_pubsub_unchanged(void)
     daebus_caller_destroy(c);
 }
 
+/* A pub/sub caller sends one request durable: daebus_caller_request_durable
+ * queues it (no ENOLISTENER), the caller's other requests stay pub/sub. */
+static void test_per_request(void)
+{
+    daebus_caller *c = daebus_caller_create(redis.url, NULL, NULL);
+    CU_ASSERT_FATAL(c != NULL);
+    daebus_error e = {0};
+    CU_ASSERT_EQUAL(daebus_caller_request_durable(c, "onesvc", "work", NULL, 0.3, NULL, &e),
+                    DAEBUS_ETIMEDOUT);
+    CU_ASSERT_EQUAL(daebus_caller_queued(c), 1);
+    CU_ASSERT_EQUAL(daebus_caller_request(c, "onesvc", "work", NULL, 0.3, NULL, &e),
+                    DAEBUS_ENOLISTENER);
+    done_state d = {0};
+    char id[40];
+    CU_ASSERT_EQUAL(
+        daebus_caller_request_durable_async(c, "onesvc", "work", NULL, 0.3, on_done, NULL, &d, id),
+        0);
+    CU_ASSERT_EQUAL(daebus_caller_queued(c), 2);
+    TS_WAIT_UNTIL(atomic_load(&d.done), 5);
+    CU_ASSERT_EQUAL(d.status, DAEBUS_ETIMEDOUT);
+    redisContext *r = raw();
+    redisReply *x = redisCommand(r, "XRANGE daebus:onesvc:requests - +");
+    CU_ASSERT(x && x->elements == 2 && strstr(x->element[1]->element[1]->element[1]->str, id));
+    freeReplyObject(x);
+    redisFree(r);
+    daebus_caller_destroy(c);
+}
+
+/* The connection of the XADD dies while Redis holds the command (CLIENT
+ * PAUSE WRITE, then CLIENT KILL of that connection): the caller sends it once
+ * more on a fresh connection, with the same request_id, and the request
+ * completes normally. */
+typedef struct send_arg {
+    daebus_caller *c;
+    done_state *d;
+    char id[40];
+    int rc;
+} send_arg;
+
+static void *send_one(void *arg)
+{
+    send_arg *a = arg;
+    a->rc = daebus_caller_request_async(a->c, "retrysvc", "work", NULL, 10.0, on_done, NULL, a->d,
+                                        a->id);
+    return NULL;
+}
+
+static long long xadd_client_id(redisContext *r)
+{
+    redisReply *x = redisCommand(r, "CLIENT LIST");
+    long long id = -1;
+    for (char *line = x && x->str ? x->str : NULL; line && *line;) {
+        char *end = strchr(line, '\n');
+        if (end)
+            *end = 0;
+        if (strstr(line, "cmd=xadd"))
+            id = atoll(strstr(line, "id=") + 3);
+        line = end ? end + 1 : NULL;
+    }
+    freeReplyObject(x);
+    return id;
+}
+
+static void test_retry_after_lost_connection(void)
+{
+    daebus_caller *c = durable_caller(0);
+    CU_ASSERT_FATAL(c != NULL);
+    daebus_error e = {0};
+    /* A first request makes the publisher connection's last command XADD. */
+    CU_ASSERT_EQUAL(daebus_caller_request(c, "retrysvc", "work", NULL, 0.2, NULL, &e),
+                    DAEBUS_ETIMEDOUT);
+    redisContext *r = raw();
+    long long victim = xadd_client_id(r);
+    CU_ASSERT_FATAL(victim > 0);
+    freeReplyObject(redisCommand(r, "CLIENT PAUSE 800 WRITE"));
+    done_state d = {0};
+    send_arg a = {c, &d, "", -100};
+    pthread_t t;
+    pthread_create(&t, NULL, send_one, &a);
+    ts_sleep_ms(200); /* the XADD waits in Redis */
+    redisReply *k = redisCommand(r, "CLIENT KILL ID %lld", victim);
+    CU_ASSERT(k && k->type == REDIS_REPLY_INTEGER && k->integer == 1);
+    freeReplyObject(k);
+    pthread_join(t, NULL);
+    CU_ASSERT_EQUAL(a.rc, 0);
+    CU_ASSERT_EQUAL(daebus_caller_queued(c), 2);
+    /* One entry for it (the killed connection's command never ran), its id. */
+    redisReply *x = redisCommand(r, "XRANGE daebus:retrysvc:requests - +");
+    CU_ASSERT(x && x->elements == 2 && strstr(x->element[1]->element[1]->element[1]->str, a.id));
+    freeReplyObject(x);
+    char reply[300];
+    snprintf(reply, sizeof reply,
+             "{\"status\":\"success\",\"payload\":{},\"request_id\":\"%s\",\"final\":true}", a.id);
+    freeReplyObject(redisCommand(r, "PUBLISH %s %s", daebus_caller_reply_channel(c), reply));
+    TS_WAIT_UNTIL(atomic_load(&d.done), 5);
+    CU_ASSERT_EQUAL(d.status, 0);
+    redisFree(r);
+    daebus_caller_destroy(c);
+}
+
 /* daebus-call --durable queues its call (exit 2 at the time-out: nobody
  * answers); --help names the flag. */
 static void test_cli(void)
@@ -233,6 +334,8 @@ int main(void)
     CU_add_test(s, "XADD refused", test_xadd_refused);
     CU_add_test(s, "WAIT durable_wait_replicas", test_wait_replicas);
     CU_add_test(s, "pub/sub caller unchanged", test_pubsub_unchanged);
+    CU_add_test(s, "durable per request", test_per_request);
+    CU_add_test(s, "XADD sent again after a lost connection", test_retry_after_lost_connection);
     CU_add_test(s, "daebus-call --durable", test_cli);
     return ts_run_cunit();
 }
