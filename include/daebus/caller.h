@@ -22,6 +22,11 @@
  * missing final = true) is progress; the final one completes the request.
  * Replies for unknown or expired request ids are dropped.
  *
+ * Durable requests (docs/messaging/choosing.md): with the option durable (or
+ * daebus_caller_request_durable*), a request is added to the service's
+ * stream daebus:<service>:requests instead of published; replies, progress,
+ * time-outs and the pending table are the same.
+ *
  * Connection loss: every pending request fails at once with DAEBUS_ECONN
  * (never waiting for its time-out); new requests fail with DAEBUS_ECONN until
  * the caller's thread has reconnected and subscribed again (it keeps trying
