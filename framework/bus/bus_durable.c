@@ -446,6 +446,11 @@ static bool read_new(daebus__durable *d, int n)
         return false;
     if (is_error(r, "NOGROUP")) { /* the stream was deleted: made again */
         freeReplyObject(r);
+        DAEBUS_LOG_WARNF(LOGC,
+                         "durable: the group of %s is gone (Redis restarted empty?); "
+                         "making it again",
+                         d->key);
+        d->down_logged = true;
         redisFree(d->c);
         d->c = NULL;
         return false;
@@ -628,7 +633,9 @@ static int complete_cmd(daebus_bus *bus, const daebus__durable_job *j, const cha
                           ttl,
                           j->entry};
     snprintf(nrep, sizeof nrep, "%d", bus->opts.durable_wait_replicas);
-    snprintf(wait_ms, sizeof wait_ms, "%lld", (long long)(bus->opts.command_timeout * 1000));
+    snprintf(
+        wait_ms, sizeof wait_ms, "%lld",
+        (long long)(bus->opts.command_timeout * 500)); /* half: the read waits command_timeout */
     const char *wargv[] = {"WAIT", nrep, wait_ms};
     size_t lens[9], wlens[3];
     for (int i = 0; i < 9; i++)

@@ -98,16 +98,19 @@ typedef struct daebus_bus_options {
                                  heartbeats; 0 = 1 */
     /* Durable actions (docs/messaging/durable.md): the stream
      * daebus:<service>:requests, read with the consumer group "daebus". */
-    int durable;               /* 0 = default: on (when the app has actions);
+    int durable;               /* 0 = default: on (when the app has actions
+                                  and no_service_channel is false);
                                   > 0 on; < 0 off */
     double durable_visibility; /* seconds an entry taken by a replica may stay
                                   unacknowledged before another replica takes it
                                   again (keep it above the longest handler);
                                   0 = 30 */
-    int durable_max_attempts;  /* deliveries before an entry is dead-lettered
-                                  (daebus:<service>:dead); 0 = 5 */
+    int durable_max_attempts;  /* runs that did not complete before an entry is
+                                  dead-lettered
+                                  (to daebus:<service>:dead); 0 = 5 */
     int durable_wait_replicas; /* > 0: WAIT for this many Redis replicas after
-                                  each completion (bounded by command_timeout);
+                                  each completion (for at most half of
+                                  command_timeout);
                                   0 = off */
 } daebus_bus_options;
 

@@ -5,7 +5,9 @@
  * (counted); a request_id completed once is never run again; a handler
  * returning an error completes its request (error reply, not retried); a
  * burst leaves the stream empty (XLEN 0, nothing pending); progress goes out
- * as plain PUBLISH; the counters reach /metrics. */
+ * as plain PUBLISH; the counters reach /metrics; after Redis restarts empty
+ * the reader makes its group again and goes on; durable_wait_replicas sends
+ * WAIT after each completion. */
 #include <unistd.h>
 #include "durable_common.h"
 #include "health/health.h"
@@ -208,6 +210,70 @@ static void test_burst_leaves_stream_empty(void)
     redisFree(l);
 }
 
+/* Redis restarted empty (no persistence): the reader reconnects, makes the
+ * group again and takes new requests. */
+static void test_redis_restart(void)
+{
+    ts_service s;
+    CU_ASSERT_EQUAL_FATAL(start(&s, "dur_r", false), 0);
+    ts_sleep_ms(200);
+    CU_ASSERT_EQUAL_FATAL(ts_redis_restart(&redis), 0);
+    redisFree(rc);
+    rc = raw_connect(redis.port);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rc);
+    redisContext *l = dur_listen(redis.port, "dur:r7", 10);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    CU_ASSERT_EQUAL(dur_add(rc, "dur_r", "work", "r1", "dur:r7", 30000), 0);
+    char *m = final_reply(l);
+    CU_ASSERT_PTR_NOT_NULL(m && strstr(m, "\"request_id\":\"r1\""));
+    free(m);
+    CU_ASSERT_EQUAL(dur_int(rc, "GET test:runs:r1"), 1);
+    TS_WAIT_UNTIL(dur_int(rc, "XLEN daebus:dur_r:requests") == 0, 3);
+    CU_ASSERT_EQUAL(dur_int(rc, "XLEN daebus:dur_r:requests"), 0);
+    ts_service_stop(&s);
+    redisFree(l);
+}
+
+/* Calls of a command so far (INFO commandstats; 0 when never called). */
+static long long command_calls(const char *name)
+{
+    redisReply *r = redisCommand(rc, "INFO commandstats");
+    char want[64];
+    snprintf(want, sizeof want, "cmdstat_%s:calls=", name);
+    const char *at = NULL;
+    if (r && r->type == REDIS_REPLY_STRING)
+        at = strstr(r->str, want);
+    long long n = at ? strtoll(at + strlen(want), NULL, 10) : 0;
+    if (r)
+        freeReplyObject(r);
+    return n;
+}
+
+/* durable_wait_replicas: each completion is followed by WAIT (no Redis
+ * replica here: it waits command_timeout and the request still completes). */
+static void test_wait_replicas(void)
+{
+    daebus_bus_options bo = DAEBUS_BUS_OPTIONS_INIT;
+    bo.durable_wait_replicas = 1;
+    bo.command_timeout = 0.2;
+    ts_service_options o = {
+        .service = "dur_w", .redis_url = redis.url, .bus = true, .bus_options = &bo, .wait_bus = 5};
+    ts_service s;
+    CU_ASSERT_EQUAL_FATAL(ts_service_start(&s, &o), 0);
+    long long before = command_calls("wait");
+    redisContext *l = dur_listen(redis.port, "dur:r8", 5);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    CU_ASSERT_EQUAL(dur_add(rc, "dur_w", "work", "w1", "dur:r8", 30000), 0);
+    char *m = final_reply(l);
+    CU_ASSERT_PTR_NOT_NULL(m && strstr(m, "\"request_id\":\"w1\""));
+    free(m);
+    TS_WAIT_UNTIL(stats(&s).durable_completed == 1, 3);
+    CU_ASSERT_EQUAL(stats(&s).durable_completed, 1);
+    CU_ASSERT_EQUAL(command_calls("wait"), before + 1);
+    ts_service_stop(&s);
+    redisFree(l);
+}
+
 static void test_off_reads_nothing(void)
 {
     daebus_bus_options bo = DAEBUS_BUS_OPTIONS_INIT;
@@ -236,5 +302,7 @@ int main(void)
     CU_add_test(s, "a handler error completes (not retried)", test_error_completes);
     CU_add_test(s, "a burst of 400: XLEN back to 0", test_burst_leaves_stream_empty);
     CU_add_test(s, "durable off: the stream is not read", test_off_reads_nothing);
+    CU_add_test(s, "durable_wait_replicas: WAIT after each completion", test_wait_replicas);
+    CU_add_test(s, "Redis restarted empty: reads again", test_redis_restart);
     return ts_run_cunit();
 }

@@ -226,7 +226,11 @@ static cJSON *admin(daebus_caller *c, const char *action, const char *payload, c
     cJSON_Delete(p);
     if (err)
         snprintf(err, errlen, "%s", r == 0 ? "" : e.message);
-    return r == 0 ? out : NULL;
+    if (r != 0) {
+        cJSON_Delete(out); /* an error reply's payload */
+        out = NULL;
+    }
+    return out;
 }
 
 static void test_admin_list_and_requeue(void)
