@@ -199,7 +199,7 @@ unsigned long long daebus__caller_too_large(const daebus_caller *c);
 
 /* Queues one durable request (docs/protocol.md "Durable actions"): XADD
  * daebus:<service>:requests * req <text> deadline <ms since epoch: now +
- * timeout>, then WAIT wait_replicas (at most timeout / 2, 5 s) when > 0. An XADD lost
+ * timeout>, then WAIT wait_replicas (at most timeout / 2, 2.5 s) when > 0. An XADD lost
  * with the connection is sent once more on a fresh connection (same text, so
  * same request_id: the service's done record stops a second run).
  * Returns: 1 queued; DAEBUS_ECONN (no connection, twice); DAEBUS_EIO (Redis

@@ -25,8 +25,10 @@ static int queue_once(daebus__redis_pub *pub, const char *key, const char *text,
     size_t xlen[] = {4, strlen(key), 1, 3, strlen(text), 8, strlen(deadline)};
     char nrep[16], ms[24];
     snprintf(nrep, sizeof nrep, "%d", wait_replicas);
-    /* Half the request's time-out at most (and 5 s): the rest is for the reply. */
-    double wait_s = timeout / 2 < 5.0 ? timeout / 2 : 5.0;
+    /* Half the request's time-out at most (the rest is for the reply), and half
+     * the pool's command time-out (5 s), so the read never gives up first: a
+     * WAIT read as a lost connection would queue the request twice. */
+    double wait_s = timeout / 2 < 2.5 ? timeout / 2 : 2.5;
     snprintf(ms, sizeof ms, "%lld", (long long)(wait_s * 1000.0) + 1);
     const char *wait[] = {"WAIT", nrep, ms};
     size_t wlen[] = {4, strlen(nrep), strlen(ms)};

@@ -64,7 +64,7 @@ typedef struct daebus_caller_options {
                                   PUBLISH; the reply comes on the reply channel as for pub/sub.
                                   An XADD lost with the connection is sent once more (same
                                   request_id) after a reconnect. false = pub/sub */
-    int durable_wait_replicas; /* durable: WAIT n (at most half the time-out, 5 s) after
+    int durable_wait_replicas; /* durable: WAIT n (at most half the time-out, 2.5 s) after
                                   each XADD, so the request is on n Redis replicas before the
                                   call returns; 0 = no WAIT */
 } daebus_caller_options;
