@@ -286,6 +286,7 @@ static void test_retry_after_lost_connection(void)
     freeReplyObject(redisCommand(r, "PUBLISH %s %s", daebus_caller_reply_channel(c), reply));
     TS_WAIT_UNTIL(atomic_load(&d.done), 5);
     CU_ASSERT_EQUAL(d.status, 0);
+    cJSON_Delete(d.payload);
     redisFree(r);
     daebus_caller_destroy(c);
 }
