@@ -39,6 +39,13 @@ ACTION(dur_fail, "fail")
     return DAEBUS_EIO;
 }
 
+ACTION(dur_slow, "slow")
+{
+    (void)payload;
+    usleep(400 * 1000);
+    return daebus_bus_reply_take(req, cJSON_CreateObject());
+}
+
 static int start(ts_service *s, const char *svc, bool metrics)
 {
     static daebus_bus_options bo = DAEBUS_BUS_OPTIONS_INIT;
@@ -115,6 +122,8 @@ static void test_added_before_start(void)
     TS_WAIT_UNTIL(dur_int(rc, "XLEN daebus:dur_a:requests") == 0, 3);
     CU_ASSERT_EQUAL(dur_int(rc, "XLEN daebus:dur_a:requests"), 0);
     CU_ASSERT_EQUAL(dur_pending(rc, "dur_a"), 0);
+    /* The replies leave inside the completion script; the counters follow. */
+    TS_WAIT_UNTIL(stats(&s).durable_completed == 2, 3);
     struct daebus_bus_stats st = stats(&s);
     CU_ASSERT_EQUAL(st.durable_taken, 2);
     CU_ASSERT_EQUAL(st.durable_completed, 2);
@@ -204,6 +213,7 @@ static void test_burst_leaves_stream_empty(void)
     TS_WAIT_UNTIL(dur_int(rc, "XLEN daebus:dur_b:requests") == 0, 5);
     CU_ASSERT_EQUAL(dur_int(rc, "XLEN daebus:dur_b:requests"), 0);
     CU_ASSERT_EQUAL(dur_pending(rc, "dur_b"), 0);
+    TS_WAIT_UNTIL(stats(&s).durable_completed == N, 3);
     CU_ASSERT_EQUAL(stats(&s).durable_completed, N);
     CU_ASSERT_EQUAL(stats(&s).durable_retried, 0);
     ts_service_stop(&s);
@@ -231,6 +241,27 @@ static void test_redis_restart(void)
     TS_WAIT_UNTIL(dur_int(rc, "XLEN daebus:dur_r:requests") == 0, 3);
     CU_ASSERT_EQUAL(dur_int(rc, "XLEN daebus:dur_r:requests"), 0);
     ts_service_stop(&s);
+    redisFree(l);
+}
+
+/* A stop while a durable request runs: the reader takes nothing more, the
+ * run finishes and completes (reply, entry deleted), the stop is prompt. */
+static void test_graceful_stop(void)
+{
+    ts_service s;
+    CU_ASSERT_EQUAL_FATAL(start(&s, "dur_g", false), 0);
+    redisContext *l = dur_listen(redis.port, "dur:r9", 5);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    CU_ASSERT_EQUAL(dur_add(rc, "dur_g", "slow", "g1", "dur:r9", 30000), 0);
+    TS_WAIT_UNTIL(stats(&s).durable_taken == 1, 5);
+    double t0 = ts_now();
+    ts_service_stop(&s);
+    CU_ASSERT(ts_now() - t0 < 2.0);
+    char *m = final_reply(l);
+    CU_ASSERT_PTR_NOT_NULL(m && strstr(m, "\"request_id\":\"g1\""));
+    free(m);
+    CU_ASSERT_EQUAL(dur_int(rc, "XLEN daebus:dur_g:requests"), 0);
+    CU_ASSERT_EQUAL(dur_pending(rc, "dur_g"), 0);
     redisFree(l);
 }
 
@@ -302,6 +333,7 @@ int main(void)
     CU_add_test(s, "a handler error completes (not retried)", test_error_completes);
     CU_add_test(s, "a burst of 400: XLEN back to 0", test_burst_leaves_stream_empty);
     CU_add_test(s, "durable off: the stream is not read", test_off_reads_nothing);
+    CU_add_test(s, "a stop lets a taken request finish", test_graceful_stop);
     CU_add_test(s, "durable_wait_replicas: WAIT after each completion", test_wait_replicas);
     CU_add_test(s, "Redis restarted empty: reads again", test_redis_restart);
     return ts_run_cunit();
