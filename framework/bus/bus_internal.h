@@ -195,6 +195,19 @@ void daebus__gateway_free(daebus__gateway *gw);
  * the bus's own caller to its too_large counter). Thread: any. */
 unsigned long long daebus__caller_too_large(const daebus_caller *c);
 
+/* ---- caller_durable.c ---- */
+
+/* Queues one durable request (docs/protocol.md "Durable actions"): XADD
+ * daebus:<service>:requests * req <text> deadline <ms since epoch: now +
+ * timeout>, then WAIT wait_replicas (at most timeout / 2, 2.5 s) when > 0. An XADD lost
+ * with the connection is sent once more on a fresh connection (same text, so
+ * same request_id: the service's done record stops a second run).
+ * Returns: 1 queued; DAEBUS_ECONN (no connection, twice); DAEBUS_EIO (Redis
+ * refused the XADD; why gets "request could not be queued: <error>").
+ * Thread: any. */
+int daebus__caller_queue(daebus__redis_pub *pub, const char *service, const char *text,
+                         double timeout, int wait_replicas, char *why, size_t why_size);
+
 /* ---- bus_claim.c ---- */
 
 /* Asks the cluster's gate about a message of a claimed channel (subscriber

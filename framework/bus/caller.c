@@ -42,13 +42,12 @@
 #define HEALTH_IDLE    10.0
 #define HEALTH_TIMEOUT 5.0
 
-enum { FAIL_CONN = 1, FAIL_NOLISTENER = 2 };
-
 typedef struct pending {
     char id[40];
     double deadline;
-    int failed; /* FAIL_CONN: publish failed; FAIL_NOLISTENER: nobody subscribed */
-    char *why;  /* FAIL_NOLISTENER: the completion's message (malloc'd) */
+    int failed; /* 0, or the completion's status: DAEBUS_ECONN (publish or XADD failed),
+                   DAEBUS_ENOLISTENER (nobody subscribed), DAEBUS_EIO (XADD refused) */
+    char *why;  /* the completion's message when failed (malloc'd; NULL = default) */
     daebus_caller_done_fn *done;
     daebus_caller_progress_fn *progress;
     void *user;
@@ -80,6 +79,9 @@ struct daebus_caller {
     double next_scan;          /* next expiry scan (subscriber thread only) */
     size_t max_message;
     atomic_ullong too_large;
+    bool durable;      /* requests go to the service's stream (XADD), not PUBLISH */
+    int wait_replicas; /* durable: WAIT n after each XADD */
+    atomic_ullong queued;
 };
 
 /* ---- helpers ---- */
@@ -154,15 +156,15 @@ static void fail_list(daebus_caller *c, pending *list, int status, const char *w
         pending *n = list->next;
         int st = status;
         char msg[420];
-        if (list->failed == FAIL_NOLISTENER) { /* whichever pass takes it */
-            st = DAEBUS_ENOLISTENER;
+        if (list->failed && (list->why || status == 0)) { /* whichever pass takes it */
+            st = list->failed;
             daebus__utf8_snprintf(msg, sizeof msg, "%s",
-                                  list->why ? list->why : "no service is listening");
-        } else if (status == 0) { /* expiry pass: per-entry cause */
-            st = list->failed ? DAEBUS_ECONN : DAEBUS_ETIMEDOUT;
-            snprintf(msg, sizeof msg, "%s",
-                     list->failed ? "request could not be published (no connection to Redis)"
-                                  : "request timed out");
+                                  list->why ? list->why
+                                            : "request could not be published (no connection "
+                                              "to Redis)");
+        } else if (status == 0) { /* expiry pass */
+            st = DAEBUS_ETIMEDOUT;
+            snprintf(msg, sizeof msg, "%s", "request timed out");
         } else {
             daebus__utf8_snprintf(msg, sizeof msg, "%s", why);
         }
@@ -377,6 +379,8 @@ daebus_caller *daebus_caller_create(const char *redis_url, const daebus_caller_o
     c->default_timeout = opts && opts->default_timeout > 0 ? opts->default_timeout : 5.0;
     c->connect_timeout = opts && opts->connect_timeout > 0 ? opts->connect_timeout : 2.0;
     c->max_message = opts && opts->max_message_size ? opts->max_message_size : 1024 * 1024;
+    c->durable = opts && opts->durable;
+    c->wait_replicas = opts && opts->durable_wait_replicas > 0 ? opts->durable_wait_replicas : 0;
     if (opts && opts->reply_channel && *opts->reply_channel) {
         snprintf(c->channel, sizeof c->channel, "%s", opts->reply_channel);
     } else {
@@ -428,6 +432,11 @@ void daebus_caller_destroy(daebus_caller *c)
 const char *daebus_caller_reply_channel(const daebus_caller *c)
 {
     return c ? c->channel : NULL;
+}
+
+unsigned long long daebus_caller_queued(const daebus_caller *c)
+{
+    return c ? atomic_load(&((daebus_caller *)c)->queued) : 0;
 }
 
 bool daebus_caller_connected(const daebus_caller *c)
@@ -519,10 +528,11 @@ static char *request_text(daebus_caller *c, const char *service, const char *act
     return text;
 }
 
-int daebus_caller_request_async(daebus_caller *c, const char *service, const char *action,
-                                const cJSON *payload, double timeout, daebus_caller_done_fn *done,
-                                daebus_caller_progress_fn *progress, void *user,
-                                char *request_id_out)
+/* A request, pub/sub or durable (XADD to the service's stream). */
+static int send_request(daebus_caller *c, const char *service, const char *action,
+                        const cJSON *payload, double timeout, daebus_caller_done_fn *done,
+                        daebus_caller_progress_fn *progress, void *user, char *request_id_out,
+                        bool durable)
 {
     if (!c || !service || !*service || !action || !*action || !done) {
         DAEBUS_LOG_WARNF(LOGC, "request_async: caller, service, action and done are required");
@@ -571,20 +581,25 @@ int daebus_caller_request_async(daebus_caller *c, const char *service, const cha
         return irc;
     }
     /* From here the reader thread owns p: only mark it, never free it. */
-    int rc = daebus__redis_publish(c->pub, service, text, strlen(text));
+    char why[600] = "";
+    int rc = durable ? daebus__caller_queue(c->pub, service, text, timeout, c->wait_replicas, why,
+                                            sizeof why)
+                     : daebus__redis_publish(c->pub, service, text, strlen(text));
     free(text);
-    if (rc <= 0) {
-        /* No connection, or PUBLISH reached no subscriber: nothing can answer,
-         * so the request fails now instead of at its time-out. */
-        char why[600];
+    if (rc == 0 && !durable) /* PUBLISH reached no subscriber */
         daebus__utf8_snprintf(why, sizeof why, "no service '%.*s' is listening on %s",
                               daebus__utf8_prec(service, 200), service,
                               daebus__redis_sub_where(c->sub));
+    if (durable && rc > 0)
+        atomic_fetch_add(&c->queued, 1);
+    if (rc < 0 || (rc == 0 && !durable)) {
+        /* No connection, XADD refused, or PUBLISH reached no subscriber:
+         * nothing can answer, so the request fails now, not at its time-out. */
         pthread_mutex_lock(&c->lock);
         /* Still in the table under its (unique) id: still p, not yet completed. */
         if (daebus__hash_find(c->pending, id) == p) {
-            p->failed = rc < 0 ? FAIL_CONN : FAIL_NOLISTENER;
-            if (rc == 0)
+            p->failed = rc == 0 ? DAEBUS_ENOLISTENER : rc == DAEBUS_EIO ? DAEBUS_EIO : DAEBUS_ECONN;
+            if (why[0])
                 p->why = strdup(why);
         }
         pthread_mutex_unlock(&c->lock);
@@ -594,6 +609,25 @@ int daebus_caller_request_async(daebus_caller *c, const char *service, const cha
             c->sub); /* the reader sleeps at most 200 ms: only short ones need it */
     }
     return 0;
+}
+
+int daebus_caller_request_async(daebus_caller *c, const char *service, const char *action,
+                                const cJSON *payload, double timeout, daebus_caller_done_fn *done,
+                                daebus_caller_progress_fn *progress, void *user,
+                                char *request_id_out)
+{
+    return send_request(c, service, action, payload, timeout, done, progress, user, request_id_out,
+                        c && c->durable);
+}
+
+int daebus_caller_request_durable_async(daebus_caller *c, const char *service, const char *action,
+                                        const cJSON *payload, double timeout,
+                                        daebus_caller_done_fn *done,
+                                        daebus_caller_progress_fn *progress, void *user,
+                                        char *request_id_out)
+{
+    return send_request(c, service, action, payload, timeout, done, progress, user, request_id_out,
+                        true);
 }
 
 /* ---- blocking form ---- */
@@ -630,10 +664,9 @@ static void waiter_progress(daebus_caller *c, const cJSON *payload, void *user)
         w->progress(c, payload, w->user);
 }
 
-int daebus_caller_request_progress(daebus_caller *c, const char *service, const char *action,
-                                   const cJSON *payload, double timeout,
-                                   daebus_caller_progress_fn *progress, void *user,
-                                   cJSON **reply_out, daebus_error *err)
+static int wait_request(daebus_caller *c, const char *service, const char *action,
+                        const cJSON *payload, double timeout, daebus_caller_progress_fn *progress,
+                        void *user, cJSON **reply_out, daebus_error *err, bool durable)
 {
     if (reply_out)
         *reply_out = NULL;
@@ -643,8 +676,8 @@ int daebus_caller_request_progress(daebus_caller *c, const char *service, const 
     pthread_cond_init(&w.cond, NULL);
     w.progress = progress;
     w.user = user;
-    int rc = daebus_caller_request_async(c, service, action, payload, timeout, waiter_done,
-                                         waiter_progress, &w, NULL);
+    int rc = send_request(c, service, action, payload, timeout, waiter_done, waiter_progress, &w,
+                          NULL, durable);
     if (rc != 0) {
         daebus_error_set(err, rc, "request %s.%s: %s", service ? service : "?",
                          action ? action : "?",
@@ -672,6 +705,22 @@ int daebus_caller_request_progress(daebus_caller *c, const char *service, const 
     pthread_mutex_destroy(&w.lock);
     pthread_cond_destroy(&w.cond);
     return rc;
+}
+
+int daebus_caller_request_progress(daebus_caller *c, const char *service, const char *action,
+                                   const cJSON *payload, double timeout,
+                                   daebus_caller_progress_fn *progress, void *user,
+                                   cJSON **reply_out, daebus_error *err)
+{
+    return wait_request(c, service, action, payload, timeout, progress, user, reply_out, err,
+                        c && c->durable);
+}
+
+int daebus_caller_request_durable(daebus_caller *c, const char *service, const char *action,
+                                  const cJSON *payload, double timeout, cJSON **reply_out,
+                                  daebus_error *err)
+{
+    return wait_request(c, service, action, payload, timeout, NULL, NULL, reply_out, err, true);
 }
 
 int daebus_caller_request(daebus_caller *c, const char *service, const char *action,

@@ -22,6 +22,11 @@
  * missing final = true) is progress; the final one completes the request.
  * Replies for unknown or expired request ids are dropped.
  *
+ * Durable requests (docs/messaging/choosing.md): with the option durable (or
+ * daebus_caller_request_durable*), a request is added to the service's
+ * stream daebus:<service>:requests instead of published; replies, progress,
+ * time-outs and the pending table are the same.
+ *
  * Connection loss: every pending request fails at once with DAEBUS_ECONN
  * (never waiting for its time-out); new requests fail with DAEBUS_ECONN until
  * the caller's thread has reconnected and subscribed again (it keeps trying
@@ -53,11 +58,20 @@ typedef struct daebus_caller_options {
     size_t max_message_size;   /* bytes of one reply; 0 = 1 MiB (as the bus). A larger
                                   reply is refused unread and completes its request
                                   with DAEBUS_ETOOBIG */
+    bool durable;              /* every request of this caller is durable (docs/messaging/
+                                  choosing.md): XADD daebus:<service>:requests * req <the
+                                  request> deadline <ms since epoch: now + timeout> instead of
+                                  PUBLISH; the reply comes on the reply channel as for pub/sub.
+                                  An XADD lost with the connection is sent once more (same
+                                  request_id) after a reconnect. false = pub/sub */
+    int durable_wait_replicas; /* durable: WAIT n (at most half the time-out, 2.5 s) after
+                                  each XADD, so the request is on n Redis replicas before the
+                                  call returns; 0 = no WAIT */
 } daebus_caller_options;
 
 #define DAEBUS_CALLER_OPTIONS_INIT                                                                 \
     {                                                                                              \
-        0.0, 0.0, 0.0, NULL, 0                                                                     \
+        0.0, 0.0, 0.0, NULL, 0, false, 0                                                           \
     }
 
 /* Connects (publisher + subscriber), subscribes to the reply channel and
@@ -84,6 +98,10 @@ DAEBUS_API const char *daebus_caller_reply_channel(const daebus_caller *caller);
  * Thread: callable from any thread. */
 DAEBUS_API bool daebus_caller_connected(const daebus_caller *caller);
 
+/* Returns: the durable requests this caller queued (XADDs that Redis accepted).
+ * Thread: callable from any thread. */
+DAEBUS_API unsigned long long daebus_caller_queued(const daebus_caller *caller);
+
 /* Completion of an asynchronous request, called exactly once (shutdown
  * included) on the caller's reader thread (or, for requests still pending at
  * daebus_caller_destroy(), on the destroying thread).
@@ -94,6 +112,8 @@ DAEBUS_API bool daebus_caller_connected(const daebus_caller *caller);
  *     channel (PUBLISH counted 0), so nothing could answer; completed at
  *     once, not at the time-out; message is "no service 'x' is listening on
  *     redis://host:port/db" (a password shows as ***);
+ *   DAEBUS_EIO (durable): Redis refused the XADD (e.g. OOM, the stream key
+ *     holds another type); message "request could not be queued: <error>";
  *   DAEBUS_ETOOBIG: a reply (progress or final) larger than the caller's
  *     max_message_size arrived; it was not read; message "reply too large
  *     (N bytes; limit M)", payload NULL;
@@ -141,6 +161,25 @@ DAEBUS_API int daebus_caller_request_progress(daebus_caller *caller, const char 
                                               const char *action, const cJSON *payload,
                                               double timeout, daebus_caller_progress_fn *progress,
                                               void *user, cJSON **reply_out, daebus_error *err);
+
+/* The same as daebus_caller_request_async() / daebus_caller_request(), but
+ * durable whatever the caller's durable option (docs/messaging/choosing.md):
+ * XADD daebus:<service>:requests * req <request> deadline <ms since epoch:
+ * now + timeout>; the reply comes on the reply channel. Never
+ * DAEBUS_ENOLISTENER (the request waits for a replica until its deadline);
+ * DAEBUS_EIO when Redis refuses the XADD. durable_wait_replicas applies.
+ * Ownership: as daebus_caller_request_async() / daebus_caller_request().
+ * Returns: as daebus_caller_request_async() / daebus_caller_request().
+ * Thread: callable from any thread.
+ * (The blocking one never from a callback.) */
+DAEBUS_API int daebus_caller_request_durable_async(daebus_caller *caller, const char *service,
+                                                   const char *action, const cJSON *payload,
+                                                   double timeout, daebus_caller_done_fn *done,
+                                                   daebus_caller_progress_fn *progress, void *user,
+                                                   char *request_id_out);
+DAEBUS_API int daebus_caller_request_durable(daebus_caller *caller, const char *service,
+                                             const char *action, const cJSON *payload,
+                                             double timeout, cJSON **reply_out, daebus_error *err);
 
 /* Publishes payload (any JSON value, serialised compactly) on channel.
  * Ownership: borrowed. Returns: receivers (>= 0), DAEBUS_EINVAL, DAEBUS_ECONN.

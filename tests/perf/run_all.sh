@@ -6,7 +6,7 @@
 #   BENCH_SECONDS=3   seconds per measured round (HTTP, bus, WebSocket echo)
 #   BENCH_ONLY="http bus"   run only these (http bus ws_echo ws_broadcast footprint
 #                           replicas_broadcast replicas_send replicas_actions
-#                           channel_history channel_fanout channel_recovery vs_base)
+#                           channel_history channel_fanout channel_recovery durable vs_base)
 #   vs_base (not in the default list): this build's http, ws_echo and ws_broadcast
 #     vs those of BENCH_BASE_COMMIT (default ad8484d, built by base_build.sh into
 #     /tmp/daebus-base-<commit>), alternately, BENCH_BASE_ROUNDS (3) times each;
@@ -25,7 +25,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 echo "run_all: $(nproc) cores, $(uname -sr), $(. /etc/os-release && echo "$PRETTY_NAME"), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 failed=()
 here=$(dirname "$0")
-for b in ${BENCH_ONLY:-http bus ws_echo ws_broadcast footprint replicas_broadcast replicas_send replicas_actions channel_history channel_fanout channel_recovery}; do
+for b in ${BENCH_ONLY:-http bus ws_echo ws_broadcast footprint replicas_broadcast replicas_send replicas_actions channel_history channel_fanout channel_recovery durable}; do
   exe=$bin/bench_$b
   args=()
   blimit=$limit

@@ -1,6 +1,6 @@
 /* daebus-call - call a daebus action, publish to a channel or listen to one.
  *
- *   daebus-call SERVICE ACTION [JSON] [--timeout S] [--max-size BYTES] [--redis URL]
+ *   daebus-call SERVICE ACTION [JSON] [--timeout S] [--durable] [--max-size BYTES] [--redis URL]
  *   daebus-call --publish CHANNEL JSON [--redis URL]
  *   daebus-call --listen CHANNEL [--count N] [--max-size BYTES] [--redis URL]
  *
@@ -9,7 +9,11 @@
  * 2 time-out, no service listening (fails at once: "no service 'x' is
  * listening on redis://..."), a reply over --max-size (the caller's
  * max_message_size, 1 MiB by default; fails at once: "reply too large"), no
- * connection or usage error. A listened message over --max-size is dropped. The Redis URL defaults to
+ * connection or usage error. --durable queues the request on the service's
+ * stream (daebus:<service>:requests) instead of publishing it: a replica
+ * takes it when one runs, before the time-out (the request's deadline); no
+ * "no service listening" failure then. A listened message over --max-size
+ * is dropped. The Redis URL defaults to
  * $DAEBUS_REDIS_URL, then redis://127.0.0.1:6379.
  */
 #include <signal.h>
@@ -30,16 +34,18 @@ static void on_signal(int sig)
 
 static void usage(FILE *f)
 {
-    fputs(
-        "usage: daebus-call SERVICE ACTION [JSON] [--timeout S] [--max-size BYTES] [--redis URL]\n"
-        "       daebus-call --publish CHANNEL JSON [--redis URL]\n"
-        "       daebus-call --listen CHANNEL [--count N] [--max-size BYTES] [--redis URL]\n"
-        "Prints progress payloads, then the final payload, as JSON lines.\n"
-        "--max-size: the largest reply or message read (default 1048576).\n"
-        "Exit: 0 success, 1 error reply, 2 time-out / no service listening /\n"
-        "      reply too large / no connection / usage error.\n"
-        "Redis URL: --redis, else $DAEBUS_REDIS_URL, else redis://127.0.0.1:6379\n",
-        f);
+    fputs("usage: daebus-call SERVICE ACTION [JSON] [--timeout S] [--durable] [--max-size BYTES]\n"
+          "                   [--redis URL]\n"
+          "       daebus-call --publish CHANNEL JSON [--redis URL]\n"
+          "       daebus-call --listen CHANNEL [--count N] [--max-size BYTES] [--redis URL]\n"
+          "Prints progress payloads, then the final payload, as JSON lines.\n"
+          "--durable: queue the call on the service's request stream (at-least-once,\n"
+          "      completed once; waits for a replica until the time-out = its deadline).\n"
+          "--max-size: the largest reply or message read (default 1048576).\n"
+          "Exit: 0 success, 1 error reply, 2 time-out / no service listening /\n"
+          "      reply too large / no connection / usage error.\n"
+          "Redis URL: --redis, else $DAEBUS_REDIS_URL, else redis://127.0.0.1:6379\n",
+          f);
 }
 
 static void print_json(const cJSON *j)
@@ -115,6 +121,7 @@ typedef struct args {
     double timeout;
     long count;
     long max_size; /* 0: the caller's default */
+    int durable;
     const char *pos[3];
     int npos;
 } args;
@@ -136,6 +143,8 @@ static int parse_args(int argc, char **argv, args *o)
                 return 2;
             }
             i++;
+        } else if (strcmp(a, "--durable") == 0) {
+            o->durable = 1;
         } else if (strcmp(a, "--redis") == 0 && next) {
             o->url = argv[++i];
         } else if (strcmp(a, "--publish") == 0 && next) {
@@ -202,7 +211,7 @@ static int do_send(daebus_caller *c, const args *o, const cJSON *payload)
 
 int main(int argc, char **argv)
 {
-    args o = {getenv("DAEBUS_REDIS_URL"), NULL, NULL, 5.0, 0, 0, {NULL, NULL, NULL}, 0};
+    args o = {getenv("DAEBUS_REDIS_URL"), NULL, NULL, 5.0, 0, 0, 0, {NULL, NULL, NULL}, 0};
     int st = parse_args(argc, argv, &o);
     if (st >= 0)
         return st;
@@ -211,6 +220,7 @@ int main(int argc, char **argv)
     daebus_log_set_level(DAEBUS_LOG_ERROR);
     daebus_caller_options co = DAEBUS_CALLER_OPTIONS_INIT;
     co.max_message_size = (size_t)o.max_size;
+    co.durable = o.durable != 0;
     signal(SIGPIPE, SIG_IGN);
     if (o.listen) {
         if (o.npos || o.publish) {
