@@ -120,6 +120,16 @@ for i in "${!replica_pids[@]}"; do
     echo "run: replica $((i + 1)) did not start on port ${replica_ports[$i]}" >&2
     exit 1
   fi
+  # Listening is not ready: the WebSocket component and the bus start after
+  # the HTTP port opens (an upgrade then gets no valid answer). Wait for
+  # /health/ready (404: a service without the health blueprint).
+  for _ in $(seq 1 200); do
+    command -v curl >/dev/null || break
+    code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:${replica_ports[$i]}/health/ready" || true)
+    [[ $code == 200 || $code == 404 ]] && break
+    alive "${replica_pids[$i]}" || break
+    sleep 0.05
+  done
 done
 
 # ---- nginx in front ----
