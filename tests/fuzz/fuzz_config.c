@@ -26,7 +26,8 @@ static void check_config(const daebus_config *c)
     if (c->redis_url) {
         FUZZ_CHECK(strncmp(c->redis_url, "redis://", 8) == 0 ||
                    strncmp(c->redis_url, "unix://", 7) == 0 ||
-                   strncmp(c->redis_url, "rediss://", 9) == 0);
+                   strncmp(c->redis_url, "rediss://", 9) == 0 ||
+                   strncmp(c->redis_url, "redis-sentinel://", 17) == 0);
         /* The URL parser gets whatever the flag let through. */
         daebus_error err = {0};
         (void)daebus_redis_url_check(c->redis_url, &err);
