@@ -29,6 +29,7 @@
 #include "daebus/log.h"
 #include "bus_internal.h"
 #include "bus_parse.h"
+#include "caller_internal.h"
 #include "clock.h"
 #include "hash.h"
 #include "redis_pub.h"
@@ -42,47 +43,8 @@
 #define HEALTH_IDLE    10.0
 #define HEALTH_TIMEOUT 5.0
 
-typedef struct pending {
-    char id[40];
-    double deadline;
-    int failed; /* 0, or the completion's status: DAEBUS_ECONN (publish or XADD failed),
-                   DAEBUS_ENOLISTENER (nobody subscribed), DAEBUS_EIO (XADD refused) */
-    char *why;  /* the completion's message when failed (malloc'd; NULL = default) */
-    daebus_caller_done_fn *done;
-    daebus_caller_progress_fn *progress;
-    void *user;
-    struct pending *next; /* in a list taken out of the table */
-} pending;
-
-typedef struct listener {
-    char *channel;
-    daebus_caller_message_fn *fn;
-    void *user;
-    struct listener *next;
-} listener;
-
-struct daebus_caller {
-    char channel[160];
-    double default_timeout, connect_timeout;
-    daebus__redis_pub *pub;
-    daebus__redis_sub *sub;
-
-    pthread_mutex_t lock;  /* the pending table */
-    daebus__hash *pending; /* request_id -> pending */
-    atomic_int connected;
-    atomic_int stopping;
-
-    pthread_mutex_t listen_lock; /* listeners; held while one runs */
-    listener *listeners;
-
-    daebus__ratelimit big_log; /* "reply too large" lines (subscriber thread only) */
-    double next_scan;          /* next expiry scan (subscriber thread only) */
-    size_t max_message;
-    atomic_ullong too_large;
-    bool durable;      /* requests go to the service's stream (XADD), not PUBLISH */
-    int wait_replicas; /* durable: WAIT n after each XADD */
-    atomic_ullong queued;
-};
+typedef daebus__caller_pending pending;
+typedef daebus__caller_listener listener;
 
 /* ---- helpers ---- */
 
@@ -98,18 +60,25 @@ static const char *error_text(const cJSON *payload)
 
 /* ---- completing requests (reader thread, or destroy after the join) ---- */
 
-static void complete(daebus_caller *c, pending *p, int status, const cJSON *payload,
-                     const char *msg)
+void daebus__caller_pending_free(pending *p)
+{
+    free(p->text);
+    free(p->service);
+    free(p);
+}
+
+void daebus__caller_complete(daebus_caller *c, pending *p, int status, const cJSON *payload,
+                             const char *msg)
 {
     if (p->done)
         p->done(c, status, payload, msg, p->user);
     free(p->why);
-    free(p);
+    daebus__caller_pending_free(p);
 }
 
 /* What a take_where pass removes, and the list it builds (oldest first). */
 typedef struct take_pass {
-    int all;
+    int all; /* 1 every request; 2 every one but the durable ones (kept, marked requeue) */
     double now;
     double nearest;
     pending *head, **tail;
@@ -119,6 +88,10 @@ static bool take_due(void *value, void *ctx)
 {
     const pending *p = value;
     take_pass *t = ctx;
+    if (t->all == 2 && p->durable && !p->failed) {
+        ((pending *)value)->requeue = true;
+        return false;
+    }
     if (t->all || p->failed || p->deadline <= t->now)
         return true;
     if (p->deadline < t->nearest)
@@ -136,7 +109,7 @@ static void take_append(void *value, void *ctx)
 }
 
 /* Removes every pending request that is failed, expired (deadline <= now)
- * or, with all, every one, into a list; *nearest (may be NULL) receives the
+ * or, with all, every one (all 2: but the durable ones, marked requeue), into a list; *nearest (may be NULL) receives the
  * nearest deadline of those that stay (1e300 if none). One pass, under the lock. */
 static pending *take_where(daebus_caller *c, int all, double now, double *nearest)
 {
@@ -168,7 +141,7 @@ static void fail_list(daebus_caller *c, pending *list, int status, const char *w
         } else {
             daebus__utf8_snprintf(msg, sizeof msg, "%s", why);
         }
-        complete(c, list, st, NULL, msg);
+        daebus__caller_complete(c, list, st, NULL, msg);
         list = n;
     }
 }
@@ -205,13 +178,13 @@ static void handle_reply(daebus_caller *c, const char *data, size_t len)
             cJSON_Delete(empty);
         }
     } else if (r.error) {
-        complete(c, p, DAEBUS_EREPLY, r.payload, error_text(r.payload));
+        daebus__caller_complete(c, p, DAEBUS_EREPLY, r.payload, error_text(r.payload));
     } else {
         cJSON *empty = NULL;
         const cJSON *pl = r.payload;
         if (!pl)
             pl = empty = cJSON_CreateObject();
-        complete(c, p, 0, pl, NULL);
+        daebus__caller_complete(c, p, 0, pl, NULL);
         cJSON_Delete(empty);
     }
     daebus__bus_response_free(&r);
@@ -250,7 +223,7 @@ static void on_too_large(daebus_caller *c, const daebus__redis_msg *m)
         char msg[160];
         snprintf(msg, sizeof msg, "reply too large (%zu bytes; limit %zu)", m->cut_len,
                  c->max_message);
-        complete(c, p, DAEBUS_ETOOBIG, NULL, msg);
+        daebus__caller_complete(c, p, DAEBUS_ETOOBIG, NULL, msg);
     }
 }
 
@@ -289,6 +262,9 @@ static void on_message(void *user, const daebus__redis_msg *m)
         on_listened(c, m);
     else if (m->cut_len)
         on_too_large(c, m);
+    else if (c->barriers && m->len > DAEBUS__CALLER_BARRIER_LEN &&
+             memcmp(m->data, DAEBUS__CALLER_BARRIER, DAEBUS__CALLER_BARRIER_LEN) == 0)
+        daebus__caller_on_barrier(c, m->data);
     else
         handle_reply(c, m->data, m->len);
 }
@@ -304,11 +280,16 @@ static void on_state(void *user, const daebus__redis_event *ev)
         pthread_mutex_lock(&c->lock);
         atomic_store(&c->connected, 0);
         pthread_mutex_unlock(&c->lock);
-        pending *lost = take_where(c, 1, 0, NULL);
+        /* Durable requests stay: queued again once subscribed again (a failover
+         * may have lost their XADD; their replies need the subscription). */
+        pending *lost = take_where(c, 2, 0, NULL);
+        atomic_store(&c->requeue_due, 1);
         size_t n = 0;
         for (pending *q = lost; q; q = q->next)
             n++;
-        DAEBUS_LOG_WARNF(LOGC, "lost connection to %s (%s); failing %zu pending request(s)",
+        DAEBUS_LOG_WARNF(LOGC,
+                         "lost connection to %s (%s); failing %zu pending request(s) (durable ones "
+                         "are kept)",
                          daebus__redis_sub_where(c->sub), ev->why, n);
         fail_list(c, lost, DAEBUS_ECONN, "connection to Redis lost");
     }
@@ -321,6 +302,10 @@ static int on_tick(void *user, bool idle)
 {
     daebus_caller *c = user;
     double now = daebus__now_mono();
+    if (atomic_load(&c->requeue_due) && atomic_load(&c->connected) && now >= c->next_requeue) {
+        daebus__caller_requeue_pass(c);
+        c->next_requeue = now + DAEBUS__CALLER_REQUEUE_EVERY;
+    }
     if (idle || now >= c->next_scan) {
         double nearest;
         fail_list(c, take_where(c, 0, now, &nearest), 0, NULL);
@@ -556,13 +541,23 @@ static int send_request(daebus_caller *c, const char *service, const char *actio
         return DAEBUS_ENOMEM;
     }
     p->deadline = daebus__now_mono() + timeout;
+    p->durable = durable;
+    if (durable) {
+        daebus__caller_deadline(timeout, p->wall_deadline, sizeof p->wall_deadline);
+        if (!(p->service = strdup(service))) {
+            free(text);
+            free(p);
+            return DAEBUS_ENOMEM;
+        }
+    }
     p->done = done;
     p->progress = progress;
     p->user = user;
     if (request_id_out)
         memcpy(request_id_out, p->id, 37);
-    char id[40];
+    char id[40], wall_deadline[24];
     memcpy(id, p->id, sizeof id);
+    memcpy(wall_deadline, p->wall_deadline, sizeof wall_deadline);
     pthread_mutex_lock(&c->lock);
     /* Checked under the lock the reader takes when it fails everything on a
      * lost connection: a request is either failed by it or refused here. */
@@ -570,27 +565,30 @@ static int send_request(daebus_caller *c, const char *service, const char *actio
         int st = atomic_load(&c->stopping) ? DAEBUS_ECLOSED : DAEBUS_ECONN;
         pthread_mutex_unlock(&c->lock);
         free(text);
-        free(p);
+        daebus__caller_pending_free(p);
         return st;
     }
     int irc = daebus__hash_insert(c->pending, id, p);
     pthread_mutex_unlock(&c->lock);
     if (irc) { /* DAEBUS_ENOMEM (a fresh uuid4 is never present) */
         free(text);
-        free(p);
+        daebus__caller_pending_free(p);
         return irc;
     }
     /* From here the reader thread owns p: only mark it, never free it. */
     char why[600] = "";
-    int rc = durable ? daebus__caller_queue(c->pub, service, text, timeout, c->wait_replicas, why,
-                                            sizeof why)
+    int rc = durable ? daebus__caller_queue(c->pub, service, text, wall_deadline, timeout,
+                                            c->wait_replicas, why, sizeof why)
                      : daebus__redis_publish(c->pub, service, text, strlen(text));
-    free(text);
+    if (!durable || !daebus__caller_hand_over(c, id, p, text, rc == DAEBUS_ECONN))
+        free(text);
+    else if (rc == DAEBUS_ECONN)
+        rc = 2;              /* no connection now: queued again once there is one */
     if (rc == 0 && !durable) /* PUBLISH reached no subscriber */
         daebus__utf8_snprintf(why, sizeof why, "no service '%.*s' is listening on %s",
                               daebus__utf8_prec(service, 200), service,
                               daebus__redis_sub_where(c->sub));
-    if (durable && rc > 0)
+    if (durable && rc == 1)
         atomic_fetch_add(&c->queued, 1);
     if (rc < 0 || (rc == 0 && !durable)) {
         /* No connection, XADD refused, or PUBLISH reached no subscriber:

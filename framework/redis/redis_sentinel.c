@@ -43,7 +43,8 @@ static void note_failure(char *buf, size_t len, const daebus__redis_hostport *s,
                  v6 ? "]" : "", s->port, daebus__utf8_prec(what, 100), what);
 }
 
-/* Asks sentinel s. Returns: 0 with *out filled, or -1 with why filled. */
+/* Asks sentinel s. Returns: 0 with *out filled, or with why filled -2 (the
+ * sentinel refused: AUTH refused, or NOAUTH) or -1 (any other failure). */
 static int ask_sentinel(const daebus__redis_url *url, const daebus__redis_hostport *s,
                         master_addr *out, char *why, size_t wlen)
 {
@@ -57,15 +58,22 @@ static int ask_sentinel(const daebus__redis_url *url, const daebus__redis_hostpo
     }
     redisSetTimeout(c, tv);
     redisReply *r = NULL;
+    int rc = -1;
     if (url->sentinel_password[0]) {
         r = redisCommand(c, "AUTH %s", url->sentinel_password);
         if (!r || r->type == REDIS_REPLY_ERROR) {
             snprintf(why, wlen, "AUTH: %s", r ? r->str : c->errstr);
+            rc = r ? -2 : -1; /* refused: the password is wrong, or these sentinels have none */
             goto fail;
         }
         freeReplyObject(r);
     }
     r = redisCommand(c, "SENTINEL get-master-addr-by-name %s", url->master_name);
+    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOAUTH", 6) == 0) {
+        snprintf(why, wlen, "%s (set sentinel_password in the URL)", r->str);
+        rc = -2;
+        goto fail;
+    }
     if (!r) {
         snprintf(why, wlen, "%s", c->errstr);
         goto fail;
@@ -91,7 +99,7 @@ fail:
     if (r)
         freeReplyObject(r);
     redisFree(c);
-    return -1;
+    return rc;
 }
 
 /* ---- the log line per change ---- */
@@ -200,13 +208,15 @@ redisContext *daebus__redis_sentinel_connect(const daebus__redis_url *url, doubl
                                              double command_timeout, daebus_error *err)
 {
     char failures[600] = "";
-    int code = DAEBUS_ECONN;
+    int code = DAEBUS_ECONN, refused = 0;
     for (int i = 0; i < url->n_sentinels; i++) {
         const daebus__redis_hostport *s = &url->sentinels[i];
         master_addr m;
         char why[300];
-        if (ask_sentinel(url, s, &m, why, sizeof why) != 0) {
+        int arc = ask_sentinel(url, s, &m, why, sizeof why);
+        if (arc != 0) {
             note_failure(failures, sizeof failures, s, why);
+            refused += arc == -2;
             continue;
         }
         redisContext *c =
@@ -222,6 +232,10 @@ redisContext *daebus__redis_sentinel_connect(const daebus__redis_url *url, doubl
             break;
         code = DAEBUS_ECONN;
     }
+    /* Every sentinel refused the password (none was down): a configuration
+     * error, as a master's refused AUTH, not a lost connection to retry. */
+    if (refused == url->n_sentinels)
+        code = DAEBUS_EAUTH;
     daebus_error_set(err, code, "redis master '%s' not reachable through %d sentinel(s): %s",
                      url->master_name, url->n_sentinels, failures);
     return NULL;
