@@ -203,32 +203,34 @@ unsigned long long daebus__caller_too_large(const daebus_caller *c);
  * 2.5 s) when > 0. An XADD lost with the connection, or refused with READONLY
  * (a demoted master), is sent once more on a fresh connection (same text, so
  * same request_id: the service's done record stops a second run).
+ * entry_id (DAEBUS__CALLER_ENTRY_ID bytes) receives the entry's id ("" if unknown).
  * Returns: 1 queued; DAEBUS_ECONN (no connection, twice); DAEBUS_EIO (Redis
  * refused the XADD; why gets "request could not be queued: <error>").
  * Thread: any. */
 int daebus__caller_queue(daebus__redis_pub *pub, const char *service, const char *text,
-                         const char *deadline, double timeout, int wait_replicas, char *why,
-                         size_t why_size);
+                         const char *deadline, double timeout, int wait_replicas, char *entry_id,
+                         char *why, size_t why_size);
 
 /* Prints now + timeout as ms since the epoch (a durable request's deadline). */
 void daebus__caller_deadline(double timeout, char *out, size_t size);
 
 #define DAEBUS__CALLER_REQUEUE_BATCH 64
+#define DAEBUS__CALLER_ENTRY_ID      48
 
 /* A durable request to queue again after a lost connection. */
 typedef struct daebus__caller_requeue_item {
     const char *service, *id, *text, *deadline;
-    int result; /* out: 1 queued again; 0 completed already (done record: its reply
-                   went out while the caller was away); DAEBUS_ECONN (try later);
-                   DAEBUS_EIO (refused) */
+    char *entry_id; /* in: its entry ("" = unknown); out: the new one when queued again */
+    int result;     /* out: 0 completed already (done record: its reply went out, maybe
+                       while the caller was away); 1 queued again (the failover lost
+                       it); 2 still in the stream; DAEBUS_ECONN (try later); DAEBUS_EIO */
     void *pending;
 } daebus__caller_requeue_item;
 
-/* Queues each item again unless the service completed it (one script each:
- * done record exists ? 0 : XADD, same request_id and deadline), pipelined by
- * DAEBUS__CALLER_REQUEUE_BATCH, + WAIT wait_replicas when > 0. Thread: any. */
-void daebus__caller_requeue(daebus__redis_pub *pub, daebus__caller_requeue_item *items, size_t n,
-                            int wait_replicas);
+/* For each item, one script: done record exists -> 0; its entry still in the
+ * stream -> 2; else XADD again, same request_id and deadline -> 1; pipelined
+ * by DAEBUS__CALLER_REQUEUE_BATCH. Thread: any. */
+void daebus__caller_requeue(daebus__redis_pub *pub, daebus__caller_requeue_item *items, size_t n);
 
 /* ---- bus_claim.c ---- */
 

@@ -338,7 +338,10 @@ static int make_transport(daebus_caller *c, const daebus__redis_url *url,
     };
     c->pub = daebus__redis_pub_create(&po);
     c->sub = daebus__redis_sub_create(&so);
-    if (!c->pub || !c->sub || daebus__redis_sub_subscribe(c->sub, c->channel) < 0)
+    if (c->wait_replicas > 0)
+        c->wait_pub = daebus__redis_pub_create(&po);
+    if (!c->pub || !c->sub || (c->wait_replicas > 0 && !c->wait_pub) ||
+        daebus__redis_sub_subscribe(c->sub, c->channel) < 0)
         return daebus_error_set(err, DAEBUS_ENOMEM, "caller: out of memory");
     int rc = daebus__redis_pub_connect(c->pub, err);
     if (rc == 0)
@@ -402,6 +405,7 @@ void daebus_caller_destroy(daebus_caller *c)
     fail_list(c, take_where(c, 1, 0, NULL), DAEBUS_ECLOSED, "caller closed");
     daebus__redis_sub_destroy(c->sub);
     daebus__redis_pub_destroy(c->pub);
+    daebus__redis_pub_destroy(c->wait_pub);
     while (c->listeners) {
         listener *n = c->listeners->next;
         free(c->listeners->channel);
@@ -576,11 +580,12 @@ static int send_request(daebus_caller *c, const char *service, const char *actio
         return irc;
     }
     /* From here the reader thread owns p: only mark it, never free it. */
-    char why[600] = "";
-    int rc = durable ? daebus__caller_queue(c->pub, service, text, wall_deadline, timeout,
-                                            c->wait_replicas, why, sizeof why)
+    char why[600] = "", entry_id[DAEBUS__CALLER_ENTRY_ID] = "";
+    int rc = durable ? daebus__caller_queue(c->wait_pub ? c->wait_pub : c->pub, service, text,
+                                            wall_deadline, timeout, c->wait_replicas, entry_id, why,
+                                            sizeof why)
                      : daebus__redis_publish(c->pub, service, text, strlen(text));
-    if (!durable || !daebus__caller_hand_over(c, id, p, text, rc == DAEBUS_ECONN))
+    if (!durable || !daebus__caller_hand_over(c, id, p, text, entry_id, rc == DAEBUS_ECONN))
         free(text);
     else if (rc == DAEBUS_ECONN)
         rc = 2;              /* no connection now: queued again once there is one */

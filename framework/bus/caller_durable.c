@@ -31,11 +31,15 @@
 typedef daebus__caller_pending pending;
 
 /* KEYS[1] the done record, KEYS[2] the request stream; ARGV[1] req,
- * ARGV[2] deadline. Returns 1 (queued again) or 0 (completed already). */
+ * ARGV[2] deadline, ARGV[3] the entry id of the last XADD ("" = unknown).
+ * Returns 0 (completed already), 1 (its entry is still in the stream: it
+ * survived the failover; entries leave the stream only when completed) or
+ * the id of a new entry (the failover lost it: queued again). */
 #define REQUEUE_LUA                                                                                \
     "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"                                    \
-    "redis.call('XADD', KEYS[2], '*', 'req', ARGV[1], 'deadline', ARGV[2])\n"                      \
-    "return 1\n"
+    "if ARGV[3] ~= '' and #redis.call('XRANGE', KEYS[2], ARGV[3], ARGV[3]) > 0 then return 1 "     \
+    "end\n"                                                                                        \
+    "return redis.call('XADD', KEYS[2], '*', 'req', ARGV[1], 'deadline', ARGV[2])\n"
 
 void daebus__caller_deadline(double timeout, char *out, size_t size)
 {
@@ -70,8 +74,8 @@ static void log_wait(const redisReply *r, int wait_replicas, const char *what)
 
 /* One XADD [+ WAIT] round trip. Returns: as daebus__caller_queue. */
 static int queue_once(daebus__redis_pub *pub, const char *key, const char *text,
-                      const char *deadline, double timeout, int wait_replicas, char *why,
-                      size_t why_size)
+                      const char *deadline, double timeout, int wait_replicas, char *entry_id,
+                      char *why, size_t why_size)
 {
     const char *xadd[] = {"XADD", key, "*", "req", text, "deadline", deadline};
     size_t xlen[] = {4, strlen(key), 1, 3, strlen(text), 8, strlen(deadline)};
@@ -95,6 +99,8 @@ static int queue_once(daebus__redis_pub *pub, const char *key, const char *text,
         rc = DAEBUS_EIO;
     } else {
         rc = 1;
+        if (r[0]->type == REDIS_REPLY_STRING && r[0]->len < DAEBUS__CALLER_ENTRY_ID)
+            memcpy(entry_id, r[0]->str, r[0]->len + 1);
         if (n == 2)
             log_wait(r[1], wait_replicas, key);
     }
@@ -104,25 +110,26 @@ static int queue_once(daebus__redis_pub *pub, const char *key, const char *text,
 }
 
 int daebus__caller_queue(daebus__redis_pub *pub, const char *service, const char *text,
-                         const char *deadline, double timeout, int wait_replicas, char *why,
-                         size_t why_size)
+                         const char *deadline, double timeout, int wait_replicas, char *entry_id,
+                         char *why, size_t why_size)
 {
+    entry_id[0] = '\0';
     char key[300];
     if (snprintf(key, sizeof key, "daebus:%s:requests", service) >= (int)sizeof key) {
         snprintf(why, why_size, "request could not be queued: service name too long");
         return DAEBUS_EIO;
     }
-    int rc = queue_once(pub, key, text, deadline, timeout, wait_replicas, why, why_size);
+    int rc = queue_once(pub, key, text, deadline, timeout, wait_replicas, entry_id, why, why_size);
     if (rc == DAEBUS_ECONN) /* once more on a fresh connection: same request_id */
-        rc = queue_once(pub, key, text, deadline, timeout, wait_replicas, why, why_size);
+        rc = queue_once(pub, key, text, deadline, timeout, wait_replicas, entry_id, why, why_size);
     return rc;
 }
 
 /* Argument vectors of one requeue script call. */
 typedef struct requeue_cmd {
     char done[300], key[300];
-    const char *argv[7];
-    size_t lens[7];
+    const char *argv[8];
+    size_t lens[8];
 } requeue_cmd;
 
 static bool requeue_cmd_make(requeue_cmd *q, const daebus__caller_requeue_item *it)
@@ -131,59 +138,60 @@ static bool requeue_cmd_make(requeue_cmd *q, const daebus__caller_requeue_item *
             (int)sizeof q->done ||
         snprintf(q->key, sizeof q->key, "daebus:%s:requests", it->service) >= (int)sizeof q->key)
         return false;
-    const char *argv[7] = {"EVAL", REQUEUE_LUA, "2", q->done, q->key, it->text, it->deadline};
-    for (int i = 0; i < 7; i++) {
+    const char *argv[8] = {"EVAL", REQUEUE_LUA, "2",          q->done,
+                           q->key, it->text,    it->deadline, it->entry_id};
+    for (int i = 0; i < 8; i++) {
         q->argv[i] = argv[i];
         q->lens[i] = strlen(argv[i]);
     }
     return true;
 }
 
-/* One pipeline: a script per item [+ WAIT]; fills each item's result. */
-static void requeue_batch(daebus__redis_pub *pub, daebus__caller_requeue_item *items, int n,
-                          int wait_replicas)
+/* The script's answer for one item (REQUEUE_LUA). */
+static int requeue_result(const redisReply *x, daebus__caller_requeue_item *it)
+{
+    if (x->type == REDIS_REPLY_INTEGER)
+        return x->integer == 0 ? 0 : 2;
+    if (x->type == REDIS_REPLY_STRING) {
+        if (x->len < DAEBUS__CALLER_ENTRY_ID)
+            memcpy(it->entry_id, x->str, x->len + 1);
+        return 1;
+    }
+    return daebus__redis_reply_demoted(x) ? DAEBUS_ECONN : DAEBUS_EIO;
+}
+
+/* One pipeline: a script per item; fills each item's result. */
+static void requeue_batch(daebus__redis_pub *pub, daebus__caller_requeue_item *items, int n)
 {
     requeue_cmd q[DAEBUS__CALLER_REQUEUE_BATCH];
-    daebus__redis_cmd cmds[DAEBUS__CALLER_REQUEUE_BATCH + 1];
+    daebus__redis_cmd cmds[DAEBUS__CALLER_REQUEUE_BATCH];
     int map[DAEBUS__CALLER_REQUEUE_BATCH], m = 0;
     for (int i = 0; i < n; i++) {
         items[i].result = DAEBUS_EIO;
         if (requeue_cmd_make(&q[m], &items[i])) {
-            cmds[m] = (daebus__redis_cmd){7, q[m].argv, q[m].lens};
+            cmds[m] = (daebus__redis_cmd){8, q[m].argv, q[m].lens};
             map[m++] = i;
         }
     }
+    redisReply *r[DAEBUS__CALLER_REQUEUE_BATCH];
     if (m == 0)
         return;
-    const char *wargv[3];
-    size_t wlen[3];
-    char nrep[16], ms[24];
-    cmds[m] = wait_cmd(wargv, wlen, nrep, ms, wait_replicas, 5.0);
-    int ncmd = m + (wait_replicas > 0 ? 1 : 0);
-    redisReply *r[DAEBUS__CALLER_REQUEUE_BATCH + 1];
-    if (daebus__redis_pub_pipeline(pub, cmds, ncmd, r) != 0) {
+    if (daebus__redis_pub_pipeline(pub, cmds, m, r) != 0) {
         for (int j = 0; j < m; j++)
             items[map[j]].result = DAEBUS_ECONN;
         return;
     }
     for (int j = 0; j < m; j++) {
-        const redisReply *x = r[j];
-        items[map[j]].result = x->type == REDIS_REPLY_INTEGER   ? (int)x->integer
-                               : daebus__redis_reply_demoted(x) ? DAEBUS_ECONN
-                                                                : DAEBUS_EIO;
-    }
-    if (ncmd > m)
-        log_wait(r[m], wait_replicas, "the re-queued requests");
-    for (int j = 0; j < ncmd; j++)
+        items[map[j]].result = requeue_result(r[j], &items[map[j]]);
         freeReplyObject(r[j]);
+    }
 }
 
-void daebus__caller_requeue(daebus__redis_pub *pub, daebus__caller_requeue_item *items, size_t n,
-                            int wait_replicas)
+void daebus__caller_requeue(daebus__redis_pub *pub, daebus__caller_requeue_item *items, size_t n)
 {
     for (size_t i = 0; i < n; i += DAEBUS__CALLER_REQUEUE_BATCH) {
         size_t k = n - i < DAEBUS__CALLER_REQUEUE_BATCH ? n - i : DAEBUS__CALLER_REQUEUE_BATCH;
-        requeue_batch(pub, items + i, (int)k, wait_replicas);
+        requeue_batch(pub, items + i, (int)k);
     }
 }
 
@@ -245,7 +253,7 @@ static size_t requeue_mark(daebus_caller *c, daebus__caller_requeue_item *items,
     pthread_mutex_lock(&c->lock);
     for (size_t i = 0; i < n; i++) {
         pending *p = items[i].pending;
-        if (items[i].result == 1)
+        if (items[i].result == 1 || items[i].result == 2)
             continue;
         if (items[i].result == DAEBUS_ECONN) {
             p->requeue = true;
@@ -289,21 +297,23 @@ void daebus__caller_requeue_pass(daebus_caller *c)
             continue;
         }
         p->requeue = false;
-        items[n++] =
-            (daebus__caller_requeue_item){p->service, p->id, p->text, p->wall_deadline, 0, p};
+        items[n++] = (daebus__caller_requeue_item){p->service,  p->id, p->text, p->wall_deadline,
+                                                   p->entry_id, 0,     p};
     }
     pthread_mutex_unlock(&c->lock);
     if (n > 0) {
         /* No WAIT here: it would hold this thread, which reads the replies. */
-        daebus__caller_requeue(c->pub, items, n, 0);
-        size_t lost = requeue_mark(c, items, n, c->barriers + 1), again = 0;
-        for (size_t i = 0; i < n; i++)
+        daebus__caller_requeue(c->pub, items, n);
+        size_t lost = requeue_mark(c, items, n, c->barriers + 1), again = 0, kept = 0;
+        for (size_t i = 0; i < n; i++) {
             again += items[i].result == 1;
+            kept += items[i].result == 2;
+        }
         atomic_fetch_add(&c->requeued, again);
         DAEBUS_LOG_INFOF(LOGC,
-                         "queued %zu durable request(s) again after a lost connection (%zu of "
-                         "%zu completed meanwhile)",
-                         again, lost, n);
+                         "after a lost connection, of %zu durable request(s) in flight: %zu still "
+                         "queued, %zu completed meanwhile, %zu lost by Redis and queued again",
+                         n, kept, lost, again);
         if (lost)
             publish_barrier(c);
     }
@@ -315,11 +325,13 @@ void daebus__caller_requeue_pass(daebus_caller *c)
  * a requeue after a lost connection) if the record is still pending; with
  * retry (the XADD found no connection) marks it to be queued again.
  * Returns: true when the record took text. */
-bool daebus__caller_hand_over(daebus_caller *c, const char *id, pending *p, char *text, bool retry)
+bool daebus__caller_hand_over(daebus_caller *c, const char *id, pending *p, char *text,
+                              const char *entry_id, bool retry)
 {
     bool taken = false;
     pthread_mutex_lock(&c->lock);
     if (daebus__hash_find(c->pending, id) == p && !p->failed) {
+        snprintf(p->entry_id, sizeof p->entry_id, "%s", entry_id);
         p->text = text;
         taken = true;
         if (retry) {

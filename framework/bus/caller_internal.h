@@ -12,6 +12,7 @@
 #include "ratelimit.h"
 #include "redis_pub.h"
 #include "redis_sub.h"
+#include "bus_internal.h"
 
 /* Durable requests waiting to be queued again: tried at most this often. */
 #define DAEBUS__CALLER_REQUEUE_EVERY 0.25
@@ -32,7 +33,8 @@ typedef struct daebus__caller_pending {
     bool requeue;  /* durable: queue it again once connected (lost connection, failed XADD) */
     char *text;    /* durable: the request, handed over by the sender after its XADD */
     char *service; /* durable */
-    char wall_deadline[24];     /* durable: ms since epoch, as queued */
+    char wall_deadline[24];                 /* durable: ms since epoch, as queued */
+    char entry_id[DAEBUS__CALLER_ENTRY_ID]; /* durable: its stream entry ("" = unknown) */
     unsigned long long barrier; /* durable, found completed by a requeue: fails as "reply
                                    lost" when barrier <barrier> comes back, unless its
                                    reply comes first */
@@ -53,6 +55,9 @@ struct daebus_caller {
     char channel[160];
     double default_timeout, connect_timeout;
     daebus__redis_pub *pub;
+    daebus__redis_pub *wait_pub; /* durable_wait_replicas: the XADD + WAIT, on a connection
+                                    of its own (a WAIT holds it up to 2.5 s while no replica
+                                    answers; other requests do not wait behind it) */
     daebus__redis_sub *sub;
 
     pthread_mutex_t lock;  /* the pending table */
@@ -89,10 +94,11 @@ void daebus__caller_pending_free(daebus__caller_pending *p);
 void daebus__caller_requeue_pass(daebus_caller *c);
 /* A barrier (DAEBUS__CALLER_BARRIER...) came back on the reply channel. Subscriber thread. */
 void daebus__caller_on_barrier(daebus_caller *c, const char *data);
-/* After a durable request's XADD: gives text to the pending record p if it is
+/* After a durable request's XADD: gives text (and entry_id, its stream entry,
+ * "" if unknown) to the pending record p if it is
  * still pending (with retry: marks it to be queued again). Returns: true when
  * p took text. Thread: any. */
 bool daebus__caller_hand_over(daebus_caller *c, const char *id, daebus__caller_pending *p,
-                              char *text, bool retry);
+                              char *text, const char *entry_id, bool retry);
 
 #endif

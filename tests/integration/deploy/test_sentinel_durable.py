@@ -13,7 +13,8 @@ pub/sub request. The master is killed -9; once the sentinels promoted the
 replica, the old master is started again (the sentinels make it a replica)
 and the new master is killed -9 in turn (a second switch, back). Checked:
   - a wrong or missing sentinel password, or a wrong master password, is
-    refused at once with a clear error that does not show the password;
+    refused at once with a clear error that does not show the password (a
+    service logs it and keeps trying, as for a wrong master password);
   - every durable request the caller accepted is answered (status 0), those
     in flight during a switch included (the caller queues them again with the
     same request_id once it is subscribed again), each run at least once;
@@ -99,6 +100,25 @@ def refused_urls(c):
               and (secret is None or secret not in p.stderr) and took < 3,
               f"a refused password: rc {p.returncode} after {took:.2f} s: {p.stderr[:400]}")
         print(f"test_sentinel_durable: refused as it should ({took:.2f} s): {p.stderr.strip()[:300]}", flush=True)
+
+
+def refused_service(c, tmp):
+    """A service given a wrong sentinel password says so (and keeps trying,
+    as with a wrong master password: the password may be fixed on the
+    servers), without showing the password."""
+    log = os.path.join(tmp, "refused.log")
+    p = spawn([SERVICE_BIN, "--redis", c.url(sentinel_password="wrong-S2")], log,
+              env=dict(os.environ, DUR_SERVICE=SERVICE))
+
+    def said():
+        text = open(log, errors="replace").read()
+        return "AUTH: WRONGPASS" in text and "mymaster" in text
+
+    wait_until(said, 10, "the service's log line about the refused sentinel password")
+    check(p.poll() is None, f"the service exited on a refused password:\n{tail(log)}")
+    check("wrong-S2" not in open(log, errors="replace").read(), "the service logged the password")
+    p.kill()
+    p.wait()
 
 
 def start_services(c, tmp):
@@ -190,6 +210,7 @@ def main():
         print(f"test_sentinel_durable: master :{c.ports['master']}, replica :{c.ports['replica']}, sentinels "
               f"{c.sentinel_ports} with passwords ready ({time.monotonic() - t_all:.1f} s)", flush=True)
         refused_urls(c)
+        refused_service(c, tmp)
         svc_logs = start_services(c, tmp)
         run = CallerRun(c.url(), os.path.join(tmp, "caller.log"))
         wait_until(lambda: run.ok_after("durable", 0) is not None and run.ok_after("pubsub", 0) is not None,
@@ -215,7 +236,7 @@ def main():
                 want = f"Redis master for 'mymaster' is now 127.0.0.1:{c.ports[a]} (was 127.0.0.1:{c.ports[b]})"
                 check(want in text, f"{log}: no line '{want}':\n{tail(log)}")
         clog = open(os.path.join(tmp, "caller.log"), errors="replace").read()
-        check("again after a lost connection" in clog, f"the caller did not queue again:\n{clog[-2000:]}")
+        check("after a lost connection, of" in clog, f"the caller did not check its durable requests again:\n{clog[-2000:]}")
         print("test_sentinel_durable: caller log:\n  " + "\n  ".join(clog.strip().splitlines()[-12:]), flush=True)
         print("test_sentinel_durable: service log:\n  " + "\n  ".join(tail(svc_logs[0], 14).strip().splitlines()),
               flush=True)
