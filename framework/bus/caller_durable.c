@@ -213,32 +213,38 @@ static void publish_barrier(daebus_caller *c)
     daebus__redis_publish(c->pub, c->channel, text, strlen(text));
 }
 
+/* The requests behind one barrier, taken out of the table. */
+typedef struct behind {
+    unsigned long long barrier;
+    pending *head;
+} behind;
+
 static bool take_behind(void *value, void *ctx)
 {
     const pending *p = value;
-    return p->barrier && p->barrier <= *(const unsigned long long *)ctx;
+    return p->barrier && p->barrier <= ((const behind *)ctx)->barrier;
 }
 
 static void append_lost(void *value, void *ctx)
 {
-    pending *p = value, **head = ctx;
-    p->next = *head;
-    *head = p;
+    pending *p = value;
+    behind *b = ctx;
+    p->next = b->head;
+    b->head = p;
 }
 
-/* Barrier n came back: requests still waiting for it lost their replies. */
+/* Barrier n came back: the requests still waiting for it lost their replies. */
 void daebus__caller_on_barrier(daebus_caller *c, const char *data)
 {
-    unsigned long long n = strtoull(data + strlen(DAEBUS__CALLER_BARRIER), NULL, 10);
-    pending *lost = NULL;
+    behind b = {strtoull(data + DAEBUS__CALLER_BARRIER_LEN, NULL, 10), NULL};
     pthread_mutex_lock(&c->lock);
-    daebus__hash_take_if(c->pending, take_behind, append_lost, &n);
+    daebus__hash_take_if(c->pending, take_behind, append_lost, &b);
     pthread_mutex_unlock(&c->lock);
-    while (lost) {
-        pending *next = lost->next;
+    while (b.head) {
+        pending *next = b.head->next;
         atomic_fetch_add(&c->lost_replies, 1);
-        daebus__caller_complete(c, lost, DAEBUS_ECONN, NULL, DAEBUS__CALLER_LOST_REPLY);
-        lost = next;
+        daebus__caller_complete(c, b.head, DAEBUS_ECONN, NULL, DAEBUS__CALLER_LOST_REPLY);
+        b.head = next;
     }
 }
 

@@ -2,7 +2,7 @@
  * durable_service through a Redis failover (test_sentinel_durable.py).
  *
  * Usage: sentinel_caller URL SERVICE [--wait-replicas N] [--rate HZ]
- *                        [--durable-timeout S] [--timeout S] [--sleep-ms MS]
+ *                        [--durable-timeout S] [--timeout S] [--sleep-ms MS] [--count N]
  *
  * Every 1/rate s it sends one durable request (action count {"sleep_ms": MS},
  * daebus_caller_request_durable_async) and, on another thread, one pub/sub
@@ -11,6 +11,7 @@
  * seconds (Python's time.monotonic):
  *   R <durable|pubsub> <sent> <done> <status> <request_id> <message>   a completion
  *   S <durable|pubsub> <t> <rc>                                        a refused send
+ * With --count N it sends N durable requests only, at once, then waits.
  * It stops sending when stdin closes, waits for every pending request to
  * complete (each does by its time-out), prints "END <sent> <completed>" and
  * exits 0 (1 if a completion is missing after the longest time-out + 5 s).
@@ -114,13 +115,13 @@ int main(int argc, char **argv)
 {
     if (argc < 3) {
         fprintf(stderr, "usage: sentinel_caller URL SERVICE [--wait-replicas N] [--rate HZ] "
-                        "[--durable-timeout S] [--timeout S] [--sleep-ms MS]\n");
+                        "[--durable-timeout S] [--timeout S] [--sleep-ms MS] [--count N]\n");
         return 2;
     }
     service = argv[2];
     daebus_caller_options o = DAEBUS_CALLER_OPTIONS_INIT;
     double rate = 20, dtimeout = 15, timeout = 3;
-    int sleep_ms = 20;
+    int sleep_ms = 20, count = 0;
     for (int i = 3; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--wait-replicas") == 0)
             o.durable_wait_replicas = atoi(argv[i + 1]);
@@ -132,6 +133,8 @@ int main(int argc, char **argv)
             timeout = atof(argv[i + 1]);
         else if (strcmp(argv[i], "--sleep-ms") == 0)
             sleep_ms = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--count") == 0)
+            count = atoi(argv[i + 1]);
     }
     daebus_error err = {0};
     daebus_caller *c = daebus_caller_create(argv[1], &o, &err);
@@ -144,11 +147,13 @@ int main(int argc, char **argv)
     pthread_detach(t);
     cJSON *payload = cJSON_CreateObject();
     cJSON_AddNumberToObject(payload, "sleep_ms", sleep_ms);
+    for (int i = 0; i < count; i++)
+        send_one(c, true, dtimeout, payload);
     sender senders[2] = {{c, true, dtimeout, payload, rate}, {c, false, timeout, payload, rate}};
     pthread_t th[2];
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 2 && count == 0; i++)
         pthread_create(&th[i], NULL, send_loop, &senders[i]);
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 2 && count == 0; i++)
         pthread_join(th[i], NULL);
     double until = now_mono() + (dtimeout > timeout ? dtimeout : timeout) + 5;
     while (atomic_load(&completed) < atomic_load(&sent) && now_mono() < until) {

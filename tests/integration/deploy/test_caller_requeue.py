@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""The caller's durable requests after a lost connection, each case made on
+purpose against a real redis-server (no Sentinel: what a failover does to the
+stream is done by hand). sentinel_caller --count 3 queues three durable
+requests to a service that is not running yet; then, as a failover could:
+  A. its entry is deleted (the new master never got it): queued again;
+  B. its entry is deleted and its done record set (a replica completed it
+     and published its reply while the caller was away): reported at once as
+     "reply lost" (not run again), not left to its time-out;
+  C. untouched (replicated): not queued twice.
+The caller's connections are killed (CLIENT KILL); once it is back, the
+stream holds C and a new entry for A; durable_service is started and answers
+A and C. Checked: the statuses and messages of the three, C's single entry,
+the caller's log line, nothing run twice.
+
+Usage: test_caller_requeue.py SENTINEL_CALLER DURABLE_SERVICE
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sentinel_env import Failure, check, free_port, kill_all, spawn, tail, wait_until  # noqa: E402
+
+import redis  # noqa: E402
+
+CALLER_BIN, SERVICE_BIN = sys.argv[1], sys.argv[2]
+SERVICE = "rq_test"
+KEY = f"daebus:{SERVICE}:requests"
+TIMEOUT = 20.0
+
+
+def entries(r):
+    return [(eid, json.loads(f[b"req"])["request_id"]) for eid, f in r.xrange(KEY)]
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="daebus-requeue-")
+    ok = False
+    t_all = time.monotonic()
+    try:
+        port = free_port()
+        spawn(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+               "--dir", tmp], os.path.join(tmp, "redis.log"))
+        r = redis.Redis(port=port, socket_timeout=2)
+        wait_until(r.ping, 10, "redis-server up")
+        url = f"redis://127.0.0.1:{port}"
+        log = os.path.join(tmp, "caller.log")
+        caller = subprocess.Popen([CALLER_BIN, url, SERVICE, "--count", "3", "--durable-timeout", str(TIMEOUT),
+                                   "--sleep-ms", "0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=open(log, "wb"), text=True)
+        wait_until(lambda: r.xlen(KEY) == 3, 10, "three durable requests queued")
+        (ea, a), (eb, b), (ec, c) = entries(r)
+        r.xdel(KEY, ea)  # A: lost by the failover
+        r.xdel(KEY, eb)  # B: completed meanwhile, its reply gone
+        r.set(f"daebus:{SERVICE}:done:{b}", "1", ex=60)
+        t_kill = time.monotonic()
+        r.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        r.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        wait_until(lambda: len(entries(r)) == 2 and entries(r)[1][1] == a, 10,
+                   "A queued again after the reconnect (and C left alone)")
+        got = entries(r)
+        check(got[0] == (ec, c), f"C's entry changed: {got}")
+        spawn([SERVICE_BIN, "--redis", url], os.path.join(tmp, "service.log"), env=dict(os.environ, DUR_SERVICE=SERVICE))
+        out, _ = caller.communicate(timeout=TIMEOUT + 10)
+        check(caller.returncode == 0, f"sentinel_caller exited {caller.returncode}:\n{out}\n{tail(log)}")
+        res = {f[5]: f for f in (line.split(" ", 6) for line in out.splitlines()) if f[0] == "R"}
+        check(set(res) == {a, b, c}, f"completions: {out}")
+        check(res[a][4] == "0" and res[c][4] == "0", f"A or C not answered: {res[a]} {res[c]}")
+        check(res[b][4] == "-9" and "reply was lost (not run again)" in res[b][6], f"B: {res[b]}")
+        b_after = float(res[b][3]) - t_kill
+        check(b_after < 5.0, f"B reported {b_after:.2f} s after the kill: it waited for its time-out")
+        runs = [int(r.get(f"dur:runs:{x}") or 0) for x in (a, b, c)]
+        check(runs == [1, 0, 1], f"handler runs of A, B, C: {runs} (want 1, 0, 1)")
+        text = open(log, errors="replace").read()
+        want = ("of 3 durable request(s) in flight: 1 still queued, 1 completed meanwhile, "
+                "1 lost by Redis and queued again")
+        check(want in text, f"no caller line '{want}':\n{text}")
+        print(f"test_caller_requeue: A queued again and answered, B reported lost {b_after:.2f} s after the "
+              f"kill, C answered once; ok ({time.monotonic() - t_all:.1f} s)", flush=True)
+        ok = True
+    except (Failure, subprocess.TimeoutExpired) as e:
+        print(f"test_caller_requeue: FAILED: {e}", flush=True)
+        for name in ("caller", "service", "redis"):
+            print(f"--- {name}.log ---\n{tail(os.path.join(tmp, name + '.log'), 25)}", flush=True)
+    finally:
+        kill_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
