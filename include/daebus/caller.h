@@ -27,10 +27,14 @@
  * stream daebus:<service>:requests instead of published; replies, progress,
  * time-outs and the pending table are the same.
  *
- * Connection loss: every pending request fails at once with DAEBUS_ECONN
- * (never waiting for its time-out); new requests fail with DAEBUS_ECONN until
- * the caller's thread has reconnected and subscribed again (it keeps trying
- * with capped backoff).
+ * Connection loss: every pending pub/sub request fails at once with
+ * DAEBUS_ECONN (never waiting for its time-out); durable ones stay pending
+ * and, once subscribed again, are checked (docs/operations.md "Durable
+ * requests through a failover"): still in the stream (nothing done), lost by
+ * Redis (queued again, same request_id), or completed meanwhile with its
+ * reply gone (fails with DAEBUS_ECONN "... its reply was lost (not run
+ * again)"). New requests fail with DAEBUS_ECONN until the caller's thread has
+ * reconnected and subscribed again (it keeps trying with capped backoff).
  *
  * Thread: callable from any thread.
  * (Every function except create/destroy.) Do not call
@@ -62,11 +66,13 @@ typedef struct daebus_caller_options {
                                   choosing.md): XADD daebus:<service>:requests * req <the
                                   request> deadline <ms since epoch: now + timeout> instead of
                                   PUBLISH; the reply comes on the reply channel as for pub/sub.
-                                  An XADD lost with the connection is sent once more (same
-                                  request_id) after a reconnect. false = pub/sub */
+                                  An XADD lost with the connection (or by a failover) is
+                                  sent once more (same request_id) after a reconnect.
+                                  false = pub/sub */
     int durable_wait_replicas; /* durable: WAIT n (at most half the time-out, 2.5 s) after
-                                  each XADD, so the request is on n Redis replicas before the
-                                  call returns; 0 = no WAIT */
+                                  each XADD, on a connection of its own, so the request is
+                                  on n Redis replicas before the call returns (the call
+                                  blocks meanwhile); 0 = no WAIT */
 } daebus_caller_options;
 
 #define DAEBUS_CALLER_OPTIONS_INIT                                                                 \
