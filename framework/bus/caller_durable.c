@@ -316,10 +316,12 @@ void daebus__caller_requeue_pass(daebus_caller *c)
             kept += items[i].result == 2;
         }
         atomic_fetch_add(&c->requeued, again);
-        DAEBUS_LOG_INFOF(LOGC,
-                         "after a lost connection, of %zu durable request(s) in flight: %zu still "
-                         "queued, %zu completed meanwhile, %zu lost by Redis and queued again",
-                         n, kept, lost, again);
+        if (kept + lost + again > 0) /* else: no connection yet, tried again later */
+            DAEBUS_LOG_INFOF(
+                LOGC,
+                "after a lost connection, of %zu durable request(s) in flight: %zu still "
+                "queued, %zu completed meanwhile, %zu lost by Redis and queued again",
+                n, kept, lost, again);
         if (lost)
             publish_barrier(c);
     }

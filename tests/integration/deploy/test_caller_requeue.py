@@ -11,7 +11,10 @@ requests to a service that is not running yet; then, as a failover could:
 The caller's connections are killed (CLIENT KILL); once it is back, the
 stream holds C and a new entry for A; durable_service is started and answers
 A and C. Checked: the statuses and messages of the three, C's single entry,
-the caller's log line, nothing run twice.
+the caller's log line, nothing run twice. Then
+  D. the caller's Redis is made a replica (REPLICAOF: a demoted master
+     answers READONLY) when a new caller queues: the request is not failed
+     but queued once Redis is a master again (REPLICAOF NO ONE), and answered.
 
 Usage: test_caller_requeue.py SENTINEL_CALLER DURABLE_SERVICE
 """
@@ -36,6 +39,35 @@ TIMEOUT = 20.0
 
 def entries(r):
     return [(eid, json.loads(f[b"req"])["request_id"]) for eid, f in r.xrange(KEY)]
+
+
+def readonly(r, url, service, tmp):
+    """D. The caller's Redis is a replica (a demoted master: READONLY) when it
+    queues: the request is not failed but queued once Redis takes writes."""
+    service.kill()
+    service.wait()
+    other = free_port()
+    spawn(["redis-server", "--port", str(other), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+           "--repl-diskless-sync-delay", "0", "--dir", tmp], os.path.join(tmp, "redis2.log"))
+    wait_until(redis.Redis(port=other, socket_timeout=2).ping, 10, "second redis-server up")
+    r.execute_command("REPLICAOF", "127.0.0.1", other)
+    wait_until(lambda: r.info("replication").get("master_link_status") == "up", 10, "the caller's Redis a replica")
+    log = os.path.join(tmp, "caller2.log")
+    t0 = time.monotonic()
+    caller = subprocess.Popen([CALLER_BIN, url, SERVICE, "--count", "1", "--durable-timeout", "10",
+                               "--sleep-ms", "0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=open(log, "wb"), text=True)
+    time.sleep(1.0)
+    if caller.poll() is not None:
+        raise Failure(f"the request failed on READONLY: {caller.stdout.read()}\n{tail(log)}")
+    r.execute_command("REPLICAOF", "NO", "ONE")
+    wait_until(lambda: r.xlen(KEY) == 1, 5, "the request queued once Redis takes writes")
+    spawn([SERVICE_BIN, "--redis", url], os.path.join(tmp, "service2.log"), env=dict(os.environ, DUR_SERVICE=SERVICE))
+    out, _ = caller.communicate(timeout=20)
+    done = [line.split(" ", 6) for line in out.splitlines() if line.startswith("R ")]
+    check(caller.returncode == 0 and len(done) == 1 and done[0][4] == "0",
+          f"D: {out}\n{tail(log)}")
+    print(f"test_caller_requeue: D queued after READONLY and answered ({time.monotonic() - t0:.2f} s)", flush=True)
 
 
 def main():
@@ -65,7 +97,8 @@ def main():
                    "A queued again after the reconnect (and C left alone)")
         got = entries(r)
         check(got[0] == (ec, c), f"C's entry changed: {got}")
-        spawn([SERVICE_BIN, "--redis", url], os.path.join(tmp, "service.log"), env=dict(os.environ, DUR_SERVICE=SERVICE))
+        service = spawn([SERVICE_BIN, "--redis", url], os.path.join(tmp, "service.log"),
+                        env=dict(os.environ, DUR_SERVICE=SERVICE))
         out, _ = caller.communicate(timeout=TIMEOUT + 10)
         check(caller.returncode == 0, f"sentinel_caller exited {caller.returncode}:\n{out}\n{tail(log)}")
         res = {f[5]: f for f in (line.split(" ", 6) for line in out.splitlines()) if f[0] == "R"}
@@ -81,12 +114,14 @@ def main():
                 "1 lost by Redis and queued again")
         check(want in text, f"no caller line '{want}':\n{text}")
         print(f"test_caller_requeue: A queued again and answered, B reported lost {b_after:.2f} s after the "
-              f"kill, C answered once; ok ({time.monotonic() - t_all:.1f} s)", flush=True)
+              f"kill, C answered once", flush=True)
+        readonly(r, url, service, tmp)
+        print(f"test_caller_requeue: ok ({time.monotonic() - t_all:.1f} s)", flush=True)
         ok = True
     except (Failure, subprocess.TimeoutExpired) as e:
         print(f"test_caller_requeue: FAILED: {e}", flush=True)
-        for name in ("caller", "service", "redis"):
-            print(f"--- {name}.log ---\n{tail(os.path.join(tmp, name + '.log'), 25)}", flush=True)
+        for name in ("caller", "service", "redis", "caller2", "service2"):
+            print(f"--- {name}.log ---\n{tail(os.path.join(tmp, name + '.log'), 60)}", flush=True)
     finally:
         kill_all()
         shutil.rmtree(tmp, ignore_errors=True)
