@@ -517,6 +517,59 @@ static char *request_text(daebus_caller *c, const char *service, const char *act
     return text;
 }
 
+/* A new pending record and its request text (*text_out, malloc'd).
+ * Returns: the record, or NULL (out of memory). */
+static pending *pending_new(daebus_caller *c, const char *service, const char *action,
+                            const cJSON *payload, double timeout, bool durable, char **text_out)
+{
+    pending *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    uuid_t u;
+    uuid_generate_random(u);
+    uuid_unparse_lower(u, p->id);
+    p->deadline = daebus__now_mono() + timeout;
+    p->durable = durable;
+    if (durable)
+        daebus__caller_deadline(timeout, p->wall_deadline, sizeof p->wall_deadline);
+    char *text = request_text(c, service, action, payload, p->id);
+    if (!text || (durable && !(p->service = strdup(service)))) {
+        free(text);
+        daebus__caller_pending_free(p);
+        return NULL;
+    }
+    *text_out = text;
+    return p;
+}
+
+/* After the PUBLISH or XADD of request id (p, rc its result): a request
+ * nothing can answer (no connection, XADD refused, PUBLISH reached no
+ * subscriber) fails now, not at its time-out. */
+static void after_send(daebus_caller *c, const char *id, pending *p, int rc, bool durable,
+                       const char *service, double timeout, char *why, size_t why_size)
+{
+    if (rc == 0 && !durable) /* PUBLISH reached no subscriber */
+        daebus__utf8_snprintf(why, why_size, "no service '%.*s' is listening on %s",
+                              daebus__utf8_prec(service, 200), service,
+                              daebus__redis_sub_where(c->sub));
+    if (durable && rc == 1)
+        atomic_fetch_add(&c->queued, 1);
+    if (rc < 0 || (rc == 0 && !durable)) {
+        pthread_mutex_lock(&c->lock);
+        /* Still in the table under its (unique) id: still p, not yet completed. */
+        if (daebus__hash_find(c->pending, id) == p) {
+            p->failed = rc == 0 ? DAEBUS_ENOLISTENER : rc == DAEBUS_EIO ? DAEBUS_EIO : DAEBUS_ECONN;
+            if (why[0])
+                p->why = strdup(why);
+        }
+        pthread_mutex_unlock(&c->lock);
+        daebus__redis_sub_wake(c->sub);
+    } else if (timeout < 0.25) {
+        daebus__redis_sub_wake(
+            c->sub); /* the reader sleeps at most 200 ms: only short ones need it */
+    }
+}
+
 /* A request, pub/sub or durable (XADD to the service's stream). */
 static int send_request(daebus_caller *c, const char *service, const char *action,
                         const cJSON *payload, double timeout, daebus_caller_done_fn *done,
@@ -533,27 +586,10 @@ static int send_request(daebus_caller *c, const char *service, const char *actio
         return DAEBUS_ECONN;
     if (timeout <= 0)
         timeout = c->default_timeout;
-    pending *p = calloc(1, sizeof *p);
+    char *text = NULL;
+    pending *p = pending_new(c, service, action, payload, timeout, durable, &text);
     if (!p)
         return DAEBUS_ENOMEM;
-    uuid_t u;
-    uuid_generate_random(u);
-    uuid_unparse_lower(u, p->id);
-    char *text = request_text(c, service, action, payload, p->id);
-    if (!text) {
-        free(p);
-        return DAEBUS_ENOMEM;
-    }
-    p->deadline = daebus__now_mono() + timeout;
-    p->durable = durable;
-    if (durable) {
-        daebus__caller_deadline(timeout, p->wall_deadline, sizeof p->wall_deadline);
-        if (!(p->service = strdup(service))) {
-            free(text);
-            free(p);
-            return DAEBUS_ENOMEM;
-        }
-    }
     p->done = done;
     p->progress = progress;
     p->user = user;
@@ -565,16 +601,13 @@ static int send_request(daebus_caller *c, const char *service, const char *actio
     pthread_mutex_lock(&c->lock);
     /* Checked under the lock the reader takes when it fails everything on a
      * lost connection: a request is either failed by it or refused here. */
-    if (!atomic_load(&c->connected) || atomic_load(&c->stopping)) {
-        int st = atomic_load(&c->stopping) ? DAEBUS_ECLOSED : DAEBUS_ECONN;
-        pthread_mutex_unlock(&c->lock);
-        free(text);
-        daebus__caller_pending_free(p);
-        return st;
-    }
-    int irc = daebus__hash_insert(c->pending, id, p);
+    int irc = DAEBUS_ECONN;
+    if (atomic_load(&c->stopping))
+        irc = DAEBUS_ECLOSED;
+    else if (atomic_load(&c->connected))
+        irc = daebus__hash_insert(c->pending, id, p); /* DAEBUS_ENOMEM: a fresh uuid4 is new */
     pthread_mutex_unlock(&c->lock);
-    if (irc) { /* DAEBUS_ENOMEM (a fresh uuid4 is never present) */
+    if (irc) {
         free(text);
         daebus__caller_pending_free(p);
         return irc;
@@ -588,29 +621,8 @@ static int send_request(daebus_caller *c, const char *service, const char *actio
     if (!durable || !daebus__caller_hand_over(c, id, p, text, entry_id, rc == DAEBUS_ECONN))
         free(text);
     else if (rc == DAEBUS_ECONN)
-        rc = 2;              /* no connection now: queued again once there is one */
-    if (rc == 0 && !durable) /* PUBLISH reached no subscriber */
-        daebus__utf8_snprintf(why, sizeof why, "no service '%.*s' is listening on %s",
-                              daebus__utf8_prec(service, 200), service,
-                              daebus__redis_sub_where(c->sub));
-    if (durable && rc == 1)
-        atomic_fetch_add(&c->queued, 1);
-    if (rc < 0 || (rc == 0 && !durable)) {
-        /* No connection, XADD refused, or PUBLISH reached no subscriber:
-         * nothing can answer, so the request fails now, not at its time-out. */
-        pthread_mutex_lock(&c->lock);
-        /* Still in the table under its (unique) id: still p, not yet completed. */
-        if (daebus__hash_find(c->pending, id) == p) {
-            p->failed = rc == 0 ? DAEBUS_ENOLISTENER : rc == DAEBUS_EIO ? DAEBUS_EIO : DAEBUS_ECONN;
-            if (why[0])
-                p->why = strdup(why);
-        }
-        pthread_mutex_unlock(&c->lock);
-        daebus__redis_sub_wake(c->sub);
-    } else if (timeout < 0.25) {
-        daebus__redis_sub_wake(
-            c->sub); /* the reader sleeps at most 200 ms: only short ones need it */
-    }
+        rc = 2; /* no connection now: queued again once there is one */
+    after_send(c, id, p, rc, durable, service, timeout, why, sizeof why);
     return 0;
 }
 
