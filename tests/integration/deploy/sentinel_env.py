@@ -85,6 +85,14 @@ class Cluster:
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.redis = {}
 
+    @property
+    def master_port(self):
+        return self.ports["master"]
+
+    @property
+    def replica_port(self):
+        return self.ports["replica"]
+
     def client(self, port, **kw):
         return redis.Redis(port=port, password=self.password, socket_timeout=1, **kw)
 

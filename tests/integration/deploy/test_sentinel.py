@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,116 +30,15 @@ import urllib.request
 import redis
 import websockets
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sentinel_env import (Cluster, Failure, check, free_port, kill_all, procs, spawn, tail,  # noqa: E402
+                          wait_until)
+
 CHAT, CALL = sys.argv[1], sys.argv[2]
 DOWN_AFTER_MS = 1000
 RECOVERY_LIMIT_S = DOWN_AFTER_MS / 1000 + 9.0  # down-after + election + promotion + reconnects
 SERVICE = "sent_chat"
-procs = []
 load = None
-
-
-class Failure(Exception):
-    pass
-
-
-def check(cond, what):
-    if not cond:
-        raise Failure(what)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(fn, timeout, what):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            if fn():
-                return
-        except (OSError, redis.RedisError):
-            pass
-        time.sleep(0.05)
-    raise Failure(f"timed out waiting for: {what}")
-
-
-def spawn(argv, log, **kw):
-    out = open(log, "ab")
-    p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kw)
-    out.close()
-    procs.append(p)
-    return p
-
-
-def tail(path, n=40):
-    try:
-        return "".join(open(path, errors="replace").readlines()[-n:])
-    except OSError:
-        return ""
-
-
-def sentinel_argv(conf):
-    """Debian's redis-sentinel (scripts/deps.sh test installs it); it is the
-    same binary as redis-server, so `redis-server CONF --sentinel` when the
-    package is missing (the same program runs: not a skip)."""
-    exe = shutil.which("redis-sentinel")
-    return [exe, conf] if exe else ["redis-server", conf, "--sentinel"]
-
-
-class Cluster:
-    def __init__(self, tmp):
-        self.tmp = tmp
-        self.master_port, self.replica_port = free_port(), free_port()
-        self.sentinel_ports = [free_port() for _ in range(3)]
-        self.redis = {}
-
-    def start_redis(self, name, port, replicaof=None):
-        conf = os.path.join(self.tmp, f"{name}.conf")
-        with open(conf, "w") as f:
-            f.write(f"port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir {self.tmp}\n"
-                    f"dbfilename {name}.rdb\nloglevel notice\nrepl-diskless-sync yes\n"
-                    f"repl-diskless-sync-delay 0\n")
-            if replicaof:
-                f.write(f"replicaof 127.0.0.1 {replicaof}\n")
-        self.redis[name] = spawn(["redis-server", conf], os.path.join(self.tmp, f"{name}.log"))
-        wait_until(lambda: redis.Redis(port=port, socket_timeout=1).ping(), 10, f"{name} up")
-
-    def start_sentinels(self):
-        for i, port in enumerate(self.sentinel_ports):
-            conf = os.path.join(self.tmp, f"sentinel{i}.conf")
-            with open(conf, "w") as f:
-                f.write(f"port {port}\nbind 127.0.0.1\ndir {self.tmp}\n"
-                        f"sentinel monitor mymaster 127.0.0.1 {self.master_port} 2\n"
-                        f"sentinel down-after-milliseconds mymaster {DOWN_AFTER_MS}\n"
-                        "sentinel failover-timeout mymaster 4000\n"
-                        "sentinel parallel-syncs mymaster 1\n")
-            spawn(sentinel_argv(conf), os.path.join(self.tmp, f"sentinel{i}.log"))
-
-        def ready():
-            for port in self.sentinel_ports:
-                m = redis.Redis(port=port, socket_timeout=1).sentinel_master("mymaster")
-                if m["num-other-sentinels"] != 2 or m["num-slaves"] != 1:
-                    return False
-            return True
-
-        wait_until(ready, 30, "3 sentinels that know each other and the replica")
-        wait_until(lambda: redis.Redis(port=self.replica_port, socket_timeout=1).info("replication")
-                   .get("master_link_status") == "up", 20, "the replica in sync with the master")
-
-    def url(self):
-        return "redis-sentinel://" + ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports) + "/mymaster"
-
-    def master_port_now(self):
-        for port in self.sentinel_ports:
-            try:
-                addr = redis.Redis(port=port, socket_timeout=0.5).sentinel_get_master_addr_by_name("mymaster")
-                if addr:
-                    return int(addr[1])
-            except redis.RedisError:
-                pass
-        return None
 
 
 # ---- load ----
@@ -261,7 +159,8 @@ def moved_without_errors(c, port, svc_log):
     and the rest of its connections follow (the epoch): actions, whose
     replies the service publishes through its pool, work on the new master."""
     t0 = time.monotonic()
-    c.start_redis("master2", c.master_port)  # the old port, a fresh master
+    c.ports["master2"] = c.master_port
+    c.start_redis("master2")  # the old port, a fresh master
     for p in c.sentinel_ports:
         s = redis.Redis(port=p, socket_timeout=2)
         s.execute_command("SENTINEL", "REMOVE", "mymaster")
@@ -295,9 +194,10 @@ def main():
     ok = False
     t_all = time.monotonic()
     try:
-        c = Cluster(tmp)
-        c.start_redis("master", c.master_port)
-        c.start_redis("replica", c.replica_port, replicaof=c.master_port)
+        c = Cluster(tmp, DOWN_AFTER_MS)
+        c.start_redis("master")
+        c.start_redis("replica", replicaof="master")
+        c.wait_replica_synced("replica")
         c.start_sentinels()
         print(f"test_sentinel: master :{c.master_port}, replica :{c.replica_port}, sentinels "
               f"{c.sentinel_ports} ready ({time.monotonic() - t_all:.1f} s)", flush=True)
@@ -393,14 +293,7 @@ def main():
         for name in ("service", "master", "replica", "sentinel0"):
             print(f"--- {name}.log ---\n{tail(os.path.join(tmp, name + '.log'), 25)}", flush=True)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-        for p in procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
+        kill_all()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0 if ok else 1
 
