@@ -109,8 +109,9 @@ static void take_append(void *value, void *ctx)
 }
 
 /* Removes every pending request that is failed, expired (deadline <= now)
- * or, with all, every one (all 2: but the durable ones, marked requeue), into a list; *nearest (may be NULL) receives the
- * nearest deadline of those that stay (1e300 if none). One pass, under the lock. */
+ * or, with all, every one (all 2: but the durable ones, marked requeue),
+ * into a list; *nearest (may be NULL) receives the nearest deadline of those
+ * that stay (1e300 if none). One pass, under the lock. */
 static pending *take_where(daebus_caller *c, int all, double now, double *nearest)
 {
     take_pass t = {all, now, 1e300, NULL, NULL};

@@ -139,7 +139,8 @@ int main(int argc, char **argv)
     daebus_error err = {0};
     daebus_caller *c = daebus_caller_create(argv[1], &o, &err);
     if (!c) {
-        fprintf(stderr, "sentinel_caller: %s\n", err.message);
+        fprintf(stderr, "sentinel_caller: [%d %s] %s\n", err.code, daebus_strerror(err.code),
+                err.message);
         return 2;
     }
     pthread_t t;

@@ -45,6 +45,7 @@ RECOVERY_LIMIT_S = DOWN_AFTER_MS / 1000 + 9.0
 SERVICE = "sent_dur"
 MASTER_PW, SENTINEL_PW = "m4ster-Pw", "s3ntinel-Pw"
 DURABLE_TIMEOUT, PUBSUB_TIMEOUT = 15.0, 3.0
+EAUTH = -17  # DAEBUS_EAUTH (include/daebus/error.h)
 
 
 class CallerRun:
@@ -100,6 +101,11 @@ def refused_urls(c):
               and (secret is None or secret not in p.stderr) and took < 3,
               f"a refused password: rc {p.returncode} after {took:.2f} s: {p.stderr[:400]}")
         print(f"test_sentinel_durable: refused as it should ({took:.2f} s): {p.stderr.strip()[:300]}", flush=True)
+    # A caller made with the C API gets DAEBUS_EAUTH when every sentinel refuses
+    # the password (as for a refused master password), not DAEBUS_ECONN.
+    for url in (c.url(sentinel_password="wrong-S"), c.url(sentinel_password=""), c.url(password="wrong-M")):
+        p = subprocess.run([CALLER_BIN, url, SERVICE], capture_output=True, text=True, timeout=30)
+        check(p.returncode == 2 and f"[{EAUTH} " in p.stderr, f"sentinel_caller on {url}: rc {p.returncode}: {p.stderr[:300]}")
 
 
 def refused_service(c, tmp):
