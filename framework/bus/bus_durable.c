@@ -35,6 +35,9 @@
 
 #define LOGC             DAEBUS__BUS_LOGC
 #define DURABLE_BLOCK_MS 500
+/* A read goes ahead with a batch's checks only if it may block this long
+ * before a periodic job is due. */
+#define DURABLE_AHEAD_MIN_MS 5
 
 /* ---- the reader's connection ---- */
 
@@ -54,11 +57,12 @@ static redisReply *wait_reply(daebus__durable *d, double seconds, bool wake)
     }
 }
 
-static void close_link(daebus__durable *d)
+void daebus__durable_close(daebus__durable *d)
 {
     if (d->c)
         redisFree(d->c);
     d->c = NULL;
+    d->ahead_ms = 0;
 }
 
 redisReply *daebus__durable_call(daebus__durable *d, int argc, const char **argv,
@@ -70,11 +74,11 @@ redisReply *daebus__durable_call(daebus__durable *d, int argc, const char **argv
     if (redisAppendCommandArgv(d->c, argc, argv, lens) == REDIS_OK)
         r = wait_reply(d, block_s + d->bus->opts.command_timeout, block_s > 0);
     if (!r)
-        close_link(d);
+        daebus__durable_close(d);
     return r;
 }
 
-bool daebus__durable_pipeline(daebus__durable *d, int n, const daebus__redis_cmd *cmds,
+bool daebus__durable_pipeline(daebus__durable *d, int n, const daebus__redis_cmd *cmds, int nread,
                               redisReply **out)
 {
     int sent = 0, got = 0;
@@ -82,14 +86,14 @@ bool daebus__durable_pipeline(daebus__durable *d, int n, const daebus__redis_cmd
            redisAppendCommandArgv(d->c, cmds[sent].argc, cmds[sent].argv, cmds[sent].argvlen) ==
                REDIS_OK)
         sent++;
-    while (sent == n && got < n &&
+    while (sent == n && got < nread &&
            (out[got] = wait_reply(d, d->bus->opts.command_timeout, false)) != NULL)
         got++;
-    if (got == n)
+    if (sent == n && got == nread)
         return true;
     while (got > 0)
         freeReplyObject(out[--got]);
-    close_link(d);
+    daebus__durable_close(d);
     return false;
 }
 
@@ -156,8 +160,10 @@ static bool link_up(daebus__durable *d)
     ok =
         ok && load_script(d, DAEBUS__DURABLE_LUA_COMPLETE, d->sha_complete, sizeof d->sha_complete);
     ok = ok && load_script(d, DAEBUS__DURABLE_LUA_DEAD, d->sha_dead, sizeof d->sha_dead);
+    d->sha_check[0] = '\0'; /* the hot path's: never NOSCRIPT on a fresh connection */
+    ok = ok && load_script(d, DAEBUS__DURABLE_LUA_CHECK, d->sha_check, sizeof d->sha_check);
     if (!ok) {
-        close_link(d);
+        daebus__durable_close(d);
         return false;
     }
     DAEBUS_LOG_INFOF(LOGC, "durable: %s stream %s as consumer %s of group daebus",
@@ -168,7 +174,7 @@ static bool link_up(daebus__durable *d)
 
 static void link_lost(daebus__durable *d)
 {
-    close_link(d);
+    daebus__durable_close(d);
     if (!atomic_load(&d->stop) && !d->down_logged)
         DAEBUS_LOG_WARNF(LOGC, "durable: lost the connection reading %s; reconnecting", d->key);
     d->down_logged = true;
@@ -200,21 +206,41 @@ static bool group_gone(daebus__durable *d, redisReply *r)
     DAEBUS_LOG_WARNF(
         LOGC, "durable: the group of %s is gone (Redis restarted empty?); making it again", d->key);
     d->down_logged = true;
-    close_link(d);
+    daebus__durable_close(d);
     return true;
 }
 
-/* XREADGROUP of new entries (up to n), blocking up to block_ms. Returns:
- * false when the link was lost. */
+static void read_cmd(daebus__durable *d, int n, int block_ms, daebus__durable_read *out)
+{
+    snprintf(out->count, sizeof out->count, "%d", n);
+    snprintf(out->block, sizeof out->block, "%d", block_ms);
+    const char *argv[] = {"XREADGROUP", "GROUP",    "daebus",  d->consumer, "COUNT", out->count,
+                          "BLOCK",      out->block, "STREAMS", d->key,      ">"};
+    memcpy(out->argv, argv, sizeof argv);
+    out->block_ms = block_ms;
+}
+
+/* XREADGROUP of new entries (up to n), blocking up to block_ms - or the
+ * reply of the one sent ahead. Returns: false when the link was lost. */
 static bool read_new(daebus__durable *d, int n, int block_ms)
 {
-    char count[16], block[16];
-    snprintf(count, sizeof count, "%d", n);
-    snprintf(block, sizeof block, "%d", block_ms);
-    const char *argv[] = {"XREADGROUP", "GROUP", "daebus",  d->consumer, "COUNT", count,
-                          "BLOCK",      block,   "STREAMS", d->key,      ">"};
-    redisReply *r = daebus__durable_call(d, 11, argv, NULL, block_ms / 1000.0);
-    if (!r || group_gone(d, r))
+    int ms = d->ahead_ms;
+    if (!ms) {
+        daebus__durable_read rd;
+        read_cmd(d, n, block_ms, &rd);
+        if (redisAppendCommandArgv(d->c, 11, rd.argv, NULL) != REDIS_OK) {
+            daebus__durable_close(d);
+            return false;
+        }
+        ms = block_ms;
+    }
+    d->ahead_ms = 0;
+    redisReply *r = wait_reply(d, ms / 1000.0 + d->bus->opts.command_timeout, true);
+    if (!r) {
+        daebus__durable_close(d);
+        return false;
+    }
+    if (group_gone(d, r))
         return false;
     bool ok = true;
     if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->elements == 2)
@@ -268,6 +294,15 @@ static int block_ms(const daebus__durable *d)
     return ms >= DURABLE_BLOCK_MS ? DURABLE_BLOCK_MS : ms < 1 ? 1 : (int)ms;
 }
 
+bool daebus__durable_read_ahead(daebus__durable *d, int taking, daebus__durable_read *out)
+{
+    int n = free_slots(d->bus) - taking, ms = block_ms(d);
+    if (n <= 0 || ms < DURABLE_AHEAD_MIN_MS)
+        return false;
+    read_cmd(d, n, ms, out);
+    return true;
+}
+
 static void *reader_main(void *arg)
 {
     daebus__durable *d = arg;
@@ -282,6 +317,11 @@ static void *reader_main(void *arg)
             continue;
         }
         daebus__backoff_reset(&bo);
+        if (d->ahead_ms) { /* its reply first: nothing else was sent */
+            if (!read_new(d, 0, 0))
+                link_lost(d);
+            continue;
+        }
         if (!periodic_jobs(d)) {
             link_lost(d);
             continue;
@@ -294,7 +334,7 @@ static void *reader_main(void *arg)
         if (!read_new(d, n, block_ms(d)))
             link_lost(d);
     }
-    close_link(d);
+    daebus__durable_close(d);
     return NULL;
 }
 

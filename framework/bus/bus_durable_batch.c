@@ -1,17 +1,17 @@
 /* bus_durable_batch.c - one batch of request-stream entries, on the reader.
  *
- * The entries one XREADGROUP or XAUTOCLAIM returned are checked together:
- *   1. read: deadline passed (dropped, "expired"), malformed (dropped),
- *      else the envelope and the done record's key;
- *   2. one pipelined round trip: EXISTS of every done record, and XPENDING
- *      of every claimed entry (its delivery count: the attempt). An entry
- *      fresh from XREADGROUP ... > was delivered once: attempt 1, no
- *      XPENDING;
- *   3. each entry: done (dropped, "duplicates"), too many deliveries
- *      (dead-lettered, one script), an action this service lacks (error
- *      reply, dropped), else handed to the worker pool;
- *   4. what was dropped: one XACK and one XDEL for all, pipelined.
- * So the hot path costs one round trip per batch, not one per entry.
+ * The entries one XREADGROUP or XAUTOCLAIM returned are handled together:
+ *   1. read: deadline passed ("expired"), malformed, an action this service
+ *      lacks: to drop; else the envelope and the done record's key;
+ *   2. one round trip: one script (bus_durable_lua.h) checks every done
+ *      record and drops, with one XACK and one XDEL, what is done and what
+ *      step 1 dropped; the XPENDING of every claimed entry (its delivery
+ *      count: the attempt) goes in the same write. An entry fresh from
+ *      XREADGROUP ... > was delivered once: attempt 1, no XPENDING, and the
+ *      next XREADGROUP goes in that write too (sent ahead: the reader loop
+ *      reads its reply), so the hot path costs one round trip per batch;
+ *   3. each checked entry: done (counted "duplicates"), too many deliveries
+ *      (dead-lettered, one script), else handed to the worker pool.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +23,7 @@
 
 #define LOGC DAEBUS__BUS_LOGC
 
-typedef enum { E_SKIP, E_DROP, E_CHECK } entry_state;
+typedef enum { E_SKIP, E_EXPIRED, E_MALFORMED, E_UNKNOWN, E_CHECK } entry_state;
 
 typedef struct entry {
     const char *id;
@@ -32,7 +32,8 @@ typedef struct entry {
     long long deadline;
     int attempt;
     entry_state state;
-    daebus__bus_envelope env; /* E_CHECK: parsed */
+    daebus__bus_envelope env; /* E_CHECK, E_UNKNOWN: parsed */
+    const daebus__handler *h; /* E_CHECK: the action's */
     char *key;                /* E_CHECK: the done record's key */
     bool done;                /* the done record exists */
 } entry;
@@ -87,22 +88,27 @@ static char *done_key(const daebus__durable *d, const cJSON *request_id, const c
     return k;
 }
 
-/* Decides what needs no Redis: expired, malformed, out of memory. */
+/* Decides what needs no Redis: expired, malformed, unknown action, out of
+ * memory. */
 static void read_entry(daebus__durable *d, entry *e)
 {
     daebus_bus *bus = d->bus;
     char why[96];
     if (e->deadline > 0 && e->deadline <= daebus__durable_now_ms()) {
-        atomic_fetch_add(&bus->durable_expired, 1);
-        e->state = E_DROP;
+        e->state = E_EXPIRED;
         return;
     }
     if (!e->req || daebus__bus_check_utf8(e->req, e->req_len, why, sizeof why) != 0 ||
         daebus__bus_parse_request(e->req, e->req_len, &e->env, why, sizeof why) != 0) {
-        atomic_fetch_add(&bus->malformed, 1);
         DAEBUS_LOG_WARNF(LOGC, "durable: malformed entry %s of %s dropped (%s)", e->id, d->key,
                          e->req ? why : "no req field");
-        e->state = E_DROP;
+        e->state = E_MALFORMED;
+        return;
+    }
+    e->h =
+        e->env.action ? daebus__bus_find_handler(bus->actions, bus->nactions, e->env.action) : NULL;
+    if (!e->h) {
+        e->state = E_UNKNOWN;
         return;
     }
     e->key = done_key(d, e->env.request_id, e->id);
@@ -139,50 +145,121 @@ static int delivery_count(const redisReply *r)
     return 0;
 }
 
-/* EXISTS of each done record (+ XPENDING of each claimed entry), pipelined. */
-static bool check_batch(daebus__durable *d, batch *b)
+static bool dropped_early(const entry *e)
 {
-    enum { MAXC = 2 * DAEBUS__DURABLE_MAX_BATCH };
-    daebus__redis_cmd cmds[MAXC];
-    const char *argv[MAXC][6];
-    redisReply *rep[MAXC];
-    int n = 0;
+    return e->state == E_EXPIRED || e->state == E_MALFORMED || e->state == E_UNKNOWN;
+}
+
+/* The check script's argv: EVAL, the script, numkeys, KEYS, ARGV. */
+typedef struct check_cmd {
+    const char *argv[5 + 3 * DAEBUS__DURABLE_MAX_BATCH];
+    char numkeys[16], ndrop[16];
+    int argc, nchecks;
+} check_cmd;
+
+static bool build_check(daebus__durable *d, const batch *b, check_cmd *c)
+{
+    int ndrop = 0, k = 0;
+    c->nchecks = 0;
     for (size_t i = 0; i < b->n; i++) {
-        entry *e = &b->e[i];
-        if (e->state != E_CHECK)
-            continue;
-        const char *ex[] = {"EXISTS", e->key};
-        memcpy(argv[n], ex, sizeof ex);
-        cmds[n] = (daebus__redis_cmd){2, argv[n], NULL};
-        n++;
-        if (b->claimed) {
-            const char *xp[] = {"XPENDING", d->key, "daebus", e->id, e->id, "1"};
-            memcpy(argv[n], xp, sizeof xp);
-            cmds[n] = (daebus__redis_cmd){6, argv[n], NULL};
-            n++;
-        }
+        ndrop += dropped_early(&b->e[i]);
+        c->nchecks += b->e[i].state == E_CHECK;
     }
-    if (n == 0)
-        return true;
-    if (!daebus__durable_pipeline(d, n, cmds, rep))
+    if (ndrop + c->nchecks == 0)
         return false;
-    int k = 0;
-    for (size_t i = 0; i < b->n; i++) {
-        entry *e = &b->e[i];
+    snprintf(c->numkeys, sizeof c->numkeys, "%d", 1 + c->nchecks);
+    snprintf(c->ndrop, sizeof c->ndrop, "%d", ndrop);
+    c->argv[k++] = "EVALSHA";
+    c->argv[k++] = d->sha_check;
+    c->argv[k++] = c->numkeys;
+    c->argv[k++] = d->key;
+    for (size_t i = 0; i < b->n; i++)
+        if (b->e[i].state == E_CHECK)
+            c->argv[k++] = b->e[i].key;
+    c->argv[k++] = c->ndrop;
+    for (size_t i = 0; i < b->n; i++)
+        if (dropped_early(&b->e[i]))
+            c->argv[k++] = b->e[i].id;
+    for (size_t i = 0; i < b->n; i++)
+        if (b->e[i].state == E_CHECK)
+            c->argv[k++] = b->e[i].id;
+    c->argc = k;
+    return true;
+}
+
+/* Reads the script's reply (and the XPENDING replies) into the entries. */
+static bool take_checks(const batch *b, redisReply **rep, entry *e0)
+{
+    const redisReply *done = rep[0];
+    if (done->type != REDIS_REPLY_ARRAY)
+        return false;
+    size_t k = 0;
+    for (entry *e = e0; e < e0 + b->n; e++) {
         if (e->state != E_CHECK)
             continue;
-        e->done = rep[k]->type == REDIS_REPLY_INTEGER && rep[k]->integer > 0;
-        k++;
+        e->done = k < done->elements && done->element[k]->type == REDIS_REPLY_INTEGER &&
+                  done->element[k]->integer > 0;
         if (b->claimed) {
-            e->attempt = delivery_count(rep[k]);
+            e->attempt = delivery_count(rep[1 + k]);
             if (e->attempt < 2)
                 e->attempt = 2;
-            k++;
         }
+        k++;
     }
+    return true;
+}
+
+/* The check script (+ XPENDING of each claimed entry, or the next read sent
+ * ahead), one write. Returns: false when the link was lost or the script
+ * failed (the entries then stay pending). */
+static bool check_batch(daebus__durable *d, batch *b)
+{
+    enum { MAXC = 2 + DAEBUS__DURABLE_MAX_BATCH };
+    check_cmd *c = malloc(sizeof *c);
+    if (!c)
+        return false;
+    if (!build_check(d, b, c)) {
+        free(c);
+        return true;
+    }
+    daebus__redis_cmd cmds[MAXC];
+    const char *xp[DAEBUS__DURABLE_MAX_BATCH][6];
+    redisReply *rep[MAXC];
+    int n = 0;
+    cmds[n++] = (daebus__redis_cmd){c->argc, c->argv, NULL};
+    for (size_t i = 0; b->claimed && i < b->n; i++) {
+        if (b->e[i].state != E_CHECK)
+            continue;
+        const char *argv[] = {"XPENDING", d->key, "daebus", b->e[i].id, b->e[i].id, "1"};
+        memcpy(xp[n - 1], argv, sizeof argv);
+        cmds[n] = (daebus__redis_cmd){6, xp[n - 1], NULL};
+        n++;
+    }
+    daebus__durable_read next;
+    bool ahead = !b->claimed && daebus__durable_read_ahead(d, c->nchecks, &next);
+    if (ahead)
+        cmds[n] = (daebus__redis_cmd){11, next.argv, NULL};
+    bool ok = daebus__durable_pipeline(d, n + ahead, cmds, n, rep);
+    free(c);
+    if (!ok)
+        return false;
+    if (ahead)
+        d->ahead_ms = next.block_ms;
+    ok = take_checks(b, rep, b->e);
+    if (!ok)
+        DAEBUS_LOG_ERRORF(LOGC,
+                          "durable: the checks of %s failed (%s); the entries are taken again "
+                          "after the visibility time-out",
+                          d->key,
+                          rep[0]->type == REDIS_REPLY_ERROR ? rep[0]->str : "unexpected reply");
+    bool flushed = daebus__durable_is_error(rep[0], "NOSCRIPT");
     for (int i = 0; i < n; i++)
         freeReplyObject(rep[i]);
-    return true;
+    if (flushed) { /* SCRIPT FLUSH: a new connection loads the scripts again */
+        d->down_logged = true;
+        daebus__durable_close(d);
+    }
+    return ok;
 }
 
 /* ---- 3. each entry ---- */
@@ -282,54 +359,34 @@ static void submit(daebus__durable *d, entry *e, const daebus__handler *h, const
     }
 }
 
-/* Runs, dead-letters or drops one checked entry. */
+/* Counts (and answers) an entry the checks dropped; runs or dead-letters
+ * a checked one. */
 static void decide(daebus__durable *d, entry *e)
 {
     daebus_bus *bus = d->bus;
     char rbuf[512];
-    const char *reply = daebus__bus_reply_channel(&e->env, bus->service, rbuf, sizeof rbuf);
-    const daebus__handler *h =
-        e->env.action ? daebus__bus_find_handler(bus->actions, bus->nactions, e->env.action) : NULL;
-    e->state = E_DROP;
-    if (e->done) {
-        atomic_fetch_add(&bus->durable_duplicates, 1);
-    } else if (e->attempt > d->max_attempts) {
-        dead_letter(d, e, reply); /* the script acknowledges it */
-        e->state = E_SKIP;
-    } else if (!h) {
+    const char *reply = e->state == E_CHECK || e->state == E_UNKNOWN
+                            ? daebus__bus_reply_channel(&e->env, bus->service, rbuf, sizeof rbuf)
+                            : NULL;
+    if (e->state == E_EXPIRED) {
+        atomic_fetch_add(&bus->durable_expired, 1);
+        return;
+    }
+    if (e->state == E_MALFORMED) {
+        atomic_fetch_add(&bus->malformed, 1);
+        return;
+    }
+    if (e->state == E_UNKNOWN)
         unknown_action(d, e, reply);
-    } else {
-        submit(d, e, h, reply);
-        e->state = E_SKIP;
+    else if (e->done)
+        atomic_fetch_add(&bus->durable_duplicates, 1);
+    else if (e->attempt > d->max_attempts)
+        dead_letter(d, e, reply); /* the script acknowledges it */
+    else {
+        submit(d, e, e->h, reply);
         return; /* env taken */
     }
     daebus__bus_envelope_free(&e->env);
-}
-
-/* ---- 4. the drops, one round trip ---- */
-
-/* XACK + XDEL of every entry that will not run. */
-static bool drop_batch(daebus__durable *d, const batch *b)
-{
-    const char *ack[3 + DAEBUS__DURABLE_MAX_BATCH] = {"XACK", d->key, "daebus"};
-    const char *del[2 + DAEBUS__DURABLE_MAX_BATCH] = {"XDEL", d->key};
-    int n = 0;
-    for (size_t i = 0; i < b->n; i++) {
-        if (b->e[i].state != E_DROP)
-            continue;
-        ack[3 + n] = b->e[i].id;
-        del[2 + n] = b->e[i].id;
-        n++;
-    }
-    if (n == 0)
-        return true;
-    daebus__redis_cmd cmds[2] = {{3 + n, ack, NULL}, {2 + n, del, NULL}};
-    redisReply *rep[2];
-    if (!daebus__durable_pipeline(d, 2, cmds, rep))
-        return false;
-    freeReplyObject(rep[0]);
-    freeReplyObject(rep[1]);
-    return true;
 }
 
 static void free_batch(batch *b)
@@ -352,15 +409,12 @@ bool daebus__durable_batch(daebus__durable *d, const redisReply *list, bool clai
     bool ok = check_batch(d, b);
     for (size_t i = 0; i < b->n; i++) {
         entry *e = &b->e[i];
-        if (e->state != E_CHECK)
-            continue;
-        if (ok)
+        if (ok && e->state != E_SKIP)
             decide(d, e);
-        else
-            daebus__bus_envelope_free(&e->env); /* lost: left pending */
+        else if (e->state == E_CHECK || e->state == E_UNKNOWN)
+            daebus__bus_envelope_free(&e->env); /* left pending */
     }
-    ok = ok && drop_batch(d, b);
     free_batch(b);
     free(b);
-    return ok;
+    return d->c != NULL;
 }

@@ -36,9 +36,14 @@ struct daebus__durable {
     redisContext *c;       /* the reader's own */
     char sha_complete[48]; /* set once before the first request is taken */
     char sha_dead[48];
+    char sha_check[48]; /* loaded again at each connection (reader thread) */
     bool down_logged;
     double next_claim, next_refresh; /* the periodic jobs (reader thread) */
-    daebus__ratelimit fail_log;      /* completions that failed (any thread) */
+    /* An XREADGROUP sent ahead with the checks of a fresh batch (its BLOCK
+     * ms; 0: none): the next read takes its reply; no other command is sent
+     * meanwhile. */
+    int ahead_ms;
+    daebus__ratelimit fail_log; /* completions that failed (any thread) */
     /* The entries taken here and not yet finished (submitted to the pool:
      * queued or running), refreshed every visibility/3. Any thread. */
     pthread_mutex_t run_lock;
@@ -51,10 +56,25 @@ struct daebus__durable {
 /* Runs one command. Returns: the reply, or NULL (the connection is then closed). */
 redisReply *daebus__durable_call(daebus__durable *d, int argc, const char **argv,
                                  const size_t *lens, double block_s);
-/* Sends the n commands at once and reads their n replies into out. Returns:
- * true, or false (the connection is closed, out holds no reply). */
-bool daebus__durable_pipeline(daebus__durable *d, int n, const daebus__redis_cmd *cmds,
+/* Sends the n commands at once and reads the replies of the first nread
+ * into out (the others are read later: the read sent ahead).
+ * Returns: true, or false (the connection is closed, out holds no reply). */
+bool daebus__durable_pipeline(daebus__durable *d, int n, const daebus__redis_cmd *cmds, int nread,
                               redisReply **out);
+
+/* An XREADGROUP of new entries (its argv points into it). */
+typedef struct daebus__durable_read {
+    char count[16], block[16];
+    const char *argv[11];
+    int block_ms;
+} daebus__durable_read;
+/* The read to send ahead with the checks of a fresh batch whose taking
+ * entries go to the pool: up to the workers then free, blocking until the
+ * next periodic job. Returns: false when none should go (no worker would be
+ * free, or a periodic job is due). */
+bool daebus__durable_read_ahead(daebus__durable *d, int taking, daebus__durable_read *out);
+/* Closes the connection (the reader makes a new one: link_up). */
+void daebus__durable_close(daebus__durable *d);
 /* An error reply, starting with prefix (NULL: any). */
 bool daebus__durable_is_error(const redisReply *r, const char *prefix);
 /* Runs a script by its sha (argv[0] and argv[1] are set here), loading it

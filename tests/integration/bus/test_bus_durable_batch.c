@@ -1,12 +1,16 @@
 /* Durable actions: the reader checks a batch of entries in one round trip
- * (framework/bus/bus_durable_batch.c). A service of 32 workers, in this
- * process, reads a batch that Redis already holds:
+ * (framework/bus/bus_durable_batch.c: one script checks the done records and
+ * drops what will not run). A service of 32 workers, in this process, reads
+ * a batch that Redis already holds:
  *   - 20 fresh requests: all answered, attempt 1, with no XPENDING at all
  *     (an entry fresh from XREADGROUP ... > was delivered once);
  *   - 20 requests already done (their done records exist) and 10 expired:
  *     none runs; all 30 are acknowledged and deleted by ONE XACK and ONE
- *     XDEL, and the 20 EXISTS of the done records reach Redis in one write
- *     (Redis's read events stay far below one per command).
+ *     XDEL, with the 20 EXISTS in the same round trip (Redis's read events
+ *     stay far below one per command);
+ *   - SCRIPT FLUSH under a running service (visibility 1 s): the reader
+ *     reconnects, loads its scripts again, and the request is answered
+ *     after the visibility time-out (attempt 2).
  */
 #include <unistd.h>
 #include "durable_common.h"
@@ -192,6 +196,38 @@ static void test_drops_one_round_trip(void)
                 calls("exists"), calls("xack"), calls("xdel"));
 }
 
+static void test_script_flush(void)
+{
+    ts_service s2;
+    static daebus_bus_options bo = DAEBUS_BUS_OPTIONS_INIT;
+    bo.durable_visibility = 1;
+    ts_service_options o = {.service = "dbf",
+                            .redis_url = redis.url,
+                            .bus = true,
+                            .bus_options = &bo,
+                            .wait_bus = 5,
+                            .max_workers = 4,
+                            .log_level = DAEBUS_LOG_ERROR};
+    CU_ASSERT_EQUAL_FATAL(ts_service_start(&s2, &o), 0);
+    redisContext *l = dur_listen(redis.port, "dbf:r", 10);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    ts_sleep_ms(200); /* the reader is up */
+    redisReply *x = redisCommand(rc, "SCRIPT FLUSH");
+    freeReplyObject(x);
+    double t0 = ts_now();
+    CU_ASSERT_EQUAL(dur_add(rc, "dbf", "work", "s1", "dbf:r", 60000), 0);
+    char *m = raw_next(l);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    CU_ASSERT(strstr(m, "\"attempt\":2") != NULL);
+    free(m);
+    CU_ASSERT(ts_now() - t0 < 5);
+    CU_ASSERT_EQUAL(dur_int(rc, "GET test:runs:s1"), 1);
+    TS_WAIT_UNTIL(dur_int(rc, "XLEN daebus:dbf:requests") == 0, 3);
+    CU_ASSERT_EQUAL(dur_int(rc, "XLEN daebus:dbf:requests"), 0);
+    redisFree(l);
+    ts_service_stop(&s2);
+}
+
 int main(void)
 {
     CU_initialize_registry();
@@ -199,5 +235,7 @@ int main(void)
     CU_add_test(s, "20 fresh entries: answered, no XPENDING", test_fresh_batch_no_xpending);
     CU_add_test(s, "20 done + 10 expired: one XACK, one XDEL, EXISTS pipelined",
                 test_drops_one_round_trip);
+    CU_add_test(s, "SCRIPT FLUSH: scripts loaded again, answered after the visibility",
+                test_script_flush);
     return ts_run_cunit();
 }
