@@ -357,12 +357,11 @@ static void durable_free(daebus__durable *d)
     free(d->dead_key);
     free(d->done_prefix);
     free(d->consumer);
-    daebus__durable_running_free(d);
-    pthread_mutex_destroy(&d->run_lock);
     if (d->wake[0] >= 0)
         close(d->wake[0]);
     if (d->wake[1] >= 0)
         close(d->wake[1]);
+    daebus__durable_running_free(d);
     free(d);
 }
 

@@ -67,6 +67,7 @@ void daebus__durable_running_free(daebus__durable *d)
     free(d->running);
     d->running = NULL;
     d->nrunning = d->caprunning = 0;
+    pthread_mutex_destroy(&d->run_lock);
 }
 
 bool daebus__durable_refresh(daebus__durable *d)

@@ -103,7 +103,7 @@ void daebus__durable_running_remove(daebus__durable *d, const char *id);
  * that XAUTOCLAIM of other replicas leaves them alone. Returns: false when
  * the connection was lost. Thread: the reader. */
 bool daebus__durable_refresh(daebus__durable *d);
-/* Frees the list (durable_free). */
+/* Frees the list and its lock (durable_free). */
 void daebus__durable_running_free(daebus__durable *d);
 
 #endif
