@@ -150,7 +150,7 @@ static bool dropped_early(const entry *e)
     return e->state == E_EXPIRED || e->state == E_MALFORMED || e->state == E_UNKNOWN;
 }
 
-/* The check script's argv: EVAL, the script, numkeys, KEYS, ARGV. */
+/* The check script's argv: EVALSHA, its sha, numkeys, KEYS, ARGV. */
 typedef struct check_cmd {
     const char *argv[5 + 3 * DAEBUS__DURABLE_MAX_BATCH];
     char numkeys[16], ndrop[16];
@@ -188,13 +188,13 @@ static bool build_check(daebus__durable *d, const batch *b, check_cmd *c)
 }
 
 /* Reads the script's reply (and the XPENDING replies) into the entries. */
-static bool take_checks(const batch *b, redisReply **rep, entry *e0)
+static bool take_checks(batch *b, redisReply **rep)
 {
     const redisReply *done = rep[0];
     if (done->type != REDIS_REPLY_ARRAY)
         return false;
     size_t k = 0;
-    for (entry *e = e0; e < e0 + b->n; e++) {
+    for (entry *e = b->e; e < b->e + b->n; e++) {
         if (e->state != E_CHECK)
             continue;
         e->done = k < done->elements && done->element[k]->type == REDIS_REPLY_INTEGER &&
@@ -245,7 +245,7 @@ static bool check_batch(daebus__durable *d, batch *b)
         return false;
     if (ahead)
         d->ahead_ms = next.block_ms;
-    ok = take_checks(b, rep, b->e);
+    ok = take_checks(b, rep);
     if (!ok)
         DAEBUS_LOG_ERRORF(LOGC,
                           "durable: the checks of %s failed (%s); the entries are taken again "
