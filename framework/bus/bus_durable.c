@@ -52,7 +52,8 @@ static redisReply *wait_reply(daebus__durable *d, double seconds, bool wake)
         int rc = daebus__redis_read(d->c, &r, (long)(left * 1e6), wake ? d->wake[0] : -1);
         if (rc == 1)
             return r;
-        if (rc < 0 || daebus__deadline_passed(until) || (wake && atomic_load(&d->stop)))
+        if (rc < 0 || daebus__deadline_passed(until) ||
+            (wake && (atomic_load(&d->stop) || atomic_load(&d->draining))))
             return NULL;
     }
 }
@@ -184,7 +185,7 @@ static void link_lost(daebus__durable *d)
 static void wait_wake(daebus__durable *d, double seconds)
 {
     struct pollfd p = {.fd = d->wake[0], .events = POLLIN};
-    poll(&p, 1, (int)(seconds * 1000) + 1);
+    poll(&p, 1, seconds > 0 ? (int)(seconds * 1000) + 1 : 0);
 }
 
 /* ---- the reader ---- */
@@ -303,6 +304,31 @@ bool daebus__durable_read_ahead(daebus__durable *d, int taking, daebus__durable_
     return true;
 }
 
+/* One turn of a draining reader: the refresh when due, then a wait until
+ * the next one (or the stop). A read sent ahead is given up: the entries it
+ * may bring stay pending for another replica. */
+static void drain_turn(daebus__durable *d)
+{
+    char buf[16];
+    while (read(d->wake[0], buf, sizeof buf) > 0) {
+    } /* the drain's wake-up; a stop sets its flag first, then writes */
+    if (atomic_load(&d->stop))
+        return;
+    if (d->ahead_ms)
+        daebus__durable_close(d);
+    if (!d->c && !link_up(d)) {
+        wait_wake(d, d->visibility / 6);
+        return;
+    }
+    double now = daebus__now_mono();
+    if (now >= d->next_refresh) {
+        d->next_refresh = now + d->visibility / 3;
+        if (!daebus__durable_refresh(d))
+            link_lost(d);
+    }
+    wait_wake(d, d->next_refresh - daebus__now_mono());
+}
+
 static void *reader_main(void *arg)
 {
     daebus__durable *d = arg;
@@ -312,6 +338,10 @@ static void *reader_main(void *arg)
     daebus__backoff_init(&bo, bus->opts.reconnect_initial, bus->opts.reconnect_max);
     d->next_claim = d->next_refresh = 0;
     while (!atomic_load(&d->stop)) {
+        if (atomic_load(&d->draining)) {
+            drain_turn(d);
+            continue;
+        }
         if (!d->c && !link_up(d)) {
             wait_wake(d, daebus__backoff_next(&bo));
             continue;
@@ -398,10 +428,21 @@ int daebus__durable_start(daebus_bus *bus)
         return DAEBUS_ENOMEM;
     bus->durable = d;
     atomic_store(&d->stop, 0);
+    atomic_store(&d->draining, 0);
     if (pthread_create(&d->thread, NULL, reader_main, d) != 0)
         return DAEBUS_ENOMEM;
     d->started = true;
     return 0;
+}
+
+void daebus__durable_drain(daebus_bus *bus)
+{
+    daebus__durable *d = bus->durable;
+    if (!d || !d->started)
+        return;
+    atomic_store(&d->draining, 1);
+    ssize_t w = write(d->wake[1], "x", 1);
+    (void)w;
 }
 
 void daebus__durable_stop(daebus_bus *bus)

@@ -33,6 +33,7 @@ struct daebus__durable {
     bool started;
     int wake[2];
     atomic_int stop;
+    atomic_int draining;   /* stopping: reads nothing more, still refreshes */
     redisContext *c;       /* the reader's own */
     char sha_complete[48]; /* set once before the first request is taken */
     char sha_dead[48];

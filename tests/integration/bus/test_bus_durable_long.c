@@ -6,7 +6,10 @@
  *   - two replicas, one request: it runs exactly once, attempt 1, and the
  *     caller gets one reply (the idle replica's XAUTOCLAIM never takes it);
  *   - the replica running it is killed -9 mid-handler: it stops refreshing,
- *     so the other replica runs it after the visibility time-out, attempt 2.
+ *     so the other replica runs it after the visibility time-out, attempt 2;
+ *   - the replica running it is stopped (SIGTERM: daebus_app_run's graceful
+ *     stop, shutdown timeout 10 s) mid-handler: it reads nothing more but
+ *     still refreshes while the handler drains: run once, there, attempt 1.
  */
 #include <signal.h>
 #include <sys/resource.h>
@@ -46,7 +49,9 @@ ACTION(dur_long, "long")
     return daebus_bus_reply_take(req, out);
 }
 
-static int child_main(const char *svc, const char *url)
+/* A replica; run: stops gracefully on SIGTERM (daebus_app_run), else it
+ * only ever dies by SIGKILL. */
+static int child_main(const char *svc, const char *url, bool run)
 {
     struct rlimit no_core = {0, 0};
     setrlimit(RLIMIT_CORE, &no_core);
@@ -58,8 +63,17 @@ static int child_main(const char *svc, const char *url)
                             .bus_options = &bo,
                             .wait_bus = 5,
                             .max_workers = 4,
+                            .shutdown_timeout = 10,
+                            .signals = run,
                             .log_level = DAEBUS_LOG_WARNING};
     ts_service s;
+    if (run) {
+        if (ts_service_create(&s, &o) != 0)
+            return 1;
+        int st = daebus_app_run(s.app);
+        daebus_app_destroy(s.app);
+        return st == 0 ? 0 : 1;
+    }
     if (ts_service_start(&s, &o) != 0)
         return 1;
     for (;;)
@@ -72,7 +86,8 @@ static pid_t spawn(const char *svc)
 {
     pid_t pid = fork();
     if (pid == 0) {
-        execl(self_path, self_path, "--child", svc, redis.url, (char *)NULL);
+        execl(self_path, self_path, strncmp(svc, "dl_run", 6) == 0 ? "--child-run" : "--child", svc,
+              redis.url, (char *)NULL);
         _exit(127);
     }
     return pid;
@@ -178,6 +193,44 @@ static void test_killed_mid_handler_retried(void)
     kill_child(other);
 }
 
+static void test_graceful_stop_mid_handler(void)
+{
+    pid_t pids[2];
+    CU_ASSERT_FATAL(two_replicas("dl_run", pids));
+    redisContext *l = dur_listen(redis.port, "dl:run", 10);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    CU_ASSERT_EQUAL(dur_add(rc, "dl_run", "long", "g1", "dl:run", 60000), 0);
+    TS_WAIT_UNTIL(dur_int(rc, "GET test:long:pid:g1") > 0, 5);
+    pid_t runner = (pid_t)dur_int(rc, "GET test:long:pid:g1");
+    CU_ASSERT_FATAL(runner == pids[0] || runner == pids[1]);
+    ts_sleep_ms(1200);
+    /* Stopping, it takes nothing more but still refreshes what it runs: the
+     * other replica leaves it alone; it finishes here, attempt 1. */
+    kill(runner, SIGTERM);
+    char *m = raw_next(l);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    CU_ASSERT(strstr(m, "\"attempt\":1") != NULL);
+    char pid[40];
+    snprintf(pid, sizeof pid, "\"pid\":%d", (int)runner);
+    CU_ASSERT(strstr(m, pid) != NULL);
+    free(m);
+    int st = -1;
+    double end = ts_now() + 10;
+    while (ts_now() < end && waitpid(runner, &st, WNOHANG) != runner)
+        ts_sleep_ms(20);
+    CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    struct timeval quiet = {2, 0};
+    redisSetTimeout(l, quiet);
+    m = raw_next(l);
+    CU_ASSERT_PTR_NULL(m);
+    free(m);
+    CU_ASSERT_EQUAL(dur_int(rc, "GET test:long:runs:g1:1"), 1);
+    CU_ASSERT_EQUAL(dur_int(rc, "EXISTS test:long:runs:g1:2"), 0);
+    CU_ASSERT_EQUAL(dur_pending(rc, "dl_run"), 0);
+    redisFree(l);
+    kill_child(runner == pids[0] ? pids[1] : pids[0]);
+}
+
 static int init(void)
 {
     if (ts_redis_start(&redis, NULL) != 0)
@@ -197,12 +250,16 @@ int main(int argc, char **argv)
 {
     self_path = argv[0];
     if (argc == 4 && strcmp(argv[1], "--child") == 0)
-        return child_main(argv[2], argv[3]);
+        return child_main(argv[2], argv[3], false);
+    if (argc == 4 && strcmp(argv[1], "--child-run") == 0)
+        return child_main(argv[2], argv[3], true);
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("bus_durable_long", init, cleanup);
     CU_add_test(s, "a handler longer than the visibility: run once, attempt 1",
                 test_long_handler_runs_once);
     CU_add_test(s, "its replica killed -9 mid-handler: run again, attempt 2",
                 test_killed_mid_handler_retried);
+    CU_add_test(s, "its replica stopped (SIGTERM) mid-handler: finishes there, attempt 1",
+                test_graceful_stop_mid_handler);
     return ts_run_cunit();
 }
