@@ -188,6 +188,13 @@ static void wait_wake(daebus__durable *d, double seconds)
     poll(&p, 1, seconds > 0 ? (int)(seconds * 1000) + 1 : 0);
 }
 
+static void empty_pipe(daebus__durable *d)
+{
+    char buf[16];
+    while (read(d->wake[0], buf, sizeof buf) > 0) {
+    }
+}
+
 /* ---- the reader ---- */
 
 static int free_slots(daebus_bus *bus)
@@ -309,9 +316,7 @@ bool daebus__durable_read_ahead(daebus__durable *d, int taking, daebus__durable_
  * may bring stay pending for another replica. */
 static void drain_turn(daebus__durable *d)
 {
-    char buf[16];
-    while (read(d->wake[0], buf, sizeof buf) > 0) {
-    } /* the drain's wake-up; a stop sets its flag first, then writes */
+    empty_pipe(d); /* the drain's wake-up; a stop sets its flag first, then writes */
     if (atomic_load(&d->stop))
         return;
     if (d->ahead_ms)
@@ -435,29 +440,32 @@ int daebus__durable_start(daebus_bus *bus)
     return 0;
 }
 
-void daebus__durable_drain(daebus_bus *bus)
+/* Sets the stop or drain flag, then wakes the reader. Returns: the reader,
+ * or NULL when none runs. */
+static daebus__durable *wake_reader(daebus_bus *bus, bool stop)
 {
     daebus__durable *d = bus->durable;
     if (!d || !d->started)
-        return;
-    atomic_store(&d->draining, 1);
+        return NULL;
+    atomic_store(stop ? &d->stop : &d->draining, 1);
     ssize_t w = write(d->wake[1], "x", 1);
     (void)w;
+    return d;
+}
+
+void daebus__durable_drain(daebus_bus *bus)
+{
+    wake_reader(bus, false);
 }
 
 void daebus__durable_stop(daebus_bus *bus)
 {
-    daebus__durable *d = bus->durable;
-    if (!d || !d->started)
+    daebus__durable *d = wake_reader(bus, true);
+    if (!d)
         return;
-    atomic_store(&d->stop, 1);
-    ssize_t w = write(d->wake[1], "x", 1);
-    (void)w;
     pthread_join(d->thread, NULL);
     d->started = false;
-    char buf[16];
-    while (read(d->wake[0], buf, sizeof buf) > 0) {
-    }
+    empty_pipe(d);
 }
 
 void daebus__durable_free(daebus_bus *bus)
