@@ -13,7 +13,6 @@
  * bench_replicas_actions.
  *
  * Usage: bench_durable [seconds per round (default 2; env BENCH_SECONDS)] */
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +22,7 @@
 
 #include "daebus/daebus.h"
 #include "perf_common.h"
+#include "perf_flight.h"
 #include "testsupport.h"
 
 #define WINDOW 16
@@ -55,92 +55,12 @@ static void stop_replica(pid_t pid)
     waitpid(pid, NULL, 0);
 }
 
-/* ---- 16 in flight: each answer issues the next ---- */
-
-typedef struct flight {
-    daebus_caller *caller;
-    const char *service, *action;
-    cJSON *payload;
-    double end;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    long done, errors;
-    int outstanding;
-} flight;
-
-static void on_reply(daebus_caller *caller, int status, const cJSON *payload, const char *message,
-                     void *user);
-
-static int issue(flight *f)
-{
-    return daebus_caller_request_async(f->caller, f->service, f->action, f->payload, 10.0, on_reply,
-                                       NULL, f, NULL);
-}
-
-static void on_reply(daebus_caller *caller, int status, const cJSON *payload, const char *message,
-                     void *user)
-{
-    (void)caller, (void)payload, (void)message;
-    flight *f = user;
-    pthread_mutex_lock(&f->lock);
-    f->done++;
-    if (status != 0)
-        f->errors++;
-    bool again = perf_now() < f->end;
-    pthread_mutex_unlock(&f->lock);
-    if (again && issue(f) == 0)
-        return;
-    pthread_mutex_lock(&f->lock);
-    if (again)
-        f->errors++;
-    if (--f->outstanding == 0)
-        pthread_cond_signal(&f->cond);
-    pthread_mutex_unlock(&f->lock);
-}
-
-/* Requests per second with WINDOW in flight for `seconds`. */
-static double run_window(daebus_caller *c, const char *service, const char *action, cJSON *payload,
-                         double seconds, long *errors)
-{
-    flight f = {.caller = c, .service = service, .action = action, .payload = payload};
-    pthread_mutex_init(&f.lock, NULL);
-    pthread_cond_init(&f.cond, NULL);
-    double t0 = perf_now();
-    f.end = t0 + seconds;
-    pthread_mutex_lock(&f.lock);
-    f.outstanding = WINDOW;
-    pthread_mutex_unlock(&f.lock);
-    for (int i = 0; i < WINDOW; i++)
-        if (issue(&f) != 0) {
-            pthread_mutex_lock(&f.lock);
-            f.errors++;
-            f.outstanding--;
-            pthread_mutex_unlock(&f.lock);
-        }
-    pthread_mutex_lock(&f.lock);
-    while (f.outstanding > 0)
-        pthread_cond_wait(&f.cond, &f.lock);
-    pthread_mutex_unlock(&f.lock);
-    double rate = (double)f.done / (perf_now() - t0);
-    *errors += f.errors;
-    pthread_mutex_destroy(&f.lock);
-    pthread_cond_destroy(&f.cond);
-    return rate;
-}
-
 /* One in flight for `seconds`: the p50 in seconds. */
 static double run_one(daebus_caller *c, const char *service, cJSON *payload, double seconds,
                       long *errors)
 {
     perf_samples lat = {0};
-    double end = perf_now() + seconds;
-    while (perf_now() < end) {
-        double t = perf_now();
-        if (daebus_caller_request(c, service, "echo", payload, 5.0, NULL, NULL) != 0)
-            (*errors)++;
-        else
-            perf_samples_add(&lat, perf_now() - t);
-    }
+    perf_flight_one(c, service, "echo", payload, seconds, &lat, errors, NULL);
     double p50 = lat.n ? perf_percentile(lat.v, lat.n, 50) : 0;
     perf_samples_free(&lat);
     return p50;
@@ -188,7 +108,8 @@ static void bench_echo(daebus_caller *pubsub, daebus_caller *durable, double sec
     for (int round = 1; round <= ROUNDS; round++)
         for (int i = 0; i < 2; i++) {
             double p50 = run_one(c[i], "bd_echo", payload, seconds, errors);
-            double rate = run_window(c[i], "bd_echo", "echo", payload, seconds, errors);
+            double rate =
+                perf_flight_window(c[i], "bd_echo", "echo", payload, WINDOW, seconds, errors, NULL);
             fprintf(stderr, BENCH ": round %d %-8s p50 %.1f us, 16 in flight %.0f/s\n", round,
                     label[i], p50 * 1e6, rate);
             if (p50 < best_p50[i])
@@ -221,7 +142,8 @@ static void bench_slow(daebus_caller *pubsub, daebus_caller *durable, double sec
     const char *label[2] = {"slow_one_replica", "slow_two_replicas"};
     for (int round = 1; round <= ROUNDS; round++)
         for (int i = 0; i < 2; i++) {
-            double rate = run_window(durable, svc[i], "count", payload, seconds, errors);
+            double rate = perf_flight_window(durable, svc[i], "count", payload, WINDOW, seconds,
+                                             errors, NULL);
             fprintf(stderr, BENCH ": round %d %-18s 16 in flight %.0f/s\n", round, label[i], rate);
             if (rate > best[i])
                 best[i] = rate;

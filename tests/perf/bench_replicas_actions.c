@@ -21,7 +21,6 @@
  * during its profiled round, into <dir>/<service>.data.
  *
  * Usage: bench_replicas_actions [seconds per round (default 3; env BENCH_SECONDS)] */
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +29,7 @@
 
 #include "daebus/daebus.h"
 #include "perf_common.h"
+#include "perf_flight.h"
 #include "perf_probe.h"
 #include "perf_svc.h"
 #include "testsupport.h"
@@ -41,107 +41,6 @@
  * rate); the median of the rounds' ratios is printed beside it */
 #define ROUNDS16 6
 #define BENCH    "replicas_actions"
-
-/* ---- 16 in flight: asynchronous requests, each answer issues the next ---- */
-
-typedef struct flight {
-    daebus_caller *caller;
-    const char *service;
-    cJSON *payload;
-    double end;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    long done, errors;
-    int outstanding;
-    double start[WINDOW];
-} flight;
-
-static void on_reply(daebus_caller *caller, int status, const cJSON *payload, const char *message,
-                     void *user);
-
-static int issue(flight *f, int slot)
-{
-    f->start[slot] = perf_now();
-    return daebus_caller_request_async(f->caller, f->service, "echo", f->payload, 5.0, on_reply,
-                                       NULL, &f->start[slot], NULL);
-}
-
-static flight *g_flight;
-
-static void on_reply(daebus_caller *caller, int status, const cJSON *payload, const char *message,
-                     void *user)
-{
-    (void)caller;
-    (void)payload;
-    (void)message;
-    flight *f = g_flight;
-    int slot = (int)((double *)user - f->start);
-    pthread_mutex_lock(&f->lock);
-    f->done++;
-    if (status != 0)
-        f->errors++;
-    bool again = perf_now() < f->end;
-    pthread_mutex_unlock(&f->lock);
-    if (again && issue(f, slot) == 0)
-        return;
-    pthread_mutex_lock(&f->lock);
-    if (again)
-        f->errors++;
-    if (--f->outstanding == 0)
-        pthread_cond_signal(&f->cond);
-    pthread_mutex_unlock(&f->lock);
-}
-
-/* Requests per second with WINDOW in flight for `seconds`. */
-static double run_window(daebus_caller *c, const char *service, cJSON *payload, double seconds,
-                         long *errors, long *done)
-{
-    flight f = {.caller = c, .service = service, .payload = payload};
-    pthread_mutex_init(&f.lock, NULL);
-    pthread_cond_init(&f.cond, NULL);
-    g_flight = &f;
-    double t0 = perf_now();
-    f.end = t0 + seconds;
-    pthread_mutex_lock(&f.lock);
-    f.outstanding = WINDOW;
-    pthread_mutex_unlock(&f.lock);
-    for (int i = 0; i < WINDOW; i++)
-        if (issue(&f, i) != 0) {
-            pthread_mutex_lock(&f.lock);
-            f.errors++;
-            f.outstanding--;
-            pthread_mutex_unlock(&f.lock);
-        }
-    pthread_mutex_lock(&f.lock);
-    while (f.outstanding > 0)
-        pthread_cond_wait(&f.cond, &f.lock);
-    pthread_mutex_unlock(&f.lock);
-    double rate = (double)f.done / (perf_now() - t0);
-    *errors += f.errors;
-    *done += f.done;
-    g_flight = NULL;
-    pthread_mutex_destroy(&f.lock);
-    pthread_cond_destroy(&f.cond);
-    return rate;
-}
-
-/* One in flight for `seconds`: latencies into lat. */
-static void run_one(daebus_caller *c, const char *service, cJSON *payload, double seconds,
-                    perf_samples *lat, long *errors, long *done)
-{
-    double end = perf_now() + seconds;
-    while (perf_now() < end) {
-        double t = perf_now();
-        cJSON *reply = NULL;
-        daebus_error err = {0};
-        int rc = daebus_caller_request(c, service, "echo", payload, 5.0, &reply, &err);
-        perf_samples_add(lat, perf_now() - t);
-        cJSON_Delete(reply);
-        if (rc)
-            (*errors)++;
-        (*done)++;
-    }
-}
 
 /* ---- the services ---- */
 
@@ -212,7 +111,7 @@ static void profile(service *s, daebus_caller *c, cJSON *payload, double seconds
         }
     }
     long done = 0;
-    double rate = run_window(c, s->name, payload, seconds, errors, &done);
+    double rate = perf_flight_window(c, s->name, "echo", payload, WINDOW, seconds, errors, &done);
     if (rec > 0)
         waitpid(rec, NULL, 0);
     cpu1[0] = perf_cpu_seconds(0);
@@ -272,14 +171,14 @@ int main(int argc, char **argv)
     for (int s = 0; s < nsv; s++) {
         perf_samples w = {0};
         long e = 0;
-        run_one(caller, sv[s].name, payload, 0.3, &w, &e, &sv[s].sent);
+        perf_flight_one(caller, sv[s].name, "echo", payload, 0.3, &w, &e, &sv[s].sent);
         perf_samples_free(&w);
     }
     for (int round = 0; round < ROUNDS; round++)
         for (int s = 0; s < nsv; s++) {
             perf_samples l = {0};
             long before = 0;
-            run_one(caller, sv[s].name, payload, seconds, &l, &errors, &before);
+            perf_flight_one(caller, sv[s].name, "echo", payload, seconds, &l, &errors, &before);
             sv[s].sent += before;
             double p50 = perf_percentile(l.v, l.n, 50);
             fprintf(stderr, BENCH ": round %d %-14s 1 in flight p50 %.1f us (%ld)\n", round,
@@ -295,7 +194,8 @@ int main(int argc, char **argv)
     for (int round = 0; round < ROUNDS16; round++) {
         double rate[3] = {0};
         for (int s = 0; s < nsv; s++) {
-            double r = run_window(caller, sv[s].name, payload, seconds / 2, &errors, &sv[s].sent);
+            double r = perf_flight_window(caller, sv[s].name, "echo", payload, WINDOW, seconds / 2,
+                                          &errors, &sv[s].sent);
             rate[s] = r;
             fprintf(stderr, BENCH ": round %d %-14s 16 in flight %.0f/s\n", round, sv[s].label, r);
             if (r > sv[s].best_rate16)

@@ -79,4 +79,40 @@ static inline redisContext *dur_listen(int port, const char *channel, int second
     return c;
 }
 
+/* The suite's Redis and a raw client on it (init of a CUnit suite). */
+static inline int dur_suite_init(ts_redis *redis, redisContext **rc)
+{
+    if (ts_redis_start(redis, NULL) != 0)
+        return -1;
+    *rc = raw_connect(redis->port);
+    return *rc ? 0 : -1;
+}
+
+static inline int dur_suite_cleanup(ts_redis *redis, redisContext *rc)
+{
+    redisFree(rc);
+    ts_redis_stop(redis);
+    return 0;
+}
+
+/* The next final reply on l (progress skipped), malloc'd, or NULL. */
+static inline char *dur_final(redisContext *l)
+{
+    for (;;) {
+        char *m = raw_next(l);
+        if (!m || !strstr(m, "\"final\":false"))
+            return m;
+        free(m);
+    }
+}
+
+/* Whether the next final reply on l contains want. */
+static inline bool dur_final_has(redisContext *l, const char *want)
+{
+    char *m = dur_final(l);
+    bool hit = m && strstr(m, want) != NULL;
+    free(m);
+    return hit;
+}
+
 #endif

@@ -69,30 +69,14 @@ static struct daebus_bus_stats stats(ts_service *s)
     return st;
 }
 
-/* The next final reply on l (progress skipped), malloc'd, or NULL. */
-static char *final_reply(redisContext *l)
-{
-    for (;;) {
-        char *m = raw_next(l);
-        if (!m || !strstr(m, "\"final\":false"))
-            return m;
-        free(m);
-    }
-}
-
 static int init(void)
 {
-    if (ts_redis_start(&redis, NULL) != 0)
-        return -1;
-    rc = raw_connect(redis.port);
-    return rc ? 0 : -1;
+    return dur_suite_init(&redis, &rc);
 }
 
 static int cleanup(void)
 {
-    redisFree(rc);
-    ts_redis_stop(&redis);
-    return 0;
+    return dur_suite_cleanup(&redis, rc);
 }
 
 /* ---- tests ---- */
@@ -109,7 +93,7 @@ static void test_added_before_start(void)
     CU_ASSERT_EQUAL_FATAL(start(&s, "dur_a", true), 0);
     int got = 0;
     for (int i = 0; i < 2; i++) {
-        char *m = final_reply(l);
+        char *m = dur_final(l);
         got += m && strstr(m, "\"attempt\":1") != NULL;
         free(m);
     }
@@ -157,9 +141,7 @@ static void test_completed_never_again(void)
     redisContext *l = dur_listen(redis.port, "dur:r3", 5);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     CU_ASSERT_EQUAL(dur_add(rc, "dur_d", "work", "d1", "dur:r3", 30000), 0);
-    char *m = final_reply(l);
-    CU_ASSERT_PTR_NOT_NULL(m && strstr(m, "\"attempt\":1"));
-    free(m);
+    CU_ASSERT(dur_final_has(l, "\"attempt\":1"));
     /* The same request_id again (a caller retrying after a lost reply). */
     CU_ASSERT_EQUAL(dur_add(rc, "dur_d", "work", "d1", "dur:r3", 30000), 0);
     TS_WAIT_UNTIL(stats(&s).durable_duplicates == 1, 5);
@@ -178,9 +160,7 @@ static void test_error_completes(void)
     redisContext *l = dur_listen(redis.port, "dur:r4", 5);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     CU_ASSERT_EQUAL(dur_add(rc, "dur_f", "fail", "f1", "dur:r4", 30000), 0);
-    char *m = final_reply(l);
-    CU_ASSERT_PTR_NOT_NULL(m && strstr(m, "Internal error in action 'fail'"));
-    free(m);
+    CU_ASSERT(dur_final_has(l, "Internal error in action 'fail'"));
     ts_sleep_ms(2500); /* past the visibility time-out: not taken again */
     CU_ASSERT_EQUAL(dur_int(rc, "GET test:fail_runs"), 1);
     CU_ASSERT_EQUAL(stats(&s).durable_completed, 1);
@@ -203,7 +183,7 @@ static void test_burst_leaves_stream_empty(void)
     }
     int finals = 0;
     for (int i = 0; i < N; i++) {
-        char *m = final_reply(l);
+        char *m = dur_final(l);
         if (!m)
             break;
         finals++;
@@ -234,9 +214,7 @@ static void test_redis_restart(void)
     redisContext *l = dur_listen(redis.port, "dur:r7", 10);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     CU_ASSERT_EQUAL(dur_add(rc, "dur_r", "work", "r1", "dur:r7", 30000), 0);
-    char *m = final_reply(l);
-    CU_ASSERT_PTR_NOT_NULL(m && strstr(m, "\"request_id\":\"r1\""));
-    free(m);
+    CU_ASSERT(dur_final_has(l, "\"request_id\":\"r1\""));
     CU_ASSERT_EQUAL(dur_int(rc, "GET test:runs:r1"), 1);
     TS_WAIT_UNTIL(dur_int(rc, "XLEN daebus:dur_r:requests") == 0, 3);
     CU_ASSERT_EQUAL(dur_int(rc, "XLEN daebus:dur_r:requests"), 0);
@@ -257,9 +235,7 @@ static void test_graceful_stop(void)
     double t0 = ts_now();
     ts_service_stop(&s);
     CU_ASSERT(ts_now() - t0 < 2.0);
-    char *m = final_reply(l);
-    CU_ASSERT_PTR_NOT_NULL(m && strstr(m, "\"request_id\":\"g1\""));
-    free(m);
+    CU_ASSERT(dur_final_has(l, "\"request_id\":\"g1\""));
     CU_ASSERT_EQUAL(dur_int(rc, "XLEN daebus:dur_g:requests"), 0);
     CU_ASSERT_EQUAL(dur_pending(rc, "dur_g"), 0);
     redisFree(l);
@@ -295,9 +271,7 @@ static void test_wait_replicas(void)
     redisContext *l = dur_listen(redis.port, "dur:r8", 5);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     CU_ASSERT_EQUAL(dur_add(rc, "dur_w", "work", "w1", "dur:r8", 30000), 0);
-    char *m = final_reply(l);
-    CU_ASSERT_PTR_NOT_NULL(m && strstr(m, "\"request_id\":\"w1\""));
-    free(m);
+    CU_ASSERT(dur_final_has(l, "\"request_id\":\"w1\""));
     TS_WAIT_UNTIL(stats(&s).durable_completed == 1, 3);
     CU_ASSERT_EQUAL(stats(&s).durable_completed, 1);
     CU_ASSERT_EQUAL(command_calls("wait"), before + 1);

@@ -139,17 +139,12 @@ static bool await_msg(redisContext *l, const char *want, char *seen, size_t cap)
 
 static int init(void)
 {
-    if (ts_redis_start(&redis, NULL) != 0)
-        return -1;
-    rc = raw_connect(redis.port);
-    return rc ? 0 : -1;
+    return dur_suite_init(&redis, &rc);
 }
 
 static int cleanup(void)
 {
-    redisFree(rc);
-    ts_redis_stop(&redis);
-    return 0;
+    return dur_suite_cleanup(&redis, rc);
 }
 
 /* ---- tests ---- */

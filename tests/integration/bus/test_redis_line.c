@@ -9,17 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "daebus/daebus.h"
-#include "redis_line.h"
-#include "testsupport.h"
-
-static ts_redis redis;
-static daebus__redis_url url;
-
-static daebus__redis_line *line_new(void)
-{
-    daebus__redis_pub_opts o = {&url, 1, 2.0, 2.0, 0.0, "test"};
-    return daebus__redis_line_create(&o);
-}
+#include "redis_fixture.h"
 
 static unsigned long long send1(daebus__redis_line *l, const char *a0, const char *a1)
 {
@@ -197,20 +187,6 @@ static void test_restart_while_idle(void)
     CU_ASSERT(t > 0);
     CU_ASSERT(wait_int(l, t) >= 1);
     daebus__redis_line_destroy(l);
-}
-
-static int init(void)
-{
-    daebus_error e = {0};
-    if (ts_redis_start(&redis, NULL) != 0)
-        return -1;
-    return daebus__redis_url_parse(redis.url, &url, &e);
-}
-
-static int cleanup(void)
-{
-    ts_redis_stop(&redis);
-    return 0;
 }
 
 int main(void)

@@ -7,13 +7,9 @@
  * CLIENT ID tells whether a connection is the old one. */
 #include <string.h>
 #include "daebus/daebus.h"
-#include "redis_line.h"
 #include "redis_pub.h"
 #include "redis_sentinel.h"
-#include "testsupport.h"
-
-static ts_redis redis;
-static daebus__redis_url url;
+#include "redis_fixture.h"
 
 /* Runs one command on a connection of its own (the operator's). */
 static void admin(const char *a0, const char *a1, const char *a2)
@@ -99,8 +95,7 @@ static void test_pub_readonly(void)
 
 static void test_line_readonly(void)
 {
-    daebus__redis_pub_opts o = {&url, 1, 2.0, 2.0, 0.0, "test"};
-    daebus__redis_line *l = daebus__redis_line_create(&o);
+    daebus__redis_line *l = line_new();
     daebus__redis_line_repair(l);
     const char *argv[2];
     size_t len[2];
@@ -128,20 +123,6 @@ static void test_line_readonly(void)
     CU_ASSERT(r->integer > id1);
     freeReplyObject(r);
     daebus__redis_line_destroy(l);
-}
-
-static int init(void)
-{
-    daebus_error e = {0};
-    if (ts_redis_start(&redis, NULL) != 0)
-        return -1;
-    return daebus__redis_url_parse(redis.url, &url, &e);
-}
-
-static int cleanup(void)
-{
-    ts_redis_stop(&redis);
-    return 0;
 }
 
 int main(void)

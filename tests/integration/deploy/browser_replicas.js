@@ -6,27 +6,17 @@
 // (--ignore-certificate-errors-spki-list), not by ignoring TLS errors.
 'use strict';
 
-const fs = require('fs');
 const http = require('http');
 const os = require('os');
 const path = require('path');
+const {STEP, logger, withContext, openPage, register, join, say, expectMessage} =
+  require(path.join(__dirname, '..', '..', 'browser', 'browser_common.js'));
 
 const url = process.env.DEPLOY_URL; // https://localhost:PORT/ (nginx)
 const replicas = process.env.DEPLOY_REPLICAS.split(','); // http://127.0.0.1:PORT each (direct)
 const spki = process.env.DEPLOY_SPKI;
 const shotDir = process.env.SHOT_DIR || os.tmpdir();
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
-const STEP = 15000;
-
-let chromium;
-try {
-  ({chromium} = require('playwright-core'));
-} catch (e) {
-  console.error('FAILED: cannot load playwright-core: ' + e.message);
-  process.exit(1);
-}
-
-function log(msg) { console.log('browser replicas: ' + msg); }
+const log = logger('browser replicas');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function getJson(u) {
@@ -57,43 +47,9 @@ async function waitCounts(want, what) {
   throw new Error(`${what}: clients per replica ${JSON.stringify(got)}`);
 }
 
-async function openPage(context, name) {
-  const page = await context.newPage();
-  page.on('pageerror', (e) => console.error(`[${name}] page error: ${e.message}`));
-  page.on('console', (m) => { if (m.type() === 'error') console.error(`[${name}] console: ${m.text()}`); });
-  await page.goto(url);
-  await page.waitForSelector('#status.open', {timeout: STEP});
-  return page;
-}
-
-async function register(page, name) {
-  await page.fill('#username', name);
-  await page.click('#register-btn');
-  await page.waitForSelector('#chat:not([hidden])', {timeout: STEP});
-}
-
-async function join(page, room) {
-  await page.fill('#room-input', room);
-  await page.click('#join-btn');
-  await page.waitForFunction((r) => document.getElementById('room-title').textContent === '#' + r,
-                             room, {timeout: STEP});
-}
-
-async function say(page, text) {
-  await page.fill('#message-input', text);
-  await page.click('#send-btn');
-  await page.locator('#messages li.message.mine .text', {hasText: text}).waitFor({timeout: STEP});
-}
-
-async function expectMessage(page, text, who) {
-  await page.locator('#messages li.message:not(.mine) .text', {hasText: text})
-    .waitFor({timeout: STEP})
-    .catch(() => { throw new Error(`${who} (on another replica) did not see '${text}'`); });
-}
-
 async function scenario(context) {
   if (replicas.length !== 2) throw new Error('want 2 replicas, got ' + replicas.length);
-  const a = await openPage(context, 'alice');
+  const a = await openPage(context, url, 'alice');
   const afterA = await waitCounts((c) => c[0] + c[1] === 1, 'alice connected');
   const ra = afterA.indexOf(1);
   const proto = await a.evaluate(() => location.protocol);
@@ -107,7 +63,7 @@ async function scenario(context) {
   for (let attempt = 0; attempt < 8 && rb !== 1 - ra; attempt++) {
     if (b) await b.close();
     await waitCounts((c) => c[ra] === 1 && c[1 - ra] === 0 && c[0] + c[1] === 1, 'bob\'s previous page gone');
-    b = await openPage(context, 'bob');
+    b = await openPage(context, url, 'bob');
     const c = await waitCounts((n) => n[0] + n[1] === 2, 'bob connected');
     rb = c[1 - ra] === 1 ? 1 - ra : ra;
   }
@@ -141,32 +97,10 @@ async function scenario(context) {
   log('alice saw bob leave');
 }
 
-async function main() {
-  const profile = process.env.PROFILE_DIR || fs.mkdtempSync(path.join(os.tmpdir(), 'daebus-chromium-'));
-  let context;
-  try {
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-             '--disable-background-networking', '--disable-component-update', '--disable-sync',
-             '--ignore-certificate-errors-spki-list=' + spki],
-      viewport: {width: 1100, height: 700},
-      timeout: 60000,
-    });
-  } catch (e) {
-    console.error('SKIPPED: browser test: Chromium cannot start: ' + e.message.split('\n')[0]);
-    process.exit(77);
-  }
-  try {
-    await scenario(context);
-  } catch (e) {
-    for (const [i, page] of context.pages().entries())
-      await page.screenshot({path: path.join(shotDir, `replicas-failure-page${i}.png`)}).catch(() => {});
-    throw e;
-  } finally {
-    await context.close();
-  }
+// Chromium trusts nginx's throw-away certificate by its key's pin only.
+function main() {
+  return withContext(shotDir, scenario,
+                     {extraArgs: ['--ignore-certificate-errors-spki-list=' + spki], prefix: 'replicas-'});
 }
 
 main().then(() => process.exit(0), (e) => {

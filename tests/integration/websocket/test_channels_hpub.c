@@ -67,19 +67,6 @@ static bool connect_client(wsc *c)
     return wsc_connect(c, port, "/ws", NULL) == 0;
 }
 
-static bool subscribe_frame(wsc *c, const char *channel)
-{
-    char f[128];
-    snprintf(f, sizeof f, "{\"type\":\"subscribe\",\"channel\":\"%s\",\"request_id\":\"s\"}",
-             channel);
-    if (wsc_send_text(c, f) != 0)
-        return false;
-    char *t = wsc_recv_text(c, 5000);
-    bool ok = t && strstr(t, "\"success\":true") && strstr(t, "\"request_id\":\"s\"");
-    free(t);
-    return ok;
-}
-
 /* Publishes {"p": p, "seq": seq} into channel. Returns: the publish's code. */
 static int publish(const char *channel, int p, int seq)
 {
@@ -143,7 +130,7 @@ static void test_concurrent_grouped(void)
     static wsc subs[NSUB];
     for (int i = 0; i < NSUB; i++) {
         CU_ASSERT_TRUE_FATAL(connect_client(&subs[i]));
-        CU_ASSERT_TRUE_FATAL(subscribe_frame(&subs[i], CHAN));
+        CU_ASSERT_TRUE_FATAL(wsc_subscribe(&subs[i], CHAN));
     }
     daebus__ws_hpub_stats before;
     daebus__ws_hpub_get_stats(ws, &before);
@@ -188,8 +175,8 @@ static void test_plain_history_order(void)
 {
     wsc c;
     CU_ASSERT_TRUE_FATAL(connect_client(&c));
-    CU_ASSERT_TRUE_FATAL(subscribe_frame(&c, "h:mix"));
-    CU_ASSERT_TRUE_FATAL(subscribe_frame(&c, "p:mix"));
+    CU_ASSERT_TRUE_FATAL(wsc_subscribe(&c, "h:mix"));
+    CU_ASSERT_TRUE_FATAL(wsc_subscribe(&c, "p:mix"));
     enum { N = 300 };
     for (int i = 1; i <= N; i++) /* runs of 1..3 of each kind */
         CU_ASSERT_EQUAL(publish((i / 3) % 2 ? "h:mix" : "p:mix", 0, i), 0);
@@ -225,7 +212,7 @@ static void test_group_refused(void)
 {
     wsc c;
     CU_ASSERT_TRUE_FATAL(connect_client(&c));
-    CU_ASSERT_TRUE_FATAL(subscribe_frame(&c, "h:oom"));
+    CU_ASSERT_TRUE_FATAL(wsc_subscribe(&c, "h:oom"));
     daebus_ws_stats s0;
     daebus_ws_get_stats(ws, &s0);
     daebus__ws_hpub_stats h0, h1;
@@ -282,7 +269,7 @@ static void test_redis_away(void)
     CU_ASSERT_EQUAL_FATAL(ts_redis_restart(&redis), 0);
     wsc c;
     CU_ASSERT_TRUE_FATAL(connect_client(&c));
-    TS_WAIT_UNTIL(subscribe_frame(&c, "h:back"), 15);
+    TS_WAIT_UNTIL(wsc_subscribe(&c, "h:back"), 15);
     /* the first group after the restart may fail (the pool finds its
      * connection broken): counted, not retried; later ones get through */
     got g = {0};

@@ -42,20 +42,6 @@ static char *connect_client(wsc *c)
     return r;
 }
 
-/* Sends a subscribe frame and waits for its answer. Returns: true on success. */
-static bool subscribe_frame(wsc *c, const char *channel)
-{
-    char f[128];
-    snprintf(f, sizeof f, "{\"type\":\"subscribe\",\"channel\":\"%s\",\"request_id\":\"s\"}",
-             channel);
-    if (wsc_send_text(c, f) != 0)
-        return false;
-    char *t = wsc_recv_text(c, 5000);
-    bool ok = t && strstr(t, "\"success\":true") && strstr(t, "\"request_id\":\"s\"");
-    free(t);
-    return ok;
-}
-
 static void *publisher(void *arg)
 {
     int p = (int)(intptr_t)arg;
@@ -94,7 +80,7 @@ static void *churn_clients(void *arg)
         wsc c;
         char *id = connect_client(&c);
         if (id)
-            subscribe_frame(&c, CHAN);
+            wsc_subscribe(&c, CHAN);
         wsc_close(&c);
         free(id);
     }
@@ -129,7 +115,7 @@ static void test_concurrent(void)
     for (int i = 0; i < NSUB; i++) {
         ids[i] = connect_client(&subs[i]);
         CU_ASSERT_PTR_NOT_NULL_FATAL(ids[i]);
-        CU_ASSERT_TRUE_FATAL(subscribe_frame(&subs[i], CHAN));
+        CU_ASSERT_TRUE_FATAL(wsc_subscribe(&subs[i], CHAN));
     }
     pthread_t pubs[NPUB], ca, cc;
     pthread_create(&ca, NULL, churn_api, ids[0]);

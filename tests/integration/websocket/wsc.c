@@ -226,3 +226,16 @@ const char *wsc_header(const wsc *c, const char *name, char *buf, size_t len)
     }
     return NULL;
 }
+
+bool wsc_subscribe(wsc *c, const char *channel)
+{
+    char f[128];
+    snprintf(f, sizeof f, "{\"type\":\"subscribe\",\"channel\":\"%s\",\"request_id\":\"s\"}",
+             channel);
+    if (wsc_send_text(c, f) != 0)
+        return false;
+    char *t = wsc_recv_text(c, 5000);
+    bool ok = t && strstr(t, "\"success\":true") && strstr(t, "\"request_id\":\"s\"");
+    free(t);
+    return ok;
+}

@@ -2,6 +2,7 @@
 #ifndef WSC_H
 #define WSC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct wsc {
@@ -28,6 +29,9 @@ int wsc_send_text(wsc *c, const char *text);
 int wsc_recv(wsc *c, int timeout_ms, char **out, size_t *n);
 /* Receives the next text frame (skipping pings/pongs). Returns malloc'd text or NULL. */
 char *wsc_recv_text(wsc *c, int timeout_ms);
+/* Sends a channel subscribe frame (docs/channels.md) and waits up to 5 s for
+ * its answer: true when it says success. */
+bool wsc_subscribe(wsc *c, const char *channel);
 void wsc_close(wsc *c);
 /* Copies the value of header name (case-insensitive) of the upgrade answer
  * into buf. Returns: buf, or NULL when the answer has no such header. */
