@@ -81,18 +81,13 @@ static void add_many(const char *prefix, int from, int n, long long deadline_ms)
 
 static int init(void)
 {
-    if (ts_redis_start(&redis, NULL) != 0)
-        return -1;
-    rc = raw_connect(redis.port);
-    return rc ? 0 : -1;
+    return dur_suite_init(&redis, &rc);
 }
 
 static int cleanup(void)
 {
     ts_service_stop(&svc);
-    redisFree(rc);
-    ts_redis_stop(&redis);
-    return 0;
+    return dur_suite_cleanup(&redis, rc);
 }
 
 static int start_service(void)

@@ -233,17 +233,12 @@ static void test_graceful_stop_mid_handler(void)
 
 static int init(void)
 {
-    if (ts_redis_start(&redis, NULL) != 0)
-        return -1;
-    rc = raw_connect(redis.port);
-    return rc ? 0 : -1;
+    return dur_suite_init(&redis, &rc);
 }
 
 static int cleanup(void)
 {
-    redisFree(rc);
-    ts_redis_stop(&redis);
-    return 0;
+    return dur_suite_cleanup(&redis, rc);
 }
 
 int main(int argc, char **argv)
