@@ -270,7 +270,7 @@ static void bus_stop(void *self)
     daebus_bus *bus = self;
     double drain = daebus_app_shutdown_timeout(bus->app);
     atomic_store(&bus->stopping, 1);
-    daebus__durable_stop(bus); /* takes no more; what it took drains below */
+    daebus__durable_drain(bus); /* takes no more; refreshes what drains below */
     /* Stop taking (claims in flight end) before leaving the lists: no other
      * replica goes solo while this one may still win a claim. What it took,
      * the pool drains below. */
@@ -294,6 +294,7 @@ static void bus_stop(void *self)
                          "%zu retained request(s) not released at shutdown; release them "
                          "before destroying the app",
                          live);
+    daebus__durable_stop(bus); /* drained: nothing more to refresh */
     pthread_mutex_lock(&bus->caller_lock);
     daebus_caller *c = bus->caller;
     bus->caller = NULL;

@@ -29,8 +29,13 @@ typedef struct daebus__durable_job {
 /* Starts the reader when the bus has actions and durable is on. Returns: 0
  * or DAEBUS_ENOMEM. Thread: the app's (bus_start). */
 int daebus__durable_start(daebus_bus *bus);
-/* Stops the reader (prompt: it is woken) and frees it; jobs already taken
- * finish on the pool. Accepts a bus without a reader. */
+/* The first step of a stop: the reader takes nothing more (a blocking read
+ * is woken) but keeps refreshing the entries still running, so that no other
+ * replica takes them while the pool drains. Accepts a bus without a reader. */
+void daebus__durable_drain(daebus_bus *bus);
+/* Stops the reader (prompt: it is woken); after the drain, what is left of
+ * the entries taken here is taken by another replica after the visibility
+ * time-out. Accepts a bus without a reader. */
 void daebus__durable_stop(daebus_bus *bus);
 
 /* Stops the reader and frees it (bus destroy). */

@@ -33,4 +33,26 @@
     "if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end\n"                          \
     "return 1\n"
 
+/* The checks of a batch of entries, and the drops. KEYS[1] the request
+ * stream, KEYS[2..] the done records of the entries to check; ARGV[1] the
+ * number d of entries to drop (expired, malformed, unknown action),
+ * ARGV[2..d+1] their ids, ARGV[d+2..] the ids of the entries checked (in the
+ * order of their KEYS). An entry whose done record exists is dropped too.
+ * All the drops: one XACK and one XDEL. Returns: for each checked entry 1
+ * (done: dropped) or 0. */
+#define DAEBUS__DURABLE_LUA_CHECK                                                                  \
+    "local nd = tonumber(ARGV[1])\n"                                                               \
+    "local drop, out = {}, {}\n"                                                                   \
+    "for i = 2, nd + 1 do drop[#drop + 1] = ARGV[i] end\n"                                         \
+    "for i = 2, #KEYS do\n"                                                                        \
+    "  local done = redis.call('EXISTS', KEYS[i])\n"                                               \
+    "  out[#out + 1] = done\n"                                                                     \
+    "  if done == 1 then drop[#drop + 1] = ARGV[nd + i] end\n"                                     \
+    "end\n"                                                                                        \
+    "if #drop > 0 then\n"                                                                          \
+    "  redis.call('XACK', KEYS[1], 'daebus', unpack(drop))\n"                                      \
+    "  redis.call('XDEL', KEYS[1], unpack(drop))\n"                                                \
+    "end\n"                                                                                        \
+    "return out\n"
+
 #endif
