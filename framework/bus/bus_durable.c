@@ -29,16 +29,16 @@
 #include "daebus/app.h"
 #include "daebus/log.h"
 #include "bus_durable.h"
+#include "bus_durable_gc.h"
 #include "bus_durable_lua.h"
 #include "bus_internal.h"
 #include "clock.h"
 #include "redis_conn.h"
 #include "utf8.h"
 
-#define LOGC                  DAEBUS__BUS_LOGC
-#define DURABLE_BLOCK_MS      500
-#define DURABLE_MAX_BATCH     64
-#define DURABLE_DONE_MARGIN_S 3600
+#define LOGC              DAEBUS__BUS_LOGC
+#define DURABLE_BLOCK_MS  500
+#define DURABLE_MAX_BATCH 64
 
 struct daebus__durable {
     daebus_bus *bus;
@@ -484,13 +484,14 @@ static void *reader_main(void *arg)
     daebus__sigpipe_block_thread();
     daebus__backoff bo;
     daebus__backoff_init(&bo, bus->opts.reconnect_initial, bus->opts.reconnect_max);
-    double next_claim = 0;
+    double next_claim = 0, next_gc = 0;
     while (!atomic_load(&d->stop)) {
         if (!d->c && !link_up(d)) {
             wait_wake(d, daebus__backoff_next(&bo));
             continue;
         }
         daebus__backoff_reset(&bo);
+        daebus__durable_gc_tick(bus, d->key, d->consumer, d->visibility, &next_gc);
         int n = free_slots(bus);
         if (n == 0) {
             wait_wake(d, 0.005);
@@ -622,7 +623,7 @@ static int complete_cmd(daebus_bus *bus, const daebus__durable_job *j, const cha
     daebus__durable *d = bus->durable;
     char ttl[24], nrep[16], wait_ms[24];
     long long left = j->deadline > 0 ? (j->deadline - now_ms()) / 1000 : 0;
-    snprintf(ttl, sizeof ttl, "%lld", (left > 0 ? left : 0) + DURABLE_DONE_MARGIN_S);
+    snprintf(ttl, sizeof ttl, "%lld", (left > 0 ? left : 0) + daebus__durable_done_margin(bus));
     const char *argv[] = {by_sha ? "EVALSHA" : "EVAL",
                           by_sha ? d->sha_complete : DAEBUS__DURABLE_LUA_COMPLETE,
                           "2",
