@@ -36,9 +36,10 @@
 #include "redis_conn.h"
 #include "utf8.h"
 
-#define LOGC              DAEBUS__BUS_LOGC
-#define DURABLE_BLOCK_MS  500
-#define DURABLE_MAX_BATCH 64
+#define LOGC                  DAEBUS__BUS_LOGC
+#define DURABLE_BLOCK_MS      500
+#define DURABLE_MAX_BATCH     64
+#define DURABLE_DONE_MARGIN_S 3600
 
 struct daebus__durable {
     daebus_bus *bus;
@@ -623,7 +624,8 @@ static int complete_cmd(daebus_bus *bus, const daebus__durable_job *j, const cha
     daebus__durable *d = bus->durable;
     char ttl[24], nrep[16], wait_ms[24];
     long long left = j->deadline > 0 ? (j->deadline - now_ms()) / 1000 : 0;
-    snprintf(ttl, sizeof ttl, "%lld", (left > 0 ? left : 0) + daebus__durable_done_margin(bus));
+    snprintf(ttl, sizeof ttl, "%lld",
+             (left > 0 ? left : 0) + daebus__durable_done_ttl(bus, DURABLE_DONE_MARGIN_S));
     const char *argv[] = {by_sha ? "EVALSHA" : "EVAL",
                           by_sha ? d->sha_complete : DAEBUS__DURABLE_LUA_COMPLETE,
                           "2",

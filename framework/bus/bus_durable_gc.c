@@ -176,8 +176,8 @@ void daebus__durable_gc_leave(daebus_bus *bus)
     freeReplyObject(r);
 }
 
-long long daebus__durable_done_margin(const daebus_bus *bus)
+long long daebus__durable_done_ttl(const daebus_bus *bus, long long fallback)
 {
-    double m = bus->opts.durable_done_margin;
-    return m > 0 ? (long long)(m + 0.999) : 3600;
+    double m = bus->opts.durable_done_ttl;
+    return m > 0 ? (long long)(m + 0.999) : fallback;
 }

@@ -40,7 +40,8 @@ int daebus__durable_gc_sweep(daebus_bus *bus, const char *key, const char *consu
 void daebus__durable_gc_leave(daebus_bus *bus);
 
 /* Seconds a done record is kept after the request's deadline: the bus
- * option durable_done_margin (0 = 3600). Thread: callable from any thread. */
-long long daebus__durable_done_margin(const daebus_bus *bus);
+ * option durable_done_ttl (rounded up), or fallback when it is 0.
+ * Thread: callable from any thread. */
+long long daebus__durable_done_ttl(const daebus_bus *bus, long long fallback);
 
 #endif

@@ -98,26 +98,25 @@ typedef struct daebus_bus_options {
                                  heartbeats; 0 = 1 */
     /* Durable actions (docs/messaging/durable.md): the stream
      * daebus:<service>:requests, read with the consumer group "daebus". */
-    int durable;                /* 0 = default: on (when the app has actions
+    int durable;               /* 0 = default: on (when the app has actions
                                   and no_service_channel is false);
                                   > 0 on; < 0 off */
-    double durable_visibility;  /* seconds an entry taken by a replica may stay
+    double durable_visibility; /* seconds an entry taken by a replica may stay
                                   unacknowledged before another replica takes it
                                   again (keep it above the longest handler);
                                   0 = 30 */
-    int durable_max_attempts;   /* runs that did not complete before an entry is
+    int durable_max_attempts;  /* runs that did not complete before an entry is
                                   dead-lettered
                                   (to daebus:<service>:dead); 0 = 5 */
-    int durable_wait_replicas;  /* > 0: WAIT for this many Redis replicas after
+    int durable_wait_replicas; /* > 0: WAIT for this many Redis replicas after
                                   each completion (for at most half of
                                   command_timeout);
                                   0 = off */
-    double durable_done_margin; /* seconds the done record of a completed
-                                  request is kept after its deadline (a
-                                  retry with its request_id runs no
-                                  second time meanwhile); Redis holds about
-                                  rate x (time-out + margin) of them;
-                                  0 = 3600 */
+    double durable_done_ttl;   /* seconds the done record of a completed
+                                  request outlives its deadline (a retry
+                                  with its request_id runs no second time
+                                  meanwhile): Redis holds about rate x
+                                  (time-out + this) of them; 0 = 3600 */
 } daebus_bus_options;
 
 #define DAEBUS_BUS_OPTIONS_INIT                                                                    \
