@@ -15,6 +15,7 @@
 #include <string.h>
 #include "daebus/json.h"
 #include "daebus/log.h"
+#include "bus_durable_gc.h"
 #include "bus_internal.h"
 #include "clock.h"
 #include "utf8.h"
@@ -300,6 +301,7 @@ static void bus_stop(void *self)
     bus->caller = NULL;
     pthread_mutex_unlock(&bus->caller_lock);
     daebus_caller_destroy(c);
+    daebus__durable_gc_leave(bus); /* its consumer, when nothing is pending */
     daebus__redis_pub_close(bus->pub);
     daebus__pool_destroy(bus->pool);
     bus->pool = NULL;

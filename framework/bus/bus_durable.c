@@ -28,6 +28,7 @@
 #include <unistd.h>
 #include "daebus/app.h"
 #include "daebus/log.h"
+#include "bus_durable_gc.h"
 #include "bus_durable_lua.h"
 #include "bus_durable_reader.h"
 #include "clock.h"
@@ -284,6 +285,7 @@ static bool periodic_jobs(daebus__durable *d)
         if (!daebus__durable_refresh(d))
             return false;
     }
+    daebus__durable_gc_tick(d->bus, d->key, d->consumer, d->visibility, &d->next_gc);
     int n = free_slots(d->bus);
     if (n > 0 && now >= d->next_claim) {
         d->next_claim = now + d->visibility / 2;
@@ -341,7 +343,7 @@ static void *reader_main(void *arg)
     daebus__sigpipe_block_thread();
     daebus__backoff bo;
     daebus__backoff_init(&bo, bus->opts.reconnect_initial, bus->opts.reconnect_max);
-    d->next_claim = d->next_refresh = 0;
+    d->next_claim = d->next_refresh = d->next_gc = 0;
     while (!atomic_load(&d->stop)) {
         if (atomic_load(&d->draining)) {
             drain_turn(d);

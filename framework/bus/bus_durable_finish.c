@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "daebus/log.h"
+#include "bus_durable_gc.h"
 #include "bus_durable_lua.h"
 #include "bus_durable_reader.h"
 #include "clock.h"
@@ -128,7 +129,8 @@ static int complete_cmd(daebus_bus *bus, const daebus__durable_job *j, const cha
     daebus__durable *d = bus->durable;
     char ttl[24], nrep[16], wait_ms[24];
     long long left = j->deadline > 0 ? (j->deadline - daebus__durable_now_ms()) / 1000 : 0;
-    snprintf(ttl, sizeof ttl, "%lld", (left > 0 ? left : 0) + DURABLE_DONE_MARGIN_S);
+    snprintf(ttl, sizeof ttl, "%lld",
+             (left > 0 ? left : 0) + daebus__durable_done_ttl(bus, DURABLE_DONE_MARGIN_S));
     const char *argv[] = {by_sha ? "EVALSHA" : "EVAL",
                           by_sha ? d->sha_complete : DAEBUS__DURABLE_LUA_COMPLETE,
                           "2",

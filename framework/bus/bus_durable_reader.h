@@ -39,7 +39,7 @@ struct daebus__durable {
     char sha_dead[48];
     char sha_check[48]; /* loaded again at each connection (reader thread) */
     bool down_logged;
-    double next_claim, next_refresh; /* the periodic jobs (reader thread) */
+    double next_claim, next_refresh, next_gc; /* the periodic jobs (reader thread) */
     /* An XREADGROUP sent ahead with the checks of a fresh batch (its BLOCK
      * ms; 0: none): the next read takes its reply; no other command is sent
      * meanwhile. */

@@ -112,11 +112,16 @@ typedef struct daebus_bus_options {
                                   each completion (for at most half of
                                   command_timeout);
                                   0 = off */
+    double durable_done_ttl;   /* seconds the done record of a completed
+                                  request outlives its deadline (a retry
+                                  with its request_id runs no second time
+                                  meanwhile): Redis holds about rate x
+                                  (time-out + this) of them; 0 = 3600 */
 } daebus_bus_options;
 
 #define DAEBUS_BUS_OPTIONS_INIT                                                                    \
     {                                                                                              \
-        0, 0, 0, 0.0, 0.0, 0.0, 0.0, false, 0.0, 0.0, 0, 0.0, 0, 0                                 \
+        0, 0, 0, 0.0, 0.0, 0.0, 0.0, false, 0.0, 0.0, 0, 0.0, 0, 0, 0.0                            \
     }
 
 /* Counters for metrics. All monotonic except connected and solo. */

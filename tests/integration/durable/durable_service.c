@@ -9,7 +9,8 @@
  *   SET dur:attempt:<request_id> <attempt>; replies {"attempt": A, "pid": P}.
  * ACTION echo: replies its payload (benchmarks).
  * Environment: DUR_VISIBILITY (s, default 2), DUR_MAX_ATTEMPTS (default 5),
- * DUR_WORKERS (default 10); Redis from --redis. */
+ * DUR_WORKERS (default 10), DUR_DONE_TTL (s, default: the bus option's, 1 h);
+ * Redis from --redis. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,7 @@ int main(int argc, char **argv)
     const char *svc = getenv("DUR_SERVICE");
     const char *vis = getenv("DUR_VISIBILITY"), *maxa = getenv("DUR_MAX_ATTEMPTS");
     const char *workers = getenv("DUR_WORKERS");
+    const char *margin = getenv("DUR_DONE_TTL");
     daebus_app_options ao = DAEBUS_APP_OPTIONS_INIT;
     ao.service = svc && *svc ? svc : "dur_test";
     ao.max_workers = workers ? atoi(workers) : 10;
@@ -70,6 +72,7 @@ int main(int argc, char **argv)
     bo.durable = 1;
     bo.durable_visibility = vis ? atof(vis) : 2.0;
     bo.durable_max_attempts = maxa ? atoi(maxa) : 5;
+    bo.durable_done_ttl = margin ? atof(margin) : 0.0;
     daebus_bus_attach(daebus_bus_create(&bo, NULL), app);
     int status = daebus_app_run(app);
     daebus_app_destroy(app);
