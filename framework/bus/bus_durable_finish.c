@@ -26,6 +26,10 @@
 
 #define LOGC                  DAEBUS__BUS_LOGC
 #define DURABLE_DONE_MARGIN_S 3600
+/* The largest final reply kept in the done record (a caller that lost its
+ * connection gets it from there); larger ones cost that memory per done
+ * record for its whole TTL, so they are kept as "1" (docs/messaging/durable.md). */
+#define DAEBUS__DURABLE_DONE_REPLY_MAX_S "4096"
 
 /* ---- the running list ---- */
 
@@ -139,13 +143,14 @@ static int complete_cmd(daebus_bus *bus, const daebus__durable_job *j, const cha
                           channel,
                           msg,
                           ttl,
-                          j->entry};
+                          j->entry,
+                          DAEBUS__DURABLE_DONE_REPLY_MAX_S};
     snprintf(nrep, sizeof nrep, "%d", bus->opts.durable_wait_replicas);
     snprintf(
         wait_ms, sizeof wait_ms, "%lld",
         (long long)(bus->opts.command_timeout * 500)); /* half: the read waits command_timeout */
     const char *wargv[] = {"WAIT", nrep, wait_ms};
-    daebus__redis_cmd cmds[2] = {{9, argv, NULL}, {3, wargv, NULL}};
+    daebus__redis_cmd cmds[2] = {{10, argv, NULL}, {3, wargv, NULL}};
     redisReply *rep[2] = {NULL, NULL};
     int n = bus->opts.durable_wait_replicas > 0 ? 2 : 1;
     int rc = daebus__redis_pub_pipeline(bus->pub, cmds, n, rep);

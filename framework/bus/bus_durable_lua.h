@@ -9,13 +9,20 @@
 
 /* Completion. KEYS[1] the done record, KEYS[2] the request stream;
  * ARGV[1] reply channel ("" = none), ARGV[2] the final reply, ARGV[3] the done
- * record's TTL (s), ARGV[4] the entry id. Returns 1 (completed now) or 0 (the
- * done record existed: the entry is only acknowledged and deleted). */
+ * record's TTL (s), ARGV[4] the entry id, ARGV[5] the largest reply kept in
+ * the done record (bytes; a larger one, or none, is kept as "1"): a caller
+ * that lost its connection meanwhile gets it from there (caller_durable.c).
+ * Returns 1 (completed now) or 0 (the done record existed: the entry is only
+ * acknowledged and deleted). */
 #define DAEBUS__DURABLE_LUA_COMPLETE                                                               \
     "local done = redis.call('EXISTS', KEYS[1])\n"                                                 \
     "if done == 0 then\n"                                                                          \
-    "  if ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], ARGV[2]) end\n"                        \
-    "  redis.call('SET', KEYS[1], '1', 'EX', ARGV[3])\n"                                           \
+    "  local keep = '1'\n"                                                                         \
+    "  if ARGV[1] ~= '' then\n"                                                                    \
+    "    redis.call('PUBLISH', ARGV[1], ARGV[2])\n"                                                \
+    "    if #ARGV[2] <= tonumber(ARGV[5]) then keep = ARGV[2] end\n"                               \
+    "  end\n"                                                                                      \
+    "  redis.call('SET', KEYS[1], keep, 'EX', ARGV[3])\n"                                          \
     "end\n"                                                                                        \
     "redis.call('XACK', KEYS[2], 'daebus', ARGV[4])\n"                                             \
     "redis.call('XDEL', KEYS[2], ARGV[4])\n"                                                       \

@@ -220,14 +220,16 @@ void daebus__caller_deadline(double timeout, char *out, size_t size);
 /* A durable request to queue again after a lost connection. */
 typedef struct daebus__caller_requeue_item {
     const char *service, *id, *text, *deadline;
-    char *entry_id; /* in: its entry ("" = unknown); out: the new one when queued again */
-    int result;     /* out: 0 completed already (done record: its reply went out, maybe
+    const char *reply_to; /* the caller's reply channel */
+    char *entry_id;       /* in: its entry ("" = unknown); out: the new one when queued again */
+    int result;           /* out: 0 completed already (done record: its reply went out, maybe
                        while the caller was away); 1 queued again (the failover lost
                        it); 2 still in the stream; DAEBUS_ECONN (try later); DAEBUS_EIO */
     void *pending;
 } daebus__caller_requeue_item;
 
-/* For each item, one script: done record exists -> 0; its entry still in the
+/* For each item, one script: done record exists -> 0 (and the reply it
+ * keeps, if any, published again on reply_to); its entry still in the
  * stream -> 2; else XADD again, same request_id and deadline -> 1; pipelined
  * by DAEBUS__CALLER_REQUEUE_BATCH. Thread: any. */
 void daebus__caller_requeue(daebus__redis_pub *pub, daebus__caller_requeue_item *items, size_t n);

@@ -31,12 +31,18 @@
 typedef daebus__caller_pending pending;
 
 /* KEYS[1] the done record, KEYS[2] the request stream; ARGV[1] req,
- * ARGV[2] deadline, ARGV[3] the entry id of the last XADD ("" = unknown).
- * Returns 0 (completed already), 1 (its entry is still in the stream: it
+ * ARGV[2] deadline, ARGV[3] the entry id of the last XADD ("" = unknown),
+ * ARGV[4] the caller's reply channel. Returns 0 (completed already: the final
+ * reply the done record keeps, if any, is published again on the reply
+ * channel, ahead of the barrier), 1 (its entry is still in the stream: it
  * survived the failover; entries leave the stream only when completed) or
  * the id of a new entry (the failover lost it: queued again). */
 #define REQUEUE_LUA                                                                                \
-    "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"                                    \
+    "local done = redis.call('GET', KEYS[1])\n"                                                    \
+    "if done then\n"                                                                               \
+    "  if done ~= '1' then redis.call('PUBLISH', ARGV[4], done) end\n"                             \
+    "  return 0\n"                                                                                 \
+    "end\n"                                                                                        \
     "if ARGV[3] ~= '' and #redis.call('XRANGE', KEYS[2], ARGV[3], ARGV[3]) > 0 then return 1 "     \
     "end\n"                                                                                        \
     "return redis.call('XADD', KEYS[2], '*', 'req', ARGV[1], 'deadline', ARGV[2])\n"
@@ -128,8 +134,8 @@ int daebus__caller_queue(daebus__redis_pub *pub, const char *service, const char
 /* Argument vectors of one requeue script call. */
 typedef struct requeue_cmd {
     char done[300], key[300];
-    const char *argv[8];
-    size_t lens[8];
+    const char *argv[9];
+    size_t lens[9];
 } requeue_cmd;
 
 static bool requeue_cmd_make(requeue_cmd *q, const daebus__caller_requeue_item *it)
@@ -138,9 +144,9 @@ static bool requeue_cmd_make(requeue_cmd *q, const daebus__caller_requeue_item *
             (int)sizeof q->done ||
         snprintf(q->key, sizeof q->key, "daebus:%s:requests", it->service) >= (int)sizeof q->key)
         return false;
-    const char *argv[8] = {"EVAL", REQUEUE_LUA, "2",          q->done,
-                           q->key, it->text,    it->deadline, it->entry_id};
-    for (int i = 0; i < 8; i++) {
+    const char *argv[9] = {"EVAL",   REQUEUE_LUA,  "2",          q->done,     q->key,
+                           it->text, it->deadline, it->entry_id, it->reply_to};
+    for (int i = 0; i < 9; i++) {
         q->argv[i] = argv[i];
         q->lens[i] = strlen(argv[i]);
     }
@@ -169,7 +175,7 @@ static void requeue_batch(daebus__redis_pub *pub, daebus__caller_requeue_item *i
     for (int i = 0; i < n; i++) {
         items[i].result = DAEBUS_EIO;
         if (requeue_cmd_make(&q[m], &items[i])) {
-            cmds[m] = (daebus__redis_cmd){8, q[m].argv, q[m].lens};
+            cmds[m] = (daebus__redis_cmd){9, q[m].argv, q[m].lens};
             map[m++] = i;
         }
     }
@@ -303,8 +309,8 @@ void daebus__caller_requeue_pass(daebus_caller *c)
             continue;
         }
         p->requeue = false;
-        items[n++] = (daebus__caller_requeue_item){p->service,  p->id, p->text, p->wall_deadline,
-                                                   p->entry_id, 0,     p};
+        items[n++] = (daebus__caller_requeue_item){
+            p->service, p->id, p->text, p->wall_deadline, c->channel, p->entry_id, 0, p};
     }
     pthread_mutex_unlock(&c->lock);
     if (n > 0) {

@@ -31,9 +31,10 @@
  * DAEBUS_ECONN (never waiting for its time-out); durable ones stay pending
  * and, once subscribed again, are checked (docs/operations.md "Durable
  * requests through a failover"): still in the stream (nothing done), lost by
- * Redis (queued again, same request_id), or completed meanwhile with its
- * reply gone (fails with DAEBUS_ECONN "... its reply was lost (not run
- * again)"). New requests fail with DAEBUS_ECONN until the caller's thread has
+ * Redis (queued again, same request_id), or completed meanwhile (its final
+ * reply, kept by the service up to 4 KiB, is delivered as usual; a larger
+ * one, if it was gone, fails the request with DAEBUS_ECONN "... its reply
+ * was lost (not run again)"). New requests fail with DAEBUS_ECONN until the caller's thread has
  * reconnected and subscribed again (it keeps trying with capped backoff).
  *
  * Thread: callable from any thread.

@@ -46,6 +46,16 @@ ACTION(dur_slow, "slow")
     return daebus_bus_reply_take(req, cJSON_CreateObject());
 }
 
+/* A final reply over the 4 KiB a done record keeps. */
+ACTION(dur_big, "big")
+{
+    (void)payload;
+    char text[5000];
+    memset(text, 'x', sizeof text - 1);
+    text[sizeof text - 1] = '\0';
+    return daebus_bus_reply_take(req, cJSON_CreateString(text));
+}
+
 static int start(ts_service *s, const char *svc, bool metrics)
 {
     static daebus_bus_options bo = DAEBUS_BUS_OPTIONS_INIT;
@@ -103,6 +113,12 @@ static void test_added_before_start(void)
     CU_ASSERT_EQUAL(dur_int(rc, "EXISTS daebus:dur_a:done:a1"), 1);
     long long ttl = dur_int(rc, "TTL daebus:dur_a:done:a1");
     CU_ASSERT(ttl > 3600 && ttl <= 3600 + 31);
+    /* The done record keeps the final reply (for a caller that lost it). */
+    redisReply *kept = redisCommand(rc, "GET daebus:dur_a:done:a1");
+    CU_ASSERT(kept && kept->type == REDIS_REPLY_STRING && strstr(kept->str, "\"attempt\":1") &&
+              strstr(kept->str, "\"request_id\":\"a1\"") && strstr(kept->str, "\"final\":true"));
+    if (kept)
+        freeReplyObject(kept);
     TS_WAIT_UNTIL(dur_int(rc, "XLEN daebus:dur_a:requests") == 0, 3);
     CU_ASSERT_EQUAL(dur_int(rc, "XLEN daebus:dur_a:requests"), 0);
     CU_ASSERT_EQUAL(dur_pending(rc, "dur_a"), 0);
@@ -151,6 +167,21 @@ static void test_completed_never_again(void)
     TS_WAIT_UNTIL(dur_int(rc, "XLEN daebus:dur_d:requests") == 0, 3);
     CU_ASSERT_EQUAL(dur_int(rc, "XLEN daebus:dur_d:requests"), 0);
     CU_ASSERT_EQUAL(dur_pending(rc, "dur_d"), 0);
+    ts_service_stop(&s);
+    redisFree(l);
+}
+
+/* A reply too large for the done record: sent, and the record is "1". */
+static void test_big_reply_not_kept(void)
+{
+    ts_service s;
+    CU_ASSERT_EQUAL_FATAL(start(&s, "dur_big", false), 0);
+    redisContext *l = dur_listen(redis.port, "dur:r10", 5);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    CU_ASSERT_EQUAL(dur_add(rc, "dur_big", "big", "big1", "dur:r10", 30000), 0);
+    CU_ASSERT(dur_final_has(l, "xxxxxxxxxxxxxxxx"));
+    TS_WAIT_UNTIL(dur_int(rc, "EXISTS daebus:dur_big:done:big1") == 1, 3);
+    CU_ASSERT_EQUAL(dur_int(rc, "GET daebus:dur_big:done:big1"), 1);
     ts_service_stop(&s);
     redisFree(l);
 }
@@ -307,6 +338,7 @@ int main(void)
     CU_add_test(s, "deadline passed: not run, counted", test_expired_not_run);
     CU_add_test(s, "a completed request_id is never run again", test_completed_never_again);
     CU_add_test(s, "a handler error completes (not retried)", test_error_completes);
+    CU_add_test(s, "a reply over 4 KiB is not kept in the done record", test_big_reply_not_kept);
     CU_add_test(s, "a burst of 400: XLEN back to 0", test_burst_leaves_stream_empty);
     CU_add_test(s, "durable off: the stream is not read", test_off_reads_nothing);
     CU_add_test(s, "a stop lets a taken request finish", test_graceful_stop);

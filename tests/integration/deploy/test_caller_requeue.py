@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """The caller's durable requests after a lost connection, each case made on
 purpose against a real redis-server (no Sentinel: what a failover does to the
-stream is done by hand). sentinel_caller --count 3 queues three durable
+stream is done by hand). sentinel_caller --count 4 queues four durable
 requests to a service that is not running yet; then, as a failover could:
   A. its entry is deleted (the new master never got it): queued again;
   B. its entry is deleted and its done record set (a replica completed it
      and published its reply while the caller was away): reported at once as
      "reply lost" (not run again), not left to its time-out;
-  C. untouched (replicated): not queued twice.
+  C. untouched (replicated): not queued twice;
+  E. its entry is deleted and its done record holds the final reply (what
+     a replica keeps there, up to 4 KiB): that reply is delivered (published
+     again by the caller's check), not run again, not reported lost.
 The caller's connections are killed (CLIENT KILL); once it is back, the
 stream holds C and a new entry for A; durable_service is started and answers
 A and C. Checked: the statuses and messages of the three, C's single entry,
@@ -82,14 +85,17 @@ def main():
         wait_until(r.ping, 10, "redis-server up")
         url = f"redis://127.0.0.1:{port}"
         log = os.path.join(tmp, "caller.log")
-        caller = subprocess.Popen([CALLER_BIN, url, SERVICE, "--count", "3", "--durable-timeout", str(TIMEOUT),
+        caller = subprocess.Popen([CALLER_BIN, url, SERVICE, "--count", "4", "--durable-timeout", str(TIMEOUT),
                                    "--sleep-ms", "0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=open(log, "wb"), text=True)
-        wait_until(lambda: r.xlen(KEY) == 3, 10, "three durable requests queued")
-        (ea, a), (eb, b), (ec, c) = entries(r)
+        wait_until(lambda: r.xlen(KEY) == 4, 10, "four durable requests queued")
+        (ea, a), (eb, b), (ec, c), (ee, e) = entries(r)
         r.xdel(KEY, ea)  # A: lost by the failover
         r.xdel(KEY, eb)  # B: completed meanwhile, its reply gone
         r.set(f"daebus:{SERVICE}:done:{b}", "1", ex=60)
+        r.xdel(KEY, ee)  # E: completed meanwhile, its reply kept in the done record
+        kept = json.dumps({"status": "success", "payload": {"kept": True}, "request_id": e, "final": True})
+        r.set(f"daebus:{SERVICE}:done:{e}", kept, ex=60)
         t_kill = time.monotonic()
         r.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
         r.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
@@ -102,19 +108,22 @@ def main():
         out, _ = caller.communicate(timeout=TIMEOUT + 10)
         check(caller.returncode == 0, f"sentinel_caller exited {caller.returncode}:\n{out}\n{tail(log)}")
         res = {f[5]: f for f in (line.split(" ", 6) for line in out.splitlines()) if f[0] == "R"}
-        check(set(res) == {a, b, c}, f"completions: {out}")
+        check(set(res) == {a, b, c, e}, f"completions: {out}")
         check(res[a][4] == "0" and res[c][4] == "0", f"A or C not answered: {res[a]} {res[c]}")
         check(res[b][4] == "-9" and "reply was lost (not run again)" in res[b][6], f"B: {res[b]}")
         b_after = float(res[b][3]) - t_kill
         check(b_after < 5.0, f"B reported {b_after:.2f} s after the kill: it waited for its time-out")
-        runs = [int(r.get(f"dur:runs:{x}") or 0) for x in (a, b, c)]
-        check(runs == [1, 0, 1], f"handler runs of A, B, C: {runs} (want 1, 0, 1)")
+        check(res[e][4] == "0", f"E: its kept reply not delivered: {res[e]}")
+        e_after = float(res[e][3]) - t_kill
+        check(e_after < 5.0, f"E answered {e_after:.2f} s after the kill: not from its done record")
+        runs = [int(r.get(f"dur:runs:{x}") or 0) for x in (a, b, c, e)]
+        check(runs == [1, 0, 1, 0], f"handler runs of A, B, C, E: {runs} (want 1, 0, 1, 0)")
         text = open(log, errors="replace").read()
-        want = ("of 3 durable request(s) in flight: 1 still queued, 1 completed meanwhile, "
+        want = ("of 4 durable request(s) in flight: 1 still queued, 2 completed meanwhile, "
                 "1 lost by Redis and queued again")
         check(want in text, f"no caller line '{want}':\n{text}")
         print(f"test_caller_requeue: A queued again and answered, B reported lost {b_after:.2f} s after the "
-              f"kill, C answered once", flush=True)
+              f"kill, C answered once, E answered from its done record {e_after:.2f} s after the kill", flush=True)
         readonly(r, url, service, tmp)
         print(f"test_caller_requeue: ok ({time.monotonic() - t_all:.1f} s)", flush=True)
         ok = True
