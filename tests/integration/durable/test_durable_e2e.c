@@ -28,7 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "daebus/daebus.h"
-#include "testsupport.h"
+#include "durable_replicas.h"
 
 #define MAX_PROCS 4
 #define NCALLERS  4
@@ -50,38 +50,19 @@ static replica procs[MAX_PROCS];
 static void start(int i, const char *service, const char *max_attempts, const char *visibility,
                   const char *workers)
 {
-    const char *bin = getenv("DAEBUS_BINARY_DIR");
-    char path[512];
-    snprintf(path, sizeof path, "%s/tests/durable_service", bin ? bin : ".");
-    pid_t pid = fork();
-    if (pid == 0) {
-        FILE *f = freopen(logpath, "a", stdout);
-        if (f)
-            dup2(fileno(stdout), 2);
-        setenv("DUR_SERVICE", service, 1);
-        setenv("DUR_MAX_ATTEMPTS", max_attempts, 1);
-        setenv("DUR_VISIBILITY", visibility, 1);
-        setenv("DUR_WORKERS", workers, 1);
-        execl(path, path, "--redis", redis.url, (char *)NULL);
-        _exit(127);
-    }
+    char e[4][64];
+    snprintf(e[0], sizeof e[0], "DUR_SERVICE=%s", service);
+    snprintf(e[1], sizeof e[1], "DUR_MAX_ATTEMPTS=%s", max_attempts);
+    snprintf(e[2], sizeof e[2], "DUR_VISIBILITY=%s", visibility);
+    snprintf(e[3], sizeof e[3], "DUR_WORKERS=%s", workers);
+    const char *env[] = {e[0], e[1], e[2], e[3], NULL};
+    pid_t pid = dur_spawn(redis.url, logpath, env);
     procs[i] = (replica){pid, service, max_attempts, visibility, workers};
 }
 
 static void reap(int i, int sig)
 {
-    if (procs[i].pid <= 0)
-        return;
-    kill(procs[i].pid, sig);
-    int st;
-    double end = ts_now() + 10;
-    while (waitpid(procs[i].pid, &st, WNOHANG) == 0 && ts_now() < end)
-        ts_sleep_ms(10);
-    if (ts_now() >= end) {
-        kill(procs[i].pid, SIGKILL);
-        waitpid(procs[i].pid, &st, 0);
-    }
-    procs[i].pid = -1;
+    dur_reap(&procs[i].pid, sig);
 }
 
 static void reap_all(void)
@@ -94,12 +75,7 @@ static void reap_all(void)
 
 static redisContext *raw(void)
 {
-    struct timeval tv = {5, 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", redis.port, tv);
-    if (!c || c->err)
-        return NULL;
-    redisSetTimeout(c, tv);
-    return c;
+    return dur_raw(redis.port);
 }
 
 static long long raw_int(const char *fmt, const char *arg)
@@ -566,14 +542,7 @@ static void test_poison(void)
 static void test_logs_clean(void)
 {
     reap_all();
-    size_t len = 0;
-    char *log = ts_read_file(logpath, &len);
-    CU_ASSERT_FATAL(log != NULL);
-    bool clean = !strstr(log, "Sanitizer") && !strstr(log, "runtime error:");
-    if (!clean)
-        fprintf(stderr, "sanitizer report in %s\n", logpath);
-    CU_ASSERT(clean);
-    free(log);
+    CU_ASSERT(dur_log_clean(logpath));
 }
 
 static int init(void)

@@ -29,7 +29,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "daebus/daebus.h"
-#include "testsupport.h"
+#include "durable_replicas.h"
 
 #define SVC         "dur_soak"
 #define KEY         "daebus:" SVC ":requests"
@@ -50,50 +50,21 @@ static pid_t procs[2] = {-1, -1};
 
 static void start(int i)
 {
-    const char *bin = getenv("DAEBUS_BINARY_DIR");
-    char path[512];
-    snprintf(path, sizeof path, "%s/tests/durable_service", bin ? bin : ".");
-    pid_t pid = fork();
-    if (pid == 0) {
-        FILE *f = freopen(logpath, "a", stdout);
-        if (f)
-            dup2(fileno(stdout), 2);
-        setenv("DUR_SERVICE", SVC, 1);
-        setenv("DUR_VISIBILITY", VIS_S, 1);
-        setenv("DUR_DONE_TTL", DONE_TTL_S, 1);
-        setenv("DUR_WORKERS", "8", 1);
-        execl(path, path, "--redis", redis.url, (char *)NULL);
-        _exit(127);
-    }
-    procs[i] = pid;
+    static const char *const env[] = {"DUR_SERVICE=" SVC, "DUR_VISIBILITY=" VIS_S,
+                                      "DUR_DONE_TTL=" DONE_TTL_S, "DUR_WORKERS=8", NULL};
+    procs[i] = dur_spawn(redis.url, logpath, env);
 }
 
 static void reap(int i, int sig)
 {
-    if (procs[i] <= 0)
-        return;
-    kill(procs[i], sig);
-    int st;
-    double end = ts_now() + 10;
-    while (waitpid(procs[i], &st, WNOHANG) == 0 && ts_now() < end)
-        ts_sleep_ms(10);
-    if (ts_now() >= end) {
-        kill(procs[i], SIGKILL);
-        waitpid(procs[i], &st, 0);
-    }
-    procs[i] = -1;
+    dur_reap(&procs[i], sig);
 }
 
 /* ---- raw Redis ---- */
 
 static redisContext *raw(void)
 {
-    struct timeval tv = {5, 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", redis.port, tv);
-    if (!c || c->err)
-        return NULL;
-    redisSetTimeout(c, tv);
-    return c;
+    return dur_raw(redis.port);
 }
 
 static long long int_of(redisContext *c, const char *cmd)
@@ -445,14 +416,7 @@ static void test_soak(void)
 /* No replica reported a sanitizer error (ASan/UBSan builds) in its log. */
 static void test_logs_clean(void)
 {
-    size_t len = 0;
-    char *log = ts_read_file(logpath, &len);
-    CU_ASSERT_FATAL(log != NULL);
-    bool clean = !strstr(log, "Sanitizer") && !strstr(log, "runtime error:");
-    if (!clean)
-        fprintf(stderr, "sanitizer report in %s\n", logpath);
-    CU_ASSERT(clean);
-    free(log);
+    CU_ASSERT(dur_log_clean(logpath));
 }
 
 static int init(void)
