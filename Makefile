@@ -32,7 +32,7 @@ run: deps
 test: deps-test
 	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
 	cmake --build $(BUILD) -j $(JOBS)
-	cd $(BUILD) && ctest --output-on-failure --timeout 300
+	cd $(BUILD) && ctest -j2 --output-on-failure --timeout 300
 
 bench: build
 	@bash scripts/deps.sh bench

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Short libFuzzer runs for CI: scripts/fuzz.sh [target...]
 #   Builds the fuzz targets with clang in build-fuzz/ (-DDAEBUS_BUILD_FUZZ=ON),
-#   then runs each for FUZZ_SECONDS (default 35; ten targets, about 6 min)
+#   then runs each for FUZZ_SECONDS (default 25; ten targets, about 4 min)
 #   on a scratch copy of its seed corpus (tests/fuzz/corpus/<name>/ is never
 #   grown here). Any crash, leak, invariant failure or time-out fails the run;
 #   the input that did it is kept in build-fuzz/fuzz-artifacts/ — copy it into
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh fuzz
 
-seconds=${FUZZ_SECONDS:-35}
+seconds=${FUZZ_SECONDS:-25}
 dir=build-fuzz
 all=(json ws_envelope bus_envelope http_form http_payload http_route http_cors redis_url config text)
 targets=("${@:-${all[@]}}")

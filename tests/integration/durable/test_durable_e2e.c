@@ -213,6 +213,7 @@ typedef struct load {
     double *took; /* seconds from send to completion */
     double *sent;
     atomic_int done, ok, inflight;
+    atomic_int issued; /* requests handed to the caller so far */
     pthread_mutex_t lock;
     pthread_cond_t cond;
     pthread_t thread;
@@ -256,6 +257,7 @@ static void *run_load(void *arg)
         l->sent[i] = ts_now();
         int rc = daebus_caller_request_async(l->caller, l->service, "count", pl, l->timeout,
                                              on_done, NULL, s, l->ids[i]);
+        atomic_fetch_add(&l->issued, 1);
         if (rc != 0) { /* never called back */
             free(s);
             l->status[i] = rc;
@@ -409,6 +411,11 @@ static void test_late_replica(void)
     load *live = load_start(svc, "{}", 40, 8.0);
     load *gone = load_start(svc, "{}", 20, 1.0);
     double t0 = ts_now();
+    /* 2 s after the last of the 1 s requests was sent (16 go at once, the
+     * other 4 as the first ones time out): every deadline has passed by then,
+     * with 1 s to spare, however slowly a loaded machine sends them. */
+    TS_WAIT_UNTIL(atomic_load(&gone->issued) == 20, 10);
+    CU_ASSERT_EQUAL(atomic_load(&gone->issued), 20);
     ts_sleep_ms(2000);
     start(0, svc, "5", "2", "10");
     CU_ASSERT(load_wait(live, 15));
