@@ -23,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <uuid/uuid.h>
 #include "daebus/caller.h"
 #include "daebus/json.h"
 #include "daebus/log.h"
@@ -35,6 +34,7 @@
 #include "redis_pub.h"
 #include "redis_sub.h"
 #include "utf8.h"
+#include "uuid.h"
 
 #define PENDING_BUCKETS 256
 #define LOGC            "caller"
@@ -373,10 +373,8 @@ daebus_caller *daebus_caller_create(const char *redis_url, const daebus_caller_o
     if (opts && opts->reply_channel && *opts->reply_channel) {
         snprintf(c->channel, sizeof c->channel, "%s", opts->reply_channel);
     } else {
-        uuid_t u;
-        char s[40];
-        uuid_generate_random(u);
-        uuid_unparse_lower(u, s);
+        char s[DAEBUS__UUID_LEN + 1];
+        daebus__uuid4(s);
         snprintf(c->channel, sizeof c->channel, "caller:%s", s);
     }
     pthread_mutex_init(&c->lock, NULL);
@@ -526,9 +524,7 @@ static pending *pending_new(daebus_caller *c, const char *service, const char *a
     pending *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
-    uuid_t u;
-    uuid_generate_random(u);
-    uuid_unparse_lower(u, p->id);
+    daebus__uuid4(p->id);
     p->deadline = daebus__now_mono() + timeout;
     p->durable = durable;
     if (durable)

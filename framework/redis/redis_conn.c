@@ -11,10 +11,12 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <hiredis/sds.h>
 #include "daebus/log.h"
 #include "redis_conn.h"
@@ -53,6 +55,40 @@ void daebus__sigpipe_block_thread(void)
     sigemptyset(&set);
     sigaddset(&set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+/* ---- writing ---- */
+
+/* Writes c's output buffer with send(MSG_NOSIGNAL): a closed peer gives EPIPE,
+ * never SIGPIPE, so no signal-mask system calls are needed around it. */
+int daebus__redis_flush(redisContext *c)
+{
+    while (sdslen(c->obuf) > 0) {
+        ssize_t n = send(c->fd, c->obuf, sdslen(c->obuf), MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            c->err = REDIS_ERR_IO;
+            snprintf(c->errstr, sizeof c->errstr, "%s", n < 0 ? strerror(errno) : "write failed");
+            return DAEBUS_ECONN;
+        }
+        sdsrange(c->obuf, (int)n, -1);
+    }
+    return 0;
+}
+
+/* ---- lost connections, process-wide ---- */
+
+static atomic_uint faults;
+
+void daebus__redis_fault_note(void)
+{
+    atomic_fetch_add_explicit(&faults, 1, memory_order_release);
+}
+
+unsigned daebus__redis_faults(void)
+{
+    return atomic_load_explicit(&faults, memory_order_acquire);
 }
 
 /* ---- connecting ---- */
@@ -293,15 +329,8 @@ int daebus__redis_read(redisContext *c, redisReply **out, long timeout_us, int w
         return 1;
     }
     /* Flush pending output first (SUBSCRIBE written with redisAppendCommand). */
-    int done = 0;
-    while (!done) {
-        daebus__sigpipe_guard sg;
-        daebus__sigpipe_block(&sg);
-        int wrc = redisBufferWrite(c, &done);
-        daebus__sigpipe_restore(&sg);
-        if (wrc != REDIS_OK)
-            return DAEBUS_ECONN;
-    }
+    if (daebus__redis_flush(c) != 0)
+        return DAEBUS_ECONN;
     struct pollfd p[2] = {{.fd = c->fd, .events = POLLIN}, {.fd = wake_fd, .events = POLLIN}};
     /* Microseconds: a primary's paced marker is due in a fraction of a ms. */
     struct timespec ts = {timeout_us / 1000000, (timeout_us % 1000000) * 1000};

@@ -86,6 +86,20 @@ typedef struct daebus__sigpipe_guard {
 void daebus__sigpipe_block(daebus__sigpipe_guard *g);
 void daebus__sigpipe_restore(daebus__sigpipe_guard *g);
 
+/* Sends c's pending output (commands added with redisAppendCommand*) with
+ * MSG_NOSIGNAL, so a write to a closed connection fails with EPIPE instead of
+ * raising SIGPIPE: no guard needed around it. redisGetReply() then only reads.
+ * Returns: 0, or DAEBUS_ECONN with c->err set. */
+int daebus__redis_flush(redisContext *c);
+
+/* A count of connections found lost (closed, reset, failed) in this process,
+ * to any Redis: a thread that notices one calls daebus__redis_fault_note(), and
+ * an idle connection made before the count moved is checked before use (the
+ * publisher skips that check on a connection used within the last second
+ * while the count stands still). */
+void daebus__redis_fault_note(void);
+unsigned daebus__redis_faults(void);
+
 /* Blocks SIGPIPE for good on the calling thread (the component's own threads). */
 void daebus__sigpipe_block_thread(void);
 

@@ -15,7 +15,14 @@ typedef struct pubconn {
     redisContext *ctx;
     double last_fail; /* monotonic time of the last failed connect */
     unsigned epoch;   /* daebus__redis_sentinel_epoch() when ctx was made */
+    double last_ok;   /* monotonic time ctx was last known good (connected, checked, used) */
+    unsigned faults;  /* daebus__redis_faults() then */
 } pubconn;
+
+/* A connection used successfully this recently, with no connection lost in the
+ * process since, is used without the liveness poll (one system call less per
+ * PUBLISH). Longer idle, or after any lost connection, it is polled first. */
+#define PUB_RECHECK_AFTER 1.0
 
 struct daebus__redis_pub {
     daebus__redis_pub_opts o;
@@ -75,16 +82,36 @@ int daebus__redis_pub_connect(daebus__redis_pub *p, daebus_error *err)
     return rc;
 }
 
+/* Marks pc's connection known good now (lock held). */
+static void mark_good(pubconn *pc, double now, unsigned faults)
+{
+    pc->last_ok = now;
+    pc->faults = faults;
+}
+
+/* Is pc's connection usable without a liveness poll? (lock held) */
+static bool recently_good(const pubconn *pc, double now, unsigned faults)
+{
+    return pc->ctx && !pc->ctx->err && pc->faults == faults &&
+           now - pc->last_ok < PUB_RECHECK_AFTER;
+}
+
 /* Makes pc's connection usable if it can (lock held). */
 static void ensure(daebus__redis_pub *p, pubconn *pc)
 {
     unsigned epoch = daebus__redis_sentinel_epoch();
-    if (alive(pc->ctx) && (!p->url.n_sentinels || pc->epoch == epoch))
+    double now = daebus__now_mono();
+    unsigned faults = daebus__redis_faults();
+    bool same_master = !p->url.n_sentinels || pc->epoch == epoch;
+    if (same_master && recently_good(pc, now, faults))
         return;
+    if (same_master && alive(pc->ctx)) {
+        mark_good(pc, now, faults);
+        return;
+    }
     if (pc->ctx)
         redisFree(pc->ctx);
     pc->ctx = NULL;
-    double now = daebus__now_mono();
     /* While Redis is down, fail fast instead of waiting a connect time-out per call. */
     if (p->o.retry_after > 0 && pc->last_fail > 0 && now - pc->last_fail < p->o.retry_after)
         return;
@@ -94,7 +121,8 @@ static void ensure(daebus__redis_pub *p, pubconn *pc)
     if (!pc->ctx) {
         pc->last_fail = now;
         DAEBUS_LOG_DEBUGF(p->o.log_component, "publisher: %s", e.message);
-    }
+    } else
+        mark_good(pc, daebus__now_mono(), faults);
 }
 
 /* Takes the next connection of the pool, locked and made usable if it can be.
@@ -117,6 +145,7 @@ static pubconn *take(daebus__redis_pub *p)
 /* A connection that gave no reply is dead: drop it (lock held). */
 static void drop(pubconn *pc)
 {
+    daebus__redis_fault_note();
     redisFree(pc->ctx);
     pc->ctx = NULL;
 }
@@ -130,6 +159,9 @@ static int run_pipeline(pubconn *pc, const daebus__redis_cmd *cmds, int n, redis
         if (redisAppendCommandArgv(pc->ctx, cmds[i].argc, cmds[i].argv, cmds[i].argvlen) !=
             REDIS_OK)
             return DAEBUS_ECONN; /* nothing read yet; the context is dropped */
+    /* Sent with MSG_NOSIGNAL: no SIGPIPE guard (four system calls) around it. */
+    if (daebus__redis_flush(pc->ctx) != 0)
+        return DAEBUS_ECONN;
     for (i = 0; i < n; i++) {
         void *r = NULL;
         if (redisGetReply(pc->ctx, &r) != REDIS_OK || !r) {
@@ -165,12 +197,11 @@ int daebus__redis_pub_pipeline(daebus__redis_pub *p, const daebus__redis_cmd *cm
         return DAEBUS_ECLOSED;
     int rc = DAEBUS_ECONN;
     if (pc->ctx) {
-        daebus__sigpipe_guard g;
-        daebus__sigpipe_block(&g);
         rc = run_pipeline(pc, cmds, n, replies);
-        daebus__sigpipe_restore(&g);
         if (rc != 0 || demoted(replies, n))
             drop(pc); /* a demoted master: the next use asks the sentinels again */
+        else
+            pc->last_ok = daebus__now_mono();
     }
     pthread_mutex_unlock(&pc->lock);
     return rc;

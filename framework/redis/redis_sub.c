@@ -500,6 +500,7 @@ static void connect_stage(daebus__redis_sub *s)
 static void lost(daebus__redis_sub *s)
 {
     atomic_store(&s->connected, 0);
+    daebus__redis_fault_note(); /* publishers check their idle connections again */
     emit(s, DAEBUS__REDIS_DOWN, s->ever_up, 0, s->ctx->errstr[0] ? s->ctx->errstr : "closed", 0);
     redisFree(s->ctx);
     s->ctx = NULL;

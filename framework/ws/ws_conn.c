@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <uuid/uuid.h>
 
 #include <civetweb.h>
 
@@ -25,6 +24,7 @@
 #include "daebus/log.h"
 #include "textlist.h"
 #include "utf8.h"
+#include "uuid.h"
 #include "ws_channel.h"
 #include "ws_client.h"
 #include "ws_cluster.h"
@@ -125,10 +125,8 @@ static int take_slot(daebus_ws *ws, const struct mg_connection *conn,
 
 static char *default_id(void)
 {
-    uuid_t u;
-    char buf[37];
-    uuid_generate_random(u);
-    uuid_unparse_lower(u, buf);
+    char buf[DAEBUS__UUID_LEN + 1];
+    daebus__uuid4(buf);
     char *id = malloc(5 + 37);
     if (id)
         snprintf(id, 5 + 37, "user_%s", buf);
