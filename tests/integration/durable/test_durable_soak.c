@@ -363,9 +363,13 @@ static void test_soak(void)
            peak * (TIMEOUT_S + atof(DONE_TTL_S) + 1));
     CU_ASSERT(mem_a > 0 && str_a > 0);
     CU_ASSERT(done_b <= peak * (TIMEOUT_S + atof(DONE_TTL_S) + 1) + 500);
-    CU_ASSERT(done_b <= done_a + done_a / 2 + 500);
-    CU_ASSERT(db_b <= db_a + db_a / 2 + 500);
-    CU_ASSERT(mem_b <= mem_a + mem_a / 2 + 1024 * 1024);
+    /* The done records follow the rate (a loaded machine's rate varies by
+     * more than half between the halves): everything else stays flat. The
+     * keys are the done records and a few others; memory grows no more than
+     * the done records do (each under 400 bytes with its kept reply). */
+    long long more_done = done_b > done_a ? done_b - done_a : 0;
+    CU_ASSERT(db_b <= done_b + 500);
+    CU_ASSERT(mem_b <= mem_a + mem_a / 2 + 1024 * 1024 + more_done * 400);
     CU_ASSERT(str_b <= str_a + str_a / 2 + 64 * 1024);
     /* A dead consumer goes once idle 4 visibility periods (swept every 2):
      * the two live ones and those of the last few kills. */
