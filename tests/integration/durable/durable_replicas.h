@@ -84,4 +84,14 @@ static inline bool dur_log_clean(const char *logpath)
     return clean;
 }
 
+/* At the end of a suite: the log goes when every test passed, else its path
+ * is printed for the reader. */
+static inline void dur_log_done(const char *logpath)
+{
+    if (CU_get_number_of_failures() == 0)
+        unlink(logpath);
+    else
+        fprintf(stderr, "replica logs: %s\n", logpath);
+}
+
 #endif

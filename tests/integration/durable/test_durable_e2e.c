@@ -562,10 +562,7 @@ static int cleanup(void)
 {
     reap_all();
     ts_redis_stop(&redis);
-    if (CU_get_number_of_failures() == 0)
-        unlink(logpath);
-    else
-        fprintf(stderr, "replica logs: %s\n", logpath);
+    dur_log_done(logpath);
     return 0;
 }
 
