@@ -17,8 +17,11 @@ static inline redisContext *raw_connect(int port)
 {
     struct timeval tv = {5, 0};
     redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
-    if (!c || c->err)
+    if (!c || c->err) {
+        if (c)
+            redisFree(c);
         return NULL;
+    }
     redisSetTimeout(c, tv);
     return c;
 }

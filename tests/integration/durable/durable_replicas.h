@@ -3,7 +3,7 @@
  * with their settings in the environment (durable_service.c reads them),
  * their output appended to one log file, stopped with a signal (SIGKILL
  * when they do not exit within 10 s); a raw hiredis client; the log checked
- * for sanitizer reports. */
+ * for sanitizer reports. The raw client is the bus tests' (bus/common.h). */
 #ifndef DURABLE_REPLICAS_H
 #define DURABLE_REPLICAS_H
 
@@ -15,7 +15,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include "testsupport.h"
+#include "../bus/common.h" /* raw_connect */
 
 /* Starts $DAEBUS_BINARY_DIR/tests/durable_service --redis url, output
  * appended to logpath, env: "NAME=value" strings, NULL-terminated. Returns
@@ -58,15 +58,7 @@ static inline void dur_reap(pid_t *pid, int sig)
 /* A raw client of the test's Redis (5 s time-outs), or NULL. */
 static inline redisContext *dur_raw(int port)
 {
-    struct timeval tv = {5, 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
-    if (!c || c->err) {
-        if (c)
-            redisFree(c);
-        return NULL;
-    }
-    redisSetTimeout(c, tv);
-    return c;
+    return raw_connect(port);
 }
 
 /* Whether no replica reported a sanitizer error (ASan/UBSan builds) in
