@@ -6,7 +6,7 @@ set -euo pipefail
 
 # nginx and openssl: the load balancer and throw-away TLS certificate of the
 # deployment tests and of `make run REPLICAS=2` (each starts its own nginx).
-base=(build-essential cmake pkg-config libcivetweb-dev libcjson-dev libhiredis-dev uuid-dev libcunit1-dev
+base=(build-essential cmake pkg-config libcivetweb-dev libcjson-dev libhiredis-dev libcunit1-dev
       redis-server nginx openssl)
 want=("${base[@]}")
 for profile in "${@:-run}"; do
