@@ -179,11 +179,7 @@ size_t daebus__json_number(double d, char buf[DAEBUS__JSON_NUMBER_MAX])
 
 /* ---- printing ---- */
 
-typedef struct out_buf {
-    char *p;
-    size_t len, cap;
-    bool failed;
-} out_buf;
+typedef daebus__json_out out_buf;
 
 /* Makes room for need more bytes plus the final NUL. */
 static bool reserve(out_buf *b, size_t need)
@@ -389,15 +385,62 @@ char *daebus_json_print(const cJSON *item, size_t *len)
 {
     if (!item)
         return NULL;
-    out_buf b = {0};
-    if (!print_tree(&b, item) || !reserve(&b, 0)) {
-        free(b.p);
+    out_buf b;
+    daebus__json_out_init(&b, 0);
+    daebus__json_out_value(&b, item);
+    return daebus__json_out_finish(&b, len);
+}
+
+/* ---- the print buffer, for printers that add text around values ---- */
+
+void daebus__json_out_init(daebus__json_out *b, size_t front)
+{
+    *b = (daebus__json_out){.front = front};
+    if (front && reserve(b, front))
+        b->len = front;
+}
+
+void daebus__json_out_raw(daebus__json_out *b, const char *s, size_t n)
+{
+    put(b, s, n);
+}
+
+void daebus__json_out_string(daebus__json_out *b, const char *s)
+{
+    put_string(b, s);
+}
+
+bool daebus__json_out_value(daebus__json_out *b, const cJSON *item)
+{
+    if (!item) {
+        b->failed = true;
+        return false;
+    }
+    if (!print_tree(b, item))
+        b->failed = true;
+    return !b->failed;
+}
+
+char *daebus__json_out_finish(daebus__json_out *b, size_t *len)
+{
+    if (!reserve(b, 0)) {
+        free(b->p);
+        *b = (daebus__json_out){0};
         return NULL;
     }
-    b.p[b.len] = '\0';
+    b->p[b->len] = '\0';
+    /* A buffer that grew by doubling may be up to twice its text: give the
+     * slack back when it is worth a call (the text may be queued a while). */
+    if (b->cap - b->len > 4096) {
+        char *p = realloc(b->p, b->len + 1);
+        if (p)
+            b->p = p;
+    }
+    char *p = b->p;
     if (len)
-        *len = b.len;
-    return b.p;
+        *len = b->len - b->front;
+    *b = (daebus__json_out){0};
+    return p;
 }
 
 /* ---- parsing ---- */

@@ -25,6 +25,40 @@ size_t daebus__json_number(double d, char buf[DAEBUS__JSON_NUMBER_MAX]);
  * (the result is never longer). Thread: safe. Returns: the length written. */
 size_t daebus__json_rewrite(const char *text, size_t len, char *out);
 
+/* ---- the print buffer ----
+ *
+ * daebus_json_print's growing buffer, for printers that write text of their
+ * own around printed values (the WebSocket envelopes): no cJSON tree is built
+ * for the text around, and the caller may keep room in front of the text
+ * (front bytes, left uninitialised) to turn the allocation into its own
+ * structure without a copy.
+ *
+ * Ownership: one buffer, one owner: the functions are reentrant (no state
+ * outside *b) but a buffer is never shared. Every append after a failure
+ * (allocation, an item of invalid type) is a no-op; finish reports it.
+ * Thread: safe (distinct buffers). */
+typedef struct daebus__json_out {
+    char *p;         /* malloc'd, NULL until the first append */
+    size_t len, cap; /* len counts the front bytes too */
+    size_t front;
+    bool failed;
+} daebus__json_out;
+
+/* Starts an empty buffer with front bytes kept before the text. */
+void daebus__json_out_init(daebus__json_out *b, size_t front);
+/* Appends n bytes as they are (JSON syntax, keys known to need no escape). */
+void daebus__json_out_raw(daebus__json_out *b, const char *s, size_t n);
+/* Appends s as a JSON string literal, escaped as daebus_json_print does. */
+void daebus__json_out_string(daebus__json_out *b, const char *s);
+/* Appends item (not its siblings) as daebus_json_print prints it; item NULL
+ * or of invalid type fails the buffer. Returns: false once failed. */
+bool daebus__json_out_value(daebus__json_out *b, const cJSON *item);
+/* Ends the text with a NUL and hands the allocation over (b is reset).
+ * Returns: the allocation (front bytes, then the text; free() it), NULL if
+ * anything failed (all freed). *len (may be NULL) gets the text's length,
+ * front not included. */
+char *daebus__json_out_finish(daebus__json_out *b, size_t *len);
+
 /* Nesting limits shared by every component that parses JSON from the network:
  * the default and the largest max_json_depth an option may ask for (cJSON
  * recurses once per level on the stack of the thread that parses). */

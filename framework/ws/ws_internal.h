@@ -28,12 +28,20 @@
 
 struct mg_connection;
 
-/* A serialised frame shared by every queue it is on. */
+/* The longest header of a frame the server sends: unmasked, 64-bit length. */
+#define WS_FRAME_HEAD_MAX 10
+
+/* A serialised frame shared by every queue it is on. Immutable once built
+ * (daebus__ws_frame_new and friends), refs aside: its header is built with it,
+ * right before data, so that a writer sends head and payload in one write
+ * (daebus__ws_frame_wire) and concurrent writers of a shared frame only read. */
 typedef struct ws_frame {
     atomic_int refs;
     int opcode;
     size_t len;
-    char data[];
+    unsigned char head_len;                /* the header: its last head_len bytes of head */
+    unsigned char head[WS_FRAME_HEAD_MAX]; /* right-aligned against data */
+    char data[];                           /* len bytes and a NUL */
 } ws_frame;
 
 typedef struct ws_qnode {
@@ -84,7 +92,8 @@ typedef struct ws_client {
     size_t qbytes;
     int qcount;
     int scheduled; /* on the ready or blocked list, or being written */
-    int writing;   /* a writer is in mg_websocket_write */
+    int writing;   /* a writer is in the frame write (ws_io.c write_frame) */
+    size_t room;   /* lower bound of the free room in the socket's send buffer (ws_io.c) */
     int conn_closed;
     int close_queued;
     int close_sent;

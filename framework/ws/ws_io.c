@@ -7,7 +7,10 @@
  * write the writer checks the room left in the socket's send buffer
  * (SIOCOUTQ against SO_SNDBUF): a client that stopped reading is parked on
  * the blocked list instead of stalling a writer, and its queue grows until
- * it hits the limit, which drops the client ("slow consumer"). Frames a
+ * it hits the limit, which drops the client ("slow consumer"). The room is
+ * asked of the kernel only when a lower bound kept since the last ask does
+ * not cover the frame (see "room in the send buffer"). A frame goes out in
+ * one write: its header is built with it, right before its payload. Frames a
  * message handler queues for its own client are written by the client's
  * CivetWeb thread once the handler returns (daebus__ws_own_end), acting as that
  * client's writer for the moment: the same checks, no hand-off.
@@ -23,6 +26,8 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
+#include <stddef.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -61,6 +66,15 @@ void daebus__ws_stat_max(atomic_uint_fast64_t *a, uint64_t v)
 
 /* ---- frames ---- */
 
+/* The header of f (f->len and f->opcode set), right-aligned against data. */
+static void frame_set_head(ws_frame *f)
+{
+    unsigned char h[WS_FRAME_HEAD_MAX];
+    size_t n = daebus__ws_frame_head(f->opcode, f->len, h);
+    f->head_len = (unsigned char)n;
+    memcpy(f->head + WS_FRAME_HEAD_MAX - n, h, n);
+}
+
 ws_frame *daebus__ws_frame_new(int opcode, const char *data, size_t len)
 {
     ws_frame *f = malloc(sizeof *f + len + 1);
@@ -72,7 +86,34 @@ ws_frame *daebus__ws_frame_new(int opcode, const char *data, size_t len)
     if (len)
         memcpy(f->data, data, len);
     f->data[len] = '\0';
+    frame_set_head(f);
     return f;
+}
+
+void daebus__ws_frame_out_begin(daebus__json_out *b)
+{
+    daebus__json_out_init(b, offsetof(ws_frame, data));
+}
+
+ws_frame *daebus__ws_frame_out_end(daebus__json_out *b, int opcode)
+{
+    size_t len = 0;
+    ws_frame *f = (ws_frame *)daebus__json_out_finish(b, &len);
+    if (!f)
+        return NULL;
+    atomic_init(&f->refs, 1);
+    f->opcode = opcode;
+    f->len = len;
+    frame_set_head(f);
+    return f;
+}
+
+const char *daebus__ws_frame_wire(const ws_frame *f, size_t *n)
+{
+    /* head and data are adjacent (static assertion in ws_io.h): the bytes
+     * are read through the frame's own char representation. */
+    *n = f->head_len + f->len;
+    return (const char *)f + offsetof(ws_frame, data) - f->head_len;
 }
 
 ws_frame *daebus__ws_frame_text_take(char *text, size_t len)
@@ -237,6 +278,7 @@ void daebus__ws_find_fd(ws_client *c)
     pthread_mutex_lock(&c->lock);
     c->fd = found;
     c->sndbuf = sndbuf;
+    c->room = 0;
     pthread_mutex_unlock(&c->lock);
     if (found < 0)
         daebus_log(DAEBUS_LOG_DEBUG, "websocket",
@@ -247,6 +289,7 @@ void daebus__ws_release_fd(ws_client *c)
 {
     pthread_mutex_lock(&c->lock);
     c->fd = -1;
+    c->room = 0;
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -266,21 +309,72 @@ void daebus__ws_force_close(ws_client *c, int why)
     pthread_mutex_unlock(&c->lock);
 }
 
+/* ---- room in the send buffer ----
+ *
+ * Asking the kernel (SIOCOUTQ) before every frame costs a system call per
+ * frame. Between two asks the free room can only grow (the peer acknowledges
+ * data), except by what the writer itself sends: so the room found by the
+ * last ask, less every byte written since, is a lower bound, and a frame that
+ * fits within it fits for sure. Only the client's claimed writer writes its
+ * frames (c->scheduled), so no other write can spend the bound behind its
+ * back (CivetWeb answers nothing on its own: civet_ws.c). The bound is kept
+ * only for a send buffer whose size the framework fixed (c->sndbuf): the
+ * kernel may shrink a buffer it sizes itself. A failed or partial write drops
+ * the bound (0), so the next frame asks the kernel again. */
+
+#define ROOM_MARGIN 14 /* the largest header (10) and slack, as the kernel ask always had */
+
+int daebus__ws_room_check(int fd, int sndbuf, size_t *room, size_t len)
+{
+    if (fd < 0)
+        return 1;
+    size_t need = len + ROOM_MARGIN;
+    if (sndbuf > 0 && *room >= need)
+        return 1;
+    *room = 0;
+    int outq = 0;
+    if (ioctl(fd, SIOCOUTQ, &outq) != 0)
+        return 1;
+    if (sndbuf > 0) {
+        /* SO_SNDBUF reports twice the payload room (kernel bookkeeping). */
+        long avail = (long)sndbuf / 2 - (long)outq;
+        *room = avail > 0 ? (size_t)avail : 0;
+    }
+    if (outq == 0)
+        return 1;
+    int cur = sndbuf;
+    socklen_t l = sizeof cur;
+    if (cur <= 0 && getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cur, &l) != 0)
+        return 1;
+    return (long)cur / 2 - (long)outq >= (long)need;
+}
+
+void daebus__ws_room_spent(size_t *room, size_t n, bool ok)
+{
+    *room = ok && *room > n ? *room - n : 0;
+}
+
 /* Room in the socket's send buffer for len more bytes (c->lock held)? */
 static int has_room(ws_client *c, size_t len)
 {
-    if (c->fd < 0)
-        return 1;
-    int outq = 0, sndbuf = c->sndbuf;
-    socklen_t l = sizeof sndbuf;
-    if (ioctl(c->fd, SIOCOUTQ, &outq) != 0)
-        return 1;
-    if (outq == 0)
-        return 1;
-    if (sndbuf <= 0 && getsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &l) != 0)
-        return 1;
-    /* SO_SNDBUF reports twice the payload room (kernel bookkeeping). */
-    return (long)sndbuf / 2 - (long)outq >= (long)len + 14;
+    return daebus__ws_room_check(c->fd, c->sndbuf, &c->room, len);
+}
+
+/* Sends f to c as one frame (c claimed by this writer, no lock held): header
+ * and payload in one mg_write, under CivetWeb's connection lock as
+ * mg_websocket_write takes it, so that any other writer of the connection
+ * (the close callback's answer) cannot interleave. Returns: the bytes sent,
+ * or -1 when the write failed or was partial (the stream is then broken). */
+static long write_frame(ws_client *c, const ws_frame *f)
+{
+    size_t n = 0;
+    const char *wire = daebus__ws_frame_wire(f, &n);
+    if (n > INT_MAX) /* beyond mg_write's int result: CivetWeb's own two writes */
+        return mg_websocket_write(c->conn, f->opcode, f->data, f->len) > 0 ? (long)n : -1;
+    mg_lock_connection(c->conn);
+    int r = mg_write(c->conn, wire, n);
+    mg_unlock_connection(c->conn);
+    return r == (int)n ? (long)n : -1;
 }
 
 /* ---- writers ---- */
@@ -309,10 +403,11 @@ static void write_client(daebus_ws *ws, ws_client *c)
         free(n);
         c->writing = 1;
         pthread_mutex_unlock(&c->lock);
-        int r = mg_websocket_write(c->conn, f->opcode, f->data, f->len);
+        long r = write_frame(c, f);
         pthread_mutex_lock(&c->lock);
         c->writing = 0;
         pthread_cond_broadcast(&c->cond);
+        daebus__ws_room_spent(&c->room, r > 0 ? (size_t)r : 0, r > 0);
         done++;
         if (r <= 0) {
             daebus__ws_frame_unref(f);

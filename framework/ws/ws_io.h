@@ -7,12 +7,28 @@
 #ifndef DAEBUS_WS_IO_H
 #define DAEBUS_WS_IO_H
 
+#include <stddef.h>
+
+#include "json.h"
 #include "ws_internal.h"
+
+_Static_assert(offsetof(ws_frame, data) == offsetof(ws_frame, head) + WS_FRAME_HEAD_MAX,
+               "a frame's header must end where its payload starts");
 
 /* ---- frames ---- */
 
 /* Returns: a frame holding a copy of data[0..len) with one reference, or NULL. */
 ws_frame *daebus__ws_frame_new(int opcode, const char *data, size_t len);
+/* A frame printed in place (no copy): begin readies b with room for the
+ * frame's fields in front, the caller appends the payload (json.h), end turns
+ * the allocation into a frame with one reference. Ownership: b's allocation
+ * is taken by end (freed on failure). Returns: the frame, or NULL when b
+ * failed (out of memory, an item of invalid type). */
+void daebus__ws_frame_out_begin(daebus__json_out *b);
+ws_frame *daebus__ws_frame_out_end(daebus__json_out *b, int opcode);
+/* The bytes to send for f: its header immediately followed by its payload.
+ * Returns: a pointer into f (valid while f is referenced), *n their count. */
+const char *daebus__ws_frame_wire(const ws_frame *f, size_t *n);
 /* A text frame. Ownership: text (malloc'd) is taken and freed, NULL included. */
 ws_frame *daebus__ws_frame_text_take(char *text, size_t len);
 void daebus__ws_frame_unref(ws_frame *f);
@@ -54,6 +70,18 @@ void daebus__ws_release_fd(ws_client *c);
 /* The socket of a connection that has no client entry (not claimed).
  * Returns: the fd or -1. */
 int daebus__ws_peer_fd(daebus_ws *ws, const struct mg_connection *conn);
+
+/* ---- room in a socket's send buffer (ws_io.c says how the bound is kept) ---- */
+
+/* May len payload bytes be written to fd now without blocking? sndbuf: its
+ * SO_SNDBUF when the framework fixed it (a bound is kept in *room), else 0
+ * (the kernel is asked every time). fd < 0: always yes. *room: the bound
+ * (0: none); the kernel is asked when it does not cover len, and *room set
+ * from the answer. Thread: the owner of *room (c->lock held for a client). */
+int daebus__ws_room_check(int fd, int sndbuf, size_t *room, size_t len);
+/* After a write of n bytes: ok, the bound shrinks by n; failed or partial,
+ * it is dropped, so the next check asks the kernel. */
+void daebus__ws_room_spent(size_t *room, size_t n, bool ok);
 
 /* ---- threads, logs, stats ---- */
 

@@ -83,14 +83,20 @@ static void send_result(daebus_ws *ws, ws_client *c, const daebus_ws_request *re
         if (s)
             daebus__ws_send_text_take(c, s, n);
     } else if (result) {
-        size_t n = 0;
-        char *s = daebus__ws_response_envelope(result, req->rid, &n);
+        /* Printed straight into its frame: no envelope tree, no copy. The
+         * buffer is this call's own (no buffer shared between calls), so a
+         * send nested in this one could not touch it. */
+        daebus__json_out b;
+        daebus__ws_frame_out_begin(&b);
+        daebus__ws_envelope_into(&b, "response", result, req->rid, 1);
+        ws_frame *f = daebus__ws_frame_out_end(&b, MG_WEBSOCKET_OPCODE_TEXT);
         cJSON_Delete(result);
-        if (s && daebus__ws_send_text_take(c, s, n) == DAEBUS_ETOOBIG) {
+        if (f && daebus__ws_enqueue(c, f, false) == DAEBUS_ETOOBIG) {
             /* Larger than the whole outbound queue: an error instead of a dropped client. */
-            daebus__ws_log_too_big(ws, "the response to a message", c->id, n);
+            daebus__ws_log_too_big(ws, "the response to a message", c->id, f->len);
             daebus__ws_send_error(c, "Response too large", -1, req->rid);
         }
+        daebus__ws_frame_unref(f);
     }
 }
 

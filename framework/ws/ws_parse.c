@@ -8,6 +8,7 @@
 #include "utf8.h"
 #include "daebus/json.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -89,22 +90,59 @@ static char *print_take(cJSON *o, size_t *len)
     return s;
 }
 
+size_t daebus__ws_frame_head(int opcode, size_t len, unsigned char out[10])
+{
+    out[0] = (unsigned char)(0x80u | ((unsigned)opcode & 0x0fu));
+    if (len <= 125) {
+        out[1] = (unsigned char)len;
+        return 2;
+    }
+    if (len <= 0xffff) {
+        out[1] = 126;
+        out[2] = (unsigned char)(len >> 8);
+        out[3] = (unsigned char)len;
+        return 4;
+    }
+    out[1] = 127;
+    uint64_t v = (uint64_t)len;
+    for (int i = 9; i >= 2; i--, v >>= 8)
+        out[i] = (unsigned char)(v & 0xff);
+    return 10;
+}
+
+/* The keys are plain ASCII: written as they are. Members in the order the
+ * cJSON object of the earlier builder had them (type, data, request_id,
+ * success), so that clients see the same bytes. */
+bool daebus__ws_envelope_into(daebus__json_out *b, const char *type, const cJSON *data,
+                              const cJSON *rid, int success)
+{
+    daebus__json_out_raw(b, "{\"type\":", 8);
+    daebus__json_out_string(b, type ? type : "message");
+    if (data) {
+        daebus__json_out_raw(b, ",\"data\":", 8);
+        daebus__json_out_value(b, data);
+    }
+    if (rid) {
+        daebus__json_out_raw(b, ",\"request_id\":", 14);
+        daebus__json_out_value(b, rid);
+    }
+    if (success > 0)
+        daebus__json_out_raw(b, ",\"success\":true", 15);
+    else if (success == 0)
+        daebus__json_out_raw(b, ",\"success\":false", 16);
+    daebus__json_out_raw(b, "}", 1);
+    return !b->failed;
+}
+
 /* {"type": type[, "data": data][, "request_id": rid][, "success": success]};
  * success < 0: no "success" key. */
 static char *envelope(const char *type, const cJSON *data, const cJSON *rid, int success,
                       size_t *len)
 {
-    cJSON *o = cJSON_CreateObject();
-    if (!o || !cJSON_AddStringToObject(o, "type", type ? type : "message"))
-        return drop(o);
-    /* References: serialised in place, not freed with o. */
-    if (data && !cJSON_AddItemReferenceToObject(o, "data", (cJSON *)data))
-        return drop(o);
-    if (rid && !cJSON_AddItemReferenceToObject(o, "request_id", (cJSON *)rid))
-        return drop(o);
-    if (success >= 0 && !cJSON_AddBoolToObject(o, "success", success))
-        return drop(o);
-    return print_take(o, len);
+    daebus__json_out b;
+    daebus__json_out_init(&b, 0);
+    daebus__ws_envelope_into(&b, type, data, rid, success);
+    return daebus__json_out_finish(&b, len);
 }
 
 char *daebus__ws_envelope(const char *type, const cJSON *data, const cJSON *rid, size_t *len)

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <cjson/cJSON.h>
 #include "daebus/json.h"
+#include "json.h"
 
 typedef enum ws_parse_result {
     WS_PARSE_OK = 0,
@@ -40,6 +41,20 @@ size_t daebus__ws_close_payload(int code, const char *reason, char out[125]);
  * an empty payload, or -1 for a malformed one (length 1, bad UTF-8 reason or a
  * code a peer may not send). */
 int daebus__ws_close_code(const char *payload, size_t n);
+
+/* The header of a frame the server sends (RFC 6455 5.2, as CivetWeb 1.15's
+ * mg_websocket_write builds it): FIN set, no RSV bits (no extension is
+ * negotiated), opcode; unmasked (server frames); the payload length in 7 bits
+ * (up to 125), 16 bits after 126 (up to 65535) or 64 bits after 127, in
+ * network order. Returns: its length (2, 4 or 10), written at out[0..). */
+size_t daebus__ws_frame_head(int opcode, size_t len, unsigned char out[10]);
+
+/* Appends {"type": type[, "data": data][, "request_id": rid][, "success":
+ * true|false]} to b (success < 0: no "success" key; type NULL: "message"),
+ * exactly as daebus_json_print prints the same cJSON object, without building
+ * it. Ownership: data and rid are borrowed. Returns: false once b failed. */
+bool daebus__ws_envelope_into(daebus__json_out *b, const char *type, const cJSON *data,
+                              const cJSON *rid, int success);
 
 /* Builds {"type": type, "data": data[, "request_id": rid]} (data NULL: no
  * "data" key). Ownership: data and rid are borrowed; the result is malloc'd

@@ -20,11 +20,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <civetweb.h>
+
+/* {"type": type, "data": data}, printed straight into its frame (a buffer
+ * of this call's own). */
 static ws_frame *make_frame(const cJSON *data, const char *type)
 {
-    size_t len = 0;
-    char *s = daebus__ws_envelope(type, data, NULL, &len);
-    return s ? daebus__ws_frame_text_take(s, len) : NULL;
+    daebus__json_out b;
+    daebus__ws_frame_out_begin(&b);
+    daebus__ws_envelope_into(&b, type, data, NULL, -1);
+    return daebus__ws_frame_out_end(&b, MG_WEBSOCKET_OPCODE_TEXT);
 }
 
 /* Is f over the outbound queue limit? Then it is logged and freed: no

@@ -1,14 +1,25 @@
 /* Unit tests of the WebSocket component's pure parts: client envelope
  * parsing, UTF-8 validation, close payloads, server envelopes, the id
- * registry and the sliding-window rate limiter (PROTOCOL.md semantics). */
+ * registry and the sliding-window rate limiter (PROTOCOL.md semantics); the
+ * outbound frames' header (all three length forms), envelopes printed
+ * straight into frames, and the send-buffer room bound (ws_io.c). */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <CUnit/Basic.h>
+#include <civetweb.h>
 #include "daebus/daebus.h"
 #include "daebus/error.h"
 #include "testsupport.h"
 #include "textlist.h"
 #include "utf8.h"
+#include "ws_io.h"
 #include "ws_parse.h"
 #include "json.h"
 #include "ws_registry.h"
@@ -283,6 +294,250 @@ static void test_attach_order(void)
     daebus_app_destroy(app); /* frees http and ws */
 }
 
+/* ---- outbound frames (ws_io.c) ---- */
+
+static void test_frame_head(void)
+{
+    unsigned char h[10];
+    /* opcode in the low bits, FIN set, no RSV, no mask */
+    const int ops[] = {MG_WEBSOCKET_OPCODE_TEXT, MG_WEBSOCKET_OPCODE_BINARY,
+                       MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, MG_WEBSOCKET_OPCODE_PING,
+                       MG_WEBSOCKET_OPCODE_PONG};
+    const unsigned char first[] = {0x81, 0x82, 0x88, 0x89, 0x8a};
+    for (size_t i = 0; i < 5; i++) {
+        CU_ASSERT_EQUAL(daebus__ws_frame_head(ops[i], 5, h), 2);
+        CU_ASSERT_EQUAL(h[0], first[i]);
+        CU_ASSERT_EQUAL(h[1], 5);
+    }
+    /* 7-bit lengths: 0..125 */
+    CU_ASSERT_EQUAL(daebus__ws_frame_head(1, 0, h), 2);
+    CU_ASSERT_EQUAL(h[1], 0);
+    CU_ASSERT_EQUAL(daebus__ws_frame_head(1, 125, h), 2);
+    CU_ASSERT_EQUAL(h[1], 125);
+    /* 16-bit: 126..65535, big-endian after 126 */
+    CU_ASSERT_EQUAL(daebus__ws_frame_head(1, 126, h), 4);
+    CU_ASSERT(h[0] == 0x81 && h[1] == 126 && h[2] == 0 && h[3] == 126);
+    CU_ASSERT_EQUAL(daebus__ws_frame_head(1, 0x1234, h), 4);
+    CU_ASSERT(h[1] == 126 && h[2] == 0x12 && h[3] == 0x34);
+    CU_ASSERT_EQUAL(daebus__ws_frame_head(1, 65535, h), 4);
+    CU_ASSERT(h[1] == 126 && h[2] == 0xff && h[3] == 0xff);
+    /* 64-bit: from 65536, big-endian after 127 */
+    CU_ASSERT_EQUAL(daebus__ws_frame_head(2, 65536, h), 10);
+    const unsigned char l64[] = {0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0};
+    CU_ASSERT_EQUAL(memcmp(h, l64, 10), 0);
+    CU_ASSERT_EQUAL(daebus__ws_frame_head(1, (size_t)0x0102030405ull, h), 10);
+    const unsigned char big[] = {0x81, 127, 0, 0, 0, 1, 2, 3, 4, 5};
+    CU_ASSERT_EQUAL(memcmp(h, big, 10), 0);
+}
+
+/* The bytes a writer sends for a frame of n payload bytes: the header of
+ * its length form immediately followed by the payload. */
+static void check_wire(size_t n, size_t head)
+{
+    char *p = malloc(n ? n : 1);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (char)('a' + i % 26);
+    ws_frame *f = daebus__ws_frame_new(MG_WEBSOCKET_OPCODE_TEXT, p, n);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    size_t wn = 0;
+    const unsigned char *w = (const unsigned char *)daebus__ws_frame_wire(f, &wn);
+    CU_ASSERT_EQUAL(wn, head + n);
+    unsigned char h[10];
+    CU_ASSERT_EQUAL(daebus__ws_frame_head(MG_WEBSOCKET_OPCODE_TEXT, n, h), head);
+    CU_ASSERT_EQUAL(memcmp(w, h, head), 0);
+    CU_ASSERT_EQUAL(memcmp(w + head, p, n), 0);
+    CU_ASSERT_PTR_EQUAL(w + head, f->data);
+    daebus__ws_frame_unref(f);
+    free(p);
+}
+
+static void test_frame_wire(void)
+{
+    check_wire(0, 2);
+    check_wire(125, 2);
+    check_wire(126, 4);
+    check_wire(65535, 4);
+    check_wire(65536, 10);
+    check_wire(200000, 10);
+}
+
+/* What the earlier builder printed: a cJSON object printed whole. */
+static char *envelope_by_tree(const char *type, const cJSON *data, const cJSON *rid, int success)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", type);
+    if (data)
+        cJSON_AddItemReferenceToObject(o, "data", (cJSON *)data);
+    if (rid)
+        cJSON_AddItemReferenceToObject(o, "request_id", (cJSON *)rid);
+    if (success >= 0)
+        cJSON_AddBoolToObject(o, "success", success);
+    char *s = daebus_json_print(o, NULL);
+    cJSON_Delete(o);
+    return s;
+}
+
+static void test_envelope_into_frame(void)
+{
+    const char *datas[] = {"{\"a\":[1,2.5,-0.0,1e300],\"b\":{\"c\":null,\"d\":true}}",
+                           "\"quote \\\" back \\\\ nul \\u0000 tab \\t \\u00e9\"",
+                           "[]",
+                           "{}",
+                           "9007199254740993",
+                           NULL};
+    const char *rids[] = {"\"r-1\"", "42", "0.1", NULL};
+    const char *types[] = {"response", "ty\"pe\n", "message"};
+    for (size_t t = 0; t < 3; t++)
+        for (size_t i = 0; i < sizeof datas / sizeof *datas; i++)
+            for (size_t k = 0; k < sizeof rids / sizeof *rids; k++)
+                for (int success = -1; success <= 1; success++) {
+                    cJSON *d =
+                        datas[i] ? daebus_json_parse(datas[i], strlen(datas[i]), NULL) : NULL;
+                    cJSON *r = rids[k] ? cJSON_Parse(rids[k]) : NULL;
+                    char *want = envelope_by_tree(types[t], d, r, success);
+                    daebus__json_out b;
+                    daebus__ws_frame_out_begin(&b);
+                    CU_ASSERT_TRUE(daebus__ws_envelope_into(&b, types[t], d, r, success));
+                    ws_frame *f = daebus__ws_frame_out_end(&b, MG_WEBSOCKET_OPCODE_TEXT);
+                    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+                    CU_ASSERT_STRING_EQUAL(f->data, want);
+                    CU_ASSERT_EQUAL(f->len, strlen(want));
+                    CU_ASSERT_EQUAL(f->opcode, MG_WEBSOCKET_OPCODE_TEXT);
+                    CU_ASSERT_EQUAL(atomic_load(&f->refs), 1);
+                    unsigned char h[10];
+                    size_t hl = daebus__ws_frame_head(1, f->len, h), wn = 0;
+                    const char *w = daebus__ws_frame_wire(f, &wn);
+                    CU_ASSERT_EQUAL(wn, hl + f->len);
+                    CU_ASSERT_EQUAL(memcmp(w, h, hl), 0);
+                    daebus__ws_frame_unref(f);
+                    free(want);
+                    cJSON_Delete(d);
+                    cJSON_Delete(r);
+                }
+    /* an item of invalid type fails the frame (nothing leaks: ASan) */
+    cJSON bad = {0};
+    daebus__json_out b;
+    daebus__ws_frame_out_begin(&b);
+    CU_ASSERT_FALSE(daebus__ws_envelope_into(&b, "response", &bad, NULL, 1));
+    CU_ASSERT_PTR_NULL(daebus__ws_frame_out_end(&b, MG_WEBSOCKET_OPCODE_TEXT));
+}
+
+/* The nesting rule of the in-place printer: every frame is printed into a
+ * buffer of its own, so a frame begun while another is half-printed on the
+ * same thread (a send from inside a send) leaves the outer one intact. */
+static void test_envelope_nesting(void)
+{
+    cJSON *d1 = cJSON_Parse("{\"outer\":1}"), *d2 = cJSON_Parse("{\"inner\":2}");
+    daebus__json_out outer, inner;
+    daebus__ws_frame_out_begin(&outer);
+    daebus__json_out_raw(&outer, "{\"type\":", 8);
+    daebus__ws_frame_out_begin(&inner);
+    daebus__ws_envelope_into(&inner, "message", d2, NULL, -1);
+    ws_frame *fi = daebus__ws_frame_out_end(&inner, MG_WEBSOCKET_OPCODE_TEXT);
+    daebus__json_out_string(&outer, "response");
+    daebus__json_out_raw(&outer, ",\"data\":", 8);
+    daebus__json_out_value(&outer, d1);
+    daebus__json_out_raw(&outer, "}", 1);
+    ws_frame *fo = daebus__ws_frame_out_end(&outer, MG_WEBSOCKET_OPCODE_TEXT);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(fi);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(fo);
+    CU_ASSERT_STRING_EQUAL(fi->data, "{\"type\":\"message\",\"data\":{\"inner\":2}}");
+    CU_ASSERT_STRING_EQUAL(fo->data, "{\"type\":\"response\",\"data\":{\"outer\":1}}");
+    CU_ASSERT_PTR_NOT_EQUAL(fi, fo);
+    daebus__ws_frame_unref(fi);
+    daebus__ws_frame_unref(fo);
+    cJSON_Delete(d1);
+    cJSON_Delete(d2);
+}
+
+/* A connected loopback TCP pair; *out gets a fixed SO_SNDBUF as
+ * daebus__ws_find_fd sets it (its value read back into *sndbuf). */
+static int tcp_pair(int *out, int *in, int want_sndbuf, int *sndbuf)
+{
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) != 0 || listen(l, 1) != 0 ||
+        getsockname(l, (struct sockaddr *)&a, &al) != 0)
+        return -1;
+    *out = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(*out, (struct sockaddr *)&a, sizeof a) != 0)
+        return -1;
+    *in = accept(l, NULL, NULL);
+    close(l);
+    socklen_t sl = sizeof *sndbuf;
+    if (*in < 0 || setsockopt(*out, SOL_SOCKET, SO_SNDBUF, &want_sndbuf, sizeof want_sndbuf) ||
+        getsockopt(*out, SOL_SOCKET, SO_SNDBUF, sndbuf, &sl))
+        return -1;
+    return fcntl(*out, F_SETFL, O_NONBLOCK);
+}
+
+/* Bytes the kernel says are free in fd's send buffer (as the check reads it). */
+static long kernel_room(int fd, int sndbuf)
+{
+    int outq = 0;
+    ioctl(fd, SIOCOUTQ, &outq);
+    return (long)sndbuf / 2 - outq;
+}
+
+static void test_room_bound(void)
+{
+    int out = -1, in = -1, sndbuf = 0;
+    CU_ASSERT_EQUAL_FATAL(tcp_pair(&out, &in, 64 * 1024, &sndbuf), 0);
+    size_t room = 0;
+    /* an empty buffer: yes, and the bound is the whole buffer */
+    CU_ASSERT_EQUAL(daebus__ws_room_check(out, sndbuf, &room, 100), 1);
+    CU_ASSERT_EQUAL(room, (size_t)sndbuf / 2);
+    /* written bytes spend the bound, which stays under what the kernel says */
+    char chunk[1000];
+    memset(chunk, 'x', sizeof chunk);
+    CU_ASSERT_EQUAL(send(out, chunk, sizeof chunk, 0), (ssize_t)sizeof chunk);
+    daebus__ws_room_spent(&room, sizeof chunk, true);
+    CU_ASSERT_EQUAL(room, (size_t)sndbuf / 2 - sizeof chunk);
+    CU_ASSERT((long)room <= kernel_room(out, sndbuf));
+    CU_ASSERT_EQUAL(daebus__ws_room_check(out, sndbuf, &room, 100), 1);
+    /* more than the bound spent: 0, never wrapped round */
+    size_t small = 10;
+    daebus__ws_room_spent(&small, 11, true);
+    CU_ASSERT_EQUAL(small, 0);
+    /* fill the socket (the peer does not read) */
+    ssize_t w;
+    while ((w = send(out, chunk, sizeof chunk, 0)) > 0)
+        ;
+    CU_ASSERT(w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+    long left = kernel_room(out, sndbuf);
+    size_t len = (size_t)(left > 0 ? left : 0) + 1000; /* more than the kernel has room for */
+    /* a failed (or partial) write drops the bound: however large it was, the
+     * next check asks the kernel, which says no */
+    room = 2 * (size_t)sndbuf;
+    daebus__ws_room_spent(&room, 500, false);
+    CU_ASSERT_EQUAL(room, 0);
+    CU_ASSERT_EQUAL(daebus__ws_room_check(out, sndbuf, &room, len), 0);
+    CU_ASSERT((long)room <= (left > 0 ? left : 0));
+    /* a stale bound alone (no failure reported) would have said yes without
+     * asking: the bound is trusted, which is why every failure must drop it */
+    size_t stale = 2 * (size_t)sndbuf;
+    CU_ASSERT_EQUAL(daebus__ws_room_check(out, sndbuf, &stale, len), 1);
+    /* a size the kernel tunes itself (sndbuf 0): no bound is kept */
+    room = 4 * (size_t)sndbuf;
+    CU_ASSERT_EQUAL(daebus__ws_room_check(out, 0, &room, len), 0);
+    CU_ASSERT_EQUAL(room, 0);
+    /* the peer reads everything: room again, found by asking */
+    char sink[65536];
+    while (kernel_room(out, sndbuf) < sndbuf / 2) {
+        ssize_t r = recv(in, sink, sizeof sink, MSG_DONTWAIT);
+        if (r <= 0)
+            usleep(1000);
+    }
+    CU_ASSERT_EQUAL(daebus__ws_room_check(out, sndbuf, &room, 1000), 1);
+    CU_ASSERT_EQUAL(room, (size_t)sndbuf / 2);
+    /* no socket known: always yes, as before */
+    room = 0;
+    CU_ASSERT_EQUAL(daebus__ws_room_check(-1, sndbuf, &room, 1 << 30), 1);
+    close(out);
+    close(in);
+}
+
 int main(void)
 {
     CU_initialize_registry();
@@ -297,5 +552,10 @@ int main(void)
     CU_add_test(s, "rate limiter", test_rate);
     CU_add_test(s, "comma lists", test_strlist);
     CU_add_test(s, "attach order and options", test_attach_order);
+    CU_add_test(s, "frame header", test_frame_head);
+    CU_add_test(s, "frame bytes on the wire", test_frame_wire);
+    CU_add_test(s, "envelope printed into its frame", test_envelope_into_frame);
+    CU_add_test(s, "envelope buffers never shared", test_envelope_nesting);
+    CU_add_test(s, "send-buffer room bound", test_room_bound);
     return ts_run_cunit();
 }
