@@ -321,6 +321,10 @@ static int on_tick(void *user, bool idle)
     /* The receiver counts of the requests published from this thread: all of
      * them when idle (they are due), else those already here once a few are
      * waiting; a request that reached nobody fails here (after_sent). */
+    /* Requests made in this thread's callbacks are held until the messages
+     * already received are handled: one write for them all. */
+    if (daebus__redis_pub_held(c->pub) && (idle || daebus__redis_sub_drained(c->sub)))
+        daebus__redis_pub_flush(c->pub);
     int unread = daebus__redis_pub_unread(c->pub);
     if (unread > 0 && (idle || unread >= UNREAD_COLLECT))
         unread = daebus__redis_pub_collect(c->pub, idle);
@@ -627,7 +631,7 @@ static int publish_request(daebus_caller *c, const char *service, const char *te
     s->p = p;
     memcpy(s->id, id, sizeof s->id);
     memcpy(s->service, service, sl + 1);
-    int rc = daebus__redis_publish_async(c->pub, service, text, len, after_sent, s);
+    int rc = daebus__redis_publish_later(c->pub, service, text, len, after_sent, s);
     if (rc != 0)
         free(s);
     return rc == 0 ? 1 : rc;

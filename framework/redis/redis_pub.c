@@ -53,8 +53,9 @@ typedef struct pubjob {
     unread *entry; /* the owner's: its unread entry (own for a pipeline, else malloc'd) */
     unread own;
     int rc;
-    bool done; /* rc is final: the thread may return */
-    bool lead; /* handed the connection: the thread runs the next batch */
+    bool later; /* asynchronous, appended but not written: see daebus__redis_pub_flush */
+    bool done;  /* rc is final: the thread may return */
+    bool lead;  /* handed the connection: the thread runs the next batch */
     pthread_cond_t cond;
     struct pubjob *next;
 } pubjob;
@@ -72,6 +73,7 @@ typedef struct pubconn {
     unsigned faults;  /* daebus__redis_faults() then */
     unread *uhead, **utail;
     int n_unread;
+    atomic_bool held; /* commands appended, not written yet (daebus__redis_publish_later) */
 } pubconn;
 
 /* A connection used successfully this recently, with no connection lost in the
@@ -267,6 +269,7 @@ static bool complete_one(daebus__redis_pub *p, pubconn *pc, redisReply **r, bool
 /* Frees pc's connection: every unread reply is lost with it. */
 static void discard(daebus__redis_pub *p, pubconn *pc)
 {
+    atomic_store(&pc->held, false);
     if (pc->ctx)
         redisFree(pc->ctx);
     pc->ctx = NULL;
@@ -289,6 +292,13 @@ static void drop(daebus__redis_pub *p, pubconn *pc)
 static void read_unread(daebus__redis_pub *p, pubconn *pc, bool wait)
 {
     bool dem = false;
+    if (wait && atomic_load(&pc->held)) { /* their replies come only once they are sent */
+        atomic_store(&pc->held, false);
+        if (daebus__redis_flush(pc->ctx) != 0) {
+            drop(p, pc);
+            return;
+        }
+    }
     if (!wait && pc->uhead) {
         char buf[16384];
         ssize_t n = recv(pc->ctx->fd, buf, sizeof buf, MSG_DONTWAIT);
@@ -389,10 +399,15 @@ static void run_batch(daebus__redis_pub *p, pubconn *pc, pubjob **batch, const p
             rc = DAEBUS_ENOMEM;
     if (rc == 0)
         ensure(p, pc);
+    bool hold = true; /* a batch of daebus__redis_publish_later only: appended, not written */
+    for (pubjob *j = *batch; j; j = j->next)
+        hold = hold && j->later;
     if (rc == 0 && pc->ctx) {
         for (pubjob *j = *batch; j && rc == 0; j = j->next)
             rc = append_job(pc->ctx, j);
-        if (rc != 0 || daebus__redis_flush(pc->ctx) != 0) {
+        if (rc == 0 && hold)
+            atomic_store(&pc->held, true);
+        else if (rc != 0 || (atomic_store(&pc->held, false), daebus__redis_flush(pc->ctx) != 0)) {
             drop(p, pc);
             rc = DAEBUS_ECONN;
         }
@@ -407,7 +422,8 @@ static void run_batch(daebus__redis_pub *p, pubconn *pc, pubjob **batch, const p
         }
         return;
     }
-    atomic_fetch_add(&p->writes, 1);
+    if (!hold)
+        atomic_fetch_add(&p->writes, 1);
     atomic_fetch_add(&p->commands, (unsigned long long)ncmds);
     for (pubjob *j = *batch; j; j = j->next) {
         unread *u = j->entry;
@@ -434,13 +450,14 @@ static void run_batch(daebus__redis_pub *p, pubconn *pc, pubjob **batch, const p
     read_unread(p, pc, true);
 }
 
-/* Takes the next connection of the pool and runs j on it (as its owner or
- * combined into another thread's batch). Returns: j's rc. */
-static int submit(daebus__redis_pub *p, pubjob *j)
+/* Runs j on connection idx of the pool (-1: the next one, round-robin), as
+ * its owner or combined into another thread's batch. Returns: j's rc. */
+static int submit(daebus__redis_pub *p, pubjob *j, int idx)
 {
     if (!p || !atomic_load(&p->open))
         return DAEBUS_ECLOSED;
-    pubconn *pc = &p->conns[atomic_fetch_add(&p->rr, 1) % (unsigned)p->n];
+    pubconn *pc =
+        &p->conns[idx >= 0 ? (unsigned)idx : atomic_fetch_add(&p->rr, 1) % (unsigned)p->n];
     j->done = j->lead = false;
     pthread_mutex_lock(&pc->lock);
     pubjob *batch = own(pc, j);
@@ -489,7 +506,7 @@ int daebus__redis_pub_pipeline(daebus__redis_pub *p, const daebus__redis_cmd *cm
     for (int i = 0; i < n; i++)
         replies[i] = NULL;
     pubjob j = {.cmds = cmds, .n = n, .replies = replies};
-    return submit(p, &j);
+    return submit(p, &j, -1);
 }
 
 int daebus__redis_publish(daebus__redis_pub *p, const char *channel, const char *data, size_t len)
@@ -509,11 +526,64 @@ int daebus__redis_publish(daebus__redis_pub *p, const char *channel, const char 
 int daebus__redis_publish_async(daebus__redis_pub *p, const char *channel, const char *data,
                                 size_t len, daebus__redis_pub_sent_fn *fn, void *arg)
 {
+    if (!p)
+        return DAEBUS_ECLOSED;
     const char *argv[3] = {"PUBLISH", channel, data};
     size_t argvlen[3] = {7, strlen(channel), len};
     daebus__redis_cmd cmd = {3, argv, argvlen};
     pubjob j = {.cmds = &cmd, .n = 1, .fn = fn, .arg = arg};
-    return submit(p, &j);
+    /* One channel, one connection: what one thread publishes on a channel
+     * this way reaches Redis in order although nobody waits for it. */
+    unsigned h = 2166136261u;
+    for (const char *c = channel; *c; c++)
+        h = (h ^ (unsigned char)*c) * 16777619u;
+    return submit(p, &j, (int)(h % (unsigned)p->n));
+}
+
+int daebus__redis_publish_later(daebus__redis_pub *p, const char *channel, const char *data,
+                                size_t len, daebus__redis_pub_sent_fn *fn, void *arg)
+{
+    if (!p)
+        return DAEBUS_ECLOSED;
+    const char *argv[3] = {"PUBLISH", channel, data};
+    size_t argvlen[3] = {7, strlen(channel), len};
+    daebus__redis_cmd cmd = {3, argv, argvlen};
+    pubjob j = {.cmds = &cmd, .n = 1, .fn = fn, .arg = arg, .later = true};
+    return submit(p, &j, 0);
+}
+
+bool daebus__redis_pub_held(const daebus__redis_pub *p)
+{
+    return p && atomic_load(&p->conns[0].held);
+}
+
+int daebus__redis_pub_flush(daebus__redis_pub *p)
+{
+    if (!p || !atomic_load(&p->conns[0].held))
+        return 0;
+    pubconn *pc = &p->conns[0];
+    pubjob self = {0};
+    pthread_mutex_lock(&pc->lock);
+    pubjob *batch = own(pc, &self); /* an empty job: no other owner completes it */
+    pthread_mutex_unlock(&pc->lock);
+    int rc = 0;
+    pubjob *rest = batch->next; /* queued behind while this waited its turn */
+    if (rest)
+        run_batch(p, pc, &rest, NULL);
+    if (atomic_load(&pc->held) && pc->ctx) {
+        atomic_store(&pc->held, false);
+        if (daebus__redis_flush(pc->ctx) != 0) {
+            drop(p, pc);
+            rc = DAEBUS_ECONN;
+        } else {
+            atomic_fetch_add(&p->writes, 1);
+        }
+    }
+    pthread_mutex_lock(&pc->lock);
+    finish(rest, NULL);
+    release(pc);
+    pthread_mutex_unlock(&pc->lock);
+    return rc;
 }
 
 int daebus__redis_publish_json(daebus__redis_pub *p, const char *channel, const cJSON *obj)

@@ -76,11 +76,30 @@ typedef void daebus__redis_pub_sent_fn(void *arg, int result);
 
 /* PUBLISH without waiting for its reply: written (batched with what else is
  * queued on the connection) before this returns; fn is called once with the
- * reply when some thread reads it (see daebus__redis_pub_collect).
+ * reply when some thread reads it (see daebus__redis_pub_collect; else the
+ * next command on that connection reads it, within about a second at most or
+ * after a few hundred such PUBLISHes). Every PUBLISH on one channel this way
+ * goes on the same connection of the pool: those one thread makes on a
+ * channel reach Redis in order (a blocking call, on any connection, may
+ * overtake them).
  * Returns: 0 (fn will be called exactly once, close included), or
  * DAEBUS_ECONN / DAEBUS_ECLOSED / DAEBUS_ENOMEM (fn is never called). */
 int daebus__redis_publish_async(daebus__redis_pub *p, const char *channel, const char *data,
                                 size_t len, daebus__redis_pub_sent_fn *fn, void *arg);
+
+/* The same, but only appended to the first connection's output, not written:
+ * the next command on that connection or daebus__redis_pub_flush writes it
+ * (with whatever else was held: one write for a burst). For a thread that
+ * publishes several times in a row and then flushes (the caller's
+ * subscriber thread, requests made in reply callbacks). Returns: as
+ * daebus__redis_publish_async. */
+int daebus__redis_publish_later(daebus__redis_pub *p, const char *channel, const char *data,
+                                size_t len, daebus__redis_pub_sent_fn *fn, void *arg);
+/* Is output held by daebus__redis_publish_later not written yet? */
+bool daebus__redis_pub_held(const daebus__redis_pub *p);
+/* Writes what daebus__redis_publish_later held. Returns: 0, or DAEBUS_ECONN
+ * (the connection is dropped: the held PUBLISHes complete with DAEBUS_ECONN). */
+int daebus__redis_pub_flush(daebus__redis_pub *p);
 
 /* Replies of asynchronous PUBLISHes not read yet (all connections). */
 int daebus__redis_pub_unread(const daebus__redis_pub *p);

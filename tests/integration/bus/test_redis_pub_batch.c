@@ -242,6 +242,61 @@ static void test_async_publish(void)
     redisFree(sub);
 }
 
+/* ---- held PUBLISHes: one write when flushed ---- */
+
+static void test_publish_later(void)
+{
+    daebus__redis_pub *p = pool(1);
+    redisContext *sub = raw_subscribe(redis.port, "batch:held");
+    CU_ASSERT_FATAL(sub != NULL);
+    CU_ASSERT_EQUAL(daebus__redis_publish(p, "batch:held", "0", 1), 1); /* connected */
+    sent_log l = {0};
+    unsigned long long w0, c0, w1, c1;
+    daebus__redis_pub_counts(p, &w0, &c0);
+    char m[8];
+    for (int i = 1; i <= 5; i++) {
+        snprintf(m, sizeof m, "%d", i);
+        CU_ASSERT_EQUAL(daebus__redis_publish_later(p, "batch:held", m, 1, on_sent, &l), 0);
+    }
+    CU_ASSERT(daebus__redis_pub_held(p));
+    ts_sleep_ms(100);
+    daebus__redis_pub_counts(p, &w1, &c1);
+    CU_ASSERT_EQUAL(w1 - w0, 0); /* nothing written yet */
+    CU_ASSERT_EQUAL(daebus__redis_pub_flush(p), 0);
+    CU_ASSERT(!daebus__redis_pub_held(p));
+    daebus__redis_pub_counts(p, &w1, &c1);
+    CU_ASSERT_EQUAL(w1 - w0, 1); /* five PUBLISHes, one write */
+    CU_ASSERT_EQUAL(c1 - c0, 5);
+    char *first = raw_next(sub); /* "0", then 1..5 in order */
+    CU_ASSERT(first && strcmp(first, "0") == 0);
+    free(first);
+    for (int i = 1; i <= 5; i++) {
+        char *got = raw_next(sub);
+        snprintf(m, sizeof m, "%d", i);
+        CU_ASSERT(got && strcmp(got, m) == 0);
+        free(got);
+    }
+    CU_ASSERT_EQUAL(daebus__redis_pub_collect(p, true), 0);
+    CU_ASSERT_EQUAL(atomic_load(&l.sum), 5);
+    /* A blocking call writes what is held before its own command. */
+    CU_ASSERT_EQUAL(daebus__redis_publish_later(p, "batch:held", "6", 1, on_sent, &l), 0);
+    CU_ASSERT_EQUAL(daebus__redis_publish(p, "batch:held", "7", 1), 1);
+    CU_ASSERT(!daebus__redis_pub_held(p));
+    CU_ASSERT_EQUAL(atomic_load(&l.calls), 6);
+    for (int i = 6; i <= 7; i++) {
+        char *got = raw_next(sub);
+        snprintf(m, sizeof m, "%d", i);
+        CU_ASSERT(got && strcmp(got, m) == 0);
+        free(got);
+    }
+    /* Held at close: never sent, completed with DAEBUS_ECONN. */
+    CU_ASSERT_EQUAL(daebus__redis_publish_later(p, "batch:held", "8", 1, on_sent, &l), 0);
+    daebus__redis_pub_destroy(p);
+    CU_ASSERT_EQUAL(atomic_load(&l.calls), 7);
+    CU_ASSERT_EQUAL(atomic_load(&l.econn), 1);
+    redisFree(sub);
+}
+
 /* ---- a connection lost with a batch in flight ---- */
 
 typedef struct async_job {
@@ -470,6 +525,7 @@ int main(void)
     CU_add_test(s, "many threads each get their own replies", test_threads_get_their_replies);
     CU_add_test(s, "a queue behind a busy connection is one write", test_queue_is_one_write);
     CU_add_test(s, "asynchronous PUBLISH: counts read later", test_async_publish);
+    CU_add_test(s, "held PUBLISHes go out in one write", test_publish_later);
     CU_add_test(s, "a lost connection fails exactly the commands in flight", test_lost_mid_batch);
     CU_add_test(s, "close with threads queued", test_close_with_waiters);
     CU_add_test(s, "caller: requests made in callbacks", test_caller_requests_in_callbacks);
