@@ -481,8 +481,13 @@ int daebus__redis_pub_connect(daebus__redis_pub *p, daebus_error *err)
     pubconn *pc = &p->conns[0];
     pubjob self = {0};
     pthread_mutex_lock(&pc->lock);
-    pubjob *batch = own(pc, &self); /* an empty job: no other owner completes it */
+    pubjob *batch = own(pc, &self); /* an empty job */
     pthread_mutex_unlock(&pc->lock);
+    if (!batch) { /* run in another owner's batch, which connected or failed to */
+        if (self.rc != 0)
+            daebus_error_set(err, self.rc, "publisher: cannot connect to Redis");
+        return self.rc;
+    }
     if (!pc->ctx) {
         pc->ctx = daebus__redis_connect(&p->url, p->o.connect_timeout, p->o.command_timeout, err);
         pc->epoch = daebus__redis_sentinel_epoch();
@@ -564,8 +569,10 @@ int daebus__redis_pub_flush(daebus__redis_pub *p)
     pubconn *pc = &p->conns[0];
     pubjob self = {0};
     pthread_mutex_lock(&pc->lock);
-    pubjob *batch = own(pc, &self); /* an empty job: no other owner completes it */
+    pubjob *batch = own(pc, &self); /* an empty job */
     pthread_mutex_unlock(&pc->lock);
+    if (!batch) /* run in another owner's batch: its write took what was held */
+        return self.rc;
     int rc = 0;
     pubjob *rest = batch->next; /* queued behind while this waited its turn */
     if (rest)
