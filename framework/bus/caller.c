@@ -53,8 +53,8 @@ typedef daebus__caller_listener listener;
 
 /* The caller whose subscriber thread this is, while it runs one of the
  * transport's callbacks (and so the user's callbacks; set on entry, cleared
- * on return: they do not nest): a request made there
- * is published without waiting for its PUBLISH reply (see send_request). */
+ * on return: they do not nest): a request made there is published without
+ * waiting for its PUBLISH reply (publish_request). */
 static _Thread_local daebus_caller *reader_of;
 
 /* ---- helpers ---- */
@@ -318,13 +318,13 @@ static int on_tick(void *user, bool idle)
 {
     daebus_caller *c = user;
     reader_of = c;
-    /* The receiver counts of the requests published from this thread: all of
-     * them when idle (they are due), else those already here once a few are
-     * waiting; a request that reached nobody fails here (after_sent). */
     /* Requests made in this thread's callbacks are held until the messages
      * already received are handled: one write for them all. */
     if (daebus__redis_pub_held(c->pub) && (idle || daebus__redis_sub_drained(c->sub)))
         daebus__redis_pub_flush(c->pub);
+    /* Their receiver counts: all of them when idle (they are due), else those
+     * already here once a few are waiting; a request that reached nobody
+     * fails here (after_sent). */
     int unread = daebus__redis_pub_unread(c->pub);
     if (unread > 0 && (idle || unread >= UNREAD_COLLECT))
         unread = daebus__redis_pub_collect(c->pub, idle);
