@@ -11,7 +11,7 @@
  * readable or hung up was closed by the server) and replaced lazily; while
  * Redis is down, a connection that failed to connect is not retried for
  * retry_after seconds, so callers fail fast instead of waiting a connect
- * time-out each. Writes run under the SIGPIPE guard (redis_conn.h).
+ * time-out each. Writes are sent with MSG_NOSIGNAL (daebus__redis_flush).
  *
  * Thread: daebus__redis_publish*, daebus__redis_pub_pipeline,
  * daebus__redis_pub_collect, daebus__redis_pub_counts and
@@ -82,6 +82,8 @@ typedef void daebus__redis_pub_sent_fn(void *arg, int result);
  * goes on the same connection of the pool: those one thread makes on a
  * channel reach Redis in order (a blocking call, on any connection, may
  * overtake them).
+ * Ownership: channel and data are copied before this returns; arg is
+ * borrowed until fn runs.
  * Returns: 0 (fn will be called exactly once, close included), or
  * DAEBUS_ECONN / DAEBUS_ECLOSED / DAEBUS_ENOMEM (fn is never called). */
 int daebus__redis_publish_async(daebus__redis_pub *p, const char *channel, const char *data,
