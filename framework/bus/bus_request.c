@@ -22,15 +22,32 @@ int daebus__bus_publish(daebus_bus *bus, const char *channel, const char *data, 
     return daebus__redis_publish(bus->pub, channel, data, len);
 }
 
+/* The receiver count of a reply sent without waiting: only a lost one is
+ * worth a word (read by a later command on the connection). */
+static void reply_sent(void *arg, int result)
+{
+    daebus_bus *bus = arg;
+    if (result < 0)
+        daebus_log(atomic_load(&bus->connected) ? DAEBUS_LOG_WARNING : DAEBUS_LOG_DEBUG, LOGC,
+                   "a reply was lost with the connection to Redis: %s", daebus_strerror(result));
+}
+
 /* Sends one response to channel (used for requests and for replies the
- * subscriber thread makes without a request object). */
+ * subscriber thread makes without a request object). Without wait it is
+ * written without waiting for the PUBLISH reply (the worker goes on at once,
+ * and the replies of several workers go out in one write): nothing here
+ * needs the receiver count, and every reply on one channel takes the same
+ * connection, so the replies of a request keep their order. A durable
+ * request's progress waits: its final reply is a pipeline (bus_durable_finish.c)
+ * that could take another connection. */
 static int send_response(daebus_bus *bus, const char *channel, bool error, const cJSON *payload,
-                         const cJSON *request_id, bool final)
+                         const cJSON *request_id, bool final, bool wait)
 {
     char *s = daebus__bus_build_response(error, payload, request_id, final);
     if (!s)
         return DAEBUS_ENOMEM;
-    int rc = daebus__bus_publish(bus, channel, s, strlen(s));
+    int rc = wait ? daebus__bus_publish(bus, channel, s, strlen(s))
+                  : daebus__redis_publish_async(bus->pub, channel, s, strlen(s), reply_sent, bus);
     free(s);
     if (rc >= 0) {
         atomic_fetch_add(&bus->replies_sent, 1);
@@ -53,7 +70,7 @@ int daebus__bus_send_error(daebus_bus *bus, const char *channel, const cJSON *re
         cJSON_Delete(p);
         return DAEBUS_ENOMEM;
     }
-    int rc = send_response(bus, channel, true, p, request_id, true);
+    int rc = send_response(bus, channel, true, p, request_id, true, false);
     cJSON_Delete(p);
     return rc;
 }
@@ -278,7 +295,8 @@ static int reply_common(daebus_bus_request *r, bool error, const cJSON *payload,
         return daebus__durable_finish(r, error, payload);
     if (!r->reply_channel)
         return 0; /* fire-and-forget: nothing to answer */
-    return send_response(r->bus, r->reply_channel, error, payload, r->env.request_id, final);
+    return send_response(r->bus, r->reply_channel, error, payload, r->env.request_id, final,
+                         r->durable != NULL);
 }
 
 int daebus_bus_reply(daebus_bus_request *r, const cJSON *payload)

@@ -42,9 +42,20 @@
  * TCP would only notice much later). */
 #define HEALTH_IDLE    10.0
 #define HEALTH_TIMEOUT 5.0
+/* Requests published from the subscriber thread without waiting for the
+ * PUBLISH reply: their receiver counts are read once this many are waiting,
+ * and at the latest after this long idle (s). */
+#define UNREAD_COLLECT 8
+#define UNREAD_WAIT    0.001
 
 typedef daebus__caller_pending pending;
 typedef daebus__caller_listener listener;
+
+/* The caller whose subscriber thread this is, while it runs one of the
+ * transport's callbacks (and so the user's callbacks; set on entry, cleared
+ * on return: they do not nest): a request made there is published without
+ * waiting for its PUBLISH reply (publish_request). */
+static _Thread_local daebus_caller *reader_of;
 
 /* ---- helpers ---- */
 
@@ -259,6 +270,7 @@ static void on_listened(daebus_caller *c, const daebus__redis_msg *m)
 static void on_message(void *user, const daebus__redis_msg *m)
 {
     daebus_caller *c = user;
+    reader_of = c;
     if (strcmp(m->channel, c->channel) != 0)
         on_listened(c, m);
     else if (m->cut_len)
@@ -268,11 +280,13 @@ static void on_message(void *user, const daebus__redis_msg *m)
         daebus__caller_on_barrier(c, m->data);
     else
         handle_reply(c, m->data, m->len);
+    reader_of = NULL;
 }
 
 static void on_state(void *user, const daebus__redis_event *ev)
 {
     daebus_caller *c = user;
+    reader_of = c;
     if (ev->state == DAEBUS__REDIS_UP) {
         atomic_store(&c->connected, 1);
         DAEBUS_LOG_INFOF(LOGC, "reconnected to %s, listening on %s",
@@ -294,6 +308,7 @@ static void on_state(void *user, const daebus__redis_event *ev)
                          daebus__redis_sub_where(c->sub), ev->why, n);
         fail_list(c, lost, DAEBUS_ECONN, "connection to Redis lost");
     }
+    reader_of = NULL;
 }
 
 /* Expiry scan: on a time-out or wake-up (new short request, failed publish),
@@ -302,6 +317,17 @@ static void on_state(void *user, const daebus__redis_event *ev)
 static int on_tick(void *user, bool idle)
 {
     daebus_caller *c = user;
+    reader_of = c;
+    /* Requests made in this thread's callbacks are held until the messages
+     * already received are handled: one write for them all. */
+    if (daebus__redis_pub_held(c->pub) && (idle || daebus__redis_sub_drained(c->sub)))
+        daebus__redis_pub_flush(c->pub);
+    /* Their receiver counts: all of them when idle (they are due), else those
+     * already here once a few are waiting; a request that reached nobody
+     * fails here (after_sent). */
+    int unread = daebus__redis_pub_unread(c->pub);
+    if (unread > 0 && (idle || unread >= UNREAD_COLLECT))
+        unread = daebus__redis_pub_collect(c->pub, idle);
     double now = daebus__now_mono();
     if (atomic_load(&c->requeue_due) && atomic_load(&c->connected) && now >= c->next_requeue) {
         daebus__caller_requeue_pass(c);
@@ -313,6 +339,9 @@ static int on_tick(void *user, bool idle)
         c->next_scan = nearest < now + 0.1 ? nearest : now + 0.1;
     }
     double wait = c->next_scan - daebus__now_mono();
+    if (unread > 0 && wait > UNREAD_WAIT)
+        wait = UNREAD_WAIT; /* a request that reached nobody fails within about this */
+    reader_of = NULL;
     return wait <= 0 ? 0 : wait > 0.2 ? 200000 : (int)(wait * 1e6) + 1;
 }
 
@@ -539,28 +568,85 @@ static pending *pending_new(daebus_caller *c, const char *service, const char *a
     return p;
 }
 
+/* Marks request id (p) failed: rc 0 (PUBLISH reached no subscriber), or a
+ * negative code; the subscriber thread completes it. */
+static void fail_sent(daebus_caller *c, const char *id, pending *p, int rc, const char *service,
+                      char *why, size_t why_size)
+{
+    if (rc == 0) /* PUBLISH reached no subscriber */
+        daebus__utf8_snprintf(why, why_size, "no service '%.*s' is listening on %s",
+                              daebus__utf8_prec(service, 200), service,
+                              daebus__redis_sub_where(c->sub));
+    pthread_mutex_lock(&c->lock);
+    /* Still in the table under its (unique) id: still p, not yet completed. */
+    if (daebus__hash_find(c->pending, id) == p) {
+        p->failed = rc == 0 ? DAEBUS_ENOLISTENER : rc == DAEBUS_EIO ? DAEBUS_EIO : DAEBUS_ECONN;
+        if (why[0])
+            p->why = strdup(why);
+    }
+    pthread_mutex_unlock(&c->lock);
+    daebus__redis_sub_wake(c->sub);
+}
+
+/* A request published without waiting for its PUBLISH reply (from the
+ * subscriber thread): what after_sent needs once the receiver count is read. */
+typedef struct sent_req {
+    daebus_caller *c;
+    pending *p; /* compared only (under c->lock, with the id): may be completed */
+    char id[40];
+    char service[];
+} sent_req;
+
+/* The receiver count of a request published by publish_request (whichever
+ * thread reads it): no receiver or no connection fails the request, as
+ * after_send does for a blocking PUBLISH. */
+static void after_sent(void *arg, int result)
+{
+    sent_req *s = arg;
+    if (result <= 0 && !atomic_load(&s->c->stopping)) {
+        char why[600] = "";
+        fail_sent(s->c, s->id, s->p, result, s->service, why, sizeof why);
+    }
+    free(s);
+}
+
+/* The PUBLISH of a request (not durable). On the caller's subscriber thread
+ * (a request made in a callback) it does not wait for the reply: the
+ * thread that is to read the replies of the other requests goes on reading,
+ * and the PUBLISHes of a batch of callbacks go out together; the receiver
+ * count is read soon after (on_tick) and a request that reached nobody fails
+ * then, within about UNREAD_WAIT. Returns: the receiver count (a blocking
+ * PUBLISH), 1 (sent without waiting), or a negative code. */
+static int publish_request(daebus_caller *c, const char *service, const char *text, const char *id,
+                           pending *p)
+{
+    size_t len = strlen(text);
+    if (reader_of != c)
+        return daebus__redis_publish(c->pub, service, text, len);
+    size_t sl = strlen(service);
+    sent_req *s = malloc(sizeof *s + sl + 1);
+    if (!s)
+        return daebus__redis_publish(c->pub, service, text, len);
+    s->c = c;
+    s->p = p;
+    memcpy(s->id, id, sizeof s->id);
+    memcpy(s->service, service, sl + 1);
+    int rc = daebus__redis_publish_later(c->pub, service, text, len, after_sent, s);
+    if (rc != 0)
+        free(s);
+    return rc == 0 ? 1 : rc;
+}
+
 /* After the PUBLISH or XADD of request id (p, rc its result): a request
  * nothing can answer (no connection, XADD refused, PUBLISH reached no
  * subscriber) fails now, not at its time-out. */
 static void after_send(daebus_caller *c, const char *id, pending *p, int rc, bool durable,
                        const char *service, double timeout, char *why, size_t why_size)
 {
-    if (rc == 0 && !durable) /* PUBLISH reached no subscriber */
-        daebus__utf8_snprintf(why, why_size, "no service '%.*s' is listening on %s",
-                              daebus__utf8_prec(service, 200), service,
-                              daebus__redis_sub_where(c->sub));
     if (durable && rc == 1)
         atomic_fetch_add(&c->queued, 1);
     if (rc < 0 || (rc == 0 && !durable)) {
-        pthread_mutex_lock(&c->lock);
-        /* Still in the table under its (unique) id: still p, not yet completed. */
-        if (daebus__hash_find(c->pending, id) == p) {
-            p->failed = rc == 0 ? DAEBUS_ENOLISTENER : rc == DAEBUS_EIO ? DAEBUS_EIO : DAEBUS_ECONN;
-            if (why[0])
-                p->why = strdup(why);
-        }
-        pthread_mutex_unlock(&c->lock);
-        daebus__redis_sub_wake(c->sub);
+        fail_sent(c, id, p, rc, service, why, why_size);
     } else if (timeout < 0.25) {
         daebus__redis_sub_wake(
             c->sub); /* the reader sleeps at most 200 ms: only short ones need it */
@@ -614,7 +700,7 @@ static int send_request(daebus_caller *c, const char *service, const char *actio
     int rc = durable ? daebus__caller_queue(c->wait_pub ? c->wait_pub : c->pub, service, text,
                                             wall_deadline, timeout, c->wait_replicas, entry_id, why,
                                             sizeof why)
-                     : daebus__redis_publish(c->pub, service, text, strlen(text));
+                     : publish_request(c, service, text, id, p);
     if (!durable || !daebus__caller_hand_over(c, id, p, text, entry_id, rc == DAEBUS_ECONN))
         free(text);
     else if (rc == DAEBUS_ECONN)
