@@ -60,6 +60,7 @@ struct daebus__redis_sub {
     double park_until;        /* parked: a reader thread reads again then (health) */
     redisReply *stash;        /* read by a borrower, not its to take: read first */
     atomic_int idle;          /* no reader thread watches the socket (parked or lent) */
+    atomic_ulong ran_here, lent_reads; /* jobs run by their reader; messages a borrower read */
 
     /* role holder */
     daebus__redis_job_fn *job_fn; /* run_here: run after the role is handed on */
@@ -672,6 +673,7 @@ static void hold_role(daebus__redis_sub *s)
             daebus__redis_job_fn *fn = s->job_fn;
             void *arg = s->job_arg;
             s->job_fn = NULL;
+            atomic_fetch_add(&s->ran_here, 1);
             release_role(s, false);
             fn(arg);
             return;
@@ -693,6 +695,8 @@ static void *reader_main(void *arg)
         if (s->holder == ROLE_NONE && (!s->parked || s->want || stopping)) {
             s->holder = ROLE_THREAD;
             s->holder_thread = pthread_self();
+            if (s->parked) /* a look (health, a wake), not a long wait: park again soon */
+                s->next_us = 0;
             s->parked = false;
             s->want = false;
             atomic_store(&s->idle, 0);
@@ -727,6 +731,15 @@ bool daebus__redis_sub_run_here(daebus__redis_sub *s, daebus__redis_job_fn *fn, 
     }
     pthread_mutex_unlock(&s->lock);
     return ok;
+}
+
+void daebus__redis_sub_role_counts(daebus__redis_sub *s, unsigned long *ran_here,
+                                   unsigned long *lent_reads)
+{
+    if (ran_here)
+        *ran_here = atomic_load(&s->ran_here);
+    if (lent_reads)
+        *lent_reads = atomic_load(&s->lent_reads);
 }
 
 /* ---- borrowing the role ---- */
@@ -771,6 +784,7 @@ int daebus__redis_sub_borrow_read(daebus__redis_sub *s, long timeout_us)
     if (rc == 1) {
         s->last_rx = daebus__now_mono();
         s->ping_at = 0;
+        atomic_fetch_add(&s->lent_reads, 1);
         dispatch(s, r);
         freeReplyObject(r);
     }

@@ -191,6 +191,11 @@ int daebus__redis_sub_borrow_read(daebus__redis_sub *s, long timeout_us);
  * borrower stops before its message came); else the role stays parked. */
 void daebus__redis_sub_give_back(daebus__redis_sub *s, bool need_reader);
 
+/* Counters (tests, profiling): jobs run by the reader thread that read them
+ * (run_here), messages read by a borrower. Either pointer may be NULL. */
+void daebus__redis_sub_role_counts(daebus__redis_sub *s, unsigned long *ran_here,
+                                   unsigned long *lent_reads);
+
 /* Stops and joins the thread and closes the connection (callbacks have all
  * returned). Accepts a subscriber never started. */
 void daebus__redis_sub_stop(daebus__redis_sub *s);
