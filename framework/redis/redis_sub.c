@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 #include "clock.h"
 #include "redis_sub.h"
@@ -23,6 +25,10 @@
 #include "utf8.h"
 
 enum { ROLE_NONE, ROLE_THREAD, ROLE_LENT };
+
+/* A job run by its reader with nothing else to read leaves the role free
+ * this long before the relief takes it (a quick job keeps it: no wake-up). */
+#define RELIEF_NS 200000
 
 typedef struct sub_op {
     int subscribe;
@@ -61,6 +67,11 @@ struct daebus__redis_sub {
     redisReply *stash;        /* read by a borrower, not its to take: read first */
     atomic_int idle;          /* no reader thread watches the socket (parked or lent) */
     atomic_ulong ran_here, lent_reads; /* jobs run by their reader; messages a borrower read */
+    /* The relief (readers > 1): one waiting reader thread polls these
+     * instead of the condition variable; relief_timer fires when a job left
+     * the role free (armed) too long, relief_ev wakes it otherwise. */
+    int relief_timer, relief_ev;
+    bool has_relief, armed;
 
     /* role holder */
     daebus__redis_job_fn *job_fn; /* run_here: run after the role is handed on */
@@ -614,6 +625,31 @@ static void read_stage(daebus__redis_sub *s)
     s->next_us = us < 0 ? s->o.poll_ms * 1000L : us;
 }
 
+static void ev_write(int fd)
+{
+    uint64_t one = 1;
+    if (fd >= 0) {
+        ssize_t n = write(fd, &one, sizeof one);
+        (void)n;
+    }
+}
+
+/* Wakes one waiting reader thread (lock held): a condition waiter, else the
+ * relief. */
+static void wake_follower(daebus__redis_sub *s)
+{
+    if (s->nwaiting > (s->has_relief ? 1 : 0))
+        pthread_cond_signal(&s->role_cond);
+    else if (s->has_relief)
+        ev_write(s->relief_ev);
+}
+
+static void set_timer(int fd, long ns)
+{
+    struct itimerspec t = {{0, 0}, {0, ns}};
+    timerfd_settime(fd, 0, &t, NULL);
+}
+
 /* Holder: hands the role on (want: a reader thread takes it at once, else
  * it stays parked until woken or park_until). */
 static void release_role(daebus__redis_sub *s, bool park)
@@ -625,9 +661,49 @@ static void release_role(daebus__redis_sub *s, bool park)
         atomic_store(&s->idle, 1);
         s->park_until = daebus__now_mono() + s->o.poll_ms / 1000.0;
     } else if (s->nwaiting) {
-        pthread_cond_signal(&s->role_cond);
+        wake_follower(s);
     }
     pthread_mutex_unlock(&s->lock);
+}
+
+/* Holder: runs the job a read left (run_here) after handing the role on.
+ * With nothing else to read, the role is left free without waking anyone
+ * and the relief's timer armed: a quick job takes it back (two timer system
+ * calls, no context switch), a longer one finds the relief reading. With
+ * more to read, or no relief, a follower is woken at once. Returns: true
+ * when this thread holds the role again. */
+static bool run_job(daebus__redis_sub *s)
+{
+    daebus__redis_job_fn *fn = s->job_fn;
+    void *arg = s->job_arg;
+    s->job_fn = NULL;
+    atomic_fetch_add(&s->ran_here, 1);
+    bool quick = daebus__redis_sub_drained(s);
+    pthread_mutex_lock(&s->lock);
+    bool armed = quick && s->has_relief && !atomic_load(&s->stopping);
+    if (armed) {
+        s->holder = ROLE_NONE;
+        s->parked = false;
+        s->armed = true;
+        set_timer(s->relief_timer, RELIEF_NS);
+        pthread_mutex_unlock(&s->lock);
+    } else {
+        pthread_mutex_unlock(&s->lock);
+        release_role(s, false);
+    }
+    fn(arg);
+    if (!armed)
+        return false;
+    pthread_mutex_lock(&s->lock);
+    bool back = s->holder == ROLE_NONE && s->armed && !s->finished;
+    if (back) {
+        s->holder = ROLE_THREAD;
+        s->holder_thread = pthread_self();
+        s->armed = false;
+        set_timer(s->relief_timer, 0);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return back;
 }
 
 /* Holder: may the role park? The owner says there is nothing to watch
@@ -661,6 +737,7 @@ static void hold_role(daebus__redis_sub *s)
             s->finished = true;
             s->holder = ROLE_NONE;
             pthread_cond_broadcast(&s->role_cond);
+            ev_write(s->relief_ev);
             pthread_mutex_unlock(&s->lock);
             return;
         }
@@ -670,12 +747,8 @@ static void hold_role(daebus__redis_sub *s)
         }
         read_stage(s);
         if (s->job_fn) {
-            daebus__redis_job_fn *fn = s->job_fn;
-            void *arg = s->job_arg;
-            s->job_fn = NULL;
-            atomic_fetch_add(&s->ran_here, 1);
-            release_role(s, false);
-            fn(arg);
+            if (run_job(s))
+                continue;
             return;
         }
         if (may_park(s)) {
@@ -683,6 +756,27 @@ static void hold_role(daebus__redis_sub *s)
             return;
         }
     }
+}
+
+/* The relief's wait (lock held, released meanwhile): until its timer fires
+ * (a job left the role free too long: it is free now, or taken back) or it
+ * is woken (a follower wanted, stopping). */
+static void relief_wait(daebus__redis_sub *s)
+{
+    s->has_relief = true;
+    pthread_mutex_unlock(&s->lock);
+    struct pollfd p[2] = {{.fd = s->relief_timer, .events = POLLIN},
+                          {.fd = s->relief_ev, .events = POLLIN}};
+    poll(p, 2, -1);
+    uint64_t n;
+    for (int i = 0; i < 2; i++)
+        if (p[i].revents & POLLIN) {
+            ssize_t r = read(p[i].fd, &n, sizeof n);
+            (void)r;
+        }
+    pthread_mutex_lock(&s->lock);
+    s->has_relief = false;
+    s->armed = false; /* taken below, if still free */
 }
 
 static void *reader_main(void *arg)
@@ -706,7 +800,9 @@ static void *reader_main(void *arg)
             continue;
         }
         s->nwaiting++;
-        if (s->holder == ROLE_NONE) { /* parked: read again at park_until (health, expiry) */
+        if (s->relief_ev >= 0 && !s->has_relief && !s->parked) {
+            relief_wait(s);
+        } else if (s->holder == ROLE_NONE) { /* parked: read again at park_until (health, expiry) */
             daebus__deadline d = {s->park_until};
             if (daebus__cond_wait_until(&s->role_cond, &s->lock, d) == ETIMEDOUT)
                 s->want = true;
@@ -759,6 +855,7 @@ bool daebus__redis_sub_borrow(daebus__redis_sub *s)
         s->holder = ROLE_LENT;
         ok = true;
     }
+
     pthread_mutex_unlock(&s->lock);
     return ok;
 }
@@ -832,7 +929,13 @@ daebus__redis_sub *daebus__redis_sub_create(const daebus__redis_sub_opts *opts)
     daebus__cond_init(&s->cond);
     daebus__cond_init(&s->role_cond);
     s->threads = calloc((size_t)s->o.readers, sizeof *s->threads);
-    if (!s->threads || pipe(s->wake) != 0) {
+    s->relief_timer = s->relief_ev = -1;
+    if (s->o.readers > 1) {
+        s->relief_timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        s->relief_ev = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    }
+    if (!s->threads || pipe(s->wake) != 0 ||
+        (s->o.readers > 1 && (s->relief_timer < 0 || s->relief_ev < 0))) {
         daebus__redis_sub_destroy(s);
         return NULL;
     }
@@ -847,7 +950,7 @@ int daebus__redis_sub_start(daebus__redis_sub *s, bool connect_now, daebus_error
 {
     atomic_store(&s->stopping, 0);
     s->holder = ROLE_NONE;
-    s->parked = s->want = s->finished = false;
+    s->parked = s->want = s->finished = s->has_relief = s->armed = false;
     atomic_store(&s->idle, 0);
     if (connect_now) {
         int rc = sub_connect(s, err);
@@ -885,6 +988,7 @@ void daebus__redis_sub_stop(daebus__redis_sub *s)
         return;
     atomic_store(&s->stopping, 1);
     daebus__redis_sub_wake(s);
+    ev_write(s->relief_ev);
     for (int i = 0; i < s->nthreads; i++)
         pthread_join(s->threads[i], NULL);
     s->nthreads = 0;
@@ -914,6 +1018,10 @@ void daebus__redis_sub_destroy(daebus__redis_sub *s)
     for (int i = 0; i < 2; i++)
         if (s->wake[i] >= 0)
             close(s->wake[i]);
+    if (s->relief_timer >= 0)
+        close(s->relief_timer);
+    if (s->relief_ev >= 0)
+        close(s->relief_ev);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->cond);
     pthread_cond_destroy(&s->role_cond);
