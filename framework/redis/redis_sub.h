@@ -23,9 +23,13 @@
  * (leader/followers):
  *   - daebus__redis_sub_run_here(): from on_message, the holder keeps the
  *     message's job and runs it on its own thread once the read is over,
- *     after handing the role to a waiting reader thread (whose wake-up is
- *     then off the job's path). A job that blocks holds one reader thread,
- *     never the reading;
+ *     after handing the role on: with more already read, to a waiting
+ *     reader thread woken at once (its wake-up then off the job's path);
+ *     with nothing else to read, lazily: the role is left free and the
+ *     timer of the "relief" (one waiting reader thread) armed, so a job
+ *     that returns within ~200 us takes it back with no wake-up at all and
+ *     a longer one finds the relief reading. A job that blocks holds one
+ *     reader thread, never the reading;
  *   - park and borrow: after a read for which can_park says there is nothing
  *     to watch, the role is left free ("parked"; idle) instead of a thread
  *     sitting in ppoll. A thread that expects the next message to be for it
