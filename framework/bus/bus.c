@@ -168,6 +168,10 @@ static int make_transport(daebus_bus *bus)
         .on_state = on_state,
         .on_tick = daebus__bus_on_tick,
         .on_subscribe = on_subscribe,
+        /* Leader/followers (bus_dispatch.c run_here): the reader that took
+         * a request runs it while another reads; two followers let a second
+         * request start the same way while the first runs. */
+        .readers = daebus_app_max_workers(bus->app) > 1 ? 3 : 2,
         .user = bus,
     };
     bus->pool = daebus__pool_create("bus", daebus_app_max_workers(bus->app), o->max_queue);

@@ -1,7 +1,9 @@
 /* bus_dispatch.c - the subscriber side of the bus: messages become requests.
  *
  * Runs on the transport's subscriber thread. Each message is parsed
- * (bus_parse.c) and submitted to the worker pool as a request object; a full
+ * (bus_parse.c) and becomes a request object, run by the reader thread that
+ * read it when a worker and another reader thread are free (run_here:
+ * leader/followers), else submitted to the worker pool; a full
  * queue is answered "Service overloaded" at once, an unknown action "Unknown
  * action", a message over max_message_size (cut by the transport's size
  * guard, never parsed) "Message too large" when its reply channel and
@@ -66,12 +68,41 @@ const daebus__handler *daebus__bus_find_handler(const daebus__handler *h, size_t
     return NULL;
 }
 
+/* A request run by the reader thread that read it (run_here). */
+static void run_inline(void *arg)
+{
+    daebus_bus_request *r = arg;
+    daebus__pool *pool = r->bus->pool;
+    if (r->is_action)
+        daebus__bus_run_action(r);
+    else
+        daebus__bus_run_listen(r);
+    daebus__pool_unclaim(pool);
+}
+
+/* Leader/followers: when a worker is idle, the subscriber's reader thread
+ * that read the request runs it itself, in that worker's slot, after
+ * handing the reading to another reader thread (redis_sub.h): the request
+ * skips the queue and the wake-up of a worker. Returns: false when no
+ * worker or no reader thread is free (the request goes to the pool). */
+static bool run_here(daebus_bus *bus, daebus_bus_request *r)
+{
+    if (daebus__pool_claim(bus->pool) != 0)
+        return false;
+    if (daebus__redis_sub_run_here(bus->sub, run_inline, r))
+        return true;
+    daebus__pool_unclaim(bus->pool);
+    return false;
+}
+
 static void submit(daebus_bus *bus, daebus_bus_request *r, daebus__job_fn *fn)
 {
     if (r->claim.mode == DAEBUS__GATE_CLAIM || r->claim.mode == DAEBUS__GATE_PRIMARY) {
         daebus__bus_submit_claimed(bus, &r->claim, fn, daebus__bus_drop_request, r, true, false);
         return;
     }
+    if (run_here(bus, r))
+        return;
     int rc = daebus__pool_submit(bus->pool, fn, daebus__bus_drop_request, r);
     if (rc == 0)
         return;

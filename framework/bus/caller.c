@@ -345,6 +345,43 @@ static int on_tick(void *user, bool idle)
     return wait <= 0 ? 0 : wait > 0.2 ? 200000 : (int)(wait * 1e6) + 1;
 }
 
+/* ---- the reader role: a lone blocking request reads its own reply ---- */
+
+/* Parks the reader role when nothing but a blocking request's own reply can
+ * come (redis_sub.h): no request pending, no listener, nothing to queue
+ * again. A request then wakes a reader thread (watch_request) unless it is
+ * a lone blocking one, which reads for itself (read_own_reply). */
+static bool can_park(void *user)
+{
+    daebus_caller *c = user;
+    if (c->durable || atomic_load(&c->requeue_due))
+        return false;
+    pthread_mutex_lock(&c->listen_lock);
+    bool listening = c->listeners != NULL;
+    pthread_mutex_unlock(&c->listen_lock);
+    pthread_mutex_lock(&c->lock);
+    size_t n = daebus__hash_count(c->pending);
+    pthread_mutex_unlock(&c->lock);
+    return !listening && n == 0;
+}
+
+static daebus_caller_done_fn waiter_done;
+
+/* After a request went into the table: a reader thread reads for it unless
+ * it is the only one and blocking (it reads its own reply). Called after the
+ * insert, so a reader parking at the same time sees it or is woken. */
+static void watch_request(daebus_caller *c, daebus_caller_done_fn *done, bool durable)
+{
+    size_t n = 2;
+    if (done == waiter_done && !durable) {
+        pthread_mutex_lock(&c->lock);
+        n = daebus__hash_count(c->pending);
+        pthread_mutex_unlock(&c->lock);
+    }
+    if (n != 1)
+        daebus__redis_sub_watch(c->sub);
+}
+
 /* ---- public API ---- */
 
 /* The transport: the publisher and the subscriber on the reply channel. */
@@ -364,6 +401,7 @@ static int make_transport(daebus_caller *c, const daebus__redis_url *url,
         .on_message = on_message,
         .on_state = on_state,
         .on_tick = on_tick,
+        .can_park = can_park,
         .user = c,
     };
     c->pub = daebus__redis_pub_create(&po);
@@ -695,6 +733,7 @@ static int send_request(daebus_caller *c, const char *service, const char *actio
         daebus__caller_pending_free(p);
         return irc;
     }
+    watch_request(c, done, durable);
     /* From here the reader thread owns p: only mark it, never free it. */
     char why[600] = "", entry_id[DAEBUS__CALLER_ENTRY_ID] = "";
     int rc = durable ? daebus__caller_queue(c->wait_pub ? c->wait_pub : c->pub, service, text,
@@ -762,6 +801,33 @@ static void waiter_progress(daebus_caller *c, const cJSON *payload, void *user)
         w->progress(c, payload, w->user);
 }
 
+/* A blocking request reads its own reply when the reader role is parked
+ * (it is the only request: can_park), instead of a reader thread reading it
+ * and waking this one. Gives the role back when done, at its time-out (a
+ * reader thread then times it out), on a lost connection (a reader thread
+ * reports it) or as soon as something else needs a reader. */
+static void read_own_reply(daebus_caller *c, waiter *w, double timeout)
+{
+    if (!daebus__redis_sub_borrow(c->sub)) {
+        daebus__redis_sub_watch(c->sub); /* parked meanwhile: a reader thread reads */
+        return;
+    }
+    daebus__deadline d = daebus__deadline_in(timeout);
+    bool done = false;
+    for (;;) {
+        pthread_mutex_lock(&w->lock);
+        done = w->done;
+        pthread_mutex_unlock(&w->lock);
+        double left = daebus__deadline_left(d);
+        if (done || left <= 0)
+            break;
+        long us = left > 0.2 ? 200000 : (long)(left * 1e6) + 1;
+        if (daebus__redis_sub_borrow_read(c->sub, us) < 0)
+            break;
+    }
+    daebus__redis_sub_give_back(c->sub, !done);
+}
+
 static int wait_request(daebus_caller *c, const char *service, const char *action,
                         const cJSON *payload, double timeout, daebus_caller_progress_fn *progress,
                         void *user, cJSON **reply_out, daebus_error *err, bool durable)
@@ -781,6 +847,8 @@ static int wait_request(daebus_caller *c, const char *service, const char *actio
                          action ? action : "?",
                          rc == DAEBUS_ECONN ? "no connection to Redis" : daebus_strerror(rc));
     } else {
+        if (!durable)
+            read_own_reply(c, &w, timeout > 0 ? timeout : c->default_timeout);
         pthread_mutex_lock(&w.lock);
         while (!w.done)
             pthread_cond_wait(&w.cond, &w.lock);

@@ -3,7 +3,10 @@
  * One mutex guards the queue; workers sleep on a condition variable. The
  * queue is a singly linked list of small job nodes. A bounded queue turns
  * overload into an immediate DAEBUS_EFULL for the submitter instead of
- * unbounded memory growth.
+ * unbounded memory growth. A thread outside the pool may take an idle
+ * worker's slot for a job it runs itself (claim/unclaim): the slot counts as
+ * a running job, so no more than `threads` jobs ever run at once and the
+ * queue fills exactly as if a worker ran it.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -41,7 +44,8 @@ static void *worker_main(void *arg)
     daebus__pool *p = arg;
     daebus__mutex_lock(&p->lock);
     for (;;) {
-        while (!p->head && !p->stopping)
+        /* A claimed slot (daebus__pool_claim) counts as a running job. */
+        while ((!p->head || p->active >= (size_t)p->nthreads) && !p->stopping)
             pthread_cond_wait(&p->work, &p->lock);
         if (!p->head && p->stopping)
             break;
@@ -131,6 +135,31 @@ int daebus__pool_submit(daebus__pool *p, daebus__job_fn *fn, daebus__job_fn *dro
     pthread_cond_signal(&p->work);
     daebus__mutex_unlock(&p->lock);
     return 0;
+}
+
+int daebus__pool_claim(daebus__pool *p)
+{
+    int rc = 0;
+    daebus__mutex_lock(&p->lock);
+    if (p->closed)
+        rc = DAEBUS_ECLOSED;
+    else if (p->pending + p->active >= (size_t)p->nthreads)
+        rc = DAEBUS_EFULL;
+    else
+        p->active++;
+    daebus__mutex_unlock(&p->lock);
+    return rc;
+}
+
+void daebus__pool_unclaim(daebus__pool *p)
+{
+    daebus__mutex_lock(&p->lock);
+    DAEBUS__ASSERT(p->active > 0);
+    p->active--;
+    if (p->head) /* a job queued while the slot was taken */
+        pthread_cond_signal(&p->work);
+    pthread_cond_broadcast(&p->idle);
+    daebus__mutex_unlock(&p->lock);
 }
 
 size_t daebus__pool_pending(daebus__pool *p)

@@ -24,6 +24,15 @@ daebus__pool *daebus__pool_create(const char *name, int threads, size_t max_queu
  * DAEBUS_ENOMEM. Thread: any. */
 int daebus__pool_submit(daebus__pool *pool, daebus__job_fn *fn, daebus__job_fn *drop, void *arg);
 
+/* Takes the slot of an idle worker for a job the calling thread runs itself
+ * (leader/followers: the thread that read a request runs it): counted in
+ * daebus__pool_active until daebus__pool_unclaim, and no worker starts a job
+ * in its place meanwhile. Returns: 0, DAEBUS_EFULL (no worker idle: every
+ * one runs a job or has one queued for it), DAEBUS_ECLOSED. Thread: any. */
+int daebus__pool_claim(daebus__pool *pool);
+/* Gives back a slot taken by daebus__pool_claim (the job finished). */
+void daebus__pool_unclaim(daebus__pool *pool);
+
 /* Jobs queued but not yet started, and jobs running now. Thread: any. */
 size_t daebus__pool_pending(daebus__pool *pool);
 size_t daebus__pool_active(daebus__pool *pool);

@@ -14,12 +14,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 #include "clock.h"
 #include "redis_sub.h"
 #include "redis_sentinel.h"
+#include "check.h"
 #include "utf8.h"
+
+enum { ROLE_NONE, ROLE_THREAD, ROLE_LENT };
+
+/* A job run by its reader with nothing else to read leaves the role free
+ * this long before the relief takes it (a quick job keeps it: no wake-up). */
+#define RELIEF_NS 200000
 
 typedef struct sub_op {
     int subscribe;
@@ -39,14 +48,34 @@ struct daebus__redis_sub {
     sub_op *ops, **ops_tail; /* changes not yet written to the live connection */
     long issued, confirmed;
 
-    pthread_t thread;
-    int thread_started;
+    pthread_t *threads;
+    int nthreads;
     atomic_int stopping;
     atomic_int connected;
     atomic_int pace_ms;
     int wake[2];
 
-    /* subscriber thread only */
+    /* the reader role (lock) */
+    pthread_cond_t role_cond; /* the role became free, or want/stopping changed */
+    int holder;               /* ROLE_NONE, ROLE_THREAD (a reader thread), ROLE_LENT */
+    pthread_t holder_thread;  /* ROLE_THREAD: which */
+    bool parked;              /* free, and no reader thread takes it unless want */
+    bool want;                /* a reader thread should read (a wake, a borrower gave up) */
+    bool finished;            /* the last holder closed everything: readers exit */
+    int nwaiting;             /* reader threads waiting for the role */
+    double park_until;        /* parked: a reader thread reads again then (health) */
+    redisReply *stash;        /* read by a borrower, not its to take: read first */
+    atomic_int idle;          /* no reader thread watches the socket (parked or lent) */
+    atomic_ulong ran_here, lent_reads; /* jobs run by their reader; messages a borrower read */
+    /* The relief (readers > 1): one waiting reader thread polls these
+     * instead of the condition variable; relief_timer fires when a job left
+     * the role free (armed) too long, relief_ev wakes it otherwise. */
+    int relief_timer, relief_ev;
+    bool has_relief, armed;
+
+    /* role holder */
+    daebus__redis_job_fn *job_fn; /* run_here: run after the role is handed on */
+    void *job_arg;
     redisContext *ctx;
     daebus__redis_guard guard;
     daebus__backoff backoff;
@@ -197,7 +226,14 @@ bool daebus__redis_sub_drained(const daebus__redis_sub *s)
 void daebus__redis_sub_wake(daebus__redis_sub *s)
 {
     char b = 1;
-    if (s && s->wake[1] >= 0) {
+    if (!s)
+        return;
+    /* Set before the byte: a borrower that drains the pipe sees it after. */
+    pthread_mutex_lock(&s->lock);
+    s->want = true;
+    pthread_cond_signal(&s->role_cond);
+    pthread_mutex_unlock(&s->lock);
+    if (s->wake[1] >= 0) {
         ssize_t n = write(s->wake[1], &b, 1);
         (void)n;
     }
@@ -536,7 +572,12 @@ static void read_stage(daebus__redis_sub *s)
     if (pace > 0 && !buffered(s))
         sleep_or_wake(s, pace / 1000.0);
     redisReply *r = NULL;
-    int rc = daebus__redis_read(s->ctx, &r, s->next_us, s->wake[0]);
+    int rc;
+    pthread_mutex_lock(&s->lock);
+    r = s->stash; /* a borrower's read, not its own: first in line */
+    s->stash = NULL;
+    pthread_mutex_unlock(&s->lock);
+    rc = r ? 1 : daebus__redis_read(s->ctx, &r, s->next_us, s->wake[0]);
     double now = daebus__now_mono();
     if (rc == 1 || (s->o.max_message && s->guard.got_bytes)) {
         /* A big message still arriving is traffic too (its PONG queues behind it). */
@@ -584,23 +625,279 @@ static void read_stage(daebus__redis_sub *s)
     s->next_us = us < 0 ? s->o.poll_ms * 1000L : us;
 }
 
-static void *sub_main(void *arg)
+static void ev_write(int fd)
+{
+    uint64_t one = 1;
+    if (fd >= 0) {
+        ssize_t n = write(fd, &one, sizeof one);
+        (void)n;
+    }
+}
+
+/* Wakes one waiting reader thread (lock held): a condition waiter, else the
+ * relief. */
+static void wake_follower(daebus__redis_sub *s)
+{
+    if (s->nwaiting > (s->has_relief ? 1 : 0))
+        pthread_cond_signal(&s->role_cond);
+    else if (s->has_relief)
+        ev_write(s->relief_ev);
+}
+
+static void set_timer(int fd, long ns)
+{
+    struct itimerspec t = {{0, 0}, {0, ns}};
+    timerfd_settime(fd, 0, &t, NULL);
+}
+
+/* Holder: hands the role on (want: a reader thread takes it at once, else
+ * it stays parked until woken or park_until). */
+static void release_role(daebus__redis_sub *s, bool park)
+{
+    pthread_mutex_lock(&s->lock);
+    s->holder = ROLE_NONE;
+    s->parked = park && !s->want && !atomic_load(&s->stopping);
+    if (s->parked) {
+        atomic_store(&s->idle, 1);
+        s->park_until = daebus__now_mono() + s->o.poll_ms / 1000.0;
+    } else if (s->nwaiting) {
+        wake_follower(s);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Holder: runs the job a read left (run_here) after handing the role on.
+ * With nothing else to read, the role is left free without waking anyone
+ * and the relief's timer armed: a quick job takes it back (two timer system
+ * calls, no context switch), a longer one finds the relief reading. With
+ * more to read, or no relief, a follower is woken at once. Returns: true
+ * when this thread holds the role again. */
+static bool run_job(daebus__redis_sub *s)
+{
+    daebus__redis_job_fn *fn = s->job_fn;
+    void *arg = s->job_arg;
+    s->job_fn = NULL;
+    atomic_fetch_add(&s->ran_here, 1);
+    bool quick = daebus__redis_sub_drained(s);
+    pthread_mutex_lock(&s->lock);
+    bool armed = quick && s->has_relief && !atomic_load(&s->stopping);
+    if (armed) {
+        s->holder = ROLE_NONE;
+        s->parked = false;
+        s->armed = true;
+        set_timer(s->relief_timer, RELIEF_NS);
+        pthread_mutex_unlock(&s->lock);
+    } else {
+        pthread_mutex_unlock(&s->lock);
+        release_role(s, false);
+    }
+    fn(arg);
+    if (!armed)
+        return false;
+    pthread_mutex_lock(&s->lock);
+    bool back = s->holder == ROLE_NONE && s->armed && !s->finished;
+    if (back) {
+        s->holder = ROLE_THREAD;
+        s->holder_thread = pthread_self();
+        s->armed = false;
+        set_timer(s->relief_timer, 0);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return back;
+}
+
+/* Holder: may the role park? The owner says there is nothing to watch
+ * (checked after idle is set: an owner that adds work after can_park
+ * answered sees idle and wakes, daebus__redis_sub_watch). */
+static bool may_park(daebus__redis_sub *s)
+{
+    if (!s->o.can_park || !s->ctx || buffered(s))
+        return false;
+    atomic_store(&s->idle, 1);
+    if (s->o.can_park(s->o.user))
+        return true;
+    atomic_store(&s->idle, 0);
+    return false;
+}
+
+/* Holds the role on a reader thread until it is handed on: after a read
+ * that left a job (run_here), when parked, or when stopping (the holder
+ * then closes the connection and reports STOPPED). */
+static void hold_role(daebus__redis_sub *s)
+{
+    for (;;) {
+        if (atomic_load(&s->stopping)) {
+            if (s->ctx) {
+                redisFree(s->ctx);
+                s->ctx = NULL;
+            }
+            atomic_store(&s->connected, 0);
+            emit(s, DAEBUS__REDIS_STOPPED, false, 0, NULL, 0);
+            pthread_mutex_lock(&s->lock);
+            s->finished = true;
+            s->holder = ROLE_NONE;
+            pthread_cond_broadcast(&s->role_cond);
+            ev_write(s->relief_ev);
+            pthread_mutex_unlock(&s->lock);
+            return;
+        }
+        if (!s->ctx) {
+            connect_stage(s);
+            continue;
+        }
+        read_stage(s);
+        if (s->job_fn) {
+            if (run_job(s))
+                continue;
+            return;
+        }
+        if (may_park(s)) {
+            release_role(s, true);
+            return;
+        }
+    }
+}
+
+/* The relief's wait (lock held, released meanwhile): until its timer fires
+ * (a job left the role free too long: it is free now, or taken back) or it
+ * is woken (a follower wanted, stopping). */
+static void relief_wait(daebus__redis_sub *s)
+{
+    s->has_relief = true;
+    pthread_mutex_unlock(&s->lock);
+    struct pollfd p[2] = {{.fd = s->relief_timer, .events = POLLIN},
+                          {.fd = s->relief_ev, .events = POLLIN}};
+    poll(p, 2, -1);
+    uint64_t n;
+    for (int i = 0; i < 2; i++)
+        if (p[i].revents & POLLIN) {
+            ssize_t r = read(p[i].fd, &n, sizeof n);
+            (void)r;
+        }
+    pthread_mutex_lock(&s->lock);
+    s->has_relief = false;
+    s->armed = false; /* taken below, if still free */
+}
+
+static void *reader_main(void *arg)
 {
     daebus__redis_sub *s = arg;
     daebus__sigpipe_block_thread();
-    while (!atomic_load(&s->stopping)) {
-        if (!s->ctx)
-            connect_stage(s);
-        else
-            read_stage(s);
+    pthread_mutex_lock(&s->lock);
+    while (!s->finished) {
+        bool stopping = atomic_load(&s->stopping);
+        if (s->holder == ROLE_NONE && (!s->parked || s->want || stopping)) {
+            s->holder = ROLE_THREAD;
+            s->holder_thread = pthread_self();
+            if (s->parked) /* a look (health, a wake), not a long wait: park again soon */
+                s->next_us = 0;
+            s->parked = false;
+            s->want = false;
+            atomic_store(&s->idle, 0);
+            pthread_mutex_unlock(&s->lock);
+            hold_role(s);
+            pthread_mutex_lock(&s->lock);
+            continue;
+        }
+        s->nwaiting++;
+        if (s->relief_ev >= 0 && !s->has_relief && !s->parked) {
+            relief_wait(s);
+        } else if (s->holder == ROLE_NONE) { /* parked: read again at park_until (health, expiry) */
+            daebus__deadline d = {s->park_until};
+            if (daebus__cond_wait_until(&s->role_cond, &s->lock, d) == ETIMEDOUT)
+                s->want = true;
+        } else {
+            pthread_cond_wait(&s->role_cond, &s->lock);
+        }
+        s->nwaiting--;
     }
-    if (s->ctx) {
-        redisFree(s->ctx);
-        s->ctx = NULL;
-    }
-    atomic_store(&s->connected, 0);
-    emit(s, DAEBUS__REDIS_STOPPED, false, 0, NULL, 0);
+    pthread_mutex_unlock(&s->lock);
     return NULL;
+}
+
+bool daebus__redis_sub_run_here(daebus__redis_sub *s, daebus__redis_job_fn *fn, void *arg)
+{
+    bool ok = false;
+    pthread_mutex_lock(&s->lock);
+    if (s->holder == ROLE_THREAD && pthread_equal(s->holder_thread, pthread_self()) && !s->job_fn &&
+        s->nwaiting > 0 && !atomic_load(&s->stopping)) {
+        s->job_fn = fn;
+        s->job_arg = arg;
+        ok = true;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return ok;
+}
+
+void daebus__redis_sub_role_counts(daebus__redis_sub *s, unsigned long *ran_here,
+                                   unsigned long *lent_reads)
+{
+    if (ran_here)
+        *ran_here = atomic_load(&s->ran_here);
+    if (lent_reads)
+        *lent_reads = atomic_load(&s->lent_reads);
+}
+
+/* ---- borrowing the role ---- */
+
+void daebus__redis_sub_watch(daebus__redis_sub *s)
+{
+    if (s && atomic_load(&s->idle))
+        daebus__redis_sub_wake(s);
+}
+
+bool daebus__redis_sub_borrow(daebus__redis_sub *s)
+{
+    bool ok = false;
+    pthread_mutex_lock(&s->lock);
+    if (s->holder == ROLE_NONE && s->parked && !s->want && !s->ops && !s->stash && s->ctx &&
+        !atomic_load(&s->stopping)) {
+        s->holder = ROLE_LENT;
+        ok = true;
+    }
+
+    pthread_mutex_unlock(&s->lock);
+    return ok;
+}
+
+int daebus__redis_sub_borrow_read(daebus__redis_sub *s, long timeout_us)
+{
+    redisReply *r = NULL;
+    int rc = daebus__redis_read(s->ctx, &r, timeout_us, s->wake[0]);
+    if (rc < 0)
+        return rc; /* the reader thread finds the error again and reports it */
+    if (rc == 0)
+        drain_wake(s); /* before want is checked: a wake after this leaves its byte */
+    pthread_mutex_lock(&s->lock);
+    bool give_up = s->want || atomic_load(&s->stopping);
+    if (rc == 1 && (give_up || daebus__redis_reply_demoted(r))) {
+        s->stash = r; /* maybe not the borrower's: the reader thread delivers it */
+        r = NULL;
+        give_up = true;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (give_up)
+        return DAEBUS_ECLOSED;
+    if (rc == 1) {
+        s->last_rx = daebus__now_mono();
+        s->ping_at = 0;
+        atomic_fetch_add(&s->lent_reads, 1);
+        dispatch(s, r);
+        freeReplyObject(r);
+    }
+    return rc;
+}
+
+void daebus__redis_sub_give_back(daebus__redis_sub *s, bool need_reader)
+{
+    pthread_mutex_lock(&s->lock);
+    DAEBUS__ASSERT(s->holder == ROLE_LENT);
+    s->holder = ROLE_NONE;
+    if (need_reader || s->stash || s->want || atomic_load(&s->stopping)) {
+        s->want = true;
+        pthread_cond_signal(&s->role_cond);
+    }
+    pthread_mutex_unlock(&s->lock);
 }
 
 /* ---- life cycle ---- */
@@ -621,6 +918,8 @@ daebus__redis_sub *daebus__redis_sub_create(const daebus__redis_sub_opts *opts)
         s->o.health_timeout = s->o.health_idle;
     if (s->o.poll_ms <= 0)
         s->o.poll_ms = 500;
+    if (s->o.readers <= 0)
+        s->o.readers = 1;
     daebus__backoff_init(&s->backoff, s->o.reconnect_initial > 0 ? s->o.reconnect_initial : 0.1,
                          s->o.reconnect_max > 0 ? s->o.reconnect_max : 5.0);
     daebus__redis_url_describe(&s->url, s->where, sizeof s->where);
@@ -628,7 +927,15 @@ daebus__redis_sub *daebus__redis_sub_create(const daebus__redis_sub_opts *opts)
     s->wake[0] = s->wake[1] = -1;
     pthread_mutex_init(&s->lock, NULL);
     daebus__cond_init(&s->cond);
-    if (pipe(s->wake) != 0) {
+    daebus__cond_init(&s->role_cond);
+    s->threads = calloc((size_t)s->o.readers, sizeof *s->threads);
+    s->relief_timer = s->relief_ev = -1;
+    if (s->o.readers > 1) {
+        s->relief_timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        s->relief_ev = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    }
+    if (!s->threads || pipe(s->wake) != 0 ||
+        (s->o.readers > 1 && (s->relief_timer < 0 || s->relief_ev < 0))) {
         daebus__redis_sub_destroy(s);
         return NULL;
     }
@@ -642,6 +949,9 @@ daebus__redis_sub *daebus__redis_sub_create(const daebus__redis_sub_opts *opts)
 int daebus__redis_sub_start(daebus__redis_sub *s, bool connect_now, daebus_error *err)
 {
     atomic_store(&s->stopping, 0);
+    s->holder = ROLE_NONE;
+    s->parked = s->want = s->finished = s->has_relief = s->armed = false;
+    atomic_store(&s->idle, 0);
     if (connect_now) {
         int rc = sub_connect(s, err);
         if (rc != 0)
@@ -651,9 +961,14 @@ int daebus__redis_sub_start(daebus__redis_sub *s, bool connect_now, daebus_error
             freeReplyObject(s->exec);
         s->exec = NULL;
     }
-    if (pthread_create(&s->thread, NULL, sub_main, s) != 0)
-        return daebus_error_set(err, DAEBUS_ENOMEM, "redis subscriber: cannot start its thread");
-    s->thread_started = 1;
+    for (int i = 0; i < s->o.readers; i++) {
+        if (pthread_create(&s->threads[i], NULL, reader_main, s) != 0) {
+            daebus__redis_sub_stop(s);
+            return daebus_error_set(err, DAEBUS_ENOMEM,
+                                    "redis subscriber: cannot start its threads");
+        }
+        s->nthreads = i + 1;
+    }
     return 0;
 }
 
@@ -672,10 +987,14 @@ void daebus__redis_sub_stop(daebus__redis_sub *s)
     if (!s)
         return;
     atomic_store(&s->stopping, 1);
-    if (s->thread_started) {
-        daebus__redis_sub_wake(s);
-        pthread_join(s->thread, NULL);
-        s->thread_started = 0;
+    daebus__redis_sub_wake(s);
+    ev_write(s->relief_ev);
+    for (int i = 0; i < s->nthreads; i++)
+        pthread_join(s->threads[i], NULL);
+    s->nthreads = 0;
+    if (s->stash) {
+        freeReplyObject(s->stash);
+        s->stash = NULL;
     }
     if (s->ctx) { /* connected by start(connect_now) but never run */
         redisFree(s->ctx);
@@ -699,7 +1018,13 @@ void daebus__redis_sub_destroy(daebus__redis_sub *s)
     for (int i = 0; i < 2; i++)
         if (s->wake[i] >= 0)
             close(s->wake[i]);
+    if (s->relief_timer >= 0)
+        close(s->relief_timer);
+    if (s->relief_ev >= 0)
+        close(s->relief_ev);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->cond);
+    pthread_cond_destroy(&s->role_cond);
+    free(s->threads);
     free(s);
 }

@@ -16,9 +16,33 @@
  * copied (redis_conn.h): it is delivered with msg->cut_len set, its first
  * DAEBUS__REDIS_CUT_KEEP bytes in data and its last ones in tail.
  *
- * Thread: callbacks run on the subscriber thread (or, for the first connect
- * of daebus__redis_sub_start(connect_now), on the starting thread); every
- * other function is callable from any thread except create/start/stop/destroy.
+ * The reader role: readers threads (opts.readers, default 1) take turns
+ * reading the connection, one at a time ("the subscriber thread" below is
+ * whichever holds the role; what it owns passes on with the role, under the
+ * subscriber's lock). Two ways around a thread hand-off use it
+ * (leader/followers):
+ *   - daebus__redis_sub_run_here(): from on_message, the holder keeps the
+ *     message's job and runs it on its own thread once the read is over,
+ *     after handing the role on: with more already read, to a waiting
+ *     reader thread woken at once (its wake-up then off the job's path);
+ *     with nothing else to read, lazily: the role is left free and the
+ *     timer of the "relief" (one waiting reader thread) armed, so a job
+ *     that returns within ~200 us takes it back with no wake-up at all and
+ *     a longer one finds the relief reading. A job that blocks holds one
+ *     reader thread, never the reading;
+ *   - park and borrow: after a read for which can_park says there is nothing
+ *     to watch, the role is left free ("parked"; idle) instead of a thread
+ *     sitting in ppoll. A thread that expects the next message to be for it
+ *     may take it (daebus__redis_sub_borrow) and read for itself; any wake
+ *     (daebus__redis_sub_wake, _watch, a change of the channel set) or
+ *     poll_ms without a read brings a reader thread back, and a borrower
+ *     gives the role back as soon as one is wanted.
+ *
+ * Thread: callbacks run on the subscriber thread (the role holder: a reader
+ * thread, a borrower in daebus__redis_sub_borrow_read, or, for the first
+ * connect of daebus__redis_sub_start(connect_now), the starting thread);
+ * every other function is callable from any thread except
+ * create/start/stop/destroy.
  */
 #ifndef DAEBUS_REDIS_SUB_H
 #define DAEBUS_REDIS_SUB_H
@@ -69,6 +93,11 @@ typedef void daebus__redis_state_fn(void *user, const daebus__redis_event *ev);
  * message (time-out or wake-up). Returns: the longest wait of the next read
  * in microseconds, or < 0 for the subscriber's poll_ms. */
 typedef int daebus__redis_tick_fn(void *user, bool idle);
+/* After a read: is there nothing to watch until the owner says so (it then
+ * calls daebus__redis_sub_watch or _wake)? true parks the role (above). */
+typedef bool daebus__redis_park_fn(void *user);
+/* A job run by a reader thread after it handed the role on (run_here). */
+typedef void daebus__redis_job_fn(void *arg);
 
 /* Atomic subscription. Each connection asks on_subscribe for commands; given
  * some, the channel set is subscribed inside one MULTI/EXEC, one SUBSCRIBE
@@ -104,6 +133,8 @@ typedef struct daebus__redis_sub_opts {
     daebus__redis_state_fn *on_state;      /* may be NULL */
     daebus__redis_tick_fn *on_tick;        /* may be NULL */
     daebus__redis_atomic_fn *on_subscribe; /* may be NULL */
+    daebus__redis_park_fn *can_park;       /* may be NULL: never parks */
+    int readers;                           /* reader threads; 0 = 1 */
     void *user;
 } daebus__redis_sub_opts;
 
@@ -137,6 +168,38 @@ bool daebus__redis_sub_drained(const daebus__redis_sub *s);
 bool daebus__redis_sub_connected(const daebus__redis_sub *s);
 /* "redis://host:port/db" without the password, for log lines. */
 const char *daebus__redis_sub_where(const daebus__redis_sub *s);
+/* Subscriber thread only (on_message): after this read, hand the role to a
+ * waiting reader thread and run fn(arg) on this one. Returns: false (fn not
+ * taken) when no reader thread waits, a job is taken already, the caller is
+ * not a reader thread holding the role, or stopping. A taken job always
+ * runs, stop included (stop joins the reader threads, so it waits for it). */
+bool daebus__redis_sub_run_here(daebus__redis_sub *s, daebus__redis_job_fn *fn, void *arg);
+
+/* The owner has something to watch again: brings a reader thread back if
+ * the role is parked or lent (a no-op, no system call, otherwise). Call it
+ * after the change that can_park reads. */
+void daebus__redis_sub_watch(daebus__redis_sub *s);
+/* Takes the parked role for the calling thread. Returns: true when it now
+ * reads (then daebus__redis_sub_borrow_read until done, and
+ * daebus__redis_sub_give_back exactly once); false when the role is not
+ * parked (a reader thread reads for it). */
+bool daebus__redis_sub_borrow(daebus__redis_sub *s);
+/* Borrower: one read of at most timeout_us microseconds; a message goes to
+ * on_message on this thread. Returns: 1 (a message delivered), 0 (none),
+ * DAEBUS_ECONN (the connection failed: a reader thread reports it),
+ * DAEBUS_ECLOSED (a reader thread is wanted: give the role back; a message
+ * read meanwhile is kept for it). No on_tick, health or Sentinel check: the
+ * reader threads do those. */
+int daebus__redis_sub_borrow_read(daebus__redis_sub *s, long timeout_us);
+/* Borrower: ends the loan. need_reader: a reader thread reads at once (the
+ * borrower stops before its message came); else the role stays parked. */
+void daebus__redis_sub_give_back(daebus__redis_sub *s, bool need_reader);
+
+/* Counters (tests, profiling): jobs run by the reader thread that read them
+ * (run_here), messages read by a borrower. Either pointer may be NULL. */
+void daebus__redis_sub_role_counts(daebus__redis_sub *s, unsigned long *ran_here,
+                                   unsigned long *lent_reads);
+
 /* Stops and joins the thread and closes the connection (callbacks have all
  * returned). Accepts a subscriber never started. */
 void daebus__redis_sub_stop(daebus__redis_sub *s);

@@ -16,7 +16,12 @@
  * Threads: one subscriber thread per bus reads Redis (blocking reads) and
  * parses each message; ACTION and LISTEN handlers run on the bus worker pool
  * (app max_workers threads, default 10) behind a bounded queue - a full queue
- * answers "Service overloaded" at once. Replies and broadcasts go through a
+ * answers "Service overloaded" at once. When a worker is idle, the subscriber
+ * thread that read a request runs it itself in that worker's place, after
+ * handing the reading to another subscriber thread (a few take turns), so a
+ * handler may block there too: no more than max_workers handlers ever run at
+ * once, and a blocking handler never stops the reading (another subscriber
+ * thread takes it over within ~200 us). Replies and broadcasts go through a
  * small pool of publisher connections and may be sent from any thread.
  *
  * Replies: every request that has a reply channel (its reply_to, or

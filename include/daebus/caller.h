@@ -3,7 +3,9 @@
  * The C counterpart of Python's DaebusCaller, usable from any program (it
  * needs no app). One caller owns:
  *   - a reply channel "caller:<uuid4>" and one subscriber connection to it,
- *     read by one thread of its own (callbacks run on that thread);
+ *     read by one thread of its own (callbacks run on that thread; a
+ *     blocking request that is the only one pending reads its own reply,
+ *     so its progress callback runs on the requesting thread);
  *   - one publisher connection (requests are published under a lock);
  *   - any channels it listens to (daebus_caller_listen), on the same
  *     subscriber connection;
@@ -152,7 +154,9 @@ DAEBUS_API int daebus_caller_request_async(daebus_caller *caller, const char *se
 /* Blocking request. On 0, *reply_out (if reply_out is not NULL) receives the
  * final payload. On DAEBUS_EREPLY err->message holds the service's error text
  * and *reply_out (if not NULL) its error payload. progress (may be NULL) runs
- * on the caller's thread for each non-final reply.
+ * for each non-final reply, on the caller's thread, or on the calling thread
+ * when this request is the only one pending (it then reads its own replies:
+ * no thread hand-off).
  * Ownership: *reply_out is the caller's to cJSON_Delete.
  * Returns: 0, DAEBUS_EREPLY, DAEBUS_ENOLISTENER (nobody subscribes to the
  * service's channel: returned at once, err->message "no service 'x' is
