@@ -354,7 +354,10 @@ static int on_tick(void *user, bool idle)
 static bool can_park(void *user)
 {
     daebus_caller *c = user;
-    if (c->durable || atomic_load(&c->requeue_due))
+    /* Held PUBLISHes and unread receiver counts are the reader thread's work
+     * (on_tick): it stays at it until they are done. */
+    if (c->durable || atomic_load(&c->requeue_due) || daebus__redis_pub_held(c->pub) ||
+        daebus__redis_pub_unread(c->pub) > 0)
         return false;
     pthread_mutex_lock(&c->listen_lock);
     bool listening = c->listeners != NULL;
