@@ -6,7 +6,8 @@
  *     read by one thread of its own (callbacks run on that thread; a
  *     blocking request that is the only one pending reads its own reply,
  *     so its progress callback runs on the requesting thread);
- *   - one publisher connection (requests are published under a lock);
+ *   - one publisher connection (requests made in callbacks are written
+ *     together, without waiting for each PUBLISH's answer);
  *   - any channels it listens to (daebus_caller_listen), on the same
  *     subscriber connection;
  *   - a table of pending requests keyed by request_id, so any number of
