@@ -528,15 +528,19 @@ int daebus__redis_publish(daebus__redis_pub *p, const char *channel, const char 
     return rc;
 }
 
-int daebus__redis_publish_async(daebus__redis_pub *p, const char *channel, const char *data,
-                                size_t len, daebus__redis_pub_sent_fn *fn, void *arg)
+/* One PUBLISH nobody waits for: held on the first connection (later), or
+ * written now on the channel's own connection. */
+static int publish_unwaited(daebus__redis_pub *p, const char *channel, const char *data, size_t len,
+                            daebus__redis_pub_sent_fn *fn, void *arg, bool later)
 {
     if (!p)
         return DAEBUS_ECLOSED;
     const char *argv[3] = {"PUBLISH", channel, data};
     size_t argvlen[3] = {7, strlen(channel), len};
     daebus__redis_cmd cmd = {3, argv, argvlen};
-    pubjob j = {.cmds = &cmd, .n = 1, .fn = fn, .arg = arg};
+    pubjob j = {.cmds = &cmd, .n = 1, .fn = fn, .arg = arg, .later = later};
+    if (later)
+        return submit(p, &j, 0); /* held on the first connection, flushed together */
     /* One channel, one connection: what one thread publishes on a channel
      * this way reaches Redis in order although nobody waits for it. */
     unsigned h = 2166136261u;
@@ -545,16 +549,16 @@ int daebus__redis_publish_async(daebus__redis_pub *p, const char *channel, const
     return submit(p, &j, (int)(h % (unsigned)p->n));
 }
 
+int daebus__redis_publish_async(daebus__redis_pub *p, const char *channel, const char *data,
+                                size_t len, daebus__redis_pub_sent_fn *fn, void *arg)
+{
+    return publish_unwaited(p, channel, data, len, fn, arg, false);
+}
+
 int daebus__redis_publish_later(daebus__redis_pub *p, const char *channel, const char *data,
                                 size_t len, daebus__redis_pub_sent_fn *fn, void *arg)
 {
-    if (!p)
-        return DAEBUS_ECLOSED;
-    const char *argv[3] = {"PUBLISH", channel, data};
-    size_t argvlen[3] = {7, strlen(channel), len};
-    daebus__redis_cmd cmd = {3, argv, argvlen};
-    pubjob j = {.cmds = &cmd, .n = 1, .fn = fn, .arg = arg, .later = true};
-    return submit(p, &j, 0);
+    return publish_unwaited(p, channel, data, len, fn, arg, true);
 }
 
 bool daebus__redis_pub_held(const daebus__redis_pub *p)
