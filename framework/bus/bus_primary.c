@@ -27,6 +27,7 @@
 
 #define PACE_MS    5      /* a backup's reads */
 #define MARK_GAP_S 0.0003 /* the primary's markers under load */
+#define PUMP_US    5000   /* markers' answers read while no worker waits for them */
 
 struct daebus__bus_kept {
     daebus__bus_kept *next;
@@ -360,6 +361,15 @@ int daebus__bus_primary_tick(daebus_bus *bus, bool idle)
     long long next = w / 4 * 1000;
     if (p->head && (p->head->due_ms - now) * 1000 < next)
         next = (p->head->due_ms - now) * 1000;
+    /* Markers not yet answered: looked at again soon (a marker's answer
+     * time decides whether its messages are this replica's). */
+    double mono = daebus__now_mono();
+    if (idle || mono - p->pumped_at >= PUMP_US / 1e6) {
+        p->pumped_at = mono; /* not after every message of a steady flow */
+        p->pumping = daebus__cluster_progress_pump(c);
+    }
+    if (p->pumping && next > PUMP_US)
+        next = PUMP_US;
     if (waiting) {
         /* the held batch goes when the gap ends, not at the next ms */
         long long gap = (long long)((p->marked_at + MARK_GAP_S - daebus__now_mono()) * 1e6) + 1;

@@ -214,10 +214,16 @@ unsigned long long daebus__cluster_progress_send(daebus__cluster *c, uint64_t ep
  * Thread: the subscriber thread. */
 void daebus__cluster_progress_idle(daebus__cluster *c);
 /* A worker's decision for a message gated PRIMARY whose marker went with
- * ticket: 1 take it (the marker reached Redis in time), else the result of
+ * ticket: 1 take it (the marker's answer came within 3W/4 of the anchor,
+ * however long the message then waited for a worker), else the result of
  * a claim of it (as daebus__cluster_claim). Thread: callable from any thread. */
 int daebus__cluster_progress_take(daebus__cluster *c, const daebus__cluster_ticket *t,
                                   unsigned long long ticket, unsigned long long pos);
+/* The primary reads the markers' answers already arrived (without
+ * blocking), so that each one's answer time is when it came, even while every
+ * worker is busy. Returns: whether this primary has markers not yet
+ * answered. Thread: the subscriber thread. */
+bool daebus__cluster_progress_pump(daebus__cluster *c);
 /* Waits until the marker sent with ticket is answered (or failed); the
  * takes of its messages then decide at once. Thread: any. */
 void daebus__cluster_progress_wait(daebus__cluster *c, unsigned long long ticket);

@@ -233,7 +233,16 @@ int daebus__cluster_progress_take(daebus__cluster *c, const daebus__cluster_tick
     if (!c)
         return DAEBUS_ESTATE;
     int wrc = ticket ? daebus__redis_line_wait_shared(c->line, ticket) : DAEBUS_ECONN;
-    long long late = daebus__cluster_now_ms() - t->anchor_ms;
+    /* What counts is when the marker's answer came (read by a pump or by the
+     * first waiter), not when this worker got to the message: one that waited
+     * in the queue behind slow handlers is still this replica's, and a
+     * stopping replica (which claims nothing) finishes it. */
+    long long now = daebus__cluster_now_ms(), acked = now;
+    double at = 0;
+    if (wrc == 0 && daebus__redis_line_answered_at(c->line, ticket, &at) &&
+        (long long)(at * 1000.0) < now)
+        acked = (long long)(at * 1000.0);
+    long long late = acked - t->anchor_ms;
     if (wrc == 0 && late <= c->window_ms_take * 3 / 4) {
         atomic_fetch_add(&c->primary_taken, 1);
         return 1;
@@ -255,6 +264,11 @@ int daebus__cluster_progress_take(daebus__cluster *c, const daebus__cluster_tick
                          : rc == 0 ? "lost"
                                    : daebus_strerror(rc));
     return rc;
+}
+
+bool daebus__cluster_progress_pump(daebus__cluster *c)
+{
+    return c && atomic_load(&c->is_primary) && daebus__redis_line_pump(c->line);
 }
 
 void daebus__cluster_progress_wait(daebus__cluster *c, unsigned long long ticket)

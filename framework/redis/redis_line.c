@@ -24,7 +24,9 @@
 typedef struct line_slot {
     unsigned long long ticket;
     int n;
-    bool ok; /* answered and not yet taken */
+    int have;  /* replies read so far (a pump may read part of a ticket's) */
+    bool ok;   /* answered and not yet taken */
+    double at; /* when its last reply was read (monotonic s; 0: not answered) */
     redisReply *r[DAEBUS__REDIS_LINE_MAX_REPLIES];
 } line_slot;
 
@@ -65,6 +67,8 @@ static void free_slot(line_slot *s)
         s->r[i] = NULL;
     }
     s->ok = false;
+    s->have = 0;
+    s->at = 0;
 }
 
 /* The connection is gone (lock held, no reader): every ticket not answered fails. */
@@ -211,42 +215,104 @@ static int read_replies(redisContext *c, redisReply **got, int n)
     return 0;
 }
 
+/* The read failed (lock held, no reader): the line is dropped. */
+static void read_failed(daebus__redis_line *l, redisContext *c)
+{
+    if (!l->closed)
+        DAEBUS_LOG_WARNF(l->o.log_component, "claim line: %s; %llu claim(s) not answered",
+                         c->errstr[0] ? c->errstr : "connection lost", l->sent - l->answered);
+    drop_ctx(l);
+}
+
+/* Slot s (the oldest ticket not answered) has all its replies (lock held).
+ * Returns: false when the line was dropped (a demoted master answered). */
+static bool complete(daebus__redis_line *l, line_slot *s)
+{
+    s->ok = true;
+    s->at = daebus__now_mono();
+    l->answered++;
+    pthread_cond_broadcast(&l->cond);
+    for (int i = 0; i < s->n; i++)
+        if (daebus__redis_reply_demoted(s->r[i])) {
+            /* Written to a demoted master: reconnect through the sentinels. */
+            DAEBUS_LOG_WARNF(l->o.log_component, "claim line: %.*s; reconnecting",
+                             daebus__utf8_prec(s->r[i]->str, 120), s->r[i]->str);
+            drop_ctx(l);
+            return false;
+        }
+    return true;
+}
+
 /* Reads the replies of the oldest ticket not answered (lock held on entry
  * and on return; released while reading). */
 static void read_next(daebus__redis_line *l)
 {
     l->reading = true;
     redisContext *c = l->ctx;
-    unsigned long long next = l->answered + 1;
-    line_slot *s = &l->ring[next % RING];
-    int n = s->n;
+    line_slot *s = &l->ring[(l->answered + 1) % RING];
+    int have = s->have, n = s->n;
     redisReply *got[DAEBUS__REDIS_LINE_MAX_REPLIES] = {NULL};
     pthread_mutex_unlock(&l->lock);
-    int rc = read_replies(c, got, n);
+    int rc = read_replies(c, got + have, n - have);
     pthread_mutex_lock(&l->lock);
     l->reading = false;
     if (rc == 0) {
-        memcpy(s->r, got, sizeof got);
-        s->ok = true;
-        l->answered = next;
-        pthread_cond_broadcast(&l->cond);
-        for (int i = 0; i < n; i++)
-            if (daebus__redis_reply_demoted(got[i])) {
-                /* Written to a demoted master: reconnect through the sentinels. */
-                DAEBUS_LOG_WARNF(l->o.log_component, "claim line: %.*s; reconnecting",
-                                 daebus__utf8_prec(got[i]->str, 120), got[i]->str);
-                drop_ctx(l);
-                break;
-            }
+        for (int i = have; i < n; i++)
+            s->r[i] = got[i];
+        s->have = n;
+        complete(l, s);
         return;
     }
-    for (int i = 0; i < n; i++)
+    for (int i = have; i < n; i++)
         if (got[i])
             freeReplyObject(got[i]);
-    if (!l->closed)
-        DAEBUS_LOG_WARNF(l->o.log_component, "claim line: %s; %llu claim(s) not answered",
-                         c->errstr[0] ? c->errstr : "connection lost", l->sent - l->answered);
-    drop_ctx(l);
+    read_failed(l, c);
+}
+
+bool daebus__redis_line_pump(daebus__redis_line *l)
+{
+    if (!l)
+        return false;
+    pthread_mutex_lock(&l->lock);
+    if (l->ctx && !l->reading && l->answered < l->sent) {
+        redisContext *c = l->ctx;
+        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+        /* Readable: one recv that cannot block (the lock is held across it:
+         * no reader can start meanwhile). */
+        if (poll(&p, 1, 0) > 0 && redisBufferRead(c) != REDIS_OK) {
+            read_failed(l, c);
+        } else {
+            while (l->ctx && l->answered < l->sent) {
+                line_slot *s = &l->ring[(l->answered + 1) % RING];
+                void *r = NULL;
+                if (redisGetReplyFromReader(c, &r) != REDIS_OK) {
+                    read_failed(l, c);
+                    break;
+                }
+                if (!r)
+                    break;
+                s->r[s->have++] = r;
+                if (s->have == s->n && !complete(l, s))
+                    break;
+            }
+        }
+    }
+    bool pending = l->answered < l->sent;
+    pthread_mutex_unlock(&l->lock);
+    return pending;
+}
+
+bool daebus__redis_line_answered_at(daebus__redis_line *l, unsigned long long ticket, double *at)
+{
+    if (!l || ticket == 0)
+        return false;
+    pthread_mutex_lock(&l->lock);
+    line_slot *s = &l->ring[ticket % RING];
+    bool known = s->ticket == ticket && ticket <= l->answered && s->at > 0;
+    if (known)
+        *at = s->at;
+    pthread_mutex_unlock(&l->lock);
+    return known;
 }
 
 /* Until ticket is answered or failed (lock held). */

@@ -59,6 +59,17 @@ int daebus__redis_line_wait_shared(daebus__redis_line *l, unsigned long long tic
  * for is answered when a later one is waited for. */
 bool daebus__redis_line_answered(daebus__redis_line *l, unsigned long long ticket);
 
+/* Reads the replies already arrived, without blocking (none while another
+ * thread reads): a ticket nobody waits for yet gets its answer time (see
+ * daebus__redis_line_answered_at) when it came, not when it is waited for.
+ * Returns: whether tickets remain unanswered. */
+bool daebus__redis_line_pump(daebus__redis_line *l);
+
+/* When ticket's last reply was read (monotonic seconds, as daebus__now_mono)
+ * into *at. Returns: false when not answered (yet), failed, or its slot was
+ * reused. */
+bool daebus__redis_line_answered_at(daebus__redis_line *l, unsigned long long ticket, double *at);
+
 /* The last ticket sent (0: none). */
 unsigned long long daebus__redis_line_last(daebus__redis_line *l);
 

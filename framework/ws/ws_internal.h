@@ -86,8 +86,9 @@ typedef struct ws_client {
     /* under ws->reg_lock (written), c->lock not needed to read a snapshot */
     int state;
     /* under c->lock */
-    int fd;     /* socket, -1 unknown */
-    int sndbuf; /* its SO_SNDBUF when fixed by send_buffer, else 0 (ask the kernel) */
+    int fd;          /* socket, -1 unknown */
+    int sndbuf;      /* its SO_SNDBUF when fixed by send_buffer, else 0 (ask the kernel) */
+    double fd_retry; /* fd not found at open: when its own thread looks again (mono; 0 never) */
     ws_qnode *qhead, *qtail;
     size_t qbytes;
     int qcount;

@@ -47,6 +47,7 @@
 
 #define TICK_MS    50
 #define FAIR_BATCH 64
+#define FD_RETRY_S 0.05 /* a socket not found: looked for again (a scan of every descriptor) */
 
 bool daebus__ws_log_allow(daebus_ws *ws, int kind, uint64_t *dropped)
 {
@@ -279,16 +280,27 @@ void daebus__ws_find_fd(ws_client *c)
     c->fd = found;
     c->sndbuf = sndbuf;
     c->room = 0;
+    c->fd_retry = found < 0 ? daebus__now_mono() + FD_RETRY_S : 0;
     pthread_mutex_unlock(&c->lock);
     if (found < 0)
         daebus_log(DAEBUS_LOG_DEBUG, "websocket",
-                   "client %s: socket not found; writes to it may block a writer", c->id);
+                   "client %s: socket not found; looking again at its next frame", c->id);
+}
+
+void daebus__ws_refind_fd(ws_client *c)
+{
+    pthread_mutex_lock(&c->lock);
+    bool again = c->fd_retry > 0 && !c->conn_closed && daebus__now_mono() >= c->fd_retry;
+    pthread_mutex_unlock(&c->lock);
+    if (again)
+        daebus__ws_find_fd(c);
 }
 
 void daebus__ws_release_fd(ws_client *c)
 {
     pthread_mutex_lock(&c->lock);
     c->fd = -1;
+    c->fd_retry = 0;
     c->room = 0;
     pthread_mutex_unlock(&c->lock);
 }

@@ -372,9 +372,13 @@ int daebus__ws_on_data(struct mg_connection *conn, int bits, char *data, size_t 
         return 0;
     int op = bits & 0x0f, fin = (bits & 0x80) != 0;
     pthread_mutex_lock(&c->lock);
-    c->last_seen_mono = daebus__now_mono();
+    double now = daebus__now_mono();
+    c->last_seen_mono = now;
     int closing = c->close_queued;
+    bool refind = c->fd_retry > 0 && now >= c->fd_retry;
     pthread_mutex_unlock(&c->lock);
+    if (refind)
+        daebus__ws_refind_fd(c);
     switch (op) {
     case MG_WEBSOCKET_OPCODE_PING:
     case MG_WEBSOCKET_OPCODE_PONG:

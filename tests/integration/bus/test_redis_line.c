@@ -4,10 +4,13 @@
  * taken once, four threads sending and waiting at once (each reply goes to
  * its own ticket), nothing sent while the line is down, Redis killed (the
  * tickets not answered fail, sends fail at once) and back (repair), Redis
- * restarted while the line was idle (found closed before a send). */
+ * restarted while the line was idle (found closed before a send), answers
+ * read by a pump (without blocking, part of a ticket kept) and the time each
+ * answer came. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include "clock.h"
 #include "daebus/daebus.h"
 #include "redis_fixture.h"
 
@@ -189,6 +192,65 @@ static void test_restart_while_idle(void)
     daebus__redis_line_destroy(l);
 }
 
+/* A pump reads what has arrived and nothing more, and stamps each answer
+ * with the time it was read, not the time it is waited for; a ticket of
+ * two commands answered in part is completed by a later wait; a pump that
+ * finds the connection closed fails what is pending. */
+static void test_pump(void)
+{
+    daebus__redis_line *l = line_new();
+    CU_ASSERT_FALSE(daebus__redis_line_pump(l)); /* down, nothing sent */
+    daebus__redis_line_repair(l);
+    CU_ASSERT_FALSE(daebus__redis_line_pump(l)); /* nothing pending */
+    double sent = daebus__now_mono(), at = 0;
+    unsigned long long a = send1(l, "INCR", "line:p");
+    /* the first command answered at once, the second after 400 ms */
+    const char *argv[2][3] = {{"INCR", "line:p", NULL}, {"BLPOP", "line:none", "0.4"}};
+    size_t len[2][3] = {{4, 6, 0}, {5, 9, 3}};
+    daebus__redis_cmd c[2] = {{2, argv[0], len[0]}, {3, argv[1], len[1]}};
+    unsigned long long b = daebus__redis_line_send(l, c, 2);
+    CU_ASSERT_FATAL(a > 0 && b == a + 1);
+    CU_ASSERT_FALSE(daebus__redis_line_answered_at(l, a, &at)); /* nobody read yet */
+    ts_sleep_ms(100);
+    double pumped = daebus__now_mono();
+    CU_ASSERT_TRUE(daebus__redis_line_pump(l)); /* b still pending */
+    CU_ASSERT_TRUE(daebus__redis_line_answered(l, a));
+    CU_ASSERT_FALSE(daebus__redis_line_answered(l, b)); /* one of its two replies read */
+    CU_ASSERT_TRUE_FATAL(daebus__redis_line_answered_at(l, a, &at));
+    CU_ASSERT(at >= sent && at <= daebus__now_mono() && at >= pumped - 0.001);
+    double a_at = at;
+    CU_ASSERT_FALSE(daebus__redis_line_answered_at(l, b, &at));
+    ts_sleep_ms(100);
+    CU_ASSERT_EQUAL(wait_int(l, a), 1); /* waited for later: its time stays */
+    CU_ASSERT_TRUE(daebus__redis_line_answered_at(l, a, &at));
+    CU_ASSERT_DOUBLE_EQUAL(at, a_at, 1e-9);
+    redisReply *r[2] = {NULL, NULL};
+    CU_ASSERT_EQUAL_FATAL(daebus__redis_line_wait(l, b, r, 2), 0);
+    CU_ASSERT(r[0]->type == REDIS_REPLY_INTEGER && r[0]->integer == 2);
+    CU_ASSERT(r[1]->type == REDIS_REPLY_NIL);
+    freeReplyObject(r[0]);
+    freeReplyObject(r[1]);
+    CU_ASSERT_TRUE(daebus__redis_line_answered_at(l, b, &at));
+    CU_ASSERT(at - sent >= 0.35);
+    CU_ASSERT_FALSE(daebus__redis_line_pump(l));
+    /* Redis gone under a pending ticket: the pump drops the line. */
+    const char *bl[3] = {"BLPOP", "line:none", "5"};
+    size_t bll[3] = {5, 9, 1};
+    daebus__redis_cmd blc = {3, bl, bll};
+    unsigned long long d = daebus__redis_line_send(l, &blc, 1);
+    CU_ASSERT_FATAL(d > 0);
+    CU_ASSERT_TRUE(daebus__redis_line_pump(l)); /* not answered yet */
+    ts_redis_kill(&redis);
+    ts_sleep_ms(50);
+    CU_ASSERT_FALSE(daebus__redis_line_pump(l)); /* the end read: dropped */
+    CU_ASSERT_TRUE(daebus__redis_line_answered(l, d));
+    CU_ASSERT_FALSE(daebus__redis_line_answered_at(l, d, &at));
+    CU_ASSERT_EQUAL(daebus__redis_line_wait(l, d, r, 1), DAEBUS_ECONN);
+    CU_ASSERT_EQUAL(send1(l, "PING", NULL), 0); /* down */
+    CU_ASSERT_EQUAL_FATAL(ts_redis_restart(&redis), 0);
+    daebus__redis_line_destroy(l);
+}
+
 int main(void)
 {
     daebus_log_set_level(DAEBUS_LOG_ERROR);
@@ -199,5 +261,6 @@ int main(void)
     CU_add_test(s, "four threads", test_threads);
     CU_add_test(s, "Redis killed and back", test_redis_killed);
     CU_add_test(s, "Redis restarted while idle", test_restart_while_idle);
+    CU_add_test(s, "pump and answer times", test_pump);
     return ts_run_cunit();
 }

@@ -3,7 +3,8 @@
  *
  * Real once_service replicas on a private redis-server, heartbeat 1 s:
  * - a replica stopped gracefully while it runs slow requests finishes what it
- *   took: every request answered once;
+ *   took: every request answered once, also the ones that waited in its queue
+ *   longer than 3W/4 (their marker's answer time decides, not their start);
  * - a replica killed with -9 under load: no request is answered twice or run
  *   twice; the requests it had not taken are answered by the others; the
  *   ones it took may time out (at most the requests in flight);
@@ -49,41 +50,62 @@ static int jint(const cJSON *o, const char *k)
     return cJSON_GetObjectItem(o, k) ? cJSON_GetObjectItem(o, k)->valueint : -1;
 }
 
-static void test_graceful_stop_finishes(void)
+/* Stops the primary gracefully while it runs 60 requests of sleep_ms each
+ * (prefix p): every one is answered once, the stopped one finishing what it
+ * took. */
+static void graceful_stop(const char *sleep_ms, const char *p)
 {
+    char pre[8];
+    snprintf(pre, sizeof pre, "%s-", p);
     for (int i = 0; i < 3; i++)
-        once_start(i, HB);
+        if (once_procs[i].pid <= 0)
+            once_start(i, HB);
     CU_ASSERT_FATAL(once_all_ready(10));
-    setenv("ONCE_SLEEP_MS", "300", 1);
-    pid_t py = once_python("req", ONCE_SERVICE, 60, "g", 60, 10);
+    setenv("ONCE_SLEEP_MS", sleep_ms, 1);
+    pid_t py = once_python("req", ONCE_SERVICE, 60, p, 60, 20);
     unsetenv("ONCE_SLEEP_MS");
-    /* The primary has taken the 60 requests (300 ms each) or skipped what
-     * its 10 workers could not start: the others claimed those. */
+    /* The primary has taken the 60 requests or skipped what its 10 workers
+     * could not start: the others claimed those. */
     TS_WAIT_UNTIL(once_metric(0, "daebus_bus_requests_received_total") >= 60, 5);
     ts_sleep_ms(100);
     int k = once_primary(-1);
     CU_ASSERT_FATAL(k >= 0);
     pid_t stopped = once_procs[k].pid;
-    int before = once_pid_runs(stopped, 'a', "g-");
+    int before = once_pid_runs(stopped, 'a', pre);
     once_reap(k, SIGTERM);
-    cJSON *pr = once_python_wait(py, 30);
+    cJSON *pr = once_python_wait(py, 40);
     CU_ASSERT_PTR_NOT_NULL_FATAL(pr);
     CU_ASSERT_EQUAL(jint(pr, "answered"), 60);
     CU_ASSERT_EQUAL(jint(pr, "errors"), 0);
     CU_ASSERT_EQUAL(jint(pr, "dups"), 0);
-    CU_ASSERT_EQUAL(twice('a', "g"), 0);
+    CU_ASSERT_EQUAL(twice('a', p), 0);
     once_runs *r = once_runs_load();
-    CU_ASSERT_EQUAL(once_runs_prefix(r, 'a', "g-"), 60);
+    CU_ASSERT_EQUAL(once_runs_prefix(r, 'a', pre), 60);
     once_runs_free(r);
     /* The stopped one ran requests after the stop began: the ones it had taken. */
-    int after = once_pid_runs(stopped, 'a', "g-");
+    int after = once_pid_runs(stopped, 'a', pre);
     CU_ASSERT(after > before);
-    printf("\n  graceful stop with slow requests in flight: the stopping replica finished %d "
+    printf("\n  graceful stop with %s ms requests in flight: the stopping replica finished %d "
            "(%d before the stop)",
-           after, before);
+           sleep_ms, after, before);
     cJSON_Delete(pr);
     once_start(k, HB);
     CU_ASSERT(once_all_ready(10));
+}
+
+static void test_graceful_stop_finishes(void)
+{
+    graceful_stop("300", "g");
+}
+
+/* Requests of 1.3 s with W = 1.5 s: the ones queued behind the first round
+ * start later than 3W/4 after their marker's anchor. Their marker was
+ * answered at once, so they are still the stopping primary's (which claims
+ * nothing any more): it runs them (before: taken for late, claimed, refused,
+ * and lost). */
+static void test_graceful_stop_queued_past_window(void)
+{
+    graceful_stop("1300", "q");
 }
 
 static void test_kill9(void)
@@ -189,6 +211,8 @@ int main(void)
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("once failures", init, cleanup);
     CU_add_test(s, "graceful stop: finishes what it took", test_graceful_stop_finishes);
+    CU_add_test(s, "graceful stop: finishes what waited past 3W/4",
+                test_graceful_stop_queued_past_window);
     CU_add_test(s, "kill -9 under load: nothing twice", test_kill9);
     CU_add_test(s, "frozen replicas resume: nothing twice", test_frozen_resume);
     CU_add_test(s, "Redis restart under load", test_redis_restart);

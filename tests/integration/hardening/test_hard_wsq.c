@@ -54,6 +54,14 @@ SOCKET(s_sink, "sink")
     return cJSON_CreateTrue();
 }
 
+/* Holds its CivetWeb thread (and so its socket, even once reset). */
+SOCKET(s_nap, "nap")
+{
+    const cJSON *ms = cJSON_GetObjectItem(daebus_ws_request_data(req), "ms");
+    ts_sleep_ms(cJSON_IsNumber(ms) ? ms->valueint : 0);
+    return cJSON_CreateTrue();
+}
+
 SOCKET(s_count, "count")
 {
     (void)req;
@@ -458,6 +466,37 @@ static void test_ping_flood_never_reads(void)
     svc_stop();
 }
 
+/* A client opened while a reset connection to the port is still held by its
+ * thread: its socket cannot be told apart then (two candidates), so it is
+ * looked for again at its next frames. Found, a client that never reads
+ * its pongs fills its queue and is dropped as slow (before: its writer
+ * wrote without a room check, blocked, and the client went as "idle" or
+ * stayed). */
+static void test_ping_flood_socket_found_late(void)
+{
+    svc_cfg cfg = {.idle_timeout = 2, .ping_interval = 0.5, .max_pings = -1};
+    CU_ASSERT_EQUAL_FATAL(svc_start(&cfg), 0);
+    wsc obs, nap;
+    CU_ASSERT_EQUAL_FATAL(wsc_connect(&obs, svc_port, "/ws", NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(wsc_connect(&nap, svc_port, "/ws", NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(wsc_send_text(&nap, "{\"type\":\"nap\",\"data\":{\"ms\":1500}}"), 0);
+    ts_sleep_ms(100);
+    struct linger lg = {1, 0}; /* reset: its socket is unconnected from now on */
+    setsockopt(nap.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    wsc_close(&nap);
+    /* The flood client opens at once, while the reset socket is still open
+     * in the service; the flood starts once the nap is over. */
+    double took = flood_until_dropped(&obs, 2 + 20);
+    fprintf(stderr, "\n  ping flood after a reset neighbour, no limit: dropped after %.2f s\n",
+            took);
+    CU_ASSERT(took >= 0 && took < 2 + 20);
+    CU_ASSERT_EQUAL(count_on(&obs, "slow"), 1);
+    CU_ASSERT_EQUAL(count_on(&obs, "idle"), 0);
+    wsc_close(&obs);
+    CU_ASSERT(svc_alive());
+    svc_stop();
+}
+
 /* One pong per ping, through the queue (CivetWeb 1.15 does not answer pings
  * itself: a second pong would show here); a burst over the limit: 1008. */
 static void test_ping_limit(void)
@@ -718,6 +757,7 @@ int main(void)
         {"frame over the queue limit refused to the sender", test_too_big_refused},
         {"pings answered once each, over the limit 1008", test_ping_limit},
         {"ping flood that never reads is dropped", test_ping_flood_never_reads},
+        {"ping flood: a socket found late", test_ping_flood_socket_found_late},
         {"ping flood: others' latency and CPU bounded", test_ping_flood_latency},
         {"receive buffer shrinks after a large message", test_rx_buffer_shrinks},
     };
