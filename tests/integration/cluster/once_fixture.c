@@ -65,7 +65,8 @@ void once_start(int i, const char *heartbeat)
         to_file(svc_log);
         setenv("ONCE_LOG_DIR", logdir, 1);
         setenv("ONCE_HEARTBEAT", heartbeat, 1);
-        execl(binary, binary, "--port", portbuf, "--redis", once_redis.url, (char *)NULL);
+        execl(binary, binary, "--port", portbuf, "--redis", once_redis.url, "--log-level",
+              getenv("ONCE_LOG_LEVEL") ? getenv("ONCE_LOG_LEVEL") : "info", (char *)NULL);
         _exit(127);
     }
     once_procs[i] = p;
