@@ -26,9 +26,10 @@
  *     after handing the role on: with more already read, to a waiting
  *     reader thread woken at once (its wake-up then off the job's path);
  *     with nothing else to read, lazily: the role is left free and the
- *     timer of the "relief" (one waiting reader thread) armed, so a job
- *     that returns within ~200 us takes it back with no wake-up at all and
- *     a longer one finds the relief reading. A job that blocks holds one
+ *     "relief" (one waiting reader thread) takes it once the job has run
+ *     200 us (its timer, set at most once per ms, looks then): a quick job
+ *     takes it back with no wake-up and no system call, a longer one finds
+ *     the relief reading within 0.2-1.2 ms. A job that blocks holds one
  *     reader thread, never the reading;
  *   - park and borrow: after a read for which can_park says there is nothing
  *     to watch, the role is left free ("parked"; idle) instead of a thread

@@ -21,7 +21,7 @@
  * handing the reading to another subscriber thread (a few take turns), so a
  * handler may block there too: no more than max_workers handlers ever run at
  * once, and a blocking handler never stops the reading (another subscriber
- * thread takes it over within ~200 us). Replies and broadcasts go through a
+ * thread takes it over within 0.2-1.2 ms). Replies and broadcasts go through a
  * small pool of publisher connections and may be sent from any thread.
  *
  * Replies: every request that has a reply channel (its reply_to, or
