@@ -62,6 +62,17 @@ async def subscribe(c, channel, rid, since=None):
     return r["data"]
 
 
+async def wait_hist(rport, ch, n, what, seconds=10):
+    """Until channel ch's history stream holds n entries (publishes go out
+    from the publishing replica's publisher thread, after op returned)."""
+    import redis
+    r = redis.Redis(port=rport)
+    end = time.monotonic() + seconds
+    while r.xlen(f"daebus:chan_test:ch:{ch}:hist") < n:
+        assert time.monotonic() < end, what
+        await asyncio.sleep(0.02)
+
+
 async def case_recover(pa, pb, rport):
     ch = "hist:rec"
     x = await RClient(pa, "rx").open()
@@ -75,6 +86,8 @@ async def case_recover(pa, pb, rport):
     x.kill()
     # 200 messages published while it is away (the other replica publishes)
     assert op(pb, op="publish_many", channel=ch, n=200, tag="gap")["rc"] == 0
+    # they go out from B's publisher thread: in Redis before the live ones
+    await wait_hist(rport, ch, 205, "the 200 missed in Redis")
     y = await RClient(pb, "rx2").open()
     # live publishes race with the recovery
     t = threading.Thread(target=lambda: op(pa, op="publish_many", channel=ch, n=50, tag="live"))
@@ -218,10 +231,7 @@ async def catchup_round(pa, pb, rport, pid_b, ch):
         # A's history publishes go out from its publisher thread: B stays
         # away until they are in Redis (each one's XADD and PUBLISH are one
         # script), else a late one reaches B live once it is back.
-        end = time.monotonic() + 5
-        while r.xlen(f"daebus:chan_test:ch:{ch}:hist") < 8:
-            assert time.monotonic() < end, "A's publishes did not reach Redis"
-            await asyncio.sleep(0.02)
+        await wait_hist(rport, ch, 8, "A's publishes in Redis")
     finally:
         os.kill(pid_b, signal.SIGCONT)
     end = time.monotonic() + 10
