@@ -388,6 +388,39 @@ static char *pings(int k, size_t *len)
     return b;
 }
 
+/* Floods pings from c (which never reads) until obs's count of field
+ * reaches want (clients: falls to it; other counts: rises to it); returns
+ * the seconds it took, or < 0 after limit_s. */
+static double flood(wsc *obs, wsc *c, double limit_s, const char *field, int want)
+{
+    bool down = strcmp(field, "clients") == 0;
+    size_t len;
+    char *b = pings(1000, &len);
+    double t0 = ts_now(), took = -1, next_check = t0;
+    bool sending = true;
+    while (ts_now() - t0 < limit_s) {
+        if (sending) {
+            ssize_t w = send(c->fd, b, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+                sending = false; /* the server shut the socket */
+            else if (w < 0)
+                ts_sleep_ms(1);
+        } else {
+            ts_sleep_ms(20);
+        }
+        if (ts_now() >= next_check) {
+            next_check = ts_now() + 0.25;
+            int n = count_on(obs, field);
+            if (n >= 0 && (down ? n <= want : n >= want)) {
+                took = ts_now() - t0;
+                break;
+            }
+        }
+    }
+    free(b);
+    return took;
+}
+
 /* Floods pings from a client that never reads until the service has only
  * the observer obs left; returns the seconds it took, or < 0 after limit_s. */
 static double flood_until_dropped(wsc *obs, double limit_s)
@@ -408,30 +441,7 @@ static double flood_until_dropped(wsc *obs, double limit_s)
         wsc_close(&c);
         return -3;
     }
-    size_t len;
-    char *b = pings(1000, &len);
-    double t0 = ts_now(), took = -1;
-    double next_check = t0;
-    bool sending = true;
-    while (ts_now() - t0 < limit_s) {
-        if (sending) {
-            ssize_t w = send(c.fd, b, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-            if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
-                sending = false; /* the server shut the socket */
-            else if (w < 0)
-                ts_sleep_ms(1);
-        } else {
-            ts_sleep_ms(20);
-        }
-        if (ts_now() >= next_check) {
-            next_check = ts_now() + 0.25;
-            if (count_on(obs, "clients") == 1) {
-                took = ts_now() - t0;
-                break;
-            }
-        }
-    }
-    free(b);
+    double took = flood(obs, &c, limit_s, "clients", 1);
     wsc_close(&c);
     return took;
 }
@@ -468,36 +478,6 @@ static void test_ping_flood_never_reads(void)
     svc_stop();
 }
 
-/* Floods pings from c (which never reads) until the service counts a slow
- * consumer; returns the seconds it took, or < 0 after limit_s. */
-static double flood_until_slow(wsc *obs, wsc *c, double limit_s)
-{
-    size_t len;
-    char *b = pings(1000, &len);
-    double t0 = ts_now(), took = -1, next_check = t0;
-    bool sending = true;
-    while (ts_now() - t0 < limit_s) {
-        if (sending) {
-            ssize_t w = send(c->fd, b, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-            if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
-                sending = false; /* the server shut the socket */
-            else if (w < 0)
-                ts_sleep_ms(1);
-        } else {
-            ts_sleep_ms(20);
-        }
-        if (ts_now() >= next_check) {
-            next_check = ts_now() + 0.25;
-            if (count_on(obs, "slow") >= 1) {
-                took = ts_now() - t0;
-                break;
-            }
-        }
-    }
-    free(b);
-    return took;
-}
-
 /* A client opened while a reset connection to the port is still held by its
  * thread: its socket cannot be told apart then (two candidates), so it is
  * looked for again at its next frames. Found, a client that never reads
@@ -522,7 +502,7 @@ static void test_ping_flood_socket_found_late(void)
     int rcv = 16 * 1024;
     setsockopt(c.fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
     ts_sleep_ms(1700);
-    double took = flood_until_slow(&obs, &c, 20);
+    double took = flood(&obs, &c, 20, "slow", 1);
     fprintf(stderr, "\n  ping flood after a reset neighbour, no limit: slow after %.2f s\n", took);
     CU_ASSERT(took >= 0);
     CU_ASSERT_EQUAL(count_on(&obs, "slow"), 1);
