@@ -74,9 +74,9 @@ typedef struct daebus__bus_primary {
     bool more;  /* the last message read had another right behind it */
     bool early; /* the message being read had its marker sent before its parse */
     unsigned long long early_ticket;
-    double marked_at; /* the last marker sent (mono s) */
-    double pumped_at; /* the last look at the markers' answers (mono s) */
-    bool pumping;     /* markers were left unanswered then */
+    double marked_at;    /* the last marker sent (mono s) */
+    long long pumped_ms; /* the last look at the markers' answers (mono ms) */
+    bool pumping;        /* markers were left unanswered then */
     /* a backup: messages kept unread until a marker covers them or W passes */
     daebus__bus_kept *head, **tail;
     size_t n;

@@ -363,9 +363,8 @@ int daebus__bus_primary_tick(daebus_bus *bus, bool idle)
         next = (p->head->due_ms - now) * 1000;
     /* Markers not yet answered: looked at again soon (a marker's answer
      * time decides whether its messages are this replica's). */
-    double mono = daebus__now_mono();
-    if (idle || mono - p->pumped_at >= PUMP_US / 1e6) {
-        p->pumped_at = mono; /* not after every message of a steady flow */
+    if (idle || now - p->pumped_ms >= PUMP_US / 1000) {
+        p->pumped_ms = now; /* not after every message of a steady flow */
         p->pumping = daebus__cluster_progress_pump(c);
     }
     if (p->pumping && next > PUMP_US)

@@ -287,15 +287,6 @@ void daebus__ws_find_fd(ws_client *c)
                    "client %s: socket not found; looking again at its next frame", c->id);
 }
 
-void daebus__ws_refind_fd(ws_client *c)
-{
-    pthread_mutex_lock(&c->lock);
-    bool again = c->fd_retry > 0 && !c->conn_closed && daebus__now_mono() >= c->fd_retry;
-    pthread_mutex_unlock(&c->lock);
-    if (again)
-        daebus__ws_find_fd(c);
-}
-
 void daebus__ws_release_fd(ws_client *c)
 {
     pthread_mutex_lock(&c->lock);

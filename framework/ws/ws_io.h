@@ -65,12 +65,9 @@ void daebus__ws_force_close(ws_client *c, int why);
 
 /* Finds c's socket (on its CivetWeb thread, connection open). Not found (a
  * reset connection to the port not yet closed makes the search ambiguous),
- * it is looked for again by daebus__ws_refind_fd. */
+ * c->fd_retry says when its data callback looks again: without it a write
+ * to a client that stopped reading blocks its writer. */
 void daebus__ws_find_fd(ws_client *c);
-/* Looks for c's socket again when it was not found and the last look is
- * old enough (on c's CivetWeb thread, in its data callback): without it a
- * write to a client that stopped reading blocks its writer. */
-void daebus__ws_refind_fd(ws_client *c);
 /* Gives c's socket back (close callback). */
 void daebus__ws_release_fd(ws_client *c);
 /* The socket of a connection that has no client entry (not claimed).

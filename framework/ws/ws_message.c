@@ -375,10 +375,10 @@ int daebus__ws_on_data(struct mg_connection *conn, int bits, char *data, size_t 
     double now = daebus__now_mono();
     c->last_seen_mono = now;
     int closing = c->close_queued;
-    bool refind = c->fd_retry > 0 && now >= c->fd_retry;
+    bool refind = c->fd_retry > 0 && !c->conn_closed && now >= c->fd_retry;
     pthread_mutex_unlock(&c->lock);
-    if (refind)
-        daebus__ws_refind_fd(c);
+    if (refind) /* not found at open (ws_io.h) */
+        daebus__ws_find_fd(c);
     switch (op) {
     case MG_WEBSOCKET_OPCODE_PING:
     case MG_WEBSOCKET_OPCODE_PONG:
