@@ -69,6 +69,8 @@ typedef struct daebus__bus_primary {
     unsigned long long skip[DAEBUS__CLUSTER_SKIPS];
     int nskip;
     bool dirty;     /* positions gated as primary since the last marker */
+    bool unmarked;  /* a marker could not be sent and its positions did not fit in
+                       the skips: no more markers in this epoch (the others take over) */
     uint64_t epoch; /* ... in this epoch */
     unsigned long long upto;
     bool more;  /* the last message read had another right behind it */

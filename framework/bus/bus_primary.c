@@ -50,6 +50,12 @@ static daebus__cluster *cluster_of(daebus_bus *bus)
 void daebus__bus_primary_gated(daebus_bus *bus, const daebus__bus_claim *cl)
 {
     daebus__bus_primary *p = &bus->prim;
+    if (p->epoch != cl->t.epoch) {
+        /* Positions start again: skips left by a marker not sent name the
+         * old epoch's (uncovered there: the others take them over). */
+        p->nskip = 0;
+        p->unmarked = false;
+    }
     p->dirty = true;
     p->epoch = cl->t.epoch;
     p->upto = cl->pos + 1;
@@ -69,19 +75,37 @@ static bool busy(daebus_bus *bus)
 
 static void release_held(daebus_bus *bus, unsigned long long ticket);
 
+/* No marker can list what this replica leaves to claims: it sends none
+ * more in this epoch, so none covers those positions; the others take them
+ * over W after they read them, and claim them with this replica. */
+static void stop_marking(daebus_bus *bus)
+{
+    daebus__bus_primary *p = &bus->prim;
+    p->unmarked = true;
+    p->nskip = 0;
+    p->dirty = false;
+    DAEBUS_LOG_WARNF(LOGC,
+                     "progress markers cannot be sent (the claim line is down): this replica "
+                     "claims what it reads, and the others take over in %lld ms",
+                     daebus__cluster_window_ms(cluster_of(bus)));
+}
+
 /* Adds pos to the skips of the next marker (a full list: a marker for what
  * came before pos goes first). */
 static void add_skip(daebus_bus *bus, unsigned long long pos)
 {
     daebus__bus_primary *p = &bus->prim;
-    if (p->nskip == DAEBUS__CLUSTER_SKIPS) {
+    if (p->nskip == DAEBUS__CLUSTER_SKIPS && !p->unmarked) {
         unsigned long long upto = p->upto;
         p->upto = pos;
         daebus__bus_primary_flush(bus);
         p->upto = upto;
-        p->dirty = true;
+        p->dirty = !p->unmarked;
+        if (p->nskip == DAEBUS__CLUSTER_SKIPS)
+            stop_marking(bus); /* that marker was not sent */
     }
-    p->skip[p->nskip++] = pos;
+    if (!p->unmarked)
+        p->skip[p->nskip++] = pos;
 }
 
 bool daebus__bus_primary_skip_busy(daebus_bus *bus, const daebus__bus_claim *cl)
@@ -110,17 +134,25 @@ bool daebus__bus_primary_hold(daebus_bus *bus, daebus__bus_claim *cl, daebus__jo
 }
 
 /* Sends the marker of what was gated (dirty). Returns: its ticket, 0 when
- * not sent (then claims). */
+ * not sent (then claims). A marker that could not be sent keeps its skips
+ * and goes again with the next one: a later marker covers its positions,
+ * so every one this replica leaves to claims must be listed there. */
 static unsigned long long send_marker(daebus_bus *bus)
 {
     daebus__bus_primary *p = &bus->prim;
     daebus__cluster *c = cluster_of(bus);
+    if (!p->dirty || !c || p->unmarked) {
+        p->nskip = 0;
+        p->dirty = false;
+        return 0;
+    }
     unsigned long long ticket =
-        p->dirty && c ? daebus__cluster_progress_send(c, p->epoch, p->upto, p->skip, p->nskip) : 0;
-    p->nskip = 0;
-    p->dirty = false;
-    if (ticket)
+        daebus__cluster_progress_send(c, p->epoch, p->upto, p->skip, p->nskip);
+    if (ticket) {
+        p->nskip = 0;
+        p->dirty = false;
         p->marked_at = daebus__now_mono();
+    }
     return ticket;
 }
 
@@ -189,14 +221,25 @@ static void submit_held(daebus_bus *bus, daebus__bus_held *h)
     }
 }
 
-/* Hands the held jobs to the workers: their marker went with ticket. */
+/* Hands the held jobs to the workers: their marker went with ticket (0:
+ * not sent, so each is claimed, and listed as skipped in the next marker:
+ * the others claim it too, whoever wins runs it; a stopping replica claims
+ * nothing, and a message covered but not listed would be lost). */
 static void release_held(daebus_bus *bus, unsigned long long ticket)
 {
     daebus__bus_primary *p = &bus->prim;
     for (int i = 0; i < p->nheld; i++) {
-        p->held[i].claim->ticket = ticket;
-        if (!ticket)
-            p->held[i].claim->mode = DAEBUS__GATE_CLAIM; /* no marker: its worker claims it */
+        daebus__bus_claim *cl = p->held[i].claim;
+        cl->ticket = ticket;
+        if (ticket)
+            continue;
+        cl->mode = DAEBUS__GATE_CLAIM;
+        if (p->unmarked)
+            continue;
+        if (p->nskip == DAEBUS__CLUSTER_SKIPS)
+            stop_marking(bus);
+        else
+            p->skip[p->nskip++] = cl->pos;
     }
     held_batch *b = NULL;
     if (ticket && p->nheld > 1 &&

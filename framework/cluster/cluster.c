@@ -375,6 +375,11 @@ static void tick(daebus__cluster *c, bool beat)
     long long now = 0, t0 = daebus__cluster_now_ms();
     cJSON *view = NULL;
     int rc = redis_time_ms(c, &now);
+    /* The claim line connects here (before a join goes out, and again after
+     * Redis came back) rather than at a worker's first claim: a primary's
+     * markers go on it, and a marker not sent turns its batch into claims. */
+    if (rc == 0 && c->exactly_once)
+        daebus__redis_line_repair(c->line);
     bool join = c->exactly_once && atomic_load(&c->join_wanted) > atomic_load(&c->join_sent);
     /* With exactly once, every tick: an instance whose announces fail for 2
      * heartbeats stops handling (cluster_gate.c), so one late tick must not

@@ -21,7 +21,8 @@
 #include "perf_common.h"
 #include "testsupport.h"
 
-#define WINDOW 16
+#define ROUNDS16 5 /* alternating rounds of the 16-in-flight cases */
+#define WINDOW   16
 
 ACTION(bench_echo, "echo")
 {
@@ -480,29 +481,43 @@ int main(int argc, char **argv)
     report("daebus", "1", &best_fw, fw1_rate, &fw1_p50);
     perf_samples_free(&best_raw);
     perf_samples_free(&best_fw);
-    if (raw_run(redis.port, WINDOW, seconds, &l, &raw16_rate) != 0)
-        errors++;
-    report("raw_hiredis", "16", &l, raw16_rate, NULL);
-    perf_samples_free(&l);
-    atomic_store(&raw_pipelined, true);
-    if (raw_run(redis.port, WINDOW, seconds, &l, &rawp16_rate) != 0)
-        errors++;
-    atomic_store(&raw_pipelined, false);
-    report("raw_hiredis_pipelined", "16", &l, rawp16_rate, NULL);
-    perf_samples_free(&l);
-    fw_run(caller, WINDOW, seconds, &l, &fw16_rate, &errors);
-    report("daebus", "16", &l, fw16_rate, NULL);
-    perf_samples_free(&l);
+    /* 16 in flight: ROUNDS16 rounds of straightforward raw, pipelined raw and
+     * daebus, one after the other; the ratios are the medians of each round's
+     * ratios (a 2-core VM moves all three between rounds: one long run of
+     * each compares different machines). */
+    double r16[ROUNDS16], rp16[ROUNDS16], f16[ROUNDS16], q16[ROUNDS16], qp16[ROUNDS16];
+    perf_samples all_raw = {0}, all_rawp = {0}, all_fw = {0};
+    double part = seconds / 3 > 0.5 ? seconds / 3 : 0.5;
+    for (int round = 0; round < ROUNDS16; round++) {
+        if (raw_run(redis.port, WINDOW, part, &all_raw, &r16[round]) != 0)
+            errors++;
+        atomic_store(&raw_pipelined, true);
+        if (raw_run(redis.port, WINDOW, part, &all_rawp, &rp16[round]) != 0)
+            errors++;
+        atomic_store(&raw_pipelined, false);
+        fw_run(caller, WINDOW, part, &all_fw, &f16[round], &errors);
+        q16[round] = r16[round] > 0 ? f16[round] / r16[round] : 0;
+        qp16[round] = rp16[round] > 0 ? f16[round] / rp16[round] : 0;
+    }
+    raw16_rate = perf_percentile(r16, ROUNDS16, 50);
+    rawp16_rate = perf_percentile(rp16, ROUNDS16, 50);
+    fw16_rate = perf_percentile(f16, ROUNDS16, 50);
+    report("raw_hiredis", "16", &all_raw, raw16_rate, NULL);
+    report("raw_hiredis_pipelined", "16", &all_rawp, rawp16_rate, NULL);
+    report("daebus", "16", &all_fw, fw16_rate, NULL);
+    perf_samples_free(&all_raw);
+    perf_samples_free(&all_rawp);
+    perf_samples_free(&all_fw);
     double fw16t_rate;
     fw_run_threads(caller, WINDOW, seconds, &l, &fw16t_rate, &errors);
     report("daebus_threads", "16", &l, fw16t_rate, NULL);
     perf_samples_free(&l);
     perf_emit("bus", "all", "errors", (double)errors, "count");
     perf_ratio("bus", "p50_1_in_flight", fw1_p50 / raw1_p50, 1.5, "<=");
-    perf_ratio("bus", "actions_per_s_16_in_flight", fw16_rate / raw16_rate, 0.5, ">=");
+    perf_ratio("bus", "actions_per_s_16_in_flight", perf_percentile(q16, ROUNDS16, 50), 1.0, ">=");
     /* Stricter reference: a hand-written pipelined event loop. */
-    perf_ratio("bus", "actions_per_s_16_in_flight_vs_pipelined", fw16_rate / rawp16_rate, 0.5,
-               ">=");
+    perf_ratio("bus", "actions_per_s_16_in_flight_vs_pipelined",
+               perf_percentile(qp16, ROUNDS16, 50), 0.5, ">=");
     rc = errors ? 1 : 0;
 
 stop_raw:;

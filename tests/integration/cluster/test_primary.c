@@ -22,7 +22,11 @@
  * 5. the primary's Redis connections other than its subscriber (publisher
  *    pool, claim line, heartbeat) killed again and again for 3 s under load:
  *    nothing answered or run twice; requests published after the cut are all
- *    answered.
+ *    answered;
+ * 6. the primary's claim line cut while 9 of its 10 workers are busy, a
+ *    burst, then a graceful stop: its unsent marker's batch is claimed by
+ *    the others, every request answered once. (And in 1: a new primary's
+ *    first request is taken without a claim.)
  *
  * Every test counts handler runs through the replicas' run logs (once_runs):
  * a request run twice fails it, whatever the callers saw.
@@ -146,6 +150,16 @@ static void test_one_primary(void)
     printf("\n  one primary after %.2f s: replica %d", ts_now() - t0, p);
     if (p < 0)
         p = 0;
+    /* Its first request: taken under its first marker, without a claim (its
+     * claim line connects before its join, not at a first claim). */
+    double first0 = once_metric(p, "daebus_bus_primary_taken_total"),
+           won0 = sum_metric("daebus_bus_claims_won_total", -1);
+    cJSON *one = once_python_wait(python_req(1, "p0", 1, 5, 0), 10);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(one);
+    CU_ASSERT_EQUAL(jint(one, "answered"), 1);
+    cJSON_Delete(one);
+    CU_ASSERT_EQUAL(once_metric(p, "daebus_bus_primary_taken_total") - first0, 1);
+    CU_ASSERT_EQUAL(sum_metric("daebus_bus_claims_won_total", -1) - won0, 0);
     double taken0 = once_metric(p, "daebus_bus_primary_taken_total"), covered0[3], lost0[3];
     for (int i = 0; i < 3; i++) {
         covered0[i] = once_metric(i, "daebus_bus_covered_total");
@@ -441,6 +455,54 @@ static void test_publishers_cut(void)
     cJSON_Delete(rb);
 }
 
+/* A primary's marker that cannot be sent (its claim line cut) turns its
+ * batch into claims; the next marker lists those positions as skipped, so
+ * the others claim them too. The primary, 9 of its 10 workers busy, is then
+ * stopped gracefully with the batch queued: it claims nothing any more, and
+ * the others run every request once. (Before: the next marker covered the
+ * batch without listing it, the others dropped their copies, and what the
+ * stopping primary held in claim mode was lost.) */
+static void test_marker_lost_then_stop(void)
+{
+    CU_ASSERT_FATAL(once_all_ready(10));
+    int p = primary_or_0(5);
+    double taken0 = once_metric(p, "daebus_bus_primary_taken_total");
+    setenv("ONCE_SLEEP_MS", "1500", 1);
+    pid_t slow = python_req(9, "m1", 9, 10, 0);
+    TS_WAIT_UNTIL(once_metric(p, "daebus_bus_primary_taken_total") - taken0 >= 9, 5);
+    CU_ASSERT_FATAL(once_metric(p, "daebus_bus_primary_taken_total") - taken0 >= 9);
+    redisContext *c = redisConnect("127.0.0.1", once_redis.port);
+    CU_ASSERT_FATAL(c != NULL && !c->err);
+    int killed = cut_publishers(c, once_procs[p].pid);
+    redisFree(c);
+    CU_ASSERT(killed >= 1);
+    setenv("ONCE_SLEEP_MS", "300", 1);
+    pid_t burst = python_req(30, "m2", 30, 10, 0);
+    unsetenv("ONCE_SLEEP_MS");
+    ts_sleep_ms(400);
+    pid_t stopped = once_procs[p].pid;
+    once_reap(p, SIGTERM);
+    cJSON *ra = once_python_wait(slow, 30), *rb = once_python_wait(burst, 30);
+    ts_sleep_ms(500); /* a late second run would be in the logs by now */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ra);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rb);
+    CU_ASSERT_EQUAL(jint(ra, "answered"), 9); /* what it took, it finished */
+    CU_ASSERT_EQUAL(jint(rb, "answered"), 30);
+    CU_ASSERT_EQUAL(jint(ra, "dups") + jint(rb, "dups"), 0);
+    CU_ASSERT_EQUAL(twice("m1") + twice("m2"), 0);
+    once_runs *r = once_runs_load();
+    CU_ASSERT_EQUAL(once_runs_prefix(r, 'a', "m2-"), 30);
+    once_runs_free(r);
+    printf("\n  primary %d: claim line cut (%d connections), 30 requests behind 9 slow ones, "
+           "stopped: %d + %d answered, the stopped one ran %d of the 30",
+           p, killed, jint(ra, "answered"), jint(rb, "answered"),
+           once_pid_runs(stopped, 'a', "m2-"));
+    cJSON_Delete(ra);
+    cJSON_Delete(rb);
+    once_start(p, HB);
+    CU_ASSERT(once_all_ready(10));
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -452,5 +514,7 @@ int main(void)
     CU_add_test(s, "the primary killed -9 under load", test_primary_kill9);
     CU_add_test(s, "a joiner knows the primary", test_joiner);
     CU_add_test(s, "the primary's publishers cut off", test_publishers_cut);
+    CU_add_test(s, "a marker not sent, then the primary stopped: nothing lost",
+                test_marker_lost_then_stop);
     return ts_run_cunit();
 }
