@@ -30,6 +30,7 @@ static const char *const base_patterns[] = {
     "/api/v1/items/",
     "/a/<x>/c",
     "/a/b/<y>",
+    "/prices/<float:amount>/eur",
 };
 
 /* Reads a pattern segment: 0 literal, else 1 + daebus__http_param_type. */
@@ -42,6 +43,8 @@ static int seg_kind(const char *s, size_t n)
         return 1 + DAEBUS__HTTP_PARAM_INT;
     if (colon && colon - (s + 1) == 4 && memcmp(s + 1, "path", 4) == 0)
         return 1 + DAEBUS__HTTP_PARAM_PATH;
+    if (colon && colon - (s + 1) == 5 && memcmp(s + 1, "float", 5) == 0)
+        return 1 + DAEBUS__HTTP_PARAM_FLOAT;
     return 1 + DAEBUS__HTTP_PARAM_STRING;
 }
 
@@ -65,6 +68,10 @@ static bool pattern_matches(const char *pattern, const char *const *segs, const 
             break;
         case 1 + DAEBUS__HTTP_PARAM_INT:
             if (!daebus__http_parse_int(segs[k], lens[k], &v))
+                return false;
+            break;
+        case 1 + DAEBUS__HTTP_PARAM_FLOAT:
+            if (!daebus__http_is_float(segs[k], lens[k]))
                 return false;
             break;
         case 1 + DAEBUS__HTTP_PARAM_PATH:
@@ -133,6 +140,8 @@ static void check_path(const daebus__http_router *r, const char *const *patterns
             long long v;
             if (rt->param_types[i] == DAEBUS__HTTP_PARAM_INT)
                 FUZZ_CHECK(daebus__http_parse_int(segs[s], lens[s], &v));
+            if (rt->param_types[i] == DAEBUS__HTTP_PARAM_FLOAT)
+                FUZZ_CHECK(daebus__http_is_float(segs[s], lens[s]));
         }
     }
     free(buf);
