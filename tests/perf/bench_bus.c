@@ -498,6 +498,10 @@ int main(int argc, char **argv)
         fw_run(caller, WINDOW, part, &all_fw, &f16[round], &errors);
         q16[round] = r16[round] > 0 ? f16[round] / r16[round] : 0;
         qp16[round] = rp16[round] > 0 ? f16[round] / rp16[round] : 0;
+        char kase[32];
+        snprintf(kase, sizeof kase, "round_%d", round + 1);
+        perf_emit("bus", kase, "ratio_16_vs_straightforward", q16[round], "x");
+        perf_emit("bus", kase, "ratio_16_vs_pipelined", qp16[round], "x");
     }
     raw16_rate = perf_percentile(r16, ROUNDS16, 50);
     rawp16_rate = perf_percentile(rp16, ROUNDS16, 50);
