@@ -184,9 +184,9 @@ static void batch_run(void *arg)
     int here[DAEBUS__BUS_HELD], nhere = 0;
     for (int i = 1; i < b->n; i++) {
         /* Refused (the queue filled since the primary looked, or the
-         * pool drains for a graceful stop): the marker covered it, so this
-         * replica runs it, here, after the first. */
-        if (daebus__pool_submit(bus->pool, b->h[i].fn, b->h[i].drop, b->h[i].arg) != 0)
+         * pool's drain for a graceful stop is over): the marker covered
+         * it, so this replica runs it, here, after the first. */
+        if (daebus__pool_submit_more(bus->pool, b->h[i].fn, b->h[i].drop, b->h[i].arg) != 0)
             here[nhere++] = i;
     }
     b->h[0].fn(b->h[0].arg);

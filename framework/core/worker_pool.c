@@ -103,7 +103,8 @@ daebus__pool *daebus__pool_create(const char *name, int threads, size_t max_queu
     return p;
 }
 
-int daebus__pool_submit(daebus__pool *p, daebus__job_fn *fn, daebus__job_fn *drop, void *arg)
+static int submit(daebus__pool *p, daebus__job_fn *fn, daebus__job_fn *drop, void *arg,
+                  bool draining_ok)
 {
     if (!p || !fn)
         return DAEBUS_EINVAL;
@@ -115,7 +116,7 @@ int daebus__pool_submit(daebus__pool *p, daebus__job_fn *fn, daebus__job_fn *dro
     j->arg = arg;
     j->next = NULL;
     daebus__mutex_lock(&p->lock);
-    if (p->closed) {
+    if (p->closed && (!draining_ok || p->stopping)) {
         daebus__mutex_unlock(&p->lock);
         free(j);
         return DAEBUS_ECLOSED;
@@ -135,6 +136,16 @@ int daebus__pool_submit(daebus__pool *p, daebus__job_fn *fn, daebus__job_fn *dro
     pthread_cond_signal(&p->work);
     daebus__mutex_unlock(&p->lock);
     return 0;
+}
+
+int daebus__pool_submit(daebus__pool *p, daebus__job_fn *fn, daebus__job_fn *drop, void *arg)
+{
+    return submit(p, fn, drop, arg, false);
+}
+
+int daebus__pool_submit_more(daebus__pool *p, daebus__job_fn *fn, daebus__job_fn *drop, void *arg)
+{
+    return submit(p, fn, drop, arg, true);
 }
 
 int daebus__pool_claim(daebus__pool *p)
@@ -188,9 +199,11 @@ size_t daebus__pool_shutdown(daebus__pool *p, double drain_seconds)
         return 0;
     }
     p->closed = 1;
-    if (drain_seconds > 0 && p->head) {
+    /* Running jobs are waited for too: one may still queue the rest of its
+     * work (daebus__pool_submit_more), which then runs on the free workers. */
+    if (drain_seconds > 0 && (p->head || p->active)) {
         daebus__deadline until = daebus__deadline_in(drain_seconds);
-        while (p->head) {
+        while (p->head || p->active) {
             if (daebus__cond_wait_until(&p->idle, &p->lock, until) != 0)
                 break;
         }

@@ -23,6 +23,12 @@ daebus__pool *daebus__pool_create(const char *name, int threads, size_t max_queu
  * Returns: 0, DAEBUS_EFULL (queue full), DAEBUS_ECLOSED (shutting down),
  * DAEBUS_ENOMEM. Thread: any. */
 int daebus__pool_submit(daebus__pool *pool, daebus__job_fn *fn, daebus__job_fn *drop, void *arg);
+/* As daebus__pool_submit, for the rest of the work of a job already taken
+ * (a batch handed out by its first job): accepted while the pool drains for
+ * a shutdown too (DAEBUS_ECLOSED only once the drain is over), so that it
+ * runs on the free workers, not one after the other on the submitter's. */
+int daebus__pool_submit_more(daebus__pool *pool, daebus__job_fn *fn, daebus__job_fn *drop,
+                             void *arg);
 
 /* Takes the slot of an idle worker for a job the calling thread runs itself
  * (leader/followers: the thread that read a request runs it): counted in
@@ -37,9 +43,10 @@ void daebus__pool_unclaim(daebus__pool *pool);
 size_t daebus__pool_pending(daebus__pool *pool);
 size_t daebus__pool_active(daebus__pool *pool);
 
-/* Refuses new jobs, lets queued jobs run for up to drain_seconds, then drops
- * what is still queued (calling drop), waits for running jobs to finish and
- * joins the workers. Returns: number of jobs that were dropped.
+/* Refuses new jobs, lets queued and running jobs run for up to drain_seconds
+ * (running ones may queue more: daebus__pool_submit_more), then drops what is
+ * still queued (calling drop), waits for running jobs to finish and joins
+ * the workers. Returns: number of jobs that were dropped.
  * Thread: not from a worker of this pool. */
 size_t daebus__pool_shutdown(daebus__pool *pool, double drain_seconds);
 

@@ -119,6 +119,46 @@ static void test_submit_from_a_job(void)
     daebus__pool_destroy(chain_pool);
 }
 
+/* A job that runs while the pool starts to drain hands out the rest of its
+ * batch: 4 jobs of 500 ms on the 4 workers, not one after the other on its
+ * own; a plain submit is refused meanwhile, and submit_more too once the
+ * drain is over. */
+static daebus__pool *more_pool;
+static atomic_int more_rc[4];
+static atomic_int plain_rc;
+
+static void more_job(void *arg)
+{
+    (void)arg;
+    ts_sleep_ms(200); /* the shutdown has begun by now */
+    static int ms = 500;
+    for (int i = 0; i < 4; i++)
+        atomic_store(&more_rc[i], daebus__pool_submit_more(more_pool, slow_job, drop_job, &ms));
+    atomic_store(&plain_rc, daebus__pool_submit(more_pool, slow_job, drop_job, &ms));
+}
+
+static void test_submit_more_while_draining(void)
+{
+    atomic_store(&ran, 0);
+    atomic_store(&dropped, 0);
+    more_pool = daebus__pool_create("t", 4, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(more_pool);
+    CU_ASSERT_EQUAL(daebus__pool_submit(more_pool, more_job, NULL, NULL), 0);
+    TS_WAIT_UNTIL(daebus__pool_active(more_pool) == 1, 5);
+    double t0 = ts_now();
+    CU_ASSERT_EQUAL(daebus__pool_shutdown(more_pool, 5.0), 0);
+    double took = ts_now() - t0;
+    for (int i = 0; i < 4; i++)
+        CU_ASSERT_EQUAL(atomic_load(&more_rc[i]), 0);
+    CU_ASSERT_EQUAL(atomic_load(&plain_rc), DAEBUS_ECLOSED);
+    CU_ASSERT_EQUAL(atomic_load(&ran), 4);
+    CU_ASSERT_EQUAL(atomic_load(&dropped), 0);
+    CU_ASSERT(took >= 0.65 && took < 1.6); /* 0.2 + 0.5 in parallel, not 0.2 + 4 x 0.5 */
+    static int ms = 10;
+    CU_ASSERT_EQUAL(daebus__pool_submit_more(more_pool, slow_job, drop_job, &ms), DAEBUS_ECLOSED);
+    daebus__pool_destroy(more_pool);
+}
+
 static void test_bad_arguments(void)
 {
     atomic_store(&ran, 0);
@@ -143,6 +183,8 @@ int main(void)
     CU_add_test(s, "drain with timeout", test_drain_timeout);
     CU_add_test(s, "full drain drops nothing", test_full_drain);
     CU_add_test(s, "a job submits the next", test_submit_from_a_job);
+    CU_add_test(s, "the rest of a batch runs in parallel while draining",
+                test_submit_more_while_draining);
     CU_add_test(s, "bad arguments", test_bad_arguments);
     return ts_run_cunit();
 }
