@@ -398,13 +398,16 @@ static double flood(wsc *obs, wsc *c, double limit_s, const char *field, int wan
     char *b = pings(1000, &len);
     double t0 = ts_now(), took = -1, next_check = t0;
     bool sending = true;
+    size_t off = 0; /* a partial send goes on where it stopped: the stream stays whole frames */
     while (ts_now() - t0 < limit_s) {
         if (sending) {
-            ssize_t w = send(c->fd, b, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+            ssize_t w = send(c->fd, b + off, len - off, MSG_DONTWAIT | MSG_NOSIGNAL);
             if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
                 sending = false; /* the server shut the socket */
             else if (w < 0)
                 ts_sleep_ms(1);
+            else
+                off = (off + (size_t)w) % len;
         } else {
             ts_sleep_ms(20);
         }
@@ -586,11 +589,14 @@ static void *flooder(void *arg)
         }
         atomic_fetch_add(&flood_conns, 1);
         bool open = true;
+        size_t off = 0; /* see flood() */
         while (open && !atomic_load(&flood_stop)) {
-            ssize_t w = send(c.fd, b, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-            if (w > 0)
-                atomic_fetch_add(&flood_pings, (long)w / PING_LEN);
-            else if (errno != EAGAIN && errno != EWOULDBLOCK)
+            ssize_t w = send(c.fd, b + off, len - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (w > 0) {
+                atomic_fetch_add(&flood_pings,
+                                 (long)((off + (size_t)w) / PING_LEN - off / PING_LEN));
+                off = (off + (size_t)w) % len;
+            } else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
                 open = false;
             for (;;) {
                 char *p;
