@@ -192,11 +192,6 @@ char *wsc_recv_text(wsc *c, int timeout_ms)
     }
 }
 
-void wsc_small_rcvbuf(wsc *c, int bytes)
-{
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
-}
-
 void wsc_close(wsc *c)
 {
     if (c->fd >= 0)

@@ -36,7 +36,5 @@ void wsc_close(wsc *c);
 /* Copies the value of header name (case-insensitive) of the upgrade answer
  * into buf. Returns: buf, or NULL when the answer has no such header. */
 const char *wsc_header(const wsc *c, const char *name, char *buf, size_t len);
-/* Sets a small receive buffer (before connect has no effect: call after). */
-void wsc_small_rcvbuf(wsc *c, int bytes);
 
 #endif
