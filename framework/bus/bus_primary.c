@@ -90,6 +90,19 @@ static void stop_marking(daebus_bus *bus)
                      daebus__cluster_window_ms(cluster_of(bus)));
 }
 
+/* Lists pos in the skips of the next marker; no room left (the markers
+ * that would have taken them were not sent): no more markers. */
+static void list_skip(daebus_bus *bus, unsigned long long pos)
+{
+    daebus__bus_primary *p = &bus->prim;
+    if (p->unmarked)
+        return;
+    if (p->nskip == DAEBUS__CLUSTER_SKIPS)
+        stop_marking(bus);
+    else
+        p->skip[p->nskip++] = pos;
+}
+
 /* Adds pos to the skips of the next marker (a full list: a marker for what
  * came before pos goes first). */
 static void add_skip(daebus_bus *bus, unsigned long long pos)
@@ -101,11 +114,8 @@ static void add_skip(daebus_bus *bus, unsigned long long pos)
         daebus__bus_primary_flush(bus);
         p->upto = upto;
         p->dirty = !p->unmarked;
-        if (p->nskip == DAEBUS__CLUSTER_SKIPS)
-            stop_marking(bus); /* that marker was not sent */
     }
-    if (!p->unmarked)
-        p->skip[p->nskip++] = pos;
+    list_skip(bus, pos);
 }
 
 bool daebus__bus_primary_skip_busy(daebus_bus *bus, const daebus__bus_claim *cl)
@@ -231,15 +241,10 @@ static void release_held(daebus_bus *bus, unsigned long long ticket)
     for (int i = 0; i < p->nheld; i++) {
         daebus__bus_claim *cl = p->held[i].claim;
         cl->ticket = ticket;
-        if (ticket)
-            continue;
-        cl->mode = DAEBUS__GATE_CLAIM;
-        if (p->unmarked)
-            continue;
-        if (p->nskip == DAEBUS__CLUSTER_SKIPS)
-            stop_marking(bus);
-        else
-            p->skip[p->nskip++] = cl->pos;
+        if (!ticket) {
+            cl->mode = DAEBUS__GATE_CLAIM;
+            list_skip(bus, cl->pos);
+        }
     }
     held_batch *b = NULL;
     if (ticket && p->nheld > 1 &&
